@@ -1,0 +1,86 @@
+import { ApplicationFailure } from '@temporalio/activity';
+import type pg from 'pg';
+import type { NodePools } from '../src/catalog/node-pools.js';
+import { getNode } from '../src/catalog/nodes.js';
+import { createTableOnNode, dropTableOnNode } from '../src/catalog/shard-ddl.js';
+import { activateTable, describeRegisteredTable, mapVersion, registerTable, unregisterTable, type RegisteredTable, type TableSpec } from '../src/catalog/tables.js';
+import { AlreadyExistsError, InvalidInputError, NodeUnavailableError, NotFoundError, ShardcastError } from '../src/errors.js';
+import { activityInfo } from '@temporalio/activity';
+
+export interface ActivityDeps {
+  /** The catalog database. */
+  catalog: pg.Pool;
+  nodePools: NodePools;
+}
+
+/** Domain errors become typed Application failures: bad input is not retried, a lost node is. */
+function classify(err: unknown): never {
+  if (err instanceof InvalidInputError || err instanceof AlreadyExistsError || err instanceof NotFoundError) {
+    throw ApplicationFailure.create({ type: err.name, message: err.message, nonRetryable: true, cause: err });
+  }
+  if (err instanceof NodeUnavailableError) {
+    throw ApplicationFailure.create({ type: err.name, message: err.message, nonRetryable: false, details: [err.node], cause: err });
+  }
+  if (err instanceof ShardcastError) {
+    throw ApplicationFailure.create({ type: err.name, message: err.message, nonRetryable: false, cause: err });
+  }
+  throw err;
+}
+
+async function run<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    return classify(err);
+  }
+}
+
+async function groupSchemasOnNode(deps: ActivityDeps, tableId: number, nodeId: number): Promise<{ table: RegisteredTable; schemas: string[]; columns: string }> {
+  const table = await describeRegisteredTable(deps.catalog, tableId);
+  const { rows } = await deps.catalog.query<{ columns_ddl: string }>('select columns_ddl from shardcast.distributed_tables where id = $1', [tableId]);
+  const schemas = table.shards.filter((s) => s.nodeId === nodeId).map((s) => s.schema);
+  if (!rows[0]) throw new NotFoundError(`table #${tableId} does not exist`);
+  return { table, schemas, columns: rows[0].columns_ddl };
+}
+
+export function createActivities(deps: ActivityDeps) {
+  return {
+    async registerTable(spec: TableSpec): Promise<RegisteredTable> {
+      return run(() => registerTable(deps.catalog, spec, activityInfo().workflowExecution?.runId ?? activityInfo().activityId));
+    },
+
+    async createTableOnNode(input: { tableId: number; nodeId: number }): Promise<{ schemas: number }> {
+      return run(async () => {
+        const node = await getNode(deps.catalog, input.nodeId);
+        const { table, schemas, columns } = await groupSchemasOnNode(deps, input.tableId, input.nodeId);
+        await createTableOnNode(deps.nodePools, node, { name: table.name, columns }, schemas);
+        return { schemas: schemas.length };
+      });
+    },
+
+    async dropTableOnNode(input: { tableId: number; nodeId: number; dropSchemas: boolean }): Promise<void> {
+      return run(async () => {
+        const node = await getNode(deps.catalog, input.nodeId);
+        let found: { table: RegisteredTable; schemas: string[] };
+        try {
+          found = await groupSchemasOnNode(deps, input.tableId, input.nodeId);
+        } catch (err) {
+          if (err instanceof NotFoundError) return; // catalog rows already gone: nothing to find
+          throw err;
+        }
+        await dropTableOnNode(deps.nodePools, node, { name: found.table.name }, found.schemas, input.dropSchemas);
+      });
+    },
+
+    async activateTable(tableId: number): Promise<{ mapVersion: number }> {
+      return run(async () => {
+        await activateTable(deps.catalog, tableId);
+        return { mapVersion: await mapVersion(deps.catalog) };
+      });
+    },
+
+    async unregisterTable(tableId: number): Promise<void> {
+      return run(() => unregisterTable(deps.catalog, tableId));
+    },
+  };
+}

@@ -1,0 +1,278 @@
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import pg from 'pg';
+import { clientOptionsFromConfig, connectTemporal, createDistributedTable } from '../client/index.js';
+import { migrate } from '../src/catalog/migrate.js';
+import { addNode, checkNodeReachable, listNodes, NODE_STATES, redactDsn, type NodeState } from '../src/catalog/nodes.js';
+import { listShards, listTables, mapVersion, type TableSpec } from '../src/catalog/tables.js';
+import { loadConfig, localUrl, type Config } from '../src/config.js';
+import { ShardcastError, errorMessage } from '../src/errors.js';
+import { resolveTemporalCli } from '../src/fleet/temporal-cli.js';
+import { printTable } from './format.js';
+import { startStack } from './stack.js';
+
+interface GlobalOptions {
+  config?: string;
+  catalogUrl?: string;
+  temporalAddress?: string;
+  verbose?: boolean;
+}
+
+const program = new Command('shardcast')
+  .description('Keeps a sharded PostgreSQL fleet balanced before load arrives.')
+  .option('-c, --config <file>', 'configuration file (JSON or YAML); default shardcast.config.{json,yaml} or $SHARDCAST_CONFIG')
+  .option('--catalog-url <url>', 'use this catalog database instead of the embedded one')
+  .option('--temporal-address <host:port>', 'use this Temporal server instead of the embedded dev server')
+  .option('-v, --verbose', 'print stack traces with errors')
+  .showHelpAfterError('(add --help for usage)')
+  .exitOverride();
+
+function config(): Config {
+  const opts = program.opts<GlobalOptions>();
+  return loadConfig({ file: opts.config, overrides: { 'catalog.url': opts.catalogUrl, 'temporal.address': opts.temporalAddress } });
+}
+
+function catalogUrlOf(cfg: Config): string {
+  return cfg.catalog.url ?? localUrl(cfg, cfg.catalog.port, cfg.catalog.database);
+}
+
+function temporalAddressOf(cfg: Config): string {
+  return cfg.temporal.address ?? `127.0.0.1:${cfg.temporal.port}`;
+}
+
+/** Runs `fn` with a migrated catalog pool, closed afterwards. */
+async function withCatalog<T>(fn: (pool: pg.Pool, cfg: Config) => Promise<T>): Promise<T> {
+  const cfg = config();
+  const url = catalogUrlOf(cfg);
+  const pool = new pg.Pool({ connectionString: url, max: 2, connectionTimeoutMillis: 5000, application_name: 'shardcast-cli' });
+  pool.on('error', () => undefined);
+  try {
+    const client = await pool.connect().catch((err: unknown) => {
+      throw new ShardcastError(
+        'CATALOG_UNAVAILABLE',
+        `cannot connect to the catalog at ${redactDsn(url)}: ${errorMessage(err)} (is \`shardcast up\` running?)`,
+        { cause: err },
+      );
+    });
+    try {
+      await migrate(client);
+    } finally {
+      client.release();
+    }
+    return await fn(pool, cfg);
+  } finally {
+    await pool.end();
+  }
+}
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
+  return n;
+}
+
+function positiveNumber(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number');
+  return n;
+}
+
+function list(value: string): string[] {
+  return value.split(',').map((v) => v.trim()).filter((v) => v.length > 0);
+}
+
+program
+  .command('up')
+  .description('start the catalog, nodes, Temporal dev server (with UI), the workers and metrics; Ctrl-C stops everything')
+  .action(async () => {
+    const cfg = config();
+    const stack = await startStack(cfg, { embedded: true, log: (l) => console.log(l) });
+    console.log('shardcast: ready');
+    await waitForSignal();
+    console.log('shardcast: stopping');
+    await stack.stop();
+    console.log('shardcast: stopped');
+  });
+
+program
+  .command('worker')
+  .description('run the workers and metrics against an existing catalog and Temporal server (a real deployment)')
+  .action(async () => {
+    const cfg = config();
+    if (!cfg.catalog.url) throw new ShardcastError('CONFIG', 'config: catalog.url: required for `shardcast worker` (or SHARDCAST_CATALOG_URL)');
+    if (!cfg.temporal.address) throw new ShardcastError('CONFIG', 'config: temporal.address: required for `shardcast worker` (or SHARDCAST_TEMPORAL_ADDRESS)');
+    const stack = await startStack(cfg, { embedded: false, log: (l) => console.log(l) });
+    console.log('shardcast: ready');
+    await waitForSignal();
+    await stack.stop();
+  });
+
+program
+  .command('status')
+  .description('nodes, tables, shards per node and the map version')
+  .option('--json', 'machine-readable output')
+  .action(async (opts: { json?: boolean }) => {
+    await withCatalog(async (pool) => {
+      const [nodes, tables, shards, version] = await Promise.all([listNodes(pool), listTables(pool), listShards(pool), mapVersion(pool)]);
+      const perNode = new Map<string, number>();
+      for (const s of shards) perNode.set(s.node, (perNode.get(s.node) ?? 0) + 1);
+      const nodeRows = nodes.map((n) => ({ ...n, dsn: redactDsn(n.dsn), shards: perNode.get(n.name) ?? 0 }));
+      if (opts.json) {
+        console.log(JSON.stringify({ mapVersion: version, nodes: nodeRows, tables, shards: shards.length }, null, 2));
+        return;
+      }
+      console.log(`map version ${version}\n`);
+      printTable('nodes', nodeRows, ['name', 'state', 'region', 'zone', 'capacity', 'shards', 'dsn']);
+      console.log();
+      printTable('tables', tables, ['name', 'group', 'method', 'keyColumn', 'keyType', 'shards', 'nodes', 'state']);
+    });
+  });
+
+const nodes = program.command('nodes').description('PostgreSQL servers that hold shards');
+nodes
+  .command('add')
+  .description('register a node (its connection is checked first)')
+  .argument('<name>', 'node name: lower-case letters, digits, - and _')
+  .requiredOption('--dsn <url>', 'postgres:// URL of the node database')
+  .option('--region <region>')
+  .option('--zone <zone>')
+  .option('--capacity <units>', 'capacity in load units', positiveNumber, 100)
+  .addOption(new Option('--state <state>', 'initial state').choices([...NODE_STATES]).default('active'))
+  .option('--no-check', 'skip connecting to the node first')
+  .action(async (name: string, opts: { dsn: string; region?: string; zone?: string; capacity: number; state: NodeState; check: boolean }) => {
+    await withCatalog(async (pool) => {
+      const spec = { name, dsn: opts.dsn, region: opts.region, zone: opts.zone, capacity: opts.capacity, state: opts.state };
+      if (opts.check) for (const warning of await checkNodeReachable(spec)) console.error(`warning: node "${name}": ${warning}`);
+      const node = await addNode(pool, spec);
+      console.log(`added node ${node.name} (#${node.id}, ${node.state})`);
+    });
+  });
+nodes
+  .command('list')
+  .description('list nodes')
+  .option('--json', 'machine-readable output')
+  .action(async (opts: { json?: boolean }) => {
+    await withCatalog(async (pool) => {
+      const rows = (await listNodes(pool)).map((n) => ({ ...n, dsn: redactDsn(n.dsn) }));
+      if (opts.json) console.log(JSON.stringify(rows, null, 2));
+      else printTable('nodes', rows, ['name', 'state', 'region', 'zone', 'capacity', 'dsn']);
+    });
+  });
+
+const tables = program.command('tables').description('distributed tables');
+tables
+  .command('create')
+  .description('distribute a table: one schema per shard on its node (runs as a Temporal workflow)')
+  .argument('<name>', 'table name: lower-case letters, digits and _')
+  .requiredOption('--columns <definitions>', 'column and constraint definitions, as inside create table t (...)')
+  .requiredOption('--key <column>', 'shard key column')
+  .addOption(new Option('--method <method>', 'hash or range (a new colocation group)').choices(['hash', 'range']))
+  .option('--shards <n>', 'hash: number of shards (default 8)', positiveInt)
+  .option('--bounds <b0,b1,...>', 'range: ascending bounds; shards are [b0,b1), [b1,b2), ...', list)
+  .option('--colocate-with <table>', 'join the colocation group of this existing table')
+  .option('--nodes <n1,n2,...>', 'place the new group on these nodes (default: every active node)', list)
+  .option('--json', 'machine-readable output')
+  .action(
+    async (
+      name: string,
+      opts: { columns: string; key: string; method?: 'hash' | 'range'; shards?: number; bounds?: string[]; colocateWith?: string; nodes?: string[]; json?: boolean },
+    ) => {
+      const spec: TableSpec = {
+        name,
+        columns: opts.columns,
+        shardKey: opts.key,
+        method: opts.method ?? (opts.bounds ? 'range' : opts.colocateWith ? undefined : 'hash'),
+        shardCount: opts.shards,
+        rangeBounds: opts.bounds,
+        colocateWith: opts.colocateWith,
+        nodes: opts.nodes,
+      };
+      await withCatalog(async (_pool, cfg) => {
+        const client = await connectTemporal(temporalAddressOf(cfg), cfg.temporal.namespace);
+        try {
+          const result = await createDistributedTable(clientOptionsFromConfig(client, cfg), spec);
+          if (opts.json) console.log(JSON.stringify(result, null, 2));
+          else
+            console.log(
+              `created ${result.table}: ${result.shards} shard(s) on ${result.nodes.join(', ')} (group ${result.group}, map version ${result.mapVersion})`,
+            );
+        } finally {
+          await client.connection.close();
+        }
+      });
+    },
+  );
+tables
+  .command('list')
+  .description('list distributed tables')
+  .option('--json', 'machine-readable output')
+  .action(async (opts: { json?: boolean }) => {
+    await withCatalog(async (pool) => {
+      const rows = await listTables(pool);
+      if (opts.json) console.log(JSON.stringify(rows, null, 2));
+      else printTable('tables', rows, ['name', 'group', 'method', 'keyColumn', 'keyType', 'shards', 'nodes', 'state']);
+    });
+  });
+
+program
+  .command('shards')
+  .description('shards')
+  .command('list')
+  .description('list shards with their node and range')
+  .option('--table <name>', 'only the shards of this table')
+  .option('--node <name>', 'only the shards on this node')
+  .option('--json', 'machine-readable output')
+  .action(async (opts: { table?: string; node?: string; json?: boolean }) => {
+    await withCatalog(async (pool) => {
+      const rows = (await listShards(pool, opts)).map((s) => ({ ...s, tables: s.tables.join(',') }));
+      if (opts.json) console.log(JSON.stringify(rows, null, 2));
+      else printTable('shards', rows, ['shardId', 'schema', 'group', 'tables', 'node', 'range']);
+    });
+  });
+
+program
+  .command('provision-temporal')
+  .description('find or build the Temporal CLI (cached) and print its path')
+  .action(async () => {
+    const cli = await resolveTemporalCli({ log: (l) => console.error(l) });
+    console.log(cli.path);
+  });
+
+program
+  .command('migrate')
+  .description('apply pending catalog migrations')
+  .action(async () => {
+    await withCatalog(async () => {
+      console.log('catalog is up to date');
+    });
+  });
+
+function waitForSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const onSignal = (signal: NodeJS.Signals): void => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      resolve(signal);
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+}
+
+async function main(argv: string[]): Promise<number> {
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Help and version exit 0; commander has already printed its own message.
+      return err.exitCode;
+    }
+    const verbose = argv.includes('--verbose') || argv.includes('-v');
+    console.error(`shardcast: error: ${errorMessage(err)}`);
+    if (verbose && err instanceof Error && err.stack) console.error(err.stack);
+    return 1;
+  }
+}
+
+// Pools and gRPC channels can keep the event loop alive once a command has finished.
+process.exit(await main(process.argv));

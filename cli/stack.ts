@@ -1,0 +1,160 @@
+import type { Server } from 'node:http';
+import path from 'node:path';
+import { Connection } from '@temporalio/client';
+import { NativeConnection } from '@temporalio/worker';
+import pg from 'pg';
+import { migrate } from '../src/catalog/migrate.js';
+import { ensureNodes, type NewNode } from '../src/catalog/nodes.js';
+import { localUrl, type Config } from '../src/config.js';
+import { ShardcastError, errorMessage } from '../src/errors.js';
+import { PostgresServer } from '../src/fleet/postgres-server.js';
+import { resolveTemporalCli } from '../src/fleet/temporal-cli.js';
+import { TemporalDevServer } from '../src/fleet/temporal-server.js';
+import { createMetricsRegistry, startMetricsServer } from '../src/metrics/metrics.js';
+import { SEARCH_ATTRIBUTE_TYPES } from '../src/search-attributes.js';
+import { startControlWorker, type RunningWorker } from '../workers/control.js';
+
+export interface Stack {
+  catalogUrl: string;
+  temporalAddress: string;
+  stop(): Promise<void>;
+}
+
+export interface StackOptions {
+  /** Start PostgreSQL and Temporal (the embedded default); false for `shardcast worker`. */
+  embedded: boolean;
+  log: (line: string) => void;
+}
+
+/**
+ * Brings the system up: catalog, nodes, Temporal, the worker of every task queue, metrics. Each part
+ * already running elsewhere (catalog.url, temporal.address) is used instead of started.
+ */
+export async function startStack(config: Config, options: StackOptions): Promise<Stack> {
+  const { log } = options;
+  const stops: Array<() => Promise<void>> = [];
+  const stop = async (): Promise<void> => {
+    for (const step of stops.reverse()) await step().catch((err: unknown) => log(`shardcast: while stopping: ${errorMessage(err)}`));
+    stops.length = 0;
+  };
+  const dataDir = path.resolve(config.dataDir);
+  try {
+    // PostgreSQL: catalog and nodes, started in parallel.
+    const servers: PostgresServer[] = [];
+    const credentials = { user: config.postgres.user, password: config.postgres.password };
+    if (options.embedded && !config.catalog.url) {
+      servers.push(new PostgresServer({ name: 'catalog', dataDir: path.join(dataDir, 'catalog'), port: config.catalog.port, ...credentials }));
+    }
+    const embeddedNodes: NewNode[] = [];
+    if (options.embedded) {
+      for (let i = 1; i <= config.nodes.count; i++) {
+        const port = config.nodes.basePort + i - 1;
+        servers.push(new PostgresServer({ name: `node-${i}`, dataDir: path.join(dataDir, `node-${i}`), port, ...credentials }));
+        embeddedNodes.push({ name: `node-${i}`, dsn: localUrl(config, port, config.nodes.database), region: 'local', zone: `z${i}` });
+      }
+    }
+    stops.push(async () => {
+      await Promise.all(servers.map((s) => s.stop()));
+    });
+    await Promise.all(
+      servers.map(async (server) => {
+        await server.start();
+        await server.ensureDatabase(server.name === 'catalog' ? config.catalog.database : config.nodes.database);
+      }),
+    );
+    const catalogUrl = config.catalog.url ?? localUrl(config, config.catalog.port, config.catalog.database);
+    log(line('catalog', redact(catalogUrl)));
+    for (const node of embeddedNodes) log(line(node.name, redact(node.dsn)));
+
+    const catalog = new pg.Pool({ connectionString: catalogUrl, max: 4, application_name: 'shardcast-up' });
+    catalog.on('error', () => undefined);
+    stops.push(() => catalog.end());
+    const client = await catalog.connect().catch((err: unknown) => {
+      throw new ShardcastError('CATALOG_UNAVAILABLE', `cannot connect to the catalog at ${redact(catalogUrl)}: ${errorMessage(err)}`, { cause: err });
+    });
+    try {
+      const { applied } = await migrate(client);
+      if (applied.length > 0) log(line('migrations', `applied ${applied.join(', ')}`));
+    } finally {
+      client.release();
+    }
+    await ensureNodes(catalog, [...embeddedNodes, ...config.nodes.register]);
+
+    // Temporal.
+    let temporalAddress = config.temporal.address;
+    if (!temporalAddress) {
+      if (!options.embedded) throw new ShardcastError('CONFIG', 'temporal.address is required when not running the embedded stack');
+      const cli = await resolveTemporalCli({ log });
+      const server = new TemporalDevServer({
+        cliPath: cli.path,
+        port: config.temporal.port,
+        uiPort: config.temporal.uiPort,
+        namespace: config.temporal.namespace,
+        dbFile: path.join(dataDir, 'temporal.db'),
+        stateDir: dataDir,
+      });
+      await server.start();
+      stops.push(() => server.stop());
+      temporalAddress = server.address;
+      log(line('temporal', `${temporalAddress} (namespace ${config.temporal.namespace})`));
+      log(line('temporal-ui', server.uiUrl ?? '(headless)'));
+    } else {
+      await ensureSearchAttributes(temporalAddress, config.temporal.namespace);
+      log(line('temporal', `${temporalAddress} (namespace ${config.temporal.namespace}, external)`));
+    }
+
+    // Workers: one per task queue.
+    const connection = await NativeConnection.connect({ address: temporalAddress });
+    stops.push(() => connection.close());
+    const worker: RunningWorker = await startControlWorker({
+      connection,
+      namespace: config.temporal.namespace,
+      taskQueue: config.temporal.taskQueue,
+      catalogUrl,
+    });
+    stops.push(() => worker.shutdown());
+    log(line('worker', `task queue ${config.temporal.taskQueue}`));
+
+    if (config.metrics.port > 0) {
+      const server: Server = await startMetricsServer(createMetricsRegistry(catalog), config.metrics.port, options.embedded ? '127.0.0.1' : '0.0.0.0');
+      stops.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+      log(line('metrics', `http://${options.embedded ? '127.0.0.1' : '0.0.0.0'}:${config.metrics.port}/metrics`));
+    }
+    return { catalogUrl, temporalAddress, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+/** Registers Shardcast's search attributes on an existing Temporal server where they are missing. */
+async function ensureSearchAttributes(address: string, namespace: string): Promise<void> {
+  const connection = await Connection.connect({ address, connectTimeout: 5000 }).catch((err: unknown) => {
+    throw new ShardcastError('TEMPORAL_UNAVAILABLE', `cannot reach Temporal at ${address}: ${errorMessage(err)}`, { cause: err });
+  });
+  try {
+    const existing = await connection.operatorService.listSearchAttributes({ namespace });
+    const missing = Object.entries(SEARCH_ATTRIBUTE_TYPES).filter(([name]) => !(name in (existing.customAttributes ?? {})));
+    if (missing.length === 0) return;
+    await connection.operatorService.addSearchAttributes({
+      namespace,
+      searchAttributes: Object.fromEntries(
+        missing.map(([name, type]) => [name, type === 'Int' ? INDEXED_VALUE_TYPE_INT : INDEXED_VALUE_TYPE_KEYWORD]),
+      ),
+    });
+  } finally {
+    await connection.close();
+  }
+}
+
+// temporal.api.enums.v1.IndexedValueType
+const INDEXED_VALUE_TYPE_KEYWORD = 2;
+const INDEXED_VALUE_TYPE_INT = 3;
+
+function line(component: string, address: string): string {
+  return `${component.padEnd(12)} ${address}`;
+}
+
+function redact(url: string): string {
+  return url.replace(/:\/\/([^:@/]+):[^@/]*@/, '://$1:***@');
+}

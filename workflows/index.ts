@@ -1,0 +1,1 @@
+export { createDistributedTable } from './create-table.js';
