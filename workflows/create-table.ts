@@ -1,4 +1,5 @@
 import {
+  ActivityFailure,
   ApplicationFailure,
   CancellationScope,
   log,
@@ -126,12 +127,15 @@ export async function createDistributedTable(input: CreateTableInput): Promise<C
   }
 }
 
+/** The words of the failure that started it all: the innermost typed failure below our own wrappers. */
 function rootMessage(err: unknown): string {
-  let current = err as { message?: string; cause?: unknown } | undefined;
-  let message = current?.message ?? String(err);
-  while (current?.cause) {
-    current = current.cause as { message?: string; cause?: unknown };
-    if (current.message) message = current.message;
+  let message = err instanceof Error ? err.message : String(err);
+  for (let cause: unknown = err; cause; cause = (cause as { cause?: unknown }).cause) {
+    if (cause instanceof ActivityFailure) continue;
+    if (cause instanceof ApplicationFailure && !OWN_FAILURES.has(cause.type ?? '')) return cause.message;
+    if (cause instanceof Error) message = cause.message;
   }
   return message;
 }
+
+const OWN_FAILURES = new Set(['NodeFailed', 'TableCreationFailed']);

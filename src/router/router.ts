@@ -15,6 +15,11 @@ export interface RouterOptions {
   /** How long a query that met a fenced shard waits for the map to change before failing (default 2000 ms). */
   fenceWaitMs?: number;
   applicationName?: string;
+  /**
+   * LISTEN for map changes (default true). Turn it off where the catalog is reached through a
+   * transaction-mode pooler that cannot LISTEN: the version check and the moved-shard retry remain.
+   */
+  listen?: boolean;
 }
 
 export interface RoutedQueryable {
@@ -67,7 +72,7 @@ export class Router extends EventEmitter {
     const router = new Router(options);
     try {
       await router.refresh();
-      await router.listen();
+      if (options.listen !== false) await router.listen();
     } catch (err) {
       await router.close();
       throw err;

@@ -1,4 +1,5 @@
-import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import type { TestProject } from 'vitest/node';
@@ -24,12 +25,10 @@ declare module 'vitest' {
   }
 }
 
-export const TEST_BASE_DIR = path.resolve(import.meta.dirname, '../../.shardcast-test');
-
 /** Starts, once per run, the PostgreSQL fleet (a catalog server and three nodes) and a Temporal dev server. */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  rmSync(TEST_BASE_DIR, { recursive: true, force: true });
-  mkdirSync(TEST_BASE_DIR, { recursive: true });
+  // Own directory per run, so that runs side by side never share data directories.
+  const TEST_BASE_DIR = mkdtempSync(path.join(tmpdir(), 'shardcast-test-'));
   chmodSync(TEST_BASE_DIR, 0o755); // the postgres OS user must reach its data directories
   const password = 'shardcast-test';
   const servers: PostgresServer[] = [];
@@ -61,6 +60,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   return async () => {
     await temporal.stop();
     await Promise.all(servers.map((s) => s.stop()));
+    rmSync(TEST_BASE_DIR, { recursive: true, force: true });
   };
 }
 
