@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { parse as parseYaml } from 'yaml';
+import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from './errors.js';
 
@@ -137,14 +137,30 @@ export function parseConfig(raw: unknown): Config {
   if (!result.success) {
     const issue = result.error.issues[0]!;
     const key = issue.path.length > 0 ? issue.path.join('.') : '(root)';
-    let message = issue.message.replace(/^Invalid input: /, '');
-    if (issue.code === 'unrecognized_keys') {
-      return failUnknownKeys(key, issue.keys);
-    }
-    message = message.replace(/^expected (\w+), received (\w+)$/, 'expected a $1, got a $2');
-    throw new ConfigError(key, message);
+    if (issue.code === 'unrecognized_keys') return failUnknownKeys(key, issue.keys);
+    throw new ConfigError(key, describeIssue(issue));
   }
   return result.data;
+}
+
+function describeIssue(issue: z.core.$ZodIssue): string {
+  switch (issue.code) {
+    case 'invalid_type': {
+      const received = /received (\w+)/.exec(issue.message)?.[1];
+      return `expected ${article(issue.expected)}${received ? `, got ${article(received)}` : ''}`;
+    }
+    case 'too_small':
+      return `must be ${issue.inclusive ? 'at least' : 'more than'} ${String(issue.minimum)}`;
+    case 'too_big':
+      return `must be ${issue.inclusive ? 'at most' : 'less than'} ${String(issue.maximum)}`;
+    default:
+      return issue.message.replace(/^Invalid input: /, '');
+  }
+}
+
+function article(type: string): string {
+  const name = type === 'int' ? 'integer' : type;
+  return `${/^[aeiou]/.test(name) ? 'an' : 'a'} ${name}`;
 }
 
 function failUnknownKeys(parent: string, keys: string[]): never {
@@ -160,12 +176,21 @@ function readConfigFile(file: string): Record<string, unknown> {
     throw new ConfigError('(file)', `cannot read ${file}: ${(err as Error).message}`, { cause: err });
   }
   let parsed: unknown;
-  try {
-    parsed = file.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
-  } catch (err) {
-    throw new ConfigError('(file)', `${file} is not valid ${file.endsWith('.json') ? 'JSON' : 'YAML'}: ${(err as Error).message}`, {
-      cause: err,
-    });
+  if (file.endsWith('.json')) {
+    try {
+      parsed = JSON.parse(text);
+    } catch (err) {
+      throw new ConfigError('(file)', `${file} is not valid JSON${jsonErrorPosition(text, (err as Error).message)}`, { cause: err });
+    }
+  } else {
+    try {
+      parsed = parseYaml(text);
+    } catch (err) {
+      const pos = err instanceof YAMLParseError ? err.linePos?.[0] : undefined;
+      const where = pos ? ` at line ${pos.line}, column ${pos.col}` : '';
+      const code = err instanceof YAMLParseError ? ` (${err.code.toLowerCase().replaceAll('_', ' ')})` : '';
+      throw new ConfigError('(file)', `${file} is not valid YAML${where}${code}`, { cause: err });
+    }
   }
   if (parsed === null || parsed === undefined) return {};
   if (typeof parsed !== 'object' || Array.isArray(parsed)) {
@@ -174,8 +199,52 @@ function readConfigFile(file: string): Record<string, unknown> {
   return parsed as Record<string, unknown>;
 }
 
+/** Keys whose values are numbers: their environment values are parsed as numbers, all others stay text. */
+const NUMERIC_KEYS = new Set([
+  'catalog.port',
+  'nodes.count',
+  'nodes.basePort',
+  'temporal.port',
+  'temporal.uiPort',
+  'metrics.port',
+  'tableCreation.maximumAttempts',
+  'tableCreation.initialRetryIntervalMs',
+]);
+
+/**
+ * Where JSON.parse stopped, as line and column. Its own message is not shown: it can quote the
+ * file, and the file may hold a password.
+ */
+function jsonErrorPosition(text: string, message: string): string {
+  let offset: number | undefined;
+  const position = /at position (\d+)/.exec(message);
+  if (position) offset = Number(position[1]);
+  else if (/Unexpected end of JSON input/.test(message)) offset = text.length;
+  else {
+    const token = /^Unexpected token '(.)'/.exec(message);
+    if (token) offset = firstUnexpected(text, token[1]!);
+  }
+  if (offset === undefined) return '';
+  const before = text.slice(0, offset).split('\n');
+  return ` at line ${before.length}, column ${before.at(-1)!.length + 1}`;
+}
+
+/** The first occurrence of `char` outside a JSON string: where an unquoted word begins. */
+function firstUnexpected(text: string, char: string): number | undefined {
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (inString) {
+      if (c === '\\') i++;
+      else if (c === '"') inString = false;
+    } else if (c === '"') inString = true;
+    else if (c === char) return i;
+  }
+  return undefined;
+}
+
 function coerceEnvValue(key: string, value: string): unknown {
-  if (/^-?\d+(\.\d+)?$/.test(value) && !key.endsWith('password') && !key.endsWith('url')) return Number(value);
+  if (NUMERIC_KEYS.has(key) && /^\s*-?\d+(\.\d+)?\s*$/.test(value)) return Number(value);
   return value;
 }
 

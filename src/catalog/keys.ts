@@ -51,7 +51,7 @@ export function normalizeKey(type: KeyType, key: unknown): bigint | string {
       if (typeof key === 'bigint') value = key;
       else if (typeof key === 'number' && Number.isInteger(key)) value = BigInt(key);
       else if (typeof key === 'string' && /^-?\d+$/.test(key.trim())) value = BigInt(key.trim());
-      else throw new TypeError(`expected an integer key for a ${type} shard key, got ${describe(key)}`);
+      else throw new TypeError(`expected an integer key for ${type === 'integer' ? 'an' : 'a'} ${type} shard key, got ${describe(key)}`);
       const [min, max] = INT_LIMITS[type];
       if (value < min || value > max) throw new TypeError(`key ${value} is out of range for ${type}`);
       return value;

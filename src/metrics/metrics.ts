@@ -6,43 +6,81 @@ import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
  * The worker's Prometheus endpoint: process metrics plus the shard map as the catalog has it,
  * read at scrape time (deploy/prometheus-rules.yml alerts on these).
  */
+interface CatalogSnapshot {
+  ok: boolean;
+  version: number;
+  nodes: Array<{ state: string; count: number }>;
+  shards: Array<{ node: string; count: number }>;
+}
+
 export function createMetricsRegistry(catalog: pg.Pool): Registry {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'shardcast_process_' });
-  const up = new Gauge({ name: 'shardcast_catalog_up', help: '1 when the catalog answered the last scrape', registers: [registry] });
-  const version = new Gauge({ name: 'shardcast_map_version', help: 'Shard map version in the catalog', registers: [registry] });
-  const nodes = new Gauge({ name: 'shardcast_nodes', help: 'Nodes by state', labelNames: ['state'], registers: [registry] });
-  const shards = new Gauge({ name: 'shardcast_shards', help: 'Shards placed on each node', labelNames: ['node'], registers: [registry] });
-  // One collect callback reads everything, so one scrape is one consistent look at the catalog.
+  collectDefaultMetrics({ register: registry, prefix: 'shardcast_' });
+  // prom-client collects the gauges concurrently: they share one read of the catalog per scrape.
+  let pending: { at: number; snapshot: Promise<CatalogSnapshot> } | undefined;
+  const snapshot = (): Promise<CatalogSnapshot> => {
+    if (!pending || Date.now() - pending.at > 500) pending = { at: Date.now(), snapshot: readCatalog(catalog) };
+    return pending.snapshot;
+  };
   new Gauge({
-    name: 'shardcast_metrics_scrape_ok',
-    help: '1 when the catalog metrics were read',
+    name: 'shardcast_catalog_up',
+    help: '1 when the catalog answered the last scrape',
     registers: [registry],
     async collect() {
-      try {
-        const [v, n, s] = await Promise.all([
-          catalog.query<{ version: string }>('select version::text as version from shardcast.map_version'),
-          catalog.query<{ state: string; count: number }>('select state, count(*)::int as count from shardcast.nodes group by state'),
-          catalog.query<{ node: string; count: number }>(
-            `select n.name as node, count(p.shard_id)::int as count
-               from shardcast.nodes n left join shardcast.placements p on p.node_id = n.id group by n.name`,
-          ),
-        ]);
-        version.set(Number(v.rows[0]?.version ?? 0));
-        nodes.reset();
-        for (const state of ['active', 'standby', 'draining', 'retired']) nodes.set({ state }, 0);
-        for (const row of n.rows) nodes.set({ state: row.state }, row.count);
-        shards.reset();
-        for (const row of s.rows) shards.set({ node: row.node }, row.count);
-        up.set(1);
-        this.set(1);
-      } catch {
-        up.set(0);
-        this.set(0);
-      }
+      this.set((await snapshot()).ok ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'shardcast_map_version',
+    help: 'Shard map version in the catalog',
+    registers: [registry],
+    async collect() {
+      const s = await snapshot();
+      if (s.ok) this.set(s.version);
+    },
+  });
+  new Gauge({
+    name: 'shardcast_nodes',
+    help: 'Nodes by state',
+    labelNames: ['state'],
+    registers: [registry],
+    async collect() {
+      const s = await snapshot();
+      if (!s.ok) return;
+      this.reset();
+      for (const state of ['active', 'standby', 'draining', 'retired']) this.set({ state }, 0);
+      for (const row of s.nodes) this.set({ state: row.state }, row.count);
+    },
+  });
+  new Gauge({
+    name: 'shardcast_shards',
+    help: 'Shards placed on each node',
+    labelNames: ['node'],
+    registers: [registry],
+    async collect() {
+      const s = await snapshot();
+      if (!s.ok) return;
+      this.reset();
+      for (const row of s.shards) this.set({ node: row.node }, row.count);
     },
   });
   return registry;
+}
+
+async function readCatalog(catalog: pg.Pool): Promise<CatalogSnapshot> {
+  try {
+    const [v, n, s] = await Promise.all([
+      catalog.query<{ version: string }>('select version::text as version from shardcast.map_version'),
+      catalog.query<{ state: string; count: number }>('select state, count(*)::int as count from shardcast.nodes group by state'),
+      catalog.query<{ node: string; count: number }>(
+        `select n.name as node, count(p.shard_id)::int as count
+           from shardcast.nodes n left join shardcast.placements p on p.node_id = n.id group by n.name`,
+      ),
+    ]);
+    return { ok: true, version: Number(v.rows[0]?.version ?? 0), nodes: n.rows, shards: s.rows };
+  } catch {
+    return { ok: false, version: 0, nodes: [], shards: [] };
+  }
 }
 
 export async function startMetricsServer(registry: Registry, port: number, host = '0.0.0.0'): Promise<Server> {

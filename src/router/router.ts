@@ -303,18 +303,54 @@ function isConnectionLoss(err: unknown): boolean {
 }
 
 /**
- * The first known distributed table named in `sql`, outside string literals, quoted identifiers and
- * comments. Good enough to pick a colocation group; anything subtler passes { table } explicitly.
+ * The first known distributed table named in `sql`, outside string literals, comments and
+ * dollar-quoted bodies; quoted identifiers count. Good enough to pick a colocation group; anything
+ * subtler passes { table } explicitly.
  */
 export function tableNamedIn(sql: string, map: ShardMap): string | undefined {
-  const stripped = sql
-    .replace(/--[^\n]*/g, ' ')
-    .replace(/\/\*[\s\S]*?\*\//g, ' ')
-    .replace(/\$([A-Za-z_]*)\$[\s\S]*?\$\1\$/g, ' ')
-    .replace(/'(?:[^']|'')*'/g, ' ');
-  for (const word of stripped.matchAll(/"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_$]*)/g)) {
-    const name = word[1] !== undefined ? word[1].replaceAll('""', '"') : word[2]!.toLowerCase();
-    if (map.tables.has(name)) return name;
+  const n = sql.length;
+  let i = 0;
+  while (i < n) {
+    const c = sql[i]!;
+    if (c === '-' && sql[i + 1] === '-') {
+      const end = sql.indexOf('\n', i);
+      i = end < 0 ? n : end + 1;
+    } else if (c === '/' && sql[i + 1] === '*') {
+      const end = sql.indexOf('*/', i + 2);
+      i = end < 0 ? n : end + 2;
+    } else if (c === "'") {
+      // '' inside a literal is an escaped quote: the scan just continues past it.
+      i++;
+      while (i < n && !(sql[i] === "'" && sql[i + 1] !== "'")) i += sql[i] === "'" ? 2 : 1;
+      i++;
+    } else if (c === '"') {
+      let name = '';
+      i++;
+      while (i < n) {
+        if (sql[i] === '"') {
+          if (sql[i + 1] === '"') {
+            name += '"';
+            i += 2;
+            continue;
+          }
+          break;
+        }
+        name += sql[i++];
+      }
+      i++;
+      if (map.tables.has(name)) return name;
+    } else if (c === '$' && /^\$[A-Za-z_][A-Za-z0-9_]*\$|^\$\$/.test(sql.slice(i, i + 64))) {
+      const tag = /^\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$/.exec(sql.slice(i, i + 64))![0];
+      const end = sql.indexOf(tag, i + tag.length);
+      i = end < 0 ? n : end + tag.length;
+    } else if (/[A-Za-z_]/.test(c)) {
+      const start = i;
+      while (i < n && /[A-Za-z0-9_$]/.test(sql[i]!)) i++;
+      const word = sql.slice(start, i).toLowerCase();
+      if (map.tables.has(word)) return word;
+    } else {
+      i++;
+    }
   }
   return undefined;
 }

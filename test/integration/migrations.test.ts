@@ -266,6 +266,27 @@ describe('catalog migrations', () => {
     expect((await migrationRows(url)).map((r) => r.version)).toEqual([1, 2]);
   });
 
+  it('a migration and its record commit together: if recording it fails, its effects are rolled back too', async () => {
+    const url = await freshDatabase();
+    const dir = mkdtempSync(path.join(tmpdir(), 'shardcast-migrations-'));
+    tempDirs.push(dir);
+    copyFileSync(path.join(MIGRATIONS_DIR, '0001_init.sql'), path.join(dir, '0001_init.sql'));
+    // The SQL itself succeeds; the insert of its own record (version 2) then violates the check it adds.
+    writeFileSync(
+      path.join(dir, '0002_unrecordable.sql'),
+      'create table shardcast.y (a int);\nalter table shardcast_meta.migrations add constraint only_v1 check (version < 2);\n',
+    );
+    await withClient(url, async (client) => {
+      await expect(migrate(client, loadMigrations(dir))).rejects.toThrow(/0002_unrecordable.*only_v1/);
+      const { rows } = await client.query(
+        `select to_regclass('shardcast.y')::text as t,
+                (select count(*)::int from pg_constraint where conname = 'only_v1') as constraints`,
+      );
+      expect(rows).toEqual([{ t: null, constraints: 0 }]);
+    });
+    expect((await migrationRows(url)).map((r) => r.name)).toEqual(['0001_init']);
+  });
+
   it('a change to the nodes table bumps shardcast.map_version by one and notifies shardcast_map with the new version', async () => {
     const url = await freshDatabase();
     await withClient(url, (c) => migrate(c));

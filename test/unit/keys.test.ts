@@ -86,7 +86,7 @@ describe('normalizeKey: integers', () => {
   });
 
   it('rejects non-integers with a message naming the type and the value', () => {
-    expect(typeError(() => normalizeKey('integer', 1.5)).message).toBe('expected an integer key for a integer shard key, got the number 1.5');
+    expect(typeError(() => normalizeKey('integer', 1.5)).message).toBe('expected an integer key for an integer shard key, got the number 1.5');
     expect(typeError(() => normalizeKey('bigint', NaN)).message).toBe('expected an integer key for a bigint shard key, got the number NaN');
     expect(typeError(() => normalizeKey('bigint', Infinity)).message).toContain('got the number Infinity');
     expect(typeError(() => normalizeKey('bigint', null)).message).toBe('expected an integer key for a bigint shard key, got null');

@@ -1,0 +1,197 @@
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { afterAll, describe, expect, it } from 'vitest';
+import { assertPortFree, freePort } from '../../src/fleet/postgres-server.js';
+import { fleet, uniqueName } from '../helpers/fleet.js';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const CLI = path.join(ROOT, 'bin/shardcast.js');
+
+interface Up {
+  child: ChildProcessWithoutNullStreams;
+  lines: string[];
+  exit: Promise<number | null>;
+}
+
+let env: NodeJS.ProcessEnv;
+let dataDir: string;
+let ports: { catalog: number; node1: number; temporal: number; ui: number; metrics: number };
+const running: Up[] = [];
+
+/** Two consecutive free ports, for the embedded nodes' base port. */
+async function freePortPair(): Promise<number> {
+  for (;;) {
+    const port = await freePort();
+    if (port >= 65535) continue;
+    try {
+      await assertPortFree(port + 1, 'probe');
+      return port;
+    } catch {
+      // taken; try another
+    }
+  }
+}
+
+function startUp(): Up {
+  const child = spawn(process.execPath, [CLI, 'up'], { cwd: ROOT, env });
+  const lines: string[] = [];
+  let buffer = '';
+  child.stdout.on('data', (d: Buffer) => {
+    buffer += d.toString();
+    const parts = buffer.split('\n');
+    buffer = parts.pop()!;
+    lines.push(...parts);
+  });
+  child.stderr.on('data', (d: Buffer) => lines.push(...d.toString().split('\n').filter(Boolean).map((l) => `stderr: ${l}`)));
+  const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const up = { child, lines, exit };
+  running.push(up);
+  return up;
+}
+
+async function waitForLine(up: Up, text: string, timeoutMs = 120_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!up.lines.includes(text)) {
+    if (up.child.exitCode !== null) throw new Error(`shardcast up exited ${up.child.exitCode}:\n${up.lines.join('\n')}`);
+    if (Date.now() > deadline) throw new Error(`no "${text}" after ${timeoutMs} ms:\n${up.lines.join('\n')}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function cli(...args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const result = spawnSync(process.execPath, [CLI, ...args], { cwd: ROOT, env, encoding: 'utf8', timeout: 120_000 });
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+/** Processes whose command line mentions the data directory: what `up` started. */
+function processesUsing(dir: string): string[] {
+  const found: string[] = [];
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
+      if (cmdline.includes(dir) && Number(pid) !== process.pid) found.push(`${pid}: ${cmdline.slice(0, 120)}`);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return found;
+}
+
+afterAll(async () => {
+  for (const up of running) {
+    if (up.child.exitCode === null) {
+      up.child.kill('SIGTERM');
+      await up.exit;
+    }
+  }
+});
+
+describe('shardcast up (npm start)', () => {
+  it('brings up the fleet, Temporal with its UI, the worker and metrics, and prints where they are', async () => {
+    dataDir = path.join(fleet().baseDir, uniqueName('up'));
+    ports = { catalog: await freePort(), node1: await freePortPair(), temporal: await freePort(), ui: await freePort(), metrics: await freePort() };
+    env = {
+      ...process.env,
+      SHARDCAST_DATA_DIR: dataDir,
+      SHARDCAST_CATALOG_PORT: String(ports.catalog),
+      SHARDCAST_NODES_COUNT: '2',
+      SHARDCAST_NODES_BASE_PORT: String(ports.node1),
+      SHARDCAST_TEMPORAL_PORT: String(ports.temporal),
+      SHARDCAST_TEMPORAL_UI_PORT: String(ports.ui),
+      SHARDCAST_METRICS_PORT: String(ports.metrics),
+      TEMPORAL_CLI_PATH: fleet().temporalCliPath,
+    };
+    const up = startUp();
+    await waitForLine(up, 'shardcast: ready');
+    const text = up.lines.join('\n');
+    expect(text).toMatch(new RegExp(`^catalog\\s+postgres://postgres:\\*\\*\\*@127\\.0\\.0\\.1:${ports.catalog}/shardcast$`, 'm'));
+    expect(text).toMatch(new RegExp(`^node-1\\s+postgres://postgres:\\*\\*\\*@127\\.0\\.0\\.1:${ports.node1}/shardcast$`, 'm'));
+    expect(text).toMatch(new RegExp(`^node-2\\s+postgres://postgres:\\*\\*\\*@127\\.0\\.0\\.1:${ports.node1 + 1}/shardcast$`, 'm'));
+    expect(text).toMatch(new RegExp(`^temporal\\s+127\\.0\\.0\\.1:${ports.temporal} \\(namespace default\\)$`, 'm'));
+    expect(text).toMatch(new RegExp(`^temporal-ui\\s+http://127\\.0\\.0\\.1:${ports.ui}$`, 'm'));
+    expect(text).toMatch(/^worker\s+task queue shardcast-control$/m);
+    expect(text).toMatch(new RegExp(`^metrics\\s+http://127\\.0\\.0\\.1:${ports.metrics}/metrics$`, 'm'));
+    expect(up.lines.at(-1)).toBe('shardcast: ready');
+    expect(text).not.toContain('shardcast'.concat(':', 'shardcast@')); // the password is never printed
+
+    const ui = await fetch(`http://127.0.0.1:${ports.ui}/`);
+    expect(ui.status).toBe(200);
+    expect(await ui.text()).toMatch(/<html/i);
+    const metrics = await (await fetch(`http://127.0.0.1:${ports.metrics}/metrics`)).text();
+    expect(metrics).toMatch(/^shardcast_catalog_up 1$/m);
+    expect(metrics).toMatch(/^shardcast_nodes\{state="active"\} 2$/m);
+    expect(metrics).toMatch(/^shardcast_map_version \d+$/m);
+  });
+
+  it('answers the CLI: status, tables create (through the worker), shards list', () => {
+    const status = cli('status', '--json');
+    expect(status.status, status.stderr).toBe(0);
+    const parsed = JSON.parse(status.stdout);
+    expect(parsed.nodes.map((n: { name: string }) => n.name)).toEqual(['node-1', 'node-2']);
+    expect(parsed.nodes[0].dsn).toContain(':***@');
+
+    const created = cli('tables', 'create', 'items', '--columns', 'id bigint primary key, name text', '--key', 'id', '--shards', '4');
+    expect(created.status, created.stderr).toBe(0);
+    expect(created.stdout).toMatch(/^created items: 4 shard\(s\) on node-1, node-2 \(group items, map version \d+\)$/m);
+
+    const shards = cli('shards', 'list', '--table', 'items');
+    expect(shards.status, shards.stderr).toBe(0);
+    expect(shards.stdout.trim().split('\n')).toHaveLength(5); // header + 4 shards
+    expect(shards.stdout).toMatch(/^SHARDID\s+SCHEMA\s+GROUP\s+TABLES\s+NODE\s+RANGE$/m);
+
+    const human = cli('status');
+    expect(human.stdout).toMatch(/^node-1\s+active\s+local\s+z1\s+100\s+2\s+postgres:\/\//m);
+    expect(human.stdout).toMatch(/^items\s+items\s+hash\s+id\s+bigint\s+4\s+2\s+active$/m);
+  });
+
+  it('stops everything cleanly on SIGINT and leaves nothing running', async () => {
+    const up = running[0]!;
+    up.child.kill('SIGINT');
+    const code = await up.exit;
+    expect(code, up.lines.join('\n')).toBe(0);
+    expect(up.lines).toContain('shardcast: stopped');
+    expect(processesUsing(dataDir)).toEqual([]);
+    for (const port of [ports.catalog, ports.node1, ports.node1 + 1, ports.temporal, ports.ui, ports.metrics]) {
+      await expect(assertPortFree(port, 'after stop')).resolves.toBeUndefined();
+    }
+    for (const node of ['catalog', 'node-1', 'node-2']) expect(existsSync(path.join(dataDir, node, 'postmaster.pid'))).toBe(false);
+  });
+
+  it('a second start resumes with the same data and workflow history', async () => {
+    const up = startUp();
+    await waitForLine(up, 'shardcast: ready');
+    const tables = cli('tables', 'list', '--json');
+    expect(tables.status, tables.stderr).toBe(0);
+    expect(JSON.parse(tables.stdout)).toMatchObject([{ name: 'items', shards: 4, state: 'active' }]);
+    const connection = await Connection.connect({ address: `127.0.0.1:${ports.temporal}` });
+    try {
+      const description = await new Client({ connection }).workflow.getHandle('create-table-items').describe();
+      expect(description.status.name).toBe('COMPLETED');
+    } finally {
+      await connection.close();
+    }
+    up.child.kill('SIGTERM');
+    expect(await up.exit).toBe(0);
+    expect(processesUsing(dataDir)).toEqual([]);
+  });
+});
+
+describe('shardcast up after being killed', () => {
+  it('stops what a SIGKILLed run left behind and comes up again on the same ports', async () => {
+    const first = startUp();
+    await waitForLine(first, 'shardcast: ready');
+    first.child.kill('SIGKILL');
+    await first.exit;
+    // Its PostgreSQL servers and Temporal dev server live on in their own process groups.
+    expect(processesUsing(dataDir).length).toBeGreaterThan(0);
+    const second = startUp();
+    await waitForLine(second, 'shardcast: ready');
+    const tables = cli('tables', 'list', '--json');
+    expect(JSON.parse(tables.stdout)).toMatchObject([{ name: 'items' }]);
+    second.child.kill('SIGTERM');
+    expect(await second.exit).toBe(0);
+    expect(processesUsing(dataDir)).toEqual([]);
+  });
+});
