@@ -1,0 +1,94 @@
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { quoteIdent } from '../src/sql/ident.js';
+import { createRouter } from '../src/router/router.js';
+import { percentile, round, startBenchFleet } from './fleet.js';
+
+/**
+ * The router's cost on a point query: the same primary-key lookup through a bare pg.Pool (on an
+ * ordinary table holding the same rows on the same node) and through the router, interleaved
+ * one by one in the same run so that both see the same machine.
+ */
+export async function run(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      rows: { type: 'string', default: '100000' },
+      queries: { type: 'string', default: '20000' },
+      warmup: { type: 'string', default: '2000' },
+      shards: { type: 'string', default: '8' },
+    },
+  });
+  const rows = Number(values.rows);
+  const queries = Number(values.queries);
+  const warmup = Number(values.warmup);
+  const shardCount = Number(values.shards);
+
+  const fleet = await startBenchFleet(1);
+  try {
+    const columns = 'id bigint primary key, owner text not null, balance bigint not null';
+    await fleet.createTable({ name: 'accounts', columns, shardKey: 'id', shardCount });
+    const nodeUrl = fleet.nodes[0]!.url('shardcast');
+    const node = new pg.Client({ connectionString: nodeUrl });
+    await node.connect();
+    const { rows: shards } = await fleet.catalog.query<{ schema_name: string; hash_min: string; hash_max: string }>(
+      'select schema_name, hash_min::text, hash_max::text from shardcast.shards',
+    );
+    for (const s of shards) {
+      await node.query(
+        `insert into ${quoteIdent(s.schema_name)}.accounts
+         select g, 'owner-' || g, g * 10 from generate_series(1, $1::bigint) g where hashint8extended(g, 0) between $2::bigint and $3::bigint`,
+        [rows, s.hash_min, s.hash_max],
+      );
+    }
+    await node.query(`create table public.accounts (${columns})`);
+    await node.query(`insert into public.accounts select g, 'owner-' || g, g * 10 from generate_series(1, $1::bigint) g`, [rows]);
+    await node.query('vacuum analyze');
+    await node.end();
+
+    const direct = new pg.Pool({ connectionString: nodeUrl, max: 1 });
+    const router = await createRouter({ catalogUrl: fleet.catalogUrl, poolSize: 1 });
+    const directTimes: number[] = [];
+    const routedTimes: number[] = [];
+    const sql = 'select id, owner, balance from accounts where id = $1';
+    let seed = 12345;
+    const nextKey = (): number => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return 1 + (seed % rows);
+    };
+    for (let i = 0; i < warmup + queries; i++) {
+      const key = nextKey();
+      // Alternate which goes first so neither always follows the other.
+      const order = i % 2 === 0 ? ['direct', 'routed'] : ['routed', 'direct'];
+      for (const which of order) {
+        const t0 = process.hrtime.bigint();
+        const result =
+          which === 'direct'
+            ? await direct.query('select id, owner, balance from public.accounts where id = $1', [key])
+            : await router.forKey('accounts', key).query(sql, [key]);
+        const us = Number(process.hrtime.bigint() - t0) / 1000;
+        if (result.rows[0]?.owner !== `owner-${key}`) throw new Error(`${which} lookup of ${key} returned ${JSON.stringify(result.rows)}`);
+        if (i >= warmup) (which === 'direct' ? directTimes : routedTimes).push(us);
+      }
+    }
+    await router.close();
+    await direct.end();
+    directTimes.sort((a, b) => a - b);
+    routedTimes.sort((a, b) => a - b);
+    const summary = {
+      bench: 'router',
+      direct_p50_us: round(percentile(directTimes, 50)),
+      routed_p50_us: round(percentile(routedTimes, 50)),
+      routed_p99_us: round(percentile(routedTimes, 99)),
+      ratio_p50: round(percentile(routedTimes, 50) / percentile(directTimes, 50), 3),
+    };
+    console.log(`rows ${rows}, ${shardCount} shards on 1 node, ${queries} lookups each way (after ${warmup} warm-up), interleaved`);
+    console.log('            p50 µs   p90 µs   p99 µs');
+    for (const [label, times] of [['direct', directTimes], ['routed', routedTimes]] as const) {
+      console.log(`${label.padEnd(10)} ${[50, 90, 99].map((p) => round(percentile(times, p)).toString().padStart(8)).join(' ')}`);
+    }
+    console.log(JSON.stringify(summary));
+  } finally {
+    await fleet.stop();
+  }
+}
