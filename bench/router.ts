@@ -9,6 +9,16 @@ import { percentile, round, startBenchFleet } from './fleet.js';
  * ordinary table holding the same rows on the same node) and through the router, interleaved
  * one by one in the same run so that both see the same machine.
  */
+/** Every order of the three, taken in turn, so that none always follows another. */
+const ORDERS = [
+  ['direct', 'prepared', 'routed'],
+  ['direct', 'routed', 'prepared'],
+  ['prepared', 'direct', 'routed'],
+  ['prepared', 'routed', 'direct'],
+  ['routed', 'direct', 'prepared'],
+  ['routed', 'prepared', 'direct'],
+] as const;
+
 export async function run(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
@@ -17,12 +27,14 @@ export async function run(args: string[]): Promise<void> {
       queries: { type: 'string', default: '20000' },
       warmup: { type: 'string', default: '2000' },
       shards: { type: 'string', default: '8' },
+      pool: { type: 'string', default: '10' },
     },
   });
   const rows = Number(values.rows);
   const queries = Number(values.queries);
   const warmup = Number(values.warmup);
   const shardCount = Number(values.shards);
+  const poolSize = Number(values.pool);
 
   const fleet = await startBenchFleet(1);
   try {
@@ -46,9 +58,12 @@ export async function run(args: string[]): Promise<void> {
     await node.query('vacuum analyze');
     await node.end();
 
-    const direct = new pg.Pool({ connectionString: nodeUrl, max: 1 });
-    const router = await createRouter({ catalogUrl: fleet.catalogUrl, poolSize: 1 });
+    // Each path has a pool of its own, so that each runs on its own server process, as the router does.
+    const direct = new pg.Pool({ connectionString: nodeUrl, max: poolSize });
+    const prepared = new pg.Pool({ connectionString: nodeUrl, max: poolSize });
+    const router = await createRouter({ catalogUrl: fleet.catalogUrl, poolSize });
     const directTimes: number[] = [];
+    const preparedTimes: number[] = [];
     const routedTimes: number[] = [];
     const sql = 'select id, owner, balance from accounts where id = $1';
     let seed = 12345;
@@ -59,32 +74,38 @@ export async function run(args: string[]): Promise<void> {
     for (let i = 0; i < warmup + queries; i++) {
       const key = nextKey();
       // Alternate which goes first so neither always follows the other.
-      const order = i % 2 === 0 ? ['direct', 'routed'] : ['routed', 'direct'];
+      const order = ORDERS[i % ORDERS.length]!;
       for (const which of order) {
         const t0 = process.hrtime.bigint();
         const result =
           which === 'direct'
             ? await direct.query('select id, owner, balance from public.accounts where id = $1', [key])
-            : await router.forKey('accounts', key).query(sql, [key]);
+            : which === 'prepared'
+              ? await prepared.query({ name: 'lookup', text: 'select id, owner, balance from public.accounts where id = $1', values: [key] })
+              : await router.forKey('accounts', key).query(sql, [key]);
         const us = Number(process.hrtime.bigint() - t0) / 1000;
         if (result.rows[0]?.owner !== `owner-${key}`) throw new Error(`${which} lookup of ${key} returned ${JSON.stringify(result.rows)}`);
-        if (i >= warmup) (which === 'direct' ? directTimes : routedTimes).push(us);
+        if (i >= warmup) (which === 'direct' ? directTimes : which === 'prepared' ? preparedTimes : routedTimes).push(us);
       }
     }
     await router.close();
     await direct.end();
-    directTimes.sort((a, b) => a - b);
-    routedTimes.sort((a, b) => a - b);
+    await prepared.end();
+    for (const times of [directTimes, preparedTimes, routedTimes]) times.sort((a, b) => a - b);
     const summary = {
       bench: 'router',
       direct_p50_us: round(percentile(directTimes, 50)),
       routed_p50_us: round(percentile(routedTimes, 50)),
       routed_p99_us: round(percentile(routedTimes, 99)),
       ratio_p50: round(percentile(routedTimes, 50) / percentile(directTimes, 50), 3),
+      // The router prepares statements (per shard schema) and pg.Pool's default does not; against a
+      // bare pool that prepares too, this is the router's own cost.
+      direct_prepared_p50_us: round(percentile(preparedTimes, 50)),
+      ratio_p50_vs_prepared: round(percentile(routedTimes, 50) / percentile(preparedTimes, 50), 3),
     };
-    console.log(`rows ${rows}, ${shardCount} shards on 1 node, ${queries} lookups each way (after ${warmup} warm-up), interleaved`);
+    console.log(`rows ${rows}, ${shardCount} shards on 1 node, pools of ${poolSize} each, ${queries} lookups each way (after ${warmup} warm-up), interleaved`);
     console.log('            p50 µs   p90 µs   p99 µs');
-    for (const [label, times] of [['direct', directTimes], ['routed', routedTimes]] as const) {
+    for (const [label, times] of [['direct', directTimes], ['prepared', preparedTimes], ['routed', routedTimes]] as const) {
       console.log(`${label.padEnd(10)} ${[50, 90, 99].map((p) => round(percentile(times, p)).toString().padStart(8)).join(' ')}`);
     }
     console.log(JSON.stringify(summary));

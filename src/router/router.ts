@@ -1,8 +1,7 @@
 import { EventEmitter } from 'node:events';
 import pg from 'pg';
-import { NodePools } from '../catalog/node-pools.js';
 import { InvalidInputError, SHARD_FENCED_SQLSTATE, ShardcastError, UNDEFINED_SCHEMA_SQLSTATE, UNDEFINED_TABLE_SQLSTATE, UnknownTableError, sqlState } from '../errors.js';
-import { queryInSchema } from './scoped-query.js';
+import { isStalePlanError, queryInSchema } from './scoped-query.js';
 import { loadShardMap, type ShardMap, type ShardRoute } from './shard-map.js';
 
 export interface RouterOptions {
@@ -15,6 +14,8 @@ export interface RouterOptions {
   /** How long a query that met a fenced shard waits for the map to change before failing (default 2000 ms). */
   fenceWaitMs?: number;
   applicationName?: string;
+  /** Prepared statements kept per connection (default 100); 0 sends every statement unnamed. */
+  statementCacheSize?: number;
   /**
    * LISTEN for map changes (default true). Turn it off where the catalog is reached through a
    * transaction-mode pooler that cannot LISTEN: the version check and the moved-shard retry remain.
@@ -52,7 +53,10 @@ const NOTIFY_CHANNEL = 'shardcast_map';
 export class Router extends EventEmitter {
   private map!: ShardMap;
   private readonly catalog: pg.Pool;
-  private readonly pools: NodePools;
+  /** One pool per node, by DSN. */
+  private readonly pools = new Map<string, pg.Pool>();
+  /** The search_path each pooled connection was last left with, so an unchanged one is not set again. */
+  private readonly connectionSchema = new WeakMap<pg.PoolClient, string>();
   private listener?: pg.Client;
   private versionTimer?: NodeJS.Timeout;
   private refreshing?: Promise<ShardMap>;
@@ -62,7 +66,6 @@ export class Router extends EventEmitter {
     super();
     this.catalog = new pg.Pool({ connectionString: options.catalogUrl, max: 2, application_name: options.applicationName ?? 'shardcast-router' });
     this.catalog.on('error', () => undefined);
-    this.pools = new NodePools({ max: options.poolSize ?? 10, applicationName: options.applicationName ?? 'shardcast-router' });
   }
 
   static async create(options: RouterOptions): Promise<Router> {
@@ -153,7 +156,7 @@ export class Router extends EventEmitter {
           const previous = this.map?.version;
           this.map = map;
           if (previous !== undefined && previous !== map.version) this.emit('mapChanged', map.version);
-          void this.pools.retain(map.dsns());
+          void this.retainPools(map.dsns());
         }
         return this.map;
       } finally {
@@ -190,8 +193,33 @@ export class Router extends EventEmitter {
     const listener = this.listener;
     this.listener = undefined;
     await listener?.end().catch(() => undefined);
-    await this.pools.end();
+    const pools = [...this.pools.values()];
+    this.pools.clear();
+    await Promise.all(pools.map((p) => p.end().catch(() => undefined)));
     await this.catalog.end().catch(() => undefined);
+  }
+
+  private nodePool(dsn: string): pg.Pool {
+    let pool = this.pools.get(dsn);
+    if (!pool) {
+      pool = new pg.Pool({
+        connectionString: dsn,
+        max: this.options.poolSize ?? 10,
+        application_name: this.options.applicationName ?? 'shardcast-router',
+        connectionTimeoutMillis: 10_000,
+      });
+      // An idle connection whose node went away must not take the application down.
+      pool.on('error', () => undefined);
+      this.pools.set(dsn, pool);
+    }
+    return pool;
+  }
+
+  /** Closes the pools of nodes that no longer hold any shard. */
+  private async retainPools(dsns: Set<string>): Promise<void> {
+    const gone = [...this.pools].filter(([dsn]) => !dsns.has(dsn));
+    for (const [dsn] of gone) this.pools.delete(dsn);
+    await Promise.all(gone.map(([, pool]) => pool.end().catch(() => undefined)));
   }
 
   private async checkVersion(): Promise<void> {
@@ -228,11 +256,24 @@ export class Router extends EventEmitter {
   }
 
   private async runOnShard<R extends pg.QueryResultRow>(route: ShardRoute, sql: string, params?: unknown[]): Promise<pg.QueryResult<R>> {
-    const client = await this.pools.get(route.dsn).connect();
+    const client = await this.nodePool(route.dsn).connect();
+    const switchPath = this.connectionSchema.get(client) !== route.schema;
+    const statementCacheSize = this.options.statementCacheSize ?? 100;
     let broken = false;
     try {
-      return await queryInSchema<R>(client, route.schema, sql, params);
+      let result: pg.QueryResult<R>;
+      try {
+        result = await queryInSchema<R>(client, route.schema, sql, params, { switchPath, statementCacheSize });
+      } catch (err) {
+        // The table changed shape under a cached plan: the statement was dropped; prepare it anew.
+        if (!isStalePlanError(err)) throw err;
+        result = await queryInSchema<R>(client, route.schema, sql, params, { switchPath: true, statementCacheSize });
+      }
+      this.connectionSchema.set(client, route.schema);
+      return result;
     } catch (err) {
+      // A SET sent with the failed statement ran in its implicit transaction and was undone with it.
+      if (switchPath) this.connectionSchema.delete(client);
       broken = isConnectionLoss(err);
       throw err;
     } finally {
@@ -241,18 +282,28 @@ export class Router extends EventEmitter {
   }
 
   private async transactionOnShard<T>(route: ShardRoute, fn: (tx: RoutedQueryable) => Promise<T>): Promise<T> {
-    const client = await this.pools.get(route.dsn).connect();
+    const client = await this.nodePool(route.dsn).connect();
+    let onSchema = this.connectionSchema.get(client) === route.schema;
     let broken = false;
     try {
       await client.query('begin');
       try {
         const tx: RoutedQueryable = {
-          query: <R extends pg.QueryResultRow>(sql: string, params?: unknown[]) => queryInSchema<R>(client, route.schema, sql, params),
+          query: async <R extends pg.QueryResultRow>(sql: string, params?: unknown[]) => {
+            const result = await queryInSchema<R>(client, route.schema, sql, params, {
+              switchPath: !onSchema,
+              statementCacheSize: this.options.statementCacheSize ?? 100,
+            });
+            onSchema = true;
+            return result;
+          },
         };
         const result = await fn(tx);
         await client.query('commit');
+        if (onSchema) this.connectionSchema.set(client, route.schema);
         return result;
       } catch (err) {
+        // Rolling back also undoes a SET made inside: the connection is where it was before begin.
         await client.query('rollback').catch(() => {
           broken = true;
         });

@@ -148,6 +148,56 @@ describe('router', () => {
     expect(counts.rows.reduce((s, r) => s + r.n, 0)).toBe(ROWS);
   });
 
+  it('runs every statement in its shard’s schema, with prepared statements cached per connection', async () => {
+    const small = await createRouter({ catalogUrl: catalog.catalogUrl, poolSize: 1, statementCacheSize: 2 });
+    try {
+      const keys = [...Array(60).keys()].map((i) => i + 1);
+      for (let round = 0; round < 3; round++) {
+        for (const id of keys) {
+          const route = small.forKey('accounts', id).route();
+          // current_schema() is evaluated at run time: the SET must have run even for a cached statement.
+          const texts = ['select current_schema() as s', 'select current_schema() as s, $1::int as k', 'select current_schema() as s, 2 as two'];
+          const text = texts[(id + round) % texts.length]!;
+          const res = await small.forKey('accounts', id).query<{ s: string }>(text, text.includes('$1') ? [id] : []);
+          expect(res.rows[0]!.s).toBe(route.schema);
+        }
+      }
+      // The one connection holds at most 2 cached queries (plus one SET per schema).
+      const held = await small.forKey('accounts', 1).query<{ name: string }>('select name from pg_prepared_statements');
+      const queries = held.rows.filter((r) => r.name.startsWith('sc_q_'));
+      expect(queries.length).toBeLessThanOrEqual(2);
+      expect(held.rows.filter((r) => r.name.startsWith('sc_p_')).length).toBeGreaterThan(1);
+
+      // Errors leave the connection usable: a statement that fails to parse, one that fails to run.
+      await expect(small.forKey('accounts', 7).query('selec nonsense')).rejects.toMatchObject({ code: '42601' });
+      await expect(small.forKey('accounts', 7).query('insert into accounts (id, owner) values ($1, $2)', [7, 'dup'])).rejects.toMatchObject({
+        code: '23505',
+      });
+      await expect(small.forKey('accounts', 7).query('insert into accounts (id, owner) values ($1, $2)', [7, 'dup'])).rejects.toMatchObject({
+        code: '23505',
+      });
+      const again = await small.forKey('accounts', 7).query<{ owner: string }>('select owner from accounts where id = $1', [7]);
+      expect(again.rows).toEqual([{ owner: 'owner-7' }]);
+    } finally {
+      await small.close();
+    }
+  });
+
+  it('survives a table changing shape under a cached plan', async () => {
+    const cached = await createRouter({ catalogUrl: catalog.catalogUrl, poolSize: 1 });
+    try {
+      const before = await cached.forKey('accounts', 5).query('select * from accounts where id = $1', [5]);
+      expect(Object.keys(before.rows[0]!)).toEqual(['id', 'owner', 'balance']);
+      const shard = (await accountShards()).find((s) => s.schema_name === cached.forKey('accounts', 5).route().schema)!;
+      await adminQuery(catalog.nodeUrl(shard.node), `alter table ${quoteIdent(shard.schema_name)}.accounts add column note text`);
+      const after = await cached.forKey('accounts', 5).query('select * from accounts where id = $1', [5]);
+      expect(Object.keys(after.rows[0]!)).toEqual(['id', 'owner', 'balance', 'note']);
+      await adminQuery(catalog.nodeUrl(shard.node), `alter table ${quoteIdent(shard.schema_name)}.accounts drop column note`);
+    } finally {
+      await cached.close();
+    }
+  });
+
   it('sees another process’s map change within 1 s (NOTIFY)', async () => {
     const delays: number[] = [];
     for (let i = 0; i < 5; i++) {
