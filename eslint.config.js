@@ -20,7 +20,7 @@ const bannedInWorkflows = [
 ];
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', '.shardcast/**', '.shardcast-test/**', 'scratch/**', 'coverage/**'] },
+  { ignores: ['node_modules/**', 'dist/**', '.shardcast/**', 'scratch/**', 'coverage/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

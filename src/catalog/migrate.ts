@@ -1,11 +1,15 @@
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
 import { ShardcastError } from '../errors.js';
 
-export const MIGRATIONS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../migrations');
+const here = path.dirname(fileURLToPath(import.meta.url));
+/** migrations/ at the package root: two levels up from src/catalog, three from the built dist/src/catalog. */
+export const MIGRATIONS_DIR = [path.resolve(here, '../../migrations'), path.resolve(here, '../../../migrations')].find((dir) =>
+  existsSync(path.join(dir, '0001_init.sql')),
+) ?? path.resolve(here, '../../migrations');
 
 /** Any 64-bit constant unique to Shardcast: serialises migrators across processes. */
 const MIGRATION_LOCK = 0x5348_4152_4443_4153n; // "SHARDCAS"

@@ -22,17 +22,6 @@ export class NodePools {
     return pool;
   }
 
-  /** Drops the pools of DSNs no longer in use (after a map change). */
-  async retain(dsns: Iterable<string>): Promise<void> {
-    const keep = new Set(dsns);
-    await Promise.all(
-      [...this.pools].filter(([dsn]) => !keep.has(dsn)).map(async ([dsn, pool]) => {
-        this.pools.delete(dsn);
-        await pool.end().catch(() => undefined);
-      }),
-    );
-  }
-
   async end(): Promise<void> {
     const pools = [...this.pools.values()];
     this.pools.clear();

@@ -85,7 +85,7 @@ export interface TestWorker {
 /** A worker on its own task queue against the test's catalog, with the run's one workflow bundle. */
 export async function startTestWorker(catalogUrl: string, nodeRetry = { maximumAttempts: 3, initialIntervalMs: 200 }): Promise<TestWorker> {
   if (!runtimeInstalled) {
-    Runtime.install({ logger: new DefaultLogger('WARN') });
+    Runtime.install({ logger: new DefaultLogger('ERROR') });
     runtimeInstalled = true;
   }
   const f = fleet();

@@ -280,6 +280,10 @@ describe('docker-compose.yml', () => {
     const dockerfile = readFileSync(path.resolve(context, build.dockerfile), 'utf8');
     expect(dockerfile).toMatch(/^FROM node:20-bookworm-slim\b/m);
     expect(dockerfile).toMatch(/^RUN npm ci --omit=dev\b/m);
+    // Every source directory the worker runs from is in the image.
+    for (const dir of ['src', 'workflows', 'activities', 'workers', 'cli', 'client', 'bin', 'migrations']) {
+      expect(dockerfile, `Dockerfile copies ${dir}/`).toMatch(new RegExp(`^COPY ${dir} \\./${dir}$`, 'm'));
+    }
     const ignored = existsSync(path.join(context, '.dockerignore'))
       ? readFileSync(path.join(context, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'))
       : [];
