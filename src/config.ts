@@ -33,7 +33,7 @@ export const configSchema = z
       .prefault({}),
     nodes: z
       .object({
-        /** How many embedded node PostgreSQLs `shardcast up` starts (0 with an external catalog and registered nodes). */
+        /** How many embedded node PostgreSQLs `shardcast up` starts; 3, or 0 when catalog.url names an existing catalog. */
         count: z.number().int().min(0).max(64).default(3),
         basePort: port.default(5441),
         database: identifier.default('shardcast'),
@@ -133,7 +133,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
 }
 
 export function parseConfig(raw: unknown): Config {
-  const result = configSchema.safeParse(raw);
+  const result = configSchema.safeParse(withContextualDefaults(raw));
   if (!result.success) {
     const issue = result.error.issues[0]!;
     const key = issue.path.length > 0 ? issue.path.join('.') : '(root)';
@@ -141,6 +141,15 @@ export function parseConfig(raw: unknown): Config {
     throw new ConfigError(key, describeIssue(issue));
   }
   return result.data;
+}
+
+/** An existing catalog has its own fleet: start no embedded nodes unless asked to. */
+function withContextualDefaults(raw: unknown): unknown {
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return raw;
+  const { catalog, nodes } = raw as { catalog?: { url?: unknown }; nodes?: unknown };
+  if (!catalog || typeof catalog !== 'object' || catalog.url === undefined) return raw;
+  if (nodes !== undefined && (typeof nodes !== 'object' || nodes === null || 'count' in nodes)) return raw;
+  return { ...raw, nodes: { ...((nodes as object | undefined) ?? {}), count: 0 } };
 }
 
 function describeIssue(issue: z.core.$ZodIssue): string {

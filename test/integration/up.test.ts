@@ -141,6 +141,21 @@ describe('shardcast up (npm start)', () => {
     expect(shards.stdout.trim().split('\n')).toHaveLength(5); // header + 4 shards
     expect(shards.stdout).toMatch(/^SHARDID\s+SCHEMA\s+GROUP\s+TABLES\s+NODE\s+RANGE$/m);
 
+    const unreachable = cli('nodes', 'add', 'node-9', '--dsn', 'postgres://postgres:hunter2@127.0.0.1:1/none');
+    expect(unreachable.status).toBe(1);
+    expect(unreachable.stderr.trim()).toMatch(/^shardcast: error: node "node-9": cannot connect: .*ECONNREFUSED/);
+    expect(unreachable.stderr.trim().split('\n')).toHaveLength(1);
+    const badName = cli('nodes', 'add', 'Node 9', '--dsn', 'postgres://postgres:x@127.0.0.1:1/none', '--no-check');
+    expect(badName.stderr.trim()).toBe('shardcast: error: node name "Node 9" is not allowed: lower-case letters, digits, "-" or "_", starting with a letter, at most 63');
+    const standby = cli('nodes', 'add', 'node-9', '--dsn', 'postgres://postgres:x@127.0.0.1:1/none', '--no-check', '--state', 'standby', '--zone', 'z9');
+    expect(standby.status, standby.stderr).toBe(0);
+    expect(standby.stdout).toMatch(/^added node node-9 \(#\d+, standby\)$/m);
+    const again = cli('nodes', 'add', 'node-9', '--dsn', 'postgres://postgres:x@127.0.0.1:1/none', '--no-check');
+    expect(again.stderr.trim()).toBe('shardcast: error: node "node-9" already exists');
+    const listed = JSON.parse(cli('nodes', 'list', '--json').stdout) as Array<{ name: string; state: string; dsn: string }>;
+    expect(listed.map((n) => `${n.name}:${n.state}`)).toEqual(['node-1:active', 'node-2:active', 'node-9:standby']);
+    expect(JSON.stringify(listed)).not.toContain('hunter2');
+
     const human = cli('status');
     expect(human.stdout).toMatch(/^node-1\s+active\s+local\s+z1\s+100\s+2\s+postgres:\/\//m);
     expect(human.stdout).toMatch(/^items\s+items\s+hash\s+id\s+bigint\s+4\s+2\s+active$/m);

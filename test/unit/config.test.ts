@@ -301,3 +301,13 @@ describe('environment values keep their type', () => {
     expect(cfg.temporal.namespace).toBe('7');
   });
 });
+
+describe('embedded nodes with an existing catalog', () => {
+  it('start none unless nodes.count says otherwise', () => {
+    expect(parseConfig({}).nodes.count).toBe(3);
+    expect(parseConfig({ catalog: { url: 'postgres://u:p@db/cat' } }).nodes.count).toBe(0);
+    expect(parseConfig({ catalog: { url: 'postgres://u:p@db/cat' }, nodes: { count: 2 } }).nodes.count).toBe(2);
+    expect(loadConfig({ env: { SHARDCAST_CATALOG_URL: 'postgres://u:p@db/cat' }, cwd: '/' }).nodes.count).toBe(0);
+    expect(loadConfig({ env: { SHARDCAST_CATALOG_URL: 'postgres://u:p@db/cat', SHARDCAST_NODES_COUNT: '1' }, cwd: '/' }).nodes.count).toBe(1);
+  });
+});
