@@ -210,3 +210,41 @@ describe('shardcast up after being killed', () => {
     expect(processesUsing(dataDir)).toEqual([]);
   });
 });
+
+describe('shardcast up against servers that already run', () => {
+  it('uses --catalog-url and --temporal-address instead of starting its own, and leaves them running', async () => {
+    const { createTestCatalog } = await import('../helpers/fleet.js');
+    const external = await createTestCatalog('ext');
+    try {
+      const metricsPort = await freePort();
+      env = {
+        ...process.env,
+        SHARDCAST_DATA_DIR: path.join(fleet().baseDir, uniqueName('ext')),
+        SHARDCAST_METRICS_PORT: String(metricsPort),
+        SHARDCAST_TEMPORAL_TASK_QUEUE: uniqueName('ext-tq'),
+      };
+      const child = spawn(process.execPath, [CLI, 'up', '--catalog-url', external.catalogUrl, '--temporal-address', fleet().temporalAddress], { cwd: ROOT, env });
+      const up: Up = { child, lines: [], exit: new Promise((resolve) => child.on('exit', (code) => resolve(code))) };
+      running.push(up);
+      child.stdout.on('data', (d: Buffer) => up.lines.push(...d.toString().split('\n').filter(Boolean)));
+      child.stderr.on('data', (d: Buffer) => up.lines.push(...d.toString().split('\n').filter(Boolean).map((l) => `stderr: ${l}`)));
+      await waitForLine(up, 'shardcast: ready');
+      const text = up.lines.join('\n');
+      expect(text).toMatch(new RegExp(`^temporal\\s+${fleet().temporalAddress.replaceAll('.', '\\.')} \\(namespace default, external\\)$`, 'm'));
+      expect(text).not.toMatch(/^node-\d/m); // no embedded nodes with an existing catalog
+      expect(text).not.toMatch(/^temporal-ui/m);
+      // The external catalog's own nodes are what it reports.
+      const status = cli('--catalog-url', external.catalogUrl, 'status', '--json');
+      expect(JSON.parse(status.stdout).nodes.map((n: { name: string }) => n.name)).toEqual(['node-1', 'node-2', 'node-3']);
+      child.kill('SIGINT');
+      expect(await up.exit).toBe(0);
+      // Still running: it stopped only what it started.
+      const connection = await Connection.connect({ address: fleet().temporalAddress });
+      await connection.workflowService.getSystemInfo({});
+      await connection.close();
+      expect((await external.pool.query('select 1 as ok')).rows).toEqual([{ ok: 1 }]);
+    } finally {
+      await external.close();
+    }
+  });
+});
