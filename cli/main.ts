@@ -1,7 +1,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import pg from 'pg';
 import { clientOptionsFromConfig, connectTemporal, createDistributedTable } from '../client/index.js';
-import { migrate } from '../src/catalog/migrate.js';
+import { assertMigrated, migrate } from '../src/catalog/migrate.js';
 import { addNode, checkNodeReachable, listNodes, NODE_STATES, redactDsn, type NodeState } from '../src/catalog/nodes.js';
 import { listShards, listTables, mapVersion, type TableSpec } from '../src/catalog/tables.js';
 import { loadConfig, localUrl, type Config } from '../src/config.js';
@@ -39,8 +39,8 @@ function temporalAddressOf(cfg: Config): string {
   return cfg.temporal.address ?? `127.0.0.1:${cfg.temporal.port}`;
 }
 
-/** Runs `fn` with a migrated catalog pool, closed afterwards. */
-async function withCatalog<T>(fn: (pool: pg.Pool, cfg: Config) => Promise<T>): Promise<T> {
+/** Runs `fn` with a catalog pool, closed afterwards; the catalog must be migrated (or, with `migrateFirst`, is). */
+async function withCatalog<T>(fn: (pool: pg.Pool, cfg: Config) => Promise<T>, migrateFirst = false): Promise<T> {
   const cfg = config();
   const url = catalogUrlOf(cfg);
   const pool = new pg.Pool({ connectionString: url, max: 2, connectionTimeoutMillis: 5000, application_name: 'shardcast-cli' });
@@ -54,7 +54,8 @@ async function withCatalog<T>(fn: (pool: pg.Pool, cfg: Config) => Promise<T>): P
       );
     });
     try {
-      await migrate(client);
+      if (migrateFirst) await migrate(client);
+      else await assertMigrated(client);
     } finally {
       client.release();
     }
@@ -243,7 +244,7 @@ program
   .action(async () => {
     await withCatalog(async () => {
       console.log('catalog is up to date');
-    });
+    }, true);
   });
 
 function waitForSignal(): Promise<NodeJS.Signals> {

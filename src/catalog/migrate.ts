@@ -99,3 +99,23 @@ function ignoreDuplicate(err: unknown): void {
   const code = (err as { code?: string }).code;
   if (code !== '23505' && code !== '42P06' && code !== '42P07') throw err;
 }
+
+/**
+ * Fails unless every migration this version knows is applied: commands other than `up`, `worker`
+ * and `migrate` never change the catalog's schema behind an operator's back.
+ */
+export async function assertMigrated(client: pg.ClientBase, migrations = loadMigrations()): Promise<void> {
+  const exists = await client.query<{ t: string | null }>("select to_regclass('shardcast_meta.migrations')::text as t");
+  if (!exists.rows[0]?.t) {
+    throw new ShardcastError('CATALOG_NOT_MIGRATED', 'the catalog is not initialised: run `shardcast migrate` (or `shardcast up`) first');
+  }
+  const { rows } = await client.query<{ version: number }>('select version from shardcast_meta.migrations');
+  const applied = new Set(rows.map((r) => r.version));
+  const missing = migrations.filter((m) => !applied.has(m.version));
+  if (missing.length > 0) {
+    throw new ShardcastError(
+      'CATALOG_NOT_MIGRATED',
+      `the catalog lacks migration(s) ${missing.map((m) => m.name).join(', ')}: run \`shardcast migrate\` first`,
+    );
+  }
+}

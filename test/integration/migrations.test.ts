@@ -179,6 +179,17 @@ describe('catalog migrations', () => {
     expect(mv).toEqual([{ n: 1, v: 1 }]);
   });
 
+  it('other commands never migrate: on an uninitialised catalog they fail with one clear line and change nothing', async () => {
+    const url = await freshDatabase();
+    for (const args of [['status'], ['nodes', 'add', 'n1', '--dsn', 'postgres://x@127.0.0.1:1/db', '--no-check'], ['tables', 'list']]) {
+      const r = await runCli(['--catalog-url', url, ...args]);
+      expect(r.code, args.join(' ')).toBe(1);
+      expect(r.stderr.trim()).toBe('shardcast: error: the catalog is not initialised: run `shardcast migrate` (or `shardcast up`) first');
+    }
+    const { rows } = await adminQuery(url, "select count(*)::int as n from pg_namespace where nspname in ('shardcast', 'shardcast_meta')");
+    expect(rows).toEqual([{ n: 0 }]);
+  });
+
   it('four clients in one process migrating the same fresh database at once: exactly one applies, all succeed', async () => {
     const url = await freshDatabase();
     const clients = Array.from({ length: 4 }, () => new pg.Client({ connectionString: url }));
