@@ -22,6 +22,13 @@ export class NodePools {
     return pool;
   }
 
+  /** Closes the pools of DSNs no longer in use (after a map change). */
+  async retain(dsns: Set<string>): Promise<void> {
+    const gone = [...this.pools].filter(([dsn]) => !dsns.has(dsn));
+    for (const [dsn] of gone) this.pools.delete(dsn);
+    await Promise.all(gone.map(([, pool]) => pool.end().catch(() => undefined)));
+  }
+
   async end(): Promise<void> {
     const pools = [...this.pools.values()];
     this.pools.clear();

@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import pg from 'pg';
+import { NodePools } from '../catalog/node-pools.js';
 import { InvalidInputError, SHARD_FENCED_SQLSTATE, ShardcastError, UNDEFINED_SCHEMA_SQLSTATE, UNDEFINED_TABLE_SQLSTATE, UnknownTableError, sqlState } from '../errors.js';
 import { isStalePlanError, queryInSchema } from './scoped-query.js';
 import { loadShardMap, type ShardMap, type ShardRoute } from './shard-map.js';
@@ -54,7 +55,7 @@ export class Router extends EventEmitter {
   private map!: ShardMap;
   private readonly catalog: pg.Pool;
   /** One pool per node, by DSN. */
-  private readonly pools = new Map<string, pg.Pool>();
+  private readonly pools: NodePools;
   /** The search_path each pooled connection was last left with, so an unchanged one is not set again. */
   private readonly connectionSchema = new WeakMap<pg.PoolClient, string>();
   private listener?: pg.Client;
@@ -66,6 +67,7 @@ export class Router extends EventEmitter {
     super();
     this.catalog = new pg.Pool({ connectionString: options.catalogUrl, max: 2, application_name: options.applicationName ?? 'shardcast-router' });
     this.catalog.on('error', () => undefined);
+    this.pools = new NodePools({ max: options.poolSize ?? 10, applicationName: options.applicationName ?? 'shardcast-router', connectionTimeoutMillis: 10_000 });
   }
 
   static async create(options: RouterOptions): Promise<Router> {
@@ -156,7 +158,7 @@ export class Router extends EventEmitter {
           const previous = this.map?.version;
           this.map = map;
           if (previous !== undefined && previous !== map.version) this.emit('mapChanged', map.version);
-          void this.retainPools(map.dsns());
+          void this.pools.retain(map.dsns());
         }
         return this.map;
       } finally {
@@ -193,33 +195,8 @@ export class Router extends EventEmitter {
     const listener = this.listener;
     this.listener = undefined;
     await listener?.end().catch(() => undefined);
-    const pools = [...this.pools.values()];
-    this.pools.clear();
-    await Promise.all(pools.map((p) => p.end().catch(() => undefined)));
+    await this.pools.end();
     await this.catalog.end().catch(() => undefined);
-  }
-
-  private nodePool(dsn: string): pg.Pool {
-    let pool = this.pools.get(dsn);
-    if (!pool) {
-      pool = new pg.Pool({
-        connectionString: dsn,
-        max: this.options.poolSize ?? 10,
-        application_name: this.options.applicationName ?? 'shardcast-router',
-        connectionTimeoutMillis: 10_000,
-      });
-      // An idle connection whose node went away must not take the application down.
-      pool.on('error', () => undefined);
-      this.pools.set(dsn, pool);
-    }
-    return pool;
-  }
-
-  /** Closes the pools of nodes that no longer hold any shard. */
-  private async retainPools(dsns: Set<string>): Promise<void> {
-    const gone = [...this.pools].filter(([dsn]) => !dsns.has(dsn));
-    for (const [dsn] of gone) this.pools.delete(dsn);
-    await Promise.all(gone.map(([, pool]) => pool.end().catch(() => undefined)));
   }
 
   private async checkVersion(): Promise<void> {
@@ -256,7 +233,7 @@ export class Router extends EventEmitter {
   }
 
   private async runOnShard<R extends pg.QueryResultRow>(route: ShardRoute, sql: string, params?: unknown[]): Promise<pg.QueryResult<R>> {
-    const client = await this.nodePool(route.dsn).connect();
+    const client = await this.pools.get(route.dsn).connect();
     const switchPath = this.connectionSchema.get(client) !== route.schema;
     const statementCacheSize = this.options.statementCacheSize ?? 100;
     let broken = false;
@@ -282,7 +259,7 @@ export class Router extends EventEmitter {
   }
 
   private async transactionOnShard<T>(route: ShardRoute, fn: (tx: RoutedQueryable) => Promise<T>): Promise<T> {
-    const client = await this.nodePool(route.dsn).connect();
+    const client = await this.pools.get(route.dsn).connect();
     let onSchema = this.connectionSchema.get(client) === route.schema;
     let broken = false;
     try {

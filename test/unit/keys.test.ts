@@ -1,20 +1,11 @@
 import { describe, it, expect } from 'vitest';
 import { compareKeys, evenHashRanges, hashKey, KEY_TYPES, keyToText, keyTypeOf, normalizeKey, sqlHashFunction } from '../../src/catalog/keys.js';
 import { hashInt4Extended, hashInt8Extended, hashTextExtended, hashUuidExtended } from '../../src/hashing.js';
+import { rng } from '../helpers/random.js';
 
 const MIN64 = -(2n ** 63n);
 const MAX64 = 2n ** 63n - 1n;
 
-/** Deterministic PRNG (mulberry32), so that failures reproduce. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function typeError(fn: () => unknown): TypeError {
   try {

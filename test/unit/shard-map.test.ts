@@ -4,17 +4,8 @@ import type { ShardMethod } from '../../src/catalog/tables.js';
 import { InvalidShardKeyError, KeyOutOfRangeError, UnknownTableError } from '../../src/errors.js';
 import { tableNamedIn } from '../../src/router/router.js';
 import { ShardMap, type RoutedTable, type ShardRoute } from '../../src/router/shard-map.js';
+import { rng } from '../helpers/random.js';
 
-/** Deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function table(name: string, groupId: number, keyType: KeyType, method: ShardMethod): RoutedTable {
   return { name, groupId, keyColumn: 'id', keyType, method };
