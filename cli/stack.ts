@@ -1,7 +1,7 @@
 import type { Server } from 'node:http';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
-import { NativeConnection } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import pg from 'pg';
 import { migrate } from '../src/catalog/migrate.js';
 import { ensureNodes, type NewNode } from '../src/catalog/nodes.js';
@@ -103,7 +103,8 @@ export async function startStack(config: Config, options: StackOptions): Promise
       log(line('temporal', `${temporalAddress} (namespace ${config.temporal.namespace}, external)`));
     }
 
-    // Workers: one per task queue.
+    // Workers: one per task queue. The SDK's own log says only what needs attention.
+    installQuietRuntime();
     const connection = await NativeConnection.connect({ address: temporalAddress });
     stops.push(() => connection.close());
     const worker: RunningWorker = await startControlWorker({
@@ -145,6 +146,14 @@ async function ensureSearchAttributes(address: string, namespace: string): Promi
   } finally {
     await connection.close();
   }
+}
+
+let runtimeInstalled = false;
+
+function installQuietRuntime(): void {
+  if (runtimeInstalled) return;
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+  runtimeInstalled = true;
 }
 
 // temporal.api.enums.v1.IndexedValueType

@@ -50,7 +50,7 @@ export async function createDistributedTable(input: CreateTableInput): Promise<C
     setCurrentDetails(details);
   };
 
-  const perNode = proxyActivities<Activities>({
+  const perNodeOptions = {
     startToCloseTimeout: '5 minutes',
     retry: {
       maximumAttempts: input.nodeRetry.maximumAttempts,
@@ -59,25 +59,35 @@ export async function createDistributedTable(input: CreateTableInput): Promise<C
       maximumInterval: '30 seconds',
       nonRetryableErrorTypes: NON_RETRYABLE_ERRORS,
     },
-  });
+  } as const;
+  const perNode = proxyActivities<Activities>(perNodeOptions);
 
   const compensations: Array<{ what: string; run: () => Promise<void> }> = [];
   const { spec } = input;
   try {
     enter('register', `registering table ${spec.name} in the catalog`);
-    const table = await catalog.registerTable(spec);
-    compensations.unshift({ what: 'catalog rows', run: () => compensation.unregisterTable(table.tableId) });
+    const table = await catalog.registerTable.executeWithOptions({ ...CATALOG_ACTIVITY, summary: `register ${spec.name} in the catalog` }, [spec]);
+    compensations.unshift({
+      what: 'catalog rows',
+      run: () => compensation.unregisterTable.executeWithOptions({ ...COMPENSATION_ACTIVITY, summary: `undo: remove ${spec.name} from the catalog` }, [table.tableId]),
+    });
 
     const nodeNames = new Map(table.shards.map((s) => [s.nodeId, s.nodeName]));
     enter('create-on-nodes', `creating ${table.shards.length} shard(s) of ${spec.name} on ${table.nodeIds.length} node(s)`);
     const outcomes = await Promise.allSettled(
       table.nodeIds.map(async (nodeId) => {
-        await perNode.createTableOnNode({ tableId: table.tableId, nodeId });
         const name = nodeNames.get(nodeId) ?? String(nodeId);
+        const count = table.shards.filter((s) => s.nodeId === nodeId).length;
+        await perNode.createTableOnNode.executeWithOptions({ ...perNodeOptions, summary: `create ${spec.name} in ${count} shard(s) on ${name}` }, [
+          { tableId: table.tableId, nodeId },
+        ]);
         progress.nodesDone.push(name);
         compensations.unshift({
           what: `shards on ${name}`,
-          run: () => compensation.dropTableOnNode({ tableId: table.tableId, nodeId, dropSchemas: table.newGroup }),
+          run: () =>
+            compensation.dropTableOnNode.executeWithOptions({ ...COMPENSATION_ACTIVITY, summary: `undo: drop ${spec.name} on ${name}` }, [
+              { tableId: table.tableId, nodeId, dropSchemas: table.newGroup },
+            ]),
         });
         setCurrentDetails(`created on ${progress.nodesDone.length}/${table.nodeIds.length} node(s)`);
       }),
@@ -95,7 +105,7 @@ export async function createDistributedTable(input: CreateTableInput): Promise<C
     }
 
     enter('activate', `making ${spec.name} visible to routers`);
-    const { mapVersion } = await catalog.activateTable(table.tableId);
+    const { mapVersion } = await catalog.activateTable.executeWithOptions({ ...CATALOG_ACTIVITY, summary: `make ${spec.name} visible to routers` }, [table.tableId]);
     enter('done', `${spec.name}: ${table.shards.length} shard(s) on ${table.nodeIds.length} node(s), map version ${mapVersion}`);
     return {
       table: spec.name,

@@ -114,6 +114,10 @@ describe('shardcast up (npm start)', () => {
     expect(text).toMatch(/^worker\s+task queue shardcast-control$/m);
     expect(text).toMatch(new RegExp(`^metrics\\s+http://127\\.0\\.0\\.1:${ports.metrics}/metrics$`, 'm'));
     expect(up.lines.at(-1)).toBe('shardcast: ready');
+    // Nothing but one line per component (and the migrations it applied) before it.
+    for (const line of up.lines.slice(0, -1)) {
+      expect(line).toMatch(/^(catalog|node-\d+|migrations|temporal|temporal-ui|worker|metrics) +\S/);
+    }
     expect(text).not.toContain('shardcast'.concat(':', 'shardcast@')); // the password is never printed
 
     const ui = await fetch(`http://127.0.0.1:${ports.ui}/`);
