@@ -212,6 +212,41 @@ describe('router', () => {
     expect(Math.max(...delays)).toBeLessThan(1000);
   });
 
+  it('without LISTEN, the periodic version check picks up a change', async () => {
+    const polling = await createRouter({ catalogUrl: catalog.catalogUrl, listen: false, versionCheckIntervalMs: 200 });
+    try {
+      const before = polling.mapVersion;
+      const seen = new Promise<number>((resolve) => polling.once('mapChanged', () => resolve(Date.now())));
+      const committedAt = await changeMapInChildProcess(catalog.catalogUrl);
+      const seenAt = await seen;
+      expect(polling.mapVersion).toBeGreaterThan(before);
+      expect(seenAt - committedAt).toBeLessThan(1000);
+    } finally {
+      await polling.close();
+    }
+  });
+
+  it('listens again after its catalog connection is killed, and catches up on what it missed', async () => {
+    const listener = await createRouter({ catalogUrl: catalog.catalogUrl, versionCheckIntervalMs: 0 });
+    try {
+      const { rows } = await catalog.pool.query<{ n: number }>(
+        `select count(pg_terminate_backend(pid))::int as n from pg_stat_activity
+          where application_name = 'shardcast-router-listen' and datname = current_database()`,
+      );
+      expect(rows[0]!.n).toBeGreaterThan(0);
+      // A change while it is disconnected: seen once it has reconnected (it re-reads the version then).
+      const before = listener.mapVersion;
+      await changeMapInChildProcess(catalog.catalogUrl);
+      await listener.waitForVersion(before + 1, 5000);
+      // And a change after it is back: seen through NOTIFY again.
+      const seen = new Promise<number>((resolve) => listener.once('mapChanged', () => resolve(Date.now())));
+      const committedAt = await changeMapInChildProcess(catalog.catalogUrl);
+      expect((await seen) - committedAt).toBeLessThan(1000);
+    } finally {
+      await listener.close();
+    }
+  });
+
   it('keeps answering while a shard is moved by hand, retrying fenced queries on the new placement', async () => {
     const shard = (await accountShards())[0]!;
     const target = ['node-1', 'node-2', 'node-3'].find((n) => n !== shard.node)!;
