@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parse } from 'yaml';
 import { ENV_OVERRIDES, loadConfig, parseConfig } from '../../src/config.js';
@@ -187,6 +187,7 @@ function metricNames(expr: string): string[] {
   return [...new Set(names)];
 }
 
+const hasComposeV1 = spawnSync('docker-compose', ['version'], { encoding: 'utf8', timeout: 30_000 }).status === 0;
 const hasDockerCompose = (() => {
   const result = spawnSync('docker', ['compose', 'version'], { stdio: 'ignore', timeout: 15_000 });
   return result.status === 0;
@@ -499,5 +500,18 @@ describe('docker-compose.yml', () => {
       timeout: 60_000,
     });
     expect(result.status, `docker compose config -q failed:\n${result.stderr}`).toBe(0);
+  });
+
+  // Debian's docker-compose 1.29 (apt-get install docker-compose) validates the file without an engine;
+  // it predates the Compose spec's top-level `name`, so it checks a copy without that one key.
+  it.skipIf(!hasComposeV1)('is accepted by `docker-compose config` (v1)', () => {
+    const copy = path.join(root, `.docker-compose-check-${process.pid}.yml`);
+    writeFileSync(copy, readFileSync(composeFile, 'utf8').replace(/^name:.*\n/m, ''));
+    try {
+      const result = spawnSync('docker-compose', ['-f', copy, 'config', '-q'], { cwd: root, encoding: 'utf8', timeout: 60_000 });
+      expect(result.status, `docker-compose config -q failed:\n${result.stderr}`).toBe(0);
+    } finally {
+      rmSync(copy, { force: true });
+    }
   });
 });
