@@ -1,0 +1,252 @@
+import type pg from 'pg';
+import type { NodePools } from '../catalog/node-pools.js';
+import type { NodeRecord, Queryable } from '../catalog/nodes.js';
+import { InvalidInputError, NotFoundError } from '../errors.js';
+import { shardTableDdl } from '../catalog/tables.js';
+import { quoteIdent, quoteLiteral, singleStatement } from '../sql/ident.js';
+
+/**
+ * The copy-and-stream part of the movement protocol (DESIGN §3, steps 1, 2, 3 and 7): target tables
+ * prepared from the catalog, a publication on the source and a binary subscription on the target,
+ * progress and lag, and the teardown that leaves no slot, publication or subscription behind. Every
+ * step checks what exists first, so a retried activity can run it again.
+ */
+
+const MOVEMENT_ID = /^[a-z0-9_]{1,40}$/;
+
+export interface MovementNames {
+  publication: string;
+  subscription: string;
+  slot: string;
+  /** Global transaction id of the cutover's two-phase commit. */
+  gid: string;
+}
+
+/** Names of one movement's replication objects; all start with `sc_mv_`, so leftovers are findable. */
+export function movementNames(movementId: string): MovementNames {
+  if (!MOVEMENT_ID.test(movementId)) {
+    throw new InvalidInputError(`movement id ${JSON.stringify(movementId)} must be 1–40 lower-case letters, digits or underscores`);
+  }
+  const base = `sc_mv_${movementId}`;
+  return { publication: base, subscription: base, slot: base, gid: base };
+}
+
+export interface ShardTables {
+  shardId: number;
+  schema: string;
+  /** The colocation group's tables, as created in every shard. */
+  tables: Array<{ name: string; columns: string }>;
+}
+
+/** What a shard holds, from the catalog: its schema and its group's active tables. */
+export async function shardTables(catalog: Queryable, shardId: number): Promise<ShardTables> {
+  const { rows } = await catalog.query<{ schema_name: string; name: string | null; columns_ddl: string | null }>(
+    `select s.schema_name, t.name, t.columns_ddl
+       from shardcast.shards s
+       left join shardcast.distributed_tables t on t.group_id = s.group_id and t.state = 'active'
+      where s.id = $1 order by t.id`,
+    [shardId],
+  );
+  if (rows.length === 0) throw new NotFoundError(`shard ${shardId} does not exist`);
+  return {
+    shardId,
+    schema: rows[0]!.schema_name,
+    tables: rows.filter((r) => r.name !== null).map((r) => ({ name: r.name!, columns: r.columns_ddl! })),
+  };
+}
+
+/**
+ * Logical replication can update and delete only rows it can identify: every table needs a primary
+ * key (or a replica identity). Checked on the source before anything is created.
+ */
+export async function assertMovable(pools: NodePools, source: NodeRecord, shard: ShardTables): Promise<void> {
+  const { rows } = await pools.get(source.dsn).query<{ relname: string; identity: string; has_pk: boolean }>(
+    `select c.relname, c.relreplident as identity,
+            exists (select 1 from pg_index i where i.indrelid = c.oid and i.indisprimary) as has_pk
+       from pg_class c join pg_namespace n on n.oid = c.relnamespace
+      where n.nspname = $1 and c.relkind in ('r', 'p') order by c.relname`,
+    [shard.schema],
+  );
+  const found = new Map(rows.map((r) => [r.relname, r]));
+  for (const table of shard.tables) {
+    const row = found.get(table.name);
+    if (!row) throw new NotFoundError(`shard ${shard.shardId}: table ${table.name} is missing from ${shard.schema} on ${source.name}`);
+    const identified = row.has_pk || row.identity === 'f' || row.identity === 'i';
+    if (!identified) {
+      throw new InvalidInputError(
+        `shard ${shard.shardId}: table ${table.name} has no primary key (nor a replica identity), so its updates and deletes cannot be streamed; add a primary key first`,
+      );
+    }
+  }
+}
+
+/** Step 1: the shard's schema and tables on the target, in one transaction. */
+export async function prepareTarget(pools: NodePools, target: NodeRecord, shard: ShardTables): Promise<void> {
+  const client = await pools.get(target.dsn).connect();
+  try {
+    await client.query('begin');
+    await client.query(`create schema if not exists ${quoteIdent(shard.schema)}`);
+    for (const table of shard.tables) await client.query(singleStatement(shardTableDdl(shard.schema, table.name, table.columns)));
+    await client.query('commit');
+  } catch (err) {
+    await client.query('rollback').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+export interface StreamOptions {
+  /** Row filter of the publication, e.g. a hash range for a split: SQL over the table's columns. */
+  rowFilter?: (table: string) => string | undefined;
+}
+
+/** Step 2: publication on the source, binary subscription on the target (which copies, then streams). */
+export async function startStreaming(
+  pools: NodePools,
+  endpoints: { source: NodeRecord; target: NodeRecord },
+  shard: ShardTables,
+  names: MovementNames,
+  options: StreamOptions = {},
+): Promise<void> {
+  const source = pools.get(endpoints.source.dsn);
+  const hasPublication = await source.query('select 1 from pg_publication where pubname = $1', [names.publication]);
+  if (hasPublication.rowCount === 0) {
+    const tables = shard.tables
+      .map((t) => {
+        const filter = options.rowFilter?.(t.name);
+        return `${quoteIdent(shard.schema)}.${quoteIdent(t.name)}${filter ? ` where (${filter})` : ''}`;
+      })
+      .join(', ');
+    await source.query(`create publication ${quoteIdent(names.publication)} for table ${tables}`);
+  }
+  const target = pools.get(endpoints.target.dsn);
+  const hasSubscription = await target.query('select 1 from pg_subscription where subname = $1', [names.subscription]);
+  if (hasSubscription.rowCount === 0) {
+    // CREATE SUBSCRIPTION creates the slot on the source; it cannot run inside a transaction block.
+    await target.query(
+      `create subscription ${quoteIdent(names.subscription)} connection ${quoteLiteral(endpoints.source.dsn)}
+       publication ${quoteIdent(names.publication)} with (binary = true, slot_name = ${quoteLiteral(names.slot)})`,
+    );
+  }
+}
+
+export interface StreamProgress {
+  tables: number;
+  /** Tables whose initial copy is done and that now stream ('r' in pg_subscription_rel). */
+  tablesReady: number;
+  /** WAL the source has written that the target has not yet confirmed, in bytes. */
+  lagBytes: number | null;
+  /** Rows now in the target's shard tables. */
+  rowsCopied: number;
+  /** Their size on the target, in bytes. */
+  bytesCopied: number;
+}
+
+/** Step 3's measure: copy state, replication lag, rows and bytes on the target. */
+export async function streamProgress(
+  pools: NodePools,
+  endpoints: { source: NodeRecord; target: NodeRecord },
+  shard: ShardTables,
+  names: MovementNames,
+): Promise<StreamProgress> {
+  const target = pools.get(endpoints.target.dsn);
+  const [states, lag, size] = await Promise.all([
+    target.query<{ total: number; ready: number }>(
+      `select count(*)::int as total, count(*) filter (where r.srsubstate = 'r')::int as ready
+         from pg_subscription_rel r join pg_subscription s on s.oid = r.srsubid where s.subname = $1`,
+      [names.subscription],
+    ),
+    pools
+      .get(endpoints.source.dsn)
+      .query<{ lag: string | null }>(
+        `select pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint::text as lag from pg_replication_slots where slot_name = $1`,
+        [names.slot],
+      ),
+    target.query<{ rows: string; bytes: string }>(
+      `select coalesce(sum(s.n_live_tup), 0)::bigint::text as rows, coalesce(sum(pg_total_relation_size(s.relid)), 0)::bigint::text as bytes
+         from pg_stat_user_tables s where s.schemaname = $1`,
+      [shard.schema],
+    ),
+  ]);
+  return {
+    tables: states.rows[0]?.total ?? 0,
+    tablesReady: states.rows[0]?.ready ?? 0,
+    lagBytes: lag.rows[0]?.lag != null ? Number(lag.rows[0].lag) : null,
+    rowsCopied: Number(size.rows[0]?.rows ?? 0),
+    bytesCopied: Number(size.rows[0]?.bytes ?? 0),
+  };
+}
+
+/** The source's current WAL position (read under the cutover lock). */
+export async function currentLsn(client: Pick<pg.ClientBase, 'query'>): Promise<string> {
+  const { rows } = await client.query<{ lsn: string }>('select pg_current_wal_lsn()::text as lsn');
+  return rows[0]!.lsn;
+}
+
+/** Whether the target has applied the source's WAL up to `lsn`. */
+export async function targetReached(pools: NodePools, target: NodeRecord, names: MovementNames, lsn: string): Promise<boolean> {
+  const { rows } = await pools
+    .get(target.dsn)
+    .query<{ ok: boolean }>(
+      `select coalesce(bool_and(latest_end_lsn >= $2::pg_lsn), false) as ok from pg_stat_subscription where subname = $1 and relid is null`,
+      [names.subscription, lsn],
+    );
+  return rows[0]?.ok ?? false;
+}
+
+/**
+ * Step 7 (and the compensation of step 2): drops the subscription (and with it the slot on the
+ * source), then the publication. When the source cannot be reached the subscription is detached
+ * from its slot first, and the slot is dropped on the source whenever it answers again.
+ */
+export async function stopStreaming(
+  pools: NodePools,
+  endpoints: { source: NodeRecord; target: NodeRecord },
+  names: MovementNames,
+): Promise<void> {
+  const target = pools.get(endpoints.target.dsn);
+  const sub = quoteIdent(names.subscription);
+  const exists = await target.query('select 1 from pg_subscription where subname = $1', [names.subscription]);
+  if (exists.rowCount) {
+    try {
+      await target.query(`drop subscription if exists ${sub}`);
+    } catch {
+      await target.query(`alter subscription ${sub} disable`);
+      await target.query(`alter subscription ${sub} set (slot_name = none)`);
+      await target.query(`drop subscription if exists ${sub}`);
+    }
+  }
+  const source = pools.get(endpoints.source.dsn);
+  await source.query(
+    `select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = $1 and not active`,
+    [names.slot],
+  );
+  await source.query(`drop publication if exists ${quoteIdent(names.publication)}`);
+}
+
+/** Compensation of step 1: the target's copy of the shard, unless the catalog places the shard there. */
+export async function dropTargetShard(catalog: Queryable, pools: NodePools, target: NodeRecord, shard: ShardTables): Promise<void> {
+  const placed = await catalog.query('select 1 from shardcast.placements where shard_id = $1 and node_id = $2', [shard.shardId, target.id]);
+  if (placed.rowCount) throw new InvalidInputError(`shard ${shard.shardId} is placed on ${target.name}: its schema there is not dropped`);
+  await pools.get(target.dsn).query(`drop schema if exists ${quoteIdent(shard.schema)} cascade`);
+}
+
+export interface Leftovers {
+  node: string;
+  slots: string[];
+  publications: string[];
+  subscriptions: string[];
+  preparedTransactions: string[];
+}
+
+/** Movement objects (named sc_mv_*) still on a node: after any movement, all lists must be empty. */
+export async function movementLeftovers(pools: NodePools, node: NodeRecord): Promise<Leftovers> {
+  const { rows } = await pools.get(node.dsn).query<Omit<Leftovers, 'node'>>(
+    `select array(select slot_name::text from pg_replication_slots where slot_name like 'sc\\_mv\\_%' order by 1) as slots,
+            array(select pubname::text from pg_publication where pubname like 'sc\\_mv\\_%' order by 1) as publications,
+            array(select subname::text from pg_subscription where subname like 'sc\\_mv\\_%' order by 1) as subscriptions,
+            array(select gid from pg_prepared_xacts where gid like 'sc\\_mv\\_%' order by 1) as "preparedTransactions"`,
+  );
+  return { node: node.name, ...rows[0]! };
+}
