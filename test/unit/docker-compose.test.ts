@@ -319,6 +319,8 @@ describe('docker-compose.yml', () => {
       }
       expect(command).toMatch(/^postgres\b/);
     }
+    // The catalog takes part in the cutover's two-phase commit.
+    expect(commandText('catalog'), 'the catalog must start postgres with max_prepared_transactions').toMatch(/max_prepared_transactions=[1-9]/);
     expect(service('temporal-postgresql').image).toBe('postgres:16');
     expect(mounts('temporal-postgresql').find((m) => m.type === 'volume')?.target).toBe('/var/lib/postgresql/data');
   });
