@@ -1,0 +1,205 @@
+import pg from 'pg';
+import type { NodePools } from '../catalog/node-pools.js';
+import type { NodeRecord } from '../catalog/nodes.js';
+import { SHARD_FENCED_SQLSTATE, ShardcastError } from '../errors.js';
+import { quoteIdent, quoteLiteral } from '../sql/ident.js';
+import { currentLsn, targetReached, type MovementNames, type ShardTables } from './replication.js';
+
+/**
+ * The cutover (DESIGN §3, step 6): the one short step during which writes to the shard wait.
+ *
+ * On the source, in one transaction: lock the shard's tables against writes, read the WAL position,
+ * wait until the target has applied it, copy sequence positions, fence the source (a trigger that
+ * raises SCF01 on any write, and the schema renamed so that its names no longer resolve). On the
+ * catalog, in another: switch the placement. Both are PREPAREd with the movement's gid and then
+ * committed, catalog first, so that a router that meets the fence already finds the new placement.
+ * A retry finds prepared transactions left by a crash and finishes (or rolls back) the cutover.
+ */
+
+export interface CutoverTarget {
+  shard: ShardTables;
+  source: NodeRecord;
+  target: NodeRecord;
+  names: MovementNames;
+}
+
+export interface CutoverOptions {
+  /** How long the locked source waits for the target to apply its last WAL (default 10 s). */
+  catchUpTimeoutMs?: number;
+  /** How long to wait for the write lock on the source tables (default 5 s). */
+  lockTimeoutMs?: number;
+}
+
+export interface CutoverResult {
+  /** Writes to the shard were blocked this long (lock taken → fence committed); 0 when recovered. */
+  blockedMs: number;
+  /** The source WAL position the target had applied at the switch. */
+  lsn: string | null;
+  /** What a retry found and did, when an earlier attempt had been cut short. */
+  recovered?: 'finished' | 'rolled-back-and-redone' | 'already-done';
+}
+
+export interface CutoverDeps {
+  catalogUrl: string;
+  pools: NodePools;
+}
+
+/** Name the source schema takes once fenced; dropped by cleanup after the grace period. */
+export function fencedSchemaName(schema: string, movementId: string): string {
+  return `${schema}_moved_${movementId}`.slice(0, 63);
+}
+
+export async function cutover(deps: CutoverDeps, move: CutoverTarget, options: CutoverOptions = {}): Promise<CutoverResult> {
+  const state = await cutoverState(deps, move);
+  if (state.catalogPrepared || (state.placedOn === move.target.id && state.sourcePrepared)) {
+    await finishCutover(deps, move, state);
+    return { blockedMs: 0, lsn: null, recovered: 'finished' };
+  }
+  if (state.placedOn === move.target.id) return { blockedMs: 0, lsn: null, recovered: 'already-done' };
+  if (state.placedOn !== move.source.id) {
+    throw new ShardcastError('SHARD_ELSEWHERE', `shard ${move.shard.shardId} is no longer on ${move.source.name}: nothing to cut over`);
+  }
+  let recovered: CutoverResult['recovered'];
+  if (state.sourcePrepared) {
+    // Crashed after the source was prepared but before the catalog was: the switch never happened.
+    await onServer(move.source.dsn, (c) => c.query(`rollback prepared ${quoteLiteral(move.names.gid)}`));
+    recovered = 'rolled-back-and-redone';
+  }
+  const prepared = await prepareCutover(deps, move, options);
+  await finishCutover(deps, move, { catalogPrepared: true, sourcePrepared: true, placedOn: move.source.id });
+  return { blockedMs: Date.now() - prepared.lockedAt, lsn: prepared.lsn, ...(recovered ? { recovered } : {}) };
+}
+
+interface CutoverState {
+  catalogPrepared: boolean;
+  sourcePrepared: boolean;
+  placedOn: number | undefined;
+}
+
+async function cutoverState(deps: CutoverDeps, move: CutoverTarget): Promise<CutoverState> {
+  const gid = move.names.gid;
+  const [catalog, source] = await Promise.all([
+    onServer(deps.catalogUrl, (c) =>
+      c.query<{ prepared: boolean; node: number | null }>(
+        `select exists (select 1 from pg_prepared_xacts where gid = $1 and database = current_database()) as prepared,
+                (select node_id::int from shardcast.placements where shard_id = $2) as node`,
+        [gid, move.shard.shardId],
+      ),
+    ),
+    onServer(move.source.dsn, (c) => c.query<{ prepared: boolean }>('select exists (select 1 from pg_prepared_xacts where gid = $1) as prepared', [gid])),
+  ]);
+  return { catalogPrepared: catalog.rows[0]!.prepared, sourcePrepared: source.rows[0]!.prepared, placedOn: catalog.rows[0]!.node ?? undefined };
+}
+
+/** Phase one: both sides prepared. Exported for tests that cut a cutover short on purpose. */
+export async function prepareCutover(deps: CutoverDeps, move: CutoverTarget, options: CutoverOptions = {}): Promise<{ lockedAt: number; lsn: string }> {
+  const { shard, source, target, names } = move;
+  const sourceClient = new pg.Client({ connectionString: source.dsn, application_name: 'shardcast-cutover' });
+  sourceClient.on('error', () => undefined);
+  await sourceClient.connect();
+  let lockedAt = 0;
+  let lsn = '';
+  let sourcePrepared = false;
+  try {
+    await sourceClient.query('begin');
+    await sourceClient.query(`set local lock_timeout = ${Math.max(1, options.lockTimeoutMs ?? 5000)}`);
+    const tables = shard.tables.map((t) => `${quoteIdent(shard.schema)}.${quoteIdent(t.name)}`);
+    await sourceClient.query(`lock table ${tables.join(', ')} in exclusive mode`);
+    lockedAt = Date.now();
+    lsn = await currentLsn(sourceClient);
+    const deadline = Date.now() + (options.catchUpTimeoutMs ?? 10_000);
+    while (!(await targetReached(deps.pools, target, names, lsn))) {
+      if (Date.now() > deadline) {
+        throw new ShardcastError('CUTOVER_CATCHUP_TIMEOUT', `target ${target.name} did not apply ${lsn} within the catch-up timeout`);
+      }
+      await sleep(2);
+    }
+    await copySequences(deps.pools, sourceClient, target, shard.schema);
+    await fence(sourceClient, move);
+    await sourceClient.query(`prepare transaction ${quoteLiteral(names.gid)}`);
+    sourcePrepared = true;
+  } catch (err) {
+    if (!sourcePrepared) await sourceClient.query('rollback').catch(() => undefined);
+    throw err;
+  } finally {
+    await sourceClient.end().catch(() => undefined);
+  }
+
+  try {
+    await onServer(deps.catalogUrl, async (c) => {
+      await c.query('begin');
+      await c.query(`set local shardcast.in_2pc = 'on'`);
+      const switched = await c.query(
+        'update shardcast.placements set node_id = $1, placed_at = now() where shard_id = $2 and node_id = $3',
+        [target.id, shard.shardId, source.id],
+      );
+      if (switched.rowCount !== 1) {
+        await c.query('rollback');
+        throw new ShardcastError('SHARD_ELSEWHERE', `shard ${shard.shardId} is no longer placed on ${source.name}`);
+      }
+      await c.query(`prepare transaction ${quoteLiteral(names.gid)}`);
+    });
+  } catch (err) {
+    await onServer(source.dsn, (c) => c.query(`rollback prepared ${quoteLiteral(names.gid)}`)).catch(() => undefined);
+    throw err;
+  }
+  return { lockedAt, lsn };
+}
+
+/** Phase two: commit the catalog (and tell routers), then the source. Each step skips what is done. */
+async function finishCutover(deps: CutoverDeps, move: CutoverTarget, state: CutoverState): Promise<void> {
+  const gid = quoteLiteral(move.names.gid);
+  if (state.catalogPrepared) {
+    await onServer(deps.catalogUrl, async (c) => {
+      await c.query(`commit prepared ${gid}`);
+      await c.query(`select pg_notify('shardcast_map', version::text) from shardcast.map_version`);
+    });
+  }
+  await onServer(move.source.dsn, async (c) => {
+    const { rows } = await c.query('select 1 from pg_prepared_xacts where gid = $1', [move.names.gid]);
+    if (rows.length > 0) await c.query(`commit prepared ${gid}`);
+  });
+}
+
+/** Sequences owned by the shard's tables continue on the target where the source left them. */
+async function copySequences(pools: NodePools, source: pg.ClientBase, target: NodeRecord, schema: string): Promise<void> {
+  const { rows } = await source.query<{ name: string; last_value: string | null }>(
+    'select sequencename as name, last_value::text from pg_sequences where schemaname = $1',
+    [schema],
+  );
+  for (const seq of rows) {
+    if (seq.last_value === null) continue;
+    await pools.get(target.dsn).query('select setval($1::regclass, $2::bigint, true)', [`${quoteIdent(schema)}.${quoteIdent(seq.name)}`, seq.last_value]);
+  }
+}
+
+async function fence(source: pg.ClientBase, move: CutoverTarget): Promise<void> {
+  const schema = quoteIdent(move.shard.schema);
+  const message = quoteLiteral(`shard ${move.shard.shardId} has moved to node ${move.target.name}`);
+  await source.query(
+    `create function ${schema}.sc_fence() returns trigger language plpgsql as
+     $$ begin raise exception using errcode = '${SHARD_FENCED_SQLSTATE}', message = ${message}; end $$`,
+  );
+  for (const table of move.shard.tables) {
+    await source.query(
+      `create trigger sc_fence before insert or update or delete or truncate on ${schema}.${quoteIdent(table.name)}
+       for each statement execute function ${schema}.sc_fence()`,
+    );
+  }
+  await source.query(`alter schema ${schema} rename to ${quoteIdent(fencedSchemaName(move.shard.schema, move.names.gid.replace(/^sc_mv_/, '')))}`);
+}
+
+async function onServer<T>(url: string, work: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url, application_name: 'shardcast-cutover' });
+  client.on('error', () => undefined);
+  await client.connect();
+  try {
+    return await work(client);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,183 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDistributedTable } from '../../client/index.js';
+import { NodePools } from '../../src/catalog/node-pools.js';
+import { getNodeByName, type NodeRecord } from '../../src/catalog/nodes.js';
+import { cutover, fencedSchemaName, prepareCutover } from '../../src/movement/cutover.js';
+import {
+  movementLeftovers,
+  movementNames,
+  prepareTarget,
+  shardTables,
+  startStreaming,
+  stopStreaming,
+  streamProgress,
+  type MovementNames,
+  type ShardTables,
+} from '../../src/movement/replication.js';
+import { createRouter, type Router } from '../../src/router/router.js';
+import { quoteIdent } from '../../src/sql/ident.js';
+import { adminQuery, createTestCatalog, startTestWorker, uniqueName, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
+
+let catalog: TestCatalog;
+let worker: TestWorker;
+let router: Router;
+const pools = new NodePools();
+
+beforeAll(async () => {
+  catalog = await createTestCatalog('cut');
+  worker = await startTestWorker(catalog.catalogUrl);
+  await createDistributedTable(worker.options, {
+    name: 'events',
+    columns: 'id bigint primary key, kind text not null, n bigint not null default 0',
+    shardKey: 'id',
+    shardCount: 3,
+  });
+  router = await createRouter({ catalogUrl: catalog.catalogUrl });
+});
+
+afterAll(async () => {
+  await router?.close();
+  await pools.end();
+  await worker?.close();
+  await catalog?.close();
+});
+
+interface Move {
+  shard: ShardTables;
+  source: NodeRecord;
+  target: NodeRecord;
+  names: MovementNames;
+  id: string;
+}
+
+async function planMove(index: number): Promise<Move> {
+  const { rows } = await catalog.pool.query<{ id: number; node: string }>(
+    `select s.id::int as id, n.name as node from shardcast.shards s join shardcast.placements p on p.shard_id = s.id
+       join shardcast.nodes n on n.id = p.node_id order by s.id`,
+  );
+  const row = rows[index]!;
+  const id = uniqueName('mv');
+  return {
+    shard: await shardTables(catalog.pool, row.id),
+    source: await getNodeByName(catalog.pool, row.node),
+    target: await getNodeByName(catalog.pool, ['node-1', 'node-2', 'node-3'].find((n) => n !== row.node)!),
+    names: movementNames(id),
+    id,
+  };
+}
+
+async function streamUntilReady(move: Move): Promise<void> {
+  await prepareTarget(pools, move.target, move.shard);
+  await startStreaming(pools, move, move.shard, move.names);
+  const deadline = Date.now() + 30_000;
+  while ((await streamProgress(pools, move, move.shard, move.names)).tablesReady < move.shard.tables.length) {
+    if (Date.now() > deadline) throw new Error('initial copy did not finish');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function placement(shardId: number): Promise<string> {
+  const { rows } = await catalog.pool.query<{ node: string }>(
+    'select n.name as node from shardcast.placements p join shardcast.nodes n on n.id = p.node_id where p.shard_id = $1',
+    [shardId],
+  );
+  return rows[0]!.node;
+}
+
+async function preparedOnCatalog(): Promise<string[]> {
+  const { rows } = await catalog.pool.query<{ gid: string }>("select gid from pg_prepared_xacts where gid like 'sc\\_mv\\_%'");
+  return rows.map((r) => r.gid);
+}
+
+describe('cutover', () => {
+  it('moves a shard while writers keep writing through the router: every acknowledged write on the target once, none on the source after', async () => {
+    const move = await planMove(0);
+    const keys: number[] = [];
+    for (let id = 1; keys.length < 400; id++) if (router.forKey('events', id).route().shardId === move.shard.shardId) keys.push(id);
+    const counterKey = keys[0]!;
+    await router.forKey('events', counterKey).query("insert into events values ($1, 'counter', 0)", [counterKey]);
+
+    const acknowledged = new Set<number>();
+    let increments = 0;
+    const errors: unknown[] = [];
+    let stop = false;
+    let next = 1;
+    const writers = Array.from({ length: 4 }, async () => {
+      while (!stop) {
+        // Any key of the shard but the counter's: those rows count writes, the counter counts increments.
+        const key = keys[1 + ((next++ * 7) % (keys.length - 1))]!;
+        try {
+          await router.forKey('events', key).transaction(async (tx) => {
+            await tx.query("insert into events values ($1, 'w', 1) on conflict (id) do update set n = events.n + 1", [key]);
+          });
+          await router.forKey('events', counterKey).query('update events set n = n + 1 where id = $1', [counterKey]);
+          increments++;
+          acknowledged.add(key);
+        } catch (err) {
+          errors.push(err);
+        }
+      }
+    });
+
+    await streamUntilReady(move);
+    await new Promise((r) => setTimeout(r, 300));
+    const result = await cutover({ catalogUrl: catalog.catalogUrl, pools }, move);
+    await new Promise((r) => setTimeout(r, 500));
+    stop = true;
+    await Promise.all(writers);
+    console.log(`cutover blocked writes for ${result.blockedMs} ms`);
+
+    expect(errors).toEqual([]);
+    expect(await placement(move.shard.shardId)).toBe(move.target.name);
+    expect(router.forKey('events', counterKey).route().nodeName).toBe(move.target.name);
+    // On the target: the counter saw every acknowledged increment, every acknowledged key is there once.
+    const counter = await adminQuery(move.target.dsn, `select n::int from ${quoteIdent(move.shard.schema)}.events where id = $1`, [counterKey]);
+    expect(counter.rows).toEqual([{ n: increments }]);
+    const onTarget = await adminQuery(move.target.dsn, `select id::int, n::int from ${quoteIdent(move.shard.schema)}.events where kind = 'w'`);
+    expect(new Set(onTarget.rows.map((r: { id: number }) => r.id))).toEqual(acknowledged);
+    // The source was fenced: nothing written there after the switch, and writes to it fail.
+    const fenced = quoteIdent(fencedSchemaName(move.shard.schema, move.id));
+    const onSource = await adminQuery(move.source.dsn, `select id::int, n::int from ${fenced}.events where id = $1`, [counterKey]);
+    expect(onSource.rows[0].n).toBeLessThanOrEqual(increments);
+    await expect(adminQuery(move.source.dsn, `update ${fenced}.events set n = 0`)).rejects.toMatchObject({ code: 'SCF01' });
+    const unresolved = await adminQuery(move.source.dsn, 'select 1 from pg_namespace where nspname = $1', [move.shard.schema]);
+    expect(unresolved.rows).toHaveLength(0);
+    expect(result.blockedMs).toBeLessThan(2000);
+
+    await stopStreaming(pools, move, move.names);
+    for (const node of catalog.nodes) expect((await movementLeftovers(pools, node)).preparedTransactions).toEqual([]);
+    expect(await preparedOnCatalog()).toEqual([]);
+  });
+
+  it('a retry after a crash with both sides prepared finishes the switch', async () => {
+    const move = await planMove(1);
+    await streamUntilReady(move);
+    await prepareCutover({ catalogUrl: catalog.catalogUrl, pools }, move); // then "crash": nothing committed
+    expect(await placement(move.shard.shardId)).toBe(move.source.name);
+    expect(await preparedOnCatalog()).toEqual([move.names.gid]);
+    const result = await cutover({ catalogUrl: catalog.catalogUrl, pools }, move);
+    expect(result.recovered).toBe('finished');
+    expect(await placement(move.shard.shardId)).toBe(move.target.name);
+    expect(await preparedOnCatalog()).toEqual([]);
+    expect((await movementLeftovers(pools, move.source)).preparedTransactions).toEqual([]);
+    expect((await cutover({ catalogUrl: catalog.catalogUrl, pools }, move)).recovered).toBe('already-done');
+    await stopStreaming(pools, move, move.names);
+  });
+
+  it('a retry after a crash with only the source prepared rolls it back and cuts over again', async () => {
+    const move = await planMove(2);
+    await streamUntilReady(move);
+    await prepareCutover({ catalogUrl: catalog.catalogUrl, pools }, move);
+    // Undo the catalog half, as if the worker died between the two PREPAREs.
+    await catalog.pool.query(`rollback prepared '${move.names.gid}'`);
+    const result = await cutover({ catalogUrl: catalog.catalogUrl, pools }, move);
+    expect(result.recovered).toBe('rolled-back-and-redone');
+    expect(await placement(move.shard.shardId)).toBe(move.target.name);
+    const rows = await router.all<{ n: number }>('select count(*)::int as n from events');
+    expect(rows.shards).toBe(3);
+    await stopStreaming(pools, move, move.names);
+    for (const node of catalog.nodes) {
+      expect(await movementLeftovers(pools, node)).toEqual({ node: node.name, slots: [], publications: [], subscriptions: [], preparedTransactions: [] });
+    }
+  });
+});
