@@ -1,0 +1,95 @@
+import type pg from 'pg';
+import { ShardcastError } from '../errors.js';
+import { movementNames } from './replication.js';
+
+export type MovementOperation = 'move' | 'split' | 'merge';
+export type MovementState = 'running' | 'done' | 'failed' | 'cancelled';
+
+export interface MovementLease {
+  id: string;
+  operation: MovementOperation;
+  shardId: number;
+  sourceNodeId: number;
+  targetNodeIds: number[];
+  workflowId?: string;
+}
+
+/** Another movement holds the shard: not retried, the operator is told which one. */
+export class MovementInProgressError extends ShardcastError {
+  readonly movementId: string;
+  constructor(shardId: number, movementId: string) {
+    super('MOVEMENT_IN_PROGRESS', `shard ${shardId} is already being moved by movement ${movementId}; wait for it, or cancel it`);
+    this.movementId = movementId;
+  }
+}
+
+/** A node already runs as many movements as allowed: worth retrying later. */
+export class NodeBusyError extends ShardcastError {
+  constructor(node: string, running: number, limit: number) {
+    super('NODE_BUSY', `node ${node} already takes part in ${running} running movement(s) (limit ${limit})`);
+  }
+}
+
+/**
+ * Takes the shard's movement lease in the catalog: refused while another movement of the shard runs,
+ * or while a node involved already has `maxPerNode` running movements. Taking it again with the same
+ * id returns quietly, so a retried activity can call it.
+ */
+export async function acquireMovementLease(pool: pg.Pool, lease: MovementLease, maxPerNode: number): Promise<void> {
+  movementNames(lease.id); // validates the id
+  const client = await pool.connect();
+  try {
+    await client.query('begin');
+    const nodeIds = [lease.sourceNodeId, ...lease.targetNodeIds];
+    // Locking the nodes' rows serialises leases that share a node, so the counts below hold.
+    const nodes = await client.query<{ id: number; name: string }>(
+      'select id::int as id, name from shardcast.nodes where id = any($1::bigint[]) order by id for update',
+      [nodeIds],
+    );
+    const same = await client.query<{ id: string }>("select id from shardcast.movements where id = $1 and state = 'running'", [lease.id]);
+    if (same.rowCount) {
+      await client.query('commit');
+      return;
+    }
+    const holder = await client.query<{ id: string }>("select id from shardcast.movements where shard_id = $1 and state = 'running'", [lease.shardId]);
+    if (holder.rows[0]) throw new MovementInProgressError(lease.shardId, holder.rows[0].id);
+    const busy = await client.query<{ node_id: number; running: number }>(
+      `select n.node_id::int, count(*)::int as running
+         from shardcast.movements m, lateral unnest(array_append(m.target_node_ids, m.source_node_id)) as n(node_id)
+        where m.state = 'running' and n.node_id = any($1::bigint[])
+        group by n.node_id`,
+      [nodeIds],
+    );
+    for (const row of busy.rows) {
+      if (row.running >= maxPerNode) {
+        throw new NodeBusyError(nodes.rows.find((n) => n.id === row.node_id)?.name ?? `#${row.node_id}`, row.running, maxPerNode);
+      }
+    }
+    try {
+      await client.query(
+        `insert into shardcast.movements (id, operation, shard_id, source_node_id, target_node_ids, workflow_id)
+         values ($1, $2, $3, $4, $5::bigint[], $6)`,
+        [lease.id, lease.operation, lease.shardId, lease.sourceNodeId, lease.targetNodeIds, lease.workflowId ?? null],
+      );
+    } catch (err) {
+      // Two leases for one shard raced past the check: the unique index decides.
+      if ((err as { code?: string }).code === '23505') {
+        await client.query('rollback');
+        const winner = await pool.query<{ id: string }>("select id from shardcast.movements where shard_id = $1 and state = 'running'", [lease.shardId]);
+        throw new MovementInProgressError(lease.shardId, winner.rows[0]?.id ?? '?');
+      }
+      throw err;
+    }
+    await client.query('commit');
+  } catch (err) {
+    await client.query('rollback').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+/** Ends the lease with the movement's outcome; a second call changes nothing. */
+export async function finishMovement(pool: pg.Pool, id: string, state: Exclude<MovementState, 'running'>): Promise<void> {
+  await pool.query("update shardcast.movements set state = $2, finished_at = now() where id = $1 and state = 'running'", [id, state]);
+}
