@@ -6,10 +6,12 @@ import { createTableOnNode, dropTableOnNode } from '../src/catalog/shard-ddl.js'
 import { activateTable, describeRegisteredTable, mapVersion, registerTable, unregisterTable, type RegisteredTable, type TableSpec } from '../src/catalog/tables.js';
 import { AlreadyExistsError, InvalidInputError, NodeUnavailableError, NotFoundError, ShardcastError } from '../src/errors.js';
 import { activityInfo } from '@temporalio/activity';
+import { createMovementActivities } from './movement.js';
 
 export interface ActivityDeps {
   /** The catalog database. */
   catalog: pg.Pool;
+  catalogUrl: string;
   nodePools: NodePools;
 }
 
@@ -45,6 +47,7 @@ async function groupSchemasOnNode(deps: ActivityDeps, tableId: number, nodeId: n
 
 export function createActivities(deps: ActivityDeps) {
   return {
+    ...createMovementActivities(deps),
     async registerTable(spec: TableSpec): Promise<RegisteredTable> {
       return run(() => registerTable(deps.catalog, spec, activityInfo().workflowExecution?.runId ?? activityInfo().activityId));
     },

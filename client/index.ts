@@ -3,8 +3,10 @@ import { ApplicationFailure, ActivityFailure } from '@temporalio/common';
 import type { Config } from '../src/config.js';
 import { AlreadyExistsError, InvalidInputError, NotFoundError, ShardcastError } from '../src/errors.js';
 import { validateTableSpec, type TableSpec } from '../src/catalog/tables.js';
-import { SA_GROUP, SA_OPERATION, SA_PHASE, SA_TABLE } from '../src/search-attributes.js';
-import type { CreateTableResult, RetrySettings } from '../workflows/messages.js';
+import { SA_GROUP, SA_OPERATION, SA_PHASE, SA_SHARD, SA_TABLE, SA_TARGET_NODE } from '../src/search-attributes.js';
+import type { CreateTableResult, MoveShardInput, MoveShardResult, RetrySettings } from '../workflows/messages.js';
+import { randomBytes } from 'node:crypto';
+import type { WorkflowHandle } from '@temporalio/client';
 import { CONTROL_TASK_QUEUE } from '../workers/control.js';
 
 export interface ShardcastClientOptions {
@@ -91,3 +93,71 @@ const BUSINESS_ERRORS = new Map<string, (message: string, cause: unknown) => Err
   ['AlreadyExistsError', (m) => new AlreadyExistsError(m)],
   ['NotFoundError', (m) => new NotFoundError(m)],
 ]);
+
+export function moveWorkflowId(shardId: number, prefix = ''): string {
+  return `${prefix}move-shard-${shardId}`;
+}
+
+export interface MoveRequest {
+  shardId: number;
+  targetNode: string;
+  approvalRequired?: boolean;
+  approvalTimeoutSeconds?: number;
+  approvalTimeoutAction?: 'approve' | 'reject';
+  graceSeconds?: number;
+  catchUpLagBytes?: number;
+  maxMovesPerNode?: number;
+  pollSeconds?: number;
+}
+
+/**
+ * Starts moving a shard; the workflow id comes from the shard, so a second movement of the same
+ * shard is refused while one runs. Returns the handle: signal it, query it, await its result.
+ */
+export async function startMove(options: ShardcastClientOptions, request: MoveRequest): Promise<WorkflowHandle> {
+  if (!Number.isInteger(request.shardId) || request.shardId < 1) throw new InvalidInputError(`shard id must be a positive integer, got ${request.shardId}`);
+  if (typeof request.targetNode !== 'string' || !/^[a-z][a-z0-9_-]{0,62}$/.test(request.targetNode)) {
+    throw new InvalidInputError(`target node ${JSON.stringify(request.targetNode)} is not a node name`);
+  }
+  const workflowId = moveWorkflowId(request.shardId, options.workflowIdPrefix);
+  const input: MoveShardInput = {
+    movementId: `s${request.shardId}_${randomBytes(5).toString('hex')}`,
+    workflowId,
+    shardId: request.shardId,
+    targetNode: request.targetNode,
+    maxMovesPerNode: request.maxMovesPerNode ?? 2,
+    catchUpLagBytes: request.catchUpLagBytes ?? 1024 * 1024,
+    pollSeconds: request.pollSeconds ?? 2,
+    approvalRequired: request.approvalRequired ?? false,
+    approvalTimeoutSeconds: request.approvalTimeoutSeconds,
+    approvalTimeoutAction: request.approvalTimeoutAction,
+    graceSeconds: request.graceSeconds ?? 300,
+  };
+  try {
+    return await options.client.workflow.start('moveShard', {
+      taskQueue: options.taskQueue ?? CONTROL_TASK_QUEUE,
+      workflowId,
+      args: [input],
+      typedSearchAttributes: [
+        { key: SA_SHARD, value: request.shardId },
+        { key: SA_OPERATION, value: 'move' },
+        { key: SA_PHASE, value: 'prepare' },
+        { key: SA_TARGET_NODE, value: request.targetNode },
+      ],
+      staticSummary: `move shard ${request.shardId} → ${request.targetNode}`,
+    });
+  } catch (err) {
+    if (err instanceof WorkflowExecutionAlreadyStartedError) {
+      throw new AlreadyExistsError(`shard ${request.shardId} is already being moved (workflow ${workflowId}); wait for it, or cancel it`);
+    }
+    throw err;
+  }
+}
+
+export async function moveResult(handle: WorkflowHandle): Promise<MoveShardResult> {
+  try {
+    return (await handle.result()) as MoveShardResult;
+  } catch (err) {
+    throw toShardcastError(err);
+  }
+}

@@ -1,1 +1,2 @@
 export { createDistributedTable } from './create-table.js';
+export { moveShard } from './move-shard.js';

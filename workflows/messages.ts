@@ -1,4 +1,4 @@
-import { defineQuery } from '@temporalio/workflow';
+import { defineQuery, defineSignal } from '@temporalio/workflow';
 import type { TableSpec } from '../src/catalog/tables.js';
 
 export interface RetrySettings {
@@ -31,3 +31,58 @@ export interface CreateTableProgress {
 }
 
 export const createTableProgressQuery = defineQuery<CreateTableProgress>('progress');
+
+export interface MoveShardInput {
+  movementId: string;
+  workflowId: string;
+  shardId: number;
+  targetNode: string;
+  maxMovesPerNode: number;
+  /** The cutover waits until the replication lag is at most this many bytes. */
+  catchUpLagBytes: number;
+  pollSeconds: number;
+  approvalRequired: boolean;
+  approvalTimeoutSeconds?: number;
+  approvalTimeoutAction?: 'approve' | 'reject';
+  /** How long the fenced source copy is kept after the cutover. */
+  graceSeconds: number;
+}
+
+export interface MoveShardResult {
+  movementId: string;
+  shardId: number;
+  source: string;
+  target: string;
+  cutoverBlockedMs: number;
+}
+
+export type MovementPhase =
+  | 'prepare'
+  | 'copy'
+  | 'catch-up'
+  | 'approval'
+  | 'cutover'
+  | 'cleanup'
+  | 'done'
+  | 'compensate'
+  | 'cancelled'
+  | 'rejected'
+  | 'failed';
+
+export interface MovementProgress {
+  phase: MovementPhase;
+  paused: boolean;
+  approved: boolean;
+  rowsCopied: number;
+  bytesCopied: number;
+  lagBytes: number | null;
+  tablesReady: number;
+  tables: number;
+  etaSeconds: number | null;
+}
+
+export const movementProgressQuery = defineQuery<MovementProgress>('progress');
+export const pauseSignal = defineSignal('pause');
+export const resumeSignal = defineSignal('resume');
+export const approveSignal = defineSignal('approve');
+export const rejectSignal = defineSignal('reject');

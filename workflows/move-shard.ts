@@ -1,0 +1,165 @@
+import {
+  ApplicationFailure,
+  CancellationScope,
+  condition,
+  isCancellation,
+  log,
+  proxyActivities,
+  setCurrentDetails,
+  setHandler,
+  sleep,
+  upsertSearchAttributes,
+} from '@temporalio/workflow';
+import type { createMovementActivities, MovePlan } from '../activities/movement.js';
+import { SA_PHASE, SA_SOURCE_NODE, SA_TARGET_NODE } from '../src/search-attributes.js';
+import {
+  approveSignal,
+  movementProgressQuery,
+  pauseSignal,
+  rejectSignal,
+  resumeSignal,
+  type MoveShardInput,
+  type MoveShardResult,
+  type MovementPhase,
+  type MovementProgress,
+} from './messages.js';
+
+type Activities = ReturnType<typeof createMovementActivities>;
+
+const NON_RETRYABLE = ['InvalidInputError', 'NotFoundError', 'AlreadyExistsError', 'MovementInProgressError'];
+
+const STEP = {
+  startToCloseTimeout: '10 minutes',
+  heartbeatTimeout: '1 minute',
+  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE },
+} as const;
+
+const BEGIN = {
+  startToCloseTimeout: '1 minute',
+  // A node at its movement limit is worth waiting for; bad input is not.
+  retry: { initialInterval: '2 seconds', backoffCoefficient: 2, maximumInterval: '1 minute', maximumAttempts: 30, nonRetryableErrorTypes: NON_RETRYABLE },
+} as const;
+
+const UNDO = {
+  startToCloseTimeout: '2 minutes',
+  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '1 minute', maximumAttempts: 50, nonRetryableErrorTypes: NON_RETRYABLE },
+} as const;
+
+const step = proxyActivities<Activities>(STEP);
+const begin = proxyActivities<Activities>(BEGIN);
+const undo = proxyActivities<Activities>(UNDO);
+
+/**
+ * Moves one shard (its whole colocation group's tables) to another node online (DESIGN §3):
+ * prepare → copy + stream → catch up → approval gate → cutover → cleanup. Before the cutover every
+ * failure, cancellation or rejection is undone; after it, undo is a move back.
+ */
+export async function moveShard(input: MoveShardInput): Promise<MoveShardResult> {
+  const progress: MovementProgress = {
+    phase: 'prepare',
+    paused: false,
+    approved: false,
+    rowsCopied: 0,
+    bytesCopied: 0,
+    lagBytes: null,
+    tablesReady: 0,
+    tables: 0,
+    etaSeconds: null,
+  };
+  let rejected = false;
+  setHandler(movementProgressQuery, () => progress);
+  setHandler(pauseSignal, () => void (progress.paused = true));
+  setHandler(resumeSignal, () => void (progress.paused = false));
+  setHandler(approveSignal, () => void (progress.approved = true));
+  setHandler(rejectSignal, () => void (rejected = true));
+
+  const enter = (phase: MovementPhase, details: string): void => {
+    progress.phase = phase;
+    upsertSearchAttributes([{ key: SA_PHASE, value: phase }]);
+    setCurrentDetails(details);
+  };
+  const what = `shard ${input.shardId} → ${input.targetNode}`;
+
+  let plan: MovePlan | undefined;
+  let cutOver = false;
+  try {
+    enter('prepare', `checking and leasing ${what}`);
+    plan = await begin.beginMove.executeWithOptions({ ...BEGIN, summary: `lease ${what}` }, [
+      { movementId: input.movementId, shardId: input.shardId, targetNode: input.targetNode, maxMovesPerNode: input.maxMovesPerNode, workflowId: input.workflowId },
+    ]);
+    const p = plan;
+    upsertSearchAttributes([
+      { key: SA_SOURCE_NODE, value: p.source.name },
+      { key: SA_TARGET_NODE, value: p.target.name },
+    ]);
+    await step.prepareTarget.executeWithOptions({ ...STEP, summary: `create ${p.shard.schema} on ${p.target.name}` }, [p]);
+
+    enter('copy', `copying ${p.shard.schema} from ${p.source.name} to ${p.target.name}`);
+    await step.startStreaming.executeWithOptions({ ...STEP, summary: `publish on ${p.source.name}, subscribe on ${p.target.name}` }, [p]);
+
+    // Copy, then catch up: measured every few seconds, pausing when asked, until the lag is small.
+    let lastBytes = 0;
+    for (;;) {
+      if (progress.paused) {
+        await step.setStreaming(p, false);
+        setCurrentDetails(`paused in ${progress.phase}`);
+        await condition(() => !progress.paused || rejected);
+        await step.setStreaming(p, true);
+      }
+      if (rejected) throw ApplicationFailure.create({ type: 'MovementRejected', nonRetryable: true, message: `${what} was rejected` });
+      const measured = await step.measureProgress.executeWithOptions({ ...STEP, summary: 'measure copy and lag' }, [p]);
+      const copied = measured.bytesCopied - lastBytes;
+      lastBytes = measured.bytesCopied;
+      Object.assign(progress, measured, {
+        etaSeconds: measured.lagBytes !== null && copied > 0 ? Math.round((measured.lagBytes / copied) * input.pollSeconds) : null,
+      });
+      const copying = measured.tablesReady < measured.tables || measured.tables === 0;
+      if (!copying && progress.phase === 'copy') enter('catch-up', `catching up: lag ${measured.lagBytes ?? '?'} bytes`);
+      setCurrentDetails(`${progress.phase}: ${measured.rowsCopied} rows, ${measured.bytesCopied} bytes, lag ${measured.lagBytes ?? '?'} bytes`);
+      if (!copying && measured.lagBytes !== null && measured.lagBytes <= input.catchUpLagBytes) break;
+      await sleep(`${input.pollSeconds} seconds`);
+    }
+
+    if (input.approvalRequired && !progress.approved) {
+      enter('approval', `waiting for approve or reject (${what})`);
+      const decided = await condition(() => progress.approved || rejected, input.approvalTimeoutSeconds ? `${input.approvalTimeoutSeconds} seconds` : undefined);
+      if (!decided && input.approvalTimeoutAction === 'approve') progress.approved = true;
+      if (rejected || !progress.approved) {
+        throw ApplicationFailure.create({ type: 'MovementRejected', nonRetryable: true, message: `${what} was ${rejected ? 'rejected' : 'not approved in time'}` });
+      }
+    }
+    if (progress.paused) await condition(() => !progress.paused);
+
+    enter('cutover', `switching ${p.shard.schema} to ${p.target.name}`);
+    const switched = await step.cutover.executeWithOptions({ ...STEP, summary: `cutover ${p.shard.schema}: ${p.source.name} → ${p.target.name}` }, [p]);
+    cutOver = true;
+
+    enter('cleanup', `dropping replication; ${p.source.name}'s fenced copy goes in ${input.graceSeconds} s`);
+    await step.stopStreaming.executeWithOptions({ ...STEP, summary: 'drop subscription, slot and publication' }, [p]);
+    await sleep(`${input.graceSeconds} seconds`);
+    await step.dropFencedSource.executeWithOptions({ ...STEP, summary: `drop the fenced copy on ${p.source.name}` }, [p]);
+    await step.finishMove(input.movementId, 'done');
+    enter('done', `${what}: done, writes blocked ${switched.blockedMs} ms at cutover`);
+    return { movementId: input.movementId, shardId: input.shardId, source: p.source.name, target: p.target.name, cutoverBlockedMs: switched.blockedMs };
+  } catch (err) {
+    const cancelled = isCancellation(err);
+    if (cutOver) {
+      // After the switch there is nothing to undo here: leave a clear failure (undo is a move back).
+      enter('failed', `failed after cutover: ${(err as Error).message}`);
+      throw err;
+    }
+    enter('compensate', cancelled ? 'cancelled: undoing' : rejected ? 'rejected: undoing' : `failed: undoing (${(err as Error).message})`);
+    await CancellationScope.nonCancellable(async () => {
+      if (plan) {
+        try {
+          await undo.abortMove.executeWithOptions({ ...UNDO, summary: 'undo: drop replication and the target copy' }, [plan]);
+        } catch (undoErr) {
+          log.error('undo failed', { error: (undoErr as Error).message });
+        }
+        await undo.finishMove(input.movementId, cancelled || rejected ? 'cancelled' : 'failed');
+      }
+    });
+    enter(cancelled ? 'cancelled' : rejected ? 'rejected' : 'failed', cancelled ? 'cancelled; undone' : `undone: ${(err as Error).message}`);
+    throw err;
+  }
+}
