@@ -3,7 +3,7 @@ import type pg from 'pg';
 import type { NodePools } from '../src/catalog/node-pools.js';
 import { getNode, getNodeByName, type NodeRecord } from '../src/catalog/nodes.js';
 import { AlreadyExistsError, InvalidInputError, NodeUnavailableError, NotFoundError, ShardcastError } from '../src/errors.js';
-import { cutover, fencedSchemaName, type CutoverResult } from '../src/movement/cutover.js';
+import { cutover, fencedSchemaName, VerificationError, type CutoverResult } from '../src/movement/cutover.js';
 import { acquireMovementLease, finishMovement, MovementInProgressError, type MovementState } from '../src/movement/lease.js';
 import {
   assertMovable,
@@ -36,14 +36,15 @@ export interface MovePlan {
 }
 
 /** Business errors of movements: the workflow does not retry them. */
-export const MOVEMENT_NON_RETRYABLE = ['InvalidInputError', 'NotFoundError', 'AlreadyExistsError', 'MovementInProgressError'];
+export const MOVEMENT_NON_RETRYABLE = ['InvalidInputError', 'NotFoundError', 'AlreadyExistsError', 'MovementInProgressError', 'VerificationError'];
 
 function classify(err: unknown): never {
   if (
     err instanceof InvalidInputError ||
     err instanceof NotFoundError ||
     err instanceof AlreadyExistsError ||
-    err instanceof MovementInProgressError
+    err instanceof MovementInProgressError ||
+    err instanceof VerificationError
   ) {
     throw ApplicationFailure.create({ type: err.name, message: err.message, nonRetryable: true, cause: err });
   }

@@ -26,7 +26,7 @@ import {
 
 type Activities = ReturnType<typeof createMovementActivities>;
 
-const NON_RETRYABLE = ['InvalidInputError', 'NotFoundError', 'AlreadyExistsError', 'MovementInProgressError'];
+const NON_RETRYABLE = ['InvalidInputError', 'NotFoundError', 'AlreadyExistsError', 'MovementInProgressError', 'VerificationError'];
 
 const STEP = {
   startToCloseTimeout: '10 minutes',

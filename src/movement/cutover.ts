@@ -28,6 +28,17 @@ export interface CutoverOptions {
   catchUpTimeoutMs?: number;
   /** How long to wait for the write lock on the source tables (default 5 s). */
   lockTimeoutMs?: number;
+  /**
+   * What is compared, source against target, at the cutover point (source locked, target caught
+   * up): row counts, or counts and a content checksum (default). A mismatch aborts the cutover.
+   */
+  verify?: 'counts' | 'checksums';
+}
+
+export class VerificationError extends ShardcastError {
+  constructor(message: string) {
+    super('VERIFICATION_FAILED', message);
+  }
 }
 
 export interface CutoverResult {
@@ -114,6 +125,7 @@ export async function prepareCutover(deps: CutoverDeps, move: CutoverTarget, opt
       }
       await sleep(2);
     }
+    await verifyAtCutover(deps.pools, sourceClient, move, options.verify ?? 'checksums');
     await copySequences(deps.pools, sourceClient, target, shard.schema);
     await fence(sourceClient, move);
     await sourceClient.query(`prepare transaction ${quoteLiteral(names.gid)}`);
@@ -159,6 +171,28 @@ async function finishCutover(deps: CutoverDeps, move: CutoverTarget, state: Cuto
     const { rows } = await c.query('select 1 from pg_prepared_xacts where gid = $1', [move.names.gid]);
     if (rows.length > 0) await c.query(`commit prepared ${gid}`);
   });
+}
+
+/**
+ * Source (inside the locking transaction, so it sees exactly what the target has applied) against
+ * target: row counts, and with 'checksums' an order-independent digest of every row's text.
+ */
+async function verifyAtCutover(pools: NodePools, source: pg.ClientBase, move: CutoverTarget, mode: 'counts' | 'checksums'): Promise<void> {
+  const measure = mode === 'checksums' ? `count(*)::bigint::text as n, md5(string_agg(md5(t::text), '' order by md5(t::text))) as digest` : `count(*)::bigint::text as n, '' as digest`;
+  for (const table of move.shard.tables) {
+    const sql = `select ${measure} from ${quoteIdent(move.shard.schema)}.${quoteIdent(table.name)} t`;
+    const [onSource, onTarget] = await Promise.all([
+      source.query<{ n: string; digest: string | null }>(sql),
+      pools.get(move.target.dsn).query<{ n: string; digest: string | null }>(sql),
+    ]);
+    const a = onSource.rows[0]!;
+    const b = onTarget.rows[0]!;
+    if (a.n !== b.n || a.digest !== b.digest) {
+      throw new VerificationError(
+        `shard ${move.shard.shardId}: ${table.name} differs between ${move.source.name} (${a.n} rows) and ${move.target.name} (${b.n} rows)${a.n === b.n ? ', same count, different content' : ''}; cutover aborted`,
+      );
+    }
+  }
 }
 
 /** Sequences owned by the shard's tables continue on the target where the source left them. */

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDistributedTable } from '../../client/index.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
 import { getNodeByName, type NodeRecord } from '../../src/catalog/nodes.js';
-import { cutover, fencedSchemaName, prepareCutover } from '../../src/movement/cutover.js';
+import { cutover, fencedSchemaName, prepareCutover, VerificationError } from '../../src/movement/cutover.js';
 import {
   movementLeftovers,
   movementNames,
@@ -147,6 +147,26 @@ describe('cutover', () => {
     await stopStreaming(pools, move, move.names);
     for (const node of catalog.nodes) expect((await movementLeftovers(pools, node)).preparedTransactions).toEqual([]);
     expect(await preparedOnCatalog()).toEqual([]);
+  });
+
+  it('refuses to cut over when the target differs from the source, and changes nothing', async () => {
+    const move = await planMove(0); // the shard moved by the first test: now from its new node
+    await streamUntilReady(move);
+    const schema = quoteIdent(move.shard.schema);
+    await pools.get(move.source.dsn).query(`insert into ${schema}.events values (999999001, 'x', 1), (999999002, 'y', 2)`);
+    await new Promise((r) => setTimeout(r, 300));
+    // Someone writes on the target behind replication's back: same count, different content.
+    await pools.get(move.target.dsn).query(`update ${schema}.events set n = n + 1000 where id = 999999001`);
+    const attempt = cutover({ catalogUrl: catalog.catalogUrl, pools }, move);
+    await expect(attempt).rejects.toBeInstanceOf(VerificationError);
+    await expect(attempt).rejects.toThrow(/events differs between .* same count, different content; cutover aborted/);
+    expect(await placement(move.shard.shardId)).toBe(move.source.name);
+    const stillThere = await adminQuery(move.source.dsn, `select count(*)::int as n from ${schema}.events`);
+    expect(stillThere.rows[0].n).toBeGreaterThan(0); // not fenced: names still resolve, writes still work
+    await pools.get(move.source.dsn).query(`update ${schema}.events set n = n + 1 where id = 999999002`);
+    expect(await preparedOnCatalog()).toEqual([]);
+    await stopStreaming(pools, move, move.names);
+    await pools.get(move.target.dsn).query(`drop schema ${schema} cascade`);
   });
 
   it('a retry after a crash with both sides prepared finishes the switch', async () => {
