@@ -1,6 +1,8 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import pg from 'pg';
-import { clientOptionsFromConfig, connectTemporal, createDistributedTable } from '../client/index.js';
+import { clientOptionsFromConfig, connectTemporal, createDistributedTable, moveResult, moveWorkflowId, startMove } from '../client/index.js';
+import { approveSignal, movementProgressQuery, pauseSignal, rejectSignal, resumeSignal, type MovementProgress } from '../workflows/messages.js';
+import type { Client, WorkflowHandle } from '@temporalio/client';
 import { assertMigrated, migrate } from '../src/catalog/migrate.js';
 import { addNode, checkNodeReachable, listNodes, NODE_STATES, redactDsn, type NodeState } from '../src/catalog/nodes.js';
 import { listShards, listTables, mapVersion, type TableSpec } from '../src/catalog/tables.js';
@@ -68,6 +70,12 @@ async function withCatalog<T>(fn: (pool: pg.Pool, cfg: Config) => Promise<T>, mi
 function positiveInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
+  return n;
+}
+
+function nonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a whole number of seconds, 0 or more');
   return n;
 }
 
@@ -227,6 +235,146 @@ program
       const rows = (await listShards(pool, opts)).map((s) => ({ ...s, tables: s.tables.join(',') }));
       if (opts.json) console.log(JSON.stringify(rows, null, 2));
       else printTable('shards', rows, ['shardId', 'schema', 'group', 'tables', 'node', 'range']);
+    });
+  });
+
+/** Runs `fn` with a Temporal client for the configured server, closed afterwards. */
+async function withTemporal<T>(cfg: Config, fn: (client: Client) => Promise<T>): Promise<T> {
+  const client = await connectTemporal(temporalAddressOf(cfg), cfg.temporal.namespace);
+  try {
+    return await fn(client);
+  } finally {
+    await client.connection.close();
+  }
+}
+
+function shardId(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a shard id (a positive integer)');
+  return n;
+}
+
+/** A movement named by its shard id or its workflow id. */
+function movementHandle(client: Client, movement: string): WorkflowHandle {
+  return client.workflow.getHandle(/^\d+$/.test(movement) ? moveWorkflowId(Number(movement)) : movement);
+}
+
+function describeProgress(p: MovementProgress): string {
+  const mb = (b: number | null): string => (b === null ? '?' : `${(b / 1048576).toFixed(1)} MB`);
+  const bar = p.tables > 0 ? `[${'#'.repeat(Math.round((10 * p.tablesReady) / p.tables)).padEnd(10, '.')}]` : '[..........]';
+  return `${p.phase.padEnd(10)} ${bar} ${p.rowsCopied} rows, ${mb(p.bytesCopied)} copied, lag ${mb(p.lagBytes)}${p.etaSeconds !== null ? `, eta ${p.etaSeconds}s` : ''}${p.paused ? ' (paused)' : ''}`;
+}
+
+/** Prints the movement's progress until it ends: one updating line on a terminal, a line per change otherwise. */
+async function follow(handle: WorkflowHandle): Promise<void> {
+  let last = '';
+  let done = false;
+  const result = handle.result().finally(() => (done = true));
+  result.catch(() => undefined);
+  while (!done) {
+    const line = await handle.query(movementProgressQuery).then(describeProgress, () => last);
+    if (line !== last) {
+      if (process.stdout.isTTY) process.stdout.write(`\r${line.padEnd(90)}`);
+      else console.log(line);
+      last = line;
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  if (process.stdout.isTTY) process.stdout.write('\n');
+}
+
+program
+  .command('move')
+  .description('move a shard (its whole colocation group) to another node, online (a Temporal workflow)')
+  .argument('<shard>', 'shard id', shardId)
+  .requiredOption('--to <node>', 'target node')
+  .option('--require-approval', 'wait for `shardcast approve` before the cutover')
+  .option('--grace <seconds>', 'keep the fenced source copy this long after the cutover', nonNegativeInt)
+  .option('--follow', 'show progress until the movement ends')
+  .option('--no-wait', 'start it and return')
+  .action(async (shard: number, opts: { to: string; requireApproval?: boolean; grace?: number; follow?: boolean; wait: boolean }) => {
+    const cfg = config();
+    await withTemporal(cfg, async (client) => {
+      const handle = await startMove(clientOptionsFromConfig(client, cfg), {
+        shardId: shard,
+        targetNode: opts.to,
+        approvalRequired: opts.requireApproval ?? cfg.movement.requireApproval,
+        graceSeconds: opts.grace ?? cfg.movement.graceSeconds,
+        maxMovesPerNode: cfg.movement.maxPerNode,
+        catchUpLagBytes: cfg.movement.catchUpLagBytes,
+      });
+      console.log(`started ${handle.workflowId}`);
+      if (!opts.wait) return;
+      if (opts.follow) await follow(handle);
+      const result = await moveResult(handle);
+      console.log(`moved shard ${result.shardId}: ${result.source} → ${result.target} (writes blocked ${result.cutoverBlockedMs} ms at cutover)`);
+    });
+  });
+
+for (const [name, signal, description] of [
+  ['pause', pauseSignal, 'pause a movement at its next safe point (stops consuming the source)'],
+  ['resume', resumeSignal, 'resume a paused movement'],
+  ['approve', approveSignal, 'let a movement waiting at its approval gate cut over'],
+  ['reject', rejectSignal, 'reject a movement: it is undone'],
+] as const) {
+  program
+    .command(name)
+    .description(description)
+    .argument('<movement>', 'shard id or workflow id')
+    .action(async (movement: string) => {
+      const cfg = config();
+      await withTemporal(cfg, async (client) => {
+        const handle = movementHandle(client, movement);
+        await handle.signal(signal);
+        console.log(`${name}: sent to ${handle.workflowId}`);
+      });
+    });
+}
+
+program
+  .command('cancel')
+  .description('cancel a movement: before its cutover it is undone')
+  .argument('<movement>', 'shard id or workflow id')
+  .action(async (movement: string) => {
+    const cfg = config();
+    await withTemporal(cfg, async (client) => {
+      const handle = movementHandle(client, movement);
+      await handle.cancel();
+      console.log(`cancel: requested for ${handle.workflowId}`);
+    });
+  });
+
+program
+  .command('movements')
+  .description('movements with their phase and progress')
+  .option('--json', 'machine-readable output')
+  .option('--follow <movement>', 'show one movement’s progress until it ends')
+  .action(async (opts: { json?: boolean; follow?: string }) => {
+    await withCatalog(async (pool, cfg) => {
+      if (opts.follow) {
+        await withTemporal(cfg, async (client) => follow(movementHandle(client, opts.follow!)));
+        return;
+      }
+      const { rows } = await pool.query<{ id: string; operation: string; shard: number; source: string; targets: string; state: string; workflow_id: string | null; started_at: Date }>(
+        `select m.id, m.operation, m.shard_id::int as shard, s.name as source,
+                (select string_agg(n.name, ',') from shardcast.nodes n where n.id = any(m.target_node_ids)) as targets,
+                m.state, m.workflow_id, m.started_at
+           from shardcast.movements m join shardcast.nodes s on s.id = m.source_node_id
+          order by m.started_at desc limit 50`,
+      );
+      const withProgress = await withTemporal(cfg, async (client) =>
+        Promise.all(
+          rows.map(async (r) => {
+            const progress =
+              r.state === 'running' && r.workflow_id
+                ? await client.workflow.getHandle(r.workflow_id).query(movementProgressQuery).then(describeProgress, () => '(no answer)')
+                : '';
+            return { ...r, started: r.started_at.toISOString(), progress };
+          }),
+        ),
+      );
+      if (opts.json) console.log(JSON.stringify(withProgress, null, 2));
+      else printTable('movements', withProgress, ['id', 'operation', 'shard', 'source', 'targets', 'state', 'started', 'progress']);
     });
   });
 

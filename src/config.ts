@@ -67,6 +67,19 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    movement: z
+      .object({
+        /** Every movement waits for an `approve` signal before its cutover. */
+        requireApproval: z.boolean().default(false),
+        /** How long the fenced source copy is kept after a cutover, in seconds. */
+        graceSeconds: z.number().int().min(0).max(30 * 86_400).default(300),
+        /** Running movements a node may take part in at once. */
+        maxPerNode: z.number().int().min(1).max(64).default(2),
+        /** The cutover starts once the replication lag is at most this many bytes. */
+        catchUpLagBytes: z.number().int().min(0).default(1024 * 1024),
+      })
+      .strict()
+      .prefault({}),
     tableCreation: z
       .object({
         /** Attempts of the per-node DDL activity before the node counts as failed for good. */
@@ -101,6 +114,9 @@ export const ENV_OVERRIDES: Record<string, string> = {
   SHARDCAST_TEMPORAL_UI_PORT: 'temporal.uiPort',
   SHARDCAST_TEMPORAL_TASK_QUEUE: 'temporal.taskQueue',
   SHARDCAST_METRICS_PORT: 'metrics.port',
+  SHARDCAST_MOVEMENT_GRACE_SECONDS: 'movement.graceSeconds',
+  SHARDCAST_MOVEMENT_MAX_PER_NODE: 'movement.maxPerNode',
+  SHARDCAST_MOVEMENT_CATCH_UP_LAG_BYTES: 'movement.catchUpLagBytes',
   SHARDCAST_TABLE_CREATION_MAXIMUM_ATTEMPTS: 'tableCreation.maximumAttempts',
   SHARDCAST_TABLE_CREATION_INITIAL_RETRY_INTERVAL_MS: 'tableCreation.initialRetryIntervalMs',
 };
@@ -216,6 +232,9 @@ const NUMERIC_KEYS = new Set([
   'temporal.port',
   'temporal.uiPort',
   'metrics.port',
+  'movement.graceSeconds',
+  'movement.maxPerNode',
+  'movement.catchUpLagBytes',
   'tableCreation.maximumAttempts',
   'tableCreation.initialRetryIntervalMs',
 ]);

@@ -160,6 +160,23 @@ describe('shardcast up (npm start)', () => {
     expect(listed.map((n) => `${n.name}:${n.state}`)).toEqual(['node-1:active', 'node-2:active', 'node-9:standby']);
     expect(JSON.stringify(listed)).not.toContain('hunter2');
 
+    // Moving a shard from the CLI: the table stays readable, the placement follows.
+    const shardOnNode1 = (JSON.parse(cli('shards', 'list', '--table', 'items', '--json').stdout) as Array<{ shardId: number; node: string }>).find((x) => x.node === 'node-1')!;
+    const moved = cli('move', String(shardOnNode1.shardId), '--to', 'node-2', '--grace', '0', '--follow');
+    expect(moved.status, moved.stderr).toBe(0);
+    expect(moved.stdout).toMatch(new RegExp(`^moved shard ${shardOnNode1.shardId}: node-1 → node-2 \\(writes blocked \\d+ ms at cutover\\)$`, 'm'));
+    expect(moved.stdout).toMatch(/^(copy|catch-up|cutover|cleanup|done) /m); // --follow printed phases
+    const after = JSON.parse(cli('shards', 'list', '--table', 'items', '--json').stdout) as Array<{ shardId: number; node: string }>;
+    expect(after.find((x) => x.shardId === shardOnNode1.shardId)!.node).toBe('node-2');
+    const movements = JSON.parse(cli('movements', '--json').stdout) as Array<{ shard: number; state: string; operation: string }>;
+    expect(movements).toMatchObject([{ shard: shardOnNode1.shardId, state: 'done', operation: 'move' }]);
+    const unknown = cli('approve', '424242');
+    expect(unknown.status).toBe(1);
+    expect(unknown.stderr.trim().split('\n')).toHaveLength(1);
+    expect(unknown.stderr).toMatch(/^shardcast: error: .*move-shard-424242/);
+    // Move it back, so the shard counts below stay as they were.
+    expect(cli('move', String(shardOnNode1.shardId), '--to', 'node-1', '--grace', '0').status).toBe(0);
+
     const human = cli('status');
     expect(human.stdout).toMatch(/^node-1\s+active\s+local\s+z1\s+100\s+2\s+postgres:\/\//m);
     expect(human.stdout).toMatch(/^items\s+items\s+hash\s+id\s+bigint\s+4\s+2\s+active$/m);
