@@ -1,4 +1,4 @@
-import { ApplicationFailure } from '@temporalio/activity';
+import { ApplicationFailure, heartbeat } from '@temporalio/activity';
 import type pg from 'pg';
 import type { NodePools } from '../src/catalog/node-pools.js';
 import { getNode, getNodeByName, type NodeRecord } from '../src/catalog/nodes.js';
@@ -106,7 +106,8 @@ export function createMovementActivities(deps: MovementDeps) {
     },
 
     async cutover(plan: MovePlan): Promise<CutoverResult> {
-      return run(() => cutover({ catalogUrl: deps.catalogUrl, pools: deps.nodePools }, plan));
+      heartbeat('cutover');
+      return run(() => cutover({ catalogUrl: deps.catalogUrl, pools: deps.nodePools }, plan, { onWait: () => heartbeat('waiting for the target') }));
     },
 
     async stopStreaming(plan: MovePlan): Promise<void> {

@@ -28,9 +28,10 @@ type Activities = ReturnType<typeof createMovementActivities>;
 
 const NON_RETRYABLE = ['InvalidInputError', 'NotFoundError', 'AlreadyExistsError', 'MovementInProgressError', 'VerificationError'];
 
+// A lost worker is noticed within the heartbeat timeout: steps are short or heartbeat while they wait.
 const STEP = {
   startToCloseTimeout: '10 minutes',
-  heartbeatTimeout: '1 minute',
+  heartbeatTimeout: '10 seconds',
   retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE },
 } as const;
 

@@ -2,6 +2,7 @@ import pg from 'pg';
 import type { NodePools } from '../catalog/node-pools.js';
 import type { NodeRecord } from '../catalog/nodes.js';
 import { SHARD_FENCED_SQLSTATE, ShardcastError } from '../errors.js';
+import { failpoint } from '../failpoints.js';
 import { quoteIdent, quoteLiteral } from '../sql/ident.js';
 import { currentLsn, targetReached, type MovementNames, type ShardTables } from './replication.js';
 
@@ -33,6 +34,8 @@ export interface CutoverOptions {
    * up): row counts, or counts and a content checksum (default). A mismatch aborts the cutover.
    */
   verify?: 'counts' | 'checksums';
+  /** Called while the cutover waits (activities heartbeat here). */
+  onWait?: () => void;
 }
 
 export class VerificationError extends ShardcastError {
@@ -123,6 +126,7 @@ export async function prepareCutover(deps: CutoverDeps, move: CutoverTarget, opt
       if (Date.now() > deadline) {
         throw new ShardcastError('CUTOVER_CATCHUP_TIMEOUT', `target ${target.name} did not apply ${lsn} within the catch-up timeout`);
       }
+      options.onWait?.();
       await sleep(2);
     }
     await verifyAtCutover(deps.pools, sourceClient, move, options.verify ?? 'checksums');
@@ -151,6 +155,7 @@ export async function prepareCutover(deps: CutoverDeps, move: CutoverTarget, opt
       }
       await c.query(`prepare transaction ${quoteLiteral(names.gid)}`);
     });
+    await failpoint('cutover.after-prepare');
   } catch (err) {
     await onServer(source.dsn, (c) => c.query(`rollback prepared ${quoteLiteral(names.gid)}`)).catch(() => undefined);
     throw err;
