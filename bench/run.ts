@@ -4,6 +4,7 @@
  */
 const benches: Record<string, () => Promise<{ run(args: string[]): Promise<void> }>> = {
   router: () => import('./router.js'),
+  move: () => import('./move.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);

@@ -1,0 +1,231 @@
+import { pipeline } from 'node:stream/promises';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import { NodePools } from '../src/catalog/node-pools.js';
+import { getNodeByName, type NodeRecord } from '../src/catalog/nodes.js';
+import { cutover, fencedSchemaName } from '../src/movement/cutover.js';
+import { movementNames, prepareTarget, shardTables, startStreaming, stopStreaming, streamProgress } from '../src/movement/replication.js';
+import { createRouter, type Router } from '../src/router/router.js';
+import { quoteIdent } from '../src/sql/ident.js';
+import { percentile, round, startBenchFleet, type BenchFleet } from './fleet.js';
+
+/**
+ * An online move of a large shard while the application writes through the router, against a raw
+ * COPY of the same rows between the same two nodes in the same run; then many cutovers of a small
+ * hot shard for the distribution of write-blocking time; then every acknowledged write accounted for.
+ */
+export async function run(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      rows: { type: 'string', default: '2000000' },
+      cutovers: { type: 'string', default: '20' },
+      writers: { type: 'string', default: '4' },
+    },
+  });
+  const rows = Number(values.rows);
+  const cutovers = Number(values.cutovers);
+  const writerCount = Number(values.writers);
+  const fleet = await startBenchFleet(2);
+  const pools = new NodePools();
+  let router: Router | undefined;
+  try {
+    const big = 'id bigint primary key, payload text not null, n bigint not null default 0';
+    await fleet.createTable({ name: 'big', columns: big, shardKey: 'id', shardCount: 1, nodes: ['node-1'] });
+    await fleet.createTable({ name: 'hot', columns: 'id bigint primary key, n bigint not null default 0', shardKey: 'id', shardCount: 1, nodes: ['node-1'] });
+    const node1 = await getNodeByName(fleet.catalog, 'node-1');
+    const node2 = await getNodeByName(fleet.catalog, 'node-2');
+    const bigShard = await shardTables(fleet.catalog, (await shardIdOf(fleet, 'big'))!);
+    const hotShard = await shardTables(fleet.catalog, (await shardIdOf(fleet, 'hot'))!);
+    const load = pools.get(node1.dsn);
+    const t0 = Date.now();
+    await load.query(`insert into ${quoteIdent(bigShard.schema)}.big select g, repeat(md5(g::text), 3), 0 from generate_series(1, $1::bigint) g`, [rows]);
+    await load.query(`insert into ${quoteIdent(hotShard.schema)}.hot select g, 0 from generate_series(1, 10000) g`);
+    await load.query('vacuum analyze');
+    const { rows: sizeRows } = await load.query<{ bytes: string }>(`select pg_total_relation_size($1::regclass)::text as bytes`, [`${bigShard.schema}.big`]);
+    const bytes = Number(sizeRows[0]!.bytes);
+    console.log(`loaded ${rows} rows (${(bytes / 1048576).toFixed(0)} MiB with index) in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+
+    router = await createRouter({ catalogUrl: fleet.catalogUrl, poolSize: writerCount + 2 });
+    const load2 = new ForegroundLoad(router, rows, writerCount);
+
+    // Foreground latency before any movement.
+    load2.start('before');
+    await sleep(5000);
+    await load2.stop();
+
+    // The move, under the same load.
+    load2.start('during');
+    const move = { source: node1, target: node2, shard: bigShard, names: movementNames(`bench_big_${Date.now().toString(36)}`) };
+    const copyStart = Date.now();
+    await prepareTarget(pools, node2, bigShard);
+    await startStreaming(pools, move, bigShard, move.names);
+    let copySeconds = 0;
+    for (;;) {
+      const p = await streamProgress(pools, move, bigShard, move.names);
+      if (!copySeconds && p.tables > 0 && p.tablesReady === p.tables) copySeconds = (Date.now() - copyStart) / 1000;
+      if (copySeconds && p.lagBytes !== null && p.lagBytes < 1024 * 1024) break;
+      await sleep(100);
+    }
+    const bigCutover = await cutover({ catalogUrl: fleet.catalogUrl, pools }, move, { verify: 'counts' });
+    await load2.stop();
+    await stopStreaming(pools, move, move.names);
+    console.log(`move: copy ${copySeconds.toFixed(1)} s, cutover blocked writes ${bigCutover.blockedMs} ms`);
+
+    // Raw COPY of the same rows between the same two nodes, into an identical table, same load running.
+    load2.start('raw');
+    const rawSeconds = await rawCopy(node1, node2, fencedSchemaName(bigShard.schema, move.names.gid.slice('sc_mv_'.length)), big);
+    await load2.stop();
+    console.log(`raw COPY: ${rawSeconds.toFixed(1)} s`);
+
+    // Many cutovers of a small hot shard, back and forth, under write load on it.
+    const hot = new ForegroundLoad(router, 10000, writerCount, 'hot');
+    hot.start('hot');
+    const blocked: number[] = [];
+    let from: NodeRecord = node1;
+    let to: NodeRecord = node2;
+    for (let i = 0; i < cutovers; i++) {
+      const m = { source: from, target: to, shard: hotShard, names: movementNames(`bench_hot_${i}_${Date.now().toString(36)}`) };
+      await prepareTarget(pools, to, hotShard);
+      await startStreaming(pools, m, hotShard, m.names);
+      for (;;) {
+        const p = await streamProgress(pools, m, hotShard, m.names);
+        if (p.tables > 0 && p.tablesReady === p.tables && p.lagBytes !== null && p.lagBytes < 64 * 1024) break;
+        await sleep(20);
+      }
+      const result = await cutover({ catalogUrl: fleet.catalogUrl, pools }, m);
+      blocked.push(result.blockedMs);
+      await stopStreaming(pools, m, m.names);
+      await pools.get(from.dsn).query(`drop schema if exists ${quoteIdent(fencedSchemaName(hotShard.schema, m.names.gid.slice('sc_mv_'.length)))} cascade`);
+      [from, to] = [to, from];
+    }
+    await hot.stop();
+
+    // Every acknowledged write, once, where the shard now lives.
+    const bigCheck = await load2.account(pools.get(node2.dsn), bigShard.schema, 'big');
+    const hotCheck = await hot.account(pools.get(from.dsn), hotShard.schema, 'hot');
+    blocked.sort((a, b) => a - b);
+    const before = load2.latencies('before');
+    const during = load2.latencies('during');
+    const copyMbS = bytes / 1048576 / copySeconds;
+    const rawMbS = bytes / 1048576 / rawSeconds;
+    const summary = {
+      bench: 'move',
+      rows,
+      bytes,
+      copy_mb_s: round(copyMbS, 1),
+      raw_copy_mb_s: round(rawMbS, 1),
+      throughput_ratio: round(copyMbS / rawMbS, 3),
+      cutover_block_ms_p50: percentile(blocked, 50),
+      cutover_block_ms_p99: percentile(blocked, 99),
+      cutover_block_ms_max: blocked.at(-1) ?? null,
+      fg_p99_ms_before: round(percentile(before, 99), 2),
+      fg_p99_ms_during: round(percentile(during, 99), 2),
+      fg_p99_ratio: round(percentile(during, 99) / percentile(before, 99), 3),
+      lost_writes: bigCheck.lost + hotCheck.lost,
+      duplicate_writes: bigCheck.duplicated + hotCheck.duplicated,
+    };
+    console.log(`cutovers (${blocked.length}): writes blocked ${blocked.join(', ')} ms`);
+    console.log(`foreground ${before.length} writes before (p99 ${summary.fg_p99_ms_before} ms), ${during.length} during the move (p99 ${summary.fg_p99_ms_during} ms)`);
+    console.log(`accounted: big ${bigCheck.acknowledged} acknowledged increments, hot ${hotCheck.acknowledged}; errors seen by writers: ${load2.errors + hot.errors}`);
+    console.log(JSON.stringify(summary));
+  } finally {
+    await router?.close();
+    await pools.end();
+    await fleet.stop();
+  }
+}
+
+async function shardIdOf(fleet: BenchFleet, table: string): Promise<number | undefined> {
+  const { rows } = await fleet.catalog.query<{ id: number }>(
+    'select s.id::int as id from shardcast.shards s join shardcast.distributed_tables t on t.group_id = s.group_id where t.name = $1',
+    [table],
+  );
+  return rows[0]?.id;
+}
+
+/** Writers incrementing random rows through the router; every acknowledged increment is counted per key. */
+class ForegroundLoad {
+  private running = false;
+  private workers: Promise<void>[] = [];
+  private readonly acknowledged = new Map<number, number>();
+  private readonly samples = new Map<string, number[]>();
+  errors = 0;
+
+  constructor(
+    private readonly router: Router,
+    private readonly keys: number,
+    private readonly writers: number,
+    private readonly table = 'big',
+  ) {}
+
+  start(label: string): void {
+    this.running = true;
+    const samples = this.samples.get(label) ?? [];
+    this.samples.set(label, samples);
+    let seed = 7 + this.samples.size;
+    this.workers = Array.from({ length: this.writers }, async () => {
+      while (this.running) {
+        seed = (seed * 1103515245 + 12345) % 2147483648;
+        const key = 1 + (seed % this.keys);
+        const t = process.hrtime.bigint();
+        try {
+          await this.router.forKey(this.table, key).query(`update ${this.table} set n = n + 1 where id = $1`, [key]);
+          samples.push(Number(process.hrtime.bigint() - t) / 1e6);
+          this.acknowledged.set(key, (this.acknowledged.get(key) ?? 0) + 1);
+        } catch {
+          this.errors++;
+        }
+      }
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    await Promise.all(this.workers);
+  }
+
+  latencies(label: string): number[] {
+    return [...(this.samples.get(label) ?? [])].sort((a, b) => a - b);
+  }
+
+  /** Compares every key's counter with its acknowledged increments. */
+  async account(db: pg.Pool, schema: string, table: string): Promise<{ acknowledged: number; lost: number; duplicated: number }> {
+    const keys = [...this.acknowledged.keys()];
+    const { rows } = await db.query<{ id: string; n: string }>(`select id::text, n::text from ${quoteIdent(schema)}.${quoteIdent(table)} where id = any($1::bigint[])`, [keys]);
+    const actual = new Map(rows.map((r) => [Number(r.id), Number(r.n)]));
+    let lost = 0;
+    let duplicated = 0;
+    let acknowledged = 0;
+    for (const [key, count] of this.acknowledged) {
+      acknowledged += count;
+      const n = actual.get(key) ?? 0;
+      if (n < count) lost += count - n;
+      if (n > count) duplicated += n - count;
+    }
+    return { acknowledged, lost, duplicated };
+  }
+}
+
+/** COPY (binary) out of the source table and into an identical fresh table on the target. */
+async function rawCopy(source: NodeRecord, target: NodeRecord, sourceSchema: string, columns: string): Promise<number> {
+  const src = new pg.Client({ connectionString: source.dsn });
+  const dst = new pg.Client({ connectionString: target.dsn });
+  await Promise.all([src.connect(), dst.connect()]);
+  try {
+    await dst.query(`create schema bench_raw; create table bench_raw.big (${columns})`);
+    const t0 = Date.now();
+    await pipeline(
+      src.query(copyTo(`copy ${quoteIdent(sourceSchema)}.big to stdout (format binary)`)),
+      dst.query(copyFrom('copy bench_raw.big from stdin (format binary)')),
+    );
+    return (Date.now() - t0) / 1000;
+  } finally {
+    await Promise.all([src.end(), dst.end()]);
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
