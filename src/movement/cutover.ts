@@ -4,13 +4,14 @@ import type { NodeRecord } from '../catalog/nodes.js';
 import { SHARD_FENCED_SQLSTATE, ShardcastError } from '../errors.js';
 import { failpoint } from '../failpoints.js';
 import { quoteIdent, quoteLiteral } from '../sql/ident.js';
-import { currentLsn, targetReached, type MovementNames, type ShardTables } from './replication.js';
+import { bumpWatermark, currentLsn, targetHasWatermark, type MovementNames, type ShardTables } from './replication.js';
 
 /**
  * The cutover (DESIGN §3, step 6): the one short step during which writes to the shard wait.
  *
  * On the source, in one transaction: lock the shard's tables against writes, read the WAL position,
- * wait until the target has applied it, copy sequence positions, fence the source (a trigger that
+ * bump the movement's watermark (in its own transaction) and wait until the target has applied it,
+ * verify, copy sequence positions, fence the source (a trigger that
  * raises SCF01 on any write, and the schema renamed so that its names no longer resolve). On the
  * catalog, in another: switch the placement. Both are PREPAREd with the movement's gid and then
  * committed, catalog first, so that a router that meets the fence already finds the new placement.
@@ -121,10 +122,12 @@ export async function prepareCutover(deps: CutoverDeps, move: CutoverTarget, opt
     await sourceClient.query(`lock table ${tables.join(', ')} in exclusive mode`);
     lockedAt = Date.now();
     lsn = await currentLsn(sourceClient);
+    // Writers are locked out: a watermark committed now follows every write to the shard.
+    const mark = await bumpWatermark(deps.pools, source, names);
     const deadline = Date.now() + (options.catchUpTimeoutMs ?? 10_000);
-    while (!(await targetReached(deps.pools, target, names, lsn))) {
+    while (!(await targetHasWatermark(deps.pools, target, names, mark))) {
       if (Date.now() > deadline) {
-        throw new ShardcastError('CUTOVER_CATCHUP_TIMEOUT', `target ${target.name} did not apply ${lsn} within the catch-up timeout`);
+        throw new ShardcastError('CUTOVER_CATCHUP_TIMEOUT', `target ${target.name} did not catch up (watermark ${mark}) within the catch-up timeout`);
       }
       options.onWait?.();
       await sleep(2);

@@ -110,6 +110,9 @@ export async function startStreaming(
   options: StreamOptions = {},
 ): Promise<void> {
   const source = pools.get(endpoints.source.dsn);
+  await ensureWatermarkTable(source);
+  await ensureWatermarkTable(pools.get(endpoints.target.dsn));
+  await source.query(`insert into ${WATERMARKS} (movement_id, n) values ($1, 0) on conflict (movement_id) do nothing`, [names.slot]);
   const hasPublication = await source.query('select 1 from pg_publication where pubname = $1', [names.publication]);
   if (hasPublication.rowCount === 0) {
     const tables = shard.tables
@@ -118,7 +121,9 @@ export async function startStreaming(
         return `${quoteIdent(shard.schema)}.${quoteIdent(t.name)}${filter ? ` where (${filter})` : ''}`;
       })
       .join(', ');
-    await source.query(`create publication ${quoteIdent(names.publication)} for table ${tables}`);
+    // The movement's own watermark row travels with the shard's rows: see waitForWatermark.
+    const watermark = `${WATERMARKS} where (movement_id = ${quoteLiteral(names.slot)})`;
+    await source.query(`create publication ${quoteIdent(names.publication)} for table ${tables}, ${watermark}`);
   }
   const target = pools.get(endpoints.target.dsn);
   const hasSubscription = await target.query('select 1 from pg_subscription where subname = $1', [names.subscription]);
@@ -154,7 +159,8 @@ export async function streamProgress(
   const [states, lag, size] = await Promise.all([
     target.query<{ total: number; ready: number }>(
       `select count(*)::int as total, count(*) filter (where r.srsubstate = 'r')::int as ready
-         from pg_subscription_rel r join pg_subscription s on s.oid = r.srsubid where s.subname = $1`,
+         from pg_subscription_rel r join pg_subscription s on s.oid = r.srsubid
+        where s.subname = $1 and r.srrelid <> to_regclass('sc_movement.watermarks')`,
       [names.subscription],
     ),
     pools
@@ -178,21 +184,47 @@ export async function streamProgress(
   };
 }
 
+/** Per-node table of movement watermarks (one row per running movement, published with its shard). */
+export const WATERMARKS = 'sc_movement.watermarks';
+
+async function ensureWatermarkTable(db: Pick<pg.Pool, 'query'>): Promise<void> {
+  const exists = await db.query("select to_regclass('sc_movement.watermarks') is not null as ok");
+  if (exists.rows[0]?.ok) return;
+  try {
+    await db.query('create schema if not exists sc_movement');
+    await db.query(`create table if not exists ${WATERMARKS} (movement_id text primary key, n bigint not null)`);
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code !== '23505' && code !== '42P06' && code !== '42P07') throw err; // created meanwhile
+  }
+}
+
+/**
+ * Bumps the movement's watermark on the source (in its own transaction, after the shard's writers
+ * are locked out) and returns the new value. Logical replication applies commits in commit order,
+ * so once the target shows this value it has applied every write the source committed before it.
+ * Unlike the source's WAL position, this needs no keepalive to become visible on the target.
+ */
+export async function bumpWatermark(pools: NodePools, source: NodeRecord, names: MovementNames): Promise<number> {
+  const { rows } = await pools
+    .get(source.dsn)
+    .query<{ n: string }>(`update ${WATERMARKS} set n = n + 1 where movement_id = $1 returning n::text`, [names.slot]);
+  if (!rows[0]) throw new NotFoundError(`movement ${names.slot} has no watermark on ${source.name}`);
+  return Number(rows[0].n);
+}
+
+export async function targetHasWatermark(pools: NodePools, target: NodeRecord, names: MovementNames, n: number): Promise<boolean> {
+  const { rows } = await pools.get(target.dsn).query<{ ok: boolean }>(`select coalesce(max(n) >= $2, false) as ok from ${WATERMARKS} where movement_id = $1`, [
+    names.slot,
+    n,
+  ]);
+  return rows[0]?.ok ?? false;
+}
+
 /** The source's current WAL position (read under the cutover lock). */
 export async function currentLsn(client: Pick<pg.ClientBase, 'query'>): Promise<string> {
   const { rows } = await client.query<{ lsn: string }>('select pg_current_wal_lsn()::text as lsn');
   return rows[0]!.lsn;
-}
-
-/** Whether the target has applied the source's WAL up to `lsn`. */
-export async function targetReached(pools: NodePools, target: NodeRecord, names: MovementNames, lsn: string): Promise<boolean> {
-  const { rows } = await pools
-    .get(target.dsn)
-    .query<{ ok: boolean }>(
-      `select coalesce(bool_and(latest_end_lsn >= $2::pg_lsn), false) as ok from pg_stat_subscription where subname = $1 and relid is null`,
-      [names.subscription, lsn],
-    );
-  return rows[0]?.ok ?? false;
 }
 
 /**
@@ -223,6 +255,10 @@ export async function stopStreaming(
     [names.slot],
   );
   await source.query(`drop publication if exists ${quoteIdent(names.publication)}`);
+  for (const db of [source, target]) {
+    const exists = await db.query("select to_regclass('sc_movement.watermarks') is not null as ok");
+    if (exists.rows[0]?.ok) await db.query(`delete from ${WATERMARKS} where movement_id = $1`, [names.slot]);
+  }
 }
 
 /** Compensation of step 1: the target's copy of the shard, unless the catalog places the shard there. */
@@ -238,15 +274,22 @@ export interface Leftovers {
   publications: string[];
   subscriptions: string[];
   preparedTransactions: string[];
+  watermarks: string[];
 }
 
-/** Movement objects (named sc_mv_*) still on a node: after any movement, all lists must be empty. */
+/** Movement objects (named sc_mv_*) still in a node's database: after any movement, all lists must be empty. */
 export async function movementLeftovers(pools: NodePools, node: NodeRecord): Promise<Leftovers> {
-  const { rows } = await pools.get(node.dsn).query<Omit<Leftovers, 'node'>>(
-    `select array(select slot_name::text from pg_replication_slots where slot_name like 'sc\\_mv\\_%' order by 1) as slots,
+  const db = pools.get(node.dsn);
+  const { rows } = await db.query<Omit<Leftovers, 'node' | 'watermarks'> & { has_watermarks: boolean }>(
+    `select array(select slot_name::text from pg_replication_slots where slot_name like 'sc\\_mv\\_%' and database = current_database() order by 1) as slots,
             array(select pubname::text from pg_publication where pubname like 'sc\\_mv\\_%' order by 1) as publications,
             array(select subname::text from pg_subscription where subname like 'sc\\_mv\\_%' order by 1) as subscriptions,
-            array(select gid from pg_prepared_xacts where gid like 'sc\\_mv\\_%' order by 1) as "preparedTransactions"`,
+            array(select gid from pg_prepared_xacts where gid like 'sc\\_mv\\_%' and database = current_database() order by 1) as "preparedTransactions",
+            to_regclass('sc_movement.watermarks') is not null as has_watermarks`,
   );
-  return { node: node.name, ...rows[0]! };
+  const { has_watermarks: hasWatermarks, ...found } = rows[0]!;
+  const watermarks = hasWatermarks
+    ? (await db.query<{ id: string }>(`select movement_id as id from ${WATERMARKS} order by 1`)).rows.map((r) => r.id)
+    : [];
+  return { node: node.name, ...found, watermarks };
 }

@@ -85,7 +85,7 @@ async function placement(shardId: number): Promise<string> {
 }
 
 async function preparedOnCatalog(): Promise<string[]> {
-  const { rows } = await catalog.pool.query<{ gid: string }>("select gid from pg_prepared_xacts where gid like 'sc\\_mv\\_%'");
+  const { rows } = await catalog.pool.query<{ gid: string }>("select gid from pg_prepared_xacts where gid like 'sc\\_mv\\_%' and database = current_database()");
   return rows.map((r) => r.gid);
 }
 
@@ -197,7 +197,7 @@ describe('cutover', () => {
     expect(rows.shards).toBe(3);
     await stopStreaming(pools, move, move.names);
     for (const node of catalog.nodes) {
-      expect(await movementLeftovers(pools, node)).toEqual({ node: node.name, slots: [], publications: [], subscriptions: [], preparedTransactions: [] });
+      expect(await movementLeftovers(pools, node)).toEqual({ node: node.name, slots: [], publications: [], subscriptions: [], preparedTransactions: [], watermarks: [] });
     }
   });
 });

@@ -56,7 +56,7 @@ async function placement(shardId: number): Promise<string> {
 
 async function expectNothingLeft(): Promise<void> {
   for (const node of catalog.nodes) {
-    expect(await movementLeftovers(pools, node)).toEqual({ node: node.name, slots: [], publications: [], subscriptions: [], preparedTransactions: [] });
+    expect(await movementLeftovers(pools, node)).toEqual({ node: node.name, slots: [], publications: [], subscriptions: [], preparedTransactions: [], watermarks: [] });
   }
   const { rows } = await catalog.pool.query("select count(*)::int as n from shardcast.movements where state = 'running'");
   expect(rows[0].n).toBe(0);

@@ -14,7 +14,8 @@ import {
   startStreaming,
   stopStreaming,
   streamProgress,
-  targetReached,
+  targetHasWatermark,
+  bumpWatermark,
   type ShardTables,
 } from '../../src/movement/replication.js';
 import { createRouter, type Router } from '../../src/router/router.js';
@@ -84,7 +85,7 @@ async function digest(node: NodeRecord, schema: string, table: string, where = '
 
 async function noLeftovers(): Promise<void> {
   for (const node of catalog.nodes) {
-    expect(await movementLeftovers(pools, node)).toEqual({ node: node.name, slots: [], publications: [], subscriptions: [], preparedTransactions: [] });
+    expect(await movementLeftovers(pools, node)).toEqual({ node: node.name, slots: [], publications: [], subscriptions: [], preparedTransactions: [], watermarks: [] });
   }
 }
 
@@ -132,8 +133,9 @@ describe('shard copy and streaming (logical replication)', () => {
     await writing;
     expect(writes).toBeGreaterThan(30);
 
-    const lsn = await currentLsn(writer);
-    await waitFor('target to apply the source WAL', () => targetReached(pools, target, names, lsn));
+    expect(await currentLsn(writer)).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
+    const mark = await bumpWatermark(pools, source, names);
+    await waitFor('target to apply every write before the watermark', () => targetHasWatermark(pools, target, names, mark));
     for (const table of ['accounts', 'entries']) {
       const [onSource, onTarget] = [await digest(source, shard.schema, table), await digest(target, shard.schema, table)];
       expect(onTarget, table).toEqual(onSource);
@@ -169,8 +171,8 @@ describe('shard copy and streaming (logical replication)', () => {
     await startStreaming(pools, { source, target }, shard, names, { rowFilter: lowerHalf });
     await waitFor('initial copy', async () => (await streamProgress(pools, { source, target }, shard, names)).tablesReady === 2);
     await pools.get(source.dsn).query(`update ${quoteIdent(shard.schema)}.accounts set balance = balance * 2`);
-    const lsn = await currentLsn(pools.get(source.dsn));
-    await waitFor('target to apply the source WAL', () => targetReached(pools, target, names, lsn));
+    const mark = await bumpWatermark(pools, source, names);
+    await waitFor('target to apply every write before the watermark', () => targetHasWatermark(pools, target, names, mark));
     for (const table of ['accounts', 'entries']) {
       const expected = await digest(source, shard.schema, table, lowerHalf(table));
       const total = await digest(source, shard.schema, table);

@@ -111,7 +111,7 @@ describe('a movement survives its worker being killed', () => {
     worker = await startWorkerProcess('cutover.after-prepare=sleep:60000');
     // The cutover prepares both sides, then the failpoint holds it there: kill it in the middle.
     await until('both sides prepared', async () => {
-      const prepared = await catalog.pool.query("select 1 from pg_prepared_xacts where gid like 'sc\\_mv\\_%'");
+      const prepared = await catalog.pool.query("select 1 from pg_prepared_xacts where gid like 'sc\\_mv\\_%' and database = current_database()");
       return prepared.rowCount === 1;
     });
     await kill(worker);
@@ -129,9 +129,9 @@ describe('a movement survives its worker being killed', () => {
     const total = await adminQuery(catalog.nodeUrl(target), `select sum(n)::int as total from ${schema}.counters`);
     expect(total.rows[0].total).toBe(acknowledged);
     for (const node of catalog.nodes) {
-      expect(await movementLeftovers(pools, node)).toEqual({ node: node.name, slots: [], publications: [], subscriptions: [], preparedTransactions: [] });
+      expect(await movementLeftovers(pools, node)).toEqual({ node: node.name, slots: [], publications: [], subscriptions: [], preparedTransactions: [], watermarks: [] });
     }
-    const prepared = await catalog.pool.query("select gid from pg_prepared_xacts where gid like 'sc\\_mv\\_%'");
+    const prepared = await catalog.pool.query("select gid from pg_prepared_xacts where gid like 'sc\\_mv\\_%' and database = current_database()");
     expect(prepared.rows).toEqual([]);
   }, 180_000);
 });
