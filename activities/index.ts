@@ -1,10 +1,10 @@
-import { ApplicationFailure } from '@temporalio/activity';
 import type pg from 'pg';
 import type { NodePools } from '../src/catalog/node-pools.js';
 import { getNode } from '../src/catalog/nodes.js';
 import { createTableOnNode, dropTableOnNode } from '../src/catalog/shard-ddl.js';
 import { activateTable, describeRegisteredTable, mapVersion, registerTable, unregisterTable, type RegisteredTable, type TableSpec } from '../src/catalog/tables.js';
-import { AlreadyExistsError, InvalidInputError, NodeUnavailableError, NotFoundError, ShardcastError } from '../src/errors.js';
+import { NotFoundError } from '../src/errors.js';
+import { run } from './failures.js';
 import { activityInfo } from '@temporalio/activity';
 import { createMovementActivities } from './movement.js';
 
@@ -13,28 +13,6 @@ export interface ActivityDeps {
   catalog: pg.Pool;
   catalogUrl: string;
   nodePools: NodePools;
-}
-
-/** Domain errors become typed Application failures: bad input is not retried, a lost node is. */
-function classify(err: unknown): never {
-  if (err instanceof InvalidInputError || err instanceof AlreadyExistsError || err instanceof NotFoundError) {
-    throw ApplicationFailure.create({ type: err.name, message: err.message, nonRetryable: true, cause: err });
-  }
-  if (err instanceof NodeUnavailableError) {
-    throw ApplicationFailure.create({ type: err.name, message: err.message, nonRetryable: false, details: [err.node], cause: err });
-  }
-  if (err instanceof ShardcastError) {
-    throw ApplicationFailure.create({ type: err.name, message: err.message, nonRetryable: false, cause: err });
-  }
-  throw err;
-}
-
-async function run<T>(fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    return classify(err);
-  }
 }
 
 async function groupSchemasOnNode(deps: ActivityDeps, tableId: number, nodeId: number): Promise<{ table: RegisteredTable; schemas: string[]; columns: string }> {

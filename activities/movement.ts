@@ -1,10 +1,11 @@
-import { ApplicationFailure, heartbeat } from '@temporalio/activity';
+import { heartbeat } from '@temporalio/activity';
+import { run } from './failures.js';
 import type pg from 'pg';
 import type { NodePools } from '../src/catalog/node-pools.js';
 import { getNode, getNodeByName, type NodeRecord } from '../src/catalog/nodes.js';
-import { AlreadyExistsError, InvalidInputError, NodeUnavailableError, NotFoundError, ShardcastError } from '../src/errors.js';
-import { cutover, fencedSchemaName, VerificationError, type CutoverResult } from '../src/movement/cutover.js';
-import { acquireMovementLease, finishMovement, MovementInProgressError, type MovementState } from '../src/movement/lease.js';
+import { InvalidInputError, NotFoundError } from '../src/errors.js';
+import { cutover, fencedSchemaName, type CutoverResult } from '../src/movement/cutover.js';
+import { acquireMovementLease, finishMovement, type MovementState } from '../src/movement/lease.js';
 import {
   assertMovable,
   dropTargetShard,
@@ -33,33 +34,6 @@ export interface MovePlan {
   source: NodeRecord;
   target: NodeRecord;
   names: MovementNames;
-}
-
-/** Business errors of movements: the workflow does not retry them. */
-export const MOVEMENT_NON_RETRYABLE = ['InvalidInputError', 'NotFoundError', 'AlreadyExistsError', 'MovementInProgressError', 'VerificationError'];
-
-function classify(err: unknown): never {
-  if (
-    err instanceof InvalidInputError ||
-    err instanceof NotFoundError ||
-    err instanceof AlreadyExistsError ||
-    err instanceof MovementInProgressError ||
-    err instanceof VerificationError
-  ) {
-    throw ApplicationFailure.create({ type: err.name, message: err.message, nonRetryable: true, cause: err });
-  }
-  if (err instanceof NodeUnavailableError || err instanceof ShardcastError) {
-    throw ApplicationFailure.create({ type: err.name, message: err.message, nonRetryable: false, cause: err });
-  }
-  throw err;
-}
-
-async function run<T>(fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    return classify(err);
-  }
 }
 
 export function createMovementActivities(deps: MovementDeps) {

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { AlreadyExistsError, InvalidInputError, NotFoundError, errorMessage } from '../errors.js';
 import { quoteIdent, singleStatement, validateIdentifier } from '../sql/ident.js';
+import { inTransaction } from '../sql/transaction.js';
 import { compareKeys, evenHashRanges, keyToText, keyTypeOf, normalizeKey, type KeyType } from './keys.js';
 import type { Queryable } from './nodes.js';
 
@@ -305,18 +306,13 @@ export async function activateTable(db: Queryable, tableId: number): Promise<voi
 
 /** Compensation: removes a table still `creating`, and its group's shards when it created the group. */
 export async function unregisterTable(pool: pg.Pool, tableId: number): Promise<void> {
-  const client = await pool.connect();
-  try {
-    await client.query('begin');
+  await inTransaction(pool, async (client) => {
     const { rows } = await client.query<{ group_id: number; state: string }>(
       'select group_id::int as group_id, state from shardcast.distributed_tables where id = $1 for update',
       [tableId],
     );
     const row = rows[0];
-    if (!row) {
-      await client.query('commit');
-      return;
-    }
+    if (!row) return;
     if (row.state !== 'creating') throw new InvalidInputError(`table #${tableId} is active; it is not removed by compensation`);
     await client.query('delete from shardcast.distributed_tables where id = $1', [tableId]);
     const others = await client.query('select 1 from shardcast.distributed_tables where group_id = $1 limit 1', [row.group_id]);
@@ -324,13 +320,7 @@ export async function unregisterTable(pool: pg.Pool, tableId: number): Promise<v
       await client.query('delete from shardcast.shards where group_id = $1', [row.group_id]);
       await client.query('delete from shardcast.colocation_groups where id = $1', [row.group_id]);
     }
-    await client.query('commit');
-  } catch (err) {
-    await client.query('rollback').catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+  });
 }
 
 export interface TableInfo {

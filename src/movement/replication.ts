@@ -4,6 +4,7 @@ import type { NodeRecord, Queryable } from '../catalog/nodes.js';
 import { InvalidInputError, NotFoundError } from '../errors.js';
 import { shardTableDdl } from '../catalog/tables.js';
 import { quoteIdent, quoteLiteral, singleStatement } from '../sql/ident.js';
+import { inTransaction } from '../sql/transaction.js';
 
 /**
  * The copy-and-stream part of the movement protocol (DESIGN §3, steps 1, 2, 3 and 7): target tables
@@ -82,18 +83,10 @@ export async function assertMovable(pools: NodePools, source: NodeRecord, shard:
 
 /** Step 1: the shard's schema and tables on the target, in one transaction. */
 export async function prepareTarget(pools: NodePools, target: NodeRecord, shard: ShardTables): Promise<void> {
-  const client = await pools.get(target.dsn).connect();
-  try {
-    await client.query('begin');
+  await inTransaction(pools.get(target.dsn), async (client) => {
     await client.query(`create schema if not exists ${quoteIdent(shard.schema)}`);
     for (const table of shard.tables) await client.query(singleStatement(shardTableDdl(shard.schema, table.name, table.columns)));
-    await client.query('commit');
-  } catch (err) {
-    await client.query('rollback').catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+  });
 }
 
 export interface StreamOptions {
