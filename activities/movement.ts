@@ -34,6 +34,8 @@ export interface MovePlan {
   source: NodeRecord;
   target: NodeRecord;
   names: MovementNames;
+  /** Size of the shard's tables on the source when the movement began. */
+  bytes: number;
 }
 
 export function createMovementActivities(deps: MovementDeps) {
@@ -56,7 +58,12 @@ export function createMovementActivities(deps: MovementDeps) {
           { id: input.movementId, operation: 'move', shardId: input.shardId, sourceNodeId: source.id, targetNodeIds: [target.id], workflowId: input.workflowId },
           input.maxMovesPerNode,
         );
-        return { movementId: input.movementId, shard, source, target, names };
+        const { rows: size } = await deps.nodePools
+          .get(source.dsn)
+          .query<{ bytes: string }>('select coalesce(sum(pg_total_relation_size(relid)), 0)::bigint::text as bytes from pg_stat_user_tables where schemaname = $1', [
+            shard.schema,
+          ]);
+        return { movementId: input.movementId, shard, source, target, names, bytes: Number(size[0]!.bytes) };
       });
     },
 

@@ -299,6 +299,8 @@ program
         shardId: shard,
         targetNode: opts.to,
         approvalRequired: opts.requireApproval ?? cfg.movement.requireApproval,
+        approvalOverBytes: cfg.movement.approvalOverBytes,
+        approvalHoursUtc: cfg.movement.approvalHoursUtc,
         graceSeconds: opts.grace ?? cfg.movement.graceSeconds,
         maxMovesPerNode: cfg.movement.maxPerNode,
         catchUpLagBytes: cfg.movement.catchUpLagBytes,

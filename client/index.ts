@@ -102,6 +102,8 @@ export interface MoveRequest {
   shardId: number;
   targetNode: string;
   approvalRequired?: boolean;
+  approvalOverBytes?: number;
+  approvalHoursUtc?: [number, number];
   approvalTimeoutSeconds?: number;
   approvalTimeoutAction?: 'approve' | 'reject';
   graceSeconds?: number;
@@ -129,6 +131,8 @@ export async function startMove(options: ShardcastClientOptions, request: MoveRe
     catchUpLagBytes: request.catchUpLagBytes ?? 1024 * 1024,
     pollSeconds: request.pollSeconds ?? 2,
     approvalRequired: request.approvalRequired ?? false,
+    approvalOverBytes: request.approvalOverBytes,
+    approvalHoursUtc: request.approvalHoursUtc,
     approvalTimeoutSeconds: request.approvalTimeoutSeconds,
     approvalTimeoutAction: request.approvalTimeoutAction,
     graceSeconds: request.graceSeconds ?? 300,

@@ -71,6 +71,10 @@ export const configSchema = z
       .object({
         /** Every movement waits for an `approve` signal before its cutover. */
         requireApproval: z.boolean().default(false),
+        /** … and so does a movement of a shard larger than this many bytes … */
+        approvalOverBytes: z.number().int().min(0).optional(),
+        /** … or one that would cut over inside these UTC hours, [from, to), wrapping past midnight. */
+        approvalHoursUtc: z.tuple([z.number().int().min(0).max(23), z.number().int().min(0).max(24)]).optional(),
         /** How long the fenced source copy is kept after a cutover, in seconds. */
         graceSeconds: z.number().int().min(0).max(30 * 86_400).default(300),
         /** Running movements a node may take part in at once. */
@@ -114,6 +118,7 @@ export const ENV_OVERRIDES: Record<string, string> = {
   SHARDCAST_TEMPORAL_UI_PORT: 'temporal.uiPort',
   SHARDCAST_TEMPORAL_TASK_QUEUE: 'temporal.taskQueue',
   SHARDCAST_METRICS_PORT: 'metrics.port',
+  SHARDCAST_MOVEMENT_APPROVAL_OVER_BYTES: 'movement.approvalOverBytes',
   SHARDCAST_MOVEMENT_GRACE_SECONDS: 'movement.graceSeconds',
   SHARDCAST_MOVEMENT_MAX_PER_NODE: 'movement.maxPerNode',
   SHARDCAST_MOVEMENT_CATCH_UP_LAG_BYTES: 'movement.catchUpLagBytes',
@@ -232,6 +237,7 @@ const NUMERIC_KEYS = new Set([
   'temporal.port',
   'temporal.uiPort',
   'metrics.port',
+  'movement.approvalOverBytes',
   'movement.graceSeconds',
   'movement.maxPerNode',
   'movement.catchUpLagBytes',

@@ -42,6 +42,10 @@ export interface MoveShardInput {
   catchUpLagBytes: number;
   pollSeconds: number;
   approvalRequired: boolean;
+  /** Approval is also required for a shard larger than this … */
+  approvalOverBytes?: number;
+  /** … or when the cutover would fall in these UTC hours, [from, to) (wrapping past midnight). */
+  approvalHoursUtc?: [number, number];
   approvalTimeoutSeconds?: number;
   approvalTimeoutAction?: 'approve' | 'reject';
   /** How long the fenced source copy is kept after the cutover. */
@@ -73,6 +77,8 @@ export interface MovementProgress {
   phase: MovementPhase;
   paused: boolean;
   approved: boolean;
+  /** Why the movement waits for approval, when it does. */
+  approvalReason: string | null;
   rowsCopied: number;
   bytesCopied: number;
   lagBytes: number | null;

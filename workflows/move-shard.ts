@@ -11,6 +11,7 @@ import {
   upsertSearchAttributes,
 } from '@temporalio/workflow';
 import type { createMovementActivities, MovePlan } from '../activities/movement.js';
+import { approvalReason } from '../src/movement/approval.js';
 import { SA_PHASE, SA_SOURCE_NODE, SA_TARGET_NODE } from '../src/search-attributes.js';
 import {
   approveSignal,
@@ -60,6 +61,7 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
     phase: 'prepare',
     paused: false,
     approved: false,
+    approvalReason: null,
     rowsCopied: 0,
     bytesCopied: 0,
     lagBytes: null,
@@ -121,8 +123,9 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
       await sleep(`${input.pollSeconds} seconds`);
     }
 
-    if (input.approvalRequired && !progress.approved) {
-      enter('approval', `waiting for approve or reject (${what})`);
+    progress.approvalReason = approvalReason(input, p.bytes, new Date());
+    if (progress.approvalReason && !progress.approved) {
+      enter('approval', `waiting for approve or reject (${what}): ${progress.approvalReason}`);
       const decided = await condition(() => progress.approved || rejected, input.approvalTimeoutSeconds ? `${input.approvalTimeoutSeconds} seconds` : undefined);
       if (!decided && input.approvalTimeoutAction === 'approve') progress.approved = true;
       if (rejected || !progress.approved) {
@@ -164,3 +167,4 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
     throw err;
   }
 }
+

@@ -94,6 +94,9 @@ export interface StreamOptions {
   rowFilter?: (table: string) => string | undefined;
 }
 
+/** pg_subscription is shared by every database of a server: look only at this database's. */
+const CURRENT_DB_SUBSCRIPTION = 'select 1 from pg_subscription where subname = $1 and subdbid = (select oid from pg_database where datname = current_database())';
+
 /** Step 2: publication on the source, binary subscription on the target (which copies, then streams). */
 export async function startStreaming(
   pools: NodePools,
@@ -119,7 +122,7 @@ export async function startStreaming(
     await source.query(`create publication ${quoteIdent(names.publication)} for table ${tables}, ${watermark}`);
   }
   const target = pools.get(endpoints.target.dsn);
-  const hasSubscription = await target.query('select 1 from pg_subscription where subname = $1', [names.subscription]);
+  const hasSubscription = await target.query(CURRENT_DB_SUBSCRIPTION, [names.subscription]);
   if (hasSubscription.rowCount === 0) {
     // CREATE SUBSCRIPTION creates the slot on the source; it cannot run inside a transaction block.
     await target.query(
@@ -153,7 +156,8 @@ export async function streamProgress(
     target.query<{ total: number; ready: number }>(
       `select count(*)::int as total, count(*) filter (where r.srsubstate = 'r')::int as ready
          from pg_subscription_rel r join pg_subscription s on s.oid = r.srsubid
-        where s.subname = $1 and r.srrelid <> to_regclass('sc_movement.watermarks')`,
+        where s.subname = $1 and s.subdbid = (select oid from pg_database where datname = current_database())
+          and r.srrelid <> to_regclass('sc_movement.watermarks')`,
       [names.subscription],
     ),
     pools
@@ -232,7 +236,7 @@ export async function stopStreaming(
 ): Promise<void> {
   const target = pools.get(endpoints.target.dsn);
   const sub = quoteIdent(names.subscription);
-  const exists = await target.query('select 1 from pg_subscription where subname = $1', [names.subscription]);
+  const exists = await target.query(CURRENT_DB_SUBSCRIPTION, [names.subscription]);
   if (exists.rowCount) {
     try {
       await target.query(`drop subscription if exists ${sub}`);
@@ -276,7 +280,8 @@ export async function movementLeftovers(pools: NodePools, node: NodeRecord): Pro
   const { rows } = await db.query<Omit<Leftovers, 'node' | 'watermarks'> & { has_watermarks: boolean }>(
     `select array(select slot_name::text from pg_replication_slots where slot_name like 'sc\\_mv\\_%' and database = current_database() order by 1) as slots,
             array(select pubname::text from pg_publication where pubname like 'sc\\_mv\\_%' order by 1) as publications,
-            array(select subname::text from pg_subscription where subname like 'sc\\_mv\\_%' order by 1) as subscriptions,
+            array(select subname::text from pg_subscription
+                   where subname like 'sc\\_mv\\_%' and subdbid = (select oid from pg_database where datname = current_database()) order by 1) as subscriptions,
             array(select gid from pg_prepared_xacts where gid like 'sc\\_mv\\_%' and database = current_database() order by 1) as "preparedTransactions",
             to_regclass('sc_movement.watermarks') is not null as has_watermarks`,
   );

@@ -107,9 +107,11 @@ describe('moveShard workflow', () => {
 
   it('waits at the approval gate; pause holds it, approve lets it through', async () => {
     const shard = await shardOf('carts', 1);
-    const handle = await startMove(worker.options, { shardId: shard.id, targetNode: shard.other, approvalRequired: true, graceSeconds: 0, pollSeconds: 0.2 });
+    // By policy: this shard is larger than 1 byte.
+    const handle = await startMove(worker.options, { shardId: shard.id, targetNode: shard.other, approvalOverBytes: 1, graceSeconds: 0, pollSeconds: 0.2 });
     await expect(startMove(worker.options, { shardId: shard.id, targetNode: shard.other })).rejects.toBeInstanceOf(AlreadyExistsError);
     await waitForPhase(handle, 'approval');
+    expect((await handle.query(movementProgressQuery)).approvalReason).toMatch(/^the shard holds \d+ bytes, over 1$/);
     await handle.signal(pauseSignal);
     await handle.signal(approveSignal);
     await new Promise((r) => setTimeout(r, 1000));
@@ -124,8 +126,10 @@ describe('moveShard workflow', () => {
   it('reject undoes everything: the source as it was, nothing on the target', async () => {
     const shard = await shardOf('carts', 2);
     const before = await adminQuery(catalog.nodeUrl(shard.node), `select count(*)::int as n from ${shard.schema}.carts`);
-    const handle = await startMove(worker.options, { shardId: shard.id, targetNode: shard.other, approvalRequired: true, pollSeconds: 0.2 });
+    // By policy: every hour of the day needs approval.
+    const handle = await startMove(worker.options, { shardId: shard.id, targetNode: shard.other, approvalHoursUtc: [0, 24], pollSeconds: 0.2 });
     await waitForPhase(handle, 'approval');
+    expect((await handle.query(movementProgressQuery)).approvalReason).toMatch(/^it is \d+:00 UTC, inside the approval hours 0–24$/);
     expect(await schemasOn(shard.other, shard.schema)).toEqual([shard.schema]);
     await handle.signal(rejectSignal);
     await expect(handle.result()).rejects.toBeInstanceOf(WorkflowFailedError);
