@@ -1,17 +1,12 @@
 import { ApplicationFailure } from '@temporalio/activity';
-import { AlreadyExistsError, InvalidInputError, NodeUnavailableError, NotFoundError, ShardcastError } from '../src/errors.js';
-import { VerificationError } from '../src/movement/cutover.js';
-import { MovementInProgressError } from '../src/movement/lease.js';
+import { BUSINESS_ERROR_TYPES, NodeUnavailableError, ShardcastError } from '../src/errors.js';
 
-/** Business errors: retrying cannot help. Workflows list the same names as nonRetryableErrorTypes. */
-const BUSINESS_ERRORS = [InvalidInputError, AlreadyExistsError, NotFoundError, MovementInProgressError, VerificationError];
-export const NON_RETRYABLE_ERROR_TYPES = BUSINESS_ERRORS.map((e) => e.name);
+const BUSINESS = new Set<string>(BUSINESS_ERROR_TYPES);
 
 /** Domain errors become typed Application failures: bad input is not retried, a lost node is. */
 export function toApplicationFailure(err: unknown): never {
-  if (BUSINESS_ERRORS.some((type) => err instanceof type)) {
-    const e = err as ShardcastError;
-    throw ApplicationFailure.create({ type: e.name, message: e.message, nonRetryable: true, cause: e });
+  if (err instanceof ShardcastError && BUSINESS.has(err.name)) {
+    throw ApplicationFailure.create({ type: err.name, message: err.message, nonRetryable: true, cause: err });
   }
   if (err instanceof NodeUnavailableError) {
     throw ApplicationFailure.create({ type: err.name, message: err.message, nonRetryable: false, details: [err.node], cause: err });

@@ -68,6 +68,18 @@ export class NotFoundError extends ShardcastError {
 }
 
 /**
+ * Errors that retrying cannot help (bad input, a refused lease, a failed verification), by class
+ * name: activities mark them non-retryable and workflows list them as nonRetryableErrorTypes.
+ */
+export const BUSINESS_ERROR_TYPES = [
+  'InvalidInputError',
+  'AlreadyExistsError',
+  'NotFoundError',
+  'MovementInProgressError',
+  'VerificationError',
+] as const;
+
+/**
  * SQLSTATE a fenced shard raises (DESIGN §3 cutover): the shard has left this node. The router
  * refreshes its map and retries on the new placement when it sees it.
  */

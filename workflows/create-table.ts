@@ -9,6 +9,7 @@ import {
   upsertSearchAttributes,
 } from '@temporalio/workflow';
 import type { createActivities } from '../activities/index.js';
+import { BUSINESS_ERROR_TYPES } from '../src/errors.js';
 import { SA_PHASE } from '../src/search-attributes.js';
 import {
   createTableProgressQuery,
@@ -20,8 +21,7 @@ import {
 
 type Activities = ReturnType<typeof createActivities>;
 
-/** Business errors: retrying cannot help. */
-export const NON_RETRYABLE_ERRORS = ['InvalidInputError', 'AlreadyExistsError', 'NotFoundError'];
+const NON_RETRYABLE_ERRORS = [...BUSINESS_ERROR_TYPES];
 
 const CATALOG_ACTIVITY = {
   startToCloseTimeout: '1 minute',

@@ -11,6 +11,7 @@ import {
   upsertSearchAttributes,
 } from '@temporalio/workflow';
 import type { createMovementActivities, MovePlan } from '../activities/movement.js';
+import { BUSINESS_ERROR_TYPES } from '../src/errors.js';
 import { approvalReason } from '../src/movement/approval.js';
 import { SA_PHASE, SA_SOURCE_NODE, SA_TARGET_NODE } from '../src/search-attributes.js';
 import {
@@ -27,7 +28,7 @@ import {
 
 type Activities = ReturnType<typeof createMovementActivities>;
 
-const NON_RETRYABLE = ['InvalidInputError', 'NotFoundError', 'AlreadyExistsError', 'MovementInProgressError', 'VerificationError'];
+const NON_RETRYABLE = [...BUSINESS_ERROR_TYPES];
 
 // A lost worker is noticed within the heartbeat timeout: steps are short or heartbeat while they wait.
 const STEP = {

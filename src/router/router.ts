@@ -101,14 +101,19 @@ export class Router extends EventEmitter {
   /** The key's shard, for application SQL. Checks the table and the key's type now. */
   forKey(table: string, key: unknown): ShardHandle {
     if (typeof table !== 'string' || table.length === 0) throw new InvalidInputError('forKey: table name is required');
-    if (this.map.tables.has(table)) this.map.route(table, key); // early, clear error for a bad key
     const router = this;
+    // Routed now (a bad key fails here, clearly), again only once the map has changed.
+    let known = this.map.tables.has(table) ? { map: this.map, route: this.map.route(table, key) } : undefined;
+    const current = (): ShardRoute => {
+      if (known?.map !== router.map) known = { map: router.map, route: router.map.route(table, key) };
+      return known.route;
+    };
     const resolve = async (): Promise<ShardRoute> => {
       if (!router.map.tables.has(table)) await router.refresh();
-      return router.map.route(table, key);
+      return current();
     };
     return {
-      route: () => router.map.route(table, key),
+      route: current,
       query: (sql, params) => router.withPlacementRetry(resolve, (route) => router.runOnShard(route, sql, params)),
       transaction: (fn) => router.withPlacementRetry(resolve, (route) => router.transactionOnShard(route, fn)),
     };
