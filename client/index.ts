@@ -8,6 +8,7 @@ import type { CreateTableResult, MoveShardInput, MoveShardResult, RetrySettings 
 import { randomBytes } from 'node:crypto';
 import type { WorkflowHandle } from '@temporalio/client';
 import { CONTROL_TASK_QUEUE } from '../workers/control.js';
+import { describeMovement } from '../workflows/describe.js';
 
 export interface ShardcastClientOptions {
   client: Client;
@@ -98,9 +99,7 @@ export function moveWorkflowId(shardId: number, prefix = ''): string {
   return `${prefix}move-shard-${shardId}`;
 }
 
-export interface MoveRequest {
-  shardId: number;
-  targetNode: string;
+export interface MovementOptions {
   approvalRequired?: boolean;
   approvalOverBytes?: number;
   approvalHoursUtc?: [number, number];
@@ -112,21 +111,76 @@ export interface MoveRequest {
   pollSeconds?: number;
 }
 
+export interface MoveRequest extends MovementOptions {
+  shardId: number;
+  targetNode: string;
+}
+
+export interface SplitRequest extends MovementOptions {
+  shardId: number;
+  /** The nodes of the lower and the upper half (the source's own node is allowed). */
+  targetNodes: [string, string];
+  /** Hash tables: the last hash value of the lower half (default: the middle). Range tables: the first key of the upper half. */
+  at?: string;
+}
+
+export interface MergeRequest extends MovementOptions {
+  /** Two adjacent shards of one colocation group. */
+  shardIds: [number, number];
+  /** The merged shard's node (default: the lower shard's node). */
+  targetNode?: string;
+}
+
+const NODE_NAME = /^[a-z][a-z0-9_-]{0,62}$/;
+
+function checkShardId(id: unknown): number {
+  if (!Number.isInteger(id) || (id as number) < 1) throw new InvalidInputError(`shard id must be a positive integer, got ${String(id)}`);
+  return id as number;
+}
+
+function checkNodeName(name: unknown, what: string): string {
+  if (typeof name !== 'string' || !NODE_NAME.test(name)) throw new InvalidInputError(`${what} ${JSON.stringify(name)} is not a node name`);
+  return name;
+}
+
 /**
  * Starts moving a shard; the workflow id comes from the shard, so a second movement of the same
  * shard is refused while one runs. Returns the handle: signal it, query it, await its result.
  */
 export async function startMove(options: ShardcastClientOptions, request: MoveRequest): Promise<WorkflowHandle> {
-  if (!Number.isInteger(request.shardId) || request.shardId < 1) throw new InvalidInputError(`shard id must be a positive integer, got ${request.shardId}`);
-  if (typeof request.targetNode !== 'string' || !/^[a-z][a-z0-9_-]{0,62}$/.test(request.targetNode)) {
-    throw new InvalidInputError(`target node ${JSON.stringify(request.targetNode)} is not a node name`);
+  checkShardId(request.shardId);
+  checkNodeName(request.targetNode, 'target node');
+  return startMovement(options, request, { operation: 'move', shardId: request.shardId, targetNode: request.targetNode });
+}
+
+/** Starts splitting a shard in two, each half to a node of choice (DESIGN §3). */
+export async function startSplit(options: ShardcastClientOptions, request: SplitRequest): Promise<WorkflowHandle> {
+  checkShardId(request.shardId);
+  if (!Array.isArray(request.targetNodes) || request.targetNodes.length !== 2) {
+    throw new InvalidInputError('a split needs two target nodes, one per half (the same node twice is allowed)');
   }
-  const workflowId = moveWorkflowId(request.shardId, options.workflowIdPrefix);
+  const targets = request.targetNodes.map((n) => checkNodeName(n, 'target node')) as [string, string];
+  if (request.at !== undefined && (typeof request.at !== 'string' || request.at.trim() === '')) throw new InvalidInputError('the split point must not be empty');
+  return startMovement(options, request, { operation: 'split', shardId: request.shardId, splitTargets: targets, splitAt: request.at });
+}
+
+/** Starts merging two adjacent shards into one. */
+export async function startMerge(options: ShardcastClientOptions, request: MergeRequest): Promise<WorkflowHandle> {
+  if (!Array.isArray(request.shardIds) || request.shardIds.length !== 2) throw new InvalidInputError('a merge needs exactly two shard ids');
+  const [a, b] = request.shardIds.map(checkShardId) as [number, number];
+  if (a === b) throw new InvalidInputError(`cannot merge shard ${a} with itself`);
+  if (request.targetNode !== undefined) checkNodeName(request.targetNode, 'target node');
+  return startMovement(options, request, { operation: 'merge', shardId: Math.min(a, b), mergeWith: Math.max(a, b), targetNode: request.targetNode });
+}
+
+type Operation = Pick<MoveShardInput, 'operation' | 'shardId' | 'targetNode' | 'splitTargets' | 'splitAt' | 'mergeWith'>;
+
+async function startMovement(options: ShardcastClientOptions, request: MovementOptions, op: Operation): Promise<WorkflowHandle> {
+  const workflowId = moveWorkflowId(op.shardId, options.workflowIdPrefix);
   const input: MoveShardInput = {
-    movementId: `s${request.shardId}_${randomBytes(5).toString('hex')}`,
+    movementId: `s${op.shardId}_${randomBytes(5).toString('hex')}`,
     workflowId,
-    shardId: request.shardId,
-    targetNode: request.targetNode,
+    ...op,
     maxMovesPerNode: request.maxMovesPerNode ?? 2,
     catchUpLagBytes: request.catchUpLagBytes ?? 1024 * 1024,
     pollSeconds: request.pollSeconds ?? 2,
@@ -137,22 +191,23 @@ export async function startMove(options: ShardcastClientOptions, request: MoveRe
     approvalTimeoutAction: request.approvalTimeoutAction,
     graceSeconds: request.graceSeconds ?? 300,
   };
+  const targets = op.operation === 'split' ? op.splitTargets!.join(',') : op.targetNode;
   try {
     return await options.client.workflow.start('moveShard', {
       taskQueue: options.taskQueue ?? CONTROL_TASK_QUEUE,
       workflowId,
       args: [input],
       typedSearchAttributes: [
-        { key: SA_SHARD, value: request.shardId },
-        { key: SA_OPERATION, value: 'move' },
+        { key: SA_SHARD, value: op.shardId },
+        { key: SA_OPERATION, value: op.operation! },
         { key: SA_PHASE, value: 'prepare' },
-        { key: SA_TARGET_NODE, value: request.targetNode },
+        ...(targets ? [{ key: SA_TARGET_NODE, value: targets }] : []),
       ],
-      staticSummary: `move shard ${request.shardId} → ${request.targetNode}`,
+      staticSummary: describeMovement(op),
     });
   } catch (err) {
     if (err instanceof WorkflowExecutionAlreadyStartedError) {
-      throw new AlreadyExistsError(`shard ${request.shardId} is already being moved (workflow ${workflowId}); wait for it, or cancel it`);
+      throw new AlreadyExistsError(`shard ${op.shardId} is already being moved, split or merged (workflow ${workflowId}); wait for it, or cancel it`);
     }
     throw err;
   }

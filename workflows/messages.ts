@@ -32,11 +32,21 @@ export interface CreateTableProgress {
 
 export const createTableProgressQuery = defineQuery<CreateTableProgress>('progress');
 
+export type MovementOperation = 'move' | 'split' | 'merge';
+
 export interface MoveShardInput {
   movementId: string;
   workflowId: string;
+  /** Default 'move'. */
+  operation?: MovementOperation;
   shardId: number;
-  targetNode: string;
+  /** Move: the target node. Merge: the merged shard's node (default: the lower shard's node). */
+  targetNode?: string;
+  /** Split: the nodes of the two halves, and the split point (default: the middle of the hash range). */
+  splitTargets?: [string, string];
+  splitAt?: string;
+  /** Merge: the shard merged with `shardId`. */
+  mergeWith?: number;
   maxMovesPerNode: number;
   /** The cutover waits until the replication lag is at most this many bytes. */
   catchUpLagBytes: number;
@@ -54,9 +64,13 @@ export interface MoveShardInput {
 
 export interface MoveShardResult {
   movementId: string;
+  operation: MovementOperation;
   shardId: number;
+  /** Source and target nodes (comma-separated for a split's targets or a merge's sources). */
   source: string;
   target: string;
+  /** The shards that exist afterwards in place of the old ones (the same shard for a move). */
+  shards: number[];
   cutoverBlockedMs: number;
 }
 

@@ -10,8 +10,9 @@ import {
   sleep,
   upsertSearchAttributes,
 } from '@temporalio/workflow';
-import type { createMovementActivities, MovePlan } from '../activities/movement.js';
+import type { createMovementActivities, MovementPlan } from '../activities/movement.js';
 import { BUSINESS_ERROR_TYPES } from '../src/errors.js';
+import { describeMovement } from './describe.js';
 import { approvalReason } from '../src/movement/approval.js';
 import { SA_PHASE, SA_SOURCE_NODE, SA_TARGET_NODE } from '../src/search-attributes.js';
 import {
@@ -48,14 +49,29 @@ const UNDO = {
   retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '1 minute', maximumAttempts: 50, nonRetryableErrorTypes: NON_RETRYABLE },
 } as const;
 
+// The initial copy of a split or merge runs as one activity, heartbeating as it goes.
+const COPY = { ...STEP, startToCloseTimeout: '6 hours', heartbeatTimeout: '30 seconds' } as const;
+
 const step = proxyActivities<Activities>(STEP);
 const begin = proxyActivities<Activities>(BEGIN);
 const undo = proxyActivities<Activities>(UNDO);
 
+/** Names for summaries and search attributes: where the rows come from and go to, and the shards afterwards. */
+function planNodes(plan: MovementPlan): { sources: string; targets: string; schemas: string; shards: number[] } {
+  if (plan.operation === 'move') return { sources: plan.source.name, targets: plan.target.name, schemas: plan.shard.schema, shards: [plan.shard.shardId] };
+  return {
+    sources: plan.sources.map((s) => s.node.name).join(','),
+    targets: plan.targets.map((t) => t.node.name).join(','),
+    schemas: plan.sources.map((s) => s.schema).join(' + '),
+    shards: plan.targets.map((t) => t.shardId),
+  };
+}
+
 /**
- * Moves one shard (its whole colocation group's tables) to another node online (DESIGN §3):
- * prepare → copy + stream → catch up → approval gate → cutover → cleanup. Before the cutover every
- * failure, cancellation or rejection is undone; after it, undo is a move back.
+ * Moves one shard (its whole colocation group's tables) to another node online, splits it in two,
+ * or merges two adjacent shards (DESIGN §3): prepare → copy + stream → catch up → approval gate →
+ * cutover → cleanup. Before the cutover every failure, cancellation or rejection is undone; after
+ * it, undo is a move back.
  */
 export async function moveShard(input: MoveShardInput): Promise<MoveShardResult> {
   const progress: MovementProgress = {
@@ -82,24 +98,43 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
     upsertSearchAttributes([{ key: SA_PHASE, value: phase }]);
     setCurrentDetails(details);
   };
-  const what = `shard ${input.shardId} → ${input.targetNode}`;
+  const what = describeMovement(input);
+  const operation = input.operation ?? 'move';
 
-  let plan: MovePlan | undefined;
+  let plan: MovementPlan | undefined;
   let cutOver = false;
   try {
     enter('prepare', `checking and leasing ${what}`);
     plan = await begin.beginMove.executeWithOptions({ ...BEGIN, summary: `lease ${what}` }, [
-      { movementId: input.movementId, shardId: input.shardId, targetNode: input.targetNode, maxMovesPerNode: input.maxMovesPerNode, workflowId: input.workflowId },
+      {
+        movementId: input.movementId,
+        operation,
+        shardId: input.shardId,
+        targetNode: input.targetNode,
+        splitTargets: input.splitTargets,
+        splitAt: input.splitAt,
+        mergeWith: input.mergeWith,
+        maxMovesPerNode: input.maxMovesPerNode,
+        workflowId: input.workflowId,
+      },
     ]);
     const p = plan;
+    const nodes = planNodes(p);
     upsertSearchAttributes([
-      { key: SA_SOURCE_NODE, value: p.source.name },
-      { key: SA_TARGET_NODE, value: p.target.name },
+      { key: SA_SOURCE_NODE, value: nodes.sources },
+      { key: SA_TARGET_NODE, value: nodes.targets },
     ]);
-    await step.prepareTarget.executeWithOptions({ ...STEP, summary: `create ${p.shard.schema} on ${p.target.name}` }, [p]);
+    await step.prepareTarget.executeWithOptions({ ...STEP, summary: `create the new tables on ${nodes.targets}` }, [p]);
 
-    enter('copy', `copying ${p.shard.schema} from ${p.source.name} to ${p.target.name}`);
-    await step.startStreaming.executeWithOptions({ ...STEP, summary: `publish on ${p.source.name}, subscribe on ${p.target.name}` }, [p]);
+    enter('copy', `copying ${nodes.schemas} from ${nodes.sources} to ${nodes.targets}`);
+    await step.startStreaming.executeWithOptions(
+      { ...STEP, summary: p.operation === 'move' ? `publish on ${nodes.sources}, subscribe on ${nodes.targets}` : `publication and slot on ${nodes.sources}` },
+      [p],
+    );
+    if (p.operation !== 'move') {
+      const copied = await step.copyRows.executeWithOptions({ ...COPY, summary: `copy rows into ${p.targets.map((t) => t.schema).join(', ')}` }, [p]);
+      Object.assign(progress, { rowsCopied: copied.rows, bytesCopied: copied.bytes });
+    }
 
     // Copy, then catch up: measured every few seconds, pausing when asked, until the lag is small.
     let lastBytes = 0;
@@ -111,7 +146,9 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
         await step.setStreaming(p, true);
       }
       if (rejected) throw ApplicationFailure.create({ type: 'MovementRejected', nonRetryable: true, message: `${what} was rejected` });
-      const measured = await step.measureProgress.executeWithOptions({ ...STEP, summary: 'measure copy and lag' }, [p]);
+      // A split or merge applies the sources' changes here, for up to one poll interval.
+      const applyMs = p.operation === 'move' ? 0 : input.pollSeconds * 1000;
+      const measured = await step.measureProgress.executeWithOptions({ ...STEP, summary: applyMs ? 'apply changes, measure lag' : 'measure copy and lag' }, [p, applyMs]);
       const copied = measured.bytesCopied - lastBytes;
       lastBytes = measured.bytesCopied;
       Object.assign(progress, measured, {
@@ -121,7 +158,7 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
       if (!copying && progress.phase === 'copy') enter('catch-up', `catching up: lag ${measured.lagBytes ?? '?'} bytes`);
       setCurrentDetails(`${progress.phase}: ${measured.rowsCopied} rows, ${measured.bytesCopied} bytes, lag ${measured.lagBytes ?? '?'} bytes`);
       if (!copying && measured.lagBytes !== null && measured.lagBytes <= input.catchUpLagBytes) break;
-      await sleep(`${input.pollSeconds} seconds`);
+      if (!applyMs) await sleep(`${input.pollSeconds} seconds`);
     }
 
     progress.approvalReason = approvalReason(input, p.bytes, new Date());
@@ -135,17 +172,25 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
     }
     if (progress.paused) await condition(() => !progress.paused);
 
-    enter('cutover', `switching ${p.shard.schema} to ${p.target.name}`);
-    const switched = await step.cutover.executeWithOptions({ ...STEP, summary: `cutover ${p.shard.schema}: ${p.source.name} → ${p.target.name}` }, [p]);
+    enter('cutover', `switching ${nodes.schemas} to ${nodes.targets}`);
+    const switched = await step.cutover.executeWithOptions({ ...STEP, summary: `cutover ${nodes.schemas}: ${nodes.sources} → ${nodes.targets}` }, [p]);
     cutOver = true;
 
-    enter('cleanup', `dropping replication; ${p.source.name}'s fenced copy goes in ${input.graceSeconds} s`);
+    enter('cleanup', `dropping replication; the fenced copy on ${nodes.sources} goes in ${input.graceSeconds} s`);
     await step.stopStreaming.executeWithOptions({ ...STEP, summary: 'drop subscription, slot and publication' }, [p]);
     await sleep(`${input.graceSeconds} seconds`);
-    await step.dropFencedSource.executeWithOptions({ ...STEP, summary: `drop the fenced copy on ${p.source.name}` }, [p]);
+    await step.dropFencedSource.executeWithOptions({ ...STEP, summary: `drop the fenced copy on ${nodes.sources}` }, [p]);
     await step.finishMove(input.movementId, 'done');
     enter('done', `${what}: done, writes blocked ${switched.blockedMs} ms at cutover`);
-    return { movementId: input.movementId, shardId: input.shardId, source: p.source.name, target: p.target.name, cutoverBlockedMs: switched.blockedMs };
+    return {
+      movementId: input.movementId,
+      operation,
+      shardId: input.shardId,
+      source: nodes.sources,
+      target: nodes.targets,
+      shards: nodes.shards,
+      cutoverBlockedMs: switched.blockedMs,
+    };
   } catch (err) {
     const cancelled = isCancellation(err);
     if (cutOver) {

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import type { NodePools } from '../catalog/node-pools.js';
 import type { NodeRecord } from '../catalog/nodes.js';
-import { SHARD_FENCED_SQLSTATE, ShardcastError } from '../errors.js';
+import { SHARD_FENCED_SQLSTATE, ShardcastError, sqlState } from '../errors.js';
 import { failpoint } from '../failpoints.js';
 import { quoteIdent, quoteLiteral } from '../sql/ident.js';
 import { bumpWatermark, currentLsn, targetHasWatermark, type MovementNames, type ShardTables } from './replication.js';
@@ -116,11 +116,8 @@ export async function prepareCutover(deps: CutoverDeps, move: CutoverTarget, opt
   let lsn = '';
   let sourcePrepared = false;
   try {
-    await sourceClient.query('begin');
-    await sourceClient.query(`set local lock_timeout = ${Math.max(1, options.lockTimeoutMs ?? 5000)}`);
     const tables = shard.tables.map((t) => `${quoteIdent(shard.schema)}.${quoteIdent(t.name)}`);
-    await sourceClient.query(`lock table ${tables.join(', ')} in exclusive mode`);
-    lockedAt = Date.now();
+    lockedAt = await lockForCutover([{ client: sourceClient, tables }], options.lockTimeoutMs);
     lsn = await currentLsn(sourceClient);
     // Writers are locked out: a watermark committed now follows every write to the shard.
     const mark = await bumpWatermark(deps.pools, source, names);
@@ -165,6 +162,41 @@ export async function prepareCutover(deps: CutoverDeps, move: CutoverTarget, opt
   }
   return { lockedAt, lsn };
 }
+
+/**
+ * Opens a transaction on every client and locks its tables against writes (EXCLUSIVE: reads go on).
+ * Each attempt waits at most `attemptMs` per lock; when one cannot be had, everything is released
+ * and tried again shortly after, until `timeoutMs`. An application transaction that holds one of the
+ * tables and then wants another is therefore never chosen as a deadlock victim: the cutover yields
+ * first (deadlock_timeout is 1 s). Returns when the successful attempt began.
+ */
+export async function lockForCutover(
+  locks: Array<{ client: pg.ClientBase; tables: string[] }>,
+  timeoutMs = 5000,
+  attemptMs = 100,
+): Promise<number> {
+  const deadline = Date.now() + Math.max(1, timeoutMs);
+  for (;;) {
+    const started = Date.now();
+    const begun: pg.ClientBase[] = [];
+    try {
+      for (const { client, tables } of locks) {
+        await client.query('begin');
+        begun.push(client);
+        await client.query(`set local lock_timeout = ${attemptMs}`);
+        await client.query(`lock table ${tables.join(', ')} in exclusive mode`);
+      }
+      for (const { client } of locks) await client.query('set local lock_timeout = 5000');
+      return started;
+    } catch (err) {
+      for (const client of begun) await client.query('rollback').catch(() => undefined);
+      if (sqlState(err) !== LOCK_NOT_AVAILABLE || Date.now() > deadline) throw err;
+      await sleep(5 + Math.floor(Math.random() * 20));
+    }
+  }
+}
+
+const LOCK_NOT_AVAILABLE = '55P03';
 
 /** Phase two: commit the catalog (and tell routers), then the source. Each step skips what is done. */
 async function finishCutover(deps: CutoverDeps, move: CutoverTarget, state: CutoverState): Promise<void> {
@@ -216,22 +248,34 @@ async function copySequences(pools: NodePools, source: pg.ClientBase, target: No
 }
 
 async function fence(source: pg.ClientBase, move: CutoverTarget): Promise<void> {
-  const schema = quoteIdent(move.shard.schema);
-  const message = quoteLiteral(`shard ${move.shard.shardId} has moved to node ${move.target.name}`);
-  await source.query(
+  await fenceShard(source, {
+    schema: move.shard.schema,
+    tables: move.shard.tables.map((t) => t.name),
+    message: `shard ${move.shard.shardId} has moved to node ${move.target.name}`,
+    fencedName: fencedSchemaName(move.shard.schema, move.names.gid.replace(/^sc_mv_/, '')),
+  });
+}
+
+/**
+ * Fences a shard's schema on its node, inside the caller's transaction: a statement trigger on every
+ * table raises SCF01 with `message` on any write, and the schema is renamed so its names no longer resolve.
+ */
+export async function fenceShard(client: pg.ClientBase, shard: { schema: string; tables: string[]; message: string; fencedName: string }): Promise<void> {
+  const schema = quoteIdent(shard.schema);
+  await client.query(
     `create function ${schema}.sc_fence() returns trigger language plpgsql as
-     $$ begin raise exception using errcode = '${SHARD_FENCED_SQLSTATE}', message = ${message}; end $$`,
+     $$ begin raise exception using errcode = '${SHARD_FENCED_SQLSTATE}', message = ${quoteLiteral(shard.message)}; end $$`,
   );
-  for (const table of move.shard.tables) {
-    await source.query(
-      `create trigger sc_fence before insert or update or delete or truncate on ${schema}.${quoteIdent(table.name)}
+  for (const table of shard.tables) {
+    await client.query(
+      `create trigger sc_fence before insert or update or delete or truncate on ${schema}.${quoteIdent(table)}
        for each statement execute function ${schema}.sc_fence()`,
     );
   }
-  await source.query(`alter schema ${schema} rename to ${quoteIdent(fencedSchemaName(move.shard.schema, move.names.gid.replace(/^sc_mv_/, '')))}`);
+  await client.query(`alter schema ${schema} rename to ${quoteIdent(shard.fencedName)}`);
 }
 
-async function onServer<T>(url: string, work: (client: pg.Client) => Promise<T>): Promise<T> {
+export async function onServer<T>(url: string, work: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client({ connectionString: url, application_name: 'shardcast-cutover' });
   client.on('error', () => undefined);
   await client.connect();
@@ -242,6 +286,6 @@ async function onServer<T>(url: string, work: (client: pg.Client) => Promise<T>)
   }
 }
 
-function sleep(ms: number): Promise<void> {
+export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }

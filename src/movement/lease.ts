@@ -11,6 +11,9 @@ export interface MovementLease {
   shardId: number;
   sourceNodeId: number;
   targetNodeIds: number[];
+  /** A merge's second shard, and its node. */
+  otherShardIds?: number[];
+  otherSourceNodeIds?: number[];
   workflowId?: string;
 }
 
@@ -40,7 +43,8 @@ export async function acquireMovementLease(pool: pg.Pool, lease: MovementLease, 
   const client = await pool.connect();
   try {
     await client.query('begin');
-    const nodeIds = [lease.sourceNodeId, ...lease.targetNodeIds];
+    const shardIds = [lease.shardId, ...(lease.otherShardIds ?? [])];
+    const nodeIds = [...new Set([lease.sourceNodeId, ...(lease.otherSourceNodeIds ?? []), ...lease.targetNodeIds])];
     // Locking the nodes' rows serialises leases that share a node, so the counts below hold.
     const nodes = await client.query<{ id: number; name: string }>(
       'select id::int as id, name from shardcast.nodes where id = any($1::bigint[]) order by id for update',
@@ -51,11 +55,16 @@ export async function acquireMovementLease(pool: pg.Pool, lease: MovementLease, 
       await client.query('commit');
       return;
     }
-    const holder = await client.query<{ id: string }>("select id from shardcast.movements where shard_id = $1 and state = 'running'", [lease.shardId]);
-    if (holder.rows[0]) throw new MovementInProgressError(lease.shardId, holder.rows[0].id);
+    // Every shard's node row is locked above, so no other lease of these shards can slip in meanwhile.
+    const holder = await client.query<{ id: string; shard_id: number }>(
+      `select id, s::int as shard_id from shardcast.movements m, unnest(array_prepend(m.shard_id, m.other_shard_ids)) s
+        where m.state = 'running' and s = any($1::bigint[]) limit 1`,
+      [shardIds],
+    );
+    if (holder.rows[0]) throw new MovementInProgressError(holder.rows[0].shard_id, holder.rows[0].id);
     const busy = await client.query<{ node_id: number; running: number }>(
       `select n.node_id::int, count(*)::int as running
-         from shardcast.movements m, lateral unnest(array_append(m.target_node_ids, m.source_node_id)) as n(node_id)
+         from shardcast.movements m, lateral unnest(array(select distinct x from unnest(m.target_node_ids || m.other_source_node_ids || m.source_node_id) x)) as n(node_id)
         where m.state = 'running' and n.node_id = any($1::bigint[])
         group by n.node_id`,
       [nodeIds],
@@ -67,9 +76,9 @@ export async function acquireMovementLease(pool: pg.Pool, lease: MovementLease, 
     }
     try {
       await client.query(
-        `insert into shardcast.movements (id, operation, shard_id, source_node_id, target_node_ids, workflow_id)
-         values ($1, $2, $3, $4, $5::bigint[], $6)`,
-        [lease.id, lease.operation, lease.shardId, lease.sourceNodeId, lease.targetNodeIds, lease.workflowId ?? null],
+        `insert into shardcast.movements (id, operation, shard_id, source_node_id, target_node_ids, other_shard_ids, other_source_node_ids, workflow_id)
+         values ($1, $2, $3, $4, $5::bigint[], $6::bigint[], $7::bigint[], $8)`,
+        [lease.id, lease.operation, lease.shardId, lease.sourceNodeId, lease.targetNodeIds, lease.otherShardIds ?? [], lease.otherSourceNodeIds ?? [], lease.workflowId ?? null],
       );
     } catch (err) {
       // Two leases for one shard raced past the check: the unique index decides.

@@ -60,7 +60,7 @@ export async function shardTables(catalog: Queryable, shardId: number): Promise<
  * Logical replication can update and delete only rows it can identify: every table needs a primary
  * key (or a replica identity). Checked on the source before anything is created.
  */
-export async function assertMovable(pools: NodePools, source: NodeRecord, shard: ShardTables): Promise<void> {
+export async function assertMovable(pools: NodePools, source: NodeRecord, shard: ShardTables, options: { primaryKey?: boolean } = {}): Promise<void> {
   const { rows } = await pools.get(source.dsn).query<{ relname: string; identity: string; has_pk: boolean }>(
     `select c.relname, c.relreplident as identity,
             exists (select 1 from pg_index i where i.indrelid = c.oid and i.indisprimary) as has_pk
@@ -72,6 +72,11 @@ export async function assertMovable(pools: NodePools, source: NodeRecord, shard:
   for (const table of shard.tables) {
     const row = found.get(table.name);
     if (!row) throw new NotFoundError(`shard ${shard.shardId}: table ${table.name} is missing from ${shard.schema} on ${source.name}`);
+    if (options.primaryKey && !row.has_pk) {
+      throw new InvalidInputError(
+        `shard ${shard.shardId}: table ${table.name} has no primary key; a split or merge writes rows into new shards by primary key, so add one first`,
+      );
+    }
     const identified = row.has_pk || row.identity === 'f' || row.identity === 'i';
     if (!identified) {
       throw new InvalidInputError(

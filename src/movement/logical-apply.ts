@@ -1,0 +1,329 @@
+import { pipeline } from 'node:stream/promises';
+import type pg from 'pg';
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import type { NodePools } from '../catalog/node-pools.js';
+import { NotFoundError, ShardcastError } from '../errors.js';
+import { quoteIdent } from '../sql/ident.js';
+import { inTransaction } from '../sql/transaction.js';
+import { decodeMessage, UNCHANGED, type Relation, type TupleValue } from './pgoutput.js';
+import { rangePredicate, targetIndexFor, type ReshardPlan, type ReshardSource } from './reshard-plan.js';
+
+/**
+ * Copy and change streaming for splits and merges. A slot (pgoutput) and a publication on each
+ * source; the initial copy is COPY out of the source and COPY into the new shard's schema (only the
+ * target's range of rows for a split); then the slot's changes are read with
+ * pg_logical_slot_peek_binary_changes, applied to the right target, and only then confirmed with
+ * pg_replication_slot_advance. Applying is idempotent (an insert or update writes the whole row by
+ * primary key, a delete removes by primary key), so changes that were applied but not yet confirmed
+ * when a worker died are simply applied again, and a copy taken after the slot was created converges.
+ */
+
+/** Step 2 for a split or merge: publication, then the slot, on every source. Idempotent. */
+export async function startChangeCapture(pools: NodePools, plan: ReshardPlan): Promise<void> {
+  for (const s of plan.sources) {
+    const db = pools.get(s.node.dsn);
+    const pub = await db.query('select 1 from pg_publication where pubname = $1', [s.publication]);
+    if (!pub.rowCount) {
+      const tables = plan.tables.map((t) => `${quoteIdent(s.schema)}.${quoteIdent(t.name)}`).join(', ');
+      await db.query(`create publication ${quoteIdent(s.publication)} for table ${tables}`);
+    }
+    const slot = await db.query('select 1 from pg_replication_slots where slot_name = $1', [s.slot]);
+    if (!slot.rowCount) await db.query(`select pg_create_logical_replication_slot($1, 'pgoutput')`, [s.slot]);
+  }
+}
+
+export interface CopyProgress {
+  rows: number;
+  bytes: number;
+}
+
+/**
+ * The initial copy into the targets' (empty) tables. A retry starts over: targets are truncated
+ * first, which is right because no change has been applied before the copy finished.
+ */
+export async function copyInitial(pools: NodePools, plan: ReshardPlan, onProgress: (p: CopyProgress) => void = () => undefined): Promise<CopyProgress> {
+  for (const t of plan.targets) {
+    const names = plan.tables.map((tb) => `${quoteIdent(t.schema)}.${quoteIdent(tb.name)}`).join(', ');
+    await pools.get(t.node.dsn).query(`truncate ${names}`);
+  }
+  const progress: CopyProgress = { rows: 0, bytes: 0 };
+  for (const s of plan.sources) {
+    for (const table of plan.tables) {
+      for (const t of plan.targets) {
+        const where = plan.operation === 'split' ? ` where ${rangePredicate(plan.keyType, table.keyColumn, t.range)}` : '';
+        const out = await pools.get(s.node.dsn).connect();
+        const into = await pools.get(t.node.dsn).connect();
+        try {
+          const reader = out.query(copyTo(`copy (select * from ${quoteIdent(s.schema)}.${quoteIdent(table.name)}${where}) to stdout (format binary)`));
+          const writer = into.query(copyFrom(`copy ${quoteIdent(t.schema)}.${quoteIdent(table.name)} from stdin (format binary)`));
+          reader.on('data', (chunk: Buffer) => {
+            progress.bytes += chunk.length;
+            onProgress(progress);
+          });
+          await pipeline(reader, writer);
+          progress.rows += Number(writer.rowCount ?? 0);
+        } finally {
+          out.release();
+          into.release();
+        }
+      }
+    }
+  }
+  return progress;
+}
+
+export interface ApplyResult {
+  /** Changes read from the slots and applied. */
+  changes: number;
+  /** True when every slot was read to its end. */
+  drained: boolean;
+}
+
+const PEEK_CHANGES = 20_000;
+
+/**
+ * Applies the sources' pending changes to the targets until every slot is drained or the deadline
+ * passes. Each round: peek a batch, apply it in one transaction per target, then advance the slot.
+ */
+export async function applyChanges(
+  pools: NodePools,
+  plan: ReshardPlan,
+  options: { deadline?: number; onBatch?: (applied: number) => void } = {},
+): Promise<ApplyResult> {
+  const applier = new Applier(pools, plan);
+  let changes = 0;
+  let drained = true;
+  for (const source of plan.sources) {
+    for (;;) {
+      const n = await applier.round(source);
+      changes += n;
+      options.onBatch?.(changes);
+      if (n === 0) break;
+      if (options.deadline !== undefined && Date.now() > options.deadline) {
+        drained = false;
+        break;
+      }
+    }
+  }
+  return { changes, drained };
+}
+
+type Op = { kind: 'row'; values: TupleValue[] } | { kind: 'delete'; key: TupleValue[] };
+
+interface TableShape {
+  table: ReshardPlan['tables'][number];
+  relation: Relation;
+  keyIndex: number;
+  pkIndexes: number[];
+}
+
+class Applier {
+  private readonly shapes = new Map<number, TableShape>();
+  constructor(
+    private readonly pools: NodePools,
+    private readonly plan: ReshardPlan,
+  ) {}
+
+  /** One peek–apply–advance round on one source; returns how many messages it read. */
+  async round(source: ReshardSource): Promise<number> {
+    const db = this.pools.get(source.node.dsn);
+    const { rows } = await db.query<{ lsn: string; data: Buffer }>(
+      `select lsn::text, data from pg_logical_slot_peek_binary_changes($1, null, $2, 'proto_version', '1', 'publication_names', $3)`,
+      [source.slot, PEEK_CHANGES, source.publication],
+    );
+    if (rows.length === 0) return 0;
+    // Per target, per table: the last operation per primary key (earlier ones are superseded).
+    const pending = this.plan.targets.map(() => new Map<string, Map<string, Op>>());
+    for (const row of rows) {
+      const change = decodeMessage(row.data);
+      switch (change.kind) {
+        case 'relation':
+          this.learn(change.relation);
+          break;
+        case 'insert':
+          this.put(pending, change.relation, change.tuple, null);
+          break;
+        case 'update':
+          this.put(pending, change.relation, change.tuple, change.oldKey);
+          break;
+        case 'delete': {
+          const shape = this.shape(change.relation);
+          const targets = this.targetsOf(shape, change.oldKey);
+          for (const i of targets) this.ops(pending[i]!, shape).set(pkText(shape, change.oldKey), { kind: 'delete', key: change.oldKey });
+          break;
+        }
+        case 'truncate':
+          // Earlier operations of this batch are written first, then the tables are emptied.
+          await this.flush(pending);
+          for (const m of pending) m.clear();
+          for (const id of change.relations) await this.truncate(this.shape(id));
+          break;
+        default:
+          break;
+      }
+    }
+    await this.flush(pending);
+    await db.query('select pg_replication_slot_advance($1, $2::pg_lsn)', [source.slot, rows[rows.length - 1]!.lsn]);
+    return rows.length;
+  }
+
+  private learn(relation: Relation): void {
+    const table = this.plan.tables.find((t) => t.name === relation.name);
+    if (!table) return;
+    const keyIndex = relation.columns.findIndex((c) => c.name === table.keyColumn);
+    const pkIndexes = relation.columns.flatMap((c, i) => (c.key ? [i] : []));
+    if (keyIndex < 0 || pkIndexes.length === 0) {
+      throw new ShardcastError('NOT_MOVABLE', `table ${relation.name}: changes cannot be applied without its shard key and primary key columns`);
+    }
+    this.shapes.set(relation.id, { table, relation, keyIndex, pkIndexes });
+  }
+
+  private shape(id: number): TableShape {
+    const shape = this.shapes.get(id);
+    if (!shape) throw new ShardcastError('PGOUTPUT', `change for relation ${id} arrived before its description`);
+    return shape;
+  }
+
+  /** Targets that may hold a row with this tuple (all of them when the shard key was not sent). */
+  private targetsOf(shape: TableShape, tuple: TupleValue[]): number[] {
+    const key = tuple[shape.keyIndex];
+    if (typeof key !== 'string') return this.plan.targets.map((_, i) => i);
+    return [targetIndexFor(this.plan, key)];
+  }
+
+  private ops(target: Map<string, Map<string, Op>>, shape: TableShape): Map<string, Op> {
+    let m = target.get(shape.table.name);
+    if (!m) target.set(shape.table.name, (m = new Map()));
+    return m;
+  }
+
+  private put(pending: Array<Map<string, Map<string, Op>>>, relation: number, tuple: TupleValue[], oldKey: TupleValue[] | null): void {
+    const shape = this.shape(relation);
+    const key = tuple[shape.keyIndex];
+    if (typeof key !== 'string') throw new ShardcastError('PGOUTPUT', `table ${shape.table.name}: a row arrived without its shard key`);
+    const into = targetIndexFor(this.plan, key);
+    const pk = pkText(shape, tuple);
+    if (oldKey) {
+      // The primary key or the shard key changed: the old row goes wherever it was.
+      const oldPk = pkText(shape, oldKey);
+      for (const i of this.targetsOf(shape, oldKey)) if (i !== into || oldPk !== pk) this.ops(pending[i]!, shape).set(oldPk, { kind: 'delete', key: oldKey });
+    }
+    const ops = this.ops(pending[into]!, shape);
+    let values = tuple;
+    if (tuple.includes(UNCHANGED)) {
+      // Unchanged TOASTed columns were not sent: take them from an earlier full row of this batch, if any.
+      const before = ops.get(pk);
+      if (before?.kind === 'row') values = tuple.map((v, i) => (v === UNCHANGED ? before.values[i]! : v));
+      else if (oldKey) throw new ShardcastError('NOT_MOVABLE', `table ${shape.table.name}: a key change with unchanged TOASTed columns cannot be applied`);
+    }
+    ops.set(pk, { kind: 'row', values });
+  }
+
+  private async flush(pending: Array<Map<string, Map<string, Op>>>): Promise<void> {
+    for (let i = 0; i < pending.length; i++) {
+      const byTable = pending[i]!;
+      if (byTable.size === 0) continue;
+      const target = this.plan.targets[i]!;
+      await inTransaction(this.pools.get(target.node.dsn), async (client) => {
+        for (const [tableName, ops] of byTable) {
+          const shape = [...this.shapes.values()].find((s) => s.table.name === tableName)!;
+          await writeOps(client, target.schema, shape, [...ops.values()]);
+        }
+      });
+    }
+  }
+
+  private async truncate(shape: TableShape): Promise<void> {
+    for (const t of this.plan.targets) await this.pools.get(t.node.dsn).query(`truncate ${quoteIdent(t.schema)}.${quoteIdent(shape.table.name)}`);
+  }
+}
+
+function pkText(shape: TableShape, tuple: TupleValue[]): string {
+  return JSON.stringify(shape.pkIndexes.map((i) => tuple[i] as string | null));
+}
+
+/** A row as a composite literal of the table's row type: every column goes through its type's input function. */
+function compositeLiteral(values: TupleValue[]): string {
+  return `(${values.map((v) => (v === null || v === UNCHANGED ? '' : `"${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`)).join(',')})`;
+}
+
+async function writeOps(client: pg.ClientBase, schema: string, shape: TableShape, ops: Op[]): Promise<void> {
+  const table = `${quoteIdent(schema)}.${quoteIdent(shape.table.name)}`;
+  const cols = shape.relation.columns.map((c) => quoteIdent(c.name));
+  const pkCols = shape.pkIndexes.map((i) => cols[i]!);
+  const pkMatch = pkCols.map((c) => `t.${c} = (r).${c}`).join(' and ');
+  const deletes: string[] = [];
+  const rows: string[] = [];
+  const partial: TupleValue[][] = [];
+  for (const op of ops) {
+    if (op.kind === 'delete') deletes.push(compositeLiteral(op.key));
+    else if (op.values.includes(UNCHANGED)) partial.push(op.values);
+    else rows.push(compositeLiteral(op.values));
+  }
+  if (deletes.length) await client.query(`delete from ${table} t using unnest($1::${table}[]) r where ${pkMatch}`, [deletes]);
+  if (rows.length) {
+    const nonKey = cols.filter((c) => !pkCols.includes(c));
+    const onConflict = nonKey.length ? `do update set ${nonKey.map((c) => `${c} = excluded.${c}`).join(', ')}` : 'do nothing';
+    await client.query(`insert into ${table} select (r).* from unnest($1::${table}[]) r on conflict (${pkCols.join(', ')}) ${onConflict}`, [rows]);
+  }
+  for (const values of partial) {
+    // Only the columns that were sent; a row the target does not have yet will be deleted later in the stream.
+    const sent = cols.filter((_, i) => values[i] !== UNCHANGED && !shape.pkIndexes.includes(i));
+    if (!sent.length) continue;
+    await client.query(`update ${table} t set ${sent.map((c) => `${c} = (r).${c}`).join(', ')} from (select $1::${table} as r) x where ${pkMatch.replaceAll('(r)', '(x.r)')}`, [
+      compositeLiteral(values),
+    ]);
+  }
+}
+
+export interface CaptureProgress {
+  /** Largest amount of source WAL not yet applied and confirmed, over the sources, in bytes. */
+  lagBytes: number | null;
+  rowsCopied: number;
+  bytesCopied: number;
+}
+
+export async function captureProgress(pools: NodePools, plan: ReshardPlan): Promise<CaptureProgress> {
+  let lag: number | null = null;
+  for (const s of plan.sources) {
+    const { rows } = await pools
+      .get(s.node.dsn)
+      .query<{ lag: string | null }>(
+        'select pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint::text as lag from pg_replication_slots where slot_name = $1',
+        [s.slot],
+      );
+    if (!rows[0]) throw new NotFoundError(`replication slot ${s.slot} is missing on ${s.node.name}`);
+    if (rows[0].lag !== null) lag = Math.max(lag ?? 0, Number(rows[0].lag));
+  }
+  let rowsCopied = 0;
+  let bytesCopied = 0;
+  for (const t of plan.targets) {
+    const { rows } = await pools
+      .get(t.node.dsn)
+      .query<{ rows: string; bytes: string }>(
+        `select coalesce(sum(n_live_tup), 0)::bigint::text as rows, coalesce(sum(pg_total_relation_size(relid)), 0)::bigint::text as bytes
+           from pg_stat_user_tables where schemaname = $1`,
+        [t.schema],
+      );
+    rowsCopied += Number(rows[0]!.rows);
+    bytesCopied += Number(rows[0]!.bytes);
+  }
+  return { lagBytes: lag, rowsCopied, bytesCopied };
+}
+
+/** Cleanup and compensation: slots and publications go from every source that answers. Idempotent. */
+export async function stopChangeCapture(pools: NodePools, plan: ReshardPlan): Promise<void> {
+  for (const s of plan.sources) {
+    const db = pools.get(s.node.dsn);
+    await db.query('select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = $1 and not active', [s.slot]);
+    await db.query(`drop publication if exists ${quoteIdent(s.publication)}`);
+  }
+}
+
+/** Compensation before the cutover: the new shards' schemas go, unless the catalog already places them. */
+export async function dropNewShards(catalog: Pick<pg.Pool, 'query'>, pools: NodePools, plan: ReshardPlan): Promise<void> {
+  const ids = plan.targets.map((t) => t.shardId);
+  const placed = await catalog.query('select 1 from shardcast.shards where id = any($1::bigint[])', [ids]);
+  if (placed.rowCount) throw new ShardcastError('SHARD_PLACED', `shards ${ids.join(', ')} are in the catalog: their schemas are not dropped`);
+  for (const t of plan.targets) await pools.get(t.node.dsn).query(`drop schema if exists ${quoteIdent(t.schema)} cascade`);
+}
