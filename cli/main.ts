@@ -1,6 +1,17 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import pg from 'pg';
-import { clientOptionsFromConfig, connectTemporal, createDistributedTable, moveResult, moveWorkflowId, startMove } from '../client/index.js';
+import {
+  clientOptionsFromConfig,
+  connectTemporal,
+  createDistributedTable,
+  moveResult,
+  moveWorkflowId,
+  startMerge,
+  startMove,
+  startSplit,
+  type MovementOptions,
+  type ShardcastClientOptions,
+} from '../client/index.js';
 import { approveSignal, movementProgressQuery, pauseSignal, rejectSignal, resumeSignal, type MovementProgress } from '../workflows/messages.js';
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import { assertMigrated, migrate } from '../src/catalog/migrate.js';
@@ -283,34 +294,94 @@ async function follow(handle: WorkflowHandle): Promise<void> {
   if (process.stdout.isTTY) process.stdout.write('\n');
 }
 
-program
-  .command('move')
-  .description('move a shard (its whole colocation group) to another node, online (a Temporal workflow)')
-  .argument('<shard>', 'shard id', shardId)
-  .requiredOption('--to <node>', 'target node')
-  .option('--require-approval', 'wait for `shardcast approve` before the cutover')
-  .option('--grace <seconds>', 'keep the fenced source copy this long after the cutover', nonNegativeInt)
-  .option('--follow', 'show progress until the movement ends')
-  .option('--no-wait', 'start it and return')
-  .action(async (shard: number, opts: { to: string; requireApproval?: boolean; grace?: number; follow?: boolean; wait: boolean }) => {
+interface MovementFlags {
+  requireApproval?: boolean;
+  grace?: number;
+  follow?: boolean;
+  wait: boolean;
+}
+
+/** Options every movement command shares. */
+function movementCommand(name: string, description: string): Command {
+  return program
+    .command(name)
+    .description(description)
+    .option('--require-approval', 'wait for `shardcast approve` before the cutover')
+    .option('--grace <seconds>', 'keep the fenced source copy this long after the cutover', nonNegativeInt)
+    .option('--follow', 'show progress until the movement ends')
+    .option('--no-wait', 'start it and return');
+}
+
+function movementOptions(cfg: Config, opts: MovementFlags): MovementOptions {
+  return {
+    approvalRequired: opts.requireApproval ?? cfg.movement.requireApproval,
+    approvalOverBytes: cfg.movement.approvalOverBytes,
+    approvalHoursUtc: cfg.movement.approvalHoursUtc,
+    graceSeconds: opts.grace ?? cfg.movement.graceSeconds,
+    maxMovesPerNode: cfg.movement.maxPerNode,
+    catchUpLagBytes: cfg.movement.catchUpLagBytes,
+  };
+}
+
+/** Starts a movement, then (unless --no-wait) follows it and prints its outcome. */
+async function runMovement(cfg: Config, opts: MovementFlags, start: (options: ShardcastClientOptions) => Promise<WorkflowHandle>): Promise<void> {
+  await withTemporal(cfg, async (client) => {
+    const handle = await start(clientOptionsFromConfig(client, cfg));
+    console.log(`started ${handle.workflowId}`);
+    if (!opts.wait) return;
+    if (opts.follow) await follow(handle);
+    const r = await moveResult(handle);
+    const what =
+      r.operation === 'split' ? `split shard ${r.shardId} into ${r.shards.join(' and ')}` : r.operation === 'merge' ? `merged into shard ${r.shards[0]}` : `moved shard ${r.shardId}`;
+    console.log(`${what}: ${r.source} → ${r.target} (writes blocked ${r.cutoverBlockedMs} ms at cutover)`);
+  });
+}
+
+function nodeList(value: string): [string, string] {
+  const nodes = value.split(',').map((n) => n.trim());
+  if (nodes.length !== 2 || nodes.some((n) => n === '')) throw new InvalidArgumentError('expected two node names, comma-separated (NODE,NODE)');
+  return nodes as [string, string];
+}
+
+movementCommand('move', 'move a shard (its whole colocation group) to another node, online (a Temporal workflow)')
+  .argument('[shard]', 'shard id', shardId)
+  .option('--to <node>', 'target node')
+  .option('--reverse <movement>', 'undo a finished movement (shard id or workflow id): move back, merge a split, split a merge')
+  .action(async (shard: number | undefined, opts: MovementFlags & { to?: string; reverse?: string }) => {
     const cfg = config();
-    await withTemporal(cfg, async (client) => {
-      const handle = await startMove(clientOptionsFromConfig(client, cfg), {
-        shardId: shard,
-        targetNode: opts.to,
-        approvalRequired: opts.requireApproval ?? cfg.movement.requireApproval,
-        approvalOverBytes: cfg.movement.approvalOverBytes,
-        approvalHoursUtc: cfg.movement.approvalHoursUtc,
-        graceSeconds: opts.grace ?? cfg.movement.graceSeconds,
-        maxMovesPerNode: cfg.movement.maxPerNode,
-        catchUpLagBytes: cfg.movement.catchUpLagBytes,
-      });
-      console.log(`started ${handle.workflowId}`);
-      if (!opts.wait) return;
-      if (opts.follow) await follow(handle);
-      const result = await moveResult(handle);
-      console.log(`moved shard ${result.shardId}: ${result.source} → ${result.target} (writes blocked ${result.cutoverBlockedMs} ms at cutover)`);
-    });
+    if (opts.reverse !== undefined) {
+      if (shard !== undefined || opts.to !== undefined) throw new InvalidArgumentError('--reverse takes the movement only: no shard, no --to');
+      const reverse = await withTemporal(cfg, async (client) => (await moveResult(movementHandle(client, opts.reverse!))).reverse);
+      const options = movementOptions(cfg, opts);
+      await runMovement(cfg, opts, (o) =>
+        reverse.operation === 'move'
+          ? startMove(o, { ...options, shardId: reverse.shardId, targetNode: reverse.targetNode })
+          : reverse.operation === 'merge'
+            ? startMerge(o, { ...options, shardIds: reverse.shardIds, targetNode: reverse.targetNode })
+            : startSplit(o, { ...options, shardId: reverse.shardId, targetNodes: reverse.splitTargets, at: reverse.splitAt }),
+      );
+      return;
+    }
+    if (shard === undefined || opts.to === undefined) throw new InvalidArgumentError('give a shard and --to NODE (or --reverse MOVEMENT)');
+    await runMovement(cfg, opts, (o) => startMove(o, { ...movementOptions(cfg, opts), shardId: shard, targetNode: opts.to! }));
+  });
+
+movementCommand('split', 'split a shard in two at a hash value or key, each half to a node of choice, online')
+  .argument('<shard>', 'shard id', shardId)
+  .requiredOption('--to <nodes>', 'nodes of the lower and upper half: NODE,NODE (the same node twice is allowed)', nodeList)
+  .option('--at <value>', 'hash tables: last hash value of the lower half (default: the middle); range tables: first key of the upper half')
+  .action(async (shard: number, opts: MovementFlags & { to: [string, string]; at?: string }) => {
+    const cfg = config();
+    await runMovement(cfg, opts, (o) => startSplit(o, { ...movementOptions(cfg, opts), shardId: shard, targetNodes: opts.to, at: opts.at }));
+  });
+
+movementCommand('merge', 'merge two adjacent shards of a colocation group into one, online')
+  .argument('<shard>', 'shard id', shardId)
+  .argument('<other>', 'the adjacent shard', shardId)
+  .option('--to <node>', 'node of the merged shard (default: the lower shard’s node)')
+  .action(async (shard: number, other: number, opts: MovementFlags & { to?: string }) => {
+    const cfg = config();
+    await runMovement(cfg, opts, (o) => startMerge(o, { ...movementOptions(cfg, opts), shardIds: [shard, other], targetNode: opts.to }));
   });
 
 for (const [name, signal, description] of [

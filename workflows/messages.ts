@@ -72,7 +72,15 @@ export interface MoveShardResult {
   /** The shards that exist afterwards in place of the old ones (the same shard for a move). */
   shards: number[];
   cutoverBlockedMs: number;
+  /** The movement that undoes this one (`shardcast move --reverse`). */
+  reverse: ReverseMovement;
 }
+
+/** Undo after a cutover is a movement the other way: a move back, a merge of a split's halves, a split of a merge. */
+export type ReverseMovement =
+  | { operation: 'move'; shardId: number; targetNode: string }
+  | { operation: 'merge'; shardIds: [number, number]; targetNode: string }
+  | { operation: 'split'; shardId: number; splitTargets: [string, string]; splitAt: string };
 
 export type MovementPhase =
   | 'prepare'

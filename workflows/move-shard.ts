@@ -25,6 +25,7 @@ import {
   type MoveShardResult,
   type MovementPhase,
   type MovementProgress,
+  type ReverseMovement,
 } from './messages.js';
 
 type Activities = ReturnType<typeof createMovementActivities>;
@@ -64,6 +65,20 @@ function planNodes(plan: MovementPlan): { sources: string; targets: string; sche
     targets: plan.targets.map((t) => t.node.name).join(','),
     schemas: plan.sources.map((s) => s.schema).join(' + '),
     shards: plan.targets.map((t) => t.shardId),
+  };
+}
+
+function reverseOf(plan: MovementPlan): ReverseMovement {
+  if (plan.operation === 'move') return { operation: 'move', shardId: plan.shard.shardId, targetNode: plan.source.name };
+  if (plan.operation === 'split') {
+    return { operation: 'merge', shardIds: [plan.targets[0]!.shardId, plan.targets[1]!.shardId], targetNode: plan.sources[0]!.node.name };
+  }
+  const lower = plan.sources[0]!.range;
+  return {
+    operation: 'split',
+    shardId: plan.targets[0]!.shardId,
+    splitTargets: [plan.sources[0]!.node.name, plan.sources[1]!.node.name],
+    splitAt: 'hashMax' in lower ? lower.hashMax : lower.rangeMax,
   };
 }
 
@@ -190,6 +205,7 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
       target: nodes.targets,
       shards: nodes.shards,
       cutoverBlockedMs: switched.blockedMs,
+      reverse: reverseOf(p),
     };
   } catch (err) {
     const cancelled = isCancellation(err);

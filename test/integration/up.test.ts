@@ -174,8 +174,28 @@ describe('shardcast up (npm start)', () => {
     expect(unknown.status).toBe(1);
     expect(unknown.stderr.trim().split('\n')).toHaveLength(1);
     expect(unknown.stderr).toMatch(/^shardcast: error: .*move-shard-424242/);
-    // Move it back, so the shard counts below stay as they were.
-    expect(cli('move', String(shardOnNode1.shardId), '--to', 'node-1', '--grace', '0').status).toBe(0);
+    // Undo is a movement the other way: --reverse moves it back.
+    const back = cli('move', '--reverse', String(shardOnNode1.shardId), '--grace', '0');
+    expect(back.status, back.stderr).toBe(0);
+    expect(back.stdout).toMatch(new RegExp(`^moved shard ${shardOnNode1.shardId}: node-2 → node-1 `, 'm'));
+
+    // Split from the CLI, then reverse the split (a merge of its halves back onto node-1).
+    const badSplit = cli('split', String(shardOnNode1.shardId), '--to', 'node-2');
+    expect(badSplit.status).not.toBe(0);
+    expect(badSplit.stderr).toMatch(/expected two node names/);
+    const split = cli('split', String(shardOnNode1.shardId), '--to', 'node-1,node-2', '--grace', '0');
+    expect(split.status, split.stderr).toBe(0);
+    const halves = split.stdout.match(/^split shard \d+ into (\d+) and (\d+): node-1 → node-1,node-2 /m);
+    expect(halves, split.stdout).not.toBeNull();
+    const afterSplit = JSON.parse(cli('shards', 'list', '--table', 'items', '--json').stdout) as Array<{ shardId: number; node: string }>;
+    expect(afterSplit).toHaveLength(5);
+    expect(afterSplit.filter((x) => [Number(halves![1]), Number(halves![2])].includes(x.shardId)).map((x) => x.node)).toEqual(['node-1', 'node-2']);
+    const merged = cli('move', '--reverse', String(shardOnNode1.shardId), '--grace', '0');
+    expect(merged.status, merged.stderr).toBe(0);
+    expect(merged.stdout).toMatch(/^merged into shard \d+: node-1,node-2 → node-1 /m);
+    expect(JSON.parse(cli('shards', 'list', '--table', 'items', '--json').stdout)).toHaveLength(4);
+    const notAdjacent = cli('merge', String(afterSplit[0]!.shardId), String(afterSplit[0]!.shardId));
+    expect(notAdjacent.stderr.trim()).toMatch(/^shardcast: error: cannot merge shard \d+ with itself$/);
 
     const human = cli('status');
     expect(human.stdout).toMatch(/^node-1\s+active\s+local\s+z1\s+100\s+2\s+postgres:\/\//m);
