@@ -109,6 +109,7 @@ export interface MovementOptions {
   catchUpLagBytes?: number;
   maxMovesPerNode?: number;
   pollSeconds?: number;
+  retry?: MoveShardInput['retry'];
 }
 
 export interface MoveRequest extends MovementOptions {
@@ -190,6 +191,7 @@ async function startMovement(options: ShardcastClientOptions, request: MovementO
     approvalTimeoutSeconds: request.approvalTimeoutSeconds,
     approvalTimeoutAction: request.approvalTimeoutAction,
     graceSeconds: request.graceSeconds ?? 300,
+    ...(request.retry ? { retry: request.retry } : {}),
   };
   const targets = op.operation === 'split' ? op.splitTargets!.join(',') : op.targetNode;
   try {

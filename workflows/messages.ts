@@ -60,6 +60,8 @@ export interface MoveShardInput {
   approvalTimeoutAction?: 'approve' | 'reject';
   /** How long the fenced source copy is kept after the cutover. */
   graceSeconds: number;
+  /** Retries of each step before the movement fails and is undone (default: 10 attempts, up to 30 s apart). */
+  retry?: { maximumAttempts: number; initialIntervalMs: number; maximumIntervalMs?: number };
 }
 
 export interface MoveShardResult {

@@ -53,9 +53,7 @@ const UNDO = {
 // The initial copy of a split or merge runs as one activity, heartbeating as it goes.
 const COPY = { ...STEP, startToCloseTimeout: '6 hours', heartbeatTimeout: '30 seconds' } as const;
 
-const step = proxyActivities<Activities>(STEP);
 const begin = proxyActivities<Activities>(BEGIN);
-const undo = proxyActivities<Activities>(UNDO);
 
 /** Names for summaries and search attributes: where the rows come from and go to, and the shards afterwards. */
 function planNodes(plan: MovementPlan): { sources: string; targets: string; schemas: string; shards: number[] } {
@@ -113,6 +111,16 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
     upsertSearchAttributes([{ key: SA_PHASE, value: phase }]);
     setCurrentDetails(details);
   };
+  // Retries can be tightened per run (tests do, to fail over in seconds rather than minutes).
+  const tuned = input.retry;
+  const retry = tuned
+    ? { maximumAttempts: tuned.maximumAttempts, initialInterval: tuned.initialIntervalMs, maximumInterval: tuned.maximumIntervalMs ?? STEP.retry.maximumInterval }
+    : {};
+  const STEP_RUN = { ...STEP, retry: { ...STEP.retry, ...retry } };
+  const COPY_RUN = { ...COPY, retry: STEP_RUN.retry };
+  const UNDO_RUN = { ...UNDO, retry: { ...UNDO.retry, ...(tuned?.maximumIntervalMs ? { initialInterval: tuned.initialIntervalMs, maximumInterval: tuned.maximumIntervalMs } : {}) } };
+  const step = proxyActivities<Activities>(STEP_RUN);
+  const undo = proxyActivities<Activities>(UNDO_RUN);
   const what = describeMovement(input);
   const operation = input.operation ?? 'move';
 
@@ -139,15 +147,15 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
       { key: SA_SOURCE_NODE, value: nodes.sources },
       { key: SA_TARGET_NODE, value: nodes.targets },
     ]);
-    await step.prepareTarget.executeWithOptions({ ...STEP, summary: `create the new tables on ${nodes.targets}` }, [p]);
+    await step.prepareTarget.executeWithOptions({ ...STEP_RUN, summary: `create the new tables on ${nodes.targets}` }, [p]);
 
     enter('copy', `copying ${nodes.schemas} from ${nodes.sources} to ${nodes.targets}`);
     await step.startStreaming.executeWithOptions(
-      { ...STEP, summary: p.operation === 'move' ? `publish on ${nodes.sources}, subscribe on ${nodes.targets}` : `publication and slot on ${nodes.sources}` },
+      { ...STEP_RUN, summary: p.operation === 'move' ? `publish on ${nodes.sources}, subscribe on ${nodes.targets}` : `publication and slot on ${nodes.sources}` },
       [p],
     );
     if (p.operation !== 'move') {
-      const copied = await step.copyRows.executeWithOptions({ ...COPY, summary: `copy rows into ${p.targets.map((t) => t.schema).join(', ')}` }, [p]);
+      const copied = await step.copyRows.executeWithOptions({ ...COPY_RUN, summary: `copy rows into ${p.targets.map((t) => t.schema).join(', ')}` }, [p]);
       Object.assign(progress, { rowsCopied: copied.rows, bytesCopied: copied.bytes });
     }
 
@@ -163,7 +171,7 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
       if (rejected) throw ApplicationFailure.create({ type: 'MovementRejected', nonRetryable: true, message: `${what} was rejected` });
       // A split or merge applies the sources' changes here, for up to one poll interval.
       const applyMs = p.operation === 'move' ? 0 : input.pollSeconds * 1000;
-      const measured = await step.measureProgress.executeWithOptions({ ...STEP, summary: applyMs ? 'apply changes, measure lag' : 'measure copy and lag' }, [p, applyMs]);
+      const measured = await step.measureProgress.executeWithOptions({ ...STEP_RUN, summary: applyMs ? 'apply changes, measure lag' : 'measure copy and lag' }, [p, applyMs]);
       const copied = measured.bytesCopied - lastBytes;
       lastBytes = measured.bytesCopied;
       Object.assign(progress, measured, {
@@ -188,13 +196,13 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
     if (progress.paused) await condition(() => !progress.paused);
 
     enter('cutover', `switching ${nodes.schemas} to ${nodes.targets}`);
-    const switched = await step.cutover.executeWithOptions({ ...STEP, summary: `cutover ${nodes.schemas}: ${nodes.sources} → ${nodes.targets}` }, [p]);
+    const switched = await step.cutover.executeWithOptions({ ...STEP_RUN, summary: `cutover ${nodes.schemas}: ${nodes.sources} → ${nodes.targets}` }, [p]);
     cutOver = true;
 
     enter('cleanup', `dropping replication; the fenced copy on ${nodes.sources} goes in ${input.graceSeconds} s`);
-    await step.stopStreaming.executeWithOptions({ ...STEP, summary: 'drop subscription, slot and publication' }, [p]);
+    await step.stopStreaming.executeWithOptions({ ...STEP_RUN, summary: 'drop subscription, slot and publication' }, [p]);
     await sleep(`${input.graceSeconds} seconds`);
-    await step.dropFencedSource.executeWithOptions({ ...STEP, summary: `drop the fenced copy on ${nodes.sources}` }, [p]);
+    await step.dropFencedSource.executeWithOptions({ ...STEP_RUN, summary: `drop the fenced copy on ${nodes.sources}` }, [p]);
     await step.finishMove(input.movementId, 'done');
     enter('done', `${what}: done, writes blocked ${switched.blockedMs} ms at cutover`);
     return {
@@ -218,7 +226,7 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
     await CancellationScope.nonCancellable(async () => {
       if (plan) {
         try {
-          await undo.abortMove.executeWithOptions({ ...UNDO, summary: 'undo: drop replication and the target copy' }, [plan]);
+          await undo.abortMove.executeWithOptions({ ...UNDO_RUN, summary: 'undo: drop replication and the target copy' }, [plan]);
         } catch (undoErr) {
           log.error('undo failed', { error: (undoErr as Error).message });
         }

@@ -232,7 +232,9 @@ export async function currentLsn(client: Pick<pg.ClientBase, 'query'>): Promise<
 /**
  * Step 7 (and the compensation of step 2): drops the subscription (and with it the slot on the
  * source), then the publication. When the source cannot be reached the subscription is detached
- * from its slot first, and the slot is dropped on the source whenever it answers again.
+ * from its slot first, and the slot is dropped on the source whenever it answers again. When the
+ * target cannot be reached, the source side is cleaned all the same and the target's error is
+ * thrown afterwards, so that a retry finishes the target once it is back.
  */
 export async function stopStreaming(
   pools: NodePools,
@@ -240,16 +242,11 @@ export async function stopStreaming(
   names: MovementNames,
 ): Promise<void> {
   const target = pools.get(endpoints.target.dsn);
-  const sub = quoteIdent(names.subscription);
-  const exists = await target.query(CURRENT_DB_SUBSCRIPTION, [names.subscription]);
-  if (exists.rowCount) {
-    try {
-      await target.query(`drop subscription if exists ${sub}`);
-    } catch {
-      await target.query(`alter subscription ${sub} disable`);
-      await target.query(`alter subscription ${sub} set (slot_name = none)`);
-      await target.query(`drop subscription if exists ${sub}`);
-    }
+  let targetError: unknown;
+  try {
+    await dropSubscription(target, names.subscription);
+  } catch (err) {
+    targetError = err;
   }
   const source = pools.get(endpoints.source.dsn);
   await source.query(
@@ -257,10 +254,27 @@ export async function stopStreaming(
     [names.slot],
   );
   await source.query(`drop publication if exists ${quoteIdent(names.publication)}`);
-  for (const db of [source, target]) {
-    const exists = await db.query("select to_regclass('sc_movement.watermarks') is not null as ok");
-    if (exists.rows[0]?.ok) await db.query(`delete from ${WATERMARKS} where movement_id = $1`, [names.slot]);
+  await deleteWatermark(source, names);
+  if (targetError !== undefined) throw targetError;
+  await deleteWatermark(target, names);
+}
+
+async function dropSubscription(target: pg.Pool, name: string): Promise<void> {
+  const sub = quoteIdent(name);
+  const exists = await target.query(CURRENT_DB_SUBSCRIPTION, [name]);
+  if (!exists.rowCount) return;
+  try {
+    await target.query(`drop subscription if exists ${sub}`);
+  } catch {
+    await target.query(`alter subscription ${sub} disable`);
+    await target.query(`alter subscription ${sub} set (slot_name = none)`);
+    await target.query(`drop subscription if exists ${sub}`);
   }
+}
+
+async function deleteWatermark(db: pg.Pool, names: MovementNames): Promise<void> {
+  const exists = await db.query("select to_regclass('sc_movement.watermarks') is not null as ok");
+  if (exists.rows[0]?.ok) await db.query(`delete from ${WATERMARKS} where movement_id = $1`, [names.slot]);
 }
 
 /** Compensation of step 1: the target's copy of the shard, unless the catalog places the shard there. */
