@@ -77,7 +77,7 @@ export async function cutover(deps: CutoverDeps, move: CutoverTarget, options: C
   let recovered: CutoverResult['recovered'];
   if (state.sourcePrepared) {
     // Crashed after the source was prepared but before the catalog was: the switch never happened.
-    await onServer(move.source.dsn, (c) => c.query(`rollback prepared ${quoteLiteral(move.names.gid)}`));
+    await onServer(deps.pools, move.source.dsn, (c) => c.query(`rollback prepared ${quoteLiteral(move.names.gid)}`));
     recovered = 'rolled-back-and-redone';
   }
   const prepared = await prepareCutover(deps, move, options);
@@ -94,14 +94,14 @@ interface CutoverState {
 async function cutoverState(deps: CutoverDeps, move: CutoverTarget): Promise<CutoverState> {
   const gid = move.names.gid;
   const [catalog, source] = await Promise.all([
-    onServer(deps.catalogUrl, (c) =>
+    onServer(deps.pools, deps.catalogUrl, (c) =>
       c.query<{ prepared: boolean; node: number | null }>(
         `select exists (select 1 from pg_prepared_xacts where gid = $1 and database = current_database()) as prepared,
                 (select node_id::int from shardcast.placements where shard_id = $2) as node`,
         [gid, move.shard.shardId],
       ),
     ),
-    onServer(move.source.dsn, (c) => c.query<{ prepared: boolean }>('select exists (select 1 from pg_prepared_xacts where gid = $1) as prepared', [gid])),
+    onServer(deps.pools, move.source.dsn, (c) => c.query<{ prepared: boolean }>('select exists (select 1 from pg_prepared_xacts where gid = $1) as prepared', [gid])),
   ]);
   return { catalogPrepared: catalog.rows[0]!.prepared, sourcePrepared: source.rows[0]!.prepared, placedOn: catalog.rows[0]!.node ?? undefined };
 }
@@ -109,9 +109,9 @@ async function cutoverState(deps: CutoverDeps, move: CutoverTarget): Promise<Cut
 /** Phase one: both sides prepared. Exported for tests that cut a cutover short on purpose. */
 export async function prepareCutover(deps: CutoverDeps, move: CutoverTarget, options: CutoverOptions = {}): Promise<{ lockedAt: number; lsn: string }> {
   const { shard, source, target, names } = move;
-  const sourceClient = new pg.Client({ connectionString: source.dsn, application_name: 'shardcast-cutover' });
-  sourceClient.on('error', () => undefined);
-  await sourceClient.connect();
+  // Pooled connections throughout: a new connection costs several milliseconds of the blocked time.
+  const sourceClient = await deps.pools.get(source.dsn).connect();
+  let broken: Error | undefined;
   let lockedAt = 0;
   let lsn = '';
   let sourcePrepared = false;
@@ -136,13 +136,14 @@ export async function prepareCutover(deps: CutoverDeps, move: CutoverTarget, opt
     sourcePrepared = true;
   } catch (err) {
     if (!sourcePrepared) await sourceClient.query('rollback').catch(() => undefined);
+    broken = err as Error;
     throw err;
   } finally {
-    await sourceClient.end().catch(() => undefined);
+    sourceClient.release(broken);
   }
 
   try {
-    await onServer(deps.catalogUrl, async (c) => {
+    await onServer(deps.pools, deps.catalogUrl, async (c) => {
       await c.query('begin');
       await c.query(`set local shardcast.in_2pc = 'on'`);
       const switched = await c.query(
@@ -157,7 +158,7 @@ export async function prepareCutover(deps: CutoverDeps, move: CutoverTarget, opt
     });
     await failpoint('cutover.after-prepare');
   } catch (err) {
-    await onServer(source.dsn, (c) => c.query(`rollback prepared ${quoteLiteral(names.gid)}`)).catch(() => undefined);
+    await onServer(deps.pools, source.dsn, (c) => c.query(`rollback prepared ${quoteLiteral(names.gid)}`)).catch(() => undefined);
     throw err;
   }
   return { lockedAt, lsn };
@@ -202,12 +203,12 @@ const LOCK_NOT_AVAILABLE = '55P03';
 async function finishCutover(deps: CutoverDeps, move: CutoverTarget, state: CutoverState): Promise<void> {
   const gid = quoteLiteral(move.names.gid);
   if (state.catalogPrepared) {
-    await onServer(deps.catalogUrl, async (c) => {
+    await onServer(deps.pools, deps.catalogUrl, async (c) => {
       await c.query(`commit prepared ${gid}`);
       await c.query(`select pg_notify('shardcast_map', version::text) from shardcast.map_version`);
     });
   }
-  await onServer(move.source.dsn, async (c) => {
+  await onServer(deps.pools, move.source.dsn, async (c) => {
     const { rows } = await c.query('select 1 from pg_prepared_xacts where gid = $1', [move.names.gid]);
     if (rows.length > 0) await c.query(`commit prepared ${gid}`);
   });
@@ -275,14 +276,16 @@ export async function fenceShard(client: pg.ClientBase, shard: { schema: string;
   await client.query(`alter schema ${schema} rename to ${quoteIdent(shard.fencedName)}`);
 }
 
-export async function onServer<T>(url: string, work: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: url, application_name: 'shardcast-cutover' });
-  client.on('error', () => undefined);
-  await client.connect();
+/** Runs `work` on a pooled connection to `url`; a connection that saw an error is discarded, not reused. */
+export async function onServer<T>(pools: NodePools, url: string, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pools.get(url).connect();
   try {
-    return await work(client);
-  } finally {
-    await client.end().catch(() => undefined);
+    const result = await work(client);
+    client.release();
+    return result;
+  } catch (err) {
+    client.release(err as Error);
+    throw err;
   }
 }
 

@@ -40,7 +40,7 @@ export async function reshardCutover(deps: ReshardCutoverDeps, plan: ReshardPlan
   let recovered: CutoverResult['recovered'];
   for (const s of plan.sources) {
     if (state.preparedSources.has(s.gid)) {
-      await onServer(s.node.dsn, (c) => c.query(`rollback prepared ${quoteLiteral(s.gid)}`));
+      await onServer(deps.pools, s.node.dsn, (c) => c.query(`rollback prepared ${quoteLiteral(s.gid)}`));
       recovered = 'rolled-back-and-redone';
     }
   }
@@ -57,7 +57,7 @@ interface State {
 }
 
 async function cutoverState(deps: ReshardCutoverDeps, plan: ReshardPlan): Promise<State> {
-  const catalog = await onServer(deps.catalogUrl, (c) =>
+  const catalog = await onServer(deps.pools, deps.catalogUrl, (c) =>
     c.query<{ prepared: boolean; switched: boolean }>(
       `select exists (select 1 from pg_prepared_xacts where gid = $1 and database = current_database()) as prepared,
               exists (select 1 from shardcast.shards where id = any($2::bigint[])) as switched`,
@@ -66,7 +66,7 @@ async function cutoverState(deps: ReshardCutoverDeps, plan: ReshardPlan): Promis
   );
   const preparedSources = new Set<string>();
   for (const s of plan.sources) {
-    const { rows } = await onServer(s.node.dsn, (c) =>
+    const { rows } = await onServer(deps.pools, s.node.dsn, (c) =>
       c.query<{ prepared: boolean }>('select exists (select 1 from pg_prepared_xacts where gid = $1 and database = current_database()) as prepared', [s.gid]),
     );
     if (rows[0]!.prepared) preparedSources.add(s.gid);
@@ -78,15 +78,13 @@ async function cutoverState(deps: ReshardCutoverDeps, plan: ReshardPlan): Promis
 async function prepare(deps: ReshardCutoverDeps, plan: ReshardPlan, options: ReshardCutoverOptions): Promise<number> {
   // Sources in node order, so that two cutovers sharing nodes cannot deadlock on their locks.
   const sources = [...plan.sources].sort((a, b) => a.node.id - b.node.id || a.shardId - b.shardId);
-  const clients = new Map<ReshardSource, pg.Client>();
+  const clients = new Map<ReshardSource, pg.PoolClient>();
+  let broken: Error | undefined;
   const prepared: ReshardSource[] = [];
   let lockedAt = 0;
   try {
     for (const s of sources) {
-      const client = new pg.Client({ connectionString: s.node.dsn, application_name: 'shardcast-cutover' });
-      client.on('error', () => undefined);
-      await client.connect();
-      clients.set(s, client);
+      clients.set(s, await deps.pools.get(s.node.dsn).connect());
     }
     lockedAt = await lockForCutover(
       sources.map((s) => ({ client: clients.get(s)!, tables: plan.tables.map((t) => `${quoteIdent(s.schema)}.${quoteIdent(t.name)}`) })),
@@ -109,7 +107,7 @@ async function prepare(deps: ReshardCutoverDeps, plan: ReshardPlan, options: Res
       await client.query(`prepare transaction ${quoteLiteral(s.gid)}`);
       prepared.push(s);
     }
-    await onServer(deps.catalogUrl, async (c) => {
+    await onServer(deps.pools, deps.catalogUrl, async (c) => {
       await c.query('begin');
       await c.query(`set local shardcast.in_2pc = 'on'`);
       const { rows } = await c.query<{ n: number }>(
@@ -144,24 +142,25 @@ async function prepare(deps: ReshardCutoverDeps, plan: ReshardPlan, options: Res
     await failpoint('cutover.after-prepare');
     return lockedAt;
   } catch (err) {
-    for (const s of prepared) await onServer(s.node.dsn, (c) => c.query(`rollback prepared ${quoteLiteral(s.gid)}`)).catch(() => undefined);
+    for (const s of prepared) await onServer(deps.pools, s.node.dsn, (c) => c.query(`rollback prepared ${quoteLiteral(s.gid)}`)).catch(() => undefined);
     for (const [s, client] of clients) if (!prepared.includes(s)) await client.query('rollback').catch(() => undefined);
+    broken = err as Error;
     throw err;
   } finally {
-    for (const client of clients.values()) await client.end().catch(() => undefined);
+    for (const client of clients.values()) client.release(broken);
   }
 }
 
 /** Phase two: the catalog (and a NOTIFY to routers), then every source. Each step skips what is done. */
 async function finish(deps: ReshardCutoverDeps, plan: ReshardPlan, catalogPrepared: boolean): Promise<void> {
   if (catalogPrepared) {
-    await onServer(deps.catalogUrl, async (c) => {
+    await onServer(deps.pools, deps.catalogUrl, async (c) => {
       await c.query(`commit prepared ${quoteLiteral(plan.catalogGid)}`);
       await c.query(`select pg_notify('shardcast_map', version::text) from shardcast.map_version`);
     });
   }
   for (const s of plan.sources) {
-    await onServer(s.node.dsn, async (c) => {
+    await onServer(deps.pools, s.node.dsn, async (c) => {
       const { rows } = await c.query('select 1 from pg_prepared_xacts where gid = $1 and database = current_database()', [s.gid]);
       if (rows.length > 0) await c.query(`commit prepared ${quoteLiteral(s.gid)}`);
     });
@@ -175,7 +174,7 @@ const DIGEST = `count(*)::bigint::text as n, coalesce(md5(string_agg(md5(t::text
  * the target's rows of the source's range), inside the locking transactions; and no target row
  * outside every source.
  */
-async function verify(pools: NodePools, plan: ReshardPlan, clients: Map<ReshardSource, pg.Client>): Promise<void> {
+async function verify(pools: NodePools, plan: ReshardPlan, clients: Map<ReshardSource, pg.PoolClient>): Promise<void> {
   for (const table of plan.tables) {
     for (const t of plan.targets) {
       let total = 0;
@@ -205,7 +204,7 @@ async function verify(pools: NodePools, plan: ReshardPlan, clients: Map<ReshardS
 }
 
 /** Every target's sequences continue after the largest value any source handed out. */
-async function copySequences(pools: NodePools, plan: ReshardPlan, clients: Map<ReshardSource, pg.Client>): Promise<void> {
+async function copySequences(pools: NodePools, plan: ReshardPlan, clients: Map<ReshardSource, pg.PoolClient>): Promise<void> {
   const last = new Map<string, bigint>();
   for (const s of plan.sources) {
     const { rows } = await clients.get(s)!.query<{ name: string; last_value: string | null }>(
