@@ -14,7 +14,7 @@ import type { createMovementActivities, MovementPlan } from '../activities/movem
 import { BUSINESS_ERROR_TYPES } from '../src/errors.js';
 import { describeMovement } from './describe.js';
 import { approvalReason } from '../src/movement/approval.js';
-import { SA_PHASE, SA_SOURCE_NODE, SA_TARGET_NODE } from '../src/search-attributes.js';
+import { SA_GROUP, SA_OPERATION, SA_PHASE, SA_SHARD, SA_SOURCE_NODE, SA_TARGET_NODE } from '../src/search-attributes.js';
 import {
   approveSignal,
   movementProgressQuery,
@@ -56,9 +56,12 @@ const COPY = { ...STEP, startToCloseTimeout: '6 hours', heartbeatTimeout: '30 se
 const begin = proxyActivities<Activities>(BEGIN);
 
 /** Names for summaries and search attributes: where the rows come from and go to, and the shards afterwards. */
-function planNodes(plan: MovementPlan): { sources: string; targets: string; schemas: string; shards: number[] } {
-  if (plan.operation === 'move') return { sources: plan.source.name, targets: plan.target.name, schemas: plan.shard.schema, shards: [plan.shard.shardId] };
+function planNodes(plan: MovementPlan): { group: string; sources: string; targets: string; schemas: string; shards: number[] } {
+  if (plan.operation === 'move') {
+    return { group: plan.shard.group ?? '', sources: plan.source.name, targets: plan.target.name, schemas: plan.shard.schema, shards: [plan.shard.shardId] };
+  }
   return {
+    group: plan.groupName,
     sources: plan.sources.map((s) => s.node.name).join(','),
     targets: plan.targets.map((t) => t.node.name).join(','),
     schemas: plan.sources.map((s) => s.schema).join(' + '),
@@ -124,6 +127,12 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
   const what = describeMovement(input);
   const operation = input.operation ?? 'move';
 
+  // Also when started with the temporal CLI, which sets no search attributes.
+  upsertSearchAttributes([
+    { key: SA_SHARD, value: input.shardId },
+    { key: SA_OPERATION, value: operation },
+  ]);
+
   let plan: MovementPlan | undefined;
   let cutOver = false;
   try {
@@ -144,6 +153,7 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
     const p = plan;
     const nodes = planNodes(p);
     upsertSearchAttributes([
+      { key: SA_GROUP, value: nodes.group },
       { key: SA_SOURCE_NODE, value: nodes.sources },
       { key: SA_TARGET_NODE, value: nodes.targets },
     ]);

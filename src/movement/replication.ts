@@ -35,15 +35,18 @@ export function movementNames(movementId: string): MovementNames {
 export interface ShardTables {
   shardId: number;
   schema: string;
+  /** The colocation group's name (for search attributes and messages). */
+  group?: string;
   /** The colocation group's tables, as created in every shard. */
   tables: Array<{ name: string; columns: string }>;
 }
 
 /** What a shard holds, from the catalog: its schema and its group's active tables. */
 export async function shardTables(catalog: Queryable, shardId: number): Promise<ShardTables> {
-  const { rows } = await catalog.query<{ schema_name: string; name: string | null; columns_ddl: string | null }>(
-    `select s.schema_name, t.name, t.columns_ddl
+  const { rows } = await catalog.query<{ schema_name: string; group_name: string; name: string | null; columns_ddl: string | null }>(
+    `select s.schema_name, g.name as group_name, t.name, t.columns_ddl
        from shardcast.shards s
+       join shardcast.colocation_groups g on g.id = s.group_id
        left join shardcast.distributed_tables t on t.group_id = s.group_id and t.state = 'active'
       where s.id = $1 order by t.id`,
     [shardId],
@@ -52,6 +55,7 @@ export async function shardTables(catalog: Queryable, shardId: number): Promise<
   return {
     shardId,
     schema: rows[0]!.schema_name,
+    group: rows[0]!.group_name,
     tables: rows.filter((r) => r.name !== null).map((r) => ({ name: r.name!, columns: r.columns_ddl! })),
   };
 }

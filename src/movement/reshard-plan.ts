@@ -42,6 +42,7 @@ export interface ReshardPlan {
   operation: 'split' | 'merge';
   movementId: string;
   groupId: number;
+  groupName: string;
   method: ShardMethod;
   keyType: KeyType;
   tables: ReshardTable[];
@@ -55,6 +56,7 @@ export interface ReshardPlan {
 interface ShardRow {
   id: number;
   group_id: number;
+  group_name: string;
   schema_name: string;
   hash_min: string | null;
   hash_max: string | null;
@@ -67,7 +69,7 @@ interface ShardRow {
 
 async function loadShard(catalog: Queryable, shardId: number): Promise<ShardRow> {
   const { rows } = await catalog.query<ShardRow>(
-    `select s.id::int as id, s.group_id::int as group_id, s.schema_name, s.hash_min::text, s.hash_max::text, s.range_min, s.range_max,
+    `select s.id::int as id, s.group_id::int as group_id, g.name as group_name, s.schema_name, s.hash_min::text, s.hash_max::text, s.range_min, s.range_max,
             g.method, g.key_type, p.node_id::int as node_id
        from shardcast.shards s join shardcast.colocation_groups g on g.id = s.group_id
        left join shardcast.placements p on p.shard_id = s.id
@@ -158,6 +160,7 @@ export async function planSplit(catalog: Queryable, request: SplitRequest): Prom
     operation: 'split',
     movementId: request.movementId,
     groupId: row.group_id,
+    groupName: row.group_name,
     method: row.method,
     keyType: row.key_type,
     tables: await groupTables(catalog, row.group_id),
@@ -198,6 +201,7 @@ export async function planMerge(catalog: Queryable, request: MergeRequest): Prom
     operation: 'merge',
     movementId: request.movementId,
     groupId: lo.group_id,
+    groupName: lo.group_name,
     method: lo.method,
     keyType: type,
     tables: await groupTables(catalog, lo.group_id),

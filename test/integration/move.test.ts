@@ -5,7 +5,7 @@ import { NodePools } from '../../src/catalog/node-pools.js';
 import { AlreadyExistsError } from '../../src/errors.js';
 import { movementLeftovers } from '../../src/movement/replication.js';
 import { createRouter, type Router } from '../../src/router/router.js';
-import { SA_PHASE, SA_SOURCE_NODE, SA_TARGET_NODE } from '../../src/search-attributes.js';
+import { SA_GROUP, SA_PHASE, SA_SHARD, SA_SOURCE_NODE, SA_TARGET_NODE } from '../../src/search-attributes.js';
 import { approveSignal, movementProgressQuery, pauseSignal, rejectSignal, resumeSignal } from '../../workflows/messages.js';
 import { adminQuery, createTestCatalog, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 
@@ -101,6 +101,8 @@ describe('moveShard workflow', () => {
     expect(description.typedSearchAttributes.get(SA_PHASE)).toBe('done');
     expect(description.typedSearchAttributes.get(SA_SOURCE_NODE)).toBe(shard.node);
     expect(description.typedSearchAttributes.get(SA_TARGET_NODE)).toBe(shard.other);
+    expect(description.typedSearchAttributes.get(SA_GROUP)).toBe('carts');
+    expect(description.typedSearchAttributes.get(SA_SHARD)).toBe(shard.id);
     expect(await description.staticSummary()).toBe(`move shard ${shard.id} → ${shard.other}`);
     await expectNothingLeft();
   });
