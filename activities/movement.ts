@@ -4,7 +4,8 @@ import type pg from 'pg';
 import type { NodePools } from '../src/catalog/node-pools.js';
 import { getNode, getNodeByName, type NodeRecord } from '../src/catalog/nodes.js';
 import { InvalidInputError, NotFoundError } from '../src/errors.js';
-import { cutover, fencedSchemaName, type CutoverResult } from '../src/movement/cutover.js';
+import { cutover, fencedSchemaName, verifyMove, type CutoverResult } from '../src/movement/cutover.js';
+import { failpoint } from '../src/failpoints.js';
 import { acquireMovementLease, finishMovement, type MovementState } from '../src/movement/lease.js';
 import {
   assertMovable,
@@ -22,7 +23,7 @@ import {
 import { quoteIdent } from '../src/sql/ident.js';
 import type { MoveShardInput } from '../workflows/messages.js';
 import { applyChanges, captureProgress, copyInitial, dropNewShards, startChangeCapture, stopChangeCapture, type CopyProgress } from '../src/movement/logical-apply.js';
-import { fencedSourceName, reshardCutover } from '../src/movement/reshard-cutover.js';
+import { fencedSourceName, reshardCutover, verifyReshard } from '../src/movement/reshard-cutover.js';
 import { planMerge, planSplit, type ReshardPlan } from '../src/movement/reshard-plan.js';
 
 export interface MovementDeps {
@@ -163,6 +164,14 @@ export function createMovementActivities(deps: MovementDeps) {
         const tables = plan.tables.length * plan.targets.length;
         return { ...measured, tables, tablesReady: tables };
       });
+    },
+
+    /** Counts and checksums compared at a consistent point, without switching (the verify phase). */
+    async verify(plan: MovementPlan): Promise<{ blockedMs: number }> {
+      await failpoint('verify.before');
+      const verifyDeps = { catalogUrl: deps.catalogUrl, pools: deps.nodePools };
+      const onWait = () => heartbeat('waiting for the target');
+      return run(() => (plan.operation === 'move' ? verifyMove(verifyDeps, plan, { onWait }) : verifyReshard(verifyDeps, plan, { onWait })));
     },
 
     async cutover(plan: MovementPlan): Promise<CutoverResult> {

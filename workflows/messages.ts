@@ -88,6 +88,7 @@ export type MovementPhase =
   | 'prepare'
   | 'copy'
   | 'catch-up'
+  | 'verify'
   | 'approval'
   | 'cutover'
   | 'cleanup'
@@ -109,6 +110,8 @@ export interface MovementProgress {
   tablesReady: number;
   tables: number;
   etaSeconds: number | null;
+  /** How long the verify phase held writes to the shard, once it ran. */
+  verifyBlockedMs?: number;
 }
 
 export const movementProgressQuery = defineQuery<MovementProgress>('progress');

@@ -194,6 +194,10 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
       if (!applyMs) await sleep(`${input.pollSeconds} seconds`);
     }
 
+    enter('verify', `comparing counts and checksums: ${nodes.sources} against ${nodes.targets}`);
+    const verified = await step.verify.executeWithOptions({ ...STEP_RUN, summary: 'verify counts and checksums at a consistent point' }, [p]);
+    progress.verifyBlockedMs = verified.blockedMs;
+
     progress.approvalReason = approvalReason(input, p.bytes, new Date());
     if (progress.approvalReason && !progress.approved) {
       enter('approval', `waiting for approve or reject (${what}): ${progress.approvalReason}`);

@@ -106,6 +106,43 @@ async function cutoverState(deps: CutoverDeps, move: CutoverTarget): Promise<Cut
   return { catalogPrepared: catalog.rows[0]!.prepared, sourcePrepared: source.rows[0]!.prepared, placedOn: catalog.rows[0]!.node ?? undefined };
 }
 
+/** Writers are locked out: a watermark committed now follows every write to the shard; wait until the target shows it. */
+async function waitForTarget(deps: CutoverDeps, move: CutoverTarget, options: CutoverOptions): Promise<void> {
+  const mark = await bumpWatermark(deps.pools, move.source, move.names);
+  const deadline = Date.now() + (options.catchUpTimeoutMs ?? 10_000);
+  while (!(await targetHasWatermark(deps.pools, move.target, move.names, mark))) {
+    if (Date.now() > deadline) {
+      throw new ShardcastError('CUTOVER_CATCHUP_TIMEOUT', `target ${move.target.name} did not catch up (watermark ${mark}) within the catch-up timeout`);
+    }
+    options.onWait?.();
+    await sleep(2);
+  }
+}
+
+/**
+ * The verify phase: the cutover's checks without the switch. The source is locked just as long as
+ * the cutover would lock it before fencing (lock, target caught up, counts and checksums compared),
+ * then released. A mismatch throws VerificationError; the movement is then undone.
+ */
+export async function verifyMove(deps: CutoverDeps, move: CutoverTarget, options: CutoverOptions = {}): Promise<{ blockedMs: number }> {
+  const client = await deps.pools.get(move.source.dsn).connect();
+  let broken: Error | undefined;
+  try {
+    const tables = move.shard.tables.map((t) => `${quoteIdent(move.shard.schema)}.${quoteIdent(t.name)}`);
+    const lockedAt = await lockForCutover([{ client, tables }], options.lockTimeoutMs);
+    await waitForTarget(deps, move, options);
+    await verifyAtCutover(deps.pools, client, move, options.verify ?? 'checksums');
+    await client.query('rollback');
+    return { blockedMs: Date.now() - lockedAt };
+  } catch (err) {
+    await client.query('rollback').catch(() => undefined);
+    broken = err as Error;
+    throw err;
+  } finally {
+    client.release(broken);
+  }
+}
+
 /** Phase one: both sides prepared. Exported for tests that cut a cutover short on purpose. */
 export async function prepareCutover(deps: CutoverDeps, move: CutoverTarget, options: CutoverOptions = {}): Promise<{ lockedAt: number; lsn: string }> {
   const { shard, source, target, names } = move;
@@ -119,16 +156,7 @@ export async function prepareCutover(deps: CutoverDeps, move: CutoverTarget, opt
     const tables = shard.tables.map((t) => `${quoteIdent(shard.schema)}.${quoteIdent(t.name)}`);
     lockedAt = await lockForCutover([{ client: sourceClient, tables }], options.lockTimeoutMs);
     lsn = await currentLsn(sourceClient);
-    // Writers are locked out: a watermark committed now follows every write to the shard.
-    const mark = await bumpWatermark(deps.pools, source, names);
-    const deadline = Date.now() + (options.catchUpTimeoutMs ?? 10_000);
-    while (!(await targetHasWatermark(deps.pools, target, names, mark))) {
-      if (Date.now() > deadline) {
-        throw new ShardcastError('CUTOVER_CATCHUP_TIMEOUT', `target ${target.name} did not catch up (watermark ${mark}) within the catch-up timeout`);
-      }
-      options.onWait?.();
-      await sleep(2);
-    }
+    await waitForTarget(deps, move, options);
     await verifyAtCutover(deps.pools, sourceClient, move, options.verify ?? 'checksums');
     await copySequences(deps.pools, sourceClient, target, shard.schema);
     await fence(sourceClient, move);

@@ -26,6 +26,15 @@ export interface ReshardCutoverOptions {
   onWait?: () => void;
 }
 
+/**
+ * The verify phase of a split or merge: sources locked, slots drained, every source compared with
+ * every target; then the locks are released, nothing switched. A mismatch throws VerificationError.
+ */
+export async function verifyReshard(deps: ReshardCutoverDeps, plan: ReshardPlan, options: ReshardCutoverOptions = {}): Promise<{ blockedMs: number }> {
+  const lockedAt = await prepare(deps, plan, options, true);
+  return { blockedMs: Date.now() - lockedAt };
+}
+
 /** Name a fenced source schema takes; dropped after the grace period. */
 export function fencedSourceName(plan: ReshardPlan, source: ReshardSource): string {
   return fencedSchemaName(source.schema, plan.movementId);
@@ -75,7 +84,7 @@ async function cutoverState(deps: ReshardCutoverDeps, plan: ReshardPlan): Promis
 }
 
 /** Phase one: every source locked, drained, verified, fenced and prepared; then the catalog prepared. Returns when the lock was taken. */
-async function prepare(deps: ReshardCutoverDeps, plan: ReshardPlan, options: ReshardCutoverOptions): Promise<number> {
+async function prepare(deps: ReshardCutoverDeps, plan: ReshardPlan, options: ReshardCutoverOptions, dryRun = false): Promise<number> {
   // Sources in node order, so that two cutovers sharing nodes cannot deadlock on their locks.
   const sources = [...plan.sources].sort((a, b) => a.node.id - b.node.id || a.shardId - b.shardId);
   const clients = new Map<ReshardSource, pg.PoolClient>();
@@ -94,6 +103,10 @@ async function prepare(deps: ReshardCutoverDeps, plan: ReshardPlan, options: Res
     const drained = await applyChanges(deps.pools, plan, { onBatch: () => options.onWait?.() });
     if (!drained.drained) throw new ShardcastError('CUTOVER_CATCHUP_TIMEOUT', 'the new shards did not catch up with the locked sources');
     await verify(deps.pools, plan, clients);
+    if (dryRun) {
+      for (const client of clients.values()) await client.query('rollback');
+      return lockedAt;
+    }
     await copySequences(deps.pools, plan, clients);
     for (const s of sources) {
       const client = clients.get(s)!;

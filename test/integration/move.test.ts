@@ -89,7 +89,9 @@ describe('moveShard workflow', () => {
     const result = await moveResult(handle);
     stop = true;
     await Promise.all(writers);
-    console.log(`moveShard: cutover blocked writes ${result.cutoverBlockedMs} ms`);
+    const verifyBlockedMs = (await handle.query(movementProgressQuery)).verifyBlockedMs;
+    console.log(`moveShard: verify held writes ${verifyBlockedMs} ms, cutover blocked writes ${result.cutoverBlockedMs} ms`);
+    expect(verifyBlockedMs).toBeGreaterThanOrEqual(0);
 
     expect(errors).toEqual([]);
     expect(result).toMatchObject({ shardId: shard.id, source: shard.node, target: shard.other });
@@ -152,6 +154,24 @@ describe('moveShard workflow', () => {
     expect(await placement(shard.id)).toBe(shard.node);
     expect(await schemasOn(shard.other, shard.schema)).toEqual([]);
     expect((await handle.describe()).typedSearchAttributes.get(SA_PHASE)).toBe('cancelled');
+    await expectNothingLeft();
+  });
+
+  it('verify finds a target that differs from the source: the movement stops before the cutover and is undone', async () => {
+    const shard = await shardOf('carts', 4);
+    process.env.SHARDCAST_FAILPOINTS = 'verify.before=sleep:2000';
+    try {
+      const handle = await startMove(worker.options, { shardId: shard.id, targetNode: shard.other, pollSeconds: 0.2, graceSeconds: 0 });
+      await waitForPhase(handle, 'verify');
+      // A row changed on the target behind replication's back.
+      await adminQuery(catalog.nodeUrl(shard.other), `update ${shard.schema}.carts set items = items + 1000 where id = (select min(id) from ${shard.schema}.carts)`);
+      await expect(moveResult(handle)).rejects.toThrow(/carts differs between .* same count, different content/);
+      expect(await placement(shard.id)).toBe(shard.node);
+      expect(await schemasOn(shard.other, shard.schema)).toEqual([]);
+      expect((await handle.describe()).typedSearchAttributes.get(SA_PHASE)).toBe('failed');
+    } finally {
+      delete process.env.SHARDCAST_FAILPOINTS;
+    }
     await expectNothingLeft();
   });
 

@@ -129,7 +129,7 @@ describe('shardcast up (npm start)', () => {
     expect(metrics).toMatch(/^shardcast_map_version \d+$/m);
   });
 
-  it('answers the CLI: status, tables create (through the worker), shards list', () => {
+  it('answers the CLI: status, tables create (through the worker), shards list, move, split, merge', { timeout: 240_000 }, () => {
     const status = cli('status', '--json');
     expect(status.status, status.stderr).toBe(0);
     const parsed = JSON.parse(status.stdout);
