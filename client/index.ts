@@ -6,7 +6,7 @@ import { validateTableSpec, type TableSpec } from '../src/catalog/tables.js';
 import { SA_GROUP, SA_OPERATION, SA_PHASE, SA_SHARD, SA_TABLE, SA_TARGET_NODE } from '../src/search-attributes.js';
 import type { CreateTableResult, MoveShardInput, MoveShardResult, RetrySettings } from '../workflows/messages.js';
 import { randomBytes } from 'node:crypto';
-import type { WorkflowHandle } from '@temporalio/client';
+import type { WorkflowHandle, WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
 import { CONTROL_TASK_QUEUE } from '../workers/control.js';
 import { describeMovement } from '../workflows/describe.js';
 
@@ -110,6 +110,8 @@ export interface MovementOptions {
   maxMovesPerNode?: number;
   pollSeconds?: number;
   retry?: MoveShardInput['retry'];
+  /** History length after which a long copy continues as a new run (default 10,000 events). */
+  historyLimit?: number;
 }
 
 export interface MoveRequest extends MovementOptions {
@@ -148,14 +150,14 @@ function checkNodeName(name: unknown, what: string): string {
  * Starts moving a shard; the workflow id comes from the shard, so a second movement of the same
  * shard is refused while one runs. Returns the handle: signal it, query it, await its result.
  */
-export async function startMove(options: ShardcastClientOptions, request: MoveRequest): Promise<WorkflowHandle> {
+export async function startMove(options: ShardcastClientOptions, request: MoveRequest): Promise<WorkflowHandleWithFirstExecutionRunId> {
   checkShardId(request.shardId);
   checkNodeName(request.targetNode, 'target node');
   return startMovement(options, request, { operation: 'move', shardId: request.shardId, targetNode: request.targetNode });
 }
 
 /** Starts splitting a shard in two, each half to a node of choice (DESIGN §3). */
-export async function startSplit(options: ShardcastClientOptions, request: SplitRequest): Promise<WorkflowHandle> {
+export async function startSplit(options: ShardcastClientOptions, request: SplitRequest): Promise<WorkflowHandleWithFirstExecutionRunId> {
   checkShardId(request.shardId);
   if (!Array.isArray(request.targetNodes) || request.targetNodes.length !== 2) {
     throw new InvalidInputError('a split needs two target nodes, one per half (the same node twice is allowed)');
@@ -166,7 +168,7 @@ export async function startSplit(options: ShardcastClientOptions, request: Split
 }
 
 /** Starts merging two adjacent shards into one. */
-export async function startMerge(options: ShardcastClientOptions, request: MergeRequest): Promise<WorkflowHandle> {
+export async function startMerge(options: ShardcastClientOptions, request: MergeRequest): Promise<WorkflowHandleWithFirstExecutionRunId> {
   if (!Array.isArray(request.shardIds) || request.shardIds.length !== 2) throw new InvalidInputError('a merge needs exactly two shard ids');
   const [a, b] = request.shardIds.map(checkShardId) as [number, number];
   if (a === b) throw new InvalidInputError(`cannot merge shard ${a} with itself`);
@@ -176,7 +178,7 @@ export async function startMerge(options: ShardcastClientOptions, request: Merge
 
 type Operation = Pick<MoveShardInput, 'operation' | 'shardId' | 'targetNode' | 'splitTargets' | 'splitAt' | 'mergeWith'>;
 
-async function startMovement(options: ShardcastClientOptions, request: MovementOptions, op: Operation): Promise<WorkflowHandle> {
+async function startMovement(options: ShardcastClientOptions, request: MovementOptions, op: Operation): Promise<WorkflowHandleWithFirstExecutionRunId> {
   const workflowId = moveWorkflowId(op.shardId, options.workflowIdPrefix);
   const input: MoveShardInput = {
     movementId: `s${op.shardId}_${randomBytes(5).toString('hex')}`,
@@ -192,6 +194,7 @@ async function startMovement(options: ShardcastClientOptions, request: MovementO
     approvalTimeoutAction: request.approvalTimeoutAction,
     graceSeconds: request.graceSeconds ?? 300,
     ...(request.retry ? { retry: request.retry } : {}),
+    ...(request.historyLimit ? { historyLimit: request.historyLimit } : {}),
   };
   const targets = op.operation === 'split' ? op.splitTargets!.join(',') : op.targetNode;
   try {

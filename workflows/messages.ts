@@ -1,5 +1,6 @@
 import { defineQuery, defineSignal } from '@temporalio/workflow';
 import type { TableSpec } from '../src/catalog/tables.js';
+import type { MovementPlan } from '../activities/movement.js';
 
 export interface RetrySettings {
   maximumAttempts: number;
@@ -60,6 +61,10 @@ export interface MoveShardInput {
   approvalTimeoutAction?: 'approve' | 'reject';
   /** How long the fenced source copy is kept after the cutover. */
   graceSeconds: number;
+  /** History length after which the copy loop continues as a new run (default 10,000 events). */
+  historyLimit?: number;
+  /** Set by continue-as-new: the plan and progress of the run before. */
+  resume?: { plan: MovementPlan; progress: MovementProgress };
   /** Retries of each step before the movement fails and is undone (default: 10 attempts, up to 30 s apart). */
   retry?: { maximumAttempts: number; initialIntervalMs: number; maximumIntervalMs?: number };
 }

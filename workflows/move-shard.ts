@@ -1,5 +1,8 @@
 import {
+  allHandlersFinished,
   ApplicationFailure,
+  continueAsNew,
+  ContinueAsNew,
   CancellationScope,
   condition,
   isCancellation,
@@ -9,6 +12,7 @@ import {
   setHandler,
   sleep,
   upsertSearchAttributes,
+  workflowInfo,
 } from '@temporalio/workflow';
 import type { createMovementActivities, MovementPlan } from '../activities/movement.js';
 import { BUSINESS_ERROR_TYPES } from '../src/errors.js';
@@ -90,7 +94,7 @@ function reverseOf(plan: MovementPlan): ReverseMovement {
  * it, undo is a move back.
  */
 export async function moveShard(input: MoveShardInput): Promise<MoveShardResult> {
-  const progress: MovementProgress = {
+  const progress: MovementProgress = input.resume?.progress ?? {
     phase: 'prepare',
     paused: false,
     approved: false,
@@ -133,11 +137,10 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
     { key: SA_OPERATION, value: operation },
   ]);
 
-  let plan: MovementPlan | undefined;
-  let cutOver = false;
-  try {
+  /** Lease, prepare the target, start streaming (and for a split or merge, copy): the plan. */
+  const start = async (): Promise<MovementPlan> => {
     enter('prepare', `checking and leasing ${what}`);
-    plan = await begin.beginMove.executeWithOptions({ ...BEGIN, summary: `lease ${what}` }, [
+    const p = await begin.beginMove.executeWithOptions({ ...BEGIN, summary: `lease ${what}` }, [
       {
         movementId: input.movementId,
         operation,
@@ -150,7 +153,7 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
         workflowId: input.workflowId,
       },
     ]);
-    const p = plan;
+    plan = p;
     const nodes = planNodes(p);
     upsertSearchAttributes([
       { key: SA_GROUP, value: nodes.group },
@@ -168,9 +171,18 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
       const copied = await step.copyRows.executeWithOptions({ ...COPY_RUN, summary: `copy rows into ${p.targets.map((t) => t.schema).join(', ')}` }, [p]);
       Object.assign(progress, { rowsCopied: copied.rows, bytesCopied: copied.bytes });
     }
+    return p;
+  };
+
+  let plan: MovementPlan | undefined = input.resume?.plan;
+  let cutOver = false;
+  try {
+    if (!plan) plan = await start();
+    const p = plan;
+    const nodes = planNodes(p);
 
     // Copy, then catch up: measured every few seconds, pausing when asked, until the lag is small.
-    let lastBytes = 0;
+    let lastBytes = progress.bytesCopied;
     for (;;) {
       if (progress.paused) {
         await step.setStreaming(p, false);
@@ -179,6 +191,12 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
         await step.setStreaming(p, true);
       }
       if (rejected) throw ApplicationFailure.create({ type: 'MovementRejected', nonRetryable: true, message: `${what} was rejected` });
+      // A long copy would grow the history without end: carry on in a fresh run with the same state.
+      const info = workflowInfo();
+      if (info.continueAsNewSuggested || info.historyLength > (input.historyLimit ?? 10_000)) {
+        await condition(allHandlersFinished);
+        return await continueAsNew<typeof moveShard>({ ...input, resume: { plan: p, progress } });
+      }
       // A split or merge applies the sources' changes here, for up to one poll interval.
       const applyMs = p.operation === 'move' ? 0 : input.pollSeconds * 1000;
       const measured = await step.measureProgress.executeWithOptions({ ...STEP_RUN, summary: applyMs ? 'apply changes, measure lag' : 'measure copy and lag' }, [p, applyMs]);
@@ -230,6 +248,7 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
       reverse: reverseOf(p),
     };
   } catch (err) {
+    if (err instanceof ContinueAsNew) throw err;
     const cancelled = isCancellation(err);
     if (cutOver) {
       // After the switch there is nothing to undo here: leave a clear failure (undo is a move back).

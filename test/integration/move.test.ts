@@ -175,6 +175,28 @@ describe('moveShard workflow', () => {
     await expectNothingLeft();
   });
 
+  it('a long copy continues as a new run with its state; cancelling the new run undoes everything', async () => {
+    const shard = await shardOf('carts', 5);
+    // A lag that is never small enough keeps it copying; a small history limit makes it continue as new soon.
+    const handle = await startMove(worker.options, { shardId: shard.id, targetNode: shard.other, pollSeconds: 0.1, catchUpLagBytes: -1, historyLimit: 60 });
+    const latest = worker.client.workflow.getHandle(handle.workflowId);
+    const deadline = Date.now() + 60_000;
+    while ((await latest.describe()).runId === handle.firstExecutionRunId) {
+      if (Date.now() > deadline) throw new Error('never continued as new');
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const progress = await latest.query(movementProgressQuery);
+    expect(progress.phase).toBe('catch-up');
+    expect(progress.tables).toBe(1);
+    expect(progress.rowsCopied).toBeGreaterThan(0);
+    expect((await latest.describe()).historyLength).toBeLessThan(80);
+    await latest.cancel();
+    await expect(handle.result()).rejects.toBeInstanceOf(WorkflowFailedError);
+    expect(await placement(shard.id)).toBe(shard.node);
+    expect(await schemasOn(shard.other, shard.schema)).toEqual([]);
+    await expectNothingLeft();
+  });
+
   it('refuses a shard with a table without a primary key before creating anything', async () => {
     const shard = await shardOf('loose', 0);
     const handle = await startMove(worker.options, { shardId: shard.id, targetNode: shard.other, pollSeconds: 0.2 });
