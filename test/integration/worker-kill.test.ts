@@ -2,7 +2,7 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDistributedTable, moveResult, startMove, type ShardcastClientOptions } from '../../client/index.js';
+import { createDistributedTable, moveResult, startMove, startSplit, type ShardcastClientOptions } from '../../client/index.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
 import { movementLeftovers } from '../../src/movement/replication.js';
 import { createRouter, type Router } from '../../src/router/router.js';
@@ -128,6 +128,60 @@ describe('a movement survives its worker being killed', () => {
     const schema = (await catalog.pool.query<{ s: string }>('select schema_name as s from shardcast.shards where id = $1', [shard.id])).rows[0]!.s;
     const total = await adminQuery(catalog.nodeUrl(target), `select sum(n)::int as total from ${schema}.counters`);
     expect(total.rows[0].total).toBe(acknowledged);
+    for (const node of catalog.nodes) {
+      expect(await movementLeftovers(pools, node)).toEqual({ node: node.name, slots: [], publications: [], subscriptions: [], preparedTransactions: [], watermarks: [] });
+    }
+    const prepared = await catalog.pool.query("select gid from pg_prepared_xacts where gid like 'sc\\_mv\\_%' and database = current_database()");
+    expect(prepared.rows).toEqual([]);
+  }, 180_000);
+
+  it('a split survives SIGKILL while applying changes and in the middle of its cutover', async () => {
+    const { rows } = await catalog.pool.query<{ id: number; node: string }>(
+      `select s.id::int as id, n.name as node from shardcast.shards s join shardcast.placements p on p.shard_id = s.id
+         join shardcast.nodes n on n.id = p.node_id order by s.id offset 1 limit 1`,
+    );
+    const shard = rows[0]!;
+    const others = ['node-1', 'node-2', 'node-3'].filter((n) => n !== shard.node);
+    const keys = [...Array(300).keys()].map((i) => i + 1).filter((k) => router.forKey('counters', k).route().shardId === shard.id);
+    const before = await router.all<{ total: number }>('select coalesce(sum(n), 0)::int as total from counters where id = any($1::bigint[])', [keys]);
+    const base = before.rows.reduce((a, r) => a + r.total, 0);
+
+    let acknowledged = 0;
+    let stop = false;
+    const errors: unknown[] = [];
+    const writers = Array.from({ length: 3 }, async (_, w) => {
+      for (let i = w; !stop; i += 3) {
+        try {
+          await router.forKey('counters', keys[i % keys.length]!).query('update counters set n = n + 1 where id = $1', [keys[i % keys.length]!]);
+          acknowledged++;
+        } catch (err) {
+          errors.push(err);
+        }
+      }
+    });
+
+    let worker = await startWorkerProcess('cutover.after-prepare=sleep:60000');
+    const options: ShardcastClientOptions = { client, taskQueue, workflowIdPrefix: `${taskQueue}-` };
+    const handle = await startSplit(options, { shardId: shard.id, targetNodes: [others[0]!, others[1]!], graceSeconds: 0, pollSeconds: 0.5 });
+    await until('copy and apply', async () => ['copy', 'catch-up'].includes((await handle.query(movementProgressQuery)).phase));
+    await kill(worker); // while it copies or applies the writers' changes
+    worker = await startWorkerProcess('cutover.after-prepare=sleep:60000');
+    await until('sources and catalog prepared', async () => {
+      const prepared = await catalog.pool.query("select 1 from pg_prepared_xacts where gid like 'sc\\_mv\\_%' and database = current_database()");
+      return prepared.rowCount === 1;
+    });
+    await kill(worker);
+    worker = await startWorkerProcess();
+    const result = await moveResult(handle);
+    stop = true;
+    await Promise.all(writers);
+    await kill(worker);
+
+    expect(errors).toEqual([]);
+    expect(result.shards).toHaveLength(2);
+    const after = await router.all<{ total: number; rows: number }>('select coalesce(sum(n), 0)::int as total, count(*)::int as rows from counters where id = any($1::bigint[])', [keys]);
+    expect(after.rows.reduce((a, r) => a + r.total, 0)).toBe(base + acknowledged);
+    expect(after.rows.reduce((a, r) => a + r.rows, 0)).toBe(keys.length);
     for (const node of catalog.nodes) {
       expect(await movementLeftovers(pools, node)).toEqual({ node: node.name, slots: [], publications: [], subscriptions: [], preparedTransactions: [], watermarks: [] });
     }
