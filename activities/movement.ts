@@ -10,6 +10,7 @@ import { acquireMovementLease, finishMovement, type MovementState } from '../src
 import {
   assertMovable,
   dropTargetShard,
+  setSubscriptionEnabled,
   movementNames,
   prepareTarget,
   shardTables,
@@ -148,7 +149,7 @@ export function createMovementActivities(deps: MovementDeps) {
     async setStreaming(plan: MovementPlan, enabled: boolean): Promise<void> {
       return run(async () => {
         if (plan.operation !== 'move') return;
-        await deps.nodePools.get(plan.target.dsn).query(`alter subscription ${quoteIdent(plan.names.subscription)} ${enabled ? 'enable' : 'disable'}`);
+        await setSubscriptionEnabled(deps.nodePools, plan.target, plan.names, enabled);
       });
     },
 

@@ -141,6 +141,22 @@ export async function startStreaming(
   }
 }
 
+/**
+ * Pause and resume. Disabling a subscription stops its apply worker, but a table-sync worker in the
+ * middle of a table's initial COPY only notices at the end of it: it is stopped here, so a pause
+ * really stops consuming the source. That table's copy starts over on resume.
+ */
+export async function setSubscriptionEnabled(pools: NodePools, target: NodeRecord, names: MovementNames, enabled: boolean): Promise<void> {
+  const db = pools.get(target.dsn);
+  await db.query(`alter subscription ${quoteIdent(names.subscription)} ${enabled ? 'enable' : 'disable'}`);
+  if (enabled) return;
+  await db.query(
+    `select pg_terminate_backend(w.pid) from pg_stat_subscription w join pg_subscription s on s.oid = w.subid
+      where s.subname = $1 and s.subdbid = (select oid from pg_database where datname = current_database()) and w.pid is not null`,
+    [names.subscription],
+  );
+}
+
 export interface StreamProgress {
   tables: number;
   /** Tables whose initial copy is done and that now stream ('r' in pg_subscription_rel). */

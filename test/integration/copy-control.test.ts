@@ -1,0 +1,94 @@
+import { WorkflowFailedError } from '@temporalio/client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDistributedTable, moveResult, startMove } from '../../client/index.js';
+import { NodePools } from '../../src/catalog/node-pools.js';
+import { movementLeftovers } from '../../src/movement/replication.js';
+import { SA_PHASE } from '../../src/search-attributes.js';
+import { movementProgressQuery, pauseSignal, resumeSignal } from '../../workflows/messages.js';
+import { adminQuery, createTestCatalog, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
+
+let catalog: TestCatalog;
+let worker: TestWorker;
+const pools = new NodePools();
+
+beforeAll(async () => {
+  catalog = await createTestCatalog('copyctl');
+  worker = await startTestWorker(catalog.catalogUrl);
+  await createDistributedTable(worker.options, { name: 'logs', columns: 'id bigint primary key, body text', shardKey: 'id', shardCount: 2, nodes: ['node-1'] });
+});
+
+afterAll(async () => {
+  await pools.end();
+  await worker?.close();
+  await catalog?.close();
+});
+
+async function shard(index: number): Promise<{ id: number; schema: string }> {
+  const { rows } = await catalog.pool.query<{ id: number; schema: string }>('select id::int as id, schema_name as schema from shardcast.shards order by id');
+  return rows[index]!;
+}
+
+/** Rows big enough that the initial copy takes seconds. */
+async function fill(schema: string, rows: number): Promise<void> {
+  await adminQuery(catalog.nodeUrl('node-1'), `insert into ${schema}.logs select g, repeat(md5(g::text), 8) from generate_series(1, ${rows}) g`);
+}
+
+/** Physical size of the target's copy: it grows during COPY (row counts only change at commit). */
+async function targetBytes(schema: string): Promise<number> {
+  const { rows } = await adminQuery(catalog.nodeUrl('node-2'), `select coalesce(pg_total_relation_size(to_regclass('${schema}.logs')), 0)::bigint::text as b`);
+  return Number(rows[0].b);
+}
+
+async function until(what: string, check: () => Promise<boolean>, ms = 60_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function expectNothingLeft(): Promise<void> {
+  for (const node of catalog.nodes) {
+    expect(await movementLeftovers(pools, node)).toEqual({ node: node.name, slots: [], publications: [], subscriptions: [], preparedTransactions: [], watermarks: [] });
+  }
+}
+
+describe('steering a movement during its copy', () => {
+  it('pause stops the copy (the subscription stops consuming the source) until resume', async () => {
+    const s = await shard(0);
+    await fill(s.schema, 600_000);
+    const handle = await startMove(worker.options, { shardId: s.id, targetNode: 'node-2', pollSeconds: 0.2, graceSeconds: 0 });
+    await until('the copy to write on the target', async () => (await targetBytes(s.schema)) > 1_000_000);
+    await handle.signal(pauseSignal);
+    await until('the pause', async () => (await handle.query(movementProgressQuery)).paused);
+    await new Promise((r) => setTimeout(r, 1000)); // the subscription's workers stop
+    const paused = await targetBytes(s.schema);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(await targetBytes(s.schema)).toBe(paused);
+    const sub = await adminQuery(catalog.nodeUrl('node-2'), "select subenabled from pg_subscription where subname like 'sc\\_mv\\_%' and subdbid = (select oid from pg_database where datname = current_database())");
+    expect(sub.rows).toEqual([{ subenabled: false }]);
+    expect(['copy', 'catch-up']).toContain((await handle.query(movementProgressQuery)).phase);
+    await handle.signal(resumeSignal);
+    const result = await moveResult(handle);
+    expect(result.target).toBe('node-2');
+    const copied = await adminQuery(catalog.nodeUrl('node-2'), `select count(*)::int as n from ${s.schema}.logs`);
+    expect(copied.rows[0].n).toBe(600_000);
+    await expectNothingLeft();
+  });
+
+  it('cancel during the copy undoes everything: source untouched, nothing on the target', async () => {
+    const s = await shard(1);
+    await fill(s.schema, 600_000);
+    const handle = await startMove(worker.options, { shardId: s.id, targetNode: 'node-2', pollSeconds: 0.2 });
+    await until('the copy to write on the target', async () => (await targetBytes(s.schema)) > 1_000_000);
+    expect((await handle.query(movementProgressQuery)).phase).toBe('copy');
+    await handle.cancel();
+    await expect(handle.result()).rejects.toBeInstanceOf(WorkflowFailedError);
+    expect((await handle.describe()).typedSearchAttributes.get(SA_PHASE)).toBe('cancelled');
+    const onTarget = await adminQuery(catalog.nodeUrl('node-2'), 'select count(*)::int as n from pg_namespace where nspname = $1', [s.schema]);
+    expect(onTarget.rows[0].n).toBe(0);
+    const source = await adminQuery(catalog.nodeUrl('node-1'), `select count(*)::int as n from ${s.schema}.logs`);
+    expect(source.rows[0].n).toBe(600_000);
+    await expectNothingLeft();
+  });
+});
