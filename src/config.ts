@@ -67,6 +67,13 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    forecast: z
+      .object({
+        /** TensorFlow.js backend of the LSTM: tensorflow (needs @tensorflow/tfjs-node installed), wasm, cpu, or auto (the first available). */
+        backend: z.enum(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'),
+      })
+      .strict()
+      .prefault({}),
     movement: z
       .object({
         /** Every movement waits for an `approve` signal before its cutover. */
@@ -118,6 +125,7 @@ export const ENV_OVERRIDES: Record<string, string> = {
   SHARDCAST_TEMPORAL_UI_PORT: 'temporal.uiPort',
   SHARDCAST_TEMPORAL_TASK_QUEUE: 'temporal.taskQueue',
   SHARDCAST_METRICS_PORT: 'metrics.port',
+  SHARDCAST_FORECAST_BACKEND: 'forecast.backend',
   SHARDCAST_MOVEMENT_APPROVAL_OVER_BYTES: 'movement.approvalOverBytes',
   SHARDCAST_MOVEMENT_GRACE_SECONDS: 'movement.graceSeconds',
   SHARDCAST_MOVEMENT_MAX_PER_NODE: 'movement.maxPerNode',

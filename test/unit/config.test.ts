@@ -47,6 +47,7 @@ describe('defaults', () => {
       postgres: { user: 'postgres', password: 'shardcast' },
       temporal: { namespace: 'default', port: 7233, uiPort: 8233, taskQueue: 'shardcast-control' },
       metrics: { port: 9464 },
+      forecast: { backend: 'auto' },
       movement: { requireApproval: false, graceSeconds: 300, maxPerNode: 2, catchUpLagBytes: 1048576 },
       tableCreation: { maximumAttempts: 5, initialRetryIntervalMs: 1000 },
     });
@@ -186,6 +187,10 @@ describe('environment', () => {
     expect(cfg.dataDir).toBe('/data/sc');
   });
 
+  it('SHARDCAST_FORECAST_BACKEND chooses the tfjs backend', () => {
+    expect(loadConfig({ cwd: emptyDir, env: { SHARDCAST_FORECAST_BACKEND: 'wasm' } }).forecast.backend).toBe('wasm');
+  });
+
   it('empty variables are ignored', () => {
     expect(loadConfig({ cwd: emptyDir, env: { SHARDCAST_TEMPORAL_PORT: '' } }).temporal.port).toBe(7233);
   });
@@ -266,6 +271,7 @@ describe('validation errors: one line naming the key path', () => {
     { name: 'registered node DSN', raw: { nodes: { register: [{ name: 'n1', dsn: 'http://h' }] } }, key: 'nodes.register.0.dsn', message: 'config: nodes.register.0.dsn: a postgres:// connection URL' },
     { name: 'unknown key in a registered node', raw: { nodes: { register: [{ name: 'n1', dsn: 'postgres://h', weight: 3 }] } }, key: 'nodes.register.0.weight', message: 'config: nodes.register.0.weight: unknown key' },
     { name: 'maximumAttempts 0', raw: { tableCreation: { maximumAttempts: 0 } }, key: 'tableCreation.maximumAttempts', message: /^config: tableCreation\.maximumAttempts: / },
+    { name: 'unknown forecast backend', raw: { forecast: { backend: 'gpu' } }, key: 'forecast.backend', message: /^config: forecast\.backend: .*"auto"/ },
     { name: 'section not an object', raw: { temporal: 5 }, key: 'temporal', message: /^config: temporal: expected .*object, got .*number$/ },
   ];
   for (const c of cases) {
