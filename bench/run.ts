@@ -5,6 +5,7 @@
 const benches: Record<string, () => Promise<{ run(args: string[]): Promise<void> }>> = {
   router: () => import('./router.js'),
   move: () => import('./move.js'),
+  forecast: () => import('./forecast.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);

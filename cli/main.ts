@@ -20,6 +20,7 @@ import { listShards, listTables, mapVersion, type TableSpec } from '../src/catal
 import { loadConfig, localUrl, type Config } from '../src/config.js';
 import { ShardcastError, errorMessage } from '../src/errors.js';
 import { resolveTemporalCli } from '../src/fleet/temporal-cli.js';
+import { registerForecastCommands } from './forecast.js';
 import { printTable } from './format.js';
 import { startStack } from './stack.js';
 
@@ -479,6 +480,8 @@ function waitForSignal(): Promise<NodeJS.Signals> {
     process.on('SIGTERM', onSignal);
   });
 }
+
+registerForecastCommands(program);
 
 async function main(argv: string[]): Promise<number> {
   try {

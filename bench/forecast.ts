@@ -1,0 +1,85 @@
+import { readdir } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { printTable } from '../cli/format.js';
+import { BASELINE, backtest, type BacktestReport, type ModelScore } from '../src/forecasting/backtest.js';
+import { WEIGHT_SCHEMES } from '../src/forecasting/ensemble.js';
+import { cleanSeries, readSeriesCsv } from '../src/forecasting/series.js';
+
+/**
+ * The forecast back-test (`shardcast forecast backtest`) on every trace in ../shared/data/traces:
+ * the ensemble's MASE against the seasonal naive's, per trace and as a geometric mean, and the
+ * empirical coverage of its 80% and 95% intervals. The other weighting schemes of the ensemble are
+ * scored in the same run, for choosing the default.
+ */
+export async function run(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      traces: { type: 'string', default: resolve(import.meta.dirname, '../../shared/data/traces') },
+      budget: { type: 'string', default: '30' },
+      horizon: { type: 'string' },
+    },
+  });
+  const files = (await readdir(values.traces)).filter((f) => f.endsWith('.csv')).sort();
+  if (files.length === 0) throw new Error(`no .csv traces in ${values.traces}`);
+  const reports: BacktestReport[] = [];
+  for (const file of files) {
+    const started = performance.now();
+    const { name, rows } = await readSeriesCsv(join(values.traces, file));
+    const report = await backtest(cleanSeries(rows, name), {
+      budgetSeconds: Number(values.budget),
+      horizon: values.horizon === undefined ? undefined : Number(values.horizon),
+    });
+    reports.push(report);
+    const fallbacks = Object.entries(report.models).flatMap(([m, r]) => r.fallbacks.map((f) => `${m}: ${f}`));
+    console.log(`${file}: ${((performance.now() - started) / 1000).toFixed(0)} s${fallbacks.length > 0 ? `; fallbacks: ${fallbacks.join('; ')}` : ''}`);
+  }
+
+  const models = Object.keys(reports[0]!.models);
+  const ratio = (r: BacktestReport, score: ModelScore) => score.mase / r.models[BASELINE]!.mase;
+  printTable(
+    'traces',
+    reports.map((r) => ({
+      trace: r.series.replace(/\.csv$/, ''),
+      step: r.stepSeconds,
+      ...Object.fromEntries(models.map((m) => [m, r.models[m]!.mase])),
+      ensemble: r.ensemble.mase,
+      ratio: round(ratio(r, r.ensemble)),
+      cov80: r.ensemble.coverage80,
+      cov95: r.ensemble.coverage95,
+    })),
+    ['trace', 'step', ...models, 'ensemble', 'ratio', 'cov80', 'cov95'] as never[],
+  );
+  console.log();
+  const summaryOf = (scoreOf: (r: BacktestReport) => ModelScore) => ({
+    geomean: round(Math.exp(mean(reports.map((r) => Math.log(ratio(r, scoreOf(r))))))),
+    worst: round(Math.max(...reports.map((r) => ratio(r, scoreOf(r))))),
+    cov80: round(mean(reports.map((r) => scoreOf(r).coverage80))),
+    cov95: round(mean(reports.map((r) => scoreOf(r).coverage95))),
+  });
+  printTable(
+    'weighting schemes (MASE over seasonal naive)',
+    WEIGHT_SCHEMES.map((scheme) => ({ scheme: scheme === reports[0]!.ensemble.scheme ? `${scheme} (default)` : scheme, ...summaryOf((r) => r.schemes[scheme]) })),
+    ['scheme', 'geomean', 'worst', 'cov80', 'cov95'],
+  );
+  const main = summaryOf((r) => r.ensemble);
+  console.log(
+    JSON.stringify({
+      bench: 'forecast',
+      traces: reports.length,
+      ensemble_mase_over_naive_geomean: main.geomean,
+      worst_trace_ratio: main.worst,
+      coverage80_mean: main.cov80,
+      coverage95_mean: main.cov95,
+    }),
+  );
+}
+
+function mean(xs: number[]): number {
+  return xs.reduce((a, b) => a + b, 0) / xs.length;
+}
+
+function round(x: number): number {
+  return Math.round(x * 1e4) / 1e4;
+}
