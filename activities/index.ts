@@ -6,6 +6,7 @@ import { activateTable, describeRegisteredTable, mapVersion, registerTable, unre
 import { NotFoundError } from '../src/errors.js';
 import { run } from './failures.js';
 import { activityInfo } from '@temporalio/activity';
+import { createCollectionActivities } from './collection.js';
 import { createMovementActivities } from './movement.js';
 
 export interface ActivityDeps {
@@ -26,6 +27,7 @@ async function groupSchemasOnNode(deps: ActivityDeps, tableId: number, nodeId: n
 export function createActivities(deps: ActivityDeps) {
   return {
     ...createMovementActivities(deps),
+    ...createCollectionActivities(deps),
     async registerTable(spec: TableSpec): Promise<RegisteredTable> {
       return run(() => registerTable(deps.catalog, spec, activityInfo().workflowExecution?.runId ?? activityInfo().activityId));
     },

@@ -1,6 +1,7 @@
 import type { Server } from 'node:http';
 import path from 'node:path';
-import { Connection } from '@temporalio/client';
+import { Client, Connection } from '@temporalio/client';
+import { collectorWorkflowId, ensureCollector } from '../client/index.js';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import pg from 'pg';
 import { migrate } from '../src/catalog/migrate.js';
@@ -115,6 +116,13 @@ export async function startStack(config: Config, options: StackOptions): Promise
     });
     stops.push(() => worker.shutdown());
     log(line('worker', `task queue ${config.temporal.taskQueue}`));
+    const temporalClient = new Client({ connection: await Connection.connect({ address: temporalAddress }), namespace: config.temporal.namespace });
+    stops.push(() => temporalClient.connection.close());
+    await ensureCollector(
+      { client: temporalClient, taskQueue: config.temporal.taskQueue },
+      { intervalSeconds: config.collection.intervalSeconds, retentionDays: config.collection.retentionDays },
+    );
+    log(line('collector', `every ${config.collection.intervalSeconds} s, kept ${config.collection.retentionDays} days (workflow ${collectorWorkflowId()})`));
 
     if (config.metrics.port > 0) {
       const server: Server = await startMetricsServer(createMetricsRegistry(catalog), config.metrics.port, options.embedded ? '127.0.0.1' : '0.0.0.0');

@@ -4,7 +4,7 @@ import type { Config } from '../src/config.js';
 import { AlreadyExistsError, InvalidInputError, NotFoundError, ShardcastError } from '../src/errors.js';
 import { validateTableSpec, type TableSpec } from '../src/catalog/tables.js';
 import { SA_GROUP, SA_OPERATION, SA_PHASE, SA_SHARD, SA_TABLE, SA_TARGET_NODE } from '../src/search-attributes.js';
-import type { CreateTableResult, MoveShardInput, MoveShardResult, RetrySettings } from '../workflows/messages.js';
+import type { CollectStatsInput, CreateTableResult, MoveShardInput, MoveShardResult, RetrySettings } from '../workflows/messages.js';
 import { randomBytes } from 'node:crypto';
 import type { WorkflowHandle, WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
 import { CONTROL_TASK_QUEUE } from '../workers/control.js';
@@ -224,4 +224,24 @@ export async function moveResult(handle: WorkflowHandle): Promise<MoveShardResul
   } catch (err) {
     throw toShardcastError(err);
   }
+}
+
+export function collectorWorkflowId(prefix = ''): string {
+  return `${prefix}shardcast-collect-stats`;
+}
+
+/**
+ * Starts the statistics collector unless it already runs (one per Temporal namespace and prefix).
+ * Returns its handle either way.
+ */
+export async function ensureCollector(options: ShardcastClientOptions, input: CollectStatsInput): Promise<WorkflowHandle> {
+  const handle = await options.client.workflow.start('collectStats', {
+    taskQueue: options.taskQueue ?? CONTROL_TASK_QUEUE,
+    workflowId: collectorWorkflowId(options.workflowIdPrefix),
+    args: [input],
+    workflowIdConflictPolicy: 'USE_EXISTING',
+    typedSearchAttributes: [{ key: SA_OPERATION, value: 'collect-stats' }],
+    staticSummary: `collect workload statistics every ${input.intervalSeconds} s`,
+  });
+  return handle;
 }

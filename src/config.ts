@@ -67,6 +67,15 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    collection: z
+      .object({
+        /** Seconds between two statistics samples of every node. */
+        intervalSeconds: z.number().int().min(1).max(3600).default(15),
+        /** Days of samples kept; older daily partitions are dropped. */
+        retentionDays: z.number().int().min(1).max(3650).default(35),
+      })
+      .strict()
+      .prefault({}),
     forecast: z
       .object({
         /** TensorFlow.js backend of the LSTM: tensorflow (needs @tensorflow/tfjs-node installed), wasm, cpu, or auto (the first available). */
@@ -126,6 +135,8 @@ export const ENV_OVERRIDES: Record<string, string> = {
   SHARDCAST_TEMPORAL_TASK_QUEUE: 'temporal.taskQueue',
   SHARDCAST_METRICS_PORT: 'metrics.port',
   SHARDCAST_FORECAST_BACKEND: 'forecast.backend',
+  SHARDCAST_COLLECTION_INTERVAL_SECONDS: 'collection.intervalSeconds',
+  SHARDCAST_COLLECTION_RETENTION_DAYS: 'collection.retentionDays',
   SHARDCAST_MOVEMENT_APPROVAL_OVER_BYTES: 'movement.approvalOverBytes',
   SHARDCAST_MOVEMENT_GRACE_SECONDS: 'movement.graceSeconds',
   SHARDCAST_MOVEMENT_MAX_PER_NODE: 'movement.maxPerNode',
@@ -245,6 +256,8 @@ const NUMERIC_KEYS = new Set([
   'temporal.port',
   'temporal.uiPort',
   'metrics.port',
+  'collection.intervalSeconds',
+  'collection.retentionDays',
   'movement.approvalOverBytes',
   'movement.graceSeconds',
   'movement.maxPerNode',

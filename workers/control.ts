@@ -38,6 +38,9 @@ export async function startControlWorker(options: ControlWorkerOptions): Promise
       activities: createActivities({ catalog, catalogUrl: options.catalogUrl, nodePools }),
       ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
       shutdownGraceTime: '10 seconds',
+      // When a worker goes away, its cached workflows move to another worker after this long (default
+      // 10 s): the collector would otherwise miss ten seconds of samples at every restart.
+      stickyQueueScheduleToStartTimeout: '2 seconds',
     });
   } catch (err) {
     await Promise.all([catalog.end(), nodePools.end()]);

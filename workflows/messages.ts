@@ -124,3 +124,10 @@ export const pauseSignal = defineSignal('pause');
 export const resumeSignal = defineSignal('resume');
 export const approveSignal = defineSignal('approve');
 export const rejectSignal = defineSignal('reject');
+
+export interface CollectStatsInput {
+  intervalSeconds: number;
+  retentionDays: number;
+  /** Rounds before the run continues as new (default 500). */
+  roundsPerRun?: number;
+}

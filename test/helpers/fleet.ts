@@ -83,13 +83,18 @@ export interface TestWorker {
 }
 
 /** A worker on its own task queue against the test's catalog, with the run's one workflow bundle. */
-export async function startTestWorker(catalogUrl: string, nodeRetry = { maximumAttempts: 3, initialIntervalMs: 200 }): Promise<TestWorker> {
+export async function startTestWorker(
+  catalogUrl: string,
+  nodeRetry = { maximumAttempts: 3, initialIntervalMs: 200 },
+  /** Default: a new queue of its own; given, a worker that takes over another's queue. */
+  queue?: string,
+): Promise<TestWorker> {
   if (!runtimeInstalled) {
     Runtime.install({ logger: new DefaultLogger('ERROR') });
     runtimeInstalled = true;
   }
   const f = fleet();
-  const taskQueue = uniqueName('tq');
+  const taskQueue = queue ?? uniqueName('tq');
   const nativeConnection = await NativeConnection.connect({ address: f.temporalAddress });
   const worker = await startControlWorker({
     connection: nativeConnection,

@@ -47,6 +47,7 @@ describe('defaults', () => {
       postgres: { user: 'postgres', password: 'shardcast' },
       temporal: { namespace: 'default', port: 7233, uiPort: 8233, taskQueue: 'shardcast-control' },
       metrics: { port: 9464 },
+      collection: { intervalSeconds: 15, retentionDays: 35 },
       forecast: { backend: 'auto' },
       movement: { requireApproval: false, graceSeconds: 300, maxPerNode: 2, catchUpLagBytes: 1048576 },
       tableCreation: { maximumAttempts: 5, initialRetryIntervalMs: 1000 },

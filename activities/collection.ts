@@ -1,0 +1,41 @@
+import type pg from 'pg';
+import type { NodePools } from '../src/catalog/node-pools.js';
+import { listNodes } from '../src/catalog/nodes.js';
+import { collectNode, ensureStatementStats, type CollectResult } from '../src/profiling/collector.js';
+import { dropExpiredPartitions, ensurePartitions } from '../src/profiling/partitions.js';
+import { run } from './failures.js';
+
+export interface CollectionDeps {
+  catalog: pg.Pool;
+  nodePools: NodePools;
+}
+
+export function createCollectionActivities(deps: CollectionDeps) {
+  const statementsReady = new Set<number>();
+  return {
+    /** One sample of every active node, in parallel; a node that fails is reported, not fatal. */
+    async collectSamples(): Promise<CollectResult[]> {
+      return run(async () => {
+        const { rows } = await deps.catalog.query<{ now: Date }>('select now()');
+        await ensurePartitions(deps.catalog, rows[0]!.now);
+        const nodes = (await listNodes(deps.catalog)).filter((n) => n.state === 'active' || n.state === 'draining');
+        return Promise.all(
+          nodes.map(async (node) => {
+            if (!statementsReady.has(node.id) && (await ensureStatementStats(deps.nodePools, node))) statementsReady.add(node.id);
+            return collectNode(deps.catalog, deps.nodePools, node);
+          }),
+        );
+      });
+    },
+
+    /** Daily partitions ahead, expired ones dropped. */
+    async maintainPartitions(retentionDays: number): Promise<{ created: string[]; dropped: string[] }> {
+      return run(async () => {
+        const { rows } = await deps.catalog.query<{ now: Date }>('select now()');
+        const created = await ensurePartitions(deps.catalog, rows[0]!.now, 2);
+        const dropped = await dropExpiredPartitions(deps.catalog, rows[0]!.now, retentionDays);
+        return { created, dropped };
+      });
+    },
+  };
+}

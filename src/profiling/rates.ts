@@ -1,0 +1,77 @@
+/**
+ * Counters to rates, and rates to 5-minute buckets. Pure functions over samples of one counter of
+ * one object on one node, ordered by time.
+ */
+
+export interface CounterSample {
+  /** Milliseconds since the epoch (fractional: the database keeps microseconds). */
+  t: number;
+  value: number;
+  /** When the node's statistics last started from zero (restart or reset). */
+  epoch: number;
+}
+
+export interface RateInterval {
+  start: number;
+  end: number;
+  /** Per second. */
+  rate: number;
+}
+
+/**
+ * Rates between consecutive samples. A reset (the epoch moved, or the counter went down) is not a
+ * negative rate nor a spike: when the reset time is known and inside the interval, the new value
+ * counts from the reset; otherwise that one interval is left out (a gap, resampled as missing).
+ */
+export function counterRates(samples: readonly CounterSample[]): RateInterval[] {
+  const out: RateInterval[] = [];
+  for (let i = 1; i < samples.length; i++) {
+    const a = samples[i - 1]!;
+    const b = samples[i]!;
+    if (!(b.t > a.t) || !Number.isFinite(a.value) || !Number.isFinite(b.value)) continue;
+    const reset = b.epoch !== a.epoch || b.value < a.value;
+    if (!reset) {
+      out.push({ start: a.t, end: b.t, rate: ((b.value - a.value) * 1000) / (b.t - a.t) });
+    } else if (b.epoch > a.t && b.epoch < b.t) {
+      out.push({ start: b.epoch, end: b.t, rate: (b.value * 1000) / (b.t - b.epoch) });
+    }
+  }
+  return out;
+}
+
+export const BUCKET_MS = 300_000;
+
+/**
+ * Time-weighted average rate per bucket [from + k·bucket, from + (k+1)·bucket). A bucket with no
+ * interval overlapping it is null (missing), not zero.
+ */
+export function resample(intervals: readonly RateInterval[], from: number, to: number, bucketMs = BUCKET_MS): Array<number | null> {
+  const n = Math.max(0, Math.ceil((to - from) / bucketMs));
+  const weight = new Float64Array(n);
+  const sum = new Float64Array(n);
+  for (const iv of intervals) {
+    const first = Math.max(0, Math.floor((iv.start - from) / bucketMs));
+    const last = Math.min(n - 1, Math.floor((iv.end - from) / bucketMs));
+    for (let k = first; k <= last; k++) {
+      const lo = Math.max(iv.start, from + k * bucketMs);
+      const hi = Math.min(iv.end, from + (k + 1) * bucketMs);
+      if (hi <= lo) continue;
+      weight[k]! += hi - lo;
+      sum[k]! += iv.rate * (hi - lo);
+    }
+  }
+  return Array.from({ length: n }, (_, k) => (weight[k]! > 0 ? sum[k]! / weight[k]! : null));
+}
+
+/** Sum of several streams' buckets (e.g. one shard's table on the nodes it lived on): missing only where all are. */
+export function addBuckets(series: ReadonlyArray<ReadonlyArray<number | null>>): Array<number | null> {
+  const n = Math.max(0, ...series.map((s) => s.length));
+  return Array.from({ length: n }, (_, k) => {
+    let total: number | null = null;
+    for (const s of series) {
+      const v = s[k];
+      if (v !== null && v !== undefined) total = (total ?? 0) + v;
+    }
+    return total;
+  });
+}
