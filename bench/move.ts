@@ -20,7 +20,7 @@ export async function run(args: string[]): Promise<void> {
     args,
     options: {
       rows: { type: 'string', default: '2000000' },
-      cutovers: { type: 'string', default: '20' },
+      cutovers: { type: 'string', default: '50' },
       writers: { type: 'string', default: '4' },
     },
   });
@@ -96,6 +96,7 @@ export async function run(args: string[]): Promise<void> {
       }
       const result = await cutover({ catalogUrl: fleet.catalogUrl, pools }, m);
       blocked.push(result.blockedMs);
+      if (result.blockedMs > 100) console.log(`cutover ${i}: blocked ${result.blockedMs} ms, steps ${JSON.stringify(result.steps)}`);
       await stopStreaming(pools, m, m.names);
       await pools.get(from.dsn).query(`drop schema if exists ${quoteIdent(fencedSchemaName(hotShard.schema, m.names.gid.slice('sc_mv_'.length)))} cascade`);
       [from, to] = [to, from];

@@ -52,6 +52,18 @@ export interface CutoverResult {
   lsn: string | null;
   /** What a retry found and did, when an earlier attempt had been cut short. */
   recovered?: 'finished' | 'rolled-back-and-redone' | 'already-done';
+  /** Where the blocked time went, in milliseconds from the lock (absent when recovered). */
+  steps?: CutoverSteps;
+}
+
+export interface CutoverSteps {
+  /** The target showed the watermark: caught up. */
+  caughtUp: number;
+  verified: number;
+  /** Sequences copied, source fenced and prepared. */
+  sourcePrepared: number;
+  catalogPrepared: number;
+  committed: number;
 }
 
 export interface CutoverDeps {
@@ -82,7 +94,8 @@ export async function cutover(deps: CutoverDeps, move: CutoverTarget, options: C
   }
   const prepared = await prepareCutover(deps, move, options);
   await finishCutover(deps, move, { catalogPrepared: true, sourcePrepared: true, placedOn: move.source.id });
-  return { blockedMs: Date.now() - prepared.lockedAt, lsn: prepared.lsn, ...(recovered ? { recovered } : {}) };
+  const blockedMs = Date.now() - prepared.lockedAt;
+  return { blockedMs, lsn: prepared.lsn, steps: { ...prepared.steps, committed: blockedMs }, ...(recovered ? { recovered } : {}) };
 }
 
 interface CutoverState {
@@ -144,7 +157,11 @@ export async function verifyMove(deps: CutoverDeps, move: CutoverTarget, options
 }
 
 /** Phase one: both sides prepared. Exported for tests that cut a cutover short on purpose. */
-export async function prepareCutover(deps: CutoverDeps, move: CutoverTarget, options: CutoverOptions = {}): Promise<{ lockedAt: number; lsn: string }> {
+export async function prepareCutover(
+  deps: CutoverDeps,
+  move: CutoverTarget,
+  options: CutoverOptions = {},
+): Promise<{ lockedAt: number; lsn: string; steps: Omit<CutoverSteps, 'committed'> }> {
   const { shard, source, target, names } = move;
   // Pooled connections throughout: a new connection costs several milliseconds of the blocked time.
   const sourceClient = await deps.pools.get(source.dsn).connect();
@@ -152,16 +169,21 @@ export async function prepareCutover(deps: CutoverDeps, move: CutoverTarget, opt
   let lockedAt = 0;
   let lsn = '';
   let sourcePrepared = false;
+  const steps = { caughtUp: 0, verified: 0, sourcePrepared: 0, catalogPrepared: 0 };
+  const mark = (step: keyof typeof steps) => (steps[step] = Date.now() - lockedAt);
   try {
     const tables = shard.tables.map((t) => `${quoteIdent(shard.schema)}.${quoteIdent(t.name)}`);
     lockedAt = await lockForCutover([{ client: sourceClient, tables }], options.lockTimeoutMs);
     lsn = await currentLsn(sourceClient);
     await waitForTarget(deps, move, options);
+    mark('caughtUp');
     await verifyAtCutover(deps.pools, sourceClient, move, options.verify ?? 'checksums');
+    mark('verified');
     await copySequences(deps.pools, sourceClient, target, shard.schema);
     await fence(sourceClient, move);
     await sourceClient.query(`prepare transaction ${quoteLiteral(names.gid)}`);
     sourcePrepared = true;
+    mark('sourcePrepared');
   } catch (err) {
     if (!sourcePrepared) await sourceClient.query('rollback').catch(() => undefined);
     broken = err as Error;
@@ -184,12 +206,13 @@ export async function prepareCutover(deps: CutoverDeps, move: CutoverTarget, opt
       }
       await c.query(`prepare transaction ${quoteLiteral(names.gid)}`);
     });
+    mark('catalogPrepared');
     await failpoint('cutover.after-prepare');
   } catch (err) {
     await onServer(deps.pools, source.dsn, (c) => c.query(`rollback prepared ${quoteLiteral(names.gid)}`)).catch(() => undefined);
     throw err;
   }
-  return { lockedAt, lsn };
+  return { lockedAt, lsn, steps };
 }
 
 /**
