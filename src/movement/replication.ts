@@ -161,6 +161,8 @@ export interface StreamProgress {
   tables: number;
   /** Tables whose initial copy is done and that now stream ('r' in pg_subscription_rel). */
   tablesReady: number;
+  /** Tables whose rows are all copied, caught up or not ('f', 's' or 'r'). */
+  tablesCopied?: number;
   /** WAL the source has written that the target has not yet confirmed, in bytes. */
   lagBytes: number | null;
   /** Rows now in the target's shard tables. */
@@ -178,8 +180,9 @@ export async function streamProgress(
 ): Promise<StreamProgress> {
   const target = pools.get(endpoints.target.dsn);
   const [states, lag, size] = await Promise.all([
-    target.query<{ total: number; ready: number }>(
-      `select count(*)::int as total, count(*) filter (where r.srsubstate = 'r')::int as ready
+    target.query<{ total: number; ready: number; copied: number }>(
+      `select count(*)::int as total, count(*) filter (where r.srsubstate = 'r')::int as ready,
+              count(*) filter (where r.srsubstate in ('f', 's', 'r'))::int as copied
          from pg_subscription_rel r join pg_subscription s on s.oid = r.srsubid
         where s.subname = $1 and s.subdbid = (select oid from pg_database where datname = current_database())
           and r.srrelid <> to_regclass('sc_movement.watermarks')`,
@@ -200,6 +203,7 @@ export async function streamProgress(
   return {
     tables: states.rows[0]?.total ?? 0,
     tablesReady: states.rows[0]?.ready ?? 0,
+    tablesCopied: states.rows[0]?.copied ?? 0,
     lagBytes: lag.rows[0]?.lag != null ? Number(lag.rows[0].lag) : null,
     rowsCopied: Number(size.rows[0]?.rows ?? 0),
     bytesCopied: Number(size.rows[0]?.bytes ?? 0),

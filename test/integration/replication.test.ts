@@ -143,6 +143,7 @@ describe('shard copy and streaming (logical replication)', () => {
     }
     const progress = await streamProgress(pools, { source, target }, shard, names);
     expect(progress.rowsCopied).toBeGreaterThan(0);
+    expect(progress.tablesCopied).toBe(2);
     expect(progress.bytesCopied).toBeGreaterThan(0);
     expect(progress.lagBytes).toBeGreaterThanOrEqual(0);
 
