@@ -7,6 +7,7 @@ import { NotFoundError } from '../src/errors.js';
 import { run } from './failures.js';
 import { activityInfo } from '@temporalio/activity';
 import { createCollectionActivities } from './collection.js';
+import { createForecastingActivities } from './forecasting.js';
 import { createMovementActivities } from './movement.js';
 
 export interface ActivityDeps {
@@ -28,6 +29,7 @@ export function createActivities(deps: ActivityDeps) {
   return {
     ...createMovementActivities(deps),
     ...createCollectionActivities(deps),
+    ...createForecastingActivities(deps),
     async registerTable(spec: TableSpec): Promise<RegisteredTable> {
       return run(() => registerTable(deps.catalog, spec, activityInfo().workflowExecution?.runId ?? activityInfo().activityId));
     },

@@ -1,7 +1,7 @@
 import type { Server } from 'node:http';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { collectorWorkflowId, ensureCollector } from '../client/index.js';
+import { collectorWorkflowId, ensureCollector, ensureSchedules } from '../client/index.js';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import pg from 'pg';
 import { migrate } from '../src/catalog/migrate.js';
@@ -123,6 +123,8 @@ export async function startStack(config: Config, options: StackOptions): Promise
       { intervalSeconds: config.collection.intervalSeconds, retentionDays: config.collection.retentionDays },
     );
     log(line('collector', `every ${config.collection.intervalSeconds} s, kept ${config.collection.retentionDays} days (workflow ${collectorWorkflowId()})`));
+    const schedules = await ensureSchedules({ client: temporalClient, taskQueue: config.temporal.taskQueue }, config);
+    log(line('schedules', `retrain daily at ${config.forecast.retrainAt} UTC, forecast hourly (${schedules.map((s) => s.scheduleId).join(', ')})`));
 
     if (config.metrics.port > 0) {
       const server: Server = await startMetricsServer(createMetricsRegistry(catalog), config.metrics.port, options.embedded ? '127.0.0.1' : '0.0.0.0');

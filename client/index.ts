@@ -245,3 +245,5 @@ export async function ensureCollector(options: ShardcastClientOptions, input: Co
   });
   return handle;
 }
+
+export { ensureSchedules, runForecastingNow, scheduleId, type EnsuredSchedule, type ForecastingRun } from './schedules.js';

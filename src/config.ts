@@ -80,6 +80,18 @@ export const configSchema = z
       .object({
         /** TensorFlow.js backend of the LSTM: tensorflow (needs @tensorflow/tfjs-node installed), wasm, cpu, or auto (the first available). */
         backend: z.enum(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'),
+        /** When the daily retraining starts, HH:MM UTC (schedule shardcast-retrain-daily). */
+        retrainAt: z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'a UTC time HH:MM').default('03:00'),
+        /** How late a missed scheduled run (server or workers down) may still start. */
+        catchupWindowMinutes: z.number().int().min(1).max(1440).default(60),
+        /** Days of history each series is trained on. */
+        trainingDays: z.number().int().min(1).max(365).default(30),
+        /** Fitting seconds per model and series, half back-test and half final fit: ~5 s a series in all, so 100 series take ~9 minutes on one worker. */
+        budgetSeconds: z.number().positive().max(600).default(1.2),
+        /** Series per training or forecasting activity (heartbeating after each). */
+        batchSize: z.number().int().min(1).max(1000).default(10),
+        /** Batches running at once, shared by the workers of the task queue. */
+        parallelBatches: z.number().int().min(1).max(64).default(4),
       })
       .strict()
       .prefault({}),
@@ -135,6 +147,12 @@ export const ENV_OVERRIDES: Record<string, string> = {
   SHARDCAST_TEMPORAL_TASK_QUEUE: 'temporal.taskQueue',
   SHARDCAST_METRICS_PORT: 'metrics.port',
   SHARDCAST_FORECAST_BACKEND: 'forecast.backend',
+  SHARDCAST_FORECAST_RETRAIN_AT: 'forecast.retrainAt',
+  SHARDCAST_FORECAST_CATCHUP_WINDOW_MINUTES: 'forecast.catchupWindowMinutes',
+  SHARDCAST_FORECAST_TRAINING_DAYS: 'forecast.trainingDays',
+  SHARDCAST_FORECAST_BUDGET_SECONDS: 'forecast.budgetSeconds',
+  SHARDCAST_FORECAST_BATCH_SIZE: 'forecast.batchSize',
+  SHARDCAST_FORECAST_PARALLEL_BATCHES: 'forecast.parallelBatches',
   SHARDCAST_COLLECTION_INTERVAL_SECONDS: 'collection.intervalSeconds',
   SHARDCAST_COLLECTION_RETENTION_DAYS: 'collection.retentionDays',
   SHARDCAST_MOVEMENT_APPROVAL_OVER_BYTES: 'movement.approvalOverBytes',
@@ -258,6 +276,11 @@ const NUMERIC_KEYS = new Set([
   'metrics.port',
   'collection.intervalSeconds',
   'collection.retentionDays',
+  'forecast.catchupWindowMinutes',
+  'forecast.trainingDays',
+  'forecast.budgetSeconds',
+  'forecast.batchSize',
+  'forecast.parallelBatches',
   'movement.approvalOverBytes',
   'movement.graceSeconds',
   'movement.maxPerNode',

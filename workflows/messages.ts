@@ -131,3 +131,20 @@ export interface CollectStatsInput {
   /** Rounds before the run continues as new (default 500). */
   roundsPerRun?: number;
 }
+
+export interface RetrainInput {
+  /** Days of history each series is trained on. */
+  trainingDays: number;
+  /** Fitting seconds per model and series (half back-test, half final fit). */
+  budgetSeconds: number;
+  /** Series per activity, and activities running at once (spread over the workers of the queue). */
+  batchSize: number;
+  parallelBatches: number;
+}
+
+export interface ForecastRunInput {
+  batchSize: number;
+  parallelBatches: number;
+}
+
+export type { ForecastingSummary } from '../src/forecasting/runs.js';

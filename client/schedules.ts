@@ -1,0 +1,112 @@
+import { ScheduleNotFoundError, ScheduleOverlapPolicy, type ScheduleOptions, type WorkflowHandle } from '@temporalio/client';
+import type { Config } from '../src/config.js';
+import { SA_OPERATION } from '../src/search-attributes.js';
+import { CONTROL_TASK_QUEUE } from '../workers/control.js';
+import type { ForecastRunInput, RetrainInput } from '../workflows/messages.js';
+import type { ShardcastClientOptions } from './index.js';
+
+export type ForecastingRun = 'retrain' | 'forecast';
+
+/** Schedule ids (with the options' prefix): pause, unpause and trigger them like any Schedule. */
+export function scheduleId(run: ForecastingRun, prefix = ''): string {
+  return `${prefix}${run === 'retrain' ? 'shardcast-retrain-daily' : 'shardcast-forecast-hourly'}`;
+}
+
+/** The workflow each run starts, and its input from the configuration. */
+function runAction(options: ShardcastClientOptions, config: Config, run: ForecastingRun) {
+  const { trainingDays, budgetSeconds, batchSize, parallelBatches } = config.forecast;
+  const common = {
+    taskQueue: options.taskQueue ?? CONTROL_TASK_QUEUE,
+    typedSearchAttributes: [{ key: SA_OPERATION, value: run }],
+  };
+  if (run === 'retrain') {
+    const input: RetrainInput = { trainingDays, budgetSeconds, batchSize, parallelBatches };
+    return { ...common, workflowType: 'retrainModels', args: [input], staticSummary: `retrain every series on ${trainingDays} days` };
+  }
+  const input: ForecastRunInput = { batchSize, parallelBatches };
+  return { ...common, workflowType: 'forecastLoad', args: [input], staticSummary: 'forecast the next hour of every series' };
+}
+
+/**
+ * The two schedules: retraining daily at forecast.retrainAt (UTC), forecasting every hour on the
+ * hour. A run still going when the next is due makes that one skip; a run missed while Temporal
+ * or the workers were down starts late if within forecast.catchupWindowMinutes.
+ */
+export function scheduleDefinitions(options: ShardcastClientOptions, config: Config): ScheduleOptions[] {
+  const prefix = options.workflowIdPrefix ?? '';
+  const [hour, minute] = config.forecast.retrainAt.split(':').map(Number) as [number, number];
+  const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: `${config.forecast.catchupWindowMinutes} minutes` } as const;
+  return (['retrain', 'forecast'] as const).map((run) => {
+    const spec = run === 'retrain' ? { calendars: [{ hour, minute, comment: `daily at ${config.forecast.retrainAt} UTC` }] } : { intervals: [{ every: '1 hour' }] };
+    const action = runAction(options, config, run);
+    // What the schedule was made from: compared on the next start to see whether it changed.
+    const definition = JSON.stringify({ spec, policies, action });
+    return {
+      scheduleId: scheduleId(run, prefix),
+      spec,
+      policies,
+      action: { type: 'startWorkflow' as const, workflowId: `${prefix}shardcast-${run}`, ...action, memo: { shardcastDefinition: definition } },
+    };
+  });
+}
+
+export interface EnsuredSchedule {
+  scheduleId: string;
+  outcome: 'created' | 'updated' | 'unchanged';
+}
+
+/** Creates the retraining and forecasting schedules where missing and updates those whose definition changed, keeping their paused state. */
+export async function ensureSchedules(options: ShardcastClientOptions, config: Config): Promise<EnsuredSchedule[]> {
+  const out: EnsuredSchedule[] = [];
+  for (const definition of scheduleDefinitions(options, config)) {
+    const handle = options.client.schedule.getHandle(definition.scheduleId);
+    let current;
+    try {
+      current = await handle.describe();
+    } catch (err) {
+      if (!(err instanceof ScheduleNotFoundError)) throw err;
+      await options.client.schedule.create(definition);
+      out.push({ scheduleId: definition.scheduleId, outcome: 'created' });
+      continue;
+    }
+    const wanted = definition.action.memo?.shardcastDefinition;
+    if (current.action.type === 'startWorkflow' && current.action.memo?.shardcastDefinition === wanted) {
+      out.push({ scheduleId: definition.scheduleId, outcome: 'unchanged' });
+      continue;
+    }
+    await handle.update((previous) => ({ spec: definition.spec, action: definition.action, policies: definition.policies, state: previous.state }));
+    out.push({ scheduleId: definition.scheduleId, outcome: 'updated' });
+  }
+  return out;
+}
+
+/**
+ * Runs retraining or forecasting now: through its schedule when there is one (`temporal schedule
+ * trigger` does the same; overlap skip: when a run is going, that run is returned), otherwise by
+ * starting the workflow directly. Returns the run's handle.
+ */
+export async function runForecastingNow(options: ShardcastClientOptions, config: Config, run: ForecastingRun): Promise<{ handle: WorkflowHandle; via: 'schedule' | 'workflow' | 'running' }> {
+  const schedule = options.client.schedule.getHandle(scheduleId(run, options.workflowIdPrefix));
+  let before;
+  try {
+    before = await schedule.describe();
+  } catch (err) {
+    if (!(err instanceof ScheduleNotFoundError)) throw err;
+    const action = runAction(options, config, run);
+    const { workflowType, ...start } = action;
+    const handle = await options.client.workflow.start(workflowType, { ...start, workflowId: `${options.workflowIdPrefix ?? ''}shardcast-${run}-manual-${Date.now()}` });
+    return { handle, via: 'workflow' };
+  }
+  const running = before.info.runningActions[0];
+  if (running) return { handle: options.client.workflow.getHandle(running.workflow.workflowId), via: 'running' };
+  const known = new Set(before.info.recentActions.map((a) => a.action.workflow.workflowId));
+  await schedule.trigger(ScheduleOverlapPolicy.SKIP);
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const now = await schedule.describe();
+    const started = [...now.info.runningActions, ...now.info.recentActions.map((a) => a.action)].find((a) => !known.has(a.workflow.workflowId));
+    if (started) return { handle: options.client.workflow.getHandle(started.workflow.workflowId), via: 'schedule' };
+    if (Date.now() > deadline) throw new Error(`schedule ${schedule.scheduleId} was triggered but started no run within 15 s`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
