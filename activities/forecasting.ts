@@ -5,6 +5,7 @@ import { type SeriesOutcome } from '../src/forecasting/runs.js';
 import { forecastableSeries, storeForecasts, storeModel } from '../src/forecasting/store.js';
 import { forecastSeries, trainSeries } from '../src/forecasting/training.js';
 import { listSeries } from '../src/profiling/series.js';
+import { BUCKET_MS } from '../src/profiling/rates.js';
 import { run } from './failures.js';
 
 export interface ForecastingDeps {
@@ -36,7 +37,11 @@ export function createForecastingActivities(deps: ForecastingDeps) {
   return {
     /** Every series with samples in the training window. */
     async listTrainingSeries(input: { asOf: string; trainingDays: number }): Promise<string[]> {
-      return run(() => listSeries(deps.catalog, new Date(Date.parse(input.asOf) - input.trainingDays * 86_400_000)));
+      // Only series sampled before the last complete bucket: a series seen for the first time in the
+      // last few minutes has no two complete buckets to train on yet, and is not a failure.
+      const asOf = Date.parse(input.asOf);
+      const until = new Date(Math.floor(asOf / BUCKET_MS) * BUCKET_MS - BUCKET_MS);
+      return run(() => listSeries(deps.catalog, new Date(asOf - input.trainingDays * 86_400_000), until));
     },
 
     /** Trains and stores each series of the batch; a failure is stored as a 'failed' model. */

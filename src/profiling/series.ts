@@ -136,28 +136,29 @@ async function query(catalog: Queryable, sql: string, params: unknown[]): Promis
   return rows.map((r) => ({ ...r, t: Number(r.t), value: Number(r.value), epoch: Number(r.epoch), ...(r.total !== undefined ? { total: Number(r.total) } : {}) }));
 }
 
-/** Every series there is data for since `since`. */
-export async function listSeries(catalog: Queryable, since: Date): Promise<string[]> {
+/** Every series there is data for since `since` (and, with `until`, before it). */
+export async function listSeries(catalog: Queryable, since: Date, until = new Date('9999-12-31T00:00:00Z')): Promise<string[]> {
   const ids: string[] = [];
+  const range = [since.toISOString(), until.toISOString()];
   const { rows: tables } = await catalog.query<{ name: string }>(
-    `select distinct table_name as name from shardcast_stats.table_samples where ts >= $1 order by 1`,
-    [since.toISOString()],
+    `select distinct table_name as name from shardcast_stats.table_samples where ts >= $1 and ts < $2 order by 1`,
+    range,
   );
   for (const t of tables) for (const m of Object.keys(TABLE_METRICS)) ids.push(`table:${t.name}:${m}`);
   const { rows: indexes } = await catalog.query<{ t: string; i: string }>(
-    `select distinct table_name as t, index_name as i from shardcast_stats.index_samples where ts >= $1 order by 1, 2`,
-    [since.toISOString()],
+    `select distinct table_name as t, index_name as i from shardcast_stats.index_samples where ts >= $1 and ts < $2 order by 1, 2`,
+    range,
   );
   for (const r of indexes) ids.push(`index:${r.t}.${r.i}:scans`);
   const { rows: shards } = await catalog.query<{ id: string }>(
-    `select distinct substr(schema_name, 5) as id from shardcast_stats.table_samples where ts >= $1 order by 1`,
-    [since.toISOString()],
+    `select distinct substr(schema_name, 5) as id from shardcast_stats.table_samples where ts >= $1 and ts < $2 order by 1`,
+    range,
   );
   for (const s of shards) ids.push(`shard:${s.id}:load`);
   const { rows: nodes } = await catalog.query<{ name: string; cpu: boolean }>(
     `select n.name, bool_or(s.cpu_total_jiffies is not null) as cpu from shardcast_stats.node_samples s join shardcast.nodes n on n.id = s.node_id
-      where s.ts >= $1 group by n.name order by 1`,
-    [since.toISOString()],
+      where s.ts >= $1 and s.ts < $2 group by n.name order by 1`,
+    range,
   );
   for (const n of nodes) {
     if (n.cpu) ids.push(`node:${n.name}:cpu`);

@@ -19,8 +19,8 @@ const inserted = (t: number) => (100 * t + (50 * DAY) / (2 * Math.PI) * (1 - Mat
 
 /**
  * Samples as the collector would have stored them, every 5 minutes: `orders` (3 days: trained),
- * `young` (6 hours: fallback) and an index sampled once, just created (no rate at all: the one
- * series whose training fails, for real, in the cleaning of its empty series).
+ * `young` (6 hours: fallback) and an index sampled once an hour ago, then dropped (no rate at all:
+ * the one series whose training fails, for real, in the cleaning of its empty series).
  */
 async function seedSamples(now: number): Promise<void> {
   await ensurePartitions(catalog.pool, new Date(now - 4 * DAY), 5);
@@ -50,7 +50,7 @@ async function seedSamples(now: number): Promise<void> {
   await catalog.pool.query(
     `insert into shardcast_stats.index_samples (ts, node_id, schema_name, table_name, index_name, idx_scan, idx_tup_read, stats_epoch)
      values ($1, $2, 'sc_s901', 'orders', 'orders_fresh', 0, 0, $3)`,
-    [new Date(now - 60_000).toISOString(), node, epoch],
+    [new Date(now - 3_600_000).toISOString(), node, epoch],
   );
 }
 

@@ -101,6 +101,7 @@ describe('shardcast up (npm start)', () => {
       SHARDCAST_TEMPORAL_PORT: String(ports.temporal),
       SHARDCAST_TEMPORAL_UI_PORT: String(ports.ui),
       SHARDCAST_METRICS_PORT: String(ports.metrics),
+      SHARDCAST_COLLECTION_INTERVAL_SECONDS: '1',
       TEMPORAL_CLI_PATH: fleet().temporalCliPath,
     };
     const up = startUp();
@@ -112,7 +113,7 @@ describe('shardcast up (npm start)', () => {
     expect(text).toMatch(new RegExp(`^temporal\\s+127\\.0\\.0\\.1:${ports.temporal} \\(namespace default\\)$`, 'm'));
     expect(text).toMatch(new RegExp(`^temporal-ui\\s+http://127\\.0\\.0\\.1:${ports.ui}$`, 'm'));
     expect(text).toMatch(/^worker\s+task queue shardcast-control$/m);
-    expect(text).toMatch(/^collector\s+every 15 s, kept 35 days \(workflow shardcast-collect-stats\)$/m);
+    expect(text).toMatch(/^collector\s+every 1 s, kept 35 days \(workflow shardcast-collect-stats\)$/m);
     expect(text).toMatch(/^schedules\s+retrain daily at 03:00 UTC, forecast hourly \(shardcast-retrain-daily, shardcast-forecast-hourly\)$/m);
     expect(text).toMatch(new RegExp(`^metrics\\s+http://127\\.0\\.0\\.1:${ports.metrics}/metrics$`, 'm'));
     expect(up.lines.at(-1)).toBe('shardcast: ready');
@@ -198,6 +199,22 @@ describe('shardcast up (npm start)', () => {
     expect(JSON.parse(cli('shards', 'list', '--table', 'items', '--json').stdout)).toHaveLength(4);
     const notAdjacent = cli('merge', String(afterSplit[0]!.shardId), String(afterSplit[0]!.shardId));
     expect(notAdjacent.stderr.trim()).toMatch(/^shardcast: error: cannot merge shard \d+ with itself$/);
+
+    // Forecasting from the CLI. The collector (1 s interval here) has sampled for under a minute: no
+    // series has two complete 5-minute buckets yet, so there is nothing to train, and that is no failure.
+    const retrain = cli('retrain', '--wait');
+    expect(retrain.status, retrain.stderr).toBe(0);
+    expect(retrain.stdout).toMatch(/^0 of 0 series done: 0 trained, 0 fell back, 0 failed$/m);
+    const forecastRun = cli('forecast', 'run', '--wait');
+    expect(forecastRun.status, forecastRun.stderr).toBe(0);
+    expect(forecastRun.stdout).toMatch(/^0 of 0 series done: 0 forecast, 0 failed$/m);
+    const svg = path.join(fleet().baseDir, `${uniqueName('chart')}.svg`);
+    const shown = cli('forecast', 'show', 'node:node-1:io', '--svg', svg);
+    expect(shown.status, shown.stderr).toBe(0);
+    expect(shown.stdout).toMatch(/^node:node-1:io: no forecast yet/m);
+    expect(readFileSync(svg, 'utf8')).toMatch(/^<svg/);
+    const png = cli('forecast', 'show', 'node:node-1:io', '--png', svg);
+    expect(png.stderr.trim()).toMatch(/^shardcast: error: --png is not available/);
 
     const human = cli('status');
     expect(human.stdout).toMatch(/^node-1\s+active\s+local\s+z1\s+100\s+2\s+postgres:\/\//m);
