@@ -6,6 +6,7 @@ const benches: Record<string, () => Promise<{ run(args: string[]): Promise<void>
   router: () => import('./router.js'),
   move: () => import('./move.js'),
   forecast: () => import('./forecast.js'),
+  retrain: () => import('./retrain.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);

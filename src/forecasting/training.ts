@@ -83,8 +83,14 @@ function randomWalkCalibration(values: readonly number[]): Calibration {
 /** Trains one series (see the module comment). Throws only when the series cannot be forecast at all. */
 export async function trainSeries(catalog: Queryable, id: string, options: TrainingOptions): Promise<StoredModel> {
   const trainingDays = options.trainingDays ?? 30;
-  const budgetSeconds = options.budgetSeconds ?? 2;
   const series = await loadClean(catalog, id, new Date(options.asOf.getTime() - trainingDays * DAY_MS), options.asOf);
+  return trainCleanSeries(id, series, options);
+}
+
+/** `trainSeries` once the series is loaded and cleaned: everything but the catalog read (benches call it with in-memory series). */
+export async function trainCleanSeries(id: string, series: CleanSeries, options: TrainingOptions): Promise<StoredModel> {
+  const trainingDays = options.trainingDays ?? 30;
+  const budgetSeconds = options.budgetSeconds ?? 2;
   const base = { series: id, trainedAt: options.asOf, seriesStart: new Date(series.start), stepSeconds: series.stepSeconds };
   const ctx = { ...seasonLengths(series.stepSeconds, series.values.length), seed: 1 };
 
@@ -153,6 +159,12 @@ export async function forecastSeries(catalog: Queryable, id: string, issuedAt: D
   const stored = await latestUsableModel(catalog, id);
   if (!stored || !stored.seriesStart || !stored.calibration) throw new InvalidInputError(`series ${id} has no usable model: retrain first`);
   const series = await loadClean(catalog, id, stored.seriesStart, issuedAt);
+  return forecastCleanSeries(id, stored, series, issuedAt);
+}
+
+/** `forecastSeries` once the model and the series are loaded: everything but the catalog reads (benches call it with in-memory ones). */
+export function forecastCleanSeries(id: string, stored: StoredModel, series: CleanSeries, issuedAt: Date): ForecastRow[] {
+  if (!stored.seriesStart || !stored.calibration) throw new InvalidInputError(`series ${id} has no usable model: retrain first`);
   if (series.start !== stored.seriesStart.getTime()) {
     throw new InvalidInputError(`series ${id}: the data its model was trained from (since ${stored.seriesStart.toISOString()}) is no longer all there: retrain`);
   }
