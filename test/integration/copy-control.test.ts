@@ -33,9 +33,12 @@ async function fill(schema: string, rows: number): Promise<void> {
   await adminQuery(catalog.nodeUrl('node-1'), `insert into ${schema}.logs select g, repeat(md5(g::text), 8) from generate_series(1, ${rows}) g`);
 }
 
-/** Physical size of the target's copy: it grows during COPY (row counts only change at commit). */
+/** Physical size of the target's copy (heap and indexes): it grows during COPY (row counts only change at commit). */
 async function targetBytes(schema: string): Promise<number> {
-  const { rows } = await adminQuery(catalog.nodeUrl('node-2'), `select coalesce(pg_total_relation_size(to_regclass('${schema}.logs')), 0)::bigint::text as b`);
+  const { rows } = await adminQuery(
+    catalog.nodeUrl('node-2'),
+    `select coalesce(pg_relation_size(to_regclass('${schema}.logs')) + pg_indexes_size(to_regclass('${schema}.logs')), 0)::bigint::text as b`,
+  );
   return Number(rows[0].b);
 }
 
@@ -60,15 +63,19 @@ describe('steering a movement during its copy', () => {
     const handle = await startMove(worker.options, { shardId: s.id, targetNode: 'node-2', pollSeconds: 0.2, graceSeconds: 0 });
     await until('the copy to write on the target', async () => (await targetBytes(s.schema)) > 1_000_000);
     await handle.signal(pauseSignal);
-    await until('the pause', async () => (await handle.query(movementProgressQuery)).paused);
-    await new Promise((r) => setTimeout(r, 1000)); // the subscription's workers stop
-    const paused = await targetBytes(s.schema);
-    await new Promise((r) => setTimeout(r, 1500));
-    expect(await targetBytes(s.schema)).toBe(paused);
-    const sub = await adminQuery(catalog.nodeUrl('node-2'), "select subenabled from pg_subscription where subname like 'sc\\_mv\\_%' and subdbid = (select oid from pg_database where datname = current_database())");
-    expect(sub.rows).toEqual([{ subenabled: false }]);
-    expect(['copy', 'catch-up']).toContain((await handle.query(movementProgressQuery)).phase);
-    await handle.signal(resumeSignal);
+    try {
+      await until('the pause', async () => (await handle.query(movementProgressQuery)).paused);
+      await new Promise((r) => setTimeout(r, 1000)); // the subscription's workers stop
+      const paused = await targetBytes(s.schema);
+      await new Promise((r) => setTimeout(r, 1500));
+      // A running copy writes tens of MB a second here; a stopped one nothing (autovacuum may touch a page or two).
+      expect(Math.abs((await targetBytes(s.schema)) - paused)).toBeLessThan(256 * 1024);
+      const sub = await adminQuery(catalog.nodeUrl('node-2'), "select subenabled from pg_subscription where subname like 'sc\\_mv\\_%' and subdbid = (select oid from pg_database where datname = current_database())");
+      expect(sub.rows).toEqual([{ subenabled: false }]);
+      expect(['copy', 'catch-up']).toContain((await handle.query(movementProgressQuery)).phase);
+    } finally {
+      await handle.signal(resumeSignal); // also when an assertion failed: the move must not stay paused
+    }
     const result = await moveResult(handle);
     expect(result.target).toBe('node-2');
     const copied = await adminQuery(catalog.nodeUrl('node-2'), `select count(*)::int as n from ${s.schema}.logs`);
