@@ -140,15 +140,33 @@ export class Router extends EventEmitter {
       table = tableNamedIn(sql, this.map);
       if (!table) throw new InvalidInputError('all: the SQL names no distributed table; pass { table } to say which shards to run on');
     }
-    const routes = this.map.shardsOf(table);
-    const results = await Promise.all(
-      routes.map((route) =>
-        this.withPlacementRetry(
-          async () => this.map.shardsOf(table).find((r) => r.shardId === route.shardId) ?? route,
-          (current) => this.runOnShard<R>(current, sql, params),
+    const group = table;
+    const scatter = async () => {
+      const routes = this.map.shardsOf(group);
+      const results = await Promise.all(
+        routes.map((route) =>
+          this.withPlacementRetry(
+            async () => {
+              const current = this.map.shardsOf(group).find((r) => r.shardId === route.shardId);
+              // Split or merged away: this shard's rows now live in other shards of the new map.
+              if (!current) throw new ShardRetired(route.shardId);
+              return current;
+            },
+            (current) => this.runOnShard<R>(current, sql, params),
+          ),
         ),
-      ),
-    );
+      );
+      return { routes, results };
+    };
+    let done: Awaited<ReturnType<typeof scatter>>;
+    try {
+      done = await scatter();
+    } catch (err) {
+      if (!(err instanceof ShardRetired)) throw err;
+      // The whole query again on the new map: partial results from the old one would miss or repeat rows.
+      done = await scatter();
+    }
+    const { routes, results } = done;
     const rows = results.flatMap((r) => r.rows);
     return { rows, rowCount: results.reduce((n, r) => n + (r.rowCount ?? 0), 0), fields: results[0]?.fields ?? [], shards: routes.length };
   }
@@ -323,6 +341,13 @@ export class Router extends EventEmitter {
       this.emit('retried', { from: route, to: next, code });
       return work(next);
     }
+  }
+}
+
+/** A shard of a scatter query that the refreshed map no longer has (a split or merge retired it). */
+class ShardRetired extends Error {
+  constructor(readonly shardId: number) {
+    super(`shard ${shardId} was split or merged away`);
   }
 }
 

@@ -197,6 +197,26 @@ describe('split and merge', () => {
     await expectNothingLeft();
   });
 
+  it('a router with a map from before a split still answers a scatter query correctly', async () => {
+    const [, , shard] = await shardsOf('orders');
+    for (const k of [...Array(3000).keys()].map((i) => i + 100_000).filter((k) => router.forKey('orders', k).route().shardId === shard!.id).slice(0, 20)) {
+      await router.forKey('orders', k).query('insert into orders (id, qty, note) values ($1, 7, $2)', [k, 'stale']);
+    }
+    // No NOTIFY and no version check: its map stays as it was until a query meets the fence.
+    const stale = await createRouter({ catalogUrl: catalog.catalogUrl, listen: false, versionCheckIntervalMs: 3_600_000 });
+    try {
+      const before = await stale.all<{ n: number }>("select count(*)::int as n from orders where note = 'stale'");
+      expect(before.rows.reduce((a, r) => a + r.n, 0)).toBe(20);
+      const others = catalog.nodes.map((n) => n.name).filter((n) => n !== shard!.node);
+      await moveResult(await startSplit(worker.options, { shardId: shard!.id, targetNodes: [others[0]!, others[1]!], graceSeconds: 0, pollSeconds: 0.2 }));
+      const after = await stale.all<{ n: number }>("select count(*)::int as n from orders where note = 'stale'");
+      expect(after.rows.reduce((a, r) => a + r.n, 0)).toBe(20);
+      expect(after.shards).toBe(before.shards + 1);
+    } finally {
+      await stale.close();
+    }
+  });
+
   it('refuses bad requests with a clear message and changes nothing', async () => {
     const [a, b, c] = await shardsOf('nopk');
     expect(c).toBeUndefined();
