@@ -179,7 +179,10 @@ export function createMovementActivities(deps: MovementDeps) {
       heartbeat('cutover');
       const cutoverDeps = { catalogUrl: deps.catalogUrl, pools: deps.nodePools };
       const onWait = () => heartbeat('waiting for the target');
-      return run(() => (plan.operation === 'move' ? cutover(cutoverDeps, plan, { onWait }) : reshardCutover(cutoverDeps, plan, { onWait })));
+      // The verify phase compared content at a consistent point; under the cutover's lock, counts are
+      // re-checked (hashing every row there would hold writes for seconds on a large shard).
+      const options = { onWait, verify: 'counts' as const };
+      return run(() => (plan.operation === 'move' ? cutover(cutoverDeps, plan, options) : reshardCutover(cutoverDeps, plan, options)));
     },
 
     async stopStreaming(plan: MovementPlan): Promise<void> {
