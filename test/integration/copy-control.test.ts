@@ -64,8 +64,17 @@ describe('steering a movement during its copy', () => {
     await until('the copy to write on the target', async () => (await targetBytes(s.schema)) > 1_000_000);
     await handle.signal(pauseSignal);
     try {
-      await until('the pause', async () => (await handle.query(movementProgressQuery)).paused);
-      await new Promise((r) => setTimeout(r, 1000)); // the subscription's workers stop
+      // Paused for real: the subscription disabled and none of its workers (apply, table sync) left.
+      await until('the subscription to stop', async () => {
+        const { rows } = await adminQuery(
+          catalog.nodeUrl('node-2'),
+          `select s.subenabled, (select count(*)::int from pg_stat_subscription w where w.subid = s.oid and w.pid is not null) as workers
+             from pg_subscription s where s.subname like 'sc\\_mv\\_%' and s.subdbid = (select oid from pg_database where datname = current_database())`,
+        );
+        return rows.length === 1 && rows[0].subenabled === false && rows[0].workers === 0;
+      });
+      expect((await handle.query(movementProgressQuery)).paused).toBe(true);
+      await new Promise((r) => setTimeout(r, 300));
       const paused = await targetBytes(s.schema);
       await new Promise((r) => setTimeout(r, 1500));
       // A running copy writes tens of MB a second here; a stopped one nothing (autovacuum may touch a page or two).
@@ -73,9 +82,13 @@ describe('steering a movement during its copy', () => {
       const sub = await adminQuery(catalog.nodeUrl('node-2'), "select subenabled from pg_subscription where subname like 'sc\\_mv\\_%' and subdbid = (select oid from pg_database where datname = current_database())");
       expect(sub.rows).toEqual([{ subenabled: false }]);
       expect(['copy', 'catch-up']).toContain((await handle.query(movementProgressQuery)).phase);
-    } finally {
-      await handle.signal(resumeSignal); // also when an assertion failed: the move must not stay paused
+    } catch (err) {
+      // Leave nothing running for the next test: resume, let the move finish, then fail.
+      await handle.signal(resumeSignal);
+      await moveResult(handle).catch(() => undefined);
+      throw err;
     }
+    await handle.signal(resumeSignal);
     const result = await moveResult(handle);
     expect(result.target).toBe('node-2');
     const copied = await adminQuery(catalog.nodeUrl('node-2'), `select count(*)::int as n from ${s.schema}.logs`);
