@@ -338,6 +338,23 @@ async function runMovement(cfg: Config, opts: MovementFlags, start: (options: Sh
   });
 }
 
+/**
+ * "move shard 17 of orders: node-1 → node-2", from the catalog, for the Temporal UI. Undefined when
+ * a shard is not found (the workflow then refuses the request with a clear message).
+ */
+async function movementSummary(verb: string, shardIds: number[], targets: string[]): Promise<string | undefined> {
+  return withCatalog(async (pool) => {
+    const { rows } = await pool.query<{ id: number; grp: string; node: string }>(
+      `select s.id::int as id, g.name as grp, n.name as node from shardcast.shards s join shardcast.colocation_groups g on g.id = s.group_id
+         join shardcast.placements p on p.shard_id = s.id join shardcast.nodes n on n.id = p.node_id where s.id = any($1::bigint[]) order by s.id`,
+      [shardIds],
+    );
+    if (rows.length !== shardIds.length) return undefined;
+    const to = targets.length > 0 ? targets.join(' + ') : rows[0]!.node;
+    return `${verb} ${shardIds.length > 1 ? 'shards' : 'shard'} ${shardIds.join(' + ')} of ${rows[0]!.grp}: ${[...new Set(rows.map((r) => r.node))].join(', ')} → ${to}`;
+  });
+}
+
 function nodeList(value: string): [string, string] {
   const nodes = value.split(',').map((n) => n.trim());
   if (nodes.length !== 2 || nodes.some((n) => n === '')) throw new InvalidArgumentError('expected two node names, comma-separated (NODE,NODE)');
@@ -364,7 +381,8 @@ movementCommand('move', 'move a shard (its whole colocation group) to another no
       return;
     }
     if (shard === undefined || opts.to === undefined) throw new InvalidArgumentError('give a shard and --to NODE (or --reverse MOVEMENT)');
-    await runMovement(cfg, opts, (o) => startMove(o, { ...movementOptions(cfg, opts), shardId: shard, targetNode: opts.to! }));
+    const summary = await movementSummary('move', [shard], [opts.to]);
+    await runMovement(cfg, opts, (o) => startMove(o, { ...movementOptions(cfg, opts), summary, shardId: shard, targetNode: opts.to! }));
   });
 
 movementCommand('split', 'split a shard in two at a hash value or key, each half to a node of choice, online')
@@ -373,7 +391,8 @@ movementCommand('split', 'split a shard in two at a hash value or key, each half
   .option('--at <value>', 'hash tables: last hash value of the lower half (default: the middle); range tables: first key of the upper half')
   .action(async (shard: number, opts: MovementFlags & { to: [string, string]; at?: string }) => {
     const cfg = config();
-    await runMovement(cfg, opts, (o) => startSplit(o, { ...movementOptions(cfg, opts), shardId: shard, targetNodes: opts.to, at: opts.at }));
+    const summary = await movementSummary('split', [shard], opts.to);
+    await runMovement(cfg, opts, (o) => startSplit(o, { ...movementOptions(cfg, opts), summary, shardId: shard, targetNodes: opts.to, at: opts.at }));
   });
 
 movementCommand('merge', 'merge two adjacent shards of a colocation group into one, online')
@@ -382,7 +401,8 @@ movementCommand('merge', 'merge two adjacent shards of a colocation group into o
   .option('--to <node>', 'node of the merged shard (default: the lower shard’s node)')
   .action(async (shard: number, other: number, opts: MovementFlags & { to?: string }) => {
     const cfg = config();
-    await runMovement(cfg, opts, (o) => startMerge(o, { ...movementOptions(cfg, opts), shardIds: [shard, other], targetNode: opts.to }));
+    const summary = shard === other ? undefined : await movementSummary('merge', [Math.min(shard, other), Math.max(shard, other)], opts.to ? [opts.to] : []);
+    await runMovement(cfg, opts, (o) => startMerge(o, { ...movementOptions(cfg, opts), summary, shardIds: [shard, other], targetNode: opts.to }));
   });
 
 for (const [name, signal, description] of [

@@ -112,6 +112,8 @@ export interface MovementOptions {
   retry?: MoveShardInput['retry'];
   /** History length after which a long copy continues as a new run (default 10,000 events). */
   historyLimit?: number;
+  /** The run's static summary in the Temporal UI (default from the request, e.g. "move shard 17 → node-2"). */
+  summary?: string;
 }
 
 export interface MoveRequest extends MovementOptions {
@@ -208,7 +210,7 @@ async function startMovement(options: ShardcastClientOptions, request: MovementO
         { key: SA_PHASE, value: 'prepare' },
         ...(targets ? [{ key: SA_TARGET_NODE, value: targets }] : []),
       ],
-      staticSummary: describeMovement(op),
+      staticSummary: request.summary ?? describeMovement(op),
     });
   } catch (err) {
     if (err instanceof WorkflowExecutionAlreadyStartedError) {

@@ -132,7 +132,7 @@ describe('shardcast up (npm start)', () => {
     expect(metrics).toMatch(/^shardcast_map_version \d+$/m);
   });
 
-  it('answers the CLI: status, tables create (through the worker), shards list, move, split, merge', { timeout: 240_000 }, () => {
+  it('answers the CLI: status, tables create (through the worker), shards list, move, split, merge', { timeout: 240_000 }, async () => {
     const status = cli('status', '--json');
     expect(status.status, status.stderr).toBe(0);
     const parsed = JSON.parse(status.stdout);
@@ -167,6 +167,8 @@ describe('shardcast up (npm start)', () => {
     const shardOnNode1 = (JSON.parse(cli('shards', 'list', '--table', 'items', '--json').stdout) as Array<{ shardId: number; node: string }>).find((x) => x.node === 'node-1')!;
     const moved = cli('move', String(shardOnNode1.shardId), '--to', 'node-2', '--grace', '0', '--follow');
     expect(moved.status, moved.stderr).toBe(0);
+    const movedRun = await withTemporalClient((client) => client.workflow.getHandle(`move-shard-${shardOnNode1.shardId}`).describe());
+    expect(await movedRun.staticSummary()).toBe(`move shard ${shardOnNode1.shardId} of items: node-1 → node-2`);
     expect(moved.stdout).toMatch(new RegExp(`^moved shard ${shardOnNode1.shardId}: node-1 → node-2 \\(writes blocked \\d+ ms at cutover\\)$`, 'm'));
     expect(moved.stdout).toMatch(/^(copy|catch-up|cutover|cleanup|done) /m); // --follow printed phases
     const after = JSON.parse(cli('shards', 'list', '--table', 'items', '--json').stdout) as Array<{ shardId: number; node: string }>;
@@ -308,3 +310,12 @@ describe('shardcast up against servers that already run', () => {
     }
   });
 });
+
+async function withTemporalClient<T>(fn: (client: Client) => Promise<T>): Promise<T> {
+  const connection = await Connection.connect({ address: `127.0.0.1:${ports.temporal}` });
+  try {
+    return await fn(new Client({ connection }));
+  } finally {
+    await connection.close();
+  }
+}
