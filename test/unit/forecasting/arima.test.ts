@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { InvalidInputError } from '../../../src/errors.js';
 import { arimaFactory, fitArima, regressorNames, restoreArima, type ArimaModel, type ArimaSpec } from '../../../src/forecasting/arima.js';
+import { normals } from './synthetic.js';
 
 /** Fits of statsmodels' ARIMA on the same series and Fourier terms (scripts/reference/arima.py). */
 interface ReferenceCase {
@@ -24,19 +25,6 @@ const reference = JSON.parse(readFileSync(new URL('../../fixtures/forecasting/ar
   horizon: number;
   cases: ReferenceCase[];
 };
-
-/** Deterministic standard normals (mulberry32 + Box–Muller). */
-function normals(seed: number): () => number {
-  let s = seed >>> 0;
-  const uniform = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return () => Math.sqrt(-2 * Math.log(1 - uniform())) * Math.cos(2 * Math.PI * uniform());
-}
 
 function ar1(n: number, phi: number, seed: number, mean = 0): number[] {
   const z = normals(seed);

@@ -12,6 +12,7 @@ import {
   type EtsSpec,
   type EtsVariant,
 } from '../../../src/forecasting/ets.js';
+import { normals } from './synthetic.js';
 
 /** Fits of statsmodels on the same series (scripts/reference/ets.py), in the parameterisation of ets.ts. */
 interface ReferenceCase extends EtsSpec {
@@ -45,19 +46,6 @@ function comparable(c: ReferenceCase, forecast: readonly number[]): { ours: numb
   const skip = (h: number) => c.library === 'ExponentialSmoothing' && c.variant.season !== 'none' && h % c.period === 0;
   const keep = <T>(xs: readonly T[]) => xs.filter((_, i) => !skip(i + 1));
   return { ours: keep(forecast), theirs: keep(c.forecast) };
-}
-
-/** Deterministic standard normals (mulberry32 + Box–Muller). */
-function normals(seed: number): () => number {
-  let s = seed >>> 0;
-  const uniform = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return () => Math.sqrt(-2 * Math.log(1 - uniform())) * Math.cos(2 * Math.PI * uniform());
 }
 
 const fit = (y: readonly number[], dailyPeriod: number, budgetMs?: number) => etsFactory.fit(y, { dailyPeriod, budgetMs }) as EtsModel;

@@ -3,19 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { InvalidInputError } from '../../../src/errors.js';
 import { buildNetwork, featureCount, forward, lstmFactory, restoreLstm, robustScaling, type LstmLayout, type LstmModel } from '../../../src/forecasting/lstm.js';
 import { BackendUnavailableError, initBackend } from '../../../src/forecasting/tf-backend.js';
-
-/** Deterministic standard normals (mulberry32 + Box–Muller). */
-function normals(seed: number): () => number {
-  let s = seed >>> 0;
-  const uniform = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return () => Math.sqrt(-2 * Math.log(1 - uniform())) * Math.cos(2 * Math.PI * uniform());
-}
+import { normals } from './synthetic.js';
 
 const AMPLITUDE = 5;
 /** 10 + 5·sin(2πt/24) + N(0, 0.1²), t = 0 … n − 1. */
