@@ -2,9 +2,11 @@ import { randomBytes } from 'node:crypto';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import pg from 'pg';
-import { inject } from 'vitest';
+import { expect, inject } from 'vitest';
 import { migrate } from '../../src/catalog/migrate.js';
+import type { NodePools } from '../../src/catalog/node-pools.js';
 import { ensureNodes, type NodeRecord } from '../../src/catalog/nodes.js';
+import { movementLeftovers } from '../../src/movement/replication.js';
 import { quoteIdent } from '../../src/sql/ident.js';
 import { startControlWorker, type RunningWorker } from '../../workers/control.js';
 import type { ShardcastClientOptions } from '../../client/index.js';
@@ -117,3 +119,20 @@ export async function startTestWorker(
     },
   };
 }
+
+/** No replication slot, publication, subscription, prepared transaction or watermark of a movement on any of these nodes. */
+export async function expectNoMovementLeftovers(pools: NodePools, nodes: readonly NodeRecord[]): Promise<void> {
+  for (const node of nodes) {
+    expect(await movementLeftovers(pools, node)).toEqual({ node: node.name, slots: [], publications: [], subscriptions: [], preparedTransactions: [], watermarks: [] });
+  }
+}
+
+/** Polls `check` every `pollMs` until it holds; after `timeoutMs` throws, naming `what`. */
+export async function until(what: string, check: () => Promise<boolean>, timeoutMs = 60_000, pollMs = 50): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, pollMs));
+  }
+}
+

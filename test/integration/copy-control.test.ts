@@ -2,10 +2,9 @@ import { WorkflowFailedError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDistributedTable, moveResult, startMove } from '../../client/index.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
-import { movementLeftovers } from '../../src/movement/replication.js';
 import { SA_PHASE } from '../../src/search-attributes.js';
 import { movementProgressQuery, pauseSignal, resumeSignal } from '../../workflows/messages.js';
-import { adminQuery, createTestCatalog, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
+import { adminQuery, createTestCatalog, expectNoMovementLeftovers, startTestWorker, type TestCatalog, type TestWorker, until } from '../helpers/fleet.js';
 
 let catalog: TestCatalog;
 let worker: TestWorker;
@@ -42,18 +41,9 @@ async function targetBytes(schema: string): Promise<number> {
   return Number(rows[0].b);
 }
 
-async function until(what: string, check: () => Promise<boolean>, ms = 60_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 async function expectNothingLeft(): Promise<void> {
-  for (const node of catalog.nodes) {
-    expect(await movementLeftovers(pools, node)).toEqual({ node: node.name, slots: [], publications: [], subscriptions: [], preparedTransactions: [], watermarks: [] });
-  }
+  await expectNoMovementLeftovers(pools, catalog.nodes);
 }
 
 describe('steering a movement during its copy', () => {

@@ -16,7 +16,7 @@ import {
 } from '../../src/movement/replication.js';
 import { createRouter, type Router } from '../../src/router/router.js';
 import { quoteIdent } from '../../src/sql/ident.js';
-import { adminQuery, createTestCatalog, startTestWorker, uniqueName, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
+import { adminQuery, createTestCatalog, expectNoMovementLeftovers, startTestWorker, type TestCatalog, type TestWorker, uniqueName } from '../helpers/fleet.js';
 
 let catalog: TestCatalog;
 let worker: TestWorker;
@@ -196,8 +196,6 @@ describe('cutover', () => {
     const rows = await router.all<{ n: number }>('select count(*)::int as n from events');
     expect(rows.shards).toBe(3);
     await stopStreaming(pools, move, move.names);
-    for (const node of catalog.nodes) {
-      expect(await movementLeftovers(pools, node)).toEqual({ node: node.name, slots: [], publications: [], subscriptions: [], preparedTransactions: [], watermarks: [] });
-    }
+    await expectNoMovementLeftovers(pools, catalog.nodes);
   });
 });

@@ -3,11 +3,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDistributedTable, moveResult, startMove } from '../../client/index.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
 import { AlreadyExistsError } from '../../src/errors.js';
-import { movementLeftovers } from '../../src/movement/replication.js';
 import { createRouter, type Router } from '../../src/router/router.js';
 import { SA_GROUP, SA_PHASE, SA_SHARD, SA_SOURCE_NODE, SA_TARGET_NODE } from '../../src/search-attributes.js';
 import { approveSignal, movementProgressQuery, pauseSignal, rejectSignal, resumeSignal } from '../../workflows/messages.js';
-import { adminQuery, createTestCatalog, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
+import { adminQuery, createTestCatalog, expectNoMovementLeftovers, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 
 let catalog: TestCatalog;
 let worker: TestWorker;
@@ -55,9 +54,7 @@ async function placement(shardId: number): Promise<string> {
 }
 
 async function expectNothingLeft(): Promise<void> {
-  for (const node of catalog.nodes) {
-    expect(await movementLeftovers(pools, node)).toEqual({ node: node.name, slots: [], publications: [], subscriptions: [], preparedTransactions: [], watermarks: [] });
-  }
+  await expectNoMovementLeftovers(pools, catalog.nodes);
   const { rows } = await catalog.pool.query("select count(*)::int as n from shardcast.movements where state = 'running'");
   expect(rows[0].n).toBe(0);
 }

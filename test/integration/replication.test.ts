@@ -7,7 +7,6 @@ import {
   assertMovable,
   currentLsn,
   dropTargetShard,
-  movementLeftovers,
   movementNames,
   prepareTarget,
   shardTables,
@@ -20,7 +19,7 @@ import {
 } from '../../src/movement/replication.js';
 import { createRouter, type Router } from '../../src/router/router.js';
 import { quoteIdent } from '../../src/sql/ident.js';
-import { createTestCatalog, startTestWorker, uniqueName, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
+import { createTestCatalog, expectNoMovementLeftovers, startTestWorker, type TestCatalog, type TestWorker, uniqueName, until } from '../helpers/fleet.js';
 
 let catalog: TestCatalog;
 let worker: TestWorker;
@@ -84,18 +83,11 @@ async function digest(node: NodeRecord, schema: string, table: string, where = '
 }
 
 async function noLeftovers(): Promise<void> {
-  for (const node of catalog.nodes) {
-    expect(await movementLeftovers(pools, node)).toEqual({ node: node.name, slots: [], publications: [], subscriptions: [], preparedTransactions: [], watermarks: [] });
-  }
+  await expectNoMovementLeftovers(pools, catalog.nodes);
 }
 
-async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+/** Replication waits here are short: 30 s at most. */
+const waitFor = (what: string, check: () => Promise<boolean>): Promise<void> => until(what, check, 30_000);
 
 describe('shard copy and streaming (logical replication)', () => {
   it('copies a shard’s colocated tables and streams writes made during the copy, then tears down leaving nothing', async () => {

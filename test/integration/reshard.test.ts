@@ -2,10 +2,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDistributedTable, moveResult, startMerge, startSplit } from '../../client/index.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
 import { InvalidInputError } from '../../src/errors.js';
-import { movementLeftovers } from '../../src/movement/replication.js';
 import { createRouter, type Router } from '../../src/router/router.js';
 import { SA_OPERATION, SA_PHASE } from '../../src/search-attributes.js';
-import { adminQuery, createTestCatalog, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
+import { adminQuery, createTestCatalog, expectNoMovementLeftovers, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 
 let catalog: TestCatalog;
 let worker: TestWorker;
@@ -53,8 +52,8 @@ async function shardsOf(table: string): Promise<ShardRow[]> {
 }
 
 async function expectNothingLeft(): Promise<void> {
+  await expectNoMovementLeftovers(pools, catalog.nodes);
   for (const node of catalog.nodes) {
-    expect(await movementLeftovers(pools, node)).toEqual({ node: node.name, slots: [], publications: [], subscriptions: [], preparedTransactions: [], watermarks: [] });
     const stray = await adminQuery(catalog.nodeUrl(node.name), "select nspname::text as s from pg_namespace where nspname like 'sc\\_s%\\_moved\\_%'");
     expect(stray.rows).toEqual([]);
   }

@@ -8,7 +8,7 @@ import { freePort, PostgresServer } from '../../src/fleet/postgres-server.js';
 import { movementLeftovers } from '../../src/movement/replication.js';
 import { SA_PHASE } from '../../src/search-attributes.js';
 import { movementProgressQuery } from '../../workflows/messages.js';
-import { adminQuery, createTestCatalog, fleet, startTestWorker, uniqueName, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
+import { adminQuery, createTestCatalog, expectNoMovementLeftovers, fleet, startTestWorker, type TestCatalog, type TestWorker, uniqueName, until } from '../helpers/fleet.js';
 
 let catalog: TestCatalog;
 let worker: TestWorker;
@@ -40,13 +40,6 @@ async function phaseOf(handle: Awaited<ReturnType<typeof startMove>>): Promise<s
   return (await handle.query(movementProgressQuery)).phase;
 }
 
-async function until(what: string, check: () => Promise<boolean>, ms = 60_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe('a movement whose target goes down during the copy', () => {
   it('retries, then compensates: the source intact and clean at once, the target clean once it is back', async () => {
@@ -90,8 +83,6 @@ describe('a movement whose target goes down during the copy', () => {
     await adminQuery(sourceUrl, `insert into ${shard.schema}.events values (0, 'still writable')`);
     const onTarget = await adminQuery(fragile.url('shardcast'), "select nspname::text as s from pg_namespace where nspname like 'sc\\_s%'");
     expect(onTarget.rows).toEqual([]);
-    for (const node of [...catalog.nodes, fragileNode]) {
-      expect(await movementLeftovers(pools, node)).toEqual({ node: node.name, slots: [], publications: [], subscriptions: [], preparedTransactions: [], watermarks: [] });
-    }
+    await expectNoMovementLeftovers(pools, [...catalog.nodes, fragileNode]);
   });
 });

@@ -4,10 +4,9 @@ import { Client, Connection } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDistributedTable, moveResult, startMove, startSplit, type ShardcastClientOptions } from '../../client/index.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
-import { movementLeftovers } from '../../src/movement/replication.js';
 import { createRouter, type Router } from '../../src/router/router.js';
 import { movementProgressQuery } from '../../workflows/messages.js';
-import { adminQuery, createTestCatalog, fleet, startTestWorker, uniqueName, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
+import { adminQuery, createTestCatalog, expectNoMovementLeftovers, fleet, startTestWorker, type TestCatalog, type TestWorker, uniqueName, until } from '../helpers/fleet.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 
@@ -71,13 +70,6 @@ function kill(child: ChildProcessWithoutNullStreams): Promise<void> {
   });
 }
 
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe('a movement survives its worker being killed', () => {
   it('SIGKILL during copy and again in the middle of the cutover: a new worker finishes, no write lost or doubled', async () => {
@@ -128,9 +120,7 @@ describe('a movement survives its worker being killed', () => {
     const schema = (await catalog.pool.query<{ s: string }>('select schema_name as s from shardcast.shards where id = $1', [shard.id])).rows[0]!.s;
     const total = await adminQuery(catalog.nodeUrl(target), `select sum(n)::int as total from ${schema}.counters`);
     expect(total.rows[0].total).toBe(acknowledged);
-    for (const node of catalog.nodes) {
-      expect(await movementLeftovers(pools, node)).toEqual({ node: node.name, slots: [], publications: [], subscriptions: [], preparedTransactions: [], watermarks: [] });
-    }
+    await expectNoMovementLeftovers(pools, catalog.nodes);
     const prepared = await catalog.pool.query("select gid from pg_prepared_xacts where gid like 'sc\\_mv\\_%' and database = current_database()");
     expect(prepared.rows).toEqual([]);
   }, 180_000);
@@ -182,9 +172,7 @@ describe('a movement survives its worker being killed', () => {
     const after = await router.all<{ total: number; rows: number }>('select coalesce(sum(n), 0)::int as total, count(*)::int as rows from counters where id = any($1::bigint[])', [keys]);
     expect(after.rows.reduce((a, r) => a + r.total, 0)).toBe(base + acknowledged);
     expect(after.rows.reduce((a, r) => a + r.rows, 0)).toBe(keys.length);
-    for (const node of catalog.nodes) {
-      expect(await movementLeftovers(pools, node)).toEqual({ node: node.name, slots: [], publications: [], subscriptions: [], preparedTransactions: [], watermarks: [] });
-    }
+    await expectNoMovementLeftovers(pools, catalog.nodes);
     const prepared = await catalog.pool.query("select gid from pg_prepared_xacts where gid like 'sc\\_mv\\_%' and database = current_database()");
     expect(prepared.rows).toEqual([]);
   }, 180_000);
