@@ -252,16 +252,23 @@ const LOCK_NOT_AVAILABLE = '55P03';
 
 /** Phase two: commit the catalog (and tell routers), then the source. Each step skips what is done. */
 async function finishCutover(deps: CutoverDeps, move: CutoverTarget, state: CutoverState): Promise<void> {
-  const gid = quoteLiteral(move.names.gid);
-  if (state.catalogPrepared) {
-    await onServer(deps.pools, deps.catalogUrl, async (c) => {
-      await c.query(`commit prepared ${gid}`);
-      await c.query(`select pg_notify('shardcast_map', version::text) from shardcast.map_version`);
-    });
-  }
-  await onServer(deps.pools, move.source.dsn, async (c) => {
-    const { rows } = await c.query('select 1 from pg_prepared_xacts where gid = $1', [move.names.gid]);
-    if (rows.length > 0) await c.query(`commit prepared ${gid}`);
+  if (state.catalogPrepared) await commitCatalogSwitch(deps, move.names.gid);
+  await commitPreparedIfAny(deps.pools, move.source.dsn, move.names.gid);
+}
+
+/** Phase two on the catalog: commit the prepared placement switch, then tell routers. */
+export async function commitCatalogSwitch(deps: CutoverDeps, gid: string): Promise<void> {
+  await onServer(deps.pools, deps.catalogUrl, async (c) => {
+    await c.query(`commit prepared ${quoteLiteral(gid)}`);
+    await c.query(`select pg_notify('shardcast_map', version::text) from shardcast.map_version`);
+  });
+}
+
+/** Phase two on a source: commit its prepared fence, unless an earlier attempt already did. */
+export async function commitPreparedIfAny(pools: NodePools, dsn: string, gid: string): Promise<void> {
+  await onServer(pools, dsn, async (c) => {
+    const { rows } = await c.query('select 1 from pg_prepared_xacts where gid = $1 and database = current_database()', [gid]);
+    if (rows.length > 0) await c.query(`commit prepared ${quoteLiteral(gid)}`);
   });
 }
 

@@ -3,7 +3,7 @@ import type { NodePools } from '../catalog/node-pools.js';
 import { ShardcastError } from '../errors.js';
 import { failpoint } from '../failpoints.js';
 import { quoteIdent, quoteLiteral } from '../sql/ident.js';
-import { fencedSchemaName, fenceShard, lockForCutover, onServer, VerificationError, type CutoverResult } from './cutover.js';
+import { commitCatalogSwitch, commitPreparedIfAny, fencedSchemaName, fenceShard, lockForCutover, onServer, VerificationError, type CutoverResult } from './cutover.js';
 import { applyChanges } from './logical-apply.js';
 import { rangePredicate, type ReshardPlan, type ReshardSource } from './reshard-plan.js';
 
@@ -168,18 +168,8 @@ async function prepare(deps: ReshardCutoverDeps, plan: ReshardPlan, options: Res
 
 /** Phase two: the catalog (and a NOTIFY to routers), then every source. Each step skips what is done. */
 async function finish(deps: ReshardCutoverDeps, plan: ReshardPlan, catalogPrepared: boolean): Promise<void> {
-  if (catalogPrepared) {
-    await onServer(deps.pools, deps.catalogUrl, async (c) => {
-      await c.query(`commit prepared ${quoteLiteral(plan.catalogGid)}`);
-      await c.query(`select pg_notify('shardcast_map', version::text) from shardcast.map_version`);
-    });
-  }
-  for (const s of plan.sources) {
-    await onServer(deps.pools, s.node.dsn, async (c) => {
-      const { rows } = await c.query('select 1 from pg_prepared_xacts where gid = $1 and database = current_database()', [s.gid]);
-      if (rows.length > 0) await c.query(`commit prepared ${quoteLiteral(s.gid)}`);
-    });
-  }
+  if (catalogPrepared) await commitCatalogSwitch(deps, plan.catalogGid);
+  for (const s of plan.sources) await commitPreparedIfAny(deps.pools, s.node.dsn, s.gid);
 }
 
 const DIGEST = {
