@@ -70,6 +70,29 @@ function kill(child: ChildProcessWithoutNullStreams): Promise<void> {
   });
 }
 
+/** Three writers incrementing the keys' counters through the router until stopped; they count what was acknowledged. */
+function startWriters(keys: number[]): { stop(): Promise<{ acknowledged: number; errors: unknown[] }> } {
+  let acknowledged = 0;
+  let stop = false;
+  const errors: unknown[] = [];
+  const writers = Array.from({ length: 3 }, async (_, w) => {
+    for (let i = w; !stop; i += 3) {
+      try {
+        await router.forKey('counters', keys[i % keys.length]!).query('update counters set n = n + 1 where id = $1', [keys[i % keys.length]!]);
+        acknowledged++;
+      } catch (err) {
+        errors.push(err);
+      }
+    }
+  });
+  return {
+    async stop() {
+      stop = true;
+      await Promise.all(writers);
+      return { acknowledged, errors };
+    },
+  };
+}
 
 describe('a movement survives its worker being killed', () => {
   it('SIGKILL during copy and again in the middle of the cutover: a new worker finishes, no write lost or doubled', async () => {
@@ -81,19 +104,7 @@ describe('a movement survives its worker being killed', () => {
     const target = ['node-1', 'node-2', 'node-3'].find((n) => n !== shard.node)!;
     const keys = [...Array(300).keys()].map((i) => i + 1).filter((k) => router.forKey('counters', k).route().shardId === shard.id);
 
-    let acknowledged = 0;
-    let stop = false;
-    const errors: unknown[] = [];
-    const writers = Array.from({ length: 3 }, async (_, w) => {
-      for (let i = w; !stop; i += 3) {
-        try {
-          await router.forKey('counters', keys[i % keys.length]!).query('update counters set n = n + 1 where id = $1', [keys[i % keys.length]!]);
-          acknowledged++;
-        } catch (err) {
-          errors.push(err);
-        }
-      }
-    });
+    const writers = startWriters(keys);
 
     let worker = await startWorkerProcess('cutover.after-prepare=sleep:60000');
     const options: ShardcastClientOptions = { client, taskQueue, workflowIdPrefix: `${taskQueue}-` };
@@ -111,8 +122,7 @@ describe('a movement survives its worker being killed', () => {
     // cutover once the dead attempt's heartbeat times out, finds both sides prepared and commits them.
     worker = await startWorkerProcess();
     const result = await moveResult(handle);
-    stop = true;
-    await Promise.all(writers);
+    const { acknowledged, errors } = await writers.stop();
     await kill(worker);
 
     expect(errors).toEqual([]);
@@ -136,19 +146,7 @@ describe('a movement survives its worker being killed', () => {
     const before = await router.all<{ total: number }>('select coalesce(sum(n), 0)::int as total from counters where id = any($1::bigint[])', [keys]);
     const base = before.rows.reduce((a, r) => a + r.total, 0);
 
-    let acknowledged = 0;
-    let stop = false;
-    const errors: unknown[] = [];
-    const writers = Array.from({ length: 3 }, async (_, w) => {
-      for (let i = w; !stop; i += 3) {
-        try {
-          await router.forKey('counters', keys[i % keys.length]!).query('update counters set n = n + 1 where id = $1', [keys[i % keys.length]!]);
-          acknowledged++;
-        } catch (err) {
-          errors.push(err);
-        }
-      }
-    });
+    const writers = startWriters(keys);
 
     let worker = await startWorkerProcess('cutover.after-prepare=sleep:60000');
     const options: ShardcastClientOptions = { client, taskQueue, workflowIdPrefix: `${taskQueue}-` };
@@ -163,8 +161,7 @@ describe('a movement survives its worker being killed', () => {
     await kill(worker);
     worker = await startWorkerProcess();
     const result = await moveResult(handle);
-    stop = true;
-    await Promise.all(writers);
+    const { acknowledged, errors } = await writers.stop();
     await kill(worker);
 
     expect(errors).toEqual([]);
