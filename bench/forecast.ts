@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { printTable } from '../cli/format.js';
 import { BASELINE, backtest, type BacktestReport, type ModelScore } from '../src/forecasting/backtest.js';
 import { WEIGHT_SCHEMES } from '../src/forecasting/ensemble.js';
+import { lstmFactory } from '../src/forecasting/lstm.js';
 import { cleanSeries, readSeriesCsv } from '../src/forecasting/series.js';
 
 /**
@@ -11,6 +12,10 @@ import { cleanSeries, readSeriesCsv } from '../src/forecasting/series.js';
  * the ensemble's MASE against the seasonal naive's, per trace and as a geometric mean, and the
  * empirical coverage of its 80% and 95% intervals. The other weighting schemes of the ensemble are
  * scored in the same run, for choosing the default.
+ *
+ * The LSTM's hyperparameter search (TPE, `--search` seconds per trace) is measured against the
+ * LSTM with its defaults in the same run: a second back-test of the LSTM alone whose fits get the
+ * search's seconds on top of their own budget, so that both spend the same time.
  */
 export async function run(args: string[]): Promise<void> {
   const { values } = parseArgs({
@@ -18,20 +23,26 @@ export async function run(args: string[]): Promise<void> {
     options: {
       traces: { type: 'string', default: resolve(import.meta.dirname, '../../shared/data/traces') },
       budget: { type: 'string', default: '30' },
+      search: { type: 'string', default: '10' },
+      'compare-search': { type: 'boolean', default: true },
       horizon: { type: 'string' },
     },
   });
   const files = (await readdir(values.traces)).filter((f) => f.endsWith('.csv')).sort();
   if (files.length === 0) throw new Error(`no .csv traces in ${values.traces}`);
   const reports: BacktestReport[] = [];
+  const defaults: { trace: string; tuned: number; plain: number; params?: Record<string, unknown> }[] = [];
   for (const file of files) {
     const started = performance.now();
     const { name, rows } = await readSeriesCsv(join(values.traces, file));
-    const report = await backtest(cleanSeries(rows, name), {
-      budgetSeconds: Number(values.budget),
-      horizon: values.horizon === undefined ? undefined : Number(values.horizon),
-    });
+    const series = cleanSeries(rows, name);
+    const horizon = values.horizon === undefined ? undefined : Number(values.horizon);
+    const report = await backtest(series, { budgetSeconds: Number(values.budget), searchSeconds: Number(values.search), horizon });
     reports.push(report);
+    if (values['compare-search'] && Number(values.search) > 0) {
+      const plain = await backtest(series, { budgetSeconds: Number(values.budget) + Number(values.search), searchSeconds: 0, horizon, models: [lstmFactory] });
+      defaults.push({ trace: name, tuned: report.models.lstm!.mase, plain: plain.models.lstm!.mase, params: report.models.lstm!.tuning?.params });
+    }
     const fallbacks = Object.entries(report.models).flatMap(([m, r]) => r.fallbacks.map((f) => `${m}: ${f}`));
     console.log(`${file}: ${((performance.now() - started) / 1000).toFixed(0)} s${fallbacks.length > 0 ? `; fallbacks: ${fallbacks.join('; ')}` : ''}`);
   }
@@ -63,6 +74,14 @@ export async function run(args: string[]): Promise<void> {
     WEIGHT_SCHEMES.map((scheme) => ({ scheme: scheme === reports[0]!.ensemble.scheme ? `${scheme} (default)` : scheme, ...summaryOf((r) => r.schemes[scheme]) })),
     ['scheme', 'geomean', 'worst', 'cov80', 'cov95'],
   );
+  if (defaults.length > 0) {
+    console.log();
+    printTable(
+      `LSTM MASE: TPE search of ${values.search} s against the defaults with the same seconds`,
+      defaults.map((d) => ({ trace: d.trace.replace(/\.csv$/, ''), tuned: d.tuned, defaults: d.plain, ratio: round(d.tuned / d.plain), chosen: JSON.stringify(d.params ?? {}) })),
+      ['trace', 'tuned', 'defaults', 'ratio', 'chosen'],
+    );
+  }
   const main = summaryOf((r) => r.ensemble);
   console.log(
     JSON.stringify({
@@ -72,6 +91,7 @@ export async function run(args: string[]): Promise<void> {
       worst_trace_ratio: main.worst,
       coverage80_mean: main.cov80,
       coverage95_mean: main.cov95,
+      ...(defaults.length > 0 ? { lstm_tuned_over_defaults_mase_geomean: round(Math.exp(mean(defaults.map((d) => Math.log(d.tuned / d.plain))))) } : {}),
     }),
   );
 }

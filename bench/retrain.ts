@@ -6,6 +6,7 @@ import { parseConfig } from '../src/config.js';
 import { DEFAULT_MODELS } from '../src/forecasting/backtest.js';
 import { cleanSeries, readSeriesCsv, type Observation } from '../src/forecasting/series.js';
 import type { StoredModel } from '../src/forecasting/store.js';
+import { uniforms } from '../src/forecasting/random.js';
 import { initBackend } from '../src/forecasting/tf-backend.js';
 import { forecastCleanSeries, HORIZON, trainCleanSeries } from '../src/forecasting/training.js';
 import type { FitContext, FittedModel, ModelFactory } from '../src/forecasting/types.js';
@@ -30,7 +31,7 @@ import { round } from './fleet.js';
  * - Retrain: per series, the in-memory part of production's `trainSeries`: `cleanSeries` of the 8640
  *   buckets before `asOf`, then `trainCleanSeries` (training.ts; trainSeries calls it after the
  *   catalog read) with the configuration's default `forecast.trainingDays` and
- *   `forecast.budgetSeconds` (or `--budget`). The catalog reads and `storeModel` are not timed; the
+ *   `forecast.budgetSeconds` (or `--budget`) and `forecast.searchSeconds` (or `--search`; a search's time counts as its model's fit time). The catalog reads and `storeModel` are not timed; the
  *   models are kept as the JSON text the catalog would store.
  * - Forecast: `--forecast-series` forecasts, as the hourly runs after the retrain make them: every
  *   model forecasts its series at the next hourly issues (1 h, 2 h, … after `asOf`, 10 issues for
@@ -50,6 +51,7 @@ export async function run(args: string[]): Promise<void> {
       series: { type: 'string', default: '100' },
       'forecast-series': { type: 'string', default: '1000' },
       budget: { type: 'string', default: String(config.forecast.budgetSeconds) },
+      search: { type: 'string', default: String(config.forecast.searchSeconds) },
       seed: { type: 'string', default: '1' },
     },
   });
@@ -57,16 +59,18 @@ export async function run(args: string[]): Promise<void> {
   const forecastCount = positiveInt(values['forecast-series'], '--forecast-series');
   const budgetSeconds = Number(values.budget);
   if (!(budgetSeconds > 0)) throw new Error(`--budget must be positive, got ${values.budget}`);
+  const searchSeconds = Number(values.search);
+  if (!(searchSeconds >= 0)) throw new Error(`--search must be 0 or more seconds, got ${values.search}`);
   const trainingDays = config.forecast.trainingDays;
   const trainingPoints = trainingDays * DAY_STEPS;
   const issues = Math.ceil(forecastCount / seriesCount);
   const backend = await initBackend(config.forecast.backend);
 
   const traces = await loadTraces(values.traces);
-  const random = mulberry32(Number(values.seed));
+  const random = uniforms(Number(values.seed));
   const series = buildSeries(traces, seriesCount, trainingPoints + issues * HOUR_STEPS, random);
   console.log(
-    `${seriesCount} series of ${trainingDays} days at 5 min from ${traces.length} traces; budget ${budgetSeconds} s per model; backend ${backend}; ` +
+    `${seriesCount} series of ${trainingDays} days at 5 min from ${traces.length} traces; budget ${budgetSeconds} s per model, search ${searchSeconds} s; backend ${backend}; ` +
       `${forecastCount} forecasts (${issues} hourly issue(s) per model)`,
   );
 
@@ -83,7 +87,7 @@ export async function run(args: string[]): Promise<void> {
   for (const s of series) {
     const t0 = performance.now();
     const clean = cleanSeries(rowsOf(s.values, start, trainingPoints), s.id);
-    const model = await trainCleanSeries(s.id, clean, { asOf, trainingDays, budgetSeconds, models });
+    const model = await trainCleanSeries(s.id, clean, { asOf, trainingDays, budgetSeconds, searchSeconds, models });
     perSeries.push((performance.now() - t0) / 1000);
     stored.push(JSON.stringify(model));
     statusCount.set(model.status, (statusCount.get(model.status) ?? 0) + 1);
@@ -291,17 +295,17 @@ function timed(factory: ModelFactory, time: FamilyTime): ModelFactory {
         time.fit += (performance.now() - t0) / 1000;
       }
     },
-  };
-}
-
-/** A small seeded generator, so that every run builds the same series. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    ...(factory.tune
+      ? {
+          async tune(y: readonly number[], ctx: FitContext & { budgetMs: number }, options?: Parameters<NonNullable<ModelFactory['tune']>>[2]) {
+            const t0 = performance.now();
+            try {
+              return await factory.tune!(y, ctx, options);
+            } finally {
+              time.fit += (performance.now() - t0) / 1000;
+            }
+          },
+        }
+      : {}),
   };
 }

@@ -88,6 +88,8 @@ export const configSchema = z
         trainingDays: z.number().int().min(1).max(365).default(30),
         /** Fitting seconds per model and series, half back-test and half final fit: ~5 s a series in all, so 100 series take ~9 minutes on one worker. */
         budgetSeconds: z.number().positive().max(600).default(1.2),
+        /** Seconds of hyperparameter search (TPE) per series for each model that has one (the LSTM), before its back-test; 0 keeps the defaults. */
+        searchSeconds: z.number().min(0).max(600).default(1.5),
         /** Series per training or forecasting activity (heartbeating after each). */
         batchSize: z.number().int().min(1).max(1000).default(10),
         /** Batches running at once, shared by the workers of the task queue. */
@@ -151,6 +153,7 @@ export const ENV_OVERRIDES: Record<string, string> = {
   SHARDCAST_FORECAST_CATCHUP_WINDOW_MINUTES: 'forecast.catchupWindowMinutes',
   SHARDCAST_FORECAST_TRAINING_DAYS: 'forecast.trainingDays',
   SHARDCAST_FORECAST_BUDGET_SECONDS: 'forecast.budgetSeconds',
+  SHARDCAST_FORECAST_SEARCH_SECONDS: 'forecast.searchSeconds',
   SHARDCAST_FORECAST_BATCH_SIZE: 'forecast.batchSize',
   SHARDCAST_FORECAST_PARALLEL_BATCHES: 'forecast.parallelBatches',
   SHARDCAST_COLLECTION_INTERVAL_SECONDS: 'collection.intervalSeconds',
@@ -279,6 +282,7 @@ const NUMERIC_KEYS = new Set([
   'forecast.catchupWindowMinutes',
   'forecast.trainingDays',
   'forecast.budgetSeconds',
+  'forecast.searchSeconds',
   'forecast.batchSize',
   'forecast.parallelBatches',
   'movement.approvalOverBytes',

@@ -17,6 +17,10 @@
  *   errors over all scored origins so far.
  * - Budget: `budgetSeconds` per model for the whole series, shared equally among its daily fits;
  *   `trainSeconds` is the time the fits took, summed.
+ * - Hyperparameters: a model with a `tune` (the LSTM) is tuned once, before the first fit, on
+ *   that fit's training window only (so the search never sees an evaluated target), within
+ *   `searchSeconds`; every fit of the run then uses what it found. `initialParams` (e.g. the last
+ *   run's best) are tried first.
  * - Scoring: only observed points count (values filled by series.ts do not). MASE uses the scale of
  *   metrics.ts on the origin's training window.
  * - A model that throws, or forecasts a non-finite value, is replaced by the seasonal naive forecast
@@ -33,7 +37,7 @@ import { lstmFactory } from './lstm.js';
 import { Accuracy, maseScale } from './metrics.js';
 import { seasonalNaiveFactory } from './naive.js';
 import { seasonLengths, type CleanSeries } from './series.js';
-import type { FitContext, FittedModel, ModelFactory } from './types.js';
+import type { FitContext, FittedModel, ModelFactory, Tuning } from './types.js';
 
 /** Models besides the seasonal naive baseline, which is always there. */
 export const DEFAULT_MODELS: readonly ModelFactory[] = [etsFactory, arimaFactory, lstmFactory];
@@ -64,6 +68,10 @@ export interface BacktestOptions {
   evaluationDays?: number;
   trainingDays?: number;
   seed?: number;
+  /** Seconds of hyperparameter search per model that has a `tune` (default 0: its defaults). */
+  searchSeconds?: number;
+  /** Points each model's search tries first, by model. */
+  initialParams?: Readonly<Record<string, ReadonlyArray<Record<string, number | string | boolean>>>>;
   /** Progress lines (one per daily fit). */
   log?: (line: string) => void;
 }
@@ -89,6 +97,8 @@ export interface ModelReport extends ModelScore {
   description: string;
   /** Days on which the model failed and the seasonal naive forecast stood in, with why. */
   fallbacks: string[];
+  /** The hyperparameter search, for models that have one and when it ran. */
+  tuning?: Tuning;
 }
 
 export interface BacktestReport {
@@ -145,6 +155,7 @@ interface Member {
   fits: number;
   description: string;
   fallbacks: string[];
+  tuning?: Tuning;
 }
 
 /** Where the forecasts of one member, or of the ensemble under one scheme, are calibrated and scored. */
@@ -205,6 +216,7 @@ export async function backtest(series: CleanSeries, options: BacktestOptions = {
   const errors = new BacktestErrors();
   const weightSums = new Map(memberNames.map((m) => [m, 0]));
   const pending: Pending[] = [];
+  const notes = [...series.notes];
   const timeOf = (index: number) => new Date(series.start + index * stepSeconds * 1000).toISOString();
 
   /** Hands the residuals of earlier origins whose targets `origin` has seen to the calibrators, and complete forecasts to the weights. */
@@ -251,7 +263,10 @@ export async function backtest(series: CleanSeries, options: BacktestOptions = {
     const train = values.slice(trainStart, origin);
     const when = timeOf(origin);
     const ctx: FitContext = { ...seasonLengths(stepSeconds, train.length), budgetMs, seed: options.seed ?? 1 };
-    for (const member of members) await advance(member, train, ctx, isFitDay, when);
+    if (origin === origins[0] && (options.searchSeconds ?? 0) > 0) {
+      for (const member of members) await tune(member, train, { ...ctx, budgetMs: options.searchSeconds! * 1000 }, options.initialParams?.[member.name], notes);
+    }
+    for (const member of members) await advance(member, train, member.tuning ? { ...ctx, params: member.tuning.params } : ctx, isFitDay, when);
     if (isFitDay) options.log?.(`${series.name}: fitted at ${when} on ${train.length} points: ${members.map((m) => m.description).join('; ')}`);
 
     const forecasts = new Map<string, number[]>();
@@ -301,7 +316,14 @@ export async function backtest(series: CleanSeries, options: BacktestOptions = {
     models: Object.fromEntries(
       members.map((m) => [
         m.name,
-        { ...scoreOf(tracks.get(m.name)!.accuracy), trainSeconds: round(m.trainSeconds, 3), fits: m.fits, description: m.description, fallbacks: m.fallbacks },
+        {
+          ...scoreOf(tracks.get(m.name)!.accuracy),
+          trainSeconds: round(m.trainSeconds, 3),
+          fits: m.fits,
+          description: m.description,
+          fallbacks: m.fallbacks,
+          ...(m.tuning ? { tuning: m.tuning } : {}),
+        },
       ]),
     ),
     ensemble: {
@@ -311,8 +333,18 @@ export async function backtest(series: CleanSeries, options: BacktestOptions = {
     },
     schemes: Object.fromEntries(WEIGHT_SCHEMES.map((s) => [s, scoreOf(tracks.get(schemeTrack(s))!.accuracy)])) as Record<WeightScheme, ModelScore>,
     next,
-    notes: [...series.notes],
+    notes,
   };
+}
+
+/** Runs the member's hyperparameter search, if it has one; a search that fails leaves the defaults, with a note. */
+async function tune(member: Member, train: number[], ctx: FitContext & { budgetMs: number }, initial: ReadonlyArray<Record<string, number | string | boolean>> | undefined, notes: string[]): Promise<void> {
+  if (!member.factory.tune) return;
+  try {
+    member.tuning = await member.factory.tune(train, ctx, { initial });
+  } catch (err) {
+    notes.push(`${member.name}: hyperparameter search failed, defaults used: ${errorMessage(err)}`);
+  }
 }
 
 /** Fits the member on a fit day, else extends its model to `train`; a failure puts the seasonal naive in its place. */
@@ -351,5 +383,10 @@ export function backtestSummary(report: BacktestReport): Record<string, unknown>
     horizon: report.horizon,
     models: { ...Object.fromEntries(Object.entries(report.models).map(([m, r]) => [m, pick(r)])), [ENSEMBLE]: pick(report.ensemble) },
     train_seconds: Object.fromEntries(Object.entries(report.models).map(([m, r]) => [m, r.trainSeconds])),
+    tuning: Object.fromEntries(
+      Object.entries(report.models).flatMap(([m, r]) =>
+        r.tuning ? [[m, { method: r.tuning.method, trials: r.tuning.trials, seconds: round(r.tuning.seconds, 3), score: r.tuning.score, default_score: r.tuning.defaultScore, params: r.tuning.params }]] : [],
+      ),
+    ),
   };
 }

@@ -34,22 +34,19 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import type * as tfjs from '@tensorflow/tfjs';
 import { z } from 'zod';
 import { InvalidInputError } from '../errors.js';
+import { uniforms } from './random.js';
+import { minimize, validatePoint, type Param, type Point } from './tpe.js';
 import { backendTf, type Tf } from './tf-backend.js';
-import type { FitContext, FittedModel, ModelFactory } from './types.js';
+import type { FitContext, FittedModel, ModelFactory, Tuning } from './types.js';
 
 /** Steps the network predicts at once. */
 const HORIZON = 12;
-const PATCH = 3;
-const PATCHES = 12;
-const WINDOW = PATCH * PATCHES;
-const UNITS = 32;
 const BATCH = 128;
 const SAMPLES_PER_EPOCH = 1024;
 const MAX_EPOCHS = 20;
 /** Early stopping: epochs without a validation MSE MIN_IMPROVEMENT below the best so far. */
 const PATIENCE = 3;
 const MIN_IMPROVEMENT = 0.01;
-const LEARNING_RATE = 0.01;
 /** Validation windows: this fraction of all, between the bounds. */
 const VALIDATION_FRACTION = 0.15;
 const MIN_VALIDATION = 16;
@@ -58,6 +55,38 @@ const MIN_TRAINING = 64;
 /** Validation MSE (scaled) below which further epochs cannot matter. */
 const GOOD_ENOUGH_LOSS = 1e-6;
 const DEFAULT_BUDGET_MS = 20_000;
+
+/** What `tune` searches and `fit` takes as `ctx.params`. */
+export interface LstmHyperparameters {
+  units: number;
+  /** Steps per patch, and steps the window covers (rounded to whole patches). */
+  patch: number;
+  window: number;
+  learningRate: number;
+  /** Whether patches carry the values one day before their targets (where the series allows). */
+  dailyLag: boolean;
+}
+
+export const LSTM_DEFAULTS: Readonly<LstmHyperparameters> = { units: 32, patch: 3, window: 36, learningRate: 0.01, dailyLag: true };
+
+/** The search space of `tune`: 4 numbers and 2 choices, far more than a grid could cover. */
+export const LSTM_SPACE: readonly Param[] = [
+  { kind: 'int', name: 'units', low: 8, high: 64, log: true },
+  { kind: 'choice', name: 'patch', values: [1, 2, 3, 4, 6] },
+  { kind: 'int', name: 'window', low: 12, high: 144, log: true },
+  { kind: 'float', name: 'learningRate', low: 1e-3, high: 5e-2, log: true },
+  { kind: 'choice', name: 'dailyLag', values: [true, false] },
+];
+/** A trial trains at most this many epochs, and for at most its share of the search budget. */
+const TRIAL_EPOCHS = 6;
+const TRIALS_PER_BUDGET = 8;
+
+/** `ctx.params` as hyperparameters, the defaults filling what is missing; throws InvalidInputError on a bad value. */
+export function lstmHyperparameters(params: FitContext['params']): LstmHyperparameters {
+  const hp = { ...LSTM_DEFAULTS, ...(params ?? {}) } as Record<string, unknown>;
+  validatePoint(LSTM_SPACE, hp as Point);
+  return hp as unknown as LstmHyperparameters;
+}
 
 /** What the network reads, fixed at fit. */
 export interface LstmLayout {
@@ -322,18 +351,6 @@ function fallbackModel(y: readonly number[], dailyPeriod: number, reason: string
 // ---------------------------------------------------------------------------------------------
 // Training
 
-/** mulberry32: deterministic uniforms in [0, 1). */
-function uniforms(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Training windows in an endless seeded order, reshuffled after each pass over them. */
 function sampler(count: number, seed: number): (size: number) => number[] {
   const random = uniforms(seed);
@@ -366,9 +383,9 @@ function windows(scaled: Float64Array, layout: LstmLayout, first: number, count:
   return { x, y };
 }
 
-/** Windows a series of n steps yields when each reaches `reach` steps before its own. */
-function windowCount(n: number, reach: number): number {
-  return n - (WINDOW - 1) - reach - HORIZON;
+/** Windows a series of n steps yields for the layout. */
+function windowCount(n: number, layout: LstmLayout): number {
+  return n - (layout.patch * layout.patches - 1) - lagReach(layout) - layout.horizon;
 }
 
 /** Training and validation windows: the validation ones last, none of their targets in a training target. */
@@ -377,18 +394,25 @@ function split(count: number): { training: number; validation: number } {
   return { training: count - validation - HORIZON + 1, validation };
 }
 
-function layoutFor(n: number, ctx: FitContext): LstmLayout {
+function layoutFor(n: number, ctx: FitContext, hp: LstmHyperparameters): LstmLayout {
   const dailyPeriod = Math.round(ctx.dailyPeriod) > 1 ? Math.round(ctx.dailyPeriod) : 0;
   const weekly = Math.round(ctx.weeklyPeriod ?? 0);
-  const dailyLag = dailyPeriod >= HORIZON && split(windowCount(n, dailyPeriod - HORIZON)).training >= MIN_TRAINING;
-  return { units: UNITS, patch: PATCH, patches: PATCHES, horizon: HORIZON, dailyPeriod, weeklyPeriod: weekly > 1 ? weekly : 0, dailyLag };
+  const base = { units: hp.units, patch: hp.patch, patches: Math.max(1, Math.round(hp.window / hp.patch)), horizon: HORIZON, dailyPeriod, weeklyPeriod: weekly > 1 ? weekly : 0, dailyLag: false };
+  const lagged = { ...base, dailyLag: true };
+  const dailyLag = hp.dailyLag && dailyPeriod >= HORIZON && split(windowCount(n, lagged)).training >= MIN_TRAINING;
+  return dailyLag ? lagged : base;
 }
 
 /** Trains the network, or says why there is none. */
-async function train(tf: Tf, scaled: Float64Array, layout: LstmLayout, seed: number, deadline: number): Promise<Omit<LstmNetwork, 'scaling'> | { failure: string }> {
-  const reach = lagReach(layout);
-  const first = WINDOW - 1 + reach;
-  const { training, validation } = split(windowCount(scaled.length, reach));
+async function train(
+  tf: Tf,
+  scaled: Float64Array,
+  layout: LstmLayout,
+  options: { seed: number; deadline: number; learningRate: number; maxEpochs?: number },
+): Promise<Omit<LstmNetwork, 'scaling'> | { failure: string }> {
+  const { seed, deadline } = options;
+  const first = layout.patch * layout.patches - 1 + lagReach(layout);
+  const { training, validation } = split(windowCount(scaled.length, layout));
   const features = featureCount(layout);
   const trainSet = windows(scaled, layout, first, training);
   const valSet = windows(scaled, layout, first + training + HORIZON - 1, validation);
@@ -397,7 +421,7 @@ async function train(tf: Tf, scaled: Float64Array, layout: LstmLayout, seed: num
   const xVal = tf.tensor3d(valSet.x, [validation, layout.patches, features]);
   const yVal = tf.tensor2d(valSet.y, [validation, layout.horizon]);
   const net = buildNetwork(tf, layout, seed);
-  const optimizer = tf.train.adam(LEARNING_RATE);
+  const optimizer = tf.train.adam(options.learningRate);
   net.compile({ optimizer, loss: 'meanSquaredError' });
   const next = sampler(training, seed);
   const batch = Math.min(BATCH, training);
@@ -406,7 +430,7 @@ async function train(tf: Tf, scaled: Float64Array, layout: LstmLayout, seed: num
   let batches = 0;
   try {
     let stale = 0;
-    for (let epoch = 1; epoch <= MAX_EPOCHS && stale < PATIENCE; epoch++) {
+    for (let epoch = 1; epoch <= (options.maxEpochs ?? MAX_EPOCHS) && stale < PATIENCE; epoch++) {
       for (let b = 0; b < batchesPerEpoch && performance.now() < deadline; b++) {
         const [xb, yb] = tf.tidy(() => {
           const rows = tf.tensor1d(next(batch), 'int32');
@@ -441,22 +465,72 @@ async function train(tf: Tf, scaled: Float64Array, layout: LstmLayout, seed: num
   return { layout, weights: best.weights, epochs: best.epochs, validationLoss: best.loss };
 }
 
-/** The LSTM of the module comment, trained within `ctx.budgetMs`. */
+/** The series scaled, and the layout, or why the series is too short for it. */
+function prepare(y: readonly number[], ctx: FitContext, hp: LstmHyperparameters): { layout: LstmLayout; scaling: Scaling; scaled: Float64Array } | { layout: LstmLayout; short: string } {
+  const layout = layoutFor(y.length, ctx, hp);
+  if (split(windowCount(y.length, layout)).training < MIN_TRAINING) return { layout, short: `series too short (${y.length} steps)` };
+  const scaling = robustScaling(y);
+  return { layout, scaling, scaled: Float64Array.from(y, (v) => (v - scaling.center) / scaling.scale) };
+}
+
+/** The LSTM of the module comment, trained within `ctx.budgetMs`, with `ctx.params` (LSTM_DEFAULTS without). */
 export const lstmFactory = {
   model: 'lstm',
   async fit(y: readonly number[], ctx: FitContext): Promise<LstmModel> {
     if (y.length === 0) throw new InvalidInputError('lstm: cannot fit an empty series');
+    const hp = lstmHyperparameters(ctx.params);
     const deadline = performance.now() + (ctx.budgetMs ?? DEFAULT_BUDGET_MS);
-    const layout = layoutFor(y.length, ctx);
-    if (split(windowCount(y.length, lagReach(layout))).training < MIN_TRAINING) {
-      return fallbackModel(y, layout.dailyPeriod, `series too short (${y.length} steps)`);
-    }
-    const scaling = robustScaling(y);
-    const scaled = Float64Array.from(y, (v) => (v - scaling.center) / scaling.scale);
-    const trained = await train(await backendTf(), scaled, layout, ctx.seed ?? 0, deadline);
+    const prepared = prepare(y, ctx, hp);
+    if ('short' in prepared) return fallbackModel(y, prepared.layout.dailyPeriod, prepared.short);
+    const { layout, scaling, scaled } = prepared;
+    const trained = await train(await backendTf(), scaled, layout, { seed: ctx.seed ?? 0, deadline, learningRate: hp.learningRate });
     if ('failure' in trained) return fallbackModel(y, layout.dailyPeriod, trained.failure);
     const period = naivePeriod(y.length, layout.dailyPeriod);
     return new LstmModel({ ...trained, scaling }, period, y.length, y.slice(-tailLength(layout, period)));
+  },
+
+  /**
+   * TPE over LSTM_SPACE within `ctx.budgetMs`. Each trial trains at most TRIAL_EPOCHS epochs for at
+   * most 1/TRIALS_PER_BUDGET of the budget, and scores the validation MSE of its best epoch: the
+   * last windows of `y`, whose targets no training window sees. The first trial is the defaults
+   * (or `options.initial`, e.g. the last search's best). Every trial uses the same seed, so that
+   * they differ by their hyperparameters only.
+   */
+  async tune(y: readonly number[], ctx: FitContext & { budgetMs: number }, options: { initial?: ReadonlyArray<Record<string, number | string | boolean>> } = {}): Promise<Tuning> {
+    if (y.length === 0) throw new InvalidInputError('lstm: cannot tune on an empty series');
+    const tf = await backendTf();
+    const started = performance.now();
+    const deadline = started + ctx.budgetMs;
+    const trialMs = ctx.budgetMs / TRIALS_PER_BUDGET;
+    const objective = async (point: Point): Promise<number> => {
+      const hp = lstmHyperparameters(point);
+      const prepared = prepare(y, ctx, hp);
+      if ('short' in prepared) throw new InvalidInputError(prepared.short);
+      const trialDeadline = Math.min(deadline, performance.now() + trialMs);
+      const trained = await train(tf, prepared.scaled, prepared.layout, { seed: ctx.seed ?? 0, deadline: trialDeadline, learningRate: hp.learningRate, maxEpochs: TRIAL_EPOCHS });
+      if ('failure' in trained) throw new Error(trained.failure);
+      return trained.validationLoss;
+    };
+    // Points from an earlier search that no longer fit the space are skipped, not an error.
+    const initial = [...(options.initial ?? []), { ...LSTM_DEFAULTS }].flatMap((p) => {
+      try {
+        return [lstmHyperparameters(p) as unknown as Point];
+      } catch {
+        return [];
+      }
+    });
+    const result = await minimize(objective, LSTM_SPACE, { seed: ctx.seed ?? 1, deadline, initial, startup: initial.length + 2 });
+    const defaults = result.trials.find((t) => LSTM_SPACE.every((p) => t.point[p.name] === (LSTM_DEFAULTS as unknown as Point)[p.name]));
+    return {
+      params: result.best.point,
+      score: result.best.value,
+      objective: 'validation MSE (scaled) of the last windows',
+      method: 'tpe',
+      trials: result.trials.length,
+      failedTrials: result.trials.filter((t) => !Number.isFinite(t.value)).length,
+      seconds: result.seconds,
+      defaultScore: defaults?.value ?? NaN,
+    };
   },
 } satisfies ModelFactory;
 

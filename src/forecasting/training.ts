@@ -6,6 +6,8 @@
  * (backtest.ts) scores every model and gives the ensemble weights and the conformal half-widths of
  * the next hour's steps; then every member is fitted once more on the whole window and stored with
  * its weight. Half of `budgetSeconds` goes to the back-test, half to the final fit, per model.
+ * Models with a hyperparameter search (the LSTM) get `searchSeconds` more, before the back-test
+ * (backtest.ts); the final fit uses what it found, and the search of the next run starts from it.
  * A series with less than MIN_HISTORY_DAYS of data gets the seasonal naive forecast with
  * random-walk intervals (status 'fallback'); one without two observed buckets cannot be
  * forecast at all and throws (the caller records it as 'failed').
@@ -47,6 +49,10 @@ export interface TrainingOptions {
   models?: readonly ModelFactory[];
   /** Days of rolling origins the back-test scores (default 2, so that a daily run stays cheap). */
   evaluationDays?: number;
+  /** Seconds of hyperparameter search per model that has one (default 0: its defaults); see backtest.ts. */
+  searchSeconds?: number;
+  /** Points each model's search tries first, by model: `previousParams` gives the last run's best. */
+  initialParams?: Readonly<Record<string, ReadonlyArray<Record<string, number | string | boolean>>>>;
 }
 
 const bucketStart = (t: Date) => new Date(Math.floor(t.getTime() / BUCKET_MS) * BUCKET_MS);
@@ -84,7 +90,19 @@ function randomWalkCalibration(values: readonly number[]): Calibration {
 export async function trainSeries(catalog: Queryable, id: string, options: TrainingOptions): Promise<StoredModel> {
   const trainingDays = options.trainingDays ?? 30;
   const series = await loadClean(catalog, id, new Date(options.asOf.getTime() - trainingDays * DAY_MS), options.asOf);
-  return trainCleanSeries(id, series, options);
+  const initialParams = options.initialParams ?? (options.searchSeconds ? previousParams(await latestUsableModel(catalog, id)) : undefined);
+  return trainCleanSeries(id, series, { ...options, initialParams });
+}
+
+/** The hyperparameters a stored model's searches chose, by model: the next search starts from them. */
+export function previousParams(stored: StoredModel | undefined): Record<string, Array<Record<string, number | string | boolean>>> {
+  const models = (stored?.scores?.models ?? {}) as Record<string, { tuning?: { params?: unknown } }>;
+  return Object.fromEntries(
+    Object.entries(models).flatMap(([model, r]) => {
+      const params = r?.tuning?.params;
+      return params && typeof params === 'object' && !Array.isArray(params) ? [[model, [params as Record<string, number | string | boolean>]]] : [];
+    }),
+  );
 }
 
 /** `trainSeries` once the series is loaded and cleaned: everything but the catalog read (benches call it with in-memory series). */
@@ -112,6 +130,8 @@ export async function trainCleanSeries(id: string, series: CleanSeries, options:
     budgetSeconds: budgetSeconds / 2,
     trainingDays,
     evaluationDays: options.evaluationDays ?? 2,
+    searchSeconds: options.searchSeconds,
+    initialParams: options.initialParams,
   });
   const next = report.next[ENSEMBLE]!;
   const halfWidths = Object.fromEntries(next.intervals.map((iv) => [String(iv.level), iv.upper.map((u, i) => u - next.point[i]!)]));
@@ -123,7 +143,8 @@ export async function trainCleanSeries(id: string, series: CleanSeries, options:
     const weight = report.ensemble.meanWeights[factory.model] ?? 0;
     if (!(weight > 0)) continue;
     try {
-      const fitted = await factory.fit(series.values, { ...ctx, budgetMs: (budgetSeconds / 2) * 1000 });
+      const params = report.models[factory.model]?.tuning?.params;
+      const fitted = await factory.fit(series.values, { ...ctx, budgetMs: (budgetSeconds / 2) * 1000, ...(params ? { params } : {}) });
       if (!fitted.forecast(HORIZON).every(Number.isFinite)) throw new Error('forecasts a non-finite value');
       members.push({ model: factory.model, weight, json: fitted.toJSON() });
     } catch (err) {
@@ -147,7 +168,12 @@ export async function trainCleanSeries(id: string, series: CleanSeries, options:
       origins: report.origins,
       from: report.from,
       to: report.to,
-      models: Object.fromEntries(Object.entries(report.models).map(([m, r]) => [m, { mase: r.mase, smape: r.smape, coverage80: r.coverage80, coverage95: r.coverage95, trainSeconds: r.trainSeconds, description: r.description, fallbacks: r.fallbacks.length }])),
+      models: Object.fromEntries(
+        Object.entries(report.models).map(([m, r]) => [
+          m,
+          { mase: r.mase, smape: r.smape, coverage80: r.coverage80, coverage95: r.coverage95, trainSeconds: r.trainSeconds, description: r.description, fallbacks: r.fallbacks.length, ...(r.tuning ? { tuning: r.tuning } : {}) },
+        ]),
+      ),
       ensemble: report.ensemble,
       notes: [...report.notes, ...notes],
     },

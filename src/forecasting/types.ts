@@ -15,6 +15,8 @@ export interface FitContext {
   budgetMs?: number;
   /** Deterministic seed for models with randomness. */
   seed?: number;
+  /** Hyperparameters the model's `tune` chose; the model's defaults without. */
+  params?: Readonly<Record<string, number | string | boolean>>;
 }
 
 export interface FittedModel {
@@ -33,7 +35,30 @@ export interface FittedModel {
   toJSON(): Record<string, unknown>;
 }
 
+/** What a hyperparameter search (`ModelFactory.tune`) found. */
+export interface Tuning {
+  /** Pass as `FitContext.params` to fit with them. */
+  params: Record<string, number | string | boolean>;
+  /** The objective at `params` (lower is better), and what it measures. */
+  score: number;
+  objective: string;
+  /** Search method, e.g. "tpe". */
+  method: string;
+  trials: number;
+  /** Trials that failed (non-finite objective or an error). */
+  failedTrials: number;
+  seconds: number;
+  /** The objective at the model's defaults (the first trial), for comparison. */
+  defaultScore: number;
+}
+
 export interface ModelFactory {
   readonly model: string;
   fit(y: readonly number[], ctx: FitContext): FittedModel | Promise<FittedModel>;
+  /**
+   * Optional: searches the model's hyperparameters on `y` within `ctx.budgetMs`, scoring each
+   * candidate out of sample (never on what it was trained on). Models whose search space is a small
+   * grid choose inside `fit` instead (ETS by AICc over its variants, ARIMA by a stepwise AICc search).
+   */
+  tune?(y: readonly number[], ctx: FitContext & { budgetMs: number }, options?: { initial?: ReadonlyArray<Record<string, number | string | boolean>> }): Promise<Tuning>;
 }

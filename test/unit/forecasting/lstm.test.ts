@@ -135,6 +135,34 @@ describe('lstm', () => {
     }
   });
 
+  it('fits with the hyperparameters it is given, and refuses one out of its space naming it', async () => {
+    const fitted = await lstmFactory.fit(train, { dailyPeriod: 24, budgetMs: 1500, seed: 1, params: { units: 12, patch: 2, window: 20, learningRate: 0.02, dailyLag: false } });
+    expect(fitted.network?.layout).toMatchObject({ units: 12, patch: 2, patches: 10, dailyLag: false });
+    expect(fitted.description).toMatch(/^LSTM\(12\) 20 lags, calendar 24,/);
+    expect(restoreLstm(JSON.parse(JSON.stringify(fitted.toJSON())) as Record<string, unknown>).forecast(12)).toEqual(fitted.forecast(12));
+    await expect(lstmFactory.fit(train, { dailyPeriod: 24, params: { units: 1000 } })).rejects.toThrow(/1000 is not a valid value of units/);
+    await expect(lstmFactory.fit(train, { dailyPeriod: 24, params: { patch: 5 } })).rejects.toThrow(/5 is not a valid value of patch/);
+  });
+
+  it('tune searches by TPE within its budget, from the defaults and any given starting point, and leaves no tensors', async () => {
+    const before = tf.memory().numTensors;
+    const start = { units: 16, patch: 4, window: 48, learningRate: 0.005, dailyLag: false };
+    const started = performance.now();
+    const tuning = await lstmFactory.tune(train, { dailyPeriod: 24, budgetMs: 4000, seed: 1 }, { initial: [start, { units: 'many' }] });
+    const elapsed = performance.now() - started;
+    // One trial may run past the deadline by a batch and a validation pass.
+    expect(elapsed).toBeLessThan(4000 + 1500);
+    expect(tuning).toMatchObject({ method: 'tpe', failedTrials: 0 });
+    expect(tuning.trials).toBeGreaterThanOrEqual(3);
+    expect(Number.isFinite(tuning.defaultScore)).toBe(true);
+    expect(tuning.score).toBeLessThanOrEqual(tuning.defaultScore);
+    const chosen = await lstmFactory.fit(train, { dailyPeriod: 24, budgetMs: 2000, seed: 1, params: tuning.params });
+    expect(chosen.network?.layout.units).toBe(tuning.params.units);
+    expect(mae(chosen.forecast(12), future.slice(0, 12))).toBeLessThan(0.2 * AMPLITUDE);
+    expect(tf.memory().numTensors).toBe(before);
+    await expect(lstmFactory.tune([], { dailyPeriod: 24, budgetMs: 100 })).rejects.toBeInstanceOf(InvalidInputError);
+  });
+
   it('robust scaling: median and IQR/1.349, 1 for a constant series', () => {
     expect(robustScaling([1, 2, 3, 4, 5, 6, 7, 8])).toEqual({ center: 4.5, scale: 4 / 1.349 });
     expect(robustScaling([3, 3, 3])).toEqual({ center: 3, scale: 1 });
