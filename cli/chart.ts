@@ -1,6 +1,6 @@
 /**
  * The chart of `shardcast forecast show`: recent history and the latest forecast with its 80% and
- * 95% intervals, as text for the terminal or as an SVG picture (written by hand: no renderer).
+ * 95% intervals, as text for the terminal or as an SVG picture (written by hand; cli/png.ts draws it as a PNG).
  */
 
 export interface ChartData {
@@ -79,7 +79,8 @@ export function svgChart(data: ChartData, width = 800, height = 360): string {
     data.forecast.length > 0 ? `<polygon points="${band('hi80', 'lo80')}" fill="#4a7bd0" fill-opacity="0.35"/>` : '',
     ...runs.filter((r) => r.length > 0).map((r) => `<polyline points="${r.join(' ')}" fill="none" stroke="#222" stroke-width="1.5"/>`),
     data.forecast.length > 0 ? `<polyline points="${data.forecast.map((f) => `${x(f.ts.getTime())},${y(f.yhat)}`).join(' ')}" fill="none" stroke="#1f4fa0" stroke-width="2" stroke-dasharray="5 3"/>` : '',
-    `<text x="${width - pad.right}" y="20" text-anchor="end">history — forecast - - 80% / 95% intervals</text>`,
+    // Under the plot, not beside the title: a title with its forecast's model runs past the middle.
+    `<text x="${pad.left}" y="${height - 6}">history — forecast - - 80% / 95% intervals</text>`,
     '</svg>',
     '',
   ]

@@ -211,12 +211,13 @@ describe('shardcast up (npm start)', () => {
     expect(forecastRun.status, forecastRun.stderr).toBe(0);
     expect(forecastRun.stdout).toMatch(/^0 of 0 series done: 0 forecast, 0 failed$/m);
     const svg = path.join(fleet().baseDir, `${uniqueName('chart')}.svg`);
-    const shown = cli('forecast', 'show', 'node:node-1:io', '--svg', svg);
+    const png = svg.replace(/\.svg$/, '.png');
+    const shown = cli('forecast', 'show', 'node:node-1:io', '--svg', svg, '--png', png);
     expect(shown.status, shown.stderr).toBe(0);
     expect(shown.stdout).toMatch(/^node:node-1:io: no forecast yet/m);
     expect(readFileSync(svg, 'utf8')).toMatch(/^<svg/);
-    const png = cli('forecast', 'show', 'node:node-1:io', '--png', svg);
-    expect(png.stderr.trim()).toMatch(/^shardcast: error: --png is not available/);
+    const picture = readFileSync(png); // the PNG signature, then IHDR's width and height
+    expect([picture.toString('latin1', 1, 4), picture.readUInt32BE(16), picture.readUInt32BE(20)]).toEqual(['PNG', 800, 360]);
 
     const human = cli('status');
     expect(human.stdout).toMatch(/^node-1\s+active\s+local\s+z1\s+100\s+2\s+postgres:\/\//m);
