@@ -1,4 +1,5 @@
-import { writeFile } from 'node:fs/promises';
+import { stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 import pg from 'pg';
 import { clientOptionsFromConfig, connectTemporal, runForecastingNow, toShardcastError, type ForecastingRun } from '../client/index.js';
@@ -10,10 +11,12 @@ import { backtest, backtestSummary, type BacktestReport } from '../src/forecasti
 import { describeSummary, type ForecastingSummary } from '../src/forecasting/runs.js';
 import { cleanSeries, readSeriesCsv } from '../src/forecasting/series.js';
 import { latestForecast } from '../src/forecasting/store.js';
+import type { Tuning } from '../src/forecasting/types.js';
 import { BUCKET_MS } from '../src/profiling/rates.js';
 import { loadSeries } from '../src/profiling/series.js';
 import { svgChart, terminalChart } from './chart.js';
 import { printTable } from './format.js';
+import { svgToPng } from './png.js';
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -25,6 +28,20 @@ function positiveNumber(value: string): number {
   const n = Number(value);
   if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number');
   return n;
+}
+
+function nonNegativeNumber(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n < 0) throw new InvalidArgumentError('expected a number of seconds, 0 or more');
+  return n;
+}
+
+/** One line for a hyperparameter search: how it went and what it chose. */
+export function describeTuning(t: Tuning): string {
+  const chosen = Object.entries(t.params)
+    .map(([k, v]) => `${k} ${typeof v === 'number' && !Number.isInteger(v) ? v.toPrecision(3) : v}`)
+    .join(', ');
+  return `${t.method}, ${t.trials} trials in ${t.seconds.toFixed(1)} s${t.failedTrials > 0 ? ` (${t.failedTrials} failed)` : ''}: ${t.objective} ${t.score.toPrecision(3)} (defaults ${t.defaultScore.toPrecision(3)}); ${chosen}`;
 }
 
 /** The configuration as the global options of `program` say (the same as cli/main.ts reads it). */
@@ -47,6 +64,13 @@ async function runNow(program: Command, run: ForecastingRun, wait: boolean): Pro
   } finally {
     await client.connection.close();
   }
+}
+
+/** Fails before any work when `file` could not be written because its directory is not there. */
+async function assertDirectoryOf(file: string, option: string): Promise<void> {
+  const dir = path.dirname(path.resolve(file));
+  const isDirectory = await stat(dir).then((s) => s.isDirectory(), () => false);
+  if (!isDirectory) throw new InvalidInputError(`${option} ${file}: cannot write there: no such directory ${dir}`);
 }
 
 /** Runs `fn` with a pool on the migrated catalog. */
@@ -90,10 +114,11 @@ export function registerForecastCommands(program: Command): void {
     .argument('<series>', 'e.g. table:orders:inserts, shard:3:load, node:node-1:cpu')
     .option('--hours <n>', 'hours of history', positiveInt, 6)
     .option('--svg <file>', 'also write the chart as an SVG picture')
-    .option('--png <file>', 'PNG picture: not available (no renderer shipped); use --svg')
+    .option('--png <file>', 'also write the chart as a PNG picture (800×360)')
     .option('--json', 'print history and forecast as JSON instead')
     .action(async (series: string, opts: { hours: number; svg?: string; png?: string; json?: boolean }) => {
-      if (opts.png) throw new InvalidInputError('--png is not available: Shardcast ships no PNG renderer; use --svg FILE (and convert it if needed, e.g. rsvg-convert)');
+      if (opts.svg) await assertDirectoryOf(opts.svg, '--svg');
+      if (opts.png) await assertDirectoryOf(opts.png, '--png');
       const cfg = configOf(program);
       const data = await withCatalog(cfg, async (pool) => {
         const to = new Date(Math.floor(Date.now() / BUCKET_MS) * BUCKET_MS);
@@ -104,9 +129,17 @@ export function registerForecastCommands(program: Command): void {
       });
       if (opts.json) console.log(JSON.stringify(data, null, 2));
       else console.log(terminalChart(data));
+      const svg = svgChart(data);
+      // Drawn before anything is written: a missing renderer leaves no half of the output behind.
+      const picture = opts.png ? await svgToPng(svg) : undefined;
       if (opts.svg) {
-        await writeFile(opts.svg, svgChart(data));
+        await writeFile(opts.svg, svg);
         console.log(`wrote ${opts.svg}`);
+      }
+      if (opts.png && picture) {
+        await writeFile(opts.png, picture.png);
+        console.log(`wrote ${opts.png}`);
+        if (!picture.textDrawn) console.error(`warning: ${opts.png}: no font found, so the title, axis labels and legend could not be drawn (install one, e.g. fonts-dejavu-core)`);
       }
     });
   forecast
@@ -115,13 +148,15 @@ export function registerForecastCommands(program: Command): void {
     .requiredOption('--csv <file>', 'CSV with the header timestamp,value (ISO-8601 UTC, any step from 1 minute to 1 hour)')
     .option('--horizon <steps>', 'steps ahead (default: one hour of steps)', positiveInt)
     .option('--budget <seconds>', 'fitting budget of each model over the whole back-test', positiveNumber, 30)
+    .option('--search <seconds>', 'hyperparameter search (TPE) per model that has one, before the first fit; 0 for the defaults', nonNegativeNumber, 10)
     .option('--json', 'print only the JSON summary')
-    .action(async (opts: { csv: string; horizon?: number; budget: number; json?: boolean }) => {
+    .action(async (opts: { csv: string; horizon?: number; budget: number; search: number; json?: boolean }) => {
       const { name, rows } = await readSeriesCsv(opts.csv);
       const series = cleanSeries(rows, name);
       const report = await backtest(series, {
         horizon: opts.horizon,
         budgetSeconds: opts.budget,
+        searchSeconds: opts.search,
         log: opts.json ? undefined : (line) => console.error(line),
       });
       if (!opts.json) printReport(report);
@@ -133,7 +168,7 @@ export function registerForecastCommands(program: Command): void {
 export function printReport(report: BacktestReport): void {
   console.log(`${report.series}: ${report.points} points of ${report.stepSeconds} s, horizon ${report.horizon} steps`);
   console.log(`${report.origins} origins from ${report.from} to ${report.to}, ${report.scored} values scored per model`);
-  for (const note of report.notes) console.log(`cleaning: ${note}`);
+  for (const note of report.notes) console.log(`note: ${note}`);
   const rows = [
     ...Object.entries(report.models).map(([model, r]) => ({ model, ...r, fitted: r.description })),
     { model: `ensemble (${report.ensemble.scheme})`, ...report.ensemble, trainSeconds: undefined, fitted: Object.entries(report.ensemble.meanWeights).map(([m, w]) => `${m} ${w}`).join(', ') },
@@ -141,5 +176,6 @@ export function printReport(report: BacktestReport): void {
   printTable('models', rows, ['model', 'mase', 'smape', 'coverage80', 'coverage95', 'trainSeconds', 'fitted']);
   for (const [model, r] of Object.entries(report.models)) {
     for (const fallback of r.fallbacks) console.log(`fallback: ${model}: ${fallback}`);
+    if (r.tuning) console.log(`tuning: ${model}: ${describeTuning(r.tuning)}`);
   }
 }

@@ -30,7 +30,7 @@
  */
 import { InvalidInputError, errorMessage } from '../errors.js';
 import { arimaFactory } from './arima.js';
-import { BacktestErrors, DEFAULT_SCHEME, WEIGHT_SCHEMES, combine, ensembleWeights, type WeightScheme } from './ensemble.js';
+import { BacktestErrors, DEFAULT_SCHEME, RECENT_HALF_LIFE, WEIGHT_SCHEMES, combine, ensembleWeights, type WeightScheme } from './ensemble.js';
 import { etsFactory } from './ets.js';
 import { ConformalCalibrator, randomWalkSigma, type CalibrationOptions, type Interval } from './intervals.js';
 import { lstmFactory } from './lstm.js';
@@ -214,6 +214,7 @@ export async function backtest(series: CleanSeries, options: BacktestOptions = {
     [...memberNames, ...WEIGHT_SCHEMES.map(schemeTrack)].map((key) => [key, { calibrator: new ConformalCalibrator(horizon, options.calibration ?? DEFAULT_CALIBRATION), accuracy: new Accuracy() }]),
   );
   const errors = new BacktestErrors();
+  const recentErrors = new BacktestErrors({ halfLife: RECENT_HALF_LIFE });
   const weightSums = new Map(memberNames.map((m) => [m, 0]));
   const pending: Pending[] = [];
   const notes = [...series.notes];
@@ -231,7 +232,10 @@ export async function backtest(series: CleanSeries, options: BacktestOptions = {
       if (known === horizon) {
         const mask = (_: number, i: number) => observed[p.origin + i]!;
         const actual = values.slice(p.origin, p.origin + horizon).filter(mask);
-        for (const name of memberNames) errors.add(name, actual, p.forecasts.get(name)!.filter(mask), p.scale);
+        for (const name of memberNames) {
+          errors.add(name, actual, p.forecasts.get(name)!.filter(mask), p.scale);
+          recentErrors.add(name, actual, p.forecasts.get(name)!.filter(mask), p.scale);
+        }
       }
     }
     while (pending.length > 0 && pending[0]!.calibrated === horizon) pending.shift();
@@ -280,9 +284,10 @@ export async function backtest(series: CleanSeries, options: BacktestOptions = {
       forecasts.set(member.name, f);
     }
     const memberErrors = new Map(memberNames.map((m) => [m, errors.error(m)]));
+    const recentMemberErrors = new Map(memberNames.map((m) => [m, recentErrors.error(m)]));
     const scoring = origin >= evaluationStart && origin < end;
     for (const s of WEIGHT_SCHEMES) {
-      const weights = ensembleWeights(memberErrors, { scheme: s, baseline: BASELINE });
+      const weights = ensembleWeights(s === 'softmax_recent' ? recentMemberErrors : memberErrors, { scheme: s, baseline: BASELINE });
       forecasts.set(schemeTrack(s), combine(new Map(memberNames.map((m) => [m, forecasts.get(m)!])), weights));
       if (scoring && s === scheme) for (const [m, w] of weights) weightSums.set(m, weightSums.get(m)! + w);
     }

@@ -7,6 +7,9 @@
  * - `inverse_mse`: w ∝ 1/MSE;
  * - `softmax`: w ∝ exp(−(MASE/best − 1)/τ), τ = 0.1, sharply favouring the best;
  * - `best`: all weight on the member with the lowest MASE (model selection by back-test).
+ * - `softmax_recent`: `softmax` on errors that forget: each origin's errors count half after
+ *   RECENT_HALF_LIFE more origins (two days of hourly origins), so a member that turns bad loses
+ *   its weight within days rather than weeks.
  *
  * `softmax` is the default: over the six traces of `npm run bench -- forecast` its MASE relative to
  * the seasonal naive had the lowest geometric mean (0.440, against 0.444 for `best`, 0.488 for
@@ -14,13 +17,15 @@
  * is known every member weighs the same.
  */
 
-export const WEIGHT_SCHEMES = ['inverse_mase', 'inverse_mse', 'softmax', 'best'] as const;
+export const WEIGHT_SCHEMES = ['inverse_mase', 'inverse_mse', 'softmax', 'best', 'softmax_recent'] as const;
 export type WeightScheme = (typeof WEIGHT_SCHEMES)[number];
 
 export const DEFAULT_SCHEME: WeightScheme = 'softmax';
 /** Members worse than the baseline by more than this fraction of its MASE are dropped. */
 export const DROP_MARGIN = 0.05;
 const SOFTMAX_TEMPERATURE = 0.1;
+/** Origins after which `softmax_recent` counts an origin's errors half. */
+export const RECENT_HALF_LIFE = 48;
 
 /** A member's back-test error so far; undefined while none of its forecasts has been scored. */
 export interface MemberError {
@@ -56,6 +61,7 @@ export function ensembleWeights(errors: ReadonlyMap<string, MemberError | undefi
       case 'inverse_mse':
         return 1 / score(m);
       case 'softmax':
+      case 'softmax_recent':
         return Math.exp(-(score(m) / best - 1) / SOFTMAX_TEMPERATURE);
       case 'best':
         return m === bestMember ? 1 : 0;
@@ -80,9 +86,14 @@ export function combine(forecasts: ReadonlyMap<string, readonly number[]>, weigh
   return out;
 }
 
-/** Scaled absolute and squared errors per member, summed over the origins scored so far. */
+/** Scaled absolute and squared errors per member, summed over the origins scored so far (with `halfLife`, in origins, older ones count less). */
 export class BacktestErrors {
   private readonly sums = new Map<string, { scaled: number; squared: number; count: number }>();
+  private readonly decay: number;
+
+  constructor(options: { halfLife?: number } = {}) {
+    this.decay = options.halfLife === undefined ? 1 : 0.5 ** (1 / options.halfLife);
+  }
 
   /** The errors of one origin's forecast of one member. */
   add(member: string, actual: readonly number[], forecast: readonly number[], scale: number): void {
@@ -93,7 +104,8 @@ export class BacktestErrors {
       squared += (a - forecast[i]!) ** 2;
     });
     const sum = this.sums.get(member) ?? { scaled: 0, squared: 0, count: 0 };
-    this.sums.set(member, { scaled: sum.scaled + scaled, squared: sum.squared + squared, count: sum.count + actual.length });
+    const d = this.decay;
+    this.sums.set(member, { scaled: d * sum.scaled + scaled, squared: d * sum.squared + squared, count: d * sum.count + actual.length });
   }
 
   /** MASE and MSE of the member so far, undefined before a value of it was scored. */

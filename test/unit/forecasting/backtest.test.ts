@@ -176,10 +176,43 @@ describe('backtest', () => {
     expect(updates.at(-1)).toBe(336);
   });
 
+  it('tunes a model once, on the first training window only, then fits with what it found; a failed search keeps the defaults', async () => {
+    const values = dailySine(14);
+    const tuned: number[] = [];
+    const fitParams: unknown[] = [];
+    const tunable = (fail: boolean): ModelFactory => ({
+      model: fail ? 'broken' : 'tunable',
+      fit: (y, ctx) => {
+        fitParams.push(ctx.params);
+        return constantModel('tunable', y, y[y.length - 1]! + ((ctx.params?.offset as number | undefined) ?? 0));
+      },
+      tune: (y, ctx, options) => {
+        if (fail) return Promise.reject(new Error('search exploded'));
+        tuned.push(y.length);
+        expect(ctx.budgetMs).toBe(2000);
+        expect(options?.initial).toEqual([{ offset: 3 }]);
+        return Promise.resolve({ params: { offset: 1 }, score: 0.5, defaultScore: 0.7, objective: 'test', method: 'test', trials: 2, failedTrials: 0, seconds: 0.01 });
+      },
+    });
+    const report = await run(rowsOf(values), { models: [tunable(false), tunable(true)], searchSeconds: 2, initialParams: { tunable: [{ offset: 3 }] } });
+    // Before the first origin: the 144 hours of the first fit's window, never an evaluated target.
+    expect(tuned).toEqual([144]);
+    expect(report.models.tunable!.tuning).toMatchObject({ params: { offset: 1 }, trials: 2 });
+    expect(report.models.broken!.tuning).toBeUndefined();
+    expect(report.notes).toContain('broken: hyperparameter search failed, defaults used: search exploded');
+    expect(fitParams.filter((p) => p !== undefined)).toEqual(new Array(8).fill({ offset: 1 }));
+    expect(backtestSummary(report).tuning).toEqual({ tunable: { method: 'test', trials: 2, seconds: 0.01, score: 0.5, default_score: 0.7, params: { offset: 1 } } });
+    // Without a search budget nothing is tuned.
+    tuned.length = 0;
+    expect((await run(rowsOf(values), { models: [tunable(false)] })).models.tunable!.tuning).toBeUndefined();
+    expect(tuned).toEqual([]);
+  });
+
   it('summarises as the JSON of the CLI', async () => {
     const report = await run(rowsOf(dailySine(5)));
     const summary = backtestSummary(report);
-    expect(Object.keys(summary)).toEqual(['series', 'points', 'step_seconds', 'horizon', 'models', 'train_seconds']);
+    expect(Object.keys(summary)).toEqual(['series', 'points', 'step_seconds', 'horizon', 'models', 'train_seconds', 'tuning']);
+    expect(summary.tuning).toEqual({});
     expect(Object.keys(summary.models as object)).toEqual(['seasonal_naive', 'ets', 'arima', 'ensemble']);
     expect(Object.keys((summary.models as Record<string, object>).ets!)).toEqual(['mase', 'smape', 'coverage80', 'coverage95']);
     expect(Object.keys(summary.train_seconds as object)).toEqual(['seasonal_naive', 'ets', 'arima']);
@@ -213,13 +246,16 @@ describe('shardcast forecast backtest', () => {
   it('prints a table and, last, the JSON summary', async () => {
     const file = join(dir, 'sine.csv');
     writeFileSync(file, csvOf(rowsOf(dailySine(5, 1800).map((v, t) => v + Math.sin(t)), 1800).slice(0, 200)));
-    const lines = await cli('--csv', file, '--budget', '1');
+    const lines = await cli('--csv', file, '--budget', '1', '--search', '1');
     expect(lines.join('\n')).toMatch(/MODEL\s+MASE/);
     const json = JSON.parse(lines.at(-1)!) as Record<string, unknown>;
     expect(json).toMatchObject({ series: 'sine.csv', points: 200, step_seconds: 1800, horizon: 2 });
-    const quiet = await cli('--csv', file, '--budget', '1', '--horizon', '3', '--json');
+    expect(lines.some((l) => /^tuning: lstm: tpe, \d+ trials in [\d.]+ s( \(\d+ failed\))?: validation MSE .* \(defaults [\d.e-]+\); units \d+, patch \d, window \d+, learningRate [\d.e-]+, dailyLag (true|false)$/.test(l))).toBe(true);
+    expect(json.tuning).toMatchObject({ lstm: { method: 'tpe' } });
+    const quiet = await cli('--csv', file, '--budget', '1', '--horizon', '3', '--search', '0', '--json');
     expect(quiet).toHaveLength(1);
-    expect(JSON.parse(quiet[0]!)).toMatchObject({ horizon: 3 });
+    expect(JSON.parse(quiet[0]!)).toMatchObject({ horizon: 3, tuning: {} });
+    await expect(cli('--csv', file, '--search', '-1')).rejects.toThrow(/expected a number of seconds, 0 or more/);
   });
 
   it('fails with the line of a bad row', async () => {

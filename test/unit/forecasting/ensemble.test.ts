@@ -54,4 +54,24 @@ describe('BacktestErrors', () => {
     e.add('ets', [0, 0], [1, 1], 1);
     expect(e.error('ets')).toEqual({ mase: (0.5 + 1 + 1 + 1) / 4, mse: (1 + 4 + 1 + 1) / 4 });
   });
+
+  it('with a half-life, an origin counts half after that many more origins', () => {
+    const e = new BacktestErrors({ halfLife: 2 });
+    e.add('ets', [0], [4], 1); // error 4, then two more origins
+    e.add('ets', [0], [1], 1);
+    e.add('ets', [0], [1], 1);
+    // Weights: 0.5 for the first, 2^-1/2 for the second, 1 for the last.
+    const w = [0.5, Math.SQRT1_2, 1];
+    expect(e.error('ets')!.mase).toBeCloseTo((4 * w[0]! + w[1]! + w[2]!) / (w[0]! + w[1]! + w[2]!), 12);
+    // A member that turns bad loses its lead faster than under equal weights.
+    const [plain, recent] = [new BacktestErrors(), new BacktestErrors({ halfLife: 2 })];
+    for (const errors of [plain, recent]) {
+      for (let i = 0; i < 20; i++) errors.add('a', [0], [1], 1);
+      for (let i = 0; i < 20; i++) errors.add('b', [0], [2], 1);
+      for (let i = 0; i < 5; i++) errors.add('a', [0], [4], 1);
+      for (let i = 0; i < 5; i++) errors.add('b', [0], [2], 1);
+    }
+    expect(plain.error('a')!.mase).toBeLessThan(plain.error('b')!.mase);
+    expect(recent.error('a')!.mase).toBeGreaterThan(recent.error('b')!.mase);
+  });
 });
