@@ -250,7 +250,7 @@ describe('shardcast forecast backtest', () => {
     expect(lines.join('\n')).toMatch(/MODEL\s+MASE/);
     const json = JSON.parse(lines.at(-1)!) as Record<string, unknown>;
     expect(json).toMatchObject({ series: 'sine.csv', points: 200, step_seconds: 1800, horizon: 2 });
-    expect(lines.some((l) => /^tuning: lstm: tpe, \d+ trials in [\d.]+ s( \(\d+ failed\))?: validation MSE .* \(defaults [\d.e-]+\); units \d+, patch \d, window \d+, learningRate [\d.e-]+, dailyLag (true|false)$/.test(l))).toBe(true);
+    expect(lines.some((l) => /^tuning: lstm: tpe, \d+ trials in [\d.]+ s( \(\d+ failed\))?: validation MAE .* \(defaults [\d.e-]+\); units \d+, patch \d, window \d+, learningRate [\d.e-]+, dailyLag (true|false), loss (mse|mae|huber)$/.test(l))).toBe(true);
     expect(json.tuning).toMatchObject({ lstm: { method: 'tpe' } });
     const quiet = await cli('--csv', file, '--budget', '1', '--horizon', '3', '--search', '0', '--json');
     expect(quiet).toHaveLength(1);

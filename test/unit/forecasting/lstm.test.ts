@@ -61,7 +61,7 @@ describe('lstm', () => {
 
   it('forecasts a noisy sine of period 24 within 10% of its amplitude, 12 steps direct and 24 chained', () => {
     expect(model.network).toBeDefined();
-    expect(model.description).toMatch(/^LSTM\(32\) 36 lags, daily lag, calendar 24, 12 steps direct/);
+    expect(model.description).toMatch(/^LSTM\(32\) 36 lags, daily lag, relative to the last value, calendar 24, 12 steps direct/);
     const forecast = model.forecast(24);
     expect(mae(forecast.slice(0, 12), future.slice(0, 12))).toBeLessThan(0.1 * AMPLITUDE);
     expect(mae(forecast, future)).toBeLessThan(0.1 * AMPLITUDE);
@@ -75,6 +75,13 @@ describe('lstm', () => {
     expect(updated.n).toBe(longer.length);
     expect(mae(updated.forecast(12), future.slice(12))).toBeLessThan(0.1 * AMPLITUDE);
     expect(model.update(train).forecast(24)).toEqual(model.forecast(24));
+  });
+
+  it('follows a level shift to a level the training data never reached (it reads and predicts changes)', () => {
+    expect(model.network?.layout.relative).toBe(true);
+    const shifted = [...train.slice(0, -48), ...train.slice(-48).map((v) => v + 50)];
+    const next = sine(24 * 40 + 12).slice(-12).map((v) => v + 50);
+    expect(mae(model.update(shifted).forecast(12), next)).toBeLessThan(0.2 * AMPLITUDE);
   });
 
   it('toJSON and restoreLstm give identical forecasts', () => {
@@ -95,6 +102,13 @@ describe('lstm', () => {
     const longer = [...train, ...future];
     expect(restored.update(longer).forecast(12)).toEqual(model.update(longer).forecast(12));
     expect(() => restoreLstm({ ...json, version: 2 })).toThrow(InvalidInputError);
+    // A model stored before relative values existed has no such field: it restores, reading levels.
+    const older = structuredClone(json) as { network: { layout: Record<string, unknown> } };
+    delete older.network.layout.relative;
+    const absolute = restoreLstm(older as unknown as Record<string, unknown>);
+    expect(absolute.network?.layout.relative).toBeUndefined();
+    expect(absolute.forecast(12).every(Number.isFinite)).toBe(true);
+    expect(absolute.forecast(12)).not.toEqual(model.forecast(12));
   });
 
   it('the same seed gives the same model when training stops before the budget', async () => {
@@ -136,9 +150,9 @@ describe('lstm', () => {
   });
 
   it('fits with the hyperparameters it is given, and refuses one out of its space naming it', async () => {
-    const fitted = await lstmFactory.fit(train, { dailyPeriod: 24, budgetMs: 1500, seed: 1, params: { units: 12, patch: 2, window: 20, learningRate: 0.02, dailyLag: false } });
+    const fitted = await lstmFactory.fit(train, { dailyPeriod: 24, budgetMs: 1500, seed: 1, params: { units: 12, patch: 2, window: 20, learningRate: 0.02, dailyLag: false, loss: 'huber' } });
     expect(fitted.network?.layout).toMatchObject({ units: 12, patch: 2, patches: 10, dailyLag: false });
-    expect(fitted.description).toMatch(/^LSTM\(12\) 20 lags, calendar 24,/);
+    expect(fitted.description).toMatch(/^LSTM\(12\) 20 lags, relative to the last value, calendar 24,/);
     expect(restoreLstm(JSON.parse(JSON.stringify(fitted.toJSON())) as Record<string, unknown>).forecast(12)).toEqual(fitted.forecast(12));
     await expect(lstmFactory.fit(train, { dailyPeriod: 24, params: { units: 1000 } })).rejects.toThrow(/1000 is not a valid value of units/);
     await expect(lstmFactory.fit(train, { dailyPeriod: 24, params: { patch: 5 } })).rejects.toThrow(/5 is not a valid value of patch/);
@@ -146,7 +160,7 @@ describe('lstm', () => {
 
   it('tune searches by TPE within its budget, from the defaults and any given starting point, and leaves no tensors', async () => {
     const before = tf.memory().numTensors;
-    const start = { units: 16, patch: 4, window: 48, learningRate: 0.005, dailyLag: false };
+    const start = { units: 16, patch: 4, window: 48, learningRate: 0.005, dailyLag: false, loss: 'mae' };
     const started = performance.now();
     const tuning = await lstmFactory.tune(train, { dailyPeriod: 24, budgetMs: 4000, seed: 1 }, { initial: [start, { units: 'many' }] });
     const elapsed = performance.now() - started;
