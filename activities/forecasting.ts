@@ -1,15 +1,19 @@
-import { activityInfo, heartbeat } from '@temporalio/activity';
+import { activityInfo, cancellationSignal, heartbeat } from '@temporalio/activity';
 import type pg from 'pg';
-import { errorMessage } from '../src/errors.js';
+import type { Queryable } from '../src/catalog/nodes.js';
+import { ShardcastError, errorMessage } from '../src/errors.js';
 import { type SeriesOutcome } from '../src/forecasting/runs.js';
 import { forecastableSeries, storeForecasts, storeModel } from '../src/forecasting/store.js';
-import { forecastSeries, trainSeries } from '../src/forecasting/training.js';
+import { TrainingThreadError, TrainingThreads } from '../src/forecasting/thread-pool.js';
+import { forecastSeries } from '../src/forecasting/training.js';
 import { listSeries } from '../src/profiling/series.js';
 import { BUCKET_MS } from '../src/profiling/rates.js';
 import { run } from './failures.js';
 
 export interface ForecastingDeps {
   catalog: pg.Pool;
+  /** Where series are fitted, off the event loop; default: one thread of these activities' own, started on first use. */
+  trainingThreads?: TrainingThreads;
 }
 
 export interface TrainBatchInput {
@@ -18,22 +22,61 @@ export interface TrainBatchInput {
   asOf: string;
   trainingDays: number;
   budgetSeconds: number;
+  /** Hyperparameter search seconds per series (absent: none). */
+  searchSeconds?: number;
 }
+
+/** The catalog failed a read or write of a series: the series is not to blame, the attempt fails and is retried. */
+export class CatalogError extends ShardcastError {
+  constructor(cause: unknown) {
+    super('CATALOG', `catalog: ${errorMessage(cause)}`, { cause });
+  }
+}
+
+/** The catalog as the batches use it: whatever it throws is a CatalogError. */
+function catalogOf(pool: pg.Pool): Queryable {
+  const query = (text: string, values?: unknown[]) =>
+    pool.query(text, values).catch((err: unknown) => {
+      throw new CatalogError(err);
+    });
+  return { query } as unknown as Queryable;
+}
+
+/** Errors that end the attempt instead of being the series' outcome: the catalog's, the threads', a cancellation. */
+function endsAttempt(err: unknown): boolean {
+  return err instanceof CatalogError || err instanceof TrainingThreadError || cancellationSignal().aborted;
+}
+
+/** While a series is worked on, off the event loop: the server keeps seeing the worker alive and can deliver a cancellation. */
+const HEARTBEAT_MS = 5_000;
 
 /**
  * Works through a batch one series at a time, heartbeating the outcomes so far: a retried attempt
- * resumes after the last series done. A series that throws is an outcome ('failed'), not an error.
+ * resumes after the last series done. A series that throws is an outcome ('failed'), not an error,
+ * unless `endsAttempt`: then the attempt fails (retryable) and the series is worked on again.
  */
 async function eachSeries(series: string[], one: (id: string) => Promise<SeriesOutcome>): Promise<SeriesOutcome[]> {
   const done = (activityInfo().heartbeatDetails as SeriesOutcome[] | undefined) ?? [];
   for (const id of series.slice(done.length)) {
-    done.push(await one(id).catch((err: unknown) => ({ series: id, status: 'failed' as const, error: errorMessage(err) })));
+    const beat = setInterval(() => heartbeat(done), HEARTBEAT_MS);
+    try {
+      done.push(
+        await one(id).catch((err: unknown) => {
+          if (endsAttempt(err)) throw err;
+          return { series: id, status: 'failed' as const, error: errorMessage(err) };
+        }),
+      );
+    } finally {
+      clearInterval(beat);
+    }
     heartbeat(done);
   }
   return done;
 }
 
 export function createForecastingActivities(deps: ForecastingDeps) {
+  const catalog = catalogOf(deps.catalog);
+  const threads = deps.trainingThreads ?? new TrainingThreads();
   return {
     /** Every series with samples in the training window. */
     async listTrainingSeries(input: { asOf: string; trainingDays: number }): Promise<string[]> {
@@ -44,19 +87,22 @@ export function createForecastingActivities(deps: ForecastingDeps) {
       return run(() => listSeries(deps.catalog, new Date(asOf - input.trainingDays * 86_400_000), until));
     },
 
-    /** Trains and stores each series of the batch; a failure is stored as a 'failed' model. */
+    /** Trains (in a training thread) and stores each series of the batch; a series' failure is stored as a 'failed' model. */
     async trainBatch(input: TrainBatchInput): Promise<SeriesOutcome[]> {
       const asOf = new Date(input.asOf);
-      return eachSeries(input.series, async (id) => {
-        try {
-          const model = await trainSeries(deps.catalog, id, { asOf, trainingDays: input.trainingDays, budgetSeconds: input.budgetSeconds });
-          await storeModel(deps.catalog, model);
-          return { series: id, status: model.status };
-        } catch (err) {
-          await storeModel(deps.catalog, { series: id, trainedAt: asOf, status: 'failed', error: errorMessage(err), members: [] });
-          throw err;
-        }
-      });
+      const options = { asOf, trainingDays: input.trainingDays, budgetSeconds: input.budgetSeconds, searchSeconds: input.searchSeconds };
+      return run(() =>
+        eachSeries(input.series, async (id) => {
+          try {
+            const model = await threads.train(catalog, id, options, cancellationSignal());
+            await storeModel(catalog, model);
+            return { series: id, status: model.status };
+          } catch (err) {
+            if (!endsAttempt(err)) await storeModel(catalog, { series: id, trainedAt: asOf, status: 'failed', error: errorMessage(err), members: [] });
+            throw err;
+          }
+        }),
+      );
     },
 
     /** Series with a usable model. */
@@ -67,10 +113,12 @@ export function createForecastingActivities(deps: ForecastingDeps) {
     /** Forecasts and stores the next hour of each series of the batch. */
     async forecastBatch(input: { series: string[]; issuedAt: string }): Promise<SeriesOutcome[]> {
       const issuedAt = new Date(input.issuedAt);
-      return eachSeries(input.series, async (id) => {
-        await storeForecasts(deps.catalog, await forecastSeries(deps.catalog, id, issuedAt));
-        return { series: id, status: 'forecast' };
-      });
+      return run(() =>
+        eachSeries(input.series, async (id) => {
+          await storeForecasts(catalog, await forecastSeries(catalog, id, issuedAt));
+          return { series: id, status: 'forecast' };
+        }),
+      );
     },
   };
 }

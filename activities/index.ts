@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import type { NodePools } from '../src/catalog/node-pools.js';
+import type { TrainingThreads } from '../src/forecasting/thread-pool.js';
 import { getNode } from '../src/catalog/nodes.js';
 import { createTableOnNode, dropTableOnNode } from '../src/catalog/shard-ddl.js';
 import { activateTable, describeRegisteredTable, mapVersion, registerTable, unregisterTable, type RegisteredTable, type TableSpec } from '../src/catalog/tables.js';
@@ -15,6 +16,8 @@ export interface ActivityDeps {
   catalog: pg.Pool;
   catalogUrl: string;
   nodePools: NodePools;
+  /** The threads series are trained in; its owner closes it. Default: the activities start their own (one thread, idle ones exit). */
+  trainingThreads?: TrainingThreads;
 }
 
 async function groupSchemasOnNode(deps: ActivityDeps, tableId: number, nodeId: number): Promise<{ table: RegisteredTable; schemas: string[]; columns: string }> {

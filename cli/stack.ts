@@ -113,6 +113,7 @@ export async function startStack(config: Config, options: StackOptions): Promise
       namespace: config.temporal.namespace,
       taskQueue: config.temporal.taskQueue,
       catalogUrl,
+      training: { threads: config.forecast.threads, backend: config.forecast.backend },
     });
     stops.push(() => worker.shutdown());
     log(line('worker', `task queue ${config.temporal.taskQueue}`));

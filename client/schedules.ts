@@ -14,13 +14,13 @@ export function scheduleId(run: ForecastingRun, prefix = ''): string {
 
 /** The workflow each run starts, and its input from the configuration. */
 function runAction(options: ShardcastClientOptions, config: Config, run: ForecastingRun) {
-  const { trainingDays, budgetSeconds, batchSize, parallelBatches } = config.forecast;
+  const { trainingDays, budgetSeconds, searchSeconds, batchSize, parallelBatches } = config.forecast;
   const common = {
     taskQueue: options.taskQueue ?? CONTROL_TASK_QUEUE,
     typedSearchAttributes: [{ key: SA_OPERATION, value: run }],
   };
   if (run === 'retrain') {
-    const input: RetrainInput = { trainingDays, budgetSeconds, batchSize, parallelBatches };
+    const input: RetrainInput = { trainingDays, budgetSeconds, searchSeconds, batchSize, parallelBatches };
     return { ...common, workflowType: 'retrainModels', args: [input], staticSummary: `retrain every series on ${trainingDays} days` };
   }
   const input: ForecastRunInput = { batchSize, parallelBatches };

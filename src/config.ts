@@ -90,6 +90,8 @@ export const configSchema = z
         budgetSeconds: z.number().positive().max(600).default(1.2),
         /** Seconds of hyperparameter search (TPE) per series for each model that has one (the LSTM), before its back-test; 0 keeps the defaults. */
         searchSeconds: z.number().min(0).max(600).default(1.5),
+        /** Threads per worker that train series (off the worker's event loop); at most the machine's cores make sense. */
+        threads: z.number().int().min(1).max(64).default(1),
         /** Series per training or forecasting activity (heartbeating after each). */
         batchSize: z.number().int().min(1).max(1000).default(10),
         /** Batches running at once, shared by the workers of the task queue. */
@@ -154,6 +156,7 @@ export const ENV_OVERRIDES: Record<string, string> = {
   SHARDCAST_FORECAST_TRAINING_DAYS: 'forecast.trainingDays',
   SHARDCAST_FORECAST_BUDGET_SECONDS: 'forecast.budgetSeconds',
   SHARDCAST_FORECAST_SEARCH_SECONDS: 'forecast.searchSeconds',
+  SHARDCAST_FORECAST_THREADS: 'forecast.threads',
   SHARDCAST_FORECAST_BATCH_SIZE: 'forecast.batchSize',
   SHARDCAST_FORECAST_PARALLEL_BATCHES: 'forecast.parallelBatches',
   SHARDCAST_COLLECTION_INTERVAL_SECONDS: 'collection.intervalSeconds',
@@ -283,6 +286,7 @@ const NUMERIC_KEYS = new Set([
   'forecast.trainingDays',
   'forecast.budgetSeconds',
   'forecast.searchSeconds',
+  'forecast.threads',
   'forecast.batchSize',
   'forecast.parallelBatches',
   'movement.approvalOverBytes',

@@ -3,6 +3,8 @@ import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker
 import pg from 'pg';
 import { createActivities } from '../activities/index.js';
 import { NodePools } from '../src/catalog/node-pools.js';
+import { TrainingThreads } from '../src/forecasting/thread-pool.js';
+import type { BackendChoice } from '../src/forecasting/tf-backend.js';
 
 export const CONTROL_TASK_QUEUE = 'shardcast-control';
 
@@ -15,6 +17,8 @@ export interface ControlWorkerOptions {
   catalogUrl: string;
   /** A prebuilt bundle (tests bundle once per run); otherwise the workflows are bundled at start. */
   workflowBundle?: WorkerOptions['workflowBundle'];
+  /** Threads that train series (forecast.threads, default 1) and their TensorFlow.js backend (forecast.backend). */
+  training?: { threads?: number; backend?: BackendChoice };
 }
 
 export interface RunningWorker {
@@ -29,13 +33,14 @@ export async function startControlWorker(options: ControlWorkerOptions): Promise
   const catalog = new pg.Pool({ connectionString: options.catalogUrl, max: 5, application_name: 'shardcast-worker' });
   catalog.on('error', () => undefined);
   const nodePools = new NodePools({ max: 4, applicationName: 'shardcast-worker' });
+  const trainingThreads = new TrainingThreads({ size: options.training?.threads ?? 1, backend: options.training?.backend ?? 'auto' });
   let worker: Worker;
   try {
     worker = await Worker.create({
       connection: options.connection,
       namespace: options.namespace,
       taskQueue: options.taskQueue ?? CONTROL_TASK_QUEUE,
-      activities: createActivities({ catalog, catalogUrl: options.catalogUrl, nodePools }),
+      activities: createActivities({ catalog, catalogUrl: options.catalogUrl, nodePools, trainingThreads }),
       ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
       shutdownGraceTime: '10 seconds',
       // When a worker goes away, its cached workflows move to another worker after this long (default
@@ -43,11 +48,11 @@ export async function startControlWorker(options: ControlWorkerOptions): Promise
       stickyQueueScheduleToStartTimeout: '2 seconds',
     });
   } catch (err) {
-    await Promise.all([catalog.end(), nodePools.end()]);
+    await Promise.all([catalog.end(), nodePools.end(), trainingThreads.close()]);
     throw err;
   }
   const done = worker.run().finally(async () => {
-    await Promise.all([catalog.end().catch(() => undefined), nodePools.end()]);
+    await Promise.all([catalog.end().catch(() => undefined), nodePools.end(), trainingThreads.close()]);
   });
   return {
     worker,

@@ -6,7 +6,12 @@ import type { ForecastingSummary, ForecastRunInput } from './messages.js';
 type Activities = ReturnType<typeof createForecastingActivities>;
 
 const LIST = { startToCloseTimeout: '1 minute', retry: { initialInterval: '2 seconds', maximumAttempts: 5 } } as const;
-const FORECAST = { startToCloseTimeout: '10 minutes', heartbeatTimeout: '1 minute', retry: { initialInterval: '2 seconds', maximumAttempts: 3 } } as const;
+// A series' own failure is an outcome; a failed attempt is the catalog's or the worker's, retried for about a minute.
+const FORECAST = {
+  startToCloseTimeout: '10 minutes',
+  heartbeatTimeout: '1 minute',
+  retry: { initialInterval: '2 seconds', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 6 },
+} as const;
 
 const { listForecastSeries, forecastBatch } = proxyActivities<Activities>(LIST);
 

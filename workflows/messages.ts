@@ -137,6 +137,8 @@ export interface RetrainInput {
   trainingDays: number;
   /** Fitting seconds per model and series (half back-test, half final fit). */
   budgetSeconds: number;
+  /** Hyperparameter search seconds per series for the models that have one (absent: none, as before this field). */
+  searchSeconds?: number;
   /** Series per activity, and activities running at once (spread over the workers of the queue). */
   batchSize: number;
   parallelBatches: number;

@@ -6,9 +6,14 @@ import type { ForecastingSummary, RetrainInput } from './messages.js';
 type Activities = ReturnType<typeof createForecastingActivities>;
 
 const LIST = { startToCloseTimeout: '2 minutes', retry: { initialInterval: '2 seconds', maximumAttempts: 5 } } as const;
-// Fits are CPU-bound and can hold the event loop for a few seconds; a batch heartbeats after each
-// series, so the heartbeat timeout covers the slowest series, the start-to-close a whole batch.
-const TRAIN = { startToCloseTimeout: '1 hour', heartbeatTimeout: '3 minutes', retry: { initialInterval: '5 seconds', maximumAttempts: 3 } } as const;
+// Fits run in training threads and a batch heartbeats every few seconds, so a minute without one is
+// a lost worker. A series' own failure is an outcome, so a failed attempt is the catalog's or the
+// worker's: retried for several minutes of outage, resuming after the last series done.
+const TRAIN = {
+  startToCloseTimeout: '1 hour',
+  heartbeatTimeout: '1 minute',
+  retry: { initialInterval: '5 seconds', backoffCoefficient: 2, maximumInterval: '1 minute', maximumAttempts: 10 },
+} as const;
 
 const { listTrainingSeries, trainBatch } = proxyActivities<Activities>(LIST);
 
@@ -26,7 +31,7 @@ export async function retrainModels(input: RetrainInput): Promise<ForecastingSum
     input.parallelBatches,
     (batch) =>
       trainBatch.executeWithOptions({ ...TRAIN, summary: `train ${batch.length} series: ${batch[0]}${batch.length > 1 ? ' …' : ''}` }, [
-        { series: batch, asOf, trainingDays: input.trainingDays, budgetSeconds: input.budgetSeconds },
+        { series: batch, asOf, trainingDays: input.trainingDays, budgetSeconds: input.budgetSeconds, searchSeconds: input.searchSeconds },
       ]),
     (done) => setCurrentDetails(describeSummary(summarise('retrain', asOf, series.length, done), done.length)),
   );

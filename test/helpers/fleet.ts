@@ -1,4 +1,8 @@
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { temporal } from '@temporalio/proto';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import pg from 'pg';
@@ -136,3 +140,53 @@ export async function until(what: string, check: () => Promise<boolean>, timeout
   }
 }
 
+
+/** Where replay.test.ts finds the recorded histories it replays against the current workflow code. */
+export const HISTORIES = path.resolve(import.meta.dirname, '../fixtures/histories');
+
+/**
+ * With SHARDCAST_RECORD_HISTORIES=1, saves the workflow's history (as it is now: a running
+ * workflow's too) to HISTORIES as `NAME.binpb`; replay.test.ts replays every file there, so a change
+ * to workflow code that breaks the replay of a recorded run fails the tests. Binary protobuf: the
+ * SDK's JSON reader trips over two copies of protobufjs in this install.
+ */
+export async function recordHistory(client: Client, workflowId: string, name: string): Promise<void> {
+  if (process.env.SHARDCAST_RECORD_HISTORIES !== '1') return;
+  const history = await client.workflow.getHandle(workflowId).fetchHistory();
+  mkdirSync(HISTORIES, { recursive: true });
+  writeFileSync(path.join(HISTORIES, `${name}.binpb`), temporal.api.history.v1.History.encode(history).finish());
+}
+
+/**
+ * `shardcast worker` in a process of its own on `taskQueue`, against the catalog: a second worker
+ * as deployed, with its own identity (`pid@host`). Resolves once it is ready; `stop` ends it with
+ * SIGTERM (the worker shuts down in order), SIGKILL after 20 s.
+ */
+export async function startWorkerProcess(catalogUrl: string, taskQueue: string, env: Record<string, string> = {}): Promise<{ child: ChildProcessWithoutNullStreams; output(): string; stop(): Promise<void> }> {
+  const root = path.resolve(import.meta.dirname, '../..');
+  const child = spawn(process.execPath, [path.join(root, 'bin/shardcast.js'), 'worker'], {
+    cwd: root,
+    env: { ...process.env, SHARDCAST_CATALOG_URL: catalogUrl, SHARDCAST_TEMPORAL_ADDRESS: fleet().temporalAddress, SHARDCAST_TEMPORAL_TASK_QUEUE: taskQueue, SHARDCAST_METRICS_PORT: '0', ...env },
+  });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    await exited;
+    clearTimeout(timer);
+  };
+  try {
+    await until('the worker process', async () => {
+      if (child.exitCode !== null) throw new Error(`worker exited: ${out}`);
+      return out.includes('shardcast: ready');
+    }, 60_000, 100);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { child, output: () => out, stop };
+}

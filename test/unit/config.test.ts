@@ -48,7 +48,7 @@ describe('defaults', () => {
       temporal: { namespace: 'default', port: 7233, uiPort: 8233, taskQueue: 'shardcast-control' },
       metrics: { port: 9464 },
       collection: { intervalSeconds: 15, retentionDays: 35 },
-      forecast: { backend: 'auto', retrainAt: '03:00', catchupWindowMinutes: 60, trainingDays: 30, budgetSeconds: 1.2, searchSeconds: 1.5, batchSize: 10, parallelBatches: 4 },
+      forecast: { backend: 'auto', retrainAt: '03:00', catchupWindowMinutes: 60, trainingDays: 30, budgetSeconds: 1.2, searchSeconds: 1.5, threads: 1, batchSize: 10, parallelBatches: 4 },
       movement: { requireApproval: false, graceSeconds: 300, maxPerNode: 2, catchUpLagBytes: 1048576 },
       tableCreation: { maximumAttempts: 5, initialRetryIntervalMs: 1000 },
     });
