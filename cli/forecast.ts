@@ -171,7 +171,7 @@ export function printReport(report: BacktestReport): void {
   for (const note of report.notes) console.log(`note: ${note}`);
   const rows = [
     ...Object.entries(report.models).map(([model, r]) => ({ model, ...r, fitted: r.description })),
-    { model: `ensemble (${report.ensemble.scheme})`, ...report.ensemble, trainSeconds: undefined, fitted: Object.entries(report.ensemble.meanWeights).map(([m, w]) => `${m} ${w}`).join(', ') },
+    { model: `ensemble (${report.ensemble.scheme})`, ...report.ensemble, trainSeconds: undefined, fitted: `mean weights ${Object.entries(report.ensemble.meanWeights).map(([m, w]) => `${m} ${w}`).join(', ')}; at the end ${Object.entries(report.ensemble.finalWeights).map(([m, w]) => `${m} ${w}`).join(', ')}` },
   ];
   printTable('models', rows, ['model', 'mase', 'smape', 'coverage80', 'coverage95', 'trainSeconds', 'fitted']);
   for (const [model, r] of Object.entries(report.models)) {

@@ -114,7 +114,8 @@ export interface BacktestReport {
   to: string;
   /** The baseline first, then the models in the order given. */
   models: Record<string, ModelReport>;
-  ensemble: ModelScore & { scheme: WeightScheme; meanWeights: Record<string, number> };
+  /** `meanWeights`: the weights over the scored origins, averaged; `finalWeights`: those from every error, which `next` combines with. */
+  ensemble: ModelScore & { scheme: WeightScheme; meanWeights: Record<string, number>; finalWeights: Record<string, number> };
   /** The ensemble under every weighting scheme, for comparison. */
   schemes: Record<WeightScheme, ModelScore>;
   /** Forecasts from the end of the series, with calibrated intervals: every member and the ensemble. */
@@ -257,6 +258,7 @@ export async function backtest(series: CleanSeries, options: BacktestOptions = {
   let lastFit = -Infinity;
   let trainStart = 0;
   let evaluated = 0;
+  let finalWeights: Record<string, number> = {};
   for (const origin of [...origins, end]) {
     absorb(origin);
     const isFitDay = origin < end && origin - lastFit >= day;
@@ -290,6 +292,7 @@ export async function backtest(series: CleanSeries, options: BacktestOptions = {
       const weights = ensembleWeights(s === 'softmax_recent' ? recentMemberErrors : memberErrors, { scheme: s, baseline: BASELINE });
       forecasts.set(schemeTrack(s), combine(new Map(memberNames.map((m) => [m, forecasts.get(m)!])), weights));
       if (scoring && s === scheme) for (const [m, w] of weights) weightSums.set(m, weightSums.get(m)! + w);
+      if (origin === end && s === scheme) finalWeights = Object.fromEntries([...weights].map(([m, w]) => [m, round(w, 3)]));
     }
     const sigma = randomWalkSigma(train);
     if (origin === end) {
@@ -335,6 +338,7 @@ export async function backtest(series: CleanSeries, options: BacktestOptions = {
       ...scoreOf(main.accuracy),
       scheme,
       meanWeights: Object.fromEntries([...weightSums].map(([m, w]) => [m, round(w / Math.max(evaluated, 1), 3)])),
+      finalWeights,
     },
     schemes: Object.fromEntries(WEIGHT_SCHEMES.map((s) => [s, scoreOf(tracks.get(schemeTrack(s))!.accuracy)])) as Record<WeightScheme, ModelScore>,
     next,

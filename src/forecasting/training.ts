@@ -140,7 +140,8 @@ export async function trainCleanSeries(id: string, series: CleanSeries, options:
   const members: StoredMember[] = [];
   const notes: string[] = [];
   for (const factory of [seasonalNaiveFactory, ...models]) {
-    const weight = report.ensemble.meanWeights[factory.model] ?? 0;
+    // The weights the ensemble has at the end of the back-test: what its intervals were calibrated for.
+    const weight = report.ensemble.finalWeights[factory.model] ?? 0;
     if (!(weight > 0)) continue;
     try {
       const params = report.models[factory.model]?.tuning?.params;
