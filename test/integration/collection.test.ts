@@ -6,7 +6,7 @@ import { dropExpiredPartitions, ensurePartitions } from '../../src/profiling/par
 import { counterRates } from '../../src/profiling/rates.js';
 import { listSeries, loadSeries } from '../../src/profiling/series.js';
 import { createRouter, type Router } from '../../src/router/router.js';
-import { adminQuery, createTestCatalog, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
+import { adminQuery, createTestCatalog, recordHistory, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 
 let catalog: TestCatalog;
 let worker: TestWorker;
@@ -122,6 +122,7 @@ describe('workload collection', () => {
       if (Date.now() > deadline + 30_000) throw new Error('the collector did not carry on after the restart');
       await new Promise((r) => setTimeout(r, 200));
     }
+    await recordHistory(worker.client, started.workflowId, 'collect-stats');
     await handle.terminate('test over');
     const { rows } = await catalog.pool.query<{ gap: number }>(
       `select coalesce(max(gap), 0)::float8 as gap from (

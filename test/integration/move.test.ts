@@ -6,7 +6,7 @@ import { AlreadyExistsError } from '../../src/errors.js';
 import { createRouter, type Router } from '../../src/router/router.js';
 import { SA_GROUP, SA_PHASE, SA_SHARD, SA_SOURCE_NODE, SA_TARGET_NODE } from '../../src/search-attributes.js';
 import { approveSignal, movementProgressQuery, pauseSignal, rejectSignal, resumeSignal } from '../../workflows/messages.js';
-import { adminQuery, createTestCatalog, expectNoMovementLeftovers, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
+import { adminQuery, createTestCatalog, expectNoMovementLeftovers, recordHistory, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 
 let catalog: TestCatalog;
 let worker: TestWorker;
@@ -104,6 +104,7 @@ describe('moveShard workflow', () => {
     expect(description.typedSearchAttributes.get(SA_SHARD)).toBe(shard.id);
     expect(await description.staticSummary()).toBe(`move shard ${shard.id} → ${shard.other}`);
     await expectNothingLeft();
+    await recordHistory(worker.client, handle.workflowId, 'move-shard');
   });
 
   it('waits at the approval gate; pause holds it, approve lets it through', async () => {

@@ -4,7 +4,7 @@ import { NodePools } from '../../src/catalog/node-pools.js';
 import { InvalidInputError } from '../../src/errors.js';
 import { createRouter, type Router } from '../../src/router/router.js';
 import { SA_OPERATION, SA_PHASE } from '../../src/search-attributes.js';
-import { adminQuery, createTestCatalog, expectNoMovementLeftovers, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
+import { adminQuery, createTestCatalog, expectNoMovementLeftovers, recordHistory, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 
 let catalog: TestCatalog;
 let worker: TestWorker;
@@ -179,6 +179,8 @@ describe('split and merge', () => {
     expect(seq.rows[0].next).toBeGreaterThan(seq.rows[0].m);
     await expectSchemasMatchCatalog();
     await expectNothingLeft();
+    await recordHistory(worker.client, split.workflowId, 'split-shard');
+    await recordHistory(worker.client, merge.workflowId, 'merge-shards');
   });
 
   it('splits a range shard at a key, in place (both halves on its own node)', async () => {
