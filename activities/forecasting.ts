@@ -1,7 +1,7 @@
 import { activityInfo, cancellationSignal, heartbeat } from '@temporalio/activity';
 import type pg from 'pg';
 import type { Queryable } from '../src/catalog/nodes.js';
-import { ShardcastError, errorMessage } from '../src/errors.js';
+import { CatalogError, errorMessage } from '../src/errors.js';
 import { type SeriesOutcome } from '../src/forecasting/runs.js';
 import { forecastableSeries, storeForecasts, storeModel } from '../src/forecasting/store.js';
 import { TrainingThreadError, TrainingThreads } from '../src/forecasting/thread-pool.js';
@@ -24,13 +24,6 @@ export interface TrainBatchInput {
   budgetSeconds: number;
   /** Hyperparameter search seconds per series (absent: none). */
   searchSeconds?: number;
-}
-
-/** The catalog failed a read or write of a series: the series is not to blame, the attempt fails and is retried. */
-export class CatalogError extends ShardcastError {
-  constructor(cause: unknown) {
-    super('CATALOG', `catalog: ${errorMessage(cause)}`, { cause });
-  }
 }
 
 /** The catalog as the batches use it: whatever it throws is a CatalogError. */

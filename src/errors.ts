@@ -61,6 +61,13 @@ export class AlreadyExistsError extends ShardcastError {
   }
 }
 
+/** The catalog failed a read or write that was not to blame on the request: retrying can help. */
+export class CatalogError extends ShardcastError {
+  constructor(cause: unknown) {
+    super('CATALOG', `catalog: ${errorMessage(cause)}`, { cause });
+  }
+}
+
 export class NotFoundError extends ShardcastError {
   constructor(message: string) {
     super('NOT_FOUND', message);
