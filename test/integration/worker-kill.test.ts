@@ -1,14 +1,11 @@
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import path from 'node:path';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { Client, Connection } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDistributedTable, moveResult, startMove, startSplit, type ShardcastClientOptions } from '../../client/index.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
 import { createRouter, type Router } from '../../src/router/router.js';
 import { movementProgressQuery } from '../../workflows/messages.js';
-import { adminQuery, createTestCatalog, expectNoMovementLeftovers, fleet, startTestWorker, type TestCatalog, type TestWorker, uniqueName, until } from '../helpers/fleet.js';
-
-const ROOT = path.resolve(import.meta.dirname, '../..');
+import { adminQuery, createTestCatalog, expectNoMovementLeftovers, fleet, startTestWorker, startWorkerProcess, type TestCatalog, type TestWorker, uniqueName, until } from '../helpers/fleet.js';
 
 let catalog: TestCatalog;
 let setupWorker: TestWorker;
@@ -38,28 +35,10 @@ afterAll(async () => {
   await catalog?.close();
 });
 
-/** `shardcast worker` in its own process, on this test's task queue. */
-async function startWorkerProcess(failpoints = ''): Promise<ChildProcessWithoutNullStreams> {
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin/shardcast.js'), 'worker'], {
-    cwd: ROOT,
-    env: {
-      ...process.env,
-      SHARDCAST_CATALOG_URL: catalog.catalogUrl,
-      SHARDCAST_TEMPORAL_ADDRESS: fleet().temporalAddress,
-      SHARDCAST_TEMPORAL_TASK_QUEUE: taskQueue,
-      SHARDCAST_METRICS_PORT: '0',
-      SHARDCAST_FAILPOINTS: failpoints,
-    },
-  });
+/** `shardcast worker` in its own process, on this test's task queue, with the failpoints given. */
+async function startWorker(failpoints = ''): Promise<ChildProcessWithoutNullStreams> {
+  const { child } = await startWorkerProcess(catalog.catalogUrl, taskQueue, { SHARDCAST_FAILPOINTS: failpoints });
   workers.push(child);
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-  const deadline = Date.now() + 60_000;
-  while (!out.includes('shardcast: ready')) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`worker did not start: ${out}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
   return child;
 }
 
@@ -106,12 +85,12 @@ describe('a movement survives its worker being killed', () => {
 
     const writers = startWriters(keys);
 
-    let worker = await startWorkerProcess('cutover.after-prepare=sleep:60000');
+    let worker = await startWorker('cutover.after-prepare=sleep:60000');
     const options: ShardcastClientOptions = { client, taskQueue, workflowIdPrefix: `${taskQueue}-` };
     const handle = await startMove(options, { shardId: shard.id, targetNode: target, graceSeconds: 0, pollSeconds: 0.5 });
     await until('copy', async () => ['copy', 'catch-up'].includes((await handle.query(movementProgressQuery)).phase));
     await kill(worker); // during copy
-    worker = await startWorkerProcess('cutover.after-prepare=sleep:60000');
+    worker = await startWorker('cutover.after-prepare=sleep:60000');
     // The cutover prepares both sides, then the failpoint holds it there: kill it in the middle.
     await until('both sides prepared', async () => {
       const prepared = await catalog.pool.query("select 1 from pg_prepared_xacts where gid like 'sc\\_mv\\_%' and database = current_database()");
@@ -120,7 +99,7 @@ describe('a movement survives its worker being killed', () => {
     await kill(worker);
     // Writers are blocked by the prepared source transaction's lock meanwhile; a new worker retries the
     // cutover once the dead attempt's heartbeat times out, finds both sides prepared and commits them.
-    worker = await startWorkerProcess();
+    worker = await startWorker();
     const result = await moveResult(handle);
     const { acknowledged, errors } = await writers.stop();
     await kill(worker);
@@ -148,18 +127,18 @@ describe('a movement survives its worker being killed', () => {
 
     const writers = startWriters(keys);
 
-    let worker = await startWorkerProcess('cutover.after-prepare=sleep:60000');
+    let worker = await startWorker('cutover.after-prepare=sleep:60000');
     const options: ShardcastClientOptions = { client, taskQueue, workflowIdPrefix: `${taskQueue}-` };
     const handle = await startSplit(options, { shardId: shard.id, targetNodes: [others[0]!, others[1]!], graceSeconds: 0, pollSeconds: 0.5 });
     await until('copy and apply', async () => ['copy', 'catch-up'].includes((await handle.query(movementProgressQuery)).phase));
     await kill(worker); // while it copies or applies the writers' changes
-    worker = await startWorkerProcess('cutover.after-prepare=sleep:60000');
+    worker = await startWorker('cutover.after-prepare=sleep:60000');
     await until('sources and catalog prepared', async () => {
       const prepared = await catalog.pool.query("select 1 from pg_prepared_xacts where gid like 'sc\\_mv\\_%' and database = current_database()");
       return prepared.rowCount === 1;
     });
     await kill(worker);
-    worker = await startWorkerProcess();
+    worker = await startWorker();
     const result = await moveResult(handle);
     const { acknowledged, errors } = await writers.stop();
     await kill(worker);
