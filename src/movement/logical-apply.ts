@@ -117,8 +117,15 @@ interface TableShape {
   pkIndexes: number[];
 }
 
+/** Per target, per table shape: the last operation per primary key (earlier ones are superseded). */
+type Pending = Array<Map<TableShape, Map<string, Op>>>;
+
 class Applier {
-  private readonly shapes = new Map<number, TableShape>();
+  /**
+   * Table shapes by source slot, then by relation id: ids are OIDs of the source's cluster, so two
+   * sources on different nodes may use the same id for different tables.
+   */
+  private readonly shapesBySource = new Map<string, Map<number, TableShape>>();
   constructor(
     private readonly pools: NodePools,
     private readonly plan: ReshardPlan,
@@ -132,31 +139,31 @@ class Applier {
       [source.slot, PEEK_CHANGES, source.publication],
     );
     if (rows.length === 0) return 0;
-    // Per target, per table: the last operation per primary key (earlier ones are superseded).
-    const pending = this.plan.targets.map(() => new Map<string, Map<string, Op>>());
+    let shapes = this.shapesBySource.get(source.slot);
+    if (!shapes) this.shapesBySource.set(source.slot, (shapes = new Map()));
+    const pending: Pending = this.plan.targets.map(() => new Map());
     for (const row of rows) {
       const change = decodeMessage(row.data);
       switch (change.kind) {
         case 'relation':
-          this.learn(change.relation);
+          this.learn(shapes, change.relation);
           break;
         case 'insert':
-          this.put(pending, change.relation, change.tuple, null);
+          this.put(pending, shapeOf(shapes, change.relation), change.tuple, null);
           break;
         case 'update':
-          this.put(pending, change.relation, change.tuple, change.oldKey);
+          this.put(pending, shapeOf(shapes, change.relation), change.tuple, change.oldKey);
           break;
         case 'delete': {
-          const shape = this.shape(change.relation);
-          const targets = this.targetsOf(shape, change.oldKey);
-          for (const i of targets) this.ops(pending[i]!, shape).set(pkText(shape, change.oldKey), { kind: 'delete', key: change.oldKey });
+          const of = shapeOf(shapes, change.relation);
+          for (const i of this.targetsOf(of, change.oldKey)) opsOf(pending[i]!, of).set(pkText(of, change.oldKey), { kind: 'delete', key: change.oldKey });
           break;
         }
         case 'truncate':
           // Earlier operations of this batch are written first, then the tables are emptied.
           await this.flush(pending);
           for (const m of pending) m.clear();
-          for (const id of change.relations) await this.truncate(this.shape(id));
+          for (const id of change.relations) await this.truncate(shapeOf(shapes, id));
           break;
         default:
           break;
@@ -167,7 +174,7 @@ class Applier {
     return rows.length;
   }
 
-  private learn(relation: Relation): void {
+  private learn(shapes: Map<number, TableShape>, relation: Relation): void {
     const table = this.plan.tables.find((t) => t.name === relation.name);
     if (!table) return;
     const keyIndex = relation.columns.findIndex((c) => c.name === table.keyColumn);
@@ -175,13 +182,7 @@ class Applier {
     if (keyIndex < 0 || pkIndexes.length === 0) {
       throw new ShardcastError('NOT_MOVABLE', `table ${relation.name}: changes cannot be applied without its shard key and primary key columns`);
     }
-    this.shapes.set(relation.id, { table, relation, keyIndex, pkIndexes });
-  }
-
-  private shape(id: number): TableShape {
-    const shape = this.shapes.get(id);
-    if (!shape) throw new ShardcastError('PGOUTPUT', `change for relation ${id} arrived before its description`);
-    return shape;
+    shapes.set(relation.id, { table, relation, keyIndex, pkIndexes });
   }
 
   /** Targets that may hold a row with this tuple (all of them when the shard key was not sent). */
@@ -191,14 +192,7 @@ class Applier {
     return [targetIndexFor(this.plan, key)];
   }
 
-  private ops(target: Map<string, Map<string, Op>>, shape: TableShape): Map<string, Op> {
-    let m = target.get(shape.table.name);
-    if (!m) target.set(shape.table.name, (m = new Map()));
-    return m;
-  }
-
-  private put(pending: Array<Map<string, Map<string, Op>>>, relation: number, tuple: TupleValue[], oldKey: TupleValue[] | null): void {
-    const shape = this.shape(relation);
+  private put(pending: Pending, shape: TableShape, tuple: TupleValue[], oldKey: TupleValue[] | null): void {
     const key = tuple[shape.keyIndex];
     if (typeof key !== 'string') throw new ShardcastError('PGOUTPUT', `table ${shape.table.name}: a row arrived without its shard key`);
     const into = targetIndexFor(this.plan, key);
@@ -206,9 +200,9 @@ class Applier {
     if (oldKey) {
       // The primary key or the shard key changed: the old row goes wherever it was.
       const oldPk = pkText(shape, oldKey);
-      for (const i of this.targetsOf(shape, oldKey)) if (i !== into || oldPk !== pk) this.ops(pending[i]!, shape).set(oldPk, { kind: 'delete', key: oldKey });
+      for (const i of this.targetsOf(shape, oldKey)) if (i !== into || oldPk !== pk) opsOf(pending[i]!, shape).set(oldPk, { kind: 'delete', key: oldKey });
     }
-    const ops = this.ops(pending[into]!, shape);
+    const ops = opsOf(pending[into]!, shape);
     let values = tuple;
     if (tuple.includes(UNCHANGED)) {
       // Unchanged TOASTed columns were not sent: take them from an earlier full row of this batch, if any.
@@ -219,16 +213,14 @@ class Applier {
     ops.set(pk, { kind: 'row', values });
   }
 
-  private async flush(pending: Array<Map<string, Map<string, Op>>>): Promise<void> {
+  private async flush(pending: Pending): Promise<void> {
     for (let i = 0; i < pending.length; i++) {
       const byTable = pending[i]!;
       if (byTable.size === 0) continue;
       const target = this.plan.targets[i]!;
       await inTransaction(this.pools.get(target.node.dsn), async (client) => {
-        for (const [tableName, ops] of byTable) {
-          const shape = [...this.shapes.values()].find((s) => s.table.name === tableName)!;
-          await writeOps(client, target.schema, shape, [...ops.values()]);
-        }
+        // Each with the shape its tuples were described with (a relation described anew mid-batch gets its own entry).
+        for (const [of, ops] of byTable) await writeOps(client, target.schema, of, [...ops.values()]);
       });
     }
   }
@@ -236,6 +228,18 @@ class Applier {
   private async truncate(shape: TableShape): Promise<void> {
     for (const t of this.plan.targets) await this.pools.get(t.node.dsn).query(`truncate ${quoteIdent(t.schema)}.${quoteIdent(shape.table.name)}`);
   }
+}
+
+function shapeOf(shapes: Map<number, TableShape>, id: number): TableShape {
+  const found = shapes.get(id);
+  if (!found) throw new ShardcastError('PGOUTPUT', `change for relation ${id} arrived before its description`);
+  return found;
+}
+
+function opsOf(target: Map<TableShape, Map<string, Op>>, shape: TableShape): Map<string, Op> {
+  let m = target.get(shape);
+  if (!m) target.set(shape, (m = new Map()));
+  return m;
 }
 
 function pkText(shape: TableShape, tuple: TupleValue[]): string {
