@@ -80,7 +80,7 @@ export interface LstmHyperparameters {
 
 export const LSTM_DEFAULTS: Readonly<LstmHyperparameters> = { units: 32, patch: 3, window: 36, learningRate: 0.01, dailyLag: true, loss: 'mse' };
 
-/** The search space of `tune`: 4 numbers and 2 choices, far more than a grid could cover. */
+/** The search space of `tune`: 3 numbers and 3 choices, far more than a grid could cover. */
 export const LSTM_SPACE: readonly Param[] = [
   { kind: 'int', name: 'units', low: 8, high: 64, log: true },
   { kind: 'choice', name: 'patch', values: [1, 2, 3, 4, 6] },
