@@ -1,10 +1,10 @@
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
-import { Client, Connection } from '@temporalio/client';
+import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDistributedTable, moveResult, startMove, startSplit, type ShardcastClientOptions } from '../../client/index.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
 import { createRouter, type Router } from '../../src/router/router.js';
-import { movementProgressQuery } from '../../workflows/messages.js';
+import { movementProgressQuery, type MoveShardResult } from '../../workflows/messages.js';
 import { adminQuery, createTestCatalog, expectNoMovementLeftovers, fleet, startTestWorker, startWorkerProcess, type TestCatalog, type TestWorker, uniqueName, until } from '../helpers/fleet.js';
 
 let catalog: TestCatalog;
@@ -73,6 +73,37 @@ function startWriters(keys: number[]): { stop(): Promise<{ acknowledged: number;
   };
 }
 
+const HOLD_CUTOVER = 'cutover.after-prepare=sleep:60000';
+
+/**
+ * Starts a movement on a worker process and kills that worker (SIGKILL) while the movement copies
+ * or applies the writers' changes; kills the next one between the PREPAREs of the cutover, where
+ * a failpoint holds it; a third worker finishes it. Then stops the writers.
+ */
+async function throughTwoKills(
+  start: (options: ShardcastClientOptions) => Promise<WorkflowHandle>,
+  writers: ReturnType<typeof startWriters>,
+): Promise<{ result: MoveShardResult; acknowledged: number; errors: unknown[] }> {
+  let worker = await startWorker(HOLD_CUTOVER);
+  const handle = await start({ client, taskQueue, workflowIdPrefix: `${taskQueue}-` });
+  await until('copy or apply', async () => ['copy', 'catch-up'].includes((await handle.query(movementProgressQuery)).phase));
+  await kill(worker);
+  worker = await startWorker(HOLD_CUTOVER);
+  // The cutover prepares the sources (and the catalog), then the failpoint holds it: kill it in the middle.
+  await until('the cutover prepared', async () => {
+    const prepared = await catalog.pool.query("select 1 from pg_prepared_xacts where gid like 'sc\\_mv\\_%' and database = current_database()");
+    return prepared.rowCount === 1;
+  });
+  await kill(worker);
+  // Writers are blocked by the prepared source transaction's lock meanwhile; a new worker retries the
+  // cutover once the dead attempt's heartbeat times out, finds it prepared and commits it.
+  worker = await startWorker();
+  const result = await moveResult(handle);
+  const { acknowledged, errors } = await writers.stop();
+  await kill(worker);
+  return { result, acknowledged, errors };
+}
+
 describe('a movement survives its worker being killed', () => {
   it('SIGKILL during copy and again in the middle of the cutover: a new worker finishes, no write lost or doubled', async () => {
     const { rows } = await catalog.pool.query<{ id: number; node: string }>(
@@ -85,24 +116,7 @@ describe('a movement survives its worker being killed', () => {
 
     const writers = startWriters(keys);
 
-    let worker = await startWorker('cutover.after-prepare=sleep:60000');
-    const options: ShardcastClientOptions = { client, taskQueue, workflowIdPrefix: `${taskQueue}-` };
-    const handle = await startMove(options, { shardId: shard.id, targetNode: target, graceSeconds: 0, pollSeconds: 0.5 });
-    await until('copy', async () => ['copy', 'catch-up'].includes((await handle.query(movementProgressQuery)).phase));
-    await kill(worker); // during copy
-    worker = await startWorker('cutover.after-prepare=sleep:60000');
-    // The cutover prepares both sides, then the failpoint holds it there: kill it in the middle.
-    await until('both sides prepared', async () => {
-      const prepared = await catalog.pool.query("select 1 from pg_prepared_xacts where gid like 'sc\\_mv\\_%' and database = current_database()");
-      return prepared.rowCount === 1;
-    });
-    await kill(worker);
-    // Writers are blocked by the prepared source transaction's lock meanwhile; a new worker retries the
-    // cutover once the dead attempt's heartbeat times out, finds both sides prepared and commits them.
-    worker = await startWorker();
-    const result = await moveResult(handle);
-    const { acknowledged, errors } = await writers.stop();
-    await kill(worker);
+    const { result, acknowledged, errors } = await throughTwoKills((options) => startMove(options, { shardId: shard.id, targetNode: target, graceSeconds: 0, pollSeconds: 0.5 }), writers);
 
     expect(errors).toEqual([]);
     expect(result.target).toBe(target);
@@ -127,21 +141,10 @@ describe('a movement survives its worker being killed', () => {
 
     const writers = startWriters(keys);
 
-    let worker = await startWorker('cutover.after-prepare=sleep:60000');
-    const options: ShardcastClientOptions = { client, taskQueue, workflowIdPrefix: `${taskQueue}-` };
-    const handle = await startSplit(options, { shardId: shard.id, targetNodes: [others[0]!, others[1]!], graceSeconds: 0, pollSeconds: 0.5 });
-    await until('copy and apply', async () => ['copy', 'catch-up'].includes((await handle.query(movementProgressQuery)).phase));
-    await kill(worker); // while it copies or applies the writers' changes
-    worker = await startWorker('cutover.after-prepare=sleep:60000');
-    await until('sources and catalog prepared', async () => {
-      const prepared = await catalog.pool.query("select 1 from pg_prepared_xacts where gid like 'sc\\_mv\\_%' and database = current_database()");
-      return prepared.rowCount === 1;
-    });
-    await kill(worker);
-    worker = await startWorker();
-    const result = await moveResult(handle);
-    const { acknowledged, errors } = await writers.stop();
-    await kill(worker);
+    const { result, acknowledged, errors } = await throughTwoKills(
+      (options) => startSplit(options, { shardId: shard.id, targetNodes: [others[0]!, others[1]!], graceSeconds: 0, pollSeconds: 0.5 }),
+      writers,
+    );
 
     expect(errors).toEqual([]);
     expect(result.shards).toHaveLength(2);
