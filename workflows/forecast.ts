@@ -1,6 +1,6 @@
 import { proxyActivities, setCurrentDetails } from '@temporalio/workflow';
 import type { createForecastingActivities } from '../activities/forecasting.js';
-import { batches, describeSummary, runBounded, summarise } from '../src/forecasting/runs.js';
+import { batchSummary, runInBatches } from '../src/forecasting/runs.js';
 import type { ForecastingSummary, ForecastRunInput } from './messages.js';
 
 type Activities = ReturnType<typeof createForecastingActivities>;
@@ -25,13 +25,5 @@ export async function forecastLoad(input: ForecastRunInput): Promise<Forecasting
   const issuedAt = new Date().toISOString(); // workflow time: a retried batch writes the same rows
   const series = await listForecastSeries.executeWithOptions({ ...LIST, summary: 'list series with a model' }, []);
   setCurrentDetails(`forecasting ${series.length} series in batches of ${input.batchSize}`);
-  const outcomes = await runBounded(
-    batches(series, input.batchSize),
-    input.parallelBatches,
-    (batch) => forecastBatch.executeWithOptions({ ...FORECAST, summary: `forecast ${batch.length} series: ${batch[0]}${batch.length > 1 ? ' …' : ''}` }, [{ series: batch, issuedAt }]),
-    (done) => setCurrentDetails(describeSummary(summarise('forecast', issuedAt, series.length, done), done.length)),
-  );
-  const summary = summarise('forecast', issuedAt, series.length, outcomes);
-  setCurrentDetails(describeSummary(summary));
-  return summary;
+  return runInBatches('forecast', issuedAt, series, input, (batch) => forecastBatch.executeWithOptions({ ...FORECAST, summary: batchSummary('forecast', batch) }, [{ series: batch, issuedAt }]), setCurrentDetails);
 }

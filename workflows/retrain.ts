@@ -1,6 +1,6 @@
 import { proxyActivities, setCurrentDetails } from '@temporalio/workflow';
 import type { createForecastingActivities } from '../activities/forecasting.js';
-import { batches, describeSummary, runBounded, summarise } from '../src/forecasting/runs.js';
+import { batchSummary, runInBatches } from '../src/forecasting/runs.js';
 import type { ForecastingSummary, RetrainInput } from './messages.js';
 
 type Activities = ReturnType<typeof createForecastingActivities>;
@@ -26,16 +26,15 @@ export async function retrainModels(input: RetrainInput): Promise<ForecastingSum
   const asOf = new Date().toISOString(); // workflow time: the same on replay and retries
   const series = await listTrainingSeries.executeWithOptions({ ...LIST, summary: `list series of the last ${input.trainingDays} days` }, [{ asOf, trainingDays: input.trainingDays }]);
   setCurrentDetails(`training ${series.length} series in batches of ${input.batchSize}`);
-  const outcomes = await runBounded(
-    batches(series, input.batchSize),
-    input.parallelBatches,
+  return runInBatches(
+    'retrain',
+    asOf,
+    series,
+    input,
     (batch) =>
-      trainBatch.executeWithOptions({ ...TRAIN, summary: `train ${batch.length} series: ${batch[0]}${batch.length > 1 ? ' …' : ''}` }, [
+      trainBatch.executeWithOptions({ ...TRAIN, summary: batchSummary('train', batch) }, [
         { series: batch, asOf, trainingDays: input.trainingDays, budgetSeconds: input.budgetSeconds, searchSeconds: input.searchSeconds },
       ]),
-    (done) => setCurrentDetails(describeSummary(summarise('retrain', asOf, series.length, done), done.length)),
+    setCurrentDetails,
   );
-  const summary = summarise('retrain', asOf, series.length, outcomes);
-  setCurrentDetails(describeSummary(summary));
-  return summary;
 }

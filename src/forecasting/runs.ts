@@ -53,6 +53,32 @@ export function summarise(kind: ForecastingSummary['kind'], asOf: string, series
   return { kind, asOf, series, trained: count('trained'), fallback: count('fallback'), forecast: count('forecast'), failed: failures.length, failures: failures.slice(0, 20) };
 }
 
+/**
+ * A run's fan-out: the series in batches of `batchSize` through `work`, at most `parallelBatches`
+ * at once, with the progress so far (then the summary) handed to `report` after each batch, e.g.
+ * the workflow's current details. Returns the run's summary.
+ */
+export async function runInBatches(
+  kind: ForecastingSummary['kind'],
+  asOf: string,
+  series: readonly string[],
+  sizes: { batchSize: number; parallelBatches: number },
+  work: (batch: string[]) => Promise<SeriesOutcome[]>,
+  report: (line: string) => void,
+): Promise<ForecastingSummary> {
+  const outcomes = await runBounded(batches(series, sizes.batchSize), sizes.parallelBatches, work, (done) =>
+    report(describeSummary(summarise(kind, asOf, series.length, done), done.length)),
+  );
+  const summary = summarise(kind, asOf, series.length, outcomes);
+  report(describeSummary(summary));
+  return summary;
+}
+
+/** The summary of a batch's activity in the UI, e.g. "train 10 series: table:orders:inserts …". */
+export function batchSummary(verb: string, batch: readonly string[]): string {
+  return `${verb} ${batch.length} series: ${batch[0]}${batch.length > 1 ? ' …' : ''}`;
+}
+
 /** One line, for the UI's current details and the CLI. */
 export function describeSummary(s: Pick<ForecastingSummary, 'kind' | 'series' | 'trained' | 'fallback' | 'forecast' | 'failed'>, done = s.series): string {
   const counts = s.kind === 'retrain' ? `${s.trained} trained, ${s.fallback} fell back, ${s.failed} failed` : `${s.forecast} forecast, ${s.failed} failed`;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { svgChart, terminalChart, type ChartData } from '../../../cli/chart.js';
-import { batches, describeSummary, runBounded, summarise } from '../../../src/forecasting/runs.js';
+import { batchSummary, batches, describeSummary, runBounded, runInBatches, summarise } from '../../../src/forecasting/runs.js';
 
 describe('forecasting runs', () => {
   it('batches, runs at most `parallel` at once, and counts outcomes', async () => {
@@ -22,6 +22,20 @@ describe('forecasting runs', () => {
     ]);
     expect(s).toMatchObject({ trained: 1, fallback: 1, failed: 1, failures: [{ series: 'c', error: 'boom' }] });
     expect(describeSummary(s)).toBe('3 of 3 series done: 1 trained, 1 fell back, 1 failed');
+  });
+
+  it('runs a whole run in batches, reporting progress after each and the summary last', async () => {
+    const lines: string[] = [];
+    const seen: string[][] = [];
+    const summary = await runInBatches('forecast', '2030-01-01T00:00:00.000Z', ['a', 'b', 'c'], { batchSize: 2, parallelBatches: 1 }, async (batch) => {
+      seen.push(batch);
+      return batch.map((series) => (series === 'c' ? { series, status: 'failed' as const, error: 'no model' } : { series, status: 'forecast' as const }));
+    }, (line) => lines.push(line));
+    expect(seen).toEqual([['a', 'b'], ['c']]);
+    expect(summary).toMatchObject({ kind: 'forecast', series: 3, forecast: 2, failed: 1, failures: [{ series: 'c', error: 'no model' }] });
+    expect(lines).toEqual(['2 of 3 series done: 2 forecast, 0 failed', '3 of 3 series done: 2 forecast, 1 failed', '3 of 3 series done: 2 forecast, 1 failed']);
+    expect(batchSummary('train', ['x', 'y'])).toBe('train 2 series: x …');
+    expect(batchSummary('train', ['x'])).toBe('train 1 series: x');
   });
 });
 
