@@ -37,7 +37,7 @@ import { lstmFactory } from './lstm.js';
 import { Accuracy, maseScale } from './metrics.js';
 import { seasonalNaiveFactory } from './naive.js';
 import { seasonLengths, type CleanSeries } from './series.js';
-import type { FitContext, FittedModel, ModelFactory, Tuning } from './types.js';
+import type { FitContext, FittedModel, Hyperparameters, InitialParams, ModelFactory, Tuning } from './types.js';
 
 /** Models besides the seasonal naive baseline, which is always there. */
 export const DEFAULT_MODELS: readonly ModelFactory[] = [etsFactory, arimaFactory, lstmFactory];
@@ -71,7 +71,7 @@ export interface BacktestOptions {
   /** Seconds of hyperparameter search per model that has a `tune` (default 0: its defaults). */
   searchSeconds?: number;
   /** Points each model's search tries first, by model. */
-  initialParams?: Readonly<Record<string, ReadonlyArray<Record<string, number | string | boolean>>>>;
+  initialParams?: InitialParams;
   /** Progress lines (one per daily fit). */
   log?: (line: string) => void;
 }
@@ -234,8 +234,9 @@ export async function backtest(series: CleanSeries, options: BacktestOptions = {
         const mask = (_: number, i: number) => observed[p.origin + i]!;
         const actual = values.slice(p.origin, p.origin + horizon).filter(mask);
         for (const name of memberNames) {
-          errors.add(name, actual, p.forecasts.get(name)!.filter(mask), p.scale);
-          recentErrors.add(name, actual, p.forecasts.get(name)!.filter(mask), p.scale);
+          const forecast = p.forecasts.get(name)!.filter(mask);
+          errors.add(name, actual, forecast, p.scale);
+          recentErrors.add(name, actual, forecast, p.scale);
         }
       }
     }
@@ -347,7 +348,7 @@ export async function backtest(series: CleanSeries, options: BacktestOptions = {
 }
 
 /** Runs the member's hyperparameter search, if it has one; a search that fails leaves the defaults, with a note. */
-async function tune(member: Member, train: number[], ctx: FitContext & { budgetMs: number }, initial: ReadonlyArray<Record<string, number | string | boolean>> | undefined, notes: string[]): Promise<void> {
+async function tune(member: Member, train: number[], ctx: FitContext & { budgetMs: number }, initial: readonly Hyperparameters[] | undefined, notes: string[]): Promise<void> {
   if (!member.factory.tune) return;
   try {
     member.tuning = await member.factory.tune(train, ctx, { initial });

@@ -46,7 +46,7 @@ import { InvalidInputError } from '../errors.js';
 import { uniforms } from './random.js';
 import { minimize, validatePoint, type Param, type Point } from './tpe.js';
 import { backendTf, type Tf } from './tf-backend.js';
-import type { FitContext, FittedModel, ModelFactory, Tuning } from './types.js';
+import type { FitContext, FittedModel, Hyperparameters, ModelFactory, Tuning } from './types.js';
 
 /** Steps the network predicts at once. */
 const HORIZON = 12;
@@ -414,7 +414,7 @@ function windows(scaled: Float64Array, layout: LstmLayout, first: number, count:
 
 /** Windows a series of n steps yields for the layout. */
 function windowCount(n: number, layout: LstmLayout): number {
-  return n - (layout.patch * layout.patches - 1) - lagReach(layout) - layout.horizon;
+  return n - (inputSpan(layout) - 1) - layout.horizon;
 }
 
 /** Training and validation windows: the validation ones last, none of their targets in a training target. */
@@ -440,7 +440,7 @@ async function train(
   options: { seed: number; deadline: number; learningRate: number; loss: LstmHyperparameters['loss']; maxEpochs?: number },
 ): Promise<Omit<LstmNetwork, 'scaling'> | { failure: string }> {
   const { seed, deadline } = options;
-  const first = layout.patch * layout.patches - 1 + lagReach(layout);
+  const first = inputSpan(layout) - 1;
   const { training, validation } = split(windowCount(scaled.length, layout));
   const features = featureCount(layout);
   const trainSet = windows(scaled, layout, first, training);
@@ -525,7 +525,7 @@ export const lstmFactory = {
    * (or `options.initial`, e.g. the last search's best). Every trial uses the same seed, so that
    * they differ by their hyperparameters only.
    */
-  async tune(y: readonly number[], ctx: FitContext & { budgetMs: number }, options: { initial?: ReadonlyArray<Record<string, number | string | boolean>> } = {}): Promise<Tuning> {
+  async tune(y: readonly number[], ctx: FitContext & { budgetMs: number }, options: { initial?: readonly Hyperparameters[] } = {}): Promise<Tuning> {
     if (y.length === 0) throw new InvalidInputError('lstm: cannot tune on an empty series');
     const tf = await backendTf();
     const started = performance.now();

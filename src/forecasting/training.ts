@@ -31,7 +31,7 @@ import { restoreLstm } from './lstm.js';
 import { seasonalNaiveFactory, SeasonalNaiveModel } from './naive.js';
 import { cleanSeries, seasonLengths, type CleanSeries } from './series.js';
 import { latestUsableModel, type Calibration, type ForecastRow, type StoredMember, type StoredModel } from './store.js';
-import type { FittedModel, ModelFactory } from './types.js';
+import type { FittedModel, Hyperparameters, InitialParams, ModelFactory } from './types.js';
 
 /** Steps of the hourly forecast: one hour of 5-minute buckets. */
 export const HORIZON = 12;
@@ -52,7 +52,7 @@ export interface TrainingOptions {
   /** Seconds of hyperparameter search per model that has one (default 0: its defaults); see backtest.ts. */
   searchSeconds?: number;
   /** Points each model's search tries first, by model: `previousParams` gives the last run's best. */
-  initialParams?: Readonly<Record<string, ReadonlyArray<Record<string, number | string | boolean>>>>;
+  initialParams?: InitialParams;
 }
 
 const bucketStart = (t: Date) => new Date(Math.floor(t.getTime() / BUCKET_MS) * BUCKET_MS);
@@ -95,12 +95,12 @@ export async function trainSeries(catalog: Queryable, id: string, options: Train
 }
 
 /** The hyperparameters a stored model's searches chose, by model: the next search starts from them. */
-export function previousParams(stored: StoredModel | undefined): Record<string, Array<Record<string, number | string | boolean>>> {
+export function previousParams(stored: StoredModel | undefined): Record<string, Hyperparameters[]> {
   const models = (stored?.scores?.models ?? {}) as Record<string, { tuning?: { params?: unknown } }>;
   return Object.fromEntries(
     Object.entries(models).flatMap(([model, r]) => {
       const params = r?.tuning?.params;
-      return params && typeof params === 'object' && !Array.isArray(params) ? [[model, [params as Record<string, number | string | boolean>]]] : [];
+      return params && typeof params === 'object' && !Array.isArray(params) ? [[model, [params as Hyperparameters]]] : [];
     }),
   );
 }

@@ -5,6 +5,14 @@
  * every model and the ensemble get intervals the same way.
  */
 
+import type { Point } from './tpe.js';
+
+/** A model's hyperparameters by name, as its `tune` searches them and its `fit` takes them. */
+export type Hyperparameters = Point;
+
+/** Where a search starts, by model: points each model's `tune` tries first. */
+export type InitialParams = Readonly<Record<string, readonly Hyperparameters[]>>;
+
 /** What a model is told about the series it fits. */
 export interface FitContext {
   /** Season length of one day, in steps (288 at 5 minutes). 0 or 1 when unknown or not meaningful. */
@@ -16,7 +24,7 @@ export interface FitContext {
   /** Deterministic seed for models with randomness. */
   seed?: number;
   /** Hyperparameters the model's `tune` chose; the model's defaults without. */
-  params?: Readonly<Record<string, number | string | boolean>>;
+  params?: Readonly<Hyperparameters>;
 }
 
 export interface FittedModel {
@@ -38,7 +46,7 @@ export interface FittedModel {
 /** What a hyperparameter search (`ModelFactory.tune`) found. */
 export interface Tuning {
   /** Pass as `FitContext.params` to fit with them. */
-  params: Record<string, number | string | boolean>;
+  params: Hyperparameters;
   /** The objective at `params` (lower is better), and what it measures. */
   score: number;
   objective: string;
@@ -60,5 +68,5 @@ export interface ModelFactory {
    * candidate out of sample (never on what it was trained on). Models whose search space is a small
    * grid choose inside `fit` instead (ETS by AICc over its variants, ARIMA by a stepwise AICc search).
    */
-  tune?(y: readonly number[], ctx: FitContext & { budgetMs: number }, options?: { initial?: ReadonlyArray<Record<string, number | string | boolean>> }): Promise<Tuning>;
+  tune?(y: readonly number[], ctx: FitContext & { budgetMs: number }, options?: { initial?: readonly Hyperparameters[] }): Promise<Tuning>;
 }
