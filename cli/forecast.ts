@@ -1,6 +1,6 @@
 import { stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { InvalidArgumentError, type Command } from 'commander';
+import type { Command } from 'commander';
 import pg from 'pg';
 import { clientOptionsFromConfig, connectTemporal, runForecastingNow, toShardcastError, type ForecastingRun } from '../client/index.js';
 import { assertMigrated } from '../src/catalog/migrate.js';
@@ -14,27 +14,10 @@ import { latestForecast } from '../src/forecasting/store.js';
 import type { Tuning } from '../src/forecasting/types.js';
 import { BUCKET_MS } from '../src/profiling/rates.js';
 import { loadSeries } from '../src/profiling/series.js';
+import { nonNegativeNumber, positiveInt, positiveNumber } from './args.js';
 import { svgChart, terminalChart } from './chart.js';
 import { printTable } from './format.js';
 import { svgToPng } from './png.js';
-
-function positiveInt(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
-  return n;
-}
-
-function positiveNumber(value: string): number {
-  const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number');
-  return n;
-}
-
-function nonNegativeNumber(value: string): number {
-  const n = Number(value);
-  if (value.trim() === '' || !Number.isFinite(n) || n < 0) throw new InvalidArgumentError('expected a number of seconds, 0 or more');
-  return n;
-}
 
 /** One line for a hyperparameter search: how it went and what it chose. */
 export function describeTuning(t: Tuning): string {

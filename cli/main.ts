@@ -20,6 +20,7 @@ import { listShards, listTables, mapVersion, type TableSpec } from '../src/catal
 import { loadConfig, localUrl, type Config } from '../src/config.js';
 import { ShardcastError, errorMessage } from '../src/errors.js';
 import { resolveTemporalCli } from '../src/fleet/temporal-cli.js';
+import { nonNegativeInt, positiveInt, positiveNumber } from './args.js';
 import { registerForecastCommands } from './forecast.js';
 import { printTable } from './format.js';
 import { startStack } from './stack.js';
@@ -77,24 +78,6 @@ async function withCatalog<T>(fn: (pool: pg.Pool, cfg: Config) => Promise<T>, mi
   } finally {
     await pool.end();
   }
-}
-
-function positiveInt(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
-  return n;
-}
-
-function nonNegativeInt(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a whole number of seconds, 0 or more');
-  return n;
-}
-
-function positiveNumber(value: string): number {
-  const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number');
-  return n;
 }
 
 function list(value: string): string[] {
