@@ -1,31 +1,16 @@
 import { heartbeat } from '@temporalio/activity';
-import { run } from './failures.js';
 import type pg from 'pg';
+import { run } from './failures.js';
 import type { NodePools } from '../src/catalog/node-pools.js';
-import { getNode, getNodeByName, type NodeRecord } from '../src/catalog/nodes.js';
-import { InvalidInputError, NotFoundError } from '../src/errors.js';
 import { cutover, fencedSchemaName, verifyMove, type CutoverResult } from '../src/movement/cutover.js';
 import { failpoint } from '../src/failpoints.js';
-import { acquireMovementLease, finishMovement, type MovementState } from '../src/movement/lease.js';
-import {
-  assertMovable,
-  dropTargetShard,
-  setSubscriptionEnabled,
-  movementNames,
-  prepareTarget,
-  shardTables,
-  startStreaming,
-  stopStreaming,
-  streamProgress,
-  type MovementNames,
-  type ShardTables,
-  type StreamProgress,
-} from '../src/movement/replication.js';
+import { finishMovement, type MovementState } from '../src/movement/lease.js';
+import { planMovement, type MovePlan, type MovementPlan, type MovementRequest } from '../src/movement/plan.js';
+import { dropTargetShard, setSubscriptionEnabled, prepareTarget, startStreaming, stopStreaming, streamProgress, type StreamProgress } from '../src/movement/replication.js';
 import { quoteIdent } from '../src/sql/ident.js';
-import type { MoveShardInput } from '../workflows/messages.js';
 import { applyChanges, captureProgress, copyInitial, dropNewShards, startChangeCapture, stopChangeCapture, type CopyProgress } from '../src/movement/logical-apply.js';
 import { fencedSourceName, reshardCutover, verifyReshard } from '../src/movement/reshard-cutover.js';
-import { planMerge, planSplit, type ReshardPlan } from '../src/movement/reshard-plan.js';
+import type { ReshardPlan } from '../src/movement/reshard-plan.js';
 
 export interface MovementDeps {
   catalog: pg.Pool;
@@ -33,89 +18,15 @@ export interface MovementDeps {
   nodePools: NodePools;
 }
 
-/** Everything a movement's activities need, resolved once by beginMove and passed back in. */
-export interface MovePlan {
-  operation: 'move';
-  movementId: string;
-  shard: ShardTables;
-  source: NodeRecord;
-  target: NodeRecord;
-  names: MovementNames;
-  /** Size of the shard's tables on the source when the movement began. */
-  bytes: number;
-}
-
-export type MovementPlan = MovePlan | ReshardPlan;
-
-/** What beginMove needs from the workflow's input. */
-export type BeginMoveInput = Pick<MoveShardInput, 'movementId' | 'operation' | 'shardId' | 'targetNode' | 'splitTargets' | 'splitAt' | 'mergeWith' | 'maxMovesPerNode' | 'workflowId'>;
-
-/** Names for summaries and search attributes: where the rows come from and go to. */
-export function planNodes(plan: MovementPlan): { sources: string[]; targets: string[]; schemas: string[] } {
-  if (plan.operation === 'move') return { sources: [plan.source.name], targets: [plan.target.name], schemas: [plan.shard.schema] };
-  return { sources: plan.sources.map((s) => s.node.name), targets: plan.targets.map((t) => t.node.name), schemas: plan.sources.map((s) => s.schema) };
-}
+export type { MovePlan, MovementPlan } from '../src/movement/plan.js';
 
 export function createMovementActivities(deps: MovementDeps) {
   const endpoints = (plan: MovePlan) => ({ source: plan.source, target: plan.target });
-  const sizeOf = async (node: NodeRecord, schema: string): Promise<number> => {
-    const { rows } = await deps.nodePools
-      .get(node.dsn)
-      .query<{ bytes: string }>('select coalesce(sum(pg_total_relation_size(relid)), 0)::bigint::text as bytes from pg_stat_user_tables where schemaname = $1', [schema]);
-    return Number(rows[0]!.bytes);
-  };
-
-  /** Split or merge: plan, check, lease. */
-  const beginReshard = async (input: BeginMoveInput): Promise<ReshardPlan> => {
-    const base =
-      input.operation === 'split'
-        ? await planSplit(deps.catalog, { movementId: input.movementId, shardId: input.shardId, targetNodes: input.splitTargets!, at: input.splitAt })
-        : await planMerge(deps.catalog, { movementId: input.movementId, shardIds: [input.shardId, input.mergeWith!], targetNode: input.targetNode });
-    for (const s of base.sources) {
-      await assertMovable(deps.nodePools, s.node, { shardId: s.shardId, schema: s.schema, tables: base.tables }, { primaryKey: true });
-    }
-    const [first, ...others] = base.sources;
-    await acquireMovementLease(
-      deps.catalog,
-      {
-        id: input.movementId,
-        operation: base.operation,
-        shardId: first!.shardId,
-        sourceNodeId: first!.node.id,
-        otherShardIds: others.map((s) => s.shardId),
-        otherSourceNodeIds: others.map((s) => s.node.id),
-        targetNodeIds: base.targets.map((t) => t.node.id),
-        workflowId: input.workflowId,
-      },
-      input.maxMovesPerNode,
-    );
-    let bytes = 0;
-    for (const s of base.sources) bytes += await sizeOf(s.node, s.schema);
-    return { ...base, bytes };
-  };
 
   return {
     /** Checks the request, takes the shard's lease, and resolves the plan. */
-    async beginMove(input: BeginMoveInput): Promise<MovementPlan> {
-      return run(async () => {
-        if (input.operation === 'split' || input.operation === 'merge') return beginReshard(input);
-        if (!input.targetNode) throw new InvalidInputError('a move needs a target node');
-        const names = movementNames(input.movementId);
-        const { rows } = await deps.catalog.query<{ node_id: number }>('select node_id::int from shardcast.placements where shard_id = $1', [input.shardId]);
-        if (!rows[0]) throw new NotFoundError(`shard ${input.shardId} does not exist`);
-        const source = await getNode(deps.catalog, rows[0].node_id);
-        const target = await getNodeByName(deps.catalog, input.targetNode);
-        if (target.id === source.id) throw new InvalidInputError(`shard ${input.shardId} is already on ${target.name}`);
-        if (target.state !== 'active') throw new InvalidInputError(`node ${target.name} is ${target.state}, not active: it cannot take shards`);
-        const shard = await shardTables(deps.catalog, input.shardId);
-        await assertMovable(deps.nodePools, source, shard);
-        await acquireMovementLease(
-          deps.catalog,
-          { id: input.movementId, operation: 'move', shardId: input.shardId, sourceNodeId: source.id, targetNodeIds: [target.id], workflowId: input.workflowId },
-          input.maxMovesPerNode,
-        );
-        return { operation: 'move', movementId: input.movementId, shard, source, target, names, bytes: await sizeOf(source, shard.schema) };
-      });
+    async beginMove(request: MovementRequest): Promise<MovementPlan> {
+      return run(() => planMovement(deps, request));
     },
 
     async prepareTarget(plan: MovementPlan): Promise<void> {

@@ -1,6 +1,6 @@
 import { defineQuery, defineSignal } from '@temporalio/workflow';
 import type { TableSpec } from '../src/catalog/tables.js';
-import type { MovementPlan } from '../activities/movement.js';
+import type { MovementOperation, MovementPlan, MovementRequest } from '../src/movement/plan.js';
 
 export interface RetrySettings {
   maximumAttempts: number;
@@ -33,22 +33,9 @@ export interface CreateTableProgress {
 
 export const createTableProgressQuery = defineQuery<CreateTableProgress>('progress');
 
-export type MovementOperation = 'move' | 'split' | 'merge';
+export type { MovementOperation };
 
-export interface MoveShardInput {
-  movementId: string;
-  workflowId: string;
-  /** Default 'move'. */
-  operation?: MovementOperation;
-  shardId: number;
-  /** Move: the target node. Merge: the merged shard's node (default: the lower shard's node). */
-  targetNode?: string;
-  /** Split: the nodes of the two halves, and the split point (default: the middle of the hash range). */
-  splitTargets?: [string, string];
-  splitAt?: string;
-  /** Merge: the shard merged with `shardId`. */
-  mergeWith?: number;
-  maxMovesPerNode: number;
+export interface MoveShardInput extends MovementRequest {
   /** The cutover waits until the replication lag is at most this many bytes. */
   catchUpLagBytes: number;
   pollSeconds: number;

@@ -14,7 +14,8 @@ import {
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { createMovementActivities, MovementPlan } from '../activities/movement.js';
+import type { createMovementActivities } from '../activities/movement.js';
+import type { MovementPlan } from '../src/movement/plan.js';
 import { BUSINESS_ERROR_TYPES } from '../src/errors.js';
 import { describeMovement } from './describe.js';
 import { approvalReason } from '../src/movement/approval.js';

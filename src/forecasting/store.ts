@@ -96,12 +96,6 @@ export async function latestUsableModel(db: Queryable, series: string): Promise<
   return rows[0] && fromRow(rows[0]);
 }
 
-/** The newest model row of every series, whatever its status (for reports). */
-export async function latestModels(db: Queryable): Promise<StoredModel[]> {
-  const { rows } = await db.query<ModelRow>(`select distinct on (series) * from shardcast_forecast.models order by series, trained_at desc`);
-  return rows.map(fromRow);
-}
-
 /** Series that have a usable model: what the hourly run forecasts. */
 export async function forecastableSeries(db: Queryable): Promise<string[]> {
   const { rows } = await db.query<{ series: string }>(`select distinct series from shardcast_forecast.models where status <> 'failed' order by series`);
