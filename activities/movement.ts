@@ -1,15 +1,16 @@
-import { heartbeat } from '@temporalio/activity';
+import { Context, heartbeat } from '@temporalio/activity';
 import type pg from 'pg';
-import { run } from './failures.js';
+import { run, toApplicationFailure } from './failures.js';
 import type { NodePools } from '../src/catalog/node-pools.js';
-import { cutover, fencedSchemaName, verifyMove, type CutoverResult } from '../src/movement/cutover.js';
+import { cutover, fencedSchemaName, VerificationError, type CutoverResult } from '../src/movement/cutover.js';
+import { dropVerifySlots, furthest, refreshVerification, verifyChunks, type VerifyProgress } from '../src/movement/verify.js';
 import { failpoint } from '../src/failpoints.js';
 import { finishMovement, type MovementState } from '../src/movement/lease.js';
 import { planMovement, type MovePlan, type MovementPlan, type MovementRequest } from '../src/movement/plan.js';
 import { dropTargetShard, setSubscriptionEnabled, prepareTarget, startStreaming, stopStreaming, streamProgress, type StreamProgress } from '../src/movement/replication.js';
 import { quoteIdent } from '../src/sql/ident.js';
 import { applyChanges, captureProgress, copyInitial, dropNewShards, startChangeCapture, stopChangeCapture, type CopyProgress } from '../src/movement/logical-apply.js';
-import { fencedSourceName, reshardCutover, verifyReshard } from '../src/movement/reshard-cutover.js';
+import { fencedSourceName, reshardCutover } from '../src/movement/reshard-cutover.js';
 import type { ReshardPlan } from '../src/movement/reshard-plan.js';
 
 export interface MovementDeps {
@@ -78,26 +79,58 @@ export function createMovementActivities(deps: MovementDeps) {
       });
     },
 
-    /** Counts and checksums compared at a consistent point, without switching (the verify phase). */
-    async verify(plan: MovementPlan): Promise<{ blockedMs: number }> {
+    /**
+     * The verify phase, one slice: chunk digests compared in consistent snapshots (writes wait only
+     * while they are taken), for about `sliceMs`, resuming after `resume` or after what an earlier
+     * attempt heartbeated. The heartbeat (with the progress) fires every second, also during long
+     * chunk queries; a cancelled or timed-out attempt cancels its queries.
+     */
+    async verify(plan: MovementPlan, resume?: VerifyProgress, sliceMs?: number, chunkRows?: number): Promise<VerifyProgress> {
       await failpoint('verify.before');
-      const verifyDeps = { catalogUrl: deps.catalogUrl, pools: deps.nodePools };
-      const onWait = () => heartbeat('waiting for the target');
-      return run(() => (plan.operation === 'move' ? verifyMove(verifyDeps, plan, { onWait }) : verifyReshard(verifyDeps, plan, { onWait })));
+      const ctx = Context.current();
+      let latest = furthest(resume, ctx.info.heartbeatDetails as VerifyProgress | undefined);
+      const beat = () => heartbeat(latest ?? 'taking snapshots');
+      const timer = setInterval(beat, 1000);
+      try {
+        return await run(() =>
+          verifyChunks(deps.nodePools, plan, {
+            resume: latest,
+            sliceMs,
+            chunkRows,
+            signal: ctx.cancellationSignal,
+            onWait: beat,
+            onProgress: (p) => {
+              latest = structuredClone(p);
+              beat();
+            },
+          }),
+        );
+      } finally {
+        clearInterval(timer);
+      }
     },
 
     async cutover(plan: MovementPlan): Promise<CutoverResult> {
       heartbeat('cutover');
       const cutoverDeps = { catalogUrl: deps.catalogUrl, pools: deps.nodePools };
       const onWait = () => heartbeat('waiting for the target');
-      // The verify phase compared content at a consistent point; under the cutover's lock, counts are
-      // re-checked (hashing every row there would hold writes for seconds on a large shard).
-      const options = { onWait, verify: 'counts' as const };
+      // Rows changed since the verify phase are compared first without the cutover's lock (in fresh
+      // snapshots), so that under it only the changes of the last moments are re-checked ('changes').
+      try {
+        await refreshVerification(deps.nodePools, plan, { onWait });
+      } catch (err) {
+        if (err instanceof VerificationError) return toApplicationFailure(err);
+        // Not needed for correctness (the cutover re-checks everything since the last refresh), e.g. a retry after the switch.
+      }
+      const options = { onWait, verify: 'changes' as const };
       return run(() => (plan.operation === 'move' ? cutover(cutoverDeps, plan, options) : reshardCutover(cutoverDeps, plan, options)));
     },
 
     async stopStreaming(plan: MovementPlan): Promise<void> {
-      return run(() => (plan.operation === 'move' ? stopStreaming(deps.nodePools, endpoints(plan), plan.names) : stopChangeCapture(deps.nodePools, plan)));
+      return run(async () => {
+        await (plan.operation === 'move' ? stopStreaming(deps.nodePools, endpoints(plan), plan.names) : stopChangeCapture(deps.nodePools, plan));
+        await dropVerifySlots(deps.nodePools, plan);
+      });
     },
 
     /** After the grace period: the fenced copies on the sources go. */
@@ -116,10 +149,12 @@ export function createMovementActivities(deps: MovementDeps) {
       return run(async () => {
         if (plan.operation === 'move') {
           await stopStreaming(deps.nodePools, endpoints(plan), plan.names);
+          await dropVerifySlots(deps.nodePools, plan);
           await dropTargetShard(deps.catalog, deps.nodePools, plan.target, plan.shard);
           return;
         }
         await stopChangeCapture(deps.nodePools, plan);
+        await dropVerifySlots(deps.nodePools, plan);
         await dropNewShards(deps.catalog, deps.nodePools, plan);
       });
     },

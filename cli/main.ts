@@ -256,6 +256,12 @@ function movementHandle(client: Client, movement: string): WorkflowHandle {
 
 function describeProgress(p: MovementProgress): string {
   const mb = (b: number | null): string => (b === null ? '?' : `${(b / 1048576).toFixed(1)} MB`);
+  if (p.phase === 'verify' && p.rowsVerified !== undefined) {
+    const total = Math.max(p.rowsToVerify ?? 0, p.rowsVerified);
+    const bar = total > 0 ? `[${'#'.repeat(Math.round((10 * p.rowsVerified) / total)).padEnd(10, '.')}]` : '[..........]';
+    const eta = p.etaSeconds !== null ? `, eta ${p.etaSeconds}s` : '';
+    return `${p.phase.padEnd(10)} ${bar} ${p.rowsVerified} of ~${total} rows verified${eta}, writes blocked ${p.verifyBlockedMs ?? 0} ms${p.paused ? ' (paused)' : ''}`;
+  }
   const bar = p.tables > 0 ? `[${'#'.repeat(Math.round((10 * p.tablesReady) / p.tables)).padEnd(10, '.')}]` : '[..........]';
   return `${p.phase.padEnd(10)} ${bar} ${p.rowsCopied} rows, ${mb(p.bytesCopied)} copied, lag ${mb(p.lagBytes)}${p.etaSeconds !== null ? `, eta ${p.etaSeconds}s` : ''}${p.paused ? ' (paused)' : ''}`;
 }

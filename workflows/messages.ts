@@ -52,6 +52,9 @@ export interface MoveShardInput extends MovementRequest {
   historyLimit?: number;
   /** Set by continue-as-new: the plan and progress of the run before. */
   resume?: { plan: MovementPlan; progress: MovementProgress };
+  /** Verify phase: rows per compared chunk (default 20,000) and seconds per verify activity between progress reports (default 10). */
+  verifyChunkRows?: number;
+  verifySliceSeconds?: number;
   /** Retries of each step before the movement fails and is undone (default: 10 attempts, up to 30 s apart). */
   retry?: { maximumAttempts: number; initialIntervalMs: number; maximumIntervalMs?: number };
 }
@@ -102,8 +105,11 @@ export interface MovementProgress {
   tablesReady: number;
   tables: number;
   etaSeconds: number | null;
-  /** How long the verify phase held writes to the shard, once it ran. */
+  /** How long the verify phase held writes to the shard, once it ran (the longest of its snapshot moments). */
   verifyBlockedMs?: number;
+  /** Verify phase: rows compared so far, and an estimate of the rows to compare (the ETA is `etaSeconds`). */
+  rowsVerified?: number;
+  rowsToVerify?: number;
 }
 
 export const movementProgressQuery = defineQuery<MovementProgress>('progress');

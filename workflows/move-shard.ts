@@ -16,6 +16,7 @@ import {
 } from '@temporalio/workflow';
 import type { createMovementActivities } from '../activities/movement.js';
 import type { MovementPlan } from '../src/movement/plan.js';
+import type { VerifyProgress } from '../src/movement/verify.js';
 import { BUSINESS_ERROR_TYPES } from '../src/errors.js';
 import { describeMovement } from './describe.js';
 import { approvalReason } from '../src/movement/approval.js';
@@ -213,9 +214,19 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
       if (!applyMs) await sleep(`${input.pollSeconds} seconds`);
     }
 
-    enter('verify', `comparing counts and checksums: ${nodes.sources} against ${nodes.targets}`);
-    const verified = await step.verify.executeWithOptions({ ...STEP_RUN, summary: 'verify counts and checksums at a consistent point' }, [p]);
-    progress.verifyBlockedMs = verified.blockedMs;
+    // Verify: chunk digests in consistent snapshots, one slice per activity so that progress shows.
+    enter('verify', `verifying ${nodes.sources} against ${nodes.targets}`);
+    let verified: VerifyProgress | undefined;
+    do {
+      verified = await step.verify.executeWithOptions({ ...STEP_RUN, summary: 'compare chunk digests in consistent snapshots' }, [
+        p,
+        verified,
+        (input.verifySliceSeconds ?? 10) * 1000,
+        input.verifyChunkRows,
+      ]);
+      Object.assign(progress, { verifyBlockedMs: verified.blockedMs, rowsVerified: verified.rowsVerified, rowsToVerify: verified.rowsTotal, etaSeconds: verified.etaSeconds });
+      setCurrentDetails(`verify: ${verified.rowsVerified} of ~${verified.rowsTotal} rows${verified.etaSeconds !== null ? `, eta ${verified.etaSeconds} s` : ''}, writes blocked ${verified.blockedMs} ms`);
+    } while (!verified.done);
 
     progress.approvalReason = approvalReason(input, p.bytes, new Date());
     if (progress.approvalReason && !progress.approved) {

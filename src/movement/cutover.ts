@@ -5,6 +5,7 @@ import { SHARD_FENCED_SQLSTATE, ShardcastError, sqlState } from '../errors.js';
 import { failpoint } from '../failpoints.js';
 import { quoteIdent, quoteLiteral } from '../sql/ident.js';
 import { bumpWatermark, currentLsn, targetHasWatermark, type MovementNames, type ShardTables } from './replication.js';
+import { recheckChanges, verifyChunks, type VerifyOptions, type VerifyProgress } from './verify.js';
 
 /**
  * The cutover (DESIGN §3, step 6): the one short step during which writes to the shard wait.
@@ -32,9 +33,11 @@ export interface CutoverOptions {
   lockTimeoutMs?: number;
   /**
    * What is compared, source against target, at the cutover point (source locked, target caught
-   * up): row counts, or counts and a content checksum (default). A mismatch aborts the cutover.
+   * up): row counts, counts and a content digest of every row (default), or only the rows changed
+   * since the verify phase began ('changes', read from its verify slot; see verify.ts). A mismatch
+   * aborts the cutover.
    */
-  verify?: 'counts' | 'checksums';
+  verify?: 'counts' | 'checksums' | 'changes';
   /** Called while the cutover waits (activities heartbeat here). */
   onWait?: () => void;
 }
@@ -133,27 +136,11 @@ async function waitForTarget(deps: CutoverDeps, move: CutoverTarget, options: Cu
 }
 
 /**
- * The verify phase: the cutover's checks without the switch. The source is locked just as long as
- * the cutover would lock it before fencing (lock, target caught up, counts and checksums compared),
- * then released. A mismatch throws VerificationError; the movement is then undone.
+ * The verify phase: counts and digests compared chunk by chunk in a consistent pair of snapshots;
+ * writes wait only while the snapshots are taken (see verify.ts). A mismatch throws VerificationError.
  */
-export async function verifyMove(deps: CutoverDeps, move: CutoverTarget, options: CutoverOptions = {}): Promise<{ blockedMs: number }> {
-  const client = await deps.pools.get(move.source.dsn).connect();
-  let broken: Error | undefined;
-  try {
-    const tables = move.shard.tables.map((t) => `${quoteIdent(move.shard.schema)}.${quoteIdent(t.name)}`);
-    const lockedAt = await lockForCutover([{ client, tables }], options.lockTimeoutMs);
-    await waitForTarget(deps, move, options);
-    await verifyAtCutover(deps.pools, client, move, options.verify ?? 'checksums');
-    await client.query('rollback');
-    return { blockedMs: Date.now() - lockedAt };
-  } catch (err) {
-    await client.query('rollback').catch(() => undefined);
-    broken = err as Error;
-    throw err;
-  } finally {
-    client.release(broken);
-  }
+export async function verifyMove(deps: CutoverDeps, move: CutoverTarget, options: VerifyOptions = {}): Promise<VerifyProgress> {
+  return verifyChunks(deps.pools, move, options);
 }
 
 /** Phase one: both sides prepared. Exported for tests that cut a cutover short on purpose. */
@@ -274,10 +261,15 @@ export async function commitPreparedIfAny(pools: NodePools, dsn: string, gid: st
 
 /**
  * Source (inside the locking transaction, so it sees exactly what the target has applied) against
- * target: row counts, and with 'checksums' an order-independent digest of every row's text.
+ * target: row counts; with 'checksums' also an order-independent digest of every row (a sum of row
+ * hashes, whatever the table's size); with 'changes' only the rows changed since verification.
  */
-async function verifyAtCutover(pools: NodePools, source: pg.ClientBase, move: CutoverTarget, mode: 'counts' | 'checksums'): Promise<void> {
-  const measure = mode === 'checksums' ? `count(*)::bigint::text as n, md5(string_agg(md5(t::text), '' order by md5(t::text))) as digest` : `count(*)::bigint::text as n, '' as digest`;
+async function verifyAtCutover(pools: NodePools, source: pg.ClientBase, move: CutoverTarget, mode: 'counts' | 'checksums' | 'changes'): Promise<void> {
+  if (mode === 'changes') {
+    await recheckChanges(pools, move, new Map([[move.names.slot, source]]));
+    return;
+  }
+  const measure = mode === 'checksums' ? `count(*)::bigint::text as n, coalesce(sum(hashtextextended(t::text, 0)), 0)::text as digest` : `count(*)::bigint::text as n, '' as digest`;
   for (const table of move.shard.tables) {
     const sql = `select ${measure} from ${quoteIdent(move.shard.schema)}.${quoteIdent(table.name)} t`;
     const [onSource, onTarget] = await Promise.all([

@@ -6,6 +6,7 @@ import { quoteIdent, quoteLiteral } from '../sql/ident.js';
 import { commitCatalogSwitch, commitPreparedIfAny, fencedSchemaName, fenceShard, lockForCutover, onServer, VerificationError, type CutoverResult } from './cutover.js';
 import { applyChanges } from './logical-apply.js';
 import { rangePredicate, type ReshardPlan, type ReshardSource } from './reshard-plan.js';
+import { recheckChanges, verifyChunks, type VerifyOptions, type VerifyProgress } from './verify.js';
 
 /**
  * The cutover of a split or merge (DESIGN §3, step 6). Every source shard is locked against writes;
@@ -24,17 +25,16 @@ export interface ReshardCutoverDeps {
 export interface ReshardCutoverOptions {
   lockTimeoutMs?: number;
   onWait?: () => void;
-  /** What is compared under the lock: counts, or counts and content checksums (default). */
-  verify?: 'counts' | 'checksums';
+  /** What is compared under the lock: counts, counts and content digests (default), or only the rows changed since the verify phase. */
+  verify?: 'counts' | 'checksums' | 'changes';
 }
 
 /**
- * The verify phase of a split or merge: sources locked, slots drained, every source compared with
- * every target; then the locks are released, nothing switched. A mismatch throws VerificationError.
+ * The verify phase of a split or merge: every target against its sources' rows, chunk by chunk, in
+ * a consistent set of snapshots; writes wait only while they are taken (see verify.ts).
  */
-export async function verifyReshard(deps: ReshardCutoverDeps, plan: ReshardPlan, options: ReshardCutoverOptions = {}): Promise<{ blockedMs: number }> {
-  const lockedAt = await prepare(deps, plan, options, true);
-  return { blockedMs: Date.now() - lockedAt };
+export async function verifyReshard(deps: ReshardCutoverDeps, plan: ReshardPlan, options: VerifyOptions = {}): Promise<VerifyProgress> {
+  return verifyChunks(deps.pools, plan, options);
 }
 
 /** Name a fenced source schema takes; dropped after the grace period. */
@@ -86,7 +86,7 @@ async function cutoverState(deps: ReshardCutoverDeps, plan: ReshardPlan): Promis
 }
 
 /** Phase one: every source locked, drained, verified, fenced and prepared; then the catalog prepared. Returns when the lock was taken. */
-async function prepare(deps: ReshardCutoverDeps, plan: ReshardPlan, options: ReshardCutoverOptions, dryRun = false): Promise<number> {
+async function prepare(deps: ReshardCutoverDeps, plan: ReshardPlan, options: ReshardCutoverOptions): Promise<number> {
   // Sources in node order, so that two cutovers sharing nodes cannot deadlock on their locks.
   const sources = [...plan.sources].sort((a, b) => a.node.id - b.node.id || a.shardId - b.shardId);
   const clients = new Map<ReshardSource, pg.PoolClient>();
@@ -105,10 +105,6 @@ async function prepare(deps: ReshardCutoverDeps, plan: ReshardPlan, options: Res
     const drained = await applyChanges(deps.pools, plan, { onBatch: () => options.onWait?.() });
     if (!drained.drained) throw new ShardcastError('CUTOVER_CATCHUP_TIMEOUT', 'the new shards did not catch up with the locked sources');
     await verify(deps.pools, plan, clients, options.verify ?? 'checksums');
-    if (dryRun) {
-      for (const client of clients.values()) await client.query('rollback');
-      return lockedAt;
-    }
     await copySequences(deps.pools, plan, clients);
     for (const s of sources) {
       const client = clients.get(s)!;
@@ -173,7 +169,7 @@ async function finish(deps: ReshardCutoverDeps, plan: ReshardPlan, catalogPrepar
 }
 
 const DIGEST = {
-  checksums: `count(*)::bigint::text as n, coalesce(md5(string_agg(md5(t::text), '' order by md5(t::text))), '') as digest`,
+  checksums: `count(*)::bigint::text as n, coalesce(sum(hashtextextended(t::text, 0)), 0)::text as digest`,
   counts: `count(*)::bigint::text as n, '' as digest`,
 };
 
@@ -182,7 +178,11 @@ const DIGEST = {
  * the target's rows of the source's range), inside the locking transactions; and no target row
  * outside every source.
  */
-async function verify(pools: NodePools, plan: ReshardPlan, clients: Map<ReshardSource, pg.PoolClient>, mode: 'counts' | 'checksums'): Promise<void> {
+async function verify(pools: NodePools, plan: ReshardPlan, clients: Map<ReshardSource, pg.PoolClient>, mode: 'counts' | 'checksums' | 'changes'): Promise<void> {
+  if (mode === 'changes') {
+    await recheckChanges(pools, plan, new Map([...clients].map(([s, c]) => [s.slot, c])));
+    return;
+  }
   const measure = DIGEST[mode];
   for (const table of plan.tables) {
     for (const t of plan.targets) {

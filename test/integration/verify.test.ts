@@ -1,0 +1,219 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDistributedTable, moveResult, startSplit } from '../../client/index.js';
+import { NodePools } from '../../src/catalog/node-pools.js';
+import { getNodeByName } from '../../src/catalog/nodes.js';
+import { cutover, VerificationError, type CutoverTarget } from '../../src/movement/cutover.js';
+import { movementNames, prepareTarget, shardTables, startStreaming, stopStreaming, streamProgress } from '../../src/movement/replication.js';
+import { dropVerifySlots, refreshVerification, verifyChunks, type VerifyProgress } from '../../src/movement/verify.js';
+import { quoteIdent } from '../../src/sql/ident.js';
+import { movementProgressQuery } from '../../workflows/messages.js';
+import { adminQuery, createTestCatalog, expectNoMovementLeftovers, startTestWorker, type TestCatalog, type TestWorker, uniqueName, until } from '../helpers/fleet.js';
+
+/**
+ * The verify phase without a long write block (issue 9, section 2): chunk digests in consistent
+ * snapshots, divergence found and named, resumable; the cutover re-checks only what changed since.
+ */
+
+let catalog: TestCatalog;
+let worker: TestWorker;
+const pools = new NodePools();
+
+beforeAll(async () => {
+  catalog = await createTestCatalog('ver');
+  worker = await startTestWorker(catalog.catalogUrl);
+  await createDistributedTable(worker.options, { name: 'items', columns: 'id bigint primary key, payload text not null, n bigint not null default 0', shardKey: 'id', shardCount: 4 });
+  await createDistributedTable(worker.options, { name: 'parts', columns: 'id bigint primary key, n bigint not null default 0', shardKey: 'id', shardCount: 1 });
+});
+
+afterAll(async () => {
+  await pools.end();
+  await worker?.close();
+  await catalog?.close();
+});
+
+type Move = CutoverTarget;
+
+async function shards(table: string): Promise<Array<{ id: number; node: string; schema: string }>> {
+  const { rows } = await catalog.pool.query<{ id: number; node: string; schema: string }>(
+    `select s.id::int as id, n.name as node, s.schema_name as schema from shardcast.shards s join shardcast.placements p on p.shard_id = s.id
+       join shardcast.nodes n on n.id = p.node_id join shardcast.distributed_tables t on t.group_id = s.group_id where t.name = $1 order by s.id`,
+    [table],
+  );
+  return rows;
+}
+
+/** A move of the table's `index`-th shard, filled with `rows` rows written straight into its schema, streaming and caught up. */
+async function streamingMove(table: string, index: number, rows: number): Promise<Move> {
+  const row = (await shards(table))[index]!;
+  const move: Move = {
+    shard: await shardTables(catalog.pool, row.id),
+    source: await getNodeByName(catalog.pool, row.node),
+    target: await getNodeByName(catalog.pool, ['node-1', 'node-2', 'node-3'].find((n) => n !== row.node)!),
+    names: movementNames(uniqueName('vf')),
+  };
+  await pools.get(move.source.dsn).query(`insert into ${quoteIdent(row.schema)}.items select g, md5(g::text), 0 from generate_series(1, $1::bigint) g`, [rows]);
+  await prepareTarget(pools, move.target, move.shard);
+  await startStreaming(pools, move, move.shard, move.names);
+  await until('the copy is done and caught up', async () => {
+    const p = await streamProgress(pools, move, move.shard, move.names);
+    return p.tables > 0 && p.tablesReady === p.tables && p.lagBytes !== null && p.lagBytes < 64 * 1024;
+  });
+  return move;
+}
+
+async function endMove(move: Move): Promise<void> {
+  await stopStreaming(pools, move, move.names);
+  await dropVerifySlots(pools, move);
+}
+
+async function placement(shardId: number): Promise<string> {
+  const { rows } = await catalog.pool.query<{ node: string }>('select n.name as node from shardcast.placements p join shardcast.nodes n on n.id = p.node_id where p.shard_id = $1', [shardId]);
+  return rows[0]!.node;
+}
+
+/** Writers updating random rows on the source until stopped; returns the longest write. */
+function writers(move: Move, keys: number, n = 3): { stop(): Promise<{ writes: number; maxMs: number }> } {
+  let running = true;
+  let writes = 0;
+  let maxMs = 0;
+  const db = pools.get(move.source.dsn);
+  const sql = `update ${quoteIdent(move.shard.schema)}.items set n = n + 1 where id = $1`;
+  const loops = Array.from({ length: n }, async () => {
+    while (running) {
+      const t = Date.now();
+      const ok = await db.query(sql, [1 + Math.floor(Math.random() * keys)]).then(
+        () => true,
+        () => false, // fenced once the shard has moved
+      );
+      if (!ok) break;
+      maxMs = Math.max(maxMs, Date.now() - t);
+      writes++;
+    }
+  });
+  return {
+    async stop() {
+      running = false;
+      await Promise.all(loops);
+      return { writes, maxMs };
+    },
+  };
+}
+
+describe('verify without a long write block', () => {
+  it('verifies a 200k-row shard under writes with writes blocked at most 100 ms, resumes after an abort, and the cutover re-checks only the changes', async () => {
+    const move = await streamingMove('items', 0, 200_000);
+    const load = writers(move, 200_000);
+    try {
+      // An attempt stopped after 4 chunks (as a cancelled or timed-out activity is)…
+      const abort = new AbortController();
+      let partial: VerifyProgress | undefined;
+      await expect(
+        verifyChunks(pools, move, {
+          chunkRows: 10_000,
+          signal: abort.signal,
+          onProgress: (p) => {
+            partial = structuredClone(p);
+            if (p.chunks === 4) abort.abort();
+          },
+        }),
+      ).rejects.toThrow(/cancelled/);
+      expect(partial!.rowsVerified).toBe(40_000);
+      // … and its retry continues after the last verified chunk, in new snapshots.
+      const seen: number[] = [];
+      const done = await verifyChunks(pools, move, { chunkRows: 10_000, resume: partial, onProgress: (p) => seen.push(p.rowsVerified) });
+      expect(seen[0]).toBeGreaterThanOrEqual(40_000);
+      expect(done.done).toBe(true);
+      expect(done.rowsVerified).toBe(200_000);
+      expect(done.chunks).toBe(21); // 20 full chunks and the empty tail, none twice
+      expect(done.rowsTotal).toBeGreaterThan(150_000);
+      expect(done.snapshots).toBe(2);
+      console.log(`verify of 200k rows: writes blocked at most ${done.blockedMs} ms per snapshot (${done.snapshots} snapshots)`);
+      expect(done.blockedMs).toBeLessThanOrEqual(100);
+
+      // The cutover: changes since verify compared without the lock, then the last ones under it.
+      const refreshed = await refreshVerification(pools, move);
+      expect(refreshed.keys).toBeGreaterThan(0);
+      const switched = await cutover({ catalogUrl: catalog.catalogUrl, pools }, move, { verify: 'changes' });
+      console.log(`cutover after verify: writes blocked ${switched.blockedMs} ms, steps ${JSON.stringify(switched.steps)}; refresh compared ${refreshed.keys} keys, blocked ${refreshed.blockedMs} ms`);
+      expect(switched.blockedMs).toBeLessThanOrEqual(250);
+      expect(await placement(move.shard.shardId)).toBe(move.target.name);
+    } finally {
+      await load.stop();
+      await endMove(move);
+    }
+  });
+
+  it('a row changed on the target behind replication’s back during the copy: verify names the table and the key range', async () => {
+    const move = await streamingMove('items', 1, 30_000);
+    try {
+      await adminQuery(
+        move.target.dsn,
+        `set session_replication_role = replica; update ${quoteIdent(move.shard.schema)}.items set n = n + 1000 where id = 12345; reset session_replication_role`,
+      );
+      const failure = verifyChunks(pools, move, { chunkRows: 5000 });
+      await expect(failure).rejects.toBeInstanceOf(VerificationError);
+      await expect(failure).rejects.toThrow(/items differs between .* \(5000 rows\) and .* \(5000 rows\) in id in \(10000, 15000\], same count, different content; differing keys: 12345 \(changed\)/);
+      expect(await placement(move.shard.shardId)).toBe(move.source.name);
+    } finally {
+      await endMove(move);
+    }
+  });
+
+  it('the cutover finds a change since verify that the target does not have (an update, a lost delete) and switches nothing', async () => {
+    const move = await streamingMove('items', 2, 20_000);
+    try {
+      expect((await verifyChunks(pools, move)).done).toBe(true);
+      const items = `${quoteIdent(move.shard.schema)}.items`;
+      await pools.get(move.source.dsn).query(`update ${items} set n = 5 where id = 7`);
+      await pools.get(move.source.dsn).query(`delete from ${items} where id = 8`);
+      await until('the target applied both', async () => (await pools.get(move.target.dsn).query(`select 1 from ${items} where id = 8`)).rowCount === 0);
+      // Behind replication's back: the update undone, the deleted row back (as if a delete were lost).
+      await adminQuery(
+        move.target.dsn,
+        `set session_replication_role = replica; update ${items} set n = 0 where id = 7; insert into ${items} values (8, md5('8'), 0); reset session_replication_role`,
+      );
+      await expect(cutover({ catalogUrl: catalog.catalogUrl, pools }, move, { verify: 'changes' })).rejects.toThrow(
+        /items differs between .* in rows changed since verification \(id: 7 \(changed\); 8 \(only on the target\)\); cutover aborted/,
+      );
+      expect(await placement(move.shard.shardId)).toBe(move.source.name);
+      // The lock-free refresh finds it as well, and does not move the verify slot past it.
+      await expect(refreshVerification(pools, move)).rejects.toBeInstanceOf(VerificationError);
+      await expect(cutover({ catalogUrl: catalog.catalogUrl, pools }, move, { verify: 'changes' })).rejects.toBeInstanceOf(VerificationError);
+      expect((await adminQuery(move.source.dsn, `select count(*)::int as n from ${items}`)).rows[0].n).toBe(19_999);
+    } finally {
+      await endMove(move);
+    }
+    await expectNoMovementLeftovers(pools, catalog.nodes);
+  });
+
+  it('a split whose new shard is changed behind replication’s back stops before its cutover, naming the range; nothing switched', async () => {
+    const [shard] = await shards('parts');
+    await adminQuery(catalog.nodeUrl(shard!.node), `insert into ${quoteIdent(shard!.schema)}.parts select g, 0 from generate_series(1, 20000) g`);
+    const others = ['node-1', 'node-2', 'node-3'].filter((n) => n !== shard!.node);
+    process.env.SHARDCAST_FAILPOINTS = 'verify.before=sleep:2000';
+    try {
+      const handle = await startSplit(worker.options, { shardId: shard!.id, targetNodes: [others[0]!, others[1]!], graceSeconds: 0, pollSeconds: 0.2 });
+      const deadline = Date.now() + 60_000;
+      while ((await handle.query(movementProgressQuery)).phase !== 'verify') {
+        if (Date.now() > deadline) throw new Error('the split never reached verify');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      // The new shards' schemas are the ones on the targets that the catalog does not know yet.
+      const known = (await catalog.pool.query<{ s: string }>('select schema_name as s from shardcast.shards')).rows.map((r) => r.s);
+      const target = await getNodeByName(catalog.pool, others[0]!);
+      const { rows } = await adminQuery(target.dsn, `select nspname::text as s from pg_namespace where nspname ~ '^sc_s[0-9]+$' and not (nspname = any($1::text[]))`, [known]);
+      const schema = rows[0]!.s as string;
+      await adminQuery(target.dsn, `set session_replication_role = replica; update ${quoteIdent(schema)}.parts set n = 99 where id = (select max(id) from ${quoteIdent(schema)}.parts); reset session_replication_role`);
+      await expect(moveResult(handle)).rejects.toThrow(/split of shard \d+ into new shard \d+: parts differs between \S+ \(\d+ rows\) and \S+ \(\d+ rows\) in (all of id|id \S+ .*), same count, different content; differing keys: \d+ \(changed\)/);
+      expect((await shards('parts')).map((s) => s.id)).toEqual([shard!.id]);
+      expect(await placement(shard!.id)).toBe(shard!.node);
+    } finally {
+      delete process.env.SHARDCAST_FAILPOINTS;
+    }
+    await until('nothing is left', async () => {
+      const left = await Promise.all(catalog.nodes.map((n) => adminQuery(n.dsn, "select count(*)::int as n from pg_replication_slots where slot_name like 'sc\\_mv\\_%'")));
+      return left.every((r) => r.rows[0].n === 0);
+    });
+    await expectNoMovementLeftovers(pools, catalog.nodes);
+  });
+});
