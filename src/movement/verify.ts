@@ -6,7 +6,7 @@ import { quoteIdent } from '../sql/ident.js';
 import { lockForCutover, sleep, VerificationError, type CutoverTarget } from './cutover.js';
 import { applyChanges } from './logical-apply.js';
 import { decodeMessage, UNCHANGED, type TupleValue } from './pgoutput.js';
-import { bumpWatermark, WATERMARKS } from './replication.js';
+import { bumpWatermark, targetHasWatermark, WATERMARKS } from './replication.js';
 import { rangePredicate, type ReshardPlan } from './reshard-plan.js';
 
 /**
@@ -192,19 +192,24 @@ async function takeSnapshots(
   let lockedAt = 0;
   try {
     for (const s of sources) lockClients.push(await pools.get(s.node.dsn).connect());
+    // Catch up first without the lock, so that under it the target has only the last moments to apply.
+    if (!isReshard(subject)) await waitForWatermark(pools, subject, await bumpWatermark(pools, subject.source, subject.names), options);
+    else await applyChanges(pools, subject, { deadline: Date.now() + (options.catchUpTimeoutMs ?? 10_000), onBatch: () => options.onWait?.() });
     const tables = isReshard(subject) ? subject.tables.map((t) => t.name) : subject.shard.tables.map((t) => t.name);
     lockedAt = await lockForCutover(
       sources.map((s, i) => ({ client: lockClients[i]!, tables: tables.map((t) => `${quoteIdent(s.schema)}.${quoteIdent(t)}`) })),
       options.lockTimeoutMs,
     );
     // Writers are locked out: a snapshot of each source taken now is final until the locks go.
-    for (const s of sources) await beginSnapshot(snapshots.get(sideKey(s))!);
+    // A node holding a target as well gets its one snapshot once the target has caught up (its sources are locked till then).
+    const targetDsns = new Set(isReshard(subject) ? subject.targets.map((t) => t.node.dsn) : [subject.target.dsn]);
+    for (const dsn of new Set(sources.map((s) => s.node.dsn))) if (!targetDsns.has(dsn)) await beginSnapshot(snapshots.get(dsn)!);
     if (isReshard(subject)) {
       const drained = await applyChanges(pools, subject, { onBatch: () => options.onWait?.() });
       if (!drained.drained) throw new ShardcastError('CUTOVER_CATCHUP_TIMEOUT', 'the new shards did not catch up with the locked sources');
-      for (const t of subject.targets) await beginSnapshot(snapshots.get(sideKey(t))!);
+      for (const dsn of targetDsns) await beginSnapshot(snapshots.get(dsn)!);
     } else {
-      await targetSnapshotAtWatermark(pools, subject, snapshots.get(sideKey({ node: subject.target, schema: subject.shard.schema }))!, options);
+      await targetSnapshotAtWatermark(pools, subject, snapshots.get(subject.target.dsn)!, options);
     }
   } catch (err) {
     broken = err as Error;
@@ -214,6 +219,15 @@ async function takeSnapshots(
     for (const c of lockClients) c.release(broken);
   }
   return Date.now() - lockedAt;
+}
+
+async function waitForWatermark(pools: NodePools, move: CutoverTarget, mark: number, options: VerifyOptions): Promise<void> {
+  const deadline = Date.now() + (options.catchUpTimeoutMs ?? 10_000);
+  while (!(await targetHasWatermark(pools, move.target, move.names, mark))) {
+    if (Date.now() > deadline) throw new ShardcastError('CUTOVER_CATCHUP_TIMEOUT', `target ${move.target.name} did not catch up (watermark ${mark}) within the catch-up timeout`);
+    options.onWait?.();
+    await sleep(5);
+  }
 }
 
 /** A watermark committed now follows every write to the shard: the target's snapshot is taken once it shows it. */
@@ -237,6 +251,8 @@ async function targetSnapshotAtWatermark(pools: NodePools, move: CutoverTarget, 
 }
 
 const sideKey = (s: Side) => `${s.node.id}:${s.schema}`;
+/** One snapshot (and connection) per database: a split in place reads its source and targets in the same one. */
+const snapKey = (s: Side) => s.node.dsn;
 
 export interface PkColumn {
   name: string;
@@ -375,7 +391,7 @@ export async function verifyChunks(pools: NodePools, subject: VerifySubject, opt
   await createVerifySlots(pools, subject);
 
   const sides = new Map<string, Side>();
-  for (const c of all) for (const s of [c.target, ...c.sources]) sides.set(sideKey(s), s);
+  for (const c of all) for (const s of [c.target, ...c.sources]) sides.set(snapKey(s), s);
   const snapshots = new Map<string, Snapshot>();
   let broken: Error | undefined;
   const abort = () => {
@@ -397,8 +413,8 @@ export async function verifyChunks(pools: NodePools, subject: VerifySubject, opt
     for (const cmp of all) {
       const cursor = (progress.cursors[cmp.key] ??= { after: null, done: false });
       if (cursor.done) continue;
-      const target = snapshots.get(sideKey(cmp.target))!.client;
-      const sources = cmp.sources.map((s) => snapshots.get(sideKey(s))!.client);
+      const target = snapshots.get(snapKey(cmp.target))!.client;
+      const sources = cmp.sources.map((s) => snapshots.get(snapKey(s))!.client);
       const pk = await primaryKey(target, cmp.target.schema, cmp.table);
       if (pk.length === 0) {
         await compareWhole(cmp, { target, sources });
@@ -477,7 +493,7 @@ async function estimateRows(snapshots: Map<string, Snapshot>, all: Comparison[])
   let total = 0;
   for (const cmp of all) {
     const { rows } = await snapshots
-      .get(sideKey(cmp.target))!
+      .get(snapKey(cmp.target))!
       .client.query<{ n: string }>(
         `select greatest(c.reltuples, coalesce(s.n_live_tup, 0), 0)::bigint::text as n from pg_class c left join pg_stat_user_tables s on s.relid = c.oid where c.oid = $1::regclass`,
         [`${quoteIdent(cmp.target.schema)}.${quoteIdent(cmp.table)}`],
@@ -585,14 +601,14 @@ export async function refreshVerification(pools: NodePools, subject: VerifySubje
     upto.set(s.slot, rows[0]!.lsn);
   }
   const sides = new Map<string, Side>();
-  for (const c of comparisons(subject)) for (const s of [c.target, ...c.sources]) sides.set(sideKey(s), s);
+  for (const c of comparisons(subject)) for (const s of [c.target, ...c.sources]) sides.set(snapKey(s), s);
   const snapshots = new Map<string, Snapshot>();
   let broken: Error | undefined;
   try {
     for (const [key, side] of sides) snapshots.set(key, await openSnapshot(pools, side.node));
     // Taken after `upto`: every change up to it is in these snapshots.
     const blockedMs = await takeSnapshots(pools, subject, snapshots, options);
-    const { keys } = await compareChanged(pools, subject, upto, (side) => snapshots.get(sideKey(side))!.client);
+    const { keys } = await compareChanged(pools, subject, upto, (side) => snapshots.get(snapKey(side))!.client);
     for (const s of slots) await pools.get(s.node.dsn).query('select pg_replication_slot_advance($1, $2::pg_lsn)', [s.verifySlot, upto.get(s.slot)]);
     return { keys, blockedMs };
   } catch (err) {
