@@ -112,6 +112,9 @@ export interface MovementOptions {
   retry?: MoveShardInput['retry'];
   /** History length after which a long copy continues as a new run (default 10,000 events). */
   historyLimit?: number;
+  /** Verify phase: rows per compared chunk (default 20,000), and seconds between its progress reports (default 10). */
+  verifyChunkRows?: number;
+  verifySliceSeconds?: number;
   /** The run's static summary in the Temporal UI (default from the request, e.g. "move shard 17 → node-2"). */
   summary?: string;
 }
@@ -197,6 +200,8 @@ async function startMovement(options: ShardcastClientOptions, request: MovementO
     graceSeconds: request.graceSeconds ?? 300,
     ...(request.retry ? { retry: request.retry } : {}),
     ...(request.historyLimit ? { historyLimit: request.historyLimit } : {}),
+    ...(request.verifyChunkRows ? { verifyChunkRows: request.verifyChunkRows } : {}),
+    ...(request.verifySliceSeconds ? { verifySliceSeconds: request.verifySliceSeconds } : {}),
   };
   const targets = op.operation === 'split' ? op.splitTargets!.join(',') : op.targetNode;
   try {

@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type { NodePools } from '../catalog/node-pools.js';
 import type { NodeRecord } from '../catalog/nodes.js';
 import { ShardcastError, sqlState } from '../errors.js';
+import { failpoint } from '../failpoints.js';
 import { quoteIdent } from '../sql/ident.js';
 import { lockForCutover, sleep, VerificationError, type CutoverTarget } from './cutover.js';
 import { applyChanges } from './logical-apply.js';
@@ -449,6 +450,7 @@ export async function verifyChunks(pools: NodePools, subject: VerifySubject, opt
         progress.etaSeconds = etaSeconds(progress.rowsTotal, progress.rowsVerified, progress.rowsVerified - startRows, Date.now() - started);
         if (!upto) cursor.done = true;
         options.onProgress?.(progress);
+        await failpoint('verify.after-chunk');
         if (!upto) break;
         if (Date.now() > deadline || options.signal?.aborted) {
           await next.catch(() => undefined);

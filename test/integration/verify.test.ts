@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDistributedTable, moveResult, startSplit } from '../../client/index.js';
+import type { WorkflowHandle } from '@temporalio/client';
+import { createDistributedTable, moveResult, startMove, startSplit } from '../../client/index.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
 import { getNodeByName } from '../../src/catalog/nodes.js';
 import { cutover, VerificationError, type CutoverTarget } from '../../src/movement/cutover.js';
@@ -7,7 +8,7 @@ import { movementNames, prepareTarget, shardTables, startStreaming, stopStreamin
 import { dropVerifySlots, refreshVerification, verifyChunks, type VerifyProgress } from '../../src/movement/verify.js';
 import { quoteIdent } from '../../src/sql/ident.js';
 import { movementProgressQuery } from '../../workflows/messages.js';
-import { adminQuery, createTestCatalog, expectNoMovementLeftovers, startTestWorker, type TestCatalog, type TestWorker, uniqueName, until } from '../helpers/fleet.js';
+import { adminQuery, createTestCatalog, expectNoMovementLeftovers, startTestWorker, startWorkerProcess, type TestCatalog, type TestWorker, uniqueName, until } from '../helpers/fleet.js';
 
 /**
  * The verify phase without a long write block (issue 9, section 2): chunk digests in consistent
@@ -216,4 +217,54 @@ describe('verify without a long write block', () => {
     });
     await expectNoMovementLeftovers(pools, catalog.nodes);
   });
+
+  it('a verify activity killed with its worker resumes on another worker after its last verified chunk', async () => {
+    const [row] = (await shards('items')).slice(3);
+    await adminQuery(catalog.nodeUrl(row!.node), `insert into ${quoteIdent(row!.schema)}.items select g, md5(g::text), 0 from generate_series(1, 100000) g`);
+    const taskQueue = uniqueName('vkill');
+    // Slow chunks (5000 rows, 300 ms each), so that the kill lands mid-verify.
+    const env = { SHARDCAST_FAILPOINTS: 'verify.after-chunk=sleep:300' };
+    const first = await startWorkerProcess(catalog.catalogUrl, taskQueue, env);
+    let second: Awaited<ReturnType<typeof startWorkerProcess>> | undefined;
+    try {
+      const options = { ...worker.options, taskQueue };
+      const target = ['node-1', 'node-2', 'node-3'].find((n) => n !== row!.node)!;
+      const handle = await startMove(options, { shardId: row!.id, targetNode: target, pollSeconds: 0.2, graceSeconds: 0, verifyChunkRows: 5000 });
+      let before: VerifyProgress | undefined;
+      await until('verify has heartbeated some chunks', async () => {
+        before = await verifyHeartbeat(handle);
+        return (before?.rowsVerified ?? 0) >= 20_000;
+      }, 90_000, 100);
+      await new Promise<void>((resolve) => {
+        first.child.once('exit', () => resolve());
+        first.child.kill('SIGKILL');
+      });
+      second = await startWorkerProcess(catalog.catalogUrl, taskQueue, env);
+      // The retry (after the heartbeat timeout) takes new snapshots and goes on from where the heartbeat said.
+      let after: VerifyProgress | undefined;
+      await until('the retried attempt has heartbeated', async () => {
+        after = await verifyHeartbeat(handle);
+        return (after?.snapshots ?? 0) > before!.snapshots;
+      }, 90_000, 100);
+      expect(after!.rowsVerified).toBeGreaterThanOrEqual(before!.rowsVerified);
+      const result = await moveResult(handle);
+      expect(result.target).toBe(target);
+      const progress = await handle.query(movementProgressQuery);
+      expect(progress.rowsVerified).toBe(100_000);
+    } finally {
+      await first.stop();
+      await second?.stop();
+    }
+    await expectNoMovementLeftovers(pools, catalog.nodes);
+  }, 240_000);
 });
+
+/** The verify activity's last heartbeat details, while it is pending. */
+async function verifyHeartbeat(handle: WorkflowHandle): Promise<VerifyProgress | undefined> {
+  const { raw } = await handle.describe();
+  const pending = raw.pendingActivities?.find((a) => a.activityType?.name === 'verify');
+  const payload = pending?.heartbeatDetails?.payloads?.[0];
+  if (!payload?.data) return undefined;
+  const details = JSON.parse(Buffer.from(payload.data).toString()) as VerifyProgress | string;
+  return typeof details === 'string' ? undefined : details;
+}
