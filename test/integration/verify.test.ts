@@ -222,8 +222,8 @@ describe('verify without a long write block', () => {
     const [row] = (await shards('items')).slice(3);
     await adminQuery(catalog.nodeUrl(row!.node), `insert into ${quoteIdent(row!.schema)}.items select g, md5(g::text), 0 from generate_series(1, 100000) g`);
     const taskQueue = uniqueName('vkill');
-    // Slow chunks (5000 rows, 300 ms each), so that the kill lands mid-verify.
-    const env = { SHARDCAST_FAILPOINTS: 'verify.after-chunk=sleep:300' };
+    // Slow chunks (5000 rows, 1 s each: heartbeats reach the server at most every 8 s), so that the kill lands mid-verify.
+    const env = { SHARDCAST_FAILPOINTS: 'verify.after-chunk=sleep:1000' };
     const first = await startWorkerProcess(catalog.catalogUrl, taskQueue, env);
     let second: Awaited<ReturnType<typeof startWorkerProcess>> | undefined;
     try {
@@ -234,7 +234,7 @@ describe('verify without a long write block', () => {
       await until('verify has heartbeated some chunks', async () => {
         before = await verifyHeartbeat(handle);
         return (before?.rowsVerified ?? 0) >= 20_000;
-      }, 90_000, 100);
+      }, 120_000, 200);
       await new Promise<void>((resolve) => {
         first.child.once('exit', () => resolve());
         first.child.kill('SIGKILL');
@@ -245,7 +245,7 @@ describe('verify without a long write block', () => {
       await until('the retried attempt has heartbeated', async () => {
         after = await verifyHeartbeat(handle);
         return (after?.snapshots ?? 0) > before!.snapshots;
-      }, 90_000, 100);
+      }, 120_000, 200);
       expect(after!.rowsVerified).toBeGreaterThanOrEqual(before!.rowsVerified);
       const result = await moveResult(handle);
       expect(result.target).toBe(target);
@@ -256,7 +256,7 @@ describe('verify without a long write block', () => {
       await second?.stop();
     }
     await expectNoMovementLeftovers(pools, catalog.nodes);
-  }, 240_000);
+  }, 360_000);
 });
 
 /** The verify activity's last heartbeat details, while it is pending. */
