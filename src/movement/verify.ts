@@ -513,7 +513,8 @@ const PEEK = `select data from pg_logical_slot_peek_binary_changes($1, $2::pg_ls
 /** Reads a source's verify slot up to `upto`: which keys of which tables changed. */
 async function changedKeys(pools: NodePools, source: ReturnType<typeof sourceSlots>[number], tables: string[], pks: Map<string, PkColumn[]>, upto: string): Promise<ChangedKeys | 'no-slot'> {
   const db = pools.get(source.node.dsn);
-  const exists = await db.query('select 1 from pg_replication_slots where slot_name = $1', [source.verifySlot]);
+  // A slot that lost WAL it needed (max_slot_wal_keep_size) no longer knows every change: whole tables then.
+  const exists = await db.query("select 1 from pg_replication_slots where slot_name = $1 and wal_status is distinct from 'lost'", [source.verifySlot]);
   if (!exists.rowCount) return 'no-slot';
   const { rows } = await db.query<{ data: Buffer }>(PEEK, [source.verifySlot, upto, source.publication]);
   const out: ChangedKeys = new Map();
@@ -597,7 +598,7 @@ export async function refreshVerification(pools: NodePools, subject: VerifySubje
   const slots = sourceSlots(subject);
   const upto = new Map<string, string>();
   for (const s of slots) {
-    const exists = await pools.get(s.node.dsn).query('select 1 from pg_replication_slots where slot_name = $1', [s.verifySlot]);
+    const exists = await pools.get(s.node.dsn).query("select 1 from pg_replication_slots where slot_name = $1 and wal_status is distinct from 'lost'", [s.verifySlot]);
     if (!exists.rowCount) return { keys: 0, blockedMs: 0 };
     const { rows } = await pools.get(s.node.dsn).query<{ lsn: string }>('select pg_current_wal_lsn()::text as lsn');
     upto.set(s.slot, rows[0]!.lsn);
