@@ -88,7 +88,8 @@ export function createMovementActivities(deps: MovementDeps) {
     async verify(plan: MovementPlan, resume?: VerifyProgress, sliceMs?: number, chunkRows?: number): Promise<VerifyProgress> {
       await failpoint('verify.before');
       const ctx = Context.current();
-      let latest = furthest(resume, ctx.info.heartbeatDetails as VerifyProgress | undefined);
+      const beaten = ctx.info.heartbeatDetails as VerifyProgress | string | undefined;
+      let latest = furthest(resume, typeof beaten === 'object' && beaten?.cursors ? beaten : undefined);
       const beat = () => heartbeat(latest ?? 'taking snapshots');
       const timer = setInterval(beat, 1000);
       try {
