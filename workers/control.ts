@@ -1,8 +1,11 @@
 import { fileURLToPath } from 'node:url';
-import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import { ApplicationFailure } from '@temporalio/common';
+import { NativeConnection, Runtime, Worker, type ActivityInterceptors, type WorkerOptions } from '@temporalio/worker';
+import type { Context as ActivityContext } from '@temporalio/activity';
 import pg from 'pg';
 import { createActivities } from '../activities/index.js';
 import { NodePools } from '../src/catalog/node-pools.js';
+import { BUSINESS_ERROR_TYPES } from '../src/errors.js';
 import { TrainingThreads } from '../src/forecasting/thread-pool.js';
 import type { BackendChoice } from '../src/forecasting/tf-backend.js';
 
@@ -19,6 +22,36 @@ export interface ControlWorkerOptions {
   workflowBundle?: WorkerOptions['workflowBundle'];
   /** Threads that train series (forecast.threads, default 1) and their TensorFlow.js backend (forecast.backend). */
   training?: { threads?: number; backend?: BackendChoice };
+  /** Where business errors are logged, one line each (default: the Temporal runtime's logger, at WARN). */
+  logBusinessError?: (line: string) => void;
+}
+
+const BUSINESS = new Set<string>(BUSINESS_ERROR_TYPES);
+
+/**
+ * "beginMove (move-shard-17): InvalidInputError: shard 17 is already on node-2": a refused request
+ * is an outcome, not a fault, so it gets one line and no stack (the SDK logs these BENIGN failures
+ * at DEBUG only). Undefined for any other error, which the SDK logs in full.
+ */
+export function businessErrorLine(activityType: string, workflowId: string | undefined, err: unknown): string | undefined {
+  if (!(err instanceof ApplicationFailure) || !err.type || !BUSINESS.has(err.type)) return undefined;
+  return `${activityType}${workflowId ? ` (${workflowId})` : ''}: ${err.type}: ${err.message.replace(/\s*\n\s*/g, ' ')}`;
+}
+
+function businessErrorLogger(log: (line: string) => void) {
+  return (ctx: ActivityContext): ActivityInterceptors => ({
+    inbound: {
+      async execute(input, next) {
+        try {
+          return await next(input);
+        } catch (err) {
+          const line = businessErrorLine(ctx.info.activityType, ctx.info.workflowExecution?.workflowId, err);
+          if (line) log(line);
+          throw err;
+        }
+      },
+    },
+  });
 }
 
 export interface RunningWorker {
@@ -43,6 +76,7 @@ export async function startControlWorker(options: ControlWorkerOptions): Promise
       activities: createActivities({ catalog, catalogUrl: options.catalogUrl, nodePools, trainingThreads }),
       ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
       shutdownGraceTime: '10 seconds',
+      interceptors: { activity: [businessErrorLogger(options.logBusinessError ?? ((line) => Runtime.instance().logger.warn(line)))] },
       // When a worker goes away, its cached workflows move to another worker after this long (default
       // 10 s): the collector would otherwise miss ten seconds of samples at every restart.
       stickyQueueScheduleToStartTimeout: '2 seconds',
