@@ -1,6 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import { ApplicationFailure } from '@temporalio/common';
-import { NativeConnection, Runtime, Worker, type ActivityInterceptors, type WorkerOptions } from '@temporalio/worker';
+import { format } from 'node:util';
+import { NativeConnection, Runtime, Worker, type ActivityInterceptors, type LogEntry, type WorkerOptions } from '@temporalio/worker';
 import type { Context as ActivityContext } from '@temporalio/activity';
 import pg from 'pg';
 import { createActivities } from '../activities/index.js';
@@ -36,6 +37,21 @@ const BUSINESS = new Set<string>(BUSINESS_ERROR_TYPES);
 export function businessErrorLine(activityType: string, workflowId: string | undefined, err: unknown): string | undefined {
   if (!(err instanceof ApplicationFailure) || !err.type || !BUSINESS.has(err.type)) return undefined;
   return `${activityType}${workflowId ? ` (${workflowId})` : ''}: ${err.type}: ${err.message.replace(/\s*\n\s*/g, ' ')}`;
+}
+
+/**
+ * The worker's log lines (the Temporal runtime's logger): as the SDK's default, except that a failed
+ * workflow is one line with its message. A movement's failure message already says what failed,
+ * where and that it was undone; the stack of a workflow's own ApplicationFailure only shows SDK
+ * internals (the activity's error, when it is not a business error, is logged in full on its own).
+ */
+export function workerLogLine(entry: LogEntry): string {
+  const at = new Date(Number(entry.timestampNanos / 1_000_000n)).toISOString();
+  const meta = entry.meta as { error?: unknown; workflowType?: string; workflowId?: string } | undefined;
+  if (entry.message === 'Workflow failed' && meta?.error instanceof Error) {
+    return `${at} [${entry.level}] workflow ${meta.workflowType ?? '?'} ${meta.workflowId ?? '?'} failed: ${meta.error.message.replace(/\s*\n\s*/g, ' ')}`;
+  }
+  return `${at} [${entry.level}] ${entry.message}${entry.meta === undefined ? '' : ` ${format(entry.meta)}`}`;
 }
 
 function businessErrorLogger(log: (line: string) => void) {

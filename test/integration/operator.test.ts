@@ -5,7 +5,7 @@ import { NodePools } from '../../src/catalog/node-pools.js';
 import { acquireMovementLease, finishMovement } from '../../src/movement/lease.js';
 import { SA_PHASE } from '../../src/search-attributes.js';
 import { approveSignal, movementProgressQuery, pauseSignal, rejectSignal, resumeSignal, type MovementProgress } from '../../workflows/messages.js';
-import { adminQuery, createTestCatalog, expectNoMovementLeftovers, shardByIndex, startTestWorker, until, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
+import { adminQuery, createTestCatalog, expectNoMovementLeftovers, shardByIndex, startTestWorker, startWorkerProcess, uniqueName, until, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 
 /** What an operator sees of a movement (issue 9 §6): completion at the switch, queueing, pause, progress, failures. */
 
@@ -144,7 +144,7 @@ describe('what an operator sees', () => {
 
   it('pause at the approval gate stops streaming; resume starts it again; a larger copy has an ETA', async () => {
     const s = await shard(5);
-    await adminQuery(catalog.nodeUrl('node-1'), `insert into ${s.schema}.items select g, repeat(md5(g::text), 8) from generate_series(1, 400000) g`);
+    await adminQuery(catalog.nodeUrl('node-1'), `insert into ${s.schema}.items select g, repeat(md5(g::text), 8) from generate_series(1, 250000) g`);
     const handle = await startMove(worker.options, { shardId: s.id, targetNode: 'node-2', approvalRequired: true, graceSeconds: 0, pollSeconds: 0.2 });
     // During the copy: an ETA from the bytes still to copy and the copy rate.
     let eta: number | null = null;
@@ -168,7 +168,7 @@ describe('what an operator sees', () => {
     await handle.signal(approveSignal);
     await moveResult(handle);
     const { rows } = await adminQuery(catalog.nodeUrl('node-2'), `select count(*)::int as n from ${s.schema}.items`);
-    expect(rows[0].n).toBe(400_001);
+    expect(rows[0].n).toBe(250_001);
     await expectNoMovementLeftovers(pools, catalog.nodes);
   });
 
@@ -189,10 +189,26 @@ describe('what an operator sees', () => {
     await expectNoMovementLeftovers(pools, catalog.nodes);
   });
 
-  it('a refused request fails in one line that names it, and nothing was changed', async () => {
+  it('a refused request fails in one line that names it, nothing was changed, and the worker logs it as one line', async () => {
     const s = await shard(1);
-    const handle = await startMove(worker.options, { shardId: s.id, targetNode: 'node-2', pollSeconds: 0.2 });
-    await expect(moveResult(handle)).rejects.toThrow(new RegExp(`^move shard ${s.id} → node-2 failed in prepare: shard ${s.id} is already on node-2; nothing was changed$`));
+    // A worker as deployed (`shardcast worker`, its own process and logger) on a queue of its own.
+    const queue = uniqueName('tq');
+    const deployed = await startWorkerProcess(catalog.catalogUrl, queue);
+    try {
+      const options = { ...worker.options, taskQueue: queue, workflowIdPrefix: `${queue}-` };
+      const handle = await startMove(options, { shardId: s.id, targetNode: 'node-2', pollSeconds: 0.2 });
+      await expect(moveResult(handle)).rejects.toThrow(new RegExp(`^move shard ${s.id} → node-2 failed in prepare: shard ${s.id} is already on node-2; nothing was changed$`));
+      await until('the worker to log it', async () => deployed.output().includes('InvalidInputError'), 10_000, 100);
+      const lines = deployed.output().split('\n');
+      const logged = lines.filter((l) => l.includes(`is already on node-2`));
+      // The activity's refusal and the workflow's failure: a line each.
+      expect(logged).toHaveLength(2);
+      expect(logged[0]).toMatch(new RegExp(`\\[WARN\\] beginMove \\(${handle.workflowId}\\): InvalidInputError: shard ${s.id} is already on node-2$`));
+      expect(logged[1]).toMatch(new RegExp(`\\[WARN\\] workflow moveShard ${handle.workflowId} failed: move shard ${s.id} → node-2 failed in prepare: shard ${s.id} is already on node-2; nothing was changed$`));
+      expect(lines.filter((l) => /^\s+at /.test(l))).toEqual([]); // no stack trace
+    } finally {
+      await deployed.stop();
+    }
     expect(await runningLeases()).toBe(0);
   });
 });
