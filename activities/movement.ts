@@ -1,17 +1,19 @@
 import { Context, heartbeat } from '@temporalio/activity';
 import type pg from 'pg';
-import { run, toApplicationFailure } from './failures.js';
+import { run, runOn, toApplicationFailure } from './failures.js';
+import { getNode, type NodeRecord } from '../src/catalog/nodes.js';
 import type { NodePools } from '../src/catalog/node-pools.js';
 import { cutover, fencedSchemaName, VerificationError, type CutoverResult } from '../src/movement/cutover.js';
 import { dropVerifySlots, furthest, refreshVerification, verifyChunks, type VerifyProgress } from '../src/movement/verify.js';
 import { failpoint } from '../src/failpoints.js';
-import { finishMovement, type MovementState } from '../src/movement/lease.js';
+import { finishMovement, NodeBusyError, type MovementState } from '../src/movement/lease.js';
 import { planMovement, type MovePlan, type MovementPlan, type MovementRequest } from '../src/movement/plan.js';
 import { dropTargetShard, setSubscriptionEnabled, prepareTarget, startStreaming, stopStreaming, streamProgress, type StreamProgress } from '../src/movement/replication.js';
 import { quoteIdent } from '../src/sql/ident.js';
 import { applyChanges, captureProgress, copyInitial, dropNewShards, startChangeCapture, stopChangeCapture, type CopyProgress } from '../src/movement/logical-apply.js';
 import { fencedSourceName, reshardCutover } from '../src/movement/reshard-cutover.js';
 import type { ReshardPlan } from '../src/movement/reshard-plan.js';
+import type { FencedCopy } from '../workflows/messages.js';
 
 export interface MovementDeps {
   catalog: pg.Pool;
@@ -21,17 +23,32 @@ export interface MovementDeps {
 
 export type { MovePlan, MovementPlan } from '../src/movement/plan.js';
 
+/** The lease and the plan, or (while a node involved runs as many movements as allowed) why the movement waits. */
+export type BeginResult = { plan: MovementPlan } | { queued: { node: string; running: number; limit: number } };
+
+/** Every node a movement touches, so that a lost connection can be said to be lost to which node. */
+function nodesOf(plan: MovementPlan): NodeRecord[] {
+  return plan.operation === 'move' ? [plan.source, plan.target] : [...plan.sources.map((s) => s.node), ...plan.targets.map((t) => t.node)];
+}
+
 export function createMovementActivities(deps: MovementDeps) {
   const endpoints = (plan: MovePlan) => ({ source: plan.source, target: plan.target });
 
   return {
-    /** Checks the request, takes the shard's lease, and resolves the plan. */
-    async beginMove(request: MovementRequest): Promise<MovementPlan> {
-      return run(() => planMovement(deps, request));
+    /** Checks the request, takes the shard's lease, and resolves the plan; or says why it must wait for a slot. */
+    async beginMove(request: MovementRequest): Promise<BeginResult> {
+      return run(async () => {
+        try {
+          return { plan: await planMovement(deps, request) };
+        } catch (err) {
+          if (err instanceof NodeBusyError) return { queued: { node: err.node, running: err.running, limit: err.limit } };
+          throw err;
+        }
+      });
     },
 
     async prepareTarget(plan: MovementPlan): Promise<void> {
-      return run(async () => {
+      return runOn(nodesOf(plan), async () => {
         if (plan.operation === 'move') return prepareTarget(deps.nodePools, plan.target, plan.shard);
         for (const t of plan.targets) await prepareTarget(deps.nodePools, t.node, { shardId: t.shardId, schema: t.schema, tables: plan.tables });
       });
@@ -39,14 +56,14 @@ export function createMovementActivities(deps: MovementDeps) {
 
     /** Move: publication and subscription (which copies by itself). Split or merge: publications and slots. */
     async startStreaming(plan: MovementPlan): Promise<void> {
-      return run(() =>
+      return runOn(nodesOf(plan), () =>
         plan.operation === 'move' ? startStreaming(deps.nodePools, endpoints(plan), plan.shard, plan.names) : startChangeCapture(deps.nodePools, plan),
       );
     },
 
     /** Split or merge: the initial copy into the new shards, heartbeating its progress. */
     async copyRows(plan: ReshardPlan): Promise<CopyProgress> {
-      return run(async () => {
+      return runOn(nodesOf(plan), async () => {
         let last = 0;
         return copyInitial(deps.nodePools, plan, (p) => {
           if (Date.now() - last > 1000) {
@@ -59,7 +76,7 @@ export function createMovementActivities(deps: MovementDeps) {
 
     /** Pausing stops the subscription from consuming the source; resuming starts it again. Splits and merges consume only when asked. */
     async setStreaming(plan: MovementPlan, enabled: boolean): Promise<void> {
-      return run(async () => {
+      return runOn(nodesOf(plan), async () => {
         if (plan.operation !== 'move') return;
         await setSubscriptionEnabled(deps.nodePools, plan.target, plan.names, enabled);
       });
@@ -70,7 +87,7 @@ export function createMovementActivities(deps: MovementDeps) {
      * `applyMs`, then measured.
      */
     async measureProgress(plan: MovementPlan, applyMs = 0): Promise<StreamProgress> {
-      return run(async () => {
+      return runOn(nodesOf(plan), async () => {
         if (plan.operation === 'move') return streamProgress(deps.nodePools, endpoints(plan), plan.shard, plan.names);
         await applyChanges(deps.nodePools, plan, { deadline: Date.now() + applyMs, onBatch: (n) => heartbeat(n) });
         const measured = await captureProgress(deps.nodePools, plan);
@@ -128,26 +145,41 @@ export function createMovementActivities(deps: MovementDeps) {
     },
 
     async stopStreaming(plan: MovementPlan): Promise<void> {
-      return run(async () => {
+      return runOn(nodesOf(plan), async () => {
         await (plan.operation === 'move' ? stopStreaming(deps.nodePools, endpoints(plan), plan.names) : stopChangeCapture(deps.nodePools, plan));
         await dropVerifySlots(deps.nodePools, plan);
       });
     },
 
-    /** After the grace period: the fenced copies on the sources go. */
-    async dropFencedSource(plan: MovementPlan): Promise<void> {
+    /** Split or merge, beside the initial copy: what the targets hold so far (sizes grow as the copy writes). */
+    async copyProgress(plan: ReshardPlan): Promise<{ rowsCopied: number; bytesCopied: number }> {
+      return runOn(nodesOf(plan), async () => {
+        const { rowsCopied, bytesCopied } = await captureProgress(deps.nodePools, plan);
+        return { rowsCopied, bytesCopied };
+      });
+    },
+
+    /** The fenced copies a cutover leaves on the sources, by node id and name (no DSN travels in the workflow). */
+    async fencedCopies(plan: MovementPlan): Promise<FencedCopy[]> {
+      const copy = (node: NodeRecord, schema: string): FencedCopy => ({ nodeId: node.id, node: node.name, schema });
+      return plan.operation === 'move'
+        ? [copy(plan.source, fencedSchemaName(plan.shard.schema, plan.movementId))]
+        : plan.sources.map((s) => copy(s.node, fencedSourceName(plan, s)));
+    },
+
+    /** After the grace period: the fenced copies on the sources go (their nodes as the catalog has them now). */
+    async dropFencedCopies(copies: FencedCopy[]): Promise<void> {
       return run(async () => {
-        const fenced =
-          plan.operation === 'move'
-            ? [{ node: plan.source, schema: fencedSchemaName(plan.shard.schema, plan.movementId) }]
-            : plan.sources.map((s) => ({ node: s.node, schema: fencedSourceName(plan, s) }));
-        for (const f of fenced) await deps.nodePools.get(f.node.dsn).query(`drop schema if exists ${quoteIdent(f.schema)} cascade`);
+        for (const c of copies) {
+          const node = await getNode(deps.catalog, c.nodeId);
+          await runOn([node], () => deps.nodePools.get(node.dsn).query(`drop schema if exists ${quoteIdent(c.schema)} cascade`));
+        }
       });
     },
 
     /** Compensation before cutover: replication objects and the targets' copies go, the sources stay as they were. */
     async abortMove(plan: MovementPlan): Promise<void> {
-      return run(async () => {
+      return runOn(nodesOf(plan), async () => {
         if (plan.operation === 'move') {
           await stopStreaming(deps.nodePools, endpoints(plan), plan.names);
           await dropVerifySlots(deps.nodePools, plan);

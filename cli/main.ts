@@ -4,6 +4,7 @@ import {
   clientOptionsFromConfig,
   connectTemporal,
   createDistributedTable,
+  listQueuedMovements,
   moveResult,
   moveWorkflowId,
   startMerge,
@@ -255,6 +256,9 @@ function movementHandle(client: Client, movement: string): WorkflowHandle {
 }
 
 function describeProgress(p: MovementProgress): string {
+  if (p.phase === 'queued' && p.queued) {
+    return `${'queued'.padEnd(10)} waiting for a slot on ${p.queued.node}: ${p.queued.running} running, limit ${p.queued.limit}${p.paused ? ' (paused)' : ''}`;
+  }
   const mb = (b: number | null): string => (b === null ? '?' : `${(b / 1048576).toFixed(1)} MB`);
   if (p.phase === 'verify' && p.rowsVerified !== undefined) {
     const total = Math.max(p.rowsToVerify ?? 0, p.rowsVerified);
@@ -323,7 +327,8 @@ async function runMovement(cfg: Config, opts: MovementFlags, start: (options: Sh
     const r = await moveResult(handle);
     const what =
       r.operation === 'split' ? `split shard ${r.shardId} into ${r.shards.join(' and ')}` : r.operation === 'merge' ? `merged into shard ${r.shards[0]}` : `moved shard ${r.shardId}`;
-    console.log(`${what}: ${r.source} → ${r.target} (writes blocked ${r.cutoverBlockedMs} ms at cutover)`);
+    const dropped = `${r.fencedCopy.dropAt.slice(11, 19)} UTC`;
+    console.log(`${what}: ${r.source} → ${r.target} (writes blocked ${r.cutoverBlockedMs} ms at cutover); done; fenced copy on ${r.fencedCopy.nodes} dropped at ${dropped}`);
   });
 }
 
@@ -445,8 +450,20 @@ program
            from shardcast.movements m join shardcast.nodes s on s.id = m.source_node_id
           order by m.started_at desc limit 50`,
       );
-      const withProgress = await withTemporal(cfg, async (client) =>
-        Promise.all(
+      const withProgress = await withTemporal(cfg, async (client) => {
+        // Queued movements hold no lease yet: Temporal knows them, the catalog does not.
+        const queued = (await listQueuedMovements(clientOptionsFromConfig(client, cfg))).map((q) => ({
+          id: q.workflowId,
+          operation: q.operation,
+          shard: q.shardId,
+          source: '',
+          targets: q.targets,
+          state: 'queued',
+          workflow_id: q.workflowId,
+          started: q.since,
+          progress: `waiting for a slot on ${q.node}: ${q.running} running, limit ${q.limit}`,
+        }));
+        const leased = await Promise.all(
           rows.map(async (r) => {
             const progress =
               r.state === 'running' && r.workflow_id
@@ -454,8 +471,9 @@ program
                 : '';
             return { ...r, started: r.started_at.toISOString(), progress };
           }),
-        ),
-      );
+        );
+        return [...queued, ...leased];
+      });
       if (opts.json) console.log(JSON.stringify(withProgress, null, 2));
       else printTable('movements', withProgress, ['id', 'operation', 'shard', 'source', 'targets', 'state', 'started', 'progress']);
     });

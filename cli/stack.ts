@@ -13,7 +13,7 @@ import { resolveTemporalCli } from '../src/fleet/temporal-cli.js';
 import { TemporalDevServer } from '../src/fleet/temporal-server.js';
 import { createMetricsRegistry, startMetricsServer } from '../src/metrics/metrics.js';
 import { SEARCH_ATTRIBUTE_TYPES } from '../src/search-attributes.js';
-import { startControlWorker, type RunningWorker } from '../workers/control.js';
+import { startControlWorker, workerLogLine, type RunningWorker } from '../workers/control.js';
 
 export interface Stack {
   catalogUrl: string;
@@ -163,7 +163,7 @@ let runtimeInstalled = false;
 
 function installQuietRuntime(): void {
   if (runtimeInstalled) return;
-  Runtime.install({ logger: new DefaultLogger('WARN') });
+  Runtime.install({ logger: new DefaultLogger('WARN', (entry) => process.stderr.write(`${workerLogLine(entry)}\n`)) });
   runtimeInstalled = true;
 }
 

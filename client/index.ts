@@ -4,7 +4,7 @@ import type { Config } from '../src/config.js';
 import { AlreadyExistsError, InvalidInputError, NotFoundError, ShardcastError } from '../src/errors.js';
 import { validateTableSpec, type TableSpec } from '../src/catalog/tables.js';
 import { SA_GROUP, SA_OPERATION, SA_PHASE, SA_SHARD, SA_TABLE, SA_TARGET_NODE } from '../src/search-attributes.js';
-import type { CollectStatsInput, CreateTableResult, MoveShardInput, MoveShardResult, RetrySettings } from '../workflows/messages.js';
+import { movementProgressQuery, type CollectStatsInput, type CreateTableResult, type MoveShardInput, type MoveShardResult, type RetrySettings } from '../workflows/messages.js';
 import { randomBytes } from 'node:crypto';
 import type { WorkflowHandle, WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
 import { CONTROL_TASK_QUEUE } from '../workers/control.js';
@@ -74,17 +74,20 @@ export async function createDistributedTable(options: ShardcastClientOptions, sp
   }
 }
 
-/** Unwraps WorkflowFailedError → ActivityFailure → ApplicationFailure into the domain error it carries. */
+/**
+ * Unwraps WorkflowFailedError → ActivityFailure → ApplicationFailure into the domain error it
+ * carries, with the outermost message that says something: a movement's one line ("move shard 17
+ * of orders: node-1 → node-3 failed in copy: …; undone"), or an activity's own words.
+ */
 export function toShardcastError(err: unknown): Error {
   if (!(err instanceof WorkflowFailedError)) return err as Error;
   const messages: string[] = [];
   for (let cause: unknown = err.cause; cause; cause = (cause as { cause?: unknown }).cause) {
-    if (cause instanceof ApplicationFailure && cause.type && BUSINESS_ERRORS.has(cause.type)) {
-      // The domain error an activity refused the input with: its own words are the clearest.
-      const make = BUSINESS_ERRORS.get(cause.type)!;
-      return make(cause.message, err);
-    }
     if (cause instanceof Error && !(cause instanceof ActivityFailure)) messages.push(cause.message);
+    if (cause instanceof ApplicationFailure && cause.type && BUSINESS_ERRORS.has(cause.type)) {
+      const make = BUSINESS_ERRORS.get(cause.type)!;
+      return make(messages[0]!, err);
+    }
   }
   return new ShardcastError('WORKFLOW_FAILED', messages[0] ?? err.message, { cause: err });
 }
@@ -231,6 +234,43 @@ export async function moveResult(handle: WorkflowHandle): Promise<MoveShardResul
   } catch (err) {
     throw toShardcastError(err);
   }
+}
+
+/** A movement waiting for a node's movement slot (phase 'queued'), and why. */
+export interface QueuedMovement {
+  workflowId: string;
+  shardId: number;
+  operation: string;
+  /** Target node(s), as the movement was started with. */
+  targets: string;
+  node: string;
+  running: number;
+  limit: number;
+  since: string;
+}
+
+/**
+ * Movements queued for a slot: running moveShard workflows in phase 'queued' (Temporal's
+ * visibility), each asked why. They hold no lease yet, so the catalog does not list them.
+ */
+export async function listQueuedMovements(options: ShardcastClientOptions): Promise<QueuedMovement[]> {
+  const query = `WorkflowType = 'moveShard' AND ExecutionStatus = 'Running' AND ShardcastPhase = 'queued' AND TaskQueue = '${options.taskQueue ?? CONTROL_TASK_QUEUE}'`;
+  const queued: QueuedMovement[] = [];
+  for await (const w of options.client.workflow.list({ query })) {
+    const progress = await options.client.workflow
+      .getHandle(w.workflowId)
+      .query(movementProgressQuery)
+      .catch(() => undefined);
+    if (progress?.phase !== 'queued' || !progress.queued) continue; // started meanwhile
+    queued.push({
+      workflowId: w.workflowId,
+      shardId: Number(w.typedSearchAttributes.get(SA_SHARD) ?? 0),
+      operation: String(w.typedSearchAttributes.get(SA_OPERATION) ?? 'move'),
+      targets: String(w.typedSearchAttributes.get(SA_TARGET_NODE) ?? ''),
+      ...progress.queued,
+    });
+  }
+  return queued;
 }
 
 export function collectorWorkflowId(prefix = ''): string {

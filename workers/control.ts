@@ -1,8 +1,12 @@
 import { fileURLToPath } from 'node:url';
-import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import { ApplicationFailure } from '@temporalio/common';
+import { format } from 'node:util';
+import { NativeConnection, Runtime, Worker, type ActivityInterceptors, type LogEntry, type WorkerOptions } from '@temporalio/worker';
+import type { Context as ActivityContext } from '@temporalio/activity';
 import pg from 'pg';
 import { createActivities } from '../activities/index.js';
 import { NodePools } from '../src/catalog/node-pools.js';
+import { BUSINESS_ERROR_TYPES } from '../src/errors.js';
 import { TrainingThreads } from '../src/forecasting/thread-pool.js';
 import type { BackendChoice } from '../src/forecasting/tf-backend.js';
 
@@ -19,6 +23,51 @@ export interface ControlWorkerOptions {
   workflowBundle?: WorkerOptions['workflowBundle'];
   /** Threads that train series (forecast.threads, default 1) and their TensorFlow.js backend (forecast.backend). */
   training?: { threads?: number; backend?: BackendChoice };
+  /** Where business errors are logged, one line each (default: the Temporal runtime's logger, at WARN). */
+  logBusinessError?: (line: string) => void;
+}
+
+const BUSINESS = new Set<string>(BUSINESS_ERROR_TYPES);
+
+/**
+ * "beginMove (move-shard-17): InvalidInputError: shard 17 is already on node-2": a refused request
+ * is an outcome, not a fault, so it gets one line and no stack (the SDK logs these BENIGN failures
+ * at DEBUG only). Undefined for any other error, which the SDK logs in full.
+ */
+export function businessErrorLine(activityType: string, workflowId: string | undefined, err: unknown): string | undefined {
+  if (!(err instanceof ApplicationFailure) || !err.type || !BUSINESS.has(err.type)) return undefined;
+  return `${activityType}${workflowId ? ` (${workflowId})` : ''}: ${err.type}: ${err.message.replace(/\s*\n\s*/g, ' ')}`;
+}
+
+/**
+ * The worker's log lines (the Temporal runtime's logger): as the SDK's default, except that a failed
+ * workflow is one line with its message. A movement's failure message already says what failed,
+ * where and that it was undone; the stack of a workflow's own ApplicationFailure only shows SDK
+ * internals (the activity's error, when it is not a business error, is logged in full on its own).
+ */
+export function workerLogLine(entry: LogEntry): string {
+  const at = new Date(Number(entry.timestampNanos / 1_000_000n)).toISOString();
+  const meta = entry.meta as { error?: unknown; workflowType?: string; workflowId?: string } | undefined;
+  if (entry.message === 'Workflow failed' && meta?.error instanceof Error) {
+    return `${at} [${entry.level}] workflow ${meta.workflowType ?? '?'} ${meta.workflowId ?? '?'} failed: ${meta.error.message.replace(/\s*\n\s*/g, ' ')}`;
+  }
+  return `${at} [${entry.level}] ${entry.message}${entry.meta === undefined ? '' : ` ${format(entry.meta)}`}`;
+}
+
+function businessErrorLogger(log: (line: string) => void) {
+  return (ctx: ActivityContext): ActivityInterceptors => ({
+    inbound: {
+      async execute(input, next) {
+        try {
+          return await next(input);
+        } catch (err) {
+          const line = businessErrorLine(ctx.info.activityType, ctx.info.workflowExecution?.workflowId, err);
+          if (line) log(line);
+          throw err;
+        }
+      },
+    },
+  });
 }
 
 export interface RunningWorker {
@@ -43,6 +92,7 @@ export async function startControlWorker(options: ControlWorkerOptions): Promise
       activities: createActivities({ catalog, catalogUrl: options.catalogUrl, nodePools, trainingThreads }),
       ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
       shutdownGraceTime: '10 seconds',
+      interceptors: { activity: [businessErrorLogger(options.logBusinessError ?? ((line) => Runtime.instance().logger.warn(line)))] },
       // When a worker goes away, its cached workflows move to another worker after this long (default
       // 10 s): the collector would otherwise miss ten seconds of samples at every restart.
       stickyQueueScheduleToStartTimeout: '2 seconds',

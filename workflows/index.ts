@@ -1,5 +1,5 @@
 export { createDistributedTable } from './create-table.js';
-export { moveShard } from './move-shard.js';
+export { dropFencedCopy, moveShard } from './move-shard.js';
 export { collectStats } from './collect-stats.js';
 export { retrainModels } from './retrain.js';
 export { forecastLoad } from './forecast.js';

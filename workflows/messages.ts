@@ -50,8 +50,8 @@ export interface MoveShardInput extends MovementRequest {
   graceSeconds: number;
   /** History length after which the copy loop continues as a new run (default 10,000 events). */
   historyLimit?: number;
-  /** Set by continue-as-new: the plan and progress of the run before. */
-  resume?: { plan: MovementPlan; progress: MovementProgress };
+  /** Set by continue-as-new: the plan (none yet while queued) and progress of the run before. */
+  resume?: { plan?: MovementPlan; progress: MovementProgress };
   /** Verify phase: rows per compared chunk (default 20,000) and seconds per verify activity between progress reports (default 10). */
   verifyChunkRows?: number;
   verifySliceSeconds?: number;
@@ -69,6 +69,11 @@ export interface MoveShardResult {
   /** The shards that exist afterwards in place of the old ones (the same shard for a move). */
   shards: number[];
   cutoverBlockedMs: number;
+  /**
+   * The fenced copy left on the source node(s) after the switch, and when it goes (ISO time): the
+   * movement completes at the switch and a child workflow drops the copy after the grace period.
+   */
+  fencedCopy: { nodes: string; dropAt: string; workflowId: string | null };
   /** The movement that undoes this one (`shardcast move --reverse`). */
   reverse: ReverseMovement;
 }
@@ -80,6 +85,7 @@ export type ReverseMovement =
   | { operation: 'split'; shardId: number; splitTargets: [string, string]; splitAt: string };
 
 export type MovementPhase =
+  | 'queued'
   | 'prepare'
   | 'copy'
   | 'catch-up'
@@ -105,11 +111,38 @@ export interface MovementProgress {
   tablesReady: number;
   tables: number;
   etaSeconds: number | null;
+  /** While queued: the node at its movement limit, how many movements it runs, the limit, and since when (ISO). */
+  queued?: QueuedFor | null;
   /** How long the verify phase held writes to the shard, once it ran (the longest of its snapshot moments). */
   verifyBlockedMs?: number;
   /** Verify phase: rows compared so far, and an estimate of the rows to compare (the ETA is `etaSeconds`). */
   rowsVerified?: number;
   rowsToVerify?: number;
+}
+
+/** Why a movement waits for a slot: a node it involves already runs `running` movements of `limit`. */
+export interface QueuedFor {
+  node: string;
+  running: number;
+  limit: number;
+  since: string;
+}
+
+/** Input of the child workflow that drops a movement's fenced source copies once the grace period is over. */
+export interface DropFencedCopyInput {
+  movementId: string;
+  /** What the movement was, for the summary ("move shard 17 → node-3"). */
+  what: string;
+  copies: FencedCopy[];
+  /** When to drop them (ISO time). */
+  dropAt: string;
+}
+
+/** A fenced source copy: by node id and name (no DSN: the activity reads it from the catalog). */
+export interface FencedCopy {
+  nodeId: number;
+  node: string;
+  schema: string;
 }
 
 export const movementProgressQuery = defineQuery<MovementProgress>('progress');

@@ -1,4 +1,5 @@
 import {
+  ActivityFailure,
   allHandlersFinished,
   ApplicationFailure,
   continueAsNew,
@@ -7,10 +8,12 @@ import {
   condition,
   isCancellation,
   log,
+  ParentClosePolicy,
   proxyActivities,
   setCurrentDetails,
   setHandler,
   sleep,
+  startChild,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -27,6 +30,7 @@ import {
   pauseSignal,
   rejectSignal,
   resumeSignal,
+  type DropFencedCopyInput,
   type MoveShardInput,
   type MoveShardResult,
   type MovementPhase,
@@ -61,6 +65,9 @@ const COPY = { ...STEP, startToCloseTimeout: '6 hours', heartbeatTimeout: '30 se
 
 const begin = proxyActivities<Activities>(BEGIN);
 
+/** How often a queued movement asks for its slot again: soon at first, then every 10 s at most. */
+const QUEUE_POLL_MAX_SECONDS = 10;
+
 /** Names for summaries and search attributes: where the rows come from and go to, and the shards afterwards. */
 function planNodes(plan: MovementPlan): { group: string; sources: string; targets: string; schemas: string; shards: number[] } {
   if (plan.operation === 'move') {
@@ -73,6 +80,30 @@ function planNodes(plan: MovementPlan): { group: string; sources: string; target
     schemas: plan.sources.map((s) => s.schema).join(' + '),
     shards: plan.targets.map((t) => t.shardId),
   };
+}
+
+/** "move shard 17 of orders: node-1 → node-3", "merge shards 3 + 4 of orders: node-1,node-2 → node-3": for one-line outcomes. */
+function movementLabel(plan: MovementPlan): string {
+  const nodes = planNodes(plan);
+  const ids = plan.operation === 'merge' ? `shards ${plan.sources.map((s) => s.shardId).join(' + ')}` : `shard ${plan.operation === 'move' ? plan.shard.shardId : plan.sources[0]!.shardId}`;
+  return `${plan.operation} ${ids}${nodes.group ? ` of ${nodes.group}` : ''}: ${nodes.sources} → ${nodes.targets}`;
+}
+
+/** What went wrong, in the words of the innermost error that has any (not "Activity task failed"). */
+function causeOf(err: unknown): { message: string; type?: string } {
+  let message: string | undefined;
+  let type: string | undefined;
+  for (let e: unknown = err; e instanceof Error; e = (e as { cause?: unknown }).cause) {
+    if (e instanceof ActivityFailure) continue;
+    message ??= e.message;
+    if (e instanceof ApplicationFailure && e.type) type ??= e.type;
+  }
+  return { message: message ?? String(err), type };
+}
+
+/** "14:35:07 UTC", for a summary line. */
+function clock(at: Date): string {
+  return `${at.toISOString().slice(11, 19)} UTC`;
 }
 
 function reverseOf(plan: MovementPlan): ReverseMovement {
@@ -91,9 +122,11 @@ function reverseOf(plan: MovementPlan): ReverseMovement {
 
 /**
  * Moves one shard (its whole colocation group's tables) to another node online, splits it in two,
- * or merges two adjacent shards (DESIGN §3): prepare → copy + stream → catch up → approval gate →
- * cutover → cleanup. Before the cutover every failure, cancellation or rejection is undone; after
- * it, undo is a move back.
+ * or merges two adjacent shards (DESIGN §3): (queued →) prepare → copy + stream → catch up →
+ * approval gate → cutover → cleanup. Before the cutover every failure, cancellation or rejection is
+ * undone; after it, undo is a move back. The workflow completes at the switch: the lease is
+ * finished then, and a child workflow (abandoned by this one) drops the fenced source copy after
+ * the grace period.
  */
 export async function moveShard(input: MoveShardInput): Promise<MoveShardResult> {
   const progress: MovementProgress = input.resume?.progress ?? {
@@ -139,22 +172,83 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
     { key: SA_OPERATION, value: operation },
   ]);
 
+  const rejectedFailure = (reason: string) => ApplicationFailure.create({ type: 'MovementRejected', nonRetryable: true, message: reason });
+
+  /** A long wait would grow the history without end: carry on in a fresh run with the same state. */
+  const continueIfLong = async (p: MovementPlan | undefined): Promise<void> => {
+    const info = workflowInfo();
+    if (info.continueAsNewSuggested || info.historyLength > (input.historyLimit ?? 10_000)) {
+      await condition(allHandlersFinished);
+      await continueAsNew<typeof moveShard>({ ...input, resume: { plan: p, progress } });
+    }
+  };
+
+  /**
+   * The lease, or a place in the queue: while a node involved runs as many movements as allowed,
+   * the movement waits (phase 'queued', saying for which node) and asks again, soon at first.
+   */
+  const lease = async (): Promise<MovementPlan> => {
+    let waitSeconds = Math.min(1, input.pollSeconds);
+    for (;;) {
+      if (progress.paused) {
+        setCurrentDetails(`paused in ${progress.phase}`);
+        await condition(() => !progress.paused || rejected);
+      }
+      if (rejected) throw rejectedFailure('rejected');
+      const begun = await begin.beginMove.executeWithOptions({ ...BEGIN, summary: `lease ${what}` }, [
+        {
+          movementId: input.movementId,
+          operation,
+          shardId: input.shardId,
+          targetNode: input.targetNode,
+          splitTargets: input.splitTargets,
+          splitAt: input.splitAt,
+          mergeWith: input.mergeWith,
+          maxMovesPerNode: input.maxMovesPerNode,
+          workflowId: input.workflowId,
+        },
+      ]);
+      if ('plan' in begun) {
+        progress.queued = null;
+        return begun.plan;
+      }
+      const { node, running, limit } = begun.queued;
+      progress.queued = { node, running, limit, since: progress.queued?.since ?? new Date().toISOString() };
+      enter('queued', `queued: node ${node} runs ${running} movement(s), its limit is ${limit}`);
+      await condition(() => rejected || progress.paused, `${waitSeconds} seconds`);
+      waitSeconds = Math.min(waitSeconds * 2, QUEUE_POLL_MAX_SECONDS);
+      await continueIfLong(undefined);
+    }
+  };
+
+  /**
+   * ETA from the last two measurements: during the copy, bytes still to copy (of the source's size
+   * when the movement began) over the copy rate; after it, the lag over the rate it shrinks at.
+   */
+  const etaEstimator = (totalBytes: number) => {
+    let last: { at: number; bytes: number; lag: number | null } | undefined;
+    return (bytes: number, lag: number | null, copying: boolean): number | null => {
+      const now = Date.now();
+      const before = last;
+      last = { at: now, bytes, lag };
+      if (!before || now <= before.at) return null;
+      const seconds = (now - before.at) / 1000;
+      if (copying) {
+        const rate = (bytes - before.bytes) / seconds;
+        return rate > 0 ? Math.max(1, Math.round(Math.max(totalBytes - bytes, 0) / rate)) : null;
+      }
+      if (lag === null) return null;
+      if (lag <= input.catchUpLagBytes) return 0;
+      const shrink = before.lag === null ? 0 : (before.lag - lag) / seconds;
+      return shrink > 0 ? Math.round(lag / shrink) : null;
+    };
+  };
+
   /** Lease, prepare the target, start streaming (and for a split or merge, copy): the plan. */
   const start = async (): Promise<MovementPlan> => {
-    enter('prepare', `checking and leasing ${what}`);
-    const p = await begin.beginMove.executeWithOptions({ ...BEGIN, summary: `lease ${what}` }, [
-      {
-        movementId: input.movementId,
-        operation,
-        shardId: input.shardId,
-        targetNode: input.targetNode,
-        splitTargets: input.splitTargets,
-        splitAt: input.splitAt,
-        mergeWith: input.mergeWith,
-        maxMovesPerNode: input.maxMovesPerNode,
-        workflowId: input.workflowId,
-      },
-    ]);
+    if (progress.phase !== 'queued') enter('prepare', `checking and leasing ${what}`);
+    const p = await lease();
+    enter('prepare', `preparing ${what}`);
     plan = p;
     const nodes = planNodes(p);
     upsertSearchAttributes([
@@ -170,10 +264,80 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
       [p],
     );
     if (p.operation !== 'move') {
-      const copied = await step.copyRows.executeWithOptions({ ...COPY_RUN, summary: `copy rows into ${p.targets.map((t) => t.schema).join(', ')}` }, [p]);
-      Object.assign(progress, { rowsCopied: copied.rows, bytesCopied: copied.bytes });
+      // The copy is one activity; beside it, the targets' sizes are measured for progress and an ETA.
+      let copyDone = false;
+      const copying = step.copyRows.executeWithOptions({ ...COPY_RUN, summary: `copy rows into ${p.targets.map((t) => t.schema).join(', ')}` }, [p]);
+      void copying.then(
+        () => (copyDone = true),
+        () => (copyDone = true),
+      );
+      const eta = etaEstimator(p.bytes);
+      while (!(await condition(() => copyDone, `${input.pollSeconds} seconds`))) {
+        const measured = await step.copyProgress.executeWithOptions({ ...STEP_RUN, summary: 'measure the copy' }, [p]);
+        Object.assign(progress, { rowsCopied: measured.rowsCopied, bytesCopied: measured.bytesCopied, etaSeconds: eta(measured.bytesCopied, null, true) });
+        setCurrentDetails(`copy: ${measured.bytesCopied} of about ${p.bytes} bytes`);
+      }
+      const copied = await copying;
+      Object.assign(progress, { rowsCopied: copied.rows, bytesCopied: copied.bytes, etaSeconds: null });
     }
     return p;
+  };
+
+  /** Pausing stops the stream (the subscription stops consuming the source) until resume, in any phase. */
+  const holdWhilePaused = async (p: MovementPlan): Promise<boolean> => {
+    if (!progress.paused) return false;
+    await step.setStreaming(p, false);
+    setCurrentDetails(`paused in ${progress.phase}`);
+    await condition(() => !progress.paused || rejected);
+    await step.setStreaming(p, true);
+    return true;
+  };
+
+  /** Copy, then catch up: measured every few seconds, pausing when asked, until the lag is small. */
+  const catchUp = async (p: MovementPlan): Promise<void> => {
+    let eta = etaEstimator(p.bytes);
+    for (;;) {
+      if (await holdWhilePaused(p)) eta = etaEstimator(p.bytes); // the pause is no part of any rate
+      if (rejected) throw rejectedFailure('rejected');
+      await continueIfLong(p);
+      // A split or merge applies the sources' changes here, for up to one poll interval.
+      const applyMs = p.operation === 'move' ? 0 : input.pollSeconds * 1000;
+      const measured = await step.measureProgress.executeWithOptions({ ...STEP_RUN, summary: applyMs ? 'apply changes, measure lag' : 'measure copy and lag' }, [p, applyMs]);
+      const copying = measured.tablesReady < measured.tables || measured.tables === 0;
+      // A split's or merge's rows: the copy's exact count stands until the targets' statistics catch up with it.
+      const rowsCopied = p.operation === 'move' ? measured.rowsCopied : Math.max(measured.rowsCopied, progress.rowsCopied);
+      Object.assign(progress, measured, { rowsCopied, etaSeconds: eta(measured.bytesCopied, measured.lagBytes, copying) });
+      if (!copying && progress.phase === 'copy') enter('catch-up', `catching up: lag ${measured.lagBytes ?? '?'} bytes`);
+      setCurrentDetails(`${progress.phase}: ${rowsCopied} rows, ${measured.bytesCopied} bytes, lag ${measured.lagBytes ?? '?'} bytes`);
+      if (!copying && measured.lagBytes !== null && measured.lagBytes <= input.catchUpLagBytes) break;
+      if (!applyMs) await sleep(`${input.pollSeconds} seconds`);
+    }
+  };
+
+  /**
+   * After the switch the movement is done; the fenced copy stays for the grace period, then a child
+   * workflow drops it. The child is abandoned by this workflow (it outlives it, durably: its timer is
+   * in its own history), so the movement's workflow id and lease are free at once.
+   */
+  const dropFencedCopyLater = async (p: MovementPlan, sources: string): Promise<MoveShardResult['fencedCopy']> => {
+    const copies = await step.fencedCopies(p);
+    const dropAt = new Date(Date.now() + input.graceSeconds * 1000).toISOString();
+    if (input.graceSeconds <= 0) {
+      await step.dropFencedCopies.executeWithOptions({ ...STEP_RUN, summary: `drop the fenced copy on ${sources}` }, [copies]);
+      return { nodes: sources, dropAt, workflowId: null };
+    }
+    const workflowId = `${workflowInfo().workflowId}-drop-fenced-${input.movementId}`;
+    await startChild(dropFencedCopy, {
+      workflowId,
+      args: [{ movementId: input.movementId, what, copies, dropAt }],
+      parentClosePolicy: ParentClosePolicy.ABANDON,
+      staticSummary: `drop the fenced copy of ${what} on ${sources} at ${clock(new Date(dropAt))}`,
+      typedSearchAttributes: [
+        { key: SA_SHARD, value: input.shardId },
+        { key: SA_OPERATION, value: 'drop-fenced-copy' },
+      ],
+    });
+    return { nodes: sources, dropAt, workflowId };
   };
 
   let plan: MovementPlan | undefined = input.resume?.plan;
@@ -183,36 +347,7 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
     const p = plan;
     const nodes = planNodes(p);
 
-    // Copy, then catch up: measured every few seconds, pausing when asked, until the lag is small.
-    let lastBytes = progress.bytesCopied;
-    for (;;) {
-      if (progress.paused) {
-        await step.setStreaming(p, false);
-        setCurrentDetails(`paused in ${progress.phase}`);
-        await condition(() => !progress.paused || rejected);
-        await step.setStreaming(p, true);
-      }
-      if (rejected) throw ApplicationFailure.create({ type: 'MovementRejected', nonRetryable: true, message: `${what} was rejected` });
-      // A long copy would grow the history without end: carry on in a fresh run with the same state.
-      const info = workflowInfo();
-      if (info.continueAsNewSuggested || info.historyLength > (input.historyLimit ?? 10_000)) {
-        await condition(allHandlersFinished);
-        return await continueAsNew<typeof moveShard>({ ...input, resume: { plan: p, progress } });
-      }
-      // A split or merge applies the sources' changes here, for up to one poll interval.
-      const applyMs = p.operation === 'move' ? 0 : input.pollSeconds * 1000;
-      const measured = await step.measureProgress.executeWithOptions({ ...STEP_RUN, summary: applyMs ? 'apply changes, measure lag' : 'measure copy and lag' }, [p, applyMs]);
-      const copied = measured.bytesCopied - lastBytes;
-      lastBytes = measured.bytesCopied;
-      Object.assign(progress, measured, {
-        etaSeconds: measured.lagBytes !== null && copied > 0 ? Math.round((measured.lagBytes / copied) * input.pollSeconds) : null,
-      });
-      const copying = measured.tablesReady < measured.tables || measured.tables === 0;
-      if (!copying && progress.phase === 'copy') enter('catch-up', `catching up: lag ${measured.lagBytes ?? '?'} bytes`);
-      setCurrentDetails(`${progress.phase}: ${measured.rowsCopied} rows, ${measured.bytesCopied} bytes, lag ${measured.lagBytes ?? '?'} bytes`);
-      if (!copying && measured.lagBytes !== null && measured.lagBytes <= input.catchUpLagBytes) break;
-      if (!applyMs) await sleep(`${input.pollSeconds} seconds`);
-    }
+    await catchUp(p);
 
     // Verify: chunk digests in consistent snapshots, one slice per activity so that progress shows.
     enter('verify', `verifying ${nodes.sources} against ${nodes.targets}`);
@@ -229,26 +364,48 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
     } while (!verified.done);
 
     progress.approvalReason = approvalReason(input, p.bytes, new Date());
+    let pausedSinceCatchUp = false;
     if (progress.approvalReason && !progress.approved) {
       enter('approval', `waiting for approve or reject (${what}): ${progress.approvalReason}`);
-      const decided = await condition(() => progress.approved || rejected, input.approvalTimeoutSeconds ? `${input.approvalTimeoutSeconds} seconds` : undefined);
-      if (!decided && input.approvalTimeoutAction === 'approve') progress.approved = true;
+      const deadline = input.approvalTimeoutSeconds ? Date.now() + input.approvalTimeoutSeconds * 1000 : undefined;
+      for (;;) {
+        // Paused at the gate: streaming stops too, as in the copy.
+        if (await holdWhilePaused(p)) {
+          pausedSinceCatchUp = true;
+          setCurrentDetails(`waiting for approve or reject (${what}): ${progress.approvalReason}`);
+        }
+        if (rejected || progress.approved) break;
+        const left = deadline === undefined ? undefined : deadline - Date.now();
+        if (left !== undefined && left <= 0) {
+          if (input.approvalTimeoutAction === 'approve') progress.approved = true;
+          break;
+        }
+        await condition(() => progress.approved || rejected || progress.paused, left);
+      }
       if (rejected || !progress.approved) {
-        throw ApplicationFailure.create({ type: 'MovementRejected', nonRetryable: true, message: `${what} was ${rejected ? 'rejected' : 'not approved in time'}` });
+        const reason = rejected ? 'rejected' : 'not approved in time';
+        rejected = true;
+        throw rejectedFailure(reason);
       }
     }
-    if (progress.paused) await condition(() => !progress.paused);
+    if (await holdWhilePaused(p)) pausedSinceCatchUp = true;
+    if (rejected) throw rejectedFailure('rejected');
+    // A pause after the catch-up let the lag grow: catch up again, so the cutover's lock stays short.
+    if (pausedSinceCatchUp) {
+      enter('catch-up', `catching up after the pause: ${what}`);
+      await catchUp(p);
+    }
 
     enter('cutover', `switching ${nodes.schemas} to ${nodes.targets}`);
     const switched = await step.cutover.executeWithOptions({ ...STEP_RUN, summary: `cutover ${nodes.schemas}: ${nodes.sources} → ${nodes.targets}` }, [p]);
     cutOver = true;
 
-    enter('cleanup', `dropping replication; the fenced copy on ${nodes.sources} goes in ${input.graceSeconds} s`);
+    enter('cleanup', `dropping replication; the fenced copy on ${nodes.sources} stays ${input.graceSeconds} s`);
     await step.stopStreaming.executeWithOptions({ ...STEP_RUN, summary: 'drop subscription, slot and publication' }, [p]);
-    await sleep(`${input.graceSeconds} seconds`);
-    await step.dropFencedSource.executeWithOptions({ ...STEP_RUN, summary: `drop the fenced copy on ${nodes.sources}` }, [p]);
+    // The node's movement slot is free from here: the grace period holds no lease.
     await step.finishMove(input.movementId, 'done');
-    enter('done', `${what}: done, writes blocked ${switched.blockedMs} ms at cutover`);
+    const fencedCopy = await dropFencedCopyLater(p, nodes.sources);
+    enter('done', `${what}: done, writes blocked ${switched.blockedMs} ms at cutover; fenced copy on ${nodes.sources} dropped at ${clock(new Date(fencedCopy.dropAt))}`);
     return {
       movementId: input.movementId,
       operation,
@@ -257,6 +414,7 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
       target: nodes.targets,
       shards: nodes.shards,
       cutoverBlockedMs: switched.blockedMs,
+      fencedCopy,
       reverse: reverseOf(p),
     };
   } catch (err) {
@@ -267,19 +425,50 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
       enter('failed', `failed after cutover: ${(err as Error).message}`);
       throw err;
     }
-    enter('compensate', cancelled ? 'cancelled: undoing' : rejected ? 'rejected: undoing' : `failed: undoing (${(err as Error).message})`);
+    const failedIn = progress.phase;
+    const cause = causeOf(err);
+    enter('compensate', cancelled ? 'cancelled: undoing' : rejected ? 'rejected: undoing' : `failed: undoing (${cause.message})`);
+    let undoError: string | undefined;
     await CancellationScope.nonCancellable(async () => {
       if (plan) {
         try {
           await undo.abortMove.executeWithOptions({ ...UNDO_RUN, summary: 'undo: drop replication and the target copy' }, [plan]);
         } catch (undoErr) {
-          log.error('undo failed', { error: (undoErr as Error).message });
+          undoError = causeOf(undoErr).message;
+          log.error('undo failed', { error: undoError });
         }
         await undo.finishMove(input.movementId, cancelled || rejected ? 'cancelled' : 'failed');
       }
     });
-    enter(cancelled ? 'cancelled' : rejected ? 'rejected' : 'failed', cancelled ? 'cancelled; undone' : `undone: ${(err as Error).message}`);
-    throw err;
+    // One line: what, where, why, and that it was undone (or that nothing had been changed yet).
+    const outcome = !plan ? 'nothing was changed' : undoError ? `undo failed: ${undoError}` : 'undone';
+    const label = plan ? movementLabel(plan) : what;
+    if (cancelled) {
+      enter('cancelled', `${label}: cancelled in ${failedIn}; ${outcome}`);
+      throw err;
+    }
+    if (rejected) {
+      const line = `${label}: ${cause.message} in ${failedIn}; ${outcome}`;
+      enter('rejected', line);
+      throw ApplicationFailure.create({ type: 'MovementRejected', nonRetryable: true, message: line });
+    }
+    const line = `${label} failed in ${failedIn}: ${cause.message}; ${outcome}`;
+    enter('failed', line);
+    // The type stays the cause's (a refused request is still InvalidInputError to the client); the message is the line.
+    throw ApplicationFailure.create({ type: cause.type ?? 'MovementFailed', nonRetryable: true, message: line, cause: err instanceof Error ? err : undefined });
   }
 }
 
+/**
+ * The fenced source copies of a finished movement, dropped once the grace period is over (a durable
+ * timer). Started by moveShard at its switch and abandoned by it, so it runs on after the movement
+ * has completed.
+ */
+export async function dropFencedCopy(input: DropFencedCopyInput): Promise<void> {
+  const nodes = [...new Set(input.copies.map((c) => c.node))].join(',');
+  setCurrentDetails(`the fenced copy of ${input.what} on ${nodes} goes at ${clock(new Date(input.dropAt))}`);
+  const wait = Date.parse(input.dropAt) - Date.now();
+  if (wait > 0) await sleep(wait);
+  await proxyActivities<Activities>(UNDO).dropFencedCopies.executeWithOptions({ ...UNDO, summary: `drop the fenced copy on ${nodes}` }, [input.copies]);
+  setCurrentDetails(`the fenced copy of ${input.what} on ${nodes} was dropped`);
+}

@@ -26,9 +26,13 @@ export class MovementInProgressError extends ShardcastError {
   }
 }
 
-/** A node already runs as many movements as allowed: worth retrying later. */
+/** A node already runs as many movements as allowed: the movement queues (phase 'queued') and asks again. */
 export class NodeBusyError extends ShardcastError {
-  constructor(node: string, running: number, limit: number) {
+  constructor(
+    readonly node: string,
+    readonly running: number,
+    readonly limit: number,
+  ) {
     super('NODE_BUSY', `node ${node} already takes part in ${running} running movement(s) (limit ${limit})`);
   }
 }

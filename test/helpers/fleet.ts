@@ -124,6 +124,12 @@ export async function startTestWorker(
   };
 }
 
+/** The catalog's `index`-th shard (by id): its id and schema. */
+export async function shardByIndex(catalog: TestCatalog, index: number): Promise<{ id: number; schema: string }> {
+  const { rows } = await catalog.pool.query<{ id: number; schema: string }>('select id::int as id, schema_name as schema from shardcast.shards order by id');
+  return rows[index]!;
+}
+
 /** No replication slot, publication, subscription, prepared transaction or watermark of a movement on any of these nodes. */
 export async function expectNoMovementLeftovers(pools: NodePools, nodes: readonly NodeRecord[]): Promise<void> {
   for (const node of nodes) {

@@ -4,7 +4,7 @@ import { createDistributedTable, moveResult, startMove } from '../../client/inde
 import { NodePools } from '../../src/catalog/node-pools.js';
 import { SA_PHASE } from '../../src/search-attributes.js';
 import { movementProgressQuery, pauseSignal, resumeSignal } from '../../workflows/messages.js';
-import { adminQuery, createTestCatalog, expectNoMovementLeftovers, startTestWorker, type TestCatalog, type TestWorker, until } from '../helpers/fleet.js';
+import { adminQuery, createTestCatalog, expectNoMovementLeftovers, shardByIndex, startTestWorker, type TestCatalog, type TestWorker, until } from '../helpers/fleet.js';
 
 let catalog: TestCatalog;
 let worker: TestWorker;
@@ -22,10 +22,7 @@ afterAll(async () => {
   await catalog?.close();
 });
 
-async function shard(index: number): Promise<{ id: number; schema: string }> {
-  const { rows } = await catalog.pool.query<{ id: number; schema: string }>('select id::int as id, schema_name as schema from shardcast.shards order by id');
-  return rows[index]!;
-}
+const shard = (index: number) => shardByIndex(catalog, index);
 
 /** Rows big enough that the initial copy takes seconds. */
 async function fill(schema: string, rows: number): Promise<void> {

@@ -102,8 +102,10 @@ describe('cutover', () => {
     const errors: unknown[] = [];
     let stop = false;
     let next = 1;
+    let longestWriteMs = 0;
     const writers = Array.from({ length: 4 }, async () => {
       while (!stop) {
+        const began = performance.now();
         // Any key of the shard but the counter's: those rows count writes, the counter counts increments.
         const key = keys[1 + ((next++ * 7) % (keys.length - 1))]!;
         try {
@@ -113,6 +115,7 @@ describe('cutover', () => {
           await router.forKey('events', counterKey).query('update events set n = n + 1 where id = $1', [counterKey]);
           increments++;
           acknowledged.add(key);
+          longestWriteMs = Math.max(longestWriteMs, performance.now() - began);
         } catch (err) {
           errors.push(err);
         }
@@ -125,7 +128,7 @@ describe('cutover', () => {
     await new Promise((r) => setTimeout(r, 500));
     stop = true;
     await Promise.all(writers);
-    console.log(`cutover blocked writes for ${result.blockedMs} ms`);
+    console.log(`cutover blocked writes for ${result.blockedMs} ms; the longest write (two statements, with the router's retry) took ${Math.round(longestWriteMs)} ms`);
 
     expect(errors).toEqual([]);
     expect(await placement(move.shard.shardId)).toBe(move.target.name);
@@ -142,7 +145,9 @@ describe('cutover', () => {
     await expect(adminQuery(move.source.dsn, `update ${fenced}.events set n = 0`)).rejects.toMatchObject({ code: 'SCF01' });
     const unresolved = await adminQuery(move.source.dsn, 'select 1 from pg_namespace where nspname = $1', [move.shard.schema]);
     expect(unresolved.rows).toHaveLength(0);
-    expect(result.blockedMs).toBeLessThan(2000);
+    // The README's figure: writes blocked at most 250 ms by the cutover, as the writers saw it too.
+    expect(result.blockedMs).toBeLessThanOrEqual(250);
+    expect(longestWriteMs).toBeLessThanOrEqual(250 + 250);
 
     await stopStreaming(pools, move, move.names);
     for (const node of catalog.nodes) expect((await movementLeftovers(pools, node)).preparedTransactions).toEqual([]);

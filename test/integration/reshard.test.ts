@@ -4,6 +4,7 @@ import { NodePools } from '../../src/catalog/node-pools.js';
 import { InvalidInputError } from '../../src/errors.js';
 import { createRouter, type Router } from '../../src/router/router.js';
 import { SA_OPERATION, SA_PHASE } from '../../src/search-attributes.js';
+import { movementProgressQuery } from '../../workflows/messages.js';
 import { adminQuery, createTestCatalog, expectNoMovementLeftovers, recordHistory, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 
 let catalog: TestCatalog;
@@ -150,6 +151,11 @@ describe('split and merge', () => {
     const others = catalog.nodes.map((n) => n.name).filter((n) => n !== shard!.node);
     const split = await startSplit(worker.options, { shardId: shard!.id, targetNodes: [others[0]!, shard!.node], graceSeconds: 0, pollSeconds: 0.3 });
     const splitResult = await moveResult(split);
+    // Rows for a split too: at least the 200 orders and 200 lines there were before it, copied.
+    const splitProgress = await split.query(movementProgressQuery);
+    expect(splitProgress).toMatchObject({ phase: 'done' });
+    expect(splitProgress.rowsCopied).toBeGreaterThanOrEqual(400);
+    expect(splitProgress.bytesCopied).toBeGreaterThan(0);
     await new Promise((r) => setTimeout(r, 300)); // writes after the switch
     const afterSplit = (await shardsOf('orders')).filter((s) => splitResult.shards.includes(s.id));
     expect(afterSplit.map((s) => s.node)).toEqual([others[0], shard!.node]);
@@ -169,6 +175,9 @@ describe('split and merge', () => {
     await new Promise((r) => setTimeout(r, 300));
     await writers.stop();
     console.log(`split blocked writes ${splitResult.cutoverBlockedMs} ms, merge ${mergeResult.cutoverBlockedMs} ms; ${writers.acknowledged} acknowledged writes`);
+    // The same bound as a move's cutover.
+    expect(splitResult.cutoverBlockedMs).toBeLessThanOrEqual(250);
+    expect(mergeResult.cutoverBlockedMs).toBeLessThanOrEqual(250);
     expect(writers.errors).toEqual([]);
     expect(writers.acknowledged).toBeGreaterThan(50);
     const merged = (await shardsOf('orders')).find((s) => s.id === mergeResult.shards[0])!;

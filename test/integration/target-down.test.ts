@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { WorkflowFailedError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDistributedTable, startMove } from '../../client/index.js';
+import { createDistributedTable, moveResult, startMove } from '../../client/index.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
 import { addNode, type NodeRecord } from '../../src/catalog/nodes.js';
 import { freePort, PostgresServer } from '../../src/fleet/postgres-server.js';
@@ -72,6 +72,11 @@ describe('a movement whose target goes down during the copy', () => {
     await fragile.start();
     await expect(handle.result()).rejects.toBeInstanceOf(WorkflowFailedError);
     expect((await handle.describe()).typedSearchAttributes.get(SA_PHASE)).toBe('failed');
+    // One line, in the workflow's failure (the Temporal UI) and in what the CLI prints: what, where, why, undone.
+    const line = new RegExp(`^move shard ${shard.id} of events: node-1 → node-fragile failed in copy: node "node-fragile": unreachable \\((connection refused|server shut down)\\); undone$`);
+    const failure = await handle.result().catch((err: WorkflowFailedError) => err.cause);
+    expect(failure?.message).toMatch(line);
+    await expect(moveResult(handle)).rejects.toThrow(line);
 
     // Source exactly as it was, still placed there and writable; nothing on the target; nothing leaked anywhere.
     const { rows: placed } = await catalog.pool.query<{ node: string }>(

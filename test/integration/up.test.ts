@@ -169,7 +169,9 @@ describe('shardcast up (npm start)', () => {
     expect(moved.status, moved.stderr).toBe(0);
     const movedRun = await withTemporalClient((client) => client.workflow.getHandle(`move-shard-${shardOnNode1.shardId}`).describe());
     expect(await movedRun.staticSummary()).toBe(`move shard ${shardOnNode1.shardId} of items: node-1 → node-2`);
-    expect(moved.stdout).toMatch(new RegExp(`^moved shard ${shardOnNode1.shardId}: node-1 → node-2 \\(writes blocked \\d+ ms at cutover\\)$`, 'm'));
+    expect(moved.stdout).toMatch(
+      new RegExp(`^moved shard ${shardOnNode1.shardId}: node-1 → node-2 \\(writes blocked \\d+ ms at cutover\\); done; fenced copy on node-1 dropped at \\d\\d:\\d\\d:\\d\\d UTC$`, 'm'),
+    );
     expect(moved.stdout).toMatch(/^(copy|catch-up|cutover|cleanup|done) /m); // --follow printed phases
     const after = JSON.parse(cli('shards', 'list', '--table', 'items', '--json').stdout) as Array<{ shardId: number; node: string }>;
     expect(after.find((x) => x.shardId === shardOnNode1.shardId)!.node).toBe('node-2');
@@ -201,6 +203,14 @@ describe('shardcast up (npm start)', () => {
     expect(JSON.parse(cli('shards', 'list', '--table', 'items', '--json').stdout)).toHaveLength(4);
     const notAdjacent = cli('merge', String(afterSplit[0]!.shardId), String(afterSplit[0]!.shardId));
     expect(notAdjacent.stderr.trim()).toMatch(/^shardcast: error: cannot merge shard \d+ with itself$/);
+
+    // A movement that fails says so in one line: what, where, why, and what became of it.
+    const [someShard] = JSON.parse(cli('shards', 'list', '--table', 'items', '--json').stdout) as Array<{ shardId: number }>;
+    const refused = cli('move', String(someShard!.shardId), '--to', 'node-9');
+    expect(refused.status).toBe(1);
+    expect(refused.stderr.trim().split('\n')).toEqual([
+      `shardcast: error: move shard ${someShard!.shardId} → node-9 failed in prepare: node node-9 is standby, not active: it cannot take shards; nothing was changed`,
+    ]);
 
     // Forecasting from the CLI. The collector (1 s interval here) has sampled for under a minute: no
     // series has two complete 5-minute buckets yet, so there is nothing to train, and that is no failure.
