@@ -16,6 +16,8 @@ export interface MovementDeps {
   catalog: pg.Pool;
   catalogUrl: string;
   nodePools: NodePools;
+  /** The cutover's connections: limited (statement_timeout, idle-in-transaction timeout, keepalives) so a hung worker cannot hold the write lock. */
+  cutoverPools?: NodePools;
 }
 
 export type { MovePlan, MovementPlan } from '../src/movement/plan.js';
@@ -88,7 +90,7 @@ export function createMovementActivities(deps: MovementDeps) {
 
     async cutover(plan: MovementPlan): Promise<CutoverResult> {
       heartbeat('cutover');
-      const cutoverDeps = { catalogUrl: deps.catalogUrl, pools: deps.nodePools };
+      const cutoverDeps = { catalogUrl: deps.catalogUrl, pools: deps.cutoverPools ?? deps.nodePools };
       const onWait = () => heartbeat('waiting for the target');
       // The verify phase compared content at a consistent point; under the cutover's lock, counts are
       // re-checked (hashing every row there would hold writes for seconds on a large shard).

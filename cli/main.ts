@@ -20,7 +20,7 @@ import { listShards, listTables, mapVersion, type TableSpec } from '../src/catal
 import { loadConfig, localUrl, type Config } from '../src/config.js';
 import { ShardcastError, errorMessage } from '../src/errors.js';
 import { resolveTemporalCli } from '../src/fleet/temporal-cli.js';
-import { doctor } from '../src/movement/doctor.js';
+import { doctor, recordDoctorRun, summarize } from '../src/movement/doctor.js';
 import { NodePools } from '../src/catalog/node-pools.js';
 import { workflowStateOf } from '../client/doctor.js';
 import { nonNegativeInt, positiveInt, positiveNumber } from './args.js';
@@ -474,6 +474,8 @@ program
             { fix: opts.fix, log: opts.json ? undefined : (l) => console.error(l) },
           ),
         );
+        // The metric shows what the last look found, by the janitor or by hand.
+        await recordDoctorRun(pool, summarize(report)).catch(() => undefined);
         if (opts.json) console.log(JSON.stringify(report, null, 2));
         else printDoctorReport(report, opts.fix ?? false);
         const left = report.leftovers.length + report.unreachable.length;

@@ -115,6 +115,11 @@ export async function startStack(config: Config, options: StackOptions): Promise
       taskQueue: config.temporal.taskQueue,
       catalogUrl,
       training: { threads: config.forecast.threads, backend: config.forecast.backend },
+      sessionLimits: {
+        statementTimeoutMs: config.movement.statementTimeoutSeconds * 1000,
+        idleInTransactionTimeoutMs: config.movement.idleInTransactionTimeoutSeconds * 1000,
+        keepAliveMs: config.movement.keepAliveSeconds * 1000,
+      },
     });
     stops.push(() => worker.shutdown());
     log(line('worker', `task queue ${config.temporal.taskQueue}`));
@@ -126,7 +131,8 @@ export async function startStack(config: Config, options: StackOptions): Promise
     );
     log(line('collector', `every ${config.collection.intervalSeconds} s, kept ${config.collection.retentionDays} days (workflow ${collectorWorkflowId()})`));
     const schedules = await ensureSchedules({ client: temporalClient, taskQueue: config.temporal.taskQueue }, config);
-    log(line('schedules', `retrain daily at ${config.forecast.retrainAt} UTC, forecast hourly (${schedules.map((s) => s.scheduleId).join(', ')})`));
+    const janitor = config.janitor.intervalMinutes > 0 ? `, janitor every ${config.janitor.intervalMinutes} min${config.janitor.fix ? '' : ' (count only)'}` : '';
+    log(line('schedules', `retrain daily at ${config.forecast.retrainAt} UTC, forecast hourly${janitor} (${schedules.map((s) => s.scheduleId).join(', ')})`));
 
     if (config.metrics.port > 0) {
       const server: Server = await startMetricsServer(createMetricsRegistry(catalog), config.metrics.port, options.embedded ? '127.0.0.1' : '0.0.0.0');

@@ -418,3 +418,34 @@ export function countByKind(leftovers: Leftover[]): Record<LeftoverKind, number>
   for (const l of leftovers) counts[l.kind]++;
   return counts;
 }
+
+/** What a run found and did, in numbers: the janitor workflow's result and the metric's source. */
+export interface DoctorSummary {
+  checkedAt: string;
+  leftovers: Record<LeftoverKind, number>;
+  inUse: number;
+  fixed: number;
+  failed: number;
+  unreachable: number;
+}
+
+export function summarize(report: DoctorReport): DoctorSummary {
+  return {
+    checkedAt: report.checkedAt,
+    leftovers: countByKind(report.leftovers),
+    inUse: report.inUse.length,
+    fixed: report.actions.filter((a) => a.ok).length,
+    failed: report.actions.filter((a) => !a.ok).length,
+    unreachable: report.unreachable.length,
+  };
+}
+
+/** Keeps the run's summary in the catalog (one row), where the metrics endpoint reads it. */
+export async function recordDoctorRun(catalog: Pick<pg.Pool, 'query'>, summary: DoctorSummary): Promise<void> {
+  await catalog.query(
+    `insert into shardcast.janitor_runs (checked_at, leftovers, fixed, failed, unreachable) values ($1, $2, $3, $4, $5)
+     on conflict (singleton) do update set checked_at = excluded.checked_at, leftovers = excluded.leftovers, fixed = excluded.fixed,
+       failed = excluded.failed, unreachable = excluded.unreachable`,
+    [summary.checkedAt, JSON.stringify(summary.leftovers), summary.fixed, summary.failed, summary.unreachable],
+  );
+}

@@ -1,14 +1,19 @@
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { workflowStateOf } from '../../client/doctor.js';
-import { createDistributedTable, moveResult, startMove, type MoveRequest } from '../../client/index.js';
+import { createDistributedTable, ensureSchedules, janitorScheduleId, moveResult, startMove, type MoveRequest } from '../../client/index.js';
+import { parseConfig } from '../../src/config.js';
+import { createMetricsRegistry } from '../../src/metrics/metrics.js';
+import { DEFAULT_SESSION_LIMITS } from '../../workers/control.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
 import { failpointHits } from '../../src/failpoints.js';
 import { commitCatalogSwitch, prepareCutover, type CutoverTarget } from '../../src/movement/cutover.js';
-import { doctor, type DoctorReport, type LeftoverKind } from '../../src/movement/doctor.js';
+import { doctor, type DoctorReport, type DoctorSummary, type LeftoverKind } from '../../src/movement/doctor.js';
 import { movementNames, shardTables } from '../../src/movement/replication.js';
 import { createRouter, type Router } from '../../src/router/router.js';
 import { movementProgressQuery, type MovementPhase } from '../../workflows/messages.js';
-import { adminQuery, createTestCatalog, expectNoMovementLeftovers, startTestWorker, type TestCatalog, type TestWorker, until } from '../helpers/fleet.js';
+import { adminQuery, createTestCatalog, expectNoMovementLeftovers, fleet, startTestWorker, type TestCatalog, type TestWorker, uniqueName, until } from '../helpers/fleet.js';
 
 let catalog: TestCatalog;
 let worker: TestWorker;
@@ -188,3 +193,80 @@ async function expectOnlyPlacedSchemas(): Promise<void> {
   const { rows } = await catalog.pool.query("select id from shardcast.movements where state = 'running'");
   expect(rows).toEqual([]);
 }
+
+describe('the janitor schedule, its metric, and the connection limits', () => {
+  it('is created by ensureSchedules every 10 minutes; a run counts leftovers (metric), and with fix cleans them', { timeout: 120_000 }, async () => {
+    const config = parseConfig({ forecast: { retrainAt: '04:30' } });
+    const ensured = await ensureSchedules(worker.options, config);
+    expect(ensured.map((s) => s.scheduleId)).toContain(janitorScheduleId(worker.options.workflowIdPrefix));
+    const schedule = await worker.client.schedule.getHandle(janitorScheduleId(worker.options.workflowIdPrefix)).describe();
+    expect(schedule.spec.intervals).toMatchObject([{ every: 10 * 60_000 }]);
+    expect(schedule.action).toMatchObject({ type: 'startWorkflow', workflowType: 'janitor', taskQueue: worker.taskQueue, args: [{ fix: true }] });
+
+    // A movement terminated at its approval gate.
+    const before = await placement(shardId);
+    const handle = await startMove(worker.options, { ...FAST, approvalRequired: true, shardId, targetNode: before.other });
+    await until('the approval gate', async () => (await handle.query(movementProgressQuery)).phase === 'approval', 60_000);
+    await handle.terminate('janitor test');
+
+    const janitorRun = (fix: boolean) =>
+      worker.client.workflow.execute('janitor', { taskQueue: worker.taskQueue, workflowId: uniqueName('janitor'), args: [{ fix }] }) as Promise<DoctorSummary>;
+    const counted = await janitorRun(false);
+    expect(counted).toMatchObject({ fixed: 0, failed: 0, unreachable: 0, leftovers: { lease: 1, 'target-schema': 1, slot: 1, subscription: 1 } });
+    const metrics = await createMetricsRegistry(catalog.pool).metrics();
+    expect(metrics).toContain('shardcast_leftovers{kind="slot"} 1');
+    expect(metrics).toContain('shardcast_leftovers{kind="lease"} 1');
+    expect(metrics).toMatch(/shardcast_janitor_last_run_timestamp_seconds \d+/);
+
+    const cleaned = await janitorRun(true);
+    expect(cleaned.fixed).toBeGreaterThan(0);
+    expect(cleaned.failed).toBe(0);
+    expect(Object.values(cleaned.leftovers).every((n) => n === 0)).toBe(true);
+    expect(await createMetricsRegistry(catalog.pool).metrics()).toContain('shardcast_leftovers{kind="slot"} 0');
+    await expectNoMovementLeftovers(pools, catalog.nodes);
+    await expectOnlyPlacedSchemas();
+  });
+
+  it('node connections carry the limits; nodes keep slot WAL bounded', async () => {
+    const limited = new NodePools({ limits: DEFAULT_SESSION_LIMITS });
+    try {
+      const { rows } = await limited.get(catalog.nodeUrl('node-1')).query<Record<string, string>>(
+        `select current_setting('statement_timeout') as st, current_setting('idle_in_transaction_session_timeout') as idle,
+                current_setting('tcp_keepalives_idle') as ka, current_setting('tcp_keepalives_count') as kc, current_setting('max_slot_wal_keep_size') as keep`,
+      );
+      expect(rows[0]).toEqual({ st: '1min', idle: '30s', ka: '10', kc: '3', keep: '10GB' });
+    } finally {
+      await limited.end();
+    }
+  });
+});
+
+describe('shardcast doctor (the command)', () => {
+  const cli = (args: string[]) =>
+    spawnSync(process.execPath, [path.resolve(import.meta.dirname, '../../bin/shardcast.js'), 'doctor', ...args], {
+      encoding: 'utf8',
+      env: { ...process.env, SHARDCAST_CATALOG_URL: catalog.catalogUrl, SHARDCAST_TEMPORAL_ADDRESS: fleet().temporalAddress },
+      timeout: 60_000,
+    });
+
+  it('exits 0 with nothing left; an object of no known movement is reported, left alone by --fix, and exits 1', { timeout: 120_000 }, async () => {
+    const clean = cli(['--json']);
+    expect(clean.status, clean.stderr).toBe(0);
+    expect(JSON.parse(clean.stdout)).toMatchObject({ actions: [], leftovers: [], inUse: [], unreachable: [] });
+
+    await adminQuery(catalog.nodeUrl('node-2'), 'create publication sc_mv_nobody_knows');
+    try {
+      const fixed = cli(['--fix', '--json']);
+      expect(fixed.status).toBe(1);
+      expect(fixed.stderr).toMatch(/shardcast: error: 1 leftover\(s\) remain/);
+      expect(JSON.parse(fixed.stdout)).toMatchObject({
+        actions: [],
+        leftovers: [{ kind: 'publication', node: 'node-2', name: 'sc_mv_nobody_knows', movementId: null, workflowId: null, workflow: 'unknown' }],
+      });
+      const human = cli([]);
+      expect(human.stdout).toMatch(/^PUBLICATION\s+node-2\s+sc_mv_nobody_knows\s+\(unknown\)/im);
+    } finally {
+      await adminQuery(catalog.nodeUrl('node-2'), 'drop publication sc_mv_nobody_knows');
+    }
+  });
+});
