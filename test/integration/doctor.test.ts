@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { workflowStateOf } from '../../client/doctor.js';
-import { createDistributedTable, ensureSchedules, janitorScheduleId, moveResult, startMove, type MoveRequest } from '../../client/index.js';
+import { createDistributedTable, ensureSchedules, janitorScheduleId, moveResult, startMove, startSplit, type MoveRequest } from '../../client/index.js';
 import { parseConfig } from '../../src/config.js';
 import { createMetricsRegistry } from '../../src/metrics/metrics.js';
 import { DEFAULT_SESSION_LIMITS } from '../../workers/control.js';
@@ -268,5 +268,38 @@ describe('shardcast doctor (the command)', () => {
     } finally {
       await adminQuery(catalog.nodeUrl('node-2'), 'drop publication sc_mv_nobody_knows');
     }
+  });
+});
+
+describe('doctor: a split terminated at its approval gate', () => {
+  it('finds its source slot and publication and the new shards\' schemas, cleans them, and the split then runs', { timeout: 180_000 }, async () => {
+    await createDistributedTable(worker.options, { name: 'pairs', columns: 'id bigint primary key, v int not null default 0', shardKey: 'id', shardCount: 1, nodes: ['node-3'] });
+    for (let id = 1; id <= 40; id++) await router.forKey('pairs', id).query('insert into pairs values ($1, 0)', [id]);
+    const { rows } = await catalog.pool.query<{ id: number }>(
+      `select s.id::int as id from shardcast.shards s join shardcast.distributed_tables t on t.group_id = s.group_id where t.name = 'pairs'`,
+    );
+    const shard = rows[0]!.id;
+    const split = () => startSplit(worker.options, { ...FAST, shardId: shard, targetNodes: ['node-1', 'node-2'] });
+    const handle = await startSplit(worker.options, { ...FAST, approvalRequired: true, shardId: shard, targetNodes: ['node-1', 'node-2'] });
+    await until('the approval gate', async () => (await handle.query(movementProgressQuery)).phase === 'approval', 60_000);
+    await handle.terminate('doctor test');
+
+    const found = await runDoctor(false);
+    const kinds = found.leftovers.map((l) => `${l.kind} ${l.node}`).sort();
+    expect(kinds).toEqual(['lease catalog', 'publication node-3', 'slot node-3', 'target-schema node-1', 'target-schema node-2']);
+    expect(found.leftovers.find((l) => l.kind === 'slot')!.name).toMatch(/_0$/);
+    expect(new Set(found.leftovers.map((l) => l.movementId)).size).toBe(1);
+
+    const fixed = await runDoctor(true);
+    expect(fixed.actions.filter((a) => !a.ok)).toEqual([]);
+    expect(fixed.leftovers).toEqual([]);
+    await expectNoMovementLeftovers(pools, catalog.nodes);
+    await expectOnlyPlacedSchemas();
+
+    const result = await moveResult(await split());
+    expect(result.shards).toHaveLength(2);
+    const { rows: counts } = await router.all<{ n: string }>('select count(*)::text as n from pairs');
+    expect(counts.reduce((a, r) => a + Number(r.n), 0)).toBe(40);
+    await expectNoMovementLeftovers(pools, catalog.nodes);
   });
 });
