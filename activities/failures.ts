@@ -1,6 +1,7 @@
-import { ApplicationFailure } from '@temporalio/activity';
+import { ApplicationFailure, Context } from '@temporalio/activity';
 import { ApplicationFailureCategory } from '@temporalio/common';
 import type { NodeRecord } from '../src/catalog/nodes.js';
+import { failpoint } from '../src/failpoints.js';
 import { BUSINESS_ERROR_TYPES, NodeUnavailableError, ShardcastError } from '../src/errors.js';
 
 const BUSINESS = new Set<string>(BUSINESS_ERROR_TYPES);
@@ -24,6 +25,9 @@ export function toApplicationFailure(err: unknown): never {
 
 /** Runs an activity's work, turning domain errors into Application failures. */
 export async function run<T>(fn: () => Promise<T>): Promise<T> {
+  const context = Context.current();
+  // `activity.<type>=sleep:MS` holds the activity (heartbeating) before its work; a cancellation ends it there.
+  await failpoint(`activity.${context.info.activityType}`, { signal: context.cancellationSignal, onWait: () => context.heartbeat('held at a failpoint') });
   try {
     return await fn();
   } catch (err) {

@@ -9,6 +9,7 @@ import { run } from './failures.js';
 import { activityInfo } from '@temporalio/activity';
 import { createCollectionActivities } from './collection.js';
 import { createForecastingActivities } from './forecasting.js';
+import { createJanitorActivities } from './janitor.js';
 import { createMovementActivities } from './movement.js';
 
 export interface ActivityDeps {
@@ -16,6 +17,8 @@ export interface ActivityDeps {
   catalog: pg.Pool;
   catalogUrl: string;
   nodePools: NodePools;
+  /** Pools of the cutover's connections (source and catalog), with statement_timeout; default nodePools. */
+  cutoverPools?: NodePools;
   /** The threads series are trained in; its owner closes it. Default: the activities start their own (one thread, idle ones exit). */
   trainingThreads?: TrainingThreads;
 }
@@ -33,6 +36,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createMovementActivities(deps),
     ...createCollectionActivities(deps),
     ...createForecastingActivities(deps),
+    ...createJanitorActivities(deps),
     async registerTable(spec: TableSpec): Promise<RegisteredTable> {
       return run(() => registerTable(deps.catalog, spec, activityInfo().workflowExecution?.runId ?? activityInfo().activityId));
     },

@@ -19,6 +19,8 @@ export interface MovementDeps {
   catalog: pg.Pool;
   catalogUrl: string;
   nodePools: NodePools;
+  /** The cutover's connections: limited (statement_timeout, idle-in-transaction timeout, keepalives) so a hung worker cannot hold the write lock. */
+  cutoverPools?: NodePools;
 }
 
 export type { MovePlan, MovementPlan } from '../src/movement/plan.js';
@@ -130,7 +132,7 @@ export function createMovementActivities(deps: MovementDeps) {
 
     async cutover(plan: MovementPlan): Promise<CutoverResult> {
       heartbeat('cutover');
-      const cutoverDeps = { catalogUrl: deps.catalogUrl, pools: deps.nodePools };
+      const cutoverDeps = { catalogUrl: deps.catalogUrl, pools: deps.cutoverPools ?? deps.nodePools };
       const onWait = () => heartbeat('waiting for the target');
       // Rows changed since the verify phase are compared first without the cutover's lock (in fresh
       // snapshots), so that under it only the changes of the last moments are re-checked ('changes').

@@ -21,7 +21,11 @@ import { listShards, listTables, mapVersion, type TableSpec } from '../src/catal
 import { loadConfig, localUrl, type Config } from '../src/config.js';
 import { ShardcastError, errorMessage } from '../src/errors.js';
 import { resolveTemporalCli } from '../src/fleet/temporal-cli.js';
+import { doctor, recordDoctorRun, summarize } from '../src/movement/doctor.js';
+import { NodePools } from '../src/catalog/node-pools.js';
+import { workflowStateOf } from '../client/doctor.js';
 import { nonNegativeInt, positiveInt, positiveNumber } from './args.js';
+import { printDoctorReport } from './doctor.js';
 import { registerForecastCommands } from './forecast.js';
 import { printTable } from './format.js';
 import { startStack } from './stack.js';
@@ -476,6 +480,33 @@ program
       });
       if (opts.json) console.log(JSON.stringify(withProgress, null, 2));
       else printTable('movements', withProgress, ['id', 'operation', 'shard', 'source', 'targets', 'state', 'started', 'progress']);
+    });
+  });
+
+program
+  .command('doctor')
+  .description('find what movements left behind (slots, publications, subscriptions, prepared transactions, leases, schemas); --fix cleans those of closed workflows')
+  .option('--json', 'machine-readable output')
+  .option('--fix', 'clean leftovers of movements whose workflow is closed; finish or undo their half-done switches')
+  .action(async (opts: { json?: boolean; fix?: boolean }) => {
+    await withCatalog(async (pool, cfg) => {
+      const pools = new NodePools({ max: 2, applicationName: 'shardcast-doctor' });
+      try {
+        const report = await withTemporal(cfg, (client) =>
+          doctor(
+            { catalog: pool, catalogUrl: catalogUrlOf(cfg), pools, workflowState: workflowStateOf(client) },
+            { fix: opts.fix, log: opts.json ? undefined : (l) => console.error(l) },
+          ),
+        );
+        // The metric shows what the last look found, by the janitor or by hand.
+        await recordDoctorRun(pool, summarize(report)).catch(() => undefined);
+        if (opts.json) console.log(JSON.stringify(report, null, 2));
+        else printDoctorReport(report, opts.fix ?? false);
+        const left = report.leftovers.length + report.unreachable.length;
+        if (left > 0) throw new ShardcastError('LEFTOVERS', `${left} leftover(s) remain${report.unreachable.length ? ' (or could not be checked)' : ''}`);
+      } finally {
+        await pools.end();
+      }
     });
   });
 

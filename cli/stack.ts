@@ -7,7 +7,7 @@ import pg from 'pg';
 import { migrate } from '../src/catalog/migrate.js';
 import { ensureNodes, type NewNode } from '../src/catalog/nodes.js';
 import { localUrl, type Config } from '../src/config.js';
-import { ShardcastError, errorMessage } from '../src/errors.js';
+import { ShardcastError, errorMessage, sqlState } from '../src/errors.js';
 import { PostgresServer } from '../src/fleet/postgres-server.js';
 import { resolveTemporalCli } from '../src/fleet/temporal-cli.js';
 import { TemporalDevServer } from '../src/fleet/temporal-server.js';
@@ -50,7 +50,8 @@ export async function startStack(config: Config, options: StackOptions): Promise
     if (options.embedded) {
       for (let i = 1; i <= config.nodes.count; i++) {
         const port = config.nodes.basePort + i - 1;
-        servers.push(new PostgresServer({ name: `node-${i}`, dataDir: path.join(dataDir, `node-${i}`), port, ...credentials }));
+        const settings = { max_slot_wal_keep_size: config.nodes.maxSlotWalKeepSize };
+        servers.push(new PostgresServer({ name: `node-${i}`, dataDir: path.join(dataDir, `node-${i}`), port, settings, ...credentials }));
         embeddedNodes.push({ name: `node-${i}`, dsn: localUrl(config, port, config.nodes.database), region: 'local', zone: `z${i}` });
       }
     }
@@ -79,7 +80,7 @@ export async function startStack(config: Config, options: StackOptions): Promise
     } finally {
       client.release();
     }
-    await ensureNodes(catalog, [...embeddedNodes, ...config.nodes.register]);
+    await registerNodes(catalog, [...embeddedNodes, ...config.nodes.register], log);
 
     // Temporal.
     let temporalAddress = config.temporal.address;
@@ -114,6 +115,11 @@ export async function startStack(config: Config, options: StackOptions): Promise
       taskQueue: config.temporal.taskQueue,
       catalogUrl,
       training: { threads: config.forecast.threads, backend: config.forecast.backend },
+      sessionLimits: {
+        statementTimeoutMs: config.movement.statementTimeoutSeconds * 1000,
+        idleInTransactionTimeoutMs: config.movement.idleInTransactionTimeoutSeconds * 1000,
+        keepAliveMs: config.movement.keepAliveSeconds * 1000,
+      },
     });
     stops.push(() => worker.shutdown());
     log(line('worker', `task queue ${config.temporal.taskQueue}`));
@@ -125,7 +131,8 @@ export async function startStack(config: Config, options: StackOptions): Promise
     );
     log(line('collector', `every ${config.collection.intervalSeconds} s, kept ${config.collection.retentionDays} days (workflow ${collectorWorkflowId()})`));
     const schedules = await ensureSchedules({ client: temporalClient, taskQueue: config.temporal.taskQueue }, config);
-    log(line('schedules', `retrain daily at ${config.forecast.retrainAt} UTC, forecast hourly (${schedules.map((s) => s.scheduleId).join(', ')})`));
+    const janitor = config.janitor.intervalMinutes > 0 ? `, janitor every ${config.janitor.intervalMinutes} min${config.janitor.fix ? '' : ' (count only)'}` : '';
+    log(line('schedules', `retrain daily at ${config.forecast.retrainAt} UTC, forecast hourly${janitor} (${schedules.map((s) => s.scheduleId).join(', ')})`));
 
     if (config.metrics.port > 0) {
       const server: Server = await startMetricsServer(createMetricsRegistry(catalog), config.metrics.port, options.embedded ? '127.0.0.1' : '0.0.0.0');
@@ -138,6 +145,41 @@ export async function startStack(config: Config, options: StackOptions): Promise
     throw err;
   }
 }
+
+/**
+ * Registers the configured nodes without ever waiting on the shard map: a prepared catalog
+ * transaction left by a cut-short cutover holds it until `shardcast doctor --fix` (or the janitor)
+ * resolves it. Start-up then warns and goes on; missing nodes are registered at the next start.
+ */
+async function registerNodes(catalog: pg.Pool, nodes: NewNode[], log: (line: string) => void): Promise<void> {
+  const client = await catalog.connect();
+  try {
+    const { rows } = await client.query<{ gid: string }>('select gid from pg_prepared_xacts where database = current_database() order by gid');
+    if (rows.length > 0) {
+      log(
+        `shardcast: warning: the catalog holds prepared transaction(s) ${rows.map((r) => r.gid).join(', ')} (a cutover cut short); ` +
+          'map changes wait until they are resolved: run `shardcast doctor --fix` (the janitor schedule does it for closed movements)',
+      );
+    }
+    await client.query(`set lock_timeout = ${MAP_LOCK_TIMEOUT_MS}`);
+    try {
+      await ensureNodes(client, nodes);
+    } catch (err) {
+      if (sqlState(err) !== LOCK_NOT_AVAILABLE) throw err;
+      const known = new Set((await client.query<{ name: string }>('select name from shardcast.nodes')).rows.map((r) => r.name));
+      for (const node of nodes.filter((n) => !known.has(n.name))) {
+        log(`shardcast: warning: node ${node.name}: not registered now: the shard map is locked (see above); it is registered at the next start`);
+      }
+    } finally {
+      await client.query('reset lock_timeout');
+    }
+  } finally {
+    client.release();
+  }
+}
+
+const MAP_LOCK_TIMEOUT_MS = 3000;
+const LOCK_NOT_AVAILABLE = '55P03';
 
 /** Registers Shardcast's search attributes on an existing Temporal server where they are missing. */
 async function ensureSearchAttributes(address: string, namespace: string): Promise<void> {

@@ -293,4 +293,4 @@ export async function ensureCollector(options: ShardcastClientOptions, input: Co
   return handle;
 }
 
-export { ensureSchedules, runForecastingNow, scheduleId, type EnsuredSchedule, type ForecastingRun } from './schedules.js';
+export { ensureSchedules, janitorScheduleId, runForecastingNow, scheduleId, type EnsuredSchedule, type ForecastingRun } from './schedules.js';

@@ -2,6 +2,7 @@ import { ScheduleNotFoundError, ScheduleOverlapPolicy, type ScheduleOptions, typ
 import type { Config } from '../src/config.js';
 import { SA_OPERATION } from '../src/search-attributes.js';
 import { CONTROL_TASK_QUEUE } from '../workers/control.js';
+import type { JanitorInput } from '../workflows/janitor.js';
 import type { ForecastRunInput, RetrainInput } from '../workflows/messages.js';
 import type { ShardcastClientOptions } from './index.js';
 
@@ -50,6 +51,36 @@ export function scheduleDefinitions(options: ShardcastClientOptions, config: Con
   });
 }
 
+/** The janitor's schedule id (with the options' prefix). */
+export function janitorScheduleId(prefix = ''): string {
+  return `${prefix}shardcast-janitor`;
+}
+
+/**
+ * The janitor: every janitor.intervalMinutes, `shardcast doctor` (with --fix unless janitor.fix is
+ * false) as workflow `janitor`. Absent when the interval is 0.
+ */
+export function janitorScheduleDefinition(options: ShardcastClientOptions, config: Config): ScheduleOptions | undefined {
+  if (config.janitor.intervalMinutes === 0) return undefined;
+  const prefix = options.workflowIdPrefix ?? '';
+  const spec = { intervals: [{ every: `${config.janitor.intervalMinutes} minutes` }] };
+  const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 minute' } as const;
+  const input: JanitorInput = { fix: config.janitor.fix };
+  const action = {
+    taskQueue: options.taskQueue ?? CONTROL_TASK_QUEUE,
+    workflowType: 'janitor',
+    args: [input],
+    staticSummary: input.fix ? 'clean what closed movements left behind' : 'count what closed movements left behind',
+  };
+  const definition = JSON.stringify({ spec, policies, action });
+  return {
+    scheduleId: janitorScheduleId(prefix),
+    spec,
+    policies,
+    action: { type: 'startWorkflow' as const, workflowId: `${prefix}shardcast-janitor`, ...action, memo: { shardcastDefinition: definition } },
+  };
+}
+
 export interface EnsuredSchedule {
   scheduleId: string;
   outcome: 'created' | 'updated' | 'unchanged';
@@ -58,7 +89,9 @@ export interface EnsuredSchedule {
 /** Creates the retraining and forecasting schedules where missing and updates those whose definition changed, keeping their paused state. */
 export async function ensureSchedules(options: ShardcastClientOptions, config: Config): Promise<EnsuredSchedule[]> {
   const out: EnsuredSchedule[] = [];
-  for (const definition of scheduleDefinitions(options, config)) {
+  const janitor = janitorScheduleDefinition(options, config);
+  if (!janitor) await deleteScheduleIfAny(options, janitorScheduleId(options.workflowIdPrefix));
+  for (const definition of [...scheduleDefinitions(options, config), ...(janitor ? [janitor] : [])]) {
     const handle = options.client.schedule.getHandle(definition.scheduleId);
     let current;
     try {
@@ -78,6 +111,14 @@ export async function ensureSchedules(options: ShardcastClientOptions, config: C
     out.push({ scheduleId: definition.scheduleId, outcome: 'updated' });
   }
   return out;
+}
+
+async function deleteScheduleIfAny(options: ShardcastClientOptions, id: string): Promise<void> {
+  try {
+    await options.client.schedule.getHandle(id).delete();
+  } catch (err) {
+    if (!(err instanceof ScheduleNotFoundError)) throw err;
+  }
 }
 
 /**

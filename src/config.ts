@@ -37,6 +37,11 @@ export const configSchema = z
         count: z.number().int().min(0).max(64).default(3),
         basePort: port.default(5441),
         database: identifier.default('shardcast'),
+        /**
+         * max_slot_wal_keep_size of the embedded nodes: WAL a replication slot may hold back before
+         * PostgreSQL invalidates it, so a leftover slot cannot fill the disk. External nodes: set it yourself.
+         */
+        maxSlotWalKeepSize: z.string().regex(/^(-1|\d+(kB|MB|GB|TB))$/, 'a size such as 10GB (or -1 for no limit)').default('10GB'),
         /** Nodes registered in the catalog at start-up when missing (a real deployment's fleet). */
         register: z.array(registeredNode).default([]),
       })
@@ -113,6 +118,21 @@ export const configSchema = z
         maxPerNode: z.number().int().min(1).max(64).default(2),
         /** The cutover starts once the replication lag is at most this many bytes. */
         catchUpLagBytes: z.number().int().min(0).default(1024 * 1024),
+        /** statement_timeout of the cutover's connections (source and catalog): a stuck statement cannot hold the write lock longer. */
+        statementTimeoutSeconds: z.number().int().min(1).max(86_400).default(60),
+        /** idle_in_transaction_session_timeout of the worker's node connections: a transaction its worker abandoned ends, with its locks. */
+        idleInTransactionTimeoutSeconds: z.number().int().min(1).max(86_400).default(30),
+        /** TCP keepalive of the worker's node connections (both ends): a vanished worker's session ends within about four of these. */
+        keepAliveSeconds: z.number().int().min(1).max(7200).default(10),
+      })
+      .strict()
+      .prefault({}),
+    janitor: z
+      .object({
+        /** Minutes between two janitor runs (schedule shardcast-janitor): leftovers of closed movements found, counted and fixed; 0 turns it off. */
+        intervalMinutes: z.number().int().min(0).max(1440).default(10),
+        /** false: the janitor only counts (metric shardcast_leftovers), `shardcast doctor --fix` cleans. */
+        fix: z.boolean().default(true),
       })
       .strict()
       .prefault({}),
@@ -165,6 +185,11 @@ export const ENV_OVERRIDES: Record<string, string> = {
   SHARDCAST_MOVEMENT_GRACE_SECONDS: 'movement.graceSeconds',
   SHARDCAST_MOVEMENT_MAX_PER_NODE: 'movement.maxPerNode',
   SHARDCAST_MOVEMENT_CATCH_UP_LAG_BYTES: 'movement.catchUpLagBytes',
+  SHARDCAST_NODES_MAX_SLOT_WAL_KEEP_SIZE: 'nodes.maxSlotWalKeepSize',
+  SHARDCAST_MOVEMENT_STATEMENT_TIMEOUT_SECONDS: 'movement.statementTimeoutSeconds',
+  SHARDCAST_MOVEMENT_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS: 'movement.idleInTransactionTimeoutSeconds',
+  SHARDCAST_MOVEMENT_KEEP_ALIVE_SECONDS: 'movement.keepAliveSeconds',
+  SHARDCAST_JANITOR_INTERVAL_MINUTES: 'janitor.intervalMinutes',
   SHARDCAST_TABLE_CREATION_MAXIMUM_ATTEMPTS: 'tableCreation.maximumAttempts',
   SHARDCAST_TABLE_CREATION_INITIAL_RETRY_INTERVAL_MS: 'tableCreation.initialRetryIntervalMs',
 };
@@ -293,6 +318,10 @@ const NUMERIC_KEYS = new Set([
   'movement.graceSeconds',
   'movement.maxPerNode',
   'movement.catchUpLagBytes',
+  'movement.statementTimeoutSeconds',
+  'movement.idleInTransactionTimeoutSeconds',
+  'movement.keepAliveSeconds',
+  'janitor.intervalMinutes',
   'tableCreation.maximumAttempts',
   'tableCreation.initialRetryIntervalMs',
 ]);

@@ -5,12 +5,15 @@ import { NativeConnection, Runtime, Worker, type ActivityInterceptors, type LogE
 import type { Context as ActivityContext } from '@temporalio/activity';
 import pg from 'pg';
 import { createActivities } from '../activities/index.js';
-import { NodePools } from '../src/catalog/node-pools.js';
+import { NodePools, type SessionLimits } from '../src/catalog/node-pools.js';
 import { BUSINESS_ERROR_TYPES } from '../src/errors.js';
 import { TrainingThreads } from '../src/forecasting/thread-pool.js';
 import type { BackendChoice } from '../src/forecasting/tf-backend.js';
 
 export const CONTROL_TASK_QUEUE = 'shardcast-control';
+
+/** The configuration's defaults (movement.statementTimeoutSeconds, idleInTransactionTimeoutSeconds, keepAliveSeconds). */
+export const DEFAULT_SESSION_LIMITS: SessionLimits = { statementTimeoutMs: 60_000, idleInTransactionTimeoutMs: 30_000, keepAliveMs: 10_000 };
 
 export const WORKFLOWS_PATH = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
 
@@ -21,6 +24,8 @@ export interface ControlWorkerOptions {
   catalogUrl: string;
   /** A prebuilt bundle (tests bundle once per run); otherwise the workflows are bundled at start. */
   workflowBundle?: WorkerOptions['workflowBundle'];
+  /** Limits of the worker's node connections (movement.* in the configuration); default 60 s / 30 s / 10 s. */
+  sessionLimits?: SessionLimits;
   /** Threads that train series (forecast.threads, default 1) and their TensorFlow.js backend (forecast.backend). */
   training?: { threads?: number; backend?: BackendChoice };
   /** Where business errors are logged, one line each (default: the Temporal runtime's logger, at WARN). */
@@ -81,7 +86,10 @@ export interface RunningWorker {
 export async function startControlWorker(options: ControlWorkerOptions): Promise<RunningWorker> {
   const catalog = new pg.Pool({ connectionString: options.catalogUrl, max: 5, application_name: 'shardcast-worker' });
   catalog.on('error', () => undefined);
-  const nodePools = new NodePools({ max: 4, applicationName: 'shardcast-worker' });
+  const limits = { ...DEFAULT_SESSION_LIMITS, ...options.sessionLimits };
+  // A COPY may run for hours: statement_timeout only on the cutover's connections, whose statements are short.
+  const nodePools = new NodePools({ max: 4, applicationName: 'shardcast-worker', limits: { ...limits, statementTimeoutMs: undefined } });
+  const cutoverPools = new NodePools({ max: 4, applicationName: 'shardcast-cutover', limits });
   const trainingThreads = new TrainingThreads({ size: options.training?.threads ?? 1, backend: options.training?.backend ?? 'auto' });
   let worker: Worker;
   try {
@@ -89,7 +97,7 @@ export async function startControlWorker(options: ControlWorkerOptions): Promise
       connection: options.connection,
       namespace: options.namespace,
       taskQueue: options.taskQueue ?? CONTROL_TASK_QUEUE,
-      activities: createActivities({ catalog, catalogUrl: options.catalogUrl, nodePools, trainingThreads }),
+      activities: createActivities({ catalog, catalogUrl: options.catalogUrl, nodePools, cutoverPools, trainingThreads }),
       ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
       shutdownGraceTime: '10 seconds',
       interceptors: { activity: [businessErrorLogger(options.logBusinessError ?? ((line) => Runtime.instance().logger.warn(line)))] },
@@ -98,11 +106,11 @@ export async function startControlWorker(options: ControlWorkerOptions): Promise
       stickyQueueScheduleToStartTimeout: '2 seconds',
     });
   } catch (err) {
-    await Promise.all([catalog.end(), nodePools.end(), trainingThreads.close()]);
+    await Promise.all([catalog.end(), nodePools.end(), cutoverPools.end(), trainingThreads.close()]);
     throw err;
   }
   const done = worker.run().finally(async () => {
-    await Promise.all([catalog.end().catch(() => undefined), nodePools.end(), trainingThreads.close()]);
+    await Promise.all([catalog.end().catch(() => undefined), nodePools.end(), cutoverPools.end(), trainingThreads.close()]);
   });
   return {
     worker,

@@ -3,3 +3,4 @@ export { dropFencedCopy, moveShard } from './move-shard.js';
 export { collectStats } from './collect-stats.js';
 export { retrainModels } from './retrain.js';
 export { forecastLoad } from './forecast.js';
+export { janitor } from './janitor.js';

@@ -1,9 +1,38 @@
 import pg from 'pg';
 
+/**
+ * Limits every connection of a pool runs with, so that a hung or partitioned worker cannot hold a
+ * lock (or a transaction pinning WAL and xmin) for long: the server ends a statement, an idle
+ * transaction, or a connection whose client stopped answering (TCP keepalives on both ends).
+ */
+export interface SessionLimits {
+  /** statement_timeout: a statement running longer is cancelled. Only for short-statement pools (the cutover's): a COPY runs long. */
+  statementTimeoutMs?: number;
+  /** idle_in_transaction_session_timeout: a transaction left idle this long is ended, its locks released. */
+  idleInTransactionTimeoutMs?: number;
+  /** TCP keepalive idle time, client and server side; the server gives up after three unanswered probes this far apart. */
+  keepAliveMs?: number;
+}
+
+/** The pg settings (startup parameters and `options`) for these limits. */
+export function sessionSettings(limits: SessionLimits = {}): Pick<pg.PoolConfig, 'statement_timeout' | 'idle_in_transaction_session_timeout' | 'keepAlive' | 'keepAliveInitialDelayMillis' | 'options'> {
+  const settings: ReturnType<typeof sessionSettings> = {};
+  if (limits.statementTimeoutMs) settings.statement_timeout = limits.statementTimeoutMs;
+  if (limits.idleInTransactionTimeoutMs) settings.idle_in_transaction_session_timeout = limits.idleInTransactionTimeoutMs;
+  if (limits.keepAliveMs) {
+    const seconds = Math.max(1, Math.round(limits.keepAliveMs / 1000));
+    settings.keepAlive = true;
+    settings.keepAliveInitialDelayMillis = limits.keepAliveMs;
+    // The server's side: a backend whose worker vanished is ended (and its transaction rolled back) within ~4 keepalive periods.
+    settings.options = `-c tcp_keepalives_idle=${seconds} -c tcp_keepalives_interval=${seconds} -c tcp_keepalives_count=3`;
+  }
+  return settings;
+}
+
 /** One connection pool per node DSN, created on first use. */
 export class NodePools {
   private readonly pools = new Map<string, pg.Pool>();
-  constructor(private readonly options: { max?: number; applicationName?: string; connectionTimeoutMillis?: number } = {}) {}
+  constructor(private readonly options: { max?: number; applicationName?: string; connectionTimeoutMillis?: number; limits?: SessionLimits } = {}) {}
 
   get(dsn: string): pg.Pool {
     let pool = this.pools.get(dsn);
@@ -14,6 +43,7 @@ export class NodePools {
         application_name: this.options.applicationName ?? 'shardcast',
         connectionTimeoutMillis: this.options.connectionTimeoutMillis ?? 5000,
         idleTimeoutMillis: 30_000,
+        ...sessionSettings(this.options.limits),
       });
       // An idle client losing its server (node stopped) must not crash the process.
       pool.on('error', () => undefined);

@@ -91,7 +91,10 @@ export async function addNode(db: Queryable, node: NewNode): Promise<NodeRecord>
 /** Registers nodes that are missing; leaves existing ones (same name) as they are. */
 export async function ensureNodes(db: Queryable, nodes: NewNode[]): Promise<NodeRecord[]> {
   for (const node of nodes) validateNewNode(node);
-  for (const node of nodes) {
+  // Existing nodes are not inserted again: even a no-op insert fires the map-version trigger, which
+  // waits on any transaction holding the map (a cutover's prepared catalog switch).
+  const existing = new Set((await listNodes(db)).map((n) => n.name));
+  for (const node of nodes.filter((n) => !existing.has(n.name))) {
     await db.query(
       `insert into shardcast.nodes (name, dsn, region, zone, capacity, state)
        values ($1, $2, $3, $4, coalesce($5, 100), coalesce($6, 'active'))

@@ -17,6 +17,8 @@ export const NODE_SETTINGS: Record<string, string> = {
   track_io_timing: 'on',
   max_replication_slots: '32',
   max_wal_senders: '32',
+  // A replication slot left behind (a movement killed mid-copy) may hold back this much WAL, then is invalidated: it cannot fill the disk.
+  max_slot_wal_keep_size: '10GB',
   max_connections: '200',
   listen_addresses: '127.0.0.1',
   unix_socket_directories: '',

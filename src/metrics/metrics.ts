@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type pg from 'pg';
 import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { LEFTOVER_KINDS } from '../movement/doctor.js';
 
 /**
  * The worker's Prometheus endpoint: process metrics plus the shard map as the catalog has it,
@@ -11,6 +12,8 @@ interface CatalogSnapshot {
   version: number;
   nodes: Array<{ state: string; count: number }>;
   shards: Array<{ node: string; count: number }>;
+  /** The janitor's last run, when there was one. */
+  janitor?: { checkedAt: Date; leftovers: Record<string, number>; failed: number };
 }
 
 export function createMetricsRegistry(catalog: pg.Pool): Registry {
@@ -64,20 +67,60 @@ export function createMetricsRegistry(catalog: pg.Pool): Registry {
       for (const row of s.shards) this.set({ node: row.node }, row.count);
     },
   });
+  new Gauge({
+    name: 'shardcast_leftovers',
+    help: 'What closed movements left behind (slots, publications, subscriptions, prepared transactions, leases, schemas), by kind, at the janitor\'s last run',
+    labelNames: ['kind'],
+    registers: [registry],
+    async collect() {
+      const s = await snapshot();
+      if (!s.ok || !s.janitor) return;
+      this.reset();
+      for (const kind of LEFTOVER_KINDS) this.set({ kind }, s.janitor.leftovers[kind] ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'shardcast_janitor_last_run_timestamp_seconds',
+    help: 'When the janitor (schedule shardcast-janitor or shardcast doctor) last checked for leftovers, in Unix seconds',
+    registers: [registry],
+    async collect() {
+      const s = await snapshot();
+      if (s.ok && s.janitor) this.set(s.janitor.checkedAt.getTime() / 1000);
+    },
+  });
+  new Gauge({
+    name: 'shardcast_janitor_fix_failures',
+    help: 'Fixes that failed at the janitor\'s last run (plus nodes it could not reach)',
+    registers: [registry],
+    async collect() {
+      const s = await snapshot();
+      if (s.ok && s.janitor) this.set(s.janitor.failed);
+    },
+  });
   return registry;
+}
+
+async function readJanitor(catalog: pg.Pool): Promise<CatalogSnapshot['janitor']> {
+  // The table comes with migration 0008: a worker ahead of its catalog still serves the other gauges.
+  const { rows } = await catalog.query<{ checked_at: Date; leftovers: Record<string, number>; failed: number }>(
+    'select checked_at, leftovers, failed + unreachable as failed from shardcast.janitor_runs',
+  ).catch(() => ({ rows: [] as Array<{ checked_at: Date; leftovers: Record<string, number>; failed: number }> }));
+  const row = rows[0];
+  return row ? { checkedAt: row.checked_at, leftovers: row.leftovers, failed: row.failed } : undefined;
 }
 
 async function readCatalog(catalog: pg.Pool): Promise<CatalogSnapshot> {
   try {
-    const [v, n, s] = await Promise.all([
+    const [v, n, s, janitor] = await Promise.all([
       catalog.query<{ version: string }>('select version::text as version from shardcast.map_version'),
       catalog.query<{ state: string; count: number }>('select state, count(*)::int as count from shardcast.nodes group by state'),
       catalog.query<{ node: string; count: number }>(
         `select n.name as node, count(p.shard_id)::int as count
            from shardcast.nodes n left join shardcast.placements p on p.node_id = n.id group by n.name`,
       ),
+      readJanitor(catalog),
     ]);
-    return { ok: true, version: Number(v.rows[0]?.version ?? 0), nodes: n.rows, shards: s.rows };
+    return { ok: true, version: Number(v.rows[0]?.version ?? 0), nodes: n.rows, shards: s.rows, janitor };
   } catch {
     return { ok: false, version: 0, nodes: [], shards: [] };
   }

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 const root = path.resolve(import.meta.dirname, '../..');
-const TOP_LEVEL_COMMANDS = ['up', 'worker', 'status', 'nodes', 'tables', 'shards', 'provision-temporal', 'migrate'];
+const TOP_LEVEL_COMMANDS = ['up', 'worker', 'status', 'nodes', 'tables', 'shards', 'doctor', 'provision-temporal', 'migrate'];
 
 interface Run {
   code: number | null;

@@ -43,13 +43,22 @@ describe('defaults', () => {
     expect(parseConfig({})).toEqual({
       dataDir: '.shardcast',
       catalog: { port: 5440, database: 'shardcast' },
-      nodes: { count: 3, basePort: 5441, database: 'shardcast', register: [] },
+      nodes: { count: 3, basePort: 5441, database: 'shardcast', maxSlotWalKeepSize: '10GB', register: [] },
       postgres: { user: 'postgres', password: 'shardcast' },
       temporal: { namespace: 'default', port: 7233, uiPort: 8233, taskQueue: 'shardcast-control' },
       metrics: { port: 9464 },
       collection: { intervalSeconds: 15, retentionDays: 35 },
       forecast: { backend: 'auto', retrainAt: '03:00', catchupWindowMinutes: 60, trainingDays: 30, budgetSeconds: 1.2, searchSeconds: 1.5, threads: 1, batchSize: 10, parallelBatches: 4 },
-      movement: { requireApproval: false, graceSeconds: 300, maxPerNode: 2, catchUpLagBytes: 1048576 },
+      movement: {
+        requireApproval: false,
+        graceSeconds: 300,
+        maxPerNode: 2,
+        catchUpLagBytes: 1048576,
+        statementTimeoutSeconds: 60,
+        idleInTransactionTimeoutSeconds: 30,
+        keepAliveSeconds: 10,
+      },
+      janitor: { intervalMinutes: 10, fix: true },
       tableCreation: { maximumAttempts: 5, initialRetryIntervalMs: 1000 },
     });
   });
