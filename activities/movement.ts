@@ -7,7 +7,7 @@ import { failpoint } from '../src/failpoints.js';
 import { finishMovement, type MovementState } from '../src/movement/lease.js';
 import { planMovement, type MovePlan, type MovementPlan, type MovementRequest } from '../src/movement/plan.js';
 import { dropTargetShard, setSubscriptionEnabled, prepareTarget, startStreaming, stopStreaming, streamProgress, type StreamProgress } from '../src/movement/replication.js';
-import { quoteIdent } from '../src/sql/ident.js';
+import { dropSchemaGuarded } from '../src/movement/drop-guard.js';
 import { applyChanges, captureProgress, copyInitial, dropNewShards, startChangeCapture, stopChangeCapture, type CopyProgress } from '../src/movement/logical-apply.js';
 import { fencedSourceName, reshardCutover, verifyReshard } from '../src/movement/reshard-cutover.js';
 import type { ReshardPlan } from '../src/movement/reshard-plan.js';
@@ -105,9 +105,9 @@ export function createMovementActivities(deps: MovementDeps) {
       return run(async () => {
         const fenced =
           plan.operation === 'move'
-            ? [{ node: plan.source, schema: fencedSchemaName(plan.shard.schema, plan.movementId) }]
-            : plan.sources.map((s) => ({ node: s.node, schema: fencedSourceName(plan, s) }));
-        for (const f of fenced) await deps.nodePools.get(f.node.dsn).query(`drop schema if exists ${quoteIdent(f.schema)} cascade`);
+            ? [{ node: plan.source, schema: fencedSchemaName(plan.shard.schema, plan.movementId), shardId: plan.shard.shardId }]
+            : plan.sources.map((s) => ({ node: s.node, schema: fencedSourceName(plan, s), shardId: s.shardId }));
+        for (const f of fenced) await dropSchemaGuarded(deps.catalog, deps.nodePools, f.node, f.schema, [f.shardId]);
       });
     },
 

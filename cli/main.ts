@@ -134,14 +134,14 @@ program
 const nodes = program.command('nodes').description('PostgreSQL servers that hold shards');
 nodes
   .command('add')
-  .description('register a node (its connection is checked first)')
+  .description('register a node (its connection is checked first; a second name for a registered database is refused)')
   .argument('<name>', 'node name: lower-case letters, digits, - and _')
   .requiredOption('--dsn <url>', 'postgres:// URL of the node database')
   .option('--region <region>')
   .option('--zone <zone>')
   .option('--capacity <units>', 'capacity in load units', positiveNumber, 100)
   .addOption(new Option('--state <state>', 'initial state').choices([...NODE_STATES]).default('active'))
-  .option('--no-check', 'skip connecting to the node first')
+  .option('--no-check', 'skip the capability checks (wal_level, two-phase commit, pg_stat_statements); which database the DSN reaches is always read')
   .action(async (name: string, opts: { dsn: string; region?: string; zone?: string; capacity: number; state: NodeState; check: boolean }) => {
     await withCatalog(async (pool) => {
       const spec = { name, dsn: opts.dsn, region: opts.region, zone: opts.zone, capacity: opts.capacity, state: opts.state };
