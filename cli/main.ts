@@ -141,12 +141,12 @@ nodes
   .option('--zone <zone>')
   .option('--capacity <units>', 'capacity in load units', positiveNumber, 100)
   .addOption(new Option('--state <state>', 'initial state').choices([...NODE_STATES]).default('active'))
-  .option('--no-check', 'skip the capability checks (wal_level, two-phase commit, pg_stat_statements); which database the DSN reaches is always read')
+  .option('--no-check', 'skip the capability checks, and register the node even if it does not answer now')
   .action(async (name: string, opts: { dsn: string; region?: string; zone?: string; capacity: number; state: NodeState; check: boolean }) => {
     await withCatalog(async (pool) => {
       const spec = { name, dsn: opts.dsn, region: opts.region, zone: opts.zone, capacity: opts.capacity, state: opts.state };
       if (opts.check) for (const warning of await checkNodeReachable(spec)) console.error(`warning: node "${name}": ${warning}`);
-      const node = await addNode(pool, spec);
+      const node = await addNode(pool, spec, { unreachableOk: !opts.check });
       console.log(`added node ${node.name} (#${node.id}, ${node.state})`);
     });
   });

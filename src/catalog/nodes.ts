@@ -147,43 +147,60 @@ function aliasError(node: NewNode, existing: string, identity: DatabaseIdentity)
   );
 }
 
-/** Registers a node after reading which physical database it is: a second name for a registered database is refused. */
-export async function addNode(db: Queryable, node: NewNode): Promise<NodeRecord> {
+/**
+ * Registers a node after reading which physical database it is: a second name for a registered
+ * database is refused. With `unreachableOk`, a node that does not answer is registered without its
+ * identity, which is read the next time a node is registered (drops check it live meanwhile).
+ */
+export async function addNode(db: Queryable, node: NewNode, options: { unreachableOk?: boolean } = {}): Promise<NodeRecord> {
   validateNewNode(node);
-  const inserted = await registerNode(db, node, false);
+  const inserted = await registerNode(db, node, { existingOk: false, unreachableOk: options.unreachableOk ?? false });
   if (!inserted) throw new AlreadyExistsError(`node "${node.name}" already exists`);
   return inserted;
 }
 
 /**
  * Registers nodes that are missing; leaves existing ones (same name) as they are, recording their
- * identity if it was not yet. A name for a database registered under another name is refused.
+ * identity if it was not yet. A name for a database registered under another name is refused; a
+ * node that does not answer is registered without its identity.
  */
 export async function ensureNodes(db: Queryable, nodes: NewNode[]): Promise<NodeRecord[]> {
   for (const node of nodes) validateNewNode(node);
-  for (const node of nodes) await registerNode(db, node, true);
+  for (const node of nodes) await registerNode(db, node, { existingOk: true, unreachableOk: true });
   return listNodes(db);
 }
 
 /** The insert of addNode and ensureNodes, with the node's identity; undefined if the name exists (and `existingOk`). */
-async function registerNode(db: Queryable, node: NewNode, existingOk: boolean): Promise<NodeRecord | undefined> {
-  const identity = await identityOf(node);
-  const existing = await registeredAs(db, node.name, identity);
-  if (existing) throw aliasError(node, existing, identity);
+async function registerNode(db: Queryable, node: NewNode, options: { existingOk: boolean; unreachableOk: boolean }): Promise<NodeRecord | undefined> {
+  const identity = await identityOf(node).catch((err: unknown) => {
+    if (options.unreachableOk && err instanceof NodeUnavailableError) return undefined;
+    throw err;
+  });
+  const existing = identity && (await registeredAs(db, node.name, identity));
+  if (identity && existing) throw aliasError(node, existing, identity);
   try {
     const { rows } = await db.query<NodeRecord>(
       `insert into shardcast.nodes (name, dsn, region, zone, capacity, state, system_identifier, database_oid)
        values ($1, $2, $3, $4, coalesce($5, 100), coalesce($6, 'active'), $7::bigint, $8::bigint)
-       ${existingOk ? 'on conflict (name) do nothing' : ''}
+       ${options.existingOk ? 'on conflict (name) do nothing' : ''}
        returning ${NODE_COLUMNS}`,
-      [node.name, node.dsn, node.region ?? null, node.zone ?? null, node.capacity ?? null, node.state ?? null, identity.systemIdentifier, identity.databaseOid],
+      [
+        node.name,
+        node.dsn,
+        node.region ?? null,
+        node.zone ?? null,
+        node.capacity ?? null,
+        node.state ?? null,
+        identity?.systemIdentifier ?? null,
+        identity?.databaseOid ?? null,
+      ],
     );
-    if (existingOk) await recordIdentity(db, node.name, identity);
+    if (identity && options.existingOk) await recordIdentity(db, node.name, identity);
     return rows[0];
   } catch (err) {
     if ((err as { code?: string; constraint?: string }).code !== '23505') throw err;
     // A unique violation: the name, or (a concurrent registration) the database.
-    if ((err as { constraint?: string }).constraint === 'nodes_physical_database') throw aliasError(node, 'another node', identity);
+    if (identity && (err as { constraint?: string }).constraint === 'nodes_physical_database') throw aliasError(node, 'another node', identity);
     throw new AlreadyExistsError(`node "${node.name}" already exists`);
   }
 }
