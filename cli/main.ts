@@ -23,7 +23,7 @@ import { resolveTemporalCli } from '../src/fleet/temporal-cli.js';
 import { nonNegativeInt, positiveInt, positiveNumber } from './args.js';
 import { registerForecastCommands } from './forecast.js';
 import { printTable } from './format.js';
-import { startStack } from './stack.js';
+import { createUpLog, startStack } from './stack.js';
 
 interface GlobalOptions {
   config?: string;
@@ -89,12 +89,17 @@ program
   .description('start the catalog, nodes, Temporal dev server (with UI), the workers and metrics; Ctrl-C stops everything')
   .action(async () => {
     const cfg = config();
-    const stack = await startStack(cfg, { embedded: true, log: (l) => console.log(l) });
-    console.log('shardcast: ready');
+    const log = createUpLog(cfg.dataDir);
+    const stack = await startStack(cfg, { embedded: true, log });
+    log('shardcast: ready');
     await waitForSignal();
-    console.log('shardcast: stopping');
+    // A second Ctrl-C (or npm forwarding the terminal's) must not cut the shutdown short.
+    const again = (): void => log('shardcast: already stopping');
+    process.on('SIGINT', again);
+    process.on('SIGTERM', again);
+    log('shardcast: stopping');
     await stack.stop();
-    console.log('shardcast: stopped');
+    log('shardcast: stopped');
   });
 
 program
