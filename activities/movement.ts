@@ -9,7 +9,7 @@ import { failpoint } from '../src/failpoints.js';
 import { finishMovement, NodeBusyError, type MovementState } from '../src/movement/lease.js';
 import { planMovement, type MovePlan, type MovementPlan, type MovementRequest } from '../src/movement/plan.js';
 import { dropTargetShard, setSubscriptionEnabled, prepareTarget, startStreaming, stopStreaming, streamProgress, type StreamProgress } from '../src/movement/replication.js';
-import { quoteIdent } from '../src/sql/ident.js';
+import { dropSchemaGuarded } from '../src/movement/drop-guard.js';
 import { applyChanges, captureProgress, copyInitial, dropNewShards, startChangeCapture, stopChangeCapture, type CopyProgress } from '../src/movement/logical-apply.js';
 import { fencedSourceName, reshardCutover } from '../src/movement/reshard-cutover.js';
 import type { ReshardPlan } from '../src/movement/reshard-plan.js';
@@ -163,10 +163,10 @@ export function createMovementActivities(deps: MovementDeps) {
 
     /** The fenced copies a cutover leaves on the sources, by node id and name (no DSN travels in the workflow). */
     async fencedCopies(plan: MovementPlan): Promise<FencedCopy[]> {
-      const copy = (node: NodeRecord, schema: string): FencedCopy => ({ nodeId: node.id, node: node.name, schema });
+      const copy = (node: NodeRecord, schema: string, shardId: number): FencedCopy => ({ nodeId: node.id, node: node.name, schema, shardId });
       return plan.operation === 'move'
-        ? [copy(plan.source, fencedSchemaName(plan.shard.schema, plan.movementId))]
-        : plan.sources.map((s) => copy(s.node, fencedSourceName(plan, s)));
+        ? [copy(plan.source, fencedSchemaName(plan.shard.schema, plan.movementId), plan.shard.shardId)]
+        : plan.sources.map((s) => copy(s.node, fencedSourceName(plan, s), s.shardId));
     },
 
     /** After the grace period: the fenced copies on the sources go (their nodes as the catalog has them now). */
@@ -174,7 +174,7 @@ export function createMovementActivities(deps: MovementDeps) {
       return run(async () => {
         for (const c of copies) {
           const node = await getNode(deps.catalog, c.nodeId);
-          await runOn([node], () => deps.nodePools.get(node.dsn).query(`drop schema if exists ${quoteIdent(c.schema)} cascade`));
+          await runOn([node], () => dropSchemaGuarded(deps.catalog, deps.nodePools, node, c.schema, [c.shardId]));
         }
       });
     },

@@ -28,7 +28,7 @@ import { nonNegativeInt, positiveInt, positiveNumber } from './args.js';
 import { printDoctorReport } from './doctor.js';
 import { registerForecastCommands } from './forecast.js';
 import { printTable } from './format.js';
-import { startStack } from './stack.js';
+import { createUpLog, startStack } from './stack.js';
 
 interface GlobalOptions {
   config?: string;
@@ -94,12 +94,17 @@ program
   .description('start the catalog, nodes, Temporal dev server (with UI), the workers and metrics; Ctrl-C stops everything')
   .action(async () => {
     const cfg = config();
-    const stack = await startStack(cfg, { embedded: true, log: (l) => console.log(l) });
-    console.log('shardcast: ready');
+    const log = createUpLog(cfg.dataDir);
+    const stack = await startStack(cfg, { embedded: true, log });
+    log('shardcast: ready');
     await waitForSignal();
-    console.log('shardcast: stopping');
+    // A second Ctrl-C (or npm forwarding the terminal's) must not cut the shutdown short.
+    const again = (): void => log('shardcast: already stopping');
+    process.on('SIGINT', again);
+    process.on('SIGTERM', again);
+    log('shardcast: stopping');
     await stack.stop();
-    console.log('shardcast: stopped');
+    log('shardcast: stopped');
   });
 
 program
@@ -139,19 +144,19 @@ program
 const nodes = program.command('nodes').description('PostgreSQL servers that hold shards');
 nodes
   .command('add')
-  .description('register a node (its connection is checked first)')
+  .description('register a node (its connection is checked first; a second name for a registered database is refused)')
   .argument('<name>', 'node name: lower-case letters, digits, - and _')
   .requiredOption('--dsn <url>', 'postgres:// URL of the node database')
   .option('--region <region>')
   .option('--zone <zone>')
   .option('--capacity <units>', 'capacity in load units', positiveNumber, 100)
   .addOption(new Option('--state <state>', 'initial state').choices([...NODE_STATES]).default('active'))
-  .option('--no-check', 'skip connecting to the node first')
+  .option('--no-check', 'skip the capability checks, and register the node even if it does not answer now')
   .action(async (name: string, opts: { dsn: string; region?: string; zone?: string; capacity: number; state: NodeState; check: boolean }) => {
     await withCatalog(async (pool) => {
       const spec = { name, dsn: opts.dsn, region: opts.region, zone: opts.zone, capacity: opts.capacity, state: opts.state };
       if (opts.check) for (const warning of await checkNodeReachable(spec)) console.error(`warning: node "${name}": ${warning}`);
-      const node = await addNode(pool, spec);
+      const node = await addNode(pool, spec, { unreachableOk: !opts.check });
       console.log(`added node ${node.name} (#${node.id}, ${node.state})`);
     });
   });

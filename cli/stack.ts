@@ -1,3 +1,4 @@
+import { appendFileSync, mkdirSync } from 'node:fs';
 import type { Server } from 'node:http';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
@@ -8,6 +9,7 @@ import { migrate } from '../src/catalog/migrate.js';
 import { ensureNodes, type NewNode } from '../src/catalog/nodes.js';
 import { localUrl, type Config } from '../src/config.js';
 import { ShardcastError, errorMessage, sqlState } from '../src/errors.js';
+import { lockDataDir } from '../src/fleet/data-dir-lock.js';
 import { PostgresServer } from '../src/fleet/postgres-server.js';
 import { resolveTemporalCli } from '../src/fleet/temporal-cli.js';
 import { TemporalDevServer } from '../src/fleet/temporal-server.js';
@@ -40,6 +42,11 @@ export async function startStack(config: Config, options: StackOptions): Promise
   };
   const dataDir = path.resolve(config.dataDir);
   try {
+    if (options.embedded) {
+      // Before anything is started or reaped: a live `up` on this directory makes this one refuse.
+      const lock = lockDataDir(dataDir);
+      stops.push(async () => lock.release());
+    }
     // PostgreSQL: catalog and nodes, started in parallel.
     const servers: PostgresServer[] = [];
     const credentials = { user: config.postgres.user, password: config.postgres.password };
@@ -180,6 +187,27 @@ async function registerNodes(catalog: pg.Pool, nodes: NewNode[], log: (line: str
 
 const MAP_LOCK_TIMEOUT_MS = 3000;
 const LOCK_NOT_AVAILABLE = '55P03';
+
+export const UP_LOG_FILE = 'shardcast-up.log';
+
+/**
+ * The lines `up` prints, also appended to the data directory's log file. The terminal's copy is
+ * best effort: when stdout's reader is gone (`npm start | tee log` after Ctrl-C) writes fail with
+ * EPIPE, and that must not end the process before it has stopped its servers.
+ */
+export function createUpLog(dataDir: string): (line: string) => void {
+  mkdirSync(dataDir, { recursive: true });
+  const file = path.join(path.resolve(dataDir), UP_LOG_FILE);
+  for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
+  return (text) => {
+    try {
+      appendFileSync(file, `${new Date().toISOString()} ${text}\n`);
+    } catch {
+      // the terminal still has it
+    }
+    if (!process.stdout.destroyed) process.stdout.write(`${text}\n`);
+  };
+}
 
 /** Registers Shardcast's search attributes on an existing Temporal server where they are missing. */
 async function ensureSearchAttributes(address: string, namespace: string): Promise<void> {

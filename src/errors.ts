@@ -75,6 +75,20 @@ export class NotFoundError extends ShardcastError {
 }
 
 /**
+ * A compensation would drop a schema in a database where the catalog places the shard it belongs
+ * to (e.g. two node names for one database): refused, nothing dropped.
+ */
+export class UnsafeDropError extends ShardcastError {
+  readonly node: string;
+  readonly schema: string;
+  constructor(node: string, schema: string, message: string) {
+    super('UNSAFE_DROP', `refusing to drop schema ${schema} on node "${node}": ${message}`);
+    this.node = node;
+    this.schema = schema;
+  }
+}
+
+/**
  * Errors that retrying cannot help (bad input, a refused lease, a failed verification), by class
  * name: activities mark them non-retryable and workflows list them as nonRetryableErrorTypes.
  */
@@ -84,6 +98,7 @@ export const BUSINESS_ERROR_TYPES = [
   'NotFoundError',
   'MovementInProgressError',
   'VerificationError',
+  'UnsafeDropError',
 ] as const;
 
 /**

@@ -143,6 +143,8 @@ export interface FencedCopy {
   nodeId: number;
   node: string;
   schema: string;
+  /** The shard it was a copy of (the drop is refused where the catalog places that shard on the same database). */
+  shardId: number;
 }
 
 export const movementProgressQuery = defineQuery<MovementProgress>('progress');

@@ -72,37 +72,141 @@ export async function checkNodeReachable(node: Pick<NewNode, 'name' | 'dsn'>): P
 
 const NODE_COLUMNS = 'id::int as id, name, dsn, region, zone, capacity, state';
 
-export async function addNode(db: Queryable, node: NewNode): Promise<NodeRecord> {
-  validateNewNode(node);
+/**
+ * The physical database behind a DSN: its cluster's system identifier and the database's oid.
+ * Different DSN texts (localhost, 127.0.0.1, another user) for one database have the same identity;
+ * two databases of one server do not.
+ */
+export interface DatabaseIdentity {
+  systemIdentifier: string;
+  databaseOid: string;
+}
+
+export async function readDatabaseIdentity(db: Queryable): Promise<DatabaseIdentity> {
+  const { rows } = await db.query<{ system_identifier: string; database_oid: string }>(
+    `select (select system_identifier::text from pg_control_system()) as system_identifier,
+            (select oid::bigint::text from pg_database where datname = current_database()) as database_oid`,
+  );
+  return { systemIdentifier: rows[0]!.system_identifier, databaseOid: rows[0]!.database_oid };
+}
+
+export function sameDatabase(a: DatabaseIdentity, b: DatabaseIdentity): boolean {
+  return a.systemIdentifier === b.systemIdentifier && a.databaseOid === b.databaseOid;
+}
+
+export function describeIdentity(identity: DatabaseIdentity): string {
+  return `database oid ${identity.databaseOid} of cluster ${identity.systemIdentifier}`;
+}
+
+/** Connects to the DSN once and reads its identity; a node that cannot be reached cannot be told apart. */
+export async function identityOf(node: Pick<NewNode, 'name' | 'dsn'>): Promise<DatabaseIdentity> {
+  const client = new pg.Client({ connectionString: node.dsn, connectionTimeoutMillis: 5000 });
+  client.on('error', () => undefined);
   try {
-    const { rows } = await db.query<NodeRecord>(
-      `insert into shardcast.nodes (name, dsn, region, zone, capacity, state)
-       values ($1, $2, $3, $4, coalesce($5, 100), coalesce($6, 'active'))
-       returning ${NODE_COLUMNS}`,
-      [node.name, node.dsn, node.region ?? null, node.zone ?? null, node.capacity ?? null, node.state ?? null],
-    );
-    return rows[0]!;
+    await client.connect();
   } catch (err) {
-    if ((err as { code?: string }).code === '23505') throw new AlreadyExistsError(`node "${node.name}" already exists`);
-    throw err;
+    throw new NodeUnavailableError(node.name, `cannot connect to read which database it is: ${errorMessage(err)}`, { cause: err });
+  }
+  try {
+    return await readDatabaseIdentity(client);
+  } catch (err) {
+    throw new NodeUnavailableError(node.name, `cannot read which database it is (pg_control_system()): ${errorMessage(err)}`, { cause: err });
+  } finally {
+    await client.end().catch(() => undefined);
   }
 }
 
-/** Registers nodes that are missing; leaves existing ones (same name) as they are. */
+/**
+ * The registered node that is the same physical database as `identity`, other than `name`. Nodes
+ * registered before identities were recorded get theirs read now (those that answer).
+ */
+async function registeredAs(db: Queryable, name: string, identity: DatabaseIdentity): Promise<string | undefined> {
+  const unknown = await db.query<{ name: string; dsn: string }>('select name, dsn from shardcast.nodes where system_identifier is null and name <> $1', [name]);
+  for (const node of unknown.rows) {
+    const found = await identityOf(node).catch(() => undefined);
+    if (found) await recordIdentity(db, node.name, found).catch(() => undefined);
+  }
+  const { rows } = await db.query<{ name: string }>(
+    'select name from shardcast.nodes where system_identifier = $1::bigint and database_oid = $2::bigint and name <> $3',
+    [identity.systemIdentifier, identity.databaseOid, name],
+  );
+  return rows[0]?.name;
+}
+
+async function recordIdentity(db: Queryable, name: string, identity: DatabaseIdentity): Promise<void> {
+  await db.query('update shardcast.nodes set system_identifier = $2::bigint, database_oid = $3::bigint where name = $1 and system_identifier is null', [
+    name,
+    identity.systemIdentifier,
+    identity.databaseOid,
+  ]);
+}
+
+function aliasError(node: NewNode, existing: string, identity: DatabaseIdentity): AlreadyExistsError {
+  return new AlreadyExistsError(
+    `node "${node.name}": its DSN reaches the same database as node "${existing}" (${describeIdentity(identity)}); one database can be registered under one name only`,
+  );
+}
+
+/**
+ * Registers a node after reading which physical database it is: a second name for a registered
+ * database is refused. With `unreachableOk`, a node that does not answer is registered without its
+ * identity, which is read the next time a node is registered (drops check it live meanwhile).
+ */
+export async function addNode(db: Queryable, node: NewNode, options: { unreachableOk?: boolean } = {}): Promise<NodeRecord> {
+  validateNewNode(node);
+  const inserted = await registerNode(db, node, { existingOk: false, unreachableOk: options.unreachableOk ?? false });
+  if (!inserted) throw new AlreadyExistsError(`node "${node.name}" already exists`);
+  return inserted;
+}
+
+/**
+ * Registers nodes that are missing; leaves existing ones (same name) as they are, recording their
+ * identity if it was not yet. A name for a database registered under another name is refused; a
+ * node that does not answer is registered without its identity.
+ */
 export async function ensureNodes(db: Queryable, nodes: NewNode[]): Promise<NodeRecord[]> {
   for (const node of nodes) validateNewNode(node);
-  // Existing nodes are not inserted again: even a no-op insert fires the map-version trigger, which
-  // waits on any transaction holding the map (a cutover's prepared catalog switch).
-  const existing = new Set((await listNodes(db)).map((n) => n.name));
-  for (const node of nodes.filter((n) => !existing.has(n.name))) {
-    await db.query(
-      `insert into shardcast.nodes (name, dsn, region, zone, capacity, state)
-       values ($1, $2, $3, $4, coalesce($5, 100), coalesce($6, 'active'))
-       on conflict (name) do nothing`,
-      [node.name, node.dsn, node.region ?? null, node.zone ?? null, node.capacity ?? null, node.state ?? null],
-    );
-  }
+  // Nodes registered with their identity are left alone: even a no-op write fires the map-version
+  // trigger, which waits on any transaction holding the map (a cutover's prepared catalog switch).
+  const { rows } = await db.query<{ name: string; known: boolean }>('select name, system_identifier is not null as known from shardcast.nodes');
+  const done = new Set(rows.filter((r) => r.known).map((r) => r.name));
+  for (const node of nodes.filter((n) => !done.has(n.name))) await registerNode(db, node, { existingOk: true, unreachableOk: true });
   return listNodes(db);
+}
+
+/** The insert of addNode and ensureNodes, with the node's identity; undefined if the name exists (and `existingOk`). */
+async function registerNode(db: Queryable, node: NewNode, options: { existingOk: boolean; unreachableOk: boolean }): Promise<NodeRecord | undefined> {
+  const identity = await identityOf(node).catch((err: unknown) => {
+    if (options.unreachableOk && err instanceof NodeUnavailableError) return undefined;
+    throw err;
+  });
+  const existing = identity && (await registeredAs(db, node.name, identity));
+  if (identity && existing) throw aliasError(node, existing, identity);
+  try {
+    const { rows } = await db.query<NodeRecord>(
+      `insert into shardcast.nodes (name, dsn, region, zone, capacity, state, system_identifier, database_oid)
+       values ($1, $2, $3, $4, coalesce($5, 100), coalesce($6, 'active'), $7::bigint, $8::bigint)
+       ${options.existingOk ? 'on conflict (name) do nothing' : ''}
+       returning ${NODE_COLUMNS}`,
+      [
+        node.name,
+        node.dsn,
+        node.region ?? null,
+        node.zone ?? null,
+        node.capacity ?? null,
+        node.state ?? null,
+        identity?.systemIdentifier ?? null,
+        identity?.databaseOid ?? null,
+      ],
+    );
+    if (identity && options.existingOk) await recordIdentity(db, node.name, identity);
+    return rows[0];
+  } catch (err) {
+    if ((err as { code?: string; constraint?: string }).code !== '23505') throw err;
+    // A unique violation: the name, or (a concurrent registration) the database.
+    if (identity && (err as { constraint?: string }).constraint === 'nodes_physical_database') throw aliasError(node, 'another node', identity);
+    throw new AlreadyExistsError(`node "${node.name}" already exists`);
+  }
 }
 
 export async function listNodes(db: Queryable): Promise<NodeRecord[]> {

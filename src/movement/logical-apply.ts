@@ -1,3 +1,4 @@
+import { dropSchemaGuarded } from './drop-guard.js';
 import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
@@ -329,5 +330,5 @@ export async function dropNewShards(catalog: Pick<pg.Pool, 'query'>, pools: Node
   const ids = plan.targets.map((t) => t.shardId);
   const placed = await catalog.query('select 1 from shardcast.shards where id = any($1::bigint[])', [ids]);
   if (placed.rowCount) throw new ShardcastError('SHARD_PLACED', `shards ${ids.join(', ')} are in the catalog: their schemas are not dropped`);
-  for (const t of plan.targets) await pools.get(t.node.dsn).query(`drop schema if exists ${quoteIdent(t.schema)} cascade`);
+  for (const t of plan.targets) await dropSchemaGuarded(catalog, pools, t.node, t.schema, [t.shardId]);
 }

@@ -1,3 +1,4 @@
+import { dropSchemaGuarded } from './drop-guard.js';
 import type pg from 'pg';
 import type { NodePools } from '../catalog/node-pools.js';
 import type { NodeRecord, Queryable } from '../catalog/nodes.js';
@@ -305,7 +306,7 @@ async function deleteWatermark(db: pg.Pool, names: MovementNames): Promise<void>
 export async function dropTargetShard(catalog: Queryable, pools: NodePools, target: NodeRecord, shard: ShardTables): Promise<void> {
   const placed = await catalog.query('select 1 from shardcast.placements where shard_id = $1 and node_id = $2', [shard.shardId, target.id]);
   if (placed.rowCount) throw new InvalidInputError(`shard ${shard.shardId} is placed on ${target.name}: its schema there is not dropped`);
-  await pools.get(target.dsn).query(`drop schema if exists ${quoteIdent(shard.schema)} cascade`);
+  await dropSchemaGuarded(catalog, pools, target, shard.schema, [shard.shardId]);
 }
 
 export interface Leftovers {

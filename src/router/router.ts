@@ -3,7 +3,9 @@ import pg from 'pg';
 import { NodePools } from '../catalog/node-pools.js';
 import { InvalidInputError, SHARD_FENCED_SQLSTATE, ShardcastError, UNDEFINED_SCHEMA_SQLSTATE, UNDEFINED_TABLE_SQLSTATE, UnknownTableError, sqlState } from '../errors.js';
 import { isStalePlanError, queryInSchema } from './scoped-query.js';
+import { coveredBy, keyComparator, planRescatter, ScatterInterruptedError, shardInterval, type KeyInterval } from './scatter.js';
 import { loadShardMap, type ShardMap, type ShardRoute } from './shard-map.js';
+import { isReadOnlyStatement, sqlWords } from './sql-words.js';
 
 export interface RouterOptions {
   /** The catalog database. */
@@ -46,6 +48,8 @@ export interface ScatterResult<R> {
 }
 
 const NOTIFY_CHANNEL = 'shardcast_map';
+/** How many times a scatter statement follows shards split or merged away under it before giving up. */
+const MAX_RESCATTER_ROUNDS = 3;
 
 /**
  * The data interface applications use instead of a bare pg.Pool: routes by shard key from a cached
@@ -121,7 +125,8 @@ export class Router extends EventEmitter {
 
   /**
    * Runs `sql` on every shard of the colocation group it reads and concatenates the rows. The group
-   * comes from `options.table`, or from the distributed table names found in the SQL.
+   * comes from `options.table`, or from the distributed table names found in the SQL. A split or
+   * merge under it does not run it twice on any row (see scatter).
    */
   async all<R extends pg.QueryResultRow = pg.QueryResultRow>(
     sql: string,
@@ -140,35 +145,67 @@ export class Router extends EventEmitter {
       table = tableNamedIn(sql, this.map);
       if (!table) throw new InvalidInputError('all: the SQL names no distributed table; pass { table } to say which shards to run on');
     }
-    const group = table;
-    const scatter = async () => {
-      const routes = this.map.shardsOf(group);
-      const results = await Promise.all(
-        routes.map((route) =>
-          this.withPlacementRetry(
-            async () => {
-              const current = this.map.shardsOf(group).find((r) => r.shardId === route.shardId);
-              // Split or merged away: this shard's rows now live in other shards of the new map.
-              if (!current) throw new ShardRetired(route.shardId);
-              return current;
-            },
-            (current) => this.runOnShard<R>(current, sql, params),
-          ),
-        ),
-      );
-      return { routes, results };
-    };
-    let done: Awaited<ReturnType<typeof scatter>>;
-    try {
-      done = await scatter();
-    } catch (err) {
-      if (!(err instanceof ShardRetired)) throw err;
-      // The whole query again on the new map: partial results from the old one would miss or repeat rows.
-      done = await scatter();
+    return this.scatter<R>(table, sql, params);
+  }
+
+  /**
+   * Runs the statement once on every row of the group: a shard split or merged away under it is
+   * owed, and the statement runs on its successors in the new map, which hold exactly its rows. A
+   * successor that also holds rows the statement already ran on (a merge that raced it) takes it
+   * again only if it is a read, by running the whole read anew; a write fails, naming the shards.
+   */
+  private async scatter<R extends pg.QueryResultRow>(group: string, sql: string, params: unknown[] | undefined): Promise<ScatterResult<R>> {
+    const cmp = keyComparator(this.map.table(group));
+    for (let fresh = 0; ; fresh++) {
+      const results: Array<pg.QueryResult<R>> = [];
+      const done: KeyInterval[] = [];
+      let owed: Array<{ shardId: number; range: KeyInterval }> = [];
+      let routes = this.map.shardsOf(group);
+      for (let round = 0; ; round++) {
+        const settled = await Promise.allSettled(routes.map((route) => this.runOnLiveShard<R>(group, route, sql, params)));
+        let failure: unknown;
+        settled.forEach((outcome, i) => {
+          if (outcome.status === 'fulfilled') {
+            results.push(outcome.value);
+            done.push(shardInterval(routes[i]!));
+          } else if (outcome.reason instanceof ShardRetired) {
+            owed.push({ shardId: routes[i]!.shardId, range: shardInterval(routes[i]!) });
+          } else {
+            failure ??= outcome.reason;
+          }
+        });
+        if (failure !== undefined) throw failure;
+        owed = owed.filter((o) => !coveredBy(o.range, done, cmp));
+        if (owed.length === 0) break;
+        await this.refresh();
+        const next = planRescatter(this.map.shardsOf(group), done, owed.map((o) => o.range), cmp);
+        if (round >= MAX_RESCATTER_ROUNDS || next.run.length + next.mixed.length === 0) {
+          throw new ShardcastError('SCATTER_RETIRED', `all: shard ${owed.map((o) => o.shardId).join(', ')} was split or merged away and the statement could not follow its rows; it ran on every other shard`);
+        }
+        if (next.mixed.length > 0) {
+          // A read cannot be completed across such a merge, but may simply run whole again.
+          if (isReadOnlyStatement(sql) && fresh < MAX_RESCATTER_ROUNDS) break;
+          throw new ScatterInterruptedError(owed.map((o) => o.shardId), next.mixed.map((r) => r.shardId));
+        }
+        routes = next.run;
+      }
+      if (owed.length > 0) continue;
+      const rows = results.flatMap((r) => r.rows);
+      return { rows, rowCount: results.reduce((n, r) => n + (r.rowCount ?? 0), 0), fields: results[0]?.fields ?? [], shards: results.length };
     }
-    const { routes, results } = done;
-    const rows = results.flatMap((r) => r.rows);
-    return { rows, rowCount: results.reduce((n, r) => n + (r.rowCount ?? 0), 0), fields: results[0]?.fields ?? [], shards: routes.length };
+  }
+
+  /** The statement on one shard of the group, following a move; ShardRetired if the shard is gone from the map. */
+  private runOnLiveShard<R extends pg.QueryResultRow>(group: string, route: ShardRoute, sql: string, params: unknown[] | undefined): Promise<pg.QueryResult<R>> {
+    return this.withPlacementRetry(
+      async () => {
+        const current = this.map.shardsOf(group).find((r) => r.shardId === route.shardId);
+        // Split or merged away: this shard's rows now live in other shards of the new map.
+        if (!current) throw new ShardRetired(route.shardId);
+        return current;
+      },
+      (current) => this.runOnShard<R>(current, sql, params),
+    );
   }
 
   /** Reloads the map when the catalog has a newer version (or always, with force). */
@@ -366,50 +403,7 @@ function isConnectionLoss(err: unknown): boolean {
  * subtler passes { table } explicitly.
  */
 export function tableNamedIn(sql: string, map: ShardMap): string | undefined {
-  const n = sql.length;
-  let i = 0;
-  while (i < n) {
-    const c = sql[i]!;
-    if (c === '-' && sql[i + 1] === '-') {
-      const end = sql.indexOf('\n', i);
-      i = end < 0 ? n : end + 1;
-    } else if (c === '/' && sql[i + 1] === '*') {
-      const end = sql.indexOf('*/', i + 2);
-      i = end < 0 ? n : end + 2;
-    } else if (c === "'") {
-      // '' inside a literal is an escaped quote: the scan just continues past it.
-      i++;
-      while (i < n && !(sql[i] === "'" && sql[i + 1] !== "'")) i += sql[i] === "'" ? 2 : 1;
-      i++;
-    } else if (c === '"') {
-      let name = '';
-      i++;
-      while (i < n) {
-        if (sql[i] === '"') {
-          if (sql[i + 1] === '"') {
-            name += '"';
-            i += 2;
-            continue;
-          }
-          break;
-        }
-        name += sql[i++];
-      }
-      i++;
-      if (map.tables.has(name)) return name;
-    } else if (c === '$' && /^\$[A-Za-z_][A-Za-z0-9_]*\$|^\$\$/.test(sql.slice(i, i + 64))) {
-      const tag = /^\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$/.exec(sql.slice(i, i + 64))![0];
-      const end = sql.indexOf(tag, i + tag.length);
-      i = end < 0 ? n : end + tag.length;
-    } else if (/[A-Za-z_]/.test(c)) {
-      const start = i;
-      while (i < n && /[A-Za-z0-9_$]/.test(sql[i]!)) i++;
-      const word = sql.slice(start, i).toLowerCase();
-      if (map.tables.has(word)) return word;
-    } else {
-      i++;
-    }
-  }
+  for (const { word } of sqlWords(sql)) if (map.tables.has(word)) return word;
   return undefined;
 }
 

@@ -2,8 +2,9 @@ import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:chil
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
+import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
-import { assertPortFree, freePort } from '../../src/fleet/postgres-server.js';
+import { assertPortFree, freePort, isAlive as alive } from '../../src/fleet/postgres-server.js';
 import { fleet, uniqueName } from '../helpers/fleet.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -330,3 +331,133 @@ async function withTemporalClient<T>(fn: (client: Client) => Promise<T>): Promis
     await connection.close();
   }
 }
+
+/** An environment for a fresh `up` of its own: new data directory, new ports. */
+async function freshUpEnv(prefix: string): Promise<{ dir: string; catalogPort: number }> {
+  dataDir = path.join(fleet().baseDir, uniqueName(prefix));
+  ports = { catalog: await freePort(), node1: await freePortPair(), temporal: await freePort(), ui: await freePort(), metrics: await freePort() };
+  env = {
+    ...process.env,
+    SHARDCAST_DATA_DIR: dataDir,
+    SHARDCAST_CATALOG_PORT: String(ports.catalog),
+    SHARDCAST_NODES_COUNT: '1',
+    SHARDCAST_NODES_BASE_PORT: String(ports.node1),
+    SHARDCAST_TEMPORAL_PORT: String(ports.temporal),
+    SHARDCAST_TEMPORAL_UI_PORT: String(ports.ui),
+    SHARDCAST_METRICS_PORT: String(ports.metrics),
+    TEMPORAL_CLI_PATH: fleet().temporalCliPath,
+  };
+  return { dir: dataDir, catalogPort: ports.catalog };
+}
+
+/** The pids of the servers `up` started in `dir`: each PostgreSQL postmaster and the Temporal dev server. */
+function serverPids(dir: string): number[] {
+  const pids: number[] = [];
+  for (const name of ['catalog', 'node-1']) pids.push(Number.parseInt(readFileSync(path.join(dir, name, 'postmaster.pid'), 'utf8').split('\n')[0]!, 10));
+  pids.push(Number.parseInt(readFileSync(path.join(dir, 'temporal.pid'), 'utf8'), 10));
+  return pids;
+}
+
+async function catalogAnswers(catalogPort: number): Promise<boolean> {
+  const client = new pg.Client({ connectionString: `postgres://postgres:${env.SHARDCAST_POSTGRES_PASSWORD ?? 'shardcast'}@127.0.0.1:${catalogPort}/shardcast`, connectionTimeoutMillis: 3000 });
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+    return (await client.query('select 1 as ok')).rows[0].ok === 1;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+describe('shardcast up owns its data directory', () => {
+  it('a second up on the same data directory refuses, naming the running one, and the first keeps serving', { timeout: 240_000 }, async () => {
+    const { dir, catalogPort } = await freshUpEnv('own');
+    const first = startUp();
+    await waitForLine(first, 'shardcast: ready');
+    const pids = serverPids(dir);
+    const second = startUp();
+    expect(await second.exit).toBe(1);
+    const refusal = second.lines.filter((l) => l.startsWith('stderr: '));
+    expect(refusal).toHaveLength(1);
+    expect(refusal[0]).toMatch(new RegExp(`^stderr: shardcast: error: data directory ${dir.replaceAll('/', '\\/')} is in use by shardcast up \\(pid ${first.child.pid}, started .*\\): stop it first`));
+    expect(pids.every(alive)).toBe(true);
+    expect(await catalogAnswers(catalogPort)).toBe(true);
+    const metrics = await fetch(`http://127.0.0.1:${ports.metrics}/metrics`);
+    expect(metrics.status).toBe(200);
+    first.child.kill('SIGINT');
+    expect(await first.exit).toBe(0);
+    expect(pids.filter(alive)).toEqual([]);
+    expect(existsSync(path.join(dir, 'shardcast-up.lock'))).toBe(false);
+  });
+
+  it('reaps what a SIGKILLed up left behind, by its dead owner', { timeout: 240_000 }, async () => {
+    const { dir } = await freshUpEnv('reap');
+    const first = startUp();
+    await waitForLine(first, 'shardcast: ready');
+    const pids = serverPids(dir);
+    first.child.kill('SIGKILL');
+    await first.exit;
+    expect(pids.every(alive)).toBe(true); // the servers live on in their own process groups
+    const second = startUp();
+    await waitForLine(second, 'shardcast: ready');
+    expect(pids.filter(alive)).toEqual([]); // the leftovers were stopped; new servers run
+    const fresh = serverPids(dir);
+    expect(fresh.every(alive)).toBe(true);
+    second.child.kill('SIGTERM');
+    expect(await second.exit).toBe(0);
+    expect(fresh.filter(alive)).toEqual([]);
+  });
+
+  it('stops everything on SIGINT when its stdout pipe is gone (npm start | tee log, Ctrl-C)', { timeout: 240_000 }, async () => {
+    const { dir } = await freshUpEnv('pipe');
+    // up | head -n 1000: head reads the start-up lines, then is killed like tee by the Ctrl-C.
+    const child = spawn('sh', ['-c', `exec "${process.execPath}" "${CLI}" up | head -n 1000`], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const upPid = (): number | undefined =>
+      readdirSync('/proc')
+        .filter((p) => /^\d+$/.test(p))
+        .map(Number)
+        .find((pid) => {
+          try {
+            return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(`${CLI}\0up`) && readFileSync(`/proc/${pid}/environ`, 'utf8').includes(`SHARDCAST_DATA_DIR=${dir}\0`);
+          } catch {
+            return false;
+          }
+        });
+    // head holds its output back (a pipe): the log file says when up is ready.
+    const logged = (): string => (existsSync(path.join(dir, 'shardcast-up.log')) ? readFileSync(path.join(dir, 'shardcast-up.log'), 'utf8') : '');
+    const deadline = Date.now() + 120_000;
+    while (!logged().includes('shardcast: ready')) {
+      if (Date.now() > deadline || child.exitCode !== null) throw new Error(`up did not come up:\n${out}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const pids = serverPids(dir);
+    const up = upPid()!;
+    expect(up).toBeGreaterThan(0);
+    const head = readdirSync('/proc')
+      .filter((p) => /^\d+$/.test(p))
+      .map(Number)
+      .find((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/cmdline`, 'utf8') === 'head\0-n\x001000\0' && readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ')[3] === String(child.pid);
+        } catch {
+          return false;
+        }
+      });
+    // Ctrl-C: the terminal signals the whole pipeline; the reader dies first.
+    if (head) process.kill(head, 'SIGINT');
+    await new Promise((r) => setTimeout(r, 200));
+    process.kill(up, 'SIGINT');
+    const stopDeadline = Date.now() + 90_000;
+    while (alive(up) || pids.some(alive)) {
+      if (Date.now() > stopDeadline) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(alive(up)).toBe(false);
+    expect(pids.filter(alive)).toEqual([]);
+    expect(processesUsing(dir)).toEqual([]);
+    expect(logged()).toMatch(/shardcast: stopping\n.*shardcast: stopped\n$/);
+  });
+});

@@ -1,0 +1,101 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDistributedTable, moveResult, startMerge, startSplit } from '../../client/index.js';
+import { createRouter, type Router } from '../../src/router/router.js';
+import { createTestCatalog, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
+
+let catalog: TestCatalog;
+let worker: TestWorker;
+let router: Router;
+const KEYS = [...Array(300).keys()].map((i) => i + 1);
+
+beforeAll(async () => {
+  catalog = await createTestCatalog('scatter');
+  worker = await startTestWorker(catalog.catalogUrl);
+  await createDistributedTable(worker.options, { name: 'counters', columns: 'id bigint primary key, n int not null default 0', shardKey: 'id', shardCount: 3 });
+  router = await createRouter({ catalogUrl: catalog.catalogUrl });
+  for (const k of KEYS) await router.forKey('counters', k).query('insert into counters (id) values ($1)', [k]);
+});
+
+afterAll(async () => {
+  await router?.close();
+  await worker?.close();
+  await catalog?.close();
+});
+
+async function counts(): Promise<Map<number, number>> {
+  const { rows } = await router.all<{ id: string; n: number }>('select id::text, n from counters');
+  return new Map(rows.map((r) => [Number(r.id), r.n]));
+}
+
+/** A router that never hears of map changes until a query meets a moved shard. */
+function staleRouter(): Promise<Router> {
+  return createRouter({ catalogUrl: catalog.catalogUrl, listen: false, versionCheckIntervalMs: 0 });
+}
+
+async function shardNodes(): Promise<Array<{ id: number; node: string }>> {
+  const { rows } = await catalog.pool.query<{ id: number; node: string }>(
+    `select s.id::int as id, n.name as node from shardcast.shards s join shardcast.placements p on p.shard_id = s.id
+       join shardcast.nodes n on n.id = p.node_id order by s.hash_min`,
+  );
+  return rows;
+}
+
+describe('scatter writes across a split or merge', () => {
+  it('applies a scatter UPDATE exactly once on every row, during a split and through a router whose map predates it', async () => {
+    const stale = await staleRouter();
+    try {
+      const before = await counts();
+      expect([...before.values()].every((n) => n === 0)).toBe(true);
+      const [shard] = await shardNodes();
+      const other = catalog.nodes.map((n) => n.name).find((n) => n !== shard!.node)!;
+      let acknowledged = 0;
+      const errors: string[] = [];
+      let stop = false;
+      // Scatter writes through the live router for the whole split.
+      const loop = (async () => {
+        while (!stop) {
+          try {
+            const r = await router.all('update counters set n = n + 1');
+            expect(r.rowCount).toBe(KEYS.length);
+            acknowledged++;
+          } catch (err) {
+            errors.push((err as Error).message);
+          }
+        }
+      })();
+      const split = await startSplit(worker.options, { shardId: shard!.id, targetNodes: [other, shard!.node], graceSeconds: 0, pollSeconds: 0.2 });
+      await moveResult(split);
+      stop = true;
+      await loop;
+      // The stale router runs on the retired shard first: it meets the fence or a dropped schema.
+      const r = await stale.all('update counters set n = n + 1');
+      expect(r.rowCount).toBe(KEYS.length);
+      acknowledged++;
+      expect(errors).toEqual([]);
+      expect(acknowledged).toBeGreaterThan(1);
+      const after = await counts();
+      expect(after.size).toBe(KEYS.length);
+      const wrong = [...after].filter(([, n]) => n !== acknowledged);
+      expect(wrong, `rows not incremented exactly ${acknowledged} times`).toEqual([]);
+    } finally {
+      await stale.close();
+    }
+  });
+
+  it('applies a scatter UPDATE exactly once through a stale router after a merge', async () => {
+    const stale = await staleRouter();
+    try {
+      const before = await counts();
+      const shards = await shardNodes();
+      const merge = await startMerge(worker.options, { shardIds: [shards[0]!.id, shards[1]!.id], graceSeconds: 0, pollSeconds: 0.2 });
+      await moveResult(merge);
+      const r = await stale.all('update counters set n = n + 1');
+      expect(r.rowCount).toBe(KEYS.length);
+      const after = await counts();
+      const wrong = [...after].filter(([id, n]) => n !== before.get(id)! + 1);
+      expect(wrong).toEqual([]);
+    } finally {
+      await stale.close();
+    }
+  });
+});
