@@ -205,6 +205,7 @@ export async function prepareCutover(
         throw new ShardcastError('SHARD_ELSEWHERE', `shard ${shard.shardId} is no longer placed on ${source.name}`);
       }
       await c.query(`prepare transaction ${quoteLiteral(names.gid)}`);
+      await failpoint('cutover.after-catalog-prepare', { connection: c });
     });
     mark('catalogPrepared');
     await failpoint('cutover.after-prepare');

@@ -153,6 +153,7 @@ async function prepare(deps: ReshardCutoverDeps, plan: ReshardPlan, options: Res
       }
       await c.query('delete from shardcast.shards where id = any($1::bigint[])', [plan.sources.map((s) => s.shardId)]);
       await c.query(`prepare transaction ${quoteLiteral(plan.catalogGid)}`);
+      await failpoint('cutover.after-catalog-prepare', { connection: c });
     });
     await failpoint('cutover.after-prepare');
     return lockedAt;
