@@ -21,8 +21,9 @@ export async function failpoint(name: string, context: { connection?: unknown } 
     if (sleep) await new Promise((resolve) => setTimeout(resolve, Number(sleep[1])));
     if (action === 'throw') throw new Error(`failpoint ${name}: injected failure`);
     if (action === 'drop-connection') {
-      const socket = (context.connection as { connection?: { stream?: { destroy(): void } } } | undefined)?.connection?.stream;
-      socket?.destroy();
+      const client = context.connection as { on?(event: 'error', listener: () => void): void; connection?: { stream?: { destroy(): void } } } | undefined;
+      client?.on?.('error', () => undefined); // the client reports its lost socket: expected here
+      client?.connection?.stream?.destroy();
       throw new Error(`failpoint ${name}: connection dropped`);
     }
   }

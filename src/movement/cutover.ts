@@ -4,6 +4,7 @@ import type { NodeRecord } from '../catalog/nodes.js';
 import { SHARD_FENCED_SQLSTATE, ShardcastError, sqlState } from '../errors.js';
 import { failpoint } from '../failpoints.js';
 import { quoteIdent, quoteLiteral } from '../sql/ident.js';
+import { holdCutoverAttempt, takeCutoverAttempt } from './lease.js';
 import { bumpWatermark, currentLsn, targetHasWatermark, type MovementNames, type ShardTables } from './replication.js';
 
 /**
@@ -86,16 +87,11 @@ export async function cutover(deps: CutoverDeps, move: CutoverTarget, options: C
   if (state.placedOn !== move.source.id) {
     throw new ShardcastError('SHARD_ELSEWHERE', `shard ${move.shard.shardId} is no longer on ${move.source.name}: nothing to cut over`);
   }
-  let recovered: CutoverResult['recovered'];
-  if (state.sourcePrepared) {
-    // Crashed after the source was prepared but before the catalog was: the switch never happened.
-    await onServer(deps.pools, move.source.dsn, (c) => c.query(`rollback prepared ${quoteLiteral(move.names.gid)}`));
-    recovered = 'rolled-back-and-redone';
-  }
+  // A fence left prepared by an earlier attempt (its switch never prepared) is rolled back there, under the lease.
   const prepared = await prepareCutover(deps, move, options);
   await finishCutover(deps, move, { catalogPrepared: true, sourcePrepared: true, placedOn: move.source.id });
   const blockedMs = Date.now() - prepared.lockedAt;
-  return { blockedMs, lsn: prepared.lsn, steps: { ...prepared.steps, committed: blockedMs }, ...(recovered ? { recovered } : {}) };
+  return { blockedMs, lsn: prepared.lsn, steps: { ...prepared.steps, committed: blockedMs }, ...(prepared.rolledBack ? { recovered: 'rolled-back-and-redone' as const } : {}) };
 }
 
 interface CutoverState {
@@ -161,10 +157,15 @@ export async function prepareCutover(
   deps: CutoverDeps,
   move: CutoverTarget,
   options: CutoverOptions = {},
-): Promise<{ lockedAt: number; lsn: string; steps: Omit<CutoverSteps, 'committed'> }> {
+): Promise<{ lockedAt: number; lsn: string; steps: Omit<CutoverSteps, 'committed'>; rolledBack: boolean }> {
   const { shard, source, target, names } = move;
+  const movementId = movementIdOf(names);
+  const fences = [{ dsn: source.dsn, gid: names.gid }];
+  // This attempt's fencing token; fences an earlier attempt left prepared are rolled back under it.
+  const { attempt, rolledBack } = await beginCutoverAttempt(deps, movementId, names.gid, fences);
   // Pooled connections throughout: a new connection costs several milliseconds of the blocked time.
   const sourceClient = await deps.pools.get(source.dsn).connect();
+  let catalogClient: pg.PoolClient | undefined;
   let broken: Error | undefined;
   let lockedAt = 0;
   let lsn = '';
@@ -181,39 +182,143 @@ export async function prepareCutover(
     mark('verified');
     await copySequences(deps.pools, sourceClient, target, shard.schema);
     await fence(sourceClient, move);
+    // The switch's transaction holds the lease row from before the source's PREPARE: a replaced attempt stops here.
+    catalogClient = await beginSwitch(deps, movementId, attempt);
     await sourceClient.query(`prepare transaction ${quoteLiteral(names.gid)}`);
     sourcePrepared = true;
     mark('sourcePrepared');
-  } catch (err) {
-    if (!sourcePrepared) await sourceClient.query('rollback').catch(() => undefined);
-    broken = err as Error;
-    throw err;
-  } finally {
-    sourceClient.release(broken);
-  }
-
-  try {
-    await onServer(deps.pools, deps.catalogUrl, async (c) => {
-      await c.query('begin');
-      await c.query(`set local shardcast.in_2pc = 'on'`);
-      const switched = await c.query(
-        'update shardcast.placements set node_id = $1, placed_at = now() where shard_id = $2 and node_id = $3',
-        [target.id, shard.shardId, source.id],
-      );
-      if (switched.rowCount !== 1) {
-        await c.query('rollback');
-        throw new ShardcastError('SHARD_ELSEWHERE', `shard ${shard.shardId} is no longer placed on ${source.name}`);
-      }
-      await c.query(`prepare transaction ${quoteLiteral(names.gid)}`);
-      await failpoint('cutover.after-catalog-prepare', { connection: c });
-    });
+    const switched = await catalogClient.query(
+      'update shardcast.placements set node_id = $1, placed_at = now() where shard_id = $2 and node_id = $3',
+      [target.id, shard.shardId, source.id],
+    );
+    if (switched.rowCount !== 1) throw new ShardcastError('SHARD_ELSEWHERE', `shard ${shard.shardId} is no longer placed on ${source.name}`);
+    await catalogClient.query(`prepare transaction ${quoteLiteral(names.gid)}`);
+    await failpoint('cutover.after-catalog-prepare', { connection: catalogClient });
     mark('catalogPrepared');
     await failpoint('cutover.after-prepare');
   } catch (err) {
-    await onServer(deps.pools, source.dsn, (c) => c.query(`rollback prepared ${quoteLiteral(names.gid)}`)).catch(() => undefined);
+    broken = err as Error;
+    if (!sourcePrepared) await sourceClient.query('rollback').catch(() => undefined);
+    await catalogClient?.query('rollback').catch(() => undefined);
+    if (sourcePrepared) await settleFailedSwitch(deps, movementId, attempt, names.gid, fences, broken);
+    throw err;
+  } finally {
+    sourceClient.release(broken);
+    catalogClient?.release(broken);
+  }
+  return { lockedAt, lsn, steps, rolledBack };
+}
+
+/** The movement id a move's names were made from. */
+function movementIdOf(names: MovementNames): string {
+  return names.gid.replace(/^sc_mv_/, '');
+}
+
+/** A fence prepared on a source node under the cutover's gid. */
+export interface PreparedFence {
+  dsn: string;
+  gid: string;
+}
+
+/** The catalog switch may be prepared (or about to be): nothing was undone, a retry finishes or undoes the cutover. */
+export class CutoverInDoubtError extends ShardcastError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('CUTOVER_IN_DOUBT', message, options);
+  }
+}
+
+/** How long a cutover waits for the movement's lease row (held only for milliseconds, unless a switch is prepared). */
+const LEASE_LOCK_TIMEOUT_MS = 2000;
+
+/**
+ * Starts a cutover attempt: takes the next fencing token on the movement's lease row, and while the
+ * row is locked rolls back the fences an earlier attempt left prepared. That is safe there: a
+ * prepared catalog switch would hold the row (so the token could not be taken), and no switch can
+ * be prepared later under an older token (each checks the token under the same lock).
+ */
+export async function beginCutoverAttempt(deps: CutoverDeps, movementId: string, catalogGid: string, fences: PreparedFence[]): Promise<{ attempt: number; rolledBack: boolean }> {
+  return onServer(deps.pools, deps.catalogUrl, async (c) => {
+    await c.query('begin');
+    try {
+      await c.query(`set local lock_timeout = ${LEASE_LOCK_TIMEOUT_MS}`);
+      const attempt = await takeCutoverAttempt(c, movementId);
+      if (attempt === null || (await isPrepared(c, catalogGid))) {
+        throw new CutoverInDoubtError(`movement ${movementId}: an earlier cutover attempt holds its lease row (its catalog switch prepared or in flight); a retry finishes it`);
+      }
+      let rolledBack = false;
+      for (const f of fences) if (await rollbackPreparedIfAny(deps.pools, f.dsn, f.gid)) rolledBack = true;
+      await c.query('commit');
+      return { attempt, rolledBack };
+    } catch (err) {
+      await c.query('rollback').catch(() => undefined);
+      throw err;
+    }
+  });
+}
+
+/**
+ * Opens the catalog transaction of the switch: it locks the movement's lease row and checks that
+ * `attempt` is still the current one (StaleCutoverAttemptError otherwise) before any PREPARE.
+ */
+export async function beginSwitch(deps: CutoverDeps, movementId: string, attempt: number): Promise<pg.PoolClient> {
+  const client = await deps.pools.get(deps.catalogUrl).connect();
+  try {
+    await client.query('begin');
+    await client.query(`set local shardcast.in_2pc = 'on'`);
+    await client.query(`set local lock_timeout = ${LEASE_LOCK_TIMEOUT_MS}`);
+    if (!(await holdCutoverAttempt(client, movementId, attempt))) {
+      throw new CutoverInDoubtError(`movement ${movementId}: another cutover attempt holds its lease row; this attempt stops before fencing`);
+    }
+    return client;
+  } catch (err) {
+    await client.query('rollback').catch(() => undefined);
+    client.release(err as Error);
     throw err;
   }
-  return { lockedAt, lsn, steps };
+}
+
+/**
+ * After the catalog step failed with fences already prepared: they are rolled back only when it is
+ * known that the catalog switch is not prepared and cannot become so — on a fresh connection, holding
+ * the lease row (which a prepared switch, or one still in flight on a connection whose reply was
+ * lost, would hold), with this attempt still the current one. Otherwise nothing is undone and a
+ * CutoverInDoubtError says so: the retry finds the switch prepared and finishes it, or rolls back.
+ */
+export async function settleFailedSwitch(deps: CutoverDeps, movementId: string, attempt: number, catalogGid: string, fences: PreparedFence[], cause: Error): Promise<never> {
+  let settled = false;
+  try {
+    settled = await onServer(deps.pools, deps.catalogUrl, async (c) => {
+      await c.query('begin');
+      try {
+        await c.query(`set local lock_timeout = ${LEASE_LOCK_TIMEOUT_MS}`);
+        if (!(await holdCutoverAttempt(c, movementId, attempt)) || (await isPrepared(c, catalogGid))) return false;
+        for (const f of fences) await rollbackPreparedIfAny(deps.pools, f.dsn, f.gid);
+        return true;
+      } finally {
+        await c.query('rollback');
+      }
+    });
+  } catch {
+    settled = false; // the catalog cannot be asked, or a newer attempt owns the fences now
+  }
+  if (settled) throw cause;
+  throw new CutoverInDoubtError(`movement ${movementId}: the catalog switch may have been prepared (${cause.message}); the fences stay, a retry finishes or undoes the cutover`, {
+    cause,
+  });
+}
+
+async function isPrepared(client: pg.ClientBase, gid: string): Promise<boolean> {
+  const { rows } = await client.query('select 1 from pg_prepared_xacts where gid = $1 and database = current_database()', [gid]);
+  return rows.length > 0;
+}
+
+/** Rolls back a prepared transaction on a node if it is there; true when it was. */
+async function rollbackPreparedIfAny(pools: NodePools, dsn: string, gid: string): Promise<boolean> {
+  return onServer(pools, dsn, async (c) => {
+    if (!(await isPrepared(c, gid))) return false;
+    await c.query(`rollback prepared ${quoteLiteral(gid)}`);
+    return true;
+  });
 }
 
 /**
@@ -254,13 +359,14 @@ const LOCK_NOT_AVAILABLE = '55P03';
 /** Phase two: commit the catalog (and tell routers), then the source. Each step skips what is done. */
 async function finishCutover(deps: CutoverDeps, move: CutoverTarget, state: CutoverState): Promise<void> {
   if (state.catalogPrepared) await commitCatalogSwitch(deps, move.names.gid);
+  await failpoint('cutover.after-catalog-commit');
   await commitPreparedIfAny(deps.pools, move.source.dsn, move.names.gid);
 }
 
-/** Phase two on the catalog: commit the prepared placement switch, then tell routers. */
+/** Phase two on the catalog: commit the prepared placement switch (unless another attempt just did), then tell routers. */
 export async function commitCatalogSwitch(deps: CutoverDeps, gid: string): Promise<void> {
   await onServer(deps.pools, deps.catalogUrl, async (c) => {
-    await c.query(`commit prepared ${quoteLiteral(gid)}`);
+    if (await isPrepared(c, gid)) await c.query(`commit prepared ${quoteLiteral(gid)}`);
     await c.query(`select pg_notify('shardcast_map', version::text) from shardcast.map_version`);
   });
 }
@@ -268,8 +374,7 @@ export async function commitCatalogSwitch(deps: CutoverDeps, gid: string): Promi
 /** Phase two on a source: commit its prepared fence, unless an earlier attempt already did. */
 export async function commitPreparedIfAny(pools: NodePools, dsn: string, gid: string): Promise<void> {
   await onServer(pools, dsn, async (c) => {
-    const { rows } = await c.query('select 1 from pg_prepared_xacts where gid = $1 and database = current_database()', [gid]);
-    if (rows.length > 0) await c.query(`commit prepared ${quoteLiteral(gid)}`);
+    if (await isPrepared(c, gid)) await c.query(`commit prepared ${quoteLiteral(gid)}`);
   });
 }
 

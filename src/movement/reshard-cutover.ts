@@ -3,7 +3,7 @@ import type { NodePools } from '../catalog/node-pools.js';
 import { ShardcastError } from '../errors.js';
 import { failpoint } from '../failpoints.js';
 import { quoteIdent, quoteLiteral } from '../sql/ident.js';
-import { commitCatalogSwitch, commitPreparedIfAny, fencedSchemaName, fenceShard, lockForCutover, onServer, VerificationError, type CutoverResult } from './cutover.js';
+import { beginCutoverAttempt, beginSwitch, commitCatalogSwitch, commitPreparedIfAny, settleFailedSwitch, fencedSchemaName, fenceShard, lockForCutover, onServer, VerificationError, type CutoverResult } from './cutover.js';
 import { applyChanges } from './logical-apply.js';
 import { rangePredicate, type ReshardPlan, type ReshardSource } from './reshard-plan.js';
 
@@ -33,7 +33,7 @@ export interface ReshardCutoverOptions {
  * every target; then the locks are released, nothing switched. A mismatch throws VerificationError.
  */
 export async function verifyReshard(deps: ReshardCutoverDeps, plan: ReshardPlan, options: ReshardCutoverOptions = {}): Promise<{ blockedMs: number }> {
-  const lockedAt = await prepare(deps, plan, options, true);
+  const lockedAt = await prepare(deps, plan, options, 'dry-run');
   return { blockedMs: Date.now() - lockedAt };
 }
 
@@ -48,16 +48,12 @@ export async function reshardCutover(deps: ReshardCutoverDeps, plan: ReshardPlan
     await finish(deps, plan, state.catalogPrepared);
     return { blockedMs: 0, lsn: null, recovered: state.catalogPrepared ? 'finished' : 'already-done' };
   }
-  let recovered: CutoverResult['recovered'];
-  for (const s of plan.sources) {
-    if (state.preparedSources.has(s.gid)) {
-      await onServer(deps.pools, s.node.dsn, (c) => c.query(`rollback prepared ${quoteLiteral(s.gid)}`));
-      recovered = 'rolled-back-and-redone';
-    }
-  }
-  const lockedAt = await prepare(deps, plan, options);
+  // Fences left prepared by an earlier attempt (its switch never prepared) are rolled back there, under the lease.
+  const fences = plan.sources.map((s) => ({ dsn: s.node.dsn, gid: s.gid }));
+  const { attempt, rolledBack } = await beginCutoverAttempt(deps, plan.movementId, plan.catalogGid, fences);
+  const lockedAt = await prepare(deps, plan, options, attempt);
   await finish(deps, plan, true);
-  return { blockedMs: Date.now() - lockedAt, lsn: null, ...(recovered ? { recovered } : {}) };
+  return { blockedMs: Date.now() - lockedAt, lsn: null, ...(rolledBack ? { recovered: 'rolled-back-and-redone' as const } : {}) };
 }
 
 interface State {
@@ -86,10 +82,11 @@ async function cutoverState(deps: ReshardCutoverDeps, plan: ReshardPlan): Promis
 }
 
 /** Phase one: every source locked, drained, verified, fenced and prepared; then the catalog prepared. Returns when the lock was taken. */
-async function prepare(deps: ReshardCutoverDeps, plan: ReshardPlan, options: ReshardCutoverOptions, dryRun = false): Promise<number> {
+async function prepare(deps: ReshardCutoverDeps, plan: ReshardPlan, options: ReshardCutoverOptions, attempt: number | 'dry-run'): Promise<number> {
   // Sources in node order, so that two cutovers sharing nodes cannot deadlock on their locks.
   const sources = [...plan.sources].sort((a, b) => a.node.id - b.node.id || a.shardId - b.shardId);
   const clients = new Map<ReshardSource, pg.PoolClient>();
+  let catalogClient: pg.PoolClient | undefined;
   let broken: Error | undefined;
   const prepared: ReshardSource[] = [];
   let lockedAt = 0;
@@ -105,7 +102,7 @@ async function prepare(deps: ReshardCutoverDeps, plan: ReshardPlan, options: Res
     const drained = await applyChanges(deps.pools, plan, { onBatch: () => options.onWait?.() });
     if (!drained.drained) throw new ShardcastError('CUTOVER_CATCHUP_TIMEOUT', 'the new shards did not catch up with the locked sources');
     await verify(deps.pools, plan, clients, options.verify ?? 'checksums');
-    if (dryRun) {
+    if (attempt === 'dry-run') {
       for (const client of clients.values()) await client.query('rollback');
       return lockedAt;
     }
@@ -119,57 +116,63 @@ async function prepare(deps: ReshardCutoverDeps, plan: ReshardPlan, options: Res
         message: `shard ${s.shardId} has been ${plan.operation === 'split' ? 'split into shards' : 'merged into shard'} ${into}`,
         fencedName: fencedSourceName(plan, s),
       });
-      await client.query(`prepare transaction ${quoteLiteral(s.gid)}`);
+    }
+    // The switch's transaction holds the lease row from before the first PREPARE: a replaced attempt stops here.
+    catalogClient = await beginSwitch(deps, plan.movementId, attempt);
+    for (const s of sources) {
+      await clients.get(s)!.query(`prepare transaction ${quoteLiteral(s.gid)}`);
       prepared.push(s);
     }
-    await onServer(deps.pools, deps.catalogUrl, async (c) => {
-      await c.query('begin');
-      await c.query(`set local shardcast.in_2pc = 'on'`);
-      const { rows } = await c.query<{ n: number }>(
-        `select count(*)::int as n from shardcast.placements p
-           join unnest($1::bigint[], $2::bigint[]) as want(shard_id, node_id) on want.shard_id = p.shard_id and want.node_id = p.node_id`,
-        [plan.sources.map((s) => s.shardId), plan.sources.map((s) => s.node.id)],
+    const c = catalogClient;
+    const { rows } = await c.query<{ n: number }>(
+      `select count(*)::int as n from shardcast.placements p
+         join unnest($1::bigint[], $2::bigint[]) as want(shard_id, node_id) on want.shard_id = p.shard_id and want.node_id = p.node_id`,
+      [plan.sources.map((s) => s.shardId), plan.sources.map((s) => s.node.id)],
+    );
+    if (rows[0]!.n !== plan.sources.length) {
+      throw new ShardcastError('SHARD_ELSEWHERE', `shards ${plan.sources.map((s) => s.shardId).join(', ')} are no longer where the ${plan.operation} found them`);
+    }
+    for (const t of plan.targets) {
+      const hash = 'hashMin' in t.range;
+      await c.query(
+        `insert into shardcast.shards (id, group_id, schema_name, hash_min, hash_max, range_min, range_max) overriding system value
+         values ($1, $2, $3, $4::bigint, $5::bigint, $6, $7)`,
+        [
+          t.shardId,
+          plan.groupId,
+          t.schema,
+          hash ? (t.range as { hashMin: string }).hashMin : null,
+          hash ? (t.range as { hashMax: string }).hashMax : null,
+          hash ? null : (t.range as { rangeMin: string }).rangeMin,
+          hash ? null : (t.range as { rangeMax: string }).rangeMax,
+        ],
       );
-      if (rows[0]!.n !== plan.sources.length) {
-        await c.query('rollback');
-        throw new ShardcastError('SHARD_ELSEWHERE', `shards ${plan.sources.map((s) => s.shardId).join(', ')} are no longer where the ${plan.operation} found them`);
-      }
-      for (const t of plan.targets) {
-        const hash = 'hashMin' in t.range;
-        await c.query(
-          `insert into shardcast.shards (id, group_id, schema_name, hash_min, hash_max, range_min, range_max) overriding system value
-           values ($1, $2, $3, $4::bigint, $5::bigint, $6, $7)`,
-          [
-            t.shardId,
-            plan.groupId,
-            t.schema,
-            hash ? (t.range as { hashMin: string }).hashMin : null,
-            hash ? (t.range as { hashMax: string }).hashMax : null,
-            hash ? null : (t.range as { rangeMin: string }).rangeMin,
-            hash ? null : (t.range as { rangeMax: string }).rangeMax,
-          ],
-        );
-        await c.query('insert into shardcast.placements (shard_id, node_id) values ($1, $2)', [t.shardId, t.node.id]);
-      }
-      await c.query('delete from shardcast.shards where id = any($1::bigint[])', [plan.sources.map((s) => s.shardId)]);
-      await c.query(`prepare transaction ${quoteLiteral(plan.catalogGid)}`);
-      await failpoint('cutover.after-catalog-prepare', { connection: c });
-    });
+      await c.query('insert into shardcast.placements (shard_id, node_id) values ($1, $2)', [t.shardId, t.node.id]);
+    }
+    await c.query('delete from shardcast.shards where id = any($1::bigint[])', [plan.sources.map((s) => s.shardId)]);
+    await c.query(`prepare transaction ${quoteLiteral(plan.catalogGid)}`);
+    await failpoint('cutover.after-catalog-prepare', { connection: c });
     await failpoint('cutover.after-prepare');
     return lockedAt;
   } catch (err) {
-    for (const s of prepared) await onServer(deps.pools, s.node.dsn, (c) => c.query(`rollback prepared ${quoteLiteral(s.gid)}`)).catch(() => undefined);
-    for (const [s, client] of clients) if (!prepared.includes(s)) await client.query('rollback').catch(() => undefined);
     broken = err as Error;
+    for (const [s, client] of clients) if (!prepared.includes(s)) await client.query('rollback').catch(() => undefined);
+    await catalogClient?.query('rollback').catch(() => undefined);
+    if (prepared.length > 0 && attempt !== 'dry-run') {
+      const fences = prepared.map((s) => ({ dsn: s.node.dsn, gid: s.gid }));
+      await settleFailedSwitch(deps, plan.movementId, attempt, plan.catalogGid, fences, broken);
+    }
     throw err;
   } finally {
     for (const client of clients.values()) client.release(broken);
+    catalogClient?.release(broken);
   }
 }
 
 /** Phase two: the catalog (and a NOTIFY to routers), then every source. Each step skips what is done. */
 async function finish(deps: ReshardCutoverDeps, plan: ReshardPlan, catalogPrepared: boolean): Promise<void> {
   if (catalogPrepared) await commitCatalogSwitch(deps, plan.catalogGid);
+  await failpoint('cutover.after-catalog-commit');
   for (const s of plan.sources) await commitPreparedIfAny(deps.pools, s.node.dsn, s.gid);
 }
 

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDistributedTable } from '../../client/index.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
 import { getNodeByName, type NodeRecord } from '../../src/catalog/nodes.js';
+import { acquireMovementLease } from '../../src/movement/lease.js';
 import { cutover, fencedSchemaName, prepareCutover, VerificationError } from '../../src/movement/cutover.js';
 import {
   movementLeftovers,
@@ -57,13 +58,17 @@ async function planMove(index: number): Promise<Move> {
   );
   const row = rows[index]!;
   const id = uniqueName('mv');
-  return {
+  const move = {
     shard: await shardTables(catalog.pool, row.id),
     source: await getNodeByName(catalog.pool, row.node),
     target: await getNodeByName(catalog.pool, ['node-1', 'node-2', 'node-3'].find((n) => n !== row.node)!),
     names: movementNames(id),
     id,
   };
+  // The cutover's fencing token lives on the movement's lease: an earlier test's lease of the shard ends first.
+  await catalog.pool.query("update shardcast.movements set state = 'done' where shard_id = $1 and state = 'running'", [row.id]);
+  await acquireMovementLease(catalog.pool, { id, operation: 'move', shardId: row.id, sourceNodeId: move.source.id, targetNodeIds: [move.target.id] }, 10);
+  return move;
 }
 
 async function streamUntilReady(move: Move): Promise<void> {
