@@ -1,9 +1,12 @@
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDistributedTable, moveResult, startMove, startSplit } from '../../client/index.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
+import { ensureNodes } from '../../src/catalog/nodes.js';
+import { freePort, PostgresServer } from '../../src/fleet/postgres-server.js';
 import { resetFailpoints } from '../../src/failpoints.js';
 import { createRouter, type Router } from '../../src/router/router.js';
-import { createTestCatalog, expectNoMovementLeftovers, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
+import { adminQuery, createTestCatalog, expectNoMovementLeftovers, fleet, startTestWorker, type TestCatalog, type TestWorker, uniqueName, until } from '../helpers/fleet.js';
 
 /**
  * The cutover's safety under faults (issue 9): a lost reply at the catalog's PREPARE, the source
@@ -13,6 +16,8 @@ import { createTestCatalog, expectNoMovementLeftovers, startTestWorker, type Tes
 
 let catalog: TestCatalog;
 let worker: TestWorker;
+/** A node of this file's own, stopped and started by the tests (the shared fleet is left alone). */
+let extra: PostgresServer | undefined;
 const pools = new NodePools();
 const RETRY = { maximumAttempts: 5, initialIntervalMs: 200, maximumIntervalMs: 1000 };
 
@@ -24,6 +29,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   delete process.env.SHARDCAST_FAILPOINTS;
+  await extra?.stop();
   await pools.end();
   await worker?.close();
   await catalog?.close();
@@ -130,5 +136,56 @@ describe('cutover: the catalog PREPARE succeeded but its reply was lost', () => 
     expect(writers.acknowledged.length).toBeGreaterThan(50);
     await expectAllAcknowledged(writers.acknowledged);
     await expectNoMovementLeftovers(pools, catalog.nodes);
+  });
+});
+
+async function placementOf(shardId: number): Promise<string> {
+  const { rows } = await catalog.pool.query<{ node: string }>(
+    'select n.name as node from shardcast.placements p join shardcast.nodes n on n.id = p.node_id where p.shard_id = $1',
+    [shardId],
+  );
+  return rows[0]!.node;
+}
+
+describe('cutover: forward only once the catalog switch has committed', () => {
+  it('the source down for longer than the retries after the switch: the movement waits for it, finishes, and reports done', { timeout: 180_000 }, async () => {
+    extra = new PostgresServer({ name: 'node-x', dataDir: path.join(fleet().baseDir, uniqueName('node_x')), port: await freePort(), user: 'postgres', password: fleet().password });
+    await extra.start();
+    await extra.ensureDatabase(catalog.database);
+    const nodeXUrl = extra.url(catalog.database);
+    await ensureNodes(catalog.pool, [{ name: 'node-x', dsn: nodeXUrl, region: 'test', zone: 'zx' }]);
+    const shard = await shardAt(2);
+    const router = await createRouter({ catalogUrl: catalog.catalogUrl });
+    const keys: number[] = [];
+    for (let k = 1; keys.length < 100; k++) if (router.shardMap.route('acks', k).shardId === shard.id) keys.push(k);
+    for (const k of keys) await router.forKey('acks', k).query('insert into acks (id, w) values ($1, 0) on conflict (id) do nothing', [k]);
+    await router.close();
+    // First onto the extra node, so that it is the source of the next move.
+    await moveResult(await startMove(worker.options, { shardId: shard.id, targetNode: 'node-x', graceSeconds: 0, pollSeconds: 0.3, retry: RETRY }));
+
+    resetFailpoints();
+    process.env.SHARDCAST_FAILPOINTS = 'cutover.after-catalog-commit=sleep:3000*1';
+    const handle = await startMove(worker.options, { shardId: shard.id, targetNode: 'node-1', graceSeconds: 0, pollSeconds: 0.3, retry: { maximumAttempts: 3, initialIntervalMs: 200, maximumIntervalMs: 500 } });
+    try {
+      await until('the catalog switch', async () => (await placementOf(shard.id)) === 'node-1', 60_000, 20);
+      await extra.stop(); // between the catalog's COMMIT PREPARED and the source's
+      // Longer than the cutover's retries (3 attempts, at most 0.5 s apart).
+      await new Promise((r) => setTimeout(r, 8000));
+      const described = await handle.describe();
+      expect(described.status.name).toBe('RUNNING');
+      const details = await handle.query<{ currentDetails: string }>('__temporal_workflow_metadata');
+      expect(details.currentDetails).toMatch(/switched to node-1.*node-x/);
+    } finally {
+      delete process.env.SHARDCAST_FAILPOINTS;
+      await extra.start();
+    }
+    const result = await moveResult(handle);
+    expect(result.target).toBe('node-1');
+    expect(await placementOf(shard.id)).toBe('node-1');
+    const prepared = await adminQuery(nodeXUrl, "select gid from pg_prepared_xacts where gid like 'sc\\_mv\\_%'");
+    expect(prepared.rows).toEqual([]);
+    const { rows } = await catalog.pool.query("select state from shardcast.movements where shard_id = $1 order by started_at desc limit 1", [shard.id]);
+    expect(rows[0].state).toBe('done');
+    await expectAllAcknowledged(keys);
   });
 });
