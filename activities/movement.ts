@@ -2,14 +2,14 @@ import { heartbeat } from '@temporalio/activity';
 import type pg from 'pg';
 import { run } from './failures.js';
 import type { NodePools } from '../src/catalog/node-pools.js';
-import { cutover, fencedSchemaName, verifyMove, type CutoverResult } from '../src/movement/cutover.js';
+import { cutover, fencedSchemaName, settleMove, verifyMove, type CutoverResult } from '../src/movement/cutover.js';
 import { failpoint } from '../src/failpoints.js';
 import { finishMovement, type MovementState } from '../src/movement/lease.js';
 import { planMovement, type MovePlan, type MovementPlan, type MovementRequest } from '../src/movement/plan.js';
 import { dropTargetShard, setSubscriptionEnabled, prepareTarget, startStreaming, stopStreaming, streamProgress, type StreamProgress } from '../src/movement/replication.js';
 import { quoteIdent } from '../src/sql/ident.js';
 import { applyChanges, captureProgress, copyInitial, dropNewShards, startChangeCapture, stopChangeCapture, type CopyProgress } from '../src/movement/logical-apply.js';
-import { fencedSourceName, reshardCutover, verifyReshard } from '../src/movement/reshard-cutover.js';
+import { fencedSourceName, reshardCutover, settleReshard, verifyReshard } from '../src/movement/reshard-cutover.js';
 import type { ReshardPlan } from '../src/movement/reshard-plan.js';
 
 export interface MovementDeps {
@@ -83,17 +83,36 @@ export function createMovementActivities(deps: MovementDeps) {
       await failpoint('verify.before');
       const verifyDeps = { catalogUrl: deps.catalogUrl, pools: deps.nodePools };
       const onWait = () => heartbeat('waiting for the target');
-      return run(() => (plan.operation === 'move' ? verifyMove(verifyDeps, plan, { onWait }) : verifyReshard(verifyDeps, plan, { onWait })));
+      return whileHeartbeating('verifying', () =>
+        run(() => (plan.operation === 'move' ? verifyMove(verifyDeps, plan, { onWait }) : verifyReshard(verifyDeps, plan, { onWait }))),
+      );
     },
 
+    /**
+     * The switch. Each attempt takes a new fencing token (the lease's cutover attempt number): an
+     * attempt that timed out and still runs beside its retry can no longer prepare or switch anything.
+     */
     async cutover(plan: MovementPlan): Promise<CutoverResult> {
       heartbeat('cutover');
+      await failpoint('cutover.before');
       const cutoverDeps = { catalogUrl: deps.catalogUrl, pools: deps.nodePools };
       const onWait = () => heartbeat('waiting for the target');
       // The verify phase compared content at a consistent point; under the cutover's lock, counts are
       // re-checked (hashing every row there would hold writes for seconds on a large shard).
       const options = { onWait, verify: 'counts' as const };
-      return run(() => (plan.operation === 'move' ? cutover(cutoverDeps, plan, options) : reshardCutover(cutoverDeps, plan, options)));
+      return whileHeartbeating('cutting over', () =>
+        run(() => (plan.operation === 'move' ? cutover(cutoverDeps, plan, options) : reshardCutover(cutoverDeps, plan, options))),
+      );
+    },
+
+    /**
+     * After a failed cutover activity, before any compensation: 'forward' when the catalog switch
+     * has committed or is prepared (the movement may then only be finished), 'undo' otherwise —
+     * decided under the lease, so that no earlier attempt can still switch.
+     */
+    async settleCutover(plan: MovementPlan): Promise<'forward' | 'undo'> {
+      const cutoverDeps = { catalogUrl: deps.catalogUrl, pools: deps.nodePools };
+      return run(() => (plan.operation === 'move' ? settleMove(cutoverDeps, plan) : settleReshard(cutoverDeps, plan)));
     },
 
     async stopStreaming(plan: MovementPlan): Promise<void> {
@@ -128,4 +147,17 @@ export function createMovementActivities(deps: MovementDeps) {
       return run(() => finishMovement(deps.catalog, movementId, state));
     },
   };
+}
+
+/**
+ * Heartbeats every `everyMs` while `work` runs, including while one long query (a lock wait, a
+ * checksum) keeps it from heartbeating by itself: a live attempt is never taken for a lost one.
+ */
+async function whileHeartbeating<T>(what: string, work: () => Promise<T>, everyMs = 2000): Promise<T> {
+  const timer = setInterval(() => heartbeat(what), everyMs);
+  try {
+    return await work();
+  } finally {
+    clearInterval(timer);
+  }
 }

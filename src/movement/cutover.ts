@@ -162,7 +162,8 @@ export async function prepareCutover(
   const movementId = movementIdOf(names);
   const fences = [{ dsn: source.dsn, gid: names.gid }];
   // This attempt's fencing token; fences an earlier attempt left prepared are rolled back under it.
-  const { attempt, rolledBack } = await beginCutoverAttempt(deps, movementId, names.gid, fences);
+  const { attempt, rolledBack, switched: already } = await beginCutoverAttempt(deps, movementId, names.gid, fences, placedOnTarget(move));
+  if (already) throw new CutoverInDoubtError(`movement ${movementId}: another attempt switched shard ${shard.shardId} meanwhile; a retry finishes it`);
   // Pooled connections throughout: a new connection costs several milliseconds of the blocked time.
   const sourceClient = await deps.pools.get(source.dsn).connect();
   let catalogClient: pg.PoolClient | undefined;
@@ -236,7 +237,13 @@ const LEASE_LOCK_TIMEOUT_MS = 2000;
  * prepared catalog switch would hold the row (so the token could not be taken), and no switch can
  * be prepared later under an older token (each checks the token under the same lock).
  */
-export async function beginCutoverAttempt(deps: CutoverDeps, movementId: string, catalogGid: string, fences: PreparedFence[]): Promise<{ attempt: number; rolledBack: boolean }> {
+export async function beginCutoverAttempt(
+  deps: CutoverDeps,
+  movementId: string,
+  catalogGid: string,
+  fences: PreparedFence[],
+  switched?: (catalog: pg.ClientBase) => Promise<boolean>,
+): Promise<{ attempt: number; rolledBack: boolean; switched: boolean }> {
   return onServer(deps.pools, deps.catalogUrl, async (c) => {
     await c.query('begin');
     try {
@@ -245,15 +252,52 @@ export async function beginCutoverAttempt(deps: CutoverDeps, movementId: string,
       if (attempt === null || (await isPrepared(c, catalogGid))) {
         throw new CutoverInDoubtError(`movement ${movementId}: an earlier cutover attempt holds its lease row (its catalog switch prepared or in flight); a retry finishes it`);
       }
+      // Committed already (by an attempt that lost its reply): its fences are committed or to be committed, never rolled back.
+      if (switched && (await switched(c))) {
+        await c.query('rollback');
+        return { attempt, rolledBack: false, switched: true };
+      }
       let rolledBack = false;
       for (const f of fences) if (await rollbackPreparedIfAny(deps.pools, f.dsn, f.gid)) rolledBack = true;
       await c.query('commit');
-      return { attempt, rolledBack };
+      return { attempt, rolledBack, switched: false };
     } catch (err) {
       await c.query('rollback').catch(() => undefined);
       throw err;
     }
   });
+}
+
+/**
+ * After a cutover attempt failed (the workflow asks before it compensates): 'forward' when the
+ * catalog switch has committed or is prepared — then the cutover can only be finished — and 'undo'
+ * otherwise. 'undo' is decided holding the lease row with a new attempt number, so no earlier
+ * attempt can switch afterwards, and the fences earlier attempts left prepared are rolled back.
+ * Throws (retryable) when it cannot decide yet.
+ */
+export async function settleCutover(
+  deps: CutoverDeps,
+  movementId: string,
+  catalogGid: string,
+  fences: PreparedFence[],
+  switched: (catalog: pg.ClientBase) => Promise<boolean>,
+): Promise<'forward' | 'undo'> {
+  const decided = await onServer(deps.pools, deps.catalogUrl, async (c) => (await isPrepared(c, catalogGid)) || (await switched(c)));
+  if (decided) return 'forward';
+  const begun = await beginCutoverAttempt(deps, movementId, catalogGid, fences, switched);
+  return begun.switched ? 'forward' : 'undo';
+}
+
+/** settleCutover for a move: switched when the catalog places the shard on the target. */
+export function settleMove(deps: CutoverDeps, move: CutoverTarget): Promise<'forward' | 'undo'> {
+  return settleCutover(deps, movementIdOf(move.names), move.names.gid, [{ dsn: move.source.dsn, gid: move.names.gid }], placedOnTarget(move));
+}
+
+function placedOnTarget(move: CutoverTarget): (catalog: pg.ClientBase) => Promise<boolean> {
+  return async (c) => {
+    const { rows } = await c.query('select 1 from shardcast.placements where shard_id = $1 and node_id = $2', [move.shard.shardId, move.target.id]);
+    return rows.length > 0;
+  };
 }
 
 /**

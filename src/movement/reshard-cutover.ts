@@ -3,7 +3,7 @@ import type { NodePools } from '../catalog/node-pools.js';
 import { ShardcastError } from '../errors.js';
 import { failpoint } from '../failpoints.js';
 import { quoteIdent, quoteLiteral } from '../sql/ident.js';
-import { beginCutoverAttempt, beginSwitch, commitCatalogSwitch, commitPreparedIfAny, settleFailedSwitch, fencedSchemaName, fenceShard, lockForCutover, onServer, VerificationError, type CutoverResult } from './cutover.js';
+import { beginCutoverAttempt, beginSwitch, commitCatalogSwitch, commitPreparedIfAny, CutoverInDoubtError, settleCutover, settleFailedSwitch, fencedSchemaName, fenceShard, lockForCutover, onServer, VerificationError, type CutoverResult } from './cutover.js';
 import { applyChanges } from './logical-apply.js';
 import { rangePredicate, type ReshardPlan, type ReshardSource } from './reshard-plan.js';
 
@@ -50,10 +50,24 @@ export async function reshardCutover(deps: ReshardCutoverDeps, plan: ReshardPlan
   }
   // Fences left prepared by an earlier attempt (its switch never prepared) are rolled back there, under the lease.
   const fences = plan.sources.map((s) => ({ dsn: s.node.dsn, gid: s.gid }));
-  const { attempt, rolledBack } = await beginCutoverAttempt(deps, plan.movementId, plan.catalogGid, fences);
+  const { attempt, rolledBack, switched } = await beginCutoverAttempt(deps, plan.movementId, plan.catalogGid, fences, holdsNewShards(plan));
+  if (switched) throw new CutoverInDoubtError(`movement ${plan.movementId}: another attempt switched the ${plan.operation} meanwhile; a retry finishes it`);
   const lockedAt = await prepare(deps, plan, options, attempt);
   await finish(deps, plan, true);
   return { blockedMs: Date.now() - lockedAt, lsn: null, ...(rolledBack ? { recovered: 'rolled-back-and-redone' as const } : {}) };
+}
+
+/** settleCutover for a split or merge: switched when the catalog holds the new shards. */
+export function settleReshard(deps: ReshardCutoverDeps, plan: ReshardPlan): Promise<'forward' | 'undo'> {
+  const fences = plan.sources.map((s) => ({ dsn: s.node.dsn, gid: s.gid }));
+  return settleCutover(deps, plan.movementId, plan.catalogGid, fences, holdsNewShards(plan));
+}
+
+function holdsNewShards(plan: ReshardPlan): (catalog: pg.ClientBase) => Promise<boolean> {
+  return async (c) => {
+    const { rows } = await c.query('select 1 from shardcast.shards where id = any($1::bigint[])', [plan.targets.map((t) => t.shardId)]);
+    return rows.length > 0;
+  };
 }
 
 interface State {
