@@ -1,10 +1,10 @@
-import { heartbeat } from '@temporalio/activity';
+import { heartbeat, log } from '@temporalio/activity';
 import type pg from 'pg';
 import { run } from './failures.js';
 import type { NodePools } from '../src/catalog/node-pools.js';
 import { cutover, fencedSchemaName, settleMove, verifyMove, type CutoverResult } from '../src/movement/cutover.js';
 import { failpoint } from '../src/failpoints.js';
-import { finishMovement, type MovementState } from '../src/movement/lease.js';
+import { finishMovement, StaleCutoverAttemptError, type MovementState } from '../src/movement/lease.js';
 import { planMovement, type MovePlan, type MovementPlan, type MovementRequest } from '../src/movement/plan.js';
 import { dropTargetShard, setSubscriptionEnabled, prepareTarget, startStreaming, stopStreaming, streamProgress, type StreamProgress } from '../src/movement/replication.js';
 import { quoteIdent } from '../src/sql/ident.js';
@@ -94,14 +94,20 @@ export function createMovementActivities(deps: MovementDeps) {
      */
     async cutover(plan: MovementPlan): Promise<CutoverResult> {
       heartbeat('cutover');
-      await failpoint('cutover.before');
       const cutoverDeps = { catalogUrl: deps.catalogUrl, pools: deps.nodePools };
       const onWait = () => heartbeat('waiting for the target');
       // The verify phase compared content at a consistent point; under the cutover's lock, counts are
       // re-checked (hashing every row there would hold writes for seconds on a large shard).
       const options = { onWait, verify: 'counts' as const };
       return whileHeartbeating('cutting over', () =>
-        run(() => (plan.operation === 'move' ? cutover(cutoverDeps, plan, options) : reshardCutover(cutoverDeps, plan, options))),
+        run(async () => {
+          try {
+            return await (plan.operation === 'move' ? cutover(cutoverDeps, plan, options) : reshardCutover(cutoverDeps, plan, options));
+          } catch (err) {
+            if (err instanceof StaleCutoverAttemptError) log.warn(`cutover: ${err.message}`);
+            throw err;
+          }
+        }),
       );
     },
 

@@ -91,7 +91,7 @@ function planNodes(plan: MovementPlan): { group: string; sources: string; target
 /** An activity failure's own message (the cause), not "Activity task failed". */
 function failureText(err: unknown): string {
   const e = err as { message?: string; cause?: { message?: string } };
-  return e.cause?.message ?? e.message ?? String(err);
+  return e.cause?.message || e.message || String(err);
 }
 
 function reverseOf(plan: MovementPlan): ReverseMovement {

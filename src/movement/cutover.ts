@@ -183,6 +183,7 @@ export async function prepareCutover(
     mark('verified');
     await copySequences(deps.pools, sourceClient, target, shard.schema);
     await fence(sourceClient, move);
+    await failpoint('cutover.before-switch');
     // The switch's transaction holds the lease row from before the source's PREPARE: a replaced attempt stops here.
     catalogClient = await beginSwitch(deps, movementId, attempt);
     await sourceClient.query(`prepare transaction ${quoteLiteral(names.gid)}`);

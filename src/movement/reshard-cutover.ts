@@ -131,6 +131,7 @@ async function prepare(deps: ReshardCutoverDeps, plan: ReshardPlan, options: Res
         fencedName: fencedSourceName(plan, s),
       });
     }
+    await failpoint('cutover.before-switch');
     // The switch's transaction holds the lease row from before the first PREPARE: a replaced attempt stops here.
     catalogClient = await beginSwitch(deps, plan.movementId, attempt);
     for (const s of sources) {

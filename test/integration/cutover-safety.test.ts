@@ -2,8 +2,11 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDistributedTable, moveResult, startMove, startSplit } from '../../client/index.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
-import { ensureNodes } from '../../src/catalog/nodes.js';
 import { freePort, PostgresServer } from '../../src/fleet/postgres-server.js';
+import { ensureNodes, getNodeByName } from '../../src/catalog/nodes.js';
+import { cutover, settleMove, type CutoverResult, type CutoverTarget } from '../../src/movement/cutover.js';
+import { acquireMovementLease, finishMovement, StaleCutoverAttemptError } from '../../src/movement/lease.js';
+import { dropTargetShard, movementNames, prepareTarget, shardTables, startStreaming, stopStreaming, streamProgress } from '../../src/movement/replication.js';
 import { resetFailpoints } from '../../src/failpoints.js';
 import { createRouter, type Router } from '../../src/router/router.js';
 import { adminQuery, createTestCatalog, expectNoMovementLeftovers, fleet, startTestWorker, type TestCatalog, type TestWorker, uniqueName, until } from '../helpers/fleet.js';
@@ -40,7 +43,7 @@ async function shardAt(index: number): Promise<{ id: number; node: string; other
     `select s.id::int as id, n.name as node from shardcast.shards s join shardcast.placements p on p.shard_id = s.id
        join shardcast.nodes n on n.id = p.node_id order by s.hash_min`,
   );
-  const row = rows[index]!;
+  const row = rows.at(index)!; // negative: from the end
   return { ...row, other: ['node-1', 'node-2', 'node-3'].find((n) => n !== row.node)! };
 }
 
@@ -187,5 +190,97 @@ describe('cutover: forward only once the catalog switch has committed', () => {
     const { rows } = await catalog.pool.query("select state from shardcast.movements where shard_id = $1 order by started_at desc limit 1", [shard.id]);
     expect(rows[0].state).toBe('done');
     await expectAllAcknowledged(keys);
+  });
+});
+
+/** Some session on `url` holds the fence's lock (CREATE TRIGGER's) on the shard's table: a cutover is fencing. */
+async function fencing(url: string): Promise<boolean> {
+  const { rows } = await adminQuery(
+    url,
+    `select 1 from pg_locks l join pg_class c on c.oid = l.relation
+      where c.relname = 'acks' and l.granted and l.mode = 'ShareRowExclusiveLock' and l.pid <> pg_backend_pid()`,
+  );
+  return rows.length > 0;
+}
+
+/** A move of the shard at `index`, leased and streaming, driven by hand (as the activities do). */
+async function streamingMove(index: number): Promise<CutoverTarget & { id: string }> {
+  const at = await shardAt(index);
+  const id = uniqueName('zm');
+  const move = {
+    id,
+    shard: await shardTables(catalog.pool, at.id),
+    source: await getNodeByName(catalog.pool, at.node),
+    target: await getNodeByName(catalog.pool, at.other),
+    names: movementNames(id),
+  };
+  await acquireMovementLease(catalog.pool, { id, operation: 'move', shardId: at.id, sourceNodeId: move.source.id, targetNodeIds: [move.target.id] }, 10);
+  await prepareTarget(pools, move.target, move.shard);
+  await startStreaming(pools, move, move.shard, move.names);
+  await until('the initial copy', async () => (await streamProgress(pools, move, move.shard, move.names)).tablesReady === move.shard.tables.length, 60_000);
+  return move;
+}
+
+describe('cutover: a stale attempt beside its retry', () => {
+  const deps = () => ({ catalogUrl: catalog.catalogUrl, pools });
+
+  it('the retry takes over while the stale attempt is paused after fencing; then the movement is given up: nothing switched, no write lost', async () => {
+    const move = await streamingMove(-2);
+    const router = await createRouter({ catalogUrl: catalog.catalogUrl });
+    const writers = startWriters(router, move.shard.shardId, 2);
+    try {
+      resetFailpoints();
+      process.env.SHARDCAST_FAILPOINTS = 'cutover.before-switch=sleep:4000*1';
+      const stale = cutover(deps(), move).catch((e: Error) => e);
+      await until('the first attempt fencing the source', () => fencing(move.source.dsn), 30_000, 10);
+      // Its retry takes the next attempt number and waits for the source's locks.
+      const retry = cutover(deps(), move, { lockTimeoutMs: 1000 }).catch((e: Error) => e);
+      await new Promise((r) => setTimeout(r, 300));
+      // The workflow gives up on the cutover: it settles (undo), compensates and ends the lease.
+      expect(await settleMove(deps(), move)).toBe('undo');
+      await stopStreaming(pools, move, move.names);
+      await dropTargetShard(catalog.pool, pools, move.target, move.shard);
+      await finishMovement(catalog.pool, move.id, 'failed');
+      expect(await stale).toBeInstanceOf(StaleCutoverAttemptError);
+      expect(await retry).toBeInstanceOf(Error);
+      await new Promise((r) => setTimeout(r, 300));
+    } finally {
+      delete process.env.SHARDCAST_FAILPOINTS;
+      await writers.stop();
+      await router.close();
+    }
+    expect(await placementOf(move.shard.shardId)).toBe(move.source.name);
+    expect(writers.errors).toEqual([]);
+    await expectAllAcknowledged(writers.acknowledged);
+    await expectNoMovementLeftovers(pools, catalog.nodes);
+  });
+
+  it('the retry takes over while the stale attempt is paused after fencing: exactly one cutover, by the retry', async () => {
+    const move = await streamingMove(-1);
+    const router = await staleRouter();
+    const writers = startWriters(router, move.shard.shardId, 2);
+    let retried: CutoverResult | Error;
+    try {
+      resetFailpoints();
+      process.env.SHARDCAST_FAILPOINTS = 'cutover.before-switch=sleep:3000*1';
+      const stale = cutover(deps(), move).catch((e: Error) => e);
+      await until('the first attempt fencing the source', () => fencing(move.source.dsn), 30_000, 10);
+      const retry = cutover(deps(), move, { lockTimeoutMs: 15_000 }).catch((e: Error) => e);
+      expect(await stale).toBeInstanceOf(StaleCutoverAttemptError);
+      retried = await retry;
+      await stopStreaming(pools, move, move.names);
+      await finishMovement(catalog.pool, move.id, 'done');
+      await new Promise((r) => setTimeout(r, 500)); // stale routers keep writing
+    } finally {
+      delete process.env.SHARDCAST_FAILPOINTS;
+      await writers.stop();
+      await router.close();
+    }
+    expect(retried).not.toBeInstanceOf(Error);
+    expect((retried as CutoverResult).recovered).toBeUndefined();
+    expect(await placementOf(move.shard.shardId)).toBe(move.target.name);
+    expect(writers.errors).toEqual([]);
+    await expectAllAcknowledged(writers.acknowledged);
+    await expectNoMovementLeftovers(pools, catalog.nodes);
   });
 });
