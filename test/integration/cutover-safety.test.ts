@@ -4,7 +4,7 @@ import { createDistributedTable, moveResult, startMove, startSplit } from '../..
 import { NodePools } from '../../src/catalog/node-pools.js';
 import { freePort, PostgresServer } from '../../src/fleet/postgres-server.js';
 import { ensureNodes, getNodeByName } from '../../src/catalog/nodes.js';
-import { cutover, settleMove, type CutoverResult, type CutoverTarget } from '../../src/movement/cutover.js';
+import { cutover, fencedSchemaName, settleMove, type CutoverResult, type CutoverTarget } from '../../src/movement/cutover.js';
 import { acquireMovementLease, finishMovement, StaleCutoverAttemptError } from '../../src/movement/lease.js';
 import { dropTargetShard, movementNames, prepareTarget, shardTables, startStreaming, stopStreaming, streamProgress } from '../../src/movement/replication.js';
 import { resetFailpoints } from '../../src/failpoints.js';
@@ -204,14 +204,14 @@ async function fencing(url: string): Promise<boolean> {
 }
 
 /** A move of the shard at `index`, leased and streaming, driven by hand (as the activities do). */
-async function streamingMove(index: number): Promise<CutoverTarget & { id: string }> {
+async function streamingMove(index: number, targetNode?: string): Promise<CutoverTarget & { id: string }> {
   const at = await shardAt(index);
   const id = uniqueName('zm');
   const move = {
     id,
     shard: await shardTables(catalog.pool, at.id),
     source: await getNodeByName(catalog.pool, at.node),
-    target: await getNodeByName(catalog.pool, at.other),
+    target: await getNodeByName(catalog.pool, targetNode ?? at.other),
     names: movementNames(id),
   };
   await acquireMovementLease(catalog.pool, { id, operation: 'move', shardId: at.id, sourceNodeId: move.source.id, targetNodeIds: [move.target.id] }, 10);
@@ -281,6 +281,49 @@ describe('cutover: a stale attempt beside its retry', () => {
     expect(await placementOf(move.shard.shardId)).toBe(move.target.name);
     expect(writers.errors).toEqual([]);
     await expectAllAcknowledged(writers.acknowledged);
+    await expectNoMovementLeftovers(pools, catalog.nodes);
+  });
+});
+
+describe('writes into an in-progress target', () => {
+  const deps = () => ({ catalogUrl: catalog.catalogUrl, pools });
+
+  it('a stale router writing into a target mid-copy meets its fence and is sent to the source; after the cutover the target takes writes', async () => {
+    const first = await shardAt(0);
+    const stale = await staleRouter(); // still places the shard on its first node
+    let k = 1_000_000;
+    while (stale.shardMap.route('acks', k).shardId !== first.id) k++;
+    try {
+      // There and back: the shard's schema name is reused on its first node, now a target in progress.
+      const away = await streamingMove(0);
+      await cutover(deps(), away);
+      await stopStreaming(pools, away, away.names);
+      await pools.get(away.source.dsn).query(`drop schema ${fencedSchemaName(away.shard.schema, away.id)} cascade`);
+      await finishMovement(catalog.pool, away.id, 'done');
+      const back = await streamingMove(0, first.node);
+      expect(back.target.name).toBe(first.node);
+
+      const retried: unknown[] = [];
+      stale.on('retried', (r) => retried.push(r));
+      await stale.forKey('acks', k).query('insert into acks (id, w) values ($1, 7)', [k]);
+      expect(retried).toHaveLength(1); // fenced on the target, retried on the source
+      const onSource = await adminQuery(back.source.dsn, `select w from ${back.shard.schema}.acks where id = $1`, [k]);
+      expect(onSource.rows).toEqual([{ w: 7 }]);
+
+      await cutover(deps(), back);
+      await stopStreaming(pools, back, back.names);
+      await finishMovement(catalog.pool, back.id, 'done');
+      const fresh = await createRouter({ catalogUrl: catalog.catalogUrl, listen: false });
+      try {
+        await fresh.forKey('acks', k).query('insert into acks (id, w) values ($1, 8) on conflict (id) do update set w = 8', [k]);
+        const onTarget = await adminQuery(back.target.dsn, `select w from ${back.shard.schema}.acks where id = $1`, [k]);
+        expect(onTarget.rows).toEqual([{ w: 8 }]);
+      } finally {
+        await fresh.close();
+      }
+    } finally {
+      await stale.close();
+    }
     await expectNoMovementLeftovers(pools, catalog.nodes);
   });
 });
