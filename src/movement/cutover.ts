@@ -1,9 +1,10 @@
 import pg from 'pg';
 import type { NodePools } from '../catalog/node-pools.js';
 import type { NodeRecord } from '../catalog/nodes.js';
-import { SHARD_FENCED_SQLSTATE, ShardcastError, sqlState } from '../errors.js';
+import { ShardcastError, sqlState } from '../errors.js';
 import { failpoint } from '../failpoints.js';
 import { quoteIdent, quoteLiteral } from '../sql/ident.js';
+import { createFence, dropFence } from './fence.js';
 import { holdCutoverAttempt, takeCutoverAttempt } from './lease.js';
 import { bumpWatermark, currentLsn, targetHasWatermark, type MovementNames, type ShardTables } from './replication.js';
 
@@ -78,41 +79,31 @@ export function fencedSchemaName(schema: string, movementId: string): string {
 }
 
 export async function cutover(deps: CutoverDeps, move: CutoverTarget, options: CutoverOptions = {}): Promise<CutoverResult> {
-  const state = await cutoverState(deps, move);
-  if (state.catalogPrepared || (state.placedOn === move.target.id && state.sourcePrepared)) {
-    await finishCutover(deps, move, state);
-    return { blockedMs: 0, lsn: null, recovered: 'finished' };
+  // The catalog decides: a switch prepared or committed is finished (target first, so the shard takes writes, then the source).
+  const state = await catalogState(deps, move);
+  if (state.catalogPrepared || state.placedOn === move.target.id) {
+    const committed = await finishCutover(deps, move, state.catalogPrepared);
+    return { blockedMs: 0, lsn: null, recovered: state.catalogPrepared || committed ? 'finished' : 'already-done' };
   }
-  if (state.placedOn === move.target.id) return { blockedMs: 0, lsn: null, recovered: 'already-done' };
   if (state.placedOn !== move.source.id) {
     throw new ShardcastError('SHARD_ELSEWHERE', `shard ${move.shard.shardId} is no longer on ${move.source.name}: nothing to cut over`);
   }
-  // A fence left prepared by an earlier attempt (its switch never prepared) is rolled back there, under the lease.
+  // Fences left prepared by an earlier attempt (its switch never prepared) are rolled back there, under the lease.
   const prepared = await prepareCutover(deps, move, options);
-  await finishCutover(deps, move, { catalogPrepared: true, sourcePrepared: true, placedOn: move.source.id });
+  await finishCutover(deps, move, true);
   const blockedMs = Date.now() - prepared.lockedAt;
   return { blockedMs, lsn: prepared.lsn, steps: { ...prepared.steps, committed: blockedMs }, ...(prepared.rolledBack ? { recovered: 'rolled-back-and-redone' as const } : {}) };
 }
 
-interface CutoverState {
-  catalogPrepared: boolean;
-  sourcePrepared: boolean;
-  placedOn: number | undefined;
-}
-
-async function cutoverState(deps: CutoverDeps, move: CutoverTarget): Promise<CutoverState> {
-  const gid = move.names.gid;
-  const [catalog, source] = await Promise.all([
-    onServer(deps.pools, deps.catalogUrl, (c) =>
-      c.query<{ prepared: boolean; node: number | null }>(
-        `select exists (select 1 from pg_prepared_xacts where gid = $1 and database = current_database()) as prepared,
-                (select node_id::int from shardcast.placements where shard_id = $2) as node`,
-        [gid, move.shard.shardId],
-      ),
+async function catalogState(deps: CutoverDeps, move: CutoverTarget): Promise<{ catalogPrepared: boolean; placedOn: number | undefined }> {
+  const { rows } = await onServer(deps.pools, deps.catalogUrl, (c) =>
+    c.query<{ prepared: boolean; node: number | null }>(
+      `select exists (select 1 from pg_prepared_xacts where gid = $1 and database = current_database()) as prepared,
+              (select node_id::int from shardcast.placements where shard_id = $2) as node`,
+      [move.names.gid, move.shard.shardId],
     ),
-    onServer(deps.pools, move.source.dsn, (c) => c.query<{ prepared: boolean }>('select exists (select 1 from pg_prepared_xacts where gid = $1) as prepared', [gid])),
-  ]);
-  return { catalogPrepared: catalog.rows[0]!.prepared, sourcePrepared: source.rows[0]!.prepared, placedOn: catalog.rows[0]!.node ?? undefined };
+  );
+  return { catalogPrepared: rows[0]!.prepared, placedOn: rows[0]!.node ?? undefined };
 }
 
 /** Writers are locked out: a watermark committed now follows every write to the shard; wait until the target shows it. */
@@ -160,17 +151,19 @@ export async function prepareCutover(
 ): Promise<{ lockedAt: number; lsn: string; steps: Omit<CutoverSteps, 'committed'>; rolledBack: boolean }> {
   const { shard, source, target, names } = move;
   const movementId = movementIdOf(names);
-  const fences = [{ dsn: source.dsn, gid: names.gid }];
+  const fences = moveFences(move);
   // This attempt's fencing token; fences an earlier attempt left prepared are rolled back under it.
   const { attempt, rolledBack, switched: already } = await beginCutoverAttempt(deps, movementId, names.gid, fences, placedOnTarget(move));
   if (already) throw new CutoverInDoubtError(`movement ${movementId}: another attempt switched shard ${shard.shardId} meanwhile; a retry finishes it`);
   // Pooled connections throughout: a new connection costs several milliseconds of the blocked time.
   const sourceClient = await deps.pools.get(source.dsn).connect();
+  let targetClient: pg.PoolClient | undefined;
   let catalogClient: pg.PoolClient | undefined;
   let broken: Error | undefined;
   let lockedAt = 0;
   let lsn = '';
   let sourcePrepared = false;
+  let targetPrepared = false;
   const steps = { caughtUp: 0, verified: 0, sourcePrepared: 0, catalogPrepared: 0 };
   const mark = (step: keyof typeof steps) => (steps[step] = Date.now() - lockedAt);
   try {
@@ -183,11 +176,18 @@ export async function prepareCutover(
     mark('verified');
     await copySequences(deps.pools, sourceClient, target, shard.schema);
     await fence(sourceClient, move);
+    // The target's fence goes in a transaction prepared beside the source's: it is lifted only once the catalog has switched.
+    targetClient = await deps.pools.get(target.dsn).connect();
+    await targetClient.query('begin');
+    await targetClient.query(`set local lock_timeout = ${options.lockTimeoutMs ?? 5000}`);
+    await dropFence(targetClient, shard.schema, shard.tables.map((t) => t.name));
     await failpoint('cutover.before-switch');
-    // The switch's transaction holds the lease row from before the source's PREPARE: a replaced attempt stops here.
+    // The switch's transaction holds the lease row from before the first PREPARE: a replaced attempt stops here.
     catalogClient = await beginSwitch(deps, movementId, attempt);
     await sourceClient.query(`prepare transaction ${quoteLiteral(names.gid)}`);
     sourcePrepared = true;
+    await targetClient.query(`prepare transaction ${quoteLiteral(targetGid(names))}`);
+    targetPrepared = true;
     mark('sourcePrepared');
     const switched = await catalogClient.query(
       'update shardcast.placements set node_id = $1, placed_at = now() where shard_id = $2 and node_id = $3',
@@ -201,14 +201,29 @@ export async function prepareCutover(
   } catch (err) {
     broken = err as Error;
     if (!sourcePrepared) await sourceClient.query('rollback').catch(() => undefined);
+    if (!targetPrepared) await targetClient?.query('rollback').catch(() => undefined);
     await catalogClient?.query('rollback').catch(() => undefined);
     if (sourcePrepared) await settleFailedSwitch(deps, movementId, attempt, names.gid, fences, broken);
     throw err;
   } finally {
     sourceClient.release(broken);
+    targetClient?.release(broken);
     catalogClient?.release(broken);
   }
   return { lockedAt, lsn, steps, rolledBack };
+}
+
+/** The gid of the target's prepared transaction (its fence lifted), beside the source's and the catalog's. */
+export function targetGid(names: MovementNames): string {
+  return `${names.gid}_t`;
+}
+
+/** What a move's cutover prepares on its nodes: the source's fence, the target's unfencing. */
+function moveFences(move: CutoverTarget): PreparedFence[] {
+  return [
+    { dsn: move.source.dsn, gid: move.names.gid },
+    { dsn: move.target.dsn, gid: targetGid(move.names) },
+  ];
 }
 
 /** The movement id a move's names were made from. */
@@ -291,7 +306,7 @@ export async function settleCutover(
 
 /** settleCutover for a move: switched when the catalog places the shard on the target. */
 export function settleMove(deps: CutoverDeps, move: CutoverTarget): Promise<'forward' | 'undo'> {
-  return settleCutover(deps, movementIdOf(move.names), move.names.gid, [{ dsn: move.source.dsn, gid: move.names.gid }], placedOnTarget(move));
+  return settleCutover(deps, movementIdOf(move.names), move.names.gid, moveFences(move), placedOnTarget(move));
 }
 
 function placedOnTarget(move: CutoverTarget): (catalog: pg.ClientBase) => Promise<boolean> {
@@ -401,11 +416,16 @@ export async function lockForCutover(
 
 const LOCK_NOT_AVAILABLE = '55P03';
 
-/** Phase two: commit the catalog (and tell routers), then the source. Each step skips what is done. */
-async function finishCutover(deps: CutoverDeps, move: CutoverTarget, state: CutoverState): Promise<void> {
-  if (state.catalogPrepared) await commitCatalogSwitch(deps, move.names.gid);
+/**
+ * Phase two: commit the catalog (and tell routers), then the target (its fence goes: the shard takes
+ * writes at its new home), then the source. Each step skips what is done; true when anything was.
+ */
+async function finishCutover(deps: CutoverDeps, move: CutoverTarget, catalogPrepared: boolean): Promise<boolean> {
+  if (catalogPrepared) await commitCatalogSwitch(deps, move.names.gid);
   await failpoint('cutover.after-catalog-commit');
-  await commitPreparedIfAny(deps.pools, move.source.dsn, move.names.gid);
+  const target = await commitPreparedIfAny(deps.pools, move.target.dsn, targetGid(move.names));
+  const source = await commitPreparedIfAny(deps.pools, move.source.dsn, move.names.gid);
+  return target || source;
 }
 
 /** Phase two on the catalog: commit the prepared placement switch (unless another attempt just did), then tell routers. */
@@ -416,10 +436,12 @@ export async function commitCatalogSwitch(deps: CutoverDeps, gid: string): Promi
   });
 }
 
-/** Phase two on a source: commit its prepared fence, unless an earlier attempt already did. */
-export async function commitPreparedIfAny(pools: NodePools, dsn: string, gid: string): Promise<void> {
-  await onServer(pools, dsn, async (c) => {
-    if (await isPrepared(c, gid)) await c.query(`commit prepared ${quoteLiteral(gid)}`);
+/** Phase two on a node: commit its prepared part, unless an earlier attempt already did; true when it was there. */
+export async function commitPreparedIfAny(pools: NodePools, dsn: string, gid: string): Promise<boolean> {
+  return onServer(pools, dsn, async (c) => {
+    if (!(await isPrepared(c, gid))) return false;
+    await c.query(`commit prepared ${quoteLiteral(gid)}`);
+    return true;
   });
 }
 
@@ -471,18 +493,8 @@ async function fence(source: pg.ClientBase, move: CutoverTarget): Promise<void> 
  * table raises SCF01 with `message` on any write, and the schema is renamed so its names no longer resolve.
  */
 export async function fenceShard(client: pg.ClientBase, shard: { schema: string; tables: string[]; message: string; fencedName: string }): Promise<void> {
-  const schema = quoteIdent(shard.schema);
-  await client.query(
-    `create function ${schema}.sc_fence() returns trigger language plpgsql as
-     $$ begin raise exception using errcode = '${SHARD_FENCED_SQLSTATE}', message = ${quoteLiteral(shard.message)}; end $$`,
-  );
-  for (const table of shard.tables) {
-    await client.query(
-      `create trigger sc_fence before insert or update or delete or truncate on ${schema}.${quoteIdent(table)}
-       for each statement execute function ${schema}.sc_fence()`,
-    );
-  }
-  await client.query(`alter schema ${schema} rename to ${quoteIdent(shard.fencedName)}`);
+  await createFence(client, shard.schema, shard.tables, shard.message);
+  await client.query(`alter schema ${quoteIdent(shard.schema)} rename to ${quoteIdent(shard.fencedName)}`);
 }
 
 /** Runs `work` on a pooled connection to `url`; a connection that saw an error is discarded, not reused. */

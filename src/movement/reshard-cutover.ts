@@ -3,7 +3,8 @@ import type { NodePools } from '../catalog/node-pools.js';
 import { ShardcastError } from '../errors.js';
 import { failpoint } from '../failpoints.js';
 import { quoteIdent, quoteLiteral } from '../sql/ident.js';
-import { beginCutoverAttempt, beginSwitch, commitCatalogSwitch, commitPreparedIfAny, CutoverInDoubtError, settleCutover, settleFailedSwitch, fencedSchemaName, fenceShard, lockForCutover, onServer, VerificationError, type CutoverResult } from './cutover.js';
+import { beginCutoverAttempt, beginSwitch, commitCatalogSwitch, commitPreparedIfAny, CutoverInDoubtError, settleCutover, settleFailedSwitch, type PreparedFence, fencedSchemaName, fenceShard, lockForCutover, onServer, VerificationError, type CutoverResult } from './cutover.js';
+import { dropFence } from './fence.js';
 import { applyChanges } from './logical-apply.js';
 import { rangePredicate, type ReshardPlan, type ReshardSource } from './reshard-plan.js';
 
@@ -49,7 +50,7 @@ export async function reshardCutover(deps: ReshardCutoverDeps, plan: ReshardPlan
     return { blockedMs: 0, lsn: null, recovered: state.catalogPrepared ? 'finished' : 'already-done' };
   }
   // Fences left prepared by an earlier attempt (its switch never prepared) are rolled back there, under the lease.
-  const fences = plan.sources.map((s) => ({ dsn: s.node.dsn, gid: s.gid }));
+  const fences = reshardFences(plan);
   const { attempt, rolledBack, switched } = await beginCutoverAttempt(deps, plan.movementId, plan.catalogGid, fences, holdsNewShards(plan));
   if (switched) throw new CutoverInDoubtError(`movement ${plan.movementId}: another attempt switched the ${plan.operation} meanwhile; a retry finishes it`);
   const lockedAt = await prepare(deps, plan, options, attempt);
@@ -59,8 +60,17 @@ export async function reshardCutover(deps: ReshardCutoverDeps, plan: ReshardPlan
 
 /** settleCutover for a split or merge: switched when the catalog holds the new shards. */
 export function settleReshard(deps: ReshardCutoverDeps, plan: ReshardPlan): Promise<'forward' | 'undo'> {
-  const fences = plan.sources.map((s) => ({ dsn: s.node.dsn, gid: s.gid }));
-  return settleCutover(deps, plan.movementId, plan.catalogGid, fences, holdsNewShards(plan));
+  return settleCutover(deps, plan.movementId, plan.catalogGid, reshardFences(plan), holdsNewShards(plan));
+}
+
+/** The gid of a new shard's prepared transaction (its fence lifted), beside the sources' and the catalog's. */
+export function targetGidOf(plan: ReshardPlan, index: number): string {
+  return `${plan.catalogGid}_t${index}`;
+}
+
+/** What the cutover prepares on nodes: every source's fence, every target's unfencing. */
+function reshardFences(plan: ReshardPlan): PreparedFence[] {
+  return [...plan.sources.map((s) => ({ dsn: s.node.dsn, gid: s.gid })), ...plan.targets.map((t, i) => ({ dsn: t.node.dsn, gid: targetGidOf(plan, i) }))];
 }
 
 function holdsNewShards(plan: ReshardPlan): (catalog: pg.ClientBase) => Promise<boolean> {
@@ -74,7 +84,6 @@ interface State {
   catalogPrepared: boolean;
   /** The catalog already holds the new shards (and no longer the old ones). */
   switched: boolean;
-  preparedSources: Set<string>;
 }
 
 async function cutoverState(deps: ReshardCutoverDeps, plan: ReshardPlan): Promise<State> {
@@ -85,14 +94,7 @@ async function cutoverState(deps: ReshardCutoverDeps, plan: ReshardPlan): Promis
       [plan.catalogGid, plan.targets.map((t) => t.shardId)],
     ),
   );
-  const preparedSources = new Set<string>();
-  for (const s of plan.sources) {
-    const { rows } = await onServer(deps.pools, s.node.dsn, (c) =>
-      c.query<{ prepared: boolean }>('select exists (select 1 from pg_prepared_xacts where gid = $1 and database = current_database()) as prepared', [s.gid]),
-    );
-    if (rows[0]!.prepared) preparedSources.add(s.gid);
-  }
-  return { catalogPrepared: catalog.rows[0]!.prepared, switched: catalog.rows[0]!.switched, preparedSources };
+  return { catalogPrepared: catalog.rows[0]!.prepared, switched: catalog.rows[0]!.switched };
 }
 
 /** Phase one: every source locked, drained, verified, fenced and prepared; then the catalog prepared. Returns when the lock was taken. */
@@ -100,6 +102,8 @@ async function prepare(deps: ReshardCutoverDeps, plan: ReshardPlan, options: Res
   // Sources in node order, so that two cutovers sharing nodes cannot deadlock on their locks.
   const sources = [...plan.sources].sort((a, b) => a.node.id - b.node.id || a.shardId - b.shardId);
   const clients = new Map<ReshardSource, pg.PoolClient>();
+  const targetClients: pg.PoolClient[] = [];
+  let targetsPrepared = 0;
   let catalogClient: pg.PoolClient | undefined;
   let broken: Error | undefined;
   const prepared: ReshardSource[] = [];
@@ -131,12 +135,24 @@ async function prepare(deps: ReshardCutoverDeps, plan: ReshardPlan, options: Res
         fencedName: fencedSourceName(plan, s),
       });
     }
+    // The new shards' fences go in transactions prepared beside the sources': lifted only once the catalog has switched.
+    for (const t of plan.targets) {
+      const client = await deps.pools.get(t.node.dsn).connect();
+      targetClients.push(client);
+      await client.query('begin');
+      await client.query(`set local lock_timeout = ${options.lockTimeoutMs ?? 5000}`);
+      await dropFence(client, t.schema, plan.tables.map((tb) => tb.name));
+    }
     await failpoint('cutover.before-switch');
     // The switch's transaction holds the lease row from before the first PREPARE: a replaced attempt stops here.
     catalogClient = await beginSwitch(deps, plan.movementId, attempt);
     for (const s of sources) {
       await clients.get(s)!.query(`prepare transaction ${quoteLiteral(s.gid)}`);
       prepared.push(s);
+    }
+    for (const [i, client] of targetClients.entries()) {
+      await client.query(`prepare transaction ${quoteLiteral(targetGidOf(plan, i))}`);
+      targetsPrepared++;
     }
     const c = catalogClient;
     const { rows } = await c.query<{ n: number }>(
@@ -172,14 +188,13 @@ async function prepare(deps: ReshardCutoverDeps, plan: ReshardPlan, options: Res
   } catch (err) {
     broken = err as Error;
     for (const [s, client] of clients) if (!prepared.includes(s)) await client.query('rollback').catch(() => undefined);
+    for (const client of targetClients.slice(targetsPrepared)) await client.query('rollback').catch(() => undefined);
     await catalogClient?.query('rollback').catch(() => undefined);
-    if (prepared.length > 0 && attempt !== 'dry-run') {
-      const fences = prepared.map((s) => ({ dsn: s.node.dsn, gid: s.gid }));
-      await settleFailedSwitch(deps, plan.movementId, attempt, plan.catalogGid, fences, broken);
-    }
+    if (prepared.length > 0 && attempt !== 'dry-run') await settleFailedSwitch(deps, plan.movementId, attempt, plan.catalogGid, reshardFences(plan), broken);
     throw err;
   } finally {
     for (const client of clients.values()) client.release(broken);
+    for (const client of targetClients) client.release(broken);
     catalogClient?.release(broken);
   }
 }
@@ -188,6 +203,8 @@ async function prepare(deps: ReshardCutoverDeps, plan: ReshardPlan, options: Res
 async function finish(deps: ReshardCutoverDeps, plan: ReshardPlan, catalogPrepared: boolean): Promise<void> {
   if (catalogPrepared) await commitCatalogSwitch(deps, plan.catalogGid);
   await failpoint('cutover.after-catalog-commit');
+  // The new shards first (they take writes once unfenced), then the sources.
+  for (const [i, t] of plan.targets.entries()) await commitPreparedIfAny(deps.pools, t.node.dsn, targetGidOf(plan, i));
   for (const s of plan.sources) await commitPreparedIfAny(deps.pools, s.node.dsn, s.gid);
 }
 

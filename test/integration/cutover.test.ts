@@ -130,7 +130,7 @@ describe('cutover', () => {
     await new Promise((r) => setTimeout(r, 500));
     stop = true;
     await Promise.all(writers);
-    console.log(`cutover blocked writes for ${result.blockedMs} ms`);
+    console.log(`cutover blocked writes for ${result.blockedMs} ms`, JSON.stringify(result.steps));
 
     expect(errors).toEqual([]);
     expect(await placement(move.shard.shardId)).toBe(move.target.name);
@@ -161,7 +161,8 @@ describe('cutover', () => {
     await pools.get(move.source.dsn).query(`insert into ${schema}.events values (999999001, 'x', 1), (999999002, 'y', 2)`);
     await new Promise((r) => setTimeout(r, 300));
     // Someone writes on the target behind replication's back: same count, different content.
-    await pools.get(move.target.dsn).query(`update ${schema}.events set n = n + 1000 where id = 999999001`);
+    // (As replication does, past the target's fence: ordinary sessions cannot write there.)
+    await adminQuery(move.target.dsn, `set session_replication_role = replica; update ${schema}.events set n = n + 1000 where id = 999999001`);
     const attempt = cutover({ catalogUrl: catalog.catalogUrl, pools }, move);
     await expect(attempt).rejects.toBeInstanceOf(VerificationError);
     await expect(attempt).rejects.toThrow(/events differs between .* same count, different content; cutover aborted/);
