@@ -4,7 +4,7 @@ import { createDistributedTable, moveResult, startMove, startSplit } from '../..
 import { NodePools } from '../../src/catalog/node-pools.js';
 import { freePort, PostgresServer } from '../../src/fleet/postgres-server.js';
 import { ensureNodes, getNodeByName } from '../../src/catalog/nodes.js';
-import { cutover, fencedSchemaName, settleMove, type CutoverResult, type CutoverTarget } from '../../src/movement/cutover.js';
+import { cutover, CutoverInDoubtError, fencedSchemaName, settleMove, type CutoverResult, type CutoverTarget } from '../../src/movement/cutover.js';
 import { acquireMovementLease, finishMovement, StaleCutoverAttemptError } from '../../src/movement/lease.js';
 import { dropTargetShard, movementNames, prepareTarget, shardTables, startStreaming, stopStreaming, streamProgress } from '../../src/movement/replication.js';
 import { resetFailpoints } from '../../src/failpoints.js';
@@ -324,6 +324,29 @@ describe('writes into an in-progress target', () => {
     } finally {
       await stale.close();
     }
+    await expectNoMovementLeftovers(pools, catalog.nodes);
+  });
+});
+
+describe('cutover: in doubt', () => {
+  it('a failure right after the catalog PREPARE leaves every part prepared (CUTOVER_IN_DOUBT); the retry finishes the switch', async () => {
+    const move = await streamingMove(0);
+    try {
+      resetFailpoints();
+      process.env.SHARDCAST_FAILPOINTS = 'cutover.after-catalog-prepare=throw*1';
+      await expect(cutover({ catalogUrl: catalog.catalogUrl, pools }, move)).rejects.toBeInstanceOf(CutoverInDoubtError);
+    } finally {
+      delete process.env.SHARDCAST_FAILPOINTS;
+    }
+    const prepared = async (url: string) => (await adminQuery(url, "select gid from pg_prepared_xacts where gid like 'sc\\_mv\\_%' and database = current_database() order by 1")).rows.map((r: { gid: string }) => r.gid);
+    expect(await prepared(catalog.catalogUrl)).toEqual([move.names.gid]);
+    expect(await prepared(move.source.dsn)).toEqual([move.names.gid]);
+    expect(await prepared(move.target.dsn)).toEqual([`${move.names.gid}_t`]);
+    expect(await placementOf(move.shard.shardId)).toBe(move.source.name); // not committed yet
+    expect((await cutover({ catalogUrl: catalog.catalogUrl, pools }, move)).recovered).toBe('finished');
+    expect(await placementOf(move.shard.shardId)).toBe(move.target.name);
+    await stopStreaming(pools, move, move.names);
+    await finishMovement(catalog.pool, move.id, 'done');
     await expectNoMovementLeftovers(pools, catalog.nodes);
   });
 });
