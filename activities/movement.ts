@@ -1,17 +1,17 @@
-import { Context, heartbeat } from '@temporalio/activity';
+import { Context, heartbeat, log } from '@temporalio/activity';
 import type pg from 'pg';
 import { run, runOn, toApplicationFailure } from './failures.js';
 import { getNode, type NodeRecord } from '../src/catalog/nodes.js';
 import type { NodePools } from '../src/catalog/node-pools.js';
-import { cutover, fencedSchemaName, VerificationError, type CutoverResult } from '../src/movement/cutover.js';
+import { cutover, fencedSchemaName, settleMove, VerificationError, type CutoverResult } from '../src/movement/cutover.js';
 import { dropVerifySlots, furthest, refreshVerification, verifyChunks, type VerifyProgress } from '../src/movement/verify.js';
 import { failpoint } from '../src/failpoints.js';
-import { finishMovement, NodeBusyError, type MovementState } from '../src/movement/lease.js';
+import { finishMovement, NodeBusyError, StaleCutoverAttemptError, type MovementState } from '../src/movement/lease.js';
 import { planMovement, type MovePlan, type MovementPlan, type MovementRequest } from '../src/movement/plan.js';
 import { dropTargetShard, setSubscriptionEnabled, prepareTarget, startStreaming, stopStreaming, streamProgress, type StreamProgress } from '../src/movement/replication.js';
 import { dropSchemaGuarded } from '../src/movement/drop-guard.js';
 import { applyChanges, captureProgress, copyInitial, dropNewShards, startChangeCapture, stopChangeCapture, type CopyProgress } from '../src/movement/logical-apply.js';
-import { fencedSourceName, reshardCutover } from '../src/movement/reshard-cutover.js';
+import { fencedSourceName, reshardCutover, settleReshard } from '../src/movement/reshard-cutover.js';
 import type { ReshardPlan } from '../src/movement/reshard-plan.js';
 import type { FencedCopy } from '../workflows/messages.js';
 
@@ -35,6 +35,18 @@ function nodesOf(plan: MovementPlan): NodeRecord[] {
 
 export function createMovementActivities(deps: MovementDeps) {
   const endpoints = (plan: MovePlan) => ({ source: plan.source, target: plan.target });
+  /** No part of the switch prepared or committed yet: the catalog has no prepared switch and still places the shard on its source. */
+  const switchUntouched = async (plan: MovementPlan): Promise<boolean> => {
+    const gid = plan.operation === 'move' ? plan.names.gid : plan.catalogGid;
+    const shardId = plan.operation === 'move' ? plan.shard.shardId : plan.sources[0]!.shardId;
+    const sourceId = plan.operation === 'move' ? plan.source.id : plan.sources[0]!.node.id;
+    const { rows } = await deps.catalog.query<{ untouched: boolean }>(
+      `select not exists (select 1 from pg_prepared_xacts where gid = $1 and database = current_database())
+          and exists (select 1 from shardcast.placements where shard_id = $2 and node_id = $3) as untouched`,
+      [gid, shardId, sourceId],
+    );
+    return rows[0]!.untouched;
+  };
 
   return {
     /** Checks the request, takes the shard's lease, and resolves the plan; or says why it must wait for a slot. */
@@ -130,20 +142,46 @@ export function createMovementActivities(deps: MovementDeps) {
       }
     },
 
+    /**
+     * The switch. Each attempt takes a new fencing token (the lease's cutover attempt number): an
+     * attempt that timed out and still runs beside its retry can no longer prepare or switch anything.
+     */
     async cutover(plan: MovementPlan): Promise<CutoverResult> {
       heartbeat('cutover');
       const cutoverDeps = { catalogUrl: deps.catalogUrl, pools: deps.cutoverPools ?? deps.nodePools };
       const onWait = () => heartbeat('waiting for the target');
       // Rows changed since the verify phase are compared first without the cutover's lock (in fresh
       // snapshots), so that under it only the changes of the last moments are re-checked ('changes').
-      try {
-        await refreshVerification(deps.nodePools, plan, { onWait });
-      } catch (err) {
-        if (err instanceof VerificationError) return toApplicationFailure(err);
-        // Not needed for correctness (the cutover re-checks everything since the last refresh), e.g. a retry after the switch.
+      // Only while nothing of the switch has happened: a retry after it goes straight to recovery.
+      if (await switchUntouched(plan)) {
+        try {
+          await refreshVerification(deps.nodePools, plan, { onWait });
+        } catch (err) {
+          if (err instanceof VerificationError) return toApplicationFailure(err);
+          // Not needed for correctness: the cutover re-checks everything since the last refresh.
+        }
       }
       const options = { onWait, verify: 'changes' as const };
-      return run(() => (plan.operation === 'move' ? cutover(cutoverDeps, plan, options) : reshardCutover(cutoverDeps, plan, options)));
+      return whileHeartbeating('cutting over', () =>
+        run(async () => {
+          try {
+            return await (plan.operation === 'move' ? cutover(cutoverDeps, plan, options) : reshardCutover(cutoverDeps, plan, options));
+          } catch (err) {
+            if (err instanceof StaleCutoverAttemptError) log.warn(`cutover: ${err.message}`);
+            throw err;
+          }
+        }),
+      );
+    },
+
+    /**
+     * After a failed cutover activity, before any compensation: 'forward' when the catalog switch
+     * has committed or is prepared (the movement may then only be finished), 'undo' otherwise —
+     * decided under the lease, so that no earlier attempt can still switch.
+     */
+    async settleCutover(plan: MovementPlan): Promise<'forward' | 'undo'> {
+      const cutoverDeps = { catalogUrl: deps.catalogUrl, pools: deps.nodePools };
+      return run(() => (plan.operation === 'move' ? settleMove(cutoverDeps, plan) : settleReshard(cutoverDeps, plan)));
     },
 
     async stopStreaming(plan: MovementPlan): Promise<void> {
@@ -198,4 +236,17 @@ export function createMovementActivities(deps: MovementDeps) {
       return run(() => finishMovement(deps.catalog, movementId, state));
     },
   };
+}
+
+/**
+ * Heartbeats every `everyMs` while `work` runs, including while one long query (a lock wait, a
+ * checksum) keeps it from heartbeating by itself: a live attempt is never taken for a lost one.
+ */
+async function whileHeartbeating<T>(what: string, work: () => Promise<T>, everyMs = 2000): Promise<T> {
+  const timer = setInterval(() => heartbeat(what), everyMs);
+  try {
+    return await work();
+  } finally {
+    clearInterval(timer);
+  }
 }

@@ -5,6 +5,7 @@ import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { NodePools } from '../src/catalog/node-pools.js';
 import { getNodeByName, type NodeRecord } from '../src/catalog/nodes.js';
 import { cutover, fencedSchemaName } from '../src/movement/cutover.js';
+import { acquireMovementLease, finishMovement } from '../src/movement/lease.js';
 import { movementNames, prepareTarget, shardTables, startStreaming, stopStreaming, streamProgress } from '../src/movement/replication.js';
 import { dropVerifySlots, refreshVerification, verifyChunks, type VerifyProgress } from '../src/movement/verify.js';
 import { createRouter, type Router } from '../src/router/router.js';
@@ -82,7 +83,9 @@ export async function run(args: string[]): Promise<void> {
     while (!verified.done);
     const verifySeconds = (Date.now() - verifyStart) / 1000;
     const refreshed = await refreshVerification(pools, move);
+    await leaseFor(fleet, move);
     const bigCutover = await cutover({ catalogUrl: fleet.catalogUrl, pools }, move, { verify: 'changes' });
+    await finishMovement(fleet.catalog, move.names.gid.slice('sc_mv_'.length), 'done');
     await load2.stop();
     await stopStreaming(pools, move, move.names);
     await dropVerifySlots(pools, move);
@@ -117,7 +120,9 @@ export async function run(args: string[]): Promise<void> {
         if (p.tables > 0 && p.tablesReady === p.tables && p.lagBytes !== null && p.lagBytes < 64 * 1024) break;
         await sleep(20);
       }
+      await leaseFor(fleet, m);
       const result = await cutover({ catalogUrl: fleet.catalogUrl, pools }, m);
+      await finishMovement(fleet.catalog, m.names.gid.slice('sc_mv_'.length), 'done');
       blocked.push(result.blockedMs);
       if (result.blockedMs > 100) console.log(`cutover ${i}: blocked ${result.blockedMs} ms, steps ${JSON.stringify(result.steps)}`);
       await stopStreaming(pools, m, m.names);
@@ -259,4 +264,10 @@ async function rawCopy(source: NodeRecord, target: NodeRecord, sourceSchema: str
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** The cutover's fencing token lives on the movement's lease: the bench's hand-driven moves take one. */
+async function leaseFor(fleet: BenchFleet, move: { source: NodeRecord; target: NodeRecord; shard: { shardId: number }; names: { gid: string } }): Promise<void> {
+  const id = move.names.gid.slice('sc_mv_'.length);
+  await acquireMovementLease(fleet.catalog, { id, operation: 'move', shardId: move.shard.shardId, sourceNodeId: move.source.id, targetNodeIds: [move.target.id] }, 100);
 }

@@ -60,6 +60,20 @@ const UNDO = {
   retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '1 minute', maximumAttempts: 50, nonRetryableErrorTypes: NON_RETRYABLE },
 } as const;
 
+// After a failed cutover: whether the switch committed decides between forward and undo. Never given
+// up on: without an answer, undoing could drop the only copy that the catalog now places.
+const SETTLE = {
+  startToCloseTimeout: '1 minute',
+  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '1 minute' }, // no maximumAttempts: unlimited
+} as const;
+
+// Finishing a switch that committed: rounds of retries, each round reported, without end.
+const FORWARD = {
+  startToCloseTimeout: '2 minutes',
+  heartbeatTimeout: '10 seconds',
+  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '1 minute', maximumAttempts: 10 },
+} as const;
+
 // The initial copy of a split or merge runs as one activity, heartbeating as it goes.
 const COPY = { ...STEP, startToCloseTimeout: '6 hours', heartbeatTimeout: '30 seconds' } as const;
 
@@ -104,6 +118,12 @@ function causeOf(err: unknown): { message: string; type?: string } {
 /** "14:35:07 UTC", for a summary line. */
 function clock(at: Date): string {
   return `${at.toISOString().slice(11, 19)} UTC`;
+}
+
+/** An activity failure's own message (the cause), not "Activity task failed". */
+function failureText(err: unknown): string {
+  const e = err as { message?: string; cause?: { message?: string } };
+  return e.cause?.message || e.message || String(err);
 }
 
 function reverseOf(plan: MovementPlan): ReverseMovement {
@@ -163,6 +183,11 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
   const UNDO_RUN = { ...UNDO, retry: { ...UNDO.retry, ...(tuned?.maximumIntervalMs ? { initialInterval: tuned.initialIntervalMs, maximumInterval: tuned.maximumIntervalMs } : {}) } };
   const step = proxyActivities<Activities>(STEP_RUN);
   const undo = proxyActivities<Activities>(UNDO_RUN);
+  const cap = tuned?.maximumIntervalMs ? { initialInterval: tuned.initialIntervalMs, maximumInterval: tuned.maximumIntervalMs } : {};
+  const SETTLE_RUN = { ...SETTLE, retry: { ...SETTLE.retry, ...cap } };
+  const FORWARD_RUN = { ...FORWARD, retry: { ...FORWARD.retry, ...cap, ...(tuned ? { maximumAttempts: tuned.maximumAttempts } : {}) } };
+  const settle = proxyActivities<Activities>(SETTLE_RUN);
+  const forward = proxyActivities<Activities>(FORWARD_RUN);
   const what = describeMovement(input);
   const operation = input.operation ?? 'move';
 
@@ -397,7 +422,38 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
     }
 
     enter('cutover', `switching ${nodes.schemas} to ${nodes.targets}`);
-    const switched = await step.cutover.executeWithOptions({ ...STEP_RUN, summary: `cutover ${nodes.schemas}: ${nodes.sources} → ${nodes.targets}` }, [p]);
+    let switched: Awaited<ReturnType<Activities['cutover']>>;
+    try {
+      switched = await step.cutover.executeWithOptions({ ...STEP_RUN, summary: `cutover ${nodes.schemas}: ${nodes.sources} → ${nodes.targets}` }, [p]);
+    } catch (err) {
+      // Before any undo: has the switch committed (or been prepared)? Then the movement only goes forward.
+      // Until that is known nothing may be undone (cutOver set), even should the question itself fail.
+      cutOver = true;
+      const decided = await CancellationScope.nonCancellable(() =>
+        settle.settleCutover.executeWithOptions({ ...SETTLE_RUN, summary: 'did the catalog switch commit?' }, [p]),
+      );
+      if (decided === 'undo') {
+        cutOver = false;
+        throw err;
+      }
+      switched = await CancellationScope.nonCancellable(async () => {
+        let failures = 0;
+        let last = failureText(err);
+        for (;;) {
+          const message = `switched to ${nodes.targets}; finishing the cutover on ${nodes.sources} failed (${failures + 1}×: ${last}); retrying until it answers`;
+          setCurrentDetails(message);
+          log.warn('cutover switched but not finished: alert', { movementId: input.movementId, failures: failures + 1, error: last });
+          try {
+            return await forward.cutover.executeWithOptions({ ...FORWARD_RUN, summary: `finish the cutover on ${nodes.sources} (the switch committed)` }, [p]);
+          } catch (again) {
+            failures++;
+            last = failureText(again);
+            await sleep(FORWARD_RUN.retry.maximumInterval);
+          }
+        }
+      });
+      setCurrentDetails(`switched to ${nodes.targets}; cutover finished on ${nodes.sources}`);
+    }
     cutOver = true;
 
     enter('cleanup', `dropping replication; the fenced copy on ${nodes.sources} stays ${input.graceSeconds} s`);

@@ -1,9 +1,11 @@
 import pg from 'pg';
 import type { NodePools } from '../catalog/node-pools.js';
 import type { NodeRecord } from '../catalog/nodes.js';
-import { SHARD_FENCED_SQLSTATE, ShardcastError, sqlState } from '../errors.js';
+import { ShardcastError, sqlState } from '../errors.js';
 import { failpoint } from '../failpoints.js';
 import { quoteIdent, quoteLiteral } from '../sql/ident.js';
+import { createFence, dropFence } from './fence.js';
+import { holdCutoverAttempt, takeCutoverAttempt } from './lease.js';
 import { bumpWatermark, currentLsn, targetHasWatermark, type MovementNames, type ShardTables } from './replication.js';
 import { recheckChanges, verifyChunks, type VerifyOptions, type VerifyProgress } from './verify.js';
 
@@ -80,46 +82,31 @@ export function fencedSchemaName(schema: string, movementId: string): string {
 }
 
 export async function cutover(deps: CutoverDeps, move: CutoverTarget, options: CutoverOptions = {}): Promise<CutoverResult> {
-  const state = await cutoverState(deps, move);
-  if (state.catalogPrepared || (state.placedOn === move.target.id && state.sourcePrepared)) {
-    await finishCutover(deps, move, state);
-    return { blockedMs: 0, lsn: null, recovered: 'finished' };
+  // The catalog decides: a switch prepared or committed is finished (target first, so the shard takes writes, then the source).
+  const state = await catalogState(deps, move);
+  if (state.catalogPrepared || state.placedOn === move.target.id) {
+    const committed = await finishCutover(deps, move, state.catalogPrepared);
+    return { blockedMs: 0, lsn: null, recovered: state.catalogPrepared || committed ? 'finished' : 'already-done' };
   }
-  if (state.placedOn === move.target.id) return { blockedMs: 0, lsn: null, recovered: 'already-done' };
   if (state.placedOn !== move.source.id) {
     throw new ShardcastError('SHARD_ELSEWHERE', `shard ${move.shard.shardId} is no longer on ${move.source.name}: nothing to cut over`);
   }
-  let recovered: CutoverResult['recovered'];
-  if (state.sourcePrepared) {
-    // Crashed after the source was prepared but before the catalog was: the switch never happened.
-    await onServer(deps.pools, move.source.dsn, (c) => c.query(`rollback prepared ${quoteLiteral(move.names.gid)}`));
-    recovered = 'rolled-back-and-redone';
-  }
+  // Fences left prepared by an earlier attempt (its switch never prepared) are rolled back there, under the lease.
   const prepared = await prepareCutover(deps, move, options);
-  await finishCutover(deps, move, { catalogPrepared: true, sourcePrepared: true, placedOn: move.source.id });
+  await finishCutover(deps, move, true);
   const blockedMs = Date.now() - prepared.lockedAt;
-  return { blockedMs, lsn: prepared.lsn, steps: { ...prepared.steps, committed: blockedMs }, ...(recovered ? { recovered } : {}) };
+  return { blockedMs, lsn: prepared.lsn, steps: { ...prepared.steps, committed: blockedMs }, ...(prepared.rolledBack ? { recovered: 'rolled-back-and-redone' as const } : {}) };
 }
 
-interface CutoverState {
-  catalogPrepared: boolean;
-  sourcePrepared: boolean;
-  placedOn: number | undefined;
-}
-
-async function cutoverState(deps: CutoverDeps, move: CutoverTarget): Promise<CutoverState> {
-  const gid = move.names.gid;
-  const [catalog, source] = await Promise.all([
-    onServer(deps.pools, deps.catalogUrl, (c) =>
-      c.query<{ prepared: boolean; node: number | null }>(
-        `select exists (select 1 from pg_prepared_xacts where gid = $1 and database = current_database()) as prepared,
-                (select node_id::int from shardcast.placements where shard_id = $2) as node`,
-        [gid, move.shard.shardId],
-      ),
+async function catalogState(deps: CutoverDeps, move: CutoverTarget): Promise<{ catalogPrepared: boolean; placedOn: number | undefined }> {
+  const { rows } = await onServer(deps.pools, deps.catalogUrl, (c) =>
+    c.query<{ prepared: boolean; node: number | null }>(
+      `select exists (select 1 from pg_prepared_xacts where gid = $1 and database = current_database()) as prepared,
+              (select node_id::int from shardcast.placements where shard_id = $2) as node`,
+      [move.names.gid, move.shard.shardId],
     ),
-    onServer(deps.pools, move.source.dsn, (c) => c.query<{ prepared: boolean }>('select exists (select 1 from pg_prepared_xacts where gid = $1) as prepared', [gid])),
-  ]);
-  return { catalogPrepared: catalog.rows[0]!.prepared, sourcePrepared: source.rows[0]!.prepared, placedOn: catalog.rows[0]!.node ?? undefined };
+  );
+  return { catalogPrepared: rows[0]!.prepared, placedOn: rows[0]!.node ?? undefined };
 }
 
 /** Writers are locked out: a watermark committed now follows every write to the shard; wait until the target shows it. */
@@ -148,14 +135,22 @@ export async function prepareCutover(
   deps: CutoverDeps,
   move: CutoverTarget,
   options: CutoverOptions = {},
-): Promise<{ lockedAt: number; lsn: string; steps: Omit<CutoverSteps, 'committed'> }> {
+): Promise<{ lockedAt: number; lsn: string; steps: Omit<CutoverSteps, 'committed'>; rolledBack: boolean }> {
   const { shard, source, target, names } = move;
+  const movementId = movementIdOf(names);
+  const fences = moveFences(move);
+  // This attempt's fencing token; fences an earlier attempt left prepared are rolled back under it.
+  const { attempt, rolledBack, switched: already } = await beginCutoverAttempt(deps, movementId, names.gid, fences, placedOnTarget(move));
+  if (already) throw new CutoverInDoubtError(`movement ${movementId}: another attempt switched shard ${shard.shardId} meanwhile; a retry finishes it`);
   // Pooled connections throughout: a new connection costs several milliseconds of the blocked time.
   const sourceClient = await deps.pools.get(source.dsn).connect();
+  let targetClient: pg.PoolClient | undefined;
+  let catalogClient: pg.PoolClient | undefined;
   let broken: Error | undefined;
   let lockedAt = 0;
   let lsn = '';
   let sourcePrepared = false;
+  let targetPrepared = false;
   const steps = { caughtUp: 0, verified: 0, sourcePrepared: 0, catalogPrepared: 0 };
   const mark = (step: keyof typeof steps) => (steps[step] = Date.now() - lockedAt);
   try {
@@ -168,38 +163,209 @@ export async function prepareCutover(
     mark('verified');
     await copySequences(deps.pools, sourceClient, target, shard.schema);
     await fence(sourceClient, move);
+    // The target's fence goes in a transaction prepared beside the source's: it is lifted only once the catalog has switched.
+    targetClient = await deps.pools.get(target.dsn).connect();
+    await targetClient.query('begin');
+    await targetClient.query(`set local lock_timeout = ${options.lockTimeoutMs ?? 5000}`);
+    await dropFence(targetClient, shard.schema, shard.tables.map((t) => t.name));
+    await failpoint('cutover.before-switch');
+    // The switch's transaction holds the lease row from before the first PREPARE: a replaced attempt stops here.
+    catalogClient = await beginSwitch(deps, movementId, attempt);
     await sourceClient.query(`prepare transaction ${quoteLiteral(names.gid)}`);
     sourcePrepared = true;
+    await targetClient.query(`prepare transaction ${quoteLiteral(targetGid(names))}`);
+    targetPrepared = true;
     mark('sourcePrepared');
-  } catch (err) {
-    if (!sourcePrepared) await sourceClient.query('rollback').catch(() => undefined);
-    broken = err as Error;
-    throw err;
-  } finally {
-    sourceClient.release(broken);
-  }
-
-  try {
-    await onServer(deps.pools, deps.catalogUrl, async (c) => {
-      await c.query('begin');
-      await c.query(`set local shardcast.in_2pc = 'on'`);
-      const switched = await c.query(
-        'update shardcast.placements set node_id = $1, placed_at = now() where shard_id = $2 and node_id = $3',
-        [target.id, shard.shardId, source.id],
-      );
-      if (switched.rowCount !== 1) {
-        await c.query('rollback');
-        throw new ShardcastError('SHARD_ELSEWHERE', `shard ${shard.shardId} is no longer placed on ${source.name}`);
-      }
-      await c.query(`prepare transaction ${quoteLiteral(names.gid)}`);
-    });
+    const switched = await catalogClient.query(
+      'update shardcast.placements set node_id = $1, placed_at = now() where shard_id = $2 and node_id = $3',
+      [target.id, shard.shardId, source.id],
+    );
+    if (switched.rowCount !== 1) throw new ShardcastError('SHARD_ELSEWHERE', `shard ${shard.shardId} is no longer placed on ${source.name}`);
+    await catalogClient.query(`prepare transaction ${quoteLiteral(names.gid)}`);
+    await failpoint('cutover.after-catalog-prepare', { connection: catalogClient });
     mark('catalogPrepared');
     await failpoint('cutover.after-prepare');
   } catch (err) {
-    await onServer(deps.pools, source.dsn, (c) => c.query(`rollback prepared ${quoteLiteral(names.gid)}`)).catch(() => undefined);
+    broken = err as Error;
+    if (!sourcePrepared) await sourceClient.query('rollback').catch(() => undefined);
+    if (!targetPrepared) await targetClient?.query('rollback').catch(() => undefined);
+    await catalogClient?.query('rollback').catch(() => undefined);
+    if (sourcePrepared) await settleFailedSwitch(deps, movementId, attempt, names.gid, fences, broken);
+    throw err;
+  } finally {
+    sourceClient.release(broken);
+    targetClient?.release(broken);
+    catalogClient?.release(broken);
+  }
+  return { lockedAt, lsn, steps, rolledBack };
+}
+
+/** The gid of the target's prepared transaction (its fence lifted), beside the source's and the catalog's. */
+export function targetGid(names: MovementNames): string {
+  return `${names.gid}_t`;
+}
+
+/** What a move's cutover prepares on its nodes: the source's fence, the target's unfencing. */
+function moveFences(move: CutoverTarget): PreparedFence[] {
+  return [
+    { dsn: move.source.dsn, gid: move.names.gid },
+    { dsn: move.target.dsn, gid: targetGid(move.names) },
+  ];
+}
+
+/** The movement id a move's names were made from. */
+function movementIdOf(names: MovementNames): string {
+  return names.gid.replace(/^sc_mv_/, '');
+}
+
+/** A fence prepared on a source node under the cutover's gid. */
+export interface PreparedFence {
+  dsn: string;
+  gid: string;
+}
+
+/** The catalog switch may be prepared (or about to be): nothing was undone, a retry finishes or undoes the cutover. */
+export class CutoverInDoubtError extends ShardcastError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('CUTOVER_IN_DOUBT', message, options);
+  }
+}
+
+/** How long a cutover waits for the movement's lease row (held only for milliseconds, unless a switch is prepared). */
+const LEASE_LOCK_TIMEOUT_MS = 2000;
+
+/**
+ * Starts a cutover attempt: takes the next fencing token on the movement's lease row, and while the
+ * row is locked rolls back the fences an earlier attempt left prepared. That is safe there: a
+ * prepared catalog switch would hold the row (so the token could not be taken), and no switch can
+ * be prepared later under an older token (each checks the token under the same lock).
+ */
+export async function beginCutoverAttempt(
+  deps: CutoverDeps,
+  movementId: string,
+  catalogGid: string,
+  fences: PreparedFence[],
+  switched?: (catalog: pg.ClientBase) => Promise<boolean>,
+): Promise<{ attempt: number; rolledBack: boolean; switched: boolean }> {
+  return onServer(deps.pools, deps.catalogUrl, async (c) => {
+    await c.query('begin');
+    try {
+      await c.query(`set local lock_timeout = ${LEASE_LOCK_TIMEOUT_MS}`);
+      const attempt = await takeCutoverAttempt(c, movementId);
+      if (attempt === null || (await isPrepared(c, catalogGid))) {
+        throw new CutoverInDoubtError(`movement ${movementId}: an earlier cutover attempt holds its lease row (its catalog switch prepared or in flight); a retry finishes it`);
+      }
+      // Committed already (by an attempt that lost its reply): its fences are committed or to be committed, never rolled back.
+      if (switched && (await switched(c))) {
+        await c.query('rollback');
+        return { attempt, rolledBack: false, switched: true };
+      }
+      let rolledBack = false;
+      for (const f of fences) if (await rollbackPreparedIfAny(deps.pools, f.dsn, f.gid)) rolledBack = true;
+      await c.query('commit');
+      return { attempt, rolledBack, switched: false };
+    } catch (err) {
+      await c.query('rollback').catch(() => undefined);
+      throw err;
+    }
+  });
+}
+
+/**
+ * After a cutover attempt failed (the workflow asks before it compensates): 'forward' when the
+ * catalog switch has committed or is prepared — then the cutover can only be finished — and 'undo'
+ * otherwise. 'undo' is decided holding the lease row with a new attempt number, so no earlier
+ * attempt can switch afterwards, and the fences earlier attempts left prepared are rolled back.
+ * Throws (retryable) when it cannot decide yet.
+ */
+export async function settleCutover(
+  deps: CutoverDeps,
+  movementId: string,
+  catalogGid: string,
+  fences: PreparedFence[],
+  switched: (catalog: pg.ClientBase) => Promise<boolean>,
+): Promise<'forward' | 'undo'> {
+  const decided = await onServer(deps.pools, deps.catalogUrl, async (c) => (await isPrepared(c, catalogGid)) || (await switched(c)));
+  if (decided) return 'forward';
+  const begun = await beginCutoverAttempt(deps, movementId, catalogGid, fences, switched);
+  return begun.switched ? 'forward' : 'undo';
+}
+
+/** settleCutover for a move: switched when the catalog places the shard on the target. */
+export function settleMove(deps: CutoverDeps, move: CutoverTarget): Promise<'forward' | 'undo'> {
+  return settleCutover(deps, movementIdOf(move.names), move.names.gid, moveFences(move), placedOnTarget(move));
+}
+
+function placedOnTarget(move: CutoverTarget): (catalog: pg.ClientBase) => Promise<boolean> {
+  return async (c) => {
+    const { rows } = await c.query('select 1 from shardcast.placements where shard_id = $1 and node_id = $2', [move.shard.shardId, move.target.id]);
+    return rows.length > 0;
+  };
+}
+
+/**
+ * Opens the catalog transaction of the switch: it locks the movement's lease row and checks that
+ * `attempt` is still the current one (StaleCutoverAttemptError otherwise) before any PREPARE.
+ */
+export async function beginSwitch(deps: CutoverDeps, movementId: string, attempt: number): Promise<pg.PoolClient> {
+  const client = await deps.pools.get(deps.catalogUrl).connect();
+  try {
+    await client.query('begin');
+    await client.query(`set local shardcast.in_2pc = 'on'`);
+    await client.query(`set local lock_timeout = ${LEASE_LOCK_TIMEOUT_MS}`);
+    if (!(await holdCutoverAttempt(client, movementId, attempt))) {
+      throw new CutoverInDoubtError(`movement ${movementId}: another cutover attempt holds its lease row; this attempt stops before fencing`);
+    }
+    return client;
+  } catch (err) {
+    await client.query('rollback').catch(() => undefined);
+    client.release(err as Error);
     throw err;
   }
-  return { lockedAt, lsn, steps };
+}
+
+/**
+ * After the catalog step failed with fences already prepared: they are rolled back only when it is
+ * known that the catalog switch is not prepared and cannot become so — on a fresh connection, holding
+ * the lease row (which a prepared switch, or one still in flight on a connection whose reply was
+ * lost, would hold), with this attempt still the current one. Otherwise nothing is undone and a
+ * CutoverInDoubtError says so: the retry finds the switch prepared and finishes it, or rolls back.
+ */
+export async function settleFailedSwitch(deps: CutoverDeps, movementId: string, attempt: number, catalogGid: string, fences: PreparedFence[], cause: Error): Promise<never> {
+  let settled = false;
+  try {
+    settled = await onServer(deps.pools, deps.catalogUrl, async (c) => {
+      await c.query('begin');
+      try {
+        await c.query(`set local lock_timeout = ${LEASE_LOCK_TIMEOUT_MS}`);
+        if (!(await holdCutoverAttempt(c, movementId, attempt)) || (await isPrepared(c, catalogGid))) return false;
+        for (const f of fences) await rollbackPreparedIfAny(deps.pools, f.dsn, f.gid);
+        return true;
+      } finally {
+        await c.query('rollback');
+      }
+    });
+  } catch {
+    settled = false; // the catalog cannot be asked, or a newer attempt owns the fences now
+  }
+  if (settled) throw cause;
+  throw new CutoverInDoubtError(`movement ${movementId}: the catalog switch may have been prepared (${cause.message}); the fences stay, a retry finishes or undoes the cutover`, {
+    cause,
+  });
+}
+
+async function isPrepared(client: pg.ClientBase, gid: string): Promise<boolean> {
+  const { rows } = await client.query('select 1 from pg_prepared_xacts where gid = $1 and database = current_database()', [gid]);
+  return rows.length > 0;
+}
+
+/** Rolls back a prepared transaction on a node if it is there; true when it was. */
+async function rollbackPreparedIfAny(pools: NodePools, dsn: string, gid: string): Promise<boolean> {
+  return onServer(pools, dsn, async (c) => {
+    if (!(await isPrepared(c, gid))) return false;
+    await c.query(`rollback prepared ${quoteLiteral(gid)}`);
+    return true;
+  });
 }
 
 /**
@@ -237,25 +403,32 @@ export async function lockForCutover(
 
 const LOCK_NOT_AVAILABLE = '55P03';
 
-/** Phase two: commit the catalog (and tell routers), then the source. Each step skips what is done. */
-async function finishCutover(deps: CutoverDeps, move: CutoverTarget, state: CutoverState): Promise<void> {
-  if (state.catalogPrepared) await commitCatalogSwitch(deps, move.names.gid);
-  await commitPreparedIfAny(deps.pools, move.source.dsn, move.names.gid);
+/**
+ * Phase two: commit the catalog (and tell routers), then the target (its fence goes: the shard takes
+ * writes at its new home), then the source. Each step skips what is done; true when anything was.
+ */
+async function finishCutover(deps: CutoverDeps, move: CutoverTarget, catalogPrepared: boolean): Promise<boolean> {
+  if (catalogPrepared) await commitCatalogSwitch(deps, move.names.gid);
+  await failpoint('cutover.after-catalog-commit');
+  const target = await commitPreparedIfAny(deps.pools, move.target.dsn, targetGid(move.names));
+  const source = await commitPreparedIfAny(deps.pools, move.source.dsn, move.names.gid);
+  return target || source;
 }
 
-/** Phase two on the catalog: commit the prepared placement switch, then tell routers. */
+/** Phase two on the catalog: commit the prepared placement switch (unless another attempt just did), then tell routers. */
 export async function commitCatalogSwitch(deps: CutoverDeps, gid: string): Promise<void> {
   await onServer(deps.pools, deps.catalogUrl, async (c) => {
-    await c.query(`commit prepared ${quoteLiteral(gid)}`);
+    if (await isPrepared(c, gid)) await c.query(`commit prepared ${quoteLiteral(gid)}`);
     await c.query(`select pg_notify('shardcast_map', version::text) from shardcast.map_version`);
   });
 }
 
-/** Phase two on a source: commit its prepared fence, unless an earlier attempt already did. */
-export async function commitPreparedIfAny(pools: NodePools, dsn: string, gid: string): Promise<void> {
-  await onServer(pools, dsn, async (c) => {
-    const { rows } = await c.query('select 1 from pg_prepared_xacts where gid = $1 and database = current_database()', [gid]);
-    if (rows.length > 0) await c.query(`commit prepared ${quoteLiteral(gid)}`);
+/** Phase two on a node: commit its prepared part, unless an earlier attempt already did; true when it was there. */
+export async function commitPreparedIfAny(pools: NodePools, dsn: string, gid: string): Promise<boolean> {
+  return onServer(pools, dsn, async (c) => {
+    if (!(await isPrepared(c, gid))) return false;
+    await c.query(`commit prepared ${quoteLiteral(gid)}`);
+    return true;
   });
 }
 
@@ -312,18 +485,8 @@ async function fence(source: pg.ClientBase, move: CutoverTarget): Promise<void> 
  * table raises SCF01 with `message` on any write, and the schema is renamed so its names no longer resolve.
  */
 export async function fenceShard(client: pg.ClientBase, shard: { schema: string; tables: string[]; message: string; fencedName: string }): Promise<void> {
-  const schema = quoteIdent(shard.schema);
-  await client.query(
-    `create function ${schema}.sc_fence() returns trigger language plpgsql as
-     $$ begin raise exception using errcode = '${SHARD_FENCED_SQLSTATE}', message = ${quoteLiteral(shard.message)}; end $$`,
-  );
-  for (const table of shard.tables) {
-    await client.query(
-      `create trigger sc_fence before insert or update or delete or truncate on ${schema}.${quoteIdent(table)}
-       for each statement execute function ${schema}.sc_fence()`,
-    );
-  }
-  await client.query(`alter schema ${schema} rename to ${quoteIdent(shard.fencedName)}`);
+  await createFence(client, shard.schema, shard.tables, shard.message);
+  await client.query(`alter schema ${quoteIdent(shard.schema)} rename to ${quoteIdent(shard.fencedName)}`);
 }
 
 /** Runs `work` on a pooled connection to `url`; a connection that saw an error is discarded, not reused. */

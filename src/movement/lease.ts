@@ -106,3 +106,57 @@ export async function acquireMovementLease(pool: pg.Pool, lease: MovementLease, 
 export async function finishMovement(pool: pg.Pool, id: string, state: Exclude<MovementState, 'running'>): Promise<void> {
   await pool.query("update shardcast.movements set state = $2, finished_at = now() where id = $1 and state = 'running'", [id, state]);
 }
+
+/** A cutover attempt that a newer attempt has replaced: it changed nothing and must not go on. */
+export class StaleCutoverAttemptError extends ShardcastError {
+  constructor(movementId: string, attempt: number, current: number | null) {
+    super(
+      'STALE_CUTOVER_ATTEMPT',
+      current === null
+        ? `movement ${movementId} is no longer running: cutover attempt ${attempt} stops`
+        : `cutover attempt ${attempt} of movement ${movementId} was replaced by attempt ${current}: it stops without switching anything`,
+    );
+  }
+}
+
+/**
+ * Takes the next cutover attempt number (the fencing token) on the movement's lease row, inside the
+ * caller's transaction: the row stays locked until it ends. Returns null when the row is locked by
+ * someone else for longer than the transaction's lock_timeout (a switch prepared, or in flight).
+ */
+export async function takeCutoverAttempt(client: pg.ClientBase, movementId: string): Promise<number | null> {
+  try {
+    const { rows } = await client.query<{ attempt: string }>(
+      "update shardcast.movements set cutover_attempt = cutover_attempt + 1 where id = $1 and state = 'running' returning cutover_attempt::text as attempt",
+      [movementId],
+    );
+    if (!rows[0]) throw new StaleCutoverAttemptError(movementId, 0, null);
+    return Number(rows[0].attempt);
+  } catch (err) {
+    if ((err as { code?: string }).code === LOCK_NOT_AVAILABLE) return null;
+    throw err;
+  }
+}
+
+/**
+ * Inside the caller's transaction: locks the movement's lease row and checks that `attempt` is still
+ * its current cutover attempt. Throws StaleCutoverAttemptError when it is not; returns false when the
+ * row could not be locked within the transaction's lock_timeout.
+ */
+export async function holdCutoverAttempt(client: pg.ClientBase, movementId: string, attempt: number): Promise<boolean> {
+  try {
+    const { rows } = await client.query<{ attempt: string; state: string }>(
+      'select cutover_attempt::text as attempt, state from shardcast.movements where id = $1 for no key update',
+      [movementId],
+    );
+    const row = rows[0];
+    if (!row || row.state !== 'running') throw new StaleCutoverAttemptError(movementId, attempt, null);
+    if (Number(row.attempt) !== attempt) throw new StaleCutoverAttemptError(movementId, attempt, Number(row.attempt));
+    return true;
+  } catch (err) {
+    if ((err as { code?: string }).code === LOCK_NOT_AVAILABLE) return false;
+    throw err;
+  }
+}
+
+const LOCK_NOT_AVAILABLE = '55P03';

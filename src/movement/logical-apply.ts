@@ -6,6 +6,7 @@ import type { NodePools } from '../catalog/node-pools.js';
 import { NotFoundError, ShardcastError } from '../errors.js';
 import { quoteIdent } from '../sql/ident.js';
 import { inTransaction } from '../sql/transaction.js';
+import { AS_REPLICA } from './fence.js';
 import { decodeMessage, UNCHANGED, type Relation, type TupleValue } from './pgoutput.js';
 import { rangePredicate, targetIndexFor, type ReshardPlan, type ReshardSource } from './reshard-plan.js';
 
@@ -45,7 +46,10 @@ export interface CopyProgress {
 export async function copyInitial(pools: NodePools, plan: ReshardPlan, onProgress: (p: CopyProgress) => void = () => undefined): Promise<CopyProgress> {
   for (const t of plan.targets) {
     const names = plan.tables.map((tb) => `${quoteIdent(t.schema)}.${quoteIdent(tb.name)}`).join(', ');
-    await pools.get(t.node.dsn).query(`truncate ${names}`);
+    await inTransaction(pools.get(t.node.dsn), async (client) => {
+      await client.query(AS_REPLICA); // the targets are fenced against ordinary writers until their cutover
+      await client.query(`truncate ${names}`);
+    });
   }
   const progress: CopyProgress = { rows: 0, bytes: 0 };
   for (const s of plan.sources) {
@@ -54,7 +58,10 @@ export async function copyInitial(pools: NodePools, plan: ReshardPlan, onProgres
         const where = plan.operation === 'split' ? ` where ${rangePredicate(plan.keyType, table.keyColumn, t.range)}` : '';
         const out = await pools.get(s.node.dsn).connect();
         const into = await pools.get(t.node.dsn).connect();
+        let broken: Error | undefined;
         try {
+          await into.query('set session_replication_role = replica'); // past the target's fence; reset below
+
           const reader = out.query(copyTo(`copy (select * from ${quoteIdent(s.schema)}.${quoteIdent(table.name)}${where}) to stdout (format binary)`));
           const writer = into.query(copyFrom(`copy ${quoteIdent(t.schema)}.${quoteIdent(table.name)} from stdin (format binary)`));
           reader.on('data', (chunk: Buffer) => {
@@ -63,9 +70,13 @@ export async function copyInitial(pools: NodePools, plan: ReshardPlan, onProgres
           });
           await pipeline(reader, writer);
           progress.rows += Number(writer.rowCount ?? 0);
+          await into.query('reset session_replication_role');
+        } catch (err) {
+          broken = err as Error; // not back in the pool with the replica role
+          throw err;
         } finally {
           out.release();
-          into.release();
+          into.release(broken);
         }
       }
     }
@@ -220,6 +231,7 @@ class Applier {
       if (byTable.size === 0) continue;
       const target = this.plan.targets[i]!;
       await inTransaction(this.pools.get(target.node.dsn), async (client) => {
+        await client.query(AS_REPLICA);
         // Each with the shape its tuples were described with (a relation described anew mid-batch gets its own entry).
         for (const [of, ops] of byTable) await writeOps(client, target.schema, of, [...ops.values()]);
       });
@@ -227,7 +239,12 @@ class Applier {
   }
 
   private async truncate(shape: TableShape): Promise<void> {
-    for (const t of this.plan.targets) await this.pools.get(t.node.dsn).query(`truncate ${quoteIdent(t.schema)}.${quoteIdent(shape.table.name)}`);
+    for (const t of this.plan.targets) {
+      await inTransaction(this.pools.get(t.node.dsn), async (client) => {
+        await client.query(AS_REPLICA);
+        await client.query(`truncate ${quoteIdent(t.schema)}.${quoteIdent(shape.table.name)}`);
+      });
+    }
   }
 }
 

@@ -6,6 +6,7 @@ import { InvalidInputError, NotFoundError } from '../errors.js';
 import { shardTableDdl } from '../catalog/tables.js';
 import { quoteIdent, quoteLiteral, singleStatement } from '../sql/ident.js';
 import { inTransaction } from '../sql/transaction.js';
+import { createFence } from './fence.js';
 
 /**
  * The copy-and-stream part of the movement protocol (DESIGN §3, steps 1, 2, 3 and 7): target tables
@@ -91,11 +92,17 @@ export async function assertMovable(pools: NodePools, source: NodeRecord, shard:
   }
 }
 
-/** Step 1: the shard's schema and tables on the target, in one transaction. */
+/**
+ * Step 1: the shard's schema and tables on the target, in one transaction, fenced: until its cutover
+ * only replication (session_replication_role = replica) writes there, and a router whose map places
+ * the shard on this node (from an earlier stay) is sent back to the source.
+ */
 export async function prepareTarget(pools: NodePools, target: NodeRecord, shard: ShardTables): Promise<void> {
   await inTransaction(pools.get(target.dsn), async (client) => {
     await client.query(`create schema if not exists ${quoteIdent(shard.schema)}`);
     for (const table of shard.tables) await client.query(singleStatement(shardTableDdl(shard.schema, table.name, table.columns)));
+    const message = `shard ${shard.shardId} is being moved to ${target.name} and is not served here until its cutover`;
+    await createFence(client, shard.schema, shard.tables.map((t) => t.name), message);
   });
 }
 

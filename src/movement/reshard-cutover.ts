@@ -3,7 +3,8 @@ import type { NodePools } from '../catalog/node-pools.js';
 import { ShardcastError } from '../errors.js';
 import { failpoint } from '../failpoints.js';
 import { quoteIdent, quoteLiteral } from '../sql/ident.js';
-import { commitCatalogSwitch, commitPreparedIfAny, fencedSchemaName, fenceShard, lockForCutover, onServer, VerificationError, type CutoverResult } from './cutover.js';
+import { beginCutoverAttempt, beginSwitch, commitCatalogSwitch, commitPreparedIfAny, CutoverInDoubtError, settleCutover, settleFailedSwitch, type PreparedFence, fencedSchemaName, fenceShard, lockForCutover, onServer, VerificationError, type CutoverResult } from './cutover.js';
+import { dropFence } from './fence.js';
 import { applyChanges } from './logical-apply.js';
 import { rangePredicate, type ReshardPlan, type ReshardSource } from './reshard-plan.js';
 import { recheckChanges, verifyChunks, type VerifyOptions, type VerifyProgress } from './verify.js';
@@ -48,23 +49,41 @@ export async function reshardCutover(deps: ReshardCutoverDeps, plan: ReshardPlan
     await finish(deps, plan, state.catalogPrepared);
     return { blockedMs: 0, lsn: null, recovered: state.catalogPrepared ? 'finished' : 'already-done' };
   }
-  let recovered: CutoverResult['recovered'];
-  for (const s of plan.sources) {
-    if (state.preparedSources.has(s.gid)) {
-      await onServer(deps.pools, s.node.dsn, (c) => c.query(`rollback prepared ${quoteLiteral(s.gid)}`));
-      recovered = 'rolled-back-and-redone';
-    }
-  }
-  const lockedAt = await prepare(deps, plan, options);
+  // Fences left prepared by an earlier attempt (its switch never prepared) are rolled back there, under the lease.
+  const fences = reshardFences(plan);
+  const { attempt, rolledBack, switched } = await beginCutoverAttempt(deps, plan.movementId, plan.catalogGid, fences, holdsNewShards(plan));
+  if (switched) throw new CutoverInDoubtError(`movement ${plan.movementId}: another attempt switched the ${plan.operation} meanwhile; a retry finishes it`);
+  const lockedAt = await prepare(deps, plan, options, attempt);
   await finish(deps, plan, true);
-  return { blockedMs: Date.now() - lockedAt, lsn: null, ...(recovered ? { recovered } : {}) };
+  return { blockedMs: Date.now() - lockedAt, lsn: null, ...(rolledBack ? { recovered: 'rolled-back-and-redone' as const } : {}) };
+}
+
+/** settleCutover for a split or merge: switched when the catalog holds the new shards. */
+export function settleReshard(deps: ReshardCutoverDeps, plan: ReshardPlan): Promise<'forward' | 'undo'> {
+  return settleCutover(deps, plan.movementId, plan.catalogGid, reshardFences(plan), holdsNewShards(plan));
+}
+
+/** The gid of a new shard's prepared transaction (its fence lifted), beside the sources' and the catalog's. */
+export function targetGidOf(plan: ReshardPlan, index: number): string {
+  return `${plan.catalogGid}_t${index}`;
+}
+
+/** What the cutover prepares on nodes: every source's fence, every target's unfencing. */
+function reshardFences(plan: ReshardPlan): PreparedFence[] {
+  return [...plan.sources.map((s) => ({ dsn: s.node.dsn, gid: s.gid })), ...plan.targets.map((t, i) => ({ dsn: t.node.dsn, gid: targetGidOf(plan, i) }))];
+}
+
+function holdsNewShards(plan: ReshardPlan): (catalog: pg.ClientBase) => Promise<boolean> {
+  return async (c) => {
+    const { rows } = await c.query('select 1 from shardcast.shards where id = any($1::bigint[])', [plan.targets.map((t) => t.shardId)]);
+    return rows.length > 0;
+  };
 }
 
 interface State {
   catalogPrepared: boolean;
   /** The catalog already holds the new shards (and no longer the old ones). */
   switched: boolean;
-  preparedSources: Set<string>;
 }
 
 async function cutoverState(deps: ReshardCutoverDeps, plan: ReshardPlan): Promise<State> {
@@ -75,21 +94,17 @@ async function cutoverState(deps: ReshardCutoverDeps, plan: ReshardPlan): Promis
       [plan.catalogGid, plan.targets.map((t) => t.shardId)],
     ),
   );
-  const preparedSources = new Set<string>();
-  for (const s of plan.sources) {
-    const { rows } = await onServer(deps.pools, s.node.dsn, (c) =>
-      c.query<{ prepared: boolean }>('select exists (select 1 from pg_prepared_xacts where gid = $1 and database = current_database()) as prepared', [s.gid]),
-    );
-    if (rows[0]!.prepared) preparedSources.add(s.gid);
-  }
-  return { catalogPrepared: catalog.rows[0]!.prepared, switched: catalog.rows[0]!.switched, preparedSources };
+  return { catalogPrepared: catalog.rows[0]!.prepared, switched: catalog.rows[0]!.switched };
 }
 
 /** Phase one: every source locked, drained, verified, fenced and prepared; then the catalog prepared. Returns when the lock was taken. */
-async function prepare(deps: ReshardCutoverDeps, plan: ReshardPlan, options: ReshardCutoverOptions): Promise<number> {
+async function prepare(deps: ReshardCutoverDeps, plan: ReshardPlan, options: ReshardCutoverOptions, attempt: number): Promise<number> {
   // Sources in node order, so that two cutovers sharing nodes cannot deadlock on their locks.
   const sources = [...plan.sources].sort((a, b) => a.node.id - b.node.id || a.shardId - b.shardId);
   const clients = new Map<ReshardSource, pg.PoolClient>();
+  const targetClients: pg.PoolClient[] = [];
+  let targetsPrepared = 0;
+  let catalogClient: pg.PoolClient | undefined;
   let broken: Error | undefined;
   const prepared: ReshardSource[] = [];
   let lockedAt = 0;
@@ -115,56 +130,77 @@ async function prepare(deps: ReshardCutoverDeps, plan: ReshardPlan, options: Res
         message: `shard ${s.shardId} has been ${plan.operation === 'split' ? 'split into shards' : 'merged into shard'} ${into}`,
         fencedName: fencedSourceName(plan, s),
       });
-      await client.query(`prepare transaction ${quoteLiteral(s.gid)}`);
+    }
+    // The new shards' fences go in transactions prepared beside the sources': lifted only once the catalog has switched.
+    for (const t of plan.targets) {
+      const client = await deps.pools.get(t.node.dsn).connect();
+      targetClients.push(client);
+      await client.query('begin');
+      await client.query(`set local lock_timeout = ${options.lockTimeoutMs ?? 5000}`);
+      await dropFence(client, t.schema, plan.tables.map((tb) => tb.name));
+    }
+    await failpoint('cutover.before-switch');
+    // The switch's transaction holds the lease row from before the first PREPARE: a replaced attempt stops here.
+    catalogClient = await beginSwitch(deps, plan.movementId, attempt);
+    for (const s of sources) {
+      await clients.get(s)!.query(`prepare transaction ${quoteLiteral(s.gid)}`);
       prepared.push(s);
     }
-    await onServer(deps.pools, deps.catalogUrl, async (c) => {
-      await c.query('begin');
-      await c.query(`set local shardcast.in_2pc = 'on'`);
-      const { rows } = await c.query<{ n: number }>(
-        `select count(*)::int as n from shardcast.placements p
-           join unnest($1::bigint[], $2::bigint[]) as want(shard_id, node_id) on want.shard_id = p.shard_id and want.node_id = p.node_id`,
-        [plan.sources.map((s) => s.shardId), plan.sources.map((s) => s.node.id)],
+    for (const [i, client] of targetClients.entries()) {
+      await client.query(`prepare transaction ${quoteLiteral(targetGidOf(plan, i))}`);
+      targetsPrepared++;
+    }
+    const c = catalogClient;
+    const { rows } = await c.query<{ n: number }>(
+      `select count(*)::int as n from shardcast.placements p
+         join unnest($1::bigint[], $2::bigint[]) as want(shard_id, node_id) on want.shard_id = p.shard_id and want.node_id = p.node_id`,
+      [plan.sources.map((s) => s.shardId), plan.sources.map((s) => s.node.id)],
+    );
+    if (rows[0]!.n !== plan.sources.length) {
+      throw new ShardcastError('SHARD_ELSEWHERE', `shards ${plan.sources.map((s) => s.shardId).join(', ')} are no longer where the ${plan.operation} found them`);
+    }
+    for (const t of plan.targets) {
+      const hash = 'hashMin' in t.range;
+      await c.query(
+        `insert into shardcast.shards (id, group_id, schema_name, hash_min, hash_max, range_min, range_max) overriding system value
+         values ($1, $2, $3, $4::bigint, $5::bigint, $6, $7)`,
+        [
+          t.shardId,
+          plan.groupId,
+          t.schema,
+          hash ? (t.range as { hashMin: string }).hashMin : null,
+          hash ? (t.range as { hashMax: string }).hashMax : null,
+          hash ? null : (t.range as { rangeMin: string }).rangeMin,
+          hash ? null : (t.range as { rangeMax: string }).rangeMax,
+        ],
       );
-      if (rows[0]!.n !== plan.sources.length) {
-        await c.query('rollback');
-        throw new ShardcastError('SHARD_ELSEWHERE', `shards ${plan.sources.map((s) => s.shardId).join(', ')} are no longer where the ${plan.operation} found them`);
-      }
-      for (const t of plan.targets) {
-        const hash = 'hashMin' in t.range;
-        await c.query(
-          `insert into shardcast.shards (id, group_id, schema_name, hash_min, hash_max, range_min, range_max) overriding system value
-           values ($1, $2, $3, $4::bigint, $5::bigint, $6, $7)`,
-          [
-            t.shardId,
-            plan.groupId,
-            t.schema,
-            hash ? (t.range as { hashMin: string }).hashMin : null,
-            hash ? (t.range as { hashMax: string }).hashMax : null,
-            hash ? null : (t.range as { rangeMin: string }).rangeMin,
-            hash ? null : (t.range as { rangeMax: string }).rangeMax,
-          ],
-        );
-        await c.query('insert into shardcast.placements (shard_id, node_id) values ($1, $2)', [t.shardId, t.node.id]);
-      }
-      await c.query('delete from shardcast.shards where id = any($1::bigint[])', [plan.sources.map((s) => s.shardId)]);
-      await c.query(`prepare transaction ${quoteLiteral(plan.catalogGid)}`);
-    });
+      await c.query('insert into shardcast.placements (shard_id, node_id) values ($1, $2)', [t.shardId, t.node.id]);
+    }
+    await c.query('delete from shardcast.shards where id = any($1::bigint[])', [plan.sources.map((s) => s.shardId)]);
+    await c.query(`prepare transaction ${quoteLiteral(plan.catalogGid)}`);
+    await failpoint('cutover.after-catalog-prepare', { connection: c });
     await failpoint('cutover.after-prepare');
     return lockedAt;
   } catch (err) {
-    for (const s of prepared) await onServer(deps.pools, s.node.dsn, (c) => c.query(`rollback prepared ${quoteLiteral(s.gid)}`)).catch(() => undefined);
-    for (const [s, client] of clients) if (!prepared.includes(s)) await client.query('rollback').catch(() => undefined);
     broken = err as Error;
+    for (const [s, client] of clients) if (!prepared.includes(s)) await client.query('rollback').catch(() => undefined);
+    for (const client of targetClients.slice(targetsPrepared)) await client.query('rollback').catch(() => undefined);
+    await catalogClient?.query('rollback').catch(() => undefined);
+    if (prepared.length > 0) await settleFailedSwitch(deps, plan.movementId, attempt, plan.catalogGid, reshardFences(plan), broken);
     throw err;
   } finally {
     for (const client of clients.values()) client.release(broken);
+    for (const client of targetClients) client.release(broken);
+    catalogClient?.release(broken);
   }
 }
 
 /** Phase two: the catalog (and a NOTIFY to routers), then every source. Each step skips what is done. */
 async function finish(deps: ReshardCutoverDeps, plan: ReshardPlan, catalogPrepared: boolean): Promise<void> {
   if (catalogPrepared) await commitCatalogSwitch(deps, plan.catalogGid);
+  await failpoint('cutover.after-catalog-commit');
+  // The new shards first (they take writes once unfenced), then the sources.
+  for (const [i, t] of plan.targets.entries()) await commitPreparedIfAny(deps.pools, t.node.dsn, targetGidOf(plan, i));
   for (const s of plan.sources) await commitPreparedIfAny(deps.pools, s.node.dsn, s.gid);
 }
 

@@ -164,8 +164,8 @@ describe('moveShard workflow', () => {
     try {
       const handle = await startMove(worker.options, { shardId: shard.id, targetNode: shard.other, pollSeconds: 0.2, graceSeconds: 0 });
       await waitForPhase(handle, 'verify');
-      // A row changed on the target behind replication's back.
-      await adminQuery(catalog.nodeUrl(shard.other), `update ${shard.schema}.carts set items = items + 1000 where id = (select min(id) from ${shard.schema}.carts)`);
+      // A row changed on the target behind replication's back (past the target's fence, as only replication's role can).
+      await adminQuery(catalog.nodeUrl(shard.other), `set session_replication_role = replica; update ${shard.schema}.carts set items = items + 1000 where id = (select min(id) from ${shard.schema}.carts)`);
       await expect(moveResult(handle)).rejects.toThrow(/carts differs between .* same count, different content/);
       expect(await placement(shard.id)).toBe(shard.node);
       expect(await schemasOn(shard.other, shard.schema)).toEqual([]);
