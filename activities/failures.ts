@@ -25,13 +25,22 @@ export function toApplicationFailure(err: unknown): never {
 
 /** Runs an activity's work, turning domain errors into Application failures. */
 export async function run<T>(fn: () => Promise<T>): Promise<T> {
-  const context = Context.current();
   // `activity.<type>=sleep:MS` holds the activity (heartbeating) before its work; a cancellation ends it there.
-  await failpoint(`activity.${context.info.activityType}`, { signal: context.cancellationSignal, onWait: () => context.heartbeat('held at a failpoint') });
+  // Outside an activity (tests and tools calling the functions directly) there is nothing to hold.
+  const context = activityContext();
+  if (context) await failpoint(`activity.${context.info.activityType}`, { signal: context.cancellationSignal, onWait: () => context.heartbeat('held at a failpoint') });
   try {
     return await fn();
   } catch (err) {
     return toApplicationFailure(err);
+  }
+}
+
+function activityContext(): Context | undefined {
+  try {
+    return Context.current();
+  } catch {
+    return undefined;
   }
 }
 

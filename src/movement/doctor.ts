@@ -209,13 +209,16 @@ async function scanAll(deps: DoctorDeps, stateOf: (workflowId: string) => Promis
   return { movements, nodes, found, unreachable };
 }
 
-/** `sc_mv_<id>` (a move, a split's or merge's catalog gid) or `sc_mv_<id>_<i>` (a split's or merge's source i). */
+/**
+ * `sc_mv_<id>` (a move, a split's or merge's catalog gid), `sc_mv_<id>_<i>` (a split's or merge's
+ * source i), with `_v` (a verify slot) or `_t`/`_t<i>` (a target's prepared fence drop) after either.
+ */
 export function movementOfName(movements: Map<string, unknown>, name: string): string | null {
   if (!name.startsWith('sc_mv_')) return null;
   const rest = name.slice('sc_mv_'.length);
-  if (movements.has(rest)) return rest;
-  const source = /^(.+)_\d+$/.exec(rest);
-  return source && movements.has(source[1]!) ? source[1]! : null;
+  const base = rest.replace(/_(v|t\d*)$/, '');
+  for (const candidate of [rest, base, base.replace(/_\d+$/, '')]) if (movements.has(candidate)) return candidate;
+  return null;
 }
 
 /** The movement's source shards on this node. */
@@ -259,7 +262,11 @@ async function fixMovement(deps: DoctorDeps, scan: Scan, m: MovementRow, items: 
 
   // 1. The switch: finished or undone, by the rules of cutover recovery.
   const catalogPrepared = of('prepared-transaction').find((i) => i.node === CATALOG);
-  const sourcesPrepared = of('prepared-transaction').filter((i) => i.node !== CATALOG);
+  // Node-side parts: the targets' fence drops (`_t…`) commit before the sources' fences, as in the cutover.
+  const isTarget = (i: Leftover) => /_t\d*$/.test(i.name);
+  const sourcesPrepared = of('prepared-transaction')
+    .filter((i) => i.node !== CATALOG)
+    .sort((a, b) => Number(isTarget(b)) - Number(isTarget(a)));
   let unresolved = false;
   if (catalogPrepared) {
     // The catalog voted for the switch: it commits, then every source's fence.
@@ -306,7 +313,7 @@ async function fixMovement(deps: DoctorDeps, scan: Scan, m: MovementRow, items: 
         // The fence is committed once the movement has no prepared transaction left on the node.
         const pending = await deps.pools
           .get(node.dsn)
-          .query('select 1 from pg_prepared_xacts where (gid = $1 or gid ~ $2) and database = current_database()', [`sc_mv_${m.id}`, `^sc_mv_${m.id}_[0-9]+$`]);
+          .query('select 1 from pg_prepared_xacts where (gid = $1 or gid ~ $2) and database = current_database()', [`sc_mv_${m.id}`, `^sc_mv_${m.id}(_[0-9]+)?(_t[0-9]*)?$`]);
         if (pending.rowCount) throw new Error(`movement ${m.id} still has a prepared transaction on ${node.name}: not dropped yet`);
       }
       // A lock held elsewhere (a prepared transaction, a session) makes this fail, not wait.

@@ -203,7 +203,7 @@ describe('the janitor schedule, its metric, and the connection limits', () => {
     expect(schedule.spec.intervals).toMatchObject([{ every: 10 * 60_000 }]);
     expect(schedule.action).toMatchObject({ type: 'startWorkflow', workflowType: 'janitor', taskQueue: worker.taskQueue, args: [{ fix: true }] });
 
-    // A movement terminated at its approval gate.
+    // A movement terminated at its approval gate: its slot and the verify phase's copy of it (`_v`) are left.
     const before = await placement(shardId);
     const handle = await startMove(worker.options, { ...FAST, approvalRequired: true, shardId, targetNode: before.other });
     await until('the approval gate', async () => (await handle.query(movementProgressQuery)).phase === 'approval', 60_000);
@@ -212,9 +212,9 @@ describe('the janitor schedule, its metric, and the connection limits', () => {
     const janitorRun = (fix: boolean) =>
       worker.client.workflow.execute('janitor', { taskQueue: worker.taskQueue, workflowId: uniqueName('janitor'), args: [{ fix }] }) as Promise<DoctorSummary>;
     const counted = await janitorRun(false);
-    expect(counted).toMatchObject({ fixed: 0, failed: 0, unreachable: 0, leftovers: { lease: 1, 'target-schema': 1, slot: 1, subscription: 1 } });
+    expect(counted).toMatchObject({ fixed: 0, failed: 0, unreachable: 0, leftovers: { lease: 1, 'target-schema': 1, slot: 2, subscription: 1 } });
     const metrics = await createMetricsRegistry(catalog.pool).metrics();
-    expect(metrics).toContain('shardcast_leftovers{kind="slot"} 1');
+    expect(metrics).toContain('shardcast_leftovers{kind="slot"} 2');
     expect(metrics).toContain('shardcast_leftovers{kind="lease"} 1');
     expect(metrics).toMatch(/shardcast_janitor_last_run_timestamp_seconds \d+/);
 
@@ -286,8 +286,9 @@ describe('doctor: a split terminated at its approval gate', () => {
 
     const found = await runDoctor(false);
     const kinds = found.leftovers.map((l) => `${l.kind} ${l.node}`).sort();
-    expect(kinds).toEqual(['lease catalog', 'publication node-3', 'slot node-3', 'target-schema node-1', 'target-schema node-2']);
-    expect(found.leftovers.find((l) => l.kind === 'slot')!.name).toMatch(/_0$/);
+    // The source's slot and the verify phase's copy of it (`_0_v`).
+    expect(kinds).toEqual(['lease catalog', 'publication node-3', 'slot node-3', 'slot node-3', 'target-schema node-1', 'target-schema node-2']);
+    expect(found.leftovers.filter((l) => l.kind === 'slot').map((l) => l.name.replace(/^.*(_0(_v)?)$/, '$1')).sort()).toEqual(['_0', '_0_v']);
     expect(new Set(found.leftovers.map((l) => l.movementId)).size).toBe(1);
 
     const fixed = await runDoctor(true);

@@ -4,6 +4,7 @@ import { createDistributedTable, moveResult, startMove, startSplit } from '../..
 import { NodePools } from '../../src/catalog/node-pools.js';
 import { getNodeByName } from '../../src/catalog/nodes.js';
 import { cutover, VerificationError, type CutoverTarget } from '../../src/movement/cutover.js';
+import { acquireMovementLease, finishMovement } from '../../src/movement/lease.js';
 import { movementNames, prepareTarget, shardTables, startStreaming, stopStreaming, streamProgress } from '../../src/movement/replication.js';
 import { dropVerifySlots, refreshVerification, verifyChunks, type VerifyProgress } from '../../src/movement/verify.js';
 import { quoteIdent } from '../../src/sql/ident.js';
@@ -52,6 +53,8 @@ async function streamingMove(table: string, index: number, rows: number): Promis
     target: await getNodeByName(catalog.pool, ['node-1', 'node-2', 'node-3'].find((n) => n !== row.node)!),
     names: movementNames(uniqueName('vf')),
   };
+  // The cutover takes its fencing token from the movement's lease, as in the workflow.
+  await acquireMovementLease(catalog.pool, { id: move.names.gid.slice('sc_mv_'.length), operation: 'move', shardId: row.id, sourceNodeId: move.source.id, targetNodeIds: [move.target.id] }, 10);
   await pools.get(move.source.dsn).query(`insert into ${quoteIdent(row.schema)}.items select g, md5(g::text), 0 from generate_series(1, $1::bigint) g`, [rows]);
   await prepareTarget(pools, move.target, move.shard);
   await startStreaming(pools, move, move.shard, move.names);
@@ -65,6 +68,7 @@ async function streamingMove(table: string, index: number, rows: number): Promis
 async function endMove(move: Move): Promise<void> {
   await stopStreaming(pools, move, move.names);
   await dropVerifySlots(pools, move);
+  await finishMovement(catalog.pool, move.names.gid.slice('sc_mv_'.length), 'done');
 }
 
 async function placement(shardId: number): Promise<string> {
