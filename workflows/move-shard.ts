@@ -351,7 +351,7 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
       await step.dropFencedCopies.executeWithOptions({ ...STEP_RUN, summary: `drop the fenced copy on ${sources}` }, [copies]);
       return { nodes: sources, dropAt, workflowId: null };
     }
-    const workflowId = `${workflowInfo().workflowId}-drop-fenced-${input.movementId}`;
+    const workflowId = `${input.workflowId}-drop-fenced-${input.movementId}`; // from the input, so that a replay under another id still matches
     await startChild(dropFencedCopy, {
       workflowId,
       args: [{ movementId: input.movementId, what, copies, dropAt }],
