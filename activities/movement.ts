@@ -8,7 +8,7 @@ import { dropVerifySlots, furthest, refreshVerification, verifyChunks, type Veri
 import { failpoint } from '../src/failpoints.js';
 import { finishMovement, NodeBusyError, StaleCutoverAttemptError, type MovementState } from '../src/movement/lease.js';
 import { planMovement, type MovePlan, type MovementPlan, type MovementRequest } from '../src/movement/plan.js';
-import { dropTargetShard, setSubscriptionEnabled, prepareTarget, startStreaming, stopStreaming, streamProgress, type StreamProgress } from '../src/movement/replication.js';
+import { dropTargetShard, setSubscriptionEnabled, prepareTarget, resumeAutovacuum, startStreaming, stopStreaming, streamProgress, type StreamProgress } from '../src/movement/replication.js';
 import { dropSchemaGuarded } from '../src/movement/drop-guard.js';
 import { applyChanges, captureProgress, copyInitial, dropNewShards, startChangeCapture, stopChangeCapture, type CopyProgress } from '../src/movement/logical-apply.js';
 import { fencedSourceName, reshardCutover, settleReshard } from '../src/movement/reshard-cutover.js';
@@ -188,6 +188,10 @@ export function createMovementActivities(deps: MovementDeps) {
       return runOn(nodesOf(plan), async () => {
         await (plan.operation === 'move' ? stopStreaming(deps.nodePools, endpoints(plan), plan.names) : stopChangeCapture(deps.nodePools, plan));
         await dropVerifySlots(deps.nodePools, plan);
+        // Runs after the switch (cleanup): the new placement's tables are autovacuumed again.
+        const tables = plan.operation === 'move' ? plan.shard.tables.map((t) => t.name) : plan.tables.map((t) => t.name);
+        const targets = plan.operation === 'move' ? [{ node: plan.target, schema: plan.shard.schema }] : plan.targets.map((t) => ({ node: t.node, schema: t.schema }));
+        for (const t of targets) await resumeAutovacuum(deps.nodePools, t.node, t.schema, tables);
       });
     },
 

@@ -6,7 +6,7 @@ import { NodePools } from '../src/catalog/node-pools.js';
 import { getNodeByName, type NodeRecord } from '../src/catalog/nodes.js';
 import { cutover, fencedSchemaName } from '../src/movement/cutover.js';
 import { acquireMovementLease, finishMovement } from '../src/movement/lease.js';
-import { movementNames, prepareTarget, shardTables, startStreaming, stopStreaming, streamProgress } from '../src/movement/replication.js';
+import { movementNames, prepareTarget, resumeAutovacuum, shardTables, startStreaming, stopStreaming, streamProgress } from '../src/movement/replication.js';
 import { dropVerifySlots, refreshVerification, verifyChunks, type VerifyProgress } from '../src/movement/verify.js';
 import { createRouter, type Router } from '../src/router/router.js';
 import { quoteIdent } from '../src/sql/ident.js';
@@ -89,6 +89,7 @@ export async function run(args: string[]): Promise<void> {
     await load2.stop();
     await stopStreaming(pools, move, move.names);
     await dropVerifySlots(pools, move);
+    await resumeAutovacuum(pools, node2, bigShard.schema, bigShard.tables.map((t) => t.name));
     const verifyBlockMs = Math.max(verified.blockedMs, refreshed.blockedMs);
     console.log(`move: rows copied in ${copySeconds.toFixed(1)} s, caught up and streaming at ${readySeconds.toFixed(1)} s`);
     console.log(

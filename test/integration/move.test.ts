@@ -95,6 +95,9 @@ describe('moveShard workflow', () => {
     expect(await placement(shard.id)).toBe(shard.other);
     const { rows } = await adminQuery(catalog.nodeUrl(shard.other), `select coalesce(sum(items), 0)::int as total from ${shard.schema}.carts`);
     expect(rows[0].total).toBe(acknowledged);
+    // Autovacuum was off on the target's tables until the cutover (see prepareTarget), and is on again.
+    const options = await adminQuery(catalog.nodeUrl(shard.other), `select reloptions from pg_class where oid = $1::regclass`, [`${shard.schema}.carts`]);
+    expect(options.rows[0].reloptions).toBeNull();
     // The movement completed at the switch; its child workflow drops the fenced copy after the grace period.
     expect(result.fencedCopy.nodes).toBe(shard.node);
     await worker.client.workflow.getHandle(result.fencedCopy.workflowId!).result();
