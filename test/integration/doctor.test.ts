@@ -13,7 +13,7 @@ import { doctor, type DoctorReport, type DoctorSummary, type LeftoverKind } from
 import { movementNames, shardTables } from '../../src/movement/replication.js';
 import { createRouter, type Router } from '../../src/router/router.js';
 import { movementProgressQuery, type MovementPhase } from '../../workflows/messages.js';
-import { adminQuery, createTestCatalog, expectNoMovementLeftovers, fleet, startTestWorker, type TestCatalog, type TestWorker, uniqueName, until } from '../helpers/fleet.js';
+import { adminQuery, createTestCatalog, expectNoMovementLeftovers, fleet, recordHistory, startTestWorker, type TestCatalog, type TestWorker, uniqueName, until } from '../helpers/fleet.js';
 
 let catalog: TestCatalog;
 let worker: TestWorker;
@@ -209,8 +209,12 @@ describe('the janitor schedule, its metric, and the connection limits', () => {
     await until('the approval gate', async () => (await handle.query(movementProgressQuery)).phase === 'approval', 60_000);
     await handle.terminate('janitor test');
 
-    const janitorRun = (fix: boolean) =>
-      worker.client.workflow.execute('janitor', { taskQueue: worker.taskQueue, workflowId: uniqueName('janitor'), args: [{ fix }] }) as Promise<DoctorSummary>;
+    const janitorIds: string[] = [];
+    const janitorRun = (fix: boolean) => {
+      const workflowId = uniqueName('janitor');
+      janitorIds.push(workflowId);
+      return worker.client.workflow.execute('janitor', { taskQueue: worker.taskQueue, workflowId, args: [{ fix }] }) as Promise<DoctorSummary>;
+    };
     const counted = await janitorRun(false);
     expect(counted).toMatchObject({ fixed: 0, failed: 0, unreachable: 0, leftovers: { lease: 1, 'target-schema': 1, slot: 2, subscription: 1 } });
     const metrics = await createMetricsRegistry(catalog.pool).metrics();
@@ -219,6 +223,7 @@ describe('the janitor schedule, its metric, and the connection limits', () => {
     expect(metrics).toMatch(/shardcast_janitor_last_run_timestamp_seconds \d+/);
 
     const cleaned = await janitorRun(true);
+    await recordHistory(worker.client, janitorIds[1]!, 'janitor');
     expect(cleaned.fixed).toBeGreaterThan(0);
     expect(cleaned.failed).toBe(0);
     expect(Object.values(cleaned.leftovers).every((n) => n === 0)).toBe(true);

@@ -5,7 +5,7 @@ import { NodePools } from '../../src/catalog/node-pools.js';
 import { acquireMovementLease, finishMovement } from '../../src/movement/lease.js';
 import { SA_PHASE } from '../../src/search-attributes.js';
 import { approveSignal, movementProgressQuery, pauseSignal, rejectSignal, resumeSignal, type MovementProgress } from '../../workflows/messages.js';
-import { adminQuery, createTestCatalog, expectNoMovementLeftovers, shardByIndex, startTestWorker, startWorkerProcess, uniqueName, until, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
+import { adminQuery, createTestCatalog, expectNoMovementLeftovers, recordHistory, shardByIndex, startTestWorker, startWorkerProcess, uniqueName, until, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 
 /** What an operator sees of a movement (issue 9 §6): completion at the switch, queueing, pause, progress, failures. */
 
@@ -109,6 +109,7 @@ describe('what an operator sees', () => {
     const result = await moveResult(await startMove(worker.options, { shardId: s.id, targetNode: 'node-2', graceSeconds: 2, pollSeconds: 0.2 }));
     expect(await schemaCount('node-1', `${s.schema}\\_moved\\_%`)).toBe(1);
     await worker.client.workflow.getHandle(result.fencedCopy.workflowId!).result();
+    await recordHistory(worker.client, result.fencedCopy.workflowId!, 'drop-fenced-copy');
     expect(Date.now()).toBeGreaterThanOrEqual(Date.parse(result.fencedCopy.dropAt));
     expect(await schemaCount('node-1', `${s.schema}%`)).toBe(0);
   });
