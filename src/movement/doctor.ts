@@ -4,7 +4,7 @@ import { listNodes, type NodeRecord } from '../catalog/nodes.js';
 import { errorMessage } from '../errors.js';
 import { quoteIdent, quoteLiteral } from '../sql/ident.js';
 import { commitCatalogSwitch, commitPreparedIfAny, onServer } from './cutover.js';
-import { movementLeftovers, WATERMARKS } from './replication.js';
+import { dropSubscription, movementLeftovers, WATERMARKS } from './replication.js';
 
 /**
  * The janitor (issue 9 §5): what a terminated workflow, a crash or retries running out after the
@@ -383,21 +383,6 @@ async function rollBackSources(deps: DoctorDeps, m: MovementRow, prepared: Array
       throw err;
     }
   });
-}
-
-/** pg_subscription is shared by every database of a server: this database's only. */
-async function dropSubscription(db: pg.Pool, name: string): Promise<void> {
-  const exists = await db.query('select 1 from pg_subscription where subname = $1 and subdbid = (select oid from pg_database where datname = current_database())', [name]);
-  if (!exists.rowCount) return;
-  const sub = quoteIdent(name);
-  try {
-    await db.query(`drop subscription if exists ${sub}`);
-  } catch {
-    // The publisher (or its slot) is gone: detach the slot, then drop; the slot is dropped on its own node.
-    await db.query(`alter subscription ${sub} disable`);
-    await db.query(`alter subscription ${sub} set (slot_name = none)`);
-    await db.query(`drop subscription if exists ${sub}`);
-  }
 }
 
 /** A slot still held by a walsender (a subscription elsewhere, a stale reader) is freed first. */

@@ -304,7 +304,8 @@ export async function stopStreaming(
   await deleteWatermark(target, names);
 }
 
-async function dropSubscription(target: pg.Pool, name: string): Promise<void> {
+/** Drops this database's subscription `name`; when its publisher or slot is gone, detaches the slot first (the slot is dropped on its own node). */
+export async function dropSubscription(target: pg.Pool, name: string): Promise<void> {
   const sub = quoteIdent(name);
   const exists = await target.query(CURRENT_DB_SUBSCRIPTION, [name]);
   if (!exists.rowCount) return;

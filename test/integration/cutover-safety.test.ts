@@ -98,49 +98,44 @@ async function expectAllAcknowledged(acknowledged: number[]): Promise<void> {
 
 describe('cutover: the catalog PREPARE succeeded but its reply was lost', () => {
   it('move: the source stays fenced, a stale router is sent on, no acknowledged write is lost', async () => {
-    const shard = await shardAt(0);
-    const router = await staleRouter();
-    const writers = startWriters(router, shard.id);
-    try {
-      resetFailpoints();
-      process.env.SHARDCAST_FAILPOINTS = 'cutover.after-catalog-prepare=drop-connection*1';
-      const handle = await startMove(worker.options, { shardId: shard.id, targetNode: shard.other, graceSeconds: 0, pollSeconds: 0.3, retry: RETRY });
-      const result = await moveResult(handle);
+    await withLostCatalogReply(0, async (shard) => {
+      const result = await moveResult(await startMove(worker.options, { shardId: shard.id, targetNode: shard.other, graceSeconds: 0, pollSeconds: 0.3, retry: RETRY }));
       expect(result.target).toBe(shard.other);
-      await new Promise((r) => setTimeout(r, 800)); // the stale router keeps writing after the movement's cleanup
-    } finally {
-      delete process.env.SHARDCAST_FAILPOINTS;
-      await writers.stop();
-      await router.close();
-    }
-    expect(writers.errors).toEqual([]);
-    expect(writers.acknowledged.length).toBeGreaterThan(50);
-    await expectAllAcknowledged(writers.acknowledged);
-    await expectNoMovementLeftovers(pools, catalog.nodes);
+    });
   });
 
   it('split: the sources stay fenced, a stale router is sent on, no acknowledged write is lost', async () => {
-    const shard = await shardAt(1);
-    const router = await staleRouter();
-    const writers = startWriters(router, shard.id);
-    try {
-      resetFailpoints();
-      process.env.SHARDCAST_FAILPOINTS = 'cutover.after-catalog-prepare=drop-connection*1';
-      const handle = await startSplit(worker.options, { shardId: shard.id, targetNodes: [shard.other, shard.node], graceSeconds: 0, pollSeconds: 0.3, retry: RETRY });
-      const result = await moveResult(handle);
+    await withLostCatalogReply(1, async (shard) => {
+      const result = await moveResult(await startSplit(worker.options, { shardId: shard.id, targetNodes: [shard.other, shard.node], graceSeconds: 0, pollSeconds: 0.3, retry: RETRY }));
       expect(result.shards).toHaveLength(2);
-      await new Promise((r) => setTimeout(r, 800));
-    } finally {
-      delete process.env.SHARDCAST_FAILPOINTS;
-      await writers.stop();
-      await router.close();
-    }
-    expect(writers.errors).toEqual([]);
-    expect(writers.acknowledged.length).toBeGreaterThan(50);
-    await expectAllAcknowledged(writers.acknowledged);
-    await expectNoMovementLeftovers(pools, catalog.nodes);
+    });
   });
 });
+
+/**
+ * Runs `movement` on the `index`-th shard while writers use a router whose map is never refreshed and
+ * the catalog's connection is dropped right after its cutover PREPARE (once); then every acknowledged
+ * write must be there exactly once and nothing left over.
+ */
+async function withLostCatalogReply(index: number, movement: (shard: Awaited<ReturnType<typeof shardAt>>) => Promise<void>): Promise<void> {
+  const shard = await shardAt(index);
+  const router = await staleRouter();
+  const writers = startWriters(router, shard.id);
+  try {
+    resetFailpoints();
+    process.env.SHARDCAST_FAILPOINTS = 'cutover.after-catalog-prepare=drop-connection*1';
+    await movement(shard);
+    await new Promise((r) => setTimeout(r, 800)); // the stale router keeps writing after the movement's cleanup
+  } finally {
+    delete process.env.SHARDCAST_FAILPOINTS;
+    await writers.stop();
+    await router.close();
+  }
+  expect(writers.errors).toEqual([]);
+  expect(writers.acknowledged.length).toBeGreaterThan(50);
+  await expectAllAcknowledged(writers.acknowledged);
+  await expectNoMovementLeftovers(pools, catalog.nodes);
+}
 
 async function placementOf(shardId: number): Promise<string> {
   const { rows } = await catalog.pool.query<{ node: string }>(
