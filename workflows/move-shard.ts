@@ -248,10 +248,12 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
 
   /**
    * ETA from the last two measurements: during the copy, bytes still to copy (of the source's size
-   * when the movement began) over the copy rate; after it, the lag over the rate it shrinks at.
+   * when the movement began) over the copy rate; after it, the lag over the rate it shrinks at. The
+   * first measurement is taken against the moment the estimator was made (with `startBytes` copied
+   * then), so that even a copy measured only once has an ETA.
    */
-  const etaEstimator = (totalBytes: number) => {
-    let last: { at: number; bytes: number; lag: number | null } | undefined;
+  const etaEstimator = (totalBytes: number, startBytes = 0) => {
+    let last: { at: number; bytes: number; lag: number | null } | undefined = { at: Date.now(), bytes: startBytes, lag: null };
     return (bytes: number, lag: number | null, copying: boolean): number | null => {
       const now = Date.now();
       const before = last;
@@ -296,7 +298,7 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
         () => (copyDone = true),
         () => (copyDone = true),
       );
-      const eta = etaEstimator(p.bytes);
+      const eta = etaEstimator(p.bytes, 0);
       while (!(await condition(() => copyDone, `${input.pollSeconds} seconds`))) {
         const measured = await step.copyProgress.executeWithOptions({ ...STEP_RUN, summary: 'measure the copy' }, [p]);
         Object.assign(progress, { rowsCopied: measured.rowsCopied, bytesCopied: measured.bytesCopied, etaSeconds: eta(measured.bytesCopied, null, true) });
@@ -320,9 +322,9 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
 
   /** Copy, then catch up: measured every few seconds, pausing when asked, until the lag is small. */
   const catchUp = async (p: MovementPlan): Promise<void> => {
-    let eta = etaEstimator(p.bytes);
+    let eta = etaEstimator(p.bytes, progress.bytesCopied);
     for (;;) {
-      if (await holdWhilePaused(p)) eta = etaEstimator(p.bytes); // the pause is no part of any rate
+      if (await holdWhilePaused(p)) eta = etaEstimator(p.bytes, progress.bytesCopied); // the pause is no part of any rate
       if (rejected) throw rejectedFailure('rejected');
       await continueIfLong(p);
       // A split or merge applies the sources' changes here, for up to one poll interval.

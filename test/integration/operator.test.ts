@@ -147,29 +147,37 @@ describe('what an operator sees', () => {
     const s = await shard(5);
     await adminQuery(catalog.nodeUrl('node-1'), `insert into ${s.schema}.items select g, repeat(md5(g::text), 8) from generate_series(1, 250000) g`);
     const handle = await startMove(worker.options, { shardId: s.id, targetNode: 'node-2', approvalRequired: true, graceSeconds: 0, pollSeconds: 0.2 });
-    // During the copy: an ETA from the bytes still to copy and the copy rate.
-    let eta: number | null = null;
-    await until('an ETA during the copy', async () => {
-      const p = await progressOf(handle);
-      if (p.phase !== 'copy' && p.phase !== 'prepare') throw new Error(`the copy ended (${p.phase}) with no ETA given`);
-      eta = p.phase === 'copy' ? p.etaSeconds : null;
-      return eta !== null;
-    }, 60_000, 50);
-    expect(eta).toBeGreaterThan(0);
+    try {
+      // During the copy: an ETA from the bytes still to copy and the copy rate.
+      let eta: number | null = null;
+      await until('an ETA during the copy', async () => {
+        const p = await progressOf(handle);
+        if (p.phase !== 'copy' && p.phase !== 'prepare') throw new Error(`the copy ended (${p.phase}) with no ETA given`);
+        eta = p.phase === 'copy' ? p.etaSeconds : null;
+        return eta !== null;
+      }, 60_000, 50);
+      expect(eta).toBeGreaterThan(0);
 
-    await until('the approval gate', async () => (await progressOf(handle)).phase === 'approval', 120_000, 100);
-    expect(await subscriptionEnabled()).toEqual([true]);
-    await handle.signal(pauseSignal);
-    await until('streaming to stop at the gate', async () => (await subscriptionEnabled()).join() === 'false');
-    expect(await progressOf(handle)).toMatchObject({ phase: 'approval', paused: true });
-    // Writes on the source now wait in its slot.
-    await adminQuery(catalog.nodeUrl('node-1'), `insert into ${s.schema}.items values (0, 'during the pause')`);
-    await handle.signal(resumeSignal);
-    await until('streaming to start again', async () => (await subscriptionEnabled()).join() === 'true');
-    await handle.signal(approveSignal);
-    await moveResult(handle);
-    const { rows } = await adminQuery(catalog.nodeUrl('node-2'), `select count(*)::int as n from ${s.schema}.items`);
-    expect(rows[0].n).toBe(250_001);
+      await until('the approval gate', async () => (await progressOf(handle)).phase === 'approval', 120_000, 100);
+      expect(await subscriptionEnabled()).toEqual([true]);
+      await handle.signal(pauseSignal);
+      await until('streaming to stop at the gate', async () => (await subscriptionEnabled()).join() === 'false');
+      expect(await progressOf(handle)).toMatchObject({ phase: 'approval', paused: true });
+      // Writes on the source now wait in its slot.
+      await adminQuery(catalog.nodeUrl('node-1'), `insert into ${s.schema}.items values (0, 'during the pause')`);
+      await handle.signal(resumeSignal);
+      await until('streaming to start again', async () => (await subscriptionEnabled()).join() === 'true');
+      await handle.signal(approveSignal);
+      await moveResult(handle);
+      const { rows } = await adminQuery(catalog.nodeUrl('node-2'), `select count(*)::int as n from ${s.schema}.items`);
+      expect(rows[0].n).toBe(250_001);
+    } finally {
+      // A failure above must not leave this movement running into the next test: cancel undoes it.
+      if ((await handle.describe()).status.name === 'RUNNING') {
+        await handle.cancel();
+        await handle.result().catch(() => undefined);
+      }
+    }
     await expectNoMovementLeftovers(pools, catalog.nodes);
   });
 
