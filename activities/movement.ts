@@ -6,7 +6,9 @@ import type { NodePools } from '../src/catalog/node-pools.js';
 import { cutover, fencedSchemaName, settleMove, VerificationError, type CutoverResult } from '../src/movement/cutover.js';
 import { dropVerifySlots, furthest, refreshVerification, verifyChunks, type VerifyProgress } from '../src/movement/verify.js';
 import { failpoint } from '../src/failpoints.js';
-import { finishMovement, NodeBusyError, StaleCutoverAttemptError, type MovementState } from '../src/movement/lease.js';
+import { tablesyncReads } from '../src/movement/own-reads.js';
+import { recordMovementReads } from '../src/profiling/series.js';
+import { finishMovement, movementStart, NodeBusyError, StaleCutoverAttemptError, type MovementState } from '../src/movement/lease.js';
 import { planMovement, type MovePlan, type MovementPlan, type MovementRequest } from '../src/movement/plan.js';
 import { dropTargetShard, setSubscriptionEnabled, prepareTarget, resumeAutovacuum, startStreaming, stopStreaming, streamProgress, type StreamProgress } from '../src/movement/replication.js';
 import { dropSchemaGuarded } from '../src/movement/drop-guard.js';
@@ -79,12 +81,17 @@ export function createMovementActivities(deps: MovementDeps) {
     async copyRows(plan: ReshardPlan): Promise<CopyProgress> {
       return runOn(nodesOf(plan), async () => {
         let last = 0;
-        return copyInitial(deps.nodePools, plan, (p) => {
-          if (Date.now() - last > 1000) {
-            last = Date.now();
-            heartbeat(p);
-          }
-        });
+        return copyInitial(
+          deps.nodePools,
+          plan,
+          (p) => {
+            if (Date.now() - last > 1000) {
+              last = Date.now();
+              heartbeat(p);
+            }
+          },
+          (read) => recordMovementReads(deps.catalog, read, plan.movementId),
+        );
       });
     },
 
@@ -102,7 +109,15 @@ export function createMovementActivities(deps: MovementDeps) {
      */
     async measureProgress(plan: MovementPlan, applyMs = 0): Promise<StreamProgress> {
       return runOn(nodesOf(plan), async () => {
-        if (plan.operation === 'move') return streamProgress(deps.nodePools, endpoints(plan), plan.shard, plan.names);
+        if (plan.operation === 'move') {
+          const progress = await streamProgress(deps.nodePools, endpoints(plan), plan.shard, plan.names);
+          if (progress.tables > 0 && progress.tablesReady === progress.tables) {
+            // The copy's reads of the source are no workload: told once, when it is done.
+            const read = await tablesyncReads(deps.nodePools.get(plan.target.dsn), plan.source, plan.shard.schema, await movementStart(deps.catalog, plan.movementId));
+            await recordMovementReads(deps.catalog, read, plan.movementId, true);
+          }
+          return progress;
+        }
         await applyChanges(deps.nodePools, plan, { deadline: Date.now() + applyMs, onBatch: (n) => heartbeat(n) });
         const measured = await captureProgress(deps.nodePools, plan);
         const tables = plan.tables.length * plan.targets.length;
@@ -130,6 +145,7 @@ export function createMovementActivities(deps: MovementDeps) {
             sliceMs,
             chunkRows,
             signal: ctx.cancellationSignal,
+            onOwnReads: (read) => recordMovementReads(deps.catalog, read, plan.movementId),
             onWait: beat,
             onProgress: (p) => {
               latest = structuredClone(p);

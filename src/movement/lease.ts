@@ -160,3 +160,9 @@ export async function holdCutoverAttempt(client: pg.ClientBase, movementId: stri
 }
 
 const LOCK_NOT_AVAILABLE = '55P03';
+
+/** When the movement took its lease (its copy began soon after); now when there is no such movement. */
+export async function movementStart(pool: Pick<pg.Pool, 'query'>, id: string): Promise<Date> {
+  const { rows } = await pool.query<{ started_at: Date }>('select started_at from shardcast.movements where id = $1', [id]);
+  return rows[0]?.started_at ?? new Date();
+}

@@ -1,3 +1,4 @@
+import { ownReads, type OwnReadCount } from './own-reads.js';
 import { dropSchemaGuarded } from './drop-guard.js';
 import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
@@ -43,7 +44,12 @@ export interface CopyProgress {
  * The initial copy into the targets' (empty) tables. A retry starts over: targets are truncated
  * first, which is right because no change has been applied before the copy finished.
  */
-export async function copyInitial(pools: NodePools, plan: ReshardPlan, onProgress: (p: CopyProgress) => void = () => undefined): Promise<CopyProgress> {
+export async function copyInitial(
+  pools: NodePools,
+  plan: ReshardPlan,
+  onProgress: (p: CopyProgress) => void = () => undefined,
+  onOwnReads: (reads: OwnReadCount[]) => Promise<void> = async () => undefined,
+): Promise<CopyProgress> {
   for (const t of plan.targets) {
     const names = plan.tables.map((tb) => `${quoteIdent(t.schema)}.${quoteIdent(tb.name)}`).join(', ');
     await inTransaction(pools.get(t.node.dsn), async (client) => {
@@ -62,6 +68,9 @@ export async function copyInitial(pools: NodePools, plan: ReshardPlan, onProgres
         try {
           await into.query('set session_replication_role = replica'); // past the target's fence; reset below
 
+          // In a transaction of its own, so that what it read can be told apart from the workload (ownReads).
+          const startedAt = new Date();
+          await out.query('begin');
           const reader = out.query(copyTo(`copy (select * from ${quoteIdent(s.schema)}.${quoteIdent(table.name)}${where}) to stdout (format binary)`));
           const writer = into.query(copyFrom(`copy ${quoteIdent(t.schema)}.${quoteIdent(table.name)} from stdin (format binary)`));
           reader.on('data', (chunk: Buffer) => {
@@ -69,13 +78,18 @@ export async function copyInitial(pools: NodePools, plan: ReshardPlan, onProgres
             onProgress(progress);
           });
           await pipeline(reader, writer);
+          const read = await ownReads(out, s.node, [s.schema], startedAt);
+          await out.query('commit');
+          await onOwnReads(read).catch(() => undefined);
           progress.rows += Number(writer.rowCount ?? 0);
           await into.query('reset session_replication_role');
+          await into.query('select pg_stat_force_next_flush()'); // its inserts counted before the new shard is placed
         } catch (err) {
           broken = err as Error; // not back in the pool with the replica role
           throw err;
         } finally {
-          out.release();
+          if (broken) await out.query('rollback').catch(() => undefined);
+          out.release(broken);
           into.release(broken);
         }
       }

@@ -1,3 +1,4 @@
+import { ownReads, type OwnReadCount } from './own-reads.js';
 import type pg from 'pg';
 import type { NodePools } from '../catalog/node-pools.js';
 import type { NodeRecord } from '../catalog/nodes.js';
@@ -79,7 +80,10 @@ export interface VerifyOptions {
   onWait?: () => void;
   /** Aborting cancels the running chunk queries and throws. */
   signal?: AbortSignal;
+  /** Told, at the end of a call, what its sessions read from the sources' shard tables (not workload: see ownReads). */
+  onOwnReads?: (reads: OwnReadCount[]) => Promise<void>;
 }
+
 
 export const DEFAULT_CHUNK_ROWS = 20_000;
 
@@ -399,6 +403,7 @@ export async function verifyChunks(pools: NodePools, subject: VerifySubject, opt
     for (const s of snapshots.values()) void pools.get(s.dsn).query('select pg_cancel_backend($1)', [s.pid]).catch(() => undefined);
   };
   options.signal?.addEventListener('abort', abort);
+  const startedAt = new Date();
   try {
     for (const [key, side] of sides) snapshots.set(key, await openSnapshot(pools, side.node));
     const blocked = await takeSnapshots(pools, subject, snapshots, options);
@@ -468,11 +473,34 @@ export async function verifyChunks(pools: NodePools, subject: VerifySubject, opt
     throw err;
   } finally {
     options.signal?.removeEventListener('abort', abort);
+    // Statistics only: never a reason to fail the verify, nor to keep its snapshots open.
+    if (options.onOwnReads && !broken) await sourceReads(all, snapshots, startedAt).then(options.onOwnReads).catch(() => undefined);
     for (const s of snapshots.values()) {
+      // Its reads reach the statistics now, not when the pooled session next goes idle: a target's
+      // would otherwise be counted as its workload once it is placed.
+      await s.client.query('select pg_stat_force_next_flush()').catch(() => undefined);
       await s.client.query('rollback').catch(() => undefined);
       s.client.release(broken);
     }
   }
+}
+
+/** What the snapshots' transactions read from the source schemas (see ownReads). */
+async function sourceReads(all: Comparison[], snapshots: Map<string, Snapshot>, startedAt: Date): Promise<OwnReadCount[]> {
+  const byNode = new Map<string, { node: NodeRecord; schemas: Set<string> }>();
+  for (const cmp of all) {
+    for (const side of cmp.sources) {
+      const entry = byNode.get(snapKey(side)) ?? { node: side.node, schemas: new Set<string>() };
+      entry.schemas.add(side.schema);
+      byNode.set(snapKey(side), entry);
+    }
+  }
+  const out: OwnReadCount[] = [];
+  for (const [key, { node, schemas }] of byNode) {
+    const snap = snapshots.get(key);
+    if (snap) out.push(...(await ownReads(snap.client, node, [...schemas], startedAt)));
+  }
+  return out;
 }
 
 /** A table without a primary key (a move allows replica identity full): one digest of all its rows. */

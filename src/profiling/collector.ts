@@ -10,8 +10,23 @@ import { errorMessage } from '../errors.js';
  * derived later from consecutive samples (src/profiling/rates.ts).
  */
 
-/** Shard schemas only (sc_s<id>): fenced copies and Shardcast's own schemas are not workload. */
+/**
+ * Shard schemas only (sc_s<id>), and only where the catalog places them: fenced copies, the new
+ * shards a movement is building (its copy's and its apply's writes) and Shardcast's own schemas are
+ * not workload. The placements are read before the statistics: a switch in between only drops a
+ * schema from this round (the source's is renamed away by its fence).
+ */
 const SHARD_SCHEMA = '^sc_s[0-9]+$';
+const PLACED = `schemaname ~ '${SHARD_SCHEMA}' and schemaname = any($3::text[])`;
+
+/** The schemas of the shards the catalog places on the node. */
+async function placedSchemas(catalog: Queryable, nodeId: number): Promise<string[]> {
+  const { rows } = await catalog.query<{ schema: string }>(
+    'select s.schema_name as schema from shardcast.placements p join shardcast.shards s on s.id = p.shard_id where p.node_id = $1',
+    [nodeId],
+  );
+  return rows.map((r) => r.schema);
+}
 
 /** The node's statistics epoch: a change means every counter was reset (restart or pg_stat_reset). */
 const EPOCH = `greatest(pg_postmaster_start_time(), coalesce((select stats_reset from pg_stat_database where datname = current_database()), '-infinity'))`;
@@ -32,6 +47,7 @@ export interface CollectResult {
 export async function collectNode(catalog: Queryable, pools: NodePools, node: NodeRecord): Promise<CollectResult> {
   const db = pools.get(node.dsn);
   try {
+    const placed = await placedSchemas(catalog, node.id);
     const client = await db.connect();
     let tables: pg.QueryResult;
     let indexes: pg.QueryResult;
@@ -46,17 +62,17 @@ export async function collectNode(catalog: Queryable, pools: NodePools, node: No
       const { rows: clock } = await client.query<{ ts: string; epoch: string }>(`select clock_timestamp()::text as ts, (${EPOCH})::text as epoch`);
       const { ts, epoch } = clock[0]!;
       tables = await client.query(
-        `select $1::text as ts, schemaname as schema_name, relname as table_name,
+        `select $1::text as ts, schemaname as schema_name, relname as table_name, relid,
                 n_tup_ins, n_tup_upd, n_tup_del, seq_scan, seq_tup_read, coalesce(idx_scan, 0) as idx_scan,
                 coalesce(idx_tup_fetch, 0) as idx_tup_fetch, n_live_tup, $2::text as stats_epoch
-           from pg_stat_user_tables where schemaname ~ '${SHARD_SCHEMA}'`,
-        [ts, epoch],
+           from pg_stat_user_tables where ${PLACED}`,
+        [ts, epoch, placed],
       );
       indexes = await client.query(
-        `select $1::text as ts, schemaname as schema_name, relname as table_name, indexrelname as index_name,
+        `select $1::text as ts, schemaname as schema_name, relname as table_name, indexrelname as index_name, relid,
                 idx_scan, idx_tup_read, $2::text as stats_epoch
-           from pg_stat_user_indexes where schemaname ~ '${SHARD_SCHEMA}'`,
-        [ts, epoch],
+           from pg_stat_user_indexes where ${PLACED}`,
+        [ts, epoch, placed],
       );
       database = await client.query(
         `select $1::text as ts, d.xact_commit, d.xact_rollback, d.blks_read, d.blks_hit, d.blk_read_time, d.blk_write_time,
@@ -163,8 +179,8 @@ function hostColumns(h: HostStats | undefined): Record<string, number | null> {
 }
 
 const COLUMNS = {
-  table_samples: ['ts', 'schema_name', 'table_name', 'n_tup_ins', 'n_tup_upd', 'n_tup_del', 'seq_scan', 'seq_tup_read', 'idx_scan', 'idx_tup_fetch', 'n_live_tup', 'stats_epoch'],
-  index_samples: ['ts', 'schema_name', 'table_name', 'index_name', 'idx_scan', 'idx_tup_read', 'stats_epoch'],
+  table_samples: ['ts', 'schema_name', 'table_name', 'relid', 'n_tup_ins', 'n_tup_upd', 'n_tup_del', 'seq_scan', 'seq_tup_read', 'idx_scan', 'idx_tup_fetch', 'n_live_tup', 'stats_epoch'],
+  index_samples: ['ts', 'schema_name', 'table_name', 'index_name', 'relid', 'idx_scan', 'idx_tup_read', 'stats_epoch'],
   statement_samples: ['ts', 'queryid', 'query', 'calls', 'total_exec_time', 'mean_exec_time', 'stats_epoch'],
   node_samples: [
     'ts', 'xact_commit', 'xact_rollback', 'blks_read', 'blks_hit', 'blk_read_time', 'blk_write_time', 'io_reads', 'io_writes', 'io_read_time',

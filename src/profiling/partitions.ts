@@ -59,5 +59,7 @@ export async function dropExpiredPartitions(db: Queryable, now: Date, retentionD
       dropped.push(name);
     }
   }
+  // A movement's own reads are kept as long as the samples they are subtracted from.
+  await db.query('delete from shardcast_stats.movement_reads where ended_at < $1', [cutoff.toISOString()]);
   return dropped.sort();
 }

@@ -75,3 +75,55 @@ export function addBuckets(series: ReadonlyArray<ReadonlyArray<number | null>>):
     return total;
   });
 }
+
+/**
+ * Several streams of one subject (one table's counters on the nodes it lived on, or several tables'
+ * or shards'), combined per bucket: the amount they add up to (rate × time, summed over streams)
+ * over the time at least one of them covers. Streams that run side by side add their rates; streams
+ * that follow one another (a shard moved: its source's counters, then its target's) give the average
+ * over both, not the sum of two averages. Time no stream covers is missing; a bucket with none is null.
+ * `minus`: rates subtracted within the covered time (never below zero), covering nothing themselves.
+ */
+export function combineStreams(
+  streams: ReadonlyArray<readonly RateInterval[]>,
+  from: number,
+  to: number,
+  bucketMs = BUCKET_MS,
+  minus: readonly RateInterval[] = [],
+): Array<number | null> {
+  const n = Math.max(0, Math.ceil((to - from) / bucketMs));
+  const amount = new Float64Array(n);
+  const add = (iv: RateInterval, sign: number): void => {
+    const first = Math.max(0, Math.floor((iv.start - from) / bucketMs));
+    const last = Math.min(n - 1, Math.floor((iv.end - from) / bucketMs));
+    for (let k = first; k <= last; k++) {
+      const lo = Math.max(iv.start, from + k * bucketMs);
+      const hi = Math.min(iv.end, from + (k + 1) * bucketMs);
+      if (hi > lo) amount[k]! += sign * iv.rate * (hi - lo);
+    }
+  };
+  for (const stream of streams) for (const iv of stream) add(iv, 1);
+  for (const iv of minus) add(iv, -1);
+  // The union of the covered time, per bucket.
+  const covered = new Float64Array(n);
+  const spans = streams.flat().filter((iv) => iv.end > iv.start).sort((a, b) => a.start - b.start);
+  let open: { start: number; end: number } | undefined;
+  const close = (span: { start: number; end: number }): void => {
+    const first = Math.max(0, Math.floor((span.start - from) / bucketMs));
+    const last = Math.min(n - 1, Math.floor((span.end - from) / bucketMs));
+    for (let k = first; k <= last; k++) {
+      const lo = Math.max(span.start, from + k * bucketMs);
+      const hi = Math.min(span.end, from + (k + 1) * bucketMs);
+      if (hi > lo) covered[k]! += hi - lo;
+    }
+  };
+  for (const iv of spans) {
+    if (open && iv.start <= open.end) open.end = Math.max(open.end, iv.end);
+    else {
+      if (open) close(open);
+      open = { start: iv.start, end: iv.end };
+    }
+  }
+  if (open) close(open);
+  return Array.from({ length: n }, (_, k) => (covered[k]! > 0 ? Math.max(0, amount[k]! / covered[k]!) : null));
+}

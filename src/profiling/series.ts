@@ -1,6 +1,6 @@
 import type { Queryable } from '../catalog/nodes.js';
 import { InvalidInputError } from '../errors.js';
-import { addBuckets, BUCKET_MS, counterRates, resample, type CounterSample, type RateInterval } from './rates.js';
+import { BUCKET_MS, combineStreams, counterRates, type CounterSample, type RateInterval } from './rates.js';
 
 /**
  * The series forecasting works on, derived from the samples and resampled to 5-minute buckets:
@@ -13,8 +13,16 @@ import { addBuckets, BUCKET_MS, counterRates, resample, type CounterSample, type
  *                                                 over the group's tables in the shard (a written row
  *                                                 costs WAL, index and heap work; a read tuple mostly a
  *                                                 buffer visit, hence the weight)
+ *   node:<name>:load                               the load figure of the shards placed on the node, per second
  *   node:<name>:cpu                                host CPU busy, percent
  *   node:<name>:io                                 PostgreSQL I/O operations (pg_stat_io reads + writes) per second
+ *
+ * Movement traffic is left out of the table, index, shard and node-load series: samples are taken only
+ * of placed shard schemas (a movement's new shards, written by its copy and apply, are not sampled
+ * until their switch, and their first sample then only starts a counter stream), and the tuples a
+ * movement's own sessions read from a placed shard (copy, verify; shardcast_stats.movement_reads) are
+ * subtracted from the reads over the time they were read. A stream is one table's counters on one
+ * node (by oid): a table dropped and created again starts a new one.
  */
 
 export const READ_WEIGHT = 0.1;
@@ -27,6 +35,7 @@ export interface SeriesPoint {
 interface Row {
   node_id: string;
   key: string;
+  relid?: string | null;
   t: number;
   value: number;
   epoch: number;
@@ -43,18 +52,31 @@ const TABLE_METRICS: Record<string, string> = {
 const T = `extract(epoch from ts) * 1000`;
 const E = `extract(epoch from stats_epoch) * 1000`;
 
-/** One series, bucketed over [from, to). */
-export async function loadSeries(catalog: Queryable, id: string, from: Date, to: Date): Promise<SeriesPoint[]> {
+/** A movement's own reads to subtract: which rows of shardcast_stats.movement_reads, at what weight. */
+interface OwnReads {
+  where: string;
+  params: unknown[];
+  weight: number;
+}
+
+/** One series, bucketed over [from, to) (5-minute buckets unless `bucketMs` says otherwise). */
+export async function loadSeries(catalog: Queryable, id: string, from: Date, to: Date, bucketMs = BUCKET_MS): Promise<SeriesPoint[]> {
   const range = [from.toISOString(), to.toISOString()];
   const [kind, subject, metric, ...rest] = id.split(':');
   if (!kind || !subject || !metric || rest.length > 0) throw new InvalidInputError(`series ${JSON.stringify(id)} is not kind:subject:metric (e.g. table:orders:inserts)`);
   let rows: Row[];
   let ratio = false;
+  let own: OwnReads | undefined;
   switch (kind) {
     case 'table': {
       const expr = TABLE_METRICS[metric];
       if (!expr) throw new InvalidInputError(`table series metric must be one of ${Object.keys(TABLE_METRICS).join(', ')}, got ${JSON.stringify(metric)}`);
-      rows = await query(catalog, `select node_id::text, schema_name as key, ${T} as t, (${expr})::float8 as value, ${E} as epoch from shardcast_stats.table_samples where table_name = $3`, [...range, subject]);
+      rows = await query(
+        catalog,
+        `select node_id::text, schema_name || '.' || table_name as key, relid::text, ${T} as t, (${expr})::float8 as value, ${E} as epoch from shardcast_stats.table_samples where table_name = $3`,
+        [...range, subject],
+      );
+      if (metric === 'reads') own = { where: 'table_name = $3', params: [subject], weight: 1 };
       break;
     }
     case 'index': {
@@ -63,7 +85,7 @@ export async function loadSeries(catalog: Queryable, id: string, from: Date, to:
       if (!table || !index) throw new InvalidInputError(`index series subject must be table.index, got ${JSON.stringify(subject)}`);
       rows = await query(
         catalog,
-        `select node_id::text, schema_name as key, ${T} as t, idx_scan::float8 as value, ${E} as epoch from shardcast_stats.index_samples where table_name = $3 and index_name = $4`,
+        `select node_id::text, schema_name as key, relid::text, ${T} as t, idx_scan::float8 as value, ${E} as epoch from shardcast_stats.index_samples where table_name = $3 and index_name = $4`,
         [...range, table, index],
       );
       break;
@@ -73,16 +95,24 @@ export async function loadSeries(catalog: Queryable, id: string, from: Date, to:
       if (!/^\d+$/.test(subject)) throw new InvalidInputError(`shard series subject must be a shard id, got ${JSON.stringify(subject)}`);
       rows = await query(
         catalog,
-        `select node_id::text, schema_name || '.' || table_name as key, ${T} as t,
-                (n_tup_ins + n_tup_upd + n_tup_del + ${READ_WEIGHT} * (seq_tup_read + idx_tup_fetch))::float8 as value, ${E} as epoch
+        `select node_id::text, schema_name || '.' || table_name as key, relid::text, ${T} as t, ${LOAD} as value, ${E} as epoch
            from shardcast_stats.table_samples where schema_name = $3`,
         [...range, `sc_s${subject}`],
       );
+      own = { where: 'schema_name = $3', params: [`sc_s${subject}`], weight: READ_WEIGHT };
       break;
     }
     case 'node': {
       const node = `node_id = (select id from shardcast.nodes where name = $3)`;
-      if (metric === 'cpu') {
+      if (metric === 'load') {
+        rows = await query(
+          catalog,
+          `select node_id::text, schema_name || '.' || table_name as key, relid::text, ${T} as t, ${LOAD} as value, ${E} as epoch
+             from shardcast_stats.table_samples where ${node}`,
+          [...range, subject],
+        );
+        own = { where: node, params: [subject], weight: READ_WEIGHT };
+      } else if (metric === 'cpu') {
         ratio = true;
         rows = await query(
           catalog,
@@ -97,23 +127,99 @@ export async function loadSeries(catalog: Queryable, id: string, from: Date, to:
              from shardcast_stats.node_samples where ${node}`,
           [...range, subject],
         );
-      } else throw new InvalidInputError(`node series metric must be cpu or io, got ${JSON.stringify(metric)}`);
+      } else throw new InvalidInputError(`node series metric must be load, cpu or io, got ${JSON.stringify(metric)}`);
       break;
     }
     default:
       throw new InvalidInputError(`series kind must be table, index, shard or node, got ${JSON.stringify(kind)}`);
   }
-  const start = Math.floor(from.getTime() / BUCKET_MS) * BUCKET_MS;
+  const start = Math.floor(from.getTime() / bucketMs) * bucketMs;
   const streams = new Map<string, Row[]>();
   for (const r of rows) {
-    const k = `${r.node_id}/${r.key}`;
+    const k = `${r.node_id}/${r.key}/${r.relid ?? ''}`;
     if (!streams.has(k)) streams.set(k, []);
     streams.get(k)!.push(r);
   }
-  const bucketed = [...streams.values()].map((s) => resample(ratio ? cpuPercent(s) : counterRates(s as CounterSample[]), start, to.getTime()));
-  const summed = addBuckets(bucketed);
-  const n = Math.max(0, Math.ceil((to.getTime() - start) / BUCKET_MS));
-  return Array.from({ length: n }, (_, k) => ({ ts: new Date(start + k * BUCKET_MS), value: summed[k] ?? null }));
+  const intervals = [...streams.values()].map((s) => (ratio ? cpuPercent(s) : counterRates(s as CounterSample[])));
+  // A movement's reads are subtracted only where the series counted them, never below zero.
+  const minus = own && intervals.length > 0 ? placeOwnReads(await ownReads(catalog, range, own), streams) : [];
+  const summed = combineStreams(intervals, start, to.getTime(), bucketMs, minus);
+  const n = Math.max(0, Math.ceil((to.getTime() - start) / bucketMs));
+  return Array.from({ length: n }, (_, k) => ({ ts: new Date(start + k * bucketMs), value: summed[k] ?? null }));
+}
+
+/** The load figure of a table sample (see READ_WEIGHT). */
+const LOAD = `(n_tup_ins + n_tup_upd + n_tup_del + ${READ_WEIGHT} * (seq_tup_read + idx_tup_fetch))::float8`;
+
+interface OwnReadRow {
+  node_id: string;
+  key: string;
+  e: number;
+  amount: number;
+}
+
+/** A movement's own reads (weighted) that ended in the range, with the stream they were counted in. */
+async function ownReads(catalog: Queryable, range: string[], own: OwnReads): Promise<OwnReadRow[]> {
+  const { rows } = await catalog.query<{ node_id: string; key: string; e: number; tuples: string }>(
+    `select node_id::text, schema_name || '.' || table_name as key, extract(epoch from ended_at) * 1000 as e, tuples::text
+       from shardcast_stats.movement_reads where ended_at >= $1 and ended_at < $2 and ${own.where}`,
+    [...range, ...own.params],
+  );
+  return rows.map((r) => ({ node_id: r.node_id, key: r.key, e: Number(r.e), amount: Number(r.tuples) * own.weight }));
+}
+
+/**
+ * Each record of a movement's reads is subtracted over the sample interval of its table's stream in
+ * which the counters took it in (the session's statistics are flushed when the record is made, see
+ * src/movement/own-reads.ts). Reads no sample counted (the stream ended first, e.g. the source's schema
+ * was fenced away right after its verify) are not subtracted.
+ */
+function placeOwnReads(reads: OwnReadRow[], streams: Map<string, Row[]>): RateInterval[] {
+  const out: RateInterval[] = [];
+  for (const r of reads) {
+    for (const [k, samples] of streams) {
+      if (!k.startsWith(`${r.node_id}/${r.key}/`)) continue;
+      const i = samples.findIndex((x) => x.t >= r.e);
+      if (i <= 0) continue;
+      const a = samples[i - 1]!;
+      const b = samples[i]!;
+      if (b.t > a.t) out.push({ start: a.t, end: b.t, rate: (r.amount * 1000) / (b.t - a.t) });
+      break;
+    }
+  }
+  return out;
+}
+
+/**
+ * Records tuples a movement's own session read from placed shard tables (see shardcast_stats.movement_reads).
+ * `once`: only when the movement has recorded nothing for that table yet (a copy measured by polling).
+ */
+export async function recordMovementReads(
+  catalog: Queryable,
+  reads: ReadonlyArray<{ nodeId: number; schema: string; table: string; tuples: number; startedAt: Date; endedAt: Date }>,
+  movementId: string | null = null,
+  once = false,
+): Promise<void> {
+  const counted = reads.filter((r) => r.tuples > 0);
+  if (counted.length === 0) return;
+  const guard = once
+    ? ` where not exists (select 1 from shardcast_stats.movement_reads m where m.movement_id = r.movement_id and m.node_id = r.node_id
+                           and m.schema_name = r.schema_name and m.table_name = r.table_name)`
+    : '';
+  await catalog.query(
+    `insert into shardcast_stats.movement_reads (node_id, schema_name, table_name, started_at, ended_at, tuples, movement_id)
+     select * from unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::bigint[], $7::text[])
+              as r (node_id, schema_name, table_name, started_at, ended_at, tuples, movement_id)${guard}`,
+    [
+      counted.map((r) => r.nodeId),
+      counted.map((r) => r.schema),
+      counted.map((r) => r.table),
+      counted.map((r) => r.startedAt.toISOString()),
+      counted.map((r) => new Date(Math.max(r.endedAt.getTime(), r.startedAt.getTime())).toISOString()),
+      counted.map((r) => Math.round(r.tuples)),
+      counted.map(() => movementId),
+    ],
+  );
 }
 
 /** CPU busy percent per interval: Δbusy / Δtotal (host jiffies; a host restart makes them go down: skipped). */
@@ -160,7 +266,13 @@ export async function listSeries(catalog: Queryable, since: Date, until = new Da
       where s.ts >= $1 and s.ts < $2 group by n.name order by 1`,
     range,
   );
+  const { rows: loaded } = await catalog.query<{ name: string }>(
+    `select distinct n.name from shardcast_stats.table_samples s join shardcast.nodes n on n.id = s.node_id where s.ts >= $1 and s.ts < $2`,
+    range,
+  );
+  const withLoad = new Set(loaded.map((r) => r.name));
   for (const n of nodes) {
+    if (withLoad.has(n.name)) ids.push(`node:${n.name}:load`);
     if (n.cpu) ids.push(`node:${n.name}:cpu`);
     ids.push(`node:${n.name}:io`);
   }

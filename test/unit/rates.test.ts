@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseHost } from '../../src/profiling/collector.js';
-import { addBuckets, counterRates, resample } from '../../src/profiling/rates.js';
+import { addBuckets, combineStreams, counterRates, resample } from '../../src/profiling/rates.js';
 
 const s = (t: number, value: number, epoch = 0) => ({ t: t * 1000, value, epoch: epoch * 1000 });
 
@@ -47,6 +47,29 @@ describe('resample', () => {
 
   it('sums streams, missing only where every stream is', () => {
     expect(addBuckets([[1, null, null], [2, 3, null]])).toEqual([3, 3, null]);
+  });
+});
+
+describe('combineStreams', () => {
+  it('adds the rates of streams side by side (a table on several nodes)', () => {
+    const a = [{ start: 0, end: 100, rate: 2 }];
+    const b = [{ start: 0, end: 100, rate: 3 }];
+    expect(combineStreams([a, b], 0, 100, 100)).toEqual([5]);
+  });
+
+  it('averages streams that follow one another (a shard moved mid-bucket), not the sum of their averages', () => {
+    const source = [{ start: 0, end: 40, rate: 10 }];
+    const target = [{ start: 50, end: 100, rate: 10 }]; // the 10 ms between the two are not covered
+    expect(combineStreams([source, target], 0, 100, 100)).toEqual([10]);
+    // The old way (each stream's bucket average, summed) said 20.
+    expect(addBuckets([resample(source, 0, 100, 100), resample(target, 0, 100, 100)])).toEqual([20]);
+  });
+
+  it('subtracts a movement\'s reads within the covered time, never below zero; uncovered buckets stay null', () => {
+    const stream = [{ start: 0, end: 200, rate: 10 }];
+    expect(combineStreams([stream], 0, 300, 100, [{ start: 0, end: 100, rate: 4 }])).toEqual([6, 10, null]);
+    expect(combineStreams([stream], 0, 300, 100, [{ start: 100, end: 200, rate: 50 }])).toEqual([10, 0, null]);
+    expect(combineStreams([], 0, 100, 100, [{ start: 0, end: 100, rate: 4 }])).toEqual([null]);
   });
 });
 
