@@ -59,7 +59,7 @@ export interface Transfer {
 export interface TransferTrial {
   /** Utilisation per step of every node the transfer touches, after it. */
   after: Map<number, { load: number[]; copy: number[] }>;
-  /** The start step is inside a peak of one of its nodes (utilisation over target with this transfer's copy load). */
+  /** The start step is inside a peak of one of its nodes: over target with the plan so far, before this transfer. */
   inPeak: boolean;
   /** Highest utilisation of its nodes over the steps it runs in. */
   windowPeak: number;
@@ -99,6 +99,12 @@ export class Fleet {
     return [...this.units.values()].filter((u) => u.nodeId === nodeId).sort((a, b) => a.key.localeCompare(b.key));
   }
 
+  /** Utilisation of the shards placed on the node, copy load apart. */
+  placedUtil(nodeId: number): number[] {
+    const n = this.node(nodeId);
+    return n.load.map((v) => v / n.node.capacity);
+  }
+
   util(nodeId: number): number[] {
     const n = this.node(nodeId);
     return n.load.map((v, i) => (v + n.copy[i]!) / n.node.capacity);
@@ -110,8 +116,8 @@ export class Fleet {
     return this.util(nodeId).reduce((sum, u, i) => sum + (i >= from ? Math.max(0, u - t) * 100 : 0), 0);
   }
 
-  firstOverloadStep(nodeId: number): number | undefined {
-    const i = this.util(nodeId).findIndex((u) => u > this.settings.targetUtilisation + 1e-9);
+  firstOverloadStep(nodeId: number, from = 0): number | undefined {
+    const i = this.util(nodeId).findIndex((u, step) => step >= from && u > this.settings.targetUtilisation + 1e-9);
     return i < 0 ? undefined : i;
   }
 
@@ -125,7 +131,7 @@ export class Fleet {
   }
 
   /** What a transfer would do; undefined when it is not allowed (a target pushed over target, too many moves on a node, a node not ready). */
-  tryTransfer(t: Transfer): TransferTrial | undefined {
+  tryTransfer(t: Transfer, sourceCeiling = this.settings.sourceCeiling): TransferTrial | undefined {
     const { stepSeconds: step, horizonSteps: h, targetUtilisation: target, copyLoadFactor, bulkCopyShare, maxConcurrentMovesPerNode } = this.settings;
     const end = t.start + t.seconds;
     const involved = [t.from, ...t.parts.map((p) => p.to).filter((id) => id !== t.from)];
@@ -174,9 +180,12 @@ export class Fleet {
     let windowPeak = 0;
     for (let i = firstRunning; i < h && i * step < end; i++) {
       for (const id of involved) windowPeak = Math.max(windowPeak, utilOf(id, i));
+      // The copy may take the source over target, never over the ceiling.
+      const before = this.util(t.from)[i]!;
+      if (before <= sourceCeiling && utilOf(t.from, i) > sourceCeiling + 1e-9) return undefined;
     }
     const startStep = Math.min(firstRunning, h - 1);
-    const inPeak = involved.some((id) => utilOf(id, startStep) > target + 1e-9);
+    const inPeak = involved.some((id) => this.util(id)[startStep]! > target + 1e-9);
     let benefit = 0;
     for (const id of involved) {
       const before = this.overload(id);

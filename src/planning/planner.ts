@@ -25,11 +25,13 @@ import { validatePlanInput } from './validate.js';
  * target cost charges `copyLoadFactor` × the shard's peak share of its source: of two shards that give
  * the same relief, the colder one is moved.
  *
- * Peak. A node is in a predicted peak at a step when its predicted utilisation at the bound — with
- * the plan's earlier actions and the copy load of the action being placed — exceeds the target. No
- * action starts in a step that is a peak of any node it involves. The one exception is a node that
- * is over target already in the first step (no forecast saw it coming, or a fallback series's observed
- * load): when nothing else relieves it, it is relieved at once and the action says `startsInPeak`.
+ * Peak. A node is in a predicted peak at a step when its predicted utilisation at the bound, with
+ * the plan's earlier actions (their copy load included), exceeds the target. No action starts in a
+ * step that is a peak of any node it involves. While it runs, its targets stay under target with its
+ * copy load, and its source (which is shedding load) may go over target by the copy but never over
+ * `sourceCeiling` (90%). The one exception is a source over target already in the first step (no
+ * forecast saw it coming, or a fallback series' observed load): when nothing else relieves it, it
+ * is relieved at once and the action says `startsInPeak`.
  *
  * Timing. An action that prevents an overload must finish before the start of the first overloaded
  * step: its start-by is that time minus its duration (duration.ts, margin included). Among the start
@@ -99,9 +101,10 @@ class Planner {
       capacity: n.node.capacity,
       state: n.state,
       without: this.without.get(n.node.id)!.map(round4),
-      with: this.fleet.util(n.node.id).map(round4),
+      with: this.fleet.placedUtil(n.node.id).map(round4),
+      copy: n.copy.map((c) => round4(c / n.node.capacity)),
     }));
-    const feasible = [...this.fleet.nodes.values()].every((n) => !n.node.reachable || this.fleet.util(n.node.id).every((u) => u <= t + EPS));
+    const feasible = [...this.fleet.nodes.values()].every((n) => !n.node.reachable || this.fleet.placedUtil(n.node.id).every((u) => u <= t + EPS));
     if (!feasible) this.notes.push('not every node stays under target at every step with this plan: see the notes above and the per-node outlook');
     return {
       asOf: new Date(this.asOfMs).toISOString(),
@@ -325,14 +328,17 @@ class Planner {
   /** One move off an overloaded node, if any helps; true when one was planned. */
   private relieve(nodeId: number): boolean {
     const step = this.s.stepSeconds;
+    // No move can finish inside the first step (it counts on its source there), so the overload it
+    // prevents is the first one after it; one in the first step makes the node urgent.
     const first = this.fleet.firstOverloadStep(nodeId)!;
     const urgent = first === 0;
+    const deadlineStep = urgent ? (this.fleet.firstOverloadStep(nodeId, 1) ?? 1) : first;
     const options: Option[] = [];
     for (const unit of this.fleet.unitsOn(nodeId)) {
       if (unit.frozen) continue;
       for (const target of this.fleet.targets()) {
         if (target.node.id === nodeId || unit.avoid.includes(target.node.id)) continue;
-        const option = this.bestWindow(unit, nodeId, [{ to: target.node.id, fraction: 1 }], first * step, urgent);
+        const option = this.bestWindow(unit, nodeId, [{ to: target.node.id, fraction: 1 }], deadlineStep * step, urgent);
         if (!option || option.trial.benefit <= EPS) continue;
         if (unit.bytes > 0 && option.trial.benefit / (unit.bytes / GIB) < this.s.minBenefitPerGiB) continue;
         options.push(option);
@@ -346,7 +352,7 @@ class Planner {
     if (full.length > 0) {
       chosen = cheapest(full);
     } else {
-      const hotness = (u: Unit) => u.load[first]!;
+      const hotness = (u: Unit) => u.load[deadlineStep]!;
       const hottest = inClass.reduce((a, b) => (hotness(b.transfer.unit) > hotness(a.transfer.unit) + EPS ? b : a)).transfer.unit;
       chosen = cheapest(inClass.filter((o) => o.transfer.unit === hottest));
     }
@@ -368,7 +374,7 @@ class Planner {
     let best: (Option & { key: number[] }) | undefined;
     for (const start of [...starts].sort((a, b) => a - b)) {
       const transfer: Transfer = { unit, from, parts, start, seconds };
-      const trial = this.fleet.tryTransfer(transfer);
+      const trial = this.fleet.tryTransfer(transfer, urgent ? 1 : this.s.sourceCeiling);
       if (!trial) continue;
       const end = start + seconds;
       const cls = !trial.inPeak ? (end <= deadline + EPS ? 0 : 1) : urgent ? 2 : -1;
@@ -439,7 +445,7 @@ class Planner {
       option.cls === 2
         ? `; starts at once, inside the peak: ${src.name} is over target already`
         : option.cls === 1
-          ? `; cannot finish before ${this.hhmm(option.deadline)}, started as early as it can`
+          ? `; cannot finish before the overload at ${this.hhmm(option.deadline)}: starts as early as it can outside a peak`
           : timing.startAt !== timing.startBy
             ? `; planned at ${this.hhmm(tr.start)}, the trough (highest utilisation while it runs ${pct(option.trial.windowPeak)})`
             : '';
@@ -460,7 +466,7 @@ class Planner {
 
   /** Moves (or merges) every unit off a node; false, having planned what fitted, when some did not fit. */
   private evacuate(nodeId: number, after: string[]): boolean {
-    const horizonEnd = this.s.horizonSteps * this.s.stepSeconds;
+    const horizonEnd = this.lastStepStart();
     const node = this.fleet.node(nodeId).node;
     const units = this.fleet.unitsOn(nodeId).sort((a, b) => Math.max(...b.load) - Math.max(...a.load) || a.key.localeCompare(b.key));
     let ok = true;
@@ -488,7 +494,7 @@ class Planner {
   private merge(unit: Unit, after: string[]): boolean {
     const src = this.fleet.node(unit.nodeId).node;
     if (Math.max(...unit.load) >= this.s.coldShare * this.s.targetUtilisation * src.capacity) return false;
-    const horizonEnd = this.s.horizonSteps * this.s.stepSeconds;
+    const horizonEnd = this.lastStepStart();
     const neighbours = [...this.fleet.units.values()]
       .filter((u) => u.group === unit.group && Math.abs(u.rangeIndex - unit.rangeIndex) === 1 && u.nodeId !== unit.nodeId && this.fleet.node(u.nodeId).state === 'active')
       .sort((a, b) => a.rangeIndex - b.rangeIndex);
@@ -630,6 +636,11 @@ class Planner {
       const peakLoad = Math.max(...perStep);
       return { table, peakLoad: round4(peakLoad), shards: shards.length, neededShards: maxCap > 0 ? Math.max(1, Math.ceil(peakLoad / (t * maxCap) - EPS)) : shards.length };
     });
+  }
+
+  /** Drains and merges finish by the last step, so that the horizon shows the shard on its target. */
+  private lastStepStart(): number {
+    return (this.s.horizonSteps - 1) * this.s.stepSeconds;
   }
 
   private standbyNodes() {

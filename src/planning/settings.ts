@@ -12,6 +12,7 @@ export const DEFAULT_SETTINGS: PlannerSettings = {
   minBenefitPerGiB: 0.5,
   copyLoadFactor: 0.3,
   bulkCopyShare: 0.03,
+  sourceCeiling: 0.9,
   scaleIn: { lowUtilisation: 0.3, sustainedRounds: 6, minActiveNodes: 1 },
   activationSeconds: 120,
   coldShare: 0.1,
@@ -38,6 +39,7 @@ export function resolveSettings(given: PlanInput['settings'] = {}): PlannerSetti
   check('minBenefitPerGiB', s.minBenefitPerGiB, (v) => v >= 0, 'a number ≥ 0');
   check('copyLoadFactor', s.copyLoadFactor, (v) => v >= 0, 'a number ≥ 0');
   check('bulkCopyShare', s.bulkCopyShare, (v) => v >= 0 && v < 1, 'in [0, 1)');
+  check('sourceCeiling', s.sourceCeiling, (v) => v >= s.targetUtilisation && v <= 1, 'in [targetUtilisation, 1]');
   check('scaleIn.lowUtilisation', s.scaleIn.lowUtilisation, (v) => v >= 0 && v < s.targetUtilisation, 'in [0, targetUtilisation)');
   check('scaleIn.sustainedRounds', s.scaleIn.sustainedRounds, (v) => Number.isInteger(v) && v >= 1, 'an integer ≥ 1');
   check('scaleIn.minActiveNodes', s.scaleIn.minActiveNodes, (v) => Number.isInteger(v) && v >= 1, 'an integer ≥ 1');

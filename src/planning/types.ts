@@ -142,6 +142,8 @@ export interface PlannerSettings {
    */
   copyLoadFactor: number;
   bulkCopyShare: number;
+  /** A move's copy load may take its source over target while it runs (it is shedding load), never over this utilisation. */
+  sourceCeiling: number;
   /** Scale-in: a node whose predicted peak utilisation stayed under `lowUtilisation` for the last `sustainedRounds` rounds is drained. */
   scaleIn: { lowUtilisation: number; sustainedRounds: number; minActiveNodes: number };
   /** Seconds from activating a standby node to it taking shards. */
@@ -250,9 +252,11 @@ export interface NodeOutlook {
   capacity: number;
   /** State after the plan's node actions. */
   state: NodeState;
-  /** Predicted utilisation per step (fractions) at the bound, without and with the plan (copy load included). */
+  /** Predicted utilisation per step (fractions) at the bound of the shards placed on it, without and with the plan. */
   without: number[];
   with: number[];
+  /** Utilisation the plan's movements add per step while they copy (see the hot-shard move cost in planner.ts). */
+  copy: number[];
 }
 
 export interface TableOutlook {
@@ -275,7 +279,7 @@ export interface Plan {
   actions: PlanAction[];
   nodes: NodeOutlook[];
   tables: TableOutlook[];
-  /** Every node under target at every step with the plan. */
+  /** Every reachable node's shards under target at every step with the plan (`with`; copy load apart). */
   feasible: boolean;
   /** Series planned on observed load because their model is not trustworthy. */
   fallbackSeries: string[];
