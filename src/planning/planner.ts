@@ -189,11 +189,14 @@ class Planner {
     if (usable.reduce((sum, n) => sum + t * n.node.capacity, 0) < peak - EPS) {
       this.notes.push(`the predicted peak ${fmt(peak)} at ${this.hhmm(peakStep * this.s.stepSeconds)} exceeds what every usable node takes at ${pct(t)}: the fleet needs more nodes than it has`);
     }
+    // Only the steps a node activated now could serve in count towards activating one.
+    const reachable = Math.ceil(this.s.activationSeconds / this.s.stepSeconds);
+    const actionablePeak = Math.max(0, ...total.slice(reachable));
     let active = this.fleet.targets().reduce((sum, n) => sum + t * n.node.capacity, 0);
     for (const n of usable) {
-      if (active >= peak - EPS) break;
+      if (active >= actionablePeak - EPS) break;
       if (n.state !== 'standby') continue;
-      const short = total.findIndex((v) => v > active + EPS);
+      const short = total.findIndex((v, i) => i >= reachable && v > active + EPS);
       const reason = `fleet predicted at ${fmt(peak)} load units at ${this.hhmm(peakStep * this.s.stepSeconds)}, ${this.boundLabel()}, above the ${fmt(active)} its active nodes take at ${pct(t)}; activating ${n.node.name} (capacity ${fmt(n.node.capacity)})`;
       this.activate(n.node.id, reason, Math.max(0, short) * this.s.stepSeconds);
       active += t * n.node.capacity;
@@ -228,7 +231,8 @@ class Planner {
     const caps = [...this.fleet.nodes.values()].filter((n) => n.node.reachable && (n.state === 'active' || n.state === 'standby')).map((n) => n.node.capacity);
     if (caps.length === 0) return;
     const maxCap = Math.max(...caps);
-    const oversized = [...this.fleet.units.values()].filter((u) => Math.max(...u.load) > t * maxCap + EPS && this.fleet.node(u.nodeId).node.reachable);
+    // The first step is past helping (nothing finishes inside it): only later peaks call for a split.
+    const oversized = [...this.fleet.units.values()].filter((u) => Math.max(...u.load.slice(1)) > t * maxCap + EPS && this.fleet.node(u.nodeId).node.reachable);
     for (const unit of oversized.sort((a, b) => Math.max(...b.load) - Math.max(...a.load))) {
       const peak = Math.max(...unit.load);
       const pieces = 2 ** Math.max(1, Math.ceil(Math.log2(peak / (this.s.splitFill * t * maxCap))));
@@ -314,7 +318,7 @@ class Planner {
       if (this.relieve(nodeId)) continue;
       const standby = this.standbyNodes()[0];
       const n = this.fleet.node(nodeId).node;
-      if (standby) {
+      if (standby && this.roomWouldHelp(nodeId)) {
         const [step, util] = this.peakOf(nodeId);
         this.activate(standby.node.id, `${n.name} predicted at ${pct(util)} of capacity at ${this.hhmm(step * this.s.stepSeconds)}, ${this.basis(nodeId)}, and no active node can take enough of its load; activating ${standby.node.name}`, (this.fleet.firstOverloadStep(nodeId) ?? 0) * this.s.stepSeconds);
         continue;
@@ -323,6 +327,18 @@ class Planner {
       const first = this.fleet.firstOverloadStep(nodeId)!;
       this.notes.push(`${n.name} stays over target from ${this.hhmm(first * this.s.stepSeconds)}: no move that helps enough fits the stability rules, the peaks and the room on other nodes`);
     }
+  }
+
+  /**
+   * Whether a new node could help: the node has shards relief may move, and an overload late enough
+   * for an activated node to take one of them first. Otherwise activating would add cost, not room.
+   */
+  private roomWouldHelp(nodeId: number): boolean {
+    const movable = this.fleet.unitsOn(nodeId).filter((u) => !u.frozen);
+    if (movable.length === 0) return false;
+    const quickest = Math.min(...movable.map((u) => moveSeconds(this.input.moveDuration, u.bytes)));
+    const step = Math.ceil((this.s.activationSeconds + quickest) / this.s.stepSeconds);
+    return this.fleet.firstOverloadStep(nodeId, step) !== undefined;
   }
 
   /** One move off an overloaded node, if any helps; true when one was planned. */

@@ -124,6 +124,15 @@ describe('planRebalance', () => {
     expectUnderTargetEverywhere(plan);
   });
 
+  it('does not activate a standby node for an overload no new node could relieve in time', () => {
+    // Over target in the first step only: gone before any activated node could take a shard.
+    const input = planInput([node(1), node(2, { state: 'standby' })], [{ id: 1, node: 1, load: [750, ...flat(500).slice(1)] }]);
+    const plan = planRebalance(input);
+    expect(plan.actions).toEqual([]);
+    expect(plan.feasible).toBe(false);
+    expect(plan.notes.join('\n')).toMatch(/node-1 stays over target from 14:00/);
+  });
+
   it('scales in: drains a node predicted low for a sustained period, merges its cold range into a neighbour, then retires it', () => {
     const shards: ShardSpec[] = [
       { id: 1, node: 1, load: flat(150) },
