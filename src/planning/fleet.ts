@@ -59,11 +59,11 @@ export interface Transfer {
 export interface TransferTrial {
   /** Utilisation per step of every node the transfer touches, after it. */
   after: Map<number, { load: number[]; copy: number[] }>;
-  /** The start step is inside a peak of one of its nodes: over target with the plan so far, before this transfer. */
+  /** The start step is inside a peak of one of its nodes: its placed shards over target with the plan so far. */
   inPeak: boolean;
   /** Highest utilisation of its nodes over the steps it runs in. */
   windowPeak: number;
-  /** Total overload removed, utilisation points × steps, all nodes. */
+  /** Total overload of placed shards removed, utilisation points × steps, all nodes. */
   benefit: number;
 }
 
@@ -110,14 +110,15 @@ export class Fleet {
     return n.load.map((v, i) => (v + n.copy[i]!) / n.node.capacity);
   }
 
-  /** Utilisation points above target summed over the steps. */
-  overload(nodeId: number, from = 0): number {
+  /** Utilisation points of placed shards above target, summed over the steps (copy load apart: it is bounded on its own). */
+  overload(nodeId: number): number {
     const t = this.settings.targetUtilisation;
-    return this.util(nodeId).reduce((sum, u, i) => sum + (i >= from ? Math.max(0, u - t) * 100 : 0), 0);
+    return this.placedUtil(nodeId).reduce((sum, u) => sum + Math.max(0, u - t) * 100, 0);
   }
 
+  /** First step from `from` at which the node's placed shards are over target: a peak. */
   firstOverloadStep(nodeId: number, from = 0): number | undefined {
-    const i = this.util(nodeId).findIndex((u, step) => step >= from && u > this.settings.targetUtilisation + 1e-9);
+    const i = this.placedUtil(nodeId).findIndex((u, step) => step >= from && u > this.settings.targetUtilisation + 1e-9);
     return i < 0 ? undefined : i;
   }
 
@@ -185,13 +186,13 @@ export class Fleet {
       if (before <= sourceCeiling && utilOf(t.from, i) > sourceCeiling + 1e-9) return undefined;
     }
     const startStep = Math.min(firstRunning, h - 1);
-    const inPeak = involved.some((id) => this.util(id)[startStep]! > target + 1e-9);
+    const inPeak = involved.some((id) => this.placedUtil(id)[startStep]! > target + 1e-9);
     let benefit = 0;
     for (const id of involved) {
-      const before = this.overload(id);
+      const cap = this.node(id).node.capacity;
       let afterOverload = 0;
-      for (let i = 0; i < h; i++) afterOverload += Math.max(0, utilOf(id, i) - target) * 100;
-      benefit += before - afterOverload;
+      for (let i = 0; i < h; i++) afterOverload += Math.max(0, after.get(id)!.load[i]! / cap - target) * 100;
+      benefit += this.overload(id) - afterOverload;
     }
     return { after, inPeak, windowPeak, benefit };
   }

@@ -25,13 +25,13 @@ import { validatePlanInput } from './validate.js';
  * target cost charges `copyLoadFactor` × the shard's peak share of its source: of two shards that give
  * the same relief, the colder one is moved.
  *
- * Peak. A node is in a predicted peak at a step when its predicted utilisation at the bound, with
- * the plan's earlier actions (their copy load included), exceeds the target. No action starts in a
- * step that is a peak of any node it involves. While it runs, its targets stay under target with its
- * copy load, and its source (which is shedding load) may go over target by the copy but never over
- * `sourceCeiling` (90%). The one exception is a source over target already in the first step (no
- * forecast saw it coming, or a fallback series' observed load): when nothing else relieves it, it
- * is relieved at once and the action says `startsInPeak`.
+ * Peak. A node is in a predicted peak at a step when the shards placed on it, with the plan's
+ * earlier actions, are predicted over the target at the bound. No action starts in a step that is a
+ * peak of any node it involves. Copy load is bounded on its own: while an action runs its targets
+ * stay under target with it, and its source (which is shedding load) may go over target by the copy
+ * but never over `sourceCeiling` (90%). The one exception is a source over target already in the
+ * first step (no forecast saw it coming, or a fallback series' observed load): when nothing else
+ * relieves it, it is relieved at once and the action says `startsInPeak`.
  *
  * Timing. An action that prevents an overload must finish before the start of the first overloaded
  * step: its start-by is that time minus its duration (duration.ts, margin included). Among the start
@@ -402,7 +402,7 @@ class Planner {
       const cap = this.fleet.node(from).node.capacity;
       const afterStep = Math.ceil(end / step);
       let full = true;
-      for (let i = afterStep; i < h; i++) if ((src.load[i]! + src.copy[i]!) / cap > t + EPS) full = false;
+      for (let i = afterStep; i < h; i++) if (src.load[i]! / cap > t + EPS) full = false;
       best = { transfer, trial, cls, full, cost: this.cost(unit, from, parts, trial), key, deadline };
     }
     return best;
@@ -700,7 +700,7 @@ class Planner {
 
   private benefit(option: Option, nodeId: number): Benefit {
     const before = Math.max(...this.without.get(nodeId)!);
-    const after = Math.max(...this.fleet.util(nodeId));
+    const after = Math.max(...this.fleet.placedUtil(nodeId));
     const points = option.trial.benefit;
     return {
       overloadPointSteps: round4(points),
@@ -711,7 +711,7 @@ class Planner {
   }
 
   private peakOf(nodeId: number): [number, number] {
-    const util = this.fleet.util(nodeId);
+    const util = this.fleet.placedUtil(nodeId);
     const peak = Math.max(...util);
     return [util.indexOf(peak), peak];
   }
