@@ -1,0 +1,365 @@
+import { describe, expect, it } from 'vitest';
+import { InvalidInputError } from '../../../src/errors.js';
+import { moveSeconds, planRebalance, type MoveAction, type Plan, type PlanAction, type PlanInput } from '../../../src/planning/index.js';
+import { AS_OF, H, STEP_MS, TEN_MB, flat, node, offset, planInput, ramp, steps, type ShardSpec } from './cases.js';
+
+const TARGET = 0.7;
+
+function moves(plan: Plan): MoveAction[] {
+  return plan.actions.filter((a): a is MoveAction => a.kind === 'move');
+}
+
+function outlook(plan: Plan, nodeId: number) {
+  return plan.nodes.find((n) => n.nodeId === nodeId)!;
+}
+
+/** Milliseconds after asOf at which a node is first over target without the plan. */
+function firstOverload(plan: Plan, nodeId: number): number {
+  const i = outlook(plan, nodeId).without.findIndex((u) => u > TARGET);
+  expect(i, `node ${nodeId} is never over target without the plan`).toBeGreaterThanOrEqual(0);
+  return i * STEP_MS;
+}
+
+function expectUnderTargetEverywhere(plan: Plan): void {
+  for (const n of plan.nodes) {
+    n.with.forEach((u, i) => expect(u, `${n.name} at step ${i + 1}`).toBeLessThanOrEqual(TARGET + 1e-9));
+    // A move's copy may take its source over target, never over the 90% ceiling.
+    n.with.forEach((u, i) => expect(u + n.copy[i]!, `${n.name} with copy load at step ${i + 1}`).toBeLessThanOrEqual(0.9 + 1e-9));
+  }
+  expect(plan.feasible).toBe(true);
+}
+
+/** No action that moves data starts in a step where one of its nodes' placed shards are over target with the plan. */
+function expectNoStartInPeak(plan: Plan): void {
+  for (const a of plan.actions) {
+    if (a.kind !== 'move' && a.kind !== 'merge' && a.kind !== 'split') continue;
+    expect(a.startsInPeak).toBe(false);
+    const step = Math.floor(offset(a.startAt) / STEP_MS);
+    const involved = a.kind === 'split' ? [a.fromNodeId, ...a.pieceNodeIds] : [a.fromNodeId, a.toNodeId];
+    for (const id of involved) expect(outlook(plan, id).with[step], `node ${id} at the start of ${a.id}`).toBeLessThanOrEqual(TARGET + 1e-9);
+  }
+}
+
+describe('planRebalance', () => {
+  it('moves a rising shard off its node so that the move finishes before the overload', () => {
+    // node-1: shard 1 steady at 300 but 40 GB (it cannot move in time), shard 2 rising 100 → 540: over 700 from step 9.
+    const input = planInput(
+      [node(1), node(2)],
+      [
+        { id: 1, node: 1, load: flat(300), bytes: 40e9 },
+        { id: 2, node: 1, load: ramp(100, 40), bytes: 310e6 },
+        { id: 3, node: 2, load: flat(100) },
+      ],
+    );
+    const plan = planRebalance(input);
+    const overloadAt = firstOverload(plan, 1);
+    expect(overloadAt).toBe(8 * STEP_MS);
+    const [move, ...others] = moves(plan);
+    expect(others).toEqual([]);
+    expect(move).toMatchObject({ shardIds: [2], fromNodeId: 1, toNodeId: 2, bytes: 310e6, late: false, startsInPeak: false });
+    const duration = moveSeconds(TEN_MB, 310e6) * 1000;
+    expect(move!.etaSeconds).toBe(41);
+    expect(offset(move!.startBy)).toBeLessThanOrEqual(overloadAt - duration);
+    expect(offset(move!.startAt)).toBeLessThanOrEqual(offset(move!.startBy));
+    expect(offset(move!.finishAt)).toBeLessThanOrEqual(overloadAt);
+    expect(move!.reason).toMatch(/^node-1 predicted at 84% of capacity at 14:55, 95% bound; moving shard 2 to node-2, 310 MB, ETA 41 s, start by 14:39/);
+    expect(move!.benefit.overloadPointSteps).toBeGreaterThan(0);
+    expect(move!.benefit.peakBefore).toBeCloseTo(0.84);
+    expect(move!.benefit.peakAfter).toBeLessThanOrEqual(TARGET);
+    expectUnderTargetEverywhere(plan);
+    expectNoStartInPeak(plan);
+  });
+
+  it('splits a shard that alone would overload any node, before it does', () => {
+    const input = planInput(
+      [node(1), node(2), node(3)],
+      [{ id: 1, node: 1, load: [500, 500, 500, 500, 500, 500, 900, 900, 900, 900, 900, 900], bytes: 1e9 }],
+    );
+    const plan = planRebalance(input);
+    const splits = plan.actions.filter((a) => a.kind === 'split');
+    expect(splits).toHaveLength(1);
+    const split = splits[0]!;
+    if (split.kind !== 'split') throw new Error('not a split');
+    expect(split.shardIds).toEqual([1]);
+    expect(split.pieceNodeIds.length).toBeGreaterThanOrEqual(2);
+    expect(900 / split.pieceNodeIds.length).toBeLessThanOrEqual(TARGET * 1000);
+    expect(new Set(split.pieceNodeIds).size).toBeGreaterThanOrEqual(2);
+    expect(offset(split.finishAt)).toBeLessThanOrEqual(firstOverload(plan, 1));
+    expect(plan.tables).toEqual([{ table: 't1', peakLoad: 900, shards: 1, neededShards: 2 }]);
+    expectUnderTargetEverywhere(plan);
+  });
+
+  it('does not split a shard that fits on a node: it moves it', () => {
+    const input = planInput([node(1), node(2)], [{ id: 1, node: 1, load: ramp(400, 25) }, { id: 2, node: 1, load: flat(200), bytes: 50e9 }]);
+    const plan = planRebalance(input);
+    expect(plan.actions.map((a) => a.kind)).toEqual(['move']);
+  });
+
+  it('scales out: activates a standby node before the peak and moves shards onto it after activation', () => {
+    const shards: ShardSpec[] = [];
+    // Six shards rising 150 → 260 on two nodes: 1560 at 14:55, more than the 1400 two nodes take at 70%.
+    for (let i = 0; i < 6; i++) shards.push({ id: i + 1, node: 1 + (i % 2), load: ramp(150, 10) });
+    const input = planInput([node(1), node(2), node(3, { state: 'standby' })], shards);
+    const plan = planRebalance(input);
+    expect(plan.requiredNodes).toBe(3);
+    const activate = plan.actions.find((a) => a.kind === 'activate');
+    expect(activate).toMatchObject({ kind: 'activate', nodeId: 3 });
+    const onto = moves(plan).filter((m) => m.toNodeId === 3);
+    expect(onto.length).toBeGreaterThan(0);
+    for (const m of onto) {
+      expect(m.after).toContain(activate!.id);
+      expect(offset(m.startAt)).toBeGreaterThanOrEqual(offset(activate!.finishAt));
+    }
+    expect(outlook(plan, 3).state).toBe('active');
+    expectUnderTargetEverywhere(plan);
+  });
+
+  it('does not activate a standby node for an overload no new node could relieve in time', () => {
+    // Over target in the first step only: gone before any activated node could take a shard.
+    const input = planInput([node(1), node(2, { state: 'standby' })], [{ id: 1, node: 1, load: [750, ...flat(500).slice(1)] }]);
+    const plan = planRebalance(input);
+    expect(plan.actions).toEqual([]);
+    expect(plan.feasible).toBe(false);
+    expect(plan.notes.join('\n')).toMatch(/node-1 stays over target from 14:00/);
+  });
+
+  it('scales in: drains a node predicted low for a sustained period, merges its cold range into a neighbour, then retires it', () => {
+    const shards: ShardSpec[] = [
+      { id: 1, node: 1, load: flat(150) },
+      { id: 2, node: 2, load: flat(150) },
+      { id: 3, node: 3, load: flat(150) },
+      { id: 4, node: 1, load: flat(20), group: 'orders', rangeIndex: 0 },
+      { id: 5, node: 3, load: flat(20), group: 'orders', rangeIndex: 1 },
+    ];
+    const low = { nodeId: 3, values: [0.2, 0.18, 0.17, 0.2, 0.19, 0.17] };
+    const plan = planRebalance(planInput([node(1), node(2), node(3)], shards, { utilisationHistory: [low] }));
+    expect(plan.requiredNodes).toBe(1);
+    const drain = plan.actions.find((a) => a.kind === 'drain');
+    expect(drain).toMatchObject({ nodeId: 3 });
+    const merge = plan.actions.find((a) => a.kind === 'merge');
+    expect(merge).toMatchObject({ shardIds: [5], intoShardIds: [4], fromNodeId: 3, toNodeId: 1 });
+    const off = moves(plan).filter((m) => m.fromNodeId === 3);
+    expect(off.map((m) => m.shardIds)).toEqual([[3]]);
+    const retire = plan.actions.find((a) => a.kind === 'retire');
+    expect(retire).toMatchObject({ nodeId: 3 });
+    expect(retire!.after.sort()).toEqual([merge!.id, off[0]!.id].sort());
+    expect(offset(retire!.startAt)).toBeGreaterThanOrEqual(Math.max(offset(merge!.finishAt), offset(off[0]!.finishAt)));
+    expect(outlook(plan, 3).state).toBe('retired');
+    // Empty from the first step after its movements end (the step they end in carries them on both sides).
+    const emptyFrom = Math.ceil(offset(retire!.startAt) / STEP_MS);
+    expect(emptyFrom).toBeLessThan(H);
+    expect(outlook(plan, 3).with.slice(emptyFrom).every((u) => Math.abs(u) < 1e-9)).toBe(true);
+    expectUnderTargetEverywhere(plan);
+
+    // Low for too short a time: kept.
+    const brief = planRebalance(planInput([node(1), node(2), node(3)], shards, { utilisationHistory: [{ nodeId: 3, values: [0.5, 0.5, 0.5, 0.2, 0.2, 0.2] }] }));
+    expect(brief.actions).toEqual([]);
+  });
+
+  it('does not ping-pong a shard over repeated planning rounds (hysteresis)', () => {
+    const round1 = planInput(
+      [node(1), node(2)],
+      [
+        { id: 1, node: 1, load: flat(400), bytes: 100e6 },
+        { id: 2, node: 1, load: ramp(200, 25), bytes: 100e6 },
+        { id: 3, node: 2, load: flat(200), bytes: 2e9 },
+      ],
+    );
+    const plan1 = planRebalance(round1);
+    const [first] = moves(plan1);
+    expect(first).toMatchObject({ shardIds: [1], fromNodeId: 1, toNodeId: 2 });
+
+    // An hour later the load has turned: node-2 is the busy one, and moving shard 1 back is the cheapest relief.
+    const asOf2 = new Date(Date.parse(AS_OF) + 3_600_000).toISOString();
+    const round2 = (hysteresisSeconds?: number): PlanInput =>
+      planInput(
+        [node(1), node(2)],
+        [
+          { id: 1, node: 2, load: flat(400), bytes: 100e6 },
+          { id: 2, node: 1, load: flat(250), bytes: 100e6 },
+          { id: 3, node: 2, load: ramp(200, 20), bytes: 2e9 },
+        ],
+        {
+          asOf: asOf2,
+          recentMoves: [{ shardId: 1, fromNodeId: 1, toNodeId: 2, finishedAt: first!.finishAt }],
+          settings: hysteresisSeconds === undefined ? {} : { hysteresisSeconds },
+        },
+      );
+    const without = moves(planRebalance(round2(0)));
+    expect(without.map((m) => [m.shardIds, m.toNodeId])).toEqual([[[1], 1]]);
+    const plan2 = planRebalance(round2());
+    const back = moves(plan2).filter((m) => m.shardIds.includes(1));
+    expect(back).toEqual([]);
+    expect(moves(plan2).map((m) => [m.shardIds, m.toNodeId])).toEqual([[[3], 1]]);
+    expectUnderTargetEverywhere(plan2);
+  });
+
+  it('falls back to observed load, reactively, when no model is trustworthy, and says so', () => {
+    // The (untrusted) forecasts say 50; the shards are observed at 500 and 300 now.
+    const input = planInput(
+      [node(1), node(2)],
+      [
+        { id: 1, node: 1, load: flat(50), trustworthy: false, observed: 500 },
+        { id: 2, node: 1, load: flat(50), trustworthy: false, observed: 300 },
+        { id: 3, node: 2, load: flat(50), trustworthy: false, observed: 100 },
+      ],
+    );
+    const plan = planRebalance(input);
+    expect(plan.fallbackSeries).toEqual(['shard:1:load', 'shard:2:load', 'shard:3:load']);
+    expect(plan.notes.filter((n) => /no trustworthy model; planned on its observed load/.test(n))).toHaveLength(3);
+    expect(outlook(plan, 1).without[0]).toBeCloseTo(0.8);
+    const [move] = moves(plan);
+    expect(move).toMatchObject({ fromNodeId: 1, toNodeId: 2, startsInPeak: true });
+    expect(move!.startAt).toBe(AS_OF);
+    expect(move!.reason).toMatch(/observed load for .*no trustworthy forecast: reactive/);
+    const settled = Math.ceil(offset(move!.finishAt) / STEP_MS);
+    for (const n of plan.nodes) expect(Math.max(...n.with.slice(settled))).toBeLessThanOrEqual(TARGET);
+
+    // The same shards with trusted forecasts of 50: nothing to do.
+    const trusted = planRebalance({ ...input, shardForecasts: input.shardForecasts.map((f) => ({ ...f, trustworthy: true })) });
+    expect(trusted.actions).toEqual([]);
+    expect(trusted.fallbackSeries).toEqual([]);
+  });
+
+  it('co-locates shards with opposite daily peaks in preference to shards with the same peak', () => {
+    const noon = Array.from({ length: 24 }, (_, h) => 100 + 80 * Math.cos(((h - 12) * Math.PI) / 12));
+    const midnight = noon.map((_, h) => noon[(h + 12) % 24]!);
+    // node-1 crosses 70% at 14:30; shard 9 (40 GB) cannot move in time, shard 1 can.
+    const shards: ShardSpec[] = [
+      { id: 1, node: 1, load: ramp(300, 20) },
+      { id: 9, node: 1, load: flat(300), bytes: 40e9 },
+      { id: 2, node: 2, load: flat(150) },
+      { id: 3, node: 3, load: flat(150) },
+    ];
+    const place = (p2: number[], p3: number[]) =>
+      moves(planRebalance(planInput([node(1), node(2), node(3)], shards, { dailyProfiles: [{ shardId: 1, values: noon }, { shardId: 2, values: p2 }, { shardId: 3, values: p3 }] })));
+    expect(place(noon, midnight).map((m) => [m.shardIds, m.toNodeId])).toEqual([[[1], 3]]);
+    expect(place(midnight, noon).map((m) => [m.shardIds, m.toNodeId])).toEqual([[[1], 2]]);
+  });
+
+  it('places a region-bound shard in its region when the load allows', () => {
+    const nodes = [node(1, { region: 'us' }), node(2, { region: 'us' }), node(3, { region: 'eu' })];
+    const shardsWith = (euLoad: number): ShardSpec[] => [
+      { id: 1, node: 1, load: ramp(300, 20) },
+      { id: 9, node: 1, load: flat(300), bytes: 40e9 },
+      { id: 2, node: 2, load: flat(100) },
+      { id: 3, node: 3, load: flat(euLoad) },
+    ];
+    const regionShares = [{ shardId: 1, shares: { eu: 0.9, us: 0.1 } }];
+    const roomy = moves(planRebalance(planInput(nodes, shardsWith(100), { regionShares })));
+    expect(roomy.map((m) => [m.shardIds, m.toNodeId])).toEqual([[[1], 3]]);
+    // node-3 has no room for shard 1's 520 at peak: it goes to the other region rather than overload node-3.
+    const full = planRebalance(planInput(nodes, shardsWith(300), { regionShares }));
+    expect(moves(full).map((m) => [m.shardIds, m.toNodeId])).toEqual([[[1], 2]]);
+    expectUnderTargetEverywhere(full);
+  });
+
+  it('starts no move inside a predicted peak: it waits for the target to leave its peak', () => {
+    // node-2 sits at 68% until 14:25 (the copy's own load would take it over 70%), then drops to 15%.
+    const input = planInput(
+      [node(1), node(2)],
+      [
+        { id: 1, node: 1, load: flat(300), bytes: 40e9 },
+        { id: 2, node: 1, load: ramp(100, 40), bytes: 310e6 },
+        { id: 3, node: 2, load: [680, 680, 680, 680, 680, 150, 150, 150, 150, 150, 150, 150] },
+      ],
+    );
+    const plan = planRebalance(input);
+    const [move] = moves(plan);
+    expect(move).toMatchObject({ shardIds: [2], toNodeId: 2 });
+    expect(offset(move!.startAt)).toBeGreaterThanOrEqual(5 * STEP_MS);
+    expect(offset(move!.finishAt)).toBeLessThanOrEqual(firstOverload(plan, 1));
+    expect(move!.reason).toMatch(/planned at 14:\d\d, the trough/);
+    expectNoStartInPeak(plan);
+    expectUnderTargetEverywhere(plan);
+  });
+
+  it('keeps every node under target at every step on a larger fleet, deterministically, as plain JSON', () => {
+    const shards: ShardSpec[] = [];
+    for (let i = 0; i < 16; i++) {
+      const phase = (i * 7) % 12;
+      const base = 40 + ((i * 37) % 70);
+      const load = Array.from({ length: H }, (_, k) => base + 60 * Math.max(0, Math.sin(((k - phase) * Math.PI) / 12)));
+      shards.push({ id: i + 1, node: 1 + (i % 3 === 0 ? 0 : i % 4), load, bytes: (1 + (i % 5)) * 200e6 });
+    }
+    const input = planInput([node(1), node(2), node(3), node(4)], shards, {
+      regionShares: shards.map((s) => ({ shardId: s.id, shares: { eu: (s.id % 3) / 3, us: 1 - (s.id % 3) / 3 } })),
+    });
+    const plan = planRebalance(input);
+    expect(plan.nodes.some((n) => n.without.some((u) => u > TARGET))).toBe(true);
+    expect(moves(plan).length).toBeGreaterThan(0);
+    expectUnderTargetEverywhere(plan);
+    expectNoStartInPeak(plan);
+    expect(JSON.parse(JSON.stringify(plan))).toEqual(plan);
+    expect(planRebalance(input)).toEqual(plan);
+    for (const a of plan.actions as PlanAction[]) {
+      expect(a.reason.length).toBeGreaterThan(20);
+      expect(Number.isFinite(a.benefit.overloadPointSteps)).toBe(true);
+    }
+  });
+
+  it('runs no more movements at once on a node than allowed, and skips moves that gain too little per byte', () => {
+    // node-1 jumps from 65% to 120% at 14:05 and needs three of its 300 MB shards gone by then; each
+    // move takes 40 s, so with one movement at a time per node they queue (else all start at 14:00).
+    const jump = [130, ...flat(240).slice(1)];
+    const shards: ShardSpec[] = [1, 2, 3, 4, 5].map((id) => ({ id, node: 1, load: jump, bytes: 300e6 }));
+    const nodes = [node(1), node(2), node(3), node(4)];
+    const plan = planRebalance(planInput(nodes, shards, { settings: { maxConcurrentMovesPerNode: 1 } }));
+    const ms = moves(plan);
+    for (const a of ms) {
+      for (const b of ms) {
+        if (a === b) continue;
+        const overlap = offset(a.startAt) < offset(b.finishAt) && offset(b.startAt) < offset(a.finishAt);
+        const shareNode = [a.fromNodeId, a.toNodeId].some((n) => n === b.fromNodeId || n === b.toNodeId);
+        expect(overlap && shareNode, `${a.id} and ${b.id} run at once on one node`).toBe(false);
+      }
+    }
+    const parallel = moves(planRebalance(planInput(nodes, shards, { settings: { maxConcurrentMovesPerNode: 3 } })));
+    expect(parallel.filter((m) => m.startAt === AS_OF).length).toBe(3);
+    expect(parallel.every((m) => !m.late)).toBe(true);
+    // One at a time, only two fit before 14:05, and a third would start inside node-1's peak: not planned.
+    expect(ms).toHaveLength(2);
+    expect(plan.feasible).toBe(false);
+    expect(plan.notes.join('\n')).toMatch(/node-1 stays over target from 14:05/);
+    // The same moves are refused when each must remove 10000 utilisation-point·steps per GiB.
+    const strict = planRebalance(planInput(nodes, shards, { settings: { minBenefitPerGiB: 10_000 } }));
+    expect(moves(strict)).toEqual([]);
+    expect(strict.feasible).toBe(false);
+  });
+
+  it('never targets an unreachable, standby, draining or retired node', () => {
+    const input = planInput(
+      [node(1), node(2, { reachable: false }), node(3, { state: 'draining' }), node(4, { state: 'retired' }), node(5, { state: 'standby', reachable: false }), node(6)],
+      [
+        { id: 1, node: 1, load: ramp(300, 20) },
+        { id: 9, node: 1, load: flat(300), bytes: 40e9 },
+        { id: 2, node: 6, load: flat(100) },
+      ],
+    );
+    const plan = planRebalance(input);
+    expect(moves(plan).map((m) => m.toNodeId)).toEqual([6]);
+    expect(plan.actions.some((a) => a.kind === 'activate')).toBe(false);
+  });
+});
+
+describe('planRebalance input checks', () => {
+  const good = () => planInput([node(1), node(2)], [{ id: 1, node: 1, load: flat(100) }, { id: 2, node: 2, load: flat(100) }]);
+
+  it.each([
+    ['a negative capacity', (i: PlanInput) => void (i.nodes[0]!.capacity = -5), /node "node-1" \(id 1\): capacity must be a positive number, got -5/],
+    ['an unknown node in a placement', (i: PlanInput) => void (i.placements[1]!.nodeId = 9), /placement of shard 2: unknown node id 9/],
+    ['a NaN forecast', (i: PlanInput) => void (i.shardForecasts[0]!.steps[3]!.hi95 = NaN), /forecast "shard:1:load": step 4 hi95 is NaN, not a finite number/],
+    ['a horizon length mismatch', (i: PlanInput) => void (i.shardForecasts[1]!.steps = steps(new Array<number>(11).fill(100))), /forecast "shard:2:load" has 11 steps, the horizon is 12/],
+    ['a shard without forecast', (i: PlanInput) => void i.shardForecasts.pop(), /shard 2 has a placement but no forecast/],
+    ['a bad setting', (i: PlanInput) => void (i.settings = { targetUtilisation: 1.5 }), /planner settings: targetUtilisation must be in \(0, 1\], got 1.5/],
+  ])('rejects %s with a clear error', (_name, spoil, message) => {
+    const input = good();
+    spoil(input);
+    expect(() => planRebalance(input)).toThrow(InvalidInputError);
+    expect(() => planRebalance(input)).toThrow(message);
+  });
+
+  it('accepts the unspoiled input', () => {
+    expect(planRebalance(good()).actions).toEqual([]);
+  });
+});
