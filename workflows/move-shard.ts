@@ -569,7 +569,7 @@ const FOLLOW = {
   heartbeatTimeout: '10 seconds',
   retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 20, nonRetryableErrorTypes: NON_RETRYABLE },
 } as const;
-const FOLLOW_SLICE_MS = 30_000;
+const FOLLOW_SLICE_MS = 5_000; // progress (the lag) is reported after every slice
 
 /** Applies the reverse stream into the fenced copy until the grace period ends, the copy is gone, or the stream breaks. */
 async function followReverse(input: DropFencedCopyInput, progress: FencedCopyProgress): Promise<void> {

@@ -111,24 +111,31 @@ export interface ReverseApplied {
 const PEEK_CHANGES = 20_000;
 
 /**
- * Applies the stream's pending changes to the fenced copy until the slot is drained or the deadline
- * passes, holding the stream's advisory lock on the placement meanwhile (taken per call: a cutover
- * waits at most for one round). `lock` passes a connection that already holds it (the cutover's).
+ * Applies the stream's pending changes to the fenced copy until the slot is drained (or a round
+ * reads fewer than `closeTo` changes), or the deadline passes. Each round holds the stream's
+ * advisory lock on the placement (so a cutover waits for one round at most); `locked` passes a
+ * connection that holds it throughout (the cutover's).
  */
 export async function applyReverse(
   pools: NodePools,
   stream: ReverseStream,
-  options: { deadline?: number; onBatch?: (applied: number) => void; locked?: pg.ClientBase } = {},
+  options: { deadline?: number; closeTo?: number; onBatch?: (applied: number) => void; locked?: pg.ClientBase } = {},
 ): Promise<ReverseApplied> {
   const applier = new ReverseApplier(pools, stream);
   const run = async (placement: pg.ClientBase): Promise<ReverseApplied> => {
     let changes = 0;
     let drained = false;
     for (;;) {
-      const n = await applier.round(placement);
+      if (!options.locked) await lockStream(placement, stream.movementId);
+      let n: number;
+      try {
+        n = await applier.round(placement);
+      } finally {
+        if (!options.locked) await unlockStream(placement, stream.movementId);
+      }
       changes += n;
       options.onBatch?.(changes);
-      if (n === 0) {
+      if (n === 0 || n < (options.closeTo ?? 0)) {
         drained = true;
         break;
       }
@@ -144,12 +151,7 @@ export async function applyReverse(
   const client = await pools.get(stream.placement.dsn).connect();
   let broken: Error | undefined;
   try {
-    await lockStream(client, stream.movementId);
-    try {
-      return await run(client);
-    } finally {
-      await unlockStream(client, stream.movementId);
-    }
+    return await run(client);
   } catch (err) {
     broken = err as Error;
     throw err;
@@ -332,8 +334,8 @@ export async function reverseCutover(deps: CutoverDeps, move: CutoverTarget, str
     await lockStream(client, stream.movementId);
     try {
       const changed: ReverseApplied['keys'] = new Map();
-      const drain = async () => {
-        const r = await applyReverse(deps.pools, stream, { locked: client, onBatch: options.onWait });
+      const drain = async (before?: { deadline: number; closeTo: number }) => {
+        const r = await applyReverse(deps.pools, stream, { locked: client, onBatch: options.onWait, ...before });
         applied += r.changes;
         for (const [table, keys] of r.keys) {
           const into = changed.get(table);
@@ -342,12 +344,14 @@ export async function reverseCutover(deps: CutoverDeps, move: CutoverTarget, str
         }
       };
       // The backlog, before writes wait; a retry after the switch finds the stream gone and goes straight to recovery.
-      if ((await reverseCaptureState(deps.pools, stream.placement, stream.movementId)) === 'following') await drain().catch(() => undefined);
+      if ((await reverseCaptureState(deps.pools, stream.placement, stream.movementId)) === 'following') {
+        await drain({ deadline: Date.now() + 5000, closeTo: 100 }).catch(() => undefined);
+      }
       const result = await cutover(deps, move, {
         ...options,
         reverse: {
           targetSchema: stream.fencedSchema,
-          catchUp: drain,
+          catchUp: () => drain(),
           verify: async (placement) => void (await verifyReverse(deps.pools, placement, stream, move.shard, changed)),
         },
       });
