@@ -9,7 +9,7 @@ import { doctor } from '../../src/movement/doctor.js';
 import { reverseNames } from '../../src/movement/reverse.js';
 import { createRouter, type Router } from '../../src/router/router.js';
 import { fencedCopyProgressQuery, type MoveShardResult } from '../../workflows/messages.js';
-import { adminQuery, createTestCatalog, recordHistory, startTestWorker, startWorkerProcess, uniqueName, until, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
+import { adminQuery, createTestCatalog, startTestWorker, startWorkerProcess, uniqueName, until, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 
 /**
  * Fail-back without a second copy (issue 9 §4): after a move, its fenced copy follows the new
@@ -135,7 +135,6 @@ describe('move back within the grace period', () => {
     const writers = startWriters(router, shard.id, 1);
     try {
       const forward = await moveAway(shard);
-      await recordHistory(worker.client, forward.fencedCopy.workflowId!, 'drop-fenced-copy');
       expect(forward.reverse).toMatchObject({ operation: 'move', shardId: shard.id, targetNode: shard.node, of: forward.movementId });
       const fenced = fencedSchemaName(shard.schema, forward.movementId);
       expect(await slotsOn(shard.other)).toContain(reverseNames(forward.movementId).slot);
