@@ -15,7 +15,8 @@ import { dropSchemaGuarded } from '../src/movement/drop-guard.js';
 import { applyChanges, captureProgress, copyInitial, dropNewShards, startChangeCapture, stopChangeCapture, type CopyProgress } from '../src/movement/logical-apply.js';
 import { fencedSourceName, reshardCutover, settleReshard } from '../src/movement/reshard-cutover.js';
 import type { ReshardPlan } from '../src/movement/reshard-plan.js';
-import type { FencedCopy } from '../workflows/messages.js';
+import type { FencedCopy, ReverseFollow, ReverseFollowResult } from '../workflows/messages.js';
+import { applyReverse, dropFencedCopyUnlessReversing, reverseCaptureState, reverseCutover, startReverseCapture, stopReverseCapture } from '../src/movement/reverse.js';
 
 export interface MovementDeps {
   catalog: pg.Pool;
@@ -98,7 +99,7 @@ export function createMovementActivities(deps: MovementDeps) {
     /** Pausing stops the subscription from consuming the source; resuming starts it again. Splits and merges consume only when asked. */
     async setStreaming(plan: MovementPlan, enabled: boolean): Promise<void> {
       return runOn(nodesOf(plan), async () => {
-        if (plan.operation !== 'move') return;
+        if (plan.operation !== 'move' || plan.reverse) return;
         await setSubscriptionEnabled(deps.nodePools, plan.target, plan.names, enabled);
       });
     },
@@ -169,6 +170,10 @@ export function createMovementActivities(deps: MovementDeps) {
       // Rows changed since the verify phase are compared first without the cutover's lock (in fresh
       // snapshots), so that under it only the changes of the last moments are re-checked ('changes').
       // Only while nothing of the switch has happened: a retry after it goes straight to recovery.
+      if (plan.operation === 'move' && plan.reverse) {
+        const stream = { movementId: plan.reverse.of, placement: plan.source, fenced: plan.target, fencedSchema: plan.reverse.fencedSchema };
+        return whileHeartbeating('cutting over (move back)', () => run(() => reverseCutover(cutoverDeps, plan, stream, { onWait })));
+      }
       if (await switchUntouched(plan)) {
         try {
           await refreshVerification(deps.nodePools, plan, { onWait });
@@ -203,6 +208,8 @@ export function createMovementActivities(deps: MovementDeps) {
     async stopStreaming(plan: MovementPlan): Promise<void> {
       return runOn(nodesOf(plan), async () => {
         await (plan.operation === 'move' ? stopStreaming(deps.nodePools, endpoints(plan), plan.names) : stopChangeCapture(deps.nodePools, plan));
+        // A move back: the stream it was cut over from has served (its copy is the shard now).
+        if (plan.operation === 'move' && plan.reverse) await stopReverseCapture(deps.nodePools, plan.source, plan.reverse.of);
         await dropVerifySlots(deps.nodePools, plan);
         // Runs after the switch (cleanup): the new placement's tables are autovacuumed again.
         const tables = plan.operation === 'move' ? plan.shard.tables.map((t) => t.name) : plan.tables.map((t) => t.name);
@@ -219,6 +226,59 @@ export function createMovementActivities(deps: MovementDeps) {
       });
     },
 
+    /**
+     * A move, just before its cutover: the reverse stream's publication and slot on the target, so
+     * that the fenced copy can follow the new placement during the grace period. Not for a move back
+     * (its fenced copy is not followed: moving back again is a full move).
+     */
+    async startReverseCapture(plan: MovementPlan): Promise<boolean> {
+      return runOn(nodesOf(plan), async () => {
+        if (plan.operation !== 'move' || plan.reverse || plan.reverseFallback !== undefined) return false;
+        await startReverseCapture(deps.nodePools, plan.target, plan.shard, plan.movementId);
+        return true;
+      });
+    },
+
+    /**
+     * During the grace period: applies the reverse stream into the fenced copy for about `sliceMs`,
+     * heartbeating. 'gone' when the fenced copy is no longer there (moved back, or dropped), 'lost'
+     * when the stream cannot go on (its slot is gone or invalidated): the stream is then dropped.
+     */
+    async followReverse(follow: ReverseFollow, sliceMs: number): Promise<ReverseFollowResult> {
+      const placement = await getNode(deps.catalog, follow.placementNodeId);
+      const fenced = await getNode(deps.catalog, follow.copy.nodeId);
+      return runOn([placement, fenced], async () => {
+        const exists = await deps.nodePools.get(fenced.dsn).query('select 1 from pg_namespace where nspname = $1', [follow.copy.schema]);
+        if (!exists.rowCount) {
+          await stopReverseCapture(deps.nodePools, placement, follow.movementId);
+          return { state: 'gone', applied: 0, lagBytes: null };
+        }
+        const state = await reverseCaptureState(deps.nodePools, placement, follow.movementId);
+        if (state !== 'following') {
+          await stopReverseCapture(deps.nodePools, placement, follow.movementId);
+          return { state: 'lost', applied: 0, lagBytes: null };
+        }
+        const stream = { movementId: follow.movementId, placement, fenced, fencedSchema: follow.copy.schema };
+        const deadline = Date.now() + sliceMs;
+        let applied = 0;
+        let lagBytes: number | null = null;
+        while (Date.now() < deadline) {
+          const r = await applyReverse(deps.nodePools, stream, { deadline, onBatch: (n) => heartbeat(applied + n) });
+          applied += r.changes;
+          lagBytes = r.lagBytes;
+          heartbeat(applied);
+          if (r.drained) await new Promise((resolve) => setTimeout(resolve, Math.min(200, Math.max(0, deadline - Date.now()))));
+        }
+        return { state: 'following', applied, lagBytes };
+      });
+    },
+
+    /** A reverse stream that broke: its slot and publication go (a move back then copies in full). */
+    async endReverse(movementId: string, placementNodeId: number): Promise<void> {
+      const placement = await getNode(deps.catalog, placementNodeId);
+      await runOn([placement], () => stopReverseCapture(deps.nodePools, placement, movementId));
+    },
+
     /** The fenced copies a cutover leaves on the sources, by node id and name (no DSN travels in the workflow). */
     async fencedCopies(plan: MovementPlan): Promise<FencedCopy[]> {
       const copy = (node: NodeRecord, schema: string, shardId: number): FencedCopy => ({ nodeId: node.id, node: node.name, schema, shardId });
@@ -227,13 +287,22 @@ export function createMovementActivities(deps: MovementDeps) {
         : plan.sources.map((s) => copy(s.node, fencedSourceName(plan, s), s.shardId));
     },
 
-    /** After the grace period: the fenced copies on the sources go (their nodes as the catalog has them now). */
-    async dropFencedCopies(copies: FencedCopy[]): Promise<void> {
+    /**
+     * After the grace period: the fenced copies on the sources go (their nodes as the catalog has them
+     * now), with the move's reverse stream. 'busy' (nothing dropped) while a move back of it runs.
+     */
+    async dropFencedCopies(copies: FencedCopy[], reverse?: Pick<ReverseFollow, 'movementId' | 'placementNodeId'>): Promise<'dropped' | 'busy'> {
       return run(async () => {
+        if (reverse) {
+          const placement = await getNode(deps.catalog, reverse.placementNodeId);
+          const fenced = await getNode(deps.catalog, copies[0]!.nodeId);
+          return runOn([placement, fenced], () => dropFencedCopyUnlessReversing(deps.catalog, deps.nodePools, reverse.movementId, placement, fenced, copies[0]!));
+        }
         for (const c of copies) {
           const node = await getNode(deps.catalog, c.nodeId);
           await runOn([node], () => dropSchemaGuarded(deps.catalog, deps.nodePools, node, c.schema, [c.shardId]));
         }
+        return 'dropped' as const;
       });
     },
 
@@ -242,6 +311,7 @@ export function createMovementActivities(deps: MovementDeps) {
       return runOn(nodesOf(plan), async () => {
         if (plan.operation === 'move') {
           await stopStreaming(deps.nodePools, endpoints(plan), plan.names);
+          await stopReverseCapture(deps.nodePools, plan.target, plan.movementId);
           await dropVerifySlots(deps.nodePools, plan);
           await dropTargetShard(deps.catalog, deps.nodePools, plan.target, plan.shard);
           return;

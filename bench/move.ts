@@ -183,7 +183,7 @@ async function shardIdOf(fleet: BenchFleet, table: string): Promise<number | und
 }
 
 /** Writers incrementing random rows through the router; every acknowledged increment is counted per key. */
-class ForegroundLoad {
+export class ForegroundLoad {
   private running = false;
   private workers: Promise<void>[] = [];
   private readonly acknowledged = new Map<number, number>();

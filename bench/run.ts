@@ -5,6 +5,7 @@
 const benches: Record<string, () => Promise<{ run(args: string[]): Promise<void> }>> = {
   router: () => import('./router.js'),
   move: () => import('./move.js'),
+  reverse: () => import('./reverse.js'),
   forecast: () => import('./forecast.js'),
   retrain: () => import('./retrain.js'),
 };

@@ -337,6 +337,9 @@ async function runMovement(cfg: Config, opts: MovementFlags, start: (options: Sh
     const what =
       r.operation === 'split' ? `split shard ${r.shardId} into ${r.shards.join(' and ')}` : r.operation === 'merge' ? `merged into shard ${r.shards[0]}` : `moved shard ${r.shardId}`;
     const dropped = `${r.fencedCopy.dropAt.slice(11, 19)} UTC`;
+    if (r.movedBack) {
+      console.log(r.movedBack.cutoverOnly ? `moved back within the grace period of ${r.movedBack.of}: a cutover only, no copy` : `moved back by a full move (${r.movedBack.why ?? 'no reverse stream'})`);
+    }
     console.log(`${what}: ${r.source} → ${r.target} (writes blocked ${r.cutoverBlockedMs} ms at cutover); done; fenced copy on ${r.fencedCopy.nodes} dropped at ${dropped}`);
   });
 }
@@ -367,8 +370,9 @@ function nodeList(value: string): [string, string] {
 movementCommand('move', 'move a shard (its whole colocation group) to another node, online (a Temporal workflow)')
   .argument('[shard]', 'shard id', shardId)
   .option('--to <node>', 'target node')
-  .option('--reverse <movement>', 'undo a finished movement (shard id or workflow id): move back, merge a split, split a merge')
-  .action(async (shard: number | undefined, opts: MovementFlags & { to?: string; reverse?: string }) => {
+  .option('--reverse <movement>', 'undo a finished movement (shard id or workflow id): move back (a cutover only within the grace period), merge a split, split a merge')
+  .option('--no-fallback', 'with --reverse: refuse (and change nothing) when the move back cannot be a cutover only, instead of copying in full')
+  .action(async (shard: number | undefined, opts: MovementFlags & { to?: string; reverse?: string; fallback: boolean }) => {
     const cfg = config();
     if (opts.reverse !== undefined) {
       if (shard !== undefined || opts.to !== undefined) throw new InvalidArgumentError('--reverse takes the movement only: no shard, no --to');
@@ -376,7 +380,7 @@ movementCommand('move', 'move a shard (its whole colocation group) to another no
       const options = movementOptions(cfg, opts);
       await runMovement(cfg, opts, (o) =>
         reverse.operation === 'move'
-          ? startMove(o, { ...options, shardId: reverse.shardId, targetNode: reverse.targetNode })
+          ? startMove(o, { ...options, shardId: reverse.shardId, targetNode: reverse.targetNode, reverseOf: reverse.of, reverseFallback: opts.fallback })
           : reverse.operation === 'merge'
             ? startMerge(o, { ...options, shardIds: reverse.shardIds, targetNode: reverse.targetNode })
             : startSplit(o, { ...options, shardId: reverse.shardId, targetNodes: reverse.splitTargets, at: reverse.splitAt }),

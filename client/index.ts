@@ -125,6 +125,13 @@ export interface MovementOptions {
 export interface MoveRequest extends MovementOptions {
   shardId: number;
   targetNode: string;
+  /**
+   * A move back: the id of the move it reverses (a finished move of this shard to where it is now;
+   * `targetNode` is that move's source). Within that move's grace period it is a cutover only.
+   */
+  reverseOf?: string;
+  /** After the grace period (or with the reverse stream broken): copy in full (default), or refuse and change nothing. */
+  reverseFallback?: boolean;
 }
 
 export interface SplitRequest extends MovementOptions {
@@ -161,7 +168,11 @@ function checkNodeName(name: unknown, what: string): string {
 export async function startMove(options: ShardcastClientOptions, request: MoveRequest): Promise<WorkflowHandleWithFirstExecutionRunId> {
   checkShardId(request.shardId);
   checkNodeName(request.targetNode, 'target node');
-  return startMovement(options, request, { operation: 'move', shardId: request.shardId, targetNode: request.targetNode });
+  if (request.reverseOf !== undefined && (typeof request.reverseOf !== 'string' || !/^[a-z0-9_]{1,40}$/.test(request.reverseOf))) {
+    throw new InvalidInputError(`${JSON.stringify(request.reverseOf)} is not a movement id`);
+  }
+  const back = request.reverseOf ? { reverseOf: request.reverseOf, ...(request.reverseFallback === false ? { reverseFallback: false } : {}) } : {};
+  return startMovement(options, request, { operation: 'move', shardId: request.shardId, targetNode: request.targetNode, ...back });
 }
 
 /** Starts splitting a shard in two, each half to a node of choice (DESIGN §3). */
@@ -184,7 +195,7 @@ export async function startMerge(options: ShardcastClientOptions, request: Merge
   return startMovement(options, request, { operation: 'merge', shardId: Math.min(a, b), mergeWith: Math.max(a, b), targetNode: request.targetNode });
 }
 
-type Operation = Pick<MoveShardInput, 'operation' | 'shardId' | 'targetNode' | 'splitTargets' | 'splitAt' | 'mergeWith'>;
+type Operation = Pick<MoveShardInput, 'operation' | 'shardId' | 'targetNode' | 'splitTargets' | 'splitAt' | 'mergeWith' | 'reverseOf' | 'reverseFallback'>;
 
 async function startMovement(options: ShardcastClientOptions, request: MovementOptions, op: Operation): Promise<WorkflowHandleWithFirstExecutionRunId> {
   const workflowId = moveWorkflowId(op.shardId, options.workflowIdPrefix);

@@ -54,7 +54,7 @@ export interface MoveShardInput extends MovementRequest {
    * Set by continue-as-new: the plan (none yet while queued) and progress of the run before; `forward`
    * when it was finishing a committed switch (the new run only goes on finishing it).
    */
-  resume?: { plan?: MovementPlan; progress: MovementProgress; forward?: { failures: number; lastError: string } };
+  resume?: { plan?: MovementPlan; progress: MovementProgress; forward?: { failures: number; lastError: string; reversible?: boolean } };
   /** Verify phase: rows per compared chunk (default 20,000) and seconds per verify activity between progress reports (default 10). */
   verifyChunkRows?: number;
   verifySliceSeconds?: number;
@@ -79,11 +79,13 @@ export interface MoveShardResult {
   fencedCopy: { nodes: string; dropAt: string; workflowId: string | null };
   /** The movement that undoes this one (`shardcast move --reverse`). */
   reverse: ReverseMovement;
+  /** A move back: a cutover only (within the grace period of the move it reversed), or a full move (and why). */
+  movedBack?: { of: string; cutoverOnly: boolean; why?: string };
 }
 
 /** Undo after a cutover is a movement the other way: a move back, a merge of a split's halves, a split of a merge. */
 export type ReverseMovement =
-  | { operation: 'move'; shardId: number; targetNode: string }
+  | { operation: 'move'; shardId: number; targetNode: string; /** The move being reversed: within its grace period, the move back is a cutover only. */ of?: string }
   | { operation: 'merge'; shardIds: [number, number]; targetNode: string }
   | { operation: 'split'; shardId: number; splitTargets: [string, string]; splitAt: string };
 
@@ -121,6 +123,8 @@ export interface MovementProgress {
   /** Verify phase: rows compared so far, and an estimate of the rows to compare (the ETA is `etaSeconds`). */
   rowsVerified?: number;
   rowsToVerify?: number;
+  /** A move back: a cutover only, or a full move and why. */
+  movedBack?: MoveShardResult['movedBack'];
 }
 
 /** Why a movement waits for a slot: a node it involves already runs `running` movements of `limit`. */
@@ -139,6 +143,33 @@ export interface DropFencedCopyInput {
   copies: FencedCopy[];
   /** When to drop them (ISO time). */
   dropAt: string;
+  /** A move's copy is kept in sync from the new placement until then (reverse replication). */
+  reverse?: Omit<ReverseFollow, 'copy'>;
+}
+
+/** A reverse stream: the move's, from its new placement (by node id) into its fenced copy. */
+export interface ReverseFollow {
+  movementId: string;
+  placementNodeId: number;
+  placementNode: string;
+  copy: FencedCopy;
+}
+
+export interface ReverseFollowResult {
+  /** following: in sync as of now; gone: the fenced copy is gone (moved back, dropped); lost: the stream broke (dropped). */
+  state: 'following' | 'gone' | 'lost';
+  applied: number;
+  lagBytes: number | null;
+}
+
+/** The drop-fenced-copy workflow's `progress`: whether the copy follows the new placement, and how far behind. */
+export interface FencedCopyProgress {
+  dropAt: string;
+  reverse: 'following' | 'gone' | 'lost' | 'off';
+  /** WAL of the new placement not yet applied to the fenced copy, in bytes (null before the first measure). */
+  reverseLagBytes: number | null;
+  changesApplied: number;
+  dropped: boolean;
 }
 
 /** A fenced source copy: by node id and name (no DSN: the activity reads it from the catalog). */
@@ -151,6 +182,7 @@ export interface FencedCopy {
 }
 
 export const movementProgressQuery = defineQuery<MovementProgress>('progress');
+export const fencedCopyProgressQuery = defineQuery<FencedCopyProgress>('progress');
 export const pauseSignal = defineSignal('pause');
 export const resumeSignal = defineSignal('resume');
 export const approveSignal = defineSignal('approve');

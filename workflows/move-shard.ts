@@ -9,6 +9,7 @@ import {
   isCancellation,
   log,
   ParentClosePolicy,
+  patched,
   proxyActivities,
   setCurrentDetails,
   setHandler,
@@ -26,11 +27,13 @@ import { approvalReason } from '../src/movement/approval.js';
 import { SA_GROUP, SA_OPERATION, SA_PHASE, SA_SHARD, SA_SOURCE_NODE, SA_TARGET_NODE } from '../src/search-attributes.js';
 import {
   approveSignal,
+  fencedCopyProgressQuery,
   movementProgressQuery,
   pauseSignal,
   rejectSignal,
   resumeSignal,
   type DropFencedCopyInput,
+  type FencedCopyProgress,
   type MoveShardInput,
   type MoveShardResult,
   type MovementPhase,
@@ -127,7 +130,7 @@ function failureText(err: unknown): string {
 }
 
 function reverseOf(plan: MovementPlan): ReverseMovement {
-  if (plan.operation === 'move') return { operation: 'move', shardId: plan.shard.shardId, targetNode: plan.source.name };
+  if (plan.operation === 'move') return { operation: 'move', shardId: plan.shard.shardId, targetNode: plan.source.name, of: plan.movementId };
   if (plan.operation === 'split') {
     return { operation: 'merge', shardIds: [plan.targets[0]!.shardId, plan.targets[1]!.shardId], targetNode: plan.sources[0]!.node.name };
   }
@@ -231,6 +234,7 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
           mergeWith: input.mergeWith,
           maxMovesPerNode: input.maxMovesPerNode,
           workflowId: input.workflowId,
+          ...(input.reverseOf ? { reverseOf: input.reverseOf, reverseFallback: input.reverseFallback } : {}),
         },
       ]);
       if ('plan' in begun) {
@@ -283,6 +287,12 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
       { key: SA_SOURCE_NODE, value: nodes.sources },
       { key: SA_TARGET_NODE, value: nodes.targets },
     ]);
+    if (p.operation === 'move' && input.reverseOf) {
+      progress.movedBack = p.reverse ? { of: p.reverse.of, cutoverOnly: true } : { of: input.reverseOf, cutoverOnly: false, why: p.reverseFallback };
+      // Within the grace period the fenced copy is in sync: nothing to prepare or copy.
+      if (p.reverse) return p;
+      log.info(`moving back by a full move: ${p.reverseFallback ?? ''}`);
+    }
     await step.prepareTarget.executeWithOptions({ ...STEP_RUN, summary: `create the new tables on ${nodes.targets}` }, [p]);
 
     enter('copy', `copying ${nodes.schemas} from ${nodes.sources} to ${nodes.targets}`);
@@ -346,17 +356,19 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
    * workflow drops it. The child is abandoned by this workflow (it outlives it, durably: its timer is
    * in its own history), so the movement's workflow id and lease are free at once.
    */
-  const dropFencedCopyLater = async (p: MovementPlan, sources: string): Promise<MoveShardResult['fencedCopy']> => {
+  const dropFencedCopyLater = async (p: MovementPlan, sources: string, reversible: boolean): Promise<MoveShardResult['fencedCopy']> => {
     const copies = await step.fencedCopies(p);
     const dropAt = new Date(Date.now() + input.graceSeconds * 1000).toISOString();
+    // The fenced copy follows the new placement until it goes (reverse replication).
+    const reverse = reversible && p.operation === 'move' ? { movementId: p.movementId, placementNodeId: p.target.id, placementNode: p.target.name } : undefined;
     if (input.graceSeconds <= 0) {
-      await step.dropFencedCopies.executeWithOptions({ ...STEP_RUN, summary: `drop the fenced copy on ${sources}` }, [copies]);
+      await step.dropFencedCopies.executeWithOptions({ ...STEP_RUN, summary: `drop the fenced copy on ${sources}` }, reverse ? [copies, reverse] : [copies]);
       return { nodes: sources, dropAt, workflowId: null };
     }
     const workflowId = `${input.workflowId}-drop-fenced-${input.movementId}`; // from the input, so that a replay under another id still matches
     await startChild(dropFencedCopy, {
       workflowId,
-      args: [{ movementId: input.movementId, what, copies, dropAt }],
+      args: [{ movementId: input.movementId, what, copies, dropAt, ...(reverse ? { reverse } : {}) }],
       parentClosePolicy: ParentClosePolicy.ABANDON,
       staticSummary: `drop the fenced copy of ${what} on ${sources} at ${clock(new Date(dropAt))}`,
       typedSearchAttributes: [
@@ -372,6 +384,8 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
    * prepared), each failed round reported (details, a warning; the gauge
    * shardcast_movements_switched_unfinished alerts), without end. A long wait continues as new here.
    */
+  /** Whether a reverse stream was started for a move back within grace (kept across a forward continue-as-new). */
+  let reversible = input.resume?.forward?.reversible ?? false;
   const finishForward = async (p: MovementPlan, from: { failures: number; lastError: string }): Promise<Awaited<ReturnType<Activities['cutover']>>> => {
     const nodes = planNodes(p);
     let { failures, lastError } = from;
@@ -390,7 +404,7 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
       const info = workflowInfo();
       if (info.continueAsNewSuggested || info.historyLength > (input.historyLimit ?? 10_000)) {
         await condition(allHandlersFinished);
-        await continueAsNew<typeof moveShard>({ ...input, resume: { plan: p, progress, forward: { failures, lastError } } });
+        await continueAsNew<typeof moveShard>({ ...input, resume: { plan: p, progress, forward: { failures, lastError, reversible } } });
       }
     }
   };
@@ -408,12 +422,14 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
       cutOver = true;
       switched = await CancellationScope.nonCancellable(() => finishForward(p, input.resume!.forward!));
     } else {
-      await catchUp(p);
+      // A move back within the grace period: its copy is the fenced one, kept in sync; the cutover checks it.
+      const cutoverOnly = p.operation === 'move' && p.reverse !== undefined;
+      if (!cutoverOnly) await catchUp(p);
 
       // Verify: chunk digests in consistent snapshots, one slice per activity so that progress shows.
-      enter('verify', `verifying ${nodes.sources} against ${nodes.targets}`);
+      if (!cutoverOnly) enter('verify', `verifying ${nodes.sources} against ${nodes.targets}`);
       let verified: VerifyProgress | undefined;
-      do {
+      while (!cutoverOnly) {
         verified = await step.verify.executeWithOptions({ ...STEP_RUN, summary: 'compare chunk digests in consistent snapshots' }, [
           p,
           verified,
@@ -422,7 +438,8 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
         ]);
         Object.assign(progress, { verifyBlockedMs: verified.blockedMs, rowsVerified: verified.rowsVerified, rowsToVerify: verified.rowsTotal, etaSeconds: verified.etaSeconds });
         setCurrentDetails(`verify: ${verified.rowsVerified} of ~${verified.rowsTotal} rows${verified.etaSeconds !== null ? `, eta ${verified.etaSeconds} s` : ''}, writes blocked ${verified.blockedMs} ms`);
-      } while (!verified.done);
+        if (verified.done) break;
+      }
 
       progress.approvalReason = approvalReason(input, p.bytes, new Date());
       let pausedSinceCatchUp = false;
@@ -457,6 +474,11 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
         await catchUp(p);
       }
 
+      // The reverse stream starts before the cutover (a slot's creation waits for running transactions; the cutover prepares some).
+      if (p.operation === 'move' && !cutoverOnly && patched('reverse-capture')) {
+        reversible = await step.startReverseCapture.executeWithOptions({ ...STEP_RUN, summary: `reverse stream on ${nodes.targets}, for a move back within grace` }, [p]);
+      }
+
       enter('cutover', `switching ${nodes.schemas} to ${nodes.targets}`);
       try {
         switched = await step.cutover.executeWithOptions({ ...STEP_RUN, summary: `cutover ${nodes.schemas}: ${nodes.sources} → ${nodes.targets}` }, [p]);
@@ -480,7 +502,7 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
     await step.stopStreaming.executeWithOptions({ ...STEP_RUN, summary: 'drop subscription, slot and publication' }, [p]);
     // The node's movement slot is free from here: the grace period holds no lease.
     await step.finishMove(input.movementId, 'done');
-    const fencedCopy = await dropFencedCopyLater(p, nodes.sources);
+    const fencedCopy = await dropFencedCopyLater(p, nodes.sources, reversible);
     enter('done', `${what}: done, writes blocked ${switched.blockedMs} ms at cutover; fenced copy on ${nodes.sources} dropped at ${clock(new Date(fencedCopy.dropAt))}`);
     return {
       movementId: input.movementId,
@@ -492,6 +514,7 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
       cutoverBlockedMs: switched.blockedMs,
       fencedCopy,
       reverse: reverseOf(p),
+      ...(progress.movedBack ? { movedBack: progress.movedBack } : {}),
     };
   } catch (err) {
     if (err instanceof ContinueAsNew) throw err;
@@ -542,9 +565,51 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
  */
 export async function dropFencedCopy(input: DropFencedCopyInput): Promise<void> {
   const nodes = [...new Set(input.copies.map((c) => c.node))].join(',');
+  const progress: FencedCopyProgress = { dropAt: input.dropAt, reverse: input.reverse ? 'following' : 'off', reverseLagBytes: null, changesApplied: 0, dropped: false };
+  setHandler(fencedCopyProgressQuery, () => progress);
   setCurrentDetails(`the fenced copy of ${input.what} on ${nodes} goes at ${clock(new Date(input.dropAt))}`);
+  if (input.reverse) await followReverse(input, progress);
   const wait = Date.parse(input.dropAt) - Date.now();
-  if (wait > 0) await sleep(wait);
-  await proxyActivities<Activities>(UNDO).dropFencedCopies.executeWithOptions({ ...UNDO, summary: `drop the fenced copy on ${nodes}` }, [input.copies]);
-  setCurrentDetails(`the fenced copy of ${input.what} on ${nodes} was dropped`);
+  if (wait > 0 && progress.reverse !== 'gone') await sleep(wait);
+  const undo = proxyActivities<Activities>(UNDO);
+  const args: Parameters<Activities['dropFencedCopies']> = input.reverse ? [input.copies, input.reverse] : [input.copies];
+  // While a move back of this movement runs, its copy is in use: asked again shortly.
+  while ((await undo.dropFencedCopies.executeWithOptions({ ...UNDO, summary: `drop the fenced copy on ${nodes}` }, args)) === 'busy') {
+    setCurrentDetails(`the fenced copy of ${input.what} on ${nodes} is being moved back into service`);
+    await sleep('5 seconds');
+  }
+  progress.dropped = true;
+  setCurrentDetails(`the fenced copy of ${input.what} on ${nodes} was ${progress.reverse === 'gone' ? 'moved back into service' : 'dropped'}`);
+}
+
+// Following the new placement: a slice per activity (heartbeating), retried across worker restarts.
+const FOLLOW = {
+  startToCloseTimeout: '2 minutes',
+  heartbeatTimeout: '10 seconds',
+  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 20, nonRetryableErrorTypes: NON_RETRYABLE },
+} as const;
+const FOLLOW_SLICE_MS = 5_000; // progress (the lag) is reported after every slice
+
+/** Applies the reverse stream into the fenced copy until the grace period ends, the copy is gone, or the stream breaks. */
+async function followReverse(input: DropFencedCopyInput, progress: FencedCopyProgress): Promise<void> {
+  const reverse = input.reverse!;
+  const follow = proxyActivities<Activities>(FOLLOW);
+  const stream = { ...reverse, copy: input.copies[0]! };
+  for (;;) {
+    const left = Date.parse(input.dropAt) - Date.now();
+    if (left <= 0 || progress.reverse !== 'following') return;
+    try {
+      const r = await follow.followReverse.executeWithOptions({ ...FOLLOW, summary: `keep the fenced copy in sync from ${reverse.placementNode}` }, [stream, Math.min(left, FOLLOW_SLICE_MS)]);
+      Object.assign(progress, { reverse: r.state, reverseLagBytes: r.lagBytes, changesApplied: progress.changesApplied + r.applied });
+    } catch (err) {
+      // A stream that cannot be applied is dropped: a move back then copies in full, rather than trust it.
+      log.warn('reverse stream broken: dropped', { movementId: input.movementId, error: failureText(err) });
+      await proxyActivities<Activities>(UNDO).endReverse(reverse.movementId, reverse.placementNodeId);
+      progress.reverse = 'lost';
+    }
+    setCurrentDetails(
+      `the fenced copy of ${input.what} ${progress.reverse === 'following' ? `follows ${reverse.placementNode} (lag ${progress.reverseLagBytes ?? '?'} bytes)` : `stopped following: ${progress.reverse}`}; goes at ${clock(new Date(input.dropAt))}`,
+    );
+    if (workflowInfo().historyLength > 5_000) await continueAsNew<typeof dropFencedCopy>(input);
+  }
 }

@@ -42,6 +42,18 @@ export interface CutoverOptions {
   verify?: 'counts' | 'checksums' | 'changes';
   /** Called while the cutover waits (activities heartbeat here). */
   onWait?: () => void;
+  /** A move back within the grace period (see reverse.ts): the target is the fenced copy an earlier move left. */
+  reverse?: ReverseCutover;
+}
+
+/** How a reverse cutover differs: the target's copy is a fenced schema kept in sync by the reverse stream, not a subscription. */
+export interface ReverseCutover {
+  /** The fenced schema on the target: unfenced and renamed back to the shard's schema by the switch. */
+  targetSchema: string;
+  /** Under the lock, instead of the watermark wait: apply the rest of the reverse stream. */
+  catchUp(source: pg.ClientBase): Promise<void>;
+  /** Under the lock, instead of the verify mode. */
+  verify(source: pg.ClientBase): Promise<void>;
 }
 
 export class VerificationError extends ShardcastError {
@@ -157,17 +169,21 @@ export async function prepareCutover(
     const tables = shard.tables.map((t) => `${quoteIdent(shard.schema)}.${quoteIdent(t.name)}`);
     lockedAt = await lockForCutover([{ client: sourceClient, tables }], options.lockTimeoutMs);
     lsn = await currentLsn(sourceClient);
-    await waitForTarget(deps, move, options);
+    if (options.reverse) await options.reverse.catchUp(sourceClient);
+    else await waitForTarget(deps, move, options);
     mark('caughtUp');
-    await verifyAtCutover(deps.pools, sourceClient, move, options.verify ?? 'checksums');
+    if (options.reverse) await options.reverse.verify(sourceClient);
+    else await verifyAtCutover(deps.pools, sourceClient, move, options.verify ?? 'checksums');
     mark('verified');
-    await copySequences(deps.pools, sourceClient, target, shard.schema);
+    const targetSchema = options.reverse?.targetSchema ?? shard.schema;
+    await copySequences(deps.pools, sourceClient, target, shard.schema, targetSchema);
     await fence(sourceClient, move);
     // The target's fence goes in a transaction prepared beside the source's: it is lifted only once the catalog has switched.
     targetClient = await deps.pools.get(target.dsn).connect();
     await targetClient.query('begin');
     await targetClient.query(`set local lock_timeout = ${options.lockTimeoutMs ?? 5000}`);
-    await dropFence(targetClient, shard.schema, shard.tables.map((t) => t.name));
+    await dropFence(targetClient, targetSchema, shard.tables.map((t) => t.name));
+    if (targetSchema !== shard.schema) await targetClient.query(`alter schema ${quoteIdent(targetSchema)} rename to ${quoteIdent(shard.schema)}`);
     await failpoint('cutover.before-switch');
     // The switch's transaction holds the lease row from before the first PREPARE: a replaced attempt stops here.
     catalogClient = await beginSwitch(deps, movementId, attempt);
@@ -460,14 +476,14 @@ async function verifyAtCutover(pools: NodePools, source: pg.ClientBase, move: Cu
 }
 
 /** Sequences owned by the shard's tables continue on the target where the source left them. */
-async function copySequences(pools: NodePools, source: pg.ClientBase, target: NodeRecord, schema: string): Promise<void> {
+async function copySequences(pools: NodePools, source: pg.ClientBase, target: NodeRecord, schema: string, targetSchema = schema): Promise<void> {
   const { rows } = await source.query<{ name: string; last_value: string | null }>(
     'select sequencename as name, last_value::text from pg_sequences where schemaname = $1',
     [schema],
   );
   for (const seq of rows) {
     if (seq.last_value === null) continue;
-    await pools.get(target.dsn).query('select setval($1::regclass, $2::bigint, true)', [`${quoteIdent(schema)}.${quoteIdent(seq.name)}`, seq.last_value]);
+    await pools.get(target.dsn).query('select setval($1::regclass, $2::bigint, true)', [`${quoteIdent(targetSchema)}.${quoteIdent(seq.name)}`, seq.last_value]);
   }
 }
 

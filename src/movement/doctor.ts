@@ -192,7 +192,7 @@ async function scanAll(deps: DoctorDeps, stateOf: (workflowId: string) => Promis
   const found: Leftover[] = [];
   for (const item of raw) {
     const m = item.movementId ? movements.get(item.movementId) : undefined;
-    const workflowId = m?.workflow_id ?? null;
+    const workflowId = m ? ownerOf(m, item) : null;
     let workflow: WorkflowState = workflowId ? await stateOf(workflowId) : 'unknown';
     if (item.kind === 'target-schema' && workflow !== 'running') {
       const node = nodes.find((n) => n.name === item.node)!;
@@ -210,13 +210,25 @@ async function scanAll(deps: DoctorDeps, stateOf: (workflowId: string) => Promis
 }
 
 /**
+ * The workflow that uses a movement's object: the movement's own while it runs; after it, the fenced
+ * copy and the reverse stream (`…_r`) belong to the child that follows and then drops them during
+ * the grace period (moveShard's dropFencedCopy), so they are leftovers only once that one is closed.
+ */
+function ownerOf(m: MovementRow, item: Pick<Leftover, 'kind' | 'name'>): string | null {
+  if (!m.workflow_id) return null;
+  const graceObject = item.kind === 'fenced-schema' || ((item.kind === 'slot' || item.kind === 'publication') && item.name.endsWith('_r'));
+  return graceObject && m.state !== 'running' ? `${m.workflow_id}-drop-fenced-${m.id}` : m.workflow_id;
+}
+
+/**
  * `sc_mv_<id>` (a move, a split's or merge's catalog gid), `sc_mv_<id>_<i>` (a split's or merge's
- * source i), with `_v` (a verify slot) or `_t`/`_t<i>` (a target's prepared fence drop) after either.
+ * source i), with `_v` (a verify slot), `_r` (a move's reverse stream) or `_t`/`_t<i>` (a target's
+ * prepared fence drop) after either.
  */
 export function movementOfName(movements: Map<string, unknown>, name: string): string | null {
   if (!name.startsWith('sc_mv_')) return null;
   const rest = name.slice('sc_mv_'.length);
-  const base = rest.replace(/_(v|t\d*)$/, '');
+  const base = rest.replace(/_(v|r|t\d*)$/, '');
   for (const candidate of [rest, base, base.replace(/_\d+$/, '')]) if (movements.has(candidate)) return candidate;
   return null;
 }

@@ -15,6 +15,8 @@ export interface MovementLease {
   otherShardIds?: number[];
   otherSourceNodeIds?: number[];
   workflowId?: string;
+  /** A move back within the grace period: the movement it reverses (whose fenced copy it needs). */
+  reverseOf?: string;
 }
 
 /** Another movement holds the shard: not retried, the operator is told which one. */
@@ -78,11 +80,13 @@ export async function acquireMovementLease(pool: pg.Pool, lease: MovementLease, 
         throw new NodeBusyError(nodes.rows.find((n) => n.id === row.node_id)?.name ?? `#${row.node_id}`, row.running, maxPerNode);
       }
     }
+    // The reversed movement's row serialises this lease with the drop of its fenced copy (dropFencedCopyUnlessReversing).
+    if (lease.reverseOf) await client.query('select 1 from shardcast.movements where id = $1 for update', [lease.reverseOf]);
     try {
       await client.query(
-        `insert into shardcast.movements (id, operation, shard_id, source_node_id, target_node_ids, other_shard_ids, other_source_node_ids, workflow_id)
-         values ($1, $2, $3, $4, $5::bigint[], $6::bigint[], $7::bigint[], $8)`,
-        [lease.id, lease.operation, lease.shardId, lease.sourceNodeId, lease.targetNodeIds, lease.otherShardIds ?? [], lease.otherSourceNodeIds ?? [], lease.workflowId ?? null],
+        `insert into shardcast.movements (id, operation, shard_id, source_node_id, target_node_ids, other_shard_ids, other_source_node_ids, workflow_id, reverse_of)
+         values ($1, $2, $3, $4, $5::bigint[], $6::bigint[], $7::bigint[], $8, $9)`,
+        [lease.id, lease.operation, lease.shardId, lease.sourceNodeId, lease.targetNodeIds, lease.otherShardIds ?? [], lease.otherSourceNodeIds ?? [], lease.workflowId ?? null, lease.reverseOf ?? null],
       );
     } catch (err) {
       // Two leases for one shard raced past the check: the unique index decides.

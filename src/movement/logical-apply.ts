@@ -134,9 +134,9 @@ export async function applyChanges(
   return { changes, drained };
 }
 
-type Op = { kind: 'row'; values: TupleValue[] } | { kind: 'delete'; key: TupleValue[] };
+export type Op = { kind: 'row'; values: TupleValue[] } | { kind: 'delete'; key: TupleValue[] };
 
-interface TableShape {
+export interface TableShape {
   table: ReshardPlan['tables'][number];
   relation: Relation;
   keyIndex: number;
@@ -274,7 +274,7 @@ function opsOf(target: Map<TableShape, Map<string, Op>>, shape: TableShape): Map
   return m;
 }
 
-function pkText(shape: TableShape, tuple: TupleValue[]): string {
+export function pkText(shape: TableShape, tuple: TupleValue[]): string {
   return JSON.stringify(shape.pkIndexes.map((i) => tuple[i] as string | null));
 }
 
@@ -283,7 +283,7 @@ function compositeLiteral(values: TupleValue[]): string {
   return `(${values.map((v) => (v === null || v === UNCHANGED ? '' : `"${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`)).join(',')})`;
 }
 
-async function writeOps(client: pg.ClientBase, schema: string, shape: TableShape, ops: Op[]): Promise<void> {
+export async function writeOps(client: pg.ClientBase, schema: string, shape: TableShape, ops: Op[]): Promise<void> {
   const table = `${quoteIdent(schema)}.${quoteIdent(shape.table.name)}`;
   const cols = shape.relation.columns.map((c) => quoteIdent(c.name));
   const pkCols = shape.pkIndexes.map((i) => cols[i]!);

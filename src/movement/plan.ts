@@ -5,6 +5,9 @@ import { InvalidInputError, NotFoundError } from '../errors.js';
 import { acquireMovementLease, type MovementOperation } from './lease.js';
 import { assertMovable, movementNames, shardTables, type MovementNames, type ShardTables } from './replication.js';
 import { planMerge, planSplit, type ReshardPlan } from './reshard-plan.js';
+import { fencedSchemaName } from './cutover.js';
+import { finishMovement } from './lease.js';
+import { reverseCaptureState } from './reverse.js';
 
 /**
  * Planning a movement (DESIGN §3): the request checked against the catalog and the nodes, the
@@ -24,6 +27,13 @@ export interface MovePlan {
   names: MovementNames;
   /** Size of the shard's tables on the source when the movement began. */
   bytes: number;
+  /**
+   * A move back within the grace period of move `of`: the target still holds the shard's fenced copy
+   * (`fencedSchema`), kept in sync by the reverse stream, so the movement is a cutover only.
+   */
+  reverse?: { of: string; fencedSchema: string };
+  /** A move back that could not be a cutover only, and why: it copies the shard as any move does. */
+  reverseFallback?: string;
 }
 
 export type MovementPlan = MovePlan | ReshardPlan;
@@ -43,6 +53,10 @@ export interface MovementRequest {
   /** Merge: the shard merged with `shardId`. */
   mergeWith?: number;
   maxMovesPerNode: number;
+  /** A move back: the move it reverses (its source is the target). */
+  reverseOf?: string;
+  /** When the move back cannot be a cutover only (grace over, stream broken): copy anyway (default) or refuse. */
+  reverseFallback?: boolean;
 }
 
 export interface PlanningDeps {
@@ -65,22 +79,79 @@ export async function planMovement(deps: PlanningDeps, request: MovementRequest)
 }
 
 async function planMove(deps: PlanningDeps, request: MovementRequest): Promise<MovePlan> {
-  if (!request.targetNode) throw new InvalidInputError('a move needs a target node');
   const names = movementNames(request.movementId);
   const { rows } = await deps.catalog.query<{ node_id: number }>('select node_id::int from shardcast.placements where shard_id = $1', [request.shardId]);
   if (!rows[0]) throw new NotFoundError(`shard ${request.shardId} does not exist`);
   const source = await getNode(deps.catalog, rows[0].node_id);
-  const target = await getNodeByName(deps.catalog, request.targetNode);
+  const reversed = request.reverseOf ? await reversedMove(deps, request, source) : undefined;
+  const targetNode = request.targetNode ?? reversed?.source.name;
+  if (!targetNode) throw new InvalidInputError('a move needs a target node');
+  const target = await getNodeByName(deps.catalog, targetNode);
   if (target.id === source.id) throw new InvalidInputError(`shard ${request.shardId} is already on ${target.name}`);
   if (target.state !== 'active') throw new InvalidInputError(`node ${target.name} is ${target.state}, not active: it cannot take shards`);
   const shard = await shardTables(deps.catalog, request.shardId);
   await assertMovable(deps.nodePools, source, shard);
+  if (reversed && target.id !== reversed.source.id) {
+    throw new InvalidInputError(`movement ${reversed.id} moved shard ${request.shardId} from ${reversed.source.name}: moving it back goes there, not to ${target.name}`);
+  }
+  // Refused before the lease, so that a refusal changes nothing; checked again under it (the grace period may end meanwhile).
+  const fallback = reversed ? await reverseBlocker(deps, reversed, shard.schema) : undefined;
+  if (reversed && fallback && request.reverseFallback === false) throw new InvalidInputError(`${fallback}; not moving it back by a full copy (fallback refused)`);
   await acquireMovementLease(
     deps.catalog,
-    { id: request.movementId, operation: 'move', shardId: request.shardId, sourceNodeId: source.id, targetNodeIds: [target.id], workflowId: request.workflowId },
+    {
+      id: request.movementId,
+      operation: 'move',
+      shardId: request.shardId,
+      sourceNodeId: source.id,
+      targetNodeIds: [target.id],
+      workflowId: request.workflowId,
+      reverseOf: reversed?.id,
+    },
     request.maxMovesPerNode,
   );
-  return { operation: 'move', movementId: request.movementId, shard, source, target, names, bytes: await schemaBytes(deps.nodePools, source, shard.schema) };
+  const plan: MovePlan = { operation: 'move', movementId: request.movementId, shard, source, target, names, bytes: await schemaBytes(deps.nodePools, source, shard.schema) };
+  if (!reversed) return plan;
+  const blocker = await reverseBlocker(deps, reversed, shard.schema);
+  if (!blocker) return { ...plan, reverse: { of: reversed.id, fencedSchema: fencedSchemaName(shard.schema, reversed.id) } };
+  if (request.reverseFallback === false) {
+    await finishMovement(deps.catalog, request.movementId, 'cancelled');
+    throw new InvalidInputError(`${blocker}; not moving it back by a full copy (fallback refused)`);
+  }
+  return { ...plan, reverseFallback: blocker };
+}
+
+interface ReversedMove {
+  id: string;
+  /** Where the move took the shard from (the move back goes there), and where it put it (the shard's node now). */
+  source: NodeRecord;
+  target: NodeRecord;
+}
+
+/** The move a move back reverses: a finished move of this shard that put it where it is now. Bad input otherwise. */
+async function reversedMove(deps: PlanningDeps, request: MovementRequest, placedOn: NodeRecord): Promise<ReversedMove> {
+  const id = request.reverseOf!;
+  const { rows } = await deps.catalog.query<{ operation: string; shard_id: number; state: string; source: number; target: number }>(
+    'select operation, shard_id::int, state, source_node_id::int as source, target_node_ids[1]::int as target from shardcast.movements where id = $1',
+    [id],
+  );
+  const m = rows[0];
+  if (!m) throw new NotFoundError(`there is no movement ${id}: nothing to move back`);
+  if (m.operation !== 'move' || m.shard_id !== request.shardId) throw new InvalidInputError(`movement ${id} is not a move of shard ${request.shardId}: nothing to move back`);
+  if (m.state !== 'done') throw new InvalidInputError(`movement ${id} of shard ${request.shardId} did not complete (${m.state}): nothing to move back`);
+  if (m.target !== placedOn.id) throw new InvalidInputError(`shard ${request.shardId} is on ${placedOn.name}, not where movement ${id} put it: it has moved since`);
+  return { id, source: await getNode(deps.catalog, m.source), target: placedOn };
+}
+
+/** Why the move back cannot be a cutover only (the fenced copy gone, the reverse stream missing or broken), or undefined when it can. */
+async function reverseBlocker(deps: PlanningDeps, reversed: ReversedMove, schema: string): Promise<string | undefined> {
+  const fenced = fencedSchemaName(schema, reversed.id);
+  const { rows } = await deps.nodePools.get(reversed.source.dsn).query('select 1 from pg_namespace where nspname = $1', [fenced]);
+  if (!rows.length) return `the fenced copy on ${reversed.source.name} is gone (the grace period of movement ${reversed.id} is over)`;
+  const state = await reverseCaptureState(deps.nodePools, reversed.target, reversed.id);
+  if (state === 'missing') return `the reverse stream of movement ${reversed.id} on ${reversed.target.name} is gone (ended with the grace period, or broken)`;
+  if (state === 'lost') return `the reverse stream of movement ${reversed.id} on ${reversed.target.name} lost WAL it needed (max_slot_wal_keep_size)`;
+  return undefined;
 }
 
 async function planReshard(deps: PlanningDeps, request: MovementRequest): Promise<ReshardPlan> {

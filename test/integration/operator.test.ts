@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDistributedTable, listQueuedMovements, moveResult, startMove } from '../../client/index.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
 import { acquireMovementLease, finishMovement } from '../../src/movement/lease.js';
+import { stopReverseCapture } from '../../src/movement/reverse.js';
 import { SA_PHASE } from '../../src/search-attributes.js';
 import { approveSignal, movementProgressQuery, pauseSignal, rejectSignal, resumeSignal, type MovementProgress } from '../../workflows/messages.js';
 import { adminQuery, createTestCatalog, expectNoMovementLeftovers, recordHistory, shardByIndex, startTestWorker, startWorkerProcess, uniqueName, until, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
@@ -101,6 +102,8 @@ describe('what an operator sees', () => {
     const { rows } = await adminQuery(catalog.nodeUrl('node-1'), `select count(*)::int as n from ${first.schema}.items`);
     expect(rows[0].n).toBe(1000);
     await child.terminate('test over');
+    // A terminated child leaves its reverse stream behind (the doctor cleans it: reverse.test.ts); dropped here as the doctor would.
+    expect(await stopReverseCapture(pools, catalog.nodes.find((n) => n.name === 'node-2')!, result.movementId)).toBe(true);
     await expectNoMovementLeftovers(pools, catalog.nodes);
   });
 
