@@ -71,6 +71,8 @@ export async function run(args: string[]): Promise<void> {
     const directTimes: number[] = [];
     const preparedTimes: number[] = [];
     const routedTimes: number[] = [];
+    // This process's CPU time per path: the client side's own cost, which load on the machine barely moves.
+    const cpuUs = { direct: 0, prepared: 0, routed: 0 };
     const sql = 'select id, owner, balance from accounts where id = $1';
     let seed = 12345;
     const nextKey = (): number => {
@@ -82,6 +84,7 @@ export async function run(args: string[]): Promise<void> {
       // Alternate which goes first so neither always follows the other.
       const order = ORDERS[i % ORDERS.length]!;
       for (const which of order) {
+        const cpu0 = process.cpuUsage();
         const t0 = process.hrtime.bigint();
         const result =
           which === 'direct'
@@ -90,6 +93,8 @@ export async function run(args: string[]): Promise<void> {
               ? await prepared.query({ name: 'lookup', text: 'select id, owner, balance from public.accounts where id = $1', values: [key] })
               : await router.forKey('accounts', key).query(sql, [key]);
         const us = Number(process.hrtime.bigint() - t0) / 1000;
+        const cpu = process.cpuUsage(cpu0);
+        if (i >= warmup) cpuUs[which] += cpu.user + cpu.system;
         if (result.rows[0]?.owner !== `owner-${key}`) throw new Error(`${which} lookup of ${key} returned ${JSON.stringify(result.rows)}`);
         if (i >= warmup) (which === 'direct' ? directTimes : which === 'prepared' ? preparedTimes : routedTimes).push(us);
       }
@@ -110,6 +115,11 @@ export async function run(args: string[]): Promise<void> {
       ratio_p50: round(p(routedTimes, 50) / p(preparedTimes, 50), 3),
       ratio_p99: round(p(routedTimes, 99) / p(preparedTimes, 99), 3),
       ratio_p50_vs_unprepared: round(p(routedTimes, 50) / p(directTimes, 50), 3),
+      client_cpu_us: {
+        direct: round(cpuUs.direct / queries),
+        prepared: round(cpuUs.prepared / queries),
+        routed: round(cpuUs.routed / queries),
+      },
       statements_qualified: router.statements.qualified,
       statements_set_path: router.statements.setPath,
       qualify_names: qualifyNames,

@@ -88,12 +88,13 @@ interface Analysis {
 }
 
 export interface QualifiedStatement {
+  qualified: true;
   text: string;
   /** The prepared statement's name: differs per qualified text, so per shard schema. */
   name: string;
 }
 
-export type Qualification = ({ qualified: true } & QualifiedStatement) | { qualified: false; reason: string };
+export type Qualification = QualifiedStatement | { qualified: false; reason: string };
 
 /** Statement texts kept analysed; the cache is dropped whole when full, as the texts an application sends are few. */
 const MAX_ANALYSES = 10_000;
@@ -120,10 +121,10 @@ export class StatementQualifier {
     let placed = analysis.bySchema.get(schema);
     if (!placed) {
       const text = analysis.parts.join(`${quoteIdent(schema)}.`);
-      placed = { text, name: `sc_q_${createHash('sha256').update(`qualified\u0000${text}`).digest('hex').slice(0, 24)}` };
+      placed = { qualified: true, text, name: `sc_q_${createHash('sha256').update(`qualified\u0000${text}`).digest('hex').slice(0, 24)}` };
       analysis.bySchema.set(schema, placed);
     }
-    return { qualified: true, ...placed };
+    return placed;
   }
 }
 

@@ -184,29 +184,14 @@ export class Router extends EventEmitter {
   /** The key's shard, for application SQL. Checks the table and the key's type now. */
   forKey(table: string, key: unknown): ShardHandle {
     if (typeof table !== 'string' || table.length === 0) throw new InvalidInputError('forKey: table name is required');
-    const router = this;
     // Routed now (a bad key fails here, clearly), again only once the map has changed.
-    let known = this.map.tables.has(table) ? { map: this.map, route: this.map.route(table, key) } : undefined;
-    const current = (): ShardRoute => {
-      if (known?.map !== router.map) known = { map: router.map, route: router.map.route(table, key) };
-      return known.route;
-    };
-    const resolve = async (): Promise<ShardRoute> => {
-      if (!router.map.tables.has(table)) await router.refresh();
-      return current();
-    };
-    return {
-      route: current,
-      query: async (sql, params) => {
-        if (router.mapStalenessMs > router.maxStalenessMs && !isReadOnlyStatement(sql)) await router.confirmMap();
-        return router.withPlacementRetry(resolve, (route) => router.runOnShard(route, sql, params));
-      },
-      transaction: async (fn) => {
-        // What the transaction will do is not known beforehand: it counts as a write.
-        if (router.mapStalenessMs > router.maxStalenessMs) await router.confirmMap();
-        return router.withPlacementRetry(resolve, (route) => router.transactionOnShard(route, fn));
-      },
-    };
+    return new KeyHandle(this, table, key, this.map.tables.has(table) ? this.map.route(table, key) : undefined);
+  }
+
+  /** @internal Before a write: refuses it when the map is too stale and cannot be confirmed. */
+  confirmIfStale(sql: string | undefined): Promise<void> | undefined {
+    if (performance.now() - this.confirmedAt <= this.maxStalenessMs) return undefined;
+    return sql === undefined || !isReadOnlyStatement(sql) ? this.confirmMap() : undefined;
   }
 
   /**
@@ -231,7 +216,7 @@ export class Router extends EventEmitter {
       table = tableNamedIn(sql, this.map);
       if (!table) throw new InvalidInputError('all: the SQL names no distributed table; pass { table } to say which shards to run on');
     }
-    if (this.mapStalenessMs > this.maxStalenessMs && !isReadOnlyStatement(sql)) await this.confirmMap();
+    await this.confirmIfStale(sql);
     return this.scatter<R>(table, sql, params);
   }
 
@@ -285,6 +270,7 @@ export class Router extends EventEmitter {
   /** The statement on one shard of the group, following a move; ShardRetired if the shard is gone from the map. */
   private runOnLiveShard<R extends pg.QueryResultRow>(group: string, route: ShardRoute, sql: string, params: unknown[] | undefined): Promise<pg.QueryResult<R>> {
     return this.withPlacementRetry(
+      undefined,
       async () => {
         const current = this.map.shardsOf(group).find((r) => r.shardId === route.shardId);
         // Split or merged away: this shard's rows now live in other shards of the new map.
@@ -357,7 +343,7 @@ export class Router extends EventEmitter {
     await this.catalog.end().catch(() => undefined);
   }
 
-  private get maxStalenessMs(): number {
+  get maxStalenessMs(): number {
     return this.options.maxStalenessMs ?? 60_000;
   }
 
@@ -440,30 +426,21 @@ export class Router extends EventEmitter {
    * The statement as sent to `schema`: schema-qualified when the rewrite can vouch for it, else the
    * application's text, to run after `SET search_path`.
    */
-  private placed(schema: string, sql: string): { statement: ScopedStatement; qualified: boolean } {
+  private placed(schema: string, sql: string): ScopedStatement & { qualified: boolean } {
     const q = this.qualifier?.qualify(sql, this.map.tables, schema);
     if (q?.qualified) {
       this.statements.qualified++;
-      return { statement: q, qualified: true };
+      return q;
     }
     this.statements.setPath++;
-    return { statement: { text: sql }, qualified: false };
+    return { text: sql, qualified: false };
   }
 
-  private async connect(dsn: string): Promise<pg.PoolClient> {
-    const client = await this.pools.get(dsn).connect();
-    if (!guarded.has(client)) {
-      // pg.Pool listens for errors only on idle clients: a node going away during a query would
-      // otherwise emit an unhandled 'error' and crash the application.
-      client.on('error', () => undefined);
-      guarded.add(client);
-    }
-    return client;
-  }
-
-  private async runOnShard<R extends pg.QueryResultRow>(route: ShardRoute, sql: string, params?: unknown[]): Promise<pg.QueryResult<R>> {
-    const client = await this.connect(route.dsn);
-    const { statement, qualified } = this.placed(route.schema, sql);
+  /** @internal */
+  async runOnShard<R extends pg.QueryResultRow>(route: ShardRoute, sql: string, params?: unknown[]): Promise<pg.QueryResult<R>> {
+    const client = guard(await this.pools.get(route.dsn).connect());
+    const statement = this.placed(route.schema, sql);
+    const qualified = statement.qualified;
     const switchPath = !qualified && this.connectionSchema.get(client) !== route.schema;
     const statementCacheSize = this.options.statementCacheSize ?? 100;
     let broken = false;
@@ -488,8 +465,9 @@ export class Router extends EventEmitter {
     }
   }
 
-  private async transactionOnShard<T>(route: ShardRoute, fn: (tx: RoutedQueryable) => Promise<T>): Promise<T> {
-    const client = await this.connect(route.dsn);
+  /** @internal */
+  async transactionOnShard<T>(route: ShardRoute, fn: (tx: RoutedQueryable) => Promise<T>): Promise<T> {
+    const client = guard(await this.pools.get(route.dsn).connect());
     let onSchema = this.connectionSchema.get(client) === route.schema;
     let broken = false;
     try {
@@ -497,7 +475,8 @@ export class Router extends EventEmitter {
       try {
         const tx: RoutedQueryable = {
           query: async <R extends pg.QueryResultRow>(sql: string, params?: unknown[]) => {
-            const { statement, qualified } = this.placed(route.schema, sql);
+            const statement = this.placed(route.schema, sql);
+            const qualified = statement.qualified;
             const result = await queryInSchema<R>(client, route.schema, statement, params, {
               switchPath: !qualified && !onSchema,
               statementCacheSize: this.options.statementCacheSize ?? 100,
@@ -526,11 +505,12 @@ export class Router extends EventEmitter {
   }
 
   /**
-   * Runs `work` on the key's current placement; if the shard turns out to have left that node (a
-   * fence error, or its schema gone after a map change), refreshes the map and retries once.
+   * @internal Runs `work` on the key's current placement (`known`, or else resolved); if the shard
+   * turns out to have left that node (a fence error, or its schema gone after a map change),
+   * refreshes the map and retries once.
    */
-  private async withPlacementRetry<T>(resolve: () => Promise<ShardRoute>, work: (route: ShardRoute) => Promise<T>): Promise<T> {
-    const route = await resolve();
+  async withPlacementRetry<T>(known: ShardRoute | undefined, resolve: () => Promise<ShardRoute>, work: (route: ShardRoute) => Promise<T>): Promise<T> {
+    const route = known ?? (await resolve());
     try {
       return await work(route);
     } catch (err) {
@@ -559,8 +539,66 @@ export class Router extends EventEmitter {
   }
 }
 
+/** The handle forKey returns: its route is computed once per map. */
+class KeyHandle implements ShardHandle {
+  private map: ShardMap;
+
+  constructor(
+    private readonly router: Router,
+    private readonly table: string,
+    private readonly key: unknown,
+    private known: ShardRoute | undefined,
+  ) {
+    this.map = router.shardMap;
+  }
+
+  route(): ShardRoute {
+    const map = this.router.shardMap;
+    if (this.known === undefined || this.map !== map) {
+      this.known = map.route(this.table, this.key);
+      this.map = map;
+    }
+    return this.known;
+  }
+
+  async query<R extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, params?: unknown[]): Promise<pg.QueryResult<R>> {
+    const stale = this.router.confirmIfStale(sql);
+    if (stale) await stale;
+    return this.router.withPlacementRetry(this.current(), () => this.resolve(), (route) => this.router.runOnShard<R>(route, sql, params));
+  }
+
+  async transaction<T>(fn: (tx: RoutedQueryable) => Promise<T>): Promise<T> {
+    // What the transaction will do is not known beforehand: it counts as a write.
+    const stale = this.router.confirmIfStale(undefined);
+    if (stale) await stale;
+    return this.router.withPlacementRetry(this.current(), () => this.resolve(), (route) => this.router.transactionOnShard(route, fn));
+  }
+
+  /** The route when the table is in the current map, without waiting. */
+  private current(): ShardRoute | undefined {
+    return this.router.shardMap.tables.has(this.table) ? this.route() : undefined;
+  }
+
+  private async resolve(): Promise<ShardRoute> {
+    if (!this.router.shardMap.tables.has(this.table)) await this.router.refresh();
+    return this.route();
+  }
+}
+
 /** Pooled node connections that already have an 'error' listener of the router's. */
 const guarded = new WeakSet<pg.PoolClient>();
+
+/**
+ * pg.Pool listens for errors only on idle clients: a node going away during a query would otherwise
+ * emit an unhandled 'error' on the checked-out client and crash the application.
+ */
+function guard(client: pg.PoolClient): pg.PoolClient {
+  if (!guarded.has(client)) {
+    client.on('error', () => undefined);
+    guarded.add(client);
+  }
+  return client;
+}
 
 /** A shard of a scatter query that the refreshed map no longer has (a split or merge retired it). */
 class ShardRetired extends Error {
