@@ -1,3 +1,4 @@
+import os from 'node:os';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { quoteIdent } from '../src/sql/ident.js';
@@ -28,6 +29,8 @@ export async function run(args: string[]): Promise<void> {
       warmup: { type: 'string', default: '2000' },
       shards: { type: 'string', default: '8' },
       pool: { type: 'string', default: '10' },
+      // --set-path measures the SET search_path path the rewrite replaced, for comparison.
+      'set-path': { type: 'boolean', default: false },
     },
   });
   const rows = Number(values.rows);
@@ -35,6 +38,9 @@ export async function run(args: string[]): Promise<void> {
   const warmup = Number(values.warmup);
   const shardCount = Number(values.shards);
   const poolSize = Number(values.pool);
+  const qualifyNames = !values['set-path'];
+  // Load on the machine (other work shares its cores): reported beside the figures.
+  const loadBefore = os.loadavg().map((l) => round(l, 2));
 
   const fleet = await startBenchFleet(1);
   try {
@@ -61,10 +67,12 @@ export async function run(args: string[]): Promise<void> {
     // Each path has a pool of its own, so that each runs on its own server process, as the router does.
     const direct = new pg.Pool({ connectionString: nodeUrl, max: poolSize });
     const prepared = new pg.Pool({ connectionString: nodeUrl, max: poolSize });
-    const router = await createRouter({ catalogUrl: fleet.catalogUrl, poolSize });
+    const router = await createRouter({ catalogUrl: fleet.catalogUrl, poolSize, qualifyNames });
     const directTimes: number[] = [];
     const preparedTimes: number[] = [];
     const routedTimes: number[] = [];
+    // This process's CPU time per path: the client side's own cost, which load on the machine barely moves.
+    const cpuUs = { direct: 0, prepared: 0, routed: 0 };
     const sql = 'select id, owner, balance from accounts where id = $1';
     let seed = 12345;
     const nextKey = (): number => {
@@ -76,6 +84,7 @@ export async function run(args: string[]): Promise<void> {
       // Alternate which goes first so neither always follows the other.
       const order = ORDERS[i % ORDERS.length]!;
       for (const which of order) {
+        const cpu0 = process.cpuUsage();
         const t0 = process.hrtime.bigint();
         const result =
           which === 'direct'
@@ -84,6 +93,8 @@ export async function run(args: string[]): Promise<void> {
               ? await prepared.query({ name: 'lookup', text: 'select id, owner, balance from public.accounts where id = $1', values: [key] })
               : await router.forKey('accounts', key).query(sql, [key]);
         const us = Number(process.hrtime.bigint() - t0) / 1000;
+        const cpu = process.cpuUsage(cpu0);
+        if (i >= warmup) cpuUs[which] += cpu.user + cpu.system;
         if (result.rows[0]?.owner !== `owner-${key}`) throw new Error(`${which} lookup of ${key} returned ${JSON.stringify(result.rows)}`);
         if (i >= warmup) (which === 'direct' ? directTimes : which === 'prepared' ? preparedTimes : routedTimes).push(us);
       }
@@ -92,16 +103,28 @@ export async function run(args: string[]): Promise<void> {
     await direct.end();
     await prepared.end();
     for (const times of [directTimes, preparedTimes, routedTimes]) times.sort((a, b) => a - b);
+    const p = (times: number[], q: number): number => percentile(times, q);
     const summary = {
       bench: 'router',
-      direct_p50_us: round(percentile(directTimes, 50)),
-      routed_p50_us: round(percentile(routedTimes, 50)),
-      routed_p99_us: round(percentile(routedTimes, 99)),
-      ratio_p50: round(percentile(routedTimes, 50) / percentile(directTimes, 50), 3),
-      // The router prepares statements (per shard schema) and pg.Pool's default does not; against a
-      // bare pool that prepares too, this is the router's own cost.
-      direct_prepared_p50_us: round(percentile(preparedTimes, 50)),
-      ratio_p50_vs_prepared: round(percentile(routedTimes, 50) / percentile(preparedTimes, 50), 3),
+      direct_p50_us: round(p(directTimes, 50)),
+      direct_prepared_p50_us: round(p(preparedTimes, 50)),
+      direct_prepared_p99_us: round(p(preparedTimes, 99)),
+      routed_p50_us: round(p(routedTimes, 50)),
+      routed_p99_us: round(p(routedTimes, 99)),
+      // The router prepares its statements (per shard schema); the fair comparison is a pool that does too.
+      ratio_p50: round(p(routedTimes, 50) / p(preparedTimes, 50), 3),
+      ratio_p99: round(p(routedTimes, 99) / p(preparedTimes, 99), 3),
+      ratio_p50_vs_unprepared: round(p(routedTimes, 50) / p(directTimes, 50), 3),
+      client_cpu_us: {
+        direct: round(cpuUs.direct / queries),
+        prepared: round(cpuUs.prepared / queries),
+        routed: round(cpuUs.routed / queries),
+      },
+      statements_qualified: router.statements.qualified,
+      statements_set_path: router.statements.setPath,
+      qualify_names: qualifyNames,
+      load_before: loadBefore,
+      load_after: os.loadavg().map((l) => round(l, 2)),
     };
     console.log(`rows ${rows}, ${shardCount} shards on 1 node, pools of ${poolSize} each, ${queries} lookups each way (after ${warmup} warm-up), interleaved`);
     console.log('            p50 µs   p90 µs   p99 µs');

@@ -1,8 +1,9 @@
 import { EventEmitter } from 'node:events';
 import pg from 'pg';
 import { NodePools } from '../catalog/node-pools.js';
-import { InvalidInputError, SHARD_FENCED_SQLSTATE, ShardcastError, UNDEFINED_SCHEMA_SQLSTATE, UNDEFINED_TABLE_SQLSTATE, UnknownTableError, sqlState } from '../errors.js';
-import { isStalePlanError, queryInSchema } from './scoped-query.js';
+import { errorMessage, InvalidInputError, SHARD_FENCED_SQLSTATE, ShardcastError, UNDEFINED_SCHEMA_SQLSTATE, UNDEFINED_TABLE_SQLSTATE, UnknownTableError, sqlState } from '../errors.js';
+import { loadSqlParser, StatementQualifier } from './qualify.js';
+import { isStalePlanError, queryInSchema, type ScopedStatement } from './scoped-query.js';
 import { coveredBy, keyComparator, planRescatter, ScatterInterruptedError, shardInterval, type KeyInterval } from './scatter.js';
 import { loadShardMap, type ShardMap, type ShardRoute } from './shard-map.js';
 import { isReadOnlyStatement, sqlWords } from './sql-words.js';
@@ -24,6 +25,24 @@ export interface RouterOptions {
    * transaction-mode pooler that cannot LISTEN: the version check and the moved-shard retry remain.
    */
   listen?: boolean;
+  /**
+   * Write each distributed table's shard schema into the SQL text (parsed once per text with
+   * PostgreSQL's parser) instead of sending `SET search_path` before it (default true). Statements
+   * the rewrite cannot vouch for still take the SET path: see qualify.ts.
+   */
+  qualifyNames?: boolean;
+  /** How long opening a connection to a node or the catalog may take (default 5000 ms). */
+  connectTimeoutMs?: number;
+  /** statement_timeout of application statements on the nodes (default 30000 ms; 0 for none). */
+  statementTimeoutMs?: number;
+  /** How long the router's own catalog queries (map loads, version checks) may take (default 5000 ms). */
+  catalogTimeoutMs?: number;
+  /**
+   * How old the map may get, counted from when the catalog last confirmed it, before writes are
+   * refused with MapTooStaleError (default 60000 ms). Reads go on being served from the map. A write
+   * past it first tries to confirm the map with the catalog, so a quiet router is not refused.
+   */
+  maxStalenessMs?: number;
 }
 
 export interface RoutedQueryable {
@@ -47,7 +66,35 @@ export interface ScatterResult<R> {
   shards: number;
 }
 
+/**
+ * A write refused because the cached map is older than `maxStalenessMs` and the catalog cannot be
+ * reached to confirm it: the shard may have moved meanwhile.
+ */
+export class MapTooStaleError extends ShardcastError {
+  constructor(
+    readonly stalenessMs: number,
+    readonly maxStalenessMs: number,
+    cause: unknown,
+  ) {
+    super(
+      'MAP_TOO_STALE',
+      `router: write refused: the shard map was last confirmed by the catalog ${Math.round(stalenessMs)} ms ago, over the maximum staleness of ` +
+        `${maxStalenessMs} ms, and the catalog cannot be reached to confirm it (${errorMessage(cause instanceof CatalogUnavailableError ? cause.cause : cause)})`,
+      { cause },
+    );
+  }
+}
+
+/** The catalog could not be read (down, unreachable, or too slow): the router keeps its map. */
+export class CatalogUnavailableError extends ShardcastError {
+  constructor(what: string, cause: unknown) {
+    super('CATALOG_UNAVAILABLE', `router: ${what}: the catalog cannot be reached (${errorMessage(cause)})`, { cause });
+  }
+}
+
 const NOTIFY_CHANNEL = 'shardcast_map';
+/** After a failed catalog read, how long stale writes fail at once instead of trying the catalog again. */
+const CATALOG_RETRY_MS = 1000;
 /** How many times a scatter statement follows shards split or merged away under it before giving up. */
 const MAX_RESCATTER_ROUNDS = 3;
 
@@ -65,13 +112,38 @@ export class Router extends EventEmitter {
   private listener?: pg.Client;
   private versionTimer?: NodeJS.Timeout;
   private refreshing?: Promise<ShardMap>;
+  private confirming?: Promise<void>;
+  /** When (performance.now()) the catalog last confirmed the map current. */
+  private confirmedAt = 0;
+  private lastCatalogFailure?: { at: number; err: unknown };
+  private readonly qualifier?: StatementQualifier;
+  /** Statements sent schema-qualified, and with a SET search_path (of the router's own statements). */
+  readonly statements = { qualified: 0, setPath: 0 };
   private closed = false;
 
   private constructor(private readonly options: RouterOptions) {
     super();
-    this.catalog = new pg.Pool({ connectionString: options.catalogUrl, max: 2, application_name: options.applicationName ?? 'shardcast-router' });
+    const catalogTimeoutMs = options.catalogTimeoutMs ?? 5000;
+    this.catalog = new pg.Pool({
+      connectionString: options.catalogUrl,
+      max: 2,
+      application_name: options.applicationName ?? 'shardcast-router',
+      connectionTimeoutMillis: options.connectTimeoutMs ?? 5000,
+      statement_timeout: catalogTimeoutMs,
+      // A catalog that stops answering without closing the connection: given up on the client side too.
+      query_timeout: catalogTimeoutMs + 1000,
+      keepAlive: true,
+    });
+    // Idle and checked-out catalog connections alike: a catalog going away must not crash the application.
     this.catalog.on('error', () => undefined);
-    this.pools = new NodePools({ max: options.poolSize ?? 10, applicationName: options.applicationName ?? 'shardcast-router', connectionTimeoutMillis: 10_000 });
+    this.catalog.on('connect', (client) => client.on('error', () => undefined));
+    this.pools = new NodePools({
+      max: options.poolSize ?? 10,
+      applicationName: options.applicationName ?? 'shardcast-router',
+      connectionTimeoutMillis: options.connectTimeoutMs ?? 5000,
+      limits: { statementTimeoutMs: options.statementTimeoutMs ?? 30_000, keepAliveMs: 10_000 },
+    });
+    if (options.qualifyNames !== false) this.qualifier = new StatementQualifier();
   }
 
   static async create(options: RouterOptions): Promise<Router> {
@@ -80,6 +152,7 @@ export class Router extends EventEmitter {
     }
     const router = new Router(options);
     try {
+      if (router.qualifier) await loadSqlParser();
       await router.refresh();
       if (options.listen !== false) await router.listen();
     } catch (err) {
@@ -88,7 +161,8 @@ export class Router extends EventEmitter {
     }
     const interval = options.versionCheckIntervalMs ?? 5000;
     if (interval > 0) {
-      router.versionTimer = setInterval(() => void router.checkVersion().catch((err: unknown) => router.emit('error', err)), interval);
+      // Failures are recorded and emitted as 'catalogError' (never 'error', which would throw without a listener).
+      router.versionTimer = setInterval(() => void router.checkVersion().catch(() => undefined), interval);
       router.versionTimer.unref();
     }
     return router;
@@ -102,25 +176,22 @@ export class Router extends EventEmitter {
     return this.map;
   }
 
+  /** How long ago the catalog last confirmed the cached map current (ms). */
+  get mapStalenessMs(): number {
+    return performance.now() - this.confirmedAt;
+  }
+
   /** The key's shard, for application SQL. Checks the table and the key's type now. */
   forKey(table: string, key: unknown): ShardHandle {
     if (typeof table !== 'string' || table.length === 0) throw new InvalidInputError('forKey: table name is required');
-    const router = this;
     // Routed now (a bad key fails here, clearly), again only once the map has changed.
-    let known = this.map.tables.has(table) ? { map: this.map, route: this.map.route(table, key) } : undefined;
-    const current = (): ShardRoute => {
-      if (known?.map !== router.map) known = { map: router.map, route: router.map.route(table, key) };
-      return known.route;
-    };
-    const resolve = async (): Promise<ShardRoute> => {
-      if (!router.map.tables.has(table)) await router.refresh();
-      return current();
-    };
-    return {
-      route: current,
-      query: (sql, params) => router.withPlacementRetry(resolve, (route) => router.runOnShard(route, sql, params)),
-      transaction: (fn) => router.withPlacementRetry(resolve, (route) => router.transactionOnShard(route, fn)),
-    };
+    return new KeyHandle(this, table, key, this.map.tables.has(table) ? this.map.route(table, key) : undefined);
+  }
+
+  /** @internal Before a write: refuses it when the map is too stale and cannot be confirmed. */
+  confirmIfStale(sql: string | undefined): Promise<void> | undefined {
+    if (performance.now() - this.confirmedAt <= this.maxStalenessMs) return undefined;
+    return sql === undefined || !isReadOnlyStatement(sql) ? this.confirmMap() : undefined;
   }
 
   /**
@@ -145,6 +216,7 @@ export class Router extends EventEmitter {
       table = tableNamedIn(sql, this.map);
       if (!table) throw new InvalidInputError('all: the SQL names no distributed table; pass { table } to say which shards to run on');
     }
+    await this.confirmIfStale(sql);
     return this.scatter<R>(table, sql, params);
   }
 
@@ -198,6 +270,7 @@ export class Router extends EventEmitter {
   /** The statement on one shard of the group, following a move; ShardRetired if the shard is gone from the map. */
   private runOnLiveShard<R extends pg.QueryResultRow>(group: string, route: ShardRoute, sql: string, params: unknown[] | undefined): Promise<pg.QueryResult<R>> {
     return this.withPlacementRetry(
+      undefined,
       async () => {
         const current = this.map.shardsOf(group).find((r) => r.shardId === route.shardId);
         // Split or merged away: this shard's rows now live in other shards of the new map.
@@ -208,11 +281,17 @@ export class Router extends EventEmitter {
     );
   }
 
-  /** Reloads the map when the catalog has a newer version (or always, with force). */
+  /**
+   * Reloads the map from the catalog. When the catalog cannot be reached the cached map stays and
+   * CatalogUnavailableError is thrown (and emitted as 'catalogError').
+   */
   async refresh(): Promise<ShardMap> {
     this.refreshing ??= (async () => {
-      const client = await this.catalog.connect();
+      const started = performance.now();
+      let client: pg.PoolClient | undefined;
+      let failed: unknown;
       try {
+        client = await this.catalog.connect();
         const map = await loadShardMap(client);
         if (!this.map || map.version >= this.map.version) {
           const previous = this.map?.version;
@@ -220,9 +299,14 @@ export class Router extends EventEmitter {
           if (previous !== undefined && previous !== map.version) this.emit('mapChanged', map.version);
           void this.pools.retain(map.dsns());
         }
+        this.confirmed(started);
         return this.map;
+      } catch (err) {
+        failed = err;
+        throw this.catalogFailed('loading the shard map', err);
       } finally {
-        client.release();
+        // A connection that failed mid-transaction is not put back.
+        client?.release(failed instanceof Error ? failed : undefined);
       }
     })().finally(() => {
       this.refreshing = undefined;
@@ -259,16 +343,62 @@ export class Router extends EventEmitter {
     await this.catalog.end().catch(() => undefined);
   }
 
+  get maxStalenessMs(): number {
+    return this.options.maxStalenessMs ?? 60_000;
+  }
+
+  /** Compares map_version with the catalog's, reloading the map when it is behind. */
   private async checkVersion(): Promise<void> {
-    const { rows } = await this.catalog.query<{ version: string }>('select version::text as version from shardcast.map_version');
-    if (Number(rows[0]!.version) > this.map.version) await this.refresh();
+    const started = performance.now();
+    let version: number;
+    try {
+      const { rows } = await this.catalog.query<{ version: string }>('select version::text as version from shardcast.map_version');
+      version = Number(rows[0]!.version);
+    } catch (err) {
+      throw this.catalogFailed('checking the map version', err);
+    }
+    if (version > this.map.version) await this.refresh();
+    else this.confirmed(started);
+  }
+
+  private confirmed(at: number): void {
+    if (at > this.confirmedAt) this.confirmedAt = at;
+    this.lastCatalogFailure = undefined;
+  }
+
+  private catalogFailed(what: string, err: unknown): CatalogUnavailableError {
+    const failure = err instanceof CatalogUnavailableError ? err : new CatalogUnavailableError(what, err);
+    this.lastCatalogFailure = { at: performance.now(), err: failure };
+    if (!this.closed) this.emit('catalogError', failure);
+    return failure;
+  }
+
+  /**
+   * Before a write on a map older than maxStalenessMs: confirms the map with the catalog, or refuses
+   * the write. Shortly after a failed attempt, refuses at once instead of waiting on the catalog again.
+   */
+  private async confirmMap(): Promise<void> {
+    const failure = this.lastCatalogFailure;
+    if (!failure || performance.now() - failure.at > CATALOG_RETRY_MS) {
+      this.confirming ??= this.checkVersion().finally(() => {
+        this.confirming = undefined;
+      });
+      await this.confirming.catch(() => undefined);
+    }
+    const staleness = this.mapStalenessMs;
+    if (staleness > this.maxStalenessMs) throw new MapTooStaleError(staleness, this.maxStalenessMs, this.lastCatalogFailure?.err ?? failure?.err);
   }
 
   private async listen(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.options.catalogUrl, application_name: 'shardcast-router-listen' });
+    const client = new pg.Client({
+      connectionString: this.options.catalogUrl,
+      application_name: 'shardcast-router-listen',
+      connectionTimeoutMillis: this.options.connectTimeoutMs ?? 5000,
+      keepAlive: true,
+    });
     client.on('notification', (msg) => {
       if (msg.channel === NOTIFY_CHANNEL && Number(msg.payload) > this.map.version) {
-        this.refresh().catch((err: unknown) => this.emit('error', err));
+        this.refresh().catch(() => undefined); // recorded and emitted as 'catalogError'
       }
     });
     client.on('error', () => undefined);
@@ -280,8 +410,8 @@ export class Router extends EventEmitter {
     await client.connect();
     await client.query(`listen ${NOTIFY_CHANNEL}`);
     this.listener = client;
-    // A change may have landed between the first load and LISTEN.
-    await this.checkVersion();
+    // A change may have landed between the first load and LISTEN (if the catalog fails here, the version check catches up).
+    await this.checkVersion().catch(() => undefined);
   }
 
   private relisten(attempt: number): void {
@@ -292,21 +422,38 @@ export class Router extends EventEmitter {
     timer.unref();
   }
 
-  private async runOnShard<R extends pg.QueryResultRow>(route: ShardRoute, sql: string, params?: unknown[]): Promise<pg.QueryResult<R>> {
-    const client = await this.pools.get(route.dsn).connect();
-    const switchPath = this.connectionSchema.get(client) !== route.schema;
+  /**
+   * The statement as sent to `schema`: schema-qualified when the rewrite can vouch for it, else the
+   * application's text, to run after `SET search_path`.
+   */
+  private placed(schema: string, sql: string): ScopedStatement & { qualified: boolean } {
+    const q = this.qualifier?.qualify(sql, this.map.tables, schema);
+    if (q?.qualified) {
+      this.statements.qualified++;
+      return q;
+    }
+    this.statements.setPath++;
+    return { text: sql, qualified: false };
+  }
+
+  /** @internal */
+  async runOnShard<R extends pg.QueryResultRow>(route: ShardRoute, sql: string, params?: unknown[]): Promise<pg.QueryResult<R>> {
+    const client = guard(await this.pools.get(route.dsn).connect());
+    const statement = this.placed(route.schema, sql);
+    const qualified = statement.qualified;
+    const switchPath = !qualified && this.connectionSchema.get(client) !== route.schema;
     const statementCacheSize = this.options.statementCacheSize ?? 100;
     let broken = false;
     try {
       let result: pg.QueryResult<R>;
       try {
-        result = await queryInSchema<R>(client, route.schema, sql, params, { switchPath, statementCacheSize });
+        result = await queryInSchema<R>(client, route.schema, statement, params, { switchPath, statementCacheSize });
       } catch (err) {
         // The table changed shape under a cached plan: the statement was dropped; prepare it anew.
         if (!isStalePlanError(err)) throw err;
-        result = await queryInSchema<R>(client, route.schema, sql, params, { switchPath: true, statementCacheSize });
+        result = await queryInSchema<R>(client, route.schema, statement, params, { switchPath: !qualified, statementCacheSize });
       }
-      this.connectionSchema.set(client, route.schema);
+      if (!qualified) this.connectionSchema.set(client, route.schema);
       return result;
     } catch (err) {
       // A SET sent with the failed statement ran in its implicit transaction and was undone with it.
@@ -318,8 +465,9 @@ export class Router extends EventEmitter {
     }
   }
 
-  private async transactionOnShard<T>(route: ShardRoute, fn: (tx: RoutedQueryable) => Promise<T>): Promise<T> {
-    const client = await this.pools.get(route.dsn).connect();
+  /** @internal */
+  async transactionOnShard<T>(route: ShardRoute, fn: (tx: RoutedQueryable) => Promise<T>): Promise<T> {
+    const client = guard(await this.pools.get(route.dsn).connect());
     let onSchema = this.connectionSchema.get(client) === route.schema;
     let broken = false;
     try {
@@ -327,11 +475,13 @@ export class Router extends EventEmitter {
       try {
         const tx: RoutedQueryable = {
           query: async <R extends pg.QueryResultRow>(sql: string, params?: unknown[]) => {
-            const result = await queryInSchema<R>(client, route.schema, sql, params, {
-              switchPath: !onSchema,
+            const statement = this.placed(route.schema, sql);
+            const qualified = statement.qualified;
+            const result = await queryInSchema<R>(client, route.schema, statement, params, {
+              switchPath: !qualified && !onSchema,
               statementCacheSize: this.options.statementCacheSize ?? 100,
             });
-            onSchema = true;
+            if (!qualified) onSchema = true;
             return result;
           },
         };
@@ -355,11 +505,12 @@ export class Router extends EventEmitter {
   }
 
   /**
-   * Runs `work` on the key's current placement; if the shard turns out to have left that node (a
-   * fence error, or its schema gone after a map change), refreshes the map and retries once.
+   * @internal Runs `work` on the key's current placement (`known`, or else resolved); if the shard
+   * turns out to have left that node (a fence error, or its schema gone after a map change),
+   * refreshes the map and retries once.
    */
-  private async withPlacementRetry<T>(resolve: () => Promise<ShardRoute>, work: (route: ShardRoute) => Promise<T>): Promise<T> {
-    const route = await resolve();
+  async withPlacementRetry<T>(known: ShardRoute | undefined, resolve: () => Promise<ShardRoute>, work: (route: ShardRoute) => Promise<T>): Promise<T> {
+    const route = known ?? (await resolve());
     try {
       return await work(route);
     } catch (err) {
@@ -367,7 +518,14 @@ export class Router extends EventEmitter {
       const fenced = code === SHARD_FENCED_SQLSTATE;
       if (!fenced && code !== UNDEFINED_TABLE_SQLSTATE && code !== UNDEFINED_SCHEMA_SQLSTATE) throw err;
       const versionAtFailure = this.map.version;
-      await this.refresh();
+      try {
+        await this.refresh();
+      } catch (refreshErr) {
+        throw new CatalogUnavailableError(
+          `shard ${route.shardId} is no longer at ${route.nodeName} (${route.schema}, SQLSTATE ${code}) and where it went cannot be learned`,
+          refreshErr instanceof CatalogUnavailableError ? refreshErr.cause : refreshErr,
+        );
+      }
       let next = await resolve();
       if (samePlacement(next, route) && fenced) {
         // The fence can commit a moment before the catalog switch: wait for the map to change.
@@ -379,6 +537,67 @@ export class Router extends EventEmitter {
       return work(next);
     }
   }
+}
+
+/** The handle forKey returns: its route is computed once per map. */
+class KeyHandle implements ShardHandle {
+  private map: ShardMap;
+
+  constructor(
+    private readonly router: Router,
+    private readonly table: string,
+    private readonly key: unknown,
+    private known: ShardRoute | undefined,
+  ) {
+    this.map = router.shardMap;
+  }
+
+  route(): ShardRoute {
+    const map = this.router.shardMap;
+    if (this.known === undefined || this.map !== map) {
+      this.known = map.route(this.table, this.key);
+      this.map = map;
+    }
+    return this.known;
+  }
+
+  async query<R extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, params?: unknown[]): Promise<pg.QueryResult<R>> {
+    const stale = this.router.confirmIfStale(sql);
+    if (stale) await stale;
+    return this.router.withPlacementRetry(this.current(), () => this.resolve(), (route) => this.router.runOnShard<R>(route, sql, params));
+  }
+
+  async transaction<T>(fn: (tx: RoutedQueryable) => Promise<T>): Promise<T> {
+    // What the transaction will do is not known beforehand: it counts as a write.
+    const stale = this.router.confirmIfStale(undefined);
+    if (stale) await stale;
+    return this.router.withPlacementRetry(this.current(), () => this.resolve(), (route) => this.router.transactionOnShard(route, fn));
+  }
+
+  /** The route when the table is in the current map, without waiting. */
+  private current(): ShardRoute | undefined {
+    return this.router.shardMap.tables.has(this.table) ? this.route() : undefined;
+  }
+
+  private async resolve(): Promise<ShardRoute> {
+    if (!this.router.shardMap.tables.has(this.table)) await this.router.refresh();
+    return this.route();
+  }
+}
+
+/** Pooled node connections that already have an 'error' listener of the router's. */
+const guarded = new WeakSet<pg.PoolClient>();
+
+/**
+ * pg.Pool listens for errors only on idle clients: a node going away during a query would otherwise
+ * emit an unhandled 'error' on the checked-out client and crash the application.
+ */
+function guard(client: pg.PoolClient): pg.PoolClient {
+  if (!guarded.has(client)) {
+    client.on('error', () => undefined);
+    guarded.add(client);
+  }
+  return client;
 }
 
 /** A shard of a scatter query that the refreshed map no longer has (a split or merge retired it). */

@@ -55,20 +55,21 @@ function statementName(schema: string, text: string): string {
 }
 
 export interface ScopedQueryOptions {
-  /** Send `SET search_path` first (false when the connection is known to be on the schema). */
+  /** Send `SET search_path` first (false when the connection is known to be on the schema, or the text is schema-qualified). */
   switchPath: boolean;
   /** Prepared statements kept per connection; 0 sends unnamed statements. */
   statementCacheSize: number;
 }
 
 /**
- * A query that runs inside one shard's schema in a single round trip: the `SET search_path` for the
- * shard and the application's statement go out together in one extended-protocol pipeline, before
- * one Sync, and the SET's CommandComplete is swallowed so the caller sees only its own result.
+ * A query that runs inside one shard's schema in a single round trip. A schema-qualified text (see
+ * qualify.ts) goes alone. Otherwise the `SET search_path` for the shard and the application's
+ * statement go out together in one extended-protocol pipeline, before one Sync, and the SET's
+ * CommandComplete is swallowed so the caller sees only its own result.
  *
- * Both are prepared statements cached per connection (named per schema and text), so a repeated
- * query skips parsing and planning, as JDBC and pgx do. The SET still runs every time it is needed,
- * so functions resolving names at run time see the shard's schema too.
+ * Statements are prepared and cached per connection (named per schema and text, or per qualified
+ * text), so a repeated query skips parsing and planning, as JDBC and pgx do. On the SET path the
+ * SET runs every time it is needed, so functions resolving names at run time see the shard's schema.
  */
 class SchemaScopedQuery extends BaseQuery {
   private readonly schema: string;
@@ -77,8 +78,9 @@ class SchemaScopedQuery extends BaseQuery {
   /** Names this query parsed: if it fails, their state on the server is unknown. */
   private parsedHere: string[] = [];
 
-  constructor(schema: string, text: string, values: unknown[] | undefined, options: ScopedQueryOptions, callback: Callback) {
-    const name = options.statementCacheSize > 0 ? statementName(schema, text) : undefined;
+  constructor(schema: string, statement: ScopedStatement, values: unknown[] | undefined, options: ScopedQueryOptions, callback: Callback) {
+    const { text } = statement;
+    const name = options.statementCacheSize > 0 ? (statement.name ?? statementName(schema, text)) : undefined;
     super({ text, values, name, queryMode: 'extended', callback } as pg.QueryConfig & { callback: Callback });
     this.schema = schema;
     this.options = options;
@@ -154,19 +156,26 @@ class SchemaScopedQuery extends BaseQuery {
   }
 }
 
+/** A statement's text and, for a schema-qualified one, its prepared statement's name. */
+export interface ScopedStatement {
+  text: string;
+  name?: string;
+}
+
 /**
  * Runs one statement on `client` with `schema` as its search_path, in one round trip. With
- * `switchPath` false the caller knows the connection is already there and the SET is left out.
+ * `switchPath` false the caller knows the connection is already there, or the text is
+ * schema-qualified, and the SET is left out.
  */
 export function queryInSchema<R extends pg.QueryResultRow = pg.QueryResultRow>(
   client: pg.ClientBase,
   schema: string,
-  text: string,
+  statement: ScopedStatement,
   values: unknown[] | undefined,
   options: ScopedQueryOptions,
 ): Promise<pg.QueryResult<R>> {
   return new Promise((resolve, reject) => {
-    const query = new SchemaScopedQuery(schema, text, values, options, (err, result) => (err ? reject(err) : resolve(result as pg.QueryResult<R>)));
+    const query = new SchemaScopedQuery(schema, statement, values, options, (err, result) => (err ? reject(err) : resolve(result as pg.QueryResult<R>)));
     client.query(query as unknown as pg.Submittable);
   });
 }
