@@ -73,7 +73,11 @@ export async function run(args: string[]): Promise<void> {
     let followed = 0;
     const follower = (async () => {
       while (following) {
-        followed += (await applyReverse(pools, stream, { deadline: Date.now() + 1000 })).changes;
+        try {
+          followed += (await applyReverse(pools, stream, { deadline: Date.now() + 1000 })).changes;
+        } catch (err) {
+          if (following) throw err; // once moved back, the stream it follows is dropped under it
+        }
         await sleep(200);
       }
     })();
@@ -85,11 +89,11 @@ export async function run(args: string[]): Promise<void> {
     const plan = (await planMovement({ catalog: fleet.catalog, nodePools: pools }, { movementId: backId, workflowId: 'bench', shardId: shard.shardId, maxMovesPerNode: 100, reverseOf: forwardId })) as MovePlan;
     if (!plan.reverse) throw new Error(`the move back would not be a cutover only: ${plan.reverseFallback}`);
     const back = await reverseCutover({ catalogUrl: fleet.catalogUrl, pools }, plan, stream, {});
+    following = false;
     await stopStreaming(pools, plan, plan.names);
     await stopReverseCapture(pools, node2, forwardId);
     await finishMovement(fleet.catalog, backId, 'done');
     const totalS = (Date.now() - requested) / 1000;
-    following = false;
     await follower;
 
     await sleep(2000); // writers go on at the old placement
@@ -103,7 +107,10 @@ export async function run(args: string[]): Promise<void> {
         writers: writerCount,
         grace_followed_changes: followed,
         reverse_applied_at_cutover: back.applied,
-        reverse_block_ms: back.blockedMs,
+        // Writes wait twice: while the snapshots for the counts are taken, and at the cutover; the longer of the two.
+        reverse_block_ms: Math.max(back.blockedMs, back.snapshotBlockedMs),
+        reverse_snapshot_block_ms: back.snapshotBlockedMs,
+        reverse_cutover_block_ms: back.blockedMs,
         reverse_total_s: round(totalS, 2),
         reverse_steps_ms: back.steps,
         acknowledged: account.acknowledged,

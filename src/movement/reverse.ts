@@ -8,7 +8,7 @@ import { inTransaction } from '../sql/transaction.js';
 import { AS_REPLICA } from './fence.js';
 import { pkText, writeOps, type Op, type TableShape } from './logical-apply.js';
 import { decodeMessage, UNCHANGED, type Relation, type TupleValue } from './pgoutput.js';
-import { cutover, VerificationError, type CutoverDeps, type CutoverOptions, type CutoverResult, type CutoverTarget } from './cutover.js';
+import { cutover, lockForCutover, VerificationError, type CutoverDeps, type CutoverOptions, type CutoverResult, type CutoverTarget } from './cutover.js';
 import type { ShardTables } from './replication.js';
 
 /**
@@ -273,27 +273,31 @@ function opsOf(pending: Map<TableShape, Map<string, Op>>, shape: TableShape): Ma
 }
 
 /**
- * The reverse cutover's check, under its lock (placement locked, stream drained): every table's row
- * count, and the rows the last drain wrote, compared in full, placement against fenced copy.
+ * The reverse check, in two parts so that writes wait only for the second. `counts`: every table's
+ * row count, placement against fenced copy, read in snapshots taken at one moment (see
+ * countsAtSnapshot). Then the rows the stream wrote (`changed`), compared in full: those written
+ * before the snapshot in the same snapshots, those written after it under the cutover's lock.
  */
 export async function verifyReverse(
-  pools: NodePools,
-  placement: pg.ClientBase,
+  placement: Pick<pg.ClientBase, 'query'>,
+  fenced: Pick<pg.ClientBase, 'query'>,
   stream: ReverseStream,
   shard: ShardTables,
   changed: ReverseApplied['keys'],
+  options: { counts: boolean },
 ): Promise<{ rows: number }> {
-  const fenced = pools.get(stream.fenced.dsn);
-  const counts = (schema: string) =>
-    shard.tables.map((t) => `(select count(*) from ${quoteIdent(schema)}.${quoteIdent(t.name)})`).join(' || \',\' || ');
-  const [here, there] = await Promise.all([
-    placement.query<{ n: string }>(`select ${counts(shard.schema)} as n`),
-    fenced.query<{ n: string }>(`select ${counts(stream.fencedSchema)} as n`),
-  ]);
-  if (here.rows[0]!.n !== there.rows[0]!.n) {
-    throw new VerificationError(
-      `shard ${shard.shardId}: row counts differ between ${stream.placement.name} (${here.rows[0]!.n}) and the fenced copy on ${stream.fenced.name} (${there.rows[0]!.n}); reverse cutover aborted`,
-    );
+  if (options.counts) {
+    const counts = (schema: string) =>
+      shard.tables.map((t) => `(select count(*) from ${quoteIdent(schema)}.${quoteIdent(t.name)})`).join(' || \',\' || ');
+    const [here, there] = await Promise.all([
+      placement.query<{ n: string }>(`select ${counts(shard.schema)} as n`),
+      fenced.query<{ n: string }>(`select ${counts(stream.fencedSchema)} as n`),
+    ]);
+    if (here.rows[0]!.n !== there.rows[0]!.n) {
+      throw new VerificationError(
+        `shard ${shard.shardId}: row counts differ between ${stream.placement.name} (${here.rows[0]!.n}) and the fenced copy on ${stream.fenced.name} (${there.rows[0]!.n}); reverse cutover aborted`,
+      );
+    }
   }
   let rows = 0;
   for (const [table, { shape, tuples }] of changed) {
@@ -314,6 +318,48 @@ export async function verifyReverse(
   return { rows };
 }
 
+/**
+ * The counts and the rows changed so far, compared without holding writes: the placement's tables
+ * are locked only while the stream is drained and a REPEATABLE READ snapshot is opened on both sides
+ * (then both show one logical state); the counting runs in the snapshots after the lock is gone.
+ * Returns how long writes waited.
+ */
+async function countsAtSnapshot(
+  pools: NodePools,
+  stream: ReverseStream,
+  shard: ShardTables,
+  drain: () => Promise<void>,
+  changed: ReverseApplied['keys'],
+  lockTimeoutMs?: number,
+): Promise<number> {
+  const lock = await pools.get(stream.placement.dsn).connect();
+  const here = await pools.get(stream.placement.dsn).connect();
+  const there = await pools.get(stream.fenced.dsn).connect();
+  let broken: Error | undefined;
+  try {
+    const lockedAt = await lockForCutover([{ client: lock, tables: shard.tables.map((t) => `${quoteIdent(shard.schema)}.${quoteIdent(t.name)}`) }], lockTimeoutMs);
+    let blocked: number;
+    try {
+      await drain();
+      for (const c of [here, there]) {
+        await c.query('begin isolation level repeatable read read only');
+        await c.query('select 1'); // the snapshot is taken by the first statement
+      }
+    } finally {
+      await lock.query('rollback').catch(() => undefined);
+      blocked = Date.now() - lockedAt;
+    }
+    await verifyReverse(here, there, stream, shard, changed, { counts: true });
+    return blocked;
+  } catch (err) {
+    broken = err as Error;
+    throw err;
+  } finally {
+    for (const c of [here, there]) await c.query('rollback').catch(() => undefined);
+    for (const c of [lock, here, there]) c.release(broken);
+  }
+}
+
 /** A row literal with only the primary key's columns set (the rest null), for a join on the key. */
 function keyLiteral(shape: TableShape, values: TupleValue[]): string {
   const quote = (v: TupleValue) => (v === null || v === UNCHANGED ? '' : `"${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`);
@@ -326,7 +372,12 @@ function keyLiteral(shape: TableShape, values: TupleValue[]): string {
  * changed rows compared, and the fenced copy unfenced and renamed back in the transaction prepared
  * beside the placement's fence and the catalog switch (cutover.ts: same 2PC, fencing token and recovery).
  */
-export async function reverseCutover(deps: CutoverDeps, move: CutoverTarget, stream: ReverseStream, options: CutoverOptions = {}): Promise<CutoverResult & { applied: number }> {
+export async function reverseCutover(
+  deps: CutoverDeps,
+  move: CutoverTarget,
+  stream: ReverseStream,
+  options: CutoverOptions = {},
+): Promise<CutoverResult & { applied: number; snapshotBlockedMs: number }> {
   const client = await deps.pools.get(stream.placement.dsn).connect();
   let broken: Error | undefined;
   let applied = 0;
@@ -343,19 +394,31 @@ export async function reverseCutover(deps: CutoverDeps, move: CutoverTarget, str
           else changed.set(table, keys);
         }
       };
-      // The backlog, before writes wait; a retry after the switch finds the stream gone and goes straight to recovery.
-      if ((await reverseCaptureState(deps.pools, stream.placement, stream.movementId)) === 'following') {
+      // The backlog, before writes wait; then the counts and the rows changed so far, in snapshots
+      // (writes wait only while those are taken). A retry after the switch finds the stream gone and
+      // goes straight to recovery.
+      let snapshotBlockedMs = 0;
+      let snapshotted = false;
+      if ((await reverseCaptureState(deps.pools, stream.placement, stream.movementId)) === 'following' && !(await anyPrepared(deps, move))) {
         await drain({ deadline: Date.now() + 5000, closeTo: 100 }).catch(() => undefined);
+        try {
+          snapshotBlockedMs = await countsAtSnapshot(deps.pools, stream, move.shard, () => drain(), changed, Math.min(options.lockTimeoutMs ?? 5000, 1000));
+          changed.clear(); // compared; under the cutover's lock only what changes from here on
+          snapshotted = true;
+        } catch (err) {
+          if (err instanceof VerificationError) throw err;
+          // Not had (e.g. the lock): the cutover counts under its lock instead, as it decides everything else.
+        }
       }
       const result = await cutover(deps, move, {
         ...options,
         reverse: {
           targetSchema: stream.fencedSchema,
           catchUp: () => drain(),
-          verify: async (placement) => void (await verifyReverse(deps.pools, placement, stream, move.shard, changed)),
+          verify: async (placement) => void (await verifyReverse(placement, deps.pools.get(stream.fenced.dsn), stream, move.shard, changed, { counts: !snapshotted })),
         },
       });
-      return { ...result, applied };
+      return { ...result, applied, snapshotBlockedMs };
     } finally {
       await unlockStream(client, stream.movementId).catch(() => undefined);
     }
@@ -365,6 +428,16 @@ export async function reverseCutover(deps: CutoverDeps, move: CutoverTarget, str
   } finally {
     client.release(broken);
   }
+}
+
+/** An earlier attempt left part of this cutover prepared: recovery decides, nothing is taken before it. */
+async function anyPrepared(deps: CutoverDeps, move: CutoverTarget): Promise<boolean> {
+  const gids = [move.names.gid, `${move.names.gid}_t`];
+  for (const dsn of [deps.catalogUrl, move.source.dsn, move.target.dsn]) {
+    const { rows } = await deps.pools.get(dsn).query('select 1 from pg_prepared_xacts where gid = any($1::text[]) and database = current_database()', [gids]);
+    if (rows.length > 0) return true;
+  }
+  return false;
 }
 
 /**

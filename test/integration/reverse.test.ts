@@ -159,7 +159,7 @@ describe('move back within the grace period', () => {
       console.log(`move back within grace: ${took} ms, writes blocked ${back.cutoverBlockedMs} ms`);
       expect(back.movedBack).toEqual({ of: forward.movementId, cutoverOnly: true });
       expect(await placementOf(shard.id)).toBe(shard.node);
-      expect(back.cutoverBlockedMs).toBeLessThanOrEqual(500); // the bench's goal is 250 ms; this test's writers are unthrottled
+      expect(back.cutoverBlockedMs).toBeLessThanOrEqual(250);
       expect(took).toBeLessThan(10_000);
       // No copy: nothing was prepared or streamed on the old source; its fenced copy is the shard again.
       const ran = await activitiesOf(`${worker.options.workflowIdPrefix}move-shard-${shard.id}`);
@@ -256,6 +256,21 @@ describe('move back within the grace period', () => {
     expect(await activitiesOf(`${worker.options.workflowIdPrefix}move-shard-${shard.id}`)).toContain('startStreaming');
   });
 
+  it('a fenced copy changed behind the stream\'s back: the move back stops before its cutover, says why, and nothing is switched', async () => {
+    const shard = await shardAt(5);
+    await adminQuery(catalog.nodeUrl(shard.node), `insert into ${shard.schema}.acks (id, w) select g, 0 from generate_series(1, 50) g on conflict do nothing`);
+    const forward = await moveAway(shard);
+    const fenced = fencedSchemaName(shard.schema, forward.movementId);
+    // The copy the move back would serve from loses a row that the placement still has.
+    await adminQuery(catalog.nodeUrl(shard.node), `set session_replication_role = replica; delete from ${fenced}.acks where id = (select min(id) from ${fenced}.acks)`);
+    const handle = await startMove(worker.options, { ...FAST, shardId: shard.id, targetNode: shard.node, reverseOf: forward.movementId, graceSeconds: 600 });
+    const err = await handle.result().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    expect(String((err as WorkflowFailedError).cause?.message)).toMatch(/row counts differ/);
+    expect(await placementOf(shard.id)).toBe(shard.other);
+    expect(await schemaExists(shard.node, fenced)).toBe(true);
+  });
+
   it('bad input: a movement of another shard, or none, is refused and changes nothing', async () => {
     const shard = await shardAt(4);
     const other = await shardAt(5);
@@ -282,7 +297,7 @@ describe('move back within the grace period', () => {
     await worker.client.workflow.getHandle(forward.fencedCopy.workflowId!).terminate('test');
     const report = await doctor(deps, { fix: true });
     expect(report.actions.filter((a) => a.movementId === forward.movementId && a.ok).map((a) => a.kind)).toEqual(expect.arrayContaining(['slot', 'publication', 'fenced-schema']));
-    expect(await slotsOn(shard.other)).toEqual([]);
+    expect(await slotsOn(shard.other)).not.toContain(slot);
     expect(await schemaExists(shard.node, fencedSchemaName(shard.schema, forward.movementId))).toBe(false);
   });
 });
