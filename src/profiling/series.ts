@@ -27,6 +27,11 @@ import { BUCKET_MS, combineStreams, counterRates, type CounterSample, type RateI
 
 export const READ_WEIGHT = 0.1;
 
+/** The values a series can take: rates and counts are never negative; a percentage (node CPU) stays within 0–100. */
+export function seriesDomain(id: string): { min: number; max: number } {
+  return /^node:[^:]+:cpu$/.test(id) ? { min: 0, max: 100 } : { min: 0, max: Number.POSITIVE_INFINITY };
+}
+
 export interface SeriesPoint {
   ts: Date;
   value: number | null;
