@@ -27,6 +27,7 @@ import { workflowStateOf } from '../client/doctor.js';
 import { nonNegativeInt, positiveInt, positiveNumber } from './args.js';
 import { printDoctorReport } from './doctor.js';
 import { registerForecastCommands } from './forecast.js';
+import { describeHealth, nodeHealth } from '../src/profiling/collector.js';
 import { printTable } from './format.js';
 import { createUpLog, startStack } from './stack.js';
 
@@ -126,16 +127,23 @@ program
   .option('--json', 'machine-readable output')
   .action(async (opts: { json?: boolean }) => {
     await withCatalog(async (pool) => {
-      const [nodes, tables, shards, version] = await Promise.all([listNodes(pool), listTables(pool), listShards(pool), mapVersion(pool)]);
+      const [nodes, tables, shards, version, health] = await Promise.all([listNodes(pool), listTables(pool), listShards(pool), mapVersion(pool), nodeHealth(pool)]);
       const perNode = new Map<string, number>();
       for (const s of shards) perNode.set(s.node, (perNode.get(s.node) ?? 0) + 1);
-      const nodeRows = nodes.map((n) => ({ ...n, dsn: redactDsn(n.dsn), shards: perNode.get(n.name) ?? 0 }));
+      const healthOf = new Map(health.map((h) => [h.node, h]));
+      const nodeRows = nodes.map((n) => ({
+        ...n,
+        dsn: redactDsn(n.dsn),
+        shards: perNode.get(n.name) ?? 0,
+        reachable: healthOf.get(n.name)?.reachable ?? null,
+        health: describeHealth(healthOf.get(n.name)),
+      }));
       if (opts.json) {
         console.log(JSON.stringify({ mapVersion: version, nodes: nodeRows, tables, shards: shards.length }, null, 2));
         return;
       }
       console.log(`map version ${version}\n`);
-      printTable('nodes', nodeRows, ['name', 'state', 'region', 'zone', 'capacity', 'shards', 'dsn']);
+      printTable('nodes', nodeRows, ['name', 'state', 'region', 'zone', 'capacity', 'shards', 'health', 'dsn']);
       console.log();
       printTable('tables', tables, ['name', 'group', 'method', 'keyColumn', 'keyType', 'shards', 'nodes', 'state']);
     });

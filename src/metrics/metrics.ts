@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type pg from 'pg';
 import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { LEFTOVER_KINDS } from '../movement/doctor.js';
+import { nodeHealth } from '../profiling/collector.js';
 
 /**
  * The worker's Prometheus endpoint: process metrics plus the shard map as the catalog has it,
@@ -18,6 +19,8 @@ interface CatalogSnapshot {
    * the source cannot be reached to finish the cutover (forward only: its prepared fence holds locks).
    */
   switchedUnfinished: number;
+  /** Each node's health at the last collection round (reachable null: not checked yet). */
+  health: Array<{ node: string; reachable: boolean | null }>;
   /** The janitor's last run, when there was one. */
   janitor?: { checkedAt: Date; leftovers: Record<string, number>; failed: number };
 }
@@ -71,6 +74,18 @@ export function createMetricsRegistry(catalog: pg.Pool): Registry {
       if (!s.ok) return;
       this.reset();
       for (const row of s.shards) this.set({ node: row.node }, row.count);
+    },
+  });
+  new Gauge({
+    name: 'shardcast_node_reachable',
+    help: 'Whether the node answered the last collection round (1) or not (0); absent until it was first checked',
+    labelNames: ['node'],
+    registers: [registry],
+    async collect() {
+      const s = await snapshot();
+      if (!s.ok) return;
+      this.reset();
+      for (const h of s.health) if (h.reachable !== null) this.set({ node: h.node }, h.reachable ? 1 : 0);
     },
   });
   new Gauge({
@@ -142,9 +157,11 @@ async function readCatalog(catalog: pg.Pool): Promise<CatalogSnapshot> {
       ),
       readJanitor(catalog),
     ]);
-    return { ok: true, version: Number(v.rows[0]?.version ?? 0), nodes: n.rows, shards: s.rows, switchedUnfinished: switched.rows[0]?.count ?? 0, janitor };
+    // The table comes with migration 0012: a worker ahead of its catalog still serves the rest.
+    const health = await nodeHealth(catalog).catch(() => []);
+    return { ok: true, version: Number(v.rows[0]?.version ?? 0), nodes: n.rows, shards: s.rows, switchedUnfinished: switched.rows[0]?.count ?? 0, health, janitor };
   } catch {
-    return { ok: false, version: 0, nodes: [], shards: [], switchedUnfinished: 0 };
+    return { ok: false, version: 0, nodes: [], shards: [], switchedUnfinished: 0, health: [] };
   }
 }
 
