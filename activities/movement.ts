@@ -9,7 +9,7 @@ import { failpoint } from '../src/failpoints.js';
 import { tablesyncReads } from '../src/movement/own-reads.js';
 import { recordMovementReads } from '../src/profiling/series.js';
 import { finishMovement, movementStart, NodeBusyError, StaleCutoverAttemptError, type MovementState } from '../src/movement/lease.js';
-import { planMovement, type MovePlan, type MovementPlan, type MovementRequest } from '../src/movement/plan.js';
+import { hydratePlan, planMovement, redactPlan, type MovePlan, type MovementPlan, type MovementRequest } from '../src/movement/plan.js';
 import { dropTargetShard, setSubscriptionEnabled, prepareTarget, resumeAutovacuum, startStreaming, stopStreaming, streamProgress, type StreamProgress } from '../src/movement/replication.js';
 import { dropSchemaGuarded } from '../src/movement/drop-guard.js';
 import { applyChanges, captureProgress, copyInitial, dropNewShards, startChangeCapture, stopChangeCapture, type CopyProgress } from '../src/movement/logical-apply.js';
@@ -56,7 +56,7 @@ export function createMovementActivities(deps: MovementDeps) {
     async beginMove(request: MovementRequest): Promise<BeginResult> {
       return run(async () => {
         try {
-          return { plan: await planMovement(deps, request) };
+          return { plan: redactPlan(await planMovement(deps, request)) }; // no DSN in Temporal's history
         } catch (err) {
           if (err instanceof NodeBusyError) return { queued: { node: err.node, running: err.running, limit: err.limit } };
           throw err;
@@ -65,6 +65,7 @@ export function createMovementActivities(deps: MovementDeps) {
     },
 
     async prepareTarget(plan: MovementPlan): Promise<void> {
+      plan = await hydratePlan(deps.catalog, plan); // the DSNs, from the catalog: the workflow carries none
       return runOn(nodesOf(plan), async () => {
         if (plan.operation === 'move') return prepareTarget(deps.nodePools, plan.target, plan.shard);
         for (const t of plan.targets) await prepareTarget(deps.nodePools, t.node, { shardId: t.shardId, schema: t.schema, tables: plan.tables });
@@ -73,6 +74,7 @@ export function createMovementActivities(deps: MovementDeps) {
 
     /** Move: publication and subscription (which copies by itself). Split or merge: publications and slots. */
     async startStreaming(plan: MovementPlan): Promise<void> {
+      plan = await hydratePlan(deps.catalog, plan); // the DSNs, from the catalog: the workflow carries none
       return runOn(nodesOf(plan), () =>
         plan.operation === 'move' ? startStreaming(deps.nodePools, endpoints(plan), plan.shard, plan.names) : startChangeCapture(deps.nodePools, plan),
       );
@@ -80,6 +82,7 @@ export function createMovementActivities(deps: MovementDeps) {
 
     /** Split or merge: the initial copy into the new shards, heartbeating its progress. */
     async copyRows(plan: ReshardPlan): Promise<CopyProgress> {
+      plan = await hydratePlan(deps.catalog, plan); // the DSNs, from the catalog: the workflow carries none
       return runOn(nodesOf(plan), async () => {
         let last = 0;
         return copyInitial(
@@ -98,6 +101,7 @@ export function createMovementActivities(deps: MovementDeps) {
 
     /** Pausing stops the subscription from consuming the source; resuming starts it again. Splits and merges consume only when asked. */
     async setStreaming(plan: MovementPlan, enabled: boolean): Promise<void> {
+      plan = await hydratePlan(deps.catalog, plan); // the DSNs, from the catalog: the workflow carries none
       return runOn(nodesOf(plan), async () => {
         if (plan.operation !== 'move' || plan.reverse) return;
         await setSubscriptionEnabled(deps.nodePools, plan.target, plan.names, enabled);
@@ -109,6 +113,7 @@ export function createMovementActivities(deps: MovementDeps) {
      * `applyMs`, then measured.
      */
     async measureProgress(plan: MovementPlan, applyMs = 0): Promise<StreamProgress> {
+      plan = await hydratePlan(deps.catalog, plan); // the DSNs, from the catalog: the workflow carries none
       return runOn(nodesOf(plan), async () => {
         if (plan.operation === 'move') {
           const progress = await streamProgress(deps.nodePools, endpoints(plan), plan.shard, plan.names);
@@ -133,6 +138,7 @@ export function createMovementActivities(deps: MovementDeps) {
      * chunk queries; a cancelled or timed-out attempt cancels its queries.
      */
     async verify(plan: MovementPlan, resume?: VerifyProgress, sliceMs?: number, chunkRows?: number): Promise<VerifyProgress> {
+      plan = await hydratePlan(deps.catalog, plan); // the DSNs, from the catalog: the workflow carries none
       await failpoint('verify.before');
       const ctx = Context.current();
       const beaten = ctx.info.heartbeatDetails as VerifyProgress | string | undefined;
@@ -164,6 +170,7 @@ export function createMovementActivities(deps: MovementDeps) {
      * attempt that timed out and still runs beside its retry can no longer prepare or switch anything.
      */
     async cutover(plan: MovementPlan): Promise<CutoverResult> {
+      plan = await hydratePlan(deps.catalog, plan); // the DSNs, from the catalog: the workflow carries none
       heartbeat('cutover');
       const cutoverDeps = { catalogUrl: deps.catalogUrl, pools: deps.cutoverPools ?? deps.nodePools };
       const onWait = () => heartbeat('waiting for the target');
@@ -201,11 +208,13 @@ export function createMovementActivities(deps: MovementDeps) {
      * decided under the lease, so that no earlier attempt can still switch.
      */
     async settleCutover(plan: MovementPlan): Promise<'forward' | 'undo'> {
+      plan = await hydratePlan(deps.catalog, plan); // the DSNs, from the catalog: the workflow carries none
       const cutoverDeps = { catalogUrl: deps.catalogUrl, pools: deps.nodePools };
       return run(() => (plan.operation === 'move' ? settleMove(cutoverDeps, plan) : settleReshard(cutoverDeps, plan)));
     },
 
     async stopStreaming(plan: MovementPlan): Promise<void> {
+      plan = await hydratePlan(deps.catalog, plan); // the DSNs, from the catalog: the workflow carries none
       return runOn(nodesOf(plan), async () => {
         await (plan.operation === 'move' ? stopStreaming(deps.nodePools, endpoints(plan), plan.names) : stopChangeCapture(deps.nodePools, plan));
         // A move back: the stream it was cut over from has served (its copy is the shard now).
@@ -220,6 +229,7 @@ export function createMovementActivities(deps: MovementDeps) {
 
     /** Split or merge, beside the initial copy: what the targets hold so far (sizes grow as the copy writes). */
     async copyProgress(plan: ReshardPlan): Promise<{ rowsCopied: number; bytesCopied: number }> {
+      plan = await hydratePlan(deps.catalog, plan); // the DSNs, from the catalog: the workflow carries none
       return runOn(nodesOf(plan), async () => {
         const { rowsCopied, bytesCopied } = await captureProgress(deps.nodePools, plan);
         return { rowsCopied, bytesCopied };
@@ -232,6 +242,7 @@ export function createMovementActivities(deps: MovementDeps) {
      * (its fenced copy is not followed: moving back again is a full move).
      */
     async startReverseCapture(plan: MovementPlan): Promise<boolean> {
+      plan = await hydratePlan(deps.catalog, plan); // the DSNs, from the catalog: the workflow carries none
       return runOn(nodesOf(plan), async () => {
         if (plan.operation !== 'move' || plan.reverse || plan.reverseFallback !== undefined) return false;
         await startReverseCapture(deps.nodePools, plan.target, plan.shard, plan.movementId);
@@ -308,6 +319,7 @@ export function createMovementActivities(deps: MovementDeps) {
 
     /** Compensation before cutover: replication objects and the targets' copies go, the sources stay as they were. */
     async abortMove(plan: MovementPlan): Promise<void> {
+      plan = await hydratePlan(deps.catalog, plan); // the DSNs, from the catalog: the workflow carries none
       return runOn(nodesOf(plan), async () => {
         if (plan.operation === 'move') {
           await stopStreaming(deps.nodePools, endpoints(plan), plan.names);

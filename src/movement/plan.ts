@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { NodePools } from '../catalog/node-pools.js';
-import { getNode, getNodeByName, type NodeRecord } from '../catalog/nodes.js';
+import { getNode, getNodeByName, type NodeRecord, type Queryable } from '../catalog/nodes.js';
 import { InvalidInputError, NotFoundError } from '../errors.js';
 import { acquireMovementLease, type MovementOperation } from './lease.js';
 import { assertMovable, movementNames, shardTables, type MovementNames, type ShardTables } from './replication.js';
@@ -180,4 +180,30 @@ async function planReshard(deps: PlanningDeps, request: MovementRequest): Promis
   let bytes = 0;
   for (const s of base.sources) bytes += await schemaBytes(deps.nodePools, s.node, s.schema);
   return { ...base, bytes };
+}
+
+/**
+ * A plan as it travels through Temporal (inputs, results, continue-as-new, the UI): nodes by id and
+ * name only. The DSN (which may hold a password) is left empty; activities resolve it from the
+ * catalog with `hydratePlan`.
+ */
+export function redactPlan<P extends MovementPlan>(plan: P): P {
+  const bare = (n: NodeRecord): NodeRecord => ({ ...n, dsn: '' });
+  if (plan.operation === 'move') return { ...plan, source: bare(plan.source), target: bare(plan.target) };
+  return { ...plan, sources: plan.sources.map((s) => ({ ...s, node: bare(s.node) })), targets: plan.targets.map((t) => ({ ...t, node: bare(t.node) })) };
+}
+
+/** The plan with every node's connection read from the catalog (by id), for an activity to use. */
+export async function hydratePlan<P extends MovementPlan>(catalog: Queryable, plan: P): Promise<P> {
+  const cache = new Map<number, Promise<NodeRecord>>();
+  const fresh = (n: NodeRecord): Promise<NodeRecord> => {
+    if (!cache.has(n.id)) cache.set(n.id, getNode(catalog, n.id));
+    return cache.get(n.id)!;
+  };
+  if (plan.operation === 'move') return { ...plan, source: await fresh(plan.source), target: await fresh(plan.target) };
+  return {
+    ...plan,
+    sources: await Promise.all(plan.sources.map(async (s) => ({ ...s, node: await fresh(s.node) }))),
+    targets: await Promise.all(plan.targets.map(async (t) => ({ ...t, node: await fresh(t.node) }))),
+  };
 }

@@ -157,10 +157,21 @@ export const HISTORIES = path.resolve(import.meta.dirname, '../fixtures/historie
  * SDK's JSON reader trips over two copies of protobufjs in this install.
  */
 export async function recordHistory(client: Client, workflowId: string, name: string): Promise<void> {
-  if (process.env.SHARDCAST_RECORD_HISTORIES !== '1') return;
   const history = await client.workflow.getHandle(workflowId).fetchHistory();
+  const bytes = temporal.api.history.v1.History.encode(history).finish();
+  // No credential in Temporal's history: every workflow a test records is checked, recorded or not.
+  expectNoCredentials(Buffer.from(bytes), `the history of ${workflowId}`);
+  if (process.env.SHARDCAST_RECORD_HISTORIES !== '1') return;
   mkdirSync(HISTORIES, { recursive: true });
-  writeFileSync(path.join(HISTORIES, `${name}.binpb`), temporal.api.history.v1.History.encode(history).finish());
+  writeFileSync(path.join(HISTORIES, `${name}.binpb`), bytes);
+}
+
+/** Fails when the bytes hold a connection URL or the test fleet's password. */
+export function expectNoCredentials(bytes: Buffer, what: string): void {
+  const text = bytes.toString('latin1');
+  const url = /postgres(ql)?:\/\/[^\s"]*/.exec(text);
+  if (url) throw new Error(`${what} holds a connection URL: ${url[0].replace(/:[^:@/]*@/, ':***@')}`);
+  if (text.includes(fleet().password)) throw new Error(`${what} holds the test fleet's password`);
 }
 
 /**
