@@ -177,8 +177,13 @@ async function openSnapshot(pools: NodePools, node: NodeRecord): Promise<Snapsho
 }
 
 async function beginSnapshot(s: Snapshot): Promise<void> {
-  await s.client.query('begin isolation level repeatable read read only');
-  await s.client.query('select 1'); // the snapshot is taken by the first statement
+  await beginReadSnapshot(s.client);
+}
+
+/** Opens a REPEATABLE READ, read-only transaction on the client and takes its snapshot now. */
+export async function beginReadSnapshot(client: Pick<pg.ClientBase, 'query'>): Promise<void> {
+  await client.query('begin isolation level repeatable read read only');
+  await client.query('select 1'); // the snapshot is taken by the first statement
 }
 
 /**
