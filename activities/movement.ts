@@ -6,7 +6,7 @@ import type { NodePools } from '../src/catalog/node-pools.js';
 import { cutover, fencedSchemaName, settleMove, VerificationError, type CutoverResult } from '../src/movement/cutover.js';
 import { dropVerifySlots, furthest, refreshVerification, verifyChunks, type VerifyProgress } from '../src/movement/verify.js';
 import { failpoint } from '../src/failpoints.js';
-import { tablesyncReads } from '../src/movement/own-reads.js';
+import { tablesyncReads, type OwnReadCount } from '../src/movement/own-reads.js';
 import { recordMovementReads } from '../src/profiling/series.js';
 import { finishMovement, movementStart, NodeBusyError, StaleCutoverAttemptError, type MovementState } from '../src/movement/lease.js';
 import { hydratePlan, planMovement, redactPlan, type MovePlan, type MovementPlan, type MovementRequest } from '../src/movement/plan.js';
@@ -183,13 +183,15 @@ export function createMovementActivities(deps: MovementDeps) {
       }
       if (await switchUntouched(plan)) {
         try {
-          await refreshVerification(deps.nodePools, plan, { onWait });
+          await refreshVerification(deps.nodePools, plan, { onWait, onOwnReads: (read) => recordMovementReads(deps.catalog, read, plan.movementId) });
         } catch (err) {
           if (err instanceof VerificationError) return toApplicationFailure(err);
           // Not needed for correctness: the cutover re-checks everything since the last refresh.
         }
       }
-      const options = { onWait, verify: 'changes' as const };
+      // The re-check's reads of the sources are recorded once the lock is gone (statistics only).
+      const reads: OwnReadCount[] = [];
+      const options = { onWait, verify: 'changes' as const, onOwnReads: (read: OwnReadCount[]) => void reads.push(...read) };
       return whileHeartbeating('cutting over', () =>
         run(async () => {
           try {
@@ -197,6 +199,8 @@ export function createMovementActivities(deps: MovementDeps) {
           } catch (err) {
             if (err instanceof StaleCutoverAttemptError) log.warn(`cutover: ${err.message}`);
             throw err;
+          } finally {
+            await recordMovementReads(deps.catalog, reads, plan.movementId).catch(() => undefined);
           }
         }),
       );
