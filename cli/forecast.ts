@@ -28,7 +28,7 @@ export function describeTuning(t: Tuning): string {
 }
 
 /** The configuration as the global options of `program` say (the same as cli/main.ts reads it). */
-function configOf(program: Command): Config {
+export function configOf(program: Command): Config {
   const opts = program.opts<{ config?: string; catalogUrl?: string; temporalAddress?: string }>();
   return loadConfig({ file: opts.config, overrides: { 'catalog.url': opts.catalogUrl, 'temporal.address': opts.temporalAddress } });
 }
@@ -50,14 +50,14 @@ async function runNow(program: Command, run: ForecastingRun, wait: boolean): Pro
 }
 
 /** Fails before any work when `file` could not be written because its directory is not there. */
-async function assertDirectoryOf(file: string, option: string): Promise<void> {
+export async function assertDirectoryOf(file: string, option: string): Promise<void> {
   const dir = path.dirname(path.resolve(file));
   const isDirectory = await stat(dir).then((s) => s.isDirectory(), () => false);
   if (!isDirectory) throw new InvalidInputError(`${option} ${file}: cannot write there: no such directory ${dir}`);
 }
 
 /** Runs `fn` with a pool on the migrated catalog. */
-async function withCatalog<T>(cfg: Config, fn: (pool: pg.Pool) => Promise<T>): Promise<T> {
+export async function withCatalog<T>(cfg: Config, fn: (pool: pg.Pool) => Promise<T>): Promise<T> {
   const url = cfg.catalog.url ?? localUrl(cfg, cfg.catalog.port, cfg.catalog.database);
   const pool = new pg.Pool({ connectionString: url, max: 2, connectionTimeoutMillis: 5000, application_name: 'shardcast-cli' });
   pool.on('error', () => undefined);

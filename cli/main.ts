@@ -18,7 +18,7 @@ import type { Client, WorkflowHandle } from '@temporalio/client';
 import { assertMigrated, migrate } from '../src/catalog/migrate.js';
 import { addNode, checkNodeReachable, listNodes, NODE_STATES, redactDsn, type NodeState } from '../src/catalog/nodes.js';
 import { listShards, listTables, mapVersion, type TableSpec } from '../src/catalog/tables.js';
-import { loadConfig, localUrl, type Config } from '../src/config.js';
+import { loadConfig, localUrl, movementSettings, plannerSettings, type Config } from '../src/config.js';
 import { ShardcastError, errorMessage } from '../src/errors.js';
 import { resolveTemporalCli } from '../src/fleet/temporal-cli.js';
 import { doctor, recordDoctorRun, summarize } from '../src/movement/doctor.js';
@@ -27,6 +27,7 @@ import { workflowStateOf } from '../client/doctor.js';
 import { nonNegativeInt, positiveInt, positiveNumber } from './args.js';
 import { printDoctorReport } from './doctor.js';
 import { registerForecastCommands } from './forecast.js';
+import { nodeOutlook, registerPlanCommands } from './plan.js';
 import { describeHealth, nodeHealth } from '../src/profiling/collector.js';
 import { printTable } from './format.js';
 import { createUpLog, startStack } from './stack.js';
@@ -123,27 +124,42 @@ program
 
 program
   .command('status')
-  .description('nodes, tables, shards per node and the map version')
+  .description('nodes (capacity, observed and predicted utilisation, health), tables, shards per node and the map version')
   .option('--json', 'machine-readable output')
   .action(async (opts: { json?: boolean }) => {
-    await withCatalog(async (pool) => {
+    await withCatalog(async (pool, cfg) => {
       const [nodes, tables, shards, version, health] = await Promise.all([listNodes(pool), listTables(pool), listShards(pool), mapVersion(pool), nodeHealth(pool)]);
       const perNode = new Map<string, number>();
       for (const s of shards) perNode.set(s.node, (perNode.get(s.node) ?? 0) + 1);
       const healthOf = new Map(health.map((h) => [h.node, h]));
-      const nodeRows = nodes.map((n) => ({
-        ...n,
-        dsn: redactDsn(n.dsn),
-        shards: perNode.get(n.name) ?? 0,
-        reachable: healthOf.get(n.name)?.reachable ?? null,
-        health: describeHealth(healthOf.get(n.name)),
-      }));
+      const outlook = await nodeOutlook(pool, plannerSettings(cfg));
+      const nodeRows = nodes.map((n) => {
+        const o = outlook.get(n.name);
+        return {
+          ...n,
+          capacity: o?.capacity ?? n.capacity,
+          capacityBasis: o?.basis ?? (n.capacity === null ? 'unknown' : 'override'),
+          // as the table shows them: a calibrated capacity says so; '-' where none is known yet
+          shown: o?.capacity !== undefined ? `${o.capacity.toPrecision(4)}${o.basis === 'override' ? '' : ` (${o.basis})`}` : n.capacity === null ? 'auto' : String(n.capacity),
+          observedUtilisation: o?.observed ?? null,
+          predictedPeakUtilisation: o?.predictedPeak ?? null,
+          dsn: redactDsn(n.dsn),
+          shards: perNode.get(n.name) ?? 0,
+          reachable: healthOf.get(n.name)?.reachable ?? null,
+          health: describeHealth(healthOf.get(n.name)),
+        };
+      });
       if (opts.json) {
-        console.log(JSON.stringify({ mapVersion: version, nodes: nodeRows, tables, shards: shards.length }, null, 2));
+        console.log(JSON.stringify({ mapVersion: version, nodes: nodeRows.map(({ shown: _, ...n }) => n), tables, shards: shards.length }, null, 2));
         return;
       }
       console.log(`map version ${version}\n`);
-      printTable('nodes', nodeRows, ['name', 'state', 'region', 'zone', 'capacity', 'shards', 'health', 'dsn']);
+      const pctOf = (v: number | null) => (v === null ? '-' : `${Math.round(v * 100)}%`);
+      printTable(
+        'nodes',
+        nodeRows.map((n) => ({ ...n, capacity: n.shown, util: pctOf(n.observedUtilisation), 'predicted peak': pctOf(n.predictedPeakUtilisation) })),
+        ['name', 'state', 'region', 'zone', 'capacity', 'util', 'predicted peak', 'shards', 'health', 'dsn'],
+      );
       console.log();
       printTable('tables', tables, ['name', 'group', 'method', 'keyColumn', 'keyType', 'shards', 'nodes', 'state']);
     });
@@ -157,10 +173,10 @@ nodes
   .requiredOption('--dsn <url>', 'postgres:// URL of the node database')
   .option('--region <region>')
   .option('--zone <zone>')
-  .option('--capacity <units>', 'capacity in load units', positiveNumber, 100)
+  .option('--capacity <units>', 'capacity in load units (default: calibrated from the node\'s own history)', positiveNumber)
   .addOption(new Option('--state <state>', 'initial state').choices([...NODE_STATES]).default('active'))
   .option('--no-check', 'skip the capability checks, and register the node even if it does not answer now')
-  .action(async (name: string, opts: { dsn: string; region?: string; zone?: string; capacity: number; state: NodeState; check: boolean }) => {
+  .action(async (name: string, opts: { dsn: string; region?: string; zone?: string; capacity?: number; state: NodeState; check: boolean }) => {
     await withCatalog(async (pool) => {
       const spec = { name, dsn: opts.dsn, region: opts.region, zone: opts.zone, capacity: opts.capacity, state: opts.state };
       if (opts.check) for (const warning of await checkNodeReachable(spec)) console.error(`warning: node "${name}": ${warning}`);
@@ -174,7 +190,7 @@ nodes
   .option('--json', 'machine-readable output')
   .action(async (opts: { json?: boolean }) => {
     await withCatalog(async (pool) => {
-      const rows = (await listNodes(pool)).map((n) => ({ ...n, dsn: redactDsn(n.dsn) }));
+      const rows = (await listNodes(pool)).map((n) => ({ ...n, capacity: n.capacity ?? 'auto', dsn: redactDsn(n.dsn) }));
       if (opts.json) console.log(JSON.stringify(rows, null, 2));
       else printTable('nodes', rows, ['name', 'state', 'region', 'zone', 'capacity', 'dsn']);
     });
@@ -324,14 +340,8 @@ function movementCommand(name: string, description: string): Command {
 }
 
 function movementOptions(cfg: Config, opts: MovementFlags): MovementOptions {
-  return {
-    approvalRequired: opts.requireApproval ?? cfg.movement.requireApproval,
-    approvalOverBytes: cfg.movement.approvalOverBytes,
-    approvalHoursUtc: cfg.movement.approvalHoursUtc,
-    graceSeconds: opts.grace ?? cfg.movement.graceSeconds,
-    maxMovesPerNode: cfg.movement.maxPerNode,
-    catchUpLagBytes: cfg.movement.catchUpLagBytes,
-  };
+  const base = movementSettings(cfg);
+  return { ...base, approvalRequired: opts.requireApproval ?? base.approvalRequired, graceSeconds: opts.grace ?? base.graceSeconds };
 }
 
 /** Starts a movement, then (unless --no-wait) follows it and prints its outcome. */
@@ -557,6 +567,7 @@ function waitForSignal(): Promise<NodeJS.Signals> {
 }
 
 registerForecastCommands(program);
+registerPlanCommands(program, nodes);
 
 async function main(argv: string[]): Promise<number> {
   try {

@@ -13,7 +13,8 @@ const registeredNode = z
     dsn: z.string().regex(/^postgres(ql)?:\/\//, 'a postgres:// connection URL'),
     region: z.string().optional(),
     zone: z.string().optional(),
-    capacity: z.number().positive().default(100),
+    /** In load units; absent: calibrated from the node's own history. */
+    capacity: z.number().positive().optional(),
     state: z.enum(['active', 'standby', 'draining', 'retired']).default('active'),
   })
   .strict();
@@ -136,6 +137,28 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    planning: z
+      .object({
+        /** What the hourly forecast hands over to the rebalancer: carry out its plans ('on'), only store them ('dry-run'), or nothing ('off'). */
+        mode: z.enum(['off', 'dry-run', 'on']).default('on'),
+        /** Utilisation every node must stay under at every step of the horizon, as a fraction of its capacity. */
+        targetUtilisation: z.number().gt(0).max(1).default(0.7),
+        /** The forecast bound planned on: the point forecast, or the 80% or 95% upper bound. */
+        bound: z.enum(['point', 'upper80', 'upper95']).default('upper95'),
+        /** A shard moved within this many seconds is not moved again (except off a draining node), and never back. */
+        hysteresisSeconds: z.number().int().min(0).max(30 * 86_400).default(7200),
+        /** Planned movements a node takes part in at once. */
+        maxConcurrentMovesPerNode: z.number().int().min(1).max(64).default(2),
+        /** Least predicted benefit (overload point·steps removed) per GiB moved. */
+        minBenefitPerGiB: z.number().min(0).default(0.5),
+        /** Weights of the target cost: predicted load, bytes moved, locality, peak alignment. */
+        weights: z
+          .object({ load: z.number().min(0).default(1), bytes: z.number().min(0).default(0.05), locality: z.number().min(0).default(0.5), alignment: z.number().min(0).default(0.5) })
+          .strict()
+          .prefault({}),
+      })
+      .strict()
+      .prefault({}),
     tableCreation: z
       .object({
         /** Attempts of the per-node DDL activity before the node counts as failed for good. */
@@ -148,6 +171,25 @@ export const configSchema = z
   .strict();
 
 export type Config = z.infer<typeof configSchema>;
+
+/** The planner settings the configuration gives (the rest are the planner's defaults, src/planning/settings.ts). */
+export function plannerSettings(config: Config): { targetUtilisation: number; bound: 'point' | 'upper80' | 'upper95'; hysteresisSeconds: number; maxConcurrentMovesPerNode: number; minBenefitPerGiB: number; weights: Config['planning']['weights'] } {
+  const { targetUtilisation, bound, hysteresisSeconds, maxConcurrentMovesPerNode, minBenefitPerGiB, weights } = config.planning;
+  return { targetUtilisation, bound, hysteresisSeconds, maxConcurrentMovesPerNode, minBenefitPerGiB, weights };
+}
+
+/** The movement settings of the configuration, as every movement the CLI or the rebalancer starts gets them. */
+export function movementSettings(config: Config): { approvalRequired: boolean; approvalOverBytes?: number; approvalHoursUtc?: [number, number]; graceSeconds: number; maxMovesPerNode: number; catchUpLagBytes: number } {
+  const m = config.movement;
+  return {
+    approvalRequired: m.requireApproval,
+    ...(m.approvalOverBytes !== undefined ? { approvalOverBytes: m.approvalOverBytes } : {}),
+    ...(m.approvalHoursUtc ? { approvalHoursUtc: m.approvalHoursUtc } : {}),
+    graceSeconds: m.graceSeconds,
+    maxMovesPerNode: m.maxPerNode,
+    catchUpLagBytes: m.catchUpLagBytes,
+  };
+}
 export type RegisteredNode = z.infer<typeof registeredNode>;
 
 /**
@@ -190,6 +232,11 @@ export const ENV_OVERRIDES: Record<string, string> = {
   SHARDCAST_MOVEMENT_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS: 'movement.idleInTransactionTimeoutSeconds',
   SHARDCAST_MOVEMENT_KEEP_ALIVE_SECONDS: 'movement.keepAliveSeconds',
   SHARDCAST_JANITOR_INTERVAL_MINUTES: 'janitor.intervalMinutes',
+  SHARDCAST_PLANNING_MODE: 'planning.mode',
+  SHARDCAST_PLANNING_TARGET_UTILISATION: 'planning.targetUtilisation',
+  SHARDCAST_PLANNING_BOUND: 'planning.bound',
+  SHARDCAST_PLANNING_HYSTERESIS_SECONDS: 'planning.hysteresisSeconds',
+  SHARDCAST_PLANNING_MAX_CONCURRENT_MOVES_PER_NODE: 'planning.maxConcurrentMovesPerNode',
   SHARDCAST_TABLE_CREATION_MAXIMUM_ATTEMPTS: 'tableCreation.maximumAttempts',
   SHARDCAST_TABLE_CREATION_INITIAL_RETRY_INTERVAL_MS: 'tableCreation.initialRetryIntervalMs',
 };
@@ -322,6 +369,9 @@ const NUMERIC_KEYS = new Set([
   'movement.idleInTransactionTimeoutSeconds',
   'movement.keepAliveSeconds',
   'janitor.intervalMinutes',
+  'planning.targetUtilisation',
+  'planning.hysteresisSeconds',
+  'planning.maxConcurrentMovesPerNode',
   'tableCreation.maximumAttempts',
   'tableCreation.initialRetryIntervalMs',
 ]);

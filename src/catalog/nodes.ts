@@ -12,7 +12,8 @@ export interface NodeRecord {
   dsn: string;
   region: string | null;
   zone: string | null;
-  capacity: number;
+  /** In load units, set by an operator; null: calibrated from the node's own history (src/planning/capacity.ts). */
+  capacity: number | null;
   state: NodeState;
 }
 
@@ -185,7 +186,7 @@ async function registerNode(db: Queryable, node: NewNode, options: { existingOk:
   try {
     const { rows } = await db.query<NodeRecord>(
       `insert into shardcast.nodes (name, dsn, region, zone, capacity, state, system_identifier, database_oid)
-       values ($1, $2, $3, $4, coalesce($5, 100), coalesce($6, 'active'), $7::bigint, $8::bigint)
+       values ($1, $2, $3, $4, $5, coalesce($6, 'active'), $7::bigint, $8::bigint)
        ${options.existingOk ? 'on conflict (name) do nothing' : ''}
        returning ${NODE_COLUMNS}`,
       [
@@ -224,6 +225,30 @@ export async function getNodeByName(db: Queryable, name: string): Promise<NodeRe
   const { rows } = await db.query<NodeRecord>(`select ${NODE_COLUMNS} from shardcast.nodes where name = $1`, [name]);
   if (!rows[0]) throw new NotFoundError(`node "${name}" does not exist`);
   return rows[0];
+}
+
+/** Sets (a positive number of load units) or clears (null: calibrate from history) a node's capacity. */
+export async function setNodeCapacity(db: Queryable, name: string, capacity: number | null): Promise<NodeRecord> {
+  if (capacity !== null && !(Number.isFinite(capacity) && capacity > 0)) {
+    throw new InvalidInputError(`node "${name}": capacity must be a positive number of load units, or "auto", got ${capacity}`);
+  }
+  const { rows } = await db.query<NodeRecord>(`update shardcast.nodes set capacity = $2 where name = $1 returning ${NODE_COLUMNS}`, [name, capacity]);
+  if (!rows[0]) throw new NotFoundError(`node "${name}" does not exist`);
+  return rows[0];
+}
+
+/**
+ * A node's life-cycle change, only from the states given (the planner's and the drain workflow's
+ * steps are retried: a change already made is no change). Returns the node as it is afterwards.
+ */
+export async function setNodeState(db: Queryable, nodeId: number, to: NodeState, from: readonly NodeState[]): Promise<NodeRecord> {
+  const { rows } = await db.query<NodeRecord>(
+    `update shardcast.nodes set state = $2 where id = $1 and (state = $2 or state = any($3::text[])) returning ${NODE_COLUMNS}`,
+    [nodeId, to, from],
+  );
+  if (rows[0]) return rows[0];
+  const node = await getNode(db, nodeId);
+  throw new InvalidInputError(`node "${node.name}" is ${node.state}: it cannot become ${to} (only from ${from.join(' or ')})`);
 }
 
 /** Node DSNs with the password hidden, for printing. */

@@ -111,6 +111,7 @@ async function planMove(deps: PlanningDeps, request: MovementRequest): Promise<M
     request.maxMovesPerNode,
   );
   const plan: MovePlan = { operation: 'move', movementId: request.movementId, shard, source, target, names, bytes: await schemaBytes(deps.nodePools, source, shard.schema) };
+  await recordBytes(deps, request.movementId, plan.bytes);
   if (!reversed) return plan;
   const blocker = await reverseBlocker(deps, reversed, shard.schema);
   if (!blocker) return { ...plan, reverse: { of: reversed.id, fencedSchema: fencedSchemaName(shard.schema, reversed.id) } };
@@ -179,7 +180,13 @@ async function planReshard(deps: PlanningDeps, request: MovementRequest): Promis
   );
   let bytes = 0;
   for (const s of base.sources) bytes += await schemaBytes(deps.nodePools, s.node, s.schema);
+  await recordBytes(deps, request.movementId, bytes);
   return { ...base, bytes };
+}
+
+/** The movement's size, for the planner's move-duration model (src/planning/duration.ts). */
+async function recordBytes(deps: PlanningDeps, movementId: string, bytes: number): Promise<void> {
+  await deps.catalog.query('update shardcast.movements set bytes = $2 where id = $1', [movementId, bytes]);
 }
 
 /**

@@ -231,7 +231,7 @@ describe('shardcast up (npm start)', () => {
     expect([picture.toString('latin1', 1, 4), picture.readUInt32BE(16), picture.readUInt32BE(20)]).toEqual(['PNG', 800, 360]);
 
     const human = cli('status');
-    expect(human.stdout).toMatch(/^node-1\s+active\s+local\s+z1\s+100\s+2\s+(ok|not checked yet)\s+postgres:\/\//m);
+    expect(human.stdout).toMatch(/^node-1\s+active\s+local\s+z1\s+auto\s+-\s+-\s+2\s+(ok|not checked yet)\s+postgres:\/\//m);
     expect(human.stdout).toMatch(/^items\s+items\s+hash\s+id\s+bigint\s+4\s+2\s+active$/m);
   });
 

@@ -59,6 +59,15 @@ describe('defaults', () => {
         keepAliveSeconds: 10,
       },
       janitor: { intervalMinutes: 10, fix: true },
+      planning: {
+        mode: 'on',
+        targetUtilisation: 0.7,
+        bound: 'upper95',
+        hysteresisSeconds: 7200,
+        maxConcurrentMovesPerNode: 2,
+        minBenefitPerGiB: 0.5,
+        weights: { load: 1, bytes: 0.05, locality: 0.5, alignment: 0.5 },
+      },
       tableCreation: { maximumAttempts: 5, initialRetryIntervalMs: 1000 },
     });
   });
@@ -75,9 +84,9 @@ describe('defaults', () => {
     expect(cfg.temporal).toEqual({ namespace: 'default', port: 7300, uiPort: 8233, taskQueue: 'shardcast-control' });
   });
 
-  it('registered nodes get capacity and state defaults', () => {
+  it('registered nodes get a state default, and no capacity (calibrated) unless given', () => {
     const cfg = parseConfig({ nodes: { count: 0, register: [{ name: 'eu-1', dsn: 'postgresql://u:p@h:5432/db' }] } });
-    expect(cfg.nodes.register).toEqual([{ name: 'eu-1', dsn: 'postgresql://u:p@h:5432/db', capacity: 100, state: 'active' }]);
+    expect(cfg.nodes.register).toEqual([{ name: 'eu-1', dsn: 'postgresql://u:p@h:5432/db', state: 'active' }]);
   });
 
   it('localUrl encodes user and password', () => {
@@ -282,6 +291,8 @@ describe('validation errors: one line naming the key path', () => {
     { name: 'unknown key in a registered node', raw: { nodes: { register: [{ name: 'n1', dsn: 'postgres://h', weight: 3 }] } }, key: 'nodes.register.0.weight', message: 'config: nodes.register.0.weight: unknown key' },
     { name: 'maximumAttempts 0', raw: { tableCreation: { maximumAttempts: 0 } }, key: 'tableCreation.maximumAttempts', message: /^config: tableCreation\.maximumAttempts: / },
     { name: 'unknown forecast backend', raw: { forecast: { backend: 'gpu' } }, key: 'forecast.backend', message: /^config: forecast\.backend: .*"auto"/ },
+    { name: 'unknown planning mode', raw: { planning: { mode: 'sometimes' } }, key: 'planning.mode', message: /^config: planning\.mode: .*"dry-run"/ },
+    { name: 'planning target above 1', raw: { planning: { targetUtilisation: 1.5 } }, key: 'planning.targetUtilisation', message: /^config: planning\.targetUtilisation: / },
     { name: 'section not an object', raw: { temporal: 5 }, key: 'temporal', message: /^config: temporal: expected .*object, got .*number$/ },
   ];
   for (const c of cases) {
