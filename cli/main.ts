@@ -27,6 +27,7 @@ import { workflowStateOf } from '../client/doctor.js';
 import { nonNegativeInt, positiveInt, positiveNumber } from './args.js';
 import { printDoctorReport } from './doctor.js';
 import { registerForecastCommands } from './forecast.js';
+import { registerSecurityCommands } from './security.js';
 import { describeHealth, nodeHealth } from '../src/profiling/collector.js';
 import { printTable } from './format.js';
 import { createUpLog, startStack } from './stack.js';
@@ -209,7 +210,7 @@ tables
         nodes: opts.nodes,
       };
       await withCatalog(async (_pool, cfg) => {
-        const client = await connectTemporal(temporalAddressOf(cfg), cfg.temporal.namespace);
+        const client = await connectTemporal(temporalAddressOf(cfg), cfg.temporal.namespace, cfg);
         try {
           const result = await createDistributedTable(clientOptionsFromConfig(client, cfg), spec);
           if (opts.json) console.log(JSON.stringify(result, null, 2));
@@ -253,7 +254,7 @@ program
 
 /** Runs `fn` with a Temporal client for the configured server, closed afterwards. */
 async function withTemporal<T>(cfg: Config, fn: (client: Client) => Promise<T>): Promise<T> {
-  const client = await connectTemporal(temporalAddressOf(cfg), cfg.temporal.namespace);
+  const client = await connectTemporal(temporalAddressOf(cfg), cfg.temporal.namespace, cfg);
   try {
     return await fn(client);
   } finally {
@@ -557,6 +558,7 @@ function waitForSignal(): Promise<NodeJS.Signals> {
 }
 
 registerForecastCommands(program);
+registerSecurityCommands(program);
 
 async function main(argv: string[]): Promise<number> {
   try {

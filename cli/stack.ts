@@ -1,7 +1,8 @@
 import { appendFileSync, mkdirSync } from 'node:fs';
 import type { Server } from 'node:http';
 import path from 'node:path';
-import { Client, Connection } from '@temporalio/client';
+import { Connection } from '@temporalio/client';
+import { connectTemporalClient, dataConverterOf } from '../client/connection.js';
 import { collectorWorkflowId, ensureCollector, ensureSchedules } from '../client/index.js';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import pg from 'pg';
@@ -41,6 +42,8 @@ export async function startStack(config: Config, options: StackOptions): Promise
     stops.length = 0;
   };
   const dataDir = path.resolve(config.dataDir);
+  // Keys (and, below, certificates) are read before anything starts: a bad one changes nothing.
+  const dataConverter = dataConverterOf(config);
   try {
     if (options.embedded) {
       // Before anything is started or reaped: a live `up` on this directory makes this one refuse.
@@ -121,6 +124,7 @@ export async function startStack(config: Config, options: StackOptions): Promise
       namespace: config.temporal.namespace,
       taskQueue: config.temporal.taskQueue,
       catalogUrl,
+      dataConverter,
       training: { threads: config.forecast.threads, backend: config.forecast.backend },
       sessionLimits: {
         statementTimeoutMs: config.movement.statementTimeoutSeconds * 1000,
@@ -130,7 +134,7 @@ export async function startStack(config: Config, options: StackOptions): Promise
     });
     stops.push(() => worker.shutdown());
     log(line('worker', `task queue ${config.temporal.taskQueue}`));
-    const temporalClient = new Client({ connection: await Connection.connect({ address: temporalAddress }), namespace: config.temporal.namespace });
+    const temporalClient = await connectTemporalClient(config, temporalAddress);
     stops.push(() => temporalClient.connection.close());
     await ensureCollector(
       { client: temporalClient, taskQueue: config.temporal.taskQueue },

@@ -62,6 +62,25 @@ export const configSchema = z
         port: port.default(7233),
         uiPort: port.default(8233),
         taskQueue: z.string().min(1).default('shardcast-control'),
+        /** Payload encryption (AES-256-GCM) of everything Shardcast puts in Temporal; on when a key is configured. */
+        encryption: z
+          .object({
+            /** A file of keys, one `KEY_ID=BASE64` per line; keys may also come from $SHARDCAST_TEMPORAL_ENCRYPTION_KEYS. */
+            keyFile: z.string().min(1).optional(),
+            /** The key new payloads are encrypted with (needed when more than one key is configured). */
+            keyId: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, '1-64 letters, digits, ".", "_" or "-"').optional(),
+          })
+          .strict()
+          .prefault({}),
+      })
+      .strict()
+      .prefault({}),
+    codecServer: z
+      .object({
+        /** host:port of `shardcast codec-server` (the Temporal UI and CLI decode payloads through it). */
+        listen: z.string().refine((v) => parseListenAddress(v) !== undefined, 'host:port, port 0-65535').default('127.0.0.1:8888'),
+        /** Origins whose browsers may call it (the Temporal UI's address), e.g. http://127.0.0.1:8233. */
+        corsOrigins: z.array(z.string().regex(/^https?:\/\/[^\s/]+$/, 'an origin such as http://127.0.0.1:8233 (scheme, host, port; no path)')).default([]),
       })
       .strict()
       .prefault({}),
@@ -169,6 +188,10 @@ export const ENV_OVERRIDES: Record<string, string> = {
   SHARDCAST_TEMPORAL_PORT: 'temporal.port',
   SHARDCAST_TEMPORAL_UI_PORT: 'temporal.uiPort',
   SHARDCAST_TEMPORAL_TASK_QUEUE: 'temporal.taskQueue',
+  SHARDCAST_TEMPORAL_ENCRYPTION_KEY_FILE: 'temporal.encryption.keyFile',
+  SHARDCAST_TEMPORAL_ENCRYPTION_KEY_ID: 'temporal.encryption.keyId',
+  SHARDCAST_CODEC_SERVER_LISTEN: 'codecServer.listen',
+  SHARDCAST_CODEC_SERVER_CORS_ORIGINS: 'codecServer.corsOrigins',
   SHARDCAST_METRICS_PORT: 'metrics.port',
   SHARDCAST_FORECAST_BACKEND: 'forecast.backend',
   SHARDCAST_FORECAST_RETRAIN_AT: 'forecast.retrainAt',
@@ -358,7 +381,11 @@ function firstUnexpected(text: string, char: string): number | undefined {
   return undefined;
 }
 
+/** Keys whose values are lists: their environment values are comma-separated. */
+const LIST_KEYS = new Set(['codecServer.corsOrigins']);
+
 function coerceEnvValue(key: string, value: string): unknown {
+  if (LIST_KEYS.has(key)) return value.split(',').map((v) => v.trim()).filter((v) => v !== '');
   if (NUMERIC_KEYS.has(key) && /^\s*-?\d+(\.\d+)?\s*$/.test(value)) return Number(value);
   return value;
 }
@@ -374,6 +401,17 @@ function setPath(target: Record<string, unknown>, key: string, value: unknown): 
     cursor = cursor[part] as Record<string, unknown>;
   }
   cursor[parts.at(-1)!] = value;
+}
+
+const LISTEN = /^(\[[0-9A-Fa-f:.]+\]|[^\s:[\]]+):(\d{1,5})$/;
+
+/** A listen address, `host:port` (IPv6 in brackets: `[::1]:9464`); undefined when it is not one. */
+export function parseListenAddress(text: string): { host: string; port: number } | undefined {
+  const m = LISTEN.exec(text.trim());
+  if (!m) return undefined;
+  const port = Number(m[2]);
+  if (port > 65535) return undefined;
+  return { host: m[1]!.replace(/^\[(.*)\]$/, '$1'), port };
 }
 
 /** Connection URL of one database on a local embedded PostgreSQL. */
