@@ -2,7 +2,7 @@ import { appendFileSync, mkdirSync } from 'node:fs';
 import type { Server } from 'node:http';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
-import { connectTemporalClient, dataConverterOf } from '../client/connection.js';
+import { connectTemporalClient, dataConverterOf, temporalSecurityOptions, type TemporalSecurityOptions } from '../client/connection.js';
 import { collectorWorkflowId, ensureCollector, ensureSchedules } from '../client/index.js';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import pg from 'pg';
@@ -44,6 +44,7 @@ export async function startStack(config: Config, options: StackOptions): Promise
   const dataDir = path.resolve(config.dataDir);
   // Keys (and, below, certificates) are read before anything starts: a bad one changes nothing.
   const dataConverter = dataConverterOf(config);
+  const security = temporalSecurityOptions(config);
   try {
     if (options.embedded) {
       // Before anything is started or reaped: a live `up` on this directory makes this one refuse.
@@ -111,13 +112,13 @@ export async function startStack(config: Config, options: StackOptions): Promise
       log(line('temporal', `${temporalAddress} (namespace ${config.temporal.namespace})`));
       log(line('temporal-ui', server.uiUrl ?? '(headless)'));
     } else {
-      await ensureSearchAttributes(temporalAddress, config.temporal.namespace);
+      await ensureSearchAttributes(temporalAddress, config.temporal.namespace, security);
       log(line('temporal', `${temporalAddress} (namespace ${config.temporal.namespace}, external)`));
     }
 
     // Workers: one per task queue. The SDK's own log says only what needs attention.
     installQuietRuntime();
-    const connection = await NativeConnection.connect({ address: temporalAddress });
+    const connection = await NativeConnection.connect({ address: temporalAddress, ...security });
     stops.push(() => connection.close());
     const worker: RunningWorker = await startControlWorker({
       connection,
@@ -214,8 +215,8 @@ export function createUpLog(dataDir: string): (line: string) => void {
 }
 
 /** Registers Shardcast's search attributes on an existing Temporal server where they are missing. */
-async function ensureSearchAttributes(address: string, namespace: string): Promise<void> {
-  const connection = await Connection.connect({ address, connectTimeout: 5000 }).catch((err: unknown) => {
+async function ensureSearchAttributes(address: string, namespace: string, security: TemporalSecurityOptions): Promise<void> {
+  const connection = await Connection.connect({ address, connectTimeout: 5000, ...security }).catch((err: unknown) => {
     throw new ShardcastError('TEMPORAL_UNAVAILABLE', `cannot reach Temporal at ${address}: ${errorMessage(err)}`, { cause: err });
   });
   try {

@@ -62,6 +62,30 @@ export const configSchema = z
         port: port.default(7233),
         uiPort: port.default(8233),
         taskQueue: z.string().min(1).default('shardcast-control'),
+        /** TLS to an existing Temporal frontend (temporal.address): server CA, client certificate for mTLS, server name. */
+        tls: z
+          .object({
+            /** TLS with the system's trusted CAs, without any file (Temporal Cloud with an API key needs nothing more). */
+            enabled: z.boolean().default(false),
+            /** PEM file of the CA that signed the server's certificate (default: the system's trusted CAs). */
+            caFile: z.string().min(1).optional(),
+            /** PEM files of the client certificate and its private key (mTLS), given together. */
+            certFile: z.string().min(1).optional(),
+            keyFile: z.string().min(1).optional(),
+            /** The name the server's certificate is checked against (SNI), when it differs from the address's host. */
+            serverName: z.string().min(1).optional(),
+          })
+          .strict()
+          .prefault({})
+          .superRefine((tls, ctx) => {
+            if ((tls.certFile === undefined) !== (tls.keyFile === undefined)) {
+              ctx.addIssue({ code: 'custom', path: [tls.certFile === undefined ? 'certFile' : 'keyFile'], message: 'the client certificate (certFile) and its key (keyFile) go together' });
+            }
+          }),
+        /** API key (Temporal Cloud), sent as a bearer token over TLS; prefer apiKeyFile or the environment to a key in the file. */
+        apiKey: z.string().min(1).optional(),
+        /** A file holding the API key. */
+        apiKeyFile: z.string().min(1).optional(),
         /** Payload encryption (AES-256-GCM) of everything Shardcast puts in Temporal; on when a key is configured. */
         encryption: z
           .object({
@@ -74,7 +98,12 @@ export const configSchema = z
           .prefault({}),
       })
       .strict()
-      .prefault({}),
+      .prefault({})
+      .superRefine((temporal, ctx) => {
+        if (temporal.apiKey !== undefined && temporal.apiKeyFile !== undefined) {
+          ctx.addIssue({ code: 'custom', path: ['apiKeyFile'], message: 'give the API key once: apiKey or apiKeyFile, not both' });
+        }
+      }),
     codecServer: z
       .object({
         /** host:port of `shardcast codec-server` (the Temporal UI and CLI decode payloads through it). */
@@ -188,6 +217,13 @@ export const ENV_OVERRIDES: Record<string, string> = {
   SHARDCAST_TEMPORAL_PORT: 'temporal.port',
   SHARDCAST_TEMPORAL_UI_PORT: 'temporal.uiPort',
   SHARDCAST_TEMPORAL_TASK_QUEUE: 'temporal.taskQueue',
+  SHARDCAST_TEMPORAL_TLS_ENABLED: 'temporal.tls.enabled',
+  SHARDCAST_TEMPORAL_TLS_CA_FILE: 'temporal.tls.caFile',
+  SHARDCAST_TEMPORAL_TLS_CERT_FILE: 'temporal.tls.certFile',
+  SHARDCAST_TEMPORAL_TLS_KEY_FILE: 'temporal.tls.keyFile',
+  SHARDCAST_TEMPORAL_TLS_SERVER_NAME: 'temporal.tls.serverName',
+  SHARDCAST_TEMPORAL_API_KEY: 'temporal.apiKey',
+  SHARDCAST_TEMPORAL_API_KEY_FILE: 'temporal.apiKeyFile',
   SHARDCAST_TEMPORAL_ENCRYPTION_KEY_FILE: 'temporal.encryption.keyFile',
   SHARDCAST_TEMPORAL_ENCRYPTION_KEY_ID: 'temporal.encryption.keyId',
   SHARDCAST_CODEC_SERVER_LISTEN: 'codecServer.listen',
@@ -384,7 +420,11 @@ function firstUnexpected(text: string, char: string): number | undefined {
 /** Keys whose values are lists: their environment values are comma-separated. */
 const LIST_KEYS = new Set(['codecServer.corsOrigins']);
 
+/** Keys whose values are switches: true/false (or 1/0, yes/no) in the environment. */
+const BOOLEAN_KEYS = new Set(['temporal.tls.enabled']);
+
 function coerceEnvValue(key: string, value: string): unknown {
+  if (BOOLEAN_KEYS.has(key) && /^\s*(true|1|yes|false|0|no)\s*$/i.test(value)) return /^\s*(true|1|yes)\s*$/i.test(value);
   if (LIST_KEYS.has(key)) return value.split(',').map((v) => v.trim()).filter((v) => v !== '');
   if (NUMERIC_KEYS.has(key) && /^\s*-?\d+(\.\d+)?\s*$/.test(value)) return Number(value);
   return value;

@@ -45,7 +45,7 @@ describe('defaults', () => {
       catalog: { port: 5440, database: 'shardcast' },
       nodes: { count: 3, basePort: 5441, database: 'shardcast', maxSlotWalKeepSize: '10GB', register: [] },
       postgres: { user: 'postgres', password: 'shardcast' },
-      temporal: { namespace: 'default', port: 7233, uiPort: 8233, taskQueue: 'shardcast-control', encryption: {} },
+      temporal: { namespace: 'default', port: 7233, uiPort: 8233, taskQueue: 'shardcast-control', tls: { enabled: false }, encryption: {} },
       codecServer: { listen: '127.0.0.1:8888', corsOrigins: [] },
       metrics: { port: 9464 },
       collection: { intervalSeconds: 15, retentionDays: 35 },
@@ -73,7 +73,7 @@ describe('defaults', () => {
 
   it('a partial section keeps the defaults of its other keys', () => {
     const cfg = parseConfig({ temporal: { port: 7300 } });
-    expect(cfg.temporal).toEqual({ namespace: 'default', port: 7300, uiPort: 8233, taskQueue: 'shardcast-control', encryption: {} });
+    expect(cfg.temporal).toEqual({ namespace: 'default', port: 7300, uiPort: 8233, taskQueue: 'shardcast-control', tls: { enabled: false }, encryption: {} });
   });
 
   it('registered nodes get capacity and state defaults', () => {
