@@ -24,10 +24,11 @@ import { resolveTemporalCli } from '../src/fleet/temporal-cli.js';
 import { doctor, recordDoctorRun, summarize } from '../src/movement/doctor.js';
 import { NodePools } from '../src/catalog/node-pools.js';
 import { workflowStateOf } from '../client/doctor.js';
-import { nonNegativeInt, positiveInt, positiveNumber } from './args.js';
+import { listenAddress, nonNegativeInt, positiveInt, positiveNumber } from './args.js';
 import { printDoctorReport } from './doctor.js';
 import { registerForecastCommands } from './forecast.js';
 import { registerSecurityCommands } from './security.js';
+import { configOf, metricsListenOverrides } from './program-config.js';
 import { describeHealth, nodeHealth } from '../src/profiling/collector.js';
 import { printTable } from './format.js';
 import { createUpLog, startStack } from './stack.js';
@@ -112,8 +113,9 @@ program
 program
   .command('worker')
   .description('run the workers and metrics against an existing catalog and Temporal server (a real deployment)')
-  .action(async () => {
-    const cfg = config();
+  .option('--metrics-listen <host:port>', 'serve /metrics here (default 127.0.0.1:9464, metrics.host and metrics.port); 0.0.0.0:9464 opens it to the network', listenAddress)
+  .action(async (opts: { metricsListen?: string }) => {
+    const cfg = configOf(program, metricsListenOverrides(opts.metricsListen));
     if (!cfg.catalog.url) throw new ShardcastError('CONFIG', 'config: catalog.url: required for `shardcast worker` (or SHARDCAST_CATALOG_URL)');
     if (!cfg.temporal.address) throw new ShardcastError('CONFIG', 'config: temporal.address: required for `shardcast worker` (or SHARDCAST_TEMPORAL_ADDRESS)');
     const stack = await startStack(cfg, { embedded: false, log: (l) => console.log(l) });

@@ -147,9 +147,10 @@ export async function startStack(config: Config, options: StackOptions): Promise
     log(line('schedules', `retrain daily at ${config.forecast.retrainAt} UTC, forecast hourly${janitor} (${schedules.map((s) => s.scheduleId).join(', ')})`));
 
     if (config.metrics.port > 0) {
-      const server: Server = await startMetricsServer(createMetricsRegistry(catalog), config.metrics.port, options.embedded ? '127.0.0.1' : '0.0.0.0');
+      const server: Server = await startMetricsServer(createMetricsRegistry(catalog), config.metrics.port, config.metrics.host);
       stops.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
-      log(line('metrics', `http://${options.embedded ? '127.0.0.1' : '0.0.0.0'}:${config.metrics.port}/metrics`));
+      const host = config.metrics.host.includes(':') && !config.metrics.host.startsWith('[') ? `[${config.metrics.host}]` : config.metrics.host;
+      log(line('metrics', `http://${host}:${config.metrics.port}/metrics`));
     }
     return { catalogUrl, temporalAddress, stop };
   } catch (err) {

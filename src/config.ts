@@ -117,6 +117,8 @@ export const configSchema = z
       .object({
         /** Prometheus endpoint of the worker; 0 turns it off. */
         port: z.number().int().min(0).max(65535).default(9464),
+        /** The address it listens on: loopback unless opened (0.0.0.0, or one interface's address) for a Prometheus elsewhere. */
+        host: z.string().regex(/^(\[?[0-9A-Fa-f:.]+\]?|[A-Za-z0-9.-]+)$/, 'a host name or IP address').default('127.0.0.1'),
       })
       .strict()
       .prefault({}),
@@ -229,6 +231,7 @@ export const ENV_OVERRIDES: Record<string, string> = {
   SHARDCAST_CODEC_SERVER_LISTEN: 'codecServer.listen',
   SHARDCAST_CODEC_SERVER_CORS_ORIGINS: 'codecServer.corsOrigins',
   SHARDCAST_METRICS_PORT: 'metrics.port',
+  SHARDCAST_METRICS_HOST: 'metrics.host',
   SHARDCAST_FORECAST_BACKEND: 'forecast.backend',
   SHARDCAST_FORECAST_RETRAIN_AT: 'forecast.retrainAt',
   SHARDCAST_FORECAST_CATCHUP_WINDOW_MINUTES: 'forecast.catchupWindowMinutes',
