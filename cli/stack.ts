@@ -1,4 +1,4 @@
-import { appendFileSync, mkdirSync } from 'node:fs';
+import { appendFileSync, chmodSync, existsSync, mkdirSync } from 'node:fs';
 import type { Server } from 'node:http';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
@@ -11,6 +11,7 @@ import { ensureNodes, type NewNode } from '../src/catalog/nodes.js';
 import { localUrl, type Config } from '../src/config.js';
 import { ShardcastError, errorMessage, sqlState } from '../src/errors.js';
 import { lockDataDir } from '../src/fleet/data-dir-lock.js';
+import { embeddedPasswordFile, ensureEmbeddedPassword } from '../src/fleet/embedded-password.js';
 import { PostgresServer } from '../src/fleet/postgres-server.js';
 import { resolveTemporalCli } from '../src/fleet/temporal-cli.js';
 import { TemporalDevServer } from '../src/fleet/temporal-server.js';
@@ -53,7 +54,18 @@ export async function startStack(config: Config, options: StackOptions): Promise
     }
     // PostgreSQL: catalog and nodes, started in parallel.
     const servers: PostgresServer[] = [];
-    const credentials = { user: config.postgres.user, password: config.postgres.password };
+    const embeddedServers = options.embedded && (!config.catalog.url || config.nodes.count > 0);
+    const credentials = { user: config.postgres.user, password: config.postgres.password ?? '' };
+    if (embeddedServers && config.postgres.password === undefined) {
+      const initialised = ['catalog', 'node-1'].some((name) => existsSync(path.join(dataDir, name, 'PG_VERSION')));
+      const kept = ensureEmbeddedPassword(dataDir, initialised);
+      credentials.password = kept.password;
+      if (kept.legacy) {
+        log(
+          `shardcast: warning: the embedded PostgreSQLs of ${dataDir} use the old default password; change it (ALTER ROLE ${config.postgres.user} PASSWORD …) on each of them and write it to ${embeddedPasswordFile(dataDir)}`,
+        );
+      }
+    }
     if (options.embedded && !config.catalog.url) {
       servers.push(new PostgresServer({ name: 'catalog', dataDir: path.join(dataDir, 'catalog'), port: config.catalog.port, ...credentials }));
     }
@@ -204,6 +216,9 @@ export const UP_LOG_FILE = 'shardcast-up.log';
 export function createUpLog(dataDir: string): (line: string) => void {
   mkdirSync(dataDir, { recursive: true });
   const file = path.join(path.resolve(dataDir), UP_LOG_FILE);
+  // Private, like the servers' logs: what it says is for the operator.
+  appendFileSync(file, '', { mode: 0o600 });
+  chmodSync(file, 0o600);
   for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
   return (text) => {
     try {

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from './errors.js';
+import { embeddedPasswordFile, readEmbeddedPassword } from './fleet/embedded-password.js';
 
 const port = z.number().int().min(1).max(65535);
 const identifier = z.string().regex(/^[a-z][a-z0-9_-]{0,62}$/, 'lower-case letters, digits, "-" or "_", starting with a letter');
@@ -50,7 +51,8 @@ export const configSchema = z
     postgres: z
       .object({
         user: identifier.default('postgres'),
-        password: z.string().min(1).default('shardcast'),
+        /** Default: a random password generated at the first start, kept in <dataDir>/postgres-password (mode 0600). */
+        password: z.string().min(1).optional(),
       })
       .strict()
       .prefault({}),
@@ -457,8 +459,15 @@ export function parseListenAddress(text: string): { host: string; port: number }
   return { host: m[1]!.replace(/^\[(.*)\]$/, '$1'), port };
 }
 
-/** Connection URL of one database on a local embedded PostgreSQL. */
+/** Connection URL of one database on a local embedded PostgreSQL; its password is postgres.password or the data directory's. */
 export function localUrl(config: Config, port: number, database: string): string {
-  const { user, password } = config.postgres;
+  const { user } = config.postgres;
+  const password = config.postgres.password ?? readEmbeddedPassword(config.dataDir);
+  if (password === undefined) {
+    throw new ConfigError(
+      'postgres.password',
+      `not set, and there is no ${embeddedPasswordFile(config.dataDir)}: \`shardcast up\` generates it at its first start (run commands from the same directory, or set dataDir)`,
+    );
+  }
   return `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@127.0.0.1:${port}/${database}`;
 }
