@@ -358,13 +358,21 @@ describe('docker-compose.yml', () => {
     }
     expect(String((production.services.grafana!.environment as Record<string, unknown>).GF_AUTH_ANONYMOUS_ENABLED)).toBe('false');
 
-    // The worker's production config holds no DSN, so no password.
-    const configPath = String((production.services.worker!.environment as Record<string, unknown>).SHARDCAST_CONFIG);
-    const configFile = repoPathOfWorkerFile(configPath);
+    // The worker's production config registers every node with a DSN that names the worker's password variable, never a password.
+    const workerEnv = production.services.worker!.environment as Record<string, unknown>;
+    const configFile = repoPathOfWorkerFile(String(workerEnv.SHARDCAST_CONFIG));
     expect(existsSync(configFile), `${configFile} does not exist`).toBe(true);
-    const text = readFileSync(configFile, 'utf8');
-    expect(text).not.toMatch(/postgres(ql)?:\/\//);
-    expect(parseConfig(JSON.parse(text)).nodes).toMatchObject({ count: 0, register: [] });
+    const nodes = parseConfig(JSON.parse(readFileSync(configFile, 'utf8'))).nodes;
+    expect(nodes.count).toBe(0);
+    expect(nodes.register.map((n) => n.name).sort()).toEqual([...NODE_SERVICES].sort());
+    for (const node of nodes.register) {
+      const dsn = new URL(node.dsn);
+      expect(dsn.password, `node "${node.name}": the production DSN holds a password`).toBe('');
+      expect(NODE_SERVICES).toContain(dsn.hostname);
+      const variable = dsn.searchParams.get('passwordenv');
+      expect(variable, `node "${node.name}": the production DSN names no password variable`).toBeTruthy();
+      expect(String(workerEnv[variable!]), `the worker does not set ${variable} to the nodes' password`).toBe(String((production.services[dsn.hostname]!.environment as Record<string, unknown>).POSTGRES_PASSWORD));
+    }
   });
 
   it.skipIf(!hasDockerCompose)('production: `docker compose config` names the missing password variable', () => {
