@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import path from 'node:path';
 import { promisify } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
@@ -18,7 +19,8 @@ let plain: Client;
 let codecServer: Server;
 let codecUrl: string;
 // A key made for this run only: nothing secret is committed.
-const codec = new AesGcmPayloadCodec(loadKeyRing({ keysFromEnv: `test-${randomBytes(3).toString('hex')}=${randomBytes(32).toString('base64')}` })!);
+const KEYS = `test-${randomBytes(3).toString('hex')}=${randomBytes(32).toString('base64')}`;
+const codec = new AesGcmPayloadCodec(loadKeyRing({ keysFromEnv: KEYS })!);
 const UI_ORIGIN = 'http://127.0.0.1:8233';
 
 beforeAll(async () => {
@@ -73,6 +75,21 @@ describe('payload encryption against a real Temporal server', () => {
     const cliInput = shown.events.find((e) => e.workflowExecutionStartedEventAttributes)!.workflowExecutionStartedEventAttributes!.input.payloads[0]!;
     expect(Buffer.from(cliInput.metadata.encoding!, 'base64').toString()).toBe('json/plain');
     expect(Buffer.from(cliInput.data, 'base64').toString()).toContain(marker);
+  });
+
+  it('the CLI encrypts what it starts when $SHARDCAST_TEMPORAL_ENCRYPTION_KEYS is set', async () => {
+    const marker = `marker_${randomBytes(6).toString('hex')}`;
+    const table = `cli_${randomBytes(3).toString('hex')}`;
+    const env: NodeJS.ProcessEnv = { ...process.env, SHARDCAST_TEMPORAL_ENCRYPTION_KEYS: KEYS, SHARDCAST_TEMPORAL_TASK_QUEUE: worker.taskQueue };
+    const run = await promisify(execFile)(
+      process.execPath,
+      ['bin/shardcast.js', '--catalog-url', catalog.catalogUrl, '--temporal-address', fleet().temporalAddress, 'tables', 'create', table, '--columns', `id bigint primary key, ${marker} text`, '--key', 'id', '--shards', '2'],
+      { cwd: path.resolve(import.meta.dirname, '../..'), env },
+    );
+    expect(run.stdout).toContain(`created ${table}: 2 shard(s)`);
+    const raw = Buffer.from(temporal.api.history.v1.History.encode(await plain.workflow.getHandle(createTableWorkflowId(table)).fetchHistory()).finish());
+    expect(raw.includes('binary/encrypted')).toBe(true);
+    expect(raw.includes(marker), 'the CLI sent the column definitions in plaintext').toBe(false);
   });
 
   it('answers the Temporal UI’s preflight for its origin only, and refuses bad requests with a reason', async () => {
