@@ -5,7 +5,7 @@ import pg from 'pg';
 import { clientOptionsFromConfig, connectTemporal, runForecastingNow, toShardcastError, type ForecastingRun } from '../client/index.js';
 import { assertMigrated } from '../src/catalog/migrate.js';
 import { redactDsn } from '../src/catalog/nodes.js';
-import { loadConfig, localUrl, type Config } from '../src/config.js';
+import { localUrl, type Config } from '../src/config.js';
 import { InvalidInputError, ShardcastError, errorMessage } from '../src/errors.js';
 import { backtest, backtestSummary, type BacktestReport } from '../src/forecasting/backtest.js';
 import { describeSummary, type ForecastingSummary } from '../src/forecasting/runs.js';
@@ -17,6 +17,7 @@ import { assertKnownSeries, listSeries, loadSeries } from '../src/profiling/seri
 import { nonNegativeNumber, positiveInt, positiveNumber } from './args.js';
 import { svgChart, terminalChart } from './chart.js';
 import { printTable } from './format.js';
+import { configOf } from './program-config.js';
 import { svgToPng } from './png.js';
 
 /** One line for a hyperparameter search: how it went and what it chose. */
@@ -27,16 +28,10 @@ export function describeTuning(t: Tuning): string {
   return `${t.method}, ${t.trials} trials in ${t.seconds.toFixed(1)} s${t.failedTrials > 0 ? ` (${t.failedTrials} failed)` : ''}: ${t.objective} ${t.score.toPrecision(3)} (defaults ${t.defaultScore.toPrecision(3)}); ${chosen}`;
 }
 
-/** The configuration as the global options of `program` say (the same as cli/main.ts reads it). */
-export function configOf(program: Command): Config {
-  const opts = program.opts<{ config?: string; catalogUrl?: string; temporalAddress?: string }>();
-  return loadConfig({ file: opts.config, overrides: { 'catalog.url': opts.catalogUrl, 'temporal.address': opts.temporalAddress } });
-}
-
 /** Triggers retraining or forecasting (see runForecastingNow); with `wait`, prints the run's summary. */
 async function runNow(program: Command, run: ForecastingRun, wait: boolean): Promise<void> {
   const cfg = configOf(program);
-  const client = await connectTemporal(cfg.temporal.address ?? `127.0.0.1:${cfg.temporal.port}`, cfg.temporal.namespace);
+  const client = await connectTemporal(cfg.temporal.address ?? `127.0.0.1:${cfg.temporal.port}`, cfg.temporal.namespace, cfg);
   try {
     const { handle, via } = await runForecastingNow(clientOptionsFromConfig(client, cfg), cfg, run);
     console.log(via === 'running' ? `already running: ${handle.workflowId}` : `started ${handle.workflowId}${via === 'schedule' ? ' (schedule triggered)' : ''}`);

@@ -24,10 +24,12 @@ import { resolveTemporalCli } from '../src/fleet/temporal-cli.js';
 import { doctor, recordDoctorRun, summarize } from '../src/movement/doctor.js';
 import { NodePools } from '../src/catalog/node-pools.js';
 import { workflowStateOf } from '../client/doctor.js';
-import { nonNegativeInt, positiveInt, positiveNumber } from './args.js';
+import { listenAddress, nonNegativeInt, positiveInt, positiveNumber } from './args.js';
 import { printDoctorReport } from './doctor.js';
 import { registerForecastCommands } from './forecast.js';
 import { nodeOutlook, registerPlanCommands } from './plan.js';
+import { registerSecurityCommands } from './security.js';
+import { configOf, metricsListenOverrides } from './program-config.js';
 import { describeHealth, nodeHealth } from '../src/profiling/collector.js';
 import { printTable } from './format.js';
 import { createUpLog, startStack } from './stack.js';
@@ -112,8 +114,9 @@ program
 program
   .command('worker')
   .description('run the workers and metrics against an existing catalog and Temporal server (a real deployment)')
-  .action(async () => {
-    const cfg = config();
+  .option('--metrics-listen <host:port>', 'serve /metrics here (default 127.0.0.1:9464, metrics.host and metrics.port); 0.0.0.0:9464 opens it to the network', listenAddress)
+  .action(async (opts: { metricsListen?: string }) => {
+    const cfg = configOf(program, metricsListenOverrides(opts.metricsListen));
     if (!cfg.catalog.url) throw new ShardcastError('CONFIG', 'config: catalog.url: required for `shardcast worker` (or SHARDCAST_CATALOG_URL)');
     if (!cfg.temporal.address) throw new ShardcastError('CONFIG', 'config: temporal.address: required for `shardcast worker` (or SHARDCAST_TEMPORAL_ADDRESS)');
     const stack = await startStack(cfg, { embedded: false, log: (l) => console.log(l) });
@@ -225,7 +228,7 @@ tables
         nodes: opts.nodes,
       };
       await withCatalog(async (_pool, cfg) => {
-        const client = await connectTemporal(temporalAddressOf(cfg), cfg.temporal.namespace);
+        const client = await connectTemporal(temporalAddressOf(cfg), cfg.temporal.namespace, cfg);
         try {
           const result = await createDistributedTable(clientOptionsFromConfig(client, cfg), spec);
           if (opts.json) console.log(JSON.stringify(result, null, 2));
@@ -269,7 +272,7 @@ program
 
 /** Runs `fn` with a Temporal client for the configured server, closed afterwards. */
 async function withTemporal<T>(cfg: Config, fn: (client: Client) => Promise<T>): Promise<T> {
-  const client = await connectTemporal(temporalAddressOf(cfg), cfg.temporal.namespace);
+  const client = await connectTemporal(temporalAddressOf(cfg), cfg.temporal.namespace, cfg);
   try {
     return await fn(client);
   } finally {
@@ -568,6 +571,7 @@ function waitForSignal(): Promise<NodeJS.Signals> {
 
 registerForecastCommands(program);
 registerPlanCommands(program, nodes);
+registerSecurityCommands(program);
 
 async function main(argv: string[]): Promise<number> {
   try {

@@ -18,7 +18,8 @@ import type { Plan, PlanInput } from '../src/planning/types.js';
 import type pg from 'pg';
 import { CONTROL_TASK_QUEUE } from '../workers/control.js';
 import { pauseSignal, rebalanceProgressQuery, resumeSignal, type RebalanceInput, type RebalanceResult } from '../workflows/messages.js';
-import { assertDirectoryOf, configOf, withCatalog } from './forecast.js';
+import { assertDirectoryOf, withCatalog } from './forecast.js';
+import { configOf } from './program-config.js';
 import { printTable } from './format.js';
 import { svgToPng } from './png.js';
 
@@ -116,7 +117,7 @@ function printStored(p: StoredPlan): void {
 }
 
 async function withClient<T>(cfg: Config, fn: (options: ReturnType<typeof clientOptionsFromConfig>) => Promise<T>): Promise<T> {
-  const client = await connectTemporal(cfg.temporal.address ?? `127.0.0.1:${cfg.temporal.port}`, cfg.temporal.namespace);
+  const client = await connectTemporal(cfg.temporal.address ?? `127.0.0.1:${cfg.temporal.port}`, cfg.temporal.namespace, cfg);
   try {
     return await fn(clientOptionsFromConfig(client, cfg));
   } finally {

@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import type { WorkflowHandle, WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
 import { CONTROL_TASK_QUEUE } from '../workers/control.js';
 import { describeMovement, moveShardInput, moveWorkflowId, type MovementSettings } from '../workflows/describe.js';
+import { connectTemporalClient } from './connection.js';
 
 export interface ShardcastClientOptions {
   client: Client;
@@ -18,7 +19,9 @@ export interface ShardcastClientOptions {
   nodeRetry?: RetrySettings;
 }
 
-export async function connectTemporal(address: string, namespace: string): Promise<Client> {
+/** A client of `address`; with `config`, also its namespace's payload encryption and, where configured, TLS. */
+export async function connectTemporal(address: string, namespace: string, config?: Config): Promise<Client> {
+  if (config) return connectTemporalClient({ ...config, temporal: { ...config.temporal, namespace } }, address);
   const connection = await Connection.connect({ address, connectTimeout: 5000 }).catch((err: unknown) => {
     throw new ShardcastError('TEMPORAL_UNAVAILABLE', `cannot reach Temporal at ${address}: ${(err as Error).message}`, { cause: err });
   });

@@ -28,6 +28,8 @@ export interface ControlWorkerOptions {
   sessionLimits?: SessionLimits;
   /** Threads that train series (forecast.threads, default 1) and their TensorFlow.js backend (forecast.backend). */
   training?: { threads?: number; backend?: BackendChoice };
+  /** Payload codecs (temporal.encryption): the same data converter as the clients'. */
+  dataConverter?: WorkerOptions['dataConverter'];
   /** Where business errors are logged, one line each (default: the Temporal runtime's logger, at WARN). */
   logBusinessError?: (line: string) => void;
 }
@@ -100,6 +102,7 @@ export async function startControlWorker(options: ControlWorkerOptions): Promise
       activities: createActivities({ catalog, catalogUrl: options.catalogUrl, nodePools, cutoverPools, trainingThreads }),
       ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
       shutdownGraceTime: '10 seconds',
+      ...(options.dataConverter ? { dataConverter: options.dataConverter } : {}),
       interceptors: { activity: [businessErrorLogger(options.logBusinessError ?? ((line) => Runtime.instance().logger.warn(line)))] },
       // When a worker goes away, its cached workflows move to another worker after this long (default
       // 10 s): the collector would otherwise miss ten seconds of samples at every restart.

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { resolveDsn } from './dsn-password.js';
 
 /**
  * Limits every connection of a pool runs with, so that a hung or partitioned worker cannot hold a
@@ -38,7 +39,7 @@ export class NodePools {
     let pool = this.pools.get(dsn);
     if (!pool) {
       pool = new pg.Pool({
-        connectionString: dsn,
+        connectionString: resolveDsn(dsn),
         max: this.options.max ?? 10,
         application_name: this.options.applicationName ?? 'shardcast',
         connectionTimeoutMillis: this.options.connectionTimeoutMillis ?? 5000,

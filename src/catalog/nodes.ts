@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { namesPasswordSource, resolveDsn } from './dsn-password.js';
 import { AlreadyExistsError, InvalidInputError, NodeUnavailableError, NotFoundError, errorMessage } from '../errors.js';
 
 export type Queryable = Pick<pg.Pool, 'query'> | Pick<pg.ClientBase, 'query'>;
@@ -37,6 +38,11 @@ export function validateNewNode(node: NewNode): void {
   if (!/^postgres(ql)?:\/\//.test(node.dsn ?? '')) {
     throw new InvalidInputError(`node "${node.name}": dsn must be a postgres:// connection URL`);
   }
+  if (namesPasswordSource(node.dsn)) {
+    const url = new URL(node.dsn);
+    if (url.password) throw new InvalidInputError(`node "${node.name}": the dsn has a password and names a password file or variable: give one`);
+    if (url.searchParams.has('passfile') && url.searchParams.has('passwordenv')) throw new InvalidInputError(`node "${node.name}": the dsn names both passfile and passwordenv: give one`);
+  }
   if (node.capacity !== undefined && !(Number.isFinite(node.capacity) && node.capacity > 0)) {
     throw new InvalidInputError(`node "${node.name}": capacity must be a positive number, got ${node.capacity}`);
   }
@@ -47,7 +53,7 @@ export function validateNewNode(node: NewNode): void {
 
 /** Connects to a prospective node and checks it can host shards (logical WAL, 2PC, stats). */
 export async function checkNodeReachable(node: Pick<NewNode, 'name' | 'dsn'>): Promise<string[]> {
-  const client = new pg.Client({ connectionString: node.dsn, connectionTimeoutMillis: 5000 });
+  const client = new pg.Client({ connectionString: resolveDsn(node.dsn), connectionTimeoutMillis: 5000 });
   client.on('error', () => undefined);
   try {
     await client.connect();
@@ -101,7 +107,7 @@ export function describeIdentity(identity: DatabaseIdentity): string {
 
 /** Connects to the DSN once and reads its identity; a node that cannot be reached cannot be told apart. */
 export async function identityOf(node: Pick<NewNode, 'name' | 'dsn'>): Promise<DatabaseIdentity> {
-  const client = new pg.Client({ connectionString: node.dsn, connectionTimeoutMillis: 5000 });
+  const client = new pg.Client({ connectionString: resolveDsn(node.dsn), connectionTimeoutMillis: 5000 });
   client.on('error', () => undefined);
   try {
     await client.connect();

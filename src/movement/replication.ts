@@ -1,3 +1,4 @@
+import { resolveDsn } from '../catalog/dsn-password.js';
 import { dropSchemaGuarded } from './drop-guard.js';
 import type pg from 'pg';
 import type { NodePools } from '../catalog/node-pools.js';
@@ -156,7 +157,7 @@ export async function startStreaming(
   if (hasSubscription.rowCount === 0) {
     // CREATE SUBSCRIPTION creates the slot on the source; it cannot run inside a transaction block.
     await target.query(
-      `create subscription ${quoteIdent(names.subscription)} connection ${quoteLiteral(endpoints.source.dsn)}
+      `create subscription ${quoteIdent(names.subscription)} connection ${quoteLiteral(resolveDsn(endpoints.source.dsn))}
        publication ${quoteIdent(names.publication)} with (binary = true, slot_name = ${quoteLiteral(names.slot)})`,
     );
   }

@@ -4,6 +4,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { temporal } from '@temporalio/proto';
 import { Client, Connection } from '@temporalio/client';
+import type { DataConverter } from '@temporalio/common';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import pg from 'pg';
 import { expect, inject } from 'vitest';
@@ -94,6 +95,8 @@ export async function startTestWorker(
   nodeRetry = { maximumAttempts: 3, initialIntervalMs: 200 },
   /** Default: a new queue of its own; given, a worker that takes over another's queue. */
   queue?: string,
+  /** Payload codecs of the worker and its client (encryption tests). */
+  dataConverter?: DataConverter,
 ): Promise<TestWorker> {
   if (!runtimeInstalled) {
     Runtime.install({ logger: new DefaultLogger('ERROR') });
@@ -108,9 +111,10 @@ export async function startTestWorker(
     taskQueue,
     catalogUrl,
     workflowBundle: { code: inject('workflowBundleCode') },
+    dataConverter,
   });
   const connection = await Connection.connect({ address: f.temporalAddress });
-  const client = new Client({ connection, namespace: 'default' });
+  const client = new Client({ connection, namespace: 'default', ...(dataConverter ? { dataConverter } : {}) });
   return {
     taskQueue,
     client,

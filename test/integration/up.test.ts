@@ -1,9 +1,10 @@
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
+import { readEmbeddedPassword } from '../../src/fleet/embedded-password.js';
 import { assertPortFree, freePort, isAlive as alive } from '../../src/fleet/postgres-server.js';
 import { fleet, uniqueName } from '../helpers/fleet.js';
 
@@ -123,6 +124,16 @@ describe('shardcast up (npm start)', () => {
       expect(line).toMatch(/^(catalog|node-\d+|migrations|temporal|temporal-ui|worker|collector|schedules|metrics) +\S/);
     }
     expect(text).not.toContain('shardcast'.concat(':', 'shardcast@')); // the password is never printed
+    // The password was generated for this data directory, is private, and is never printed either.
+    const passwordFile = path.join(dataDir, 'postgres-password');
+    const password = readFileSync(passwordFile, 'utf8').trim();
+    expect(password).toMatch(/^[A-Za-z0-9_-]{32}$/);
+    expect(statSync(passwordFile).mode & 0o777).toBe(0o600);
+    expect(text).not.toContain(password);
+    // Logs are the operator's alone.
+    for (const log of ['shardcast-up.log', 'catalog.log', 'node-1.log', 'temporal.log']) {
+      expect(statSync(path.join(dataDir, log)).mode & 0o077, `${log} is readable by others`).toBe(0);
+    }
 
     const ui = await fetch(`http://127.0.0.1:${ports.ui}/`);
     expect(ui.status).toBe(200);
@@ -359,7 +370,8 @@ function serverPids(dir: string): number[] {
 }
 
 async function catalogAnswers(catalogPort: number): Promise<boolean> {
-  const client = new pg.Client({ connectionString: `postgres://postgres:${env.SHARDCAST_POSTGRES_PASSWORD ?? 'shardcast'}@127.0.0.1:${catalogPort}/shardcast`, connectionTimeoutMillis: 3000 });
+  const password = env.SHARDCAST_POSTGRES_PASSWORD ?? readEmbeddedPassword(dataDir) ?? '';
+  const client = new pg.Client({ connectionString: `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${catalogPort}/shardcast`, connectionTimeoutMillis: 3000 });
   client.on('error', () => undefined);
   try {
     await client.connect();
