@@ -27,6 +27,7 @@ import { workflowStateOf } from '../client/doctor.js';
 import { nonNegativeInt, positiveInt, positiveNumber } from './args.js';
 import { printDoctorReport } from './doctor.js';
 import { registerForecastCommands } from './forecast.js';
+import { registerSimulateCommands } from './simulate.js';
 import { describeHealth, nodeHealth } from '../src/profiling/collector.js';
 import { printTable } from './format.js';
 import { createUpLog, startStack } from './stack.js';
@@ -557,6 +558,7 @@ function waitForSignal(): Promise<NodeJS.Signals> {
 }
 
 registerForecastCommands(program);
+registerSimulateCommands(program);
 
 async function main(argv: string[]): Promise<number> {
   try {
