@@ -52,8 +52,13 @@ export interface SimulationOptions {
   planner: NonNullable<PlanInput['settings']>;
   reactive: ReactiveSettings;
   forecaster: ForecasterOptions;
+  /** Where the predictive policy's forecasts come from; default a ShardForecaster on the shards' loads (tests and tuning replace it). */
+  forecastSource?: (loads: ReadonlyMap<number, readonly number[]>) => ForecastSource;
   onProgress?: (line: string) => void;
 }
+
+/** The daily retrain, the hourly forecast and what is left of it at a round (forecaster.ts). */
+export type ForecastSource = Pick<ShardForecaster, 'retrain' | 'forecast' | 'outlook' | 'trainings' | 'trainSeconds' | 'forecasts'>;
 
 export function defaultOptions(policy: Policy, forecaster: ForecasterOptions): SimulationOptions {
   return { policy, days: 4, warmupDays: 4, group: { ...DEFAULT_GROUP_OPTIONS }, nodeCapacity: 100, spareNodes: 2, planner: {}, reactive: { ...DEFAULT_REACTIVE }, forecaster };
@@ -101,7 +106,8 @@ export async function simulate(traces: readonly Trace[], o: SimulationOptions): 
   const jitter = uniforms(o.group.seed + 7919);
   const trueSeconds = (bytes: number) => (TRUE_FIXED_SECONDS + bytes / TRUE_BYTES_PER_SECOND) * (0.9 + 0.3 * jitter());
 
-  const forecaster = o.policy === 'predictive' ? new ShardForecaster(new Map(shards.map((s) => [s.shardId, s.load])), o.forecaster) : undefined;
+  const loads = new Map(shards.map((s) => [s.shardId, s.load]));
+  const forecaster = o.policy !== 'predictive' ? undefined : o.forecastSource ? o.forecastSource(loads) : new ShardForecaster(loads, o.forecaster);
   const memory = reactiveMemory();
   const utilHistory = new Map<number, number[]>();
   let profiles: DailyProfile[] = [];

@@ -79,7 +79,8 @@ export function toSimSteps(values: readonly number[], stepSeconds: number): numb
   });
   return sums.map((s, b) => {
     if (counts[b]! > 0) return s / counts[b]!;
-    const x = (b * SIM_STEP_SECONDS) / stepSeconds;
+    // The last point holds over its own step: no extrapolation past it.
+    const x = Math.min((b * SIM_STEP_SECONDS) / stepSeconds, values.length - 1);
     const i = Math.min(Math.floor(x), values.length - 2);
     return values[i]! + (values[i + 1]! - values[i]!) * (x - i);
   });
