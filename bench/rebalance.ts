@@ -70,6 +70,7 @@ export async function run(args: string[]): Promise<void> {
       console.log(`  ${policy}: ${round((performance.now() - t0) / 1000, 0)} s${r.trainings > 0 ? ` (${r.trainings} trainings, ${round(r.trainSeconds, 0)} s)` : ''}${r.skippedSplits > 0 ? `, ${r.skippedSplits} planned splits not carried out` : ''}`);
     }
     results.set(fleet.name, byPolicy);
+    console.log(`\n${fleet.name} fleet:`);
     printTable(`${fleet.name} fleet (${byPolicy.values().next().value?.shards ?? 0} shards)`, rows(byPolicy), COLUMNS);
     console.log(JSON.stringify({ fleet: fleet.name, ...ratios(byPolicy) }));
   }
@@ -78,7 +79,10 @@ export async function run(args: string[]): Promise<void> {
     const all = [...results.values()].map((m) => m.get(policy)!);
     total.set(policy, { ...all[0]!, metrics: sum(all.map((r) => r.metrics)) });
   }
-  if (results.size > 1) printTable('both fleets', rows(total), COLUMNS);
+  if (results.size > 1) {
+    console.log('\nboth fleets:');
+    printTable('both fleets', rows(total), COLUMNS);
+  }
   console.log(`\n${round((performance.now() - started) / 1000, 0)} s in all`);
   console.log(JSON.stringify({ bench: 'rebalance', ...ratios(total) }));
 }
