@@ -23,12 +23,13 @@ import { round } from './fleet.js';
  */
 export const TUNING_TRACES = ['nab_rds_cpu_utilization_e47b3b.csv', 'nab_elb_request_count_8c0756.csv', 'nab_nyc_taxi.csv'];
 
+const TRACES = resolve(import.meta.dirname, '../../shared/data/traces');
+
 export async function run(args: string[]): Promise<void> {
-  const config = parseConfig({});
   const { values } = parseArgs({
     args,
     options: {
-      traces: { type: 'string', default: resolve(import.meta.dirname, '../../shared/data/traces') },
+      traces: { type: 'string', default: TRACES },
       tuning: { type: 'string', default: TUNING_TRACES.join(',') },
       only: { type: 'string' },
       days: { type: 'string', default: '4' },
@@ -37,6 +38,7 @@ export async function run(args: string[]): Promise<void> {
       policies: { type: 'string', default: POLICIES.join(',') },
     },
   });
+  const config = parseConfig({});
   const days = wholeNumber(values.days, '--days', 1);
   const warmupDays = wholeNumber(values['warmup-days'], '--warmup-days', 2);
   const seed = wholeNumber(values.seed, '--seed', 0);
@@ -47,7 +49,8 @@ export async function run(args: string[]): Promise<void> {
   const tuning = values.tuning.split(',');
   const chosen = files.filter((f) => !only || only.includes(f));
   const fleets = [
-    { name: 'tuning', files: chosen.filter((f) => tuning.includes(f)) },
+    // In the order of --tuning: the shards are drawn trace after trace, so the order is part of the fleet.
+    { name: 'tuning', files: tuning.filter((f) => chosen.includes(f)) },
     { name: 'held-out', files: chosen.filter((f) => !tuning.includes(f)) },
   ].filter((f) => f.files.length > 0);
   if (policies.includes('predictive')) await initBackend(config.forecast.backend);
