@@ -18,6 +18,9 @@ import { round } from './fleet.js';
  * looked at while choosing them. Both are reported, then the two together; the last line's ratios are
  * over both fleets (sums of overload minutes and node-hours).
  *
+ * `--forecast-every N` (rounds of 5 minutes, default 12: hourly, as production) is an experiment: the
+ * forecast issued more often, so that the planner sees a full hour ahead in every round.
+ *
  * Training is time-budgeted (`forecast.budgetSeconds`, `forecast.searchSeconds`), so a loaded machine
  * trains weaker models: note `uptime` with the figures.
  */
@@ -36,12 +39,14 @@ export async function run(args: string[]): Promise<void> {
       'warmup-days': { type: 'string', default: '4' },
       seed: { type: 'string', default: '1' },
       policies: { type: 'string', default: POLICIES.join(',') },
+      'forecast-every': { type: 'string', default: '12' },
     },
   });
   const config = parseConfig({});
   const days = wholeNumber(values.days, '--days', 1);
   const warmupDays = wholeNumber(values['warmup-days'], '--warmup-days', 2);
   const seed = wholeNumber(values.seed, '--seed', 0);
+  const forecastEverySteps = wholeNumber(values['forecast-every'], '--forecast-every', 1);
   const policies = values.policies.split(',') as Policy[];
   for (const p of policies) if (!POLICIES.includes(p)) throw new Error(`--policies: unknown policy ${p}`);
   const files = (await readdir(values.traces)).filter((f) => f.endsWith('.csv')).sort();
@@ -55,7 +60,10 @@ export async function run(args: string[]): Promise<void> {
   ].filter((f) => f.files.length > 0);
   if (policies.includes('predictive')) await initBackend(config.forecast.backend);
   const forecaster = { trainingDays: config.forecast.trainingDays, budgetSeconds: config.forecast.budgetSeconds, searchSeconds: config.forecast.searchSeconds };
-  console.log(`${days} simulated days after ${warmupDays} days of history; training budget ${forecaster.budgetSeconds} s per model, search ${forecaster.searchSeconds} s; seed ${seed}`);
+  console.log(
+    `${days} simulated days after ${warmupDays} days of history; training budget ${forecaster.budgetSeconds} s per model, search ${forecaster.searchSeconds} s; seed ${seed}` +
+      (forecastEverySteps !== 12 ? `; forecasts every ${forecastEverySteps * 5} minutes (production: hourly)` : ''),
+  );
 
   const results = new Map<string, Map<Policy, SimulationResult>>();
   const started = performance.now();
@@ -66,7 +74,7 @@ export async function run(args: string[]): Promise<void> {
     const byPolicy = new Map<Policy, SimulationResult>();
     for (const policy of policies) {
       const t0 = performance.now();
-      const options = { ...defaultOptions(policy, forecaster), days, warmupDays };
+      const options = { ...defaultOptions(policy, forecaster), days, warmupDays, forecastEverySteps };
       options.group = { ...options.group, seed };
       const r = await simulate(traces, options);
       byPolicy.set(policy, r);

@@ -52,6 +52,11 @@ export interface SimulationOptions {
   planner: NonNullable<PlanInput['settings']>;
   reactive: ReactiveSettings;
   forecaster: ForecasterOptions;
+  /**
+   * Rounds (5 minutes) between forecasts, 1 to 12: 12 is production's hourly forecast, and a round
+   * plans on what is left of it; less is an experiment (more lead time at the hour's end).
+   */
+  forecastEverySteps: number;
   /** Where the predictive policy's forecasts come from; default a ShardForecaster on the shards' loads (tests and tuning replace it). */
   forecastSource?: (loads: ReadonlyMap<number, readonly number[]>) => ForecastSource;
   onProgress?: (line: string) => void;
@@ -70,7 +75,7 @@ export const SIMULATION_PLANNER: NonNullable<PlanInput['settings']> = { bound: '
 export type ForecastSource = Pick<ShardForecaster, 'retrain' | 'forecast' | 'outlook' | 'trainings' | 'trainSeconds' | 'forecasts'>;
 
 export function defaultOptions(policy: Policy, forecaster: ForecasterOptions): SimulationOptions {
-  return { policy, days: 4, warmupDays: 4, group: { ...DEFAULT_GROUP_OPTIONS }, nodeCapacity: 100, spareNodes: 2, planner: { ...SIMULATION_PLANNER }, reactive: { ...DEFAULT_REACTIVE }, forecaster };
+  return { policy, days: 4, warmupDays: 4, group: { ...DEFAULT_GROUP_OPTIONS }, nodeCapacity: 100, spareNodes: 2, planner: { ...SIMULATION_PLANNER }, reactive: { ...DEFAULT_REACTIVE }, forecaster, forecastEverySteps: HOUR_STEPS };
 }
 
 export interface SimulationResult {
@@ -90,6 +95,7 @@ export async function simulate(traces: readonly Trace[], o: SimulationOptions): 
   if (traces.length === 0) throw new InvalidInputError('simulate: at least one trace is needed');
   if (!POLICIES.includes(o.policy)) throw new InvalidInputError(`unknown policy ${JSON.stringify(o.policy)}: expected one of ${POLICIES.join(', ')}`);
   if (!(Number.isInteger(o.days) && o.days >= 1)) throw new InvalidInputError(`days must be a whole number ≥ 1, got ${o.days}`);
+  if (!(Number.isInteger(o.forecastEverySteps) && o.forecastEverySteps >= 1 && o.forecastEverySteps <= HOUR_STEPS)) throw new InvalidInputError(`forecast interval must be 1 to ${HOUR_STEPS} rounds, got ${o.forecastEverySteps}`);
   if (!(Number.isInteger(o.warmupDays) && o.warmupDays >= 2)) throw new InvalidInputError(`warm-up days must be a whole number ≥ 2 (the models need two days of history), got ${o.warmupDays}`);
   const start = o.warmupDays * DAY_STEPS + START_HOUR * HOUR_STEPS;
   const end = start + o.days * DAY_STEPS;
@@ -130,7 +136,7 @@ export async function simulate(traces: readonly Trace[], o: SimulationOptions): 
       const day = (k - start) / DAY_STEPS;
       if (day > 0) o.onProgress?.(`${o.policy}: day ${day} of ${o.days}: ${describe(fleet.metrics)}`);
     }
-    if (forecaster && k % HOUR_STEPS === 0) forecaster.forecast(now);
+    if (forecaster && k % o.forecastEverySteps === 0) forecaster.forecast(now);
 
     if (o.policy === 'reactive') {
       const observed = new Map(shards.map((s) => [s.shardId, s.load[k - 1]!]));
@@ -144,7 +150,7 @@ export async function simulate(traces: readonly Trace[], o: SimulationOptions): 
         }
       }
     } else if (o.policy === 'predictive' || o.policy === 'oracle') {
-      const horizon = HOUR_STEPS - (k % HOUR_STEPS);
+      const horizon = HOUR_STEPS - (k % o.forecastEverySteps);
       const forecasts: ShardForecast[] = shards.map((s) => {
         const series = `shard:${s.shardId}:load`;
         const observedLoad = s.load[k - 1]!;
