@@ -30,6 +30,7 @@ import { registerForecastCommands } from './forecast.js';
 import { nodeOutlook, registerPlanCommands } from './plan.js';
 import { registerSecurityCommands } from './security.js';
 import { configOf, metricsListenOverrides } from './program-config.js';
+import { registerSimulateCommands } from './simulate.js';
 import { describeHealth, nodeHealth } from '../src/profiling/collector.js';
 import { printTable } from './format.js';
 import { createUpLog, startStack } from './stack.js';
@@ -572,6 +573,7 @@ function waitForSignal(): Promise<NodeJS.Signals> {
 registerForecastCommands(program);
 registerPlanCommands(program, nodes);
 registerSecurityCommands(program);
+registerSimulateCommands(program);
 
 async function main(argv: string[]): Promise<number> {
   try {
