@@ -3,6 +3,7 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { createDistributedTable, rebalanceWorkflowId } from '../../client/index.js';
 import { setNodeCapacity } from '../../src/catalog/nodes.js';
+import { createMetricsRegistry } from '../../src/metrics/metrics.js';
 import { storeModel, storeForecasts } from '../../src/forecasting/store.js';
 import { rebalancePaused, setRebalancePaused, storedPlans } from '../../src/planning/store.js';
 import { pauseSignal, rebalanceProgressQuery, resumeSignal, type ForecastingSummary, type RebalanceInput, type RebalanceResult } from '../../workflows/messages.js';
@@ -122,6 +123,13 @@ describe('rebalance workflow', () => {
     expect(stored!.dryRun).toBe(true);
     expect(stored!.actions.every((a) => a.state === 'dry-run')).toBe(true);
     expect(await shards()).toEqual(before);
+    // The worker's metrics show the latest plan (deploy/prometheus-rules.yml alerts on them).
+    const metrics = await createMetricsRegistry(catalog.pool).metrics();
+    expect(metrics).toMatch(/^shardcast_node_predicted_utilisation\{node="node-1",plan="without"\} 0\.95\d*$/m);
+    expect(metrics).toMatch(/^shardcast_node_predicted_utilisation\{node="node-1",plan="with"\} 0\.[0-6]\d*$/m);
+    expect(metrics).toContain('shardcast_node_capacity{node="node-1"} 1000');
+    expect(metrics).toContain('shardcast_plan_feasible 1');
+    expect(metrics).toContain(`shardcast_plan_actions{state="dry-run"} ${result.actions.length}`);
   });
 
   it('paused, it starts nothing; resumed, its movements bring every node under target, and every row is still there once', { timeout: 240_000 }, async () => {
@@ -155,6 +163,7 @@ describe('rebalance workflow', () => {
     expect(stored!.dryRun).toBe(false);
     expect(stored!.actions.map((a) => a.state)).toEqual(result.actions.map(() => 'done'));
     expect(stored!.actions.every((a) => a.workflowId?.startsWith(`${worker.taskQueue}-move-shard-`))).toBe(true);
+    expect(await createMetricsRegistry(catalog.pool).metrics()).toMatch(/^shardcast_movements_last_day\{operation="move",state="done"\} [1-9]/m);
     const status = cli('rebalance', 'status');
     expect(status.stdout).toMatch(new RegExp(`plan ${stored!.id} \\(operator\\)`));
   });

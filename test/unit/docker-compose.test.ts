@@ -52,7 +52,18 @@ const SEARCH_ATTRIBUTES: Record<string, string> = {
   ShardcastShard: 'Int',
 };
 /** The metrics the worker exports; alerts and panels may use these (and Prometheus' own `up`). */
-const WORKER_METRICS = ['shardcast_map_version', 'shardcast_nodes', 'shardcast_shards', 'shardcast_catalog_up'];
+const WORKER_METRICS = [
+  'shardcast_map_version',
+  'shardcast_nodes',
+  'shardcast_shards',
+  'shardcast_catalog_up',
+  'shardcast_node_predicted_utilisation',
+  'shardcast_node_capacity',
+  'shardcast_plan_feasible',
+  'shardcast_plan_actions',
+  'shardcast_plan_timestamp_seconds',
+  'shardcast_movements_last_day',
+];
 /** The janitor's metrics: alerted on, not (yet) on a dashboard panel. */
 const JANITOR_METRICS = ['shardcast_leftovers', 'shardcast_janitor_last_run_timestamp_seconds', 'shardcast_janitor_fix_failures'];
 /** Every metric the worker's registry has (its gauges read the catalog only when scraped: none is here). */
