@@ -15,11 +15,13 @@ to each hourly origin without re-estimating (statsforecast's `forward`); only ob
 scored; MASE divides by the one-day seasonal naive's in-sample MAE on the origin's training window.
 
 Models, with what statsforecast can do at these season lengths (one day is 48 to 1440 steps):
-- AutoETS(season_length=day): statsforecast's ETS takes no season longer than 24 steps, so on these
-  traces it chooses among the non-seasonal models.
+- AutoETS: statsforecast's ETS takes no season longer than 24 steps (one day here is 48 to 1440), so
+  it can only choose among the non-seasonal models; season_length=1 says so and is 25 times faster
+  than season_length=day, which tries the seasonal ones in vain and picks the same model.
 - AutoARIMA with Fourier regressors (dynamic harmonic regression): seasonal ARIMA with a period of
   288 or 1440 is out of reach, so the seasons are carried by sin/cos terms of the day (10 pairs, at
-  most half the period) and, where the fit sees two weeks, of the week (5 pairs); season_length=1.
+  most half the period) and, where the fit sees two weeks, of the week (5 pairs); season_length=1,
+  approximation=True (as R's auto.arima for long series; exact likelihoods made it far too slow).
 - AutoTheta(season_length=day).
 - MSTL(season_length=[day, week]) where the fit sees two weeks, else [day]; trend by AutoETS(ZZN).
 """
@@ -62,7 +64,8 @@ class Harmonic:
         self.periods = [(daily, min(DAILY_HARMONICS, daily // 2 - 1))]
         if weekly:
             self.periods.append((weekly, WEEKLY_HARMONICS))
-        self.model = AutoARIMA(season_length=1)
+        # CSS for the search, MLE for the chosen model: R's auto.arima does so by default for series this long.
+        self.model = AutoARIMA(season_length=1, approximation=True)
 
     def fit(self, y: np.ndarray, start: int):
         self.model.fit(y, X=fourier(np.arange(start, start + len(y)), self.periods))
@@ -97,7 +100,7 @@ class Plain:
 
 def make(name: str, daily: int, weekly: int | None):
     if name == "AutoETS":
-        return Plain(AutoETS(season_length=daily))
+        return Plain(AutoETS(season_length=daily if daily <= 24 else 1))
     if name == "AutoARIMA":
         return Harmonic(daily, weekly)
     if name == "AutoTheta":
@@ -170,11 +173,19 @@ def main() -> None:
     for trace in protocol["traces"]:
         if only and trace["trace"] not in only:
             continue
+        part = PARTS / f"{trace['trace']}.json"
         entry = {"step_seconds": trace["stepSeconds"], "horizon": trace["horizon"], "origins": len(trace["origins"]), "models": {}}
+        # A model already scored under the same protocol is kept (runs can be interrupted and resumed).
+        if part.exists():
+            done = json.loads(part.read_text())
+            if (done["horizon"], done["origins"]) == (entry["horizon"], entry["origins"]):
+                entry["models"] = done["models"]
         for name in MODELS:
+            if name in entry["models"]:
+                continue
             entry["models"][name] = score(trace, name)
+            part.write_text(json.dumps(entry))
             print(trace["trace"], name, entry["models"][name], file=sys.stderr, flush=True)
-        (PARTS / f"{trace['trace']}.json").write_text(json.dumps(entry))
     traces = {part.stem: json.loads(part.read_text()) for part in sorted(PARTS.glob("*.json"))}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(
