@@ -49,7 +49,6 @@ export async function run(args: string[]): Promise<void> {
   const values = benchOptions(args);
   const { budgetSeconds, searchSeconds } = values;
   console.log(`budgets: ${budgetSeconds} s per model, ${searchSeconds} s of search${values.atProduction ? ' (production: forecast.budgetSeconds, forecast.searchSeconds)' : ''}`);
-  const reference = values.reference === 'none' ? undefined : await readReference(values.reference);
   const files = (await readdir(values.traces)).filter((f) => f.endsWith('.csv')).sort();
   if (files.length === 0) throw new Error(`no .csv traces in ${values.traces}`);
   const reports: BacktestReport[] = [];
@@ -105,6 +104,7 @@ export async function run(args: string[]): Promise<void> {
       ['trace', 'tuned', 'defaults', 'ratio', 'chosen'],
     );
   }
+  const reference = values.reference === 'none' ? undefined : await readReference(values.reference);
   const comparison = compareWithReference(reports, reference);
   if (reference) {
     console.log();
