@@ -153,21 +153,27 @@ export function registerForecastCommands(program: Command): void {
     .description('rolling-origin back-test of every model, the seasonal naive baseline and the ensemble on a timestamp,value CSV; the last line is JSON')
     .requiredOption('--csv <file>', 'CSV with the header timestamp,value (ISO-8601 UTC, any step from 1 minute to 1 hour)')
     .option('--horizon <steps>', 'steps ahead (default: one hour of steps)', positiveInt)
-    .option('--budget <seconds>', 'fitting budget of each model over the whole back-test', positiveNumber, 30)
-    .option('--search <seconds>', 'hyperparameter search (TPE) per model that has one, before the first fit; 0 for the defaults', nonNegativeNumber, 10)
+    .option('--budget <seconds>', 'fitting budget of each model over the whole back-test (default: forecast.budgetSeconds, as in production)', positiveNumber)
+    .option('--search <seconds>', 'hyperparameter search (TPE) per model that has one, before the first fit; 0 for the defaults (default: forecast.searchSeconds)', nonNegativeNumber)
     .option('--json', 'print only the JSON summary')
-    .action(async (opts: { csv: string; horizon?: number; budget: number; search: number; json?: boolean }) => {
+    .action(async (opts: { csv: string; horizon?: number; budget?: number; search?: number; json?: boolean }) => {
       const { name, rows } = await readSeriesCsv(opts.csv);
       const series = cleanSeries(rows, name);
+      const budgets = backtestBudgets(opts, configOf(program));
+      if (!opts.json) console.error(`budgets: ${budgets.budgetSeconds} s per model, ${budgets.searchSeconds} s of search`);
       const report = await backtest(series, {
         horizon: opts.horizon,
-        budgetSeconds: opts.budget,
-        searchSeconds: opts.search,
+        ...budgets,
         log: opts.json ? undefined : (line) => console.error(line),
       });
       if (!opts.json) printReport(report);
       console.log(JSON.stringify(backtestSummary(report)));
     });
+}
+
+/** The back-test's budgets: production's (`forecast.budgetSeconds`, `forecast.searchSeconds` of the configuration) unless the options give others. */
+export function backtestBudgets(opts: { budget?: number; search?: number }, cfg: Pick<Config, 'forecast'>): { budgetSeconds: number; searchSeconds: number } {
+  return { budgetSeconds: opts.budget ?? cfg.forecast.budgetSeconds, searchSeconds: opts.search ?? cfg.forecast.searchSeconds };
 }
 
 /** The human-readable part of the back-test output. */
