@@ -1,5 +1,5 @@
 import { activityInfo } from '@temporalio/activity';
-import { checkNodeReachable, getNodeByName, listNodes, setNodeState, type NodeRecord, type NodeState } from '../src/catalog/nodes.js';
+import { checkNodeReachable, getNodeByName, listNodes, setNodeState, shardsOnNode, type NodeRecord, type NodeState } from '../src/catalog/nodes.js';
 import { InvalidInputError } from '../src/errors.js';
 import { CapacityUnknownError, gatherPlanInput } from '../src/planning/inputs.js';
 import { planRebalance } from '../src/planning/planner.js';
@@ -95,7 +95,7 @@ export function createPlanningActivities(deps: ActivityDeps) {
           return `${node.name} is draining`;
         }
         if (input.to === 'retired') {
-          const held = await shardsOn(deps, node.id);
+          const held = await shardsOnNode(deps.catalog, node.id);
           if (held > 0) throw new InvalidInputError(`node "${node.name}" still holds ${held} shard(s): it cannot be retired`);
           await setNodeState(deps.catalog, node.id, 'retired', ['draining', 'standby']);
           return `${node.name} is retired`;
@@ -106,12 +106,7 @@ export function createPlanningActivities(deps: ActivityDeps) {
 
     /** How many shards a node holds now (a drain is done at 0). */
     async shardsOnNode(node: string): Promise<number> {
-      return run(async () => shardsOn(deps, (await getNodeByName(deps.catalog, node)).id));
+      return run(async () => shardsOnNode(deps.catalog, (await getNodeByName(deps.catalog, node)).id));
     },
   };
-}
-
-async function shardsOn(deps: ActivityDeps, nodeId: number): Promise<number> {
-  const { rows } = await deps.catalog.query<{ n: number }>('select count(*)::int as n from shardcast.placements where node_id = $1', [nodeId]);
-  return rows[0]!.n;
 }

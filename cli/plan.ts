@@ -8,7 +8,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
 import { clientOptionsFromConfig, connectTemporal, rebalanceWorkflowId, toShardcastError } from '../client/index.js';
 import { NodePools } from '../src/catalog/node-pools.js';
-import { getNodeByName, setNodeCapacity, setNodeState } from '../src/catalog/nodes.js';
+import { getNodeByName, runningMovementOn, setNodeCapacity, setNodeState, shardsOnNode } from '../src/catalog/nodes.js';
 import { movementSettings, plannerSettings, type Config } from '../src/config.js';
 import { AlreadyExistsError, InvalidInputError } from '../src/errors.js';
 import { CapacityUnknownError, gatherPlanInput, type NodeCapacity } from '../src/planning/inputs.js';
@@ -270,13 +270,10 @@ export function registerPlanCommands(program: Command, nodes: Command): void {
       const cfg = configOf(program);
       await withCatalog(cfg, async (pool) => {
         const node = await getNodeByName(pool, name);
-        const held = await pool.query<{ n: number }>('select count(*)::int as n from shardcast.placements where node_id = $1', [node.id]);
-        if (held.rows[0]!.n > 0) throw new InvalidInputError(`node "${name}" still holds ${held.rows[0]!.n} shard(s): drain it first (\`shardcast nodes drain ${name}\`)`);
-        const busy = await pool.query<{ id: string }>(
-          "select id from shardcast.movements where state = 'running' and $1 = any(array_append(target_node_ids || other_source_node_ids, source_node_id)) limit 1",
-          [node.id],
-        );
-        if (busy.rows[0]) throw new InvalidInputError(`node "${name}" takes part in running movement ${busy.rows[0].id}: wait for it`);
+        const held = await shardsOnNode(pool, node.id);
+        if (held > 0) throw new InvalidInputError(`node "${name}" still holds ${held} shard(s): drain it first (\`shardcast nodes drain ${name}\`)`);
+        const busy = await runningMovementOn(pool, node.id);
+        if (busy) throw new InvalidInputError(`node "${name}" takes part in running movement ${busy}: wait for it`);
         await setNodeState(pool, node.id, 'retired', ['active', 'standby', 'draining']);
         console.log(`node ${name} retired`);
       });

@@ -257,6 +257,21 @@ export async function setNodeState(db: Queryable, nodeId: number, to: NodeState,
   throw new InvalidInputError(`node "${node.name}" is ${node.state}: it cannot become ${to} (only from ${from.join(' or ')})`);
 }
 
+/** How many shards a node holds now. */
+export async function shardsOnNode(db: Queryable, nodeId: number): Promise<number> {
+  const { rows } = await db.query<{ n: number }>('select count(*)::int as n from shardcast.placements where node_id = $1', [nodeId]);
+  return rows[0]!.n;
+}
+
+/** A running movement the node takes part in (as source or target), if any. */
+export async function runningMovementOn(db: Queryable, nodeId: number): Promise<string | undefined> {
+  const { rows } = await db.query<{ id: string }>(
+    "select id from shardcast.movements where state = 'running' and $1 = any(array_append(target_node_ids || other_source_node_ids, source_node_id)) limit 1",
+    [nodeId],
+  );
+  return rows[0]?.id;
+}
+
 /** Node DSNs with the password hidden, for printing. */
 export function redactDsn(dsn: string): string {
   try {
