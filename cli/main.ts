@@ -19,7 +19,7 @@ import { assertMigrated, migrate } from '../src/catalog/migrate.js';
 import { addNode, checkNodeReachable, listNodes, NODE_STATES, redactDsn, type NodeState } from '../src/catalog/nodes.js';
 import { listShards, listTables, mapVersion, type TableSpec } from '../src/catalog/tables.js';
 import { loadConfig, localUrl, movementSettings, plannerSettings, type Config } from '../src/config.js';
-import { ShardcastError, errorMessage } from '../src/errors.js';
+import { InvalidInputError, ShardcastError, errorMessage } from '../src/errors.js';
 import { resolveTemporalCli } from '../src/fleet/temporal-cli.js';
 import { doctor, recordDoctorRun, summarize } from '../src/movement/doctor.js';
 import { NodePools } from '../src/catalog/node-pools.js';
@@ -27,6 +27,7 @@ import { workflowStateOf } from '../client/doctor.js';
 import { listenAddress, nonNegativeInt, positiveInt, positiveNumber } from './args.js';
 import { printDoctorReport } from './doctor.js';
 import { registerForecastCommands } from './forecast.js';
+import { precheckMove } from '../src/movement/plan.js';
 import { nodeOutlook, registerPlanCommands } from './plan.js';
 import { registerSecurityCommands } from './security.js';
 import { configOf, metricsListenOverrides } from './program-config.js';
@@ -397,7 +398,7 @@ movementCommand('move', 'move a shard (its whole colocation group) to another no
   .action(async (shard: number | undefined, opts: MovementFlags & { to?: string; reverse?: string; fallback: boolean }) => {
     const cfg = config();
     if (opts.reverse !== undefined) {
-      if (shard !== undefined || opts.to !== undefined) throw new InvalidArgumentError('--reverse takes the movement only: no shard, no --to');
+      if (shard !== undefined || opts.to !== undefined) throw new InvalidInputError('--reverse takes the movement only: no shard, no --to');
       const reverse = await withTemporal(cfg, async (client) => (await moveResult(movementHandle(client, opts.reverse!))).reverse);
       const options = movementOptions(cfg, opts);
       await runMovement(cfg, opts, (o) =>
@@ -409,7 +410,8 @@ movementCommand('move', 'move a shard (its whole colocation group) to another no
       );
       return;
     }
-    if (shard === undefined || opts.to === undefined) throw new InvalidArgumentError('give a shard and --to NODE (or --reverse MOVEMENT)');
+    if (shard === undefined || opts.to === undefined) throw new InvalidInputError('give a shard and --to NODE (or --reverse MOVEMENT)');
+    await withCatalog((pool) => precheckMove(pool, shard, opts.to!)); // a typo is one line, and no failed run
     const summary = await movementSummary('move', [shard], [opts.to]);
     await runMovement(cfg, opts, (o) => startMove(o, { ...movementOptions(cfg, opts), summary, shardId: shard, targetNode: opts.to! }));
   });

@@ -73,6 +73,19 @@ export async function schemaBytes(pools: NodePools, node: NodeRecord, schema: st
 }
 
 /** Checks the request, takes the shard's lease (or both shards' for a merge), and resolves the plan. */
+/**
+ * The checks a move request can fail before any workflow starts (the CLI runs them, so a typo is one
+ * line and no failed run): the shard exists, the target node exists, is active and is not where the
+ * shard is. The workflow's planning checks all of it again under the lease.
+ */
+export async function precheckMove(db: Pick<pg.Pool, 'query'>, shardId: number, targetNode: string): Promise<void> {
+  const { rows } = await db.query<{ node_id: number }>('select node_id::int from shardcast.placements where shard_id = $1', [shardId]);
+  if (!rows[0]) throw new NotFoundError(`shard ${shardId} does not exist`);
+  const target = await getNodeByName(db, targetNode);
+  if (target.id === rows[0].node_id) throw new InvalidInputError(`shard ${shardId} is already on ${target.name}`);
+  if (target.state !== 'active') throw new InvalidInputError(`node ${target.name} is ${target.state}, not active: it cannot take shards`);
+}
+
 export async function planMovement(deps: PlanningDeps, request: MovementRequest): Promise<MovementPlan> {
   if (request.operation === 'split' || request.operation === 'merge') return planReshard(deps, request);
   return planMove(deps, request);

@@ -216,7 +216,7 @@ describe('rebalance workflow', () => {
     expect(stored!.dryRun).toBe(true);
   });
 
-  it('refuses bad input with a clear message and changes nothing', { timeout: 60_000 }, async () => {
+  it('refuses bad input with a clear message and changes nothing, before any workflow starts', { timeout: 120_000 }, async () => {
     const before = await catalog.pool.query('select name, state, capacity from shardcast.nodes order by name');
     const unknown = cli('nodes', 'drain', 'no-such-node');
     expect(unknown.status).not.toBe(0);
@@ -225,5 +225,21 @@ describe('rebalance workflow', () => {
     expect(bad.status).not.toBe(0);
     expect(bad.stderr).toMatch(/expected a positive number of load units, or "auto"/);
     expect((await catalog.pool.query('select name, state, capacity from shardcast.nodes order by name')).rows).toEqual(before.rows);
+
+    // Movement requests are checked before a workflow starts: one line, exit 1, no run, no lease.
+    const movements = (await catalog.pool.query('select count(*)::int as n from shardcast.movements')).rows[0].n as number;
+    const [first] = await shards();
+    for (const [args, message] of [
+      [['move', String(first!.id)], /^shardcast: error: give a shard and --to NODE \(or --reverse MOVEMENT\)$/m],
+      [['move', '999999', '--to', 'node-2', '--no-wait'], /^shardcast: error: shard 999999 does not exist$/m],
+      [['move', String(first!.id), '--to', 'no-such-node', '--no-wait'], /^shardcast: error: node "no-such-node" does not exist$/m],
+      [['move', String(first!.id), '--to', first!.node, '--no-wait'], new RegExp(`^shardcast: error: shard ${first!.id} is already on ${first!.node}$`, 'm')],
+    ] as const) {
+      const r = cli(...args);
+      expect(r.status, args.join(' ')).toBe(1);
+      expect(r.stderr).toMatch(message);
+      expect(r.stdout).not.toMatch(/started/);
+    }
+    expect((await catalog.pool.query('select count(*)::int as n from shardcast.movements')).rows[0].n).toBe(movements);
   });
 });
