@@ -2,7 +2,7 @@ import { stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
 import pg from 'pg';
-import { clientOptionsFromConfig, connectTemporal, runForecastingNow, toShardcastError, type ForecastingRun } from '../client/index.js';
+import { clientOptionsFromConfig, runForecastingNow, toShardcastError, type ForecastingRun } from '../client/index.js';
 import { assertMigrated } from '../src/catalog/migrate.js';
 import { redactDsn } from '../src/catalog/nodes.js';
 import { localUrl, type Config } from '../src/config.js';
@@ -17,7 +17,7 @@ import { assertKnownSeries, listSeries, loadSeries } from '../src/profiling/seri
 import { nonNegativeNumber, positiveInt, positiveNumber } from './args.js';
 import { svgChart, terminalChart } from './chart.js';
 import { printTable } from './format.js';
-import { configOf } from './program-config.js';
+import { configOf, withTemporal } from './program-config.js';
 import { svgToPng } from './png.js';
 
 /** One line for a hyperparameter search: how it went and what it chose. */
@@ -31,17 +31,14 @@ export function describeTuning(t: Tuning): string {
 /** Triggers retraining or forecasting (see runForecastingNow); with `wait`, prints the run's summary. */
 async function runNow(program: Command, run: ForecastingRun, wait: boolean): Promise<void> {
   const cfg = configOf(program);
-  const client = await connectTemporal(cfg.temporal.address ?? `127.0.0.1:${cfg.temporal.port}`, cfg.temporal.namespace, cfg);
-  try {
+  await withTemporal(cfg, async (client) => {
     const { handle, via } = await runForecastingNow(clientOptionsFromConfig(client, cfg), cfg, run);
     console.log(via === 'running' ? `already running: ${handle.workflowId}` : `started ${handle.workflowId}${via === 'schedule' ? ' (schedule triggered)' : ''}`);
     if (!wait) return;
     const summary = (await handle.result().catch((err: unknown) => Promise.reject(toShardcastError(err)))) as ForecastingSummary;
     console.log(describeSummary(summary));
     for (const f of summary.failures) console.log(`failed: ${f.series}: ${f.error}`);
-  } finally {
-    await client.connection.close();
-  }
+  });
 }
 
 /** Fails before any work when `file` could not be written because its directory is not there. */

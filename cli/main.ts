@@ -30,7 +30,7 @@ import { registerForecastCommands } from './forecast.js';
 import { precheckMove } from '../src/movement/plan.js';
 import { nodeOutlook, registerPlanCommands } from './plan.js';
 import { registerSecurityCommands } from './security.js';
-import { configOf, metricsListenOverrides } from './program-config.js';
+import { configOf, metricsListenOverrides, temporalAddressOf, withTemporal } from './program-config.js';
 import { registerSimulateCommands } from './simulate.js';
 import { describeHealth, nodeHealth } from '../src/profiling/collector.js';
 import { printTable } from './format.js';
@@ -59,10 +59,6 @@ function config(): Config {
 
 function catalogUrlOf(cfg: Config): string {
   return cfg.catalog.url ?? localUrl(cfg, cfg.catalog.port, cfg.catalog.database);
-}
-
-function temporalAddressOf(cfg: Config): string {
-  return cfg.temporal.address ?? `127.0.0.1:${cfg.temporal.port}`;
 }
 
 /** Runs `fn` with a catalog pool, closed afterwards; the catalog must be migrated (or, with `migrateFirst`, is). */
@@ -271,16 +267,6 @@ program
       else printTable('shards', rows, ['shardId', 'schema', 'group', 'tables', 'node', 'range']);
     });
   });
-
-/** Runs `fn` with a Temporal client for the configured server, closed afterwards. */
-async function withTemporal<T>(cfg: Config, fn: (client: Client) => Promise<T>): Promise<T> {
-  const client = await connectTemporal(temporalAddressOf(cfg), cfg.temporal.namespace, cfg);
-  try {
-    return await fn(client);
-  } finally {
-    await client.connection.close();
-  }
-}
 
 function shardId(value: string): number {
   const n = Number(value);

@@ -6,7 +6,7 @@
 import { writeFile } from 'node:fs/promises';
 import { InvalidArgumentError, type Command } from 'commander';
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
-import { clientOptionsFromConfig, connectTemporal, rebalanceWorkflowId, toShardcastError } from '../client/index.js';
+import { clientOptionsFromConfig, rebalanceWorkflowId, toShardcastError } from '../client/index.js';
 import { NodePools } from '../src/catalog/node-pools.js';
 import { getNodeByName, runningMovementOn, setNodeCapacity, setNodeState, shardsOnNode } from '../src/catalog/nodes.js';
 import { movementSettings, plannerSettings, type Config } from '../src/config.js';
@@ -19,7 +19,8 @@ import type pg from 'pg';
 import { CONTROL_TASK_QUEUE } from '../workers/control.js';
 import { pauseSignal, rebalanceProgressQuery, resumeSignal, type RebalanceInput, type RebalanceResult } from '../workflows/messages.js';
 import { assertDirectoryOf, withCatalog } from './forecast.js';
-import { configOf } from './program-config.js';
+import { configOf, withTemporal } from './program-config.js';
+import { positiveInt } from './args.js';
 import { printTable } from './format.js';
 import { svgToPng } from './png.js';
 
@@ -116,13 +117,9 @@ function printStored(p: StoredPlan): void {
   );
 }
 
-async function withClient<T>(cfg: Config, fn: (options: ReturnType<typeof clientOptionsFromConfig>) => Promise<T>): Promise<T> {
-  const client = await connectTemporal(cfg.temporal.address ?? `127.0.0.1:${cfg.temporal.port}`, cfg.temporal.namespace, cfg);
-  try {
-    return await fn(clientOptionsFromConfig(client, cfg));
-  } finally {
-    await client.connection.close();
-  }
+/** Runs `fn` with the client options of the configured Temporal server (see withTemporal). */
+function withClient<T>(cfg: Config, fn: (options: ReturnType<typeof clientOptionsFromConfig>) => Promise<T>): Promise<T> {
+  return withTemporal(cfg, (client) => fn(clientOptionsFromConfig(client, cfg)));
 }
 
 /** Starts a rebalance run (the rebalancer's own id, or a drain's) and, with `wait`, prints its outcome. */
@@ -226,11 +223,7 @@ export function registerPlanCommands(program: Command, nodes: Command): void {
   rebalance
     .command('status')
     .description('the latest stored plans and each action\'s outcome')
-    .option('--plans <n>', 'how many plans', (v) => {
-      const n = Number(v);
-      if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
-      return n;
-    }, 1)
+    .option('--plans <n>', 'how many plans', positiveInt, 1)
     .option('--json', 'machine-readable output')
     .action(async (opts: { plans: number; json?: boolean }) => {
       const cfg = configOf(program);
