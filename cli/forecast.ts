@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import pg from 'pg';
 import { clientOptionsFromConfig, runForecastingNow, toShardcastError, type ForecastingRun } from '../client/index.js';
 import { assertMigrated } from '../src/catalog/migrate.js';
+import { guardPool } from '../src/catalog/node-pools.js';
 import { redactDsn } from '../src/catalog/nodes.js';
 import { localUrl, type Config } from '../src/config.js';
 import { InvalidInputError, ShardcastError, errorMessage } from '../src/errors.js';
@@ -51,8 +52,7 @@ export async function assertDirectoryOf(file: string, option: string): Promise<v
 /** Runs `fn` with a pool on the migrated catalog. */
 export async function withCatalog<T>(cfg: Config, fn: (pool: pg.Pool) => Promise<T>): Promise<T> {
   const url = cfg.catalog.url ?? localUrl(cfg, cfg.catalog.port, cfg.catalog.database);
-  const pool = new pg.Pool({ connectionString: url, max: 2, connectionTimeoutMillis: 5000, application_name: 'shardcast-cli' });
-  pool.on('error', () => undefined);
+  const pool = guardPool(new pg.Pool({ connectionString: url, max: 2, connectionTimeoutMillis: 5000, application_name: 'shardcast-cli' }));
   try {
     const client = await pool.connect().catch((err: unknown) => {
       throw new ShardcastError('CATALOG_UNAVAILABLE', `cannot connect to the catalog at ${redactDsn(url)}: ${errorMessage(err)} (is \`shardcast up\` running?)`, { cause: err });

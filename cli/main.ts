@@ -22,7 +22,7 @@ import { loadConfig, localUrl, movementSettings, plannerSettings, type Config } 
 import { InvalidInputError, ShardcastError, errorMessage } from '../src/errors.js';
 import { resolveTemporalCli } from '../src/fleet/temporal-cli.js';
 import { doctor, recordDoctorRun, summarize } from '../src/movement/doctor.js';
-import { NodePools } from '../src/catalog/node-pools.js';
+import { guardPool, NodePools } from '../src/catalog/node-pools.js';
 import { workflowStateOf } from '../client/doctor.js';
 import { listenAddress, nonNegativeInt, positiveInt, positiveNumber } from './args.js';
 import { printDoctorReport } from './doctor.js';
@@ -65,8 +65,7 @@ function catalogUrlOf(cfg: Config): string {
 async function withCatalog<T>(fn: (pool: pg.Pool, cfg: Config) => Promise<T>, migrateFirst = false): Promise<T> {
   const cfg = config();
   const url = catalogUrlOf(cfg);
-  const pool = new pg.Pool({ connectionString: url, max: 2, connectionTimeoutMillis: 5000, application_name: 'shardcast-cli' });
-  pool.on('error', () => undefined);
+  const pool = guardPool(new pg.Pool({ connectionString: url, max: 2, connectionTimeoutMillis: 5000, application_name: 'shardcast-cli' }));
   try {
     const client = await pool.connect().catch((err: unknown) => {
       throw new ShardcastError(

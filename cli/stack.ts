@@ -7,6 +7,7 @@ import { collectorWorkflowId, ensureCollector, ensureSchedules } from '../client
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import pg from 'pg';
 import { migrate } from '../src/catalog/migrate.js';
+import { guardPool } from '../src/catalog/node-pools.js';
 import { ensureNodes, type NewNode } from '../src/catalog/nodes.js';
 import { localUrl, type Config } from '../src/config.js';
 import { ShardcastError, errorMessage, sqlState } from '../src/errors.js';
@@ -91,8 +92,7 @@ export async function startStack(config: Config, options: StackOptions): Promise
     log(line('catalog', redact(catalogUrl)));
     for (const node of embeddedNodes) log(line(node.name, redact(node.dsn)));
 
-    const catalog = new pg.Pool({ connectionString: catalogUrl, max: 4, application_name: 'shardcast-up' });
-    catalog.on('error', () => undefined);
+    const catalog = guardPool(new pg.Pool({ connectionString: catalogUrl, max: 4, application_name: 'shardcast-up' }));
     stops.push(() => catalog.end());
     const client = await catalog.connect().catch((err: unknown) => {
       throw new ShardcastError('CATALOG_UNAVAILABLE', `cannot connect to the catalog at ${redact(catalogUrl)}: ${errorMessage(err)}`, { cause: err });

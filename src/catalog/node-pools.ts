@@ -30,6 +30,18 @@ export function sessionSettings(limits: SessionLimits = {}): Pick<pg.PoolConfig,
   return settings;
 }
 
+/**
+ * A pool's clients report a lost server as an 'error' event; pg-pool listens only while a client
+ * is idle, so one checked out (held between statements by a cutover, an applier or a lock) would
+ * crash the process. Here every client keeps a listener: the loss surfaces as its next query's
+ * error instead, and the client is discarded on release.
+ */
+export function guardPool(pool: pg.Pool): pg.Pool {
+  pool.on('error', () => undefined);
+  pool.on('connect', (client) => client.on('error', () => undefined));
+  return pool;
+}
+
 /** One connection pool per node DSN, created on first use. */
 export class NodePools {
   private readonly pools = new Map<string, pg.Pool>();
@@ -46,8 +58,8 @@ export class NodePools {
         idleTimeoutMillis: 30_000,
         ...sessionSettings(this.options.limits),
       });
-      // An idle client losing its server (node stopped) must not crash the process.
-      pool.on('error', () => undefined);
+      // A client losing its server (node stopped, backend terminated) must not crash the process.
+      guardPool(pool);
       this.pools.set(dsn, pool);
     }
     return pool;
