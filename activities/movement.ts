@@ -1,4 +1,4 @@
-import { heartbeat } from '@temporalio/activity';
+import { cancellationSignal, heartbeat } from '@temporalio/activity';
 import type pg from 'pg';
 import { run } from './failures.js';
 import type { NodePools } from '../src/catalog/node-pools.js';
@@ -6,11 +6,12 @@ import { cutover, fencedSchemaName, verifyMove, type CutoverResult } from '../sr
 import { failpoint } from '../src/failpoints.js';
 import { finishMovement, type MovementState } from '../src/movement/lease.js';
 import { planMovement, type MovePlan, type MovementPlan, type MovementRequest } from '../src/movement/plan.js';
-import { dropTargetShard, setSubscriptionEnabled, prepareTarget, startStreaming, stopStreaming, streamProgress, type StreamProgress } from '../src/movement/replication.js';
+import { copyMove, dropTargetShard, setSubscriptionEnabled, prepareTarget, startStreaming, stopStreaming, streamProgress, type StreamProgress } from '../src/movement/replication.js';
+import { Governor, resolveGovernor, type GovernorSettings } from '../src/movement/governor.js';
+import { movementThrottledSeconds } from '../src/metrics/metrics.js';
 import { quoteIdent } from '../src/sql/ident.js';
 import { applyChanges, captureProgress, copyInitial, dropNewShards, startChangeCapture, stopChangeCapture, type CopyProgress } from '../src/movement/logical-apply.js';
 import { fencedSourceName, reshardCutover, verifyReshard } from '../src/movement/reshard-cutover.js';
-import type { ReshardPlan } from '../src/movement/reshard-plan.js';
 
 export interface MovementDeps {
   catalog: pg.Pool;
@@ -36,24 +37,56 @@ export function createMovementActivities(deps: MovementDeps) {
       });
     },
 
-    /** Move: publication and subscription (which copies by itself). Split or merge: publications and slots. */
+    /** Move: the publication (the copy creates slot and subscription). Split or merge: publications and slots. */
     async startStreaming(plan: MovementPlan): Promise<void> {
       return run(() =>
-        plan.operation === 'move' ? startStreaming(deps.nodePools, endpoints(plan), plan.shard, plan.names) : startChangeCapture(deps.nodePools, plan),
+        plan.operation === 'move'
+          ? startStreaming(deps.nodePools, endpoints(plan), plan.shard, plan.names, { copy: 'own' })
+          : startChangeCapture(deps.nodePools, plan),
       );
     },
 
-    /** Split or merge: the initial copy into the new shards, heartbeating its progress. */
-    async copyRows(plan: ReshardPlan): Promise<CopyProgress> {
-      return run(async () => {
-        let last = 0;
-        return copyInitial(deps.nodePools, plan, (p) => {
-          if (Date.now() - last > 1000) {
-            last = Date.now();
-            heartbeat(p);
+    /**
+     * The initial copy, paced by the governor, heartbeating its progress. A move copies inside its
+     * slot's exported snapshot and then starts its subscription; a split or merge copies into the
+     * new shards. A retry starts over.
+     */
+    async copyRows(plan: MovementPlan, governor?: Partial<GovernorSettings>): Promise<CopyProgress> {
+      const settings = resolveGovernor(governor);
+      const signal = cancellationSignal();
+      const cancelled = () => signal.aborted;
+      const counted = (ms: number) => movementThrottledSeconds.inc({ operation: plan.operation, phase: 'copy' }, ms / 1000);
+      try {
+        return await run(async () => {
+          if (plan.operation === 'move') {
+            const g = new Governor(settings, [plan.source.dsn, plan.target.dsn], counted);
+            return copyMove(deps.nodePools, endpoints(plan), plan.shard, plan.names, { governor: g, beat: (p) => heartbeat(p), cancelled });
+          }
+          const g = new Governor(settings, [...plan.sources.map((s) => s.node.dsn), ...plan.targets.map((t) => t.node.dsn)], counted);
+          await g.start();
+          let last = 0;
+          try {
+            const copied = await copyInitial(
+              deps.nodePools,
+              plan,
+              (p) => {
+                if (Date.now() - last > 1000) {
+                  last = Date.now();
+                  heartbeat(p);
+                }
+              },
+              { governor: g },
+            );
+            return { ...copied, baselinesMs: g.baselines() };
+          } finally {
+            await g.stop();
           }
         });
-      });
+      } catch (err) {
+        // A cancelled copy reports the cancellation itself, not the error its interrupted chunk ended with.
+        if (signal.aborted) throw signal.reason;
+        throw err;
+      }
     },
 
     /** Pausing stops the subscription from consuming the source; resuming starts it again. Splits and merges consume only when asked. */
@@ -68,13 +101,23 @@ export function createMovementActivities(deps: MovementDeps) {
      * Copy state and lag. For a split or merge this is also where changes are applied: for up to
      * `applyMs`, then measured.
      */
-    async measureProgress(plan: MovementPlan, applyMs = 0): Promise<StreamProgress> {
+    async measureProgress(plan: MovementPlan, applyMs = 0, governor?: Partial<GovernorSettings>, baselinesMs?: number[]): Promise<StreamProgress> {
       return run(async () => {
         if (plan.operation === 'move') return streamProgress(deps.nodePools, endpoints(plan), plan.shard, plan.names);
-        await applyChanges(deps.nodePools, plan, { deadline: Date.now() + applyMs, onBatch: (n) => heartbeat(n) });
+        // The apply is paced too: `throttledMs` here is this call's share (the workflow adds them up).
+        const settings = resolveGovernor(governor);
+        const paced = settings.enabled && applyMs > 0;
+        const counted = (ms: number) => movementThrottledSeconds.inc({ operation: plan.operation, phase: 'apply' }, ms / 1000);
+        const g = paced ? new Governor(settings, [...plan.sources.map((s) => s.node.dsn), ...plan.targets.map((t) => t.node.dsn)], counted) : undefined;
+        await g?.start(baselinesMs);
+        try {
+          await applyChanges(deps.nodePools, plan, { deadline: Date.now() + applyMs, onBatch: (n) => heartbeat(n), governor: g });
+        } finally {
+          await g?.stop();
+        }
         const measured = await captureProgress(deps.nodePools, plan);
         const tables = plan.tables.length * plan.targets.length;
-        return { ...measured, tables, tablesReady: tables };
+        return { ...measured, tables, tablesReady: tables, throttledMs: g?.stats.throttledMs ?? 0 };
       });
     },
 

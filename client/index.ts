@@ -112,6 +112,8 @@ export interface MovementOptions {
   retry?: MoveShardInput['retry'];
   /** History length after which a long copy continues as a new run (default 10,000 events). */
   historyLimit?: number;
+  /** The copy governor for this movement (default: on, at its default ratio). */
+  governor?: MoveShardInput['governor'];
   /** The run's static summary in the Temporal UI (default from the request, e.g. "move shard 17 → node-2"). */
   summary?: string;
 }
@@ -197,6 +199,7 @@ async function startMovement(options: ShardcastClientOptions, request: MovementO
     graceSeconds: request.graceSeconds ?? 300,
     ...(request.retry ? { retry: request.retry } : {}),
     ...(request.historyLimit ? { historyLimit: request.historyLimit } : {}),
+    ...(request.governor ? { governor: request.governor } : {}),
   };
   const targets = op.operation === 'split' ? op.splitTargets!.join(',') : op.targetNode;
   try {

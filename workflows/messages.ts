@@ -1,5 +1,6 @@
 import { defineQuery, defineSignal } from '@temporalio/workflow';
 import type { TableSpec } from '../src/catalog/tables.js';
+import type { GovernorSettings } from '../src/movement/governor.js';
 import type { MovementOperation, MovementPlan, MovementRequest } from '../src/movement/plan.js';
 
 export interface RetrySettings {
@@ -51,9 +52,11 @@ export interface MoveShardInput extends MovementRequest {
   /** History length after which the copy loop continues as a new run (default 10,000 events). */
   historyLimit?: number;
   /** Set by continue-as-new: the plan and progress of the run before. */
-  resume?: { plan: MovementPlan; progress: MovementProgress };
+  resume?: { plan: MovementPlan; progress: MovementProgress; baselinesMs?: number[] };
   /** Retries of each step before the movement fails and is undone (default: 10 attempts, up to 30 s apart). */
   retry?: { maximumAttempts: number; initialIntervalMs: number; maximumIntervalMs?: number };
+  /** The copy governor for this movement, over its defaults (src/movement/governor.ts; config movement.governor.*). */
+  governor?: Partial<GovernorSettings>;
 }
 
 export interface MoveShardResult {
@@ -104,6 +107,10 @@ export interface MovementProgress {
   etaSeconds: number | null;
   /** How long the verify phase held writes to the shard, once it ran. */
   verifyBlockedMs?: number;
+  /** Time the copy governor held the copy or apply back to spare the foreground, in ms. */
+  throttledMs?: number;
+  /** A move's own copy has finished (its subscription streams). */
+  copyDone?: boolean;
 }
 
 export const movementProgressQuery = defineQuery<MovementProgress>('progress');

@@ -1,4 +1,5 @@
 import {
+  ActivityCancellationType,
   allHandlersFinished,
   ApplicationFailure,
   continueAsNew,
@@ -106,6 +107,7 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
     tablesReady: 0,
     tables: 0,
     etaSeconds: null,
+    throttledMs: 0,
   };
   let rejected = false;
   setHandler(movementProgressQuery, () => progress);
@@ -169,14 +171,20 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
       [p],
     );
     if (p.operation !== 'move') {
-      const copied = await step.copyRows.executeWithOptions({ ...COPY_RUN, summary: `copy rows into ${p.targets.map((t) => t.schema).join(', ')}` }, [p]);
-      Object.assign(progress, { rowsCopied: copied.rows, bytesCopied: copied.bytes });
+      const copied = await step.copyRows.executeWithOptions({ ...COPY_RUN, summary: `copy rows into ${p.targets.map((t) => t.schema).join(', ')}` }, [p, input.governor]);
+      Object.assign(progress, { rowsCopied: copied.rows, bytesCopied: copied.bytes, throttledMs: copied.throttledMs ?? 0, copyDone: true });
+      baselinesMs = copied.baselinesMs;
     }
     return p;
   };
 
   let plan: MovementPlan | undefined = input.resume?.plan;
   let cutOver = false;
+  let baselinesMs: number[] | undefined = input.resume?.baselinesMs;
+  // A move's copy runs beside the copy loop (which measures it and pauses it), in a scope of its own so that a failure can stop it.
+  const copyScope = new CancellationScope();
+  let copyRun: Promise<unknown> | undefined;
+  let copyError: unknown;
   try {
     if (!plan) plan = await start();
     const p = plan;
@@ -184,7 +192,20 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
 
     // Copy, then catch up: measured every few seconds, pausing when asked, until the lag is small.
     let lastBytes = progress.bytesCopied;
+    if (p.operation === 'move' && !progress.copyDone) {
+      copyRun = copyScope
+        .run(() => step.copyRows.executeWithOptions({ ...COPY_RUN, cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED, summary: `copy ${nodes.schemas} (paced by the governor)` }, [p, input.governor]))
+        .then(
+          (copied) => {
+            progress.copyDone = true;
+            progress.throttledMs = copied.throttledMs ?? progress.throttledMs;
+          },
+          (err: unknown) => void (copyError = err),
+        )
+        .finally(() => void (copyRun = undefined));
+    }
     for (;;) {
+      if (copyError) throw copyError;
       if (progress.paused) {
         await step.setStreaming(p, false);
         setCurrentDetails(`paused in ${progress.phase}`);
@@ -194,23 +215,33 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
       if (rejected) throw ApplicationFailure.create({ type: 'MovementRejected', nonRetryable: true, message: `${what} was rejected` });
       // A long copy would grow the history without end: carry on in a fresh run with the same state.
       const info = workflowInfo();
-      if (info.continueAsNewSuggested || info.historyLength > (input.historyLimit ?? 10_000)) {
+      // (Not while a move's copy runs: it would start over; the loop polls less often instead.)
+      const longHistory = info.continueAsNewSuggested || info.historyLength > (input.historyLimit ?? 10_000);
+      if (longHistory && !copyRun) {
         await condition(allHandlersFinished);
-        return await continueAsNew<typeof moveShard>({ ...input, resume: { plan: p, progress } });
+        return await continueAsNew<typeof moveShard>({ ...input, resume: { plan: p, progress, baselinesMs } });
       }
       // A split or merge applies the sources' changes here, for up to one poll interval.
       const applyMs = p.operation === 'move' ? 0 : input.pollSeconds * 1000;
-      const measured = await step.measureProgress.executeWithOptions({ ...STEP_RUN, summary: applyMs ? 'apply changes, measure lag' : 'measure copy and lag' }, [p, applyMs]);
+      const measured = await step.measureProgress.executeWithOptions({ ...STEP_RUN, summary: applyMs ? 'apply changes, measure lag' : 'measure copy and lag' }, [
+        p,
+        applyMs,
+        input.governor,
+        baselinesMs,
+      ]);
       const copied = measured.bytesCopied - lastBytes;
       lastBytes = measured.bytesCopied;
+      // A move's copy reports its total time throttled; a split's or merge's apply its share of this poll.
+      const throttledMs = p.operation === 'move' ? (measured.throttledMs ?? progress.throttledMs) : (progress.throttledMs ?? 0) + (measured.throttledMs ?? 0);
       Object.assign(progress, measured, {
+        throttledMs,
         etaSeconds: measured.lagBytes !== null && copied > 0 ? Math.round((measured.lagBytes / copied) * input.pollSeconds) : null,
       });
       const copying = measured.tablesReady < measured.tables || measured.tables === 0;
       if (!copying && progress.phase === 'copy') enter('catch-up', `catching up: lag ${measured.lagBytes ?? '?'} bytes`);
       setCurrentDetails(`${progress.phase}: ${measured.rowsCopied} rows, ${measured.bytesCopied} bytes, lag ${measured.lagBytes ?? '?'} bytes`);
-      if (!copying && measured.lagBytes !== null && measured.lagBytes <= input.catchUpLagBytes) break;
-      if (!applyMs) await sleep(`${input.pollSeconds} seconds`);
+      if (!copying && !copyRun && measured.lagBytes !== null && measured.lagBytes <= input.catchUpLagBytes) break;
+      if (!applyMs) await sleep(`${longHistory ? Math.max(60, input.pollSeconds) : input.pollSeconds} seconds`);
     }
 
     enter('verify', `comparing counts and checksums: ${nodes.sources} against ${nodes.targets}`);
@@ -258,6 +289,9 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
     }
     enter('compensate', cancelled ? 'cancelled: undoing' : rejected ? 'rejected: undoing' : `failed: undoing (${(err as Error).message})`);
     await CancellationScope.nonCancellable(async () => {
+      // A copy still running stops first (it checks between chunks), so that nothing is created after the undo.
+      copyScope.cancel();
+      await copyRun;
       if (plan) {
         try {
           await undo.abortMove.executeWithOptions({ ...UNDO_RUN, summary: 'undo: drop replication and the target copy' }, [plan]);

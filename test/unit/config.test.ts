@@ -49,7 +49,13 @@ describe('defaults', () => {
       metrics: { port: 9464 },
       collection: { intervalSeconds: 15, retentionDays: 35 },
       forecast: { backend: 'auto', retrainAt: '03:00', catchupWindowMinutes: 60, trainingDays: 30, budgetSeconds: 1.2, searchSeconds: 1.5, threads: 1, batchSize: 10, parallelBatches: 4 },
-      movement: { requireApproval: false, graceSeconds: 300, maxPerNode: 2, catchUpLagBytes: 1048576 },
+      movement: {
+        requireApproval: false,
+        graceSeconds: 300,
+        maxPerNode: 2,
+        catchUpLagBytes: 1048576,
+        governor: { enabled: true, latencyRatio: 1.3, probeIntervalMs: 100, maxLagBytes: 67108864, minBaselineMs: 0.5, maxPauseMs: 2000, chunkRows: 5000 },
+      },
       tableCreation: { maximumAttempts: 5, initialRetryIntervalMs: 1000 },
     });
   });
