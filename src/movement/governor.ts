@@ -34,7 +34,7 @@ export const DEFAULT_GOVERNOR: GovernorSettings = {
   probeIntervalMs: 100,
   maxLagBytes: 64 * 1024 * 1024,
   minBaselineMs: 0.5,
-  maxPauseMs: 2000,
+  maxPauseMs: 1000,
   chunkRows: 5000,
 };
 
@@ -226,9 +226,10 @@ export class Governor {
 
   /**
    * Before the next chunk (or apply round): the adaptive pause, then a hold while the foreground
-   * still suffers, then a hold while `held()` (a paused movement; not counted as throttling). With
-   * `lag` (an apply), the pause and hold apply only while the lag is small enough to afford them, and
-   * a hold lasts at most maxPauseMs. `beat` is called about once a second while waiting.
+   * still suffers, both together at most maxPauseMs (so the copy always moves on: at worst one chunk
+   * per maxPauseMs); then a hold while `held()` (a paused movement, not counted as throttling).
+   * With `lag` (an apply), pause and hold only while the lag is small enough to afford them. `beat`
+   * is called about once a second while waiting.
    */
   async wait(options: { held?: () => Promise<boolean>; beat?: () => void; cancelled?: () => boolean; lag?: () => Promise<number | null | undefined> } = {}): Promise<void> {
     let lastBeat = Date.now();
@@ -244,11 +245,11 @@ export class Governor {
         if (!overloaded || !options.lag) return overloaded;
         return paceApply(overloaded, (await options.lag()) ?? null, this.settings);
       };
+      const until = Date.now() + this.settings.maxPauseMs;
       this.pauseMs = nextPause(this.pauseMs, await suffering(), this.settings);
       if (this.pauseMs > 0) await this.throttle(this.pauseMs);
-      const until = Date.now() + (options.lag ? this.settings.maxPauseMs : Number.POSITIVE_INFINITY);
       while (Date.now() < until && !options.cancelled?.() && (await suffering())) {
-        await this.throttle(this.settings.probeIntervalMs);
+        await this.throttle(Math.min(this.settings.probeIntervalMs, Math.max(1, until - Date.now())));
         beat();
       }
     }

@@ -258,6 +258,11 @@ export async function copyMove(
        publication ${quoteIdent(names.publication)}
        with (binary = true, copy_data = false, create_slot = false, enabled = false, slot_name = ${quoteLiteral(names.slot)})`,
     );
+    // The movement's watermark row as of the snapshot, like a table sync would copy it: later bumps update it.
+    const { rows: mark } = await out.query<{ n: string }>(`select n::text from ${WATERMARKS} where movement_id = $1`, [names.slot]);
+    if (mark[0]) {
+      await target.query(`insert into ${WATERMARKS} (movement_id, n) values ($1, $2) on conflict (movement_id) do update set n = excluded.n`, [names.slot, mark[0].n]);
+    }
     await hooks.governor.start();
     const progress: CopyProgress = { rows: 0, bytes: 0, throttledMs: throttledBefore };
     let lastBeat = 0;
@@ -290,7 +295,7 @@ export async function copyMove(
         inChunk: async (client, chunk) => {
           progress.rows += chunk.rows;
           progress.throttledMs = throttledBefore + hooks.governor.stats.throttledMs;
-          const fenced = await client.query(`update ${COPY_CONTROL} set throttled_ms = $3 where movement_id = $1 and token = $2`, [names.slot, token, progress.throttledMs]);
+          const fenced = await client.query(`update ${COPY_CONTROL} set throttled_ms = $3 where movement_id = $1 and token = $2`, [names.slot, token, Math.round(progress.throttledMs)]);
           if (!fenced.rowCount) throw new StaleCopyError(names.slot);
           await client.query(`update ${COPIES} set rows = rows + $3, bytes = bytes + $4 where movement_id = $1 and table_name = $2`, [
             names.slot,
@@ -310,7 +315,7 @@ export async function copyMove(
     open = false;
     const { rows: finished } = await target.query<{ paused: boolean }>(
       `update ${COPY_CONTROL} set done = true, throttled_ms = $3 where movement_id = $1 and token = $2 returning paused`,
-      [names.slot, token, throttledBefore + hooks.governor.stats.throttledMs],
+      [names.slot, token, Math.round(throttledBefore + hooks.governor.stats.throttledMs)],
     );
     if (!finished[0]) throw new StaleCopyError(names.slot);
     // A pause that came meanwhile keeps it disabled; resume enables it (see setSubscriptionEnabled).

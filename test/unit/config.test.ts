@@ -54,7 +54,7 @@ describe('defaults', () => {
         graceSeconds: 300,
         maxPerNode: 2,
         catchUpLagBytes: 1048576,
-        governor: { enabled: true, latencyRatio: 1.3, probeIntervalMs: 100, maxLagBytes: 67108864, minBaselineMs: 0.5, maxPauseMs: 2000, chunkRows: 5000 },
+        governor: { enabled: true, latencyRatio: 1.3, probeIntervalMs: 100, maxLagBytes: 67108864, minBaselineMs: 0.5, maxPauseMs: 1000, chunkRows: 5000 },
       },
       tableCreation: { maximumAttempts: 5, initialRetryIntervalMs: 1000 },
     });
