@@ -4,9 +4,10 @@ import { InvalidInputError } from '../errors.js';
 /**
  * The copy governor (foreground first): a movement's copy and apply are paced so that the nodes'
  * own latency stays within a ratio of what it was before the movement, as Vitess's tablet throttler
- * does. A probe times a tiny write (one row updated and committed: CPU, locks and WAL flush, what
- * an application's write pays) on the source and the target every probe interval; the baseline is
- * the median of the probes before the copy starts. Between two chunks the copy sleeps for an
+ * does. A probe times a primary-key lookup of a one-row table (a round trip through the node's
+ * CPU, scheduler and locks; a write probe would mostly time the copy's own WAL on the target) on
+ * the source and the target every probe interval; the baseline is the p90 of the probes before the
+ * copy starts, compared with the p90 of the last second's. Between two chunks the copy sleeps for an
  * adaptive pause (doubled when the recent probes are over the limit, shrunk when they are under),
  * and holds entirely while they stay over it. The decision logic here is pure; `Governor` runs it.
  */
@@ -64,10 +65,10 @@ export function percentile(values: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
 }
 
-/** The baseline of a node's probe: the median of its idle samples, never below the floor. */
+/** The baseline of a node's probe: the p90 of its idle samples (compared with recent p90s), never below the floor. */
 export function baselineOf(samples: readonly number[], settings: Pick<GovernorSettings, 'minBaselineMs'>): number {
-  const median = percentile(samples, 50);
-  return Number.isNaN(median) ? settings.minBaselineMs : Math.max(median, settings.minBaselineMs);
+  const p90 = percentile(samples, 90);
+  return Number.isNaN(p90) ? settings.minBaselineMs : Math.max(p90, settings.minBaselineMs);
 }
 
 export interface Verdict {
@@ -104,7 +105,7 @@ export function paceApply(overloaded: boolean, lagBytes: number | null, settings
 /** Probe samples older than this are not "recent". */
 const RECENT_MS = 1000;
 
-/** One node's probe: a dedicated connection (so it never queues behind the copy) timing a tiny write. */
+/** One node's probe: a dedicated connection (so it never queues behind the copy) timing a primary-key lookup. */
 class Probe {
   private readonly samples: Array<{ at: number; ms: number }> = [];
   private inFlightSince: number | null = null;
@@ -151,7 +152,7 @@ class Probe {
   }
 }
 
-const PROBE = 'update sc_movement.governor_probe set at = now() where id = 1';
+const PROBE = 'select at from sc_movement.governor_probe where id = 1';
 
 async function ensureProbeTable(db: Pick<pg.ClientBase, 'query'>): Promise<void> {
   try {
@@ -188,7 +189,7 @@ export class Governor {
   }
 
   /**
-   * Connects the probes and measures the baseline (about ten probes) before any copying; an apply
+   * Connects the probes and measures the baseline (twenty probes) before any copying; an apply
    * later in the same movement passes the copy's baselines instead (its nodes are no longer idle).
    */
   async start(baselinesMs?: readonly number[]): Promise<void> {
@@ -197,7 +198,7 @@ export class Governor {
     if (baselinesMs && baselinesMs.length === this.probes.length) {
       this.probes.forEach((p, i) => (p.baselineMs = Math.max(baselinesMs[i]!, this.settings.minBaselineMs)));
     } else {
-      for (let i = 0; i < 10; i++) {
+      for (let i = 0; i < 20; i++) {
         await Promise.all(this.probes.map((p) => p.sample()));
         await sleep(Math.min(this.settings.probeIntervalMs, 50));
       }

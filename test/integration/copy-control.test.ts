@@ -50,7 +50,8 @@ describe('steering a movement during its copy', () => {
   it('pause stops the copy (the subscription stops consuming the source) until resume', async () => {
     const s = await shard(0);
     await fill(s.schema, 600_000);
-    const handle = await startMove(worker.options, { shardId: s.id, targetNode: 'node-2', pollSeconds: 0.2, graceSeconds: 0 });
+    // The governor off: these test steering, and a paced copy of 600k rows can take minutes on a busy machine.
+    const handle = await startMove(worker.options, { shardId: s.id, targetNode: 'node-2', pollSeconds: 0.2, graceSeconds: 0, governor: { enabled: false } });
     await until('the copy to write on the target', async () => (await targetBytes(s.schema)) > 1_000_000);
     await handle.signal(pauseSignal);
     try {
@@ -89,7 +90,7 @@ describe('steering a movement during its copy', () => {
   it('cancel during the copy undoes everything: source untouched, nothing on the target', async () => {
     const s = await shard(1);
     await fill(s.schema, 600_000);
-    const handle = await startMove(worker.options, { shardId: s.id, targetNode: 'node-2', pollSeconds: 0.2 });
+    const handle = await startMove(worker.options, { shardId: s.id, targetNode: 'node-2', pollSeconds: 0.2, governor: { enabled: false } });
     await until('the copy to write on the target', async () => (await targetBytes(s.schema)) > 1_000_000);
     expect((await handle.query(movementProgressQuery)).phase).toBe('copy');
     await handle.cancel();

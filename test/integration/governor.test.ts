@@ -56,12 +56,12 @@ describe('the copy governor', () => {
       const { rows: r } = await adminQuery(catalog.nodeUrl('node-2'), 'select coalesce(sum(rows), 0)::int as n from sc_movement.copies');
       return r[0].n > 0;
     });
-    // Latency injected for real: the probe's row on the source is locked for 2 s, so every probe there waits.
+    // Latency injected for real: the probe's table on the source is locked for 2 s, so every probe there waits.
     const locker = new pg.Client({ connectionString: catalog.nodeUrl('node-1') });
     await locker.connect();
     try {
       await locker.query('begin');
-      await locker.query('lock table sc_movement.governor_probe in exclusive mode');
+      await locker.query('lock table sc_movement.governor_probe in access exclusive mode');
       const before = (await handle.query(movementProgressQuery)).rowsCopied;
       await new Promise((r) => setTimeout(r, 2000));
       const during = await handle.query(movementProgressQuery);

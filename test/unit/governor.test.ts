@@ -10,8 +10,9 @@ describe('copy governor decisions', () => {
     expect(percentile([], 90)).toBeNaN();
   });
 
-  it('the baseline is the median of the idle probes, never below the floor', () => {
-    expect(baselineOf([1, 9, 2, 2, 3], { minBaselineMs: 0.5 })).toBe(2);
+  it('the baseline is the p90 of the idle probes, never below the floor', () => {
+    expect(baselineOf([1, 9, 2, 2, 3, 2, 2, 2, 2, 2], { minBaselineMs: 0.5 })).toBe(2);
+    expect(baselineOf([1, 1, 1, 1, 1, 1, 1, 1, 3, 9], { minBaselineMs: 0.5 })).toBe(3);
     expect(baselineOf([0.1, 0.2, 0.1], { minBaselineMs: 0.5 })).toBe(0.5);
     expect(baselineOf([], { minBaselineMs: 0.5 })).toBe(0.5);
   });
