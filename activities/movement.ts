@@ -1,4 +1,4 @@
-import { cancellationSignal, heartbeat } from '@temporalio/activity';
+import { Context, heartbeat } from '@temporalio/activity';
 import type pg from 'pg';
 import { run } from './failures.js';
 import type { NodePools } from '../src/catalog/node-pools.js';
@@ -53,14 +53,17 @@ export function createMovementActivities(deps: MovementDeps) {
      */
     async copyRows(plan: MovementPlan, governor?: Partial<GovernorSettings>): Promise<CopyProgress> {
       const settings = resolveGovernor(governor);
-      const signal = cancellationSignal();
+      // Progress is reported from stream callbacks, outside the activity's async context: keep the context at hand.
+      const context = Context.current();
+      const signal = context.cancellationSignal;
+      const beat = (p: CopyProgress) => context.heartbeat(p);
       const cancelled = () => signal.aborted;
       const counted = (ms: number) => movementThrottledSeconds.inc({ operation: plan.operation, phase: 'copy' }, ms / 1000);
       try {
         return await run(async () => {
           if (plan.operation === 'move') {
             const g = new Governor(settings, [plan.source.dsn, plan.target.dsn], counted);
-            return copyMove(deps.nodePools, endpoints(plan), plan.shard, plan.names, { governor: g, beat: (p) => heartbeat(p), cancelled });
+            return copyMove(deps.nodePools, endpoints(plan), plan.shard, plan.names, { governor: g, beat, cancelled });
           }
           const g = new Governor(settings, [...plan.sources.map((s) => s.node.dsn), ...plan.targets.map((t) => t.node.dsn)], counted);
           await g.start();
@@ -72,7 +75,7 @@ export function createMovementActivities(deps: MovementDeps) {
               (p) => {
                 if (Date.now() - last > 1000) {
                   last = Date.now();
-                  heartbeat(p);
+                  beat(p);
                 }
               },
               { governor: g },

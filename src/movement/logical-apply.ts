@@ -73,6 +73,13 @@ export interface ChunkedCopy {
 }
 
 /**
+ * Planner settings for the reading side of a chunked copy (SET LOCAL, inside its transaction): every
+ * chunk's bound and rows come by the primary key's index, not a scan and sort of the whole table
+ * (which a table without statistics yet would otherwise get).
+ */
+export const KEY_ORDER_SETTINGS = ['set local enable_seqscan = off', 'set local enable_bitmapscan = off', 'set local max_parallel_workers_per_gather = 0'];
+
+/**
  * Copies a table in primary-key order, one chunk of `chunkRows` rows at a time (binary COPY out of
  * the source and into the target), so that the copy can be paced between chunks. COPY takes no
  * parameters: key bounds are literals, coerced to the key columns' types by PostgreSQL.
@@ -143,6 +150,8 @@ export async function copyInitial(
         const out = await pools.get(s.node.dsn).connect();
         const into = await pools.get(t.node.dsn).connect();
         try {
+          await out.query('begin');
+          for (const setting of KEY_ORDER_SETTINGS) await out.query(setting);
           const copied = await copyChunked({
             out,
             into,
@@ -163,7 +172,9 @@ export async function copyInitial(
             },
           });
           progress.rows += copied.rows;
+          await out.query('commit');
         } finally {
+          await out.query('rollback').catch(() => undefined);
           out.release();
           into.release();
         }

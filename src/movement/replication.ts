@@ -7,7 +7,7 @@ import { shardTableDdl } from '../catalog/tables.js';
 import { quoteIdent, quoteLiteral, singleStatement } from '../sql/ident.js';
 import { inTransaction } from '../sql/transaction.js';
 import type { Governor } from './governor.js';
-import { copyChunked, primaryKeyColumns, type CopyProgress } from './logical-apply.js';
+import { copyChunked, KEY_ORDER_SETTINGS, primaryKeyColumns, type CopyProgress } from './logical-apply.js';
 
 /**
  * The copy-and-stream part of the movement protocol (DESIGN §3, steps 1, 2, 3 and 7): target tables
@@ -250,6 +250,7 @@ export async function copyMove(
       await out.query('begin isolation level repeatable read read only');
       open = true;
       await out.query(`set transaction snapshot ${quoteLiteral(created.rows[0]!.snapshot_name)}`);
+      for (const setting of KEY_ORDER_SETTINGS) await out.query(setting);
     } finally {
       await repl.end().catch(() => undefined);
     }
