@@ -79,11 +79,20 @@ export interface Verdict {
   limitMs: number;
 }
 
-/** Is a node's foreground suffering? Its recent probes' p90 against ratio × baseline. */
-export function judge(recent: readonly number[], baselineMs: number, settings: Pick<GovernorSettings, 'latencyRatio'>): Verdict {
+/**
+ * Is a node's foreground suffering? Its recent probes' p90 against ratio × baseline; or a probe
+ * still waiting past both the limit and one probe interval (a stuck node is a slow one, at once).
+ */
+export function judge(
+  recent: readonly number[],
+  baselineMs: number,
+  settings: Pick<GovernorSettings, 'latencyRatio' | 'probeIntervalMs'>,
+  waitingMs = 0,
+): Verdict {
   const p90 = percentile(recent, 90);
   const limitMs = baselineMs * settings.latencyRatio;
-  return { overloaded: !Number.isNaN(p90) && p90 > limitMs, p90, limitMs };
+  const stuck = waitingMs > Math.max(limitMs, settings.probeIntervalMs);
+  return { overloaded: stuck || (!Number.isNaN(p90) && p90 > limitMs), p90, limitMs };
 }
 
 /**
@@ -135,12 +144,17 @@ class Probe {
     }
   }
 
-  /** Recent samples; a probe still waiting counts with its time so far (a stuck node is a slow one). */
+  /** Recent samples; a probe still waiting counts with its time so far. */
   recent(): number[] {
     const now = performance.now();
     const found = this.samples.filter((s) => now - s.at <= RECENT_MS).map((s) => s.ms);
     if (this.inFlightSince !== null) found.push(now - this.inFlightSince);
     return found;
+  }
+
+  /** How long the probe in flight has been waiting (0: none). */
+  waiting(): number {
+    return this.inFlightSince === null ? 0 : performance.now() - this.inFlightSince;
   }
 
   all(): number[] {
@@ -214,7 +228,7 @@ export class Governor {
   verdict(): Verdict {
     let worst: Verdict = { overloaded: false, p90: Number.NaN, limitMs: Number.NaN };
     for (const p of this.probes) {
-      const v = judge(p.recent(), p.baselineMs, this.settings);
+      const v = judge(p.recent(), p.baselineMs, this.settings, p.waiting());
       if (v.overloaded || Number.isNaN(worst.p90) || v.p90 / v.limitMs > worst.p90 / worst.limitMs) worst = v;
       if (v.overloaded) break;
     }

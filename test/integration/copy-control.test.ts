@@ -62,7 +62,9 @@ describe('steering a movement during its copy', () => {
           `select s.subenabled, (select count(*)::int from pg_stat_subscription w where w.subid = s.oid and w.pid is not null) as workers
              from pg_subscription s where s.subname like 'sc\\_mv\\_%' and s.subdbid = (select oid from pg_database where datname = current_database())`,
         );
-        return rows.length === 1 && rows[0].subenabled === false && rows[0].workers === 0;
+        // A move copies by itself, holding between chunks while its pause flag is set.
+        const { rows: copy } = await adminQuery(catalog.nodeUrl('node-2'), 'select coalesce(bool_and(paused), false) as paused from sc_movement.copy_control');
+        return rows.length === 1 && rows[0].subenabled === false && rows[0].workers === 0 && copy[0].paused === true;
       });
       expect((await handle.query(movementProgressQuery)).paused).toBe(true);
       await new Promise((r) => setTimeout(r, 300));
