@@ -215,9 +215,9 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
       if (rejected) throw ApplicationFailure.create({ type: 'MovementRejected', nonRetryable: true, message: `${what} was rejected` });
       // A long copy would grow the history without end: carry on in a fresh run with the same state.
       const info = workflowInfo();
-      // (Not while a move's copy runs: it would start over; the loop polls less often instead.)
+      // (Not before the copy is done and measured: a move's copy would start over; the loop polls less often instead.)
       const longHistory = info.continueAsNewSuggested || info.historyLength > (input.historyLimit ?? 10_000);
-      if (longHistory && !copyRun) {
+      if (longHistory && !copyRun && progress.phase !== 'copy') {
         await condition(allHandlersFinished);
         return await continueAsNew<typeof moveShard>({ ...input, resume: { plan: p, progress, baselinesMs } });
       }
