@@ -356,15 +356,16 @@ export async function setSubscriptionEnabled(pools: NodePools, target: NodeRecor
 }
 
 /** A move's own-copy control row on the target, when it copies by itself. */
-async function ownCopyState(db: Pick<pg.Pool, 'query'>, names: MovementNames): Promise<{ done: boolean; throttledMs: number; copied: number } | undefined> {
+async function ownCopyState(db: Pick<pg.Pool, 'query'>, names: MovementNames): Promise<{ done: boolean; throttledMs: number; copied: number; rows: number } | undefined> {
   const exists = await db.query("select to_regclass('sc_movement.copy_control') is not null as ok");
   if (!exists.rows[0]?.ok) return undefined;
-  const { rows } = await db.query<{ done: boolean; throttled_ms: string; copied: number }>(
-    `select c.done, c.throttled_ms::text, (select count(*)::int from ${COPIES} t where t.movement_id = c.movement_id and t.done) as copied
+  const { rows } = await db.query<{ done: boolean; throttled_ms: string; copied: number; rows: string }>(
+    `select c.done, c.throttled_ms::text, (select count(*)::int from ${COPIES} t where t.movement_id = c.movement_id and t.done) as copied,
+            (select coalesce(sum(t.rows), 0)::bigint::text from ${COPIES} t where t.movement_id = c.movement_id) as rows
        from ${COPY_CONTROL} c where c.movement_id = $1`,
     [names.slot],
   );
-  return rows[0] ? { done: rows[0].done, throttledMs: Number(rows[0].throttled_ms), copied: rows[0].copied } : undefined;
+  return rows[0] ? { done: rows[0].done, throttledMs: Number(rows[0].throttled_ms), copied: rows[0].copied, rows: Number(rows[0].rows) } : undefined;
 }
 
 export interface StreamProgress {
@@ -421,7 +422,8 @@ export async function streamProgress(
       tablesReady: own.done ? (states.rows[0]?.ready ?? 0) : Math.min(own.copied, tables - 1),
       tablesCopied: own.copied,
       lagBytes: lag.rows[0]?.lag != null ? Number(lag.rows[0].lag) : null,
-      rowsCopied: Number(size.rows[0]?.rows ?? 0),
+      // The statistics lag behind the copy's own count of committed rows.
+      rowsCopied: Math.max(Number(size.rows[0]?.rows ?? 0), own.rows),
       bytesCopied: Number(size.rows[0]?.bytes ?? 0),
       throttledMs: own.throttledMs,
     };
