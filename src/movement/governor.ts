@@ -5,25 +5,27 @@ import { InvalidInputError } from '../errors.js';
  * The copy governor (foreground first): a movement's copy and apply are paced so that the nodes'
  * own latency stays within a ratio of what it was before the movement, as Vitess's tablet throttler
  * does. A probe times a primary-key lookup of a one-row table (a round trip through the node's
- * CPU, scheduler and locks; a write probe would mostly time the copy's own WAL on the target) on
- * the source and the target every probe interval; the baseline is the p90 of the probes before the
- * copy starts, compared with the p90 of the last second's. Between two chunks the copy sleeps for an
- * adaptive pause (doubled when the recent probes are over the limit, shrunk when they are under),
- * and holds entirely while they stay over it. The decision logic here is pure; `Governor` runs it.
+ * CPU, scheduler and locks, as the foreground's own statements go) on the source and the target
+ * every probe interval; the baseline is the p90 of the probes before the copy starts, compared with
+ * the p90 of the last half second's. The copy runs a duty cycle: small chunks, each followed by a
+ * pause in proportion to it, so that the copy takes `duty` of the time. The duty grows steadily while
+ * the probes are within the limit and is cut by half (at most once per probe window) when they are
+ * over it: short steady pauses rather than long holds, so the copy keeps moving at the pace the nodes
+ * take without the foreground noticing. The decision logic here is pure; `Governor` runs it.
  */
 
 export interface GovernorSettings {
   /** Off: copy and apply at full speed (the probe does not run). */
   enabled: boolean;
-  /** Hold the copy while the probe's recent p90 exceeds this many times its baseline. */
+  /** The copy slows down while the probe's recent p90 exceeds this many times its baseline. */
   latencyRatio: number;
   /** Milliseconds between two probes of a node. */
   probeIntervalMs: number;
-  /** The apply of a split or merge is paced only while its lag is at most this (beyond, it runs at full speed). */
+  /** The apply is paced only while its lag is at most this (beyond, it runs at full speed). */
   maxLagBytes: number;
   /** Floor of the baseline in ms: below it, a probe's jitter would count as harm. */
   minBaselineMs: number;
-  /** Longest pause between two chunks. */
+  /** Longest pause between two chunks (also the longest hold of the apply at a time). */
   maxPauseMs: number;
   /** Rows per copy chunk (each chunk is one COPY out of the source and into the target). */
   chunkRows: number;
@@ -31,12 +33,12 @@ export interface GovernorSettings {
 
 export const DEFAULT_GOVERNOR: GovernorSettings = {
   enabled: true,
-  latencyRatio: 1.3,
-  probeIntervalMs: 100,
+  latencyRatio: 1.5,
+  probeIntervalMs: 25,
   maxLagBytes: 64 * 1024 * 1024,
   minBaselineMs: 0.5,
-  maxPauseMs: 1000,
-  chunkRows: 5000,
+  maxPauseMs: 500,
+  chunkRows: 10_000,
 };
 
 /** Checks per-movement settings over the global ones; a bad value is refused with its name. */
@@ -95,15 +97,22 @@ export function judge(
   return { overloaded: stuck || (!Number.isNaN(p90) && p90 > limitMs), p90, limitMs };
 }
 
+/** The share of time the copy starts at, the least it is cut to, and how fast it grows back (per second within the limit). */
+export const DUTY = { start: 0.5, min: 0.02, growthPerSecond: 0.25, cut: 0.5 } as const;
+
 /**
- * The next pause between two chunks: doubled (from one probe interval) while overloaded, shrunk by
- * a quarter while not, and zero once under a millisecond: the copy settles at the pace the nodes
- * can take without the foreground noticing.
+ * The next duty cycle: cut by half when overloaded (unless cut less than a probe window ago: the
+ * probes since have not seen the cut yet), grown steadily with the time within the limit.
  */
-export function nextPause(pauseMs: number, overloaded: boolean, settings: Pick<GovernorSettings, 'probeIntervalMs' | 'maxPauseMs'>): number {
-  if (overloaded) return Math.min(settings.maxPauseMs, Math.max(settings.probeIntervalMs, pauseMs * 2));
-  const shrunk = pauseMs * 0.75;
-  return shrunk < 1 ? 0 : shrunk;
+export function nextDuty(duty: number, overloaded: boolean, elapsedMs: number, sinceCutMs: number, windowMs: number): number {
+  if (overloaded) return sinceCutMs < windowMs ? duty : Math.max(DUTY.min, duty * DUTY.cut);
+  return Math.min(1, duty + (DUTY.growthPerSecond * elapsedMs) / 1000);
+}
+
+/** The pause after a chunk that took `chunkMs`, so that copying takes `duty` of the time; never over maxPauseMs. */
+export function pauseAfter(chunkMs: number, duty: number, settings: Pick<GovernorSettings, 'maxPauseMs'>): number {
+  if (duty >= 1) return 0;
+  return Math.min(settings.maxPauseMs, (chunkMs * (1 - duty)) / duty);
 }
 
 /** Apply is held back only while the foreground suffers and the lag is still small enough to afford it. */
@@ -112,7 +121,7 @@ export function paceApply(overloaded: boolean, lagBytes: number | null, settings
 }
 
 /** Probe samples older than this are not "recent". */
-const RECENT_MS = 1000;
+export const RECENT_MS = 500;
 
 /** One node's probe: a dedicated connection (so it never queues behind the copy) timing a primary-key lookup. */
 class Probe {
@@ -191,7 +200,10 @@ export interface GovernorStats {
 export class Governor {
   private readonly probes: Probe[];
   private timer: NodeJS.Timeout | undefined;
-  private pauseMs = 0;
+  private duty: number = DUTY.start;
+  private resumedAt: number | undefined;
+  private decidedAt: number | undefined;
+  private cutAt = Number.NEGATIVE_INFINITY;
   readonly stats: GovernorStats = { throttledMs: 0 };
 
   constructor(
@@ -203,7 +215,7 @@ export class Governor {
   }
 
   /**
-   * Connects the probes and measures the baseline (twenty probes) before any copying; an apply
+   * Connects the probes and measures the baseline (one second of probes) before any copying; an apply
    * later in the same movement passes the copy's baselines instead (its nodes are no longer idle).
    */
   async start(baselinesMs?: readonly number[]): Promise<void> {
@@ -212,9 +224,9 @@ export class Governor {
     if (baselinesMs && baselinesMs.length === this.probes.length) {
       this.probes.forEach((p, i) => (p.baselineMs = Math.max(baselinesMs[i]!, this.settings.minBaselineMs)));
     } else {
-      for (let i = 0; i < 20; i++) {
+      for (const until = performance.now() + 1000; performance.now() < until; ) {
         await Promise.all(this.probes.map((p) => p.sample()));
-        await sleep(Math.min(this.settings.probeIntervalMs, 50));
+        await sleep(this.settings.probeIntervalMs);
       }
       for (const p of this.probes) p.baselineMs = baselineOf(p.all(), this.settings);
     }
@@ -240,11 +252,10 @@ export class Governor {
   }
 
   /**
-   * Before the next chunk (or apply round): the adaptive pause, then a hold while the foreground
-   * still suffers, both together at most maxPauseMs (so the copy always moves on: at worst one chunk
-   * per maxPauseMs); then a hold while `held()` (a paused movement, not counted as throttling).
-   * With `lag` (an apply), pause and hold only while the lag is small enough to afford them. `beat`
-   * is called about once a second while waiting.
+   * Before the next chunk (or apply round): the duty cycle's pause after the work since the last
+   * call, at most maxPauseMs (so the copy always moves on); then a hold while `held()` (a paused
+   * movement, not counted as throttling). With `lag` (an apply), the pause only while the lag is
+   * small enough to afford it. `beat` is called about once a second while waiting.
    */
   async wait(options: { held?: () => Promise<boolean>; beat?: () => void; cancelled?: () => boolean; lag?: () => Promise<number | null | undefined> } = {}): Promise<void> {
     let lastBeat = Date.now();
@@ -255,23 +266,40 @@ export class Governor {
       }
     };
     if (this.settings.enabled) {
-      const suffering = async (): Promise<boolean> => {
-        const overloaded = this.verdict().overloaded;
-        if (!overloaded || !options.lag) return overloaded;
-        return paceApply(overloaded, (await options.lag()) ?? null, this.settings);
-      };
-      const until = Date.now() + this.settings.maxPauseMs;
-      this.pauseMs = nextPause(this.pauseMs, await suffering(), this.settings);
-      if (this.pauseMs > 0) await this.throttle(this.pauseMs);
-      while (Date.now() < until && !options.cancelled?.() && (await suffering())) {
+      const now = performance.now();
+      const workedMs = this.resumedAt === undefined ? 0 : now - this.resumedAt;
+      let overloaded = this.verdict().overloaded;
+      const affordable = overloaded && options.lag ? paceApply(true, (await options.lag()) ?? null, this.settings) : true;
+      if (!affordable) overloaded = false;
+      const elapsed = this.decidedAt === undefined ? 0 : now - this.decidedAt;
+      const before = this.duty;
+      this.duty = nextDuty(this.duty, overloaded, elapsed, now - this.cutAt, RECENT_MS);
+      if (this.duty < before) this.cutAt = now;
+      this.decidedAt = now;
+      const pause = affordable ? pauseAfter(workedMs, this.duty, this.settings) : 0;
+      if (pause >= 1 && !options.cancelled?.()) await this.throttle(pause);
+      // A node whose probe does not answer at all gets no more work until it does (at most maxPauseMs, so the copy still moves).
+      const until = Date.now() + this.settings.maxPauseMs - pause;
+      while (affordable && Date.now() < until && !options.cancelled?.() && this.stuck()) {
         await this.throttle(Math.min(this.settings.probeIntervalMs, Math.max(1, until - Date.now())));
-        beat();
       }
+      beat();
     }
     while (options.held && !options.cancelled?.() && (await options.held())) {
       await sleep(200);
       beat();
     }
+    this.resumedAt = performance.now();
+  }
+
+  /** Is a probe waiting past the limit and a probe window? */
+  private stuck(): boolean {
+    return this.probes.some((p) => p.waiting() > Math.max(p.baselineMs * this.settings.latencyRatio, RECENT_MS));
+  }
+
+  /** The share of time the copy currently takes (1: full speed). */
+  dutyCycle(): number {
+    return this.duty;
   }
 
   private async throttle(ms: number): Promise<void> {

@@ -82,32 +82,45 @@ export interface ChunkedCopy {
 export const KEY_ORDER_SETTINGS = ['set local enable_seqscan = off', 'set local enable_bitmapscan = off', 'set local max_parallel_workers_per_gather = 0'];
 
 /**
+ * The upper key bound of every chunk of `chunkRows` rows but the last (which is open-ended), in one
+ * pass over the primary key's index: no round trip per chunk to find its end.
+ */
+async function chunkBounds(c: ChunkedCopy): Promise<string[][]> {
+  if (c.keyColumns.length === 0) return [];
+  const keys = c.keyColumns.join(', ');
+  const { rows } = await c.out.query<string[]>({
+    text: `select ${c.keyColumns.map((_, i) => `k${i}`).join(', ')} from (
+             select ${c.keyColumns.map((k, i) => `${k}::text as k${i}`).join(', ')}, row_number() over (order by ${keys}) as rn
+               from ${c.from}${c.where ? ` where (${c.where})` : ''}) s
+            where rn % ${Math.trunc(c.chunkRows)} = 0 order by rn`,
+    rowMode: 'array',
+  });
+  return rows;
+}
+
+/**
  * Copies a table in primary-key order, one chunk of `chunkRows` rows at a time (binary COPY out of
  * the source and into the target), so that the copy can be paced between chunks. COPY takes no
- * parameters: key bounds are literals, coerced to the key columns' types by PostgreSQL.
+ * parameters: key bounds are literals, coerced to the key columns' types by PostgreSQL. Rows that
+ * come after the bounds were read (a copy outside a snapshot) fall into the last, open-ended chunk.
  */
 export async function copyChunked(c: ChunkedCopy): Promise<CopyProgress> {
   const total: CopyProgress = { rows: 0, bytes: 0 };
   const keys = c.keyColumns.join(', ');
+  const bounds = await chunkBounds(c);
   let last: string[] | null = null;
-  for (;;) {
+  for (let i = 0; ; i++) {
     await c.beforeChunk?.();
     const conditions = c.where ? [`(${c.where})`] : [];
     if (last) conditions.push(`(${keys}) > (${last.map(quoteLiteral).join(', ')})`);
-    let upper: string[] | null = null;
-    if (c.keyColumns.length > 0) {
-      const bound = await c.out.query<string[]>({
-        text: `select ${c.keyColumns.map((k) => `${k}::text`).join(', ')} from ${c.from}${conditions.length ? ` where ${conditions.join(' and ')}` : ''}
-                order by ${keys} offset ${c.chunkRows - 1} limit 1`,
-        rowMode: 'array',
-      });
-      upper = bound.rows[0] ?? null;
-    }
+    const upper = bounds[i] ?? null;
     if (upper) conditions.push(`(${keys}) <= (${upper.map(quoteLiteral).join(', ')})`);
     const chunk: CopyProgress = { rows: 0, bytes: 0 };
-    await c.into.query('begin');
+    // One round trip: the chunk's transaction, past the target's fence (until its cutover) for it only.
+    // Every chunk but the last commits without waiting for its WAL flush: the last one's (synchronous)
+    // flushes them all, WAL being flushed in order, before the copy counts as done.
+    await c.into.query(`begin; ${AS_REPLICA}${upper ? '; set local synchronous_commit = off' : ''}`);
     try {
-      await c.into.query(AS_REPLICA); // past the target's fence (until its cutover), for this chunk's transaction only
       const reader = c.out.query(copyTo(`copy (select * from ${c.from}${conditions.length ? ` where ${conditions.join(' and ')}` : ''}) to stdout (format binary)`));
       const writer = c.into.query(copyFrom(`copy ${c.to} from stdin (format binary)`));
       reader.on('data', (data: Buffer) => {

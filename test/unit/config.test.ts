@@ -57,7 +57,7 @@ describe('defaults', () => {
         statementTimeoutSeconds: 60,
         idleInTransactionTimeoutSeconds: 30,
         keepAliveSeconds: 10,
-        governor: { enabled: true, latencyRatio: 1.3, probeIntervalMs: 100, maxLagBytes: 67108864, minBaselineMs: 0.5, maxPauseMs: 1000, chunkRows: 5000 },
+        governor: { enabled: true, latencyRatio: 1.5, probeIntervalMs: 25, maxLagBytes: 67108864, minBaselineMs: 0.5, maxPauseMs: 500, chunkRows: 10000 },
       },
       janitor: { intervalMinutes: 10, fix: true },
       tableCreation: { maximumAttempts: 5, initialRetryIntervalMs: 1000 },

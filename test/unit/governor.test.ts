@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { baselineOf, DEFAULT_GOVERNOR, judge, nextPause, paceApply, percentile, resolveGovernor } from '../../src/movement/governor.js';
+import { baselineOf, DEFAULT_GOVERNOR, judge, nextDuty, pauseAfter, paceApply, percentile, resolveGovernor } from '../../src/movement/governor.js';
 import { InvalidInputError } from '../../src/errors.js';
 
 describe('copy governor decisions', () => {
@@ -28,15 +28,27 @@ describe('copy governor decisions', () => {
     expect(judge([1, 1, 1, 1, 1, 1, 1, 1, 1, 1], 1, settings, 50).overloaded).toBe(false);
   });
 
-  it('the pause doubles while overloaded (from one probe interval, up to the maximum) and decays to zero when not', () => {
-    const s = { probeIntervalMs: 100, maxPauseMs: 1000 };
-    let pause = 0;
-    const seen: number[] = [];
-    for (let i = 0; i < 6; i++) seen.push((pause = nextPause(pause, true, s)));
-    expect(seen).toEqual([100, 200, 400, 800, 1000, 1000]);
-    for (let i = 0; i < 30 && pause > 0; i++) pause = nextPause(pause, false, s);
-    expect(pause).toBe(0);
-    expect(nextPause(200, false, s)).toBe(150);
+  it('the duty cycle is halved when overloaded, at most once per probe window, and grows back steadily within the limit', () => {
+    // Overloaded, and the last cut a full window ago: halved.
+    expect(nextDuty(0.8, true, 20, 500, 500)).toBe(0.4);
+    // Cut 100 ms ago: the probes have not seen that cut yet, so no second one.
+    expect(nextDuty(0.4, true, 20, 100, 500)).toBe(0.4);
+    // Never below the floor, however long overloaded.
+    let duty = 1;
+    for (let i = 0; i < 20; i++) duty = nextDuty(duty, true, 20, 1000, 500);
+    expect(duty).toBe(0.02);
+    // Within the limit: grows with the time (a quarter per second), up to full speed.
+    expect(nextDuty(0.5, false, 1000, 0, 500)).toBeCloseTo(0.75);
+    expect(nextDuty(0.5, false, 100, 0, 500)).toBeCloseTo(0.525);
+    expect(nextDuty(0.9, false, 2000, 0, 500)).toBe(1);
+  });
+
+  it('the pause after a chunk makes copying take the duty share of the time, capped by maxPauseMs', () => {
+    const s = { maxPauseMs: 500 };
+    expect(pauseAfter(30, 0.5, s)).toBe(30);
+    expect(pauseAfter(30, 0.25, s)).toBe(90);
+    expect(pauseAfter(30, 1, s)).toBe(0);
+    expect(pauseAfter(30, 0.02, s)).toBe(500);
   });
 
   it('apply is paced only while the foreground suffers and the lag is within its bound', () => {
