@@ -8,7 +8,7 @@ import { dropVerifySlots, furthest, refreshVerification, verifyChunks, type Veri
 import { failpoint } from '../src/failpoints.js';
 import { finishMovement, NodeBusyError, StaleCutoverAttemptError, type MovementState } from '../src/movement/lease.js';
 import { planMovement, type MovePlan, type MovementPlan, type MovementRequest } from '../src/movement/plan.js';
-import { copyMove, dropTargetShard, setSubscriptionEnabled, prepareTarget, resumeAutovacuum, startStreaming, stopStreaming, streamProgress, type StreamProgress } from '../src/movement/replication.js';
+import { copyMove, dropTargetShard, paceSubscription, setSubscriptionEnabled, prepareTarget, resumeAutovacuum, startStreaming, stopStreaming, streamProgress, type StreamProgress } from '../src/movement/replication.js';
 import { dropSchemaGuarded } from '../src/movement/drop-guard.js';
 import { applyChanges, captureProgress, copyInitial, dropNewShards, startChangeCapture, stopChangeCapture, type CopyProgress } from '../src/movement/logical-apply.js';
 import { fencedSourceName, reshardCutover, settleReshard } from '../src/movement/reshard-cutover.js';
@@ -23,6 +23,8 @@ export interface MovementDeps {
   nodePools: NodePools;
   /** The cutover's connections: limited (statement_timeout, idle-in-transaction timeout, keepalives) so a hung worker cannot hold the write lock. */
   cutoverPools?: NodePools;
+  /** The copy governor's settings (config movement.governor) under each movement's own; default DEFAULT_GOVERNOR. */
+  governor?: GovernorSettings;
 }
 
 export type { MovePlan, MovementPlan } from '../src/movement/plan.js';
@@ -54,6 +56,8 @@ export function createMovementActivities(deps: MovementDeps) {
     /** Checks the request, takes the shard's lease, and resolves the plan; or says why it must wait for a slot. */
     async beginMove(request: MovementRequest): Promise<BeginResult> {
       return run(async () => {
+        // A bad governor setting is refused before the lease: nothing is changed.
+        resolveGovernor(request.governor, deps.governor);
         try {
           return { plan: await planMovement(deps, request) };
         } catch (err) {
@@ -85,7 +89,7 @@ export function createMovementActivities(deps: MovementDeps) {
      * new shards. A retry starts over.
      */
     async copyRows(plan: MovementPlan, governor?: Partial<GovernorSettings>): Promise<CopyProgress> {
-      const settings = resolveGovernor(governor);
+      const settings = resolveGovernor(governor, deps.governor);
       // Progress is reported from stream callbacks, outside the activity's async context: keep the context at hand.
       const context = Context.current();
       const signal = context.cancellationSignal;
@@ -139,9 +143,26 @@ export function createMovementActivities(deps: MovementDeps) {
      */
     async measureProgress(plan: MovementPlan, applyMs = 0, governor?: Partial<GovernorSettings>, baselinesMs?: number[]): Promise<StreamProgress> {
       return runOn(nodesOf(plan), async () => {
-        if (plan.operation === 'move') return streamProgress(deps.nodePools, endpoints(plan), plan.shard, plan.names);
+        if (plan.operation === 'move') {
+          // After the copy: the subscription's apply is paced for up to applyMs (disabled while the probes are over the limit).
+          const settings = resolveGovernor(governor, deps.governor);
+          let pacedMs = 0;
+          if (settings.enabled && applyMs > 0) {
+            const started = Date.now();
+            const g = new Governor(settings, [plan.source.dsn, plan.target.dsn]);
+            await g.start(baselinesMs);
+            try {
+              const held = await paceSubscription(deps.nodePools, endpoints(plan), plan.names, g, started + applyMs, () => heartbeat('pacing the apply'));
+              if (held > 0) movementThrottledSeconds.inc({ operation: 'move', phase: 'apply' }, held / 1000);
+            } finally {
+              await g.stop();
+            }
+            pacedMs = Date.now() - started;
+          }
+          return { ...(await streamProgress(deps.nodePools, endpoints(plan), plan.shard, plan.names)), pacedMs };
+        }
         // The apply is paced too: `throttledMs` here is this call's share (the workflow adds them up).
-        const settings = resolveGovernor(governor);
+        const settings = resolveGovernor(governor, deps.governor);
         const paced = settings.enabled && applyMs > 0;
         const counted = (ms: number) => movementThrottledSeconds.inc({ operation: plan.operation, phase: 'apply' }, ms / 1000);
         const g = paced ? new Governor(settings, [...plan.sources.map((s) => s.node.dsn), ...plan.targets.map((t) => t.node.dsn)], counted) : undefined;

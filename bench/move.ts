@@ -6,7 +6,7 @@ import { NodePools } from '../src/catalog/node-pools.js';
 import { getNodeByName, type NodeRecord } from '../src/catalog/nodes.js';
 import { cutover, fencedSchemaName } from '../src/movement/cutover.js';
 import { acquireMovementLease, finishMovement } from '../src/movement/lease.js';
-import { copyMove, movementNames, prepareTarget, resumeAutovacuum, shardTables, startStreaming, stopStreaming, streamProgress, type ShardTables } from '../src/movement/replication.js';
+import { copyMove, movementNames, paceSubscription, prepareTarget, resumeAutovacuum, shardTables, startStreaming, stopStreaming, streamProgress, type ShardTables } from '../src/movement/replication.js';
 import { dropVerifySlots, refreshVerification, verifyChunks, type VerifyProgress } from '../src/movement/verify.js';
 import { DEFAULT_GOVERNOR, Governor } from '../src/movement/governor.js';
 import { createRouter, type Router } from '../src/router/router.js';
@@ -203,20 +203,33 @@ async function governedMove(fleet: BenchFleet, pools: NodePools, load: Foregroun
   await prepareTarget(pools, move.target, move.shard);
   await startStreaming(pools, m, move.shard, names, { copy: 'own' });
   const governor = new Governor(DEFAULT_GOVERNOR, [move.source.dsn, move.target.dsn]);
-  const copied = await copyMove(pools, m, move.shard, names, { governor });
+  const trace = setInterval(() => console.log(`governed copy: duty ${governor.dutyCycle().toFixed(2)}, verdict ${JSON.stringify(governor.verdict())}`), 2000);
+  const copied = await copyMove(pools, m, move.shard, names, { governor }).finally(() => clearInterval(trace));
   const copySeconds = (Date.now() - t0) / 1000;
-  for (;;) {
-    const p = await streamProgress(pools, m, move.shard, names);
-    if (p.tables > 0 && p.tablesReady === p.tables && p.lagBytes !== null && p.lagBytes < 1024 * 1024) break;
-    await sleep(50);
+  // The catch-up as the workflow runs it: the subscription's apply paced by the governor (against the copy's baselines).
+  const applying = new Governor(DEFAULT_GOVERNOR, [move.source.dsn, move.target.dsn]);
+  await applying.start(governor.baselines());
+  let applyThrottledMs = 0;
+  try {
+    for (;;) {
+      const p = await streamProgress(pools, m, move.shard, names);
+      if (p.tables > 0 && p.tablesReady === p.tables && p.lagBytes !== null && p.lagBytes < 1024 * 1024) break;
+      applyThrottledMs += await paceSubscription(pools, m, names, applying, Date.now() + 500);
+    }
+  } finally {
+    await applying.stop();
   }
+  const readySeconds = (Date.now() - t0) / 1000;
   await load.stop();
   await leaseFor(fleet, m);
   const switched = await cutover({ catalogUrl: fleet.catalogUrl, pools }, m, { verify: 'counts' });
   await finishMovement(fleet.catalog, names.gid.slice('sc_mv_'.length), 'done');
   await stopStreaming(pools, m, names);
   await resumeAutovacuum(pools, move.target, move.shard.schema, move.shard.tables.map((t) => t.name));
-  console.log(`governed move: rows copied in ${copySeconds.toFixed(1)} s (throttled ${((copied.throttledMs ?? 0) / 1000).toFixed(1)} s), cutover blocked writes ${switched.blockedMs} ms`);
+  console.log(
+    `governed move: rows copied in ${copySeconds.toFixed(1)} s (throttled ${((copied.throttledMs ?? 0) / 1000).toFixed(1)} s), caught up at ${readySeconds.toFixed(1)} s ` +
+      `(apply held ${(applyThrottledMs / 1000).toFixed(1)} s), cutover blocked writes ${switched.blockedMs} ms`,
+  );
   return { copySeconds, throttledMs: copied.throttledMs ?? 0, before: load.latencies('governed-before'), during: load.latencies('governed') };
 }
 

@@ -245,6 +245,7 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
           mergeWith: input.mergeWith,
           maxMovesPerNode: input.maxMovesPerNode,
           workflowId: input.workflowId,
+          ...(input.governor ? { governor: input.governor } : {}),
         },
       ]);
       if ('plan' in begun) {
@@ -343,8 +344,9 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
       if (await holdWhilePaused(p)) eta = etaEstimator(p.bytes, progress.bytesCopied); // the pause is no part of any rate
       if (rejected) throw rejectedFailure('rejected');
       await continueIfLong(p);
-      // A split or merge applies the sources' changes here (paced by the governor), for up to one poll interval.
-      const applyMs = p.operation === 'move' ? 0 : input.pollSeconds * 1000;
+      // A split or merge applies the sources' changes here (paced by the governor), for up to one poll
+      // interval; a move's apply (its subscription) is paced here once its own copy is done.
+      const applyMs = p.operation === 'move' && !progress.copyDone ? 0 : input.pollSeconds * 1000;
       const measured = await step.measureProgress.executeWithOptions({ ...STEP_RUN, summary: applyMs ? 'apply changes, measure lag' : 'measure copy and lag' }, [
         p,
         applyMs,
@@ -356,13 +358,15 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
       const rowsCopied = p.operation === 'move' ? measured.rowsCopied : Math.max(measured.rowsCopied, progress.rowsCopied);
       // A move's copy reports its total time throttled; a split's or merge's apply its share of this poll.
       const throttledMs = p.operation === 'move' ? (measured.throttledMs ?? progress.throttledMs) : (progress.throttledMs ?? 0) + (measured.throttledMs ?? 0);
-      Object.assign(progress, measured, { rowsCopied, throttledMs, etaSeconds: eta(measured.bytesCopied, measured.lagBytes, copying) });
+      const { pacedMs, ...state } = measured;
+      Object.assign(progress, state, { rowsCopied, throttledMs, etaSeconds: eta(measured.bytesCopied, measured.lagBytes, copying) });
       if (!copying && progress.phase === 'copy') enter('catch-up', `catching up: lag ${measured.lagBytes ?? '?'} bytes`);
       setCurrentDetails(
         `${progress.phase}: ${rowsCopied} rows, ${measured.bytesCopied} bytes, lag ${measured.lagBytes ?? '?'} bytes${throttledMs ? `, throttled ${Math.round(throttledMs / 1000)} s` : ''}`,
       );
       if (!copying && !copyRun && measured.lagBytes !== null && measured.lagBytes <= input.catchUpLagBytes) break;
-      if (!applyMs) await sleep(`${copyRun && longHistory() ? Math.max(60, input.pollSeconds) : input.pollSeconds} seconds`);
+      const waited = p.operation === 'move' ? (pacedMs ?? 0) > 0 : applyMs > 0;
+      if (!waited) await sleep(`${copyRun && longHistory() ? Math.max(60, input.pollSeconds) : input.pollSeconds} seconds`);
     }
   };
 

@@ -8,7 +8,7 @@ import { shardTableDdl } from '../catalog/tables.js';
 import { quoteIdent, quoteLiteral, singleStatement } from '../sql/ident.js';
 import { inTransaction } from '../sql/transaction.js';
 import { AS_REPLICA, createFence } from './fence.js';
-import type { Governor } from './governor.js';
+import { paceApply, RECENT_MS, type Governor } from './governor.js';
 import { copyChunked, KEY_ORDER_SETTINGS, primaryKeyColumns, type CopyProgress } from './logical-apply.js';
 
 /**
@@ -299,9 +299,13 @@ export async function copyMove(
       lastBeat = Date.now();
       hooks.beat?.(progress);
     };
+    // The pause flag (and the token) read at most once a second, not a round trip per chunk; while paused, every time asked.
+    let checkedAt = 0;
     const held = async (): Promise<boolean> => {
+      if (Date.now() - checkedAt < 1000) return false;
       const { rows } = await target.query<{ token: string | null; paused: boolean }>(`select token, paused from ${COPY_CONTROL} where movement_id = $1`, [names.slot]);
       if (rows[0]?.token !== token) throw new StaleCopyError(names.slot);
+      if (!rows[0].paused) checkedAt = Date.now();
       return rows[0].paused;
     };
     for (const table of shard.tables) {
@@ -322,14 +326,13 @@ export async function copyMove(
         inChunk: async (client, chunk) => {
           progress.rows += chunk.rows;
           progress.throttledMs = throttledBefore + hooks.governor.stats.throttledMs;
-          const fenced = await client.query(`update ${COPY_CONTROL} set throttled_ms = $3 where movement_id = $1 and token = $2`, [names.slot, token, Math.round(progress.throttledMs)]);
-          if (!fenced.rowCount) throw new StaleCopyError(names.slot);
-          await client.query(`update ${COPIES} set rows = rows + $3, bytes = bytes + $4 where movement_id = $1 and table_name = $2`, [
-            names.slot,
-            table.name,
-            chunk.rows,
-            chunk.bytes,
-          ]);
+          // One round trip: the token check (a newer attempt fences this one out) and the chunk's count, committed with its rows.
+          const counted = await client.query(
+            `with fence as (update ${COPY_CONTROL} set throttled_ms = $3 where movement_id = $1 and token = $2 returning 1)
+             update ${COPIES} set rows = rows + $5, bytes = bytes + $6 where movement_id = $1 and table_name = $4 and exists (select 1 from fence)`,
+            [names.slot, token, Math.round(progress.throttledMs), table.name, chunk.rows, chunk.bytes],
+          );
+          if (!counted.rowCount) throw new StaleCopyError(names.slot);
         },
         onBytes: (n) => {
           progress.bytes += n;
@@ -381,6 +384,62 @@ export async function setSubscriptionEnabled(pools: NodePools, target: NodeRecor
   );
 }
 
+/** Bytes of WAL the move's slot has not yet confirmed (null: no slot). */
+async function slotLag(source: Pick<pg.Pool, 'query'>, names: MovementNames): Promise<number | null> {
+  const { rows } = await source.query<{ lag: string | null }>(
+    'select pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint::text as lag from pg_replication_slots where slot_name = $1',
+    [names.slot],
+  );
+  return rows[0]?.lag != null ? Number(rows[0].lag) : null;
+}
+
+/**
+ * Paces a move's apply (the subscription's apply worker) until the deadline: while the governor's
+ * probes are over the limit and the lag is small enough to afford it (maxLagBytes), the subscription
+ * is disabled, in short holds (at most maxPauseMs each, the probes judged again after each); it is
+ * enabled again otherwise and at the end. Only once the own copy is done and the movement is not
+ * paused. Returns the time held, in ms.
+ */
+export async function paceSubscription(
+  pools: NodePools,
+  endpoints: { source: NodeRecord; target: NodeRecord },
+  names: MovementNames,
+  governor: Governor,
+  deadline: number,
+  onTick: () => void = () => undefined,
+): Promise<number> {
+  const source = pools.get(endpoints.source.dsn);
+  const target = pools.get(endpoints.target.dsn);
+  const own = await ownCopyState(target, names);
+  if (own && !own.done) return 0;
+  const paused = async (): Promise<boolean> => {
+    const { rows } = await target.query<{ paused: boolean }>(`select paused from ${COPY_CONTROL} where movement_id = $1`, [names.slot]);
+    return rows[0]?.paused ?? false;
+  };
+  if (await paused()) return 0;
+  const sub = quoteIdent(names.subscription);
+  let held = 0;
+  let disabled = false;
+  try {
+    while (Date.now() < deadline) {
+      const hold = paceApply(governor.verdict().overloaded, await slotLag(source, names), governor.settings);
+      if (hold !== disabled) {
+        await target.query(`alter subscription ${sub} ${hold ? 'disable' : 'enable'}`);
+        disabled = hold;
+      }
+      const ms = Math.max(1, Math.min(disabled ? governor.settings.maxPauseMs : RECENT_MS, deadline - Date.now()));
+      await new Promise((resolve) => setTimeout(resolve, ms));
+      if (disabled) held += ms;
+      onTick();
+    }
+  } finally {
+    // A pause that came meanwhile keeps the subscription disabled (resume enables it).
+    if (disabled && !(await paused())) await target.query(`alter subscription ${sub} enable`);
+  }
+  if (held > 0) await target.query(`update ${COPY_CONTROL} set throttled_ms = throttled_ms + $2 where movement_id = $1`, [names.slot, Math.round(held)]);
+  return held;
+}
+
 /** A move's own-copy control row on the target, when it copies by itself. */
 async function ownCopyState(db: Pick<pg.Pool, 'query'>, names: MovementNames): Promise<{ done: boolean; throttledMs: number; copied: number; rows: number } | undefined> {
   const exists = await db.query("select to_regclass('sc_movement.copy_control') is not null as ok");
@@ -406,8 +465,10 @@ export interface StreamProgress {
   rowsCopied: number;
   /** Their size on the target, in bytes. */
   bytesCopied: number;
-  /** Time the governor held the copy back, in ms (a move with its own copy). */
+  /** Time the governor held the copy (and a move's apply) back, in ms (a move with its own copy). */
   throttledMs?: number;
+  /** A move's apply was paced by the governor for this long in this call (the caller need not wait the poll interval too). */
+  pacedMs?: number;
 }
 
 /** Step 3's measure: copy state, replication lag, rows and bytes on the target. */
