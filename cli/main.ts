@@ -276,7 +276,8 @@ function describeProgress(p: MovementProgress): string {
     return `${p.phase.padEnd(10)} ${bar} ${p.rowsVerified} of ~${total} rows verified${eta}, writes blocked ${p.verifyBlockedMs ?? 0} ms${p.paused ? ' (paused)' : ''}`;
   }
   const bar = p.tables > 0 ? `[${'#'.repeat(Math.round((10 * p.tablesReady) / p.tables)).padEnd(10, '.')}]` : '[..........]';
-  return `${p.phase.padEnd(10)} ${bar} ${p.rowsCopied} rows, ${mb(p.bytesCopied)} copied, lag ${mb(p.lagBytes)}${p.etaSeconds !== null ? `, eta ${p.etaSeconds}s` : ''}${p.paused ? ' (paused)' : ''}`;
+  const throttled = p.throttledMs ? `, throttled ${(p.throttledMs / 1000).toFixed(1)}s` : '';
+  return `${p.phase.padEnd(10)} ${bar} ${p.rowsCopied} rows, ${mb(p.bytesCopied)} copied, lag ${mb(p.lagBytes)}${p.etaSeconds !== null ? `, eta ${p.etaSeconds}s` : ''}${throttled}${p.paused ? ' (paused)' : ''}`;
 }
 
 /** Prints the movement's progress until it ends: one updating line on a terminal, a line per change otherwise. */

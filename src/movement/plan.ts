@@ -1,3 +1,4 @@
+import type { GovernorSettings } from './governor.js';
 import type pg from 'pg';
 import type { NodePools } from '../catalog/node-pools.js';
 import { getNode, getNodeByName, type NodeRecord } from '../catalog/nodes.js';
@@ -43,6 +44,8 @@ export interface MovementRequest {
   /** Merge: the shard merged with `shardId`. */
   mergeWith?: number;
   maxMovesPerNode: number;
+  /** The movement's own copy governor settings: checked here, before anything is leased or created. */
+  governor?: Partial<GovernorSettings>;
 }
 
 export interface PlanningDeps {

@@ -67,7 +67,7 @@ describe('the copy governor', () => {
       const before = await copiedRows();
       await new Promise((r) => setTimeout(r, 2000));
       const during = await handle.query(movementProgressQuery);
-      // Held: at most a chunk per maxPauseMs (1 s) gets through while the source looks overloaded.
+      // Held: a probe that does not answer lets at most a chunk per maxPauseMs (0.5 s) through.
       expect(during.throttledMs ?? 0).toBeGreaterThan(0);
       expect((await copiedRows()) - before).toBeLessThan(rows / 4);
       await locker.query('commit');
@@ -88,4 +88,23 @@ describe('the copy governor', () => {
     const { rows: control } = await adminQuery(catalog.nodeUrl('node-2'), 'select count(*)::int as n from sc_movement.copy_control');
     expect(control[0].n).toBe(0);
   }, 180_000);
+
+  it('a bad governor setting is refused by name before anything is leased or created', async () => {
+    const { rows: shards } = await catalog.pool.query<{ id: number; schema: string; node: string }>(
+      'select s.id::int as id, s.schema_name as schema, n.name as node from shardcast.shards s join shardcast.placements p on p.shard_id = s.id join shardcast.nodes n on n.id = p.node_id',
+    );
+    const s = shards[0]!;
+    const target = s.node === 'node-1' ? 'node-2' : 'node-1';
+    const before = await catalog.pool.query('select count(*)::int as n from shardcast.movements');
+    const handle = await startMove(worker.options, { shardId: s.id, targetNode: target, pollSeconds: 0.2, graceSeconds: 0, governor: { latencyRatio: 0.5 } });
+    await expect(moveResult(handle)).rejects.toThrow(
+      new RegExp(`^move shard ${s.id} → ${target} failed in prepare: governor latencyRatio must be a number from 1 to 100, not 0.5; nothing was changed$`),
+    );
+    // No lease, no schema on the would-be target, nothing on either node.
+    const after = await catalog.pool.query('select count(*)::int as n from shardcast.movements');
+    expect(after.rows[0].n).toBe(before.rows[0].n);
+    const { rows: schemas } = await adminQuery(catalog.nodeUrl(target), 'select count(*)::int as n from pg_namespace where nspname = $1', [s.schema]);
+    expect(schemas[0].n).toBe(0);
+    await expectNoMovementLeftovers(pools, catalog.nodes);
+  }, 60_000);
 });
