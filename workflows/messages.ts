@@ -51,8 +51,11 @@ export interface MoveShardInput extends MovementRequest {
   graceSeconds: number;
   /** History length after which the copy loop continues as a new run (default 10,000 events). */
   historyLimit?: number;
-  /** Set by continue-as-new: the plan (none yet while queued) and progress of the run before. */
-  resume?: { plan?: MovementPlan; progress: MovementProgress; baselinesMs?: number[] };
+  /**
+   * Set by continue-as-new: the plan (none yet while queued) and progress of the run before; `forward`
+   * when it was finishing a committed switch (the new run only goes on finishing it); the governor's baselines.
+   */
+  resume?: { plan?: MovementPlan; progress: MovementProgress; forward?: { failures: number; lastError: string }; baselinesMs?: number[] };
   /** Verify phase: rows per compared chunk (default 20,000) and seconds per verify activity between progress reports (default 10). */
   verifyChunkRows?: number;
   verifySliceSeconds?: number;

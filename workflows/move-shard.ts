@@ -415,6 +415,34 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
     return { nodes: sources, dropAt, workflowId };
   };
 
+  /**
+   * Finishing a switch that committed: rounds of retries of the cutover (which commits what is still
+   * prepared), each failed round reported (details, a warning; the gauge
+   * shardcast_movements_switched_unfinished alerts), without end. A long wait continues as new here.
+   */
+  const finishForward = async (p: MovementPlan, from: { failures: number; lastError: string }): Promise<Awaited<ReturnType<Activities['cutover']>>> => {
+    const nodes = planNodes(p);
+    let { failures, lastError } = from;
+    for (;;) {
+      setCurrentDetails(`switched to ${nodes.targets}; finishing the cutover on ${nodes.sources} failed (${failures + 1}×: ${lastError}); retrying until it answers`);
+      log.warn('cutover switched but not finished: alert', { movementId: input.movementId, failures: failures + 1, error: lastError });
+      try {
+        const done = await forward.cutover.executeWithOptions({ ...FORWARD_RUN, summary: `finish the cutover on ${nodes.sources} (the switch committed)` }, [p]);
+        setCurrentDetails(`switched to ${nodes.targets}; cutover finished on ${nodes.sources}`);
+        return done;
+      } catch (again) {
+        failures++;
+        lastError = failureText(again);
+        await sleep(FORWARD_RUN.retry.maximumInterval);
+      }
+      const info = workflowInfo();
+      if (info.continueAsNewSuggested || info.historyLength > (input.historyLimit ?? 10_000)) {
+        await condition(allHandlersFinished);
+        await continueAsNew<typeof moveShard>({ ...input, resume: { plan: p, progress, forward: { failures, lastError } } });
+      }
+    }
+  };
+
   let plan: MovementPlan | undefined = input.resume?.plan;
   let cutOver = false;
   try {
@@ -422,89 +450,79 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
     const p = plan;
     const nodes = planNodes(p);
 
-    // A move copies by itself (paced by the governor), beside the catch-up loop that measures and pauses it.
-    if (p.operation === 'move' && !progress.copyDone) startOwnCopy(p);
-    await catchUp(p);
-
-    // Verify: chunk digests in consistent snapshots, one slice per activity so that progress shows.
-    enter('verify', `verifying ${nodes.sources} against ${nodes.targets}`);
-    let verified: VerifyProgress | undefined;
-    do {
-      verified = await step.verify.executeWithOptions({ ...STEP_RUN, summary: 'compare chunk digests in consistent snapshots' }, [
-        p,
-        verified,
-        (input.verifySliceSeconds ?? 10) * 1000,
-        input.verifyChunkRows,
-      ]);
-      Object.assign(progress, { verifyBlockedMs: verified.blockedMs, rowsVerified: verified.rowsVerified, rowsToVerify: verified.rowsTotal, etaSeconds: verified.etaSeconds });
-      setCurrentDetails(`verify: ${verified.rowsVerified} of ~${verified.rowsTotal} rows${verified.etaSeconds !== null ? `, eta ${verified.etaSeconds} s` : ''}, writes blocked ${verified.blockedMs} ms`);
-    } while (!verified.done);
-
-    progress.approvalReason = approvalReason(input, p.bytes, new Date());
-    let pausedSinceCatchUp = false;
-    if (progress.approvalReason && !progress.approved) {
-      enter('approval', `waiting for approve or reject (${what}): ${progress.approvalReason}`);
-      const deadline = input.approvalTimeoutSeconds ? Date.now() + input.approvalTimeoutSeconds * 1000 : undefined;
-      for (;;) {
-        // Paused at the gate: streaming stops too, as in the copy.
-        if (await holdWhilePaused(p)) {
-          pausedSinceCatchUp = true;
-          setCurrentDetails(`waiting for approve or reject (${what}): ${progress.approvalReason}`);
-        }
-        if (rejected || progress.approved) break;
-        const left = deadline === undefined ? undefined : deadline - Date.now();
-        if (left !== undefined && left <= 0) {
-          if (input.approvalTimeoutAction === 'approve') progress.approved = true;
-          break;
-        }
-        await condition(() => progress.approved || rejected || progress.paused, left);
-      }
-      if (rejected || !progress.approved) {
-        const reason = rejected ? 'rejected' : 'not approved in time';
-        rejected = true;
-        throw rejectedFailure(reason);
-      }
-    }
-    if (await holdWhilePaused(p)) pausedSinceCatchUp = true;
-    if (rejected) throw rejectedFailure('rejected');
-    // A pause after the catch-up let the lag grow: catch up again, so the cutover's lock stays short.
-    if (pausedSinceCatchUp) {
-      enter('catch-up', `catching up after the pause: ${what}`);
-      await catchUp(p);
-    }
-
-    enter('cutover', `switching ${nodes.schemas} to ${nodes.targets}`);
     let switched: Awaited<ReturnType<Activities['cutover']>>;
-    try {
-      switched = await step.cutover.executeWithOptions({ ...STEP_RUN, summary: `cutover ${nodes.schemas}: ${nodes.sources} → ${nodes.targets}` }, [p]);
-    } catch (err) {
-      // Before any undo: has the switch committed (or been prepared)? Then the movement only goes forward.
-      // Until that is known nothing may be undone (cutOver set), even should the question itself fail.
+    if (input.resume?.forward) {
+      // Continued as new while finishing a switch that committed: only forward from here.
       cutOver = true;
-      const decided = await CancellationScope.nonCancellable(() =>
-        settle.settleCutover.executeWithOptions({ ...SETTLE_RUN, summary: 'did the catalog switch commit?' }, [p]),
-      );
-      if (decided === 'undo') {
-        cutOver = false;
-        throw err;
-      }
-      switched = await CancellationScope.nonCancellable(async () => {
-        let failures = 0;
-        let last = failureText(err);
+      switched = await CancellationScope.nonCancellable(() => finishForward(p, input.resume!.forward!));
+    } else {
+      // A move copies by itself (paced by the governor), beside the catch-up loop that measures and pauses it.
+      if (p.operation === 'move' && !progress.copyDone) startOwnCopy(p);
+      await catchUp(p);
+
+      // Verify: chunk digests in consistent snapshots, one slice per activity so that progress shows.
+      enter('verify', `verifying ${nodes.sources} against ${nodes.targets}`);
+      let verified: VerifyProgress | undefined;
+      do {
+        verified = await step.verify.executeWithOptions({ ...STEP_RUN, summary: 'compare chunk digests in consistent snapshots' }, [
+          p,
+          verified,
+          (input.verifySliceSeconds ?? 10) * 1000,
+          input.verifyChunkRows,
+        ]);
+        Object.assign(progress, { verifyBlockedMs: verified.blockedMs, rowsVerified: verified.rowsVerified, rowsToVerify: verified.rowsTotal, etaSeconds: verified.etaSeconds });
+        setCurrentDetails(`verify: ${verified.rowsVerified} of ~${verified.rowsTotal} rows${verified.etaSeconds !== null ? `, eta ${verified.etaSeconds} s` : ''}, writes blocked ${verified.blockedMs} ms`);
+      } while (!verified.done);
+
+      progress.approvalReason = approvalReason(input, p.bytes, new Date());
+      let pausedSinceCatchUp = false;
+      if (progress.approvalReason && !progress.approved) {
+        enter('approval', `waiting for approve or reject (${what}): ${progress.approvalReason}`);
+        const deadline = input.approvalTimeoutSeconds ? Date.now() + input.approvalTimeoutSeconds * 1000 : undefined;
         for (;;) {
-          const message = `switched to ${nodes.targets}; finishing the cutover on ${nodes.sources} failed (${failures + 1}×: ${last}); retrying until it answers`;
-          setCurrentDetails(message);
-          log.warn('cutover switched but not finished: alert', { movementId: input.movementId, failures: failures + 1, error: last });
-          try {
-            return await forward.cutover.executeWithOptions({ ...FORWARD_RUN, summary: `finish the cutover on ${nodes.sources} (the switch committed)` }, [p]);
-          } catch (again) {
-            failures++;
-            last = failureText(again);
-            await sleep(FORWARD_RUN.retry.maximumInterval);
+          // Paused at the gate: streaming stops too, as in the copy.
+          if (await holdWhilePaused(p)) {
+            pausedSinceCatchUp = true;
+            setCurrentDetails(`waiting for approve or reject (${what}): ${progress.approvalReason}`);
           }
+          if (rejected || progress.approved) break;
+          const left = deadline === undefined ? undefined : deadline - Date.now();
+          if (left !== undefined && left <= 0) {
+            if (input.approvalTimeoutAction === 'approve') progress.approved = true;
+            break;
+          }
+          await condition(() => progress.approved || rejected || progress.paused, left);
         }
-      });
-      setCurrentDetails(`switched to ${nodes.targets}; cutover finished on ${nodes.sources}`);
+        if (rejected || !progress.approved) {
+          const reason = rejected ? 'rejected' : 'not approved in time';
+          rejected = true;
+          throw rejectedFailure(reason);
+        }
+      }
+      if (await holdWhilePaused(p)) pausedSinceCatchUp = true;
+      if (rejected) throw rejectedFailure('rejected');
+      // A pause after the catch-up let the lag grow: catch up again, so the cutover's lock stays short.
+      if (pausedSinceCatchUp) {
+        enter('catch-up', `catching up after the pause: ${what}`);
+        await catchUp(p);
+      }
+
+      enter('cutover', `switching ${nodes.schemas} to ${nodes.targets}`);
+      try {
+        switched = await step.cutover.executeWithOptions({ ...STEP_RUN, summary: `cutover ${nodes.schemas}: ${nodes.sources} → ${nodes.targets}` }, [p]);
+      } catch (err) {
+        // Before any undo: has the switch committed (or been prepared)? Then the movement only goes forward.
+        // Until that is known nothing may be undone (cutOver set), even should the question itself fail.
+        cutOver = true;
+        const decided = await CancellationScope.nonCancellable(() =>
+          settle.settleCutover.executeWithOptions({ ...SETTLE_RUN, summary: 'did the catalog switch commit?' }, [p]),
+        );
+        if (decided === 'undo') {
+          cutOver = false;
+          throw err;
+        }
+        switched = await CancellationScope.nonCancellable(() => finishForward(p, { failures: 0, lastError: failureText(err) }));
+      }
     }
     cutOver = true;
 

@@ -20,6 +20,12 @@ interface CatalogSnapshot {
   version: number;
   nodes: Array<{ state: string; count: number }>;
   shards: Array<{ node: string; count: number }>;
+  /**
+   * Running movements whose catalog switch has committed (a move's shard placed on its target, a split's
+   * or merge's source shards gone): for a few seconds at the end of every movement, and for as long as
+   * the source cannot be reached to finish the cutover (forward only: its prepared fence holds locks).
+   */
+  switchedUnfinished: number;
   /** The janitor's last run, when there was one. */
   janitor?: { checkedAt: Date; leftovers: Record<string, number>; failed: number };
 }
@@ -77,6 +83,15 @@ export function createMetricsRegistry(catalog: pg.Pool): Registry {
     },
   });
   new Gauge({
+    name: 'shardcast_movements_switched_unfinished',
+    help: 'Running movements whose catalog switch has committed but whose cutover has not finished (alerted when it lasts: the source is unreachable and holds its prepared fence)',
+    registers: [registry],
+    async collect() {
+      const s = await snapshot();
+      if (s.ok) this.set(s.switchedUnfinished);
+    },
+  });
+  new Gauge({
     name: 'shardcast_leftovers',
     help: 'What closed movements left behind (slots, publications, subscriptions, prepared transactions, leases, schemas), by kind, at the janitor\'s last run',
     labelNames: ['kind'],
@@ -120,18 +135,25 @@ async function readJanitor(catalog: pg.Pool): Promise<CatalogSnapshot['janitor']
 
 async function readCatalog(catalog: pg.Pool): Promise<CatalogSnapshot> {
   try {
-    const [v, n, s, janitor] = await Promise.all([
+    const [v, n, s, switched, janitor] = await Promise.all([
       catalog.query<{ version: string }>('select version::text as version from shardcast.map_version'),
       catalog.query<{ state: string; count: number }>('select state, count(*)::int as count from shardcast.nodes group by state'),
       catalog.query<{ node: string; count: number }>(
         `select n.name as node, count(p.shard_id)::int as count
            from shardcast.nodes n left join shardcast.placements p on p.node_id = n.id group by n.name`,
       ),
+      catalog.query<{ count: number }>(
+        `select count(*)::int as count from shardcast.movements m
+          where m.state = 'running'
+            and case when m.operation = 'move'
+                     then exists (select 1 from shardcast.placements p where p.shard_id = m.shard_id and p.node_id = any (m.target_node_ids))
+                     else not exists (select 1 from shardcast.shards s where s.id = m.shard_id) end`,
+      ),
       readJanitor(catalog),
     ]);
-    return { ok: true, version: Number(v.rows[0]?.version ?? 0), nodes: n.rows, shards: s.rows, janitor };
+    return { ok: true, version: Number(v.rows[0]?.version ?? 0), nodes: n.rows, shards: s.rows, switchedUnfinished: switched.rows[0]?.count ?? 0, janitor };
   } catch {
-    return { ok: false, version: 0, nodes: [], shards: [] };
+    return { ok: false, version: 0, nodes: [], shards: [], switchedUnfinished: 0 };
   }
 }
 

@@ -8,6 +8,8 @@ import { cutover, CutoverInDoubtError, fencedSchemaName, settleMove, type Cutove
 import { acquireMovementLease, finishMovement, StaleCutoverAttemptError } from '../../src/movement/lease.js';
 import { dropTargetShard, movementNames, prepareTarget, shardTables, startStreaming, stopStreaming, streamProgress } from '../../src/movement/replication.js';
 import { resetFailpoints } from '../../src/failpoints.js';
+import { createMetricsRegistry } from '../../src/metrics/metrics.js';
+import { movementProgressQuery, type MoveShardInput } from '../../workflows/messages.js';
 import { createRouter, type Router } from '../../src/router/router.js';
 import { adminQuery, createTestCatalog, expectNoMovementLeftovers, fleet, startTestWorker, type TestCatalog, type TestWorker, uniqueName, until } from '../helpers/fleet.js';
 
@@ -163,16 +165,31 @@ describe('cutover: forward only once the catalog switch has committed', () => {
 
     resetFailpoints();
     process.env.SHARDCAST_FAILPOINTS = 'cutover.after-catalog-commit=sleep:3000*1';
-    const handle = await startMove(worker.options, { shardId: shard.id, targetNode: 'node-1', graceSeconds: 0, pollSeconds: 0.3, retry: { maximumAttempts: 3, initialIntervalMs: 200, maximumIntervalMs: 500 } });
+    // A short history limit: the rounds of retries while the source is down continue as new.
+    const handle = await startMove(worker.options, {
+      shardId: shard.id,
+      targetNode: 'node-1',
+      graceSeconds: 0,
+      pollSeconds: 0.3,
+      historyLimit: 65,
+      retry: { maximumAttempts: 3, initialIntervalMs: 200, maximumIntervalMs: 500 },
+    });
+    let switchedRun: string;
     try {
       await until('the catalog switch', async () => (await placementOf(shard.id)) === 'node-1', 60_000, 20);
       await extra.stop(); // between the catalog's COMMIT PREPARED and the source's
+      switchedRun = (await handle.describe()).runId;
       // Longer than the cutover's retries (3 attempts, at most 0.5 s apart).
       await new Promise((r) => setTimeout(r, 8000));
       const described = await handle.describe();
       expect(described.status.name).toBe('RUNNING');
       const details = await handle.query<{ currentDetails: string }>('__temporal_workflow_metadata');
       expect(details.currentDetails).toMatch(/switched to node-1.*node-x/);
+      // The source stays down until the rounds of retries have continued the workflow as new.
+      await until('the forward rounds to continue as new', async () => (await handle.describe()).runId !== switchedRun, 90_000, 500);
+      expect((await handle.query(movementProgressQuery)).phase).toBe('cutover');
+      // What the alert ShardcastCutoverNotFinishing watches.
+      expect(await createMetricsRegistry(catalog.pool).metrics()).toContain('shardcast_movements_switched_unfinished 1');
     } finally {
       delete process.env.SHARDCAST_FAILPOINTS;
       await extra.start();
@@ -180,11 +197,17 @@ describe('cutover: forward only once the catalog switch has committed', () => {
     const result = await moveResult(handle);
     expect(result.target).toBe('node-1');
     expect(await placementOf(shard.id)).toBe('node-1');
+    // The run that finished was continued as new while it only went forward: its input says so.
+    const last = await worker.client.workflow.getHandle(handle.workflowId).fetchHistory();
+    const started = last.events![0]!.workflowExecutionStartedEventAttributes!;
+    const lastInput = JSON.parse(Buffer.from(started.input!.payloads![0]!.data!).toString()) as MoveShardInput;
+    expect(lastInput.resume?.forward?.failures).toBeGreaterThan(0);
     const prepared = await adminQuery(nodeXUrl, "select gid from pg_prepared_xacts where gid like 'sc\\_mv\\_%'");
     expect(prepared.rows).toEqual([]);
     const { rows } = await catalog.pool.query("select state from shardcast.movements where shard_id = $1 order by started_at desc limit 1", [shard.id]);
     expect(rows[0].state).toBe('done');
     await expectAllAcknowledged(keys);
+    expect(await createMetricsRegistry(catalog.pool).metrics()).toContain('shardcast_movements_switched_unfinished 0');
   });
 });
 
