@@ -212,6 +212,14 @@ describe('environment', () => {
     expect(err.message).toBe('config: temporal.port: expected a number, got a string');
   });
 
+  it('the copy governor: set by variables, a bad value is a ConfigError naming its key', () => {
+    const cfg = loadConfig({ cwd: emptyDir, env: { SHARDCAST_MOVEMENT_GOVERNOR_ENABLED: 'false', SHARDCAST_MOVEMENT_GOVERNOR_LATENCY_RATIO: '2.5' } });
+    expect(cfg.movement.governor).toMatchObject({ enabled: false, latencyRatio: 2.5, chunkRows: 10000 });
+    const err = configError(() => loadConfig({ cwd: emptyDir, env: { SHARDCAST_MOVEMENT_GOVERNOR_LATENCY_RATIO: '0.5' } }));
+    expect(err.key).toBe('movement.governor.latencyRatio');
+    expect(configError(() => parseConfig({ movement: { governor: { chunkRows: 0 } } })).key).toBe('movement.governor.chunkRows');
+  });
+
   it('every override variable maps to an existing leaf key', () => {
     const defaults = parseConfig({}) as unknown as Record<string, Record<string, unknown>>;
     for (const [variable, key] of Object.entries(ENV_OVERRIDES)) {
