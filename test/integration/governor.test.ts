@@ -2,6 +2,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDistributedTable, moveResult, startMove } from '../../client/index.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
+import { movementThrottledSeconds } from '../../src/metrics/metrics.js';
 import { createRouter, type Router } from '../../src/router/router.js';
 import { movementProgressQuery } from '../../workflows/messages.js';
 import { adminQuery, createTestCatalog, expectNoMovementLeftovers, startTestWorker, type TestCatalog, type TestWorker, until } from '../helpers/fleet.js';
@@ -48,6 +49,9 @@ describe('the copy governor', () => {
       }
     })();
 
+    const throttledSeconds = async (): Promise<number> =>
+      (await movementThrottledSeconds.get()).values.filter((v) => v.labels.operation === 'move' && v.labels.phase === 'copy').reduce((a, v) => a + v.value, 0);
+    const metricBefore = await throttledSeconds();
     // Small chunks so that the copy takes a while; the governor at its default ratio.
     const handle = await startMove(worker.options, { shardId: s.id, targetNode: 'node-2', pollSeconds: 0.2, graceSeconds: 0, governor: { chunkRows: 500 } });
     // Rows committed on the target by the copy so far (exact, unlike the statistics behind `rowsCopied`).
@@ -81,6 +85,8 @@ describe('the copy governor', () => {
     expect(result.target).toBe('node-2');
     const progress = await handle.query(movementProgressQuery);
     expect(progress.throttledMs).toBeGreaterThan(1000);
+    // The worker's Prometheus counter (this process runs the test's worker) counted the copy's share of it.
+    expect(await throttledSeconds()).toBeGreaterThan(metricBefore + 0.5);
     expect(errors).toEqual([]);
     const { rows: copied } = await adminQuery(catalog.nodeUrl('node-2'), `select count(*)::int as n, sum(n)::int as writes from ${s.schema}.events`);
     expect(copied[0]).toEqual({ n: rows, writes: acknowledged });
