@@ -4,14 +4,14 @@ import { InvalidInputError } from '../errors.js';
 /**
  * The copy governor (foreground first): a movement's copy and apply are paced so that the nodes'
  * own latency stays within a ratio of what it was before the movement, as Vitess's tablet throttler
- * does. A probe times a primary-key lookup of a one-row table (a round trip through the node's
- * CPU, scheduler and locks, as the foreground's own statements go) on the source and the target
- * every probe interval; the baseline is the p90 of the probes before the copy starts, compared with
- * the p90 of the last half second's. The copy runs a duty cycle: small chunks, each followed by a
- * pause in proportion to it, so that the copy takes `duty` of the time. The duty grows steadily while
- * the probes are within the limit and is cut by half (at most once per probe window) when they are
- * over it: short steady pauses rather than long holds, so the copy keeps moving at the pace the nodes
- * take without the foreground noticing. The decision logic here is pure; `Governor` runs it.
+ * does. A probe times a committed one-row update (a round trip through the node's CPU, scheduler,
+ * locks and WAL flush, as the foreground's own writes go: a read-only probe missed the disk, which
+ * the copy's WAL and the foreground's commits share) on the source and the target every probe
+ * interval; the baseline is the p90 of the probes before the copy starts, compared with the p90 of
+ * the last half second's. The copy runs a duty cycle: chunks, each followed by a pause in proportion
+ * to it, so that the copy takes `duty` of the time. The duty grows steadily while the probes are
+ * within the limit and is cut (at most once per probe window) when they are over it: short steady
+ * pauses rather than long holds. The decision logic here is pure; `Governor` runs it.
  */
 
 export interface GovernorSettings {
@@ -98,7 +98,7 @@ export function judge(
 }
 
 /** The share of time the copy starts at, the least it is cut to, and how fast it grows back (per second within the limit). */
-export const DUTY = { start: 0.5, min: 0.02, growthPerSecond: 0.25, cut: 0.5 } as const;
+export const DUTY = { start: 0.5, min: 0.02, growthPerSecond: 0.5, cut: 0.7 } as const;
 
 /**
  * The next duty cycle: cut by half when overloaded (unless cut less than a probe window ago: the
@@ -123,7 +123,7 @@ export function paceApply(overloaded: boolean, lagBytes: number | null, settings
 /** Probe samples older than this are not "recent". */
 export const RECENT_MS = 500;
 
-/** One node's probe: a dedicated connection (so it never queues behind the copy) timing a primary-key lookup. */
+/** One node's probe: a dedicated connection (so it never queues behind the copy) timing a committed one-row update. */
 class Probe {
   private readonly samples: Array<{ at: number; ms: number }> = [];
   private inFlightSince: number | null = null;
@@ -175,7 +175,7 @@ class Probe {
   }
 }
 
-const PROBE = 'select at from sc_movement.governor_probe where id = 1';
+const PROBE = 'update sc_movement.governor_probe set at = now() where id = 1';
 
 async function ensureProbeTable(db: Pick<pg.ClientBase, 'query'>): Promise<void> {
   try {
@@ -224,7 +224,7 @@ export class Governor {
     if (baselinesMs && baselinesMs.length === this.probes.length) {
       this.probes.forEach((p, i) => (p.baselineMs = Math.max(baselinesMs[i]!, this.settings.minBaselineMs)));
     } else {
-      for (const until = performance.now() + 1000; performance.now() < until; ) {
+      for (const until = performance.now() + 500; performance.now() < until; ) {
         await Promise.all(this.probes.map((p) => p.sample()));
         await sleep(this.settings.probeIntervalMs);
       }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { baselineOf, DEFAULT_GOVERNOR, judge, nextDuty, pauseAfter, paceApply, percentile, resolveGovernor } from '../../src/movement/governor.js';
+import { baselineOf, DEFAULT_GOVERNOR, DUTY, judge, nextDuty, pauseAfter, paceApply, percentile, resolveGovernor } from '../../src/movement/governor.js';
 import { InvalidInputError } from '../../src/errors.js';
 
 describe('copy governor decisions', () => {
@@ -28,18 +28,19 @@ describe('copy governor decisions', () => {
     expect(judge([1, 1, 1, 1, 1, 1, 1, 1, 1, 1], 1, settings, 50).overloaded).toBe(false);
   });
 
-  it('the duty cycle is halved when overloaded, at most once per probe window, and grows back steadily within the limit', () => {
-    // Overloaded, and the last cut a full window ago: halved.
-    expect(nextDuty(0.8, true, 20, 500, 500)).toBe(0.4);
+  it('the duty cycle is cut when overloaded, at most once per probe window, and grows back steadily within the limit', () => {
+    expect(DUTY.cut).toBeLessThan(1);
+    // Overloaded, and the last cut a full window ago: cut.
+    expect(nextDuty(0.8, true, 20, 500, 500)).toBeCloseTo(0.8 * DUTY.cut);
     // Cut 100 ms ago: the probes have not seen that cut yet, so no second one.
     expect(nextDuty(0.4, true, 20, 100, 500)).toBe(0.4);
     // Never below the floor, however long overloaded.
     let duty = 1;
-    for (let i = 0; i < 20; i++) duty = nextDuty(duty, true, 20, 1000, 500);
-    expect(duty).toBe(0.02);
-    // Within the limit: grows with the time (a quarter per second), up to full speed.
-    expect(nextDuty(0.5, false, 1000, 0, 500)).toBeCloseTo(0.75);
-    expect(nextDuty(0.5, false, 100, 0, 500)).toBeCloseTo(0.525);
+    for (let i = 0; i < 50; i++) duty = nextDuty(duty, true, 20, 1000, 500);
+    expect(duty).toBe(DUTY.min);
+    // Within the limit: grows with the time, up to full speed.
+    expect(nextDuty(0.2, false, 1000, 0, 500)).toBeCloseTo(0.2 + DUTY.growthPerSecond);
+    expect(nextDuty(0.2, false, 100, 0, 500)).toBeCloseTo(0.2 + DUTY.growthPerSecond / 10);
     expect(nextDuty(0.9, false, 2000, 0, 500)).toBe(1);
   });
 
