@@ -1,4 +1,6 @@
+import { spawn } from 'node:child_process';
 import { pipeline } from 'node:stream/promises';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
@@ -6,9 +8,9 @@ import { NodePools } from '../src/catalog/node-pools.js';
 import { getNodeByName, type NodeRecord } from '../src/catalog/nodes.js';
 import { cutover, fencedSchemaName } from '../src/movement/cutover.js';
 import { acquireMovementLease, finishMovement } from '../src/movement/lease.js';
-import { copyMove, movementNames, paceSubscription, prepareTarget, resumeAutovacuum, shardTables, startStreaming, stopStreaming, streamProgress, type ShardTables } from '../src/movement/replication.js';
+import { movementNames, prepareTarget, resumeAutovacuum, shardTables, startStreaming, stopStreaming, streamProgress, type ShardTables } from '../src/movement/replication.js';
 import { dropVerifySlots, refreshVerification, verifyChunks, type VerifyProgress } from '../src/movement/verify.js';
-import { DEFAULT_GOVERNOR, Governor } from '../src/movement/governor.js';
+import type { GovernedCopyInput, GovernedCopyResult } from './governed-copy.js';
 import { createRouter, type Router } from '../src/router/router.js';
 import { quoteIdent } from '../src/sql/ident.js';
 import { percentile, round, startBenchFleet, type BenchFleet } from './fleet.js';
@@ -188,8 +190,9 @@ interface GovernedRun {
 
 /**
  * A move with the copy governor at its defaults (DEFAULT_GOVERNOR): the workflow's own copy
- * (exported snapshot, paced chunks) and its catch-up, with the foreground's idle p99 measured again
- * just before it. The foreground is measured while the governor works (copy and apply); the cutover
+ * (exported snapshot, paced chunks) and its catch-up (the apply paced), run in a process of its own
+ * as the worker runs it (bench/governed-copy.ts), with the foreground's idle p99 measured again just
+ * before it. The foreground is measured while the governor works (copy and apply); the cutover
  * follows with the load stopped.
  */
 async function governedMove(fleet: BenchFleet, pools: NodePools, load: ForegroundLoad, move: { source: NodeRecord; target: NodeRecord; shard: ShardTables }): Promise<GovernedRun> {
@@ -198,28 +201,7 @@ async function governedMove(fleet: BenchFleet, pools: NodePools, load: Foregroun
   load.start('governed-before');
   await sleep(5000);
   await load.stop();
-  load.start('governed');
-  const t0 = Date.now();
-  await prepareTarget(pools, move.target, move.shard);
-  await startStreaming(pools, m, move.shard, names, { copy: 'own' });
-  const governor = new Governor(DEFAULT_GOVERNOR, [move.source.dsn, move.target.dsn]);
-  const trace = setInterval(() => console.log(`governed copy: duty ${governor.dutyCycle().toFixed(2)}, verdict ${JSON.stringify(governor.verdict())}`), 2000);
-  const copied = await copyMove(pools, m, move.shard, names, { governor }).finally(() => clearInterval(trace));
-  const copySeconds = (Date.now() - t0) / 1000;
-  // The catch-up as the workflow runs it: the subscription's apply paced by the governor (against the copy's baselines).
-  const applying = new Governor(DEFAULT_GOVERNOR, [move.source.dsn, move.target.dsn]);
-  await applying.start(governor.baselines());
-  let applyThrottledMs = 0;
-  try {
-    for (;;) {
-      const p = await streamProgress(pools, m, move.shard, names);
-      if (p.tables > 0 && p.tablesReady === p.tables && p.lagBytes !== null && p.lagBytes < 1024 * 1024) break;
-      applyThrottledMs += await paceSubscription(pools, m, names, applying, Date.now() + 500);
-    }
-  } finally {
-    await applying.stop();
-  }
-  const readySeconds = (Date.now() - t0) / 1000;
+  const done = await runGovernedCopy({ source: move.source, target: move.target, shard: move.shard, names }, () => load.start('governed'));
   await load.stop();
   await leaseFor(fleet, m);
   const switched = await cutover({ catalogUrl: fleet.catalogUrl, pools }, m, { verify: 'counts' });
@@ -227,10 +209,33 @@ async function governedMove(fleet: BenchFleet, pools: NodePools, load: Foregroun
   await stopStreaming(pools, m, names);
   await resumeAutovacuum(pools, move.target, move.shard.schema, move.shard.tables.map((t) => t.name));
   console.log(
-    `governed move: rows copied in ${copySeconds.toFixed(1)} s (throttled ${((copied.throttledMs ?? 0) / 1000).toFixed(1)} s), caught up at ${readySeconds.toFixed(1)} s ` +
-      `(apply held ${(applyThrottledMs / 1000).toFixed(1)} s), cutover blocked writes ${switched.blockedMs} ms`,
+    `governed move: rows copied in ${done.copySeconds.toFixed(1)} s (throttled ${(done.throttledMs / 1000).toFixed(1)} s), caught up at ${done.readySeconds.toFixed(1)} s ` +
+      `(apply held ${(done.applyThrottledMs / 1000).toFixed(1)} s), cutover blocked writes ${switched.blockedMs} ms`,
   );
-  return { copySeconds, throttledMs: copied.throttledMs ?? 0, before: load.latencies('governed-before'), during: load.latencies('governed') };
+  return { copySeconds: done.copySeconds, throttledMs: done.throttledMs + done.applyThrottledMs, before: load.latencies('governed-before'), during: load.latencies('governed') };
+}
+
+/**
+ * Runs bench/governed-copy.ts in a child process (the move on its stdin), passing its trace on; once it
+ * has loaded, `onReady` starts the measurement and the child is told to go. Its last line is the result.
+ */
+async function runGovernedCopy(input: GovernedCopyInput, onReady: () => void): Promise<GovernedCopyResult> {
+  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./governed-copy.ts', import.meta.url))], { stdio: ['pipe', 'pipe', 'inherit'] });
+  child.stdin.write(`${JSON.stringify(input)}\n`);
+  let out = '';
+  child.stdout.on('data', (data: Buffer) => {
+    const text = data.toString('utf8');
+    if (!out.includes('ready') && (out + text).includes('ready')) {
+      onReady();
+      child.stdin.end('go\n');
+    }
+    out += text;
+    process.stdout.write(data);
+  });
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  const last = out.trim().split('\n').at(-1) ?? '';
+  if (code !== 0 || !last.startsWith('{')) throw new Error(`the governed copy failed (exit ${code})`);
+  return JSON.parse(last) as GovernedCopyResult;
 }
 
 function governedSummary(g: GovernedRun, bytes: number, rawMbS: number): Record<string, number> {
