@@ -204,7 +204,16 @@ async function governedMove(fleet: BenchFleet, pools: NodePools, load: Foregroun
   const done = await runGovernedCopy({ source: move.source, target: move.target, shard: move.shard, names }, () => load.start('governed'));
   await load.stop();
   await leaseFor(fleet, m);
-  const switched = await cutover({ catalogUrl: fleet.catalogUrl, pools }, m, { verify: 'counts' });
+  // Retried like the workflow's step: the source (autovacuumed again since it was a target) may hold the lock past the cutover's lock_timeout.
+  let switched: Awaited<ReturnType<typeof cutover>> | undefined;
+  for (let attempt = 1; !switched; attempt++) {
+    try {
+      switched = await cutover({ catalogUrl: fleet.catalogUrl, pools }, m, { verify: 'counts' });
+    } catch (err) {
+      if ((err as { code?: string }).code !== '55P03' || attempt >= 5) throw err;
+      console.log(`governed move: cutover attempt ${attempt} timed out on a lock; again`);
+    }
+  }
   await finishMovement(fleet.catalog, names.gid.slice('sc_mv_'.length), 'done');
   await stopStreaming(pools, m, names);
   await resumeAutovacuum(pools, move.target, move.shard.schema, move.shard.tables.map((t) => t.name));

@@ -383,6 +383,7 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
         (copied) => {
           progress.copyDone = true;
           progress.throttledMs = copied.throttledMs ?? progress.throttledMs;
+          baselinesMs = copied.baselinesMs ?? baselinesMs; // the apply's governor compares against the idle nodes, not the copying ones
         },
         (err: unknown) => void (copyError = err),
       )

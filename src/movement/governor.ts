@@ -266,17 +266,9 @@ export class Governor {
       }
     };
     if (this.settings.enabled) {
-      const now = performance.now();
-      const workedMs = this.resumedAt === undefined ? 0 : now - this.resumedAt;
-      let overloaded = this.verdict().overloaded;
-      const affordable = overloaded && options.lag ? paceApply(true, (await options.lag()) ?? null, this.settings) : true;
-      if (!affordable) overloaded = false;
-      const elapsed = this.decidedAt === undefined ? 0 : now - this.decidedAt;
-      const before = this.duty;
-      this.duty = nextDuty(this.duty, overloaded, elapsed, now - this.cutAt, RECENT_MS);
-      if (this.duty < before) this.cutAt = now;
-      this.decidedAt = now;
-      const pause = affordable ? pauseAfter(workedMs, this.duty, this.settings) : 0;
+      const workedMs = this.resumedAt === undefined ? 0 : performance.now() - this.resumedAt;
+      const affordable = options.lag && this.verdict().overloaded ? paceApply(true, (await options.lag()) ?? null, this.settings) : true;
+      const pause = this.decide(workedMs, affordable);
       if (pause >= 1 && !options.cancelled?.()) await this.throttle(pause);
       // A node whose probe does not answer at all gets no more work until it does (at most maxPauseMs, so the copy still moves).
       const until = Date.now() + this.settings.maxPauseMs - pause;
@@ -290,6 +282,27 @@ export class Governor {
       beat();
     }
     this.resumedAt = performance.now();
+  }
+
+  /**
+   * After `workedMs` of work: the duty cycle updated from the probes' verdict, and the pause that
+   * keeps the work to its share (0 when the pause is not `affordable`: an apply whose lag is too large).
+   */
+  decide(workedMs: number, affordable = true): number {
+    const now = performance.now();
+    const overloaded = affordable && this.verdict().overloaded;
+    const elapsed = this.decidedAt === undefined ? 0 : now - this.decidedAt;
+    const before = this.duty;
+    this.duty = nextDuty(this.duty, overloaded, elapsed, now - this.cutAt, RECENT_MS);
+    if (this.duty < before) this.cutAt = now;
+    this.decidedAt = now;
+    return affordable ? pauseAfter(workedMs, this.duty, this.settings) : 0;
+  }
+
+  /** Counts time held back outside `wait` (a move's apply, held by disabling its subscription). */
+  count(ms: number): void {
+    this.stats.throttledMs += ms;
+    this.onThrottled(ms);
   }
 
   /** Is a probe waiting past the limit and a probe window? */

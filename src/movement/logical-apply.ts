@@ -81,18 +81,22 @@ export interface ChunkedCopy {
  */
 export const KEY_ORDER_SETTINGS = ['set local enable_seqscan = off', 'set local enable_bitmapscan = off', 'set local max_parallel_workers_per_gather = 0'];
 
+/** Chunks whose bounds are read in one pass: a pass is short work between two pauses, not a scan of the whole table at once. */
+const CHUNKS_PER_PASS = 10;
+
 /**
- * The upper key bound of every chunk of `chunkRows` rows but the last (which is open-ended), in one
- * pass over the primary key's index: no round trip per chunk to find its end.
+ * The upper key bounds of the next chunks of `chunkRows` rows after `after`, in one pass over the
+ * primary key's index (not a round trip per chunk). Fewer than asked: the rest is the last chunk.
  */
-async function chunkBounds(c: ChunkedCopy): Promise<string[][]> {
-  if (c.keyColumns.length === 0) return [];
+async function nextBounds(c: ChunkedCopy, after: string[] | null): Promise<string[][]> {
   const keys = c.keyColumns.join(', ');
+  const conditions = c.where ? [`(${c.where})`] : [];
+  if (after) conditions.push(`(${keys}) > (${after.map(quoteLiteral).join(', ')})`);
   const { rows } = await c.out.query<string[]>({
     text: `select ${c.keyColumns.map((_, i) => `k${i}`).join(', ')} from (
              select ${c.keyColumns.map((k, i) => `${k}::text as k${i}`).join(', ')}, row_number() over (order by ${keys}) as rn
-               from ${c.from}${c.where ? ` where (${c.where})` : ''}) s
-            where rn % ${Math.trunc(c.chunkRows)} = 0 order by rn`,
+               from (select ${keys} from ${c.from}${conditions.length ? ` where ${conditions.join(' and ')}` : ''} order by ${keys} limit ${Math.trunc(c.chunkRows) * CHUNKS_PER_PASS}) page
+           ) s where rn % ${Math.trunc(c.chunkRows)} = 0 order by rn`,
     rowMode: 'array',
   });
   return rows;
@@ -107,13 +111,14 @@ async function chunkBounds(c: ChunkedCopy): Promise<string[][]> {
 export async function copyChunked(c: ChunkedCopy): Promise<CopyProgress> {
   const total: CopyProgress = { rows: 0, bytes: 0 };
   const keys = c.keyColumns.join(', ');
-  const bounds = await chunkBounds(c);
+  let bounds: string[][] = [];
   let last: string[] | null = null;
-  for (let i = 0; ; i++) {
+  for (;;) {
     await c.beforeChunk?.();
+    if (bounds.length === 0 && c.keyColumns.length > 0) bounds = await nextBounds(c, last);
     const conditions = c.where ? [`(${c.where})`] : [];
     if (last) conditions.push(`(${keys}) > (${last.map(quoteLiteral).join(', ')})`);
-    const upper = bounds[i] ?? null;
+    const upper = bounds.shift() ?? null;
     if (upper) conditions.push(`(${keys}) <= (${upper.map(quoteLiteral).join(', ')})`);
     const chunk: CopyProgress = { rows: 0, bytes: 0 };
     // One round trip: the chunk's transaction, past the target's fence (until its cutover) for it only.

@@ -8,7 +8,7 @@ import { shardTableDdl } from '../catalog/tables.js';
 import { quoteIdent, quoteLiteral, singleStatement } from '../sql/ident.js';
 import { inTransaction } from '../sql/transaction.js';
 import { AS_REPLICA, createFence } from './fence.js';
-import { paceApply, RECENT_MS, type Governor } from './governor.js';
+import { paceApply, type Governor } from './governor.js';
 import { copyChunked, KEY_ORDER_SETTINGS, primaryKeyColumns, type CopyProgress } from './logical-apply.js';
 
 /**
@@ -394,11 +394,11 @@ async function slotLag(source: Pick<pg.Pool, 'query'>, names: MovementNames): Pr
 }
 
 /**
- * Paces a move's apply (the subscription's apply worker) until the deadline: while the governor's
- * probes are over the limit and the lag is small enough to afford it (maxLagBytes), the subscription
- * is disabled, in short holds (at most maxPauseMs each, the probes judged again after each); it is
- * enabled again otherwise and at the end. Only once the own copy is done and the movement is not
- * paused. Returns the time held, in ms.
+ * Paces a move's apply (the subscription's apply worker) until the deadline, as a duty cycle like the
+ * copy's: the subscription applies for a slice, then is disabled for the pause the governor decides
+ * (none while within the limit at full share, or while the lag is beyond maxLagBytes), and so on; it
+ * is enabled at the end. Only once the own copy is done and the movement is not paused. Returns the
+ * time held, in ms.
  */
 export async function paceSubscription(
   pools: NodePools,
@@ -418,18 +418,26 @@ export async function paceSubscription(
   };
   if (await paused()) return 0;
   const sub = quoteIdent(names.subscription);
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
   let held = 0;
   let disabled = false;
   try {
     while (Date.now() < deadline) {
-      const hold = paceApply(governor.verdict().overloaded, await slotLag(source, names), governor.settings);
-      if (hold !== disabled) {
-        await target.query(`alter subscription ${sub} ${hold ? 'disable' : 'enable'}`);
-        disabled = hold;
+      if (disabled) {
+        await target.query(`alter subscription ${sub} enable`);
+        disabled = false;
       }
-      const ms = Math.max(1, Math.min(disabled ? governor.settings.maxPauseMs : RECENT_MS, deadline - Date.now()));
-      await new Promise((resolve) => setTimeout(resolve, ms));
-      if (disabled) held += ms;
+      const slice = Math.max(1, Math.min(APPLY_SLICE_MS, deadline - Date.now()));
+      await sleep(slice);
+      onTick();
+      if (Date.now() >= deadline) break;
+      const pause = Math.min(governor.decide(slice, paceApply(true, await slotLag(source, names), governor.settings)), deadline - Date.now());
+      if (pause < 1) continue;
+      await target.query(`alter subscription ${sub} disable`);
+      disabled = true;
+      await sleep(pause);
+      held += pause;
+      governor.count(pause);
       onTick();
     }
   } finally {
@@ -439,6 +447,9 @@ export async function paceSubscription(
   if (held > 0) await target.query(`update ${COPY_CONTROL} set throttled_ms = throttled_ms + $2 where movement_id = $1`, [names.slot, Math.round(held)]);
   return held;
 }
+
+/** How long a paced apply runs between two decisions. */
+const APPLY_SLICE_MS = 200;
 
 /** A move's own-copy control row on the target, when it copies by itself. */
 async function ownCopyState(db: Pick<pg.Pool, 'query'>, names: MovementNames): Promise<{ done: boolean; throttledMs: number; copied: number; rows: number } | undefined> {
