@@ -305,9 +305,9 @@ export class Governor {
     this.onThrottled(ms);
   }
 
-  /** Is a probe waiting past the limit and a probe window? */
+  /** Is a probe waiting past the limit and four probe intervals (one slow commit is not yet a node that does not answer)? */
   private stuck(): boolean {
-    return this.probes.some((p) => p.waiting() > Math.max(p.baselineMs * this.settings.latencyRatio, RECENT_MS));
+    return this.probes.some((p) => p.waiting() > Math.max(p.baselineMs * this.settings.latencyRatio, 4 * this.settings.probeIntervalMs));
   }
 
   /** The share of time the copy currently takes (1: full speed). */
