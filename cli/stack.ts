@@ -122,6 +122,7 @@ export async function startStack(config: Config, options: StackOptions): Promise
       taskQueue: config.temporal.taskQueue,
       catalogUrl,
       training: { threads: config.forecast.threads, backend: config.forecast.backend },
+      governor: config.movement.governor,
       sessionLimits: {
         statementTimeoutMs: config.movement.statementTimeoutSeconds * 1000,
         idleInTransactionTimeoutMs: config.movement.idleInTransactionTimeoutSeconds * 1000,

@@ -118,6 +118,8 @@ export interface MovementOptions {
   /** Verify phase: rows per compared chunk (default 20,000), and seconds between its progress reports (default 10). */
   verifyChunkRows?: number;
   verifySliceSeconds?: number;
+  /** The copy governor for this movement (default: on, at its default ratio). */
+  governor?: MoveShardInput['governor'];
   /** The run's static summary in the Temporal UI (default from the request, e.g. "move shard 17 → node-2"). */
   summary?: string;
 }
@@ -216,6 +218,7 @@ async function startMovement(options: ShardcastClientOptions, request: MovementO
     ...(request.historyLimit ? { historyLimit: request.historyLimit } : {}),
     ...(request.verifyChunkRows ? { verifyChunkRows: request.verifyChunkRows } : {}),
     ...(request.verifySliceSeconds ? { verifySliceSeconds: request.verifySliceSeconds } : {}),
+    ...(request.governor ? { governor: request.governor } : {}),
   };
   const targets = op.operation === 'split' ? op.splitTargets!.join(',') : op.targetNode;
   try {

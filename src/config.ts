@@ -3,6 +3,7 @@ import path from 'node:path';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from './errors.js';
+import { DEFAULT_GOVERNOR } from './movement/governor.js';
 
 const port = z.number().int().min(1).max(65535);
 const identifier = z.string().regex(/^[a-z][a-z0-9_-]{0,62}$/, 'lower-case letters, digits, "-" or "_", starting with a letter');
@@ -124,6 +125,21 @@ export const configSchema = z
         idleInTransactionTimeoutSeconds: z.number().int().min(1).max(86_400).default(30),
         /** TCP keepalive of the worker's node connections (both ends): a vanished worker's session ends within about four of these. */
         keepAliveSeconds: z.number().int().min(1).max(7200).default(10),
+        /** The copy governor (src/movement/governor.ts): paces copy and apply to keep the nodes' own latency near its idle value. */
+        governor: z
+          .object({
+            enabled: z.boolean().default(DEFAULT_GOVERNOR.enabled),
+            /** Copying holds while the probe's recent p90 exceeds this many times its idle baseline. */
+            latencyRatio: z.number().min(1).max(100).default(DEFAULT_GOVERNOR.latencyRatio),
+            probeIntervalMs: z.number().int().min(10).max(10_000).default(DEFAULT_GOVERNOR.probeIntervalMs),
+            /** A split's or merge's apply is paced only while its lag is at most this many bytes. */
+            maxLagBytes: z.number().int().min(0).default(DEFAULT_GOVERNOR.maxLagBytes),
+            minBaselineMs: z.number().min(0).max(10_000).default(DEFAULT_GOVERNOR.minBaselineMs),
+            maxPauseMs: z.number().int().min(0).max(600_000).default(DEFAULT_GOVERNOR.maxPauseMs),
+            chunkRows: z.number().int().min(1).max(10_000_000).default(DEFAULT_GOVERNOR.chunkRows),
+          })
+          .strict()
+          .prefault({}),
       })
       .strict()
       .prefault({}),
@@ -190,6 +206,11 @@ export const ENV_OVERRIDES: Record<string, string> = {
   SHARDCAST_MOVEMENT_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS: 'movement.idleInTransactionTimeoutSeconds',
   SHARDCAST_MOVEMENT_KEEP_ALIVE_SECONDS: 'movement.keepAliveSeconds',
   SHARDCAST_JANITOR_INTERVAL_MINUTES: 'janitor.intervalMinutes',
+  SHARDCAST_MOVEMENT_GOVERNOR_ENABLED: 'movement.governor.enabled',
+  SHARDCAST_MOVEMENT_GOVERNOR_LATENCY_RATIO: 'movement.governor.latencyRatio',
+  SHARDCAST_MOVEMENT_GOVERNOR_PROBE_INTERVAL_MS: 'movement.governor.probeIntervalMs',
+  SHARDCAST_MOVEMENT_GOVERNOR_MAX_LAG_BYTES: 'movement.governor.maxLagBytes',
+  SHARDCAST_MOVEMENT_GOVERNOR_CHUNK_ROWS: 'movement.governor.chunkRows',
   SHARDCAST_TABLE_CREATION_MAXIMUM_ATTEMPTS: 'tableCreation.maximumAttempts',
   SHARDCAST_TABLE_CREATION_INITIAL_RETRY_INTERVAL_MS: 'tableCreation.initialRetryIntervalMs',
 };
@@ -322,6 +343,10 @@ const NUMERIC_KEYS = new Set([
   'movement.idleInTransactionTimeoutSeconds',
   'movement.keepAliveSeconds',
   'janitor.intervalMinutes',
+  'movement.governor.latencyRatio',
+  'movement.governor.probeIntervalMs',
+  'movement.governor.maxLagBytes',
+  'movement.governor.chunkRows',
   'tableCreation.maximumAttempts',
   'tableCreation.initialRetryIntervalMs',
 ]);
@@ -358,7 +383,11 @@ function firstUnexpected(text: string, char: string): number | undefined {
   return undefined;
 }
 
+/** Keys whose values are true or false. */
+const BOOLEAN_KEYS = new Set(['movement.governor.enabled']);
+
 function coerceEnvValue(key: string, value: string): unknown {
+  if (BOOLEAN_KEYS.has(key) && /^\s*(true|false)\s*$/i.test(value)) return value.trim().toLowerCase() === 'true';
   if (NUMERIC_KEYS.has(key) && /^\s*-?\d+(\.\d+)?\s*$/.test(value)) return Number(value);
   return value;
 }
