@@ -10,10 +10,10 @@ import { InvalidInputError, ShardcastError, errorMessage } from '../src/errors.j
 import { backtest, backtestSummary, type BacktestReport } from '../src/forecasting/backtest.js';
 import { describeSummary, type ForecastingSummary } from '../src/forecasting/runs.js';
 import { cleanSeries, readSeriesCsv } from '../src/forecasting/series.js';
-import { latestForecast } from '../src/forecasting/store.js';
+import { hasModel, latestForecast, listSeriesWithModels } from '../src/forecasting/store.js';
 import type { Tuning } from '../src/forecasting/types.js';
 import { BUCKET_MS } from '../src/profiling/rates.js';
-import { loadSeries } from '../src/profiling/series.js';
+import { assertKnownSeries, listSeries, loadSeries } from '../src/profiling/series.js';
 import { nonNegativeNumber, positiveInt, positiveNumber } from './args.js';
 import { svgChart, terminalChart } from './chart.js';
 import { printTable } from './format.js';
@@ -104,6 +104,7 @@ export function registerForecastCommands(program: Command): void {
       if (opts.png) await assertDirectoryOf(opts.png, '--png');
       const cfg = configOf(program);
       const data = await withCatalog(cfg, async (pool) => {
+        await assertKnownSeries(pool, series, new Date(Date.now() - cfg.forecast.trainingDays * 86_400_000), (id) => hasModel(pool, id));
         const to = new Date(Math.floor(Date.now() / BUCKET_MS) * BUCKET_MS);
         const history = await loadSeries(pool, series, new Date(to.getTime() - opts.hours * 3_600_000), to);
         const rows = await latestForecast(pool, series);
@@ -124,6 +125,33 @@ export function registerForecastCommands(program: Command): void {
         console.log(`wrote ${opts.png}`);
         if (!picture.textDrawn) console.error(`warning: ${opts.png}: no font found, so the title, axis labels and legend could not be drawn (install one, e.g. fonts-dejavu-core)`);
       }
+    });
+  forecast
+    .command('list')
+    .description('the series there are (sampled in the training window, or with a model), each with its newest model and back-test score')
+    .option('--json', 'print JSON instead of a table')
+    .action(async (opts: { json?: boolean }) => {
+      const cfg = configOf(program);
+      const listing = await withCatalog(cfg, async (pool) =>
+        listSeriesWithModels(pool, await listSeries(pool, new Date(Date.now() - cfg.forecast.trainingDays * 86_400_000))),
+      );
+      if (opts.json) {
+        console.log(JSON.stringify(listing, null, 2));
+        return;
+      }
+      printTable(
+        'series',
+        listing.map((l) => ({
+          series: l.series,
+          status: l.status ?? 'not trained',
+          model: l.model ?? '',
+          trained: l.trainedAt ? l.trainedAt.toISOString().slice(0, 16).replace('T', ' ') : '',
+          mase: l.mase ?? '',
+          'naive mase': l.baselineMase ?? '',
+          error: l.error ?? '',
+        })),
+        ['series', 'status', 'model', 'trained', 'mase', 'naive mase', 'error'],
+      );
     });
   forecast
     .command('backtest')

@@ -3,6 +3,7 @@
  * forecasts. One exported function per statement; retried writes overwrite, never duplicate.
  */
 import type { Queryable } from '../catalog/nodes.js';
+import { RETIRED_SHARDS } from '../profiling/series.js';
 
 export type ModelStatus = 'trained' | 'fallback' | 'failed';
 
@@ -96,10 +97,50 @@ export async function latestUsableModel(db: Queryable, series: string): Promise<
   return rows[0] && fromRow(rows[0]);
 }
 
+/** A shard series whose shard was split or merged away (or a retired node's): no longer forecast, nor listed. */
+const GONE = `(series ~ '^shard:[0-9]+:' and split_part(series, ':', 2)::bigint = any (${RETIRED_SHARDS}))
+   or (series ~ '^node:' and exists (select 1 from shardcast.nodes n where n.name = split_part(series, ':', 2) and n.state = 'retired'))`;
+
 /** Series that have a usable model: what the hourly run forecasts. */
 export async function forecastableSeries(db: Queryable): Promise<string[]> {
-  const { rows } = await db.query<{ series: string }>(`select distinct series from shardcast_forecast.models where status <> 'failed' order by series`);
+  const { rows } = await db.query<{ series: string }>(`select distinct series from shardcast_forecast.models where status <> 'failed' and not (${GONE}) order by series`);
   return rows.map((r) => r.series);
+}
+
+export interface SeriesListing {
+  series: string;
+  /** The newest model: trained (an ensemble), fallback (seasonal naive) or failed; null when never trained. */
+  status: ModelStatus | null;
+  model: string | null;
+  trainedAt: Date | null;
+  /** Its back-test: the ensemble's MASE and that of the seasonal naive baseline (lower is better). */
+  mase: number | null;
+  baselineMase: number | null;
+  error: string | null;
+}
+
+/** Every series there is: those with samples (`sampled`) and those with a model, with the newest model of each. */
+export async function listSeriesWithModels(db: Queryable, sampled: readonly string[]): Promise<SeriesListing[]> {
+  const { rows } = await db.query<{ series: string; status: ModelStatus; trained_at: Date; members: StoredMember[]; scores: Record<string, unknown> | null; error: string | null }>(
+    `select distinct on (series) series, status, trained_at, members, scores, error from shardcast_forecast.models
+      where not (${GONE}) order by series, trained_at desc`,
+  );
+  const models = new Map(rows.map((r) => [r.series, r]));
+  const ids = [...new Set([...sampled, ...models.keys()])].sort();
+  return ids.map((series) => {
+    const m = models.get(series);
+    const scores = (m?.scores ?? {}) as { ensemble?: { mase?: number }; models?: Record<string, { mase?: number }> };
+    const members = m?.members.map((x) => x.model) ?? [];
+    return {
+      series,
+      status: m?.status ?? null,
+      model: m ? (members.length > 1 ? `ensemble(${members.join(',')})` : (members[0] ?? null)) : null,
+      trainedAt: m?.trained_at ?? null,
+      mase: scores.ensemble?.mase ?? (members.length === 1 ? (scores.models?.[members[0]!]?.mase ?? null) : null),
+      baselineMase: scores.models?.seasonal_naive?.mase ?? null,
+      error: m?.error ?? null,
+    };
+  });
 }
 
 export interface ForecastRow {
@@ -150,4 +191,10 @@ export async function latestForecast(db: Queryable, series: string): Promise<For
     [series],
   );
   return rows.map((r) => ({ series: r.series, issuedAt: r.issued_at, step: r.step, ts: r.ts, yhat: r.yhat, lo80: r.lo80, hi80: r.hi80, lo95: r.lo95, hi95: r.hi95, model: r.model }));
+}
+
+/** Whether the series has a model (of any status) that is not of a retired shard or node. */
+export async function hasModel(db: Queryable, series: string): Promise<boolean> {
+  const { rows } = await db.query(`select 1 from shardcast_forecast.models where series = $1 and not (${GONE}) limit 1`, [series]);
+  return rows.length > 0;
 }

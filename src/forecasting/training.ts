@@ -20,7 +20,7 @@
  */
 import type { Queryable } from '../catalog/nodes.js';
 import { InvalidInputError, errorMessage } from '../errors.js';
-import { loadSeries } from '../profiling/series.js';
+import { loadSeries, seriesDomain } from '../profiling/series.js';
 import { BUCKET_MS } from '../profiling/rates.js';
 import { restoreArima } from './arima.js';
 import { backtest, BASELINE, DEFAULT_MODELS, ENSEMBLE } from './backtest.js';
@@ -205,9 +205,23 @@ export function forecastCleanSeries(id: string, stored: StoredModel, series: Cle
   const width = (level: number, i: number) => stored.calibration!.halfWidths[String(level)]?.[i] ?? NaN;
   const model = stored.members.length === 1 ? stored.members[0]!.model : `${ENSEMBLE}(${stored.members.map((m) => m.model).join(',')})`;
   const end = series.start + (series.values.length - 1) * series.stepSeconds * 1000;
+  // The forecast and its intervals stay within what the series can be (no negative rate, no CPU over 100%).
+  const { min, max } = seriesDomain(id);
+  const within = (v: number) => Math.min(max, Math.max(min, v));
   return point.map((yhat, i) => {
     const [w80, w95] = [width(0.8, i), width(0.95, i)];
     if (!Number.isFinite(yhat) || !Number.isFinite(w80) || !Number.isFinite(w95)) throw new InvalidInputError(`series ${id}: step ${i + 1} of the forecast is not finite`);
-    return { series: id, issuedAt, step: i + 1, ts: new Date(end + (i + 1) * series.stepSeconds * 1000), yhat, lo80: yhat - w80, hi80: yhat + w80, lo95: yhat - w95, hi95: yhat + w95, model };
+    return {
+      series: id,
+      issuedAt,
+      step: i + 1,
+      ts: new Date(end + (i + 1) * series.stepSeconds * 1000),
+      yhat: within(yhat),
+      lo80: within(yhat - w80),
+      hi80: within(yhat + w80),
+      lo95: within(yhat - w95),
+      hi95: within(yhat + w95),
+      model,
+    };
   });
 }

@@ -27,6 +27,14 @@ import { BUCKET_MS, combineStreams, counterRates, type CounterSample, type RateI
 
 export const READ_WEIGHT = 0.1;
 
+/** Shards a split or merge retired (their ids are not used again). */
+export const RETIRED_SHARDS = `array(select unnest(m.shard_id || m.other_shard_ids) from shardcast.movements m where m.operation in ('split', 'merge') and m.state = 'done')`;
+
+/** The values a series can take: rates and counts are never negative; a percentage (node CPU) stays within 0–100. */
+export function seriesDomain(id: string): { min: number; max: number } {
+  return /^node:[^:]+:cpu$/.test(id) ? { min: 0, max: 100 } : { min: 0, max: Number.POSITIVE_INFINITY };
+}
+
 export interface SeriesPoint {
   ts: Date;
   value: number | null;
@@ -256,14 +264,16 @@ export async function listSeries(catalog: Queryable, since: Date, until = new Da
     range,
   );
   for (const r of indexes) ids.push(`index:${r.t}.${r.i}:scans`);
+  // Shards that still exist: a split or merged shard's history stays for a while, but it is no series to forecast.
   const { rows: shards } = await catalog.query<{ id: string }>(
-    `select distinct substr(schema_name, 5) as id from shardcast_stats.table_samples where ts >= $1 and ts < $2 order by 1`,
+    `select distinct substr(t.schema_name, 5) as id from shardcast_stats.table_samples t
+      where t.ts >= $1 and t.ts < $2 and not coalesce(substring(t.schema_name from '^sc_s([0-9]+)$')::bigint = any (${RETIRED_SHARDS}), false) order by 1`,
     range,
   );
   for (const s of shards) ids.push(`shard:${s.id}:load`);
   const { rows: nodes } = await catalog.query<{ name: string; cpu: boolean }>(
     `select n.name, bool_or(s.cpu_total_jiffies is not null) as cpu from shardcast_stats.node_samples s join shardcast.nodes n on n.id = s.node_id
-      where s.ts >= $1 and s.ts < $2 group by n.name order by 1`,
+      where s.ts >= $1 and s.ts < $2 and n.state <> 'retired' group by n.name order by 1`,
     range,
   );
   const { rows: loaded } = await catalog.query<{ name: string }>(
@@ -277,4 +287,11 @@ export async function listSeries(catalog: Queryable, since: Date, until = new Da
     ids.push(`node:${n.name}:io`);
   }
   return ids;
+}
+
+/** An unknown series is an error that says where the known ones are listed; a known one passes. */
+export async function assertKnownSeries(catalog: Queryable, id: string, since: Date, withModel: (id: string) => Promise<boolean>): Promise<void> {
+  const sampled = await listSeries(catalog, since);
+  if (sampled.includes(id) || (await withModel(id))) return;
+  throw new InvalidInputError(`no series ${JSON.stringify(id)}: it has no samples since ${since.toISOString()} and no model (\`shardcast forecast list\` names the series there are)`);
 }

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -13,9 +14,10 @@ import { ensureNodes } from '../../src/catalog/nodes.js';
 import { parseConfig } from '../../src/config.js';
 import { freePort, PostgresServer } from '../../src/fleet/postgres-server.js';
 import type { ForecastingSummary } from '../../src/forecasting/runs.js';
-import type { Calibration, StoredMember } from '../../src/forecasting/store.js';
+import { forecastableSeries, type Calibration, type SeriesListing, type StoredMember } from '../../src/forecasting/store.js';
 import { TrainingThreads } from '../../src/forecasting/thread-pool.js';
 import { ensurePartitions } from '../../src/profiling/partitions.js';
+import { listSeries } from '../../src/profiling/series.js';
 import { createTestCatalog, fleet, recordHistory, startTestWorker, startWorkerProcess, uniqueName, until, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 
 let catalog: TestCatalog;
@@ -278,5 +280,51 @@ describe('a catalog that goes down during a training batch', () => {
     const retried = events!.map((e) => e.activityTaskStartedEventAttributes).find((a) => a && (a.attempt ?? 1) > 1);
     expect(retried?.lastFailure).toMatchObject({ message: expect.stringMatching(/^catalog: /), applicationFailureInfo: { type: 'CatalogError', nonRetryable: false } });
     console.log(`catalog down: attempt ${retried!.attempt} after "${retried!.lastFailure!.message}"; ${JSON.stringify(summary)}`);
+  });
+});
+
+describe('the series there are', () => {
+  const cli = (args: string[]) =>
+    spawnSync(process.execPath, [path.resolve(import.meta.dirname, '../../bin/shardcast.js'), 'forecast', ...args], {
+      encoding: 'utf8',
+      env: { ...process.env, SHARDCAST_CATALOG_URL: catalog.catalogUrl, SHARDCAST_TEMPORAL_ADDRESS: fleet().temporalAddress },
+      timeout: 60_000,
+    });
+
+  it('a split shard is no series any more; `forecast list` names the others with their model and score; `forecast show` of an unknown one is an error', { timeout: 120_000 }, async () => {
+    const since = new Date(Date.now() - 30 * DAY);
+    expect(await listSeries(catalog.pool, since)).toContain('shard:902:load');
+    // Shard 902 was split: its samples stay, but it is neither trained, forecast nor listed.
+    await catalog.pool.query(
+      `insert into shardcast.movements (id, operation, shard_id, source_node_id, target_node_ids, state, finished_at) values ('split_of_902', 'split', 902, $1, array[$1]::bigint[], 'done', now())`,
+      [catalog.nodes[0]!.id],
+    );
+    try {
+      expect(await listSeries(catalog.pool, since)).not.toContain('shard:902:load');
+      expect(await listSeries(catalog.pool, since)).toContain('shard:901:load');
+      expect(await forecastableSeries(catalog.pool)).not.toContain('shard:902:load');
+
+      const listed = cli(['list', '--json']);
+      expect(listed.status, listed.stderr).toBe(0);
+      const listing = JSON.parse(listed.stdout) as SeriesListing[];
+      expect(listing.map((l) => l.series)).not.toContain('shard:902:load');
+      const orders = listing.find((l) => l.series === 'table:orders:inserts')!;
+      expect(orders).toMatchObject({ status: 'trained' });
+      expect(orders.model).toMatch(/^(ensemble\(.+\)|[a-z_]+)$/);
+      expect(typeof orders.mase).toBe('number'); // the seeded wave repeats exactly: scores may be 0
+      expect(typeof orders.baselineMase).toBe('number');
+      expect(listing.find((l) => l.series === 'table:young:inserts')).toMatchObject({ status: 'fallback', model: 'seasonal_naive' });
+      const table = cli(['list']);
+      expect(table.stdout).toMatch(/^SERIES\s+STATUS\s+MODEL/);
+
+      const unknown = cli(['show', 'table:nosuch:inserts']);
+      expect(unknown.status).toBe(1);
+      expect(unknown.stderr).toMatch(/no series "table:nosuch:inserts".*`shardcast forecast list` names the series there are/);
+      const retired = cli(['show', 'shard:902:load']);
+      expect(retired.status).toBe(1);
+      expect(cli(['show', 'table:orders:inserts', '--json']).status).toBe(0);
+    } finally {
+      await catalog.pool.query("delete from shardcast.movements where id = 'split_of_902'");
+    }
   });
 });
