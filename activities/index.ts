@@ -12,6 +12,7 @@ import { createCollectionActivities } from './collection.js';
 import { createForecastingActivities } from './forecasting.js';
 import { createJanitorActivities } from './janitor.js';
 import { createMovementActivities } from './movement.js';
+import { createPlanningActivities } from './planning.js';
 
 export interface ActivityDeps {
   /** The catalog database. */
@@ -40,6 +41,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createCollectionActivities(deps),
     ...createForecastingActivities(deps),
     ...createJanitorActivities(deps),
+    ...createPlanningActivities(deps),
     async registerTable(spec: TableSpec): Promise<RegisteredTable> {
       return run(() => registerTable(deps.catalog, spec, activityInfo().workflowExecution?.runId ?? activityInfo().activityId));
     },

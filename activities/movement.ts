@@ -9,7 +9,7 @@ import { failpoint } from '../src/failpoints.js';
 import { tablesyncReads, type OwnReadCount } from '../src/movement/own-reads.js';
 import { recordMovementReads } from '../src/profiling/series.js';
 import { finishMovement, movementStart, NodeBusyError, StaleCutoverAttemptError, type MovementState } from '../src/movement/lease.js';
-import { planMovement, type MovePlan, type MovementPlan, type MovementRequest } from '../src/movement/plan.js';
+import { hydratePlan, planMovement, redactPlan, type MovePlan, type MovementPlan, type MovementRequest } from '../src/movement/plan.js';
 import { copyMove, dropTargetShard, paceSubscription, setSubscriptionEnabled, prepareTarget, resumeAutovacuum, startStreaming, stopStreaming, streamProgress, type StreamProgress } from '../src/movement/replication.js';
 import { dropSchemaGuarded } from '../src/movement/drop-guard.js';
 import { applyChanges, captureProgress, copyInitial, dropNewShards, startChangeCapture, stopChangeCapture, type CopyProgress } from '../src/movement/logical-apply.js';
@@ -62,7 +62,7 @@ export function createMovementActivities(deps: MovementDeps) {
         // A bad governor setting is refused before the lease: nothing is changed.
         resolveGovernor(request.governor, deps.governor);
         try {
-          return { plan: await planMovement(deps, request) };
+          return { plan: redactPlan(await planMovement(deps, request)) }; // no DSN in Temporal's history
         } catch (err) {
           if (err instanceof NodeBusyError) return { queued: { node: err.node, running: err.running, limit: err.limit } };
           throw err;
@@ -71,6 +71,7 @@ export function createMovementActivities(deps: MovementDeps) {
     },
 
     async prepareTarget(plan: MovementPlan): Promise<void> {
+      plan = await hydratePlan(deps.catalog, plan); // the DSNs, from the catalog: the workflow carries none
       return runOn(nodesOf(plan), async () => {
         if (plan.operation === 'move') return prepareTarget(deps.nodePools, plan.target, plan.shard);
         for (const t of plan.targets) await prepareTarget(deps.nodePools, t.node, { shardId: t.shardId, schema: t.schema, tables: plan.tables });
@@ -79,6 +80,7 @@ export function createMovementActivities(deps: MovementDeps) {
 
     /** Move: the publication (the copy creates slot and subscription). Split or merge: publications and slots. */
     async startStreaming(plan: MovementPlan): Promise<void> {
+      plan = await hydratePlan(deps.catalog, plan); // the DSNs, from the catalog: the workflow carries none
       return runOn(nodesOf(plan), () =>
         plan.operation === 'move'
           ? startStreaming(deps.nodePools, endpoints(plan), plan.shard, plan.names, { copy: 'own' })
@@ -92,6 +94,7 @@ export function createMovementActivities(deps: MovementDeps) {
      * new shards. A retry starts over.
      */
     async copyRows(plan: MovementPlan, governor?: Partial<GovernorSettings>): Promise<CopyProgress> {
+      plan = await hydratePlan(deps.catalog, plan); // the DSNs, from the catalog: the workflow carries none
       const settings = resolveGovernor(governor, deps.governor);
       // Progress is reported from stream callbacks, outside the activity's async context: keep the context at hand.
       const context = Context.current();
@@ -136,6 +139,7 @@ export function createMovementActivities(deps: MovementDeps) {
 
     /** Pausing stops the subscription from consuming the source; resuming starts it again. Splits and merges consume only when asked. */
     async setStreaming(plan: MovementPlan, enabled: boolean): Promise<void> {
+      plan = await hydratePlan(deps.catalog, plan); // the DSNs, from the catalog: the workflow carries none
       return runOn(nodesOf(plan), async () => {
         if (plan.operation !== 'move' || plan.reverse) return;
         await setSubscriptionEnabled(deps.nodePools, plan.target, plan.names, enabled);
@@ -147,6 +151,7 @@ export function createMovementActivities(deps: MovementDeps) {
      * `applyMs`, then measured.
      */
     async measureProgress(plan: MovementPlan, applyMs = 0, governor?: Partial<GovernorSettings>, baselinesMs?: number[]): Promise<StreamProgress> {
+      plan = await hydratePlan(deps.catalog, plan); // the DSNs, from the catalog: the workflow carries none
       return runOn(nodesOf(plan), async () => {
         if (plan.operation === 'move') {
           // After the copy: the subscription's apply is paced for up to applyMs (disabled while the probes are over the limit).
@@ -196,6 +201,7 @@ export function createMovementActivities(deps: MovementDeps) {
      * chunk queries; a cancelled or timed-out attempt cancels its queries.
      */
     async verify(plan: MovementPlan, resume?: VerifyProgress, sliceMs?: number, chunkRows?: number): Promise<VerifyProgress> {
+      plan = await hydratePlan(deps.catalog, plan); // the DSNs, from the catalog: the workflow carries none
       await failpoint('verify.before');
       const ctx = Context.current();
       const beaten = ctx.info.heartbeatDetails as VerifyProgress | string | undefined;
@@ -227,6 +233,7 @@ export function createMovementActivities(deps: MovementDeps) {
      * attempt that timed out and still runs beside its retry can no longer prepare or switch anything.
      */
     async cutover(plan: MovementPlan): Promise<CutoverResult> {
+      plan = await hydratePlan(deps.catalog, plan); // the DSNs, from the catalog: the workflow carries none
       heartbeat('cutover');
       const cutoverDeps = { catalogUrl: deps.catalogUrl, pools: deps.cutoverPools ?? deps.nodePools };
       const onWait = () => heartbeat('waiting for the target');
@@ -239,13 +246,15 @@ export function createMovementActivities(deps: MovementDeps) {
       }
       if (await switchUntouched(plan)) {
         try {
-          await refreshVerification(deps.nodePools, plan, { onWait });
+          await refreshVerification(deps.nodePools, plan, { onWait, onOwnReads: (read) => recordMovementReads(deps.catalog, read, plan.movementId) });
         } catch (err) {
           if (err instanceof VerificationError) return toApplicationFailure(err);
           // Not needed for correctness: the cutover re-checks everything since the last refresh.
         }
       }
-      const options = { onWait, verify: 'changes' as const };
+      // The re-check's reads of the sources are recorded once the lock is gone (statistics only).
+      const reads: OwnReadCount[] = [];
+      const options = { onWait, verify: 'changes' as const, onOwnReads: (read: OwnReadCount[]) => void reads.push(...read) };
       return whileHeartbeating('cutting over', () =>
         run(async () => {
           try {
@@ -253,6 +262,8 @@ export function createMovementActivities(deps: MovementDeps) {
           } catch (err) {
             if (err instanceof StaleCutoverAttemptError) log.warn(`cutover: ${err.message}`);
             throw err;
+          } finally {
+            await recordMovementReads(deps.catalog, reads, plan.movementId).catch(() => undefined);
           }
         }),
       );
@@ -264,11 +275,13 @@ export function createMovementActivities(deps: MovementDeps) {
      * decided under the lease, so that no earlier attempt can still switch.
      */
     async settleCutover(plan: MovementPlan): Promise<'forward' | 'undo'> {
+      plan = await hydratePlan(deps.catalog, plan); // the DSNs, from the catalog: the workflow carries none
       const cutoverDeps = { catalogUrl: deps.catalogUrl, pools: deps.nodePools };
       return run(() => (plan.operation === 'move' ? settleMove(cutoverDeps, plan) : settleReshard(cutoverDeps, plan)));
     },
 
     async stopStreaming(plan: MovementPlan): Promise<void> {
+      plan = await hydratePlan(deps.catalog, plan); // the DSNs, from the catalog: the workflow carries none
       return runOn(nodesOf(plan), async () => {
         await (plan.operation === 'move' ? stopStreaming(deps.nodePools, endpoints(plan), plan.names) : stopChangeCapture(deps.nodePools, plan));
         // A move back: the stream it was cut over from has served (its copy is the shard now).
@@ -283,6 +296,7 @@ export function createMovementActivities(deps: MovementDeps) {
 
     /** Split or merge, beside the initial copy: what the targets hold so far (sizes grow as the copy writes). */
     async copyProgress(plan: ReshardPlan): Promise<{ rowsCopied: number; bytesCopied: number }> {
+      plan = await hydratePlan(deps.catalog, plan); // the DSNs, from the catalog: the workflow carries none
       return runOn(nodesOf(plan), async () => {
         const { rowsCopied, bytesCopied } = await captureProgress(deps.nodePools, plan);
         return { rowsCopied, bytesCopied };
@@ -295,6 +309,7 @@ export function createMovementActivities(deps: MovementDeps) {
      * (its fenced copy is not followed: moving back again is a full move).
      */
     async startReverseCapture(plan: MovementPlan): Promise<boolean> {
+      plan = await hydratePlan(deps.catalog, plan); // the DSNs, from the catalog: the workflow carries none
       return runOn(nodesOf(plan), async () => {
         if (plan.operation !== 'move' || plan.reverse || plan.reverseFallback !== undefined) return false;
         await startReverseCapture(deps.nodePools, plan.target, plan.shard, plan.movementId);
@@ -371,6 +386,7 @@ export function createMovementActivities(deps: MovementDeps) {
 
     /** Compensation before cutover: replication objects and the targets' copies go, the sources stay as they were. */
     async abortMove(plan: MovementPlan): Promise<void> {
+      plan = await hydratePlan(deps.catalog, plan); // the DSNs, from the catalog: the workflow carries none
       return runOn(nodesOf(plan), async () => {
         if (plan.operation === 'move') {
           await stopStreaming(deps.nodePools, endpoints(plan), plan.names);

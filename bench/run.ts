@@ -8,6 +8,7 @@ const benches: Record<string, () => Promise<{ run(args: string[]): Promise<void>
   reverse: () => import('./reverse.js'),
   forecast: () => import('./forecast.js'),
   retrain: () => import('./retrain.js'),
+  rebalance: () => import('./rebalance.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);

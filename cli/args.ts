@@ -1,5 +1,6 @@
 /** Parsers of numeric command-line arguments, shared by the commands: a bad value is commander's one-line error. */
 import { InvalidArgumentError } from 'commander';
+import { parseListenAddress } from '../src/config.js';
 
 export function positiveInt(value: string): number {
   const n = Number(value);
@@ -23,4 +24,10 @@ export function nonNegativeNumber(value: string): number {
   const n = Number(value);
   if (value.trim() === '' || !Number.isFinite(n) || n < 0) throw new InvalidArgumentError('expected a number of seconds, 0 or more');
   return n;
+}
+
+/** `host:port` to listen on; kept as text, the config checks it again. */
+export function listenAddress(value: string): string {
+  if (!parseListenAddress(value)) throw new InvalidArgumentError('expected host:port (e.g. 127.0.0.1:9464, or [::1]:9464)');
+  return value;
 }

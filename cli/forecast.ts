@@ -2,10 +2,11 @@ import { stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
 import pg from 'pg';
-import { clientOptionsFromConfig, connectTemporal, runForecastingNow, toShardcastError, type ForecastingRun } from '../client/index.js';
+import { clientOptionsFromConfig, runForecastingNow, toShardcastError, type ForecastingRun } from '../client/index.js';
 import { assertMigrated } from '../src/catalog/migrate.js';
+import { guardPool } from '../src/catalog/node-pools.js';
 import { redactDsn } from '../src/catalog/nodes.js';
-import { loadConfig, localUrl, type Config } from '../src/config.js';
+import { localUrl, type Config } from '../src/config.js';
 import { InvalidInputError, ShardcastError, errorMessage } from '../src/errors.js';
 import { backtest, backtestSummary, type BacktestReport } from '../src/forecasting/backtest.js';
 import { describeSummary, type ForecastingSummary } from '../src/forecasting/runs.js';
@@ -17,6 +18,7 @@ import { assertKnownSeries, listSeries, loadSeries } from '../src/profiling/seri
 import { nonNegativeNumber, positiveInt, positiveNumber } from './args.js';
 import { svgChart, terminalChart } from './chart.js';
 import { printTable } from './format.js';
+import { configOf, withTemporal } from './program-config.js';
 import { svgToPng } from './png.js';
 
 /** One line for a hyperparameter search: how it went and what it chose. */
@@ -27,40 +29,30 @@ export function describeTuning(t: Tuning): string {
   return `${t.method}, ${t.trials} trials in ${t.seconds.toFixed(1)} s${t.failedTrials > 0 ? ` (${t.failedTrials} failed)` : ''}: ${t.objective} ${t.score.toPrecision(3)} (defaults ${t.defaultScore.toPrecision(3)}); ${chosen}`;
 }
 
-/** The configuration as the global options of `program` say (the same as cli/main.ts reads it). */
-function configOf(program: Command): Config {
-  const opts = program.opts<{ config?: string; catalogUrl?: string; temporalAddress?: string }>();
-  return loadConfig({ file: opts.config, overrides: { 'catalog.url': opts.catalogUrl, 'temporal.address': opts.temporalAddress } });
-}
-
 /** Triggers retraining or forecasting (see runForecastingNow); with `wait`, prints the run's summary. */
 async function runNow(program: Command, run: ForecastingRun, wait: boolean): Promise<void> {
   const cfg = configOf(program);
-  const client = await connectTemporal(cfg.temporal.address ?? `127.0.0.1:${cfg.temporal.port}`, cfg.temporal.namespace);
-  try {
+  await withTemporal(cfg, async (client) => {
     const { handle, via } = await runForecastingNow(clientOptionsFromConfig(client, cfg), cfg, run);
     console.log(via === 'running' ? `already running: ${handle.workflowId}` : `started ${handle.workflowId}${via === 'schedule' ? ' (schedule triggered)' : ''}`);
     if (!wait) return;
     const summary = (await handle.result().catch((err: unknown) => Promise.reject(toShardcastError(err)))) as ForecastingSummary;
     console.log(describeSummary(summary));
     for (const f of summary.failures) console.log(`failed: ${f.series}: ${f.error}`);
-  } finally {
-    await client.connection.close();
-  }
+  });
 }
 
 /** Fails before any work when `file` could not be written because its directory is not there. */
-async function assertDirectoryOf(file: string, option: string): Promise<void> {
+export async function assertDirectoryOf(file: string, option: string): Promise<void> {
   const dir = path.dirname(path.resolve(file));
   const isDirectory = await stat(dir).then((s) => s.isDirectory(), () => false);
   if (!isDirectory) throw new InvalidInputError(`${option} ${file}: cannot write there: no such directory ${dir}`);
 }
 
 /** Runs `fn` with a pool on the migrated catalog. */
-async function withCatalog<T>(cfg: Config, fn: (pool: pg.Pool) => Promise<T>): Promise<T> {
+export async function withCatalog<T>(cfg: Config, fn: (pool: pg.Pool) => Promise<T>): Promise<T> {
   const url = cfg.catalog.url ?? localUrl(cfg, cfg.catalog.port, cfg.catalog.database);
-  const pool = new pg.Pool({ connectionString: url, max: 2, connectionTimeoutMillis: 5000, application_name: 'shardcast-cli' });
-  pool.on('error', () => undefined);
+  const pool = guardPool(new pg.Pool({ connectionString: url, max: 2, connectionTimeoutMillis: 5000, application_name: 'shardcast-cli' }));
   try {
     const client = await pool.connect().catch((err: unknown) => {
       throw new ShardcastError('CATALOG_UNAVAILABLE', `cannot connect to the catalog at ${redactDsn(url)}: ${errorMessage(err)} (is \`shardcast up\` running?)`, { cause: err });
@@ -158,21 +150,27 @@ export function registerForecastCommands(program: Command): void {
     .description('rolling-origin back-test of every model, the seasonal naive baseline and the ensemble on a timestamp,value CSV; the last line is JSON')
     .requiredOption('--csv <file>', 'CSV with the header timestamp,value (ISO-8601 UTC, any step from 1 minute to 1 hour)')
     .option('--horizon <steps>', 'steps ahead (default: one hour of steps)', positiveInt)
-    .option('--budget <seconds>', 'fitting budget of each model over the whole back-test', positiveNumber, 30)
-    .option('--search <seconds>', 'hyperparameter search (TPE) per model that has one, before the first fit; 0 for the defaults', nonNegativeNumber, 10)
+    .option('--budget <seconds>', 'fitting budget of each model over the whole back-test (default: forecast.budgetSeconds, as in production)', positiveNumber)
+    .option('--search <seconds>', 'hyperparameter search (TPE) per model that has one, before the first fit; 0 for the defaults (default: forecast.searchSeconds)', nonNegativeNumber)
     .option('--json', 'print only the JSON summary')
-    .action(async (opts: { csv: string; horizon?: number; budget: number; search: number; json?: boolean }) => {
+    .action(async (opts: { csv: string; horizon?: number; budget?: number; search?: number; json?: boolean }) => {
       const { name, rows } = await readSeriesCsv(opts.csv);
       const series = cleanSeries(rows, name);
+      const budgets = backtestBudgets(opts, configOf(program));
+      if (!opts.json) console.error(`budgets: ${budgets.budgetSeconds} s per model, ${budgets.searchSeconds} s of search`);
       const report = await backtest(series, {
         horizon: opts.horizon,
-        budgetSeconds: opts.budget,
-        searchSeconds: opts.search,
+        ...budgets,
         log: opts.json ? undefined : (line) => console.error(line),
       });
       if (!opts.json) printReport(report);
       console.log(JSON.stringify(backtestSummary(report)));
     });
+}
+
+/** The back-test's budgets: production's (`forecast.budgetSeconds`, `forecast.searchSeconds` of the configuration) unless the options give others. */
+export function backtestBudgets(opts: { budget?: number; search?: number }, cfg: Pick<Config, 'forecast'>): { budgetSeconds: number; searchSeconds: number } {
+  return { budgetSeconds: opts.budget ?? cfg.forecast.budgetSeconds, searchSeconds: opts.search ?? cfg.forecast.searchSeconds };
 }
 
 /** The human-readable part of the back-test output. */

@@ -18,15 +18,21 @@ import type { Client, WorkflowHandle } from '@temporalio/client';
 import { assertMigrated, migrate } from '../src/catalog/migrate.js';
 import { addNode, checkNodeReachable, listNodes, NODE_STATES, redactDsn, type NodeState } from '../src/catalog/nodes.js';
 import { listShards, listTables, mapVersion, type TableSpec } from '../src/catalog/tables.js';
-import { loadConfig, localUrl, type Config } from '../src/config.js';
-import { ShardcastError, errorMessage } from '../src/errors.js';
+import { loadConfig, localUrl, movementSettings, plannerSettings, type Config } from '../src/config.js';
+import { InvalidInputError, ShardcastError, errorMessage } from '../src/errors.js';
 import { resolveTemporalCli } from '../src/fleet/temporal-cli.js';
 import { doctor, recordDoctorRun, summarize } from '../src/movement/doctor.js';
-import { NodePools } from '../src/catalog/node-pools.js';
+import { guardPool, NodePools } from '../src/catalog/node-pools.js';
 import { workflowStateOf } from '../client/doctor.js';
-import { nonNegativeInt, positiveInt, positiveNumber } from './args.js';
+import { listenAddress, nonNegativeInt, positiveInt, positiveNumber } from './args.js';
 import { printDoctorReport } from './doctor.js';
 import { registerForecastCommands } from './forecast.js';
+import { precheckMove } from '../src/movement/plan.js';
+import { nodeOutlook, registerPlanCommands } from './plan.js';
+import { registerSecurityCommands } from './security.js';
+import { configOf, metricsListenOverrides, temporalAddressOf, withTemporal } from './program-config.js';
+import { registerSimulateCommands } from './simulate.js';
+import { describeHealth, nodeHealth } from '../src/profiling/collector.js';
 import { printTable } from './format.js';
 import { createUpLog, startStack } from './stack.js';
 
@@ -55,16 +61,11 @@ function catalogUrlOf(cfg: Config): string {
   return cfg.catalog.url ?? localUrl(cfg, cfg.catalog.port, cfg.catalog.database);
 }
 
-function temporalAddressOf(cfg: Config): string {
-  return cfg.temporal.address ?? `127.0.0.1:${cfg.temporal.port}`;
-}
-
 /** Runs `fn` with a catalog pool, closed afterwards; the catalog must be migrated (or, with `migrateFirst`, is). */
 async function withCatalog<T>(fn: (pool: pg.Pool, cfg: Config) => Promise<T>, migrateFirst = false): Promise<T> {
   const cfg = config();
   const url = catalogUrlOf(cfg);
-  const pool = new pg.Pool({ connectionString: url, max: 2, connectionTimeoutMillis: 5000, application_name: 'shardcast-cli' });
-  pool.on('error', () => undefined);
+  const pool = guardPool(new pg.Pool({ connectionString: url, max: 2, connectionTimeoutMillis: 5000, application_name: 'shardcast-cli' }));
   try {
     const client = await pool.connect().catch((err: unknown) => {
       throw new ShardcastError(
@@ -110,8 +111,9 @@ program
 program
   .command('worker')
   .description('run the workers and metrics against an existing catalog and Temporal server (a real deployment)')
-  .action(async () => {
-    const cfg = config();
+  .option('--metrics-listen <host:port>', 'serve /metrics here (default 127.0.0.1:9464, metrics.host and metrics.port); 0.0.0.0:9464 opens it to the network', listenAddress)
+  .action(async (opts: { metricsListen?: string }) => {
+    const cfg = configOf(program, metricsListenOverrides(opts.metricsListen));
     if (!cfg.catalog.url) throw new ShardcastError('CONFIG', 'config: catalog.url: required for `shardcast worker` (or SHARDCAST_CATALOG_URL)');
     if (!cfg.temporal.address) throw new ShardcastError('CONFIG', 'config: temporal.address: required for `shardcast worker` (or SHARDCAST_TEMPORAL_ADDRESS)');
     const stack = await startStack(cfg, { embedded: false, log: (l) => console.log(l) });
@@ -122,20 +124,42 @@ program
 
 program
   .command('status')
-  .description('nodes, tables, shards per node and the map version')
+  .description('nodes (capacity, observed and predicted utilisation, health), tables, shards per node and the map version')
   .option('--json', 'machine-readable output')
   .action(async (opts: { json?: boolean }) => {
-    await withCatalog(async (pool) => {
-      const [nodes, tables, shards, version] = await Promise.all([listNodes(pool), listTables(pool), listShards(pool), mapVersion(pool)]);
+    await withCatalog(async (pool, cfg) => {
+      const [nodes, tables, shards, version, health] = await Promise.all([listNodes(pool), listTables(pool), listShards(pool), mapVersion(pool), nodeHealth(pool)]);
       const perNode = new Map<string, number>();
       for (const s of shards) perNode.set(s.node, (perNode.get(s.node) ?? 0) + 1);
-      const nodeRows = nodes.map((n) => ({ ...n, dsn: redactDsn(n.dsn), shards: perNode.get(n.name) ?? 0 }));
+      const healthOf = new Map(health.map((h) => [h.node, h]));
+      const outlook = await nodeOutlook(pool, plannerSettings(cfg));
+      const nodeRows = nodes.map((n) => {
+        const o = outlook.get(n.name);
+        return {
+          ...n,
+          capacity: o?.capacity ?? n.capacity,
+          capacityBasis: o?.basis ?? (n.capacity === null ? 'unknown' : 'override'),
+          // as the table shows them: a calibrated capacity says so; '-' where none is known yet
+          shown: o?.capacity !== undefined ? `${o.capacity.toPrecision(4)}${o.basis === 'override' ? '' : ` (${o.basis})`}` : n.capacity === null ? 'auto' : String(n.capacity),
+          observedUtilisation: o?.observed ?? null,
+          predictedPeakUtilisation: o?.predictedPeak ?? null,
+          dsn: redactDsn(n.dsn),
+          shards: perNode.get(n.name) ?? 0,
+          reachable: healthOf.get(n.name)?.reachable ?? null,
+          health: describeHealth(healthOf.get(n.name)),
+        };
+      });
       if (opts.json) {
-        console.log(JSON.stringify({ mapVersion: version, nodes: nodeRows, tables, shards: shards.length }, null, 2));
+        console.log(JSON.stringify({ mapVersion: version, nodes: nodeRows.map(({ shown: _, ...n }) => n), tables, shards: shards.length }, null, 2));
         return;
       }
       console.log(`map version ${version}\n`);
-      printTable('nodes', nodeRows, ['name', 'state', 'region', 'zone', 'capacity', 'shards', 'dsn']);
+      const pctOf = (v: number | null) => (v === null ? '-' : `${Math.round(v * 100)}%`);
+      printTable(
+        'nodes',
+        nodeRows.map((n) => ({ ...n, capacity: n.shown, util: pctOf(n.observedUtilisation), 'predicted peak': pctOf(n.predictedPeakUtilisation) })),
+        ['name', 'state', 'region', 'zone', 'capacity', 'util', 'predicted peak', 'shards', 'health', 'dsn'],
+      );
       console.log();
       printTable('tables', tables, ['name', 'group', 'method', 'keyColumn', 'keyType', 'shards', 'nodes', 'state']);
     });
@@ -149,10 +173,10 @@ nodes
   .requiredOption('--dsn <url>', 'postgres:// URL of the node database')
   .option('--region <region>')
   .option('--zone <zone>')
-  .option('--capacity <units>', 'capacity in load units', positiveNumber, 100)
+  .option('--capacity <units>', 'capacity in load units (default: calibrated from the node\'s own history)', positiveNumber)
   .addOption(new Option('--state <state>', 'initial state').choices([...NODE_STATES]).default('active'))
   .option('--no-check', 'skip the capability checks, and register the node even if it does not answer now')
-  .action(async (name: string, opts: { dsn: string; region?: string; zone?: string; capacity: number; state: NodeState; check: boolean }) => {
+  .action(async (name: string, opts: { dsn: string; region?: string; zone?: string; capacity?: number; state: NodeState; check: boolean }) => {
     await withCatalog(async (pool) => {
       const spec = { name, dsn: opts.dsn, region: opts.region, zone: opts.zone, capacity: opts.capacity, state: opts.state };
       if (opts.check) for (const warning of await checkNodeReachable(spec)) console.error(`warning: node "${name}": ${warning}`);
@@ -166,7 +190,7 @@ nodes
   .option('--json', 'machine-readable output')
   .action(async (opts: { json?: boolean }) => {
     await withCatalog(async (pool) => {
-      const rows = (await listNodes(pool)).map((n) => ({ ...n, dsn: redactDsn(n.dsn) }));
+      const rows = (await listNodes(pool)).map((n) => ({ ...n, capacity: n.capacity ?? 'auto', dsn: redactDsn(n.dsn) }));
       if (opts.json) console.log(JSON.stringify(rows, null, 2));
       else printTable('nodes', rows, ['name', 'state', 'region', 'zone', 'capacity', 'dsn']);
     });
@@ -201,7 +225,7 @@ tables
         nodes: opts.nodes,
       };
       await withCatalog(async (_pool, cfg) => {
-        const client = await connectTemporal(temporalAddressOf(cfg), cfg.temporal.namespace);
+        const client = await connectTemporal(temporalAddressOf(cfg), cfg.temporal.namespace, cfg);
         try {
           const result = await createDistributedTable(clientOptionsFromConfig(client, cfg), spec);
           if (opts.json) console.log(JSON.stringify(result, null, 2));
@@ -242,16 +266,6 @@ program
       else printTable('shards', rows, ['shardId', 'schema', 'group', 'tables', 'node', 'range']);
     });
   });
-
-/** Runs `fn` with a Temporal client for the configured server, closed afterwards. */
-async function withTemporal<T>(cfg: Config, fn: (client: Client) => Promise<T>): Promise<T> {
-  const client = await connectTemporal(temporalAddressOf(cfg), cfg.temporal.namespace);
-  try {
-    return await fn(client);
-  } finally {
-    await client.connection.close();
-  }
-}
 
 function shardId(value: string): number {
   const n = Number(value);
@@ -322,15 +336,13 @@ function movementCommand(name: string, description: string): Command {
 }
 
 function movementOptions(cfg: Config, opts: MovementFlags): MovementOptions {
+  const base = movementSettings(cfg);
   return {
-    approvalRequired: opts.requireApproval ?? cfg.movement.requireApproval,
-    approvalOverBytes: cfg.movement.approvalOverBytes,
-    approvalHoursUtc: cfg.movement.approvalHoursUtc,
-    graceSeconds: opts.grace ?? cfg.movement.graceSeconds,
-    maxMovesPerNode: cfg.movement.maxPerNode,
-    catchUpLagBytes: cfg.movement.catchUpLagBytes,
+    ...base,
+    approvalRequired: opts.requireApproval ?? base.approvalRequired,
+    graceSeconds: opts.grace ?? base.graceSeconds,
     governor: {
-      ...cfg.movement.governor,
+      ...base.governor,
       ...(opts.governor === false ? { enabled: false } : {}),
       ...(opts.governorRatio !== undefined ? { latencyRatio: opts.governorRatio } : {}),
     },
@@ -392,7 +404,7 @@ movementCommand('move', 'move a shard (its whole colocation group) to another no
   .action(async (shard: number | undefined, opts: MovementFlags & { to?: string; reverse?: string; fallback: boolean }) => {
     const cfg = config();
     if (opts.reverse !== undefined) {
-      if (shard !== undefined || opts.to !== undefined) throw new InvalidArgumentError('--reverse takes the movement only: no shard, no --to');
+      if (shard !== undefined || opts.to !== undefined) throw new InvalidInputError('--reverse takes the movement only: no shard, no --to');
       const reverse = await withTemporal(cfg, async (client) => (await moveResult(movementHandle(client, opts.reverse!))).reverse);
       const options = movementOptions(cfg, opts);
       await runMovement(cfg, opts, (o) =>
@@ -404,7 +416,8 @@ movementCommand('move', 'move a shard (its whole colocation group) to another no
       );
       return;
     }
-    if (shard === undefined || opts.to === undefined) throw new InvalidArgumentError('give a shard and --to NODE (or --reverse MOVEMENT)');
+    if (shard === undefined || opts.to === undefined) throw new InvalidInputError('give a shard and --to NODE (or --reverse MOVEMENT)');
+    await withCatalog((pool) => precheckMove(pool, shard, opts.to!)); // a typo is one line, and no failed run
     const summary = await movementSummary('move', [shard], [opts.to]);
     await runMovement(cfg, opts, (o) => startMove(o, { ...movementOptions(cfg, opts), summary, shardId: shard, targetNode: opts.to! }));
   });
@@ -566,6 +579,9 @@ function waitForSignal(): Promise<NodeJS.Signals> {
 }
 
 registerForecastCommands(program);
+registerPlanCommands(program, nodes);
+registerSecurityCommands(program);
+registerSimulateCommands(program);
 
 async function main(argv: string[]): Promise<number> {
   try {

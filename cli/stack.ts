@@ -1,15 +1,18 @@
-import { appendFileSync, mkdirSync } from 'node:fs';
+import { appendFileSync, chmodSync, existsSync, mkdirSync } from 'node:fs';
 import type { Server } from 'node:http';
 import path from 'node:path';
-import { Client, Connection } from '@temporalio/client';
+import { Connection } from '@temporalio/client';
+import { connectTemporalClient, dataConverterOf, temporalSecurityOptions, type TemporalSecurityOptions } from '../client/connection.js';
 import { collectorWorkflowId, ensureCollector, ensureSchedules } from '../client/index.js';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import pg from 'pg';
 import { migrate } from '../src/catalog/migrate.js';
+import { guardPool } from '../src/catalog/node-pools.js';
 import { ensureNodes, type NewNode } from '../src/catalog/nodes.js';
 import { localUrl, type Config } from '../src/config.js';
 import { ShardcastError, errorMessage, sqlState } from '../src/errors.js';
 import { lockDataDir } from '../src/fleet/data-dir-lock.js';
+import { embeddedPasswordFile, ensureEmbeddedPassword } from '../src/fleet/embedded-password.js';
 import { PostgresServer } from '../src/fleet/postgres-server.js';
 import { resolveTemporalCli } from '../src/fleet/temporal-cli.js';
 import { TemporalDevServer } from '../src/fleet/temporal-server.js';
@@ -41,6 +44,9 @@ export async function startStack(config: Config, options: StackOptions): Promise
     stops.length = 0;
   };
   const dataDir = path.resolve(config.dataDir);
+  // Keys (and, below, certificates) are read before anything starts: a bad one changes nothing.
+  const dataConverter = dataConverterOf(config);
+  const security = temporalSecurityOptions(config);
   try {
     if (options.embedded) {
       // Before anything is started or reaped: a live `up` on this directory makes this one refuse.
@@ -49,7 +55,18 @@ export async function startStack(config: Config, options: StackOptions): Promise
     }
     // PostgreSQL: catalog and nodes, started in parallel.
     const servers: PostgresServer[] = [];
-    const credentials = { user: config.postgres.user, password: config.postgres.password };
+    const embeddedServers = options.embedded && (!config.catalog.url || config.nodes.count > 0);
+    const credentials = { user: config.postgres.user, password: config.postgres.password ?? '' };
+    if (embeddedServers && config.postgres.password === undefined) {
+      const initialised = ['catalog', 'node-1'].some((name) => existsSync(path.join(dataDir, name, 'PG_VERSION')));
+      const kept = ensureEmbeddedPassword(dataDir, initialised);
+      credentials.password = kept.password;
+      if (kept.legacy) {
+        log(
+          `shardcast: warning: the embedded PostgreSQLs of ${dataDir} use the old default password; change it (ALTER ROLE ${config.postgres.user} PASSWORD …) on each of them and write it to ${embeddedPasswordFile(dataDir)}`,
+        );
+      }
+    }
     if (options.embedded && !config.catalog.url) {
       servers.push(new PostgresServer({ name: 'catalog', dataDir: path.join(dataDir, 'catalog'), port: config.catalog.port, ...credentials }));
     }
@@ -75,8 +92,7 @@ export async function startStack(config: Config, options: StackOptions): Promise
     log(line('catalog', redact(catalogUrl)));
     for (const node of embeddedNodes) log(line(node.name, redact(node.dsn)));
 
-    const catalog = new pg.Pool({ connectionString: catalogUrl, max: 4, application_name: 'shardcast-up' });
-    catalog.on('error', () => undefined);
+    const catalog = guardPool(new pg.Pool({ connectionString: catalogUrl, max: 4, application_name: 'shardcast-up' }));
     stops.push(() => catalog.end());
     const client = await catalog.connect().catch((err: unknown) => {
       throw new ShardcastError('CATALOG_UNAVAILABLE', `cannot connect to the catalog at ${redact(catalogUrl)}: ${errorMessage(err)}`, { cause: err });
@@ -108,19 +124,20 @@ export async function startStack(config: Config, options: StackOptions): Promise
       log(line('temporal', `${temporalAddress} (namespace ${config.temporal.namespace})`));
       log(line('temporal-ui', server.uiUrl ?? '(headless)'));
     } else {
-      await ensureSearchAttributes(temporalAddress, config.temporal.namespace);
+      await ensureSearchAttributes(temporalAddress, config.temporal.namespace, security);
       log(line('temporal', `${temporalAddress} (namespace ${config.temporal.namespace}, external)`));
     }
 
     // Workers: one per task queue. The SDK's own log says only what needs attention.
     installQuietRuntime();
-    const connection = await NativeConnection.connect({ address: temporalAddress });
+    const connection = await NativeConnection.connect({ address: temporalAddress, ...security });
     stops.push(() => connection.close());
     const worker: RunningWorker = await startControlWorker({
       connection,
       namespace: config.temporal.namespace,
       taskQueue: config.temporal.taskQueue,
       catalogUrl,
+      dataConverter,
       training: { threads: config.forecast.threads, backend: config.forecast.backend },
       governor: config.movement.governor,
       sessionLimits: {
@@ -131,7 +148,7 @@ export async function startStack(config: Config, options: StackOptions): Promise
     });
     stops.push(() => worker.shutdown());
     log(line('worker', `task queue ${config.temporal.taskQueue}`));
-    const temporalClient = new Client({ connection: await Connection.connect({ address: temporalAddress }), namespace: config.temporal.namespace });
+    const temporalClient = await connectTemporalClient(config, temporalAddress);
     stops.push(() => temporalClient.connection.close());
     await ensureCollector(
       { client: temporalClient, taskQueue: config.temporal.taskQueue },
@@ -143,9 +160,10 @@ export async function startStack(config: Config, options: StackOptions): Promise
     log(line('schedules', `retrain daily at ${config.forecast.retrainAt} UTC, forecast hourly${janitor} (${schedules.map((s) => s.scheduleId).join(', ')})`));
 
     if (config.metrics.port > 0) {
-      const server: Server = await startMetricsServer(createMetricsRegistry(catalog), config.metrics.port, options.embedded ? '127.0.0.1' : '0.0.0.0');
+      const server: Server = await startMetricsServer(createMetricsRegistry(catalog), config.metrics.port, config.metrics.host);
       stops.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
-      log(line('metrics', `http://${options.embedded ? '127.0.0.1' : '0.0.0.0'}:${config.metrics.port}/metrics`));
+      const host = config.metrics.host.includes(':') && !config.metrics.host.startsWith('[') ? `[${config.metrics.host}]` : config.metrics.host;
+      log(line('metrics', `http://${host}:${config.metrics.port}/metrics`));
     }
     return { catalogUrl, temporalAddress, stop };
   } catch (err) {
@@ -199,6 +217,9 @@ export const UP_LOG_FILE = 'shardcast-up.log';
 export function createUpLog(dataDir: string): (line: string) => void {
   mkdirSync(dataDir, { recursive: true });
   const file = path.join(path.resolve(dataDir), UP_LOG_FILE);
+  // Private, like the servers' logs: what it says is for the operator.
+  appendFileSync(file, '', { mode: 0o600 });
+  chmodSync(file, 0o600);
   for (const stream of [process.stdout, process.stderr]) stream.on('error', () => undefined);
   return (text) => {
     try {
@@ -211,8 +232,8 @@ export function createUpLog(dataDir: string): (line: string) => void {
 }
 
 /** Registers Shardcast's search attributes on an existing Temporal server where they are missing. */
-async function ensureSearchAttributes(address: string, namespace: string): Promise<void> {
-  const connection = await Connection.connect({ address, connectTimeout: 5000 }).catch((err: unknown) => {
+async function ensureSearchAttributes(address: string, namespace: string, security: TemporalSecurityOptions): Promise<void> {
+  const connection = await Connection.connect({ address, connectTimeout: 5000, ...security }).catch((err: unknown) => {
     throw new ShardcastError('TEMPORAL_UNAVAILABLE', `cannot reach Temporal at ${address}: ${errorMessage(err)}`, { cause: err });
   });
   try {

@@ -8,7 +8,8 @@ import { movementProgressQuery, type CollectStatsInput, type CreateTableResult, 
 import { randomBytes } from 'node:crypto';
 import type { WorkflowHandle, WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
 import { CONTROL_TASK_QUEUE } from '../workers/control.js';
-import { describeMovement } from '../workflows/describe.js';
+import { describeMovement, moveShardInput, moveWorkflowId, type MovementSettings } from '../workflows/describe.js';
+import { connectTemporalClient } from './connection.js';
 
 export interface ShardcastClientOptions {
   client: Client;
@@ -18,7 +19,9 @@ export interface ShardcastClientOptions {
   nodeRetry?: RetrySettings;
 }
 
-export async function connectTemporal(address: string, namespace: string): Promise<Client> {
+/** A client of `address`; with `config`, also its namespace's payload encryption and, where configured, TLS. */
+export async function connectTemporal(address: string, namespace: string, config?: Config): Promise<Client> {
+  if (config) return connectTemporalClient({ ...config, temporal: { ...config.temporal, namespace } }, address);
   const connection = await Connection.connect({ address, connectTimeout: 5000 }).catch((err: unknown) => {
     throw new ShardcastError('TEMPORAL_UNAVAILABLE', `cannot reach Temporal at ${address}: ${(err as Error).message}`, { cause: err });
   });
@@ -98,28 +101,9 @@ const BUSINESS_ERRORS = new Map<string, (message: string, cause: unknown) => Err
   ['NotFoundError', (m) => new NotFoundError(m)],
 ]);
 
-export function moveWorkflowId(shardId: number, prefix = ''): string {
-  return `${prefix}move-shard-${shardId}`;
-}
+export { moveWorkflowId, rebalanceWorkflowId } from '../workflows/describe.js';
 
-export interface MovementOptions {
-  approvalRequired?: boolean;
-  approvalOverBytes?: number;
-  approvalHoursUtc?: [number, number];
-  approvalTimeoutSeconds?: number;
-  approvalTimeoutAction?: 'approve' | 'reject';
-  graceSeconds?: number;
-  catchUpLagBytes?: number;
-  maxMovesPerNode?: number;
-  pollSeconds?: number;
-  retry?: MoveShardInput['retry'];
-  /** History length after which a long copy continues as a new run (default 10,000 events). */
-  historyLimit?: number;
-  /** Verify phase: rows per compared chunk (default 20,000), and seconds between its progress reports (default 10). */
-  verifyChunkRows?: number;
-  verifySliceSeconds?: number;
-  /** The copy governor for this movement (default: on, at its default ratio). */
-  governor?: MoveShardInput['governor'];
+export interface MovementOptions extends MovementSettings {
   /** The run's static summary in the Temporal UI (default from the request, e.g. "move shard 17 → node-2"). */
   summary?: string;
 }
@@ -201,25 +185,7 @@ type Operation = Pick<MoveShardInput, 'operation' | 'shardId' | 'targetNode' | '
 
 async function startMovement(options: ShardcastClientOptions, request: MovementOptions, op: Operation): Promise<WorkflowHandleWithFirstExecutionRunId> {
   const workflowId = moveWorkflowId(op.shardId, options.workflowIdPrefix);
-  const input: MoveShardInput = {
-    movementId: `s${op.shardId}_${randomBytes(5).toString('hex')}`,
-    workflowId,
-    ...op,
-    maxMovesPerNode: request.maxMovesPerNode ?? 2,
-    catchUpLagBytes: request.catchUpLagBytes ?? 1024 * 1024,
-    pollSeconds: request.pollSeconds ?? 2,
-    approvalRequired: request.approvalRequired ?? false,
-    approvalOverBytes: request.approvalOverBytes,
-    approvalHoursUtc: request.approvalHoursUtc,
-    approvalTimeoutSeconds: request.approvalTimeoutSeconds,
-    approvalTimeoutAction: request.approvalTimeoutAction,
-    graceSeconds: request.graceSeconds ?? 300,
-    ...(request.retry ? { retry: request.retry } : {}),
-    ...(request.historyLimit ? { historyLimit: request.historyLimit } : {}),
-    ...(request.verifyChunkRows ? { verifyChunkRows: request.verifyChunkRows } : {}),
-    ...(request.verifySliceSeconds ? { verifySliceSeconds: request.verifySliceSeconds } : {}),
-    ...(request.governor ? { governor: request.governor } : {}),
-  };
+  const input = moveShardInput(op, { movementId: `s${op.shardId}_${randomBytes(5).toString('hex')}`, workflowId }, request);
   const targets = op.operation === 'split' ? op.splitTargets!.join(',') : op.targetNode;
   try {
     return await options.client.workflow.start('moveShard', {

@@ -1,5 +1,5 @@
 import { ScheduleNotFoundError, ScheduleOverlapPolicy, type ScheduleOptions, type WorkflowHandle } from '@temporalio/client';
-import type { Config } from '../src/config.js';
+import { movementSettings, plannerSettings, type Config } from '../src/config.js';
 import { SA_OPERATION } from '../src/search-attributes.js';
 import { CONTROL_TASK_QUEUE } from '../workers/control.js';
 import type { JanitorInput } from '../workflows/janitor.js';
@@ -24,7 +24,12 @@ function runAction(options: ShardcastClientOptions, config: Config, run: Forecas
     const input: RetrainInput = { trainingDays, budgetSeconds, searchSeconds, batchSize, parallelBatches };
     return { ...common, workflowType: 'retrainModels', args: [input], staticSummary: `retrain every series on ${trainingDays} days` };
   }
-  const input: ForecastRunInput = { batchSize, parallelBatches };
+  const prefix = options.workflowIdPrefix;
+  const input: ForecastRunInput = {
+    batchSize,
+    parallelBatches,
+    rebalance: { mode: config.planning.mode, movement: movementSettings(config), settings: plannerSettings(config), ...(prefix ? { workflowIdPrefix: prefix } : {}) },
+  };
   return { ...common, workflowType: 'forecastLoad', args: [input], staticSummary: 'forecast the next hour of every series' };
 }
 

@@ -4,6 +4,7 @@ import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from './errors.js';
 import { DEFAULT_GOVERNOR } from './movement/governor.js';
+import { embeddedPasswordFile, readEmbeddedPassword } from './fleet/embedded-password.js';
 
 const port = z.number().int().min(1).max(65535);
 const identifier = z.string().regex(/^[a-z][a-z0-9_-]{0,62}$/, 'lower-case letters, digits, "-" or "_", starting with a letter');
@@ -14,7 +15,8 @@ const registeredNode = z
     dsn: z.string().regex(/^postgres(ql)?:\/\//, 'a postgres:// connection URL'),
     region: z.string().optional(),
     zone: z.string().optional(),
-    capacity: z.number().positive().default(100),
+    /** In load units; absent: calibrated from the node's own history. */
+    capacity: z.number().positive().optional(),
     state: z.enum(['active', 'standby', 'draining', 'retired']).default('active'),
   })
   .strict();
@@ -51,7 +53,8 @@ export const configSchema = z
     postgres: z
       .object({
         user: identifier.default('postgres'),
-        password: z.string().min(1).default('shardcast'),
+        /** Default: a random password generated at the first start, kept in <dataDir>/postgres-password (mode 0600). */
+        password: z.string().min(1).optional(),
       })
       .strict()
       .prefault({}),
@@ -63,6 +66,54 @@ export const configSchema = z
         port: port.default(7233),
         uiPort: port.default(8233),
         taskQueue: z.string().min(1).default('shardcast-control'),
+        /** TLS to an existing Temporal frontend (temporal.address): server CA, client certificate for mTLS, server name. */
+        tls: z
+          .object({
+            /** TLS with the system's trusted CAs, without any file (Temporal Cloud with an API key needs nothing more). */
+            enabled: z.boolean().default(false),
+            /** PEM file of the CA that signed the server's certificate (default: the system's trusted CAs). */
+            caFile: z.string().min(1).optional(),
+            /** PEM files of the client certificate and its private key (mTLS), given together. */
+            certFile: z.string().min(1).optional(),
+            keyFile: z.string().min(1).optional(),
+            /** The name the server's certificate is checked against (SNI), when it differs from the address's host. */
+            serverName: z.string().min(1).optional(),
+          })
+          .strict()
+          .prefault({})
+          .superRefine((tls, ctx) => {
+            if ((tls.certFile === undefined) !== (tls.keyFile === undefined)) {
+              ctx.addIssue({ code: 'custom', path: [tls.certFile === undefined ? 'certFile' : 'keyFile'], message: 'the client certificate (certFile) and its key (keyFile) go together' });
+            }
+          }),
+        /** API key (Temporal Cloud), sent as a bearer token over TLS; prefer apiKeyFile or the environment to a key in the file. */
+        apiKey: z.string().min(1).optional(),
+        /** A file holding the API key. */
+        apiKeyFile: z.string().min(1).optional(),
+        /** Payload encryption (AES-256-GCM) of everything Shardcast puts in Temporal; on when a key is configured. */
+        encryption: z
+          .object({
+            /** A file of keys, one `KEY_ID=BASE64` per line; keys may also come from $SHARDCAST_TEMPORAL_ENCRYPTION_KEYS. */
+            keyFile: z.string().min(1).optional(),
+            /** The key new payloads are encrypted with (needed when more than one key is configured). */
+            keyId: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, '1-64 letters, digits, ".", "_" or "-"').optional(),
+          })
+          .strict()
+          .prefault({}),
+      })
+      .strict()
+      .prefault({})
+      .superRefine((temporal, ctx) => {
+        if (temporal.apiKey !== undefined && temporal.apiKeyFile !== undefined) {
+          ctx.addIssue({ code: 'custom', path: ['apiKeyFile'], message: 'give the API key once: apiKey or apiKeyFile, not both' });
+        }
+      }),
+    codecServer: z
+      .object({
+        /** host:port of `shardcast codec-server` (the Temporal UI and CLI decode payloads through it). */
+        listen: z.string().refine((v) => parseListenAddress(v) !== undefined, 'host:port, port 0-65535').default('127.0.0.1:8888'),
+        /** Origins whose browsers may call it (the Temporal UI's address), e.g. http://127.0.0.1:8233. */
+        corsOrigins: z.array(z.string().regex(/^https?:\/\/[^\s/]+$/, 'an origin such as http://127.0.0.1:8233 (scheme, host, port; no path)')).default([]),
       })
       .strict()
       .prefault({}),
@@ -70,6 +121,8 @@ export const configSchema = z
       .object({
         /** Prometheus endpoint of the worker; 0 turns it off. */
         port: z.number().int().min(0).max(65535).default(9464),
+        /** The address it listens on: loopback unless opened (0.0.0.0, or one interface's address) for a Prometheus elsewhere. */
+        host: z.string().regex(/^(\[?[0-9A-Fa-f:.]+\]?|[A-Za-z0-9.-]+)$/, 'a host name or IP address').default('127.0.0.1'),
       })
       .strict()
       .prefault({}),
@@ -152,6 +205,28 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    planning: z
+      .object({
+        /** What the hourly forecast hands over to the rebalancer: carry out its plans ('on'), only store them ('dry-run'), or nothing ('off'). */
+        mode: z.enum(['off', 'dry-run', 'on']).default('on'),
+        /** Utilisation every node must stay under at every step of the horizon, as a fraction of its capacity. */
+        targetUtilisation: z.number().gt(0).max(1).default(0.7),
+        /** The forecast bound planned on: the point forecast, or the 80% or 95% upper bound. */
+        bound: z.enum(['point', 'upper80', 'upper95']).default('upper95'),
+        /** A shard moved within this many seconds is not moved again (except off a draining node), and never back. */
+        hysteresisSeconds: z.number().int().min(0).max(30 * 86_400).default(7200),
+        /** Planned movements a node takes part in at once. */
+        maxConcurrentMovesPerNode: z.number().int().min(1).max(64).default(2),
+        /** Least predicted benefit (overload point·steps removed) per GiB moved. */
+        minBenefitPerGiB: z.number().min(0).default(0.5),
+        /** Weights of the target cost: predicted load, bytes moved, locality, peak alignment. */
+        weights: z
+          .object({ load: z.number().min(0).default(1), bytes: z.number().min(0).default(0.05), locality: z.number().min(0).default(0.5), alignment: z.number().min(0).default(0.5) })
+          .strict()
+          .prefault({}),
+      })
+      .strict()
+      .prefault({}),
     tableCreation: z
       .object({
         /** Attempts of the per-node DDL activity before the node counts as failed for good. */
@@ -164,6 +239,26 @@ export const configSchema = z
   .strict();
 
 export type Config = z.infer<typeof configSchema>;
+
+/** The planner settings the configuration gives (the rest are the planner's defaults, src/planning/settings.ts). */
+export function plannerSettings(config: Config): { targetUtilisation: number; bound: 'point' | 'upper80' | 'upper95'; hysteresisSeconds: number; maxConcurrentMovesPerNode: number; minBenefitPerGiB: number; weights: Config['planning']['weights'] } {
+  const { targetUtilisation, bound, hysteresisSeconds, maxConcurrentMovesPerNode, minBenefitPerGiB, weights } = config.planning;
+  return { targetUtilisation, bound, hysteresisSeconds, maxConcurrentMovesPerNode, minBenefitPerGiB, weights };
+}
+
+/** The movement settings of the configuration, as every movement the CLI or the rebalancer starts gets them. */
+export function movementSettings(config: Config): { approvalRequired: boolean; approvalOverBytes?: number; approvalHoursUtc?: [number, number]; graceSeconds: number; maxMovesPerNode: number; catchUpLagBytes: number; governor: Config['movement']['governor'] } {
+  const m = config.movement;
+  return {
+    approvalRequired: m.requireApproval,
+    ...(m.approvalOverBytes !== undefined ? { approvalOverBytes: m.approvalOverBytes } : {}),
+    ...(m.approvalHoursUtc ? { approvalHoursUtc: m.approvalHoursUtc } : {}),
+    graceSeconds: m.graceSeconds,
+    maxMovesPerNode: m.maxPerNode,
+    catchUpLagBytes: m.catchUpLagBytes,
+    governor: m.governor,
+  };
+}
 export type RegisteredNode = z.infer<typeof registeredNode>;
 
 /**
@@ -185,7 +280,19 @@ export const ENV_OVERRIDES: Record<string, string> = {
   SHARDCAST_TEMPORAL_PORT: 'temporal.port',
   SHARDCAST_TEMPORAL_UI_PORT: 'temporal.uiPort',
   SHARDCAST_TEMPORAL_TASK_QUEUE: 'temporal.taskQueue',
+  SHARDCAST_TEMPORAL_TLS_ENABLED: 'temporal.tls.enabled',
+  SHARDCAST_TEMPORAL_TLS_CA_FILE: 'temporal.tls.caFile',
+  SHARDCAST_TEMPORAL_TLS_CERT_FILE: 'temporal.tls.certFile',
+  SHARDCAST_TEMPORAL_TLS_KEY_FILE: 'temporal.tls.keyFile',
+  SHARDCAST_TEMPORAL_TLS_SERVER_NAME: 'temporal.tls.serverName',
+  SHARDCAST_TEMPORAL_API_KEY: 'temporal.apiKey',
+  SHARDCAST_TEMPORAL_API_KEY_FILE: 'temporal.apiKeyFile',
+  SHARDCAST_TEMPORAL_ENCRYPTION_KEY_FILE: 'temporal.encryption.keyFile',
+  SHARDCAST_TEMPORAL_ENCRYPTION_KEY_ID: 'temporal.encryption.keyId',
+  SHARDCAST_CODEC_SERVER_LISTEN: 'codecServer.listen',
+  SHARDCAST_CODEC_SERVER_CORS_ORIGINS: 'codecServer.corsOrigins',
   SHARDCAST_METRICS_PORT: 'metrics.port',
+  SHARDCAST_METRICS_HOST: 'metrics.host',
   SHARDCAST_FORECAST_BACKEND: 'forecast.backend',
   SHARDCAST_FORECAST_RETRAIN_AT: 'forecast.retrainAt',
   SHARDCAST_FORECAST_CATCHUP_WINDOW_MINUTES: 'forecast.catchupWindowMinutes',
@@ -211,6 +318,11 @@ export const ENV_OVERRIDES: Record<string, string> = {
   SHARDCAST_MOVEMENT_GOVERNOR_PROBE_INTERVAL_MS: 'movement.governor.probeIntervalMs',
   SHARDCAST_MOVEMENT_GOVERNOR_MAX_LAG_BYTES: 'movement.governor.maxLagBytes',
   SHARDCAST_MOVEMENT_GOVERNOR_CHUNK_ROWS: 'movement.governor.chunkRows',
+  SHARDCAST_PLANNING_MODE: 'planning.mode',
+  SHARDCAST_PLANNING_TARGET_UTILISATION: 'planning.targetUtilisation',
+  SHARDCAST_PLANNING_BOUND: 'planning.bound',
+  SHARDCAST_PLANNING_HYSTERESIS_SECONDS: 'planning.hysteresisSeconds',
+  SHARDCAST_PLANNING_MAX_CONCURRENT_MOVES_PER_NODE: 'planning.maxConcurrentMovesPerNode',
   SHARDCAST_TABLE_CREATION_MAXIMUM_ATTEMPTS: 'tableCreation.maximumAttempts',
   SHARDCAST_TABLE_CREATION_INITIAL_RETRY_INTERVAL_MS: 'tableCreation.initialRetryIntervalMs',
 };
@@ -347,6 +459,9 @@ const NUMERIC_KEYS = new Set([
   'movement.governor.probeIntervalMs',
   'movement.governor.maxLagBytes',
   'movement.governor.chunkRows',
+  'planning.targetUtilisation',
+  'planning.hysteresisSeconds',
+  'planning.maxConcurrentMovesPerNode',
   'tableCreation.maximumAttempts',
   'tableCreation.initialRetryIntervalMs',
 ]);
@@ -383,11 +498,15 @@ function firstUnexpected(text: string, char: string): number | undefined {
   return undefined;
 }
 
-/** Keys whose values are true or false. */
-const BOOLEAN_KEYS = new Set(['movement.governor.enabled']);
+/** Keys whose values are lists: their environment values are comma-separated. */
+const LIST_KEYS = new Set(['codecServer.corsOrigins']);
+
+/** Keys whose values are switches: true/false (or 1/0, yes/no) in the environment. */
+const BOOLEAN_KEYS = new Set(['temporal.tls.enabled', 'movement.governor.enabled']);
 
 function coerceEnvValue(key: string, value: string): unknown {
-  if (BOOLEAN_KEYS.has(key) && /^\s*(true|false)\s*$/i.test(value)) return value.trim().toLowerCase() === 'true';
+  if (BOOLEAN_KEYS.has(key) && /^\s*(true|1|yes|false|0|no)\s*$/i.test(value)) return /^\s*(true|1|yes)\s*$/i.test(value);
+  if (LIST_KEYS.has(key)) return value.split(',').map((v) => v.trim()).filter((v) => v !== '');
   if (NUMERIC_KEYS.has(key) && /^\s*-?\d+(\.\d+)?\s*$/.test(value)) return Number(value);
   return value;
 }
@@ -405,8 +524,26 @@ function setPath(target: Record<string, unknown>, key: string, value: unknown): 
   cursor[parts.at(-1)!] = value;
 }
 
-/** Connection URL of one database on a local embedded PostgreSQL. */
+const LISTEN = /^(\[[0-9A-Fa-f:.]+\]|[^\s:[\]]+):(\d{1,5})$/;
+
+/** A listen address, `host:port` (IPv6 in brackets: `[::1]:9464`); undefined when it is not one. */
+export function parseListenAddress(text: string): { host: string; port: number } | undefined {
+  const m = LISTEN.exec(text.trim());
+  if (!m) return undefined;
+  const port = Number(m[2]);
+  if (port > 65535) return undefined;
+  return { host: m[1]!.replace(/^\[(.*)\]$/, '$1'), port };
+}
+
+/** Connection URL of one database on a local embedded PostgreSQL; its password is postgres.password or the data directory's. */
 export function localUrl(config: Config, port: number, database: string): string {
-  const { user, password } = config.postgres;
+  const { user } = config.postgres;
+  const password = config.postgres.password ?? readEmbeddedPassword(config.dataDir);
+  if (password === undefined) {
+    throw new ConfigError(
+      'postgres.password',
+      `not set, and there is no ${embeddedPasswordFile(config.dataDir)}: \`shardcast up\` generates it at its first start (run commands from the same directory, or set dataDir)`,
+    );
+  }
   return `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@127.0.0.1:${port}/${database}`;
 }

@@ -6,7 +6,7 @@ import { NativeConnection, Runtime, Worker, type ActivityInterceptors, type LogE
 import type { Context as ActivityContext } from '@temporalio/activity';
 import pg from 'pg';
 import { createActivities } from '../activities/index.js';
-import { NodePools, type SessionLimits } from '../src/catalog/node-pools.js';
+import { guardPool, NodePools, type SessionLimits } from '../src/catalog/node-pools.js';
 import { BUSINESS_ERROR_TYPES } from '../src/errors.js';
 import { TrainingThreads } from '../src/forecasting/thread-pool.js';
 import type { BackendChoice } from '../src/forecasting/tf-backend.js';
@@ -31,6 +31,8 @@ export interface ControlWorkerOptions {
   training?: { threads?: number; backend?: BackendChoice };
   /** The copy governor's settings for every movement, under each movement's own (movement.governor in the configuration). */
   governor?: GovernorSettings;
+  /** Payload codecs (temporal.encryption): the same data converter as the clients'. */
+  dataConverter?: WorkerOptions['dataConverter'];
   /** Where business errors are logged, one line each (default: the Temporal runtime's logger, at WARN). */
   logBusinessError?: (line: string) => void;
 }
@@ -87,8 +89,7 @@ export interface RunningWorker {
 
 /** The worker of the control task queue: catalog and DDL workflows (table creation). */
 export async function startControlWorker(options: ControlWorkerOptions): Promise<RunningWorker> {
-  const catalog = new pg.Pool({ connectionString: options.catalogUrl, max: 5, application_name: 'shardcast-worker' });
-  catalog.on('error', () => undefined);
+  const catalog = guardPool(new pg.Pool({ connectionString: options.catalogUrl, max: 5, application_name: 'shardcast-worker' }));
   const limits = { ...DEFAULT_SESSION_LIMITS, ...options.sessionLimits };
   // A COPY may run for hours: statement_timeout only on the cutover's connections, whose statements are short.
   const nodePools = new NodePools({ max: 4, applicationName: 'shardcast-worker', limits: { ...limits, statementTimeoutMs: undefined } });
@@ -103,6 +104,7 @@ export async function startControlWorker(options: ControlWorkerOptions): Promise
       activities: createActivities({ catalog, catalogUrl: options.catalogUrl, nodePools, cutoverPools, trainingThreads, governor: options.governor }),
       ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
       shutdownGraceTime: '10 seconds',
+      ...(options.dataConverter ? { dataConverter: options.dataConverter } : {}),
       interceptors: { activity: [businessErrorLogger(options.logBusinessError ?? ((line) => Runtime.instance().logger.warn(line)))] },
       // When a worker goes away, its cached workflows move to another worker after this long (default
       // 10 s): the collector would otherwise miss ten seconds of samples at every restart.

@@ -4,3 +4,4 @@ export { collectStats } from './collect-stats.js';
 export { retrainModels } from './retrain.js';
 export { forecastLoad } from './forecast.js';
 export { janitor } from './janitor.js';
+export { rebalance } from './rebalance.js';

@@ -1,4 +1,6 @@
 import { defineQuery, defineSignal } from '@temporalio/workflow';
+import type { PlanInput } from '../src/planning/types.js';
+import type { MovementSettings } from './describe.js';
 import type { TableSpec } from '../src/catalog/tables.js';
 import type { GovernorSettings } from '../src/movement/governor.js';
 import type { MovementOperation, MovementPlan, MovementRequest } from '../src/movement/plan.js';
@@ -222,6 +224,72 @@ export interface RetrainInput {
 export interface ForecastRunInput {
   batchSize: number;
   parallelBatches: number;
+  /** The hand-over to the rebalancer once the forecasts are stored (the configuration's planning.mode): absent or 'off', none. */
+  rebalance?: Omit<RebalanceInput, 'dryRun' | 'trigger' | 'drainNode'> & { mode: 'off' | 'dry-run' | 'on' };
 }
 
 export type { ForecastingSummary } from '../src/forecasting/runs.js';
+
+/** Input of the rebalance workflow (DESIGN §5): plan now, then carry the plan out at its actions' start times. */
+export interface RebalanceInput {
+  /** Plan and store, start nothing. */
+  dryRun: boolean;
+  /** What started it: after the hourly forecast ('schedule', which obeys planning.mode), an operator, or `nodes drain`. */
+  trigger: 'schedule' | 'operator' | 'drain';
+  /** `nodes drain`: the node to empty (set draining first; its shards are moved off). */
+  drainNode?: string;
+  /** Movement settings of the movements it starts (the configuration's `movement` section: its approval policy applies). */
+  movement: MovementSettings;
+  /** Prepended to the ids of the movement workflows it starts. */
+  workflowIdPrefix?: string;
+  /** Planner settings over the defaults (the configuration's `planning.settings`). */
+  settings?: PlanInput['settings'];
+}
+
+/** One planned action as the workflow carries it out: nodes by name (a movement request names nodes), no connection details. */
+export interface RebalanceAction {
+  id: string;
+  kind: 'move' | 'split' | 'merge' | 'activate' | 'drain' | 'retire';
+  startAt: string;
+  startBy: string;
+  after: string[];
+  reason: string;
+  shardIds: number[];
+  /** move, merge: the target; split: the nodes of the two halves; node actions: the node. */
+  node?: string;
+  pieceNodes?: string[];
+  intoShardIds?: number[];
+}
+
+export interface RebalancePlanned {
+  /** Why nothing was planned (planning off, no capacity known), if so. */
+  skipped?: string;
+  planId?: number;
+  paused: boolean;
+  feasible: boolean;
+  actions: RebalanceAction[];
+  notes: string[];
+}
+
+export interface RebalanceActionOutcome {
+  id: string;
+  state: 'done' | 'failed' | 'skipped' | 'cancelled' | 'dry-run';
+  outcome: string;
+  workflowId?: string;
+}
+
+export interface RebalanceResult {
+  planId: number | null;
+  dryRun: boolean;
+  skipped?: string;
+  actions: RebalanceActionOutcome[];
+  notes: string[];
+}
+
+export interface RebalanceProgress {
+  planId: number | null;
+  paused: boolean;
+  actions: Array<{ id: string; kind: RebalanceAction['kind']; state: 'planned' | 'waiting' | 'started' | RebalanceActionOutcome['state']; startAt: string; outcome?: string }>;
+}
+
+export const rebalanceProgressQuery = defineQuery<RebalanceProgress>('progress');

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { resolveDsn } from './dsn-password.js';
 
 /**
  * Limits every connection of a pool runs with, so that a hung or partitioned worker cannot hold a
@@ -29,6 +30,18 @@ export function sessionSettings(limits: SessionLimits = {}): Pick<pg.PoolConfig,
   return settings;
 }
 
+/**
+ * A pool's clients report a lost server as an 'error' event; pg-pool listens only while a client
+ * is idle, so one checked out (held between statements by a cutover, an applier or a lock) would
+ * crash the process. Here every client keeps a listener: the loss surfaces as its next query's
+ * error instead, and the client is discarded on release.
+ */
+export function guardPool(pool: pg.Pool): pg.Pool {
+  pool.on('error', () => undefined);
+  pool.on('connect', (client) => client.on('error', () => undefined));
+  return pool;
+}
+
 /** One connection pool per node DSN, created on first use. */
 export class NodePools {
   private readonly pools = new Map<string, pg.Pool>();
@@ -38,15 +51,15 @@ export class NodePools {
     let pool = this.pools.get(dsn);
     if (!pool) {
       pool = new pg.Pool({
-        connectionString: dsn,
+        connectionString: resolveDsn(dsn),
         max: this.options.max ?? 10,
         application_name: this.options.applicationName ?? 'shardcast',
         connectionTimeoutMillis: this.options.connectionTimeoutMillis ?? 5000,
         idleTimeoutMillis: 30_000,
         ...sessionSettings(this.options.limits),
       });
-      // An idle client losing its server (node stopped) must not crash the process.
-      pool.on('error', () => undefined);
+      // A client losing its server (node stopped, backend terminated) must not crash the process.
+      guardPool(pool);
       this.pools.set(dsn, pool);
     }
     return pool;

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { namesPasswordSource, resolveDsn } from './dsn-password.js';
 import { AlreadyExistsError, InvalidInputError, NodeUnavailableError, NotFoundError, errorMessage } from '../errors.js';
 
 export type Queryable = Pick<pg.Pool, 'query'> | Pick<pg.ClientBase, 'query'>;
@@ -12,7 +13,8 @@ export interface NodeRecord {
   dsn: string;
   region: string | null;
   zone: string | null;
-  capacity: number;
+  /** In load units, set by an operator; null: calibrated from the node's own history (src/planning/capacity.ts). */
+  capacity: number | null;
   state: NodeState;
 }
 
@@ -36,6 +38,11 @@ export function validateNewNode(node: NewNode): void {
   if (!/^postgres(ql)?:\/\//.test(node.dsn ?? '')) {
     throw new InvalidInputError(`node "${node.name}": dsn must be a postgres:// connection URL`);
   }
+  if (namesPasswordSource(node.dsn)) {
+    const url = new URL(node.dsn);
+    if (url.password) throw new InvalidInputError(`node "${node.name}": the dsn has a password and names a password file or variable: give one`);
+    if (url.searchParams.has('passfile') && url.searchParams.has('passwordenv')) throw new InvalidInputError(`node "${node.name}": the dsn names both passfile and passwordenv: give one`);
+  }
   if (node.capacity !== undefined && !(Number.isFinite(node.capacity) && node.capacity > 0)) {
     throw new InvalidInputError(`node "${node.name}": capacity must be a positive number, got ${node.capacity}`);
   }
@@ -46,7 +53,7 @@ export function validateNewNode(node: NewNode): void {
 
 /** Connects to a prospective node and checks it can host shards (logical WAL, 2PC, stats). */
 export async function checkNodeReachable(node: Pick<NewNode, 'name' | 'dsn'>): Promise<string[]> {
-  const client = new pg.Client({ connectionString: node.dsn, connectionTimeoutMillis: 5000 });
+  const client = new pg.Client({ connectionString: resolveDsn(node.dsn), connectionTimeoutMillis: 5000 });
   client.on('error', () => undefined);
   try {
     await client.connect();
@@ -100,7 +107,7 @@ export function describeIdentity(identity: DatabaseIdentity): string {
 
 /** Connects to the DSN once and reads its identity; a node that cannot be reached cannot be told apart. */
 export async function identityOf(node: Pick<NewNode, 'name' | 'dsn'>): Promise<DatabaseIdentity> {
-  const client = new pg.Client({ connectionString: node.dsn, connectionTimeoutMillis: 5000 });
+  const client = new pg.Client({ connectionString: resolveDsn(node.dsn), connectionTimeoutMillis: 5000 });
   client.on('error', () => undefined);
   try {
     await client.connect();
@@ -185,7 +192,7 @@ async function registerNode(db: Queryable, node: NewNode, options: { existingOk:
   try {
     const { rows } = await db.query<NodeRecord>(
       `insert into shardcast.nodes (name, dsn, region, zone, capacity, state, system_identifier, database_oid)
-       values ($1, $2, $3, $4, coalesce($5, 100), coalesce($6, 'active'), $7::bigint, $8::bigint)
+       values ($1, $2, $3, $4, $5, coalesce($6, 'active'), $7::bigint, $8::bigint)
        ${options.existingOk ? 'on conflict (name) do nothing' : ''}
        returning ${NODE_COLUMNS}`,
       [
@@ -224,6 +231,45 @@ export async function getNodeByName(db: Queryable, name: string): Promise<NodeRe
   const { rows } = await db.query<NodeRecord>(`select ${NODE_COLUMNS} from shardcast.nodes where name = $1`, [name]);
   if (!rows[0]) throw new NotFoundError(`node "${name}" does not exist`);
   return rows[0];
+}
+
+/** Sets (a positive number of load units) or clears (null: calibrate from history) a node's capacity. */
+export async function setNodeCapacity(db: Queryable, name: string, capacity: number | null): Promise<NodeRecord> {
+  if (capacity !== null && !(Number.isFinite(capacity) && capacity > 0)) {
+    throw new InvalidInputError(`node "${name}": capacity must be a positive number of load units, or "auto", got ${capacity}`);
+  }
+  const { rows } = await db.query<NodeRecord>(`update shardcast.nodes set capacity = $2 where name = $1 returning ${NODE_COLUMNS}`, [name, capacity]);
+  if (!rows[0]) throw new NotFoundError(`node "${name}" does not exist`);
+  return rows[0];
+}
+
+/**
+ * A node's life-cycle change, only from the states given (the planner's and the drain workflow's
+ * steps are retried: a change already made is no change). Returns the node as it is afterwards.
+ */
+export async function setNodeState(db: Queryable, nodeId: number, to: NodeState, from: readonly NodeState[]): Promise<NodeRecord> {
+  const { rows } = await db.query<NodeRecord>(
+    `update shardcast.nodes set state = $2 where id = $1 and (state = $2 or state = any($3::text[])) returning ${NODE_COLUMNS}`,
+    [nodeId, to, from],
+  );
+  if (rows[0]) return rows[0];
+  const node = await getNode(db, nodeId);
+  throw new InvalidInputError(`node "${node.name}" is ${node.state}: it cannot become ${to} (only from ${from.join(' or ')})`);
+}
+
+/** How many shards a node holds now. */
+export async function shardsOnNode(db: Queryable, nodeId: number): Promise<number> {
+  const { rows } = await db.query<{ n: number }>('select count(*)::int as n from shardcast.placements where node_id = $1', [nodeId]);
+  return rows[0]!.n;
+}
+
+/** A running movement the node takes part in (as source or target), if any. */
+export async function runningMovementOn(db: Queryable, nodeId: number): Promise<string | undefined> {
+  const { rows } = await db.query<{ id: string }>(
+    "select id from shardcast.movements where state = 'running' and $1 = any(array_append(target_node_ids || other_source_node_ids, source_node_id)) limit 1",
+    [nodeId],
+  );
+  return rows[0]?.id;
 }
 
 /** Node DSNs with the password hidden, for printing. */

@@ -127,7 +127,8 @@ export class PostgresServer {
     const args = ['-D', this.options.dataDir, '-p', String(this.options.port)];
     for (const [key, value] of Object.entries(settings)) args.push('-c', `${key}=${value}`);
     mkdirSync(path.dirname(this.logFile), { recursive: true });
-    const log = openSync(this.logFile, 'a');
+    const log = openSync(this.logFile, 'a', 0o600);
+    chmodSync(this.logFile, 0o600); // an older log may have been made readable by all
     // Own process group: a Ctrl-C on the terminal reaches `shardcast up`, which stops us in order.
     const child = spawn(postgres, args, {
       ...(owner ?? {}),

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
 import { ShardcastError } from '../errors.js';
@@ -56,7 +56,8 @@ export class TemporalDevServer {
     if (dbFile) args.push('--db-filename', dbFile);
     if (namespace !== 'default') args.push('--namespace', namespace);
     for (const [name, type] of Object.entries(SEARCH_ATTRIBUTE_TYPES)) args.push('--search-attribute', `${name}=${type}`);
-    const log = openSync(this.logFile, 'a');
+    const log = openSync(this.logFile, 'a', 0o600);
+    chmodSync(this.logFile, 0o600); // an older log may have been made readable by all
     const child = spawn(cliPath, args, { detached: true, stdio: ['ignore', log, log] });
     closeSync(log);
     this.child = child;

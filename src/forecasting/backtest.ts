@@ -35,12 +35,13 @@ import { etsFactory } from './ets.js';
 import { ConformalCalibrator, randomWalkSigma, type CalibrationOptions, type Interval } from './intervals.js';
 import { lstmFactory } from './lstm.js';
 import { Accuracy, maseScale } from './metrics.js';
+import { mstlFactory } from './mstl.js';
 import { seasonalNaiveFactory } from './naive.js';
 import { seasonLengths, type CleanSeries } from './series.js';
 import type { FitContext, FittedModel, Hyperparameters, InitialParams, ModelFactory, Tuning } from './types.js';
 
-/** Models besides the seasonal naive baseline, which is always there. */
-export const DEFAULT_MODELS: readonly ModelFactory[] = [etsFactory, arimaFactory, lstmFactory];
+/** Models besides the seasonal naive baseline, which is always there; MSTL only where the history holds two weeks. */
+export const DEFAULT_MODELS: readonly ModelFactory[] = [etsFactory, arimaFactory, lstmFactory, mstlFactory];
 
 export const BASELINE = 'seasonal_naive';
 /**
@@ -112,7 +113,7 @@ export interface BacktestReport {
   /** ISO times of the first and last evaluated origin. */
   from: string;
   to: string;
-  /** The baseline first, then the models in the order given. */
+  /** The baseline first, then the models in the order given (those that apply to the series: `ModelFactory.applies`). */
   models: Record<string, ModelReport>;
   /** `meanWeights`: the weights over the scored origins, averaged; `finalWeights`: those from every error, which `next` combines with. */
   ensemble: ModelScore & { scheme: WeightScheme; meanWeights: Record<string, number>; finalWeights: Record<string, number> };
@@ -145,6 +146,40 @@ export function backtestPlan(
     throw new InvalidInputError(`a back-test with horizon ${horizon} needs more data: the series has ${n} points of ${step} s`);
   }
   return { horizon, origins, evaluationStart, stride, day, trainingSteps: (options.trainingDays ?? 30) * day };
+}
+
+/** One origin of the back-test: the training window `[trainStart, origin)` its forecasts see, and whether the models are fitted there or extended. */
+export interface ScheduledOrigin {
+  origin: number;
+  trainStart: number;
+  isFitDay: boolean;
+  /** Evaluated (not warm-up, not the end of the series). */
+  scoring: boolean;
+}
+
+/**
+ * Every origin of the back-test in order, the end of the series last (its forecasts are `next`):
+ * models are fitted once a day on the previous `trainingDays` and extended in between. The
+ * statsforecast reference (scripts/statsforecast_reference.py) follows the same schedule.
+ */
+export function backtestSchedule(
+  series: Pick<CleanSeries, 'values' | 'stepSeconds' | 'dailyPeriod'>,
+  options: { horizon?: number; evaluationDays?: number; trainingDays?: number } = {},
+): ScheduledOrigin[] {
+  const { origins, evaluationStart, day, trainingSteps } = backtestPlan(series, options);
+  const end = series.values.length;
+  const schedule: ScheduledOrigin[] = [];
+  let lastFit = -Infinity;
+  let trainStart = 0;
+  for (const origin of [...origins, end]) {
+    const isFitDay = origin < end && origin - lastFit >= day;
+    if (isFitDay) {
+      lastFit = origin;
+      trainStart = Math.max(0, origin - trainingSteps);
+    }
+    schedule.push({ origin, trainStart, isFitDay, scoring: origin >= evaluationStart && origin < end });
+  }
+  return schedule;
 }
 
 /** A member's state: its fitted model (or the seasonal naive standing in) and its fitting record. */
@@ -198,11 +233,14 @@ const schemeTrack = (scheme: WeightScheme) => `${ENSEMBLE}/${scheme}`;
 /** Runs the back-test (see the module comment). Never throws for a model's failure; throws InvalidInputError for a series too short to test. */
 export async function backtest(series: CleanSeries, options: BacktestOptions = {}): Promise<BacktestReport> {
   const { values, observed, stepSeconds, dailyPeriod } = series;
-  const { horizon, origins, evaluationStart, day, trainingSteps } = backtestPlan(series, options);
+  const { horizon, origins, evaluationStart, day } = backtestPlan(series, options);
   const scheme = options.scheme ?? DEFAULT_SCHEME;
   const fitCount = Math.ceil((origins[origins.length - 1]! - origins[0]! + 1) / day);
   const budgetMs = ((options.budgetSeconds ?? 30) * 1000) / fitCount;
-  const members: Member[] = [seasonalNaiveFactory, ...(options.models ?? DEFAULT_MODELS)].map((factory) => ({
+  const schedule = backtestSchedule(series, options);
+  const firstContext = seasonLengths(stepSeconds, schedule[0]!.origin - schedule[0]!.trainStart);
+  const factories = (options.models ?? DEFAULT_MODELS).filter((f) => f.applies?.(firstContext) ?? true);
+  const members: Member[] = [seasonalNaiveFactory, ...factories].map((factory) => ({
     name: factory.model,
     factory,
     trainSeconds: 0,
@@ -256,17 +294,10 @@ export async function backtest(series: CleanSeries, options: BacktestOptions = {
   // The last origin is the end of the series: its forecasts are the report's `next`, scored by nothing.
   const end = values.length;
   const next: Record<string, Forecast> = {};
-  let lastFit = -Infinity;
-  let trainStart = 0;
   let evaluated = 0;
   let finalWeights: Record<string, number> = {};
-  for (const origin of [...origins, end]) {
+  for (const { origin, trainStart, isFitDay, scoring } of schedule) {
     absorb(origin);
-    const isFitDay = origin < end && origin - lastFit >= day;
-    if (isFitDay) {
-      lastFit = origin;
-      trainStart = Math.max(0, origin - trainingSteps);
-    }
     const train = values.slice(trainStart, origin);
     const when = timeOf(origin);
     const ctx: FitContext = { ...seasonLengths(stepSeconds, train.length), budgetMs, seed: options.seed ?? 1 };
@@ -288,7 +319,6 @@ export async function backtest(series: CleanSeries, options: BacktestOptions = {
     }
     const memberErrors = new Map(memberNames.map((m) => [m, errors.error(m)]));
     const recentMemberErrors = new Map(memberNames.map((m) => [m, recentErrors.error(m)]));
-    const scoring = origin >= evaluationStart && origin < end;
     for (const s of WEIGHT_SCHEMES) {
       const weights = ensembleWeights(s === 'softmax_recent' ? recentMemberErrors : memberErrors, { scheme: s, baseline: BASELINE });
       forecasts.set(schemeTrack(s), combine(new Map(memberNames.map((m) => [m, forecasts.get(m)!])), weights));

@@ -22,6 +22,8 @@ export interface ForecastingSummary {
   failed: number;
   /** Failed series with why (the first 20). */
   failures: Array<{ series: string; error: string }>;
+  /** Forecasting only: what the hand-over to the rebalancer did (started its run, found one running, or none). */
+  rebalance?: string;
 }
 
 /** Splits the series into batches of at most `size`. */

@@ -28,6 +28,7 @@ import { combine } from './ensemble.js';
 import { restoreEts } from './ets.js';
 import { LEVELS, normalQuantile, randomWalkSigma } from './intervals.js';
 import { restoreLstm } from './lstm.js';
+import { restoreMstl } from './mstl.js';
 import { seasonalNaiveFactory, SeasonalNaiveModel } from './naive.js';
 import { cleanSeries, seasonLengths, type CleanSeries } from './series.js';
 import { latestUsableModel, type Calibration, type ForecastRow, type StoredMember, type StoredModel } from './store.js';
@@ -72,6 +73,8 @@ function restoreMember(json: Record<string, unknown>): FittedModel {
       return restoreArima(json);
     case 'lstm':
       return restoreLstm(json);
+    case 'mstl':
+      return restoreMstl(json);
     case 'seasonal_naive':
       return new SeasonalNaiveModel(json.last as number[], json.period as number, (json.label as string | null) ?? undefined);
     default:

@@ -62,6 +62,8 @@ export interface Tuning {
 
 export interface ModelFactory {
   readonly model: string;
+  /** Optional: whether the model has anything to add for a series with this context (MSTL needs two weeks); a back-test leaves out a model that does not apply at its first fit. */
+  applies?(ctx: FitContext): boolean;
   fit(y: readonly number[], ctx: FitContext): FittedModel | Promise<FittedModel>;
   /**
    * Optional: searches the model's hyperparameters on `y` within `ctx.budgetMs`, scoring each

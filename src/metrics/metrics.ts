@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type pg from 'pg';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { LEFTOVER_KINDS } from '../movement/doctor.js';
+import { nodeHealth } from '../profiling/collector.js';
 
 /** Time the copy governor held movements back, counted by the activities of this worker process. */
 export const movementThrottledSeconds = new Counter({
@@ -26,8 +27,22 @@ interface CatalogSnapshot {
    * the source cannot be reached to finish the cutover (forward only: its prepared fence holds locks).
    */
   switchedUnfinished: number;
+  /** Each node's health at the last collection round (reachable null: not checked yet). */
+  health: Array<{ node: string; reachable: boolean | null }>;
   /** The janitor's last run, when there was one. */
   janitor?: { checkedAt: Date; leftovers: Record<string, number>; failed: number };
+  /** The latest stored plan (rebalance workflow or `nodes drain`), when there is one. */
+  plan?: PlanSnapshot;
+  /** Movements by outcome over the last 24 hours. */
+  movements: Array<{ operation: string; state: string; count: number }>;
+}
+
+interface PlanSnapshot {
+  createdAt: Date;
+  feasible: boolean;
+  /** Per node: capacity, predicted peak utilisation over the horizon without and with the plan. */
+  nodes: Array<{ name: string; capacity: number; without: number; with: number }>;
+  actions: Array<{ state: string; count: number }>;
 }
 
 export function createMetricsRegistry(catalog: pg.Pool): Registry {
@@ -83,6 +98,18 @@ export function createMetricsRegistry(catalog: pg.Pool): Registry {
     },
   });
   new Gauge({
+    name: 'shardcast_node_reachable',
+    help: 'Whether the node answered the last collection round (1) or not (0); absent until it was first checked',
+    labelNames: ['node'],
+    registers: [registry],
+    async collect() {
+      const s = await snapshot();
+      if (!s.ok) return;
+      this.reset();
+      for (const h of s.health) if (h.reachable !== null) this.set({ node: h.node }, h.reachable ? 1 : 0);
+    },
+  });
+  new Gauge({
     name: 'shardcast_movements_switched_unfinished',
     help: 'Running movements whose catalog switch has committed but whose cutover has not finished (alerted when it lasts: the source is unreachable and holds its prepared fence)',
     registers: [registry],
@@ -121,7 +148,94 @@ export function createMetricsRegistry(catalog: pg.Pool): Registry {
       if (s.ok && s.janitor) this.set(s.janitor.failed);
     },
   });
+  new Gauge({
+    name: 'shardcast_node_predicted_utilisation',
+    help: 'Each node\'s predicted peak utilisation over the latest plan\'s horizon (a fraction of its capacity, at the planning bound), without the plan ("without") and with it ("with")',
+    labelNames: ['node', 'plan'],
+    registers: [registry],
+    async collect() {
+      const s = await snapshot();
+      if (!s.ok || !s.plan) return;
+      this.reset();
+      for (const n of s.plan.nodes) {
+        this.set({ node: n.name, plan: 'without' }, n.without);
+        this.set({ node: n.name, plan: 'with' }, n.with);
+      }
+    },
+  });
+  new Gauge({
+    name: 'shardcast_node_capacity',
+    help: 'Each node\'s capacity in load units as the latest plan used it (set, or calibrated from its load and CPU history)',
+    labelNames: ['node'],
+    registers: [registry],
+    async collect() {
+      const s = await snapshot();
+      if (!s.ok || !s.plan) return;
+      this.reset();
+      for (const n of s.plan.nodes) this.set({ node: n.name }, n.capacity);
+    },
+  });
+  new Gauge({
+    name: 'shardcast_plan_feasible',
+    help: '1 when the latest plan keeps every node under target at every step of its horizon, 0 when it cannot',
+    registers: [registry],
+    async collect() {
+      const s = await snapshot();
+      if (s.ok && s.plan) this.set(s.plan.feasible ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'shardcast_plan_timestamp_seconds',
+    help: 'When the latest plan was made, in Unix seconds',
+    registers: [registry],
+    async collect() {
+      const s = await snapshot();
+      if (s.ok && s.plan) this.set(s.plan.createdAt.getTime() / 1000);
+    },
+  });
+  new Gauge({
+    name: 'shardcast_plan_actions',
+    help: 'The latest plan\'s actions by state (planned, waiting, started, done, failed, skipped, cancelled, dry-run)',
+    labelNames: ['state'],
+    registers: [registry],
+    async collect() {
+      const s = await snapshot();
+      if (!s.ok || !s.plan) return;
+      this.reset();
+      for (const a of s.plan.actions) this.set({ state: a.state }, a.count);
+    },
+  });
+  new Gauge({
+    name: 'shardcast_movements_last_day',
+    help: 'Movements that started in the last 24 hours, by operation and state (running, done, failed, cancelled)',
+    labelNames: ['operation', 'state'],
+    registers: [registry],
+    async collect() {
+      const s = await snapshot();
+      if (!s.ok) return;
+      this.reset();
+      for (const m of s.movements) this.set({ operation: m.operation, state: m.state }, m.count);
+    },
+  });
   return registry;
+}
+
+/** The latest plan's outlook and its actions' states (migration 0013: a worker ahead of its catalog goes without). */
+async function readPlan(catalog: pg.Pool): Promise<PlanSnapshot | undefined> {
+  const { rows } = await catalog
+    .query<{ id: string; created_at: Date; feasible: boolean; nodes: Array<{ name: string; capacity: number; without: number[]; with: number[] }> }>(
+      `select id::text, created_at, (plan ->> 'feasible')::boolean as feasible, plan -> 'nodes' as nodes from shardcast.plans order by created_at desc, id desc limit 1`,
+    )
+    .catch(() => ({ rows: [] as Array<{ id: string; created_at: Date; feasible: boolean; nodes: Array<{ name: string; capacity: number; without: number[]; with: number[] }> }> }));
+  const row = rows[0];
+  if (!row) return undefined;
+  const actions = await catalog.query<{ state: string; count: number }>('select state, count(*)::int as count from shardcast.plan_actions where plan_id = $1 group by state', [row.id]);
+  return {
+    createdAt: row.created_at,
+    feasible: row.feasible,
+    nodes: row.nodes.map((n) => ({ name: n.name, capacity: n.capacity, without: Math.max(0, ...n.without), with: Math.max(0, ...n.with) })),
+    actions: actions.rows,
+  };
 }
 
 async function readJanitor(catalog: pg.Pool): Promise<CatalogSnapshot['janitor']> {
@@ -135,7 +249,7 @@ async function readJanitor(catalog: pg.Pool): Promise<CatalogSnapshot['janitor']
 
 async function readCatalog(catalog: pg.Pool): Promise<CatalogSnapshot> {
   try {
-    const [v, n, s, switched, janitor] = await Promise.all([
+    const [v, n, s, switched, janitor, plan, movements] = await Promise.all([
       catalog.query<{ version: string }>('select version::text as version from shardcast.map_version'),
       catalog.query<{ state: string; count: number }>('select state, count(*)::int as count from shardcast.nodes group by state'),
       catalog.query<{ node: string; count: number }>(
@@ -150,10 +264,16 @@ async function readCatalog(catalog: pg.Pool): Promise<CatalogSnapshot> {
                      else not exists (select 1 from shardcast.shards s where s.id = m.shard_id) end`,
       ),
       readJanitor(catalog),
+      readPlan(catalog),
+      catalog.query<{ operation: string; state: string; count: number }>(
+        "select operation, state, count(*)::int as count from shardcast.movements where started_at > now() - interval '1 day' group by operation, state",
+      ),
     ]);
-    return { ok: true, version: Number(v.rows[0]?.version ?? 0), nodes: n.rows, shards: s.rows, switchedUnfinished: switched.rows[0]?.count ?? 0, janitor };
+    // The table comes with migration 0012: a worker ahead of its catalog still serves the rest.
+    const health = await nodeHealth(catalog).catch(() => []);
+    return { ok: true, version: Number(v.rows[0]?.version ?? 0), nodes: n.rows, shards: s.rows, switchedUnfinished: switched.rows[0]?.count ?? 0, health, janitor, plan, movements: movements.rows };
   } catch {
-    return { ok: false, version: 0, nodes: [], shards: [], switchedUnfinished: 0 };
+    return { ok: false, version: 0, nodes: [], shards: [], switchedUnfinished: 0, health: [], movements: [] };
   }
 }
 

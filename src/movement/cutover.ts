@@ -7,6 +7,7 @@ import { quoteIdent, quoteLiteral } from '../sql/ident.js';
 import { createFence, dropFence } from './fence.js';
 import { holdCutoverAttempt, takeCutoverAttempt } from './lease.js';
 import { bumpWatermark, currentLsn, targetHasWatermark, type MovementNames, type ShardTables } from './replication.js';
+import type { OwnReadCount } from './own-reads.js';
 import { recheckChanges, verifyChunks, type VerifyOptions, type VerifyProgress } from './verify.js';
 
 /**
@@ -42,6 +43,8 @@ export interface CutoverOptions {
   verify?: 'counts' | 'checksums' | 'changes';
   /** Called while the cutover waits (activities heartbeat here). */
   onWait?: () => void;
+  /** Told what the 'changes' re-check read of the source under the lock (no workload: see ownReads); recorded once the lock is gone. */
+  onOwnReads?: (reads: OwnReadCount[]) => void;
   /** A move back within the grace period (see reverse.ts): the target is the fenced copy an earlier move left. */
   reverse?: ReverseCutover;
 }
@@ -173,7 +176,7 @@ export async function prepareCutover(
     else await waitForTarget(deps, move, options);
     mark('caughtUp');
     if (options.reverse) await options.reverse.verify(sourceClient);
-    else await verifyAtCutover(deps.pools, sourceClient, move, options.verify ?? 'checksums');
+    else await verifyAtCutover(deps.pools, sourceClient, move, options.verify ?? 'checksums', options.onOwnReads);
     mark('verified');
     const targetSchema = options.reverse?.targetSchema ?? shard.schema;
     await copySequences(deps.pools, sourceClient, target, shard.schema, targetSchema);
@@ -453,9 +456,15 @@ export async function commitPreparedIfAny(pools: NodePools, dsn: string, gid: st
  * target: row counts; with 'checksums' also an order-independent digest of every row (a sum of row
  * hashes, whatever the table's size); with 'changes' only the rows changed since verification.
  */
-async function verifyAtCutover(pools: NodePools, source: pg.ClientBase, move: CutoverTarget, mode: 'counts' | 'checksums' | 'changes'): Promise<void> {
+async function verifyAtCutover(
+  pools: NodePools,
+  source: pg.ClientBase,
+  move: CutoverTarget,
+  mode: 'counts' | 'checksums' | 'changes',
+  onOwnReads?: (reads: OwnReadCount[]) => void,
+): Promise<void> {
   if (mode === 'changes') {
-    await recheckChanges(pools, move, new Map([[move.names.slot, source]]));
+    await recheckChanges(pools, move, new Map([[move.names.slot, source]]), onOwnReads);
     return;
   }
   const measure = mode === 'checksums' ? `count(*)::bigint::text as n, coalesce(sum(hashtextextended(t::text, 0)), 0)::text as digest` : `count(*)::bigint::text as n, '' as digest`;

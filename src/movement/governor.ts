@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { InvalidInputError } from '../errors.js';
+import { resolveDsn } from '../catalog/dsn-password.js';
 
 /**
  * The copy governor (foreground first): a movement's copy and apply are paced so that the nodes'
@@ -133,7 +134,7 @@ class Probe {
   constructor(private readonly dsn: string) {}
 
   async open(): Promise<void> {
-    this.client = new pg.Client({ connectionString: this.dsn, application_name: 'shardcast-governor' });
+    this.client = new pg.Client({ connectionString: resolveDsn(this.dsn), application_name: 'shardcast-governor' });
     this.client.on('error', () => undefined);
     await this.client.connect();
     await ensureProbeTable(this.client);

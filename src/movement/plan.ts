@@ -1,7 +1,7 @@
 import type { GovernorSettings } from './governor.js';
 import type pg from 'pg';
 import type { NodePools } from '../catalog/node-pools.js';
-import { getNode, getNodeByName, type NodeRecord } from '../catalog/nodes.js';
+import { getNode, getNodeByName, type NodeRecord, type Queryable } from '../catalog/nodes.js';
 import { InvalidInputError, NotFoundError } from '../errors.js';
 import { acquireMovementLease, type MovementOperation } from './lease.js';
 import { assertMovable, movementNames, shardTables, type MovementNames, type ShardTables } from './replication.js';
@@ -76,6 +76,19 @@ export async function schemaBytes(pools: NodePools, node: NodeRecord, schema: st
 }
 
 /** Checks the request, takes the shard's lease (or both shards' for a merge), and resolves the plan. */
+/**
+ * The checks a move request can fail before any workflow starts (the CLI runs them, so a typo is one
+ * line and no failed run): the shard exists, the target node exists, is active and is not where the
+ * shard is. The workflow's planning checks all of it again under the lease.
+ */
+export async function precheckMove(db: Pick<pg.Pool, 'query'>, shardId: number, targetNode: string): Promise<void> {
+  const { rows } = await db.query<{ node_id: number }>('select node_id::int from shardcast.placements where shard_id = $1', [shardId]);
+  if (!rows[0]) throw new NotFoundError(`shard ${shardId} does not exist`);
+  const target = await getNodeByName(db, targetNode);
+  if (target.id === rows[0].node_id) throw new InvalidInputError(`shard ${shardId} is already on ${target.name}`);
+  if (target.state !== 'active') throw new InvalidInputError(`node ${target.name} is ${target.state}, not active: it cannot take shards`);
+}
+
 export async function planMovement(deps: PlanningDeps, request: MovementRequest): Promise<MovementPlan> {
   if (request.operation === 'split' || request.operation === 'merge') return planReshard(deps, request);
   return planMove(deps, request);
@@ -114,6 +127,7 @@ async function planMove(deps: PlanningDeps, request: MovementRequest): Promise<M
     request.maxMovesPerNode,
   );
   const plan: MovePlan = { operation: 'move', movementId: request.movementId, shard, source, target, names, bytes: await schemaBytes(deps.nodePools, source, shard.schema) };
+  await recordBytes(deps, request.movementId, plan.bytes);
   if (!reversed) return plan;
   const blocker = await reverseBlocker(deps, reversed, shard.schema);
   if (!blocker) return { ...plan, reverse: { of: reversed.id, fencedSchema: fencedSchemaName(shard.schema, reversed.id) } };
@@ -182,5 +196,37 @@ async function planReshard(deps: PlanningDeps, request: MovementRequest): Promis
   );
   let bytes = 0;
   for (const s of base.sources) bytes += await schemaBytes(deps.nodePools, s.node, s.schema);
+  await recordBytes(deps, request.movementId, bytes);
   return { ...base, bytes };
+}
+
+/** The movement's size, for the planner's move-duration model (src/planning/duration.ts). */
+async function recordBytes(deps: PlanningDeps, movementId: string, bytes: number): Promise<void> {
+  await deps.catalog.query('update shardcast.movements set bytes = $2 where id = $1', [movementId, bytes]);
+}
+
+/**
+ * A plan as it travels through Temporal (inputs, results, continue-as-new, the UI): nodes by id and
+ * name only. The DSN (which may hold a password) is left empty; activities resolve it from the
+ * catalog with `hydratePlan`.
+ */
+export function redactPlan<P extends MovementPlan>(plan: P): P {
+  const bare = (n: NodeRecord): NodeRecord => ({ ...n, dsn: '' });
+  if (plan.operation === 'move') return { ...plan, source: bare(plan.source), target: bare(plan.target) };
+  return { ...plan, sources: plan.sources.map((s) => ({ ...s, node: bare(s.node) })), targets: plan.targets.map((t) => ({ ...t, node: bare(t.node) })) };
+}
+
+/** The plan with every node's connection read from the catalog (by id), for an activity to use. */
+export async function hydratePlan<P extends MovementPlan>(catalog: Queryable, plan: P): Promise<P> {
+  const cache = new Map<number, Promise<NodeRecord>>();
+  const fresh = (n: NodeRecord): Promise<NodeRecord> => {
+    if (!cache.has(n.id)) cache.set(n.id, getNode(catalog, n.id));
+    return cache.get(n.id)!;
+  };
+  if (plan.operation === 'move') return { ...plan, source: await fresh(plan.source), target: await fresh(plan.target) };
+  return {
+    ...plan,
+    sources: await Promise.all(plan.sources.map(async (s) => ({ ...s, node: await fresh(s.node) }))),
+    targets: await Promise.all(plan.targets.map(async (t) => ({ ...t, node: await fresh(t.node) }))),
+  };
 }

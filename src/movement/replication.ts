@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
+import { resolveDsn } from '../catalog/dsn-password.js';
 import { dropSchemaGuarded } from './drop-guard.js';
 import type { NodePools } from '../catalog/node-pools.js';
 import type { NodeRecord, Queryable } from '../catalog/nodes.js';
@@ -170,7 +171,7 @@ export async function startStreaming(
   if (hasSubscription.rowCount === 0) {
     // CREATE SUBSCRIPTION creates the slot on the source; it cannot run inside a transaction block.
     await target.query(
-      `create subscription ${quoteIdent(names.subscription)} connection ${quoteLiteral(endpoints.source.dsn)}
+      `create subscription ${quoteIdent(names.subscription)} connection ${quoteLiteral(resolveDsn(endpoints.source.dsn))}
        publication ${quoteIdent(names.publication)} with (binary = true, slot_name = ${quoteLiteral(names.slot)})`,
     );
   }
@@ -272,7 +273,7 @@ export async function copyMove(
   let startedAt = new Date();
   try {
     // The snapshot can be imported only while the replication connection that exported it stays idle; once imported it is ours.
-    const repl = new pg.Client({ connectionString: endpoints.source.dsn, replication: 'database' } as pg.ClientConfig);
+    const repl = new pg.Client({ connectionString: resolveDsn(endpoints.source.dsn), replication: 'database' } as pg.ClientConfig);
     repl.on('error', () => undefined);
     await repl.connect();
     try {
@@ -286,7 +287,7 @@ export async function copyMove(
       await repl.end().catch(() => undefined);
     }
     await target.query(
-      `create subscription ${quoteIdent(names.subscription)} connection ${quoteLiteral(endpoints.source.dsn)}
+      `create subscription ${quoteIdent(names.subscription)} connection ${quoteLiteral(resolveDsn(endpoints.source.dsn))}
        publication ${quoteIdent(names.publication)}
        with (binary = true, copy_data = false, create_slot = false, enabled = false, slot_name = ${quoteLiteral(names.slot)})`,
     );

@@ -7,6 +7,7 @@ import { beginCutoverAttempt, beginSwitch, commitCatalogSwitch, commitPreparedIf
 import { dropFence } from './fence.js';
 import { applyChanges } from './logical-apply.js';
 import { rangePredicate, type ReshardPlan, type ReshardSource } from './reshard-plan.js';
+import type { OwnReadCount } from './own-reads.js';
 import { recheckChanges, verifyChunks, type VerifyOptions, type VerifyProgress } from './verify.js';
 
 /**
@@ -28,6 +29,8 @@ export interface ReshardCutoverOptions {
   onWait?: () => void;
   /** What is compared under the lock: counts, counts and content digests (default), or only the rows changed since the verify phase. */
   verify?: 'counts' | 'checksums' | 'changes';
+  /** Told what the 'changes' re-check read of the sources under the lock (see CutoverOptions). */
+  onOwnReads?: (reads: OwnReadCount[]) => void;
 }
 
 /**
@@ -119,7 +122,7 @@ async function prepare(deps: ReshardCutoverDeps, plan: ReshardPlan, options: Res
     // Writers are locked out: what the slots hold now is everything, and it is finite.
     const drained = await applyChanges(deps.pools, plan, { onBatch: () => options.onWait?.() });
     if (!drained.drained) throw new ShardcastError('CUTOVER_CATCHUP_TIMEOUT', 'the new shards did not catch up with the locked sources');
-    await verify(deps.pools, plan, clients, options.verify ?? 'checksums');
+    await verify(deps.pools, plan, clients, options.verify ?? 'checksums', options.onOwnReads);
     await copySequences(deps.pools, plan, clients);
     for (const s of sources) {
       const client = clients.get(s)!;
@@ -214,9 +217,15 @@ const DIGEST = {
  * the target's rows of the source's range), inside the locking transactions; and no target row
  * outside every source.
  */
-async function verify(pools: NodePools, plan: ReshardPlan, clients: Map<ReshardSource, pg.PoolClient>, mode: 'counts' | 'checksums' | 'changes'): Promise<void> {
+async function verify(
+  pools: NodePools,
+  plan: ReshardPlan,
+  clients: Map<ReshardSource, pg.PoolClient>,
+  mode: 'counts' | 'checksums' | 'changes',
+  onOwnReads?: (reads: OwnReadCount[]) => void,
+): Promise<void> {
   if (mode === 'changes') {
-    await recheckChanges(pools, plan, new Map([...clients].map(([s, c]) => [s.slot, c])));
+    await recheckChanges(pools, plan, new Map([...clients].map(([s, c]) => [s.slot, c])), onOwnReads);
     return;
   }
   const measure = DIGEST[mode];

@@ -10,6 +10,7 @@ import { pkText, writeOps, type Op, type TableShape } from './logical-apply.js';
 import { decodeMessage, UNCHANGED, type Relation, type TupleValue } from './pgoutput.js';
 import { cutover, lockForCutover, VerificationError, type CutoverDeps, type CutoverOptions, type CutoverResult, type CutoverTarget } from './cutover.js';
 import type { ShardTables } from './replication.js';
+import { beginReadSnapshot } from './verify.js';
 
 /**
  * Reverse replication (issue 9 §4): after a move's cutover, its fenced copy on the old source is kept
@@ -341,10 +342,7 @@ async function countsAtSnapshot(
     let blocked: number;
     try {
       await drain();
-      for (const c of [here, there]) {
-        await c.query('begin isolation level repeatable read read only');
-        await c.query('select 1'); // the snapshot is taken by the first statement
-      }
+      for (const c of [here, there]) await beginReadSnapshot(c);
     } finally {
       await lock.query('rollback').catch(() => undefined);
       blocked = Date.now() - lockedAt;

@@ -177,8 +177,13 @@ async function openSnapshot(pools: NodePools, node: NodeRecord): Promise<Snapsho
 }
 
 async function beginSnapshot(s: Snapshot): Promise<void> {
-  await s.client.query('begin isolation level repeatable read read only');
-  await s.client.query('select 1'); // the snapshot is taken by the first statement
+  await beginReadSnapshot(s.client);
+}
+
+/** Opens a REPEATABLE READ, read-only transaction on the client and takes its snapshot now. */
+export async function beginReadSnapshot(client: Pick<pg.ClientBase, 'query'>): Promise<void> {
+  await client.query('begin isolation level repeatable read read only');
+  await client.query('select 1'); // the snapshot is taken by the first statement
 }
 
 /**
@@ -606,15 +611,45 @@ type Queryable = Pick<pg.ClientBase, 'query'>;
  *
  * `sources` are the locking transactions, by source slot name; targets are read through the pools.
  */
-export async function recheckChanges(pools: NodePools, subject: VerifySubject, sources: Map<string, pg.ClientBase>): Promise<{ keys: number; wholeTables: number }> {
+export async function recheckChanges(
+  pools: NodePools,
+  subject: VerifySubject,
+  sources: Map<string, pg.ClientBase>,
+  onOwnReads?: (reads: OwnReadCount[]) => void,
+): Promise<{ keys: number; wholeTables: number }> {
   const slots = sourceSlots(subject);
   const upto = new Map<string, string>();
+  const startedAt = new Date();
   for (const s of slots) {
     const { rows } = await sources.get(s.slot)!.query<{ lsn: string }>('select pg_current_wal_lsn()::text as lsn');
     upto.set(s.slot, rows[0]!.lsn);
   }
   const bySide = new Map(slots.map((s) => [sideKey(s), sources.get(s.slot)!]));
-  return compareChanged(pools, subject, upto, (side, role) => (role === 'source' ? bySide.get(sideKey(side))! : pools.get(side.node.dsn)));
+  // The targets are read in sessions of their own, whose reads reach the statistics before the new
+  // placement is sampled (a pooled session's would come up to a second later, counted as workload).
+  const targets = new Map<string, pg.PoolClient>();
+  let broken: Error | undefined;
+  try {
+    for (const c of comparisons(subject)) {
+      if (!targets.has(c.target.node.dsn)) targets.set(c.target.node.dsn, await pools.get(c.target.node.dsn).connect());
+    }
+    const result = await compareChanged(pools, subject, upto, (side, role) => (role === 'source' ? bySide.get(sideKey(side))! : targets.get(side.node.dsn)!));
+    // What the locking transactions read of the sources is no workload either (see ownReads).
+    if (onOwnReads) {
+      const reads: OwnReadCount[] = [];
+      for (const s of slots) reads.push(...(await ownReads(sources.get(s.slot)!, s.node, [s.schema], startedAt)));
+      onOwnReads(reads);
+    }
+    return result;
+  } catch (err) {
+    broken = err as Error;
+    throw err;
+  } finally {
+    for (const t of targets.values()) {
+      if (!broken) await t.query('select pg_stat_force_next_flush()').catch(() => undefined);
+      t.release(broken);
+    }
+  }
 }
 
 /**
@@ -635,6 +670,7 @@ export async function refreshVerification(pools: NodePools, subject: VerifySubje
   for (const c of comparisons(subject)) for (const s of [c.target, ...c.sources]) sides.set(snapKey(s), s);
   const snapshots = new Map<string, Snapshot>();
   let broken: Error | undefined;
+  const startedAt = new Date();
   try {
     for (const [key, side] of sides) snapshots.set(key, await openSnapshot(pools, side.node));
     // Taken after `upto`: every change up to it is in these snapshots.
@@ -646,7 +682,10 @@ export async function refreshVerification(pools: NodePools, subject: VerifySubje
     broken = err as Error;
     throw err;
   } finally {
+    // As in verifyChunks: the sources' reads told, every snapshot's reads in the statistics now.
+    if (options.onOwnReads && !broken) await sourceReads(comparisons(subject), snapshots, startedAt).then(options.onOwnReads).catch(() => undefined);
     for (const s of snapshots.values()) {
+      await s.client.query('select pg_stat_force_next_flush()').catch(() => undefined);
       await s.client.query('rollback').catch(() => undefined);
       s.client.release(broken);
     }

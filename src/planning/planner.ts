@@ -320,8 +320,12 @@ class Planner {
       const n = this.fleet.node(nodeId).node;
       if (standby && this.roomWouldHelp(nodeId)) {
         const [step, util] = this.peakOf(nodeId);
+        // Activated only when a move to it then relieves the node: otherwise it adds cost, not room.
+        const saved = this.save();
         this.activate(standby.node.id, `${n.name} predicted at ${pct(util)} of capacity at ${this.hhmm(step * this.s.stepSeconds)}, ${this.basis(nodeId)}, and no active node can take enough of its load; activating ${standby.node.name}`, (this.fleet.firstOverloadStep(nodeId) ?? 0) * this.s.stepSeconds);
-        continue;
+        if (this.relieve(nodeId)) continue;
+        this.restore(saved);
+        this.activation.delete(standby.node.id);
       }
       stuck.add(nodeId);
       const first = this.fleet.firstOverloadStep(nodeId)!;

@@ -98,10 +98,49 @@ export async function collectNode(catalog: Queryable, pools: NodePools, node: No
       client.release();
     }
     await insertSamples(catalog, node.id, tables.rows, indexes.rows, statements?.rows ?? [], { ...database.rows[0], ...hostColumns(host) });
+    await recordNodeHealth(catalog, node.id, null);
     return { node: node.name, ok: true, tables: tables.rowCount ?? 0, indexes: indexes.rowCount ?? 0, statements: statements?.rowCount ?? 0, host: host !== undefined };
   } catch (err) {
+    await recordNodeHealth(catalog, node.id, errorMessage(err)).catch(() => undefined); // the catalog may be what failed
     return { node: node.name, ok: false, tables: 0, indexes: 0, statements: 0, host: false, error: errorMessage(err) };
   }
+}
+
+/** Whether the node answered this round (`error` null) or not, and why. */
+async function recordNodeHealth(catalog: Queryable, nodeId: number, error: string | null): Promise<void> {
+  await catalog.query(
+    `insert into shardcast_stats.node_health (node_id, checked_at, reachable, error, last_ok_at)
+     values ($1, now(), $2::text is null, $2::text, case when $2::text is null then now() end)
+     on conflict (node_id) do update set checked_at = excluded.checked_at, reachable = excluded.reachable, error = excluded.error,
+       last_ok_at = coalesce(excluded.last_ok_at, shardcast_stats.node_health.last_ok_at)`,
+    [nodeId, error],
+  );
+}
+
+export interface NodeHealth {
+  node: string;
+  /** null: never checked (no collection round since it was added). */
+  reachable: boolean | null;
+  checkedAt: Date | null;
+  lastOkAt: Date | null;
+  error: string | null;
+}
+
+/** Every node's health as the last collection round found it. */
+export async function nodeHealth(catalog: Queryable): Promise<NodeHealth[]> {
+  const { rows } = await catalog.query<{ node: string; reachable: boolean | null; checked_at: Date | null; last_ok_at: Date | null; error: string | null }>(
+    `select n.name as node, h.reachable, h.checked_at, h.last_ok_at, h.error
+       from shardcast.nodes n left join shardcast_stats.node_health h on h.node_id = n.id order by n.name`,
+  );
+  return rows.map((r) => ({ node: r.node, reachable: r.reachable, checkedAt: r.checked_at, lastOkAt: r.last_ok_at, error: r.error }));
+}
+
+/** How `status` shows a node's health. */
+export function describeHealth(h: NodeHealth | undefined): string {
+  if (!h || h.reachable === null) return 'not checked yet';
+  if (h.reachable) return 'ok';
+  const since = h.lastOkAt ? ` (last answered ${h.lastOkAt.toISOString().slice(11, 19)} UTC)` : '';
+  return `unreachable${since}: ${h.error ?? 'no answer'}`;
 }
 
 /**

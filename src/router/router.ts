@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import pg from 'pg';
-import { NodePools } from '../catalog/node-pools.js';
+import { guardPool, NodePools } from '../catalog/node-pools.js';
 import { errorMessage, InvalidInputError, SHARD_FENCED_SQLSTATE, ShardcastError, UNDEFINED_SCHEMA_SQLSTATE, UNDEFINED_TABLE_SQLSTATE, UnknownTableError, sqlState } from '../errors.js';
 import { loadSqlParser, StatementQualifier } from './qualify.js';
 import { isStalePlanError, queryInSchema, type ScopedStatement } from './scoped-query.js';
@@ -135,8 +135,7 @@ export class Router extends EventEmitter {
       keepAlive: true,
     });
     // Idle and checked-out catalog connections alike: a catalog going away must not crash the application.
-    this.catalog.on('error', () => undefined);
-    this.catalog.on('connect', (client) => client.on('error', () => undefined));
+    guardPool(this.catalog);
     this.pools = new NodePools({
       max: options.poolSize ?? 10,
       applicationName: options.applicationName ?? 'shardcast-router',

@@ -4,6 +4,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { temporal } from '@temporalio/proto';
 import { Client, Connection } from '@temporalio/client';
+import type { DataConverter } from '@temporalio/common';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import pg from 'pg';
 import { expect, inject } from 'vitest';
@@ -94,6 +95,8 @@ export async function startTestWorker(
   nodeRetry = { maximumAttempts: 3, initialIntervalMs: 200 },
   /** Default: a new queue of its own; given, a worker that takes over another's queue. */
   queue?: string,
+  /** Payload codecs of the worker and its client (encryption tests). */
+  dataConverter?: DataConverter,
 ): Promise<TestWorker> {
   if (!runtimeInstalled) {
     Runtime.install({ logger: new DefaultLogger('ERROR') });
@@ -108,9 +111,10 @@ export async function startTestWorker(
     taskQueue,
     catalogUrl,
     workflowBundle: { code: inject('workflowBundleCode') },
+    dataConverter,
   });
   const connection = await Connection.connect({ address: f.temporalAddress });
-  const client = new Client({ connection, namespace: 'default' });
+  const client = new Client({ connection, namespace: 'default', ...(dataConverter ? { dataConverter } : {}) });
   return {
     taskQueue,
     client,
@@ -157,10 +161,21 @@ export const HISTORIES = path.resolve(import.meta.dirname, '../fixtures/historie
  * SDK's JSON reader trips over two copies of protobufjs in this install.
  */
 export async function recordHistory(client: Client, workflowId: string, name: string): Promise<void> {
-  if (process.env.SHARDCAST_RECORD_HISTORIES !== '1') return;
   const history = await client.workflow.getHandle(workflowId).fetchHistory();
+  const bytes = temporal.api.history.v1.History.encode(history).finish();
+  // No credential in Temporal's history: every workflow a test records is checked, recorded or not.
+  expectNoCredentials(Buffer.from(bytes), `the history of ${workflowId}`);
+  if (process.env.SHARDCAST_RECORD_HISTORIES !== '1') return;
   mkdirSync(HISTORIES, { recursive: true });
-  writeFileSync(path.join(HISTORIES, `${name}.binpb`), temporal.api.history.v1.History.encode(history).finish());
+  writeFileSync(path.join(HISTORIES, `${name}.binpb`), bytes);
+}
+
+/** Fails when the bytes hold a connection URL or the test fleet's password. */
+export function expectNoCredentials(bytes: Buffer, what: string): void {
+  const text = bytes.toString('latin1');
+  const url = /postgres(ql)?:\/\/[^\s"]*/.exec(text);
+  if (url) throw new Error(`${what} holds a connection URL: ${url[0].replace(/:[^:@/]*@/, ':***@')}`);
+  if (text.includes(fleet().password)) throw new Error(`${what} holds the test fleet's password`);
 }
 
 /**

@@ -1,12 +1,17 @@
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDistributedTable, ensureCollector } from '../../client/index.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
-import { collectNode, ensureStatementStats } from '../../src/profiling/collector.js';
+import { ensureNodes, getNodeByName } from '../../src/catalog/nodes.js';
+import { freePort, PostgresServer } from '../../src/fleet/postgres-server.js';
+import { createMetricsRegistry } from '../../src/metrics/metrics.js';
+import { collectNode, ensureStatementStats, nodeHealth } from '../../src/profiling/collector.js';
 import { dropExpiredPartitions, ensurePartitions } from '../../src/profiling/partitions.js';
 import { counterRates } from '../../src/profiling/rates.js';
 import { listSeries, loadSeries } from '../../src/profiling/series.js';
 import { createRouter, type Router } from '../../src/router/router.js';
-import { adminQuery, createTestCatalog, recordHistory, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
+import { adminQuery, createTestCatalog, fleet, recordHistory, startTestWorker, uniqueName, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 
 let catalog: TestCatalog;
 let worker: TestWorker;
@@ -94,7 +99,7 @@ describe('workload collection', () => {
     expect(ids).toEqual(expect.arrayContaining(['table:clicks:inserts', 'table:clicks:reads', 'index:clicks.clicks_pkey:scans', `shard:${shard}:load`, 'node:node-1:cpu', 'node:node-1:io']));
     const cpu = (await loadSeries(catalog.pool, 'node:node-1:cpu', from, to)).filter((p) => p.value !== null);
     for (const p of cpu) expect(p.value).toBeGreaterThan(0);
-    const statements = await catalog.pool.query("select count(*)::int as n from shardcast_stats.statement_samples where query like 'insert into clicks%'");
+    const statements = await catalog.pool.query("select count(*)::int as n from shardcast_stats.statement_samples where query like 'insert into %clicks%'");
     expect(statements.rows[0].n).toBeGreaterThan(0);
     await expect(loadSeries(catalog.pool, 'table:clicks:bogus', from, to)).rejects.toThrow(/metric must be one of inserts, updates, deletes, reads/);
   });
@@ -145,5 +150,48 @@ describe('workload collection', () => {
     expect(dropped.every((d) => Number(d.slice(-8)) < 20291211)).toBe(true);
     const { rows } = await adminQuery(catalog.catalogUrl, "select count(*)::int as n from pg_class where relname like '%\\_20300115'");
     expect(rows[0].n).toBe(4);
+  });
+
+  it('a node that stops answering is unreachable in status and metrics after one round, and ok again once it answers', { timeout: 120_000 }, async () => {
+    const { rows: clock } = await catalog.pool.query<{ now: Date }>('select now()');
+    await ensurePartitions(catalog.pool, clock[0]!.now); // the test before dropped today's with its 2030 clock
+    const server = new PostgresServer({ name: 'node-h', dataDir: path.join(fleet().baseDir, uniqueName('node_h')), port: await freePort(), user: 'postgres', password: fleet().password });
+    await server.start();
+    try {
+      await server.ensureDatabase(catalog.database);
+      await ensureNodes(catalog.pool, [{ name: 'node-h', dsn: server.url(catalog.database), region: 'test', zone: 'zh' }]);
+      const node = await getNodeByName(catalog.pool, 'node-h');
+      const health = async () => (await nodeHealth(catalog.pool)).find((h) => h.node === 'node-h')!;
+      expect((await health()).reachable).toBeNull(); // not checked yet
+      const first = await collectNode(catalog.pool, pools, node);
+      expect(first.ok, first.error).toBe(true);
+      expect(await health()).toMatchObject({ reachable: true, error: null });
+
+      await server.stop();
+      const round = await collectNode(catalog.pool, pools, node);
+      expect(round.ok).toBe(false);
+      const down = await health();
+      expect(down).toMatchObject({ reachable: false });
+      expect(down.error).toMatch(/ECONNREFUSED|connect|terminat/i);
+      expect(down.lastOkAt).not.toBeNull();
+      expect(await createMetricsRegistry(catalog.pool).metrics()).toContain('shardcast_node_reachable{node="node-h"} 0');
+      const status = spawnSync(process.execPath, [path.resolve(import.meta.dirname, '../../bin/shardcast.js'), 'status', '--json'], {
+        encoding: 'utf8',
+        env: { ...process.env, SHARDCAST_CATALOG_URL: catalog.catalogUrl },
+        timeout: 60_000,
+      });
+      expect(status.status, status.stderr).toBe(0);
+      const shown = (JSON.parse(status.stdout) as { nodes: Array<{ name: string; reachable: boolean | null; health: string }> }).nodes.find((n) => n.name === 'node-h')!;
+      expect(shown.reachable).toBe(false);
+      expect(shown.health).toMatch(/^unreachable \(last answered \d\d:\d\d:\d\d UTC\): /);
+
+      await server.start();
+      expect(await collectNode(catalog.pool, pools, node)).toMatchObject({ ok: true });
+      expect(await health()).toMatchObject({ reachable: true, error: null });
+      expect(await createMetricsRegistry(catalog.pool).metrics()).toContain('shardcast_node_reachable{node="node-h"} 1');
+    } finally {
+      await catalog.pool.query("update shardcast.nodes set state = 'retired' where name = 'node-h'");
+      await server.stop();
+    }
   });
 });

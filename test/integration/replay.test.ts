@@ -4,7 +4,7 @@ import { temporal } from '@temporalio/proto';
 import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it, inject } from 'vitest';
 import { createDistributedTable, createTableWorkflowId } from '../../client/index.js';
-import { createTestCatalog, HISTORIES, recordHistory, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
+import { createTestCatalog, expectNoCredentials, HISTORIES, recordHistory, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 
 let catalog: TestCatalog;
 let worker: TestWorker;
@@ -40,6 +40,7 @@ describe('workflow determinism (replay)', () => {
     const files = readdirSync(HISTORIES).filter((f) => f.endsWith('.binpb'));
     expect(files.length).toBeGreaterThanOrEqual(8);
     for (const file of files) {
+      expectNoCredentials(readFileSync(path.join(HISTORIES, file)), `fixture ${file}`);
       const history = temporal.api.history.v1.History.decode(readFileSync(path.join(HISTORIES, file)));
       expect(history.events.length).toBeGreaterThan(5);
       await replay(history, file.replace(/\.binpb$/, ''));

@@ -2,7 +2,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { ENV_OVERRIDES, loadConfig, localUrl, parseConfig } from '../../src/config.js';
+import { ENV_OVERRIDES, loadConfig, localUrl, parseConfig, parseListenAddress } from '../../src/config.js';
 import { ConfigError, ShardcastError } from '../../src/errors.js';
 
 let dir: string;
@@ -44,9 +44,10 @@ describe('defaults', () => {
       dataDir: '.shardcast',
       catalog: { port: 5440, database: 'shardcast' },
       nodes: { count: 3, basePort: 5441, database: 'shardcast', maxSlotWalKeepSize: '10GB', register: [] },
-      postgres: { user: 'postgres', password: 'shardcast' },
-      temporal: { namespace: 'default', port: 7233, uiPort: 8233, taskQueue: 'shardcast-control' },
-      metrics: { port: 9464 },
+      postgres: { user: 'postgres' },
+      temporal: { namespace: 'default', port: 7233, uiPort: 8233, taskQueue: 'shardcast-control', tls: { enabled: false }, encryption: {} },
+      codecServer: { listen: '127.0.0.1:8888', corsOrigins: [] },
+      metrics: { port: 9464, host: '127.0.0.1' },
       collection: { intervalSeconds: 15, retentionDays: 35 },
       forecast: { backend: 'auto', retrainAt: '03:00', catchupWindowMinutes: 60, trainingDays: 30, budgetSeconds: 1.2, searchSeconds: 1.5, threads: 1, batchSize: 10, parallelBatches: 4 },
       movement: {
@@ -60,6 +61,15 @@ describe('defaults', () => {
         governor: { enabled: true, latencyRatio: 1.5, probeIntervalMs: 25, maxLagBytes: 67108864, minBaselineMs: 0.5, maxPauseMs: 500, chunkRows: 10000 },
       },
       janitor: { intervalMinutes: 10, fix: true },
+      planning: {
+        mode: 'on',
+        targetUtilisation: 0.7,
+        bound: 'upper95',
+        hysteresisSeconds: 7200,
+        maxConcurrentMovesPerNode: 2,
+        minBenefitPerGiB: 0.5,
+        weights: { load: 1, bytes: 0.05, locality: 0.5, alignment: 0.5 },
+      },
       tableCreation: { maximumAttempts: 5, initialRetryIntervalMs: 1000 },
     });
   });
@@ -73,12 +83,12 @@ describe('defaults', () => {
 
   it('a partial section keeps the defaults of its other keys', () => {
     const cfg = parseConfig({ temporal: { port: 7300 } });
-    expect(cfg.temporal).toEqual({ namespace: 'default', port: 7300, uiPort: 8233, taskQueue: 'shardcast-control' });
+    expect(cfg.temporal).toEqual({ namespace: 'default', port: 7300, uiPort: 8233, taskQueue: 'shardcast-control', tls: { enabled: false }, encryption: {} });
   });
 
-  it('registered nodes get capacity and state defaults', () => {
+  it('registered nodes get a state default, and no capacity (calibrated) unless given', () => {
     const cfg = parseConfig({ nodes: { count: 0, register: [{ name: 'eu-1', dsn: 'postgresql://u:p@h:5432/db' }] } });
-    expect(cfg.nodes.register).toEqual([{ name: 'eu-1', dsn: 'postgresql://u:p@h:5432/db', capacity: 100, state: 'active' }]);
+    expect(cfg.nodes.register).toEqual([{ name: 'eu-1', dsn: 'postgresql://u:p@h:5432/db', state: 'active' }]);
   });
 
   it('localUrl encodes user and password', () => {
@@ -225,12 +235,28 @@ describe('environment', () => {
     for (const [variable, key] of Object.entries(ENV_OVERRIDES)) {
       expect(variable).toMatch(/^SHARDCAST_[A-Z_]+$/);
       const parts = key.split('.');
-      // Optional keys (catalog.url, temporal.address) are absent from the defaults but belong to a section.
-      if (parts.length === 2) expect(Object.keys(defaults)).toContain(parts[0]);
-      else expect(defaults).toHaveProperty(key);
+      // Optional keys (catalog.url, temporal.address, temporal.encryption.keyFile) are absent from the defaults but belong to a section.
+      expect(defaults).toHaveProperty(parts.length > 1 ? parts.slice(0, -1) : parts);
       const expected = 'SHARDCAST_' + key.replace(/\./g, '_').replace(/([a-z])([A-Z])/g, '$1_$2').toUpperCase();
       expect(variable).toBe(expected);
     }
+  });
+});
+
+describe('lists and listen addresses', () => {
+  it('reads a comma-separated list from the environment', () => {
+    const cfg = loadConfig({ cwd: emptyDir, env: { SHARDCAST_CODEC_SERVER_CORS_ORIGINS: 'http://127.0.0.1:8233, https://ui.example.com' } });
+    expect(cfg.codecServer.corsOrigins).toEqual(['http://127.0.0.1:8233', 'https://ui.example.com']);
+    const err = configError(() => loadConfig({ cwd: emptyDir, env: { SHARDCAST_CODEC_SERVER_CORS_ORIGINS: 'http://ui/path' } }));
+    expect(err.key).toBe('codecServer.corsOrigins.0');
+  });
+
+  it('parses host:port, IPv6 in brackets, and refuses the rest', () => {
+    expect(parseListenAddress('0.0.0.0:9464')).toEqual({ host: '0.0.0.0', port: 9464 });
+    expect(parseListenAddress('[::1]:80')).toEqual({ host: '::1', port: 80 });
+    expect(parseListenAddress('localhost:0')).toEqual({ host: 'localhost', port: 0 });
+    for (const bad of ['9464', 'host:', ':9464', 'host:70000', 'a b:1', '::1:80']) expect(parseListenAddress(bad), bad).toBeUndefined();
+    expect(configError(() => parseConfig({ codecServer: { listen: 'nowhere' } })).message).toBe('config: codecServer.listen: host:port, port 0-65535');
   });
 });
 
@@ -291,6 +317,8 @@ describe('validation errors: one line naming the key path', () => {
     { name: 'unknown key in a registered node', raw: { nodes: { register: [{ name: 'n1', dsn: 'postgres://h', weight: 3 }] } }, key: 'nodes.register.0.weight', message: 'config: nodes.register.0.weight: unknown key' },
     { name: 'maximumAttempts 0', raw: { tableCreation: { maximumAttempts: 0 } }, key: 'tableCreation.maximumAttempts', message: /^config: tableCreation\.maximumAttempts: / },
     { name: 'unknown forecast backend', raw: { forecast: { backend: 'gpu' } }, key: 'forecast.backend', message: /^config: forecast\.backend: .*"auto"/ },
+    { name: 'unknown planning mode', raw: { planning: { mode: 'sometimes' } }, key: 'planning.mode', message: /^config: planning\.mode: .*"dry-run"/ },
+    { name: 'planning target above 1', raw: { planning: { targetUtilisation: 1.5 } }, key: 'planning.targetUtilisation', message: /^config: planning\.targetUtilisation: / },
     { name: 'section not an object', raw: { temporal: 5 }, key: 'temporal', message: /^config: temporal: expected .*object, got .*number$/ },
   ];
   for (const c of cases) {

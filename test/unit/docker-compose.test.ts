@@ -3,10 +3,13 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parse } from 'yaml';
+import type pg from 'pg';
 import { ENV_OVERRIDES, loadConfig, parseConfig } from '../../src/config.js';
+import { createMetricsRegistry } from '../../src/metrics/metrics.js';
 
 const root = path.resolve(import.meta.dirname, '../..');
 const composeFile = path.join(root, 'docker-compose.yml');
+const productionFile = path.join(root, 'deploy/compose.production.yml');
 
 type Service = Record<string, unknown>;
 interface Compose {
@@ -49,9 +52,24 @@ const SEARCH_ATTRIBUTES: Record<string, string> = {
   ShardcastShard: 'Int',
 };
 /** The metrics the worker exports; alerts and panels may use these (and Prometheus' own `up`). */
-const WORKER_METRICS = ['shardcast_map_version', 'shardcast_nodes', 'shardcast_shards', 'shardcast_catalog_up'];
+const WORKER_METRICS = [
+  'shardcast_map_version',
+  'shardcast_nodes',
+  'shardcast_shards',
+  'shardcast_catalog_up',
+  'shardcast_node_predicted_utilisation',
+  'shardcast_node_capacity',
+  'shardcast_plan_feasible',
+  'shardcast_plan_actions',
+  'shardcast_plan_timestamp_seconds',
+  'shardcast_movements_last_day',
+];
 /** The janitor's metrics: alerted on, not (yet) on a dashboard panel. */
 const JANITOR_METRICS = ['shardcast_leftovers', 'shardcast_janitor_last_run_timestamp_seconds', 'shardcast_janitor_fix_failures'];
+/** Every metric the worker's registry has (its gauges read the catalog only when scraped: none is here). */
+const EXPORTED = createMetricsRegistry({} as pg.Pool)
+  .getMetricsAsArray()
+  .map((m) => m.name);
 const POSTGRES_PORT = '5432';
 
 function readYaml(file: string): unknown {
@@ -303,9 +321,85 @@ describe('docker-compose.yml', () => {
     expect(service('worker').command).toEqual(['node', 'bin/shardcast.js', 'worker']);
   });
 
+  it('publishes every port on 127.0.0.1 unless SHARDCAST_BIND_ADDRESS says otherwise', () => {
+    let published = 0;
+    for (const name of serviceNames) {
+      for (const mapping of ports(name)) {
+        published++;
+        expect(mapping.hostIp, `service "${name}" publishes ${mapping.raw} on every interface`).toBe('127.0.0.1');
+        const raw = ((service(name).ports ?? []) as unknown[]).map(String).find((p) => interpolate(p) === mapping.raw);
+        expect(raw, `service "${name}" port ${mapping.raw}`).toMatch(/^\$\{SHARDCAST_BIND_ADDRESS:-127\.0\.0\.1\}:/);
+      }
+    }
+    expect(published).toBeGreaterThan(0);
+  });
+
+  it('pins every image to an exact version', () => {
+    for (const name of serviceNames) {
+      const image = service(name).image as string | undefined;
+      if (image === undefined) continue;
+      expect(image, `service "${name}": ${image} is not pinned (a tag with at least major.minor, or a digest)`).toMatch(/(:[^:@]*\d+\.\d+[^:@]*|@sha256:[0-9a-f]{64})$/);
+      expect(image, `service "${name}"`).not.toMatch(/:latest$/);
+    }
+  });
+
+  it('has a production override without a default password', () => {
+    const production = readYaml(productionFile) as Compose;
+    const passwordKeys = /PASSWORD|PWD|_URL$/;
+    // Every variable of the base file whose default is a password is required in production.
+    let overridden = 0;
+    for (const name of serviceNames) {
+      const env = (service(name).environment ?? {}) as Record<string, unknown>;
+      for (const [key, value] of Object.entries(env)) {
+        const text = String(value ?? '');
+        if (!passwordKeys.test(key) || !/\$\{[A-Z_]*PASSWORD:-/.test(text)) continue;
+        const prod = String((production.services[name]?.environment as Record<string, unknown> | undefined)?.[key] ?? '');
+        expect(prod, `production: ${name}.${key} keeps the default password of ${text}`).toMatch(/\$\{[A-Z_]*PASSWORD:\?[^}]+\}/);
+        expect(() => interpolate(prod), `production: ${name}.${key} must fail while its variable is unset`).toThrow(/requires a variable/);
+        expect(prod).not.toMatch(/:-/);
+        overridden++;
+      }
+    }
+    expect(overridden, 'no default password found in docker-compose.yml to override').toBeGreaterThanOrEqual(8);
+    for (const [name, svc] of Object.entries(production.services)) {
+      expect(serviceNames, `the production override names unknown service "${name}"`).toContain(name);
+      for (const [key, value] of Object.entries((svc.environment ?? {}) as Record<string, unknown>)) {
+        expect(String(value), `production: ${name}.${key} has a default`).not.toMatch(/\$\{[A-Z_]+:?-/);
+      }
+    }
+    expect(String((production.services.grafana!.environment as Record<string, unknown>).GF_AUTH_ANONYMOUS_ENABLED)).toBe('false');
+
+    // The worker's production config registers every node with a DSN that names the worker's password variable, never a password.
+    const workerEnv = production.services.worker!.environment as Record<string, unknown>;
+    const configFile = repoPathOfWorkerFile(String(workerEnv.SHARDCAST_CONFIG));
+    expect(existsSync(configFile), `${configFile} does not exist`).toBe(true);
+    const nodes = parseConfig(JSON.parse(readFileSync(configFile, 'utf8'))).nodes;
+    expect(nodes.count).toBe(0);
+    expect(nodes.register.map((n) => n.name).sort()).toEqual([...NODE_SERVICES].sort());
+    for (const node of nodes.register) {
+      const dsn = new URL(node.dsn);
+      expect(dsn.password, `node "${node.name}": the production DSN holds a password`).toBe('');
+      expect(NODE_SERVICES).toContain(dsn.hostname);
+      const variable = dsn.searchParams.get('passwordenv');
+      expect(variable, `node "${node.name}": the production DSN names no password variable`).toBeTruthy();
+      expect(String(workerEnv[variable!]), `the worker does not set ${variable} to the nodes' password`).toBe(String((production.services[dsn.hostname]!.environment as Record<string, unknown>).POSTGRES_PASSWORD));
+    }
+  });
+
+  it.skipIf(!hasDockerCompose)('production: `docker compose config` names the missing password variable', () => {
+    const args = ['compose', '--project-directory', root, '-f', composeFile, '-f', productionFile, 'config', '-q'];
+    const env = { ...process.env };
+    for (const v of ['SHARDCAST_POSTGRES_PASSWORD', 'TEMPORAL_POSTGRES_PASSWORD', 'GRAFANA_ADMIN_PASSWORD']) delete env[v];
+    const missing = spawnSync('docker', args, { cwd: root, env, encoding: 'utf8', timeout: 60_000 });
+    expect(missing.status).not.toBe(0);
+    expect(missing.stderr).toMatch(/PASSWORD/);
+    const set = spawnSync('docker', args, { cwd: root, env: { ...env, SHARDCAST_POSTGRES_PASSWORD: 'a', TEMPORAL_POSTGRES_PASSWORD: 'b', GRAFANA_ADMIN_PASSWORD: 'c' }, encoding: 'utf8', timeout: 60_000 });
+    expect(set.status, set.stderr).toBe(0);
+  });
+
   it('runs the catalog and the nodes on postgres:18 with the settings shard moves need', () => {
     for (const name of ['catalog', ...NODE_SERVICES]) {
-      expect(service(name).image, `service "${name}" image`).toBe('postgres:18');
+      expect(service(name).image, `service "${name}" image`).toMatch(/^postgres:18\.\d+$/);
       expect(JSON.stringify(service(name).healthcheck ?? null), `service "${name}" needs a pg_isready healthcheck`).toContain('pg_isready');
       // postgres:18 images keep data under /var/lib/postgresql/18/docker and refuse a volume at /var/lib/postgresql/data.
       const dataMounts = mounts(name).filter((m) => m.type === 'volume' && m.source !== undefined);
@@ -323,7 +417,7 @@ describe('docker-compose.yml', () => {
     }
     // The catalog takes part in the cutover's two-phase commit.
     expect(commandText('catalog'), 'the catalog must start postgres with max_prepared_transactions').toMatch(/max_prepared_transactions=[1-9]/);
-    expect(service('temporal-postgresql').image).toBe('postgres:16');
+    expect(service('temporal-postgresql').image).toMatch(/^postgres:16\.\d+$/);
     expect(mounts('temporal-postgresql').find((m) => m.type === 'volume')?.target).toBe('/var/lib/postgresql/data');
   });
 
@@ -407,6 +501,7 @@ describe('docker-compose.yml', () => {
   });
 
   it('alerts only on metrics the worker exports', () => {
+    expect(EXPORTED).toEqual(expect.arrayContaining([...WORKER_METRICS, ...JANITOR_METRICS]));
     const rules = readYaml(boundSource('prometheus', '/etc/prometheus/prometheus-rules.yml')) as {
       groups: { name: string; rules: { alert?: string; record?: string; expr: string; for?: string }[] }[];
     };
@@ -418,7 +513,7 @@ describe('docker-compose.yml', () => {
       expect(rule.alert ?? rule.record, 'a rule without a name').toBeTruthy();
       expect(typeof rule.expr, `rule ${rule.alert} has no expr`).toBe('string');
       for (const metric of metricNames(rule.expr)) {
-        expect([...WORKER_METRICS, ...JANITOR_METRICS, 'up'], `rule ${rule.alert} uses unknown metric "${metric}"`).toContain(metric);
+        expect([...EXPORTED, 'up'], `rule ${rule.alert} uses unknown metric "${metric}"`).toContain(metric);
       }
     }
     const catalogDown = all.find((r) => r.alert === 'ShardcastCatalogDown')!;

@@ -123,6 +123,23 @@ describe('planRebalance', () => {
     expect(plan.notes.join('\n')).toMatch(/node-1 stays over target from 14:00/);
   });
 
+  it('does not activate standby nodes when no move to them would pass the benefit rule', () => {
+    // node-1 at 72% in the last step only: 2 point-steps of overload, 0.2 per GiB for either 10 GiB
+    // shard, under minBenefitPerGiB; node-4 has no room for either; the fleet as a whole has room.
+    const bytes = 10 * 2 ** 30;
+    const input = planInput(
+      [node(1), node(2, { state: 'standby' }), node(3, { state: 'standby' }), node(4)],
+      [
+        { id: 1, node: 1, load: flat(400), bytes },
+        { id: 2, node: 1, load: [...flat(300).slice(1), 320], bytes },
+        { id: 3, node: 4, load: flat(600), bytes },
+      ],
+    );
+    const plan = planRebalance(input);
+    expect(plan.actions).toEqual([]);
+    expect(plan.notes.join('\n')).toMatch(/node-1 stays over target from 14:55/);
+  });
+
   it('scales in: drains a node predicted low for a sustained period, merges its cold range into a neighbour, then retires it', () => {
     const shards: ShardSpec[] = [
       { id: 1, node: 1, load: flat(150) },

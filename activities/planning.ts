@@ -1,0 +1,112 @@
+import { activityInfo } from '@temporalio/activity';
+import { checkNodeReachable, getNodeByName, listNodes, setNodeState, shardsOnNode, type NodeRecord, type NodeState } from '../src/catalog/nodes.js';
+import { InvalidInputError } from '../src/errors.js';
+import { CapacityUnknownError, gatherPlanInput } from '../src/planning/inputs.js';
+import { planRebalance } from '../src/planning/planner.js';
+import { markAction, rebalancePaused, storePlan, type ActionState } from '../src/planning/store.js';
+import type { PlanAction } from '../src/planning/types.js';
+import type { RebalanceAction, RebalanceInput, RebalancePlanned } from '../workflows/messages.js';
+import type { ActivityDeps } from './index.js';
+import { run } from './failures.js';
+
+/** A planned action with node names for ids (the movement workflows take names), nothing else of the catalog. */
+function toWorkflowAction(a: PlanAction, nodes: Map<number, NodeRecord>): RebalanceAction {
+  const name = (id: number) => nodes.get(id)?.name ?? `#${id}`;
+  const base = { id: a.id, kind: a.kind, startAt: a.startAt, startBy: a.startBy, after: a.after, reason: a.reason };
+  switch (a.kind) {
+    case 'move':
+      return { ...base, shardIds: a.shardIds, node: name(a.toNodeId) };
+    case 'split':
+      return { ...base, shardIds: a.shardIds, pieceNodes: a.pieceNodeIds.map(name) };
+    case 'merge':
+      return { ...base, shardIds: a.shardIds, intoShardIds: a.intoShardIds, node: name(a.toNodeId) };
+    default:
+      return { ...base, shardIds: [], node: name(a.nodeId) };
+  }
+}
+
+export function createPlanningActivities(deps: ActivityDeps) {
+  return {
+    /**
+     * Plans now and stores the plan: the forecasts, placements, capacities and history from the
+     * catalog, the planner's actions with their reasons. A drain first sets its node draining (so the
+     * planner empties it). Nothing is planned when no node's capacity is known (said in `skipped`).
+     */
+    async makeRebalancePlan(input: RebalanceInput): Promise<RebalancePlanned> {
+      return run(async () => {
+        const dryRun = input.dryRun;
+        if (input.drainNode) {
+          const node = await getNodeByName(deps.catalog, input.drainNode);
+          if (!dryRun) await setNodeState(deps.catalog, node.id, 'draining', ['active', 'standby']);
+          else if (node.state !== 'draining' && node.state !== 'active' && node.state !== 'standby') {
+            throw new InvalidInputError(`node "${node.name}" is ${node.state}: there is nothing to drain`);
+          }
+        }
+        let gathered;
+        try {
+          gathered = await gatherPlanInput(deps.catalog, deps.nodePools, { settings: input.settings });
+        } catch (err) {
+          if (err instanceof CapacityUnknownError) return { skipped: err.message, paused: false, feasible: true, actions: [], notes: [] };
+          throw err;
+        }
+        if (input.drainNode && dryRun) {
+          // A dry run changes nothing: the node is planned as if it were draining.
+          for (const n of gathered.input.nodes) if (n.name === input.drainNode) n.state = 'draining';
+        }
+        const plan = planRebalance(gathered.input);
+        plan.notes.push(...gathered.notes);
+        const info = activityInfo();
+        const planId = await storePlan(deps.catalog, plan, { dryRun, trigger: input.trigger, workflowId: info.workflowExecution?.workflowId ?? null });
+        const nodes = new Map((await listNodes(deps.catalog)).map((n) => [n.id, n]));
+        return {
+          planId,
+          paused: await rebalancePaused(deps.catalog),
+          feasible: plan.feasible,
+          actions: plan.actions.map((a) => toWorkflowAction(a, nodes)),
+          notes: plan.notes,
+          ...(dryRun ? { skipped: 'dry run: planned and stored, nothing started' } : {}),
+        };
+      });
+    },
+
+    async markPlanAction(input: { planId: number; actionId: string; state: ActionState; workflowId?: string; outcome?: string }): Promise<void> {
+      return run(() => markAction(deps.catalog, input.planId, input.actionId, input.state, input));
+    },
+
+    /** Whether the operator paused the rebalancer (`shardcast rebalance pause`), kept in the catalog across runs. */
+    async isRebalancePaused(): Promise<boolean> {
+      return run(() => rebalancePaused(deps.catalog));
+    },
+
+    /**
+     * A node's life-cycle step. Activation checks the node answers and can host shards first: a node
+     * that does not stays standby (nothing half done). Retiring needs the node empty.
+     */
+    async setNodeLifecycle(input: { node: string; to: NodeState }): Promise<string> {
+      return run(async () => {
+        const node = await getNodeByName(deps.catalog, input.node);
+        if (input.to === 'active') {
+          await checkNodeReachable(node);
+          await setNodeState(deps.catalog, node.id, 'active', ['standby', 'draining']);
+          return `${node.name} is active`;
+        }
+        if (input.to === 'draining') {
+          await setNodeState(deps.catalog, node.id, 'draining', ['active', 'standby']);
+          return `${node.name} is draining`;
+        }
+        if (input.to === 'retired') {
+          const held = await shardsOnNode(deps.catalog, node.id);
+          if (held > 0) throw new InvalidInputError(`node "${node.name}" still holds ${held} shard(s): it cannot be retired`);
+          await setNodeState(deps.catalog, node.id, 'retired', ['draining', 'standby']);
+          return `${node.name} is retired`;
+        }
+        throw new InvalidInputError(`a node cannot be made ${input.to} by the rebalancer`);
+      });
+    },
+
+    /** How many shards a node holds now (a drain is done at 0). */
+    async shardsOnNode(node: string): Promise<number> {
+      return run(async () => shardsOnNode(deps.catalog, (await getNodeByName(deps.catalog, node)).id));
+    },
+  };
+}

@@ -1,0 +1,64 @@
+import type { Command } from 'commander';
+import { loadConfig } from '../src/config.js';
+import { InvalidInputError, errorMessage } from '../src/errors.js';
+import { initBackend } from '../src/forecasting/tf-backend.js';
+import { defaultOptions, describe, loadTrace, POLICIES, resultLine, simulate, type Policy } from '../src/simulation/index.js';
+
+interface SimulateOptions {
+  trace?: string[];
+  policy?: string;
+  json?: boolean;
+  days: string;
+  warmupDays: string;
+  seed: string;
+  shardsPerTrace: string;
+}
+
+/** Whole number ≥ min from an option's text; InvalidInputError naming the option otherwise. */
+function wholeNumber(text: string, option: string, min: number): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < min) throw new InvalidInputError(`${option} must be a whole number ≥ ${min}, got ${JSON.stringify(text)}`);
+  return n;
+}
+
+/** `shardcast simulate`: one policy over traces, on the simulated fleet (src/simulation). Bad input exits 2. */
+export function registerSimulateCommands(program: Command): void {
+  const cmd = program
+    .command('simulate')
+    .description('replay load traces through a rebalancing policy on a simulated fleet; the last line is JSON')
+    .option('--trace <file>', 'CSV timestamp,value (step 1 min to 1 h); repeat for more traces, each drives a group of shards', (v: string, acc: string[] = []) => [...acc, v])
+    .option('--policy <name>', `one of ${POLICIES.join(', ')}`)
+    .option('--json', 'print only the JSON line')
+    .option('--days <n>', 'simulated days', '4')
+    .option('--warmup-days <n>', 'days of history before them (training data)', '4')
+    .option('--seed <n>', 'seed of the shards drawn from the traces', '1')
+    .option('--shards-per-trace <n>', 'shards each trace drives', '4')
+    .action(async (opts: SimulateOptions) => {
+      try {
+        if (!opts.trace || opts.trace.length === 0) throw new InvalidInputError('--trace FILE is required (one or more)');
+        if (!opts.policy) throw new InvalidInputError(`--policy is required: one of ${POLICIES.join(', ')}`);
+        if (!(POLICIES as readonly string[]).includes(opts.policy)) throw new InvalidInputError(`unknown policy ${JSON.stringify(opts.policy)}: expected one of ${POLICIES.join(', ')}`);
+        const cfg = loadConfig({ file: program.opts<{ config?: string }>().config });
+        const options = defaultOptions(opts.policy as Policy, { trainingDays: cfg.forecast.trainingDays, budgetSeconds: cfg.forecast.budgetSeconds, searchSeconds: cfg.forecast.searchSeconds });
+        options.days = wholeNumber(opts.days, '--days', 1);
+        options.warmupDays = wholeNumber(opts.warmupDays, '--warmup-days', 2);
+        options.group.seed = wholeNumber(opts.seed, '--seed', 0);
+        options.group.shardsPerTrace = wholeNumber(opts.shardsPerTrace, '--shards-per-trace', 1);
+        const traces = [];
+        for (const file of opts.trace) traces.push(await loadTrace(file));
+        if (options.policy === 'predictive') await initBackend(cfg.forecast.backend);
+        if (!opts.json) options.onProgress = (line) => console.log(line);
+        const result = await simulate(traces, options);
+        if (!opts.json) {
+          console.log(`${result.shards} shards from ${traces.length} trace(s) on ${result.fleetNodes} nodes (static provisions ${result.staticNodes}), ${options.days} days after ${options.warmupDays} days of history`);
+          if (result.trainings > 0) console.log(`forecasting: ${result.trainings} trainings in ${result.trainSeconds.toFixed(0)} s, ${result.forecasts} forecasts`);
+          if (result.skippedSplits > 0) console.log(`${result.skippedSplits} planned splits not carried out (the simulator keeps shards whole)`);
+          console.log(`${result.policy}: ${describe(result.metrics)}`);
+        }
+        console.log(JSON.stringify(resultLine(result)));
+      } catch (err) {
+        if (err instanceof InvalidInputError) cmd.error(`shardcast: error: ${errorMessage(err)}`, { exitCode: 2, code: 'shardcast.invalidInput' });
+        throw err;
+      }
+    });
+}

@@ -1,0 +1,178 @@
+import {
+  ApplicationFailure,
+  CancellationScope,
+  ChildWorkflowFailure,
+  condition,
+  isCancellation,
+  ParentClosePolicy,
+  proxyActivities,
+  setCurrentDetails,
+  setHandler,
+  sleep,
+  startChild,
+  uuid4,
+} from '@temporalio/workflow';
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
+import type { createPlanningActivities } from '../activities/planning.js';
+import { SA_OPERATION, SA_PHASE, SA_SHARD, SA_TARGET_NODE } from '../src/search-attributes.js';
+import { describeMovement, moveShardInput, moveWorkflowId, type MovementOperationInput } from './describe.js';
+import {
+  pauseSignal,
+  rebalanceProgressQuery,
+  resumeSignal,
+  type MoveShardResult,
+  type RebalanceAction,
+  type RebalanceActionOutcome,
+  type RebalanceInput,
+  type RebalanceProgress,
+  type RebalanceResult,
+} from './messages.js';
+
+type Activities = ReturnType<typeof createPlanningActivities>;
+
+const { makeRebalancePlan } = proxyActivities<Activities>({ startToCloseTimeout: '5 minutes', retry: { initialInterval: '2 seconds', maximumAttempts: 5 } });
+const { markPlanAction, setNodeLifecycle, shardsOnNode } = proxyActivities<Activities>({
+  startToCloseTimeout: '1 minute',
+  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 10 },
+});
+
+/**
+ * The rebalancer (DESIGN §5): plans now (activity makeRebalancePlan: forecasts, placements and
+ * capacities from the catalog; the plan stored with every action's reason), then carries the plan
+ * out. Each action waits for the actions it comes after, then for its planned start (in a predicted
+ * trough when its deadline allows), then while the rebalancer is paused; then it starts the movement
+ * workflow (move, split, merge: the movements' own approval policy applies, and they outlive this
+ * run) or makes the node step (activate, drain, retire), and records the outcome in the catalog. An
+ * action whose predecessor failed is skipped. A dry run stores the plan and starts nothing.
+ *
+ * Signals: pause (no further action starts; running movements go on), resume. Query: progress.
+ */
+export async function rebalance(input: RebalanceInput): Promise<RebalanceResult> {
+  let paused = false;
+  let signalled = false;
+  const progress: RebalanceProgress = { planId: null, paused, actions: [] };
+  setHandler(rebalanceProgressQuery, () => ({ ...progress, paused }));
+  setHandler(pauseSignal, () => void ((paused = true), (signalled = true)));
+  setHandler(resumeSignal, () => void ((paused = false), (signalled = true)));
+  const planned = await makeRebalancePlan(input);
+  const planId = planned.planId ?? null;
+  // The catalog's switch as it was when planning, unless an operator signalled since.
+  if (!signalled) paused = planned.paused;
+  progress.planId = planId;
+  progress.actions = planned.actions.map((a) => ({ id: a.id, kind: a.kind, state: 'planned', startAt: a.startAt }));
+  const notes = [...planned.notes];
+  if (input.dryRun || planId === null) {
+    return { planId, dryRun: input.dryRun, ...(planned.skipped ? { skipped: planned.skipped } : {}), actions: planned.actions.map((a) => ({ id: a.id, state: 'dry-run', outcome: a.reason })), notes };
+  }
+  setCurrentDetails(`plan ${planId}: ${planned.actions.length} action(s)`);
+
+  const byId = new Map(planned.actions.map((a) => [a.id, a]));
+  const results = new Map<string, Promise<RebalanceActionOutcome>>();
+  const state = (id: string, s: RebalanceProgress['actions'][number]['state'], outcome?: string) => {
+    const entry = progress.actions.find((x) => x.id === id);
+    if (entry) Object.assign(entry, { state: s, ...(outcome !== undefined ? { outcome } : {}) });
+  };
+  const finish = async (a: RebalanceAction, r: RebalanceActionOutcome): Promise<RebalanceActionOutcome> => {
+    state(a.id, r.state, r.outcome);
+    await CancellationScope.nonCancellable(() => markPlanAction({ planId, actionId: a.id, state: r.state, outcome: r.outcome, ...(r.workflowId ? { workflowId: r.workflowId } : {}) }));
+    return r;
+  };
+  const carryOut = (a: RebalanceAction): Promise<RebalanceActionOutcome> => {
+    let pending = results.get(a.id);
+    if (!pending) {
+      pending = (async () => {
+        try {
+          for (const dep of a.after) {
+            const before = byId.get(dep);
+            const r = before ? await carryOut(before) : { id: dep, state: 'failed' as const, outcome: 'not in the plan' };
+            if (r.state !== 'done') return await finish(a, { id: a.id, state: 'skipped', outcome: `${dep} did not complete (${r.state})` });
+          }
+          const wait = Date.parse(a.startAt) - Date.now();
+          if (wait > 0) {
+            state(a.id, 'waiting');
+            await markPlanAction({ planId, actionId: a.id, state: 'waiting' });
+            await sleep(wait);
+          }
+          await condition(() => !paused);
+          const late = Date.now() - Date.parse(a.startBy);
+          const r = await act(input, a, planId);
+          if (late > 1000 && r.state === 'done') r.outcome += ` (started ${Math.round(late / 1000)} s after its start-by)`;
+          return await finish(a, r);
+        } catch (err) {
+          if (isCancellation(err)) return await finish(a, { id: a.id, state: 'cancelled', outcome: 'the rebalance run was cancelled before it started' });
+          return await finish(a, { id: a.id, state: 'failed', outcome: failureMessage(err) });
+        }
+      })();
+      results.set(a.id, pending);
+    }
+    return pending;
+  };
+  const outcomes = await Promise.all(planned.actions.map((a) => carryOut(a)));
+  if (input.drainNode) {
+    const left = await shardsOnNode(input.drainNode);
+    notes.push(left === 0 ? `${input.drainNode} is drained: it holds no shard and takes none` : `${input.drainNode} still holds ${left} shard(s): see the plan's notes`);
+  }
+  return { planId, dryRun: false, actions: outcomes, notes };
+}
+
+/** One action: a movement workflow started and awaited, or a node step. */
+async function act(input: RebalanceInput, a: RebalanceAction, planId: number): Promise<RebalanceActionOutcome> {
+  if (a.kind === 'activate' || a.kind === 'drain' || a.kind === 'retire') {
+    const to = a.kind === 'activate' ? 'active' : a.kind === 'drain' ? 'draining' : 'retired';
+    return { id: a.id, state: 'done', outcome: await setNodeLifecycle({ node: a.node!, to }) };
+  }
+  const op = movementOf(a);
+  if (typeof op === 'string') return { id: a.id, state: 'skipped', outcome: op };
+  const workflowId = moveWorkflowId(op.shardId, input.workflowIdPrefix);
+  const movementId = `s${op.shardId}_${uuid4().replace(/-/g, '').slice(0, 10)}`;
+  const targets = op.operation === 'split' ? op.splitTargets!.join(',') : op.targetNode;
+  let child;
+  try {
+    child = await startChild('moveShard', {
+      workflowId,
+      args: [moveShardInput(op, { movementId, workflowId }, input.movement)],
+      parentClosePolicy: ParentClosePolicy.ABANDON,
+      typedSearchAttributes: [
+        { key: SA_SHARD, value: op.shardId },
+        { key: SA_OPERATION, value: op.operation! },
+        { key: SA_PHASE, value: 'prepare' },
+        ...(targets ? [{ key: SA_TARGET_NODE, value: targets }] : []),
+      ],
+      staticSummary: `${describeMovement(op)} (plan ${planId}, ${a.id})`,
+    });
+  } catch (err) {
+    if (err instanceof WorkflowExecutionAlreadyStartedError) {
+      return { id: a.id, state: 'skipped', outcome: `shard ${op.shardId} is already being moved, split or merged (workflow ${workflowId})`, workflowId };
+    }
+    throw err;
+  }
+  try {
+    const r = (await child.result()) as MoveShardResult;
+    return { id: a.id, state: 'done', outcome: `${describeMovement(op)}: done, writes blocked ${r.cutoverBlockedMs} ms`, workflowId };
+  } catch (err) {
+    if (isCancellation(err)) throw err;
+    return { id: a.id, state: 'failed', outcome: `${describeMovement(op)}: ${failureMessage(err)}`, workflowId };
+  }
+}
+
+/** The movement request of a move, split or merge action; a string says why it cannot be one. */
+function movementOf(a: RebalanceAction): MovementOperationInput | string {
+  const shardId = a.shardIds[0];
+  if (shardId === undefined) return 'no shard in the action';
+  if (a.kind === 'move') return { operation: 'move', shardId, targetNode: a.node! };
+  if (a.kind === 'split') {
+    const pieces = a.pieceNodes ?? [];
+    if (pieces.length !== 2) return `a split into ${pieces.length} pieces is successive halvings: the next plan splits the halves further`;
+    return { operation: 'split', shardId, splitTargets: [pieces[0]!, pieces[1]!] };
+  }
+  const into = a.intoShardIds?.[0];
+  if (into === undefined) return 'a merge without the shard it merges into';
+  return { operation: 'merge', shardId: Math.min(shardId, into), mergeWith: Math.max(shardId, into), targetNode: a.node };
+}
+
+/** The innermost cause's message (a child's failure wraps the movement's own error). */
+function failureMessage(err: unknown): string {
+  let e: unknown = err;
+  while ((e instanceof ChildWorkflowFailure || e instanceof ApplicationFailure) && e.cause) e = e.cause;
+  return e instanceof Error ? e.message : String(e);
+}
