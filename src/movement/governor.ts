@@ -286,6 +286,19 @@ export class Governor {
   }
 
   /**
+   * Within a chunk, after a small piece of it: the duty cycle's pause after the work since the last
+   * pause (so the copy's share of the time holds at every moment, not only from chunk to chunk).
+   */
+  async piece(): Promise<void> {
+    if (!this.settings.enabled) return;
+    const now = performance.now();
+    const workedMs = this.resumedAt === undefined ? 0 : now - this.resumedAt;
+    const pause = this.decide(workedMs);
+    if (pause >= 0.5) await this.throttle(pause);
+    this.resumedAt = performance.now();
+  }
+
+  /**
    * After `workedMs` of work: the duty cycle updated from the probes' verdict, and the pause that
    * keeps the work to its share (0 when the pause is not `affordable`: an apply whose lag is too large).
    */
@@ -317,9 +330,11 @@ export class Governor {
   }
 
   private async throttle(ms: number): Promise<void> {
+    const t0 = performance.now();
     await sleep(ms);
-    this.stats.throttledMs += ms;
-    this.onThrottled(ms);
+    const slept = performance.now() - t0; // timers are late by up to a millisecond: what was held is what counts
+    this.stats.throttledMs += slept;
+    this.onThrottled(slept);
   }
 
   async stop(): Promise<void> {

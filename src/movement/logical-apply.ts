@@ -1,5 +1,6 @@
 import { ownReads, type OwnReadCount } from './own-reads.js';
 import { dropSchemaGuarded } from './drop-guard.js';
+import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
@@ -70,6 +71,13 @@ export interface ChunkedCopy {
   chunkRows: number;
   /** Before each chunk: the governor's pause and hold. */
   beforeChunk?: () => Promise<void>;
+  /**
+   * Within a chunk, after every PACE_BYTES that passed: the governor's short pause. A chunk at full
+   * speed between long pauses slows every foreground statement that meets it (the p99 is set by the
+   * copy's intensity, not its share of the time); paced in small pieces, the copy never holds the
+   * nodes' CPU and disk for more than a moment.
+   */
+  pace?: () => Promise<void>;
   /** Inside each chunk's target transaction, after its rows: bookkeeping that must commit with them. */
   inChunk?: (into: pg.ClientBase, chunk: CopyProgress) => Promise<void>;
   onBytes?: (bytes: number) => void;
@@ -103,6 +111,23 @@ async function nextBounds(c: ChunkedCopy, after: string[] | null): Promise<strin
   return rows;
 }
 
+/** Bytes of a copy between two of the governor's pauses within a chunk. */
+export const PACE_BYTES = 32 * 1024;
+
+/** Passes the copy's data on, calling `pace` (and waiting for it) after every PACE_BYTES. */
+function pacer(pace: () => Promise<void>): Transform {
+  let since = 0;
+  return new Transform({
+    transform(data: Buffer, _encoding, done) {
+      since += data.length;
+      if (since < PACE_BYTES) return done(null, data);
+      since = 0;
+      this.push(data);
+      pace().then(() => done(), done);
+    },
+  });
+}
+
 /**
  * Copies a table in primary-key order, one chunk of `chunkRows` rows at a time (binary COPY out of
  * the source and into the target), so that the copy can be paced between chunks. COPY takes no
@@ -133,7 +158,8 @@ export async function copyChunked(c: ChunkedCopy): Promise<CopyProgress> {
         chunk.bytes += data.length;
         c.onBytes?.(data.length);
       });
-      await pipeline(reader, writer);
+      if (c.pace) await pipeline(reader, pacer(c.pace), writer);
+      else await pipeline(reader, writer);
       chunk.rows = Number(writer.rowCount ?? 0);
       await c.inChunk?.(c.into, chunk);
       // Its inserts reach the statistics as it commits (one round trip with the commit), counted before the new shard is placed.
@@ -190,6 +216,7 @@ export async function copyInitial(
             where,
             keyColumns: await primaryKeyColumns(out, s.schema, table.name),
             chunkRows: options.chunkRows ?? options.governor?.settings.chunkRows ?? 50_000,
+            ...(options.governor ? { pace: () => options.governor!.piece() } : {}),
             beforeChunk: async () => {
               await options.governor?.wait();
               await options.beforeChunk?.();

@@ -324,6 +324,7 @@ export async function copyMove(
         to: from,
         keyColumns: await primaryKeyColumns(out, shard.schema, table.name),
         chunkRows: hooks.governor.settings.chunkRows,
+        pace: () => hooks.governor.piece(),
         beforeChunk: async () => {
           if (hooks.cancelled?.()) throw new ShardcastError('CANCELLED', `the copy of ${names.slot} was cancelled`);
           await hooks.governor.wait({ held, beat, cancelled: hooks.cancelled });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { baselineOf, DEFAULT_GOVERNOR, DUTY, judge, nextDuty, pauseAfter, paceApply, percentile, resolveGovernor } from '../../src/movement/governor.js';
+import { baselineOf, DEFAULT_GOVERNOR, DUTY, Governor, judge, nextDuty, pauseAfter, paceApply, percentile, resolveGovernor } from '../../src/movement/governor.js';
 import { InvalidInputError } from '../../src/errors.js';
 
 describe('copy governor decisions', () => {
@@ -67,5 +67,20 @@ describe('copy governor decisions', () => {
     expect(() => resolveGovernor({ latencyRatio: 0.5 })).toThrow(/latencyRatio must be a number from 1 to 100/);
     expect(() => resolveGovernor({ chunkRows: 0 })).toThrow(/chunkRows/);
     expect(() => resolveGovernor({ enabled: 'yes' as unknown as boolean })).toThrow(/enabled must be true or false/);
+  });
+
+  it('paces within a chunk: after each piece, a pause that keeps the work to its share of the time', async () => {
+    const g = new Governor(DEFAULT_GOVERNOR, []); // no node: never overloaded, the duty only grows from its start
+    await g.piece(); // the first piece starts the clock
+    const busyUntil = performance.now() + 40;
+    while (performance.now() < busyUntil); // 40 ms of work
+    await g.piece();
+    // At a duty of about 0.5, the pause matches the work (a little less, as the duty grows within the limit).
+    expect(g.stats.throttledMs).toBeGreaterThan(30);
+    expect(g.stats.throttledMs).toBeLessThan(250);
+    const off = new Governor({ ...DEFAULT_GOVERNOR, enabled: false }, []);
+    await off.piece();
+    await off.piece();
+    expect(off.stats.throttledMs).toBe(0);
   });
 });
