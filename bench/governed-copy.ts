@@ -39,6 +39,7 @@ async function main(): Promise<void> {
     const trace = setInterval(() => console.log(`governed copy: duty ${governor.dutyCycle().toFixed(2)}, verdict ${JSON.stringify(governor.verdict())}`), 2000);
     const copied = await copyMove(pools, m, m.shard, m.names, { governor }).finally(() => clearInterval(trace));
     const copySeconds = (Date.now() - t0) / 1000;
+    console.log('copied');
     // The catch-up as the workflow runs it: the subscription's apply paced by the governor (against the copy's baselines).
     const applying = new Governor(DEFAULT_GOVERNOR, [m.source.dsn, m.target.dsn]);
     await applying.start(governor.baselines());

@@ -201,8 +201,10 @@ async function governedMove(fleet: BenchFleet, pools: NodePools, load: Foregroun
   load.start('governed-before');
   await sleep(5000);
   await load.stop();
-  const done = await runGovernedCopy({ source: move.source, target: move.target, shard: move.shard, names }, () => load.start('governed'));
+  const done = await runGovernedCopy({ source: move.source, target: move.target, shard: move.shard, names }, () => load.start('governed'), () => load.relabel('governed-apply'));
   await load.stop();
+  const [copying, applying] = [load.latencies('governed'), load.latencies('governed-apply')];
+  console.log(`governed move: foreground p99 ${round(percentile(copying, 99), 2)} ms while copying, ${round(percentile(applying, 99), 2)} ms while catching up`);
   await leaseFor(fleet, m);
   // Retried like the workflow's step: the source (autovacuumed again since it was a target) may hold the lock past the cutover's lock_timeout.
   let switched: Awaited<ReturnType<typeof cutover>> | undefined;
@@ -221,14 +223,16 @@ async function governedMove(fleet: BenchFleet, pools: NodePools, load: Foregroun
     `governed move: rows copied in ${done.copySeconds.toFixed(1)} s (throttled ${(done.throttledMs / 1000).toFixed(1)} s), caught up at ${done.readySeconds.toFixed(1)} s ` +
       `(apply held ${(done.applyThrottledMs / 1000).toFixed(1)} s), cutover blocked writes ${switched.blockedMs} ms`,
   );
-  return { copySeconds: done.copySeconds, throttledMs: done.throttledMs + done.applyThrottledMs, before: load.latencies('governed-before'), during: load.latencies('governed') };
+  const during = [...copying, ...applying].sort((a, b) => a - b);
+  return { copySeconds: done.copySeconds, throttledMs: done.throttledMs + done.applyThrottledMs, before: load.latencies('governed-before'), during };
 }
 
 /**
  * Runs bench/governed-copy.ts in a child process (the move on its stdin), passing its trace on; once it
- * has loaded, `onReady` starts the measurement and the child is told to go. Its last line is the result.
+ * has loaded, `onReady` starts the measurement and the child is told to go; `onCopied` when its copy is
+ * done and its catch-up begins. Its last line is the result.
  */
-async function runGovernedCopy(input: GovernedCopyInput, onReady: () => void): Promise<GovernedCopyResult> {
+async function runGovernedCopy(input: GovernedCopyInput, onReady: () => void, onCopied: () => void): Promise<GovernedCopyResult> {
   const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./governed-copy.ts', import.meta.url))], { stdio: ['pipe', 'pipe', 'inherit'] });
   child.stdin.write(`${JSON.stringify(input)}\n`);
   let out = '';
@@ -238,6 +242,7 @@ async function runGovernedCopy(input: GovernedCopyInput, onReady: () => void): P
       onReady();
       child.stdin.end('go\n');
     }
+    if (!out.includes('copied\n') && (out + text).includes('copied\n')) onCopied();
     out += text;
     process.stdout.write(data);
   });
@@ -282,10 +287,18 @@ export class ForegroundLoad {
     private readonly table = 'big',
   ) {}
 
-  start(label: string): void {
-    this.running = true;
+  private current: number[] = [];
+
+  /** From now on, the running writers' latencies count under `label`. */
+  relabel(label: string): void {
     const samples = this.samples.get(label) ?? [];
     this.samples.set(label, samples);
+    this.current = samples;
+  }
+
+  start(label: string): void {
+    this.running = true;
+    this.relabel(label);
     let seed = 7 + this.samples.size;
     this.workers = Array.from({ length: this.writers }, async () => {
       while (this.running) {
@@ -294,7 +307,7 @@ export class ForegroundLoad {
         const t = process.hrtime.bigint();
         try {
           await this.router.forKey(this.table, key).query(`update ${this.table} set n = n + 1 where id = $1`, [key]);
-          samples.push(Number(process.hrtime.bigint() - t) / 1e6);
+          this.current.push(Number(process.hrtime.bigint() - t) / 1e6);
           this.acknowledged.set(key, (this.acknowledged.get(key) ?? 0) + 1);
         } catch {
           this.errors++;
