@@ -162,7 +162,7 @@ export function createMovementActivities(deps: MovementDeps) {
             const g = new Governor(settings, [plan.source.dsn, plan.target.dsn]);
             await g.start(baselinesMs);
             try {
-              const held = await paceSubscription(deps.nodePools, endpoints(plan), plan.names, g, started + applyMs, () => heartbeat('pacing the apply'));
+              const held = await paceSubscription(deps.nodePools, endpoints(plan), plan.shard, plan.names, g, started + applyMs, () => heartbeat('pacing the apply'));
               if (held > 0) movementThrottledSeconds.inc({ operation: 'move', phase: 'apply' }, held / 1000);
             } finally {
               await g.stop();

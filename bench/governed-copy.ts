@@ -48,7 +48,7 @@ async function main(): Promise<void> {
       for (;;) {
         const p = await streamProgress(pools, m, m.shard, m.names);
         if (p.tables > 0 && p.tablesReady === p.tables && p.lagBytes !== null && p.lagBytes < 1024 * 1024) break;
-        applyThrottledMs += await paceSubscription(pools, m, m.names, applying, Date.now() + 500);
+        applyThrottledMs += await paceSubscription(pools, m, m.shard, m.names, applying, Date.now() + 500);
       }
     } finally {
       await applying.stop();

@@ -4,7 +4,7 @@ import { resolveDsn } from '../catalog/dsn-password.js';
 import { dropSchemaGuarded } from './drop-guard.js';
 import type { NodePools } from '../catalog/node-pools.js';
 import type { NodeRecord, Queryable } from '../catalog/nodes.js';
-import { InvalidInputError, NotFoundError, ShardcastError } from '../errors.js';
+import { InvalidInputError, NotFoundError, ShardcastError, sqlState } from '../errors.js';
 import { shardTableDdl } from '../catalog/tables.js';
 import { quoteIdent, quoteLiteral, singleStatement } from '../sql/ident.js';
 import { inTransaction } from '../sql/transaction.js';
@@ -405,14 +405,17 @@ async function slotLag(source: Pick<pg.Pool, 'query'>, names: MovementNames): Pr
 
 /**
  * Paces a move's apply (the subscription's apply worker) until the deadline, as a duty cycle like the
- * copy's: the subscription applies for a slice, then is disabled for the pause the governor decides
- * (none while within the limit at full share, or while the lag is beyond maxLagBytes), and so on; it
- * is enabled at the end. Only once the own copy is done and the movement is not paused. Returns the
- * time held, in ms.
+ * copy's: the apply runs for a slice, then is held for the pause the governor decides (none while
+ * within the limit at full share, or while the lag is beyond maxLagBytes), and so on. It is held by a
+ * SHARE lock on the shard's tables on the target, which its writes wait for: the subscription is not
+ * stopped, since restarting it would start its walsender decoding the slot again, on the very source
+ * whose foreground the governor protects. Only once the own copy is done and the movement is not
+ * paused. Returns the time held, in ms.
  */
 export async function paceSubscription(
   pools: NodePools,
   endpoints: { source: NodeRecord; target: NodeRecord },
+  shard: ShardTables,
   names: MovementNames,
   governor: Governor,
   deadline: number,
@@ -422,44 +425,62 @@ export async function paceSubscription(
   const target = pools.get(endpoints.target.dsn);
   const own = await ownCopyState(target, names);
   if (own && !own.done) return 0;
-  const paused = async (): Promise<boolean> => {
-    const { rows } = await target.query<{ paused: boolean }>(`select paused from ${COPY_CONTROL} where movement_id = $1`, [names.slot]);
-    return rows[0]?.paused ?? false;
-  };
-  if (await paused()) return 0;
-  const sub = quoteIdent(names.subscription);
+  const { rows } = await target.query<{ paused: boolean }>(`select paused from ${COPY_CONTROL} where movement_id = $1`, [names.slot]);
+  if (rows[0]?.paused) return 0;
+  const tables = shard.tables.map((t) => `${quoteIdent(shard.schema)}.${quoteIdent(t.name)}`).join(', ');
   const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+  const holder = await target.connect();
+  let broken: Error | undefined;
   let held = 0;
-  let disabled = false;
+  let lag: number | null = null;
+  let lagAt = Number.NEGATIVE_INFINITY;
   try {
     while (Date.now() < deadline) {
-      if (disabled) {
-        await target.query(`alter subscription ${sub} enable`);
-        disabled = false;
-      }
       const slice = Math.max(1, Math.min(APPLY_SLICE_MS, deadline - Date.now()));
       await sleep(slice);
       onTick();
       if (Date.now() >= deadline) break;
-      const pause = Math.min(governor.decide(slice, paceApply(true, await slotLag(source, names), governor.settings)), deadline - Date.now());
+      if (Date.now() - lagAt >= LAG_EVERY_MS) {
+        lag = await slotLag(source, names);
+        lagAt = Date.now();
+      }
+      const pause = Math.min(governor.decide(slice, paceApply(true, lag, governor.settings)), deadline - Date.now());
       if (pause < 1) continue;
-      await target.query(`alter subscription ${sub} disable`);
-      disabled = true;
+      // A lock the apply holds (mid-transaction) is not waited for: no hold this time, and no deadlock with it.
+      await holder.query(`begin; set local lock_timeout = ${HOLD_LOCK_WAIT_MS}`);
+      try {
+        await holder.query(`lock table ${tables} in share mode`);
+      } catch (err) {
+        await holder.query('rollback');
+        if (sqlState(err) === '55P03') continue;
+        throw err;
+      }
+      const t0 = performance.now();
       await sleep(pause);
-      held += pause;
-      governor.count(pause);
+      await holder.query('commit');
+      const ms = performance.now() - t0;
+      held += ms;
+      governor.count(ms);
       onTick();
     }
+  } catch (err) {
+    broken = err as Error;
+    throw err;
   } finally {
-    // A pause that came meanwhile keeps the subscription disabled (resume enables it).
-    if (disabled && !(await paused())) await target.query(`alter subscription ${sub} enable`);
+    holder.release(broken);
   }
   if (held > 0) await target.query(`update ${COPY_CONTROL} set throttled_ms = throttled_ms + $2 where movement_id = $1`, [names.slot, Math.round(held)]);
   return held;
 }
 
-/** How long a paced apply runs between two decisions. */
-const APPLY_SLICE_MS = 200;
+/** How long a paced apply runs between two decisions: short, so that its holds are short too. */
+const APPLY_SLICE_MS = 25;
+
+/** How often a paced apply reads its slot's lag. */
+const LAG_EVERY_MS = 250;
+
+/** How long a hold waits for the apply's lock before it lets this slice go by. */
+const HOLD_LOCK_WAIT_MS = 20;
 
 /** A move's own-copy control row on the target, when it copies by itself. */
 async function ownCopyState(db: Pick<pg.Pool, 'query'>, names: MovementNames): Promise<{ done: boolean; throttledMs: number; copied: number; rows: number } | undefined> {

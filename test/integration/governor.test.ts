@@ -2,6 +2,9 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDistributedTable, moveResult, startMove } from '../../client/index.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
+import { getNodeByName } from '../../src/catalog/nodes.js';
+import { DEFAULT_GOVERNOR, Governor } from '../../src/movement/governor.js';
+import { copyMove, dropTargetShard, movementNames, paceSubscription, prepareTarget, shardTables, startStreaming, stopStreaming } from '../../src/movement/replication.js';
 import { movementThrottledSeconds } from '../../src/metrics/metrics.js';
 import { createRouter, type Router } from '../../src/router/router.js';
 import { movementProgressQuery } from '../../workflows/messages.js';
@@ -113,4 +116,52 @@ describe('the copy governor', () => {
     expect(schemas[0].n).toBe(0);
     await expectNoMovementLeftovers(pools, catalog.nodes);
   }, 60_000);
+
+  it('holds a move\'s apply with a lock its writes wait for, never restarting the subscription, and lets it catch up once the source recovers', async () => {
+    await createDistributedTable(worker.options, { name: 'paced', columns: 'id bigint primary key, n int not null default 0', shardKey: 'id', shardCount: 1, nodes: ['node-1'] });
+    const { rows: ids } = await catalog.pool.query<{ id: number }>("select s.id::int as id from shardcast.shards s join shardcast.distributed_tables t on t.group_id = s.group_id where t.name = 'paced'");
+    const shard = await shardTables(catalog.pool, ids[0]!.id);
+    const m = { source: await getNodeByName(catalog.pool, 'node-1'), target: await getNodeByName(catalog.pool, 'node-2') };
+    const names = movementNames(`gov_apply_${Date.now().toString(36)}`);
+    const table = `${shard.schema}.paced`;
+    await adminQuery(catalog.nodeUrl('node-1'), `insert into ${table} select g, 0 from generate_series(1, 2000) g`);
+    await prepareTarget(pools, m.target, shard);
+    await startStreaming(pools, m, shard, names, { copy: 'own' });
+    const copying = new Governor(DEFAULT_GOVERNOR, [m.source.dsn, m.target.dsn]);
+    await copyMove(pools, m, shard, names, { governor: copying });
+    const applied = async (): Promise<number> => (await adminQuery(catalog.nodeUrl('node-2'), `select coalesce(sum(n), 0)::int as n from ${table}`)).rows[0].n;
+    const applyWorker = async (): Promise<number | null> =>
+      (await adminQuery(catalog.nodeUrl('node-2'), 'select pid from pg_stat_subscription where subname = $1 and relid is null', [names.subscription])).rows[0]?.pid ?? null;
+    await until('the subscription to apply', async () => (await applyWorker()) !== null);
+    const pid = await applyWorker();
+
+    const applying = new Governor(DEFAULT_GOVERNOR, [m.source.dsn, m.target.dsn]);
+    await applying.start(copying.baselines());
+    // The source's probe is locked: every probe waits, the governor sees a node in trouble.
+    const locker = new pg.Client({ connectionString: catalog.nodeUrl('node-1') });
+    await locker.connect();
+    try {
+      await locker.query('begin');
+      await locker.query('lock table sc_movement.governor_probe in access exclusive mode');
+      await adminQuery(catalog.nodeUrl('node-1'), `update ${table} set n = n + 1`); // 2000 changes to apply
+      const held = await paceSubscription(pools, m, shard, names, applying, Date.now() + 2500);
+      expect(held).toBeGreaterThan(1200);
+      // The same apply worker throughout: held by the lock, not stopped and started again.
+      expect(await applyWorker()).toBe(pid);
+      await locker.query('commit');
+    } finally {
+      await locker.end();
+    }
+    // The source answers again: the apply's share grows back, and it catches up while still paced.
+    await until('the paced apply to catch up', async () => {
+      await paceSubscription(pools, m, shard, names, applying, Date.now() + 500);
+      return (await applied()) === 2000;
+    }, 30_000, 0);
+    expect(await applyWorker()).toBe(pid);
+    const { rows: control } = await adminQuery(catalog.nodeUrl('node-2'), 'select throttled_ms::int as ms from sc_movement.copy_control where movement_id = $1', [names.slot]);
+    expect(control[0].ms).toBeGreaterThan(1200);
+    await applying.stop();
+    await stopStreaming(pools, m, names);
+    await dropTargetShard(catalog.pool, pools, m.target, shard);
+  }, 120_000);
 });
