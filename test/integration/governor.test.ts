@@ -56,7 +56,7 @@ describe('the copy governor', () => {
       (await movementThrottledSeconds.get()).values.filter((v) => v.labels.operation === 'move' && v.labels.phase === 'copy').reduce((a, v) => a + v.value, 0);
     const metricBefore = await throttledSeconds();
     // Small chunks so that the copy takes a while; the governor at its default ratio.
-    const handle = await startMove(worker.options, { shardId: s.id, targetNode: 'node-2', pollSeconds: 0.2, graceSeconds: 0, governor: { chunkRows: 500 } });
+    const handle = await startMove(worker.options, { shardId: s.id, targetNode: 'node-2', pollSeconds: 0.2, graceSeconds: 0, governor: { enabled: true, chunkRows: 500 } });
     // Rows committed on the target by the copy so far (exact, unlike the statistics behind `rowsCopied`).
     const copiedRows = async (): Promise<number> => {
       const { rows: exists } = await adminQuery(catalog.nodeUrl('node-2'), "select to_regclass('sc_movement.copies') is not null as ok");
