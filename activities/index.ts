@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import type { NodePools } from '../src/catalog/node-pools.js';
 import type { TrainingThreads } from '../src/forecasting/thread-pool.js';
+import type { GovernorSettings } from '../src/movement/governor.js';
 import { getNode } from '../src/catalog/nodes.js';
 import { createTableOnNode, dropTableOnNode } from '../src/catalog/shard-ddl.js';
 import { activateTable, describeRegisteredTable, mapVersion, registerTable, unregisterTable, type RegisteredTable, type TableSpec } from '../src/catalog/tables.js';
@@ -20,6 +21,8 @@ export interface ActivityDeps {
   nodePools: NodePools;
   /** Pools of the cutover's connections (source and catalog), with statement_timeout; default nodePools. */
   cutoverPools?: NodePools;
+  /** The copy governor's settings (config movement.governor) under each movement's own; default DEFAULT_GOVERNOR. */
+  governor?: GovernorSettings;
   /** The threads series are trained in; its owner closes it. Default: the activities start their own (one thread, idle ones exit). */
   trainingThreads?: TrainingThreads;
 }

@@ -10,13 +10,15 @@ import { tablesyncReads, type OwnReadCount } from '../src/movement/own-reads.js'
 import { recordMovementReads } from '../src/profiling/series.js';
 import { finishMovement, movementStart, NodeBusyError, StaleCutoverAttemptError, type MovementState } from '../src/movement/lease.js';
 import { hydratePlan, planMovement, redactPlan, type MovePlan, type MovementPlan, type MovementRequest } from '../src/movement/plan.js';
-import { dropTargetShard, setSubscriptionEnabled, prepareTarget, resumeAutovacuum, startStreaming, stopStreaming, streamProgress, type StreamProgress } from '../src/movement/replication.js';
+import { copyMove, dropTargetShard, paceSubscription, setSubscriptionEnabled, prepareTarget, resumeAutovacuum, startStreaming, stopStreaming, streamProgress, type StreamProgress } from '../src/movement/replication.js';
 import { dropSchemaGuarded } from '../src/movement/drop-guard.js';
 import { applyChanges, captureProgress, copyInitial, dropNewShards, startChangeCapture, stopChangeCapture, type CopyProgress } from '../src/movement/logical-apply.js';
 import { fencedSourceName, reshardCutover, settleReshard } from '../src/movement/reshard-cutover.js';
 import type { ReshardPlan } from '../src/movement/reshard-plan.js';
 import type { FencedCopy, ReverseFollow, ReverseFollowResult } from '../workflows/messages.js';
 import { applyReverse, dropFencedCopyUnlessReversing, reverseCaptureState, reverseCutover, startReverseCapture, stopReverseCapture } from '../src/movement/reverse.js';
+import { Governor, resolveGovernor, type GovernorSettings } from '../src/movement/governor.js';
+import { movementThrottledSeconds } from '../src/metrics/metrics.js';
 
 export interface MovementDeps {
   catalog: pg.Pool;
@@ -24,6 +26,8 @@ export interface MovementDeps {
   nodePools: NodePools;
   /** The cutover's connections: limited (statement_timeout, idle-in-transaction timeout, keepalives) so a hung worker cannot hold the write lock. */
   cutoverPools?: NodePools;
+  /** The copy governor's settings (config movement.governor) under each movement's own; default DEFAULT_GOVERNOR. */
+  governor?: GovernorSettings;
 }
 
 export type { MovePlan, MovementPlan } from '../src/movement/plan.js';
@@ -55,6 +59,8 @@ export function createMovementActivities(deps: MovementDeps) {
     /** Checks the request, takes the shard's lease, and resolves the plan; or says why it must wait for a slot. */
     async beginMove(request: MovementRequest): Promise<BeginResult> {
       return run(async () => {
+        // A bad governor setting is refused before the lease: nothing is changed.
+        resolveGovernor(request.governor, deps.governor);
         try {
           return { plan: redactPlan(await planMovement(deps, request)) }; // no DSN in Temporal's history
         } catch (err) {
@@ -72,31 +78,63 @@ export function createMovementActivities(deps: MovementDeps) {
       });
     },
 
-    /** Move: publication and subscription (which copies by itself). Split or merge: publications and slots. */
+    /** Move: the publication (the copy creates slot and subscription). Split or merge: publications and slots. */
     async startStreaming(plan: MovementPlan): Promise<void> {
       plan = await hydratePlan(deps.catalog, plan); // the DSNs, from the catalog: the workflow carries none
       return runOn(nodesOf(plan), () =>
-        plan.operation === 'move' ? startStreaming(deps.nodePools, endpoints(plan), plan.shard, plan.names) : startChangeCapture(deps.nodePools, plan),
+        plan.operation === 'move'
+          ? startStreaming(deps.nodePools, endpoints(plan), plan.shard, plan.names, { copy: 'own' })
+          : startChangeCapture(deps.nodePools, plan),
       );
     },
 
-    /** Split or merge: the initial copy into the new shards, heartbeating its progress. */
-    async copyRows(plan: ReshardPlan): Promise<CopyProgress> {
+    /**
+     * The initial copy, paced by the governor, heartbeating its progress. A move copies inside its
+     * slot's exported snapshot and then starts its subscription; a split or merge copies into the
+     * new shards. A retry starts over.
+     */
+    async copyRows(plan: MovementPlan, governor?: Partial<GovernorSettings>): Promise<CopyProgress> {
       plan = await hydratePlan(deps.catalog, plan); // the DSNs, from the catalog: the workflow carries none
-      return runOn(nodesOf(plan), async () => {
-        let last = 0;
-        return copyInitial(
-          deps.nodePools,
-          plan,
-          (p) => {
-            if (Date.now() - last > 1000) {
-              last = Date.now();
-              heartbeat(p);
-            }
-          },
-          (read) => recordMovementReads(deps.catalog, read, plan.movementId),
-        );
-      });
+      const settings = resolveGovernor(governor, deps.governor);
+      // Progress is reported from stream callbacks, outside the activity's async context: keep the context at hand.
+      const context = Context.current();
+      const signal = context.cancellationSignal;
+      const beat = (p: CopyProgress) => context.heartbeat(p);
+      const cancelled = () => signal.aborted;
+      const counted = (ms: number) => movementThrottledSeconds.inc({ operation: plan.operation, phase: 'copy' }, ms / 1000);
+      try {
+        return await runOn(nodesOf(plan), async () => {
+          if (plan.operation === 'move') {
+            const g = new Governor(settings, [plan.source.dsn, plan.target.dsn], counted);
+            // The copy's reads of the source are no workload: told as the copy ends (tablesyncReads is for a table sync's copy only).
+            const onOwnReads = (read: OwnReadCount[]) => recordMovementReads(deps.catalog, read, plan.movementId);
+            return copyMove(deps.nodePools, endpoints(plan), plan.shard, plan.names, { governor: g, beat, cancelled, onOwnReads });
+          }
+          const g = new Governor(settings, [...plan.sources.map((s) => s.node.dsn), ...plan.targets.map((t) => t.node.dsn)], counted);
+          await g.start();
+          let last = 0;
+          try {
+            const copied = await copyInitial(
+              deps.nodePools,
+              plan,
+              (p) => {
+                if (Date.now() - last > 1000) {
+                  last = Date.now();
+                  beat(p);
+                }
+              },
+              { governor: g, onOwnReads: (read) => recordMovementReads(deps.catalog, read, plan.movementId) },
+            );
+            return { ...copied, baselinesMs: g.baselines() };
+          } finally {
+            await g.stop();
+          }
+        });
+      } catch (err) {
+        // A cancelled copy reports the cancellation itself, not the error its interrupted chunk ended with.
+        if (signal.aborted) throw signal.reason;
+        throw err;
+      }
     },
 
     /** Pausing stops the subscription from consuming the source; resuming starts it again. Splits and merges consume only when asked. */
@@ -112,22 +150,47 @@ export function createMovementActivities(deps: MovementDeps) {
      * Copy state and lag. For a split or merge this is also where changes are applied: for up to
      * `applyMs`, then measured.
      */
-    async measureProgress(plan: MovementPlan, applyMs = 0): Promise<StreamProgress> {
+    async measureProgress(plan: MovementPlan, applyMs = 0, governor?: Partial<GovernorSettings>, baselinesMs?: number[]): Promise<StreamProgress> {
       plan = await hydratePlan(deps.catalog, plan); // the DSNs, from the catalog: the workflow carries none
       return runOn(nodesOf(plan), async () => {
         if (plan.operation === 'move') {
+          // After the copy: the subscription's apply is paced for up to applyMs (disabled while the probes are over the limit).
+          const settings = resolveGovernor(governor, deps.governor);
+          let pacedMs = 0;
+          if (settings.enabled && applyMs > 0) {
+            const started = Date.now();
+            const g = new Governor(settings, [plan.source.dsn, plan.target.dsn]);
+            await g.start(baselinesMs);
+            try {
+              const held = await paceSubscription(deps.nodePools, endpoints(plan), plan.shard, plan.names, g, started + applyMs, () => heartbeat('pacing the apply'));
+              if (held > 0) movementThrottledSeconds.inc({ operation: 'move', phase: 'apply' }, held / 1000);
+            } finally {
+              await g.stop();
+            }
+            pacedMs = Date.now() - started;
+          }
           const progress = await streamProgress(deps.nodePools, endpoints(plan), plan.shard, plan.names);
-          if (progress.tables > 0 && progress.tablesReady === progress.tables) {
-            // The copy's reads of the source are no workload: told once, when it is done.
+          if (!progress.ownCopy && progress.tables > 0 && progress.tablesReady === progress.tables) {
+            // PostgreSQL's table sync did the copy: its reads of the source are no workload, told once, when it is done.
             const read = await tablesyncReads(deps.nodePools.get(plan.target.dsn), plan.source, plan.shard.schema, await movementStart(deps.catalog, plan.movementId));
             await recordMovementReads(deps.catalog, read, plan.movementId, true);
           }
-          return progress;
+          return { ...progress, pacedMs };
         }
-        await applyChanges(deps.nodePools, plan, { deadline: Date.now() + applyMs, onBatch: (n) => heartbeat(n) });
+        // The apply is paced too: `throttledMs` here is this call's share (the workflow adds them up).
+        const settings = resolveGovernor(governor, deps.governor);
+        const paced = settings.enabled && applyMs > 0;
+        const counted = (ms: number) => movementThrottledSeconds.inc({ operation: plan.operation, phase: 'apply' }, ms / 1000);
+        const g = paced ? new Governor(settings, [...plan.sources.map((s) => s.node.dsn), ...plan.targets.map((t) => t.node.dsn)], counted) : undefined;
+        await g?.start(baselinesMs);
+        try {
+          await applyChanges(deps.nodePools, plan, { deadline: Date.now() + applyMs, onBatch: (n) => heartbeat(n), governor: g });
+        } finally {
+          await g?.stop();
+        }
         const measured = await captureProgress(deps.nodePools, plan);
         const tables = plan.tables.length * plan.targets.length;
-        return { ...measured, tables, tablesReady: tables };
+        return { ...measured, tables, tablesReady: tables, throttledMs: g?.stats.throttledMs ?? 0 };
       });
     },
 

@@ -1,4 +1,6 @@
+import { spawn } from 'node:child_process';
 import { pipeline } from 'node:stream/promises';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
@@ -6,8 +8,9 @@ import { NodePools } from '../src/catalog/node-pools.js';
 import { getNodeByName, type NodeRecord } from '../src/catalog/nodes.js';
 import { cutover, fencedSchemaName } from '../src/movement/cutover.js';
 import { acquireMovementLease, finishMovement } from '../src/movement/lease.js';
-import { movementNames, prepareTarget, resumeAutovacuum, shardTables, startStreaming, stopStreaming, streamProgress } from '../src/movement/replication.js';
+import { movementNames, prepareTarget, resumeAutovacuum, shardTables, startStreaming, stopStreaming, streamProgress, type ShardTables } from '../src/movement/replication.js';
 import { dropVerifySlots, refreshVerification, verifyChunks, type VerifyProgress } from '../src/movement/verify.js';
+import type { GovernedCopyInput, GovernedCopyResult } from './governed-copy.js';
 import { createRouter, type Router } from '../src/router/router.js';
 import { quoteIdent } from '../src/sql/ident.js';
 import { percentile, round, startBenchFleet, type BenchFleet } from './fleet.js';
@@ -103,6 +106,9 @@ export async function run(args: string[]): Promise<void> {
     await load2.stop();
     console.log(`raw COPY: ${rawSeconds.toFixed(1)} s`);
 
+    // The same shard moved back with the copy governor at its defaults, under the same load.
+    const governed = await governedMove(fleet, pools, load2, { source: node2, target: node1, shard: bigShard });
+
     // Many cutovers of a small hot shard, back and forth, under write load on it. The bulk work above
     // wrote about a gigabyte of WAL: checkpoint first, so that its flush does not land in the middle
     // of this measurement (it stalled one cutover for 470 ms in a run without it).
@@ -133,7 +139,7 @@ export async function run(args: string[]): Promise<void> {
     await hot.stop();
 
     // Every acknowledged write, once, where the shard now lives.
-    const bigCheck = await load2.account(pools.get(node2.dsn), bigShard.schema, 'big');
+    const bigCheck = await load2.account(pools.get(node1.dsn), bigShard.schema, 'big');
     const hotCheck = await hot.account(pools.get(from.dsn), hotShard.schema, 'hot');
     blocked.sort((a, b) => a - b);
     const before = load2.latencies('before');
@@ -160,6 +166,7 @@ export async function run(args: string[]): Promise<void> {
       fg_p99_ratio: round(percentile(during, 99) / percentile(before, 99), 3),
       // The same load during the raw COPY: what copying these rows at all costs the writers here.
       fg_p99_ms_raw_copy: round(percentile(load2.latencies('raw'), 99), 2),
+      ...governedSummary(governed, bytes, rawMbS),
       lost_writes: bigCheck.lost + hotCheck.lost,
       duplicate_writes: bigCheck.duplicated + hotCheck.duplicated,
     };
@@ -172,6 +179,89 @@ export async function run(args: string[]): Promise<void> {
     await pools.end();
     await fleet.stop();
   }
+}
+
+interface GovernedRun {
+  copySeconds: number;
+  throttledMs: number;
+  before: number[];
+  during: number[];
+}
+
+/**
+ * A move with the copy governor at its defaults (DEFAULT_GOVERNOR): the workflow's own copy
+ * (exported snapshot, paced chunks) and its catch-up (the apply paced), run in a process of its own
+ * as the worker runs it (bench/governed-copy.ts), with the foreground's idle p99 measured again just
+ * before it. The foreground is measured while the governor works (copy and apply); the cutover
+ * follows with the load stopped.
+ */
+async function governedMove(fleet: BenchFleet, pools: NodePools, load: ForegroundLoad, move: { source: NodeRecord; target: NodeRecord; shard: ShardTables }): Promise<GovernedRun> {
+  const names = movementNames(`bench_gov_${Date.now().toString(36)}`);
+  const m = { ...move, names };
+  load.start('governed-before');
+  await sleep(5000);
+  await load.stop();
+  const done = await runGovernedCopy({ source: move.source, target: move.target, shard: move.shard, names }, () => load.start('governed'), () => load.relabel('governed-apply'));
+  await load.stop();
+  const [copying, applying] = [load.latencies('governed'), load.latencies('governed-apply')];
+  console.log(`governed move: foreground p99 ${round(percentile(copying, 99), 2)} ms while copying, ${round(percentile(applying, 99), 2)} ms while catching up`);
+  await leaseFor(fleet, m);
+  // Retried like the workflow's step: the source (autovacuumed again since it was a target) may hold the lock past the cutover's lock_timeout.
+  let switched: Awaited<ReturnType<typeof cutover>> | undefined;
+  for (let attempt = 1; !switched; attempt++) {
+    try {
+      switched = await cutover({ catalogUrl: fleet.catalogUrl, pools }, m, { verify: 'counts' });
+    } catch (err) {
+      if ((err as { code?: string }).code !== '55P03' || attempt >= 5) throw err;
+      console.log(`governed move: cutover attempt ${attempt} timed out on a lock; again`);
+    }
+  }
+  await finishMovement(fleet.catalog, names.gid.slice('sc_mv_'.length), 'done');
+  await stopStreaming(pools, m, names);
+  await resumeAutovacuum(pools, move.target, move.shard.schema, move.shard.tables.map((t) => t.name));
+  console.log(
+    `governed move: rows copied in ${done.copySeconds.toFixed(1)} s (throttled ${(done.throttledMs / 1000).toFixed(1)} s), caught up at ${done.readySeconds.toFixed(1)} s ` +
+      `(apply held ${(done.applyThrottledMs / 1000).toFixed(1)} s), cutover blocked writes ${switched.blockedMs} ms`,
+  );
+  const during = [...copying, ...applying].sort((a, b) => a - b);
+  return { copySeconds: done.copySeconds, throttledMs: done.throttledMs + done.applyThrottledMs, before: load.latencies('governed-before'), during };
+}
+
+/**
+ * Runs bench/governed-copy.ts in a child process (the move on its stdin), passing its trace on; once it
+ * has loaded, `onReady` starts the measurement and the child is told to go; `onCopied` when its copy is
+ * done and its catch-up begins. Its last line is the result.
+ */
+async function runGovernedCopy(input: GovernedCopyInput, onReady: () => void, onCopied: () => void): Promise<GovernedCopyResult> {
+  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./governed-copy.ts', import.meta.url))], { stdio: ['pipe', 'pipe', 'inherit'] });
+  child.stdin.write(`${JSON.stringify(input)}\n`);
+  let out = '';
+  child.stdout.on('data', (data: Buffer) => {
+    const text = data.toString('utf8');
+    if (!out.includes('ready') && (out + text).includes('ready')) {
+      onReady();
+      child.stdin.end('go\n');
+    }
+    if (!out.includes('copied\n') && (out + text).includes('copied\n')) onCopied();
+    out += text;
+    process.stdout.write(data);
+  });
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  const last = out.trim().split('\n').at(-1) ?? '';
+  if (code !== 0 || !last.startsWith('{')) throw new Error(`the governed copy failed (exit ${code})`);
+  return JSON.parse(last) as GovernedCopyResult;
+}
+
+function governedSummary(g: GovernedRun, bytes: number, rawMbS: number): Record<string, number> {
+  const mbS = bytes / 1048576 / g.copySeconds;
+  return {
+    governed_copy_mb_s: round(mbS, 1),
+    governed_throughput_ratio: round(mbS / rawMbS, 3),
+    governed_throttled_s: round(g.throttledMs / 1000, 1),
+    governed_fg_p99_ms_before: round(percentile(g.before, 99), 2),
+    governed_fg_p99_ms_during: round(percentile(g.during, 99), 2),
+    governed_fg_p99_ratio: round(percentile(g.during, 99) / percentile(g.before, 99), 3),
+  };
 }
 
 async function shardIdOf(fleet: BenchFleet, table: string): Promise<number | undefined> {
@@ -197,10 +287,18 @@ export class ForegroundLoad {
     private readonly table = 'big',
   ) {}
 
-  start(label: string): void {
-    this.running = true;
+  private current: number[] = [];
+
+  /** From now on, the running writers' latencies count under `label`. */
+  relabel(label: string): void {
     const samples = this.samples.get(label) ?? [];
     this.samples.set(label, samples);
+    this.current = samples;
+  }
+
+  start(label: string): void {
+    this.running = true;
+    this.relabel(label);
     let seed = 7 + this.samples.size;
     this.workers = Array.from({ length: this.writers }, async () => {
       while (this.running) {
@@ -209,7 +307,7 @@ export class ForegroundLoad {
         const t = process.hrtime.bigint();
         try {
           await this.router.forKey(this.table, key).query(`update ${this.table} set n = n + 1 where id = $1`, [key]);
-          samples.push(Number(process.hrtime.bigint() - t) / 1e6);
+          this.current.push(Number(process.hrtime.bigint() - t) / 1e6);
           this.acknowledged.set(key, (this.acknowledged.get(key) ?? 0) + 1);
         } catch {
           this.errors++;

@@ -290,7 +290,8 @@ function describeProgress(p: MovementProgress): string {
     return `${p.phase.padEnd(10)} ${bar} ${p.rowsVerified} of ~${total} rows verified${eta}, writes blocked ${p.verifyBlockedMs ?? 0} ms${p.paused ? ' (paused)' : ''}`;
   }
   const bar = p.tables > 0 ? `[${'#'.repeat(Math.round((10 * p.tablesReady) / p.tables)).padEnd(10, '.')}]` : '[..........]';
-  return `${p.phase.padEnd(10)} ${bar} ${p.rowsCopied} rows, ${mb(p.bytesCopied)} copied, lag ${mb(p.lagBytes)}${p.etaSeconds !== null ? `, eta ${p.etaSeconds}s` : ''}${p.paused ? ' (paused)' : ''}`;
+  const throttled = p.throttledMs ? `, throttled ${(p.throttledMs / 1000).toFixed(1)}s` : '';
+  return `${p.phase.padEnd(10)} ${bar} ${p.rowsCopied} rows, ${mb(p.bytesCopied)} copied, lag ${mb(p.lagBytes)}${p.etaSeconds !== null ? `, eta ${p.etaSeconds}s` : ''}${throttled}${p.paused ? ' (paused)' : ''}`;
 }
 
 /** Prints the movement's progress until it ends: one updating line on a terminal, a line per change otherwise. */
@@ -312,6 +313,9 @@ async function follow(handle: WorkflowHandle): Promise<void> {
 }
 
 interface MovementFlags {
+  /** false with --no-governor. */
+  governor?: boolean;
+  governorRatio?: number;
   requireApproval?: boolean;
   grace?: number;
   follow?: boolean;
@@ -326,12 +330,29 @@ function movementCommand(name: string, description: string): Command {
     .option('--require-approval', 'wait for `shardcast approve` before the cutover')
     .option('--grace <seconds>', 'keep the fenced source copy this long after the cutover', nonNegativeInt)
     .option('--follow', 'show progress until the movement ends')
+    .option('--no-governor', 'copy at full speed, whatever the foreground pays (default: config movement.governor.enabled)')
+    .option('--governor-ratio <ratio>', 'hold the copy while the nodes\' latency exceeds this many times its idle value (default: config movement.governor.latencyRatio)', governorRatio)
     .option('--no-wait', 'start it and return');
 }
 
 function movementOptions(cfg: Config, opts: MovementFlags): MovementOptions {
   const base = movementSettings(cfg);
-  return { ...base, approvalRequired: opts.requireApproval ?? base.approvalRequired, graceSeconds: opts.grace ?? base.graceSeconds };
+  return {
+    ...base,
+    approvalRequired: opts.requireApproval ?? base.approvalRequired,
+    graceSeconds: opts.grace ?? base.graceSeconds,
+    governor: {
+      ...base.governor,
+      ...(opts.governor === false ? { enabled: false } : {}),
+      ...(opts.governorRatio !== undefined ? { latencyRatio: opts.governorRatio } : {}),
+    },
+  };
+}
+
+function governorRatio(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 1 || n > 100) throw new InvalidArgumentError('expected a latency ratio from 1 to 100 (e.g. 1.3)');
+  return n;
 }
 
 /** Starts a movement, then (unless --no-wait) follows it and prints its outcome. */

@@ -139,6 +139,7 @@ export async function startStack(config: Config, options: StackOptions): Promise
       catalogUrl,
       dataConverter,
       training: { threads: config.forecast.threads, backend: config.forecast.backend },
+      governor: config.movement.governor,
       sessionLimits: {
         statementTimeoutMs: config.movement.statementTimeoutSeconds * 1000,
         idleInTransactionTimeoutMs: config.movement.idleInTransactionTimeoutSeconds * 1000,

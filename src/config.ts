@@ -3,6 +3,7 @@ import path from 'node:path';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from './errors.js';
+import { DEFAULT_GOVERNOR } from './movement/governor.js';
 import { embeddedPasswordFile, readEmbeddedPassword } from './fleet/embedded-password.js';
 
 const port = z.number().int().min(1).max(65535);
@@ -177,6 +178,21 @@ export const configSchema = z
         idleInTransactionTimeoutSeconds: z.number().int().min(1).max(86_400).default(30),
         /** TCP keepalive of the worker's node connections (both ends): a vanished worker's session ends within about four of these. */
         keepAliveSeconds: z.number().int().min(1).max(7200).default(10),
+        /** The copy governor (src/movement/governor.ts): paces copy and apply to keep the nodes' own latency near its idle value. */
+        governor: z
+          .object({
+            enabled: z.boolean().default(DEFAULT_GOVERNOR.enabled),
+            /** Copying holds while the probe's recent p90 exceeds this many times its idle baseline. */
+            latencyRatio: z.number().min(1).max(100).default(DEFAULT_GOVERNOR.latencyRatio),
+            probeIntervalMs: z.number().int().min(10).max(10_000).default(DEFAULT_GOVERNOR.probeIntervalMs),
+            /** A split's or merge's apply is paced only while its lag is at most this many bytes. */
+            maxLagBytes: z.number().int().min(0).default(DEFAULT_GOVERNOR.maxLagBytes),
+            minBaselineMs: z.number().min(0).max(10_000).default(DEFAULT_GOVERNOR.minBaselineMs),
+            maxPauseMs: z.number().int().min(0).max(600_000).default(DEFAULT_GOVERNOR.maxPauseMs),
+            chunkRows: z.number().int().min(1).max(10_000_000).default(DEFAULT_GOVERNOR.chunkRows),
+          })
+          .strict()
+          .prefault({}),
       })
       .strict()
       .prefault({}),
@@ -231,7 +247,7 @@ export function plannerSettings(config: Config): { targetUtilisation: number; bo
 }
 
 /** The movement settings of the configuration, as every movement the CLI or the rebalancer starts gets them. */
-export function movementSettings(config: Config): { approvalRequired: boolean; approvalOverBytes?: number; approvalHoursUtc?: [number, number]; graceSeconds: number; maxMovesPerNode: number; catchUpLagBytes: number } {
+export function movementSettings(config: Config): { approvalRequired: boolean; approvalOverBytes?: number; approvalHoursUtc?: [number, number]; graceSeconds: number; maxMovesPerNode: number; catchUpLagBytes: number; governor: Config['movement']['governor'] } {
   const m = config.movement;
   return {
     approvalRequired: m.requireApproval,
@@ -240,6 +256,7 @@ export function movementSettings(config: Config): { approvalRequired: boolean; a
     graceSeconds: m.graceSeconds,
     maxMovesPerNode: m.maxPerNode,
     catchUpLagBytes: m.catchUpLagBytes,
+    governor: m.governor,
   };
 }
 export type RegisteredNode = z.infer<typeof registeredNode>;
@@ -296,6 +313,11 @@ export const ENV_OVERRIDES: Record<string, string> = {
   SHARDCAST_MOVEMENT_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS: 'movement.idleInTransactionTimeoutSeconds',
   SHARDCAST_MOVEMENT_KEEP_ALIVE_SECONDS: 'movement.keepAliveSeconds',
   SHARDCAST_JANITOR_INTERVAL_MINUTES: 'janitor.intervalMinutes',
+  SHARDCAST_MOVEMENT_GOVERNOR_ENABLED: 'movement.governor.enabled',
+  SHARDCAST_MOVEMENT_GOVERNOR_LATENCY_RATIO: 'movement.governor.latencyRatio',
+  SHARDCAST_MOVEMENT_GOVERNOR_PROBE_INTERVAL_MS: 'movement.governor.probeIntervalMs',
+  SHARDCAST_MOVEMENT_GOVERNOR_MAX_LAG_BYTES: 'movement.governor.maxLagBytes',
+  SHARDCAST_MOVEMENT_GOVERNOR_CHUNK_ROWS: 'movement.governor.chunkRows',
   SHARDCAST_PLANNING_MODE: 'planning.mode',
   SHARDCAST_PLANNING_TARGET_UTILISATION: 'planning.targetUtilisation',
   SHARDCAST_PLANNING_BOUND: 'planning.bound',
@@ -433,6 +455,10 @@ const NUMERIC_KEYS = new Set([
   'movement.idleInTransactionTimeoutSeconds',
   'movement.keepAliveSeconds',
   'janitor.intervalMinutes',
+  'movement.governor.latencyRatio',
+  'movement.governor.probeIntervalMs',
+  'movement.governor.maxLagBytes',
+  'movement.governor.chunkRows',
   'planning.targetUtilisation',
   'planning.hysteresisSeconds',
   'planning.maxConcurrentMovesPerNode',
@@ -476,7 +502,7 @@ function firstUnexpected(text: string, char: string): number | undefined {
 const LIST_KEYS = new Set(['codecServer.corsOrigins']);
 
 /** Keys whose values are switches: true/false (or 1/0, yes/no) in the environment. */
-const BOOLEAN_KEYS = new Set(['temporal.tls.enabled']);
+const BOOLEAN_KEYS = new Set(['temporal.tls.enabled', 'movement.governor.enabled']);
 
 function coerceEnvValue(key: string, value: string): unknown {
   if (BOOLEAN_KEYS.has(key) && /^\s*(true|1|yes|false|0|no)\s*$/i.test(value)) return /^\s*(true|1|yes)\s*$/i.test(value);

@@ -1,4 +1,5 @@
 import { fileURLToPath } from 'node:url';
+import type { GovernorSettings } from '../src/movement/governor.js';
 import { ApplicationFailure } from '@temporalio/common';
 import { format } from 'node:util';
 import { NativeConnection, Runtime, Worker, type ActivityInterceptors, type LogEntry, type WorkerOptions } from '@temporalio/worker';
@@ -28,6 +29,8 @@ export interface ControlWorkerOptions {
   sessionLimits?: SessionLimits;
   /** Threads that train series (forecast.threads, default 1) and their TensorFlow.js backend (forecast.backend). */
   training?: { threads?: number; backend?: BackendChoice };
+  /** The copy governor's settings for every movement, under each movement's own (movement.governor in the configuration). */
+  governor?: GovernorSettings;
   /** Payload codecs (temporal.encryption): the same data converter as the clients'. */
   dataConverter?: WorkerOptions['dataConverter'];
   /** Where business errors are logged, one line each (default: the Temporal runtime's logger, at WARN). */
@@ -98,7 +101,7 @@ export async function startControlWorker(options: ControlWorkerOptions): Promise
       connection: options.connection,
       namespace: options.namespace,
       taskQueue: options.taskQueue ?? CONTROL_TASK_QUEUE,
-      activities: createActivities({ catalog, catalogUrl: options.catalogUrl, nodePools, cutoverPools, trainingThreads }),
+      activities: createActivities({ catalog, catalogUrl: options.catalogUrl, nodePools, cutoverPools, trainingThreads, governor: options.governor }),
       ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
       shutdownGraceTime: '10 seconds',
       ...(options.dataConverter ? { dataConverter: options.dataConverter } : {}),

@@ -37,6 +37,8 @@ export interface MovementSettings {
   historyLimit?: number;
   verifyChunkRows?: number;
   verifySliceSeconds?: number;
+  /** The copy governor for this movement (default: the worker's, movement.governor in its configuration). */
+  governor?: MoveShardInput['governor'];
 }
 
 export type MovementOperationInput = Pick<MoveShardInput, 'operation' | 'shardId' | 'targetNode' | 'splitTargets' | 'splitAt' | 'mergeWith' | 'reverseOf' | 'reverseFallback'>;
@@ -59,5 +61,6 @@ export function moveShardInput(op: MovementOperationInput, ids: { movementId: st
     ...(s.historyLimit ? { historyLimit: s.historyLimit } : {}),
     ...(s.verifyChunkRows ? { verifyChunkRows: s.verifyChunkRows } : {}),
     ...(s.verifySliceSeconds ? { verifySliceSeconds: s.verifySliceSeconds } : {}),
+    ...(s.governor ? { governor: s.governor } : {}),
   };
 }

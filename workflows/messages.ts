@@ -2,6 +2,7 @@ import { defineQuery, defineSignal } from '@temporalio/workflow';
 import type { PlanInput } from '../src/planning/types.js';
 import type { MovementSettings } from './describe.js';
 import type { TableSpec } from '../src/catalog/tables.js';
+import type { GovernorSettings } from '../src/movement/governor.js';
 import type { MovementOperation, MovementPlan, MovementRequest } from '../src/movement/plan.js';
 
 export interface RetrySettings {
@@ -54,14 +55,21 @@ export interface MoveShardInput extends MovementRequest {
   historyLimit?: number;
   /**
    * Set by continue-as-new: the plan (none yet while queued) and progress of the run before; `forward`
-   * when it was finishing a committed switch (the new run only goes on finishing it).
+   * when it was finishing a committed switch (the new run only goes on finishing it); the governor's baselines.
    */
-  resume?: { plan?: MovementPlan; progress: MovementProgress; forward?: { failures: number; lastError: string; reversible?: boolean } };
+  resume?: {
+    plan?: MovementPlan;
+    progress: MovementProgress;
+    forward?: { failures: number; lastError: string; reversible?: boolean };
+    baselinesMs?: number[];
+  };
   /** Verify phase: rows per compared chunk (default 20,000) and seconds per verify activity between progress reports (default 10). */
   verifyChunkRows?: number;
   verifySliceSeconds?: number;
   /** Retries of each step before the movement fails and is undone (default: 10 attempts, up to 30 s apart). */
   retry?: { maximumAttempts: number; initialIntervalMs: number; maximumIntervalMs?: number };
+  /** The copy governor for this movement, over its defaults (src/movement/governor.ts; config movement.governor.*). */
+  governor?: Partial<GovernorSettings>;
 }
 
 export interface MoveShardResult {
@@ -127,6 +135,10 @@ export interface MovementProgress {
   rowsToVerify?: number;
   /** A move back: a cutover only, or a full move and why. */
   movedBack?: MoveShardResult['movedBack'];
+  /** Time the copy governor held the copy or apply back to spare the foreground, in ms. */
+  throttledMs?: number;
+  /** A move's own copy has finished (its subscription streams). */
+  copyDone?: boolean;
 }
 
 /** Why a movement waits for a slot: a node it involves already runs `running` movements of `limit`. */

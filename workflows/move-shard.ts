@@ -1,4 +1,5 @@
 import {
+  ActivityCancellationType,
   ActivityFailure,
   allHandlersFinished,
   ApplicationFailure,
@@ -163,6 +164,7 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
     tablesReady: 0,
     tables: 0,
     etaSeconds: null,
+    throttledMs: 0,
   };
   let rejected = false;
   setHandler(movementProgressQuery, () => progress);
@@ -202,12 +204,24 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
 
   const rejectedFailure = (reason: string) => ApplicationFailure.create({ type: 'MovementRejected', nonRetryable: true, message: reason });
 
+  /** The governor's idle baselines, measured before the copy: the apply of a split or merge compares against them. */
+  let baselinesMs: number[] | undefined = input.resume?.baselinesMs;
+  // A move's copy runs beside the catch-up loop (which measures it and pauses it), in a scope of its own so that a failure can stop it.
+  const copyScope = new CancellationScope();
+  let copyRun: Promise<unknown> | undefined;
+  let copyError: unknown;
+
   /** A long wait would grow the history without end: carry on in a fresh run with the same state. */
-  const continueIfLong = async (p: MovementPlan | undefined): Promise<void> => {
+  const longHistory = (): boolean => {
     const info = workflowInfo();
-    if (info.continueAsNewSuggested || info.historyLength > (input.historyLimit ?? 10_000)) {
+    return info.continueAsNewSuggested || info.historyLength > (input.historyLimit ?? 10_000);
+  };
+  const continueIfLong = async (p: MovementPlan | undefined): Promise<void> => {
+    // Not while a move's own copy runs: it would start over in the new run (the catch-up loop polls less often instead).
+    if (copyRun) return;
+    if (longHistory()) {
       await condition(allHandlersFinished);
-      await continueAsNew<typeof moveShard>({ ...input, resume: { plan: p, progress } });
+      await continueAsNew<typeof moveShard>({ ...input, resume: { plan: p, progress, baselinesMs } });
     }
   };
 
@@ -235,6 +249,7 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
           maxMovesPerNode: input.maxMovesPerNode,
           workflowId: input.workflowId,
           ...(input.reverseOf ? { reverseOf: input.reverseOf, reverseFallback: input.reverseFallback } : {}),
+          ...(input.governor ? { governor: input.governor } : {}),
         },
       ]);
       if ('plan' in begun) {
@@ -303,7 +318,7 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
     if (p.operation !== 'move') {
       // The copy is one activity; beside it, the targets' sizes are measured for progress and an ETA.
       let copyDone = false;
-      const copying = step.copyRows.executeWithOptions({ ...COPY_RUN, summary: `copy rows into ${p.targets.map((t) => t.schema).join(', ')}` }, [p]);
+      const copying = step.copyRows.executeWithOptions({ ...COPY_RUN, summary: `copy rows into ${p.targets.map((t) => t.schema).join(', ')}` }, [p, input.governor]);
       void copying.then(
         () => (copyDone = true),
         () => (copyDone = true),
@@ -315,7 +330,8 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
         setCurrentDetails(`copy: ${measured.bytesCopied} of about ${p.bytes} bytes`);
       }
       const copied = await copying;
-      Object.assign(progress, { rowsCopied: copied.rows, bytesCopied: copied.bytes, etaSeconds: null });
+      Object.assign(progress, { rowsCopied: copied.rows, bytesCopied: copied.bytes, etaSeconds: null, throttledMs: copied.throttledMs ?? 0, copyDone: true });
+      baselinesMs = copied.baselinesMs;
     }
     return p;
   };
@@ -334,21 +350,54 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
   const catchUp = async (p: MovementPlan): Promise<void> => {
     let eta = etaEstimator(p.bytes, progress.bytesCopied);
     for (;;) {
+      if (copyError) throw copyError;
       if (await holdWhilePaused(p)) eta = etaEstimator(p.bytes, progress.bytesCopied); // the pause is no part of any rate
       if (rejected) throw rejectedFailure('rejected');
       await continueIfLong(p);
-      // A split or merge applies the sources' changes here, for up to one poll interval.
-      const applyMs = p.operation === 'move' ? 0 : input.pollSeconds * 1000;
-      const measured = await step.measureProgress.executeWithOptions({ ...STEP_RUN, summary: applyMs ? 'apply changes, measure lag' : 'measure copy and lag' }, [p, applyMs]);
+      // A split or merge applies the sources' changes here (paced by the governor), for up to one poll
+      // interval; a move's apply (its subscription) is paced here once its own copy is done.
+      const applyMs = p.operation === 'move' && !progress.copyDone ? 0 : input.pollSeconds * 1000;
+      const measured = await step.measureProgress.executeWithOptions({ ...STEP_RUN, summary: applyMs ? 'apply changes, measure lag' : 'measure copy and lag' }, [
+        p,
+        applyMs,
+        input.governor,
+        baselinesMs,
+      ]);
       const copying = measured.tablesReady < measured.tables || measured.tables === 0;
       // A split's or merge's rows: the copy's exact count stands until the targets' statistics catch up with it.
       const rowsCopied = p.operation === 'move' ? measured.rowsCopied : Math.max(measured.rowsCopied, progress.rowsCopied);
-      Object.assign(progress, measured, { rowsCopied, etaSeconds: eta(measured.bytesCopied, measured.lagBytes, copying) });
+      // A move's copy reports its total time throttled; a split's or merge's apply its share of this poll.
+      const throttledMs = p.operation === 'move' ? (measured.throttledMs ?? progress.throttledMs) : (progress.throttledMs ?? 0) + (measured.throttledMs ?? 0);
+      const { pacedMs, ...state } = measured;
+      Object.assign(progress, state, { rowsCopied, throttledMs, etaSeconds: eta(measured.bytesCopied, measured.lagBytes, copying) });
       if (!copying && progress.phase === 'copy') enter('catch-up', `catching up: lag ${measured.lagBytes ?? '?'} bytes`);
-      setCurrentDetails(`${progress.phase}: ${rowsCopied} rows, ${measured.bytesCopied} bytes, lag ${measured.lagBytes ?? '?'} bytes`);
-      if (!copying && measured.lagBytes !== null && measured.lagBytes <= input.catchUpLagBytes) break;
-      if (!applyMs) await sleep(`${input.pollSeconds} seconds`);
+      setCurrentDetails(
+        `${progress.phase}: ${rowsCopied} rows, ${measured.bytesCopied} bytes, lag ${measured.lagBytes ?? '?'} bytes${throttledMs ? `, throttled ${Math.round(throttledMs / 1000)} s` : ''}`,
+      );
+      if (!copying && !copyRun && measured.lagBytes !== null && measured.lagBytes <= input.catchUpLagBytes) break;
+      const waited = p.operation === 'move' ? (pacedMs ?? 0) > 0 : applyMs > 0;
+      if (!waited) await sleep(`${copyRun && longHistory() ? Math.max(60, input.pollSeconds) : input.pollSeconds} seconds`);
     }
+  };
+
+  /** A move's own copy, started beside the catch-up loop; its end (or failure) is noted for the loop. */
+  const startOwnCopy = (p: MovementPlan): void => {
+    copyRun = copyScope
+      .run(() =>
+        step.copyRows.executeWithOptions(
+          { ...COPY_RUN, cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED, summary: `copy ${planNodes(p).schemas} (paced by the governor)` },
+          [p, input.governor],
+        ),
+      )
+      .then(
+        (copied) => {
+          progress.copyDone = true;
+          progress.throttledMs = copied.throttledMs ?? progress.throttledMs;
+          baselinesMs = copied.baselinesMs ?? baselinesMs; // the apply's governor compares against the idle nodes, not the copying ones
+        },
+        (err: unknown) => void (copyError = err),
+      )
+      .finally(() => void (copyRun = undefined));
   };
 
   /**
@@ -424,6 +473,8 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
     } else {
       // A move back within the grace period: its copy is the fenced one, kept in sync; the cutover checks it.
       const cutoverOnly = p.operation === 'move' && p.reverse !== undefined;
+      // Any other move copies by itself (paced by the governor), beside the catch-up loop that measures and pauses it.
+      if (p.operation === 'move' && !cutoverOnly && !progress.copyDone) startOwnCopy(p);
       if (!cutoverOnly) await catchUp(p);
 
       // Verify: chunk digests in consistent snapshots, one slice per activity so that progress shows.
@@ -529,6 +580,9 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
     enter('compensate', cancelled ? 'cancelled: undoing' : rejected ? 'rejected: undoing' : `failed: undoing (${cause.message})`);
     let undoError: string | undefined;
     await CancellationScope.nonCancellable(async () => {
+      // A copy still running stops first (it checks between chunks), so that nothing is created after the undo.
+      copyScope.cancel();
+      await copyRun;
       if (plan) {
         try {
           await undo.abortMove.executeWithOptions({ ...UNDO_RUN, summary: 'undo: drop replication and the target copy' }, [plan]);

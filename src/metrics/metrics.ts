@@ -1,8 +1,16 @@
 import { createServer, type Server } from 'node:http';
 import type pg from 'pg';
-import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { LEFTOVER_KINDS } from '../movement/doctor.js';
 import { nodeHealth } from '../profiling/collector.js';
+
+/** Time the copy governor held movements back, counted by the activities of this worker process. */
+export const movementThrottledSeconds = new Counter({
+  name: 'shardcast_movement_throttled_seconds_total',
+  help: 'Seconds the copy governor held a movement back (copy or apply) to spare the foreground',
+  labelNames: ['operation', 'phase'],
+  registers: [],
+});
 
 /**
  * The worker's Prometheus endpoint: process metrics plus the shard map as the catalog has it,
@@ -40,6 +48,7 @@ interface PlanSnapshot {
 export function createMetricsRegistry(catalog: pg.Pool): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'shardcast_' });
+  registry.registerMetric(movementThrottledSeconds);
   // prom-client collects the gauges concurrently: they share one read of the catalog per scrape.
   let pending: { at: number; snapshot: Promise<CatalogSnapshot> } | undefined;
   const snapshot = (): Promise<CatalogSnapshot> => {

@@ -1,13 +1,15 @@
 import { ownReads, type OwnReadCount } from './own-reads.js';
 import { dropSchemaGuarded } from './drop-guard.js';
+import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import type { NodePools } from '../catalog/node-pools.js';
 import { NotFoundError, ShardcastError } from '../errors.js';
-import { quoteIdent } from '../sql/ident.js';
+import { quoteIdent, quoteLiteral } from '../sql/ident.js';
 import { inTransaction } from '../sql/transaction.js';
 import { AS_REPLICA } from './fence.js';
+import type { Governor } from './governor.js';
 import { decodeMessage, UNCHANGED, type Relation, type TupleValue } from './pgoutput.js';
 import { rangePredicate, targetIndexFor, type ReshardPlan, type ReshardSource } from './reshard-plan.js';
 
@@ -38,17 +40,153 @@ export async function startChangeCapture(pools: NodePools, plan: ReshardPlan): P
 export interface CopyProgress {
   rows: number;
   bytes: number;
+  /** Time the governor held the copy back, in ms. */
+  throttledMs?: number;
+  /** The governor's idle baseline per probed node, in ms (passed on to the apply's governor). */
+  baselinesMs?: number[];
+}
+
+/** Quoted primary-key columns of a table, in key order (none: the table is copied in one chunk). */
+export async function primaryKeyColumns(db: Pick<pg.ClientBase, 'query'>, schema: string, table: string): Promise<string[]> {
+  const { rows } = await db.query<{ name: string }>(
+    `select a.attname::text as name from pg_index i
+       join lateral unnest(i.indkey) with ordinality k(attnum, n) on true
+       join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
+      where i.indrelid = to_regclass($1) and i.indisprimary order by k.n`,
+    [`${quoteIdent(schema)}.${quoteIdent(table)}`],
+  );
+  return rows.map((r) => quoteIdent(r.name));
+}
+
+export interface ChunkedCopy {
+  /** Reads the source (for a move: inside the transaction of the slot's exported snapshot). */
+  out: pg.ClientBase;
+  /** Writes the target; each chunk is its own transaction there. */
+  into: pg.ClientBase;
+  from: string;
+  to: string;
+  /** Row filter on the source (a split's range), SQL. */
+  where?: string;
+  keyColumns: string[];
+  chunkRows: number;
+  /** Before each chunk: the governor's pause and hold. */
+  beforeChunk?: () => Promise<void>;
+  /**
+   * Within a chunk, after every PACE_BYTES that passed: the governor's short pause. A chunk at full
+   * speed between long pauses slows every foreground statement that meets it (the p99 is set by the
+   * copy's intensity, not its share of the time); paced in small pieces, the copy never holds the
+   * nodes' CPU and disk for more than a moment.
+   */
+  pace?: () => Promise<void>;
+  /** Inside each chunk's target transaction, after its rows: bookkeeping that must commit with them. */
+  inChunk?: (into: pg.ClientBase, chunk: CopyProgress) => Promise<void>;
+  onBytes?: (bytes: number) => void;
 }
 
 /**
- * The initial copy into the targets' (empty) tables. A retry starts over: targets are truncated
- * first, which is right because no change has been applied before the copy finished.
+ * Planner settings for the reading side of a chunked copy (SET LOCAL, inside its transaction): every
+ * chunk's bound and rows come by the primary key's index, not a scan and sort of the whole table
+ * (which a table without statistics yet would otherwise get).
+ */
+export const KEY_ORDER_SETTINGS = ['set local enable_seqscan = off', 'set local enable_bitmapscan = off', 'set local max_parallel_workers_per_gather = 0'];
+
+/** Chunks whose bounds are read in one pass: a pass is short work between two pauses, not a scan of the whole table at once. */
+const CHUNKS_PER_PASS = 10;
+
+/**
+ * The upper key bounds of the next chunks of `chunkRows` rows after `after`, in one pass over the
+ * primary key's index (not a round trip per chunk). Fewer than asked: the rest is the last chunk.
+ */
+async function nextBounds(c: ChunkedCopy, after: string[] | null): Promise<string[][]> {
+  const keys = c.keyColumns.join(', ');
+  const conditions = c.where ? [`(${c.where})`] : [];
+  if (after) conditions.push(`(${keys}) > (${after.map(quoteLiteral).join(', ')})`);
+  const { rows } = await c.out.query<string[]>({
+    text: `select ${c.keyColumns.map((_, i) => `k${i}`).join(', ')} from (
+             select ${c.keyColumns.map((k, i) => `${k}::text as k${i}`).join(', ')}, row_number() over (order by ${keys}) as rn
+               from (select ${keys} from ${c.from}${conditions.length ? ` where ${conditions.join(' and ')}` : ''} order by ${keys} limit ${Math.trunc(c.chunkRows) * CHUNKS_PER_PASS}) page
+           ) s where rn % ${Math.trunc(c.chunkRows)} = 0 order by rn`,
+    rowMode: 'array',
+  });
+  return rows;
+}
+
+/** Bytes of a copy between two of the governor's pauses within a chunk. */
+export const PACE_BYTES = 32 * 1024;
+
+/** Passes the copy's data on, calling `pace` (and waiting for it) after every PACE_BYTES. */
+function pacer(pace: () => Promise<void>): Transform {
+  let since = 0;
+  return new Transform({
+    transform(data: Buffer, _encoding, done) {
+      since += data.length;
+      if (since < PACE_BYTES) return done(null, data);
+      since = 0;
+      this.push(data);
+      pace().then(() => done(), done);
+    },
+  });
+}
+
+/**
+ * Copies a table in primary-key order, one chunk of `chunkRows` rows at a time (binary COPY out of
+ * the source and into the target), so that the copy can be paced between chunks. COPY takes no
+ * parameters: key bounds are literals, coerced to the key columns' types by PostgreSQL. Rows that
+ * come after the bounds were read (a copy outside a snapshot) fall into the last, open-ended chunk.
+ */
+export async function copyChunked(c: ChunkedCopy): Promise<CopyProgress> {
+  const total: CopyProgress = { rows: 0, bytes: 0 };
+  const keys = c.keyColumns.join(', ');
+  let bounds: string[][] = [];
+  let last: string[] | null = null;
+  for (;;) {
+    await c.beforeChunk?.();
+    if (bounds.length === 0 && c.keyColumns.length > 0) bounds = await nextBounds(c, last);
+    const conditions = c.where ? [`(${c.where})`] : [];
+    if (last) conditions.push(`(${keys}) > (${last.map(quoteLiteral).join(', ')})`);
+    const upper = bounds.shift() ?? null;
+    if (upper) conditions.push(`(${keys}) <= (${upper.map(quoteLiteral).join(', ')})`);
+    const chunk: CopyProgress = { rows: 0, bytes: 0 };
+    // One round trip: the chunk's transaction, past the target's fence (until its cutover) for it only.
+    // Every chunk but the last commits without waiting for its WAL flush: the last one's (synchronous)
+    // flushes them all, WAL being flushed in order, before the copy counts as done.
+    await c.into.query(`begin; ${AS_REPLICA}${upper ? '; set local synchronous_commit = off' : ''}`);
+    try {
+      const reader = c.out.query(copyTo(`copy (select * from ${c.from}${conditions.length ? ` where ${conditions.join(' and ')}` : ''}) to stdout (format binary)`));
+      const writer = c.into.query(copyFrom(`copy ${c.to} from stdin (format binary)`));
+      reader.on('data', (data: Buffer) => {
+        chunk.bytes += data.length;
+        c.onBytes?.(data.length);
+      });
+      if (c.pace) await pipeline(reader, pacer(c.pace), writer);
+      else await pipeline(reader, writer);
+      chunk.rows = Number(writer.rowCount ?? 0);
+      await c.inChunk?.(c.into, chunk);
+      // Its inserts reach the statistics as it commits (one round trip with the commit), counted before the new shard is placed.
+      await c.into.query('select pg_stat_force_next_flush(); commit');
+    } catch (err) {
+      await c.into.query('rollback').catch(() => undefined);
+      throw err;
+    }
+    total.rows += chunk.rows;
+    total.bytes += chunk.bytes;
+    if (!upper) return total;
+    last = upper;
+  }
+}
+
+/**
+ * The initial copy into the targets' (empty) tables, chunk by chunk, paced by the governor when one
+ * is given. A retry starts over: targets are truncated first, which is right because no change has
+ * been applied before the copy finished (and changes are applied idempotently, so a copy without a
+ * common snapshot converges). What each source session read is told to `onOwnReads` (not workload:
+ * see ownReads).
  */
 export async function copyInitial(
   pools: NodePools,
   plan: ReshardPlan,
   onProgress: (p: CopyProgress) => void = () => undefined,
-  onOwnReads: (reads: OwnReadCount[]) => Promise<void> = async () => undefined,
+  options: { governor?: Governor; chunkRows?: number; beforeChunk?: () => Promise<void>; onOwnReads?: (reads: OwnReadCount[]) => Promise<void> } = {},
 ): Promise<CopyProgress> {
   for (const t of plan.targets) {
     const names = plan.tables.map((tb) => `${quoteIdent(t.schema)}.${quoteIdent(tb.name)}`).join(', ');
@@ -57,35 +195,45 @@ export async function copyInitial(
       await client.query(`truncate ${names}`);
     });
   }
-  const progress: CopyProgress = { rows: 0, bytes: 0 };
+  const progress: CopyProgress = { rows: 0, bytes: 0, throttledMs: 0 };
   for (const s of plan.sources) {
     for (const table of plan.tables) {
       for (const t of plan.targets) {
-        const where = plan.operation === 'split' ? ` where ${rangePredicate(plan.keyType, table.keyColumn, t.range)}` : '';
+        const where = plan.operation === 'split' ? rangePredicate(plan.keyType, table.keyColumn, t.range) : undefined;
         const out = await pools.get(s.node.dsn).connect();
         const into = await pools.get(t.node.dsn).connect();
         let broken: Error | undefined;
         try {
-          await into.query('set session_replication_role = replica'); // past the target's fence; reset below
-
           // In a transaction of its own, so that what it read can be told apart from the workload (ownReads).
           const startedAt = new Date();
           await out.query('begin');
-          const reader = out.query(copyTo(`copy (select * from ${quoteIdent(s.schema)}.${quoteIdent(table.name)}${where}) to stdout (format binary)`));
-          const writer = into.query(copyFrom(`copy ${quoteIdent(t.schema)}.${quoteIdent(table.name)} from stdin (format binary)`));
-          reader.on('data', (chunk: Buffer) => {
-            progress.bytes += chunk.length;
-            onProgress(progress);
+          for (const setting of KEY_ORDER_SETTINGS) await out.query(setting);
+          const copied = await copyChunked({
+            out,
+            into,
+            from: `${quoteIdent(s.schema)}.${quoteIdent(table.name)}`,
+            to: `${quoteIdent(t.schema)}.${quoteIdent(table.name)}`,
+            where,
+            keyColumns: await primaryKeyColumns(out, s.schema, table.name),
+            chunkRows: options.chunkRows ?? options.governor?.settings.chunkRows ?? 50_000,
+            ...(options.governor ? { pace: () => options.governor!.piece() } : {}),
+            beforeChunk: async () => {
+              await options.governor?.wait();
+              await options.beforeChunk?.();
+              progress.throttledMs = options.governor?.stats.throttledMs ?? 0;
+              onProgress(progress);
+            },
+            onBytes: (n) => {
+              progress.bytes += n;
+              onProgress(progress);
+            },
           });
-          await pipeline(reader, writer);
           const read = await ownReads(out, s.node, [s.schema], startedAt);
           await out.query('commit');
-          await onOwnReads(read).catch(() => undefined);
-          progress.rows += Number(writer.rowCount ?? 0);
-          await into.query('reset session_replication_role');
-          await into.query('select pg_stat_force_next_flush()'); // its inserts counted before the new shard is placed
+          await options.onOwnReads?.(read).catch(() => undefined);
+          progress.rows += copied.rows;
         } catch (err) {
-          broken = err as Error; // not back in the pool with the replica role
+          broken = err as Error; // a connection broken off mid-COPY does not go back to the pool
           throw err;
         } finally {
           if (broken) await out.query('rollback').catch(() => undefined);
@@ -95,6 +243,7 @@ export async function copyInitial(
       }
     }
   }
+  progress.throttledMs = options.governor?.stats.throttledMs ?? 0;
   return progress;
 }
 
@@ -114,13 +263,14 @@ const PEEK_CHANGES = 20_000;
 export async function applyChanges(
   pools: NodePools,
   plan: ReshardPlan,
-  options: { deadline?: number; onBatch?: (applied: number) => void } = {},
+  options: { deadline?: number; onBatch?: (applied: number) => void; governor?: Governor } = {},
 ): Promise<ApplyResult> {
   const applier = new Applier(pools, plan);
   let changes = 0;
   let drained = true;
   for (const source of plan.sources) {
     for (;;) {
+      await options.governor?.wait({ lag: () => sourceLag(pools, source) });
       const n = await applier.round(source);
       changes += n;
       options.onBatch?.(changes);
@@ -132,6 +282,18 @@ export async function applyChanges(
     }
   }
   return { changes, drained };
+}
+
+/** WAL of a source not yet applied and confirmed through its slot, in bytes (undefined: no such slot). */
+async function sourceLag(pools: NodePools, source: ReshardSource): Promise<number | null | undefined> {
+  const { rows } = await pools
+    .get(source.node.dsn)
+    .query<{ lag: string | null }>(
+      'select pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint::text as lag from pg_replication_slots where slot_name = $1',
+      [source.slot],
+    );
+  if (!rows[0]) return undefined;
+  return rows[0].lag !== null ? Number(rows[0].lag) : null;
 }
 
 export type Op = { kind: 'row'; values: TupleValue[] } | { kind: 'delete'; key: TupleValue[] };
@@ -322,14 +484,9 @@ export interface CaptureProgress {
 export async function captureProgress(pools: NodePools, plan: ReshardPlan): Promise<CaptureProgress> {
   let lag: number | null = null;
   for (const s of plan.sources) {
-    const { rows } = await pools
-      .get(s.node.dsn)
-      .query<{ lag: string | null }>(
-        'select pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint::text as lag from pg_replication_slots where slot_name = $1',
-        [s.slot],
-      );
-    if (!rows[0]) throw new NotFoundError(`replication slot ${s.slot} is missing on ${s.node.name}`);
-    if (rows[0].lag !== null) lag = Math.max(lag ?? 0, Number(rows[0].lag));
+    const slotLag = await sourceLag(pools, s);
+    if (slotLag === undefined) throw new NotFoundError(`replication slot ${s.slot} is missing on ${s.node.name}`);
+    if (slotLag !== null) lag = Math.max(lag ?? 0, slotLag);
   }
   let rowsCopied = 0;
   let bytesCopied = 0;

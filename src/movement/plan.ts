@@ -1,3 +1,4 @@
+import type { GovernorSettings } from './governor.js';
 import type pg from 'pg';
 import type { NodePools } from '../catalog/node-pools.js';
 import { getNode, getNodeByName, type NodeRecord, type Queryable } from '../catalog/nodes.js';
@@ -57,6 +58,8 @@ export interface MovementRequest {
   reverseOf?: string;
   /** When the move back cannot be a cutover only (grace over, stream broken): copy anyway (default) or refuse. */
   reverseFallback?: boolean;
+  /** The movement's own copy governor settings: checked here, before anything is leased or created. */
+  governor?: Partial<GovernorSettings>;
 }
 
 export interface PlanningDeps {

@@ -1,3 +1,4 @@
+import { DEFAULT_GOVERNOR } from '../../src/movement/governor.js';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -112,6 +113,10 @@ export async function startTestWorker(
     catalogUrl,
     workflowBundle: { code: inject('workflowBundleCode') },
     dataConverter,
+    // The suite runs its files side by side on few cores: a governor pacing every test's copy against
+    // that load would only make the suite slow. Its own tests turn it on per movement (governor.test.ts),
+    // and worker processes (startWorkerProcess) run at the configuration's default, on.
+    governor: { ...DEFAULT_GOVERNOR, enabled: false },
   });
   const connection = await Connection.connect({ address: f.temporalAddress });
   const client = new Client({ connection, namespace: 'default', ...(dataConverter ? { dataConverter } : {}) });

@@ -47,7 +47,8 @@ describe('steering a movement during its copy', () => {
   it('pause stops the copy (the subscription stops consuming the source) until resume', async () => {
     const s = await shard(0);
     await fill(s.schema, 600_000);
-    const handle = await startMove(worker.options, { shardId: s.id, targetNode: 'node-2', pollSeconds: 0.2, graceSeconds: 0 });
+    // The governor off: these test steering, and a paced copy of 600k rows can take minutes on a busy machine.
+    const handle = await startMove(worker.options, { shardId: s.id, targetNode: 'node-2', pollSeconds: 0.2, graceSeconds: 0, governor: { enabled: false } });
     await until('the copy to write on the target', async () => (await targetBytes(s.schema)) > 1_000_000);
     await handle.signal(pauseSignal);
     try {
@@ -58,7 +59,9 @@ describe('steering a movement during its copy', () => {
           `select s.subenabled, (select count(*)::int from pg_stat_subscription w where w.subid = s.oid and w.pid is not null) as workers
              from pg_subscription s where s.subname like 'sc\\_mv\\_%' and s.subdbid = (select oid from pg_database where datname = current_database())`,
         );
-        return rows.length === 1 && rows[0].subenabled === false && rows[0].workers === 0;
+        // A move copies by itself, holding between chunks while its pause flag is set.
+        const { rows: copy } = await adminQuery(catalog.nodeUrl('node-2'), 'select coalesce(bool_and(paused), false) as paused from sc_movement.copy_control');
+        return rows.length === 1 && rows[0].subenabled === false && rows[0].workers === 0 && copy[0].paused === true;
       });
       expect((await handle.query(movementProgressQuery)).paused).toBe(true);
       await new Promise((r) => setTimeout(r, 300));
@@ -86,7 +89,7 @@ describe('steering a movement during its copy', () => {
   it('cancel during the copy undoes everything: source untouched, nothing on the target', async () => {
     const s = await shard(1);
     await fill(s.schema, 600_000);
-    const handle = await startMove(worker.options, { shardId: s.id, targetNode: 'node-2', pollSeconds: 0.2 });
+    const handle = await startMove(worker.options, { shardId: s.id, targetNode: 'node-2', pollSeconds: 0.2, governor: { enabled: false } });
     await until('the copy to write on the target', async () => (await targetBytes(s.schema)) > 1_000_000);
     expect((await handle.query(movementProgressQuery)).phase).toBe('copy');
     await handle.cancel();

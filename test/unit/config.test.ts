@@ -58,6 +58,7 @@ describe('defaults', () => {
         statementTimeoutSeconds: 60,
         idleInTransactionTimeoutSeconds: 30,
         keepAliveSeconds: 10,
+        governor: { enabled: true, latencyRatio: 1.5, probeIntervalMs: 25, maxLagBytes: 67108864, minBaselineMs: 0.5, maxPauseMs: 500, chunkRows: 10000 },
       },
       janitor: { intervalMinutes: 10, fix: true },
       planning: {
@@ -219,6 +220,14 @@ describe('environment', () => {
     const err = configError(() => loadConfig({ cwd: emptyDir, env: { SHARDCAST_TEMPORAL_PORT: 'abc' } }));
     expect(err.key).toBe('temporal.port');
     expect(err.message).toBe('config: temporal.port: expected a number, got a string');
+  });
+
+  it('the copy governor: set by variables, a bad value is a ConfigError naming its key', () => {
+    const cfg = loadConfig({ cwd: emptyDir, env: { SHARDCAST_MOVEMENT_GOVERNOR_ENABLED: 'false', SHARDCAST_MOVEMENT_GOVERNOR_LATENCY_RATIO: '2.5' } });
+    expect(cfg.movement.governor).toMatchObject({ enabled: false, latencyRatio: 2.5, chunkRows: 10000 });
+    const err = configError(() => loadConfig({ cwd: emptyDir, env: { SHARDCAST_MOVEMENT_GOVERNOR_LATENCY_RATIO: '0.5' } }));
+    expect(err.key).toBe('movement.governor.latencyRatio');
+    expect(configError(() => parseConfig({ movement: { governor: { chunkRows: 0 } } })).key).toBe('movement.governor.chunkRows');
   });
 
   it('every override variable maps to an existing leaf key', () => {
