@@ -181,7 +181,7 @@ export function registerPlanCommands(program: Command, nodes: Command): void {
       await withCatalog(cfg, async (pool) => {
         const pools = new NodePools({ max: 1, applicationName: 'shardcast-cli' });
         try {
-          const gathered = await gatherPlanInput(pool, pools, { settings: plannerSettings(cfg) });
+          const gathered = await gatherPlanInput(pool, pools, { settings: plannerSettings(cfg), provisioner: cfg.planning.provisioner });
           const plan = planRebalance(gathered.input);
           plan.notes.push(...gathered.notes);
           if (opts.png) await writeFile(opts.png, (await svgToPng(planSvg(plan))).png);

@@ -9,6 +9,7 @@ import { guardPool, NodePools, type SessionLimits } from '../src/catalog/node-po
 import { BUSINESS_ERROR_TYPES } from '../src/errors.js';
 import { TrainingThreads } from '../src/forecasting/thread-pool.js';
 import type { BackendChoice } from '../src/forecasting/tf-backend.js';
+import type { ProvisionerConfig } from '../src/planning/provisioner.js';
 
 export const CONTROL_TASK_QUEUE = 'shardcast-control';
 
@@ -30,6 +31,8 @@ export interface ControlWorkerOptions {
   training?: { threads?: number; backend?: BackendChoice };
   /** Payload codecs (temporal.encryption): the same data converter as the clients'. */
   dataConverter?: WorkerOptions['dataConverter'];
+  /** Where scale-out's new nodes come from (planning.provisioner). */
+  provisioner?: ProvisionerConfig;
   /** Where business errors are logged, one line each (default: the Temporal runtime's logger, at WARN). */
   logBusinessError?: (line: string) => void;
 }
@@ -98,7 +101,7 @@ export async function startControlWorker(options: ControlWorkerOptions): Promise
       connection: options.connection,
       namespace: options.namespace,
       taskQueue: options.taskQueue ?? CONTROL_TASK_QUEUE,
-      activities: createActivities({ catalog, catalogUrl: options.catalogUrl, nodePools, cutoverPools, trainingThreads }),
+      activities: createActivities({ catalog, catalogUrl: options.catalogUrl, nodePools, cutoverPools, trainingThreads, provisioner: options.provisioner }),
       ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
       shutdownGraceTime: '10 seconds',
       ...(options.dataConverter ? { dataConverter: options.dataConverter } : {}),

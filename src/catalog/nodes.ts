@@ -257,6 +257,21 @@ export async function setNodeState(db: Queryable, nodeId: number, to: NodeState,
   throw new InvalidInputError(`node "${node.name}" is ${node.state}: it cannot become ${to} (only from ${from.join(' or ')})`);
 }
 
+/**
+ * Removes a node that is not active, holds no shard and never took part in a movement (what a failed
+ * scale-out registered). Returns false, changing nothing, when any of that does not hold.
+ */
+export async function removeUnusedNode(db: Queryable, nodeId: number): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `delete from shardcast.nodes n
+      where n.id = $1 and n.state <> 'active'
+        and not exists (select 1 from shardcast.placements p where p.node_id = n.id)
+        and not exists (select 1 from shardcast.movements m where m.source_node_id = n.id or n.id = any(m.target_node_ids || m.other_source_node_ids))`,
+    [nodeId],
+  );
+  return (rowCount ?? 0) > 0;
+}
+
 /** How many shards a node holds now. */
 export async function shardsOnNode(db: Queryable, nodeId: number): Promise<number> {
   const { rows } = await db.query<{ n: number }>('select count(*)::int as n from shardcast.placements where node_id = $1', [nodeId]);

@@ -25,6 +25,7 @@ import { nodeHealth } from '../profiling/collector.js';
 import { loadSeries } from '../profiling/series.js';
 import { calibrateCapacity, type CapacityEstimate } from './capacity.js';
 import { learnMoveDuration } from './duration.js';
+import { provisionedSlot, type ProvisionerConfig } from './provisioner.js';
 import { resolveSettings } from './settings.js';
 import type { DailyProfile, PlanInput, PlanNode, Placement, RecentMove, ShardForecast, StepForecast, UtilisationHistory } from './types.js';
 
@@ -44,6 +45,8 @@ export interface GatherOptions {
   calibrationDays?: number;
   /** A forecast older than this is not trusted (default 2 hours). */
   maxForecastAgeSeconds?: number;
+  /** planning.provisioner: with a command or webhook and no standby node, the plan may activate one it would make. */
+  provisioner?: ProvisionerConfig;
 }
 
 export interface NodeCapacity {
@@ -97,6 +100,9 @@ export async function gatherPlanInput(catalog: pg.Pool, pools: NodePools, option
     if (!reachable) notes.push(`${n.name} is unreachable (${h?.error ?? 'no answer'}): no shard is moved to it or copied from it`);
     return { id: n.id, name: n.name, capacity: capacityOf.get(n.name)!, state: n.state, region: n.region, zone: n.zone, reachable };
   });
+
+  const slot = provisionedSlot(nodes, options.provisioner);
+  if (slot) nodes.push(slot);
 
   const bytes = await shardBytes(pools, allNodes, shardRows, health, notes);
   const placements: Placement[] = shardRows.map((r) => ({ ...r, bytes: bytes.get(r.shardId) ?? 0 }));

@@ -10,6 +10,7 @@ import pg from 'pg';
 import { expect, inject } from 'vitest';
 import { migrate } from '../../src/catalog/migrate.js';
 import type { NodePools } from '../../src/catalog/node-pools.js';
+import type { ProvisionerConfig } from '../../src/planning/provisioner.js';
 import { ensureNodes, type NodeRecord } from '../../src/catalog/nodes.js';
 import { movementLeftovers } from '../../src/movement/replication.js';
 import { quoteIdent } from '../../src/sql/ident.js';
@@ -97,6 +98,8 @@ export async function startTestWorker(
   queue?: string,
   /** Payload codecs of the worker and its client (encryption tests). */
   dataConverter?: DataConverter,
+  /** Where scale-out's nodes come from (planning.provisioner). */
+  provisioner?: ProvisionerConfig,
 ): Promise<TestWorker> {
   if (!runtimeInstalled) {
     Runtime.install({ logger: new DefaultLogger('ERROR') });
@@ -112,6 +115,7 @@ export async function startTestWorker(
     catalogUrl,
     workflowBundle: { code: inject('workflowBundleCode') },
     dataConverter,
+    provisioner,
   });
   const connection = await Connection.connect({ address: f.temporalAddress });
   const client = new Client({ connection, namespace: 'default', ...(dataConverter ? { dataConverter } : {}) });
