@@ -243,6 +243,19 @@ export async function setNodeCapacity(db: Queryable, name: string, capacity: num
   return rows[0];
 }
 
+/** Sets or clears (null) where a node is: the planner prefers a shard's node in the region it is reached from. */
+export async function setNodeRegion(db: Queryable, name: string, region: string | null, zone?: string | null): Promise<NodeRecord> {
+  for (const [what, v] of [['region', region], ['zone', zone]] as const) {
+    if (v !== null && v !== undefined && !/^\S(.*\S)?$/.test(v)) throw new InvalidInputError(`node "${name}": ${what} must be a non-empty name without surrounding spaces, got ${JSON.stringify(v)}`);
+  }
+  const { rows } = await db.query<NodeRecord>(
+    `update shardcast.nodes set region = $2, zone = case when $4 then $3 else zone end where name = $1 returning ${NODE_COLUMNS}`,
+    [name, region, zone ?? null, zone !== undefined],
+  );
+  if (!rows[0]) throw new NotFoundError(`node "${name}" does not exist`);
+  return rows[0];
+}
+
 /**
  * A node's life-cycle change, only from the states given (the planner's and the drain workflow's
  * steps are retried: a change already made is no change). Returns the node as it is afterwards.

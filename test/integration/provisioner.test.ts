@@ -5,11 +5,11 @@ import { WorkflowFailedError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDistributedTable, rebalanceWorkflowId } from '../../client/index.js';
 import { getNodeByName, listNodes, setNodeCapacity, setNodeState } from '../../src/catalog/nodes.js';
-import { storeForecasts, storeModel } from '../../src/forecasting/store.js';
 import { storedPlans } from '../../src/planning/store.js';
 import { freePort } from '../../src/fleet/postgres-server.js';
 import { quoteIdent } from '../../src/sql/ident.js';
 import type { RebalanceInput, RebalanceResult, ScaleOutInput, ScaleOutResult } from '../../workflows/messages.js';
+import { writeShardForecasts } from '../helpers/forecasts.js';
 import { adminQuery, createTestCatalog, fleet, recordHistory, startTestWorker, uniqueName, withDatabase, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 
 /**
@@ -206,18 +206,7 @@ describe('the rebalancer scales out through the provisioner', () => {
       for (const n of fleetCatalog.nodes.filter((x) => x.name !== 'node-1')) await setNodeState(fleetCatalog.pool, n.id, 'retired', ['active']);
       await createDistributedTable(w.options, { name: 'hot', columns: 'id bigint primary key, v text', shardKey: 'id', shardCount: 4, nodes: ['node-1'] });
       const { rows: shards } = await fleetCatalog.pool.query<{ id: number }>('select id::int as id from shardcast.shards order by id');
-      const issuedAt = new Date(Math.floor(Date.now() / 1000) * 1000);
-      for (const [k, shard] of shards.entries()) {
-        const series = `shard:${shard.id}:load`;
-        await storeModel(fleetCatalog.pool, { series, trainedAt: new Date(issuedAt.getTime() - 3_600_000), status: 'trained', members: [{ model: 'ets', weight: 1, json: {} }], scores: { ensemble: { mase: 0.6 }, models: { seasonal_naive: { mase: 1 } } } });
-        await storeForecasts(
-          fleetCatalog.pool,
-          Array.from({ length: 12 }, (_, i) => {
-            const y = k === 3 ? 10 : 150 + (150 * i) / 11;
-            return { series, issuedAt, step: i + 1, ts: new Date(issuedAt.getTime() + (i + 1) * 300_000), yhat: y, lo80: y * 0.95, hi80: y * 1.03, lo95: y * 0.9, hi95: y * 1.05, model: 'ets' };
-          }),
-        );
-      }
+      await writeShardForecasts(fleetCatalog.pool, shards.map((x) => x.id), (k, i) => (k === 3 ? 10 : 150 + (150 * i) / 11));
       const input: RebalanceInput = { dryRun: false, trigger: 'operator', movement: { graceSeconds: 0, pollSeconds: 0.3, maxMovesPerNode: 4 }, workflowIdPrefix: `${w.taskQueue}-`, settings: { activationSeconds: 0 } };
       const result = (await w.client.workflow.execute('rebalance', { taskQueue: w.taskQueue, workflowId: rebalanceWorkflowId(`${w.taskQueue}-`), args: [input] })) as RebalanceResult;
       const [stored] = await storedPlans(fleetCatalog.pool);
