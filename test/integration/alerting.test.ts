@@ -137,8 +137,7 @@ afterAll(async () => {
 });
 
 describe('alerting end to end (Prometheus and Alertmanager)', () => {
-  it('the shortened rules keep every deployed expression', ({ skip }) => {
-    if (missing.length) skip(`not installed: ${missing.join(', ')} (Debian: apt-get install prometheus prometheus-alertmanager)`);
+  it('the shortened rules keep every deployed expression', () => {
     const text = readFileSync(RULES, 'utf8');
     const { text: short, exprs } = shortenedRules(text, SHORT_FOR);
     const again = shortenedRules(short, SHORT_FOR);
