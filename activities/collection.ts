@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { pruneRegionAccesses } from '../src/profiling/region-accesses.js';
 import type { NodePools } from '../src/catalog/node-pools.js';
 import { listNodes } from '../src/catalog/nodes.js';
 import { collectNode, ensureStatementStats, type CollectResult } from '../src/profiling/collector.js';
@@ -34,6 +35,8 @@ export function createCollectionActivities(deps: CollectionDeps) {
         const { rows } = await deps.catalog.query<{ now: Date }>('select now()');
         const created = await ensurePartitions(deps.catalog, rows[0]!.now, 2);
         const dropped = await dropExpiredPartitions(deps.catalog, rows[0]!.now, retentionDays);
+        // The routers' region counts are kept as long (migration 0014: a worker ahead of its catalog goes without).
+        await pruneRegionAccesses(deps.catalog, retentionDays).catch(() => 0);
         return { created, dropped };
       });
     },

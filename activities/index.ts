@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type { NodePools } from '../src/catalog/node-pools.js';
 import type { TrainingThreads } from '../src/forecasting/thread-pool.js';
 import type { GovernorSettings } from '../src/movement/governor.js';
+import type { ProvisionerConfig } from '../src/planning/provisioner.js';
 import { getNode } from '../src/catalog/nodes.js';
 import { createTableOnNode, dropTableOnNode } from '../src/catalog/shard-ddl.js';
 import { activateTable, describeRegisteredTable, mapVersion, registerTable, unregisterTable, type RegisteredTable, type TableSpec } from '../src/catalog/tables.js';
@@ -25,6 +26,8 @@ export interface ActivityDeps {
   governor?: GovernorSettings;
   /** The threads series are trained in; its owner closes it. Default: the activities start their own (one thread, idle ones exit). */
   trainingThreads?: TrainingThreads;
+  /** Where scale-out's new nodes come from (planning.provisioner; default standby: none are created). */
+  provisioner?: ProvisionerConfig;
 }
 
 async function groupSchemasOnNode(deps: ActivityDeps, tableId: number, nodeId: number): Promise<{ table: RegisteredTable; schemas: string[]; columns: string }> {

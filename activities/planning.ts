@@ -1,18 +1,28 @@
 import { activityInfo } from '@temporalio/activity';
-import { checkNodeReachable, getNodeByName, listNodes, setNodeState, shardsOnNode, type NodeRecord, type NodeState } from '../src/catalog/nodes.js';
-import { InvalidInputError } from '../src/errors.js';
+import { addNode, checkNodeReachable, getNodeByName, removeUnusedNode, setNodeState, shardsOnNode, type NodeRecord, type NodeState } from '../src/catalog/nodes.js';
+import { AlreadyExistsError, InvalidInputError, NotFoundError } from '../src/errors.js';
+import { isExternal, PROVISIONED_NODE_ID, provisionNode, releaseNode, type NodeRequest, type ProvisionerConfig } from '../src/planning/provisioner.js';
 import { CapacityUnknownError, gatherPlanInput } from '../src/planning/inputs.js';
 import { planRebalance } from '../src/planning/planner.js';
 import { markAction, rebalancePaused, storePlan, type ActionState } from '../src/planning/store.js';
 import type { PlanAction } from '../src/planning/types.js';
 import type { RebalanceAction, RebalanceInput, RebalancePlanned } from '../workflows/messages.js';
 import type { ActivityDeps } from './index.js';
+import { failpoint } from '../src/failpoints.js';
 import { run } from './failures.js';
 
-/** A planned action with node names for ids (the movement workflows take names), nothing else of the catalog. */
-function toWorkflowAction(a: PlanAction, nodes: Map<number, NodeRecord>): RebalanceAction {
+/**
+ * A planned action with node names for ids (the movement workflows take names), nothing else of the
+ * catalog; the activation of the node a provisioner would make says what to ask it for.
+ */
+function toWorkflowAction(a: PlanAction, nodes: Map<number, Pick<NodeRecord, 'name' | 'region' | 'zone' | 'capacity'>>, provisioner: ProvisionerConfig | undefined): RebalanceAction {
   const name = (id: number) => nodes.get(id)?.name ?? `#${id}`;
   const base = { id: a.id, kind: a.kind, startAt: a.startAt, startBy: a.startBy, after: a.after, reason: a.reason };
+  if (a.kind === 'activate' && a.nodeId === PROVISIONED_NODE_ID && isExternal(provisioner)) {
+    const slot = nodes.get(a.nodeId);
+    const request = { ...(slot?.region ? { region: slot.region } : {}), ...(slot?.zone ? { zone: slot.zone } : {}), ...(slot?.capacity ? { capacity: slot.capacity } : {}) };
+    return { ...base, shardIds: [], node: name(a.nodeId), provision: { ...request, timeoutSeconds: provisioner.timeoutSeconds ?? 600 } };
+  }
   switch (a.kind) {
     case 'move':
       return { ...base, shardIds: a.shardIds, node: name(a.toNodeId) };
@@ -44,7 +54,7 @@ export function createPlanningActivities(deps: ActivityDeps) {
         }
         let gathered;
         try {
-          gathered = await gatherPlanInput(deps.catalog, deps.nodePools, { settings: input.settings });
+          gathered = await gatherPlanInput(deps.catalog, deps.nodePools, { settings: input.settings, provisioner: deps.provisioner });
         } catch (err) {
           if (err instanceof CapacityUnknownError) return { skipped: err.message, paused: false, feasible: true, actions: [], notes: [] };
           throw err;
@@ -57,12 +67,12 @@ export function createPlanningActivities(deps: ActivityDeps) {
         plan.notes.push(...gathered.notes);
         const info = activityInfo();
         const planId = await storePlan(deps.catalog, plan, { dryRun, trigger: input.trigger, workflowId: info.workflowExecution?.workflowId ?? null });
-        const nodes = new Map((await listNodes(deps.catalog)).map((n) => [n.id, n]));
+        const nodes = new Map(gathered.input.nodes.map((n) => [n.id, n]));
         return {
           planId,
           paused: await rebalancePaused(deps.catalog),
           feasible: plan.feasible,
-          actions: plan.actions.map((a) => toWorkflowAction(a, nodes)),
+          actions: plan.actions.map((a) => toWorkflowAction(a, nodes, deps.provisioner)),
           notes: plan.notes,
           ...(dryRun ? { skipped: 'dry run: planned and stored, nothing started' } : {}),
         };
@@ -101,6 +111,55 @@ export function createPlanningActivities(deps: ActivityDeps) {
           return `${node.name} is retired`;
         }
         throw new InvalidInputError(`a node cannot be made ${input.to} by the rebalancer`);
+      });
+    },
+
+    /**
+     * Scale-out's first step: asks the provisioner (planning.provisioner) for a node and registers it,
+     * standby. Returns its name only: its DSN goes to the catalog, never into the workflow's history.
+     * A retry that finds the node it registered (same name, same DSN) goes on with it.
+     */
+    async provisionNode(request: NodeRequest): Promise<{ node: string }> {
+      return run(async () => {
+        const made = await provisionNode(deps.provisioner ?? 'standby', request);
+        const spec = { name: made.name, dsn: made.dsn, region: made.region ?? request.region, zone: made.zone ?? request.zone, capacity: made.capacity, state: 'standby' as const };
+        try {
+          // Registered even when it does not answer yet: activation checks that, and compensation removes it.
+          await addNode(deps.catalog, spec, { unreachableOk: true });
+        } catch (err) {
+          if (!(err instanceof AlreadyExistsError)) throw err;
+          const existing = await getNodeByName(deps.catalog, made.name).catch(() => undefined);
+          if (!existing) throw err; // its database is registered under another name
+          if (existing.dsn !== made.dsn || existing.state !== 'standby') {
+            throw new InvalidInputError(`provisioner: it answered with node "${made.name}", which is already registered (${existing.state}) and is not the node of this request`);
+          }
+        }
+        await failpoint('provisionNode.registered'); // tests: the reply lost after the registration committed
+        return { node: made.name };
+      });
+    },
+
+    /**
+     * Scale-out's compensation: the node a failed scale-out registered is removed from the catalog (only
+     * if it is not active, holds nothing and took part in no movement; otherwise it is left as it is,
+     * and said so), then the provisioner is told to release what it made for the request.
+     */
+    async releaseProvisionedNode(input: { request: NodeRequest; node?: string }): Promise<string> {
+      return run(async () => {
+        const said: string[] = [];
+        if (input.node) {
+          const node = await getNodeByName(deps.catalog, input.node).catch((err: unknown) => {
+            if (err instanceof NotFoundError) return undefined;
+            throw err;
+          });
+          if (node && (await removeUnusedNode(deps.catalog, node.id))) said.push(`${node.name} removed from the catalog`);
+          else if (node) said.push(`${node.name} left ${node.state}: it is active, holds shards or took part in a movement`);
+        }
+        if (isExternal(deps.provisioner)) {
+          await releaseNode(deps.provisioner, { ...input.request, ...(input.node ? { name: input.node } : {}) });
+          said.push(`the provisioner was told to release request ${input.request.requestId}`);
+        }
+        return said.join('; ');
       });
     },
 

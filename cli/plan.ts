@@ -8,7 +8,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
 import { clientOptionsFromConfig, rebalanceWorkflowId, toShardcastError } from '../client/index.js';
 import { NodePools } from '../src/catalog/node-pools.js';
-import { getNodeByName, runningMovementOn, setNodeCapacity, setNodeState, shardsOnNode } from '../src/catalog/nodes.js';
+import { getNodeByName, runningMovementOn, setNodeCapacity, setNodeRegion, setNodeState, shardsOnNode } from '../src/catalog/nodes.js';
 import { movementSettings, plannerSettings, type Config } from '../src/config.js';
 import { AlreadyExistsError, InvalidInputError } from '../src/errors.js';
 import { CapacityUnknownError, gatherPlanInput, type NodeCapacity } from '../src/planning/inputs.js';
@@ -181,7 +181,7 @@ export function registerPlanCommands(program: Command, nodes: Command): void {
       await withCatalog(cfg, async (pool) => {
         const pools = new NodePools({ max: 1, applicationName: 'shardcast-cli' });
         try {
-          const gathered = await gatherPlanInput(pool, pools, { settings: plannerSettings(cfg) });
+          const gathered = await gatherPlanInput(pool, pools, { settings: plannerSettings(cfg), provisioner: cfg.planning.provisioner });
           const plan = planRebalance(gathered.input);
           plan.notes.push(...gathered.notes);
           if (opts.png) await writeFile(opts.png, (await svgToPng(planSvg(plan))).png);
@@ -293,6 +293,19 @@ export function registerPlanCommands(program: Command, nodes: Command): void {
       await withCatalog(cfg, async (pool) => {
         await setNodeCapacity(pool, name, units);
         console.log(units === null ? `node ${name}: capacity calibrated from its history` : `node ${name}: capacity ${units}`);
+      });
+    });
+  nodes
+    .command('set-region')
+    .description('set where a node is (its region, and its zone with --zone), or "none": a shard reached mostly from one region prefers a node there')
+    .argument('<name>', 'node name')
+    .argument('<region>', 'region name as the routers\' `region` option gives it, or none')
+    .option('--zone <zone>', 'also set its zone')
+    .action(async (name: string, region: string, opts: { zone?: string }) => {
+      const cfg = configOf(program);
+      await withCatalog(cfg, async (pool) => {
+        const node = await setNodeRegion(pool, name, region === 'none' ? null : region, opts.zone);
+        console.log(`node ${name}: region ${node.region ?? 'none'}${node.zone ? `, zone ${node.zone}` : ''}`);
       });
     });
 }

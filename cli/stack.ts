@@ -138,6 +138,7 @@ export async function startStack(config: Config, options: StackOptions): Promise
       taskQueue: config.temporal.taskQueue,
       catalogUrl,
       dataConverter,
+      provisioner: config.planning.provisioner,
       training: { threads: config.forecast.threads, backend: config.forecast.backend },
       governor: config.movement.governor,
       sessionLimits: {

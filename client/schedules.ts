@@ -1,4 +1,4 @@
-import { ScheduleNotFoundError, ScheduleOverlapPolicy, type ScheduleOptions, type WorkflowHandle } from '@temporalio/client';
+import { ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, type ScheduleOptions, type WorkflowHandle } from '@temporalio/client';
 import { movementSettings, plannerSettings, type Config } from '../src/config.js';
 import { SA_OPERATION } from '../src/search-attributes.js';
 import { CONTROL_TASK_QUEUE } from '../workers/control.js';
@@ -103,9 +103,19 @@ export async function ensureSchedules(options: ShardcastClientOptions, config: C
       current = await handle.describe();
     } catch (err) {
       if (!(err instanceof ScheduleNotFoundError)) throw err;
-      await options.client.schedule.create(definition);
-      out.push({ scheduleId: definition.scheduleId, outcome: 'created' });
-      continue;
+      // Two workers starting at once both find it missing: the second one's create finds it there.
+      const created = await options.client.schedule.create(definition).then(
+        () => true,
+        (createErr: unknown) => {
+          if (createErr instanceof ScheduleAlreadyRunning) return false;
+          throw createErr;
+        },
+      );
+      if (created) {
+        out.push({ scheduleId: definition.scheduleId, outcome: 'created' });
+        continue;
+      }
+      current = await handle.describe();
     }
     const wanted = definition.action.memo?.shardcastDefinition;
     if (current.action.type === 'startWorkflow' && current.action.memo?.shardcastDefinition === wanted) {

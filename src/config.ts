@@ -21,6 +21,14 @@ const registeredNode = z
   })
   .strict();
 
+/** What an external provisioner's settings share: its calls' time limit, and what the planner assumes of a node not yet created. */
+const provisionerOptions = {
+  timeoutSeconds: z.number().int().min(1).max(86_400).default(600),
+  capacity: z.number().gt(0).optional(),
+  region: z.string().min(1).optional(),
+  zone: z.string().min(1).optional(),
+};
+
 export const configSchema = z
   .object({
     /** Where the embedded stack keeps its PostgreSQL data, Temporal's SQLite file and logs. */
@@ -219,6 +227,17 @@ export const configSchema = z
         maxConcurrentMovesPerNode: z.number().int().min(1).max(64).default(2),
         /** Least predicted benefit (overload point·steps removed) per GiB moved. */
         minBenefitPerGiB: z.number().min(0).default(0.5),
+        /**
+         * Where scale-out's new nodes come from (src/planning/provisioner.ts): "standby" activates nodes
+         * registered beforehand; { command } or { webhook } asks real infrastructure for one.
+         */
+        provisioner: z
+          .union([
+            z.literal('standby'),
+            z.object({ command: z.string().min(1), ...provisionerOptions }).strict(),
+            z.object({ webhook: z.url({ protocol: /^https?$/ }), ...provisionerOptions }).strict(),
+          ], { error: 'expected "standby", { command: "…" } or { webhook: "http://…" }' })
+          .default('standby'),
         /** Weights of the target cost: predicted load, bytes moved, locality, peak alignment. */
         weights: z
           .object({ load: z.number().min(0).default(1), bytes: z.number().min(0).default(0.05), locality: z.number().min(0).default(0.5), alignment: z.number().min(0).default(0.5) })

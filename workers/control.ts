@@ -10,6 +10,7 @@ import { guardPool, NodePools, type SessionLimits } from '../src/catalog/node-po
 import { BUSINESS_ERROR_TYPES } from '../src/errors.js';
 import { TrainingThreads } from '../src/forecasting/thread-pool.js';
 import type { BackendChoice } from '../src/forecasting/tf-backend.js';
+import type { ProvisionerConfig } from '../src/planning/provisioner.js';
 
 export const CONTROL_TASK_QUEUE = 'shardcast-control';
 
@@ -33,6 +34,8 @@ export interface ControlWorkerOptions {
   governor?: GovernorSettings;
   /** Payload codecs (temporal.encryption): the same data converter as the clients'. */
   dataConverter?: WorkerOptions['dataConverter'];
+  /** Where scale-out's new nodes come from (planning.provisioner). */
+  provisioner?: ProvisionerConfig;
   /** Where business errors are logged, one line each (default: the Temporal runtime's logger, at WARN). */
   logBusinessError?: (line: string) => void;
 }
@@ -101,7 +104,7 @@ export async function startControlWorker(options: ControlWorkerOptions): Promise
       connection: options.connection,
       namespace: options.namespace,
       taskQueue: options.taskQueue ?? CONTROL_TASK_QUEUE,
-      activities: createActivities({ catalog, catalogUrl: options.catalogUrl, nodePools, cutoverPools, trainingThreads, governor: options.governor }),
+      activities: createActivities({ catalog, catalogUrl: options.catalogUrl, nodePools, cutoverPools, trainingThreads, governor: options.governor, provisioner: options.provisioner }),
       ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
       shutdownGraceTime: '10 seconds',
       ...(options.dataConverter ? { dataConverter: options.dataConverter } : {}),

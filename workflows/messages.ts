@@ -259,6 +259,8 @@ export interface RebalanceAction {
   node?: string;
   pieceNodes?: string[];
   intoShardIds?: number[];
+  /** activate: the node does not exist yet; scale-out asks the provisioner for it (its name comes back). */
+  provision?: { region?: string; zone?: string; capacity?: number; timeoutSeconds: number };
 }
 
 export interface RebalancePlanned {
@@ -293,3 +295,17 @@ export interface RebalanceProgress {
 }
 
 export const rebalanceProgressQuery = defineQuery<RebalanceProgress>('progress');
+
+export interface ScaleOutInput {
+  /** What is asked of the provisioner (no credential: the node's DSN never enters the workflow). */
+  request: { requestId: string; region?: string; zone?: string; capacity?: number; reason: string };
+  /** The provisioner's own time limit (planning.provisioner.timeoutSeconds): its activity gets a minute more. */
+  provisionTimeoutSeconds: number;
+  /** Attempts at reaching the new node before the scale-out gives up and compensates (default 5, ~15 s). */
+  activationAttempts?: number;
+}
+
+export interface ScaleOutResult {
+  node: string;
+  outcome: string;
+}

@@ -3,6 +3,7 @@ import {
   CancellationScope,
   ChildWorkflowFailure,
   condition,
+  executeChild,
   isCancellation,
   ParentClosePolicy,
   proxyActivities,
@@ -26,6 +27,7 @@ import {
   type RebalanceInput,
   type RebalanceProgress,
   type RebalanceResult,
+  type ScaleOutResult,
 } from './messages.js';
 
 type Activities = ReturnType<typeof createPlanningActivities>;
@@ -67,6 +69,8 @@ export async function rebalance(input: RebalanceInput): Promise<RebalanceResult>
   setCurrentDetails(`plan ${planId}: ${planned.actions.length} action(s)`);
 
   const byId = new Map(planned.actions.map((a) => [a.id, a]));
+  /** The planned name of a node a provisioner made → its real name. */
+  const provisioned = new Map<string, string>();
   const results = new Map<string, Promise<RebalanceActionOutcome>>();
   const state = (id: string, s: RebalanceProgress['actions'][number]['state'], outcome?: string) => {
     const entry = progress.actions.find((x) => x.id === id);
@@ -95,7 +99,7 @@ export async function rebalance(input: RebalanceInput): Promise<RebalanceResult>
           }
           await condition(() => !paused);
           const late = Date.now() - Date.parse(a.startBy);
-          const r = await act(input, a, planId);
+          const r = await act(input, a, planId, provisioned);
           if (late > 1000 && r.state === 'done') r.outcome += ` (started ${Math.round(late / 1000)} s after its start-by)`;
           return await finish(a, r);
         } catch (err) {
@@ -115,13 +119,28 @@ export async function rebalance(input: RebalanceInput): Promise<RebalanceResult>
   return { planId, dryRun: false, actions: outcomes, notes };
 }
 
-/** One action: a movement workflow started and awaited, or a node step. */
-async function act(input: RebalanceInput, a: RebalanceAction, planId: number): Promise<RebalanceActionOutcome> {
+/** One action: a movement workflow started and awaited, or a node step (a scale-out through the provisioner: a child workflow). */
+async function act(input: RebalanceInput, a: RebalanceAction, planId: number, provisioned: Map<string, string>): Promise<RebalanceActionOutcome> {
+  if (a.kind === 'activate' && a.provision) {
+    const { timeoutSeconds, ...want } = a.provision;
+    const workflowId = `${input.workflowIdPrefix ?? ''}scale-out-plan-${planId}-${a.id}`;
+    const r: ScaleOutResult = await executeChild('scaleOut', {
+      workflowId,
+      args: [{ request: { requestId: workflowId, ...want, reason: a.reason }, provisionTimeoutSeconds: timeoutSeconds }],
+      // A cancelled rebalance cancels the scale-out, whose compensation still runs.
+      parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
+      typedSearchAttributes: [{ key: SA_OPERATION, value: 'scale-out' }],
+      staticSummary: `scale-out through the provisioner (plan ${planId}, ${a.id})`,
+    });
+    provisioned.set(a.node!, r.node);
+    return { id: a.id, state: 'done', outcome: r.outcome, workflowId };
+  }
   if (a.kind === 'activate' || a.kind === 'drain' || a.kind === 'retire') {
     const to = a.kind === 'activate' ? 'active' : a.kind === 'drain' ? 'draining' : 'retired';
     return { id: a.id, state: 'done', outcome: await setNodeLifecycle({ node: a.node!, to }) };
   }
-  const op = movementOf(a);
+  const real = (name: string | undefined) => (name === undefined ? undefined : (provisioned.get(name) ?? name));
+  const op = movementOf({ ...a, node: real(a.node), ...(a.pieceNodes ? { pieceNodes: a.pieceNodes.map((n) => real(n)!) } : {}) });
   if (typeof op === 'string') return { id: a.id, state: 'skipped', outcome: op };
   const workflowId = moveWorkflowId(op.shardId, input.workflowIdPrefix);
   const movementId = `s${op.shardId}_${uuid4().replace(/-/g, '').slice(0, 10)}`;

@@ -243,6 +243,19 @@ export async function setNodeCapacity(db: Queryable, name: string, capacity: num
   return rows[0];
 }
 
+/** Sets or clears (null) where a node is: the planner prefers a shard's node in the region it is reached from. */
+export async function setNodeRegion(db: Queryable, name: string, region: string | null, zone?: string | null): Promise<NodeRecord> {
+  for (const [what, v] of [['region', region], ['zone', zone]] as const) {
+    if (v !== null && v !== undefined && !/^\S(.*\S)?$/.test(v)) throw new InvalidInputError(`node "${name}": ${what} must be a non-empty name without surrounding spaces, got ${JSON.stringify(v)}`);
+  }
+  const { rows } = await db.query<NodeRecord>(
+    `update shardcast.nodes set region = $2, zone = case when $4 then $3 else zone end where name = $1 returning ${NODE_COLUMNS}`,
+    [name, region, zone ?? null, zone !== undefined],
+  );
+  if (!rows[0]) throw new NotFoundError(`node "${name}" does not exist`);
+  return rows[0];
+}
+
 /**
  * A node's life-cycle change, only from the states given (the planner's and the drain workflow's
  * steps are retried: a change already made is no change). Returns the node as it is afterwards.
@@ -255,6 +268,21 @@ export async function setNodeState(db: Queryable, nodeId: number, to: NodeState,
   if (rows[0]) return rows[0];
   const node = await getNode(db, nodeId);
   throw new InvalidInputError(`node "${node.name}" is ${node.state}: it cannot become ${to} (only from ${from.join(' or ')})`);
+}
+
+/**
+ * Removes a node that is not active, holds no shard and never took part in a movement (what a failed
+ * scale-out registered). Returns false, changing nothing, when any of that does not hold.
+ */
+export async function removeUnusedNode(db: Queryable, nodeId: number): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `delete from shardcast.nodes n
+      where n.id = $1 and n.state <> 'active'
+        and not exists (select 1 from shardcast.placements p where p.node_id = n.id)
+        and not exists (select 1 from shardcast.movements m where m.source_node_id = n.id or n.id = any(m.target_node_ids || m.other_source_node_ids))`,
+    [nodeId],
+  );
+  return (rowCount ?? 0) > 0;
 }
 
 /** How many shards a node holds now. */

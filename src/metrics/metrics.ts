@@ -136,7 +136,7 @@ export function createMetricsRegistry(catalog: pg.Pool): Registry {
     registers: [registry],
     async collect() {
       const s = await snapshot();
-      if (s.ok && s.janitor) this.set(s.janitor.checkedAt.getTime() / 1000);
+      setOrAbsent(this, s.ok && s.janitor ? s.janitor.checkedAt.getTime() / 1000 : undefined);
     },
   });
   new Gauge({
@@ -145,7 +145,7 @@ export function createMetricsRegistry(catalog: pg.Pool): Registry {
     registers: [registry],
     async collect() {
       const s = await snapshot();
-      if (s.ok && s.janitor) this.set(s.janitor.failed);
+      setOrAbsent(this, s.ok ? s.janitor?.failed : undefined);
     },
   });
   new Gauge({
@@ -181,7 +181,7 @@ export function createMetricsRegistry(catalog: pg.Pool): Registry {
     registers: [registry],
     async collect() {
       const s = await snapshot();
-      if (s.ok && s.plan) this.set(s.plan.feasible ? 1 : 0);
+      setOrAbsent(this, s.ok && s.plan ? Number(s.plan.feasible) : undefined);
     },
   });
   new Gauge({
@@ -190,7 +190,7 @@ export function createMetricsRegistry(catalog: pg.Pool): Registry {
     registers: [registry],
     async collect() {
       const s = await snapshot();
-      if (s.ok && s.plan) this.set(s.plan.createdAt.getTime() / 1000);
+      setOrAbsent(this, s.ok && s.plan ? s.plan.createdAt.getTime() / 1000 : undefined);
     },
   });
   new Gauge({
@@ -218,6 +218,15 @@ export function createMetricsRegistry(catalog: pg.Pool): Registry {
     },
   });
   return registry;
+}
+
+/**
+ * A gauge without labels reads 0 until it is set: with nothing to report (no plan made, no janitor run
+ * yet, catalog down) it must be absent instead, or "timestamp 0" reads as "last run in 1970" and alerts.
+ */
+function setOrAbsent(gauge: Gauge, value: number | undefined): void {
+  if (value === undefined) gauge.remove();
+  else gauge.set(value);
 }
 
 /** The latest plan's outlook and its actions' states (migration 0013: a worker ahead of its catalog goes without). */

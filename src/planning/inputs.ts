@@ -13,18 +13,22 @@
  *   It is trusted when its model is a trained ensemble whose back-test beats seasonal naive, and it
  *   was issued within `maxForecastAgeSeconds`; otherwise the shard is planned on its observed load
  *   (the mean of the last 15 minutes), reactively, and the plan names the series and why.
+ * - Region shares: each shard's accesses per client region over the last day, as routers created with
+ *   a `region` recorded them (profiling/region-accesses.ts): the locality term of the target cost.
  * - Daily profiles (the last 24 hours, hourly), recent moves (hysteresis), the predicted peaks of the
  *   last plans (scale-in), and the move-duration model learned from finished movements.
  */
 import type pg from 'pg';
 import type { NodePools } from '../catalog/node-pools.js';
 import { listNodes, type NodeRecord, type Queryable } from '../catalog/nodes.js';
-import { ShardcastError } from '../errors.js';
+import { ShardcastError, sqlState, UNDEFINED_TABLE_SQLSTATE } from '../errors.js';
 import { latestForecast, listSeriesWithModels, type SeriesListing } from '../forecasting/store.js';
 import { nodeHealth } from '../profiling/collector.js';
+import { regionShares } from '../profiling/region-accesses.js';
 import { loadSeries } from '../profiling/series.js';
 import { calibrateCapacity, type CapacityEstimate } from './capacity.js';
 import { learnMoveDuration } from './duration.js';
+import { provisionedSlot, type ProvisionerConfig } from './provisioner.js';
 import { resolveSettings } from './settings.js';
 import type { DailyProfile, PlanInput, PlanNode, Placement, RecentMove, ShardForecast, StepForecast, UtilisationHistory } from './types.js';
 
@@ -44,6 +48,8 @@ export interface GatherOptions {
   calibrationDays?: number;
   /** A forecast older than this is not trusted (default 2 hours). */
   maxForecastAgeSeconds?: number;
+  /** planning.provisioner: with a command or webhook and no standby node, the plan may activate one it would make. */
+  provisioner?: ProvisionerConfig;
 }
 
 export interface NodeCapacity {
@@ -98,6 +104,9 @@ export async function gatherPlanInput(catalog: pg.Pool, pools: NodePools, option
     return { id: n.id, name: n.name, capacity: capacityOf.get(n.name)!, state: n.state, region: n.region, zone: n.zone, reachable };
   });
 
+  const slot = provisionedSlot(nodes, options.provisioner);
+  if (slot) nodes.push(slot);
+
   const bytes = await shardBytes(pools, allNodes, shardRows, health, notes);
   const placements: Placement[] = shardRows.map((r) => ({ ...r, bytes: bytes.get(r.shardId) ?? 0 }));
 
@@ -131,6 +140,10 @@ export async function gatherPlanInput(catalog: pg.Pool, pools: NodePools, option
       placements,
       shardForecasts,
       dailyProfiles,
+      regionShares: await regionShares(catalog, asOf).catch((err: unknown) => {
+        if (sqlState(err) === UNDEFINED_TABLE_SQLSTATE) return []; // a catalog before migration 0014
+        throw err;
+      }),
       recentMoves: await recentMoves(catalog, asOf, settings.hysteresisSeconds),
       utilisationHistory: (await utilisationHistory(catalog, settings.scaleIn.sustainedRounds)).filter((h) => nodes.some((n) => n.id === h.nodeId)),
       moveDuration: learnMoveDuration(await pastMovements(catalog)),

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import pg from 'pg';
 import { guardPool, NodePools } from '../catalog/node-pools.js';
+import { addRegionAccesses } from '../profiling/region-accesses.js';
 import { errorMessage, InvalidInputError, SHARD_FENCED_SQLSTATE, ShardcastError, UNDEFINED_SCHEMA_SQLSTATE, UNDEFINED_TABLE_SQLSTATE, UnknownTableError, sqlState } from '../errors.js';
 import { loadSqlParser, StatementQualifier } from './qualify.js';
 import { isStalePlanError, queryInSchema, type ScopedStatement } from './scoped-query.js';
@@ -43,6 +44,14 @@ export interface RouterOptions {
    * past it first tries to confirm the map with the catalog, so a quiet router is not refused.
    */
   maxStalenessMs?: number;
+  /**
+   * The region the application runs in (e.g. "eu"): the router counts the statements it sends to each
+   * shard, in memory, and adds the counts to the catalog every `regionFlushIntervalMs`; the planner
+   * prefers placing a shard in the region it is reached from (its locality weight). Unset: nothing is counted.
+   */
+  region?: string;
+  /** How often the region counts are written to the catalog (default 60000 ms). */
+  regionFlushIntervalMs?: number;
 }
 
 export interface RoutedQueryable {
@@ -120,6 +129,10 @@ export class Router extends EventEmitter {
   /** Statements sent schema-qualified, and with a SET search_path (of the router's own statements). */
   readonly statements = { qualified: 0, setPath: 0 };
   private closed = false;
+  /** Statements sent to each shard since the last flush (with `region`). */
+  private regionCounts = new Map<number, number>();
+  private regionTimer?: NodeJS.Timeout;
+  private flushing?: Promise<void>;
 
   private constructor(private readonly options: RouterOptions) {
     super();
@@ -149,6 +162,9 @@ export class Router extends EventEmitter {
     if (!options || typeof options.catalogUrl !== 'string' || !/^postgres(ql)?:\/\//.test(options.catalogUrl)) {
       throw new InvalidInputError('createRouter: catalogUrl must be a postgres:// connection URL');
     }
+    if (options.region !== undefined && !(typeof options.region === 'string' && /^\S(.*\S)?$/.test(options.region))) {
+      throw new InvalidInputError(`createRouter: region must be a non-empty name without surrounding spaces, got ${JSON.stringify(options.region)}`);
+    }
     const router = new Router(options);
     try {
       if (router.qualifier) await loadSqlParser();
@@ -163,6 +179,10 @@ export class Router extends EventEmitter {
       // Failures are recorded and emitted as 'catalogError' (never 'error', which would throw without a listener).
       router.versionTimer = setInterval(() => void router.checkVersion().catch(() => undefined), interval);
       router.versionTimer.unref();
+    }
+    if (options.region !== undefined) {
+      router.regionTimer = setInterval(() => void router.flushRegionAccesses().catch(() => undefined), options.regionFlushIntervalMs ?? 60_000);
+      router.regionTimer.unref();
     }
     return router;
   }
@@ -332,7 +352,31 @@ export class Router extends EventEmitter {
     });
   }
 
+  /**
+   * Adds the region counts gathered since the last flush to the catalog (every regionFlushIntervalMs,
+   * and at close). When the catalog cannot take them they are kept for the next flush; a failure is
+   * emitted as 'catalogError'.
+   */
+  async flushRegionAccesses(): Promise<void> {
+    const region = this.options.region;
+    if (region === undefined) return;
+    await this.flushing;
+    const counts = this.regionCounts;
+    if (counts.size === 0) return;
+    this.regionCounts = new Map();
+    this.flushing = addRegionAccesses(this.catalog, region, counts)
+      .catch((err: unknown) => {
+        for (const [shard, n] of counts) this.regionCounts.set(shard, (this.regionCounts.get(shard) ?? 0) + n);
+        if (!this.closed) this.emit('catalogError', new CatalogUnavailableError('recording region accesses', err));
+        throw err;
+      })
+      .finally(() => (this.flushing = undefined));
+    await this.flushing;
+  }
+
   async close(): Promise<void> {
+    if (this.regionTimer) clearInterval(this.regionTimer);
+    await this.flushRegionAccesses().catch(() => undefined);
     this.closed = true;
     if (this.versionTimer) clearInterval(this.versionTimer);
     const listener = this.listener;
@@ -435,8 +479,14 @@ export class Router extends EventEmitter {
     return { text: sql, qualified: false };
   }
 
+  /** One access to the shard from this router's region (a map increment: the flush writes them). */
+  private countAccess(shardId: number): void {
+    this.regionCounts.set(shardId, (this.regionCounts.get(shardId) ?? 0) + 1);
+  }
+
   /** @internal */
   async runOnShard<R extends pg.QueryResultRow>(route: ShardRoute, sql: string, params?: unknown[]): Promise<pg.QueryResult<R>> {
+    if (this.options.region !== undefined) this.countAccess(route.shardId);
     const client = guard(await this.pools.get(route.dsn).connect());
     const statement = this.placed(route.schema, sql);
     const qualified = statement.qualified;
@@ -466,6 +516,7 @@ export class Router extends EventEmitter {
 
   /** @internal */
   async transactionOnShard<T>(route: ShardRoute, fn: (tx: RoutedQueryable) => Promise<T>): Promise<T> {
+    if (this.options.region !== undefined) this.countAccess(route.shardId);
     const client = guard(await this.pools.get(route.dsn).connect());
     let onSchema = this.connectionSchema.get(client) === route.schema;
     let broken = false;

@@ -11,6 +11,7 @@ import pg from 'pg';
 import { expect, inject } from 'vitest';
 import { migrate } from '../../src/catalog/migrate.js';
 import type { NodePools } from '../../src/catalog/node-pools.js';
+import type { ProvisionerConfig } from '../../src/planning/provisioner.js';
 import { ensureNodes, type NodeRecord } from '../../src/catalog/nodes.js';
 import { movementLeftovers } from '../../src/movement/replication.js';
 import { quoteIdent } from '../../src/sql/ident.js';
@@ -98,6 +99,8 @@ export async function startTestWorker(
   queue?: string,
   /** Payload codecs of the worker and its client (encryption tests). */
   dataConverter?: DataConverter,
+  /** Where scale-out's nodes come from (planning.provisioner). */
+  provisioner?: ProvisionerConfig,
 ): Promise<TestWorker> {
   if (!runtimeInstalled) {
     Runtime.install({ logger: new DefaultLogger('ERROR') });
@@ -117,6 +120,7 @@ export async function startTestWorker(
     // that load would only make the suite slow. Its own tests turn it on per movement (governor.test.ts),
     // and worker processes (startWorkerProcess) run at the configuration's default, on.
     governor: { ...DEFAULT_GOVERNOR, enabled: false },
+    provisioner,
   });
   const connection = await Connection.connect({ address: f.temporalAddress });
   const client = new Client({ connection, namespace: 'default', ...(dataConverter ? { dataConverter } : {}) });

@@ -67,6 +67,10 @@ describe('shardcast worker /metrics', () => {
     expect(lines).toContain(`metrics      http://127.0.0.1:${port}/metrics`);
     const body = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
     expect(body).toMatch(/^shardcast_catalog_up 1$/m);
+    // A fresh catalog has no plan and no janitor run: those gauges are absent, not 0 (a timestamp 0 alerts).
+    for (const name of ['shardcast_plan_timestamp_seconds', 'shardcast_plan_feasible', 'shardcast_janitor_last_run_timestamp_seconds', 'shardcast_janitor_fix_failures']) {
+      expect(body).not.toMatch(new RegExp(`^${name} `, 'm'));
+    }
     if (outside) expect(await reachable(`http://${outside}:${port}/metrics`), `reachable at ${outside}`).toBe(false);
   });
 

@@ -68,6 +68,7 @@ describe('defaults', () => {
         hysteresisSeconds: 7200,
         maxConcurrentMovesPerNode: 2,
         minBenefitPerGiB: 0.5,
+        provisioner: 'standby',
         weights: { load: 1, bytes: 0.05, locality: 0.5, alignment: 0.5 },
       },
       tableCreation: { maximumAttempts: 5, initialRetryIntervalMs: 1000 },
