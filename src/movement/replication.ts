@@ -1,4 +1,6 @@
+import { grantShardSchemas } from '../catalog/app-role.js';
 import { resolveDsn } from '../catalog/dsn-password.js';
+import { libpqConninfo } from '../catalog/pg-tls.js';
 import { dropSchemaGuarded } from './drop-guard.js';
 import type pg from 'pg';
 import type { NodePools } from '../catalog/node-pools.js';
@@ -108,6 +110,8 @@ export async function prepareTarget(pools: NodePools, target: NodeRecord, shard:
       // deadlock_timeout (1 s) before PostgreSQL cancels it. Measured: a 10M-row cutover held 1085 ms.
       await client.query(`alter table ${quoteIdent(shard.schema)}.${quoteIdent(table.name)} set (autovacuum_enabled = false)`);
     }
+    // The application role's rights travel with the schema (the fence keeps it out until the cutover).
+    await grantShardSchemas(client, [shard.schema]);
     const message = `shard ${shard.shardId} is being moved to ${target.name} and is not served here until its cutover`;
     await createFence(client, shard.schema, shard.tables.map((t) => t.name), message);
   });
@@ -157,7 +161,7 @@ export async function startStreaming(
   if (hasSubscription.rowCount === 0) {
     // CREATE SUBSCRIPTION creates the slot on the source; it cannot run inside a transaction block.
     await target.query(
-      `create subscription ${quoteIdent(names.subscription)} connection ${quoteLiteral(resolveDsn(endpoints.source.dsn))}
+      `create subscription ${quoteIdent(names.subscription)} connection ${quoteLiteral(libpqConninfo(resolveDsn(endpoints.source.dsn)))}
        publication ${quoteIdent(names.publication)} with (binary = true, slot_name = ${quoteLiteral(names.slot)})`,
     );
   }
