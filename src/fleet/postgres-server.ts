@@ -140,7 +140,9 @@ export class PostgresServer {
       ...(owner ?? {}),
       detached: true,
       stdio: ['ignore', log, log],
-      env: { ...process.env, LC_MESSAGES: 'C' },
+      // Run as the postgres user, the server's libpq (a subscription's connection) must not look in
+      // root's home for ~/.postgresql/postgresql.crt: it cannot read it, and fails the connection.
+      env: { ...process.env, LC_MESSAGES: 'C', ...(owner ? { HOME: this.options.dataDir } : {}) },
     });
     closeSync(log);
     this.child = child;
