@@ -7,7 +7,7 @@ import { ConfigError, InvalidInputError, ShardcastError, errorMessage } from '..
 /**
  * TLS of every PostgreSQL connection Shardcast opens (catalog, nodes, router, CLI) and of the
  * subscriptions it creates, configured once (postgres.sslmode, postgres.sslrootcert, … or
- * SHARDCAST_PG_SSLMODE, …) and applied to each DSN that does not set its own `sslmode`.
+ * SHARDCAST_POSTGRES_SSLMODE, …) and applied to each DSN that does not set its own `sslmode`.
  *
  * node-postgres does not treat a URL's ssl parameters as libpq does (it has no verify-ca without a
  * host check, and reads sslrootcert only from the URL), so its `ssl` option is built here, with the
@@ -34,18 +34,18 @@ export interface PgTlsSettings {
 
 const SSL_PARAMS = ['sslmode', 'sslrootcert', 'sslcert', 'sslkey', 'ssl', 'sslcrl', 'sslnegotiation'] as const;
 
-/** The settings from the environment (SHARDCAST_PG_SSLMODE, …), the default of processes given no configuration. */
+/** The settings from the environment (SHARDCAST_POSTGRES_SSLMODE, …), the default of processes given no configuration. */
 export function pgTlsFromEnv(env: NodeJS.ProcessEnv = process.env): PgTlsSettings {
   const settings: PgTlsSettings = {};
-  const mode = env.SHARDCAST_PG_SSLMODE;
+  const mode = env.SHARDCAST_POSTGRES_SSLMODE;
   if (mode) {
-    if (!(SSL_MODES as readonly string[]).includes(mode)) throw new ConfigError('postgres.sslmode', `SHARDCAST_PG_SSLMODE must be one of ${SSL_MODES.join(', ')}`);
+    if (!(SSL_MODES as readonly string[]).includes(mode)) throw new ConfigError('postgres.sslmode', `SHARDCAST_POSTGRES_SSLMODE must be one of ${SSL_MODES.join(', ')}`);
     settings.sslmode = mode as SslMode;
   }
-  if (env.SHARDCAST_PG_SSLROOTCERT) settings.sslrootcert = env.SHARDCAST_PG_SSLROOTCERT;
-  if (env.SHARDCAST_PG_SSLCERT) settings.sslcert = env.SHARDCAST_PG_SSLCERT;
-  if (env.SHARDCAST_PG_SSLKEY) settings.sslkey = env.SHARDCAST_PG_SSLKEY;
-  if (env.SHARDCAST_PG_NODE_SSLROOTCERT) settings.nodeSslrootcert = env.SHARDCAST_PG_NODE_SSLROOTCERT;
+  if (env.SHARDCAST_POSTGRES_SSLROOTCERT) settings.sslrootcert = env.SHARDCAST_POSTGRES_SSLROOTCERT;
+  if (env.SHARDCAST_POSTGRES_SSLCERT) settings.sslcert = env.SHARDCAST_POSTGRES_SSLCERT;
+  if (env.SHARDCAST_POSTGRES_SSLKEY) settings.sslkey = env.SHARDCAST_POSTGRES_SSLKEY;
+  if (env.SHARDCAST_POSTGRES_NODE_SSLROOTCERT) settings.nodeSslrootcert = env.SHARDCAST_POSTGRES_NODE_SSLROOTCERT;
   return settings;
 }
 

@@ -24,8 +24,8 @@ export interface RouterOptions {
   nodePassword?: string;
   /**
    * TLS of the catalog and node connections whose URL names no sslmode: { sslmode: 'verify-full',
-   * sslrootcert: '/path/ca.pem' }, optionally sslcert and sslkey. Default: $SHARDCAST_PG_SSLMODE,
-   * $SHARDCAST_PG_SSLROOTCERT, … (src/catalog/pg-tls.ts), else pg's own defaults.
+   * sslrootcert: '/path/ca.pem' }, optionally sslcert and sslkey. Default: $SHARDCAST_POSTGRES_SSLMODE,
+   * $SHARDCAST_POSTGRES_SSLROOTCERT, … (src/catalog/pg-tls.ts), else pg's own defaults.
    */
   tls?: PgTlsSettings;
   /** Connections per node pool (default 10). */
