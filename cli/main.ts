@@ -181,7 +181,7 @@ nodes
       const pools = new NodePools({ max: 1, applicationName: 'shardcast-cli' });
       try {
         const { failed } = await provisionAppRole(pool, pools, [node], login);
-        for (const f of failed) console.error(`warning: node "${name}": application role ${login.user} not created now (${f.error}): run \`nodes add\` again or restart \`up\``);
+        for (const f of failed) console.error(`warning: node "${name}": application role ${login.user} not created now (${f.error}): it is at the next start of \`up\` or \`worker\``);
         if (failed.length === 0) console.log(`application role ${login.user} ready on ${node.name}`);
       } finally {
         await pools.end();

@@ -12,7 +12,7 @@ import { guardPool, NodePools } from '../src/catalog/node-pools.js';
 import { ensureNodes, listNodes, type NewNode } from '../src/catalog/nodes.js';
 import { localUrl, pgTlsOf, type Config } from '../src/config.js';
 import { newPgPool, setPgTlsDefaults } from '../src/catalog/pg-tls.js';
-import { ShardcastError, errorMessage, sqlState } from '../src/errors.js';
+import { InvalidInputError, ShardcastError, errorMessage, sqlState } from '../src/errors.js';
 import { lockDataDir } from '../src/fleet/data-dir-lock.js';
 import { embeddedPasswordFile, ensureEmbeddedPassword } from '../src/fleet/embedded-password.js';
 import { PostgresServer } from '../src/fleet/postgres-server.js';
@@ -216,12 +216,20 @@ async function registerNodes(catalog: pg.Pool, nodes: NewNode[], log: (line: str
 async function provisionApp(catalog: pg.Pool, config: Config, catalogUrl: string, log: (line: string) => void): Promise<void> {
   const login = appLogin(config);
   const pools = new NodePools({ max: 1, applicationName: 'shardcast-up', limits: { statementTimeoutMs: MAP_LOCK_TIMEOUT_MS * 2 } });
+  const client = await catalog.connect();
   try {
-    const nodes = (await listNodes(catalog)).filter((n) => n.state !== 'retired');
-    const { failed } = await provisionAppRole(catalog, pools, nodes, login);
-    for (const f of failed) log(`shardcast: warning: node ${f.node}: application role ${login.user} not provisioned now (${f.error}); it is at the next start or \`nodes add\``);
+    // Like registerNodes: never wait long on the catalog's locks (a cut-short cutover's prepared transaction).
+    await client.query(`set lock_timeout = ${MAP_LOCK_TIMEOUT_MS}`);
+    const nodes = (await listNodes(client)).filter((n) => n.state !== 'retired');
+    const { failed } = await provisionAppRole(client, pools, nodes, login);
+    for (const f of failed) log(`shardcast: warning: node ${f.node}: application role ${login.user} not provisioned now (${f.error}); tried again at the next start`);
     log(line('app', `${redact(appCatalogUrl(catalogUrl, login))}${login.passwordFile ? ` (password in ${login.passwordFile})` : ''}`));
+  } catch (err) {
+    if (err instanceof InvalidInputError) throw err;
+    log(`shardcast: warning: application role ${login.user} not provisioned on the catalog now (${errorMessage(err)}); tried again at the next start`);
   } finally {
+    await client.query('reset lock_timeout').catch(() => undefined);
+    client.release();
     await pools.end();
   }
 }

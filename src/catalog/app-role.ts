@@ -1,5 +1,4 @@
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
-import type pg from 'pg';
 import type { Config } from '../config.js';
 import { InvalidInputError, errorMessage } from '../errors.js';
 import { appPasswordFile, ensureAppPassword } from '../fleet/embedded-password.js';
@@ -133,7 +132,7 @@ export interface ProvisionResult {
  * The application role on the catalog and on each of these nodes. Nodes that cannot be reached are
  * reported, not fatal: provisioning runs again at the next `up` (and `nodes add`).
  */
-export async function provisionAppRole(catalog: pg.Pool, pools: NodePools, nodes: readonly NodeRecord[], login: AppLogin): Promise<ProvisionResult> {
+export async function provisionAppRole(catalog: Queryable, pools: NodePools, nodes: readonly NodeRecord[], login: AppLogin): Promise<ProvisionResult> {
   await ensureCatalogAppRole(catalog, login);
   const schemas = await shardSchemas(catalog);
   const failed: ProvisionResult['failed'] = [];

@@ -112,6 +112,11 @@ describe('shardcast up (npm start)', () => {
     expect(text).toMatch(new RegExp(`^catalog\\s+postgres://postgres:\\*\\*\\*@127\\.0\\.0\\.1:${ports.catalog}/shardcast$`, 'm'));
     expect(text).toMatch(new RegExp(`^node-1\\s+postgres://postgres:\\*\\*\\*@127\\.0\\.0\\.1:${ports.node1}/shardcast$`, 'm'));
     expect(text).toMatch(new RegExp(`^node-2\\s+postgres://postgres:\\*\\*\\*@127\\.0\\.0\\.1:${ports.node1 + 1}/shardcast$`, 'm'));
+    // The application role routers connect as: its URL (password hidden) and where its password is kept, private.
+    const appPasswordFile = path.join(dataDir, 'app-password');
+    expect(text).toMatch(new RegExp(`^app\\s+postgres://shardcast_app:\\*\\*\\*@127\\.0\\.0\\.1:${ports.catalog}/shardcast \\(password in ${appPasswordFile.replaceAll('.', '\\.')}\\)$`, 'm'));
+    expect(statSync(appPasswordFile).mode & 0o777).toBe(0o600);
+    expect(text).not.toContain(readFileSync(appPasswordFile, 'utf8').trim());
     expect(text).toMatch(new RegExp(`^temporal\\s+127\\.0\\.0\\.1:${ports.temporal} \\(namespace default\\)$`, 'm'));
     expect(text).toMatch(new RegExp(`^temporal-ui\\s+http://127\\.0\\.0\\.1:${ports.ui}$`, 'm'));
     expect(text).toMatch(/^worker\s+task queue shardcast-control$/m);
@@ -121,7 +126,7 @@ describe('shardcast up (npm start)', () => {
     expect(up.lines.at(-1)).toBe('shardcast: ready');
     // Nothing but one line per component (and the migrations it applied) before it.
     for (const line of up.lines.slice(0, -1)) {
-      expect(line).toMatch(/^(catalog|node-\d+|migrations|temporal|temporal-ui|worker|collector|schedules|metrics) +\S/);
+      expect(line).toMatch(/^(catalog|node-\d+|migrations|app|temporal|temporal-ui|worker|collector|schedules|metrics) +\S/);
     }
     expect(text).not.toContain('shardcast'.concat(':', 'shardcast@')); // the password is never printed
     // The password was generated for this data directory, is private, and is never printed either.
