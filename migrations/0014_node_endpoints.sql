@@ -7,6 +7,6 @@ select id, name,
        regexp_replace(
          regexp_replace(
            regexp_replace(dsn, '^(postgres(?:ql)?://)[^/?#]*@', '\1'),
-           '([?&])(password|passfile|passwordenv|user)=[^&#]*&?', '\1', 'g'),
+           '(?<=[?&])(password|passfile|passwordenv|user)=[^&#]*(&|$)', '', 'g'),
          '[?&]$', '') as dsn
   from shardcast.nodes;

@@ -173,6 +173,8 @@ export interface NodeCredentials {
 /** A credential-free node DSN with the router's user and password written in. */
 export function withCredentials(dsn: string, credentials: NodeCredentials): string {
   const url = new URL(dsn);
+  // The view leaves none of these; a parameter would override the URL's user and password in pg.
+  for (const p of ['user', 'password', 'passfile', 'passwordenv']) url.searchParams.delete(p);
   // Empty: left to pg's defaults (PGUSER, PGPASSWORD), as for a catalog URL without them.
   url.username = credentials.user === '' ? '' : encodeURIComponent(credentials.user);
   url.password = credentials.password === '' ? '' : encodeURIComponent(credentials.password);

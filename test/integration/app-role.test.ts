@@ -141,6 +141,16 @@ describe('the application role', () => {
       expect(dsn).not.toContain('shardcast-test');
       expect(new URL(dsn).username).toBe('');
     }
+    // Every form of credential leaves the DSN; other parameters stay.
+    await catalog.pool.query(
+      "insert into shardcast.nodes (name, dsn, state) values ('ghost', 'postgres://admin:p%40ss@ghost:5432/db?passfile=/x&sslmode=verify-full&passwordenv=Y&user=u&password=p', 'standby')",
+    );
+    try {
+      const ghost = await appQuery(catalog.catalogUrl, "select dsn from shardcast.node_endpoints where name = 'ghost'");
+      expect(ghost.rows).toEqual([{ dsn: 'postgres://ghost:5432/db?sslmode=verify-full' }]);
+    } finally {
+      await catalog.pool.query("delete from shardcast.nodes where name = 'ghost'");
+    }
   });
 
   it('keeps working on a schema a move creates after the grants, and cannot read the movement schema', async () => {
