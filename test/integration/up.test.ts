@@ -5,6 +5,7 @@ import { Client, Connection } from '@temporalio/client';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { readEmbeddedPassword } from '../../src/fleet/embedded-password.js';
+import { createRouter } from '../../src/router/router.js';
 import { assertPortFree, freePort, isAlive as alive } from '../../src/fleet/postgres-server.js';
 import { fleet, uniqueName } from '../helpers/fleet.js';
 
@@ -164,6 +165,18 @@ describe('shardcast up (npm start)', () => {
     expect(shards.status, shards.stderr).toBe(0);
     expect(shards.stdout.trim().split('\n')).toHaveLength(5); // header + 4 shards
     expect(shards.stdout).toMatch(/^SHARDID\s+SCHEMA\s+GROUP\s+TABLES\s+NODE\s+RANGE$/m);
+
+    // The README's router: the application role, its password from the data directory; DML, no DDL.
+    const appPassword = readFileSync(path.join(dataDir, 'app-password'), 'utf8').trim();
+    const router = await createRouter({ catalogUrl: `postgres://shardcast_app:${appPassword}@127.0.0.1:${ports.catalog}/shardcast`, listen: false });
+    try {
+      await router.forKey('items', 7).query('insert into items values ($1, $2)', [7, 'seven']);
+      expect((await router.forKey('items', 7).query('select name from items where id = $1', [7])).rows).toEqual([{ name: 'seven' }]);
+      await expect(router.forKey('items', 7).query('alter table items add column x int')).rejects.toThrow(/must be owner/);
+      await router.forKey('items', 7).query('delete from items where id = $1', [7]);
+    } finally {
+      await router.close();
+    }
 
     const unreachable = cli('nodes', 'add', 'node-9', '--dsn', 'postgres://postgres:hunter2@127.0.0.1:1/none');
     expect(unreachable.status).toBe(1);
