@@ -1,7 +1,8 @@
 import { stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
-import pg from 'pg';
+import type pg from 'pg';
+import { newPgPool } from '../src/catalog/pg-tls.js';
 import { clientOptionsFromConfig, runForecastingNow, toShardcastError, type ForecastingRun } from '../client/index.js';
 import { assertMigrated } from '../src/catalog/migrate.js';
 import { guardPool } from '../src/catalog/node-pools.js';
@@ -52,7 +53,7 @@ export async function assertDirectoryOf(file: string, option: string): Promise<v
 /** Runs `fn` with a pool on the migrated catalog. */
 export async function withCatalog<T>(cfg: Config, fn: (pool: pg.Pool) => Promise<T>): Promise<T> {
   const url = cfg.catalog.url ?? localUrl(cfg, cfg.catalog.port, cfg.catalog.database);
-  const pool = guardPool(new pg.Pool({ connectionString: url, max: 2, connectionTimeoutMillis: 5000, application_name: 'shardcast-cli' }));
+  const pool = guardPool(newPgPool(url, { max: 2, connectionTimeoutMillis: 5000, application_name: 'shardcast-cli' }));
   try {
     const client = await pool.connect().catch((err: unknown) => {
       throw new ShardcastError('CATALOG_UNAVAILABLE', `cannot connect to the catalog at ${redactDsn(url)}: ${errorMessage(err)} (is \`shardcast up\` running?)`, { cause: err });

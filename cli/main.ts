@@ -15,10 +15,12 @@ import {
 } from '../client/index.js';
 import { approveSignal, movementProgressQuery, pauseSignal, rejectSignal, resumeSignal, type MovementProgress } from '../workflows/messages.js';
 import type { Client, WorkflowHandle } from '@temporalio/client';
+import { appLogin, provisionAppRole } from '../src/catalog/app-role.js';
+import { newPgPool } from '../src/catalog/pg-tls.js';
 import { assertMigrated, migrate } from '../src/catalog/migrate.js';
 import { addNode, checkNodeReachable, listNodes, NODE_STATES, redactDsn, type NodeState } from '../src/catalog/nodes.js';
 import { listShards, listTables, mapVersion, type TableSpec } from '../src/catalog/tables.js';
-import { loadConfig, localUrl, movementSettings, plannerSettings, type Config } from '../src/config.js';
+import { localUrl, movementSettings, plannerSettings, type Config } from '../src/config.js';
 import { InvalidInputError, ShardcastError, errorMessage } from '../src/errors.js';
 import { resolveTemporalCli } from '../src/fleet/temporal-cli.js';
 import { doctor, recordDoctorRun, summarize } from '../src/movement/doctor.js';
@@ -36,13 +38,6 @@ import { describeHealth, nodeHealth } from '../src/profiling/collector.js';
 import { printTable } from './format.js';
 import { createUpLog, startStack } from './stack.js';
 
-interface GlobalOptions {
-  config?: string;
-  catalogUrl?: string;
-  temporalAddress?: string;
-  verbose?: boolean;
-}
-
 const program = new Command('shardcast')
   .description('Keeps a sharded PostgreSQL fleet balanced before load arrives.')
   .option('-c, --config <file>', 'configuration file (JSON or YAML); default shardcast.config.{json,yaml} or $SHARDCAST_CONFIG')
@@ -53,8 +48,7 @@ const program = new Command('shardcast')
   .exitOverride();
 
 function config(): Config {
-  const opts = program.opts<GlobalOptions>();
-  return loadConfig({ file: opts.config, overrides: { 'catalog.url': opts.catalogUrl, 'temporal.address': opts.temporalAddress } });
+  return configOf(program);
 }
 
 function catalogUrlOf(cfg: Config): string {
@@ -65,7 +59,7 @@ function catalogUrlOf(cfg: Config): string {
 async function withCatalog<T>(fn: (pool: pg.Pool, cfg: Config) => Promise<T>, migrateFirst = false): Promise<T> {
   const cfg = config();
   const url = catalogUrlOf(cfg);
-  const pool = guardPool(new pg.Pool({ connectionString: url, max: 2, connectionTimeoutMillis: 5000, application_name: 'shardcast-cli' }));
+  const pool = guardPool(newPgPool(url, { max: 2, connectionTimeoutMillis: 5000, application_name: 'shardcast-cli' }));
   try {
     const client = await pool.connect().catch((err: unknown) => {
       throw new ShardcastError(
@@ -177,11 +171,21 @@ nodes
   .addOption(new Option('--state <state>', 'initial state').choices([...NODE_STATES]).default('active'))
   .option('--no-check', 'skip the capability checks, and register the node even if it does not answer now')
   .action(async (name: string, opts: { dsn: string; region?: string; zone?: string; capacity?: number; state: NodeState; check: boolean }) => {
-    await withCatalog(async (pool) => {
+    await withCatalog(async (pool, cfg) => {
       const spec = { name, dsn: opts.dsn, region: opts.region, zone: opts.zone, capacity: opts.capacity, state: opts.state };
       if (opts.check) for (const warning of await checkNodeReachable(spec)) console.error(`warning: node "${name}": ${warning}`);
       const node = await addNode(pool, spec, { unreachableOk: !opts.check });
       console.log(`added node ${node.name} (#${node.id}, ${node.state})`);
+      if (!cfg.app.provision) return;
+      const login = appLogin(cfg);
+      const pools = new NodePools({ max: 1, applicationName: 'shardcast-cli' });
+      try {
+        const { failed } = await provisionAppRole(pool, pools, [node], login);
+        for (const f of failed) console.error(`warning: node "${name}": application role ${login.user} not created now (${f.error}): it is at the next start of \`up\` or \`worker\``);
+        if (failed.length === 0) console.log(`application role ${login.user} ready on ${node.name}`);
+      } finally {
+        await pools.end();
+      }
     });
   });
 nodes

@@ -1,12 +1,16 @@
 import type { Command } from 'commander';
 import type { Client } from '@temporalio/client';
 import { connectTemporal } from '../client/index.js';
-import { loadConfig, parseListenAddress, type Config } from '../src/config.js';
+import { setPgTlsDefaults } from '../src/catalog/pg-tls.js';
+import { loadConfig, parseListenAddress, pgTlsOf, type Config } from '../src/config.js';
 
 /** The configuration as the global options of `program` (and a command's own flags, as key paths) say, as cli/main.ts reads it. */
 export function configOf(program: Command, overrides: Record<string, unknown> = {}): Config {
   const opts = program.opts<{ config?: string; catalogUrl?: string; temporalAddress?: string }>();
-  return loadConfig({ file: opts.config, overrides: { 'catalog.url': opts.catalogUrl, 'temporal.address': opts.temporalAddress, ...overrides } });
+  const cfg = loadConfig({ file: opts.config, overrides: { 'catalog.url': opts.catalogUrl, 'temporal.address': opts.temporalAddress, ...overrides } });
+  // Every PostgreSQL connection the command opens uses the configured TLS.
+  setPgTlsDefaults(pgTlsOf(cfg));
+  return cfg;
 }
 
 /** `--metrics-listen host:port` as config overrides (metrics.host, metrics.port); none when not given. */

@@ -7,10 +7,12 @@ import { collectorWorkflowId, ensureCollector, ensureSchedules } from '../client
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import pg from 'pg';
 import { migrate } from '../src/catalog/migrate.js';
-import { guardPool } from '../src/catalog/node-pools.js';
-import { ensureNodes, type NewNode } from '../src/catalog/nodes.js';
-import { localUrl, type Config } from '../src/config.js';
-import { ShardcastError, errorMessage, sqlState } from '../src/errors.js';
+import { appCatalogUrl, appLogin, provisionAppRole } from '../src/catalog/app-role.js';
+import { guardPool, NodePools } from '../src/catalog/node-pools.js';
+import { ensureNodes, listNodes, type NewNode } from '../src/catalog/nodes.js';
+import { localUrl, pgTlsOf, type Config } from '../src/config.js';
+import { newPgPool, setPgTlsDefaults } from '../src/catalog/pg-tls.js';
+import { InvalidInputError, ShardcastError, errorMessage, sqlState } from '../src/errors.js';
 import { lockDataDir } from '../src/fleet/data-dir-lock.js';
 import { embeddedPasswordFile, ensureEmbeddedPassword } from '../src/fleet/embedded-password.js';
 import { PostgresServer } from '../src/fleet/postgres-server.js';
@@ -44,6 +46,8 @@ export async function startStack(config: Config, options: StackOptions): Promise
     stops.length = 0;
   };
   const dataDir = path.resolve(config.dataDir);
+  // Every PostgreSQL connection of the stack (and the subscriptions its worker creates) uses the configured TLS.
+  setPgTlsDefaults(pgTlsOf(config));
   // Keys (and, below, certificates) are read before anything starts: a bad one changes nothing.
   const dataConverter = dataConverterOf(config);
   const security = temporalSecurityOptions(config);
@@ -92,7 +96,7 @@ export async function startStack(config: Config, options: StackOptions): Promise
     log(line('catalog', redact(catalogUrl)));
     for (const node of embeddedNodes) log(line(node.name, redact(node.dsn)));
 
-    const catalog = guardPool(new pg.Pool({ connectionString: catalogUrl, max: 4, application_name: 'shardcast-up' }));
+    const catalog = guardPool(newPgPool(catalogUrl, { max: 4, application_name: 'shardcast-up' }));
     stops.push(() => catalog.end());
     const client = await catalog.connect().catch((err: unknown) => {
       throw new ShardcastError('CATALOG_UNAVAILABLE', `cannot connect to the catalog at ${redact(catalogUrl)}: ${errorMessage(err)}`, { cause: err });
@@ -104,6 +108,7 @@ export async function startStack(config: Config, options: StackOptions): Promise
       client.release();
     }
     await registerNodes(catalog, [...embeddedNodes, ...config.nodes.register], log);
+    if (config.app.provision) await provisionApp(catalog, config, catalogUrl, log);
 
     // Temporal.
     let temporalAddress = config.temporal.address;
@@ -202,6 +207,32 @@ async function registerNodes(catalog: pg.Pool, nodes: NewNode[], log: (line: str
     }
   } finally {
     client.release();
+  }
+}
+
+/**
+ * The application role (src/catalog/app-role.ts) on the catalog and every node that is not retired.
+ * A node that does not answer is warned about and provisioned at the next start; a role of that
+ * name with administrative rights stops the start (bad configuration).
+ */
+async function provisionApp(catalog: pg.Pool, config: Config, catalogUrl: string, log: (line: string) => void): Promise<void> {
+  const login = appLogin(config);
+  const pools = new NodePools({ max: 1, applicationName: 'shardcast-up', limits: { statementTimeoutMs: MAP_LOCK_TIMEOUT_MS * 2 } });
+  const client = await catalog.connect();
+  try {
+    // Like registerNodes: never wait long on the catalog's locks (a cut-short cutover's prepared transaction).
+    await client.query(`set lock_timeout = ${MAP_LOCK_TIMEOUT_MS}`);
+    const nodes = (await listNodes(client)).filter((n) => n.state !== 'retired');
+    const { failed } = await provisionAppRole(client, pools, nodes, login);
+    for (const f of failed) log(`shardcast: warning: node ${f.node}: application role ${login.user} not provisioned now (${f.error}); tried again at the next start`);
+    log(line('app', `${redact(appCatalogUrl(catalogUrl, login))}${login.passwordFile ? ` (password in ${login.passwordFile})` : ''}`));
+  } catch (err) {
+    if (err instanceof InvalidInputError) throw err;
+    log(`shardcast: warning: application role ${login.user} not provisioned on the catalog now (${errorMessage(err)}); tried again at the next start`);
+  } finally {
+    await client.query('reset lock_timeout').catch(() => undefined);
+    client.release();
+    await pools.end();
   }
 }
 

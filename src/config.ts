@@ -4,6 +4,7 @@ import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from './errors.js';
 import { DEFAULT_GOVERNOR } from './movement/governor.js';
+import { SSL_MODES, type PgTlsSettings } from './catalog/pg-tls.js';
 import { embeddedPasswordFile, readEmbeddedPassword } from './fleet/embedded-password.js';
 
 const port = z.number().int().min(1).max(65535);
@@ -62,6 +63,34 @@ export const configSchema = z
       .object({
         user: identifier.default('postgres'),
         /** Default: a random password generated at the first start, kept in <dataDir>/postgres-password (mode 0600). */
+        password: z.string().min(1).optional(),
+        /**
+         * TLS of every connection to the catalog and the nodes (and of the subscriptions between nodes) whose
+         * DSN names no sslmode of its own: disable, prefer, require, verify-ca or verify-full. Default: pg's (no TLS unless PGSSLMODE).
+         */
+        sslmode: z.enum(SSL_MODES).optional(),
+        /** PEM file of the CA that signed the servers' certificates (verify-ca, verify-full). */
+        sslrootcert: z.string().min(1).optional(),
+        /** PEM files of a client certificate and its key, for servers that ask for one (given together). */
+        sslcert: z.string().min(1).optional(),
+        sslkey: z.string().min(1).optional(),
+        /** sslrootcert's path on the nodes' own hosts, for the subscriptions a node opens to another (default: sslrootcert). */
+        nodeSslrootcert: z.string().min(1).optional(),
+      })
+      .strict()
+      .prefault({})
+      .superRefine((pgc, ctx) => {
+        if ((pgc.sslcert === undefined) !== (pgc.sslkey === undefined)) {
+          ctx.addIssue({ code: 'custom', path: [pgc.sslcert === undefined ? 'sslcert' : 'sslkey'], message: 'the client certificate (sslcert) and its key (sslkey) go together' });
+        }
+      }),
+    app: z
+      .object({
+        /** Create (or update) the application role on the catalog and every node at `up`/`worker` start and at `nodes add`. */
+        provision: z.boolean().default(true),
+        /** The application role: DML on shard schemas only, read-only on the catalog's shard map; what the router connects as. */
+        user: identifier.default('shardcast_app'),
+        /** Default: a random password generated at the first start, kept in <dataDir>/app-password (mode 0600). */
         password: z.string().min(1).optional(),
       })
       .strict()
@@ -294,6 +323,14 @@ export const ENV_OVERRIDES: Record<string, string> = {
   SHARDCAST_NODES_DATABASE: 'nodes.database',
   SHARDCAST_POSTGRES_USER: 'postgres.user',
   SHARDCAST_POSTGRES_PASSWORD: 'postgres.password',
+  SHARDCAST_POSTGRES_SSLMODE: 'postgres.sslmode',
+  SHARDCAST_POSTGRES_SSLROOTCERT: 'postgres.sslrootcert',
+  SHARDCAST_POSTGRES_SSLCERT: 'postgres.sslcert',
+  SHARDCAST_POSTGRES_SSLKEY: 'postgres.sslkey',
+  SHARDCAST_POSTGRES_NODE_SSLROOTCERT: 'postgres.nodeSslrootcert',
+  SHARDCAST_APP_PROVISION: 'app.provision',
+  SHARDCAST_APP_USER: 'app.user',
+  SHARDCAST_APP_PASSWORD: 'app.password',
   SHARDCAST_TEMPORAL_ADDRESS: 'temporal.address',
   SHARDCAST_TEMPORAL_NAMESPACE: 'temporal.namespace',
   SHARDCAST_TEMPORAL_PORT: 'temporal.port',
@@ -521,7 +558,7 @@ function firstUnexpected(text: string, char: string): number | undefined {
 const LIST_KEYS = new Set(['codecServer.corsOrigins']);
 
 /** Keys whose values are switches: true/false (or 1/0, yes/no) in the environment. */
-const BOOLEAN_KEYS = new Set(['temporal.tls.enabled', 'movement.governor.enabled']);
+const BOOLEAN_KEYS = new Set(['temporal.tls.enabled', 'movement.governor.enabled', 'app.provision']);
 
 function coerceEnvValue(key: string, value: string): unknown {
   if (BOOLEAN_KEYS.has(key) && /^\s*(true|1|yes|false|0|no)\s*$/i.test(value)) return /^\s*(true|1|yes)\s*$/i.test(value);
@@ -565,4 +602,16 @@ export function localUrl(config: Config, port: number, database: string): string
     );
   }
   return `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@127.0.0.1:${port}/${database}`;
+}
+
+/** The PostgreSQL TLS settings of the configuration (src/catalog/pg-tls.ts). */
+export function pgTlsOf(config: Config): PgTlsSettings {
+  const { sslmode, sslrootcert, sslcert, sslkey, nodeSslrootcert } = config.postgres;
+  return {
+    ...(sslmode ? { sslmode } : {}),
+    ...(sslrootcert ? { sslrootcert } : {}),
+    ...(sslcert ? { sslcert } : {}),
+    ...(sslkey ? { sslkey } : {}),
+    ...(nodeSslrootcert ? { nodeSslrootcert } : {}),
+  };
 }

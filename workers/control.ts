@@ -4,8 +4,8 @@ import { ApplicationFailure } from '@temporalio/common';
 import { format } from 'node:util';
 import { NativeConnection, Runtime, Worker, type ActivityInterceptors, type LogEntry, type WorkerOptions } from '@temporalio/worker';
 import type { Context as ActivityContext } from '@temporalio/activity';
-import pg from 'pg';
 import { createActivities } from '../activities/index.js';
+import { newPgPool } from '../src/catalog/pg-tls.js';
 import { guardPool, NodePools, type SessionLimits } from '../src/catalog/node-pools.js';
 import { BUSINESS_ERROR_TYPES } from '../src/errors.js';
 import { TrainingThreads } from '../src/forecasting/thread-pool.js';
@@ -92,7 +92,7 @@ export interface RunningWorker {
 
 /** The worker of the control task queue: catalog and DDL workflows (table creation). */
 export async function startControlWorker(options: ControlWorkerOptions): Promise<RunningWorker> {
-  const catalog = guardPool(new pg.Pool({ connectionString: options.catalogUrl, max: 5, application_name: 'shardcast-worker' }));
+  const catalog = guardPool(newPgPool(options.catalogUrl, { max: 5, application_name: 'shardcast-worker' }));
   const limits = { ...DEFAULT_SESSION_LIMITS, ...options.sessionLimits };
   // A COPY may run for hours: statement_timeout only on the cutover's connections, whose statements are short.
   const nodePools = new NodePools({ max: 4, applicationName: 'shardcast-worker', limits: { ...limits, statementTimeoutMs: undefined } });

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { resolveDsn } from './dsn-password.js';
+import { pgConnection, pgTlsDefaults, type PgTlsSettings } from './pg-tls.js';
 
 /**
  * Limits every connection of a pool runs with, so that a hung or partitioned worker cannot hold a
@@ -45,13 +46,22 @@ export function guardPool(pool: pg.Pool): pg.Pool {
 /** One connection pool per node DSN, created on first use. */
 export class NodePools {
   private readonly pools = new Map<string, pg.Pool>();
-  constructor(private readonly options: { max?: number; applicationName?: string; connectionTimeoutMillis?: number; limits?: SessionLimits } = {}) {}
+  constructor(
+    private readonly options: {
+      max?: number;
+      applicationName?: string;
+      connectionTimeoutMillis?: number;
+      limits?: SessionLimits;
+      /** TLS of the nodes whose DSN names no sslmode (default: the process's, src/catalog/pg-tls.ts). */
+      tls?: PgTlsSettings;
+    } = {},
+  ) {}
 
   get(dsn: string): pg.Pool {
     let pool = this.pools.get(dsn);
     if (!pool) {
       pool = new pg.Pool({
-        connectionString: resolveDsn(dsn),
+        ...pgConnection(resolveDsn(dsn), this.options.tls ?? pgTlsDefaults()),
         max: this.options.max ?? 10,
         application_name: this.options.applicationName ?? 'shardcast',
         connectionTimeoutMillis: this.options.connectionTimeoutMillis ?? 5000,

@@ -1,4 +1,5 @@
-import pg from 'pg';
+import type pg from 'pg';
+import { newPgClient } from './pg-tls.js';
 import { namesPasswordSource, resolveDsn } from './dsn-password.js';
 import { AlreadyExistsError, InvalidInputError, NodeUnavailableError, NotFoundError, errorMessage } from '../errors.js';
 
@@ -53,7 +54,7 @@ export function validateNewNode(node: NewNode): void {
 
 /** Connects to a prospective node and checks it can host shards (logical WAL, 2PC, stats). */
 export async function checkNodeReachable(node: Pick<NewNode, 'name' | 'dsn'>): Promise<string[]> {
-  const client = new pg.Client({ connectionString: resolveDsn(node.dsn), connectionTimeoutMillis: 5000 });
+  const client = newPgClient(resolveDsn(node.dsn), { connectionTimeoutMillis: 5000 });
   client.on('error', () => undefined);
   try {
     await client.connect();
@@ -107,7 +108,7 @@ export function describeIdentity(identity: DatabaseIdentity): string {
 
 /** Connects to the DSN once and reads its identity; a node that cannot be reached cannot be told apart. */
 export async function identityOf(node: Pick<NewNode, 'name' | 'dsn'>): Promise<DatabaseIdentity> {
-  const client = new pg.Client({ connectionString: resolveDsn(node.dsn), connectionTimeoutMillis: 5000 });
+  const client = newPgClient(resolveDsn(node.dsn), { connectionTimeoutMillis: 5000 });
   client.on('error', () => undefined);
   try {
     await client.connect();

@@ -1,5 +1,6 @@
 import { NodeUnavailableError, errorMessage } from '../errors.js';
 import { quoteIdent, singleStatement } from '../sql/ident.js';
+import { grantShardSchemas } from './app-role.js';
 import type { NodePools } from './node-pools.js';
 import type { NodeRecord } from './nodes.js';
 import { shardTableDdl } from './tables.js';
@@ -53,6 +54,8 @@ export async function createTableOnNode(
         await client.query(`create schema if not exists ${quoteIdent(schema)}`);
         await client.query(singleStatement(shardTableDdl(schema, table.name, table.columns)));
       }
+      // The application role's rights on the new schemas and tables, in the same transaction.
+      await grantShardSchemas(client, schemas);
       await client.query('commit');
     } catch (err) {
       await client.query('rollback').catch(() => undefined);

@@ -1,5 +1,5 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { arch, platform, tmpdir, userInfo } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -34,6 +34,11 @@ export interface PostgresServerOptions {
   password: string;
   /** Extra settings on top of NODE_SETTINGS. */
   settings?: Record<string, string>;
+  /**
+   * TLS: the server's certificate and key (PEM files, copied into the data directory with the
+   * owner and mode PostgreSQL demands); with `only`, connections without TLS are refused (pg_hba.conf).
+   */
+  tls?: { certFile: string; keyFile: string; only?: boolean };
 }
 
 interface Binaries {
@@ -67,9 +72,10 @@ export class PostgresServer {
     return `${this.options.dataDir}.log`;
   }
 
+  /** The administrator's URL, on loopback (over TLS without verification when the server has TLS: it is this very server). */
   url(database = 'postgres'): string {
     const { user, password, port } = this.options;
-    return `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@127.0.0.1:${port}/${database}`;
+    return `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@127.0.0.1:${port}/${database}${this.options.tls ? '?sslmode=no-verify' : ''}`;
   }
 
   isInitialised(): boolean {
@@ -123,7 +129,7 @@ export class PostgresServer {
     await assertPortFree(this.options.port, `${this.name} (PostgreSQL)`);
     const { postgres } = await binaries();
     const owner = await osUser();
-    const settings = { ...NODE_SETTINGS, ...this.options.settings };
+    const settings = { ...NODE_SETTINGS, ...this.options.settings, ...(await this.installTls(owner)) };
     const args = ['-D', this.options.dataDir, '-p', String(this.options.port)];
     for (const [key, value] of Object.entries(settings)) args.push('-c', `${key}=${value}`);
     mkdirSync(path.dirname(this.logFile), { recursive: true });
@@ -134,7 +140,9 @@ export class PostgresServer {
       ...(owner ?? {}),
       detached: true,
       stdio: ['ignore', log, log],
-      env: { ...process.env, LC_MESSAGES: 'C' },
+      // Run as the postgres user, the server's libpq (a subscription's connection) must not look in
+      // root's home for ~/.postgresql/postgresql.crt: it cannot read it, and fails the connection.
+      env: { ...process.env, LC_MESSAGES: 'C', ...(owner ? { HOME: this.options.dataDir } : {}) },
     });
     closeSync(log);
     this.child = child;
@@ -155,6 +163,30 @@ export class PostgresServer {
       await sleep(100);
     }
     child.unref();
+  }
+
+  /** The TLS settings, with the certificate and key copied where PostgreSQL accepts them (owned by its user, key mode 0600). */
+  private async installTls(owner: OsUser | undefined): Promise<Record<string, string>> {
+    const tls = this.options.tls;
+    if (!tls) return {};
+    const { dataDir } = this.options;
+    const files: Array<[string, string, number]> = [
+      [tls.certFile, 'server.crt', 0o644],
+      [tls.keyFile, 'server.key', 0o600],
+    ];
+    for (const [from, to, mode] of files) {
+      const file = path.join(dataDir, to);
+      copyFileSync(from, file);
+      chmodSync(file, mode);
+      if (owner) chownSync(file, owner.uid, owner.gid);
+    }
+    if (tls.only) {
+      const hba = path.join(dataDir, 'pg_hba.conf');
+      const lines = ['127.0.0.1/32', '::1/128'].flatMap((net) => [`hostssl all all ${net} scram-sha-256`, `hostssl replication all ${net} scram-sha-256`]);
+      writeFileSync(hba, `# shardcast: TLS only\n${lines.join('\n')}\n`, { mode: 0o600 });
+      if (owner) chownSync(hba, owner.uid, owner.gid);
+    }
+    return { ssl: 'on', ssl_cert_file: 'server.crt', ssl_key_file: 'server.key' };
   }
 
   /** Fast shutdown (SIGINT): open transactions are rolled back, the server stops cleanly. */

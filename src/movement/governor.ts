@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { InvalidInputError } from '../errors.js';
 import { resolveDsn } from '../catalog/dsn-password.js';
+import { newPgClient } from '../catalog/pg-tls.js';
 
 /**
  * The copy governor (foreground first): a movement's copy and apply are paced so that the nodes'
@@ -134,7 +135,7 @@ class Probe {
   constructor(private readonly dsn: string) {}
 
   async open(): Promise<void> {
-    this.client = new pg.Client({ connectionString: resolveDsn(this.dsn), application_name: 'shardcast-governor' });
+    this.client = newPgClient(resolveDsn(this.dsn), { application_name: 'shardcast-governor' });
     this.client.on('error', () => undefined);
     await this.client.connect();
     await ensureProbeTable(this.client);

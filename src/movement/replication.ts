@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
+import { grantShardSchemas } from '../catalog/app-role.js';
 import { resolveDsn } from '../catalog/dsn-password.js';
+import { libpqConninfo, newPgClient } from '../catalog/pg-tls.js';
 import { dropSchemaGuarded } from './drop-guard.js';
 import type { NodePools } from '../catalog/node-pools.js';
 import type { NodeRecord, Queryable } from '../catalog/nodes.js';
@@ -112,6 +114,8 @@ export async function prepareTarget(pools: NodePools, target: NodeRecord, shard:
       // deadlock_timeout (1 s) before PostgreSQL cancels it. Measured: a 10M-row cutover held 1085 ms.
       await client.query(`alter table ${quoteIdent(shard.schema)}.${quoteIdent(table.name)} set (autovacuum_enabled = false)`);
     }
+    // The application role's rights travel with the schema (the fence keeps it out until the cutover).
+    await grantShardSchemas(client, [shard.schema]);
     const message = `shard ${shard.shardId} is being moved to ${target.name} and is not served here until its cutover`;
     await createFence(client, shard.schema, shard.tables.map((t) => t.name), message);
   });
@@ -171,7 +175,7 @@ export async function startStreaming(
   if (hasSubscription.rowCount === 0) {
     // CREATE SUBSCRIPTION creates the slot on the source; it cannot run inside a transaction block.
     await target.query(
-      `create subscription ${quoteIdent(names.subscription)} connection ${quoteLiteral(resolveDsn(endpoints.source.dsn))}
+      `create subscription ${quoteIdent(names.subscription)} connection ${quoteLiteral(libpqConninfo(resolveDsn(endpoints.source.dsn)))}
        publication ${quoteIdent(names.publication)} with (binary = true, slot_name = ${quoteLiteral(names.slot)})`,
     );
   }
@@ -273,7 +277,7 @@ export async function copyMove(
   let startedAt = new Date();
   try {
     // The snapshot can be imported only while the replication connection that exported it stays idle; once imported it is ours.
-    const repl = new pg.Client({ connectionString: resolveDsn(endpoints.source.dsn), replication: 'database' } as pg.ClientConfig);
+    const repl = newPgClient(resolveDsn(endpoints.source.dsn), { replication: 'database' } as pg.ClientConfig);
     repl.on('error', () => undefined);
     await repl.connect();
     try {
@@ -287,7 +291,7 @@ export async function copyMove(
       await repl.end().catch(() => undefined);
     }
     await target.query(
-      `create subscription ${quoteIdent(names.subscription)} connection ${quoteLiteral(resolveDsn(endpoints.source.dsn))}
+      `create subscription ${quoteIdent(names.subscription)} connection ${quoteLiteral(libpqConninfo(resolveDsn(endpoints.source.dsn)))}
        publication ${quoteIdent(names.publication)}
        with (binary = true, copy_data = false, create_slot = false, enabled = false, slot_name = ${quoteLiteral(names.slot)})`,
     );

@@ -2,16 +2,33 @@ import { EventEmitter } from 'node:events';
 import pg from 'pg';
 import { guardPool, NodePools } from '../catalog/node-pools.js';
 import { addRegionAccesses } from '../profiling/region-accesses.js';
+import { newPgClient, pgConnection, pgTlsDefaults, type PgTlsSettings } from '../catalog/pg-tls.js';
 import { errorMessage, InvalidInputError, SHARD_FENCED_SQLSTATE, ShardcastError, UNDEFINED_SCHEMA_SQLSTATE, UNDEFINED_TABLE_SQLSTATE, UnknownTableError, sqlState } from '../errors.js';
 import { loadSqlParser, StatementQualifier } from './qualify.js';
 import { isStalePlanError, queryInSchema, type ScopedStatement } from './scoped-query.js';
 import { coveredBy, keyComparator, planRescatter, ScatterInterruptedError, shardInterval, type KeyInterval } from './scatter.js';
-import { loadShardMap, type ShardMap, type ShardRoute } from './shard-map.js';
+import { loadShardMap, type NodeCredentials, type ShardMap, type ShardRoute } from './shard-map.js';
 import { isReadOnlyStatement, sqlWords } from './sql-words.js';
 
 export interface RouterOptions {
-  /** The catalog database. */
+  /**
+   * The catalog database. Connect as the application role (`app.user`, made by `shardcast up` and
+   * `shardcast nodes add`), which may read the shard map and nothing else of the catalog.
+   */
   catalogUrl: string;
+  /**
+   * The user and password the router connects to the nodes with (the catalog holds the nodes'
+   * addresses, never these). Default: the catalog URL's, which is right for the application role:
+   * it has the same name and password on the catalog and on every node.
+   */
+  nodeUser?: string;
+  nodePassword?: string;
+  /**
+   * TLS of the catalog and node connections whose URL names no sslmode: { sslmode: 'verify-full',
+   * sslrootcert: '/path/ca.pem' }, optionally sslcert and sslkey. Default: $SHARDCAST_POSTGRES_SSLMODE,
+   * $SHARDCAST_POSTGRES_SSLROOTCERT, … (src/catalog/pg-tls.ts), else pg's own defaults.
+   */
+  tls?: PgTlsSettings;
   /** Connections per node pool (default 10). */
   poolSize?: number;
   /** Backstop for a lost NOTIFY: how often to compare map_version with the catalog (default 5000 ms). */
@@ -133,12 +150,18 @@ export class Router extends EventEmitter {
   private regionCounts = new Map<number, number>();
   private regionTimer?: NodeJS.Timeout;
   private flushing?: Promise<void>;
+  private readonly nodeCredentials: NodeCredentials;
 
   private constructor(private readonly options: RouterOptions) {
     super();
+    const catalog = new URL(options.catalogUrl);
+    this.nodeCredentials = {
+      user: options.nodeUser ?? decodeURIComponent(catalog.username),
+      password: options.nodePassword ?? decodeURIComponent(catalog.password),
+    };
     const catalogTimeoutMs = options.catalogTimeoutMs ?? 5000;
     this.catalog = new pg.Pool({
-      connectionString: options.catalogUrl,
+      ...pgConnection(options.catalogUrl, options.tls ?? pgTlsDefaults()),
       max: 2,
       application_name: options.applicationName ?? 'shardcast-router',
       connectionTimeoutMillis: options.connectTimeoutMs ?? 5000,
@@ -154,6 +177,7 @@ export class Router extends EventEmitter {
       applicationName: options.applicationName ?? 'shardcast-router',
       connectionTimeoutMillis: options.connectTimeoutMs ?? 5000,
       limits: { statementTimeoutMs: options.statementTimeoutMs ?? 30_000, keepAliveMs: 10_000 },
+      ...(options.tls ? { tls: options.tls } : {}),
     });
     if (options.qualifyNames !== false) this.qualifier = new StatementQualifier();
   }
@@ -165,6 +189,7 @@ export class Router extends EventEmitter {
     if (options.region !== undefined && !(typeof options.region === 'string' && /^\S(.*\S)?$/.test(options.region))) {
       throw new InvalidInputError(`createRouter: region must be a non-empty name without surrounding spaces, got ${JSON.stringify(options.region)}`);
     }
+    if (!URL.canParse(options.catalogUrl)) throw new InvalidInputError('createRouter: catalogUrl is not a valid URL');
     const router = new Router(options);
     try {
       if (router.qualifier) await loadSqlParser();
@@ -311,7 +336,7 @@ export class Router extends EventEmitter {
       let failed: unknown;
       try {
         client = await this.catalog.connect();
-        const map = await loadShardMap(client);
+        const map = await loadShardMap(client, this.nodeCredentials);
         if (!this.map || map.version >= this.map.version) {
           const previous = this.map?.version;
           this.map = map;
@@ -433,12 +458,11 @@ export class Router extends EventEmitter {
   }
 
   private async listen(): Promise<void> {
-    const client = new pg.Client({
-      connectionString: this.options.catalogUrl,
+    const client = newPgClient(this.options.catalogUrl, {
       application_name: 'shardcast-router-listen',
       connectionTimeoutMillis: this.options.connectTimeoutMs ?? 5000,
       keepAlive: true,
-    });
+    }, this.options.tls ?? pgTlsDefaults());
     client.on('notification', (msg) => {
       if (msg.channel === NOTIFY_CHANNEL && Number(msg.payload) > this.map.version) {
         this.refresh().catch(() => undefined); // recorded and emitted as 'catalogError'

@@ -97,8 +97,12 @@ export class ShardMap {
   }
 }
 
-/** Reads the whole map in one repeatable-read transaction, so version and rows agree. */
-export async function loadShardMap(client: pg.ClientBase): Promise<ShardMap> {
+/**
+ * Reads the whole map in one repeatable-read transaction, so version and rows agree. Node DSNs come
+ * from shardcast.node_endpoints, without credentials: each route's DSN gets `credentials` (the
+ * router's own user and password) instead.
+ */
+export async function loadShardMap(client: pg.ClientBase, credentials: NodeCredentials): Promise<ShardMap> {
   await client.query('begin isolation level repeatable read read only');
   try {
     const version = await client.query<{ version: string }>('select version::text as version from shardcast.map_version');
@@ -125,7 +129,7 @@ export async function loadShardMap(client: pg.ClientBase): Promise<ShardMap> {
          from shardcast.shards s
          join shardcast.colocation_groups g on g.id = s.group_id
          join shardcast.placements p on p.shard_id = s.id
-         join shardcast.nodes n on n.id = p.node_id
+         join shardcast.node_endpoints n on n.id = p.node_id
         where exists (select 1 from shardcast.distributed_tables t where t.group_id = s.group_id and t.state = 'active')`,
     );
     await client.query('commit');
@@ -135,7 +139,7 @@ export async function loadShardMap(client: pg.ClientBase): Promise<ShardMap> {
     }
     const groups = new Map<number, ShardRoute[]>();
     for (const s of shards.rows) {
-      const route: ShardRoute = { shardId: s.shard_id, schema: s.schema_name, groupId: s.group_id, nodeId: s.node_id, nodeName: s.node_name, dsn: s.dsn };
+      const route: ShardRoute = { shardId: s.shard_id, schema: s.schema_name, groupId: s.group_id, nodeId: s.node_id, nodeName: s.node_name, dsn: withCredentials(s.dsn, credentials) };
       if (s.hash_min !== null) {
         route.hashMin = BigInt(s.hash_min);
         route.hashMax = BigInt(s.hash_max!);
@@ -158,4 +162,21 @@ export async function loadShardMap(client: pg.ClientBase): Promise<ShardMap> {
     await client.query('rollback').catch(() => undefined);
     throw err;
   }
+}
+
+/** The user and password a router connects to the nodes with. */
+export interface NodeCredentials {
+  user: string;
+  password: string;
+}
+
+/** A credential-free node DSN with the router's user and password written in. */
+export function withCredentials(dsn: string, credentials: NodeCredentials): string {
+  const url = new URL(dsn);
+  // The view leaves none of these; a parameter would override the URL's user and password in pg.
+  for (const p of ['user', 'password', 'passfile', 'passwordenv']) url.searchParams.delete(p);
+  // Empty: left to pg's defaults (PGUSER, PGPASSWORD), as for a catalog URL without them.
+  url.username = credentials.user === '' ? '' : encodeURIComponent(credentials.user);
+  url.password = credentials.password === '' ? '' : encodeURIComponent(credentials.password);
+  return url.toString();
 }

@@ -5,6 +5,7 @@ import { Client, Connection } from '@temporalio/client';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { readEmbeddedPassword } from '../../src/fleet/embedded-password.js';
+import { createRouter } from '../../src/router/router.js';
 import { assertPortFree, freePort, isAlive as alive } from '../../src/fleet/postgres-server.js';
 import { fleet, uniqueName } from '../helpers/fleet.js';
 
@@ -112,6 +113,11 @@ describe('shardcast up (npm start)', () => {
     expect(text).toMatch(new RegExp(`^catalog\\s+postgres://postgres:\\*\\*\\*@127\\.0\\.0\\.1:${ports.catalog}/shardcast$`, 'm'));
     expect(text).toMatch(new RegExp(`^node-1\\s+postgres://postgres:\\*\\*\\*@127\\.0\\.0\\.1:${ports.node1}/shardcast$`, 'm'));
     expect(text).toMatch(new RegExp(`^node-2\\s+postgres://postgres:\\*\\*\\*@127\\.0\\.0\\.1:${ports.node1 + 1}/shardcast$`, 'm'));
+    // The application role routers connect as: its URL (password hidden) and where its password is kept, private.
+    const appPasswordFile = path.join(dataDir, 'app-password');
+    expect(text).toMatch(new RegExp(`^app\\s+postgres://shardcast_app:\\*\\*\\*@127\\.0\\.0\\.1:${ports.catalog}/shardcast \\(password in ${appPasswordFile.replaceAll('.', '\\.')}\\)$`, 'm'));
+    expect(statSync(appPasswordFile).mode & 0o777).toBe(0o600);
+    expect(text).not.toContain(readFileSync(appPasswordFile, 'utf8').trim());
     expect(text).toMatch(new RegExp(`^temporal\\s+127\\.0\\.0\\.1:${ports.temporal} \\(namespace default\\)$`, 'm'));
     expect(text).toMatch(new RegExp(`^temporal-ui\\s+http://127\\.0\\.0\\.1:${ports.ui}$`, 'm'));
     expect(text).toMatch(/^worker\s+task queue shardcast-control$/m);
@@ -121,7 +127,7 @@ describe('shardcast up (npm start)', () => {
     expect(up.lines.at(-1)).toBe('shardcast: ready');
     // Nothing but one line per component (and the migrations it applied) before it.
     for (const line of up.lines.slice(0, -1)) {
-      expect(line).toMatch(/^(catalog|node-\d+|migrations|temporal|temporal-ui|worker|collector|schedules|metrics) +\S/);
+      expect(line).toMatch(/^(catalog|node-\d+|migrations|app|temporal|temporal-ui|worker|collector|schedules|metrics) +\S/);
     }
     expect(text).not.toContain('shardcast'.concat(':', 'shardcast@')); // the password is never printed
     // The password was generated for this data directory, is private, and is never printed either.
@@ -159,6 +165,18 @@ describe('shardcast up (npm start)', () => {
     expect(shards.status, shards.stderr).toBe(0);
     expect(shards.stdout.trim().split('\n')).toHaveLength(5); // header + 4 shards
     expect(shards.stdout).toMatch(/^SHARDID\s+SCHEMA\s+GROUP\s+TABLES\s+NODE\s+RANGE$/m);
+
+    // The README's router: the application role, its password from the data directory; DML, no DDL.
+    const appPassword = readFileSync(path.join(dataDir, 'app-password'), 'utf8').trim();
+    const router = await createRouter({ catalogUrl: `postgres://shardcast_app:${appPassword}@127.0.0.1:${ports.catalog}/shardcast`, listen: false });
+    try {
+      await router.forKey('items', 7).query('insert into items values ($1, $2)', [7, 'seven']);
+      expect((await router.forKey('items', 7).query('select name from items where id = $1', [7])).rows).toEqual([{ name: 'seven' }]);
+      await expect(router.forKey('items', 7).query('alter table items add column x int')).rejects.toThrow(/must be owner/);
+      await router.forKey('items', 7).query('delete from items where id = $1', [7]);
+    } finally {
+      await router.close();
+    }
 
     const unreachable = cli('nodes', 'add', 'node-9', '--dsn', 'postgres://postgres:hunter2@127.0.0.1:1/none');
     expect(unreachable.status).toBe(1);

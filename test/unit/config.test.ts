@@ -45,6 +45,7 @@ describe('defaults', () => {
       catalog: { port: 5440, database: 'shardcast' },
       nodes: { count: 3, basePort: 5441, database: 'shardcast', maxSlotWalKeepSize: '10GB', register: [] },
       postgres: { user: 'postgres' },
+      app: { provision: true, user: 'shardcast_app' },
       temporal: { namespace: 'default', port: 7233, uiPort: 8233, taskQueue: 'shardcast-control', tls: { enabled: false }, encryption: {} },
       codecServer: { listen: '127.0.0.1:8888', corsOrigins: [] },
       metrics: { port: 9464, host: '127.0.0.1' },

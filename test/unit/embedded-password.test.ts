@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { localUrl, parseConfig } from '../../src/config.js';
-import { embeddedPasswordFile, ensureEmbeddedPassword, readEmbeddedPassword } from '../../src/fleet/embedded-password.js';
+import { appPasswordFile, embeddedPasswordFile, ensureAppPassword, ensureEmbeddedPassword, readEmbeddedPassword } from '../../src/fleet/embedded-password.js';
 
 const base = mkdtempSync(path.join(tmpdir(), 'shardcast-pw-'));
 afterAll(() => rmSync(base, { recursive: true, force: true }));
@@ -48,5 +48,17 @@ describe('the embedded PostgreSQL password', () => {
     expect(localUrl(parseConfig({ dataDir: dir, postgres: { password: 'p@ss' } }), 5440, 'db')).toBe('postgres://postgres:p%40ss@127.0.0.1:5440/db');
     writeFileSync(embeddedPasswordFile(dir), '\n', { mode: 0o600 });
     expect(readEmbeddedPassword(dir)).toBeUndefined();
+  });
+});
+
+describe('the application role password', () => {
+  it('is random at the first use, kept with mode 0600 beside the servers\' one, and the same at the next', () => {
+    const dir = newDir();
+    const first = ensureAppPassword(dir);
+    expect(first.created).toBe(true);
+    expect(first.password).toMatch(/^[A-Za-z0-9_-]{32}$/);
+    expect(mode(appPasswordFile(dir))).toBe(0o600);
+    expect(ensureAppPassword(dir)).toEqual({ password: first.password, created: false });
+    expect(ensureEmbeddedPassword(dir, false).password, 'not the servers\' password').not.toBe(first.password);
   });
 });
