@@ -1,6 +1,6 @@
 /** Parsers of numeric command-line arguments, shared by the commands: a bad value is commander's one-line error. */
 import { InvalidArgumentError } from 'commander';
-import { parseListenAddress } from '../src/config.js';
+import { parseListenAddress } from '../src/listen-address.js';
 
 export function positiveInt(value: string): number {
   const n = Number(value);
@@ -30,4 +30,15 @@ export function nonNegativeNumber(value: string): number {
 export function listenAddress(value: string): string {
   if (!parseListenAddress(value)) throw new InvalidArgumentError('expected host:port (e.g. 127.0.0.1:9464, or [::1]:9464)');
   return value;
+}
+
+/** A comma-separated list, blanks dropped. */
+export function list(value: string): string[] {
+  return value.split(',').map((v) => v.trim()).filter((v) => v.length > 0);
+}
+
+export function shardId(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a shard id (a positive integer)');
+  return n;
 }

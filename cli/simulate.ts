@@ -1,8 +1,6 @@
 import type { Command } from 'commander';
-import { loadConfig } from '../src/config.js';
 import { InvalidInputError, errorMessage } from '../src/errors.js';
-import { initBackend } from '../src/forecasting/tf-backend.js';
-import { defaultOptions, describe, loadTrace, POLICIES, resultLine, simulate, type Policy } from '../src/simulation/index.js';
+import { POLICIES, type Policy } from '../src/simulation/policies.js';
 
 interface SimulateOptions {
   trace?: string[];
@@ -38,6 +36,11 @@ export function registerSimulateCommands(program: Command): void {
         if (!opts.trace || opts.trace.length === 0) throw new InvalidInputError('--trace FILE is required (one or more)');
         if (!opts.policy) throw new InvalidInputError(`--policy is required: one of ${POLICIES.join(', ')}`);
         if (!(POLICIES as readonly string[]).includes(opts.policy)) throw new InvalidInputError(`unknown policy ${JSON.stringify(opts.policy)}: expected one of ${POLICIES.join(', ')}`);
+        const [{ loadConfig }, { initBackend }, { defaultOptions, describe, loadTrace, resultLine, simulate }] = await Promise.all([
+          import('../src/config.js'),
+          import('../src/forecasting/tf-backend.js'),
+          import('../src/simulation/index.js'),
+        ]);
         const cfg = loadConfig({ file: program.opts<{ config?: string }>().config });
         const options = defaultOptions(opts.policy as Policy, { trainingDays: cfg.forecast.trainingDays, budgetSeconds: cfg.forecast.budgetSeconds, searchSeconds: cfg.forecast.searchSeconds });
         options.days = wholeNumber(opts.days, '--days', 1);
