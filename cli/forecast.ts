@@ -11,7 +11,7 @@ import { InvalidInputError } from '../src/errors.js';
 import type { BacktestReport } from '../src/forecasting/backtest.js';
 import type { ForecastingSummary } from '../src/forecasting/runs.js';
 import type { Tuning } from '../src/forecasting/types.js';
-import { nonNegativeNumber, positiveInt, positiveNumber } from './args.js';
+import { budgetSeconds, searchSeconds, wholeNumber } from './args.js';
 import { svgChart, terminalChart } from './chart.js';
 import { printTable } from './format.js';
 import { configOf, withCatalog, withTemporal } from './program-config.js';
@@ -65,7 +65,7 @@ export function registerForecastCommands(program: Command): void {
     .command('show')
     .description('recent history and the latest forecast of a series with its 80% and 95% intervals, as a chart')
     .argument('<series>', 'e.g. table:orders:inserts, shard:3:load, node:node-1:cpu')
-    .option('--hours <n>', 'hours of history', positiveInt, 6)
+    .option('--hours <n>', 'hours of history, 1 to 720', wholeNumber(1, 720, 'hours'), 6)
     .option('--svg <file>', 'also write the chart as an SVG picture')
     .option('--png <file>', 'also write the chart as a PNG picture (800×360)')
     .option('--json', 'print history and forecast as JSON instead')
@@ -133,9 +133,9 @@ export function registerForecastCommands(program: Command): void {
     .command('backtest')
     .description('rolling-origin back-test of every model, the seasonal naive baseline and the ensemble on a timestamp,value CSV; the last line is JSON')
     .requiredOption('--csv <file>', 'CSV with the header timestamp,value (ISO-8601 UTC, any step from 1 minute to 1 hour)')
-    .option('--horizon <steps>', 'steps ahead (default: one hour of steps)', positiveInt)
-    .option('--budget <seconds>', 'fitting budget of each model over the whole back-test (default: forecast.budgetSeconds, as in production)', positiveNumber)
-    .option('--search <seconds>', 'hyperparameter search (TPE) per model that has one, before the first fit; 0 for the defaults (default: forecast.searchSeconds)', nonNegativeNumber)
+    .option('--horizon <steps>', 'steps ahead, 1 to 1440 (default: one hour of steps)', wholeNumber(1, 1440, 'steps'))
+    .option('--budget <seconds>', 'fitting budget of each model over the whole back-test, above 0 up to 600 (default: forecast.budgetSeconds, as in production: 1.2)', budgetSeconds)
+    .option('--search <seconds>', 'hyperparameter search (TPE) per model that has one, before the first fit, 0 to 600; 0 for the defaults (default: forecast.searchSeconds, 1.5)', searchSeconds)
     .option('--json', 'print only the JSON summary')
     .action(async (opts: { csv: string; horizon?: number; budget?: number; search?: number; json?: boolean }) => {
       const [{ cleanSeries, readSeriesCsv }, { backtest, backtestSummary }] = await Promise.all([import('../src/forecasting/series.js'), import('../src/forecasting/backtest.js')]);

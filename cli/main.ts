@@ -19,11 +19,19 @@ import { registerTableCommands } from './tables.js';
 const program = new Command('shardcast')
   .description('Keeps a sharded PostgreSQL fleet balanced before load arrives.')
   .option('-c, --config <file>', 'configuration file (JSON or YAML); default shardcast.config.{json,yaml} or $SHARDCAST_CONFIG')
-  .option('--catalog-url <url>', 'use this catalog database instead of the embedded one')
-  .option('--temporal-address <host:port>', 'use this Temporal server instead of the embedded dev server')
+  .option('--catalog-url <url>', 'use this catalog database (default: catalog.url or $SHARDCAST_CATALOG_URL, else the embedded catalog)')
+  .option('--temporal-address <host:port>', 'use this Temporal server (default: temporal.address or $SHARDCAST_TEMPORAL_ADDRESS, else the embedded dev server)')
   .option('-v, --verbose', 'print stack traces with errors')
-  .showHelpAfterError('(add --help for usage)')
+  // Every command's help shows these too; a usage error is one line, as every other error.
+  .configureHelp({ showGlobalOptions: true })
+  .configureOutput({ outputError: (message, write) => write(oneLineError(message)) })
   .exitOverride();
+
+/** Commander's usage errors as the CLI's others: `shardcast: error: …`, on one line, with the hint to --help. */
+function oneLineError(message: string): string {
+  const text = message.trim().replace(/\s*\n\s*/g, ' ');
+  return text.startsWith('shardcast:') ? `${text}\n` : `shardcast: ${text} (see --help)\n`;
+}
 
 registerServerCommands(program);
 registerStatusCommands(program);

@@ -8,15 +8,18 @@ import type { MovementOptions, ShardcastClientOptions } from '../client/index.js
 import type { Config } from '../src/config.js';
 import { InvalidInputError } from '../src/errors.js';
 import type { MovementProgress } from '../workflows/messages.js';
-import { nonNegativeInt, shardId } from './args.js';
+import { graceSeconds, pollSeconds, shardId } from './args.js';
 import { configOf, withCatalog, withTemporal } from './program-config.js';
 
 interface MovementFlags {
   requireApproval?: boolean;
   grace?: number;
   follow?: boolean;
+  interval: number;
   wait: boolean;
 }
+
+const DEFAULT_INTERVAL_SECONDS = 0.5;
 
 /** The workflow-id helpers and the signals, loaded with the Temporal client when a command needs them. */
 const temporalModules = () => Promise.all([import('../client/index.js'), import('../workflows/messages.js')]);
@@ -42,8 +45,8 @@ export function describeProgress(p: MovementProgress): string {
   return `${p.phase.padEnd(10)} ${bar} ${p.rowsCopied} rows, ${mb(p.bytesCopied)} copied, lag ${mb(p.lagBytes)}${p.etaSeconds !== null ? `, eta ${p.etaSeconds}s` : ''}${p.paused ? ' (paused)' : ''}`;
 }
 
-/** Prints the movement's progress until it ends: one updating line on a terminal, a line per change otherwise. */
-async function follow(handle: WorkflowHandle): Promise<void> {
+/** Prints the movement's progress every `intervalSeconds` until it ends: one updating line on a terminal, a line per change otherwise. */
+async function follow(handle: WorkflowHandle, intervalSeconds: number): Promise<void> {
   const { movementProgressQuery } = await import('../workflows/messages.js');
   let last = '';
   let done = false;
@@ -56,7 +59,7 @@ async function follow(handle: WorkflowHandle): Promise<void> {
       else console.log(line);
       last = line;
     }
-    await new Promise((r) => setTimeout(r, 500));
+    await new Promise((r) => setTimeout(r, intervalSeconds * 1000));
   }
   if (process.stdout.isTTY) process.stdout.write('\n');
 }
@@ -73,7 +76,7 @@ async function runMovement(cfg: Config, opts: MovementFlags, start: (options: Sh
     const handle = await start(clientOptionsFromConfig(client, cfg), movementOptions(cfg, opts, movementSettings(cfg)));
     console.log(`started ${handle.workflowId}`);
     if (!opts.wait) return;
-    if (opts.follow) await follow(handle);
+    if (opts.follow) await follow(handle, opts.interval);
     const r = await moveResult(handle);
     const what =
       r.operation === 'split' ? `split shard ${r.shardId} into ${r.shards.join(' and ')}` : r.operation === 'merge' ? `merged into shard ${r.shards[0]}` : `moved shard ${r.shardId}`;
@@ -90,9 +93,9 @@ async function runMovement(cfg: Config, opts: MovementFlags, start: (options: Sh
  * a shard is not found (the workflow then refuses the request with a clear message).
  */
 async function movementSummary(cfg: Config, verb: string, shardIds: number[], targets: string[]): Promise<string | undefined> {
-  const { shardPlacements } = await import('../src/catalog/movements.js');
+  const { shardLocations } = await import('../src/catalog/movements.js');
   return withCatalog(cfg, async (pool) => {
-    const rows = await shardPlacements(pool, shardIds);
+    const rows = await shardLocations(pool, shardIds);
     if (rows.length !== shardIds.length) return undefined;
     const to = targets.length > 0 ? targets.join(' + ') : rows[0]!.node;
     return `${verb} ${shardIds.length > 1 ? 'shards' : 'shard'} ${shardIds.join(' + ')} of ${rows[0]!.group}: ${[...new Set(rows.map((r) => r.node))].join(', ')} → ${to}`;
@@ -111,10 +114,11 @@ export function registerMovementCommands(program: Command): void {
     program
       .command(name)
       .description(description)
-      .option('--require-approval', 'wait for `shardcast approve` before the cutover (default: movement.approvalRequired)')
-      .option('--grace <seconds>', 'keep the fenced source copy this long after the cutover (default: movement.graceSeconds)', nonNegativeInt)
+      .option('--require-approval', 'wait for `shardcast approve` before the cutover (default: movement.approvalRequired, false)')
+      .option('--grace <seconds>', 'keep the fenced source copy this long after the cutover, 0 to 2592000 (default: movement.graceSeconds, 300)', graceSeconds)
       .option('--follow', 'show progress until the movement ends')
-      .option('--no-wait', 'start it and return');
+      .option('--interval <seconds>', 'with --follow: seconds between two looks at the progress, above 0 up to 60', pollSeconds, DEFAULT_INTERVAL_SECONDS)
+      .option('--no-wait', 'start it and return (nothing is followed)');
 
   movementCommand('move', 'move a shard (its whole colocation group) to another node, online (a Temporal workflow)')
     .argument('[shard]', 'shard id', shardId)
@@ -149,7 +153,8 @@ export function registerMovementCommands(program: Command): void {
     .option('--at <value>', 'hash tables: last hash value of the lower half (default: the middle); range tables: first key of the upper half')
     .action(async (shard: number, opts: MovementFlags & { to: [string, string]; at?: string }) => {
       const cfg = await configOf(program);
-      const { startSplit } = await import('../client/index.js');
+      const [{ startSplit }, { checkSplit }] = await Promise.all([import('../client/index.js'), import('../src/movement/reshard-plan.js')]);
+      await withCatalog(cfg, (pool) => checkSplit(pool, { shardId: shard, targetNodes: opts.to, at: opts.at })); // a typo is one line, and no failed run
       const summary = await movementSummary(cfg, 'split', [shard], opts.to);
       await runMovement(cfg, opts, (o, settings) => startSplit(o, { ...settings, summary, shardId: shard, targetNodes: opts.to, at: opts.at }));
     });
@@ -160,8 +165,9 @@ export function registerMovementCommands(program: Command): void {
     .option('--to <node>', 'node of the merged shard (default: the lower shard’s node)')
     .action(async (shard: number, other: number, opts: MovementFlags & { to?: string }) => {
       const cfg = await configOf(program);
-      const { startMerge } = await import('../client/index.js');
-      const summary = shard === other ? undefined : await movementSummary(cfg, 'merge', [Math.min(shard, other), Math.max(shard, other)], opts.to ? [opts.to] : []);
+      const [{ startMerge }, { checkMerge }] = await Promise.all([import('../client/index.js'), import('../src/movement/reshard-plan.js')]);
+      await withCatalog(cfg, (pool) => checkMerge(pool, { shardIds: [shard, other], targetNode: opts.to })); // a typo is one line, and no failed run
+      const summary = await movementSummary(cfg, 'merge', [Math.min(shard, other), Math.max(shard, other)], opts.to ? [opts.to] : []);
       await runMovement(cfg, opts, (o, settings) => startMerge(o, { ...settings, summary, shardIds: [shard, other], targetNode: opts.to }));
     });
 
@@ -200,13 +206,22 @@ export function registerMovementCommands(program: Command): void {
 
   program
     .command('movements')
-    .description('movements with their phase and progress')
+    .description('movements with their phase and progress; with a movement, that one only')
+    .argument('[movement]', 'shard id or workflow id')
     .option('--json', 'machine-readable output')
-    .option('--follow <movement>', 'show one movement’s progress until it ends')
-    .action(async (opts: { json?: boolean; follow?: string }) => {
+    .option('--follow', 'with a movement: show its progress until it ends')
+    .option('--interval <seconds>', 'with --follow: seconds between two looks at the progress, above 0 up to 60', pollSeconds, DEFAULT_INTERVAL_SECONDS)
+    .action(async (movement: string | undefined, opts: { json?: boolean; follow?: boolean; interval: number }) => {
+      if (opts.follow && movement === undefined) throw new InvalidInputError('--follow follows one movement: give it (shardcast movements MOVEMENT --follow)');
       const cfg = await configOf(program);
-      if (opts.follow) {
-        await withTemporal(cfg, async (client) => follow(await movementHandle(client, opts.follow!)));
+      if (movement !== undefined) {
+        const { movementProgressQuery } = await import('../workflows/messages.js');
+        await withTemporal(cfg, async (client) => {
+          const handle = await movementHandle(client, movement);
+          if (opts.follow) return follow(handle, opts.interval);
+          const progress = await handle.query(movementProgressQuery);
+          console.log(opts.json ? JSON.stringify({ workflowId: handle.workflowId, ...progress }, null, 2) : `${handle.workflowId}  ${describeProgress(progress)}`);
+        });
         return;
       }
       const [[{ clientOptionsFromConfig, listQueuedMovements }, { movementProgressQuery }], { recentMovements }, { printTable }] = await Promise.all([

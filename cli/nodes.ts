@@ -2,15 +2,17 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { NODE_STATES, type NodeState } from '../src/catalog/node-states.js';
 import { InvalidInputError } from '../src/errors.js';
-import { positiveNumber } from './args.js';
+import { capacityUnits } from './args.js';
 import { startRebalance } from './plan.js';
 import { configOf, withCatalog } from './program-config.js';
 
 function capacityArg(value: string): number | null {
   if (value === 'auto') return null;
-  const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number of load units, or "auto"');
-  return n;
+  try {
+    return capacityUnits(value);
+  } catch (err) {
+    throw new InvalidArgumentError(`${(err as Error).message}, or "auto"`);
+  }
 }
 
 export function registerNodeCommands(program: Command): void {
@@ -22,7 +24,7 @@ export function registerNodeCommands(program: Command): void {
     .requiredOption('--dsn <url>', 'postgres:// URL of the node database')
     .option('--region <region>')
     .option('--zone <zone>')
-    .option('--capacity <units>', 'capacity in load units (default: calibrated from the node\'s own history)', positiveNumber)
+    .option('--capacity <units>', 'capacity in load units, a decimal number (default: calibrated from the node\'s own history)', capacityUnits)
     .addOption(new Option('--state <state>', 'initial state').choices([...NODE_STATES]).default('active'))
     .option('--no-check', 'skip the capability checks, and register the node even if it does not answer now')
     .action(async (name: string, opts: { dsn: string; region?: string; zone?: string; capacity?: number; state: NodeState; check: boolean }) => {

@@ -13,7 +13,7 @@ import type { Plan } from '../src/planning/types.js';
 import type { RebalanceInput, RebalanceResult } from '../workflows/messages.js';
 import { assertDirectoryOf } from './forecast.js';
 import { configOf, withCatalog, withTemporal } from './program-config.js';
-import { positiveInt } from './args.js';
+import { wholeNumber } from './args.js';
 import { printTable } from './format.js';
 import { svgToPng } from './png.js';
 
@@ -201,7 +201,7 @@ export function registerPlanCommands(program: Command): void {
   rebalance
     .command('status')
     .description('the latest stored plans and each action\'s outcome')
-    .option('--plans <n>', 'how many plans', positiveInt, 1)
+    .option('--plans <n>', 'how many plans, 1 to 100', wholeNumber(1, 100, 'plans'), 1)
     .option('--json', 'machine-readable output')
     .action(async (opts: { plans: number; json?: boolean }) => {
       const cfg = await configOf(program);

@@ -1,7 +1,8 @@
 /** `shardcast tables …` and `shardcast shards list`: distributed tables and their shards. */
 import { Option, type Command } from 'commander';
+import { MAX_SHARDS_PER_TABLE } from '../src/catalog/limits.js';
 import type { TableSpec } from '../src/catalog/tables.js';
-import { list, positiveInt } from './args.js';
+import { list, wholeNumber } from './args.js';
 import { configOf, withCatalog, withTemporal } from './program-config.js';
 
 export function registerTableCommands(program: Command): void {
@@ -13,7 +14,7 @@ export function registerTableCommands(program: Command): void {
     .requiredOption('--columns <definitions>', 'column and constraint definitions, as inside create table t (...)')
     .requiredOption('--key <column>', 'shard key column')
     .addOption(new Option('--method <method>', 'hash or range (a new colocation group)').choices(['hash', 'range']))
-    .option('--shards <n>', 'hash: number of shards (default 8)', positiveInt)
+    .option('--shards <n>', `hash: number of shards, 1 to ${MAX_SHARDS_PER_TABLE} (default 8)`, wholeNumber(1, MAX_SHARDS_PER_TABLE, 'shards'))
     .option('--bounds <b0,b1,...>', 'range: ascending bounds; shards are [b0,b1), [b1,b2), ...', list)
     .option('--colocate-with <table>', 'join the colocation group of this existing table')
     .option('--nodes <n1,n2,...>', 'place the new group on these nodes (default: every active node)', list)

@@ -1,7 +1,7 @@
 /** Catalog reads about movements and the shards they concern, as the CLI shows them. */
 import type { Queryable } from './nodes.js';
 
-export interface ShardPlacement {
+export interface ShardLocation {
   shardId: number;
   /** Its colocation group's name. */
   group: string;
@@ -10,7 +10,7 @@ export interface ShardPlacement {
 }
 
 /** Where each of `shardIds` is (ordered by shard id); shards that do not exist are missing from the answer. */
-export async function shardPlacements(db: Queryable, shardIds: number[]): Promise<ShardPlacement[]> {
+export async function shardLocations(db: Queryable, shardIds: number[]): Promise<ShardLocation[]> {
   const { rows } = await db.query<{ id: number; grp: string; node: string }>(
     `select s.id::int as id, g.name as grp, n.name as node from shardcast.shards s join shardcast.colocation_groups g on g.id = s.group_id
        join shardcast.placements p on p.shard_id = s.id join shardcast.nodes n on n.id = p.node_id where s.id = any($1::bigint[]) order by s.id`,
