@@ -5,7 +5,7 @@ import type { GovernorSettings } from '../src/movement/governor.js';
 import type { ProvisionerConfig } from '../src/planning/provisioner.js';
 import { getNode } from '../src/catalog/nodes.js';
 import { createTableOnNode, dropTableOnNode } from '../src/catalog/shard-ddl.js';
-import { activateTable, describeRegisteredTable, mapVersion, registerTable, unregisterTable, type RegisteredTable, type TableSpec } from '../src/catalog/tables.js';
+import { activateTable, describeRegisteredTable, mapVersion, registerTable, tableColumnsDdl, unregisterTable, type RegisteredTable, type TableSpec } from '../src/catalog/tables.js';
 import { NotFoundError } from '../src/errors.js';
 import { run } from './failures.js';
 import { activityInfo } from '@temporalio/activity';
@@ -32,10 +32,8 @@ export interface ActivityDeps {
 
 async function groupSchemasOnNode(deps: ActivityDeps, tableId: number, nodeId: number): Promise<{ table: RegisteredTable; schemas: string[]; columns: string }> {
   const table = await describeRegisteredTable(deps.catalog, tableId);
-  const { rows } = await deps.catalog.query<{ columns_ddl: string }>('select columns_ddl from shardcast.distributed_tables where id = $1', [tableId]);
   const schemas = table.shards.filter((s) => s.nodeId === nodeId).map((s) => s.schema);
-  if (!rows[0]) throw new NotFoundError(`table #${tableId} does not exist`);
-  return { table, schemas, columns: rows[0].columns_ddl };
+  return { table, schemas, columns: await tableColumnsDdl(deps.catalog, tableId) };
 }
 
 export function createActivities(deps: ActivityDeps) {

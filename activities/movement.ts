@@ -8,7 +8,8 @@ import { dropVerifySlots, furthest, refreshVerification, verifyChunks, type Veri
 import { failpoint } from '../src/failpoints.js';
 import { tablesyncReads, type OwnReadCount } from '../src/movement/own-reads.js';
 import { recordMovementReads } from '../src/profiling/series.js';
-import { finishMovement, movementStart, NodeBusyError, StaleCutoverAttemptError, type MovementState } from '../src/movement/lease.js';
+import { finishMovement, movementStart, NodeBusyError, StaleCutoverAttemptError, catalogSwitchUntouched, type MovementState } from '../src/movement/lease.js';
+import { schemaExists } from '../src/catalog/shard-ddl.js';
 import { hydratePlan, planMovement, redactPlan, type MovePlan, type MovementPlan, type MovementRequest } from '../src/movement/plan.js';
 import { copyMove, dropTargetShard, paceSubscription, setSubscriptionEnabled, prepareTarget, resumeAutovacuum, startStreaming, stopStreaming, streamProgress, type StreamProgress } from '../src/movement/replication.js';
 import { dropSchemaGuarded } from '../src/movement/drop-guard.js';
@@ -47,12 +48,7 @@ export function createMovementActivities(deps: MovementDeps) {
     const gid = plan.operation === 'move' ? plan.names.gid : plan.catalogGid;
     const shardId = plan.operation === 'move' ? plan.shard.shardId : plan.sources[0]!.shardId;
     const sourceId = plan.operation === 'move' ? plan.source.id : plan.sources[0]!.node.id;
-    const { rows } = await deps.catalog.query<{ untouched: boolean }>(
-      `select not exists (select 1 from pg_prepared_xacts where gid = $1 and database = current_database())
-          and exists (select 1 from shardcast.placements where shard_id = $2 and node_id = $3) as untouched`,
-      [gid, shardId, sourceId],
-    );
-    return rows[0]!.untouched;
+    return catalogSwitchUntouched(deps.catalog, gid, shardId, sourceId);
   };
 
   return {
@@ -326,8 +322,7 @@ export function createMovementActivities(deps: MovementDeps) {
       const placement = await getNode(deps.catalog, follow.placementNodeId);
       const fenced = await getNode(deps.catalog, follow.copy.nodeId);
       return runOn([placement, fenced], async () => {
-        const exists = await deps.nodePools.get(fenced.dsn).query('select 1 from pg_namespace where nspname = $1', [follow.copy.schema]);
-        if (!exists.rowCount) {
+        if (!(await schemaExists(deps.nodePools.get(fenced.dsn), follow.copy.schema))) {
           await stopReverseCapture(deps.nodePools, placement, follow.movementId);
           return { state: 'gone', applied: 0, lagBytes: null };
         }

@@ -9,6 +9,7 @@ const benches: Record<string, () => Promise<{ run(args: string[]): Promise<void>
   forecast: () => import('./forecast.js'),
   retrain: () => import('./retrain.js'),
   rebalance: () => import('./rebalance.js'),
+  cli: () => import('./cli.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);

@@ -1,21 +1,38 @@
-import { countByKind, type DoctorReport } from '../src/movement/doctor.js';
-import { printTable } from './format.js';
+/** `shardcast doctor`: what movements left behind, and (with --fix) cleaning it. */
+import type { Command } from 'commander';
+import { ShardcastError } from '../src/errors.js';
+import { catalogUrlOf, configOf, withCatalog, withTemporal } from './program-config.js';
 
-/** `shardcast doctor` for people: what was fixed, what is left (and why), what is in use. */
-export function printDoctorReport(report: DoctorReport, fix: boolean): void {
-  if (fix) {
-    printTable('fixes needed', report.actions.map((a) => ({ ...a, result: a.ok ? 'ok' : `failed: ${a.error}` })), ['kind', 'node', 'name', 'movementId', 'action', 'result']);
-    console.log();
-  }
-  printTable(
-    'leftovers',
-    report.leftovers.map((l) => ({ ...l, movement: l.movementId ?? '(unknown)', workflow: l.workflow === 'not-found' ? 'closed (gone)' : l.workflow })),
-    ['kind', 'node', 'name', 'movement', 'workflowId', 'workflow'],
-  );
-  for (const u of report.unreachable) console.log(`could not check ${u.node}: ${u.error}`);
-  const counts = Object.entries(countByKind(report.leftovers))
-    .filter(([, n]) => n > 0)
-    .map(([k, n]) => `${n} ${k}`);
-  const inUse = report.inUse.length > 0 ? `; ${report.inUse.length} object(s) in use by running movements` : '';
-  console.log(`\n${counts.length ? `left: ${counts.join(', ')}` : 'no leftovers'}${inUse}${!fix && report.leftovers.some((l) => l.workflow !== 'unknown') ? ' (run with --fix to clean those of closed movements)' : ''}`);
+export function registerDoctorCommands(program: Command): void {
+  program
+    .command('doctor')
+    .description('find what movements left behind (slots, publications, subscriptions, prepared transactions, leases, schemas); --fix cleans those of closed workflows')
+    .option('--json', 'machine-readable output')
+    .option('--fix', 'clean leftovers of movements whose workflow is closed; finish or undo their half-done switches')
+    .action(async (opts: { json?: boolean; fix?: boolean }) => {
+      const cfg = await configOf(program);
+      const [{ doctor, recordDoctorRun, summarize }, { NodePools }, { workflowStateOf }, { printDoctorReport }] = await Promise.all([
+        import('../src/movement/doctor.js'),
+        import('../src/catalog/node-pools.js'),
+        import('../client/doctor.js'),
+        import('./doctor-report.js'),
+      ]);
+      const catalogUrl = await catalogUrlOf(cfg);
+      await withCatalog(cfg, async (pool) => {
+        const pools = new NodePools({ max: 2, applicationName: 'shardcast-doctor' });
+        try {
+          const report = await withTemporal(cfg, (client) =>
+            doctor({ catalog: pool, catalogUrl, pools, workflowState: workflowStateOf(client) }, { fix: opts.fix, log: opts.json ? undefined : (l) => console.error(l) }),
+          );
+          // The metric shows what the last look found, by the janitor or by hand.
+          await recordDoctorRun(pool, summarize(report)).catch(() => undefined);
+          if (opts.json) console.log(JSON.stringify(report, null, 2));
+          else printDoctorReport(report, opts.fix ?? false);
+          const left = report.leftovers.length + report.unreachable.length;
+          if (left > 0) throw new ShardcastError('LEFTOVERS', `${left} leftover(s) remain${report.unreachable.length ? ' (or could not be checked)' : ''}`);
+        } finally {
+          await pools.end();
+        }
+      });
+    });
 }

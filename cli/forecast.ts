@@ -1,25 +1,20 @@
+/**
+ * `shardcast retrain`, `forecast run|show|list|backtest`. The forecasting engine (TensorFlow.js), the
+ * catalog and the Temporal client load inside the commands that use them.
+ */
 import { stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
-import type pg from 'pg';
-import { newPgPool } from '../src/catalog/pg-tls.js';
-import { clientOptionsFromConfig, runForecastingNow, toShardcastError, type ForecastingRun } from '../client/index.js';
-import { assertMigrated } from '../src/catalog/migrate.js';
-import { guardPool } from '../src/catalog/node-pools.js';
-import { redactDsn } from '../src/catalog/nodes.js';
-import { localUrl, type Config } from '../src/config.js';
-import { InvalidInputError, ShardcastError, errorMessage } from '../src/errors.js';
-import { backtest, backtestSummary, type BacktestReport } from '../src/forecasting/backtest.js';
-import { describeSummary, type ForecastingSummary } from '../src/forecasting/runs.js';
-import { cleanSeries, readSeriesCsv } from '../src/forecasting/series.js';
-import { hasModel, latestForecast, listSeriesWithModels } from '../src/forecasting/store.js';
+import type { ForecastingRun } from '../client/index.js';
+import type { Config } from '../src/config.js';
+import { InvalidInputError } from '../src/errors.js';
+import type { BacktestReport } from '../src/forecasting/backtest.js';
+import type { ForecastingSummary } from '../src/forecasting/runs.js';
 import type { Tuning } from '../src/forecasting/types.js';
-import { BUCKET_MS } from '../src/profiling/rates.js';
-import { assertKnownSeries, listSeries, loadSeries } from '../src/profiling/series.js';
-import { nonNegativeNumber, positiveInt, positiveNumber } from './args.js';
+import { budgetSeconds, searchSeconds, wholeNumber } from './args.js';
 import { svgChart, terminalChart } from './chart.js';
 import { printTable } from './format.js';
-import { configOf, withTemporal } from './program-config.js';
+import { configOf, withCatalog, withTemporal } from './program-config.js';
 import { svgToPng } from './png.js';
 
 /** One line for a hyperparameter search: how it went and what it chose. */
@@ -32,7 +27,8 @@ export function describeTuning(t: Tuning): string {
 
 /** Triggers retraining or forecasting (see runForecastingNow); with `wait`, prints the run's summary. */
 async function runNow(program: Command, run: ForecastingRun, wait: boolean): Promise<void> {
-  const cfg = configOf(program);
+  const cfg = await configOf(program);
+  const [{ clientOptionsFromConfig, runForecastingNow, toShardcastError }, { describeSummary }] = await Promise.all([import('../client/index.js'), import('../src/forecasting/runs.js')]);
   await withTemporal(cfg, async (client) => {
     const { handle, via } = await runForecastingNow(clientOptionsFromConfig(client, cfg), cfg, run);
     console.log(via === 'running' ? `already running: ${handle.workflowId}` : `started ${handle.workflowId}${via === 'schedule' ? ' (schedule triggered)' : ''}`);
@@ -48,25 +44,6 @@ export async function assertDirectoryOf(file: string, option: string): Promise<v
   const dir = path.dirname(path.resolve(file));
   const isDirectory = await stat(dir).then((s) => s.isDirectory(), () => false);
   if (!isDirectory) throw new InvalidInputError(`${option} ${file}: cannot write there: no such directory ${dir}`);
-}
-
-/** Runs `fn` with a pool on the migrated catalog. */
-export async function withCatalog<T>(cfg: Config, fn: (pool: pg.Pool) => Promise<T>): Promise<T> {
-  const url = cfg.catalog.url ?? localUrl(cfg, cfg.catalog.port, cfg.catalog.database);
-  const pool = guardPool(newPgPool(url, { max: 2, connectionTimeoutMillis: 5000, application_name: 'shardcast-cli' }));
-  try {
-    const client = await pool.connect().catch((err: unknown) => {
-      throw new ShardcastError('CATALOG_UNAVAILABLE', `cannot connect to the catalog at ${redactDsn(url)}: ${errorMessage(err)} (is \`shardcast up\` running?)`, { cause: err });
-    });
-    try {
-      await assertMigrated(client);
-    } finally {
-      client.release();
-    }
-    return await fn(pool);
-  } finally {
-    await pool.end();
-  }
 }
 
 /** `shardcast retrain`, and `shardcast forecast …`: runs on the fleet, and the engine on files. */
@@ -88,14 +65,19 @@ export function registerForecastCommands(program: Command): void {
     .command('show')
     .description('recent history and the latest forecast of a series with its 80% and 95% intervals, as a chart')
     .argument('<series>', 'e.g. table:orders:inserts, shard:3:load, node:node-1:cpu')
-    .option('--hours <n>', 'hours of history', positiveInt, 6)
+    .option('--hours <n>', 'hours of history, 1 to 720', wholeNumber(1, 720, 'hours'), 6)
     .option('--svg <file>', 'also write the chart as an SVG picture')
     .option('--png <file>', 'also write the chart as a PNG picture (800×360)')
     .option('--json', 'print history and forecast as JSON instead')
     .action(async (series: string, opts: { hours: number; svg?: string; png?: string; json?: boolean }) => {
       if (opts.svg) await assertDirectoryOf(opts.svg, '--svg');
       if (opts.png) await assertDirectoryOf(opts.png, '--png');
-      const cfg = configOf(program);
+      const cfg = await configOf(program);
+      const [{ hasModel, latestForecast }, { BUCKET_MS }, { assertKnownSeries, loadSeries }] = await Promise.all([
+        import('../src/forecasting/store.js'),
+        import('../src/profiling/rates.js'),
+        import('../src/profiling/series.js'),
+      ]);
       const data = await withCatalog(cfg, async (pool) => {
         await assertKnownSeries(pool, series, new Date(Date.now() - cfg.forecast.trainingDays * 86_400_000), (id) => hasModel(pool, id));
         const to = new Date(Math.floor(Date.now() / BUCKET_MS) * BUCKET_MS);
@@ -124,7 +106,8 @@ export function registerForecastCommands(program: Command): void {
     .description('the series there are (sampled in the training window, or with a model), each with its newest model and back-test score')
     .option('--json', 'print JSON instead of a table')
     .action(async (opts: { json?: boolean }) => {
-      const cfg = configOf(program);
+      const cfg = await configOf(program);
+      const [{ listSeriesWithModels }, { listSeries }] = await Promise.all([import('../src/forecasting/store.js'), import('../src/profiling/series.js')]);
       const listing = await withCatalog(cfg, async (pool) =>
         listSeriesWithModels(pool, await listSeries(pool, new Date(Date.now() - cfg.forecast.trainingDays * 86_400_000))),
       );
@@ -150,14 +133,15 @@ export function registerForecastCommands(program: Command): void {
     .command('backtest')
     .description('rolling-origin back-test of every model, the seasonal naive baseline and the ensemble on a timestamp,value CSV; the last line is JSON')
     .requiredOption('--csv <file>', 'CSV with the header timestamp,value (ISO-8601 UTC, any step from 1 minute to 1 hour)')
-    .option('--horizon <steps>', 'steps ahead (default: one hour of steps)', positiveInt)
-    .option('--budget <seconds>', 'fitting budget of each model over the whole back-test (default: forecast.budgetSeconds, as in production)', positiveNumber)
-    .option('--search <seconds>', 'hyperparameter search (TPE) per model that has one, before the first fit; 0 for the defaults (default: forecast.searchSeconds)', nonNegativeNumber)
+    .option('--horizon <steps>', 'steps ahead, 1 to 1440 (default: one hour of steps)', wholeNumber(1, 1440, 'steps'))
+    .option('--budget <seconds>', 'fitting budget of each model over the whole back-test, above 0 up to 600 (default: forecast.budgetSeconds, as in production: 1.2)', budgetSeconds)
+    .option('--search <seconds>', 'hyperparameter search (TPE) per model that has one, before the first fit, 0 to 600; 0 for the defaults (default: forecast.searchSeconds, 1.5)', searchSeconds)
     .option('--json', 'print only the JSON summary')
     .action(async (opts: { csv: string; horizon?: number; budget?: number; search?: number; json?: boolean }) => {
+      const [{ cleanSeries, readSeriesCsv }, { backtest, backtestSummary }] = await Promise.all([import('../src/forecasting/series.js'), import('../src/forecasting/backtest.js')]);
       const { name, rows } = await readSeriesCsv(opts.csv);
       const series = cleanSeries(rows, name);
-      const budgets = backtestBudgets(opts, configOf(program));
+      const budgets = backtestBudgets(opts, await configOf(program));
       if (!opts.json) console.error(`budgets: ${budgets.budgetSeconds} s per model, ${budgets.searchSeconds} s of search`);
       const report = await backtest(series, {
         horizon: opts.horizon,

@@ -4,23 +4,16 @@
  * that carries its plans out.
  */
 import { writeFile } from 'node:fs/promises';
-import { InvalidArgumentError, type Command } from 'commander';
-import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
-import { clientOptionsFromConfig, rebalanceWorkflowId, toShardcastError } from '../client/index.js';
-import { NodePools } from '../src/catalog/node-pools.js';
-import { getNodeByName, runningMovementOn, setNodeCapacity, setNodeRegion, setNodeState, shardsOnNode } from '../src/catalog/nodes.js';
-import { movementSettings, plannerSettings, type Config } from '../src/config.js';
-import { AlreadyExistsError, InvalidInputError } from '../src/errors.js';
-import { CapacityUnknownError, gatherPlanInput, type NodeCapacity } from '../src/planning/inputs.js';
-import { planRebalance } from '../src/planning/planner.js';
-import { setRebalancePaused, storedPlans, type StoredPlan } from '../src/planning/store.js';
-import type { Plan, PlanInput } from '../src/planning/types.js';
-import type pg from 'pg';
-import { CONTROL_TASK_QUEUE } from '../workers/control.js';
-import { pauseSignal, rebalanceProgressQuery, resumeSignal, type RebalanceInput, type RebalanceResult } from '../workflows/messages.js';
-import { assertDirectoryOf, withCatalog } from './forecast.js';
-import { configOf, withTemporal } from './program-config.js';
-import { positiveInt } from './args.js';
+import type { Command } from 'commander';
+import type { WorkflowHandle } from '@temporalio/client';
+import type { ShardcastClientOptions } from '../client/index.js';
+import type { Config } from '../src/config.js';
+import type { StoredPlan } from '../src/planning/store.js';
+import type { Plan } from '../src/planning/types.js';
+import type { RebalanceInput, RebalanceResult } from '../workflows/messages.js';
+import { assertDirectoryOf } from './forecast.js';
+import { configOf, withCatalog, withTemporal } from './program-config.js';
+import { wholeNumber } from './args.js';
 import { printTable } from './format.js';
 import { svgToPng } from './png.js';
 
@@ -82,32 +75,6 @@ export function planSvg(plan: Plan, width = 800, height = 360): string {
   return parts.join('\n');
 }
 
-/**
- * Per node, as `status` shows it: the capacity the planner uses and where it came from, the observed
- * utilisation (its shards' load over the last 15 minutes) and the predicted peak over the horizon
- * (at the planning bound). Empty when no node's capacity is known yet.
- */
-export async function nodeOutlook(pool: pg.Pool, settings?: PlanInput['settings']): Promise<Map<string, { capacity: number; basis: NodeCapacity['basis']; observed: number; predictedPeak: number }>> {
-  const pools = new NodePools({ max: 1, applicationName: 'shardcast-cli' });
-  try {
-    const gathered = await gatherPlanInput(pool, pools, { settings });
-    const plan = planRebalance(gathered.input);
-    const out = new Map<string, { capacity: number; basis: NodeCapacity['basis']; observed: number; predictedPeak: number }>();
-    for (const n of gathered.input.nodes) {
-      const mine = new Set(gathered.input.placements.filter((p) => p.nodeId === n.id).map((p) => p.shardId));
-      const observed = gathered.input.shardForecasts.filter((f) => mine.has(f.shardId)).reduce((a, f) => a + f.observedLoad, 0);
-      const predicted = plan.nodes.find((x) => x.nodeId === n.id)?.without ?? [];
-      out.set(n.name, { capacity: n.capacity, basis: gathered.capacities.find((c) => c.node === n.name)!.basis, observed: observed / n.capacity, predictedPeak: Math.max(0, ...predicted) });
-    }
-    return out;
-  } catch (err) {
-    if (err instanceof CapacityUnknownError) return new Map();
-    throw err;
-  } finally {
-    await pools.end();
-  }
-}
-
 function printStored(p: StoredPlan): void {
   console.log(`plan ${p.id} (${p.trigger}${p.dryRun ? ', dry run' : ''}) made ${p.createdAt.toISOString()}${p.workflowId ? ` by ${p.workflowId}` : ''}`);
   printTable(
@@ -118,12 +85,20 @@ function printStored(p: StoredPlan): void {
 }
 
 /** Runs `fn` with the client options of the configured Temporal server (see withTemporal). */
-function withClient<T>(cfg: Config, fn: (options: ReturnType<typeof clientOptionsFromConfig>) => Promise<T>): Promise<T> {
+async function withClient<T>(cfg: Config, fn: (options: ShardcastClientOptions) => Promise<T>): Promise<T> {
+  const { clientOptionsFromConfig } = await import('../client/index.js');
   return withTemporal(cfg, (client) => fn(clientOptionsFromConfig(client, cfg)));
 }
 
 /** Starts a rebalance run (the rebalancer's own id, or a drain's) and, with `wait`, prints its outcome. */
-async function startRebalance(cfg: Config, idOf: (prefix: string) => string, input: Omit<RebalanceInput, 'movement' | 'settings' | 'workflowIdPrefix'>, wait: boolean): Promise<void> {
+export async function startRebalance(cfg: Config, idOf: (prefix: string) => string, input: Omit<RebalanceInput, 'movement' | 'settings' | 'workflowIdPrefix'>, wait: boolean): Promise<void> {
+  const [{ WorkflowExecutionAlreadyStartedError }, { toShardcastError }, { movementSettings, plannerSettings }, { AlreadyExistsError }, { CONTROL_TASK_QUEUE }] = await Promise.all([
+    import('@temporalio/client'),
+    import('../client/index.js'),
+    import('../src/config.js'),
+    import('../src/errors.js'),
+    import('../src/task-queues.js'),
+  ]);
   await withClient(cfg, async (options) => {
     const workflowId = idOf(options.workflowIdPrefix ?? '');
     const full: RebalanceInput = { ...input, movement: movementSettings(cfg), settings: plannerSettings(cfg), ...(options.workflowIdPrefix ? { workflowIdPrefix: options.workflowIdPrefix } : {}) };
@@ -150,7 +125,9 @@ async function startRebalance(cfg: Config, idOf: (prefix: string) => string, inp
 }
 
 /** Signals the running rebalancer, if there is one (the catalog's switch holds for runs to come). */
-async function signalRebalancer(cfg: Config, signal: typeof pauseSignal | typeof resumeSignal): Promise<boolean> {
+async function signalRebalancer(cfg: Config, which: 'pause' | 'resume'): Promise<boolean> {
+  const [{ WorkflowNotFoundError }, { rebalanceWorkflowId }, { pauseSignal, resumeSignal }] = await Promise.all([import('@temporalio/client'), import('../workflows/describe.js'), import('../workflows/messages.js')]);
+  const signal = which === 'pause' ? pauseSignal : resumeSignal;
   return withClient(cfg, async (options) => {
     try {
       await options.client.workflow.getHandle(rebalanceWorkflowId(options.workflowIdPrefix)).signal(signal);
@@ -162,22 +139,21 @@ async function signalRebalancer(cfg: Config, signal: typeof pauseSignal | typeof
   });
 }
 
-function capacityArg(value: string): number | null {
-  if (value === 'auto') return null;
-  const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number of load units, or "auto"');
-  return n;
-}
-
-export function registerPlanCommands(program: Command, nodes: Command): void {
+export function registerPlanCommands(program: Command): void {
   program
     .command('plan')
     .description('plan now on the latest forecasts (nothing is stored or started): actions with their reasons, per-node outlook')
     .option('--json', 'the plan as JSON')
     .option('--png <file>', 'picture: per-node predicted utilisation over the horizon, with and without the plan')
     .action(async (opts: { json?: boolean; png?: string }) => {
-      const cfg = configOf(program);
+      const cfg = await configOf(program);
       if (opts.png) await assertDirectoryOf(opts.png, '--png');
+      const [{ NodePools }, { plannerSettings }, { gatherPlanInput }, { planRebalance }] = await Promise.all([
+        import('../src/catalog/node-pools.js'),
+        import('../src/config.js'),
+        import('../src/planning/inputs.js'),
+        import('../src/planning/planner.js'),
+      ]);
       await withCatalog(cfg, async (pool) => {
         const pools = new NodePools({ max: 1, applicationName: 'shardcast-cli' });
         try {
@@ -203,7 +179,8 @@ export function registerPlanCommands(program: Command, nodes: Command): void {
     .option('--dry-run', 'plan and store the plan, start nothing')
     .option('--no-wait', 'start it and return')
     .action(async (opts: { dryRun?: boolean; wait: boolean }) => {
-      const cfg = configOf(program);
+      const cfg = await configOf(program);
+      const { rebalanceWorkflowId } = await import('../workflows/describe.js');
       await startRebalance(cfg, rebalanceWorkflowId, { dryRun: opts.dryRun ?? false, trigger: 'operator' }, opts.wait);
     });
   for (const [name, paused, description] of [
@@ -214,19 +191,21 @@ export function registerPlanCommands(program: Command, nodes: Command): void {
       .command(name)
       .description(description)
       .action(async () => {
-        const cfg = configOf(program);
+        const cfg = await configOf(program);
+        const { setRebalancePaused } = await import('../src/planning/store.js');
         await withCatalog(cfg, (pool) => setRebalancePaused(pool, paused));
-        const signalled = await signalRebalancer(cfg, paused ? pauseSignal : resumeSignal);
+        const signalled = await signalRebalancer(cfg, paused ? 'pause' : 'resume');
         console.log(`rebalancing ${paused ? 'paused' : 'resumed'}${signalled ? ` (the running plan ${paused ? 'holds' : 'goes on'})` : ''}`);
       });
   }
   rebalance
     .command('status')
     .description('the latest stored plans and each action\'s outcome')
-    .option('--plans <n>', 'how many plans', positiveInt, 1)
+    .option('--plans <n>', 'how many plans, 1 to 100', wholeNumber(1, 100, 'plans'), 1)
     .option('--json', 'machine-readable output')
     .action(async (opts: { plans: number; json?: boolean }) => {
-      const cfg = configOf(program);
+      const cfg = await configOf(program);
+      const [{ storedPlans }, { rebalanceWorkflowId }, { rebalanceProgressQuery }] = await Promise.all([import('../src/planning/store.js'), import('../workflows/describe.js'), import('../workflows/messages.js')]);
       const plans = await withCatalog(cfg, (pool) => storedPlans(pool, { limit: opts.plans }));
       const running = await withClient(cfg, async (options) => {
         try {
@@ -242,70 +221,5 @@ export function registerPlanCommands(program: Command, nodes: Command): void {
       if (running) console.log(`running: plan ${running.planId}${running.paused ? ', paused' : ''}\n`);
       if (plans.length === 0) console.log('no plan stored yet');
       for (const p of plans) printStored(p);
-    });
-
-  nodes
-    .command('drain')
-    .description('move every shard off a node (the planner places them), then leave it empty and taking none')
-    .argument('<name>', 'node name')
-    .option('--dry-run', 'plan the drain and store the plan, change nothing')
-    .option('--no-wait', 'start it and return')
-    .action(async (name: string, opts: { dryRun?: boolean; wait: boolean }) => {
-      const cfg = configOf(program);
-      await withCatalog(cfg, (pool) => getNodeByName(pool, name)); // an unknown node is refused before anything starts
-      await startRebalance(cfg, (prefix) => `${prefix}shardcast-drain-${name}`, { dryRun: opts.dryRun ?? false, trigger: 'drain', drainNode: name }, opts.wait);
-    });
-  nodes
-    .command('remove')
-    .description('retire an empty node: it takes no shard and is no longer planned for (kept in the catalog for its movement history)')
-    .argument('<name>', 'node name')
-    .action(async (name: string) => {
-      const cfg = configOf(program);
-      await withCatalog(cfg, async (pool) => {
-        const node = await getNodeByName(pool, name);
-        const held = await shardsOnNode(pool, node.id);
-        if (held > 0) throw new InvalidInputError(`node "${name}" still holds ${held} shard(s): drain it first (\`shardcast nodes drain ${name}\`)`);
-        const busy = await runningMovementOn(pool, node.id);
-        if (busy) throw new InvalidInputError(`node "${name}" takes part in running movement ${busy}: wait for it`);
-        await setNodeState(pool, node.id, 'retired', ['active', 'standby', 'draining']);
-        console.log(`node ${name} retired`);
-      });
-    });
-  nodes
-    .command('activate')
-    .description('make a standby or draining node active: the planner may place shards on it')
-    .argument('<name>', 'node name')
-    .action(async (name: string) => {
-      const cfg = configOf(program);
-      await withCatalog(cfg, async (pool) => {
-        const node = await getNodeByName(pool, name);
-        await setNodeState(pool, node.id, 'active', ['standby', 'draining']);
-        console.log(`node ${name} active`);
-      });
-    });
-  nodes
-    .command('set-capacity')
-    .description('set a node\'s capacity in load units, or "auto" to calibrate it from its load and CPU history')
-    .argument('<name>', 'node name')
-    .argument('<units>', 'a positive number, or auto', capacityArg)
-    .action(async (name: string, units: number | null) => {
-      const cfg = configOf(program);
-      await withCatalog(cfg, async (pool) => {
-        await setNodeCapacity(pool, name, units);
-        console.log(units === null ? `node ${name}: capacity calibrated from its history` : `node ${name}: capacity ${units}`);
-      });
-    });
-  nodes
-    .command('set-region')
-    .description('set where a node is (its region, and its zone with --zone), or "none": a shard reached mostly from one region prefers a node there')
-    .argument('<name>', 'node name')
-    .argument('<region>', 'region name as the routers\' `region` option gives it, or none')
-    .option('--zone <zone>', 'also set its zone')
-    .action(async (name: string, region: string, opts: { zone?: string }) => {
-      const cfg = configOf(program);
-      await withCatalog(cfg, async (pool) => {
-        const node = await setNodeRegion(pool, name, region === 'none' ? null : region, opts.zone);
-        console.log(`node ${name}: region ${node.region ?? 'none'}${node.zone ? `, zone ${node.zone}` : ''}`);
-      });
     });
 }

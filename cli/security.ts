@@ -1,8 +1,5 @@
 import type { Command } from 'commander';
-import { startCodecServer } from '../client/codec-server.js';
-import { payloadCodecOf } from '../client/connection.js';
-import { ENCRYPTION_KEYS_ENV } from '../client/encryption.js';
-import { parseListenAddress } from '../src/config.js';
+import { parseListenAddress } from '../src/listen-address.js';
 import { ShardcastError } from '../src/errors.js';
 import { listenAddress } from './args.js';
 import { configOf } from './program-config.js';
@@ -15,7 +12,12 @@ export function registerSecurityCommands(program: Command): void {
     .option('--listen <host:port>', 'address to listen on (default: codecServer.listen, 127.0.0.1:8888)', listenAddress)
     .option('--cors-origin <origin...>', 'browser origin(s) allowed to call it: the Temporal UI, e.g. http://127.0.0.1:8233 (default: codecServer.corsOrigins)')
     .action(async (opts: { listen?: string; corsOrigin?: string[] }) => {
-      const cfg = configOf(program, { 'codecServer.listen': opts.listen, 'codecServer.corsOrigins': opts.corsOrigin });
+      const cfg = await configOf(program, { 'codecServer.listen': opts.listen, 'codecServer.corsOrigins': opts.corsOrigin });
+      const [{ startCodecServer }, { payloadCodecOf }, { ENCRYPTION_KEYS_ENV }] = await Promise.all([
+        import('../client/codec-server.js'),
+        import('../client/connection.js'),
+        import('../client/encryption.js'),
+      ]);
       const codec = payloadCodecOf(cfg);
       if (!codec) {
         throw new ShardcastError('CONFIG', `no encryption key is configured: set temporal.encryption.keyFile (or $${ENCRYPTION_KEYS_ENV})`);

@@ -9,10 +9,11 @@ import pg from 'pg';
 import { migrate } from '../src/catalog/migrate.js';
 import { appCatalogUrl, appLogin, provisionAppRole } from '../src/catalog/app-role.js';
 import { guardPool, NodePools } from '../src/catalog/node-pools.js';
-import { ensureNodes, listNodes, type NewNode } from '../src/catalog/nodes.js';
+import { listNodes, type NewNode } from '../src/catalog/nodes.js';
+import { registerNodesUnlessLocked } from '../src/catalog/startup.js';
 import { localUrl, pgTlsOf, type Config } from '../src/config.js';
 import { newPgPool, setPgTlsDefaults } from '../src/catalog/pg-tls.js';
-import { InvalidInputError, ShardcastError, errorMessage, sqlState } from '../src/errors.js';
+import { InvalidInputError, ShardcastError, errorMessage } from '../src/errors.js';
 import { lockDataDir } from '../src/fleet/data-dir-lock.js';
 import { embeddedPasswordFile, ensureEmbeddedPassword } from '../src/fleet/embedded-password.js';
 import { PostgresServer } from '../src/fleet/postgres-server.js';
@@ -186,25 +187,14 @@ export async function startStack(config: Config, options: StackOptions): Promise
 async function registerNodes(catalog: pg.Pool, nodes: NewNode[], log: (line: string) => void): Promise<void> {
   const client = await catalog.connect();
   try {
-    const { rows } = await client.query<{ gid: string }>('select gid from pg_prepared_xacts where database = current_database() order by gid');
-    if (rows.length > 0) {
+    const { preparedTransactions, notRegistered } = await registerNodesUnlessLocked(client, nodes, MAP_LOCK_TIMEOUT_MS);
+    if (preparedTransactions.length > 0) {
       log(
-        `shardcast: warning: the catalog holds prepared transaction(s) ${rows.map((r) => r.gid).join(', ')} (a cutover cut short); ` +
+        `shardcast: warning: the catalog holds prepared transaction(s) ${preparedTransactions.join(', ')} (a cutover cut short); ` +
           'map changes wait until they are resolved: run `shardcast doctor --fix` (the janitor schedule does it for closed movements)',
       );
     }
-    await client.query(`set lock_timeout = ${MAP_LOCK_TIMEOUT_MS}`);
-    try {
-      await ensureNodes(client, nodes);
-    } catch (err) {
-      if (sqlState(err) !== LOCK_NOT_AVAILABLE) throw err;
-      const known = new Set((await client.query<{ name: string }>('select name from shardcast.nodes')).rows.map((r) => r.name));
-      for (const node of nodes.filter((n) => !known.has(n.name))) {
-        log(`shardcast: warning: node ${node.name}: not registered now: the shard map is locked (see above); it is registered at the next start`);
-      }
-    } finally {
-      await client.query('reset lock_timeout');
-    }
+    for (const name of notRegistered) log(`shardcast: warning: node ${name}: not registered now: the shard map is locked (see above); it is registered at the next start`);
   } finally {
     client.release();
   }
@@ -237,7 +227,6 @@ async function provisionApp(catalog: pg.Pool, config: Config, catalogUrl: string
 }
 
 const MAP_LOCK_TIMEOUT_MS = 3000;
-const LOCK_NOT_AVAILABLE = '55P03';
 
 export const UP_LOG_FILE = 'shardcast-up.log';
 

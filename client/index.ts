@@ -7,7 +7,7 @@ import { SA_GROUP, SA_OPERATION, SA_PHASE, SA_SHARD, SA_TABLE, SA_TARGET_NODE } 
 import { movementProgressQuery, type CollectStatsInput, type CreateTableResult, type MoveShardInput, type MoveShardResult, type RetrySettings } from '../workflows/messages.js';
 import { randomBytes } from 'node:crypto';
 import type { WorkflowHandle, WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
-import { CONTROL_TASK_QUEUE } from '../workers/control.js';
+import { CONTROL_TASK_QUEUE } from '../src/task-queues.js';
 import { describeMovement, moveShardInput, moveWorkflowId, type MovementSettings } from '../workflows/describe.js';
 import { connectTemporalClient } from './connection.js';
 

@@ -1,7 +1,7 @@
 import { ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, type ScheduleOptions, type WorkflowHandle } from '@temporalio/client';
 import { movementSettings, plannerSettings, type Config } from '../src/config.js';
 import { SA_OPERATION } from '../src/search-attributes.js';
-import { CONTROL_TASK_QUEUE } from '../workers/control.js';
+import { CONTROL_TASK_QUEUE } from '../src/task-queues.js';
 import type { JanitorInput } from '../workflows/janitor.js';
 import type { ForecastRunInput, RetrainInput } from '../workflows/messages.js';
 import type { ShardcastClientOptions } from './index.js';

@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { ConfigError } from './errors.js';
 import { DEFAULT_GOVERNOR } from './movement/governor.js';
 import { SSL_MODES, type PgTlsSettings } from './catalog/pg-tls.js';
+import { parseListenAddress } from './listen-address.js';
 import { embeddedPasswordFile, readEmbeddedPassword } from './fleet/embedded-password.js';
 
 const port = z.number().int().min(1).max(65535);
@@ -580,16 +581,7 @@ function setPath(target: Record<string, unknown>, key: string, value: unknown): 
   cursor[parts.at(-1)!] = value;
 }
 
-const LISTEN = /^(\[[0-9A-Fa-f:.]+\]|[^\s:[\]]+):(\d{1,5})$/;
-
-/** A listen address, `host:port` (IPv6 in brackets: `[::1]:9464`); undefined when it is not one. */
-export function parseListenAddress(text: string): { host: string; port: number } | undefined {
-  const m = LISTEN.exec(text.trim());
-  if (!m) return undefined;
-  const port = Number(m[2]);
-  if (port > 65535) return undefined;
-  return { host: m[1]!.replace(/^\[(.*)\]$/, '$1'), port };
-}
+export { parseListenAddress };
 
 /** Connection URL of one database on a local embedded PostgreSQL; its password is postgres.password or the data directory's. */
 export function localUrl(config: Config, port: number, database: string): string {

@@ -1,5 +1,5 @@
 /** The library applications import: the router, the errors it raises, and the hash functions. */
-export { createRouter, Router, tableNamedIn, type RouterOptions, type RoutedQueryable, type ScatterResult, type ShardHandle } from './router/router.js';
+export { CatalogUnavailableError, createRouter, MapTooStaleError, Router, tableNamedIn, type RouterOptions, type RoutedQueryable, type ScatterResult, type ShardHandle } from './router/router.js';
 export type { RoutedTable, ShardMap, ShardRoute } from './router/shard-map.js';
 export * from './errors.js';
 export { hashBytesExtended, hashInt4Extended, hashInt8Extended, hashTextExtended, hashUuidExtended } from './hashing.js';

@@ -8,16 +8,18 @@ import { createActivities } from '../activities/index.js';
 import { newPgPool } from '../src/catalog/pg-tls.js';
 import { guardPool, NodePools, type SessionLimits } from '../src/catalog/node-pools.js';
 import { BUSINESS_ERROR_TYPES } from '../src/errors.js';
+import { CONTROL_TASK_QUEUE } from '../src/task-queues.js';
 import { TrainingThreads } from '../src/forecasting/thread-pool.js';
 import type { BackendChoice } from '../src/forecasting/tf-backend.js';
 import type { ProvisionerConfig } from '../src/planning/provisioner.js';
 
-export const CONTROL_TASK_QUEUE = 'shardcast-control';
+export { CONTROL_TASK_QUEUE };
 
 /** The configuration's defaults (movement.statementTimeoutSeconds, idleInTransactionTimeoutSeconds, keepAliveSeconds). */
 export const DEFAULT_SESSION_LIMITS: SessionLimits = { statementTimeoutMs: 60_000, idleInTransactionTimeoutMs: 30_000, keepAliveMs: 10_000 };
 
-export const WORKFLOWS_PATH = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
+/** The workflows' entry beside this module: TypeScript from source (tsx, vitest), JavaScript from the built dist/. */
+export const WORKFLOWS_PATH = fileURLToPath(new URL(`../workflows/index.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url));
 
 export interface ControlWorkerOptions {
   connection: NativeConnection;

@@ -5,8 +5,9 @@ import { AlreadyExistsError, InvalidInputError, NodeUnavailableError, NotFoundEr
 
 export type Queryable = Pick<pg.Pool, 'query'> | Pick<pg.ClientBase, 'query'>;
 
-export const NODE_STATES = ['active', 'standby', 'draining', 'retired'] as const;
-export type NodeState = (typeof NODE_STATES)[number];
+import { NODE_STATES, type NodeState } from './node-states.js';
+
+export { NODE_STATES, type NodeState };
 
 export interface NodeRecord {
   id: number;

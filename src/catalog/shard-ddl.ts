@@ -1,3 +1,4 @@
+import type pg from 'pg';
 import { NodeUnavailableError, errorMessage } from '../errors.js';
 import { quoteIdent, singleStatement } from '../sql/ident.js';
 import { grantShardSchemas } from './app-role.js';
@@ -86,4 +87,10 @@ export async function dropTableOnNode(
       throw err;
     }
   });
+}
+
+/** Whether `schema` is there on the database `db` queries (a node, or the catalog). */
+export async function schemaExists(db: Pick<pg.Pool, 'query'>, schema: string): Promise<boolean> {
+  const { rowCount } = await db.query('select 1 from pg_namespace where nspname = $1', [schema]);
+  return (rowCount ?? 0) > 0;
 }

@@ -3,6 +3,7 @@ import { AlreadyExistsError, InvalidInputError, NotFoundError, errorMessage } fr
 import { quoteIdent, singleStatement, validateIdentifier } from '../sql/ident.js';
 import { inTransaction } from '../sql/transaction.js';
 import { compareKeys, evenHashRanges, keyToText, keyTypeOf, normalizeKey, type KeyType } from './keys.js';
+import { MAX_SHARDS_PER_TABLE } from './limits.js';
 import type { Queryable } from './nodes.js';
 
 export type ShardMethod = 'hash' | 'range';
@@ -24,7 +25,7 @@ export interface TableSpec {
   nodes?: string[];
 }
 
-export const MAX_SHARDS_PER_TABLE = 4096;
+export { MAX_SHARDS_PER_TABLE };
 
 /** Checks everything that can be checked without a database. */
 export function validateTableSpec(spec: TableSpec): void {
@@ -260,6 +261,13 @@ async function insertShards(
      select p.id, ($7::bigint[])[p.ord] from planned p`,
     [groupId, hashMin.length, hashMin, hashMax, rangeMin, rangeMax, nodeIds],
   );
+}
+
+/** A registered table's column and constraint definitions, as given at creation (`--columns`). */
+export async function tableColumnsDdl(db: Queryable, tableId: number): Promise<string> {
+  const { rows } = await db.query<{ columns_ddl: string }>('select columns_ddl from shardcast.distributed_tables where id = $1', [tableId]);
+  if (!rows[0]) throw new NotFoundError(`table #${tableId} does not exist`);
+  return rows[0].columns_ddl;
 }
 
 export async function describeRegisteredTable(db: Queryable, tableId: number): Promise<RegisteredTable> {

@@ -170,3 +170,16 @@ export async function movementStart(pool: Pick<pg.Pool, 'query'>, id: string): P
   const { rows } = await pool.query<{ started_at: Date }>('select started_at from shardcast.movements where id = $1', [id]);
   return rows[0]?.started_at ?? new Date();
 }
+
+/**
+ * No part of a movement's switch prepared or committed yet: the catalog holds no prepared transaction
+ * `gid` and still places the shard on its source node.
+ */
+export async function catalogSwitchUntouched(catalog: Pick<pg.Pool, 'query'>, gid: string, shardId: number, sourceNodeId: number): Promise<boolean> {
+  const { rows } = await catalog.query<{ untouched: boolean }>(
+    `select not exists (select 1 from pg_prepared_xacts where gid = $1 and database = current_database())
+        and exists (select 1 from shardcast.placements where shard_id = $2 and node_id = $3) as untouched`,
+    [gid, shardId, sourceNodeId],
+  );
+  return rows[0]!.untouched;
+}

@@ -123,6 +123,28 @@ export interface SplitRequest {
 
 /** Plans a split of one shard into two adjacent halves, each on a node of choice (the source's own included). */
 export async function planSplit(catalog: Queryable, request: SplitRequest): Promise<Omit<ReshardPlan, 'bytes'>> {
+  const { row, nodes, halves } = await checkSplit(catalog, request);
+  const ids = await allocateShardIds(catalog, 2);
+  return {
+    operation: 'split',
+    movementId: request.movementId,
+    groupId: row.group_id,
+    groupName: row.group_name,
+    method: row.method,
+    keyType: row.key_type,
+    tables: await groupTables(catalog, row.group_id),
+    sources: [source(row, await getNode(catalog, row.node_id!), request.movementId, 0)],
+    targets: ids.map((id, i) => ({ shardId: id, schema: shardSchemaName(id), node: nodes[i]!, range: halves[i]! })),
+    catalogGid: movementNames(request.movementId).gid,
+  };
+}
+
+/**
+ * A split's request checked against the catalog, changing nothing: the shard exists, both target
+ * nodes exist and are active, the split point lies inside the shard. The CLI runs it before starting
+ * a workflow (a typo is one line and no failed run); the workflow's planning runs it again.
+ */
+export async function checkSplit(catalog: Queryable, request: Omit<SplitRequest, 'movementId'>): Promise<{ row: ShardRow; nodes: NodeRecord[]; halves: [ShardRange, ShardRange] }> {
   const row = await loadShard(catalog, request.shardId);
   if (!Array.isArray(request.targetNodes) || request.targetNodes.length !== 2) throw new InvalidInputError('a split needs exactly two target nodes');
   const nodes = [await activeNode(catalog, request.targetNodes[0]), await activeNode(catalog, request.targetNodes[1])];
@@ -155,19 +177,7 @@ export async function planSplit(catalog: Queryable, request: SplitRequest): Prom
       { rangeMin: at, rangeMax: row.range_max! },
     ];
   }
-  const ids = await allocateShardIds(catalog, 2);
-  return {
-    operation: 'split',
-    movementId: request.movementId,
-    groupId: row.group_id,
-    groupName: row.group_name,
-    method: row.method,
-    keyType: row.key_type,
-    tables: await groupTables(catalog, row.group_id),
-    sources: [source(row, await getNode(catalog, row.node_id!), request.movementId, 0)],
-    targets: ids.map((id, i) => ({ shardId: id, schema: shardSchemaName(id), node: nodes[i]!, range: halves[i]! })),
-    catalogGid: movementNames(request.movementId).gid,
-  };
+  return { row, nodes, halves };
 }
 
 export interface MergeRequest {
@@ -179,6 +189,30 @@ export interface MergeRequest {
 
 /** Plans a merge of two adjacent shards of one colocation group into one shard. */
 export async function planMerge(catalog: Queryable, request: MergeRequest): Promise<Omit<ReshardPlan, 'bytes'>> {
+  const { lo, hi, target } = await checkMerge(catalog, request);
+  const type = lo.key_type;
+  const [id] = await allocateShardIds(catalog, 1);
+  const range: ShardRange = lo.method === 'hash' ? { hashMin: lo.hash_min!, hashMax: hi.hash_max! } : { rangeMin: lo.range_min!, rangeMax: hi.range_max! };
+  return {
+    operation: 'merge',
+    movementId: request.movementId,
+    groupId: lo.group_id,
+    groupName: lo.group_name,
+    method: lo.method,
+    keyType: type,
+    tables: await groupTables(catalog, lo.group_id),
+    sources: [source(lo, await getNode(catalog, lo.node_id!), request.movementId, 0), source(hi, await getNode(catalog, hi.node_id!), request.movementId, 1)],
+    targets: [{ shardId: id!, schema: shardSchemaName(id!), node: target, range }],
+    catalogGid: movementNames(request.movementId).gid,
+  };
+}
+
+/**
+ * A merge's request checked against the catalog, changing nothing: two different shards that exist,
+ * of one colocation group, adjacent; the target node (default: the lower shard's) exists and is active.
+ * The CLI runs it before starting a workflow; the workflow's planning runs it again.
+ */
+export async function checkMerge(catalog: Queryable, request: Omit<MergeRequest, 'movementId'>): Promise<{ lo: ShardRow; hi: ShardRow; target: NodeRecord }> {
   if (!Array.isArray(request.shardIds) || request.shardIds.length !== 2) throw new InvalidInputError('a merge needs exactly two shards');
   if (request.shardIds[0] === request.shardIds[1]) throw new InvalidInputError(`cannot merge shard ${request.shardIds[0]} with itself`);
   const rows = [await loadShard(catalog, request.shardIds[0]), await loadShard(catalog, request.shardIds[1])];
@@ -195,20 +229,7 @@ export async function planMerge(catalog: Queryable, request: MergeRequest): Prom
   const adjacent = lo.method === 'hash' ? BigInt(lo.hash_max!) + 1n === BigInt(hi.hash_min!) : lo.range_max === hi.range_min;
   if (!adjacent) throw new InvalidInputError(`shards ${lo.id} and ${hi.id} are not adjacent: only neighbouring ranges can be merged`);
   const target = await activeNode(catalog, request.targetNode ?? (await getNode(catalog, lo.node_id!)).name);
-  const [id] = await allocateShardIds(catalog, 1);
-  const range: ShardRange = lo.method === 'hash' ? { hashMin: lo.hash_min!, hashMax: hi.hash_max! } : { rangeMin: lo.range_min!, rangeMax: hi.range_max! };
-  return {
-    operation: 'merge',
-    movementId: request.movementId,
-    groupId: lo.group_id,
-    groupName: lo.group_name,
-    method: lo.method,
-    keyType: type,
-    tables: await groupTables(catalog, lo.group_id),
-    sources: [source(lo, await getNode(catalog, lo.node_id!), request.movementId, 0), source(hi, await getNode(catalog, hi.node_id!), request.movementId, 1)],
-    targets: [{ shardId: id!, schema: shardSchemaName(id!), node: target, range }],
-    catalogGid: movementNames(request.movementId).gid,
-  };
+  return { lo, hi, target };
 }
 
 /** SQL that is true for rows of `range` (the key column given by name). */

@@ -31,8 +31,9 @@ import { DEFAULT_GROUP_OPTIONS, shardGroups, SIM_STEP_SECONDS, type ShardGroupOp
  * shards whole) and is counted in `skippedSplits`; a merge moves the cold shard to its neighbour's node.
  */
 
-export const POLICIES = ['static', 'reactive', 'predictive', 'oracle'] as const;
-export type Policy = (typeof POLICIES)[number];
+import { POLICIES, type Policy } from './policies.js';
+
+export { POLICIES, type Policy };
 
 const DAY_STEPS = 86_400 / SIM_STEP_SECONDS;
 const HOUR_STEPS = 3600 / SIM_STEP_SECONDS;

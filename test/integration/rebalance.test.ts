@@ -223,7 +223,7 @@ describe('rebalance workflow', () => {
     expect(unknown.stderr).toMatch(/node "no-such-node" does not exist/);
     const bad = cli('nodes', 'set-capacity', 'node-1', '-3');
     expect(bad.status).not.toBe(0);
-    expect(bad.stderr).toMatch(/expected a positive number of load units, or "auto"/);
+    expect(bad.stderr).toMatch(/expected a decimal number of load units above 0 up to 1000000000, or "auto"/);
     expect((await catalog.pool.query('select name, state, capacity from shardcast.nodes order by name')).rows).toEqual(before.rows);
 
     // Movement requests are checked before a workflow starts: one line, exit 1, no run, no lease.

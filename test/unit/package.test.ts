@@ -13,6 +13,7 @@ describe('the package', () => {
         createRouter: typeof shardcast.createRouter,
         hash: shardcast.hashInt8Extended(0n).toString(),
         errors: [shardcast.UnknownTableError.name, shardcast.InvalidShardKeyError.name, shardcast.KeyOutOfRangeError.name],
+        routerErrors: [shardcast.MapTooStaleError, shardcast.CatalogUnavailableError].map((e) => [e.name, e.prototype instanceof shardcast.ShardcastError]),
         keyTypes: shardcast.KEY_TYPES,
       }));`;
     const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { cwd: ROOT, encoding: 'utf8' });
@@ -20,6 +21,10 @@ describe('the package', () => {
       createRouter: 'function',
       hash: '4154612158245552303',
       errors: ['UnknownTableError', 'InvalidShardKeyError', 'KeyOutOfRangeError'],
+      routerErrors: [
+        ['MapTooStaleError', true],
+        ['CatalogUnavailableError', true],
+      ],
       keyTypes: ['smallint', 'integer', 'bigint', 'text', 'uuid'],
     });
   }, 120_000);
