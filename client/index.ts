@@ -10,6 +10,7 @@ import type { WorkflowHandle, WorkflowHandleWithFirstExecutionRunId } from '@tem
 import { CONTROL_TASK_QUEUE } from '../workers/control.js';
 import { describeMovement, moveShardInput, moveWorkflowId, type MovementSettings } from '../workflows/describe.js';
 import { connectTemporalClient } from './connection.js';
+import { assertValidInput, collectStatsInputSchema, createTableInputSchema, moveShardInputSchema } from '../src/inputs.js';
 
 export interface ShardcastClientOptions {
   client: Client;
@@ -43,6 +44,7 @@ export function createTableWorkflowId(table: string, prefix = ''): string {
 /** Starts the table-creation workflow and waits for it; failures come back as one clear error. */
 export async function createDistributedTable(options: ShardcastClientOptions, spec: TableSpec): Promise<CreateTableResult> {
   validateTableSpec(spec);
+  const input = assertValidInput(createTableInputSchema, { spec, nodeRetry: options.nodeRetry ?? { maximumAttempts: 5, initialIntervalMs: 1000 } });
   const workflowId = createTableWorkflowId(spec.name, options.workflowIdPrefix);
   const what = spec.colocateWith
     ? `colocated with ${spec.colocateWith}`
@@ -54,7 +56,7 @@ export async function createDistributedTable(options: ShardcastClientOptions, sp
     handle = await options.client.workflow.start('createDistributedTable', {
       taskQueue: options.taskQueue ?? CONTROL_TASK_QUEUE,
       workflowId,
-      args: [{ spec, nodeRetry: options.nodeRetry ?? { maximumAttempts: 5, initialIntervalMs: 1000 } }],
+      args: [input],
       typedSearchAttributes: [
         { key: SA_TABLE, value: spec.name },
         { key: SA_GROUP, value: spec.colocateWith ?? spec.name },
@@ -185,7 +187,7 @@ type Operation = Pick<MoveShardInput, 'operation' | 'shardId' | 'targetNode' | '
 
 async function startMovement(options: ShardcastClientOptions, request: MovementOptions, op: Operation): Promise<WorkflowHandleWithFirstExecutionRunId> {
   const workflowId = moveWorkflowId(op.shardId, options.workflowIdPrefix);
-  const input = moveShardInput(op, { movementId: `s${op.shardId}_${randomBytes(5).toString('hex')}`, workflowId }, request);
+  const input = assertValidInput(moveShardInputSchema, moveShardInput(op, { movementId: `s${op.shardId}_${randomBytes(5).toString('hex')}`, workflowId }, request));
   const targets = op.operation === 'split' ? op.splitTargets!.join(',') : op.targetNode;
   try {
     return await options.client.workflow.start('moveShard', {
@@ -262,6 +264,7 @@ export function collectorWorkflowId(prefix = ''): string {
  * Returns its handle either way.
  */
 export async function ensureCollector(options: ShardcastClientOptions, input: CollectStatsInput): Promise<WorkflowHandle> {
+  assertValidInput(collectStatsInputSchema, input);
   const handle = await options.client.workflow.start('collectStats', {
     taskQueue: options.taskQueue ?? CONTROL_TASK_QUEUE,
     workflowId: collectorWorkflowId(options.workflowIdPrefix),

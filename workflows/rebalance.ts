@@ -27,6 +27,8 @@ import {
   type RebalanceProgress,
   type RebalanceResult,
 } from './messages.js';
+import { validInput } from './validate.js';
+import { rebalanceInputSchema } from '../src/inputs.js';
 
 type Activities = ReturnType<typeof createPlanningActivities>;
 
@@ -48,6 +50,7 @@ const { markPlanAction, setNodeLifecycle, shardsOnNode } = proxyActivities<Activ
  * Signals: pause (no further action starts; running movements go on), resume. Query: progress.
  */
 export async function rebalance(input: RebalanceInput): Promise<RebalanceResult> {
+  validInput(rebalanceInputSchema, input);
   let paused = false;
   let signalled = false;
   const progress: RebalanceProgress = { planId: null, paused, actions: [] };
