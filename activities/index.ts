@@ -3,6 +3,7 @@ import type { NodePools } from '../src/catalog/node-pools.js';
 import type { TrainingThreads } from '../src/forecasting/thread-pool.js';
 import { getNode } from '../src/catalog/nodes.js';
 import { createTableOnNode, dropTableOnNode } from '../src/catalog/shard-ddl.js';
+import { checkColumnDefinitions } from '../src/catalog/columns.js';
 import { activateTable, describeRegisteredTable, mapVersion, registerTable, unregisterTable, type RegisteredTable, type TableSpec } from '../src/catalog/tables.js';
 import { NotFoundError } from '../src/errors.js';
 import { run } from './failures.js';
@@ -40,7 +41,11 @@ export function createActivities(deps: ActivityDeps) {
     ...createJanitorActivities(deps),
     ...createPlanningActivities(deps),
     async registerTable(spec: TableSpec): Promise<RegisteredTable> {
-      return run(() => registerTable(deps.catalog, spec, activityInfo().workflowExecution?.runId ?? activityInfo().activityId));
+      // Also here, for a workflow started without the client library: the same parser check before any row is written.
+      return run(async () => {
+        await checkColumnDefinitions(spec.name, spec.columns);
+        return registerTable(deps.catalog, spec, activityInfo().workflowExecution?.runId ?? activityInfo().activityId);
+      });
     },
 
     async createTableOnNode(input: { tableId: number; nodeId: number }): Promise<{ schemas: number }> {

@@ -3,6 +3,7 @@ import { ApplicationFailure, ActivityFailure } from '@temporalio/common';
 import type { Config } from '../src/config.js';
 import { AlreadyExistsError, InvalidInputError, NotFoundError, ShardcastError } from '../src/errors.js';
 import { validateTableSpec, type TableSpec } from '../src/catalog/tables.js';
+import { checkColumnDefinitions } from '../src/catalog/columns.js';
 import { SA_GROUP, SA_OPERATION, SA_PHASE, SA_SHARD, SA_TABLE, SA_TARGET_NODE } from '../src/search-attributes.js';
 import { movementProgressQuery, type CollectStatsInput, type CreateTableResult, type MoveShardInput, type MoveShardResult, type RetrySettings } from '../workflows/messages.js';
 import { randomBytes } from 'node:crypto';
@@ -44,6 +45,7 @@ export function createTableWorkflowId(table: string, prefix = ''): string {
 /** Starts the table-creation workflow and waits for it; failures come back as one clear error. */
 export async function createDistributedTable(options: ShardcastClientOptions, spec: TableSpec): Promise<CreateTableResult> {
   validateTableSpec(spec);
+  await checkColumnDefinitions(spec.name, spec.columns);
   const input = assertValidInput(createTableInputSchema, { spec, nodeRetry: options.nodeRetry ?? { maximumAttempts: 5, initialIntervalMs: 1000 } });
   const workflowId = createTableWorkflowId(spec.name, options.workflowIdPrefix);
   const what = spec.colocateWith

@@ -176,3 +176,34 @@ describe('a resumed plan is checked against the catalog', () => {
     await expectNoMovementLeftovers(pools, catalog.nodes);
   });
 });
+
+describe('--columns is parsed before anything is created', () => {
+  async function everything(): Promise<unknown> {
+    const { rows } = await catalog.pool.query(
+      `select (select count(*)::int from shardcast.distributed_tables) as tables, (select count(*)::int from shardcast.colocation_groups) as groups, (select count(*)::int from shardcast.shards) as shards`,
+    );
+    const schemas: string[] = [];
+    for (const n of catalog.nodes) {
+      const r = await adminQuery(catalog.nodeUrl(n.name), "select nspname from pg_namespace where nspname like 'sc\\_s%' order by 1");
+      schemas.push(...r.rows.map((x: { nspname: string }) => `${n.name}:${x.nspname}`));
+    }
+    return { ...rows[0], schemas };
+  }
+
+  it('the client refuses INHERITS, LIKE and a default calling pg_sleep in one line, and creates nothing', async () => {
+    const before = await everything();
+    await expect(createDistributedTable(worker.options, { name: 'evil', columns: 'id int) inherits (accounts', shardKey: 'id' })).rejects.toThrow(
+      new InvalidInputError('table "evil": --columns: INHERITS is not allowed (only column definitions and table constraints)'),
+    );
+    await expect(createDistributedTable(worker.options, { name: 'evil', columns: 'like accounts', shardKey: 'id' })).rejects.toThrow(/LIKE is not allowed/);
+    await expect(createDistributedTable(worker.options, { name: 'evil', columns: 'id int default pg_sleep(1)::int', shardKey: 'id' })).rejects.toThrow(/function pg_sleep\(\) is not allowed/);
+    expect(await everything()).toEqual(before);
+  });
+
+  it('a workflow started directly with such columns fails in its first activity, before any row is written', async () => {
+    const before = await everything();
+    const { failure } = await startDirect('createDistributedTable', [{ spec: { name: 'evil', columns: 'id int primary key, x int references accounts (id)', shardKey: 'id' }, nodeRetry: { maximumAttempts: 2, initialIntervalMs: 100 } }]);
+    expect(failure.message).toContain('table "evil": --columns: column x: REFERENCES (a foreign key) is not allowed');
+    expect(await everything()).toEqual(before);
+  });
+});
