@@ -13,6 +13,7 @@ import { createForecastingActivities } from './forecasting.js';
 import { createJanitorActivities } from './janitor.js';
 import { createMovementActivities } from './movement.js';
 import { createPlanningActivities } from './planning.js';
+import { createTableDropActivities } from './drop-table.js';
 
 export interface ActivityDeps {
   /** The catalog database. */
@@ -40,6 +41,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createForecastingActivities(deps),
     ...createJanitorActivities(deps),
     ...createPlanningActivities(deps),
+    ...createTableDropActivities(deps),
     async registerTable(spec: TableSpec): Promise<RegisteredTable> {
       // Also here, for a workflow started without the client library: the same parser check before any row is written.
       return run(async () => {

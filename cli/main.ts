@@ -35,6 +35,7 @@ import { registerSimulateCommands } from './simulate.js';
 import { describeHealth, nodeHealth } from '../src/profiling/collector.js';
 import { printTable } from './format.js';
 import { createUpLog, startStack } from './stack.js';
+import { registerTableDropCommand } from './tables-drop.js';
 
 interface GlobalOptions {
   config?: string;
@@ -561,6 +562,7 @@ registerForecastCommands(program);
 registerPlanCommands(program, nodes);
 registerSecurityCommands(program);
 registerSimulateCommands(program);
+registerTableDropCommand(program, tables);
 
 async function main(argv: string[]): Promise<number> {
   try {

@@ -5,13 +5,13 @@ import { AlreadyExistsError, InvalidInputError, NotFoundError, ShardcastError } 
 import { validateTableSpec, type TableSpec } from '../src/catalog/tables.js';
 import { checkColumnDefinitions } from '../src/catalog/columns.js';
 import { SA_GROUP, SA_OPERATION, SA_PHASE, SA_SHARD, SA_TABLE, SA_TARGET_NODE } from '../src/search-attributes.js';
-import { movementProgressQuery, type CollectStatsInput, type CreateTableResult, type MoveShardInput, type MoveShardResult, type RetrySettings } from '../workflows/messages.js';
+import { movementProgressQuery, type CollectStatsInput, type CreateTableResult, type DropTableInput, type DropTableResult, type MoveShardInput, type MoveShardResult, type RetrySettings } from '../workflows/messages.js';
 import { randomBytes } from 'node:crypto';
 import type { WorkflowHandle, WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
 import { CONTROL_TASK_QUEUE } from '../workers/control.js';
 import { describeMovement, moveShardInput, moveWorkflowId, type MovementSettings } from '../workflows/describe.js';
 import { connectTemporalClient } from './connection.js';
-import { assertValidInput, collectStatsInputSchema, createTableInputSchema, moveShardInputSchema } from '../src/inputs.js';
+import { assertValidInput, collectStatsInputSchema, createTableInputSchema, dropTableInputSchema, moveShardInputSchema } from '../src/inputs.js';
 
 export interface ShardcastClientOptions {
   client: Client;
@@ -76,6 +76,47 @@ export async function createDistributedTable(options: ShardcastClientOptions, sp
   }
   try {
     return await handle.result();
+  } catch (err) {
+    throw toShardcastError(err);
+  }
+}
+
+export function dropTableWorkflowId(table: string, prefix = ''): string {
+  return `${prefix}drop-table-${table}`;
+}
+
+/** The movements' approval policy, as a table drop takes it (the configuration's `movement` section). */
+export type DropTablePolicy = Omit<DropTableInput, 'table'>;
+
+/**
+ * Starts dropping a distributed table (workflow dropDistributedTable): it waits at the movements'
+ * approval gate when the policy says so (`approve`/`reject` signals to its workflow id). Returns the
+ * handle; `dropTableResult` waits for it.
+ */
+export async function startDropTable(options: ShardcastClientOptions, table: string, policy: DropTablePolicy): Promise<WorkflowHandle> {
+  const input = assertValidInput(dropTableInputSchema, { table, ...policy });
+  const workflowId = dropTableWorkflowId(table, options.workflowIdPrefix);
+  try {
+    return await options.client.workflow.start('dropDistributedTable', {
+      taskQueue: options.taskQueue ?? CONTROL_TASK_QUEUE,
+      workflowId,
+      args: [input],
+      typedSearchAttributes: [
+        { key: SA_TABLE, value: table },
+        { key: SA_OPERATION, value: 'drop-table' },
+        { key: SA_PHASE, value: 'check' },
+      ],
+      staticSummary: `drop table ${table}`,
+    });
+  } catch (err) {
+    if (err instanceof WorkflowExecutionAlreadyStartedError) throw new AlreadyExistsError(`table "${table}" is already being dropped (workflow ${workflowId})`);
+    throw err;
+  }
+}
+
+export async function dropTableResult(handle: WorkflowHandle): Promise<DropTableResult> {
+  try {
+    return (await handle.result()) as DropTableResult;
   } catch (err) {
     throw toShardcastError(err);
   }

@@ -264,10 +264,12 @@ export const forecastRunInputSchema = z.object({
 
 export const dropTableInputSchema = z.object({
   table: identifierSchema,
-  /** Prepended to the ids of workflows it looks for (tests). */
-  workflowIdPrefix: rebalanceShared.workflowIdPrefix,
+  // The movements' approval policy (the configuration's `movement` section).
   approvalRequired: bool(),
+  approvalOverBytes: intBetween(0, Number.MAX_SAFE_INTEGER).optional(),
+  approvalHoursUtc: z.tuple([intBetween(0, 23), intBetween(0, 24)], { error: 'expected [from, to] UTC hours' }).optional(),
   approvalTimeoutSeconds: numberBetween(0, 30 * 86_400, true).optional(),
+  approvalTimeoutAction: z.enum(['approve', 'reject'], { error: 'expected approve or reject' }).optional(),
 });
 
 /** "input.shardId: expected a positive integer"; several problems joined with "; ". */

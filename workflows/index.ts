@@ -5,3 +5,4 @@ export { retrainModels } from './retrain.js';
 export { forecastLoad } from './forecast.js';
 export { janitor } from './janitor.js';
 export { rebalance } from './rebalance.js';
+export { dropDistributedTable } from './drop-table.js';
