@@ -2,11 +2,12 @@ import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { temporal } from '@temporalio/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDistributedTable, startMove } from '../../client/index.js';
+import { createDistributedTable, startMove, startSplit } from '../../client/index.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
 import { InvalidInputError } from '../../src/errors.js';
 import { moveShardInput } from '../../workflows/describe.js';
-import { adminQuery, createTestCatalog, expectNoMovementLeftovers, shardByIndex, startTestWorker, uniqueName, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
+import { movementProgressQuery } from '../../workflows/messages.js';
+import { adminQuery, createTestCatalog, expectNoMovementLeftovers, shardByIndex, startTestWorker, uniqueName, until, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 
 let catalog: TestCatalog;
 let worker: TestWorker;
@@ -205,5 +206,27 @@ describe('--columns is parsed before anything is created', () => {
     const { failure } = await startDirect('createDistributedTable', [{ spec: { name: 'evil', columns: 'id int primary key, x int references accounts (id)', shardKey: 'id' }, nodeRetry: { maximumAttempts: 2, initialIntervalMs: 100 } }]);
     expect(failure.message).toContain('table "evil": --columns: column x: REFERENCES (a foreign key) is not allowed');
     expect(await everything()).toEqual(before);
+  });
+});
+
+describe('a genuine resumed plan passes the check', () => {
+  it('a split that continues as new is checked against the catalog and goes on; cancelled, it is undone', async () => {
+    const shard = await shardByIndex(catalog, 1);
+    const handle = await startSplit(worker.options, { shardId: shard.id, targetNodes: ['node-1', 'node-2'], pollSeconds: 0.1, catchUpLagBytes: -1, historyLimit: 60 });
+    const latest = worker.client.workflow.getHandle(handle.workflowId);
+    await until('continued as new', async () => (await latest.describe()).runId !== handle.firstExecutionRunId, 60_000, 200);
+    // The new run checked its plan, then went on applying and measuring.
+    await until('measuring again', async () => {
+      const history = await latest.fetchHistory();
+      const types = (history.events ?? []).flatMap((e) => (e.activityTaskScheduledEventAttributes?.activityType?.name ? [e.activityTaskScheduledEventAttributes.activityType.name] : []));
+      return types[0] === 'checkResumedPlan' && types.includes('measureProgress');
+    }, 60_000, 200);
+    expect((await latest.describe()).status.name).toBe('RUNNING');
+    expect((await latest.query(movementProgressQuery)).phase).toBe('catch-up');
+    await latest.cancel();
+    await expect(handle.result()).rejects.toBeInstanceOf(WorkflowFailedError);
+    const { rows } = await catalog.pool.query('select state from shardcast.movements where shard_id = $1 order by started_at desc limit 1', [shard.id]);
+    expect(rows[0].state).toBe('cancelled');
+    await expectNoMovementLeftovers(pools, catalog.nodes);
   });
 });
