@@ -5,6 +5,7 @@ import type { GovernorSettings } from '../src/movement/governor.js';
 import type { ProvisionerConfig } from '../src/planning/provisioner.js';
 import { getNode } from '../src/catalog/nodes.js';
 import { createTableOnNode, dropTableOnNode } from '../src/catalog/shard-ddl.js';
+import { checkColumnDefinitions } from '../src/catalog/columns.js';
 import { activateTable, describeRegisteredTable, mapVersion, registerTable, tableColumnsDdl, unregisterTable, type RegisteredTable, type TableSpec } from '../src/catalog/tables.js';
 import { NotFoundError } from '../src/errors.js';
 import { run } from './failures.js';
@@ -14,6 +15,7 @@ import { createForecastingActivities } from './forecasting.js';
 import { createJanitorActivities } from './janitor.js';
 import { createMovementActivities } from './movement.js';
 import { createPlanningActivities } from './planning.js';
+import { createTableDropActivities } from './drop-table.js';
 
 export interface ActivityDeps {
   /** The catalog database. */
@@ -43,8 +45,13 @@ export function createActivities(deps: ActivityDeps) {
     ...createForecastingActivities(deps),
     ...createJanitorActivities(deps),
     ...createPlanningActivities(deps),
+    ...createTableDropActivities(deps),
     async registerTable(spec: TableSpec): Promise<RegisteredTable> {
-      return run(() => registerTable(deps.catalog, spec, activityInfo().workflowExecution?.runId ?? activityInfo().activityId));
+      // Also here, for a workflow started without the client library: the same parser check before any row is written.
+      return run(async () => {
+        await checkColumnDefinitions(spec.name, spec.columns);
+        return registerTable(deps.catalog, spec, activityInfo().workflowExecution?.runId ?? activityInfo().activityId);
+      });
     },
 
     async createTableOnNode(input: { tableId: number; nodeId: number }): Promise<{ schemas: number }> {

@@ -13,6 +13,7 @@ import { schemaExists } from '../src/catalog/shard-ddl.js';
 import { hydratePlan, planMovement, redactPlan, type MovePlan, type MovementPlan, type MovementRequest } from '../src/movement/plan.js';
 import { copyMove, dropTargetShard, paceSubscription, setSubscriptionEnabled, prepareTarget, resumeAutovacuum, startStreaming, stopStreaming, streamProgress, type StreamProgress } from '../src/movement/replication.js';
 import { dropSchemaGuarded } from '../src/movement/drop-guard.js';
+import { checkResumedPlan } from '../src/movement/resume-check.js';
 import { applyChanges, captureProgress, copyInitial, dropNewShards, startChangeCapture, stopChangeCapture, type CopyProgress } from '../src/movement/logical-apply.js';
 import { fencedSourceName, reshardCutover, settleReshard } from '../src/movement/reshard-cutover.js';
 import type { ReshardPlan } from '../src/movement/reshard-plan.js';
@@ -64,6 +65,11 @@ export function createMovementActivities(deps: MovementDeps) {
           throw err;
         }
       });
+    },
+
+    /** A plan handed over by continue-as-new, checked against the catalog before the new run uses it (src/movement/resume-check.ts). */
+    async checkResumedPlan(plan: MovementPlan, resumed: { workflowId: string; forward: boolean }): Promise<void> {
+      return run(() => checkResumedPlan(deps.catalog, plan, resumed));
     },
 
     async prepareTarget(plan: MovementPlan): Promise<void> {

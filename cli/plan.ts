@@ -16,6 +16,7 @@ import { configOf, withCatalog, withTemporal } from './program-config.js';
 import { wholeNumber } from './args.js';
 import { printTable } from './format.js';
 import { svgToPng } from './png.js';
+import { assertValidInput, rebalanceInputSchema } from '../src/inputs.js';
 
 const pct = (v: number) => `${Math.round(v * 100)}%`;
 
@@ -102,6 +103,7 @@ export async function startRebalance(cfg: Config, idOf: (prefix: string) => stri
   await withClient(cfg, async (options) => {
     const workflowId = idOf(options.workflowIdPrefix ?? '');
     const full: RebalanceInput = { ...input, movement: movementSettings(cfg), settings: plannerSettings(cfg), ...(options.workflowIdPrefix ? { workflowIdPrefix: options.workflowIdPrefix } : {}) };
+    assertValidInput(rebalanceInputSchema, full);
     let handle: WorkflowHandle;
     try {
       handle = await options.client.workflow.start('rebalance', {

@@ -1,4 +1,5 @@
 /** `shardcast tables …` and `shardcast shards list`: distributed tables and their shards. */
+import { registerTableDropCommand } from './tables-drop.js';
 import { Option, type Command } from 'commander';
 import { MAX_SHARDS_PER_TABLE } from '../src/catalog/limits.js';
 import type { TableSpec } from '../src/catalog/tables.js';
@@ -7,6 +8,7 @@ import { configOf, withCatalog, withTemporal } from './program-config.js';
 
 export function registerTableCommands(program: Command): void {
   const tables = program.command('tables').description('distributed tables');
+  registerTableDropCommand(program, tables);
   tables
     .command('create')
     .description('distribute a table: one schema per shard on its node (runs as a Temporal workflow)')

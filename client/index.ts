@@ -3,13 +3,15 @@ import { ApplicationFailure, ActivityFailure } from '@temporalio/common';
 import type { Config } from '../src/config.js';
 import { AlreadyExistsError, InvalidInputError, NotFoundError, ShardcastError } from '../src/errors.js';
 import { validateTableSpec, type TableSpec } from '../src/catalog/tables.js';
+import { checkColumnDefinitions } from '../src/catalog/columns.js';
 import { SA_GROUP, SA_OPERATION, SA_PHASE, SA_SHARD, SA_TABLE, SA_TARGET_NODE } from '../src/search-attributes.js';
-import { movementProgressQuery, type CollectStatsInput, type CreateTableResult, type MoveShardInput, type MoveShardResult, type RetrySettings } from '../workflows/messages.js';
+import { movementProgressQuery, type CollectStatsInput, type CreateTableResult, type DropTableInput, type DropTableResult, type MoveShardInput, type MoveShardResult, type RetrySettings } from '../workflows/messages.js';
 import { randomBytes } from 'node:crypto';
 import type { WorkflowHandle, WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
 import { CONTROL_TASK_QUEUE } from '../src/task-queues.js';
 import { describeMovement, moveShardInput, moveWorkflowId, type MovementSettings } from '../workflows/describe.js';
 import { connectTemporalClient } from './connection.js';
+import { assertValidInput, collectStatsInputSchema, createTableInputSchema, dropTableInputSchema, moveShardInputSchema } from '../src/inputs.js';
 
 export interface ShardcastClientOptions {
   client: Client;
@@ -43,6 +45,8 @@ export function createTableWorkflowId(table: string, prefix = ''): string {
 /** Starts the table-creation workflow and waits for it; failures come back as one clear error. */
 export async function createDistributedTable(options: ShardcastClientOptions, spec: TableSpec): Promise<CreateTableResult> {
   validateTableSpec(spec);
+  await checkColumnDefinitions(spec.name, spec.columns);
+  const input = assertValidInput(createTableInputSchema, { spec, nodeRetry: options.nodeRetry ?? { maximumAttempts: 5, initialIntervalMs: 1000 } });
   const workflowId = createTableWorkflowId(spec.name, options.workflowIdPrefix);
   const what = spec.colocateWith
     ? `colocated with ${spec.colocateWith}`
@@ -54,7 +58,7 @@ export async function createDistributedTable(options: ShardcastClientOptions, sp
     handle = await options.client.workflow.start('createDistributedTable', {
       taskQueue: options.taskQueue ?? CONTROL_TASK_QUEUE,
       workflowId,
-      args: [{ spec, nodeRetry: options.nodeRetry ?? { maximumAttempts: 5, initialIntervalMs: 1000 } }],
+      args: [input],
       typedSearchAttributes: [
         { key: SA_TABLE, value: spec.name },
         { key: SA_GROUP, value: spec.colocateWith ?? spec.name },
@@ -72,6 +76,47 @@ export async function createDistributedTable(options: ShardcastClientOptions, sp
   }
   try {
     return await handle.result();
+  } catch (err) {
+    throw toShardcastError(err);
+  }
+}
+
+export function dropTableWorkflowId(table: string, prefix = ''): string {
+  return `${prefix}drop-table-${table}`;
+}
+
+/** The movements' approval policy, as a table drop takes it (the configuration's `movement` section). */
+export type DropTablePolicy = Omit<DropTableInput, 'table'>;
+
+/**
+ * Starts dropping a distributed table (workflow dropDistributedTable): it waits at the movements'
+ * approval gate when the policy says so (`approve`/`reject` signals to its workflow id). Returns the
+ * handle; `dropTableResult` waits for it.
+ */
+export async function startDropTable(options: ShardcastClientOptions, table: string, policy: DropTablePolicy): Promise<WorkflowHandle> {
+  const input = assertValidInput(dropTableInputSchema, { table, ...policy });
+  const workflowId = dropTableWorkflowId(table, options.workflowIdPrefix);
+  try {
+    return await options.client.workflow.start('dropDistributedTable', {
+      taskQueue: options.taskQueue ?? CONTROL_TASK_QUEUE,
+      workflowId,
+      args: [input],
+      typedSearchAttributes: [
+        { key: SA_TABLE, value: table },
+        { key: SA_OPERATION, value: 'drop-table' },
+        { key: SA_PHASE, value: 'check' },
+      ],
+      staticSummary: `drop table ${table}`,
+    });
+  } catch (err) {
+    if (err instanceof WorkflowExecutionAlreadyStartedError) throw new AlreadyExistsError(`table "${table}" is already being dropped (workflow ${workflowId})`);
+    throw err;
+  }
+}
+
+export async function dropTableResult(handle: WorkflowHandle): Promise<DropTableResult> {
+  try {
+    return (await handle.result()) as DropTableResult;
   } catch (err) {
     throw toShardcastError(err);
   }
@@ -185,7 +230,7 @@ type Operation = Pick<MoveShardInput, 'operation' | 'shardId' | 'targetNode' | '
 
 async function startMovement(options: ShardcastClientOptions, request: MovementOptions, op: Operation): Promise<WorkflowHandleWithFirstExecutionRunId> {
   const workflowId = moveWorkflowId(op.shardId, options.workflowIdPrefix);
-  const input = moveShardInput(op, { movementId: `s${op.shardId}_${randomBytes(5).toString('hex')}`, workflowId }, request);
+  const input = assertValidInput(moveShardInputSchema, moveShardInput(op, { movementId: `s${op.shardId}_${randomBytes(5).toString('hex')}`, workflowId }, request));
   const targets = op.operation === 'split' ? op.splitTargets!.join(',') : op.targetNode;
   try {
     return await options.client.workflow.start('moveShard', {
@@ -262,6 +307,7 @@ export function collectorWorkflowId(prefix = ''): string {
  * Returns its handle either way.
  */
 export async function ensureCollector(options: ShardcastClientOptions, input: CollectStatsInput): Promise<WorkflowHandle> {
+  assertValidInput(collectStatsInputSchema, input);
   const handle = await options.client.workflow.start('collectStats', {
     taskQueue: options.taskQueue ?? CONTROL_TASK_QUEUE,
     workflowId: collectorWorkflowId(options.workflowIdPrefix),

@@ -5,6 +5,7 @@ import { CONTROL_TASK_QUEUE } from '../src/task-queues.js';
 import type { JanitorInput } from '../workflows/janitor.js';
 import type { ForecastRunInput, RetrainInput } from '../workflows/messages.js';
 import type { ShardcastClientOptions } from './index.js';
+import { assertValidInput, forecastRunInputSchema, janitorInputSchema, retrainInputSchema } from '../src/inputs.js';
 
 export type ForecastingRun = 'retrain' | 'forecast';
 
@@ -22,7 +23,7 @@ function runAction(options: ShardcastClientOptions, config: Config, run: Forecas
   };
   if (run === 'retrain') {
     const input: RetrainInput = { trainingDays, budgetSeconds, searchSeconds, batchSize, parallelBatches };
-    return { ...common, workflowType: 'retrainModels', args: [input], staticSummary: `retrain every series on ${trainingDays} days` };
+    return { ...common, workflowType: 'retrainModels', args: [assertValidInput(retrainInputSchema, input)], staticSummary: `retrain every series on ${trainingDays} days` };
   }
   const prefix = options.workflowIdPrefix;
   const input: ForecastRunInput = {
@@ -30,7 +31,7 @@ function runAction(options: ShardcastClientOptions, config: Config, run: Forecas
     parallelBatches,
     rebalance: { mode: config.planning.mode, movement: movementSettings(config), settings: plannerSettings(config), ...(prefix ? { workflowIdPrefix: prefix } : {}) },
   };
-  return { ...common, workflowType: 'forecastLoad', args: [input], staticSummary: 'forecast the next hour of every series' };
+  return { ...common, workflowType: 'forecastLoad', args: [assertValidInput(forecastRunInputSchema, input)], staticSummary: 'forecast the next hour of every series' };
 }
 
 /**
@@ -74,7 +75,7 @@ export function janitorScheduleDefinition(options: ShardcastClientOptions, confi
   const action = {
     taskQueue: options.taskQueue ?? CONTROL_TASK_QUEUE,
     workflowType: 'janitor',
-    args: [input],
+    args: [assertValidInput(janitorInputSchema, input)],
     staticSummary: input.fix ? 'clean what closed movements left behind' : 'count what closed movements left behind',
   };
   const definition = JSON.stringify({ spec, policies, action });

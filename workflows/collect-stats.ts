@@ -1,6 +1,8 @@
 import { allHandlersFinished, condition, continueAsNew, log, proxyActivities, setCurrentDetails, sleep, workflowInfo } from '@temporalio/workflow';
 import type { createCollectionActivities } from '../activities/collection.js';
 import type { CollectStatsInput } from './messages.js';
+import { validInput } from './validate.js';
+import { collectStatsInputSchema } from '../src/inputs.js';
 
 type Activities = ReturnType<typeof createCollectionActivities>;
 
@@ -16,6 +18,7 @@ const { collectSamples, maintainPartitions } = proxyActivities<Activities>({
  * new run after continue-as-new) just takes the next sample. Partitions are kept once an hour.
  */
 export async function collectStats(input: CollectStatsInput): Promise<void> {
+  validInput(collectStatsInputSchema, input);
   const rounds = input.roundsPerRun ?? 500;
   const maintainEvery = Math.max(1, Math.round(3600 / input.intervalSeconds));
   for (let i = 0; i < rounds; i++) {

@@ -18,6 +18,8 @@ import {
   type CreateTableProgress,
   type CreateTableResult,
 } from './messages.js';
+import { validInput } from './validate.js';
+import { createTableInputSchema } from '../src/inputs.js';
 
 type Activities = ReturnType<typeof createActivities>;
 
@@ -42,6 +44,7 @@ const compensation = proxyActivities<Activities>(COMPENSATION_ACTIVITY);
  * visible. If any node fails for good, what was created on the others and the catalog rows are removed.
  */
 export async function createDistributedTable(input: CreateTableInput): Promise<CreateTableResult> {
+  validInput(createTableInputSchema, input);
   const progress: CreateTableProgress = { phase: 'register', nodesDone: [], nodesFailed: [] };
   setHandler(createTableProgressQuery, () => progress);
   const enter = (phase: CreateTablePhase, details: string): void => {

@@ -4,6 +4,8 @@ import { rebalanceWorkflowId } from './describe.js';
 import type { createForecastingActivities } from '../activities/forecasting.js';
 import { batchSummary, runInBatches } from '../src/forecasting/runs.js';
 import type { ForecastingSummary, ForecastRunInput } from './messages.js';
+import { validInput } from './validate.js';
+import { forecastRunInputSchema } from '../src/inputs.js';
 
 type Activities = ReturnType<typeof createForecastingActivities>;
 
@@ -25,6 +27,7 @@ const { listForecastSeries, forecastBatch } = proxyActivities<Activities>(LIST);
  * rebalance run still going (its plan's actions wait for their start times) is left to finish.
  */
 export async function forecastLoad(input: ForecastRunInput): Promise<ForecastingSummary> {
+  validInput(forecastRunInputSchema, input);
   const issuedAt = new Date().toISOString(); // workflow time: a retried batch writes the same rows
   const series = await listForecastSeries.executeWithOptions({ ...LIST, summary: 'list series with a model' }, []);
   setCurrentDetails(`forecasting ${series.length} series in batches of ${input.batchSize}`);

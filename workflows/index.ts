@@ -6,3 +6,4 @@ export { forecastLoad } from './forecast.js';
 export { janitor } from './janitor.js';
 export { rebalance } from './rebalance.js';
 export { scaleOut } from './scale-out.js';
+export { dropDistributedTable } from './drop-table.js';

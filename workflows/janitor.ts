@@ -1,6 +1,8 @@
 import { proxyActivities, setCurrentDetails } from '@temporalio/workflow';
 import type { createJanitorActivities } from '../activities/janitor.js';
 import type { DoctorSummary } from '../src/movement/doctor.js';
+import { validInput } from './validate.js';
+import { janitorInputSchema } from '../src/inputs.js';
 
 type Activities = ReturnType<typeof createJanitorActivities>;
 
@@ -19,6 +21,7 @@ export interface JanitorInput {
 
 /** One run of the janitor (schedule shardcast-janitor): what movements left behind, found and, if asked, cleaned. */
 export async function janitor(input: JanitorInput): Promise<DoctorSummary> {
+  validInput(janitorInputSchema, input);
   setCurrentDetails(input.fix ? 'finding and cleaning movement leftovers' : 'counting movement leftovers');
   const summary = await checkLeftovers.executeWithOptions({ ...CHECK, summary: input.fix ? 'doctor --fix' : 'doctor' }, [input]);
   const left = Object.entries(summary.leftovers).filter(([, n]) => n > 0);

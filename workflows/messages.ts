@@ -309,3 +309,39 @@ export interface ScaleOutResult {
   node: string;
   outcome: string;
 }
+
+/** Input of dropDistributedTable (`shardcast tables drop`): the table, and the movements' approval policy. */
+export interface DropTableInput {
+  table: string;
+  approvalRequired: boolean;
+  /** Approval also for a table larger than this (bytes over all its shards) … */
+  approvalOverBytes?: number;
+  /** … or when the drop would happen in these UTC hours, [from, to). */
+  approvalHoursUtc?: [number, number];
+  approvalTimeoutSeconds?: number;
+  approvalTimeoutAction?: 'approve' | 'reject';
+}
+
+export interface DropTableResult {
+  table: string;
+  group: string;
+  /** The group's last table: its shards, schemas and the group went too. */
+  groupDropped: boolean;
+  shards: number;
+  nodes: string[];
+  bytes: number;
+  /** Shard schemas left on a node because they still held something else (not Shardcast's to drop). */
+  schemasLeft: string[];
+  mapVersion: number;
+}
+
+export type DropTablePhase = 'check' | 'approval' | 'drop-on-nodes' | 'unregister' | 'done' | 'rejected' | 'failed';
+
+export interface DropTableProgress {
+  phase: DropTablePhase;
+  approved: boolean;
+  approvalReason: string | null;
+  nodesDone: string[];
+}
+
+export const dropTableProgressQuery = defineQuery<DropTableProgress>('progress');

@@ -41,6 +41,8 @@ import {
   type MovementProgress,
   type ReverseMovement,
 } from './messages.js';
+import { validInput } from './validate.js';
+import { dropFencedCopyInputSchema, moveShardInputSchema } from '../src/inputs.js';
 
 type Activities = ReturnType<typeof createMovementActivities>;
 
@@ -153,6 +155,7 @@ function reverseOf(plan: MovementPlan): ReverseMovement {
  * the grace period.
  */
 export async function moveShard(input: MoveShardInput): Promise<MoveShardResult> {
+  validInput(moveShardInputSchema, input);
   const progress: MovementProgress = input.resume?.progress ?? {
     phase: 'prepare',
     paused: false,
@@ -458,6 +461,19 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
     }
   };
 
+  // A plan from continue-as-new is input too: checked against the catalog (the lease held by this
+  // workflow, nodes, placement, tables) before anything uses it; a refusal undoes nothing with it.
+  if (input.resume?.plan && patched('recheck-resumed-plan')) {
+    try {
+      await begin.checkResumedPlan.executeWithOptions({ ...BEGIN, summary: 'check the resumed plan against the catalog' }, [
+        input.resume.plan,
+        { workflowId: workflowInfo().workflowId, forward: input.resume.forward !== undefined },
+      ]);
+    } catch (err) {
+      const cause = causeOf(err);
+      throw ApplicationFailure.create({ type: cause.type ?? 'InvalidInputError', nonRetryable: true, message: cause.message, cause: err instanceof Error ? err : undefined });
+    }
+  }
   let plan: MovementPlan | undefined = input.resume?.plan;
   let cutOver = false;
   try {
@@ -618,6 +634,7 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
  * has completed.
  */
 export async function dropFencedCopy(input: DropFencedCopyInput): Promise<void> {
+  validInput(dropFencedCopyInputSchema, input);
   const nodes = [...new Set(input.copies.map((c) => c.node))].join(',');
   const progress: FencedCopyProgress = { dropAt: input.dropAt, reverse: input.reverse ? 'following' : 'off', reverseLagBytes: null, changesApplied: 0, dropped: false };
   setHandler(fencedCopyProgressQuery, () => progress);

@@ -29,6 +29,8 @@ import {
   type RebalanceResult,
   type ScaleOutResult,
 } from './messages.js';
+import { validInput } from './validate.js';
+import { rebalanceInputSchema } from '../src/inputs.js';
 
 type Activities = ReturnType<typeof createPlanningActivities>;
 
@@ -50,6 +52,7 @@ const { markPlanAction, setNodeLifecycle, shardsOnNode } = proxyActivities<Activ
  * Signals: pause (no further action starts; running movements go on), resume. Query: progress.
  */
 export async function rebalance(input: RebalanceInput): Promise<RebalanceResult> {
+  validInput(rebalanceInputSchema, input);
   let paused = false;
   let signalled = false;
   const progress: RebalanceProgress = { planId: null, paused, actions: [] };

@@ -2,6 +2,8 @@ import { proxyActivities, setCurrentDetails } from '@temporalio/workflow';
 import type { createForecastingActivities } from '../activities/forecasting.js';
 import { batchSummary, runInBatches } from '../src/forecasting/runs.js';
 import type { ForecastingSummary, RetrainInput } from './messages.js';
+import { validInput } from './validate.js';
+import { retrainInputSchema } from '../src/inputs.js';
 
 type Activities = ReturnType<typeof createForecastingActivities>;
 
@@ -23,6 +25,7 @@ const { listTrainingSeries, trainBatch } = proxyActivities<Activities>(LIST);
  * `parallelBatches` at once. A series that fails is counted, never fails the run.
  */
 export async function retrainModels(input: RetrainInput): Promise<ForecastingSummary> {
+  validInput(retrainInputSchema, input);
   const asOf = new Date().toISOString(); // workflow time: the same on replay and retries
   const series = await listTrainingSeries.executeWithOptions({ ...LIST, summary: `list series of the last ${input.trainingDays} days` }, [{ asOf, trainingDays: input.trainingDays }]);
   setCurrentDetails(`training ${series.length} series in batches of ${input.batchSize}`);

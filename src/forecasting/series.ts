@@ -2,7 +2,8 @@
  * From a CSV of `timestamp,value` rows to the clean, evenly spaced series the models expect
  * (types.ts). The rules, applied in this order by `cleanSeries`:
  *
- * - Non-finite values (`NaN`, `Infinity`, an empty cell) are dropped: they become gaps.
+ * - Missing values (an empty cell, `NaN`, `null`) are dropped: they become gaps. Values are plain
+ *   decimals: hex, exponents and infinities are refused when the file is read, with the line.
  * - Rows are sorted by time; of rows with the same timestamp the last one in the file wins (a later
  *   row is taken as a correction of an earlier one).
  * - The step is the median spacing of the remaining timestamps, rounded to whole seconds; it must
@@ -16,7 +17,7 @@
  *
  * Every rule that changed something leaves a line in `notes`.
  */
-import { readFile } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
 import { basename } from 'node:path';
 import { InvalidInputError, errorMessage } from '../errors.js';
 
@@ -52,7 +53,6 @@ export const SHORT_GAP_SECONDS = 3600;
 export const MAX_POINTS = 2_000_000;
 
 const ISO_8601 = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$/i;
-const NON_FINITE = new Set(['', 'nan', 'inf', '+inf', '-inf', 'infinity', '+infinity', '-infinity', 'null']);
 
 /** Milliseconds since the epoch of an ISO-8601 date-time (UTC when it has no offset), or undefined when it is not one or names no real date. */
 export function parseTimestamp(text: string): number | undefined {
@@ -72,51 +72,162 @@ export function parseTimestamp(text: string): number | undefined {
   return utc - sign * offsetMinutes * 60_000;
 }
 
-/** Strips one pair of surrounding double quotes. */
-function unquote(cell: string): string {
-  const t = cell.trim();
-  return t.length >= 2 && t.startsWith('"') && t.endsWith('"') ? t.slice(1, -1).trim() : t;
+/** A value cell that marks a missing observation (a gap), not a number. */
+const MISSING = new Set(['', 'nan', 'null']);
+/** Plain decimal notation only: no hex (0x10), exponent (1e3), separators or words (Infinity). */
+const DECIMAL = /^[+-]?(\d+(\.\d*)?|\.\d+)$/;
+
+/**
+ * RFC 4180 records, fed in chunks (a file is streamed, never read whole): fields separated by commas,
+ * a field in double quotes may hold commas, line breaks and doubled quotes (""). Spaces around a
+ * field, and around its quotes, are dropped. Each record comes with the line it starts on.
+ */
+class CsvRecords {
+  private field = '';
+  private fields: string[] = [];
+  private state: 'start' | 'plain' | 'quoted' | 'quote' | 'after' = 'start';
+  private line = 1;
+  private recordLine = 1;
+  private pendingCr = false;
+  private atStart = true;
+  constructor(private readonly onRecord: (fields: string[], line: number) => void) {}
+
+  feed(chunk: string): void {
+    if (this.atStart && chunk.length > 0) {
+      this.atStart = false;
+      if (chunk.startsWith('\uFEFF')) chunk = chunk.slice(1); // a byte order mark
+    }
+    for (let i = 0; i < chunk.length; i++) {
+      const c = chunk[i]!;
+      if (this.pendingCr) {
+        this.pendingCr = false;
+        if (c === '\n') continue; // CRLF: the CR already ended the record
+      }
+      if (this.state === 'quoted') {
+        if (c === '"') this.state = 'quote';
+        else {
+          this.field += c;
+          if (c === '\n' || (c === '\r' && chunk[i + 1] !== '\n')) this.line++;
+        }
+        continue;
+      }
+      if (this.state === 'quote') {
+        if (c === '"') {
+          this.field += '"';
+          this.state = 'quoted';
+          continue;
+        }
+        this.state = 'after';
+      }
+      if (c === ',') {
+        this.endField();
+      } else if (c === '\n' || c === '\r') {
+        this.endRecord();
+        this.pendingCr = c === '\r';
+        this.line++;
+        this.recordLine = this.line;
+      } else if (c === '"' && this.state === 'start') {
+        this.state = 'quoted';
+      } else if (this.state === 'after') {
+        if (c !== ' ' && c !== '\t') throw new InvalidInputError(`line ${this.line}: text after the closing quote of a field`);
+      } else if (c === '"') {
+        throw new InvalidInputError(`line ${this.line}: a quote inside an unquoted field (quote the whole field, doubling its quotes)`);
+      } else if (this.state === 'start' && (c === ' ' || c === '\t')) {
+        // leading space
+      } else {
+        this.state = 'plain';
+        this.field += c;
+      }
+    }
+  }
+
+  end(): void {
+    if (this.state === 'quoted') throw new InvalidInputError(`line ${this.recordLine}: a quoted field is not closed`);
+    if (this.fields.length > 0 || this.field !== '' || this.state !== 'start') this.endRecord();
+  }
+
+  private endField(): void {
+    this.fields.push(this.state === 'plain' ? this.field.trimEnd() : this.field);
+    this.field = '';
+    this.state = 'start';
+  }
+
+  private endRecord(): void {
+    const blank = this.fields.length === 0 && this.field === '' && this.state === 'start';
+    this.endField();
+    const fields = this.fields;
+    this.fields = [];
+    if (!blank) this.onRecord(fields, this.recordLine);
+  }
+}
+
+/** The observations of a `timestamp,value` CSV's records: the header first, then one row per record. */
+function observationReader(): { record: (fields: string[], line: number) => void; rows: Observation[] } {
+  const rows: Observation[] = [];
+  let header = true;
+  const record = (cells: string[], line: number) => {
+    if (header) {
+      header = false;
+      const names = cells.map((c, i) => (i === 0 ? c.replace(/^\uFEFF/, '') : c).trim().toLowerCase());
+      if (names.length !== 2 || names[0] !== 'timestamp' || names[1] !== 'value') {
+        throw new InvalidInputError(`line ${line}: expected the header "timestamp,value", got ${JSON.stringify(cells.join(','))}`);
+      }
+      return;
+    }
+    const where = `line ${line}`;
+    if (cells.length !== 2) throw new InvalidInputError(`${where}: expected 2 columns (timestamp,value), got ${cells.length}`);
+    const [stamp, raw] = cells.map((c) => c.trim()) as [string, string];
+    const time = parseTimestamp(stamp);
+    if (time === undefined) throw new InvalidInputError(`${where}: timestamp ${JSON.stringify(stamp)} is not ISO-8601`);
+    if (MISSING.has(raw.toLowerCase())) {
+      rows.push({ time, value: NaN });
+      return;
+    }
+    if (!DECIMAL.test(raw)) throw new InvalidInputError(`${where}: value ${JSON.stringify(raw)} is not a decimal number (digits, an optional sign and point; empty or NaN for a missing value)`);
+    const value = Number(raw);
+    if (!Number.isFinite(value)) throw new InvalidInputError(`${where}: value ${JSON.stringify(raw)} is too large`);
+    rows.push({ time, value });
+  };
+  return { record, rows };
 }
 
 /**
- * Rows of a `timestamp,value` CSV, in file order. The header is required; blank lines are skipped;
- * non-finite values (NaN, Infinity, empty) come back as NaN. A bad row fails with its line number.
+ * Rows of a `timestamp,value` CSV (RFC 4180: quoted fields allowed), in file order. The header is
+ * required; blank lines are skipped; an empty, NaN or null value is a missing observation (NaN). A
+ * value must be a plain decimal number: `0x10`, `1e3` and `Infinity` are refused. A bad row fails
+ * with its line number.
  */
 export function parseCsv(text: string): Observation[] {
-  const lines = text.split(/\r?\n/);
-  const header = lines[0]?.replace(/^\uFEFF/, '').split(',').map((c) => unquote(c).toLowerCase());
-  if (!header || header.length !== 2 || header[0] !== 'timestamp' || header[1] !== 'value') {
-    throw new InvalidInputError(`line 1: expected the header "timestamp,value", got ${JSON.stringify(lines[0] ?? '')}`);
-  }
-  const rows: Observation[] = [];
-  lines.slice(1).forEach((line, i) => {
-    if (line.trim() === '') return;
-    const where = `line ${i + 2}`;
-    const cells = line.split(',').map(unquote);
-    if (cells.length !== 2) throw new InvalidInputError(`${where}: expected 2 columns (timestamp,value), got ${cells.length}`);
-    const [stamp, raw] = cells as [string, string];
-    const time = parseTimestamp(stamp);
-    if (time === undefined) throw new InvalidInputError(`${where}: timestamp ${JSON.stringify(stamp)} is not ISO-8601`);
-    const value = NON_FINITE.has(raw.toLowerCase()) ? NaN : Number(raw);
-    if (Number.isNaN(value) && !NON_FINITE.has(raw.toLowerCase())) throw new InvalidInputError(`${where}: value ${JSON.stringify(raw)} is not a number`);
-    rows.push({ time, value: Number.isFinite(value) ? value : NaN });
-  });
-  return rows;
+  const reader = observationReader();
+  const records = new CsvRecords(reader.record);
+  records.feed(text);
+  records.end();
+  if (text.trim() === '') throw new InvalidInputError('line 1: expected the header "timestamp,value", got ""');
+  return reader.rows;
 }
 
-/** Reads and parses a CSV file; errors name the file. */
+/** Reads and parses a CSV file as a stream (never the whole text in memory at once); errors name the file. */
 export async function readSeriesCsv(file: string): Promise<{ name: string; rows: Observation[] }> {
-  let text: string;
+  const reader = observationReader();
+  const records = new CsvRecords(reader.record);
+  let seen = false;
   try {
-    text = await readFile(file, 'utf8');
+    const stream = createReadStream(file, { encoding: 'utf8', highWaterMark: 64 * 1024 });
+    try {
+      for await (const chunk of stream as AsyncIterable<string>) {
+        seen ||= chunk.trim() !== '';
+        records.feed(chunk);
+      }
+      records.end();
+    } finally {
+      stream.destroy();
+    }
+    if (!seen) throw new InvalidInputError('line 1: expected the header "timestamp,value", got ""');
   } catch (err) {
+    if (err instanceof InvalidInputError) throw new InvalidInputError(`${file}: ${err.message}`, { cause: err });
     throw new InvalidInputError(`cannot read ${file}: ${errorMessage(err)}`, { cause: err });
   }
-  try {
-    return { name: basename(file), rows: parseCsv(text) };
-  } catch (err) {
-    throw new InvalidInputError(`${file}: ${errorMessage(err)}`, { cause: err });
-  }
+  return { name: basename(file), rows: reader.rows };
 }
 
 /** Sorted by time, one row per timestamp (the last in file order wins), finite values only. */

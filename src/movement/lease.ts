@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { ShardcastError } from '../errors.js';
+import { InvalidInputError, ShardcastError } from '../errors.js';
 import { movementNames } from './replication.js';
 
 export type MovementOperation = 'move' | 'split' | 'merge';
@@ -61,6 +61,13 @@ export async function acquireMovementLease(pool: pg.Pool, lease: MovementLease, 
       await client.query('commit');
       return;
     }
+    // The group's row lock serialises this lease with a table drop (src/catalog/drop-table.ts): a group being dropped is not moved.
+    await client.query('select id from shardcast.colocation_groups where id in (select group_id from shardcast.shards where id = any($1::bigint[])) order by id for update', [shardIds]);
+    const dropping = await client.query<{ name: string }>(
+      `select t.name from shardcast.distributed_tables t where t.state = 'dropping' and t.group_id in (select group_id from shardcast.shards where id = any($1::bigint[]))`,
+      [shardIds],
+    );
+    if (dropping.rows[0]) throw new InvalidInputError(`table "${dropping.rows[0].name}" is being dropped: its shards are not moved`);
     // Every shard's node row is locked above, so no other lease of these shards can slip in meanwhile.
     const holder = await client.query<{ id: string; shard_id: number }>(
       `select id, s::int as shard_id from shardcast.movements m, unnest(array_prepend(m.shard_id, m.other_shard_ids)) s

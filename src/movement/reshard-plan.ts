@@ -1,6 +1,6 @@
 import type { Queryable, NodeRecord } from '../catalog/nodes.js';
 import { getNode, getNodeByName } from '../catalog/nodes.js';
-import { compareKeys, hashKey, keyToText, normalizeKey, sqlHashFunction, type KeyType } from '../catalog/keys.js';
+import { compareKeys, hashKey, KEY_TYPES, keyToText, normalizeKey, sqlHashFunction, type KeyType } from '../catalog/keys.js';
 import type { ShardMethod } from '../catalog/tables.js';
 import { InvalidInputError, NotFoundError } from '../errors.js';
 import { quoteIdent, quoteLiteral, shardSchemaName } from '../sql/ident.js';
@@ -234,10 +234,19 @@ export async function checkMerge(catalog: Queryable, request: Omit<MergeRequest,
 
 /** SQL that is true for rows of `range` (the key column given by name). */
 export function rangePredicate(keyType: KeyType, keyColumn: string, range: ShardRange): string {
+  if (!KEY_TYPES.includes(keyType)) throw new InvalidInputError(`key type ${JSON.stringify(keyType)} is not one Shardcast shards by`);
   const key = quoteIdent(keyColumn);
-  if ('hashMin' in range) return `${sqlHashFunction(keyType)}(${key}, 0) between ${range.hashMin} and ${range.hashMax}`;
+  // Hash bounds are numbers in the text: through BigInt, so that nothing but an integer reaches the SQL.
+  if ('hashMin' in range) return `${sqlHashFunction(keyType)}(${key}, 0) between ${int64(range.hashMin)} and ${int64(range.hashMax)}`;
   const collate = keyType === 'text' ? ' collate "C"' : '';
   return `${key}${collate} >= ${quoteLiteral(range.rangeMin)}::${keyType} and ${key}${collate} < ${quoteLiteral(range.rangeMax)}::${keyType}`;
+}
+
+function int64(text: string): string {
+  if (!/^-?\d{1,19}$/.test(text)) throw new InvalidInputError(`hash bound ${JSON.stringify(text)} is not an integer`);
+  const n = BigInt(text);
+  if (n < -(2n ** 63n) || n >= 2n ** 63n) throw new InvalidInputError(`hash bound ${text} is outside the 64-bit range`);
+  return n.toString();
 }
 
 /** Which of the targets holds a row with this key (its text form, as logical replication sends it). */

@@ -32,15 +32,40 @@ describe('parseCsv', () => {
     ]);
   });
 
-  it('reads NaN, Infinity and empty values as missing (NaN)', () => {
-    const rows = parseCsv('timestamp,value\n2024-01-01T00:00:00Z,NaN\n2024-01-01T01:00:00Z,\n2024-01-01T02:00:00Z,-Infinity\n');
-    expect(rows.map((r) => r.value)).toEqual([NaN, NaN, NaN]);
+  it('reads NaN, null and empty values as missing (NaN)', () => {
+    const rows = parseCsv('timestamp,value\n2024-01-01T00:00:00Z,NaN\n2024-01-01T01:00:00Z,\n2024-01-01T02:00:00Z,null\n2024-01-01T03:00:00Z,""\n');
+    expect(rows.map((r) => r.value)).toEqual([NaN, NaN, NaN, NaN]);
+  });
+
+  it('accepts plain decimals only: hex, exponents, infinities and separators are refused with the line', () => {
+    const body = (value: string) => `timestamp,value\n2024-01-01T00:00:00Z,1\n2024-01-01T01:00:00Z,${value}\n`;
+    expect(parseCsv(body('-0.5')).map((r) => r.value)).toEqual([1, -0.5]);
+    expect(parseCsv(body('+.25')).map((r) => r.value)).toEqual([1, 0.25]);
+    expect(parseCsv(body('7.')).map((r) => r.value)).toEqual([1, 7]);
+    for (const bad of ['0x10', '1e3', '1E-2', 'Infinity', '-Infinity', 'inf', '1_000', '0b1', '0o7', '1.2.3', '- 1', '.']) {
+      expect(() => parseCsv(body(bad)), bad).toThrow(`line 3: value ${JSON.stringify(bad)} is not a decimal number`);
+    }
+    expect(() => parseCsv(body('9'.repeat(400)))).toThrow(/^line 3: value "9+" is too large$/);
+  });
+
+  it('reads RFC 4180 quoted fields: commas, doubled quotes and line breaks inside quotes; lines counted right', () => {
+    const text = 'timestamp,value\r\n"2024-01-01T00:00:00Z","1"\r\n"2024-01-01T01:00:00Z" , " 2 "\n';
+    expect(parseCsv(text).map((r) => r.value)).toEqual([1, 2]);
+    // A quoted value spanning lines: the error names the line the record starts on, and later lines stay right.
+    expect(() => parseCsv('timestamp,value\n"2024-01-01T00:00:00Z","1\n2"\n')).toThrow('line 2: value "1\\n2" is not a decimal number');
+    expect(() => parseCsv('timestamp,value\n"2024-01-01T00:00:00Z","1\r\n"\n2024-01-01T01:00:00Z,x\n')).toThrow('line 4: value "x" is not a decimal number');
+    expect(() => parseCsv('timestamp,value\n"2024-01-01T00:00:00Z","a,b"\n')).toThrow('line 2: value "a,b" is not a decimal number');
+    expect(() => parseCsv('timestamp,value\n2024-01-01T00:00:00Z,"1"\n\n2024-01-01T01:00:00Z,"say ""hi"""\n')).toThrow('line 4: value "say \\"hi\\"" is not a decimal number');
+    expect(() => parseCsv('timestamp,value\n2024-01-01T00:00:00Z,"1\n')).toThrow('line 2: a quoted field is not closed');
+    expect(() => parseCsv('timestamp,value\n2024-01-01T00:00:00Z,"1"x\n')).toThrow('line 2: text after the closing quote of a field');
+    expect(() => parseCsv('timestamp,value\n2024-01-01T00:00:00Z,1"\n')).toThrow('line 2: a quote inside an unquoted field');
+    expect(() => parseCsv('timestamp,value\n"2024-01-01T00:00:00Z",1,"a,b"\n')).toThrow('line 2: expected 2 columns (timestamp,value), got 3');
   });
 
   it('names the line of a bad row', () => {
     const body = (row: string) => `timestamp,value\n2024-01-01T00:00:00Z,1\n${row}\n`;
     expect(() => parseCsv(body('x,3'))).toThrow('line 3: timestamp "x" is not ISO-8601');
-    expect(() => parseCsv(body('2024-01-01T01:00:00Z,abc'))).toThrow('line 3: value "abc" is not a number');
+    expect(() => parseCsv(body('2024-01-01T01:00:00Z,abc'))).toThrow('line 3: value "abc" is not a decimal number');
     expect(() => parseCsv(body('2024-01-01T01:00:00Z,1,2'))).toThrow('line 3: expected 2 columns (timestamp,value), got 3');
     expect(() => parseCsv(body('2024-02-30T01:00:00Z,1'))).toThrow(InvalidInputError);
   });
@@ -58,6 +83,21 @@ describe('parseCsv', () => {
     await expect(readSeriesCsv(join(dir, 'ok.csv'))).resolves.toMatchObject({ name: 'ok.csv', rows: rowsOf([1, 2, 3]) });
     await expect(readSeriesCsv(join(dir, 'bad.csv'))).rejects.toThrow(/bad\.csv: line 2: timestamp "yesterday" is not ISO-8601/);
     await expect(readSeriesCsv(join(dir, 'missing.csv'))).rejects.toThrow(/cannot read .*missing\.csv/);
+  });
+
+  it('streams a large file in chunks: records split across chunk edges, the line of a bad value deep in it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'shardcast-series-'));
+    const n = 60_000; // ~2.5 MB: dozens of 64 KiB chunks, with quoted fields and CRLF split at their edges
+    const lines = ['timestamp,value'];
+    for (let i = 0; i < n; i++) lines.push(`"${new Date(T0 + i * 60_000).toISOString()}",${i % 7 === 0 ? `"${i}.5"` : i}`);
+    writeFileSync(join(dir, 'big.csv'), lines.join('\r\n') + '\r\n');
+    const { rows } = await readSeriesCsv(join(dir, 'big.csv'));
+    expect(rows).toHaveLength(n);
+    expect(rows[n - 1]).toEqual({ time: T0 + (n - 1) * 60_000, value: n - 1 });
+    expect(rows[7]!.value).toBe(7.5);
+    lines[50_001] = `${new Date(T0).toISOString()},1e3`;
+    writeFileSync(join(dir, 'big-bad.csv'), lines.join('\n'));
+    await expect(readSeriesCsv(join(dir, 'big-bad.csv'))).rejects.toThrow(/big-bad\.csv: line 50002: value "1e3" is not a decimal number/);
   });
 });
 
