@@ -26,6 +26,7 @@ import { guardPool, NodePools } from '../src/catalog/node-pools.js';
 import { workflowStateOf } from '../client/doctor.js';
 import { listenAddress, nonNegativeInt, positiveInt, positiveNumber } from './args.js';
 import { printDoctorReport } from './doctor.js';
+import { registerBackupCommands } from './backup.js';
 import { registerForecastCommands } from './forecast.js';
 import { precheckMove } from '../src/movement/plan.js';
 import { nodeOutlook, registerPlanCommands } from './plan.js';
@@ -557,6 +558,7 @@ function waitForSignal(): Promise<NodeJS.Signals> {
   });
 }
 
+registerBackupCommands(program);
 registerForecastCommands(program);
 registerPlanCommands(program, nodes);
 registerSecurityCommands(program);
