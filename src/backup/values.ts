@@ -159,16 +159,17 @@ export function formatDate(days: number): string {
   return bc ? `${date} BC` : date;
 }
 
-const TIME = /^ (\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?(\+00)?$/;
+const TIME = /^ (\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?(?:([+-])(\d\d)(?::(\d\d))?(?::(\d\d))?)?$/;
 
-/** Microseconds since 1970-01-01 00:00 (UTC for timestamptz, whose canonical output is in UTC). */
+/** Microseconds since 1970-01-01 00:00 (UTC for timestamptz: its canonical output is in UTC; another offset, as pg_dump's may be, is converted). */
 export function parseTimestamp(text: string, withZone: boolean): bigint {
   if (text === 'infinity') return INT64_MAX;
   if (text === '-infinity') return INT64_MIN;
   const { days, rest } = parseDatePart(text);
   const t = TIME.exec(rest);
-  if (!t || (t[5] !== undefined) !== withZone) throw new ValueError(`not a ${withZone ? 'timestamptz in UTC' : 'timestamp'}: ${JSON.stringify(text)}`);
-  const micros = ((Number(t[1]) * 60 + Number(t[2])) * 60 + Number(t[3])) * 1_000_000 + Number((t[4] ?? '').padEnd(6, '0'));
+  if (!t || (t[5] !== undefined) !== withZone) throw new ValueError(`not a ${withZone ? 'timestamptz' : 'timestamp'}: ${JSON.stringify(text)}`);
+  const offset = t[5] ? (t[5] === '-' ? -1 : 1) * ((Number(t[6]) * 60 + Number(t[7] ?? 0)) * 60 + Number(t[8] ?? 0)) : 0;
+  const micros = ((Number(t[1]) * 60 + Number(t[2])) * 60 + Number(t[3]) - offset) * 1_000_000 + Number((t[4] ?? '').padEnd(6, '0'));
   const value = BigInt(days) * MICROS_PER_DAY + BigInt(micros);
   if (value >= INT64_MAX || value <= INT64_MIN) throw new ValueError(`timestamp ${text} is beyond what 64-bit microseconds since 1970 hold`);
   return value;
