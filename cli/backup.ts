@@ -9,6 +9,11 @@ import { redactDsn } from '../src/catalog/nodes.js';
 import { exportBackup, plainTable, shardcastTables, type TableToExport } from '../src/backup/export.js';
 import type { Manifest } from '../src/backup/manifest.js';
 import { InvalidInputError } from '../src/errors.js';
+import { readFile } from 'node:fs/promises';
+import { proposeLayout, type Proposal, type ProposalNode } from '../src/restore/proposal.js';
+import { analyzeQueries, readQueryLog } from '../src/restore/query-log.js';
+import { openRestoreSource } from '../src/restore/source.js';
+import { parseWorkload } from '../src/restore/workload.js';
 import { positiveInt } from './args.js';
 import { withCatalog } from './forecast.js';
 import { configOf } from './program-config.js';
@@ -30,7 +35,65 @@ function summary(manifest: Manifest, dir: string, seconds: number): void {
   console.log(`backup written to ${dir} in ${seconds.toFixed(1)} s; ${manifest.tables.length} table(s), manifest.json last`);
 }
 
+interface RestoreOptions {
+  dryRun?: boolean;
+  workload?: string;
+  queryLog?: string;
+  table?: string;
+  nodes?: string;
+  json?: boolean;
+}
+
+async function readInput(file: string, what: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (err) {
+    throw new InvalidInputError(`${what} ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : String(err)}`);
+  }
+}
+
+function printProposal(p: Proposal): void {
+  console.log(`${p.table}: ${p.method} on ${p.keyColumn}, ${p.shardCount} shard(s)`);
+  for (const r of p.reasons) console.log(`  ${r}`);
+  for (const s of p.shards) console.log(`  shard ${s.index + 1} on ${s.node}${s.range ? `  [${s.range[0]}, ${s.range[1]})` : ''}`);
+}
+
 export function registerBackupCommands(program: Command): void {
+  program
+    .command('restore')
+    .description('propose the layout to restore a backup into (shard key, hash or range, shard count, placement), from the expected workload')
+    .argument('<backup>', 'backup directory or http(s):// URL, or a pg_dump -Fd directory')
+    .option('--dry-run', 'print the proposal and stop')
+    .option('--workload <file>', 'workload description (JSON or YAML): predicted_peak_qps, predicted_data_volume, data_retention_policy, rebalance_threshold, growth_per_month')
+    .option('--query-log <file>', 'pg_stat_statements export (CSV with a header, or JSON) with query and calls')
+    .option('--table <name>', 'only this table of the backup')
+    .option('--nodes <names>', 'nodes to place shards on, comma-separated (default: the catalog\'s active nodes)')
+    .option('--json', 'the proposals as JSON')
+    .action(async (location: string, opts: RestoreOptions) => {
+      if (!opts.dryRun) throw new InvalidInputError('only `shardcast restore --dry-run` exists yet: the restore workflow (shard creation, parallel import, verify) is not built');
+      const workload = opts.workload ? parseWorkload(await readInput(opts.workload, '--workload'), opts.workload) : null;
+      const log = opts.queryLog ? readQueryLog(await readInput(opts.queryLog, '--query-log'), opts.queryLog) : null;
+      const source = await openRestoreSource(location);
+      const tables = opts.table ? source.tables.filter((t) => t.name === opts.table) : source.tables;
+      if (tables.length === 0) throw new InvalidInputError(`${location}: no table "${opts.table}" in the backup`);
+      let nodes: ProposalNode[];
+      if (opts.nodes) nodes = opts.nodes.split(',').map((n) => ({ name: n.trim(), capacity: 1 })).filter((n) => n.name);
+      else {
+        nodes = await withCatalog(configOf(program), async (catalog) =>
+          (await catalog.query<{ name: string; capacity: number | null }>(`select name, capacity from shardcast.nodes where state = 'active' order by name`)).rows.map((r) => ({ name: r.name, capacity: r.capacity ?? 1 })),
+        );
+      }
+      if (nodes.length === 0) throw new InvalidInputError('no node to place shards on: give --nodes or add nodes to the catalog');
+      const proposals: Proposal[] = [];
+      for (const t of tables) {
+        const analysis = log ? await analyzeQueries(log, t.name, t.columns.map((c) => c.name)) : null;
+        proposals.push(proposeLayout(t, { analysis, workload, nodes, bytes: source.bytes(t.name) }));
+      }
+      if (opts.json) console.log(JSON.stringify(proposals, null, 2));
+      else proposals.forEach(printProposal);
+    });
+
+
   program
     .command('backup')
     .description('export a table (or a colocation group) to a directory of Arrow IPC files and manifest.json, every shard in parallel')
