@@ -169,12 +169,13 @@ export async function analyzeQueries(queries: LoggedQuery[], table: string, colu
         const right = columnOf(n.rexpr, ours);
         const column = left && known.has(left) ? left : right && known.has(right) ? right : null;
         if (!column) continue;
+        const exprKind = (n.kind as string | undefined) ?? 'AEXPR_OP';
         const otherSideColumn = (n.lexpr as Node | undefined)?.ColumnRef !== undefined && (n.rexpr as Node | undefined)?.ColumnRef !== undefined;
         if (otherSideColumn && op === '=') {
           // Column = column: a join key (each side that is one of the table's columns).
           for (const c of [left, right]) if (c && known.has(c)) count(c, 'join');
-        } else if (n.kind === 'AEXPR_IN' || (n.kind === 'AEXPR_OP' && op === '=')) count(column, 'equality');
-        else if (n.kind === 'AEXPR_BETWEEN' || n.kind === 'AEXPR_NOT_BETWEEN' || (n.kind === 'AEXPR_OP' && RANGE_OPS.has(op))) count(column, 'range');
+        } else if (exprKind === 'AEXPR_IN' || (exprKind === 'AEXPR_OP' && op === '=')) count(column, 'equality');
+        else if (exprKind === 'AEXPR_BETWEEN' || exprKind === 'AEXPR_NOT_BETWEEN' || (exprKind === 'AEXPR_OP' && RANGE_OPS.has(op))) count(column, 'range');
       }
     }
   }
