@@ -85,7 +85,8 @@ function compareText(kind: ValueKind, a: string, b: string): number {
 /** n ranges of (about) equal rows from the 101 quantiles; the last open to the horizon's growth. */
 function rangeBounds(kind: ValueKind, stats: KeyStats, n: number, factor: number): string[] {
   const q = stats.quantiles;
-  const bounds = [q[0]!];
+  // The exact minimum, not the sample's: no row may fall below the first range.
+  const bounds = [stats.min!];
   for (let i = 1; i < n; i++) {
     const b = q[Math.round((i * (q.length - 1)) / n)]!;
     if (compareText(kind, b, bounds.at(-1)!) > 0) bounds.push(b);

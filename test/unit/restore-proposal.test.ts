@@ -92,6 +92,9 @@ describe('shard proposal', () => {
     expect(p).toMatchObject({ keyColumn: 'created_at', method: 'range' });
     expect(p.rangeBounds).toHaveLength(p.shardCount + 1);
     expect(p.rangeBounds![0]).toBe('2024-01-01 00:00:00+00');
+    // The first bound is the exact minimum even when the sample missed it.
+    const sampled = { ...events, keyStats: events.keyStats.map((s) => (s.column === 'created_at' ? { ...s, min: '2023-12-31 23:59:59+00' } : s)) };
+    expect(proposeLayout(sampled, { analysis, workload, nodes, bytes: 100e9 }).rangeBounds![0]).toBe('2023-12-31 23:59:59+00');
     // Even in rows: each range spans about the same number of quantiles (days here).
     const spans = p.rangeBounds!.slice(0, -1).map((b, i) => (Date.parse(p.rangeBounds![i + 1]!.replace(' ', 'T').replace('+00', 'Z')) - Date.parse(b.replace(' ', 'T').replace('+00', 'Z'))) / 86_400_000);
     const inner = spans.slice(0, -1);
