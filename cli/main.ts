@@ -5,6 +5,7 @@
  * `--help` and the catalog-only commands start at once (see bench/cli.ts).
  */
 import { Command, CommanderError } from 'commander';
+import { registerBackupCommands } from './backup.js';
 import { registerDoctorCommands } from './doctor.js';
 import { registerForecastCommands } from './forecast.js';
 import { registerMovementCommands } from './movements.js';
@@ -43,6 +44,7 @@ registerForecastCommands(program);
 registerPlanCommands(program);
 registerSecurityCommands(program);
 registerSimulateCommands(program);
+registerBackupCommands(program);
 
 async function main(argv: string[]): Promise<number> {
   try {

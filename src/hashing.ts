@@ -11,8 +11,19 @@ function rot(x: number, k: number): number {
   return (x << k) | (x >>> (32 - k));
 }
 
+/** The two 32-bit halves of a 64-bit hash: high (signed) and low (unsigned); the value is hi × 2^32 + lo. */
+export interface HashParts {
+  hi: number;
+  lo: number;
+}
+
 /** lookup3 final(): mixes a, b, c and returns the 64-bit result (b << 32 | c) as signed bigint. */
 function finalMix(a: number, b: number, c: number): bigint {
+  const { hi, lo } = finalMixParts(a, b, c);
+  return BigInt.asIntN(64, (BigInt(hi >>> 0) << 32n) | BigInt(lo));
+}
+
+function finalMixParts(a: number, b: number, c: number): HashParts {
   c ^= b; c = (c - rot(b, 14)) | 0;
   a ^= c; a = (a - rot(c, 11)) | 0;
   b ^= a; b = (b - rot(a, 25)) | 0;
@@ -20,7 +31,7 @@ function finalMix(a: number, b: number, c: number): bigint {
   a ^= c; a = (a - rot(c, 4)) | 0;
   b ^= a; b = (b - rot(a, 14)) | 0;
   c ^= b; c = (c - rot(b, 24)) | 0;
-  return BigInt.asIntN(64, (BigInt(b >>> 0) << 32n) | BigInt(c >>> 0));
+  return { hi: b | 0, lo: c >>> 0 };
 }
 
 /** hash_bytes_uint32_extended(k, 0). */
@@ -35,7 +46,13 @@ function readWord(bytes: Uint8Array, at: number): number {
 
 /** hash_bytes_extended(bytes, len, 0). */
 export function hashBytesExtended(bytes: Uint8Array): bigint {
-  let len = bytes.length;
+  const { hi, lo } = hashBytesExtendedParts(bytes);
+  return BigInt.asIntN(64, (BigInt(hi >>> 0) << 32n) | BigInt(lo));
+}
+
+/** hash_bytes_extended(bytes[0, length), 0) as its two halves: no bigint, for sums over many rows. */
+export function hashBytesExtendedParts(bytes: Uint8Array, length = bytes.length): HashParts {
+  let len = length;
   let a = (GOLDEN + len + 3923095) | 0;
   let b = a;
   let c = a;
@@ -74,7 +91,7 @@ export function hashBytesExtended(bytes: Uint8Array): bigint {
     if (len >= 2) a = (a + (byte(1) << 8)) | 0;
     if (len >= 1) a = (a + byte(0)) | 0;
   }
-  return finalMix(a, b, c);
+  return finalMixParts(a, b, c);
 }
 
 const INT64_MIN = -(2n ** 63n);

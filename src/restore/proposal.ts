@@ -1,0 +1,176 @@
+/**
+ * The shard proposal engine: from a backup's table (its columns and key statistics), the query
+ * analysis and the workload description, the layout to restore into — the shard key, hash or range
+ * (with range bounds from the key's quantiles), the number of shards and the node of each shard —
+ * each choice with its reason. Pure: no database, no clock.
+ */
+import type { KeyStats } from '../backup/stats.js';
+import type { ManifestTable } from '../backup/manifest.js';
+import type { ValueKind } from '../backup/values.js';
+import type { QueryAnalysis } from './query-log.js';
+import type { Workload } from './workload.js';
+
+export interface ProposalSettings {
+  /** Peak queries per second one shard should serve. */
+  shardQps: number;
+  /** Bytes one shard should hold. */
+  shardBytes: number;
+}
+
+export const DEFAULT_PROPOSAL_SETTINGS: ProposalSettings = { shardQps: 1000, shardBytes: 64 * 1024 ** 3 };
+
+export interface ProposalNode {
+  name: string;
+  /** Relative capacity (the catalog's node capacity; 1 when unknown). */
+  capacity: number;
+}
+
+export interface ShardProposal {
+  index: number;
+  node: string;
+  /** Range method: [min, max) of the key, as text; null bounds for hash. */
+  range: [string, string] | null;
+}
+
+export interface Proposal {
+  table: string;
+  keyColumn: string;
+  method: 'hash' | 'range';
+  shardCount: number;
+  /** Range method: b0 < b1 < … < bn. */
+  rangeBounds: string[] | null;
+  shards: ShardProposal[];
+  reasons: string[];
+}
+
+const RANGE_KINDS: readonly ValueKind[] = ['int16', 'int32', 'int64', 'date', 'timestamp', 'timestamptz'];
+const TIME_KINDS: readonly ValueKind[] = ['date', 'timestamp', 'timestamptz'];
+
+interface Candidate {
+  column: string;
+  kind: ValueKind;
+  stats: KeyStats | undefined;
+  equality: number;
+  range: number;
+  join: number;
+}
+
+/** Months of growth a range needs room for past the backup's last key, as a time span of the data itself. */
+function extendTime(max: string, min: string, factor: number): string {
+  const t = (s: string) => Date.parse(s.replace(' ', 'T').replace(/\+00$/, 'Z'));
+  const hi = t(max);
+  const lo = t(min);
+  if (!Number.isFinite(hi) || !Number.isFinite(lo)) return max;
+  const end = new Date(hi + Math.max(86_400_000, (hi - lo) * Math.max(factor - 1, 0.25)));
+  const iso = end.toISOString().replace('T', ' ').replace(/\.\d+Z$/, '');
+  return max.endsWith('+00') ? `${iso}+00` : max.length === 10 ? iso.slice(0, 10) : iso;
+}
+
+/** The exclusive upper bound above the key's maximum, with room for the horizon's growth. */
+function upperBound(kind: ValueKind, stats: KeyStats, factor: number): string {
+  if (TIME_KINDS.includes(kind)) return extendTime(stats.max!, stats.min!, factor);
+  const hi = BigInt(stats.max!);
+  const lo = BigInt(stats.min!);
+  const room = ((hi - lo) * BigInt(Math.round(Math.max(factor - 1, 0.25) * 1000))) / 1000n;
+  return (hi + (room > 0n ? room : 1n)).toString();
+}
+
+function compareText(kind: ValueKind, a: string, b: string): number {
+  if (TIME_KINDS.includes(kind)) return a < b ? -1 : a > b ? 1 : 0;
+  const x = BigInt(a);
+  const y = BigInt(b);
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/** n ranges of (about) equal rows from the 101 quantiles; the last open to the horizon's growth. */
+function rangeBounds(kind: ValueKind, stats: KeyStats, n: number, factor: number): string[] {
+  const q = stats.quantiles;
+  // The exact minimum, not the sample's: no row may fall below the first range.
+  const bounds = [stats.min!];
+  for (let i = 1; i < n; i++) {
+    const b = q[Math.round((i * (q.length - 1)) / n)]!;
+    if (compareText(kind, b, bounds.at(-1)!) > 0) bounds.push(b);
+  }
+  bounds.push(upperBound(kind, stats, factor));
+  return bounds;
+}
+
+/** Shards to nodes: each to the node with the least shards per unit of capacity (ties: the order given). */
+function place(count: number, nodes: readonly ProposalNode[]): string[] {
+  const held = new Map(nodes.map((n) => [n.name, 0]));
+  const out: string[] = [];
+  for (let i = 0; i < count; i++) {
+    let best = nodes[0]!;
+    for (const n of nodes) if (held.get(n.name)! / n.capacity < held.get(best.name)! / best.capacity) best = n;
+    held.set(best.name, held.get(best.name)! + 1);
+    out.push(best.name);
+  }
+  return out;
+}
+
+export function proposeLayout(
+  table: ManifestTable,
+  inputs: { analysis?: QueryAnalysis | null; workload?: Workload | null; nodes: readonly ProposalNode[]; settings?: ProposalSettings; bytes?: number },
+): Proposal {
+  const settings = inputs.settings ?? DEFAULT_PROPOSAL_SETTINGS;
+  const { analysis, workload, nodes } = inputs;
+  if (nodes.length === 0) throw new Error('no node to place shards on');
+  const reasons: string[] = [];
+  const stats = new Map(table.keyStats.map((s) => [s.column, s]));
+
+  // The key: the candidate column the workload filters on most; equality favours hash, range a range key.
+  const candidates: Candidate[] = table.columns
+    .filter((c) => stats.has(c.name))
+    .map((c) => ({ column: c.name, kind: c.arrow, stats: stats.get(c.name), equality: analysis?.columns[c.name]?.equality ?? 0, range: analysis?.columns[c.name]?.range ?? 0, join: analysis?.columns[c.name]?.join ?? 0 }));
+  const score = (c: Candidate) => c.equality + (RANGE_KINDS.includes(c.kind) ? c.range : 0) + c.join / 2;
+  let key = [...candidates].sort((a, b) => score(b) - score(a))[0];
+  if (!key || score(key) === 0) {
+    const pk = candidates.find((c) => c.column === table.primaryKey[0]) ?? candidates[0];
+    if (!pk) throw new Error(`table ${table.name} has no column that can be a shard key`);
+    key = pk;
+    reasons.push(`key ${key.column}: ${analysis ? 'no query filters on a key candidate' : 'no query log'}, so the ${table.primaryKey[0] === key.column ? 'primary key' : 'first candidate column'}`);
+  } else {
+    const share = analysis!.calls ? Math.round((score(key) / analysis!.calls) * 100) : 0;
+    reasons.push(`key ${key.column}: filtered in ${share}% of the ${analysis!.calls} calls on ${table.name} (equality ${key.equality}, range ${key.range}, join ${key.join})`);
+  }
+  const method: 'hash' | 'range' = RANGE_KINDS.includes(key.kind) && key.range > key.equality && key.stats !== undefined && key.stats.quantiles.length > 1 ? 'range' : 'hash';
+  reasons.push(
+    method === 'range'
+      ? `range: range predicates on ${key.column} (${key.range} calls) outnumber equality (${key.equality}): a range query then reads the few shards that hold its range`
+      : `hash: ${key.equality >= key.range ? `equality lookups on ${key.column} (${key.equality} calls) go to one shard each` : `${key.column} cannot be range-sharded`}, and hashing spreads the keys evenly`,
+  );
+  const top = key.stats?.heavyHitters[0];
+  if (method === 'hash' && top && top.frequency > 0.2) reasons.push(`note: ${key.column} = ${top.value} holds ${Math.round(top.frequency * 100)}% of the rows; its shard will be that much larger`);
+
+  // How many shards: the peak load and the data at the end of the horizon, each shard within its share.
+  const factor = workload ? (1 + workload.growthPerMonth) ** workload.horizonMonths : 1;
+  const volume = Math.max(workload?.predictedDataVolume ?? 0, inputs.bytes ?? 0);
+  const byQps = workload ? Math.ceil((workload.predictedPeakQps * factor) / settings.shardQps) : 1;
+  const byBytes = Math.ceil((volume * factor) / settings.shardBytes);
+  let count = Math.max(1, byQps, byBytes, nodes.length);
+  if (workload) reasons.push(`load: ${workload.predictedPeakQps} qps at peak × ${factor.toFixed(2)} growth over ${workload.horizonMonths} months = ${Math.round(workload.predictedPeakQps * factor)} qps, ${settings.shardQps} per shard → ${byQps} shard(s)`);
+  reasons.push(`data: ${(volume / 1e9).toFixed(1)} GB × ${factor.toFixed(2)} = ${((volume * factor) / 1e9).toFixed(1)} GB, ${(settings.shardBytes / 1024 ** 3).toFixed(0)} GiB per shard → ${byBytes} shard(s)`);
+  if (method === 'hash' && count % nodes.length !== 0) count += nodes.length - (count % nodes.length);
+  if (key.stats && key.stats.distinctEstimate > 0 && count > key.stats.distinctEstimate) {
+    reasons.push(`note: ${key.column} has about ${key.stats.distinctEstimate} distinct values, fewer than ${count} shards: some shards stay empty`);
+  }
+  let bounds: string[] | null = null;
+  if (method === 'range') {
+    bounds = rangeBounds(key.kind, key.stats!, count, factor);
+    if (bounds.length - 1 < count) reasons.push(`range bounds: the key's quantiles give only ${bounds.length - 1} distinct ranges`);
+    count = bounds.length - 1;
+    reasons.push(`range bounds from ${key.column}'s quantiles: about ${Math.round(table.rows / count)} rows per range; the last is open to ${bounds.at(-1)} for the growth`);
+  }
+  if (method === 'range' && TIME_KINDS.includes(key.kind)) reasons.push(`note: the catalog routes smallint, integer, bigint, text and uuid keys today; creating this layout needs ${key.kind} range keys there`);
+  reasons.push(`shards: ${count}${method === 'hash' ? `, a multiple of the ${nodes.length} node(s)` : ''}`);
+  const placement = place(count, nodes);
+  return {
+    table: table.name,
+    keyColumn: key.column,
+    method,
+    shardCount: count,
+    rangeBounds: bounds,
+    shards: placement.map((node, i) => ({ index: i, node, range: bounds ? [bounds[i]!, bounds[i + 1]!] : null })),
+    reasons,
+  };
+}
