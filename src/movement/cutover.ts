@@ -467,7 +467,7 @@ async function verifyAtCutover(
     await recheckChanges(pools, move, new Map([[move.names.slot, source]]), onOwnReads);
     return;
   }
-  const measure = mode === 'checksums' ? `count(*)::bigint::text as n, coalesce(sum(hashtextextended(t::text, 0)), 0)::text as digest` : `count(*)::bigint::text as n, '' as digest`;
+  const measure = mode === 'checksums' ? `count(*)::bigint::text as n, coalesce(sum(hashtextextended(row(t.*)::text, 0)), 0)::text as digest` : `count(*)::bigint::text as n, '' as digest`;
   for (const table of move.shard.tables) {
     const sql = `select ${measure} from ${quoteIdent(move.shard.schema)}.${quoteIdent(table.name)} t`;
     const [onSource, onTarget] = await Promise.all([

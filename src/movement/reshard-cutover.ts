@@ -208,7 +208,7 @@ async function finish(deps: ReshardCutoverDeps, plan: ReshardPlan, catalogPrepar
 }
 
 const DIGEST = {
-  checksums: `count(*)::bigint::text as n, coalesce(sum(hashtextextended(t::text, 0)), 0)::text as digest`,
+  checksums: `count(*)::bigint::text as n, coalesce(sum(hashtextextended(row(t.*)::text, 0)), 0)::text as digest`,
   counts: `count(*)::bigint::text as n, '' as digest`,
 };
 

@@ -306,7 +306,7 @@ export async function verifyReverse(
     const read = (client: Pick<pg.ClientBase, 'query'>, schema: string) => {
       const name = `${quoteIdent(schema)}.${quoteIdent(table)}`;
       const match = shape.pkIndexes.map((i) => `t.${quoteIdent(shape.relation.columns[i]!.name)} = (r).${quoteIdent(shape.relation.columns[i]!.name)}`).join(' and ');
-      return client.query<{ row: string }>(`select t::text as row from ${name} t join unnest($1::${name}[]) r on ${match} order by 1`, [literal]);
+      return client.query<{ row: string }>(`select row(t.*)::text as row from ${name} t join unnest($1::${name}[]) r on ${match} order by 1`, [literal]);
     };
     const [a, b] = await Promise.all([read(placement, shard.schema), read(fenced, stream.fencedSchema)]);
     const left = a.rows.map((r) => r.row).join('\n');

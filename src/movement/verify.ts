@@ -308,7 +308,7 @@ export function etaSeconds(rowsTotal: number, rowsVerified: number, rowsThisRun:
   return Math.max(0, Math.round(((Math.max(rowsTotal, rowsVerified) - rowsVerified) / rowsThisRun) * (elapsedMs / 1000)));
 }
 
-const ROW_HASH = 'hashtextextended(t::text, 0)';
+const ROW_HASH = 'hashtextextended(row(t.*)::text, 0)'; // row(t.*), not t: a column named t would be taken for the row
 const DIGEST = `count(*)::int as n, coalesce(sum(${ROW_HASH}), 0)::text as s`;
 
 interface TargetChunk {
