@@ -45,7 +45,7 @@ async function shards(table: string): Promise<Array<{ id: number; node: string; 
 }
 
 /** A move of the table's `index`-th shard, filled with `rows` rows written straight into its schema, streaming and caught up. */
-async function streamingMove(table: string, index: number, rows: number): Promise<Move> {
+async function streamingMove(table: string, index: number, rows: number, fill = (schema: string) => `insert into ${quoteIdent(schema)}.items select g, md5(g::text), 0 from generate_series(1, $1::bigint) g`): Promise<Move> {
   const row = (await shards(table))[index]!;
   const move: Move = {
     shard: await shardTables(catalog.pool, row.id),
@@ -55,7 +55,7 @@ async function streamingMove(table: string, index: number, rows: number): Promis
   };
   // The cutover takes its fencing token from the movement's lease, as in the workflow.
   await acquireMovementLease(catalog.pool, { id: move.names.gid.slice('sc_mv_'.length), operation: 'move', shardId: row.id, sourceNodeId: move.source.id, targetNodeIds: [move.target.id] }, 10);
-  await pools.get(move.source.dsn).query(`insert into ${quoteIdent(row.schema)}.items select g, md5(g::text), 0 from generate_series(1, $1::bigint) g`, [rows]);
+  await pools.get(move.source.dsn).query(fill(row.schema), [rows]);
   await prepareTarget(pools, move.target, move.shard);
   await startStreaming(pools, move, move.shard, move.names);
   await until('the copy is done and caught up', async () => {
@@ -168,23 +168,9 @@ describe('verify without a long write block', () => {
   it('a table with a column named t: every column is compared, not that one alone', async () => {
     // The row hash was hashtextextended(t::text) over the alias t: with a column t, PostgreSQL took the column.
     await createDistributedTable(worker.options, { name: 'tees', columns: 'id bigint primary key, t int not null default 0, payload text not null', shardKey: 'id', shardCount: 1 });
-    const row = (await shards('tees'))[0]!;
-    const move: Move = {
-      shard: await shardTables(catalog.pool, row.id),
-      source: await getNodeByName(catalog.pool, row.node),
-      target: await getNodeByName(catalog.pool, ['node-1', 'node-2', 'node-3'].find((n) => n !== row.node)!),
-      names: movementNames(uniqueName('vt')),
-    };
-    await acquireMovementLease(catalog.pool, { id: move.names.gid.slice('sc_mv_'.length), operation: 'move', shardId: row.id, sourceNodeId: move.source.id, targetNodeIds: [move.target.id] }, 10);
-    const tees = `${quoteIdent(row.schema)}.tees`;
-    await pools.get(move.source.dsn).query(`insert into ${tees} select g, 1, md5(g::text) from generate_series(1, 2000) g`);
-    await prepareTarget(pools, move.target, move.shard);
-    await startStreaming(pools, move, move.shard, move.names);
+    const move = await streamingMove('tees', 0, 2000, (schema) => `insert into ${quoteIdent(schema)}.tees select g, 1, md5(g::text) from generate_series(1, $1::bigint) g`);
+    const tees = `${quoteIdent(move.shard.schema)}.tees`;
     try {
-      await until('the copy is done and caught up', async () => {
-        const p = await streamProgress(pools, move, move.shard, move.names);
-        return p.tables > 0 && p.tablesReady === p.tables && p.lagBytes !== null && p.lagBytes < 64 * 1024;
-      });
       await adminQuery(move.target.dsn, `set session_replication_role = replica; update ${tees} set payload = 'changed' where id = 1234; reset session_replication_role`);
       const failure = verifyChunks(pools, move, { chunkRows: 5000 });
       await expect(failure).rejects.toBeInstanceOf(VerificationError);
