@@ -6,7 +6,7 @@ import { newPgClient } from '../catalog/pg-tls.js';
 /**
  * The copy governor (foreground first): a movement's copy and apply are paced so that the nodes'
  * own latency stays within a ratio of what it was before the movement, as Vitess's tablet throttler
- * does. A probe times a committed one-row update (a round trip through the node's CPU, scheduler,
+ * does. A probe times a committed transaction (a round trip through the node's CPU, scheduler,
  * locks and WAL flush, as the foreground's own writes go: a read-only probe missed the disk, which
  * the copy's WAL and the foreground's commits share) on the source and the target every probe
  * interval; the baseline is the p90 of the probes before the copy starts, compared with the p90 of
@@ -177,7 +177,14 @@ class Probe {
   }
 }
 
-const PROBE = 'update sc_movement.governor_probe set at = now() where id = 1';
+/**
+ * A transaction that commits an xid (its commit record waits for the WAL flush, as the foreground's
+ * commits do) and reads the probe's one row (so a lock on it stalls the probe: a node that does not
+ * answer). No row is updated: an update of one row every probe interval, under the copy's long-held
+ * snapshot, piled up dead versions that could not be pruned, and the probe measured its own bloat —
+ * slower the longer the copy ran, so the governor held the copy back further.
+ */
+const PROBE = 'select pg_current_xact_id() from sc_movement.governor_probe where id = 1';
 
 async function ensureProbeTable(db: Pick<pg.ClientBase, 'query'>): Promise<void> {
   try {
