@@ -16,7 +16,6 @@ import { configOf, withCatalog, withTemporal } from './program-config.js';
 import { wholeNumber } from './args.js';
 import { printTable } from './format.js';
 import { svgToPng } from './png.js';
-import { assertValidInput, rebalanceInputSchema } from '../src/inputs.js';
 
 const pct = (v: number) => `${Math.round(v * 100)}%`;
 
@@ -93,12 +92,13 @@ async function withClient<T>(cfg: Config, fn: (options: ShardcastClientOptions) 
 
 /** Starts a rebalance run (the rebalancer's own id, or a drain's) and, with `wait`, prints its outcome. */
 export async function startRebalance(cfg: Config, idOf: (prefix: string) => string, input: Omit<RebalanceInput, 'movement' | 'settings' | 'workflowIdPrefix'>, wait: boolean): Promise<void> {
-  const [{ WorkflowExecutionAlreadyStartedError }, { toShardcastError }, { movementSettings, plannerSettings }, { AlreadyExistsError }, { CONTROL_TASK_QUEUE }] = await Promise.all([
+  const [{ WorkflowExecutionAlreadyStartedError }, { toShardcastError }, { movementSettings, plannerSettings }, { AlreadyExistsError }, { CONTROL_TASK_QUEUE }, { assertValidInput, rebalanceInputSchema }] = await Promise.all([
     import('@temporalio/client'),
     import('../client/index.js'),
     import('../src/config.js'),
     import('../src/errors.js'),
     import('../src/task-queues.js'),
+    import('../src/inputs.js'),
   ]);
   await withClient(cfg, async (options) => {
     const workflowId = idOf(options.workflowIdPrefix ?? '');

@@ -508,8 +508,29 @@ export async function captureProgress(pools: NodePools, plan: ReshardPlan): Prom
 export async function stopChangeCapture(pools: NodePools, plan: ReshardPlan): Promise<void> {
   for (const s of plan.sources) {
     const db = pools.get(s.node.dsn);
-    await db.query('select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = $1 and not active', [s.slot]);
+    // A slot still being read (an apply round of a cancelled or timed-out attempt) is ended first:
+    // skipping it, as before, left the slot holding WAL after an undone split or merge.
+    await dropSlotEndingReader(db, s.slot);
     await db.query(`drop publication if exists ${quoteIdent(s.publication)}`);
+  }
+}
+
+/**
+ * Drops a logical slot, ending the session that reads it first (a peek of an attempt that outlived
+ * its activity); idempotent. True when the slot was there.
+ */
+export async function dropSlotEndingReader(db: Pick<pg.Pool, 'query'>, slot: string): Promise<boolean> {
+  for (let attempt = 0; ; attempt++) {
+    const { rows } = await db.query<{ active_pid: number | null }>('select active_pid from pg_replication_slots where slot_name = $1', [slot]);
+    if (!rows[0]) return attempt > 0;
+    if (rows[0].active_pid !== null) await db.query('select pg_terminate_backend($1)', [rows[0].active_pid]);
+    try {
+      await db.query('select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = $1', [slot]);
+      return true;
+    } catch (err) {
+      if (attempt >= 20) throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
 }
 

@@ -6,7 +6,7 @@ import { dropSchemaGuarded } from './drop-guard.js';
 import { quoteIdent } from '../sql/ident.js';
 import { inTransaction } from '../sql/transaction.js';
 import { AS_REPLICA } from './fence.js';
-import { pkText, writeOps, type Op, type TableShape } from './logical-apply.js';
+import { dropSlotEndingReader, pkText, writeOps, type Op, type TableShape } from './logical-apply.js';
 import { decodeMessage, UNCHANGED, type Relation, type TupleValue } from './pgoutput.js';
 import { cutover, lockForCutover, VerificationError, type CutoverDeps, type CutoverOptions, type CutoverResult, type CutoverTarget } from './cutover.js';
 import type { ShardTables } from './replication.js';
@@ -64,20 +64,7 @@ export async function startReverseCapture(pools: NodePools, target: NodeRecord, 
 export async function stopReverseCapture(pools: NodePools, node: NodeRecord, movementId: string): Promise<boolean> {
   const names = reverseNames(movementId);
   const db = pools.get(node.dsn);
-  let found = false;
-  for (let attempt = 0; ; attempt++) {
-    const { rows } = await db.query<{ active_pid: number | null }>('select active_pid from pg_replication_slots where slot_name = $1', [names.slot]);
-    if (!rows[0]) break;
-    found = true;
-    if (rows[0].active_pid !== null) await db.query('select pg_terminate_backend($1)', [rows[0].active_pid]);
-    try {
-      await db.query('select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = $1', [names.slot]);
-      break;
-    } catch (err) {
-      if (attempt >= 20) throw err;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
+  const found = await dropSlotEndingReader(db, names.slot);
   const pub = await db.query(`drop publication if exists ${quoteIdent(names.publication)}`);
   return found || pub.command === 'DROP';
 }

@@ -94,7 +94,8 @@ type Stop =
 const PHASES: Array<{ name: string; stop: Stop; expect: LeftoverKind[] }> = [
   { name: 'lease', stop: { failpoint: 'activity.prepareTarget' }, expect: ['lease'] },
   { name: 'prepare', stop: { failpoint: 'activity.startStreaming' }, expect: ['lease', 'target-schema'] },
-  { name: 'copy', stop: { failpoint: 'activity.measureProgress' }, expect: ['lease', 'target-schema', 'slot', 'publication', 'subscription', 'watermark'] },
+  // Held before its own copy starts (the copy creates the slot, then the subscription).
+  { name: 'copy', stop: { failpoint: 'activity.copyRows' }, expect: ['lease', 'target-schema', 'publication', 'watermark'] },
   { name: 'catch-up', stop: { phase: 'catch-up', options: { catchUpLagBytes: -1 } }, expect: ['lease', 'target-schema', 'slot', 'publication', 'subscription'] },
   { name: 'verify', stop: { failpoint: 'activity.verify' }, expect: ['lease', 'target-schema', 'slot', 'subscription'] },
   { name: 'approval', stop: { phase: 'approval', options: { approvalRequired: true } }, expect: ['lease', 'target-schema', 'slot', 'subscription'] },

@@ -92,7 +92,7 @@ describe('shardcast simulate', () => {
   it('exits 2 with the problem named on bad input', () => {
     const expectations: Record<string, RegExp> = {
       missing: /cannot read .*nowhere\.csv/,
-      badCsv: /bad\.csv: line 3: value "lots" is not a number/,
+      badCsv: /bad\.csv: line 3: value "lots" is not a decimal number/,
       twoHours: /two-hours\.csv: .*the median spacing of the timestamps is 7200 s; supported steps are 60 s to 3600 s/,
       unknownPolicy: /unknown policy "psychic": expected one of static, reactive, predictive, oracle/,
     };
