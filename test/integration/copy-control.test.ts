@@ -64,7 +64,9 @@ describe('steering a movement during its copy', () => {
         return rows.length === 1 && rows[0].subenabled === false && rows[0].workers === 0 && copy[0].paused === true;
       });
       expect((await handle.query(movementProgressQuery)).paused).toBe(true);
-      await new Promise((r) => setTimeout(r, 300));
+      // The copier reads its pause flag at most once a second, between chunks: the chunk it was in, and
+      // at most a second's worth, still land after the flag is set.
+      await new Promise((r) => setTimeout(r, 2500));
       const paused = await targetBytes(s.schema);
       await new Promise((r) => setTimeout(r, 1500));
       // A running copy writes tens of MB a second here; a stopped one nothing (autovacuum may touch a page or two).
