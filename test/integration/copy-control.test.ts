@@ -65,8 +65,14 @@ describe('steering a movement during its copy', () => {
       });
       expect((await handle.query(movementProgressQuery)).paused).toBe(true);
       // The copier reads its pause flag at most once a second, between chunks: the chunk it was in, and
-      // at most a second's worth, still land after the flag is set.
-      await new Promise((r) => setTimeout(r, 2500));
+      // up to a second's worth, still land after the flag is set. It holds once nothing lands for a second.
+      let last = -1;
+      await until('the copy to hold', async () => {
+        const now = await targetBytes(s.schema);
+        const held = Math.abs(now - last) < 256 * 1024;
+        last = now;
+        return held;
+      }, 30_000, 1000);
       const paused = await targetBytes(s.schema);
       await new Promise((r) => setTimeout(r, 1500));
       // A running copy writes tens of MB a second here; a stopped one nothing (autovacuum may touch a page or two).
