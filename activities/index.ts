@@ -16,6 +16,8 @@ import { createJanitorActivities } from './janitor.js';
 import { createMovementActivities } from './movement.js';
 import { createPlanningActivities } from './planning.js';
 import { createTableDropActivities } from './drop-table.js';
+import { createRestoreActivities } from './restore.js';
+import type { SessionLimits } from '../src/catalog/node-pools.js';
 
 export interface ActivityDeps {
   /** The catalog database. */
@@ -30,6 +32,8 @@ export interface ActivityDeps {
   trainingThreads?: TrainingThreads;
   /** Where scale-out's new nodes come from (planning.provisioner; default standby: none are created). */
   provisioner?: ProvisionerConfig;
+  /** Session limits of the restore's own node connections (idle-in-transaction timeout, keepalives). */
+  sessionLimits?: SessionLimits;
 }
 
 async function groupSchemasOnNode(deps: ActivityDeps, tableId: number, nodeId: number): Promise<{ table: RegisteredTable; schemas: string[]; columns: string }> {
@@ -46,6 +50,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createJanitorActivities(deps),
     ...createPlanningActivities(deps),
     ...createTableDropActivities(deps),
+    ...createRestoreActivities(deps),
     async registerTable(spec: TableSpec): Promise<RegisteredTable> {
       // Also here, for a workflow started without the client library: the same parser check before any row is written.
       return run(async () => {

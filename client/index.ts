@@ -5,13 +5,13 @@ import { AlreadyExistsError, InvalidInputError, NotFoundError, ShardcastError } 
 import { validateTableSpec, type TableSpec } from '../src/catalog/tables.js';
 import { checkColumnDefinitions } from '../src/catalog/columns.js';
 import { SA_GROUP, SA_OPERATION, SA_PHASE, SA_SHARD, SA_TABLE, SA_TARGET_NODE } from '../src/search-attributes.js';
-import { movementProgressQuery, type CollectStatsInput, type CreateTableResult, type DropTableInput, type DropTableResult, type MoveShardInput, type MoveShardResult, type RetrySettings } from '../workflows/messages.js';
+import { movementProgressQuery, type CollectStatsInput, type CreateTableResult, type DropTableInput, type DropTableResult, type MoveShardInput, type MoveShardResult, type RestoreInput, type RestoreResult, type RetrySettings } from '../workflows/messages.js';
 import { randomBytes } from 'node:crypto';
 import type { WorkflowHandle, WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
 import { CONTROL_TASK_QUEUE } from '../src/task-queues.js';
 import { describeMovement, moveShardInput, moveWorkflowId, type MovementSettings } from '../workflows/describe.js';
 import { connectTemporalClient } from './connection.js';
-import { assertValidInput, collectStatsInputSchema, createTableInputSchema, dropTableInputSchema, moveShardInputSchema } from '../src/inputs.js';
+import { assertValidInput, collectStatsInputSchema, createTableInputSchema, dropTableInputSchema, moveShardInputSchema, restoreInputSchema } from '../src/inputs.js';
 
 export interface ShardcastClientOptions {
   client: Client;
@@ -111,6 +111,38 @@ export async function startDropTable(options: ShardcastClientOptions, table: str
   } catch (err) {
     if (err instanceof WorkflowExecutionAlreadyStartedError) throw new AlreadyExistsError(`table "${table}" is already being dropped (workflow ${workflowId})`);
     throw err;
+  }
+}
+
+/** A new restore's id (its workflow id and its catalog row): the table and the start time. */
+export function newRestoreId(table: string, prefix = '', now = new Date()): string {
+  return `${prefix}restore-${table.replaceAll('_', '-')}-${now.getTime().toString(36)}`;
+}
+
+/**
+ * Starts a restore (workflow restoreTable): it checks the backup, waits for `approve` when the input
+ * says so, creates the shards, imports, verifies, publishes. `restoreResult` waits for it.
+ */
+export async function startRestore(options: ShardcastClientOptions, input: RestoreInput): Promise<WorkflowHandle> {
+  const checked = assertValidInput(restoreInputSchema, input);
+  return options.client.workflow.start('restoreTable', {
+    taskQueue: options.taskQueue ?? CONTROL_TASK_QUEUE,
+    workflowId: checked.restoreId,
+    args: [checked],
+    typedSearchAttributes: [
+      { key: SA_TABLE, value: checked.targetTable },
+      { key: SA_OPERATION, value: 'restore' },
+      { key: SA_PHASE, value: 'check' },
+    ],
+    staticSummary: `restore ${checked.targetTable} from ${checked.backup}`,
+  });
+}
+
+export async function restoreResult(handle: WorkflowHandle): Promise<RestoreResult> {
+  try {
+    return (await handle.result()) as RestoreResult;
+  } catch (err) {
+    throw toShardcastError(err);
   }
 }
 

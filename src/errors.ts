@@ -99,6 +99,9 @@ export const BUSINESS_ERROR_TYPES = [
   'MovementInProgressError',
   'VerificationError',
   'UnsafeDropError',
+  'BackupInvalidError',
+  'RestoreVerificationError',
+  'KeyOutOfRangeError',
 ] as const;
 
 /**

@@ -294,3 +294,41 @@ export function assertValidInput<T>(schema: z.ZodType, input: T, root = 'input')
   if (problem) throw new InvalidInputError(problem);
   return input;
 }
+
+/**
+ * A restore (workflow restoreTable): the backup, the layout (`shardcast restore` proposes it), the
+ * policies of its workload file. The backup is a path or an http(s) URL without credentials: the
+ * input is kept in the workflow's history.
+ */
+export const restoreInputSchema = z.object({
+  restoreId: z.string({ error: 'expected a restore id' }).regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$/, { error: 'expected a restore id (letters, digits, ".", "-", "_")' }),
+  backup: text(4000)
+    .min(1, { error: 'expected a backup directory or URL' })
+    .refine((b) => !/^[a-z][a-z0-9+.-]*:\/\/[^/@]*@/i.test(b), { error: 'a backup URL must not carry credentials (user:password@): they would be stored in the workflow history' }),
+  sourceKind: z.enum(['shardcast', 'pg_dump'], { error: 'expected shardcast or pg_dump' }),
+  sourceTable: text(200).min(1, { error: 'expected the table name in the backup' }),
+  targetTable: identifierSchema,
+  layout: z
+    .object({
+      keyColumn: identifierSchema,
+      method: z.enum(['hash', 'range'], { error: 'expected hash or range' }),
+      shardCount: intBetween(1, 4096).optional(),
+      rangeBounds: z.array(text(1000)).min(2, { error: 'expected at least two bounds' }).max(4097).optional(),
+      /** The node of each shard, in shard order. */
+      nodes: z.array(nodeNameSchema).min(1, { error: 'expected the node of each shard' }).max(4096),
+      reasons: z.array(text(2000)).max(100),
+    })
+    .refine((l) => (l.method === 'hash' ? l.shardCount !== undefined && l.rangeBounds === undefined : l.rangeBounds !== undefined && l.shardCount === undefined), {
+      error: 'a hash layout takes shardCount, a range layout rangeBounds',
+    })
+    .refine((l) => l.nodes.length === (l.method === 'hash' ? l.shardCount : (l.rangeBounds?.length ?? 1) - 1), { error: 'expected one node per shard' }),
+  requireApproval: bool(),
+  approvalTimeoutSeconds: numberBetween(0, 30 * 86_400, true).optional(),
+  parallelism: intBetween(1, 64),
+  batchesPerUnit: intBetween(1, 10_000),
+  /** Retries of a step on one node (creating shards, an import unit, indexes) while the node cannot be reached. */
+  nodeRetry: retrySettingsSchema.optional(),
+  retentionDays: intBetween(1, 100_000).nullable().optional(),
+  retentionColumn: identifierSchema.nullable().optional(),
+  rebalanceThreshold: numberBetween(0, 1, true).nullable().optional(),
+});

@@ -106,7 +106,7 @@ export async function startControlWorker(options: ControlWorkerOptions): Promise
       connection: options.connection,
       namespace: options.namespace,
       taskQueue: options.taskQueue ?? CONTROL_TASK_QUEUE,
-      activities: createActivities({ catalog, catalogUrl: options.catalogUrl, nodePools, cutoverPools, trainingThreads, governor: options.governor, provisioner: options.provisioner }),
+      activities: createActivities({ catalog, catalogUrl: options.catalogUrl, nodePools, cutoverPools, trainingThreads, governor: options.governor, provisioner: options.provisioner, sessionLimits: limits }),
       ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
       shutdownGraceTime: '10 seconds',
       ...(options.dataConverter ? { dataConverter: options.dataConverter } : {}),

@@ -1,7 +1,9 @@
 import { defineQuery, defineSignal } from '@temporalio/workflow';
 import type { PlanInput } from '../src/planning/types.js';
 import type { MovementSettings } from './describe.js';
+import type { z } from 'zod';
 import type { TableSpec } from '../src/catalog/tables.js';
+import type { restoreInputSchema } from '../src/inputs.js';
 import type { GovernorSettings } from '../src/movement/governor.js';
 import type { MovementOperation, MovementPlan, MovementRequest } from '../src/movement/plan.js';
 
@@ -345,3 +347,38 @@ export interface DropTableProgress {
 }
 
 export const dropTableProgressQuery = defineQuery<DropTableProgress>('progress');
+
+// ------------------------------------------------------------------------------------ restore
+
+export type RestoreInput = z.infer<typeof restoreInputSchema>;
+
+export type RestorePhase = 'check' | 'approval' | 'create-shards' | 'import' | 'index' | 'verify' | 'publish' | 'done' | 'undo' | 'failed' | 'rejected';
+
+export interface RestoreProgress {
+  phase: RestorePhase;
+  approved: boolean;
+  /** The layout the restore creates (key, method, shards, nodes, reasons). */
+  layout: RestoreInput['layout'];
+  rowsExpected: number;
+  rowsImported: number;
+  units: number;
+  unitsDone: number;
+  /** Rows committed per shard id. */
+  perShard: Record<string, number>;
+  /** Shard id → node name, once the shards exist. */
+  shardNodes: Record<string, string>;
+  error: string | null;
+}
+
+export interface RestoreResult {
+  table: string;
+  tableId: number;
+  rows: number;
+  shards: number;
+  nodes: string[];
+  perShard: Record<string, number>;
+  checksum: string;
+  mapVersion: number;
+}
+
+export const restoreProgressQuery = defineQuery<RestoreProgress>('progress');

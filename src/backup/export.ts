@@ -43,6 +43,8 @@ export interface TableToExport {
 export interface ExportOptions {
   /** Parts read at once (default 4). */
   jobs?: number;
+  /** Rows per record batch at most (default 65,536; a batch also ends at 16 MB). */
+  batchRows?: number;
   onProgress?: (p: { table: string; part: string; rows: number; done: boolean }) => void;
 }
 
@@ -246,7 +248,7 @@ export async function exportBackup(tables: TableToExport[], dir: string, options
         if (KEY_CANDIDATE_KINDS.includes(c.arrow) && (c.arrow !== 'text' || TEXT_KEY_TYPES.includes(c.typname))) stats.set(index, new KeyStatsCollector(c.name, c.arrow));
       });
       const total = { rows: 0, sum: 0n };
-      for (const part of t.parts) work.push(() => exportPart(t.name, part, ddl, sink, () => new BatchAssembler(schema, kinds), stats, total, options.onProgress));
+      for (const part of t.parts) work.push(() => exportPart(t.name, part, ddl, sink, () => new BatchAssembler(schema, kinds, options.batchRows), stats, total, options.onProgress));
       finishers.push(async () => {
         const f = await sink.close();
         return {

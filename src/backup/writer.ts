@@ -100,6 +100,8 @@ export class BatchAssembler {
   constructor(
     private readonly schema: Schema,
     private readonly kinds: readonly ValueKind[],
+    /** Rows per batch at most (smaller batches: finer units for a restore's fan-out). */
+    private readonly batchRows = BATCH_ROWS,
   ) {
     this.builders = kinds.map((k) => new ColumnBuilder(k));
   }
@@ -113,7 +115,7 @@ export class BatchAssembler {
     if (fields.length !== this.builders.length) throw new Error(`a row has ${fields.length} fields, the table ${this.builders.length} columns`);
     for (let c = 0; c < fields.length; c++) this.builders[c]!.append(fields[c]!);
     this.count++;
-    if (this.count >= BATCH_ROWS) return true;
+    if (this.count >= this.batchRows) return true;
     if ((this.count & 1023) !== 0) return false;
     let size = 0;
     for (const b of this.builders) size += b.size;

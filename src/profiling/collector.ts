@@ -22,7 +22,10 @@ const PLACED = `schemaname ~ '${SHARD_SCHEMA}' and schemaname = any($3::text[])`
 /** The schemas of the shards the catalog places on the node. */
 async function placedSchemas(catalog: Queryable, nodeId: number): Promise<string[]> {
   const { rows } = await catalog.query<{ schema: string }>(
-    'select s.schema_name as schema from shardcast.placements p join shardcast.shards s on s.id = p.shard_id where p.node_id = $1',
+    // A group none of whose tables is active yet (a restore's import, a table being created) is no workload either.
+    `select s.schema_name as schema from shardcast.placements p join shardcast.shards s on s.id = p.shard_id
+      where p.node_id = $1
+        and exists (select 1 from shardcast.distributed_tables t where t.group_id = s.group_id and t.state <> 'creating')`,
     [nodeId],
   );
   return rows.map((r) => r.schema);

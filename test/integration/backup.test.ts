@@ -7,11 +7,11 @@ import { RecordBatchReader } from 'apache-arrow';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDistributedTable } from '../../client/index.js';
-import { addBatchDigest, rowDigestSql } from '../../src/backup/checksum.js';
+import { addBatchDigest } from '../../src/backup/checksum.js';
 import { exportBackup, plainTable, shardcastTables } from '../../src/backup/export.js';
 import { manifestSchema, type Manifest } from '../../src/backup/manifest.js';
-import { canonicalSettingsSql } from '../../src/backup/values.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
+import { pgDigest } from '../helpers/digest.js';
 import { createTestCatalog, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 
 let catalog: TestCatalog;
@@ -39,20 +39,6 @@ afterAll(async () => {
   await catalog?.close();
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
-
-/** PostgreSQL's own digest of a table, under the canonical settings. */
-async function pgDigest(pool: pg.Pool, schema: string | null, table: string): Promise<{ rows: number; sum: bigint }> {
-  const client = await pool.connect();
-  try {
-    await client.query('begin');
-    for (const s of canonicalSettingsSql()) await client.query(s);
-    const { rows } = await client.query<{ n: string; s: string }>(rowDigestSql(schema, table));
-    await client.query('commit');
-    return { rows: Number(rows[0]!.n), sum: BigInt(rows[0]!.s) };
-  } finally {
-    client.release();
-  }
-}
 
 /** Reads the Arrow file back and computes the digest of its batches, as a restore would. */
 async function fileDigest(dir: string, manifest: Manifest, table: string): Promise<{ rows: number; sum: bigint; batches: number }> {

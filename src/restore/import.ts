@@ -1,0 +1,463 @@
+/**
+ * The data plane of a restore (workflow restoreTable): the empty shards created before any data
+ * moves, the parallel import with its exactly-once ledger, the indexes built after the load, and the
+ * verify against the backup's manifest.
+ *
+ * The import is cut into units (a range of record batches of one Arrow file; a pg_dump table is one
+ * unit). A unit streams its rows to the shards they belong to, one `COPY … FROM STDIN` per shard,
+ * each on its own connection and in its own transaction. That transaction first inserts the ledger
+ * row (restore, unit, shard) on the shard's node and commits it with the rows: a retried unit skips
+ * the shards whose ledger row is there, so a batch lands exactly once whatever failed where — a
+ * killed worker's transactions roll back with its connections; an attempt running beside its retry
+ * waits on the other's ledger row (unique key) and skips when that one commits.
+ */
+import { once } from 'node:events';
+import type { RecordBatch } from 'apache-arrow';
+import type pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import { rowDigestSql, type RowDigest } from '../backup/checksum.js';
+import type { ManifestColumn, ManifestTable } from '../backup/manifest.js';
+import { canonicalSettingsSql, canonicalText, formatUuid, type ValueKind } from '../backup/values.js';
+import { resolveDsn } from '../catalog/dsn-password.js';
+import { compareKeys, normalizeKey, sqlHashFunction, type KeyType } from '../catalog/keys.js';
+import { sessionSettings, type SessionLimits } from '../catalog/node-pools.js';
+import { newPgClient } from '../catalog/pg-tls.js';
+import { InvalidInputError, KeyOutOfRangeError, NodeUnavailableError, ShardcastError, errorMessage } from '../errors.js';
+import { failpoint } from '../failpoints.js';
+import { hashInt4Extended, hashInt8Extended, hashTextExtended, hashUuidExtended } from '../hashing.js';
+import { quoteIdent, quoteLiteral, singleStatement } from '../sql/ident.js';
+
+/** Where the ledger lives on every node that gets shards of a restore. */
+export const LEDGER_SCHEMA = 'sc_restore';
+const LEDGER = `${LEDGER_SCHEMA}.ledger`;
+
+/** A restore whose data does not match its backup: never published. */
+export class RestoreVerificationError extends ShardcastError {
+  constructor(message: string) {
+    super('RESTORE_VERIFICATION_FAILED', message);
+  }
+}
+
+export interface RestoreShard {
+  shardId: number;
+  schema: string;
+  nodeId: number;
+  /** hash method: the shard's inclusive hash range (decimal text). */
+  hashMin?: string;
+  hashMax?: string;
+  /** range method: [rangeMin, rangeMax). */
+  rangeMin?: string;
+  rangeMax?: string;
+}
+
+/** One piece of the fan-out: batches [from, to) of file `file` (-1: the whole table, for a pg_dump). */
+export interface ImportUnit {
+  index: number;
+  file: number;
+  from: number;
+  to: number;
+}
+
+/**
+ * The units of a table: each file's batches cut into ranges of about `batchesPerUnit`, so that the
+ * work spreads over `parallel` streams and a retried unit repeats little.
+ */
+export function planImportUnits(table: Pick<ManifestTable, 'files'>, sourceKind: 'shardcast' | 'pg_dump', batchesPerUnit: number): ImportUnit[] {
+  if (sourceKind === 'pg_dump') return [{ index: 0, file: -1, from: 0, to: 0 }];
+  const per = Math.max(1, Math.floor(batchesPerUnit));
+  const units: ImportUnit[] = [];
+  table.files.forEach((f, file) => {
+    for (let from = 0; from < f.batches; from += per) units.push({ index: units.length, file, from, to: Math.min(f.batches, from + per) });
+  });
+  return units;
+}
+
+// ------------------------------------------------------------------------------- connections
+
+export interface NodeTarget {
+  name: string;
+  dsn: string;
+}
+
+/** A connection of its own (not a pool's: a unit holds one per shard for its whole run). */
+async function connect(node: NodeTarget, limits: SessionLimits): Promise<pg.Client> {
+  const client = newPgClient(resolveDsn(node.dsn), { application_name: 'shardcast-restore', ...sessionSettings(limits) });
+  client.on('error', () => undefined); // a lost server surfaces as the next statement's error
+  try {
+    await client.connect();
+  } catch (err) {
+    throw new NodeUnavailableError(node.name, `cannot connect: ${errorMessage(err)}`, { cause: err });
+  }
+  return client;
+}
+
+async function onNode<T>(node: NodeTarget, limits: SessionLimits, work: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = await connect(node, limits);
+  try {
+    return await work(client);
+  } catch (err) {
+    throw asNodeError(node, err);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+function asNodeError(node: NodeTarget, err: unknown): unknown {
+  if (err instanceof ShardcastError) return err;
+  const code = (err as { code?: string }).code ?? '';
+  if (/^(08|57P)/.test(code) || ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT'].includes(code) || /Connection terminated/i.test(errorMessage(err))) {
+    return new NodeUnavailableError(node.name, errorMessage(err), { cause: err });
+  }
+  return err;
+}
+
+/** `schema.table` of a shard's table. */
+function shardTable(schema: string, table: string): string {
+  return `${quoteIdent(schema)}.${quoteIdent(table)}`;
+}
+
+// ------------------------------------------------------------------------------ shard creation
+
+/**
+ * Pre-restore shard creation on one node, in one transaction: the ledger, and each shard's schema with
+ * the bare table (no index, no constraint but NOT NULL). Safe to repeat; refuses a shard schema that
+ * holds a table of that name with rows (never ours to overwrite).
+ */
+export async function createRestoreShards(
+  node: NodeTarget,
+  input: { table: string; schemas: string[]; columns: string; grant: (client: pg.ClientBase, schemas: string[]) => Promise<void> },
+  limits: SessionLimits = {},
+): Promise<void> {
+  await onNode(node, limits, async (client) => {
+    await client.query('begin');
+    try {
+      await client.query(`create schema if not exists ${LEDGER_SCHEMA}`);
+      await client.query(
+        `create table if not exists ${LEDGER} (restore_id text not null, unit int not null, shard_id bigint not null, rows bigint not null default 0,
+           committed_at timestamptz not null default now(), primary key (restore_id, unit, shard_id))`,
+      );
+      for (const schema of input.schemas) {
+        await client.query(`create schema if not exists ${quoteIdent(schema)}`);
+        await client.query(singleStatement(`create table if not exists ${shardTable(schema, input.table)} (${input.columns})`));
+      }
+      await input.grant(client, input.schemas);
+      await client.query('commit');
+    } catch (err) {
+      await client.query('rollback').catch(() => undefined);
+      throw err;
+    }
+  });
+}
+
+// ------------------------------------------------------------------------------------ routing
+
+const NUMERIC_KEYS: readonly ValueKind[] = ['int16', 'int32', 'int64'];
+
+/** Which shard each row of a batch goes to, exactly as the router decides it (src/catalog/keys.ts). */
+export class RowRouter {
+  private readonly hashMins: bigint[] = [];
+  private readonly order: number[];
+  private readonly ranges: Array<{ min: bigint | string; max: bigint | string }> = [];
+
+  constructor(
+    readonly table: string,
+    readonly method: 'hash' | 'range',
+    readonly keyType: KeyType,
+    readonly shards: readonly RestoreShard[],
+  ) {
+    const idx = shards.map((_, i) => i);
+    if (method === 'hash') {
+      idx.sort((a, b) => (BigInt(shards[a]!.hashMin!) < BigInt(shards[b]!.hashMin!) ? -1 : 1));
+      for (const i of idx) this.hashMins.push(BigInt(shards[i]!.hashMin!));
+    } else {
+      const norm = (v: string) => normalizeKey(keyType, v);
+      idx.sort((a, b) => compareKeys(keyType, norm(shards[a]!.rangeMin!), norm(shards[b]!.rangeMin!)));
+      for (const i of idx) this.ranges.push({ min: norm(shards[i]!.rangeMin!), max: norm(shards[i]!.rangeMax!) });
+    }
+    this.order = idx;
+  }
+
+  /** The index (into `shards`) of the shard of the key in row `i` of the key column's data. */
+  route(kind: ValueKind, data: RecordBatch['data']['children'][number], i: number): number {
+    const at = data.offset + i;
+    if (data.nullCount > 0 && data.nullBitmap && data.nullBitmap.length > 0 && !(data.nullBitmap[at >> 3]! & (1 << (at & 7)))) {
+      throw new InvalidInputError('a row has a NULL shard key: it cannot be placed in any shard');
+    }
+    if (this.method === 'hash') {
+      const values = data.values as ArrayLike<number | bigint> & Uint8Array;
+      let h: bigint;
+      if (kind === 'int16' || kind === 'int32') h = hashInt4Extended(values[at] as number);
+      else if (kind === 'int64') h = hashInt8Extended((data.values as BigInt64Array)[at]!);
+      else if (kind === 'uuid') h = hashUuidExtended(formatUuid(values, at * 16));
+      else h = hashTextExtended(canonicalText(kind, data, i)!);
+      return this.order[lastAtMost(this.hashMins, h, (a, b) => (a < b ? -1 : a > b ? 1 : 0))]!;
+    }
+    const text = canonicalText(kind, data, i)!;
+    const key = NUMERIC_KEYS.includes(kind) ? BigInt(text) : normalizeKey(this.keyType, text);
+    const cmp = (a: bigint | string, b: bigint | string) => compareKeys(this.keyType, a, b);
+    const j = lastAtMost(
+      this.ranges.map((r) => r.min),
+      key,
+      cmp,
+    );
+    if (j < 0 || cmp(key, this.ranges[j]!.max) >= 0) throw new KeyOutOfRangeError(this.table, text);
+    return this.order[j]!;
+  }
+}
+
+/** The last index whose value is ≤ x (values ascending), or -1. */
+function lastAtMost<T>(values: readonly T[], x: T, cmp: (a: T, b: T) => number): number {
+  let lo = 0;
+  let hi = values.length - 1;
+  let found = -1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (cmp(values[mid]!, x) <= 0) {
+      found = mid;
+      lo = mid + 1;
+    } else hi = mid - 1;
+  }
+  return found;
+}
+
+// -------------------------------------------------------------------------------------- import
+
+/** A field as COPY's text format writes it. */
+function copyField(value: string | null): string {
+  if (value === null) return '\\N';
+  return /[\\\t\n\r]/.test(value) ? value.replace(/[\\\t\n\r]/g, (c) => (c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r')) : value;
+}
+
+export interface UnitProgress {
+  batches: number;
+  rows: number;
+}
+
+export interface UnitResult {
+  /** Rows per shard id that this unit holds there (committed now or by an earlier attempt). */
+  rows: Record<string, number>;
+  /** Shards an earlier attempt had already committed. */
+  skipped: number[];
+}
+
+interface ShardStream {
+  shard: RestoreShard;
+  client: pg.Client;
+  stream: import('node:stream').Writable;
+  failed: Promise<never>;
+  rows: number;
+}
+
+/**
+ * Imports one unit: its batches, routed row by row, streamed to every shard that has not committed
+ * this unit yet, each shard's COPY in a transaction with its ledger row. Returns the rows per shard.
+ */
+export async function importUnit(input: {
+  restoreId: string;
+  table: string;
+  columns: readonly ManifestColumn[];
+  keyColumn: string;
+  router: RowRouter;
+  nodes: ReadonlyMap<number, NodeTarget>;
+  unit: ImportUnit;
+  batches: () => AsyncIterable<RecordBatch>;
+  limits?: SessionLimits;
+  onProgress?: (p: UnitProgress) => void;
+  signal?: AbortSignal;
+}): Promise<UnitResult> {
+  const { router, unit } = input;
+  const limits = input.limits ?? {};
+  const keyIndex = input.columns.findIndex((c) => c.name === input.keyColumn);
+  if (keyIndex < 0) throw new InvalidInputError(`table ${input.table}: the shard key ${input.keyColumn} is not a column of the backup`);
+  const keyKind = input.columns[keyIndex]!.arrow;
+  const kinds = input.columns.map((c) => c.arrow);
+  const result: UnitResult = { rows: {}, skipped: [] };
+  const open: Array<ShardStream | null> = [];
+  try {
+    // One connection and transaction per shard; the ledger row first (it waits for a concurrent attempt's).
+    await Promise.all(
+      router.shards.map(async (shard, i) => {
+        const node = input.nodes.get(shard.nodeId)!;
+        const client = await connect(node, limits);
+        try {
+          await client.query('begin');
+          for (const s of canonicalSettingsSql()) await client.query(s);
+          const mine = await client.query(`insert into ${LEDGER} (restore_id, unit, shard_id) values ($1, $2, $3) on conflict do nothing returning 1`, [
+            input.restoreId,
+            unit.index,
+            shard.shardId,
+          ]);
+          if (mine.rowCount === 0) {
+            const done = await client.query<{ rows: string }>(`select rows::text as rows from ${LEDGER} where restore_id = $1 and unit = $2 and shard_id = $3`, [
+              input.restoreId,
+              unit.index,
+              shard.shardId,
+            ]);
+            await client.query('rollback');
+            await client.end().catch(() => undefined);
+            result.skipped.push(shard.shardId);
+            result.rows[shard.shardId] = Number(done.rows[0]?.rows ?? 0);
+            open[i] = null;
+            return;
+          }
+          const stream = client.query(copyFrom(`copy ${shardTable(shard.schema, input.table)} from stdin`));
+          const failed = new Promise<never>((_, reject) => stream.on('error', (err) => reject(asNodeError(node, err))));
+          failed.catch(() => undefined);
+          open[i] = { shard, client, stream, failed, rows: 0 };
+        } catch (err) {
+          await client.end().catch(() => undefined);
+          throw asNodeError(node, err);
+        }
+      }),
+    );
+    const active = open.filter((s): s is ShardStream => s !== null);
+    const progress: UnitProgress = { batches: 0, rows: 0 };
+    if (active.length > 0) {
+      const lines: string[][] = router.shards.map(() => []);
+      const fields: string[] = new Array<string>(kinds.length);
+      for await (const batch of input.batches()) {
+        if (input.signal?.aborted) throw input.signal.reason instanceof Error ? input.signal.reason : new Error('import cancelled');
+        const columns = kinds.map((_, c) => batch.data.children[c]!);
+        const keyData = columns[keyIndex]!;
+        for (let r = 0; r < batch.numRows; r++) {
+          const s = router.route(keyKind, keyData, r);
+          if (open[s] === null) continue; // committed by an earlier attempt
+          for (let c = 0; c < kinds.length; c++) fields[c] = copyField(canonicalText(kinds[c]!, columns[c]!, r));
+          lines[s]!.push(`${fields.join('\t')}\n`);
+        }
+        await Promise.all(
+          active.map(async (st) => {
+            const i = router.shards.indexOf(st.shard);
+            const chunk = lines[i]!;
+            if (chunk.length === 0) return;
+            st.rows += chunk.length;
+            lines[i] = [];
+            if (!st.stream.write(chunk.join(''))) await Promise.race([once(st.stream, 'drain'), st.failed]);
+          }),
+        );
+        progress.batches++;
+        progress.rows += batch.numRows;
+        input.onProgress?.(progress);
+        await failpoint('restore.import.after-batch', { signal: input.signal });
+      }
+    }
+    await failpoint('restore.import.before-commit', { signal: input.signal });
+    // End every COPY, then commit each shard with its row count in the ledger.
+    await Promise.all(
+      active.map(async (st) => {
+        const node = input.nodes.get(st.shard.nodeId)!;
+        st.stream.end();
+        await Promise.race([once(st.stream, 'finish'), st.failed]);
+        try {
+          await st.client.query(`update ${LEDGER} set rows = $4 where restore_id = $1 and unit = $2 and shard_id = $3`, [input.restoreId, unit.index, st.shard.shardId, st.rows]);
+          await st.client.query('commit');
+        } catch (err) {
+          throw asNodeError(node, err);
+        }
+        result.rows[st.shard.shardId] = st.rows;
+      }),
+    );
+    // Committed everywhere; a failure here is a lost reply: the retry finds every ledger row.
+    await failpoint('restore.import.after-commit', { signal: input.signal });
+    return result;
+  } finally {
+    await Promise.all(open.map((st) => st?.client.end().catch(() => undefined)));
+  }
+}
+
+// ---------------------------------------------------------------------------- indexes, verify
+
+/**
+ * After the load, on one node: each shard's primary key and indexes, then ANALYZE. Safe to repeat
+ * (what exists is left as it is).
+ */
+export async function buildRestoreIndexes(
+  node: NodeTarget,
+  input: { table: string; schemas: string[]; primaryKey: string[]; indexes: ReadonlyArray<{ name: string; unique: boolean; definition: string }> },
+  limits: SessionLimits = {},
+  onShardDone?: (schema: string) => void,
+): Promise<void> {
+  await onNode(node, limits, async (client) => {
+    await client.query('set maintenance_work_mem = \'256MB\'');
+    for (const schema of input.schemas) {
+      const target = shardTable(schema, input.table);
+      if (input.primaryKey.length > 0) {
+        const { rowCount } = await client.query(`select 1 from pg_constraint where conrelid = $1::regclass and contype = 'p'`, [target]);
+        if (!rowCount) await client.query(`alter table ${target} add primary key (${input.primaryKey.map(quoteIdent).join(', ')})`);
+      }
+      for (const ix of input.indexes) {
+        await client.query(singleStatement(`create ${ix.unique ? 'unique ' : ''}index if not exists ${quoteIdent(ix.name)} on ${target} ${ix.definition}`));
+      }
+      await client.query(`analyze ${target}`);
+      onShardDone?.(schema);
+    }
+  });
+}
+
+export interface ShardCheck {
+  shardId: number;
+  rows: number;
+  sum: string;
+  /** Rows whose key is not in the shard's own range (never expected: the routing would be wrong). */
+  misplaced: number;
+}
+
+/** Row count, row digest (as the manifest's) and misplaced rows of each of the node's shards. */
+export async function checkRestoredShards(
+  node: NodeTarget,
+  input: { table: string; keyColumn: string; keyType: KeyType; shards: readonly RestoreShard[] },
+  limits: SessionLimits = {},
+): Promise<ShardCheck[]> {
+  return onNode(node, limits, async (client) => {
+    const out: ShardCheck[] = [];
+    for (const shard of input.shards) {
+      await client.query('begin isolation level repeatable read read only');
+      try {
+        for (const s of canonicalSettingsSql()) await client.query(s);
+        const digest = await client.query<{ n: string; s: string }>(rowDigestSql(shard.schema, input.table));
+        const key = quoteIdent(input.keyColumn);
+        const inRange =
+          shard.hashMin !== undefined
+            ? `${sqlHashFunction(input.keyType)}(${key}, 0) between ${quoteLiteral(shard.hashMin)}::bigint and ${quoteLiteral(shard.hashMax!)}::bigint`
+            : `${key} >= ${quoteLiteral(shard.rangeMin!)} and ${key} < ${quoteLiteral(shard.rangeMax!)}`;
+        const misplaced = await client.query<{ n: string }>(`select count(*)::text as n from ${shardTable(shard.schema, input.table)} where not (${inRange})`);
+        out.push({ shardId: shard.shardId, rows: Number(digest.rows[0]!.n), sum: digest.rows[0]!.s, misplaced: Number(misplaced.rows[0]!.n) });
+      } finally {
+        await client.query('rollback').catch(() => undefined);
+      }
+    }
+    return out;
+  });
+}
+
+/** The shards' checks against the backup's digest: throws RestoreVerificationError naming what differs. */
+export function compareWithManifest(table: string, expected: RowDigest, checks: readonly ShardCheck[]): RowDigest {
+  const misplaced = checks.filter((c) => c.misplaced > 0);
+  if (misplaced.length > 0) {
+    throw new RestoreVerificationError(`table ${table}: ${misplaced.map((c) => `shard ${c.shardId} holds ${c.misplaced} row(s) outside its range`).join('; ')}`);
+  }
+  const rows = checks.reduce((a, c) => a + c.rows, 0);
+  const sum = checks.reduce((a, c) => a + BigInt(c.sum), 0n);
+  // The manifest's sum is of signed 64-bit hashes, exact: compared as integers.
+  if (rows !== expected.rows) throw new RestoreVerificationError(`table ${table}: ${rows} rows restored, the backup holds ${expected.rows}`);
+  if (sum.toString() !== expected.sum) throw new RestoreVerificationError(`table ${table}: the restored rows' checksum is ${sum}, the backup's is ${expected.sum} (same count, different content)`);
+  return { rows, sum: sum.toString() };
+}
+
+/** Removes a restore's ledger rows from a node (after it is published, or undone). */
+export async function clearLedger(node: NodeTarget, restoreId: string, limits: SessionLimits = {}): Promise<void> {
+  await onNode(node, limits, async (client) => {
+    const { rowCount } = await client.query('select 1 from pg_namespace where nspname = $1', [LEDGER_SCHEMA]);
+    if (rowCount) await client.query(`delete from ${LEDGER} where restore_id = $1`, [restoreId]);
+  });
+}
+
+/** Rows a restore's ledger holds per shard on a node (what was committed so far). */
+export async function ledgerRows(node: NodeTarget, restoreId: string, limits: SessionLimits = {}): Promise<Map<number, number>> {
+  return onNode(node, limits, async (client) => {
+    const { rowCount } = await client.query('select 1 from pg_namespace where nspname = $1', [LEDGER_SCHEMA]);
+    if (!rowCount) return new Map();
+    const { rows } = await client.query<{ shard_id: string; rows: string }>(`select shard_id::text, sum(rows)::text as rows from ${LEDGER} where restore_id = $1 group by shard_id`, [restoreId]);
+    return new Map(rows.map((r) => [Number(r.shard_id), Number(r.rows)]));
+  });
+}

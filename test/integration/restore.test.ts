@@ -1,0 +1,312 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, cpSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { newRestoreId, restoreResult, startRestore } from '../../client/index.js';
+import { exportBackup, plainTable } from '../../src/backup/export.js';
+import type { Manifest } from '../../src/backup/manifest.js';
+import { openBackup } from '../../src/backup/reader.js';
+import { NodePools } from '../../src/catalog/node-pools.js';
+import { resetFailpoints } from '../../src/failpoints.js';
+import { LEDGER_SCHEMA, RowRouter, createRestoreShards, importUnit, planImportUnits, type RestoreShard } from '../../src/restore/import.js';
+import { restoreColumnsDdl } from '../../src/restore/ddl.js';
+import { createRouter } from '../../src/router/router.js';
+import type { RestoreInput, RestoreProgress } from '../../workflows/messages.js';
+import { restoreProgressQuery } from '../../workflows/messages.js';
+import { pgDigest } from '../helpers/digest.js';
+import { createTestCatalog, startTestWorker, startWorkerProcess, until, uniqueName, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
+
+/**
+ * The restore workflow against the real fleet: a plain PostgreSQL table exported to a backup, then
+ * restored into layouts of other shard counts and methods, with the import's ledger under a killed
+ * worker, a lost reply and two attempts side by side; bad backups and a rejected proposal change nothing.
+ */
+
+const ROWS = 30_000;
+let catalog: TestCatalog;
+let worker: TestWorker;
+let source: pg.Pool;
+let backupDir: string;
+let manifest: Manifest;
+const dirs: string[] = [];
+const pools = new NodePools({ max: 2 });
+
+function tempDir(name: string): string {
+  const d = mkdtempSync(path.join(tmpdir(), 'sc-restore-'));
+  dirs.push(d);
+  return path.join(d, name);
+}
+
+/** The digest summed over every shard of a restored table, and its row count per shard. */
+async function restoredDigest(table: string): Promise<{ rows: number; sum: bigint; perShard: number[] }> {
+  const { rows } = await catalog.pool.query<{ schema: string; node: string }>(
+    `select s.schema_name as schema, n.name as node from shardcast.distributed_tables t join shardcast.shards s on s.group_id = t.group_id
+       join shardcast.placements p on p.shard_id = s.id join shardcast.nodes n on n.id = p.node_id where t.name = $1 order by s.id`,
+    [table],
+  );
+  let total = 0;
+  let sum = 0n;
+  const perShard: number[] = [];
+  for (const r of rows) {
+    const d = await pgDigest(pools.get(catalog.nodeUrl(r.node)), r.schema, table);
+    total += d.rows;
+    sum += d.sum;
+    perShard.push(d.rows);
+  }
+  return { rows: total, sum, perShard };
+}
+
+function layoutInput(table: string, layout: RestoreInput['layout'], more: Partial<RestoreInput> = {}): RestoreInput {
+  return {
+    restoreId: newRestoreId(table, worker.options.workflowIdPrefix),
+    backup: backupDir,
+    sourceKind: 'shardcast',
+    sourceTable: 'events',
+    targetTable: table,
+    layout,
+    requireApproval: false,
+    parallelism: 3,
+    batchesPerUnit: 1,
+    nodeRetry: { maximumAttempts: 3, initialIntervalMs: 200 },
+    ...more,
+  };
+}
+
+const names = () => catalog.nodes.map((n) => n.name);
+const hashLayout = (key: string, shards: number): RestoreInput['layout'] => ({
+  keyColumn: key,
+  method: 'hash',
+  shardCount: shards,
+  nodes: Array.from({ length: shards }, (_, i) => names()[i % names().length]!),
+  reasons: ['test'],
+});
+
+async function tableState(table: string): Promise<string | null> {
+  const { rows } = await catalog.pool.query<{ state: string }>('select state from shardcast.distributed_tables where name = $1', [table]);
+  return rows[0]?.state ?? null;
+}
+
+async function restoreRow(id: string): Promise<{ state: string; rows_imported: string; error: string | null } | undefined> {
+  const { rows } = await catalog.pool.query<{ state: string; rows_imported: string; error: string | null }>('select state, rows_imported::text, error from shardcast.restores where id = $1', [id]);
+  return rows[0];
+}
+
+/** Shard schemas of the test's database on every node (sc_s…): none may stay behind a failed restore. */
+async function shardSchemas(): Promise<string[]> {
+  const out: string[] = [];
+  for (const n of catalog.nodes) {
+    const { rows } = await pools.get(n.dsn).query<{ s: string }>(`select nspname as s from pg_namespace where nspname ~ '^sc_s[0-9]+$'`);
+    out.push(...rows.map((r) => `${n.name}:${r.s}`));
+  }
+  return out.sort();
+}
+
+beforeAll(async () => {
+  catalog = await createTestCatalog('restore');
+  worker = await startTestWorker(catalog.catalogUrl);
+  // The source: a plain table in a database of its own on the first node.
+  const db = uniqueName('src');
+  await pools.get(catalog.nodes[0]!.dsn).query(`create database ${db}`);
+  const url = new URL(catalog.nodes[0]!.dsn);
+  url.pathname = `/${db}`;
+  source = new pg.Pool({ connectionString: url.toString(), max: 2 });
+  await source.query(`create table events (
+    id bigint primary key, tenant_id int not null, created_at timestamptz not null, amount numeric(12,2), kind text,
+    note text, flag boolean, ref uuid, blob bytea)`);
+  await source.query('create index events_created on events (created_at)');
+  await source.query(
+    `insert into events
+     select g, g % 97, timestamptz '2026-01-01 00:00:00+00' + g * interval '1 minute', (g % 10000) / 100.0,
+            (array['click','view','buy'])[1 + g % 3],
+            case when g % 11 = 0 then null when g % 7 = 0 then E'tab\\there, new\\nline, back\\\\slash, "quoted" é' else 'n' || g end,
+            case when g % 5 = 0 then null else g % 2 = 0 end, md5(g::text)::uuid, case when g % 13 = 0 then decode(lpad(to_hex(g), 8, '0'), 'hex') end
+       from generate_series(1, ${ROWS}) g`,
+  );
+  backupDir = tempDir('backup');
+  // Small batches: several units per file, so the fan-out and the ledger have pieces to work on.
+  manifest = await exportBackup([plainTable(source, 'events')], backupDir, { batchRows: 2500 });
+}, 120_000);
+
+afterAll(async () => {
+  delete process.env.SHARDCAST_FAILPOINTS;
+  await source?.end();
+  await worker?.close();
+  await pools.end();
+  await catalog?.close();
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+describe('restoreTable', () => {
+  it('restores into a hash layout of another shard count: identical rows, indexes after the load, published only at the end', async () => {
+    const expected = await pgDigest(source, null, 'events');
+    expect(manifest.tables[0]!.files[0]!.batches).toBeGreaterThan(3);
+    const input = layoutInput('events_h', hashLayout('tenant_id', 5));
+    const handle = await startRestore(worker.options, input);
+    const result = await restoreResult(handle);
+    expect(result.rows).toBe(ROWS);
+    expect(result.shards).toBe(5);
+    const got = await restoredDigest('events_h');
+    expect(got.rows).toBe(expected.rows);
+    expect(got.sum).toBe(expected.sum);
+    expect(got.perShard.every((n) => n > 0)).toBe(true);
+    expect(await tableState('events_h')).toBe('active');
+    expect((await restoreRow(input.restoreId))?.state).toBe('done');
+    // The primary key and the index were built on every shard; the ledger is gone.
+    for (const n of catalog.nodes) {
+      const { rows } = await pools.get(n.dsn).query<{ n: string }>(
+        `select count(*)::text as n from pg_indexes where tablename = 'events_h' and (indexname = 'events_created' or indexdef like '%UNIQUE%(id)')`,
+      );
+      const shards = (await catalog.pool.query(`select 1 from shardcast.placements p join shardcast.shards s on s.id = p.shard_id join shardcast.distributed_tables t on t.group_id = s.group_id where t.name = 'events_h' and p.node_id = $1`, [n.id])).rowCount!;
+      expect(Number(rows[0]!.n)).toBe(2 * shards);
+      const ledger = await pools.get(n.dsn).query(`select 1 from ${LEDGER_SCHEMA}.ledger where restore_id = $1`, [input.restoreId]);
+      expect(ledger.rowCount).toBe(0);
+    }
+    // Through the router, as an application reads it.
+    const router = await createRouter({ catalogUrl: catalog.catalogUrl });
+    try {
+      const r = await router.forKey('events_h', 42).query<{ n: number }>('select count(*)::int as n from events_h where tenant_id = $1', [42]);
+      expect(r.rows[0]!.n).toBe(Math.floor(ROWS / 97) + (ROWS % 97 >= 42 ? 1 : 0));
+    } finally {
+      await router.close();
+    }
+  });
+
+  it('restores into a range layout on the primary key: identical rows, each shard holding its range', async () => {
+    const expected = await pgDigest(source, null, 'events');
+    const bounds = ['1', '7500', '15000', '22500', String(ROWS + 1000)];
+    const input = layoutInput('events_r', { keyColumn: 'id', method: 'range', rangeBounds: bounds, nodes: [names()[0]!, names()[1]!, names()[2]!, names()[0]!], reasons: ['test'] });
+    const result = await restoreResult(await startRestore(worker.options, input));
+    expect(result.shards).toBe(4);
+    const got = await restoredDigest('events_r');
+    expect(got).toEqual({ rows: expected.rows, sum: expected.sum, perShard: [7499, 7500, 7500, 7501] });
+  });
+
+  it('a killed worker process mid-import: the import resumes on another worker and every row lands exactly once', async () => {
+    const queue = uniqueName('tq-restore-kill');
+    // Each batch is held a moment: the kill lands inside a unit, with rows sent and not committed.
+    const first = await startWorkerProcess(catalog.catalogUrl, queue, { SHARDCAST_FAILPOINTS: 'restore.import.after-batch=sleep:400' });
+    const input = layoutInput('events_k', hashLayout('id', 3), { parallelism: 2, batchesPerUnit: 3 });
+    const handle = await startRestore({ ...worker.options, taskQueue: queue }, input);
+    let progress: RestoreProgress | undefined;
+    await until('some units imported', async () => {
+      progress = await handle.query(restoreProgressQuery).catch(() => undefined);
+      return (progress?.unitsDone ?? 0) >= 1;
+    }, 120_000, 100);
+    expect(progress!.unitsDone).toBeLessThan(progress!.units);
+    first.child.kill('SIGKILL');
+    const second = await startWorkerProcess(catalog.catalogUrl, queue);
+    try {
+      const result = await restoreResult(handle);
+      expect(result.rows).toBe(ROWS);
+    } finally {
+      await second.stop();
+    }
+    const expected = await pgDigest(source, null, 'events');
+    const got = await restoredDigest('events_k');
+    expect({ rows: got.rows, sum: got.sum }).toEqual(expected);
+  }, 240_000);
+
+  it('a lost reply after the commit: the retried unit finds its ledger rows and adds nothing', async () => {
+    process.env.SHARDCAST_FAILPOINTS = 'restore.import.after-commit=throw*2';
+    resetFailpoints();
+    try {
+      const input = layoutInput('events_l', hashLayout('tenant_id', 3));
+      const result = await restoreResult(await startRestore(worker.options, input));
+      expect(result.rows).toBe(ROWS);
+    } finally {
+      delete process.env.SHARDCAST_FAILPOINTS;
+    }
+    const expected = await pgDigest(source, null, 'events');
+    const got = await restoredDigest('events_l');
+    expect({ rows: got.rows, sum: got.sum }).toEqual(expected);
+  });
+
+  it('two attempts of one unit side by side: one commits each shard, the other waits on its ledger row and skips', async () => {
+    const table = 'events_twice';
+    const node = catalog.nodes[1]!;
+    const shards: RestoreShard[] = [
+      { shardId: 900001, schema: 'sc_s900001', nodeId: node.id, hashMin: '-9223372036854775808', hashMax: '-1' },
+      { shardId: 900002, schema: 'sc_s900002', nodeId: node.id, hashMin: '0', hashMax: '9223372036854775807' },
+    ];
+    const t = manifest.tables[0]!;
+    await createRestoreShards(node, { table, schemas: shards.map((s) => s.schema), columns: restoreColumnsDdl(t).bare, grant: async () => undefined });
+    const backup = await openBackup(backupDir);
+    const unit = planImportUnits(t, 'shardcast', 2)[0]!;
+    const attempt = () =>
+      importUnit({
+        restoreId: 'twice',
+        table,
+        columns: t.columns,
+        keyColumn: 'id',
+        router: new RowRouter(table, 'hash', 'bigint', shards),
+        nodes: new Map([[node.id, node]]),
+        unit,
+        batches: () => backup.batches('events', { file: unit.file, from: unit.from, to: unit.to }),
+      });
+    const [a, b] = await Promise.all([attempt(), attempt()]);
+    expect(a.skipped.length + b.skipped.length).toBe(2);
+    expect(a.rows).toEqual(b.rows);
+    const db = pools.get(node.dsn);
+    const counts = await Promise.all(shards.map(async (s) => Number((await db.query<{ n: string }>(`select count(*)::text as n from ${s.schema}.${table}`)).rows[0]!.n)));
+    expect(counts.reduce((x, y) => x + y, 0)).toBe(5000);
+    expect(counts).toEqual(shards.map((s) => a.rows[s.shardId]));
+    // A third attempt later: everything skipped, nothing added.
+    const c = await attempt();
+    expect(c.skipped.sort()).toEqual([900001, 900002]);
+    await db.query(`drop schema sc_s900001 cascade; drop schema sc_s900002 cascade; delete from ${LEDGER_SCHEMA}.ledger where restore_id = 'twice'`);
+  });
+
+  it('a corrupted Arrow file: a clear error naming the file, and nothing created', async () => {
+    const bad = tempDir('bad');
+    cpSync(backupDir, bad, { recursive: true });
+    const file = path.join(bad, manifest.tables[0]!.files[0]!.path);
+    const bytes = readFileSync(file);
+    bytes[Math.floor(bytes.length / 2)]! ^= 0xff;
+    writeFileSync(file, bytes);
+    const before = await shardSchemas();
+    const input = { ...layoutInput('events_bad', hashLayout('id', 3)), backup: bad };
+    await expect(restoreResult(await startRestore(worker.options, input))).rejects.toThrow(/events\.arrow: checksum mismatch/);
+    expect(await tableState('events_bad')).toBeNull();
+    expect(await shardSchemas()).toEqual(before);
+  });
+
+  it('an existing table of that name is refused before anything is created', async () => {
+    const input = layoutInput('events_h', hashLayout('id', 3));
+    await expect(restoreResult(await startRestore(worker.options, input))).rejects.toThrow(/table "events_h" already exists/);
+    expect((await restoreResult(await startRestore(worker.options, layoutInput('events_h2', hashLayout('nope', 3)))).catch((e: Error) => e.message))).toMatch(/shard key column "nope" is not among its columns/);
+    expect(await tableState('events_h2')).toBeNull();
+  });
+
+  it('an unreachable node: the restore fails, and what it created on the other nodes is dropped', async () => {
+    await catalog.pool.query(`insert into shardcast.nodes (name, dsn, state) values ('ghost', 'postgres://postgres@127.0.0.1:1/none', 'active')`);
+    try {
+      const before = await shardSchemas();
+      const input = layoutInput('events_u', { keyColumn: 'id', method: 'hash', shardCount: 2, nodes: [names()[0]!, 'ghost'], reasons: ['test'] });
+      const message = await restoreResult(await startRestore(worker.options, input)).catch((e: Error) => e.message);
+      expect(message).toMatch(/node "ghost"/);
+      expect(message).toMatch(/undone/);
+      expect(await tableState('events_u')).toBeNull();
+      expect(await shardSchemas()).toEqual(before);
+      expect((await restoreRow(input.restoreId))?.state).toBe('failed');
+    } finally {
+      await catalog.pool.query(`delete from shardcast.nodes where name = 'ghost'`);
+    }
+  });
+
+  it('waits for approval by policy; a rejected proposal creates nothing', async () => {
+    const input = layoutInput('events_a', hashLayout('id', 3), { requireApproval: true });
+    const handle = await startRestore(worker.options, input);
+    await until('the approval gate', async () => (await handle.query(restoreProgressQuery)).phase === 'approval');
+    expect((await restoreRow(input.restoreId))?.state).toBe('proposed');
+    await handle.signal('reject');
+    await expect(restoreResult(handle)).rejects.toThrow(/rejected; nothing was created/);
+    expect(await tableState('events_a')).toBeNull();
+    expect((await restoreRow(input.restoreId))?.state).toBe('rejected');
+  });
+
+  it('refuses a backup URL with credentials before starting', async () => {
+    const input = { ...layoutInput('events_c', hashLayout('id', 3)), backup: 'https://user:secret@example.com/b' };
+    await expect(startRestore(worker.options, input)).rejects.toThrow(/must not carry credentials/);
+  });
+});
