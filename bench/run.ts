@@ -10,6 +10,7 @@ const benches: Record<string, () => Promise<{ run(args: string[]): Promise<void>
   retrain: () => import('./retrain.js'),
   rebalance: () => import('./rebalance.js'),
   cli: () => import('./cli.js'),
+  restore: () => import('./restore.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);

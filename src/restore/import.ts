@@ -18,13 +18,14 @@ import { from as copyFrom } from 'pg-copy-streams';
 import { rowDigestSql, type RowDigest } from '../backup/checksum.js';
 import type { ManifestColumn, ManifestTable } from '../backup/manifest.js';
 import { canonicalSettingsSql, canonicalText, formatUuid, type ValueKind } from '../backup/values.js';
+import { CopyBuffer, columnWriter, writeRow } from './copy-encoder.js';
 import { resolveDsn } from '../catalog/dsn-password.js';
 import { compareKeys, normalizeKey, sqlHashFunction, type KeyType } from '../catalog/keys.js';
 import { sessionSettings, type SessionLimits } from '../catalog/node-pools.js';
 import { newPgClient } from '../catalog/pg-tls.js';
 import { InvalidInputError, KeyOutOfRangeError, NodeUnavailableError, ShardcastError, errorMessage } from '../errors.js';
 import { failpoint } from '../failpoints.js';
-import { hashInt4Extended, hashInt8Extended, hashTextExtended, hashUuidExtended } from '../hashing.js';
+import { hashInt4Extended, hashInt8Extended, hashSafeIntegerAsInt8, hashTextExtended, hashUuidExtended } from '../hashing.js';
 import { quoteIdent, quoteLiteral, singleStatement } from '../sql/ident.js';
 
 /** Where the ledger lives on every node that gets shards of a restore. */
@@ -187,7 +188,10 @@ export class RowRouter {
       const values = data.values as ArrayLike<number | bigint> & Uint8Array;
       let h: bigint;
       if (kind === 'int16' || kind === 'int32') h = hashInt4Extended(values[at] as number);
-      else if (kind === 'int64') h = hashInt8Extended((data.values as BigInt64Array)[at]!);
+      else if (kind === 'int64') {
+        const v = (data.values as BigInt64Array)[at]!;
+        h = v >= -9007199254740991n && v <= 9007199254740991n ? hashSafeIntegerAsInt8(Number(v)) : hashInt8Extended(v);
+      }
       else if (kind === 'uuid') h = hashUuidExtended(formatUuid(values, at * 16));
       else h = hashTextExtended(canonicalText(kind, data, i)!);
       return this.order[lastAtMost(this.hashMins, h, (a, b) => (a < b ? -1 : a > b ? 1 : 0))]!;
@@ -221,12 +225,6 @@ function lastAtMost<T>(values: readonly T[], x: T, cmp: (a: T, b: T) => number):
 }
 
 // -------------------------------------------------------------------------------------- import
-
-/** A field as COPY's text format writes it. */
-function copyField(value: string | null): string {
-  if (value === null) return '\\N';
-  return /[\\\t\n\r]/.test(value) ? value.replace(/[\\\t\n\r]/g, (c) => (c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r')) : value;
-}
 
 export interface UnitProgress {
   batches: number;
@@ -275,8 +273,10 @@ export async function importUnit(input: {
   const open: Array<ShardStream | null> = [];
   try {
     // One connection and transaction per shard; the ledger row first (it waits for a concurrent attempt's).
-    await Promise.all(
-      router.shards.map(async (shard, i) => {
+    // Taken one shard after the other in shard id order: two attempts never each hold a row the other waits for.
+    const byId = router.shards.map((shard, i) => ({ shard, i })).sort((a, b) => a.shard.shardId - b.shard.shardId);
+    for (const { shard, i } of byId) {
+      await (async () => {
         const node = input.nodes.get(shard.nodeId)!;
         const client = await connect(node, limits);
         try {
@@ -308,31 +308,31 @@ export async function importUnit(input: {
           await client.end().catch(() => undefined);
           throw asNodeError(node, err);
         }
-      }),
-    );
+      })();
+    }
     const active = open.filter((s): s is ShardStream => s !== null);
     const progress: UnitProgress = { batches: 0, rows: 0 };
     if (active.length > 0) {
-      const lines: string[][] = router.shards.map(() => []);
-      const fields: string[] = new Array<string>(kinds.length);
+      const out = router.shards.map(() => new CopyBuffer());
+      const counts = new Array<number>(router.shards.length).fill(0);
       for await (const batch of input.batches()) {
         if (input.signal?.aborted) throw input.signal.reason instanceof Error ? input.signal.reason : new Error('import cancelled');
         const columns = kinds.map((_, c) => batch.data.children[c]!);
+        const writers = kinds.map((k, c) => columnWriter(k, columns[c]!));
         const keyData = columns[keyIndex]!;
         for (let r = 0; r < batch.numRows; r++) {
           const s = router.route(keyKind, keyData, r);
           if (open[s] === null) continue; // committed by an earlier attempt
-          for (let c = 0; c < kinds.length; c++) fields[c] = copyField(canonicalText(kinds[c]!, columns[c]!, r));
-          lines[s]!.push(`${fields.join('\t')}\n`);
+          writeRow(out[s]!, writers, r);
+          counts[s]!++;
         }
         await Promise.all(
           active.map(async (st) => {
             const i = router.shards.indexOf(st.shard);
-            const chunk = lines[i]!;
-            if (chunk.length === 0) return;
-            st.rows += chunk.length;
-            lines[i] = [];
-            if (!st.stream.write(chunk.join(''))) await Promise.race([once(st.stream, 'drain'), st.failed]);
+            if (counts[i] === 0) return;
+            st.rows += counts[i]!;
+            counts[i] = 0;
+            if (!st.stream.write(out[i]!.take())) await Promise.race([once(st.stream, 'drain'), st.failed]);
           }),
         );
         progress.batches++;

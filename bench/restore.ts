@@ -1,0 +1,177 @@
+/**
+ * `npm run bench -- restore [--rows N] [--parallel N] [--workers N]`: a backup of N rows (default
+ * 5,000,000) restored three ways in one run, on one embedded fleet (a catalog and two nodes) and a
+ * Temporal dev server, with `shardcast worker` processes taking the activities:
+ *  - parallel: the restore workflow into the proposed shards (the proposal engine's layout for the
+ *    bench's workload), `--parallel` import units at once (default 4) over `--workers` worker processes
+ *    (default 2);
+ *  - single: the same workflow into the same layout with one unit at a time (parallelism 1);
+ *  - raw: `COPY FROM` of the same rows as CSV into one table on one node, then its primary key.
+ * Each restore figure is the whole workflow, start to published: the backup's check (sha256 of
+ * every file), shard creation, import, primary keys and ANALYZE, the verify of every row against
+ * the manifest's checksum. The raw COPY is the load and the primary key only (no verify). Peak RSS is
+ * the largest resident set of a worker (or the bench process) during the restores, sampled every 200 ms.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createReadStream, createWriteStream, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { Client, Connection } from '@temporalio/client';
+import pg from 'pg';
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import { newRestoreId, restoreResult, startRestore } from '../client/index.js';
+import { exportBackup, plainTable } from '../src/backup/export.js';
+import { resolveTemporalCli } from '../src/fleet/temporal-cli.js';
+import { freePort } from '../src/fleet/postgres-server.js';
+import { TemporalDevServer } from '../src/fleet/temporal-server.js';
+import { proposeLayout } from '../src/restore/proposal.js';
+import { parseWorkload } from '../src/restore/workload.js';
+import { round, startBenchFleet } from './fleet.js';
+
+function option(args: string[], name: string, fallback: number): number {
+  const i = args.indexOf(name);
+  if (i < 0) return fallback;
+  const v = Number(args[i + 1]);
+  if (!Number.isInteger(v) || v < 1) throw new Error(`${name}: expected a positive whole number, got ${args[i + 1]}`);
+  return v;
+}
+
+/** Resident set of a process in bytes (Linux /proc), 0 when it is gone. */
+function rss(pid: number): number {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+function startWorker(root: string, env: Record<string, string>): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [path.join(root, 'bin/shardcast.js'), 'worker'], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  return new Promise((resolve, reject) => {
+    const onData = (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('shardcast: ready')) resolve(child);
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`worker exited (${code}): ${out.slice(-2000)}`)));
+  });
+}
+
+export async function run(args: string[]): Promise<void> {
+  const rows = option(args, '--rows', 5_000_000);
+  const parallel = option(args, '--parallel', 4);
+  const workerCount = option(args, '--workers', 2);
+  const root = path.resolve(import.meta.dirname, '..');
+  const dir = mkdtempSync(path.join(tmpdir(), 'shardcast-bench-restore-'));
+  const fleet = await startBenchFleet(2);
+  const cli = await resolveTemporalCli();
+  const temporal = new TemporalDevServer({ cliPath: cli.path, port: await freePort(), uiPort: 0, namespace: 'default', stateDir: path.join(dir, 'temporal') });
+  const workers: ChildProcess[] = [];
+  let peak = 0;
+  const sampler = setInterval(() => {
+    peak = Math.max(peak, process.memoryUsage().rss, ...workers.map((w) => (w.pid ? rss(w.pid) : 0)));
+  }, 200);
+  try {
+    await temporal.start();
+    const node1 = fleet.nodes[0]!;
+    const source = new pg.Pool({ connectionString: node1.url('shardcast'), max: 2 });
+    source.on('error', () => undefined);
+    console.log(`generating ${rows} rows …`);
+    await source.query(`create table events (id bigint primary key, tenant_id int not null, created_at timestamptz not null, amount numeric(12,2), kind text not null, note text)`);
+    await source.query(
+      `insert into events select g, g % 1000, timestamptz '2026-01-01 00:00:00+00' + g * interval '1 second', (g % 100000) / 100.0,
+              (array['click','view','buy','refund'])[1 + g % 4], case when g % 9 = 0 then null else 'note ' || md5(g::text) end
+         from generate_series(1, ${rows}) g`,
+    );
+    await source.query('vacuum analyze events');
+
+    const backupDir = path.join(dir, 'backup');
+    let t = performance.now();
+    const manifest = await exportBackup([plainTable(source, 'events')], backupDir);
+    const bytes = manifest.tables[0]!.files.reduce((a, f) => a + f.bytes, 0);
+    console.log(`backup: ${(bytes / 1e6).toFixed(0)} MB of Arrow in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+    const csv = path.join(dir, 'events.csv');
+    {
+      const c = await source.connect();
+      try {
+        await pipeline(c.query(copyTo('copy events to stdout (format csv)')), createWriteStream(csv));
+      } finally {
+        c.release();
+      }
+    }
+    console.log(`csv: ${(statSync(csv).size / 1e6).toFixed(0)} MB`);
+    await source.query('drop table events');
+    await source.end();
+
+    // The proposal for a workload of 4,000 qps at peak over the two nodes (1,000 qps a shard): 4 hash shards.
+    const workload = parseWorkload('predicted_peak_qps: 4000\ngrowth_per_month: 0\n', 'bench-workload.yaml');
+    const proposal = proposeLayout(manifest.tables[0]!, { workload, nodes: fleet.nodes.map((n) => ({ name: n.name, capacity: 1 })), bytes });
+    console.log(`proposal: ${proposal.method} on ${proposal.keyColumn}, ${proposal.shardCount} shards on ${[...new Set(proposal.shards.map((s) => s.node))].join(', ')}`);
+
+    peak = 0; // the restores' own: not the generation and export above
+    const taskQueue = 'bench-restore';
+    const env = { SHARDCAST_CATALOG_URL: fleet.catalogUrl, SHARDCAST_TEMPORAL_ADDRESS: temporal.address, SHARDCAST_TEMPORAL_TASK_QUEUE: taskQueue, SHARDCAST_METRICS_PORT: '0' };
+    for (let i = 0; i < workerCount; i++) workers.push(await startWorker(root, env));
+    const connection = await Connection.connect({ address: temporal.address });
+    const client = new Client({ connection, namespace: 'default' });
+
+    const restore = async (table: string, parallelism: number): Promise<number> => {
+      const input = {
+        restoreId: newRestoreId(table),
+        backup: backupDir,
+        sourceKind: 'shardcast' as const,
+        sourceTable: 'events',
+        targetTable: table,
+        layout: { keyColumn: proposal.keyColumn, method: proposal.method, ...(proposal.method === 'hash' ? { shardCount: proposal.shardCount } : { rangeBounds: proposal.rangeBounds! }), nodes: proposal.shards.map((s) => s.node), reasons: proposal.reasons },
+        requireApproval: false,
+        parallelism,
+        batchesPerUnit: 2,
+      };
+      const started = performance.now();
+      const result = await restoreResult(await startRestore({ client, taskQueue }, input));
+      const s = (performance.now() - started) / 1000;
+      if (result.rows !== rows) throw new Error(`${table}: ${result.rows} rows restored, expected ${rows}`);
+      console.log(`${table}: ${rows} rows in ${s.toFixed(1)} s with ${parallelism} unit(s) at once (${result.shards} shards; verified, published)`);
+      return rows / s;
+    };
+
+    const single = await restore('events_single', 1);
+    const par = await restore('events_parallel', parallel);
+
+    // The raw baseline: one COPY FROM of the CSV into one table on one node, then its primary key.
+    const raw = new pg.Client({ connectionString: fleet.nodes[1]!.url('shardcast') });
+    await raw.connect();
+    await raw.query('create table events_raw (id bigint not null, tenant_id int not null, created_at timestamptz not null, amount numeric(12,2), kind text not null, note text)');
+    t = performance.now();
+    await pipeline(createReadStream(csv), raw.query(copyFrom('copy events_raw from stdin (format csv)')));
+    await raw.query('alter table events_raw add primary key (id)');
+    const rawS = (performance.now() - t) / 1000;
+    await raw.end();
+    const rawRate = rows / rawS;
+    console.log(`raw COPY FROM csv + primary key: ${rawS.toFixed(1)} s`);
+    await connection.close();
+
+    console.log(
+      JSON.stringify({
+        bench: 'restore',
+        rows,
+        parallel_rows_s: Math.round(par),
+        single_rows_s: Math.round(single),
+        raw_copy_rows_s: Math.round(rawRate),
+        speedup: round(par / single, 2),
+        copy_ratio: round(par / rawRate, 2),
+        peak_rss_mb: Math.round(peak / 1e6),
+      }),
+    );
+  } finally {
+    clearInterval(sampler);
+    for (const w of workers) w.kill('SIGTERM');
+    await temporal.stop().catch(() => undefined);
+    await fleet.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
