@@ -52,8 +52,12 @@ export interface QueryFeatures {
   tables: string[];
   predicates: Predicate[];
   joins: JoinCondition[];
-  /** INSERT: the columns given and, per column, the constants of its VALUES rows (parameters omitted). */
-  inserted: Array<{ table: string; column: string; values: string[] }>;
+  /**
+   * INSERT: the columns given and, per column, the constants of its VALUES rows (parameters omitted),
+   * and whether a row's value comes from the clock or a sequence (now(), CURRENT_TIMESTAMP, nextval()):
+   * an ever-increasing key.
+   */
+  inserted: Array<{ table: string; column: string; values: string[]; increasing: boolean }>;
   /** INSERT: rows in its VALUES lists (0 for INSERT … SELECT). */
   insertedRows: number;
   /** UPDATE: the columns it sets. */
@@ -61,8 +65,10 @@ export interface QueryFeatures {
 }
 
 export interface QueryTemplate {
-  /** libpg_query's fingerprint: the same for statements that differ only in constants. */
+  /** libpg_query's fingerprint: the same for statements that differ only in constants (and for `= $1`, `IN (…)` and `= ANY(…)` alike). */
   fingerprint: string;
+  /** The fingerprint and what it leaves out that routing depends on: the operator classes and IN-list lengths. */
+  shape: string;
   /** The statement with its constants replaced by $n. */
   text: string;
   features: QueryFeatures;
@@ -106,6 +112,19 @@ function constantOf(n: unknown): string | null {
   const x = v.ival ?? v.fval ?? v.sval ?? v.boolval ?? v.bsval;
   // libpg_query leaves a zero, false or empty string's value out: `ival: {}`.
   return x === undefined ? (body.ival ? '0' : body.boolval ? 'false' : '') : String(x);
+}
+
+const INCREASING_FUNCTIONS = new Set(['now', 'clock_timestamp', 'statement_timestamp', 'transaction_timestamp', 'nextval', 'uuidv7']);
+const INCREASING_VALUE_FUNCTIONS = new Set(['SVFOP_CURRENT_DATE', 'SVFOP_CURRENT_TIMESTAMP', 'SVFOP_CURRENT_TIMESTAMP_N', 'SVFOP_LOCALTIMESTAMP', 'SVFOP_LOCALTIMESTAMP_N']);
+
+/** A value from the clock or a sequence, through casts. */
+function increasingValue(n: unknown): boolean {
+  const u = unwrap(n);
+  if (!u) return false;
+  if (u[0] === 'TypeCast') return increasingValue(u[1].arg);
+  if (u[0] === 'SQLValueFunction') return INCREASING_VALUE_FUNCTIONS.has(String(u[1].op));
+  if (u[0] === 'FuncCall') return INCREASING_FUNCTIONS.has(str(((u[1].funcname as unknown[] | undefined) ?? []).at(-1)) ?? '');
+  return false;
 }
 
 /** A column reference through casts, as its qualifier (or null) and name; null when not a plain column. */
@@ -260,7 +279,7 @@ function featuresOf(stmt: Node, columnsOf?: (table: string) => readonly string[]
     insertedRows = rows.length;
     cols.forEach((column, i) => {
       const values = rows.map((r) => constantOf(r[i])).filter((v): v is string => v !== null);
-      inserted.push({ table: target, column, values });
+      inserted.push({ table: target, column, values, increasing: rows.some((r) => increasingValue(r[i])) });
     });
   }
   if (kind === 'update' && target) {
@@ -284,7 +303,10 @@ export function templateOf(sql: string, options: { columnsOf?: (table: string) =
     throw new InvalidInputError(`not a valid SQL statement: ${(err as Error).message}`, { cause: err });
   }
   if (stmts.length !== 1) throw new InvalidInputError(`expected one SQL statement, got ${stmts.length}`);
-  return { fingerprint: fingerprintSync(sql), text: normalizeSync(sql), features: featuresOf(stmts[0]!.stmt, options.columnsOf) };
+  const features = featuresOf(stmts[0]!.stmt, options.columnsOf);
+  const fingerprint = fingerprintSync(sql);
+  const lists = features.predicates.map((p) => (p.op === 'in' ? `${p.items ?? '*'}` : p.op[0])).join('');
+  return { fingerprint, shape: `${fingerprint}:${lists}:${features.insertedRows}`, text: normalizeSync(sql), features };
 }
 
 /** Whether the statement is an UPDATE that sets `column` of `table`. */

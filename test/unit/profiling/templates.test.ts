@@ -10,7 +10,13 @@ describe('query templates (libpg-query)', () => {
     const b = templateOf("SELECT *  FROM orders WHERE tenant_id = 77 AND status IN ('c', 'd', 'e')");
     expect(a.fingerprint).toBe(b.fingerprint);
     expect(a.text).toBe('select * from orders where tenant_id = $1 and status in ($2, $3)');
+    expect(a.shape).toBe(templateOf("select * from orders where tenant_id = 6 and status in ('x', 'y')").shape);
     expect(templateOf('select * from orders where tenant_id > 5').fingerprint).not.toBe(a.fingerprint);
+    // The fingerprint makes = $1, IN (…) and = ANY(…) one; the shape, which routing reads, does not.
+    const eq = templateOf('select * from t where k = 1');
+    const list = templateOf('select * from t where k in (1, 2)');
+    expect(list.fingerprint).toBe(eq.fingerprint);
+    expect(list.shape).not.toBe(eq.shape);
   });
 
   it('reads tables, predicates with their operator class, joins through aliases and the constants touched', () => {
@@ -52,10 +58,12 @@ describe('query templates (libpg-query)', () => {
     expect(ins.kind).toBe('insert');
     expect(ins.insertedRows).toBe(2);
     expect(ins.inserted).toEqual([
-      { table: 'orders', column: 'id', values: ['1', '2'] },
-      { table: 'orders', column: 'tenant_id', values: ['7'] },
-      { table: 'orders', column: 'note', values: ['x', 'y'] },
+      { table: 'orders', column: 'id', values: ['1', '2'], increasing: false },
+      { table: 'orders', column: 'tenant_id', values: ['7'], increasing: false },
+      { table: 'orders', column: 'note', values: ['x', 'y'], increasing: false },
     ]);
+    const clock = templateOf("insert into events (id, at, day, v) values (nextval('s'), now(), current_date::date, $1)").features;
+    expect(clock.inserted.map((c) => [c.column, c.increasing])).toEqual([['id', true], ['at', true], ['day', true], ['v', false]]);
     const upd = templateOf('update orders set status = $1, tenant_id = 3 where id = $2').features;
     expect(updatesColumn(upd, 'orders', 'tenant_id')).toBe(true);
     expect(updatesColumn(upd, 'orders', 'id')).toBe(false);
