@@ -154,22 +154,22 @@ export interface PgStatsRow {
 }
 
 /**
- * The shards' pg_stats rows of one column as the table's: fractions weighted by rows; distinct values
- * as PostgreSQL means n_distinct (a share of rows scales with the whole table, a count does not add up
- * across shards that may hold the same values: the largest); the most common values' frequencies summed
- * over the shards that list them (a lower bound where a shard does not).
+ * The shards' pg_stats rows of one column as the table's: fractions weighted by rows; the most common
+ * values' frequencies summed over the shards that list them (a lower bound where a shard does not).
+ * Distinct values: each shard's (n_distinct as PostgreSQL means it: > 0 a count, < 0 a share of the
+ * shard's rows), then, for the table's shard key, their sum (a value lives on one shard); for any other
+ * column, the D that explains them when a value's rows fall on shards independently of it — a shard of
+ * S holds a given value of N/D rows with probability 1 − (1 − 1/S)^(N/D) — between the largest shard's
+ * count and the sum.
  */
-export function statisticsFromPgStats(column: string, shards: readonly PgStatsRow[]): ColumnStatistics {
+export function statisticsFromPgStats(column: string, shards: readonly PgStatsRow[], options: { shardKey?: boolean } = {}): ColumnStatistics {
   const rows = shards.reduce((a, s) => a + Math.max(0, s.rows), 0);
   const weight = (s: PgStatsRow) => (rows > 0 ? Math.max(0, s.rows) / rows : 1 / shards.length);
-  let distinct = 0;
-  let share = 0;
+  const perShard = shards.map((s) => (s.nDistinct < 0 ? -s.nDistinct * Math.max(0, s.rows) : s.nDistinct));
   const mcv = new Map<string, number>();
   let correlation = 0;
   let correlated = 0;
   for (const s of shards) {
-    if (s.nDistinct < 0) share += -s.nDistinct * weight(s);
-    else distinct = Math.max(distinct, s.nDistinct);
     (s.mostCommonValues ?? []).forEach((v, i) => mcv.set(v, (mcv.get(v) ?? 0) + (s.mostCommonFreqs?.[i] ?? 0) * weight(s)));
     if (s.correlation !== null) {
       correlation += s.correlation * weight(s);
@@ -178,11 +178,29 @@ export function statisticsFromPgStats(column: string, shards: readonly PgStatsRo
   }
   return {
     column,
-    distinct: shards.length === 0 ? null : Math.max(distinct, Math.round(share * rows)),
+    distinct: shards.length === 0 ? null : Math.round(options.shardKey ? perShard.reduce((a, b) => a + b, 0) : spreadDistinct(perShard, rows)),
     nullFraction: shards.reduce((a, s) => a + s.nullFraction * weight(s), 0),
     mostCommon: [...mcv].map(([value, frequency]) => ({ value, frequency })).sort((a, b) => b.frequency - a.frequency).slice(0, 10),
     correlation: correlated > 0 ? correlation / correlated : null,
   };
+}
+
+/** The distinct values D of N rows spread over the shards independently of the value, from each shard's distinct count (bisection). */
+function spreadDistinct(perShard: readonly number[], rows: number): number {
+  const S = perShard.length;
+  const lo0 = Math.max(0, ...perShard);
+  const hi0 = perShard.reduce((a, b) => a + b, 0);
+  if (S <= 1 || rows <= 0 || hi0 <= lo0) return lo0;
+  const target = hi0 / S;
+  const seen = (d: number) => d * (1 - Math.pow(1 - 1 / S, rows / d));
+  let lo = lo0;
+  let hi = hi0;
+  for (let i = 0; i < 60; i++) {
+    const mid = (lo + hi) / 2;
+    if (seen(mid) < target) lo = mid;
+    else hi = mid;
+  }
+  return (lo + hi) / 2;
 }
 
 type Route = 'single' | 'multi' | 'scatter';
@@ -322,9 +340,11 @@ export function adviseShardKey(profile: WorkloadProfile, columns: readonly Advis
     let joinCalls = 0;
     let colocated = 0;
     const joinedWith = new Set<string>();
+    const scattered: WorkloadTemplate[] = [];
     for (const tpl of profile.templates) {
       const f = tpl.features;
       const route = routeOf(f, t, key, method, shards);
+      if (route === 'scatter') scattered.push(tpl);
       const tally = f.kind === 'select' || f.kind === 'other' ? reads : writes;
       tally[route] += tpl.calls;
       if (tally === writes && route === 'scatter') withoutKey += tpl.calls;
@@ -375,6 +395,8 @@ export function adviseShardKey(profile: WorkloadProfile, columns: readonly Advis
     reasons.push(
       `reads ${r.singleShard}% single-shard, ${r.multiShard}% multi-shard, ${r.scatterGather}% scatter-gather; writes ${w.singleShard}% / ${w.multiShard}% / ${w.scatterGather}% (of ${total} calls)`,
     );
+    // The templates (most called first) that would ask every shard: what the key leaves behind.
+    for (const tpl of scattered.slice(0, 2)) reasons.push(`scatter-gather: ${tpl.text.length > 100 ? `${tpl.text.slice(0, 99)}…` : tpl.text} (${tpl.calls} calls)`);
     if (joinCalls > 0) {
       const lost = (joinCalls - colocated) / Math.max(total, 1);
       score -= 0.5 * lost;

@@ -92,6 +92,11 @@ describe('shard-key advisor', () => {
     expect(stats[0]!.mostCommon.map((m) => m.frequency)).toEqual([expect.closeTo(0.45, 9), expect.closeTo(0.15, 9)]);
     expect(stats[0]!.correlation).toBeCloseTo(0.05, 9);
     expect(stats[1]).toMatchObject({ distinct: 400 });
+    // 2000 values over 20000 rows hashed by another column: each of 4 shards sees ~1887 of them.
+    const spread = Array.from({ length: 4 }, () => ({ column: 'c', rows: 5000, nullFraction: 0, nDistinct: -1887 / 5000, mostCommonValues: null, mostCommonFreqs: null, correlation: null }));
+    expect(statisticsFromPgStats('c', spread).distinct).toBeCloseTo(2000, -1);
+    // The shard key: each value on one shard, the counts add up.
+    expect(statisticsFromPgStats('c', spread, { shardKey: true }).distinct).toBe(4 * 1887);
     expect(stats[1]!.correlation).toBeCloseTo(0.925, 9);
     const advice = adviseShardKey(profile, columns, stats, { shardCount: 4 });
     const tenant = advice.candidates.find((c) => c.key.join() === 'tenant_id' && c.method === 'hash')!;
