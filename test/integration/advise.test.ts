@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -8,7 +7,7 @@ import { exportBackup, shardcastTables } from '../../src/backup/export.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
 import type { Advice, CandidateReport } from '../../src/profiling/advisor.js';
 import { quoteIdent } from '../../src/sql/ident.js';
-import { createTestCatalog, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
+import { createTestCatalog, runCli, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 import { joinWorkload } from '../helpers/workloads.js';
 
 /**
@@ -16,7 +15,6 @@ import { joinWorkload } from '../helpers/workloads.js';
  * workload is built around customer_id (lookups by customer, joins to customers on it). The advisor
  * reads every shard's pg_stats through the catalog's placements, or a backup's manifest.
  */
-const CLI = path.resolve(import.meta.dirname, '../../bin/shardcast.js');
 const ROWS = 20_000;
 const CUSTOMERS = 2_000;
 
@@ -25,16 +23,8 @@ let worker: TestWorker;
 let dir: string;
 let logFile: string;
 
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const env = { ...process.env, SHARDCAST_CATALOG_URL: catalog.catalogUrl };
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+function cli(args: string[]): ReturnType<typeof runCli> {
+  return runCli(args, { SHARDCAST_CATALOG_URL: catalog.catalogUrl });
 }
 
 /** A pg_stat_statements export as CSV: quoted queries, calls. */
