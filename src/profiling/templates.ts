@@ -238,15 +238,19 @@ class FeatureReader {
   }
 }
 
-/** Every WHERE, JOIN … ON and USING under the statement, sub-selects included. */
+/**
+ * Every WHERE, JOIN … ON and USING under the statement, sub-selects included. A sub-select in an
+ * expression (`id in (select …)`, EXISTS) does not restrict the statement's own rows: its predicates
+ * are not conjunctive; one in FROM does.
+ */
 function readConditions(stmt: unknown, reader: FeatureReader): void {
-  const walk = (n: unknown): void => {
-    if (Array.isArray(n)) return n.forEach(walk);
+  const walk = (n: unknown, restricts: boolean): void => {
+    if (Array.isArray(n)) return n.forEach((x) => walk(x, restricts));
     if (!n || typeof n !== 'object') return;
     const u = unwrap(n);
     if (u && u[0] === 'JoinExpr') {
       const j = u[1];
-      if (j.quals) reader.condition(j.quals, j.jointype === 'JOIN_INNER' || j.jointype === undefined);
+      if (j.quals) reader.condition(j.quals, restricts && (j.jointype === 'JOIN_INNER' || j.jointype === undefined));
       const using = ((j.usingClause as unknown[] | undefined) ?? []).map(str).filter((s): s is string => s !== undefined);
       const side = (x: unknown) => {
         const r = unwrap(x);
@@ -254,12 +258,13 @@ function readConditions(stmt: unknown, reader: FeatureReader): void {
       };
       const l = side(j.larg);
       const r = side(j.rarg);
-      if (l && r) for (const c of using) reader.joins.push({ left: { table: l, column: c }, right: { table: r, column: c }, conjunctive: true });
+      if (l && r) for (const c of using) reader.joins.push({ left: { table: l, column: c }, right: { table: r, column: c }, conjunctive: restricts });
     }
-    if (!u && (n as Node).whereClause !== undefined && !Array.isArray(n)) reader.condition((n as Node).whereClause, true);
-    for (const v of Object.values(n as Node)) walk(v);
+    if (!u && (n as Node).whereClause !== undefined) reader.condition((n as Node).whereClause, restricts);
+    const inner = restricts && !(u && u[0] === 'SubLink');
+    for (const v of Object.values(n as Node)) walk(v, inner);
   };
-  walk(stmt);
+  walk(stmt, true);
 }
 
 /** The features of one parsed statement. */

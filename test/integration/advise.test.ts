@@ -5,9 +5,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDistributedTable } from '../../client/index.js';
 import { exportBackup, shardcastTables } from '../../src/backup/export.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
+import { addNode } from '../../src/catalog/nodes.js';
+import { freePort, PostgresServer } from '../../src/fleet/postgres-server.js';
 import type { Advice, CandidateReport } from '../../src/profiling/advisor.js';
 import { quoteIdent } from '../../src/sql/ident.js';
-import { createTestCatalog, runCli, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
+import { createTestCatalog, fleet, runCli, startTestWorker, uniqueName, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 import { joinWorkload } from '../helpers/workloads.js';
 
 /**
@@ -115,10 +117,29 @@ describe('shardcast advise', () => {
     expect(find(advice, 'id', 'hash').current).toBe(true);
   });
 
+  it('a node that is down: one line naming it, exit 1', { timeout: 180_000 }, async () => {
+    const fragile = new PostgresServer({ name: 'fragile', dataDir: path.join(fleet().baseDir, uniqueName('fragile')), port: await freePort(), user: 'postgres', password: fleet().password });
+    try {
+      await fragile.start();
+      await fragile.ensureDatabase('shardcast');
+      await addNode(catalog.pool, { name: 'node-fragile', dsn: fragile.url('shardcast') });
+      await createDistributedTable(worker.options, { name: 'lonely', columns: 'id bigint primary key, v int', shardKey: 'id', shardCount: 2, nodes: ['node-fragile'] });
+      writeFileSync(path.join(dir, 'lonely.csv'), csv([{ query: 'select * from lonely where v = $1', calls: 3 }]));
+      await fragile.stop(); // for real: the node's postmaster shuts down
+      const run = await cli(['advise', 'lonely', '--query-log', path.join(dir, 'lonely.csv'), '--analyze']);
+      expect(run.code).toBe(1);
+      expect(run.stdout).toBe('');
+      expect(run.stderr.trim().split('\n')).toHaveLength(1);
+      expect(run.stderr).toMatch(/^shardcast: error: node "node-fragile": cannot read the columns of table "lonely" on shard \d+: connect ECONNREFUSED/);
+    } finally {
+      await fragile.stop();
+    }
+  });
+
   it('bad input: one line, exit 1', { timeout: 60_000 }, async () => {
     const cases: Array<[string[], RegExp]> = [
       [['advise', 'orders'], /--query-log FILE is required/],
-      [['advise', 'nope', '--query-log', logFile], /unknown distributed table "nope" \(there are: customers, orders\)/],
+      [['advise', 'nope', '--query-log', logFile], /unknown distributed table "nope" \(there are: customers, (lonely, )?orders\)/],
       [['advise', 'orders', '--query-log', path.join(dir, 'missing.csv')], /--query-log .*missing\.csv: no such file/],
       [['advise', 'customers', '--query-log', logFile, '--backup', path.join(dir, 'backup')], /no table "customers" in the backup/],
       [['advise', 'orders', '--query-log', logFile, '--shards', '0'], /--shards.*expected a whole number of shards from 1 to 4096/],

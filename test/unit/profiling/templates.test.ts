@@ -44,6 +44,16 @@ describe('query templates (libpg-query)', () => {
     ]);
   });
 
+  it('a sub-select in an expression does not restrict the statement\'s rows; one in FROM does', () => {
+    const f = templateOf('select * from t where a = 1 or id in (select id from t where tenant_id = 5)').features;
+    expect(f.predicates.map((p) => [p.column, p.conjunctive])).toEqual([
+      ['a', false],
+      ['tenant_id', false],
+    ]);
+    const g = templateOf('select * from (select * from t where tenant_id = 5) x').features;
+    expect(g.predicates.map((p) => [p.column, p.conjunctive])).toEqual([['tenant_id', true]]);
+  });
+
   it('JOIN … USING is a join condition; an unqualified column of several tables is attributed with columnsOf', () => {
     const sql = 'select * from orders join lines using (order_id) where sku = $1';
     const f = templateOf(sql).features;
