@@ -118,6 +118,39 @@ export class KeyCounter {
     }
   }
 
+  /**
+   * Adds another counter's counts (the same width, depth and capacity): the sketches add up cell by cell;
+   * the lists combine (a key missing from one list counted at that list's least count, as space-saving
+   * would have) and keep the `capacity` largest, so that the merged list keeps both lists' guarantee.
+   */
+  merge(other: KeyCounter): void {
+    if (other.width !== this.width || other.depth !== this.depth || other.capacity !== this.capacity) {
+      throw new RangeError(`cannot merge a ${other.width}×${other.depth} sketch of ${other.capacity} keys into a ${this.width}×${this.depth} one of ${this.capacity}`);
+    }
+    for (let i = 0; i < this.counters.length; i++) this.counters[i]! += other.counters[i]!;
+    const floor = (c: KeyCounter) => (c.heap.length < c.capacity ? 0 : c.heap[0]!.count);
+    const [mine, theirs] = [floor(this), floor(other)];
+    const combined = new Map<string, { count: number; error: number }>();
+    for (const e of this.heap) combined.set(e.key, { count: e.count + (other.entries.get(e.key) ? 0 : theirs), error: e.error + (other.entries.get(e.key) ? 0 : theirs) });
+    for (const e of other.heap) {
+      const c = combined.get(e.key);
+      if (c && this.entries.has(e.key)) {
+        c.count += e.count;
+        c.error += e.error;
+      } else combined.set(e.key, { count: e.count + mine, error: e.error + mine });
+    }
+    this.n += other.n;
+    this.entries.clear();
+    this.heap.length = 0;
+    const kept = [...combined].sort((a, b) => b[1].count - a[1].count).slice(0, this.capacity);
+    for (const [key, c] of kept) {
+      const e: Entry = { key, count: c.count, error: c.error, at: this.heap.length };
+      this.heap.push(e);
+      this.entries.set(key, e);
+      this.siftUp(e.at);
+    }
+  }
+
   /** The key's count, overestimated by at most errorBound (probability 1 − e^−depth). */
   estimate(key: string): number {
     const min = this.touch(key, 0);

@@ -46,6 +46,29 @@ describe('KeyCounter: count-min sketch and space-saving heavy hitters', () => {
     expect(over / 10_000).toBeLessThan(0.02);
   });
 
+  it('merges: two routers\' counters add up to one that saw both streams, within the same bounds', () => {
+    const a = new KeyCounter({ capacity: 32 });
+    const b = new KeyCounter({ capacity: 32 });
+    const truth = new Map<string, number>();
+    for (let i = 0; i < 50_000; i++) {
+      const key = i % 4 === 0 ? `hot-${i % 5}` : `cold-${i}`;
+      (i % 3 === 0 ? a : b).add(key);
+      truth.set(key, (truth.get(key) ?? 0) + 1);
+    }
+    a.merge(b);
+    expect(a.total).toBe(50_000);
+    expect(a.listed).toBeLessThanOrEqual(32);
+    const top = a.top(5);
+    expect(top.map((t) => t.key).sort()).toEqual(['hot-0', 'hot-1', 'hot-2', 'hot-3', 'hot-4']);
+    for (const t of top) {
+      expect(t.count).toBeGreaterThanOrEqual(truth.get(t.key)!);
+      expect(t.count - truth.get(t.key)!).toBeLessThanOrEqual(a.errorBound);
+      expect(t.lowerBound).toBeLessThanOrEqual(truth.get(t.key)!);
+    }
+    expect(a.estimate('cold-1')).toBeGreaterThanOrEqual(1);
+    expect(() => a.merge(new KeyCounter({ width: 16 }))).toThrow(/cannot merge/);
+  });
+
   it('weighted counts, long keys kept bounded, and bad options refused', () => {
     const c = new KeyCounter({ width: 64, depth: 3, capacity: 2, maxKeyLength: 8 });
     c.add('a', 5);
