@@ -5,6 +5,7 @@
  * `--help` and the catalog-only commands start at once (see bench/cli.ts).
  */
 import { Command, CommanderError } from 'commander';
+import { registerAdviseCommands } from './advise.js';
 import { registerBackupCommands } from './backup.js';
 import { registerDoctorCommands } from './doctor.js';
 import { registerForecastCommands } from './forecast.js';
@@ -45,6 +46,7 @@ registerPlanCommands(program);
 registerSecurityCommands(program);
 registerSimulateCommands(program);
 registerBackupCommands(program);
+registerAdviseCommands(program);
 
 async function main(argv: string[]): Promise<number> {
   try {

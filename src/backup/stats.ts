@@ -46,8 +46,9 @@ const HH_MAX = 20;
 
 type SortKey = number | bigint | string;
 
-function hash32(s: string): number {
-  let h = 0x811c9dc5;
+/** FNV-1a (from `seed`) then murmur3's finalizer: a fast 32-bit string hash; other seeds give other hashes. */
+export function hash32(s: string, seed = 0x811c9dc5): number {
+  let h = seed;
   for (let i = 0; i < s.length; i++) {
     h ^= s.charCodeAt(i);
     h = Math.imul(h, 0x01000193);

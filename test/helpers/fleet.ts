@@ -220,3 +220,16 @@ export async function startWorkerProcess(catalogUrl: string, taskQueue: string, 
   }
   return { child, output: () => out, stop };
 }
+
+/** The `shardcast` command (bin/shardcast.js), run to its end with `env` added to the test's environment. */
+export function runCli(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const cli = path.resolve(import.meta.dirname, '../../bin/shardcast.js');
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [cli, ...args], { env: { ...process.env, ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}

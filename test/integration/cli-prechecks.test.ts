@@ -1,16 +1,13 @@
-import { spawn } from 'node:child_process';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDistributedTable } from '../../client/index.js';
 import { setNodeState } from '../../src/catalog/nodes.js';
-import { createTestCatalog, fleet, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
+import { createTestCatalog, fleet, runCli, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 
 /**
  * `split` and `merge` check their request against the catalog before a workflow starts, as `move`
  * does (rebalance.test.ts): bad input is one line on stderr and exit 1 — with `--no-wait` too — and no
  * run reaches Temporal, no lease the catalog.
  */
-const CLI = path.resolve(import.meta.dirname, '../../bin/shardcast.js');
 
 let catalog: TestCatalog;
 let worker: TestWorker;
@@ -34,16 +31,8 @@ afterAll(async () => {
   await catalog?.close();
 });
 
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const env = { ...process.env, SHARDCAST_CATALOG_URL: catalog.catalogUrl, SHARDCAST_TEMPORAL_ADDRESS: fleet().temporalAddress, SHARDCAST_TEMPORAL_TASK_QUEUE: worker.taskQueue };
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+function cli(args: string[]): ReturnType<typeof runCli> {
+  return runCli(args, { SHARDCAST_CATALOG_URL: catalog.catalogUrl, SHARDCAST_TEMPORAL_ADDRESS: fleet().temporalAddress, SHARDCAST_TEMPORAL_TASK_QUEUE: worker.taskQueue });
 }
 
 /** Runs on the worker's task queue (the CLI's runs go there), as Temporal's visibility lists them. */
