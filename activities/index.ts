@@ -16,6 +16,7 @@ import { createJanitorActivities } from './janitor.js';
 import { createMovementActivities } from './movement.js';
 import { createPlanningActivities } from './planning.js';
 import { createTableDropActivities } from './drop-table.js';
+import { createRetentionActivities } from './retention.js';
 
 export interface ActivityDeps {
   /** The catalog database. */
@@ -46,6 +47,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createJanitorActivities(deps),
     ...createPlanningActivities(deps),
     ...createTableDropActivities(deps),
+    ...createRetentionActivities(deps),
     async registerTable(spec: TableSpec): Promise<RegisteredTable> {
       // Also here, for a workflow started without the client library: the same parser check before any row is written.
       return run(async () => {

@@ -11,6 +11,7 @@ import { registerForecastCommands } from './forecast.js';
 import { registerMovementCommands } from './movements.js';
 import { registerNodeCommands } from './nodes.js';
 import { registerPlanCommands } from './plan.js';
+import { registerRetentionCommands } from './retention.js';
 import { registerSecurityCommands } from './security.js';
 import { registerServerCommands } from './server.js';
 import { registerSimulateCommands } from './simulate.js';
@@ -45,6 +46,7 @@ registerPlanCommands(program);
 registerSecurityCommands(program);
 registerSimulateCommands(program);
 registerBackupCommands(program);
+registerRetentionCommands(program);
 
 async function main(argv: string[]): Promise<number> {
   try {

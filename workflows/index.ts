@@ -7,3 +7,4 @@ export { janitor } from './janitor.js';
 export { rebalance } from './rebalance.js';
 export { scaleOut } from './scale-out.js';
 export { dropDistributedTable } from './drop-table.js';
+export { retention } from './retention.js';

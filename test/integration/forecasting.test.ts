@@ -174,7 +174,7 @@ describe('hourly forecasting', () => {
 describe('schedules', () => {
   it('are created as `up` creates them, updated when the configuration changes (staying paused), and can be triggered', async () => {
     // The janitor's schedule has its own test (doctor.test.ts).
-    const config = parseConfig({ forecast: { retrainAt: '04:30', catchupWindowMinutes: 90, batchSize: 4, parallelBatches: 2 }, janitor: { intervalMinutes: 0 } });
+    const config = parseConfig({ forecast: { retrainAt: '04:30', catchupWindowMinutes: 90, batchSize: 4, parallelBatches: 2 }, janitor: { intervalMinutes: 0 }, retention: { enabled: false } });
     expect(await ensureSchedules(worker.options, config)).toEqual([
       { scheduleId: scheduleId('retrain', worker.options.workflowIdPrefix), outcome: 'created' },
       { scheduleId: scheduleId('forecast', worker.options.workflowIdPrefix), outcome: 'created' },
