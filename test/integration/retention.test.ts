@@ -14,7 +14,7 @@ import { resetFailpoints } from '../../src/failpoints.js';
 import { retentionRowsArchived } from '../../src/metrics/metrics.js';
 import { archiveShard, beginRetentionRun, finishRetentionRun, shardsOfGroup } from '../../src/restore/retention.js';
 import { createRouter, type Router } from '../../src/router/router.js';
-import { createTestCatalog, fleet, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
+import { createTestCatalog, fleet, startTestWorker, startWorkerProcess, uniqueName, until, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 
 let catalog: TestCatalog;
 let worker: TestWorker;
@@ -190,6 +190,45 @@ describe('retention of restored tables', () => {
     // One file per shard, the one the committed transaction named: nothing written twice.
     expect(readdirSync(t.dir!).filter((f) => f.endsWith('.arrow'))).toHaveLength(3);
     expect((await snapshot('visits')).size).toBe(before.size - expired.length);
+  });
+
+  it('a worker process killed after a shard committed: another worker retries it, nothing archived twice or lost', { timeout: 300_000 }, async () => {
+    await createDistributedTable(worker.options, { name: 'pages', columns: 'id bigint primary key, at timestamptz not null, note text', shardKey: 'id', shardCount: 2 });
+    await fill('pages', Array.from({ length: 600 }, (_, i) => ({ id: i + 1, at: ago((i % 10) * DAY), note: `p${i}` })));
+    await restored('pages', { days: 5, column: 'at' });
+    const before = await snapshot('pages');
+    const queue = uniqueName('tq');
+    // The process holds every shard's activity just after its node committed, and is killed there.
+    const proc = await startWorkerProcess(catalog.catalogUrl, queue, { SHARDCAST_FAILPOINTS: 'retention.committed=sleep:600000' });
+    let second: TestWorker | undefined;
+    try {
+      const options = { ...worker.options, taskQueue: queue, workflowIdPrefix: `${queue}-` };
+      const running = runRetentionNow(options, config(), { table: 'pages' });
+      const ledgered = async () => {
+        let n = 0;
+        for (const node of catalog.nodes) {
+          const r = await pools.get(node.dsn).query<{ n: number }>(`select count(*)::int as n from sc_retention.archives where table_name = 'pages' and file is not null`).catch(() => ({ rows: [{ n: 0 }] }));
+          n += r.rows[0]!.n;
+        }
+        return n;
+      };
+      await until('a shard committed on its node', async () => (await ledgered()) >= 1, 120_000, 200);
+      proc.child.kill('SIGKILL');
+      second = await startTestWorker(catalog.catalogUrl, undefined, queue);
+      const result = await running;
+      const t = result.tables[0]!;
+      expect(t.failures).toEqual([]);
+      expect(t.shards.filter((s) => 'replayed' in s && s.replayed).length).toBeGreaterThanOrEqual(1);
+      const cutoff = Date.parse(t.cutoff!);
+      const expired = [...before].filter(([, r]) => r.at < cutoff);
+      expect(t.rows).toBe(expired.length);
+      expect(await archived(t.dir!, 'pages')).toEqual(new Map(expired.map(([id, r]) => [id, r.hash])));
+      expect(readdirSync(t.dir!).filter((f) => f.endsWith('.arrow'))).toHaveLength(2);
+      expect((await snapshot('pages')).size).toBe(before.size - expired.length);
+    } finally {
+      await proc.stop();
+      await second?.close();
+    }
   });
 
   it('a retry beside an attempt still going waits for it and takes its result; an archive that cannot be written deletes nothing', { timeout: 120_000 }, async () => {
