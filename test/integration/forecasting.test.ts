@@ -190,7 +190,7 @@ describe('schedules', () => {
 
     expect((await ensureSchedules(worker.options, config)).map((s) => s.outcome)).toEqual(['unchanged', 'unchanged']);
     await retrain.pause('test');
-    const moved = parseConfig({ forecast: { ...config.forecast, retrainAt: '05:15' }, janitor: config.janitor });
+    const moved = parseConfig({ forecast: { ...config.forecast, retrainAt: '05:15' }, janitor: config.janitor, retention: config.retention });
     expect((await ensureSchedules(worker.options, moved)).map((s) => s.outcome)).toEqual(['updated', 'unchanged']);
     const after = await retrain.describe();
     expect(after.spec.calendars).toMatchObject([{ hour: [{ start: 5, end: 5 }], minute: [{ start: 15, end: 15 }] }]);

@@ -4,7 +4,7 @@ import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDistributedTable, moveResult, runRetentionNow } from '../../client/index.js';
+import { createDistributedTable, ensureSchedules, moveResult, retentionScheduleId, runRetentionNow } from '../../client/index.js';
 import { rowHash } from '../../src/backup/checksum.js';
 import { openBackup } from '../../src/backup/reader.js';
 import { canonicalSettingsSql, canonicalText } from '../../src/backup/values.js';
@@ -315,6 +315,26 @@ function cli(args: string[]): Promise<{ code: number | null; stdout: string; std
     child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
 }
+
+describe('the retention schedule', () => {
+  it('is created daily at retention.at (or every intervalHours), with the archive root and the check settings; retention.enabled false removes it', async () => {
+    const id = retentionScheduleId(worker.options.workflowIdPrefix);
+    try {
+      await ensureSchedules(worker.options, config({ at: '01:45' }));
+      const s = await worker.client.schedule.getHandle(id).describe();
+      expect(s.spec.calendars).toMatchObject([{ hour: [{ start: 1, end: 1 }], minute: [{ start: 45, end: 45 }] }]);
+      expect(s.action).toMatchObject({ type: 'startWorkflow', workflowType: 'retention', taskQueue: worker.taskQueue, args: [{ archiveDir: root, dryRun: false, rebalanceCheck: true, minShardBytes: 0 }] });
+      expect((await ensureSchedules(worker.options, config({ intervalHours: 6 }))).find((x) => x.scheduleId === id)?.outcome).toBe('updated');
+      expect((await worker.client.schedule.getHandle(id).describe()).spec.intervals).toMatchObject([{ every: 6 * 3_600_000 }]);
+      await ensureSchedules(worker.options, config({ enabled: false }));
+      await expect(worker.client.schedule.getHandle(id).describe()).rejects.toThrow();
+    } finally {
+      for (const run of ['retrain', 'forecast']) await worker.client.schedule.getHandle(`${worker.options.workflowIdPrefix}shardcast-${run === 'retrain' ? 'retrain-daily' : 'forecast-hourly'}`).delete().catch(() => undefined);
+      await worker.client.schedule.getHandle(`${worker.options.workflowIdPrefix}shardcast-janitor`).delete().catch(() => undefined);
+      await worker.client.schedule.getHandle(id).delete().catch(() => undefined);
+    }
+  });
+});
 
 describe('the rebalance-threshold check', () => {
   it('does nothing for an even table, and splits a planted oversized shard (one split, the reason given)', { timeout: 240_000 }, async () => {
