@@ -276,6 +276,40 @@ describe('retention of restored tables', () => {
     expect(await archiveShard(catalog.pool, pools, input(second!.shardId))).toMatchObject({ state: 'skipped', reason: `run ${runId} has ended` });
   });
 
+  it('a date column, and a shard under a running movement is skipped until the next run', { timeout: 120_000 }, async () => {
+    await createDistributedTable(worker.options, { name: 'daily', columns: 'id bigint primary key, at date not null, note text', shardKey: 'id', shardCount: 2 });
+    const days = (n: number) => new Date(Date.now() - n * DAY).toISOString().slice(0, 10);
+    await router.refresh();
+    const shards = await shardsOfGroup(catalog.pool, await groupOf('daily'));
+    for (const s of shards) {
+      await pools.get(s.dsn).query(`insert into ${s.schema}.daily select g, $2::date - (g % 6), 'd' from generate_series($1::int, $1::int + 99) g`, [s.shardId * 1000, days(0)]);
+    }
+    await restored('daily', { days: 3, column: 'at' });
+    const [moving, idle] = shards;
+    // A movement of the first shard holds its lease (as a running move does).
+    await catalog.pool.query(
+      `insert into shardcast.movements (id, operation, shard_id, source_node_id, target_node_ids) values ('m_test_daily', 'move', $1, $2, array[$2]::bigint[])`,
+      [moving!.shardId, moving!.nodeId],
+    );
+    const count = async (s: typeof moving, where = 'true') => Number((await pools.get(s!.dsn).query<{ n: string }>(`select count(*)::text as n from ${s!.schema}.daily where ${where}`)).rows[0]!.n);
+    try {
+      const result = await runRetentionNow(worker.options, config(), { table: 'daily' });
+      const t = result.tables[0]!;
+      expect(t.shards.find((s) => s.shardId === moving!.shardId)).toMatchObject({ state: 'skipped', reason: expect.stringMatching(/^a move of shard \d+ is running \(movement m_test_daily\): the next run archives it$/) });
+      expect(t.shards.find((s) => s.shardId === idle!.shardId)).toMatchObject({ state: 'archived' });
+      expect(await count(moving)).toBe(100);
+      // A date is expired when its midnight (UTC) is before the cutoff: 3 days ago and older.
+      expect(await count(idle, `at < '${days(3)}'::date`)).toBe(0);
+      expect(await count(idle, `at >= '${days(3)}'::date`)).toBeGreaterThan(0);
+      expect(t.rows).toBe(100 - (await count(idle)));
+    } finally {
+      await catalog.pool.query(`update shardcast.movements set state = 'cancelled', finished_at = now() where id = 'm_test_daily'`);
+    }
+    const next = await runRetentionNow(worker.options, config(), { table: 'daily' });
+    expect(next.tables[0]!.shards.find((s) => s.shardId === moving!.shardId)).toMatchObject({ state: 'archived' });
+    expect(await count(moving, `at < '${days(3)}'::date`)).toBe(0);
+  });
+
   it('a bad retention column is a clear one-line error and changes nothing', { timeout: 120_000 }, async () => {
     await createDistributedTable(worker.options, { name: 'notes', columns: 'id bigint primary key, at timestamptz not null, note text', shardKey: 'id', shardCount: 2 });
     await fill('notes', Array.from({ length: 50 }, (_, i) => ({ id: i + 1, at: ago(100 * DAY), note: 'old' })));
