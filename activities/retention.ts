@@ -63,13 +63,23 @@ export function createRetentionActivities(deps: RetentionDeps) {
 
     /** One shard's expired rows archived and deleted; heartbeats with the rows streamed so far. */
     async archiveExpiredRows(input: ArchiveShardInput): Promise<ArchiveShardResult> {
-      return run(() => {
+      return run(async () => {
         const context = Context.current();
-        context.heartbeat({ rows: 0 });
-        return archiveShard(deps.catalog, deps.nodePools, input, {
-          heartbeat: (rows) => context.heartbeat({ rows }),
-          onArchived: (rows) => retentionRowsArchived.inc({ table: input.table }, rows),
-        });
+        let rows = 0;
+        context.heartbeat({ rows });
+        // Also while PostgreSQL works before the first row comes back (the digest scan, the delete itself).
+        const timer = setInterval(() => context.heartbeat({ rows }), 10_000);
+        try {
+          return await archiveShard(deps.catalog, deps.nodePools, input, {
+            heartbeat: (n) => {
+              rows = n;
+              context.heartbeat({ rows });
+            },
+            onArchived: (n) => retentionRowsArchived.inc({ table: input.table }, n),
+          });
+        } finally {
+          clearInterval(timer);
+        }
       });
     },
 

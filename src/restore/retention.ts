@@ -127,11 +127,6 @@ export function retentionCutoff(now: number, retentionDays: number): string {
   return new Date(now - retentionDays * DAY_MS).toISOString();
 }
 
-/** A run's archive directory for a table: ARCHIVE_ROOT/TABLE/RUN. */
-export function archiveDirOf(root: string, table: string, runId: string): string {
-  return path.join(root, table.replace(/[^A-Za-z0-9_.-]/g, '_'), runId);
-}
-
 const qualified = (schema: string, table: string) => `${quoteIdent(schema)}.${quoteIdent(table)}`;
 
 /** How many rows of each shard are expired at `cutoff` (the dry run; nothing is changed). */
@@ -146,8 +141,20 @@ export async function countExpired(
   for (const s of shards) {
     const pool = pools.get(s.dsn);
     await checkRetentionColumn(pool, s.schema, t.table, t.column);
-    const { rows } = await pool.query<{ n: string }>(`select count(*)::bigint::text as n from ${qualified(s.schema, t.table)} where ${quoteIdent(t.column)} < $1::timestamptz`, [cutoff]);
-    out.push({ shardId: s.shardId, node: s.node, rows: Number(rows[0]!.n) });
+    // Under the archive's settings: a timestamp (without time zone) or a date compares with the cutoff in UTC there too.
+    const client = await pool.connect();
+    try {
+      await client.query('begin read only');
+      for (const q of canonicalSettingsSql()) await client.query(q);
+      const { rows } = await client.query<{ n: string }>(`select count(*)::bigint::text as n from ${qualified(s.schema, t.table)} where ${quoteIdent(t.column)} < $1::timestamptz`, [cutoff]);
+      await client.query('commit');
+      out.push({ shardId: s.shardId, node: s.node, rows: Number(rows[0]!.n) });
+    } catch (err) {
+      await client.query('rollback').catch(() => undefined);
+      throw err;
+    } finally {
+      client.release();
+    }
   }
   return out;
 }

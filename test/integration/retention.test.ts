@@ -134,6 +134,13 @@ describe('retention of restored tables', () => {
     await restored('events', { days: 30, column: 'at' });
     const before = await snapshot('events');
     const metricBefore = await metric('events');
+    // The dry run (CLI): what would be archived per shard, nothing changed.
+    const dry = await cli(['retention', '--table', 'events', '--dry-run']);
+    expect(dry.code).toBe(0);
+    const would = /^  would archive (\d+) row\(s\)$/m.exec(dry.stdout);
+    expect(would, dry.stdout + dry.stderr).not.toBeNull();
+    expect(dry.stdout.match(/^  shard \d+ on node-\d: \d+ row\(s\) would be archived and deleted$/gm)).toHaveLength(4);
+    expect((await snapshot('events')).size).toBe(before.size);
 
     const result = await runRetentionNow(worker.options, config(), { table: 'events' });
     const t = result.tables.find((x) => x.table === 'events')!;
@@ -145,6 +152,7 @@ describe('retention of restored tables', () => {
     expect(expired.length).toBeGreaterThan(1000);
     expect(kept.length).toBeGreaterThan(1000);
     expect(t.rows).toBe(expired.length);
+    expect(Math.abs(Number(would![1]) - expired.length)).toBeLessThanOrEqual(20); // the edge rows a minute either side of a later cutoff
     expect(t.shards.map((s) => s.state)).toEqual(['archived', 'archived', 'archived', 'archived']);
 
     // The archive: a backup directory openBackup/validate accept, holding exactly the expired rows.
