@@ -137,9 +137,9 @@ describe('retention of restored tables', () => {
     // The dry run (CLI): what would be archived per shard, nothing changed.
     const dry = await cli(['retention', '--table', 'events', '--dry-run']);
     expect(dry.code).toBe(0);
-    const would = /^  would archive (\d+) row\(s\)$/m.exec(dry.stdout);
+    const would = /^ {2}would archive (\d+) row\(s\)$/m.exec(dry.stdout);
     expect(would, dry.stdout + dry.stderr).not.toBeNull();
-    expect(dry.stdout.match(/^  shard \d+ on node-\d: \d+ row\(s\) would be archived and deleted$/gm)).toHaveLength(4);
+    expect(dry.stdout.match(/^ {2}shard \d+ on node-\d: \d+ row\(s\) would be archived and deleted$/gm)).toHaveLength(4);
     expect((await snapshot('events')).size).toBe(before.size);
 
     const result = await runRetentionNow(worker.options, config(), { table: 'events' });
