@@ -18,6 +18,7 @@ import { createPlanningActivities } from './planning.js';
 import { createTableDropActivities } from './drop-table.js';
 import { createRestoreActivities } from './restore.js';
 import type { SessionLimits } from '../src/catalog/node-pools.js';
+import { createRetentionActivities } from './retention.js';
 
 export interface ActivityDeps {
   /** The catalog database. */
@@ -51,6 +52,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createPlanningActivities(deps),
     ...createTableDropActivities(deps),
     ...createRestoreActivities(deps),
+    ...createRetentionActivities(deps),
     async registerTable(spec: TableSpec): Promise<RegisteredTable> {
       // Also here, for a workflow started without the client library: the same parser check before any row is written.
       return run(async () => {

@@ -12,6 +12,7 @@ import { registerForecastCommands } from './forecast.js';
 import { registerMovementCommands } from './movements.js';
 import { registerNodeCommands } from './nodes.js';
 import { registerPlanCommands } from './plan.js';
+import { registerRetentionCommands } from './retention.js';
 import { registerSecurityCommands } from './security.js';
 import { registerServerCommands } from './server.js';
 import { registerSimulateCommands } from './simulate.js';
@@ -47,6 +48,7 @@ registerSecurityCommands(program);
 registerSimulateCommands(program);
 registerBackupCommands(program);
 registerAdviseCommands(program);
+registerRetentionCommands(program);
 
 async function main(argv: string[]): Promise<number> {
   try {

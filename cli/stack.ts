@@ -164,7 +164,12 @@ export async function startStack(config: Config, options: StackOptions): Promise
     log(line('collector', `every ${config.collection.intervalSeconds} s, kept ${config.collection.retentionDays} days (workflow ${collectorWorkflowId()})`));
     const schedules = await ensureSchedules({ client: temporalClient, taskQueue: config.temporal.taskQueue }, config);
     const janitor = config.janitor.intervalMinutes > 0 ? `, janitor every ${config.janitor.intervalMinutes} min${config.janitor.fix ? '' : ' (count only)'}` : '';
-    log(line('schedules', `retrain daily at ${config.forecast.retrainAt} UTC, forecast hourly${janitor} (${schedules.map((s) => s.scheduleId).join(', ')})`));
+    const retention = !config.retention.enabled
+      ? ''
+      : config.retention.intervalHours > 0
+        ? `, retention every ${config.retention.intervalHours} h`
+        : `, retention daily at ${config.retention.at} UTC`;
+    log(line('schedules', `retrain daily at ${config.forecast.retrainAt} UTC, forecast hourly${janitor}${retention} (${schedules.map((s) => s.scheduleId).join(', ')})`));
 
     if (config.metrics.port > 0) {
       const server: Server = await startMetricsServer(createMetricsRegistry(catalog), config.metrics.port, config.metrics.host);

@@ -1,11 +1,12 @@
 import { ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, type ScheduleOptions, type WorkflowHandle } from '@temporalio/client';
-import { movementSettings, plannerSettings, type Config } from '../src/config.js';
+import { movementSettings, plannerSettings, retentionArchiveDir, type Config } from '../src/config.js';
 import { SA_OPERATION } from '../src/search-attributes.js';
 import { CONTROL_TASK_QUEUE } from '../src/task-queues.js';
 import type { JanitorInput } from '../workflows/janitor.js';
+import type { RetentionInput, RetentionResult } from '../workflows/retention.js';
 import type { ForecastRunInput, RetrainInput } from '../workflows/messages.js';
 import type { ShardcastClientOptions } from './index.js';
-import { assertValidInput, forecastRunInputSchema, janitorInputSchema, retrainInputSchema } from '../src/inputs.js';
+import { assertValidInput, forecastRunInputSchema, janitorInputSchema, retentionInputSchema, retrainInputSchema } from '../src/inputs.js';
 
 export type ForecastingRun = 'retrain' | 'forecast';
 
@@ -87,6 +88,66 @@ export function janitorScheduleDefinition(options: ShardcastClientOptions, confi
   };
 }
 
+/** The retention schedule's id (with the options' prefix). */
+export function retentionScheduleId(prefix = ''): string {
+  return `${prefix}shardcast-retention`;
+}
+
+/** The retention workflow's input from the configuration (table, dryRun: a run by hand). */
+export function retentionInput(options: ShardcastClientOptions, config: Config, run: { table?: string; dryRun?: boolean } = {}): RetentionInput {
+  const input: RetentionInput = {
+    archiveDir: retentionArchiveDir(config),
+    dryRun: run.dryRun ?? false,
+    rebalanceCheck: config.retention.rebalanceCheck,
+    minShardBytes: config.retention.minShardBytes,
+    movement: movementSettings(config),
+    ...(run.table !== undefined ? { table: run.table } : {}),
+    ...(options.workflowIdPrefix ? { workflowIdPrefix: options.workflowIdPrefix } : {}),
+  };
+  return assertValidInput(retentionInputSchema, input);
+}
+
+/**
+ * Retention of restored tables (workflow `retention`): daily at retention.at UTC, or every
+ * retention.intervalHours; expired rows archived and deleted, then the rebalance-threshold check.
+ * Absent when retention.enabled is false.
+ */
+export function retentionScheduleDefinition(options: ShardcastClientOptions, config: Config): ScheduleOptions | undefined {
+  if (!config.retention.enabled) return undefined;
+  const prefix = options.workflowIdPrefix ?? '';
+  const [hour, minute] = config.retention.at.split(':').map(Number) as [number, number];
+  const spec =
+    config.retention.intervalHours > 0
+      ? { intervals: [{ every: `${config.retention.intervalHours} hours` }] }
+      : { calendars: [{ hour, minute, comment: `daily at ${config.retention.at} UTC` }] };
+  const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: `${config.forecast.catchupWindowMinutes} minutes` } as const;
+  const action = {
+    taskQueue: options.taskQueue ?? CONTROL_TASK_QUEUE,
+    workflowType: 'retention',
+    args: [retentionInput(options, config)],
+    staticSummary: 'archive and drop the rows of restored tables past their retention; check their balance',
+  };
+  const definition = JSON.stringify({ spec, policies, action });
+  return {
+    scheduleId: retentionScheduleId(prefix),
+    spec,
+    policies,
+    action: { type: 'startWorkflow' as const, workflowId: `${prefix}shardcast-retention`, ...action, memo: { shardcastDefinition: definition } },
+  };
+}
+
+/** Runs retention now (workflow `retention`, an id of its own; the schedule's runs are not touched) and waits for its result. */
+export async function runRetentionNow(options: ShardcastClientOptions, config: Config, run: { table?: string; dryRun?: boolean }): Promise<RetentionResult> {
+  const input = retentionInput(options, config, run);
+  const handle = await options.client.workflow.start('retention', {
+    taskQueue: options.taskQueue ?? CONTROL_TASK_QUEUE,
+    workflowId: `${options.workflowIdPrefix ?? ''}shardcast-retention-manual-${Date.now()}`,
+    args: [input],
+    staticSummary: `retention${run.table ? ` of ${run.table}` : ''}${run.dryRun ? ' (dry run)' : ''}, by hand`,
+  });
+  return (await handle.result()) as RetentionResult;
+}
+
 export interface EnsuredSchedule {
   scheduleId: string;
   outcome: 'created' | 'updated' | 'unchanged';
@@ -97,7 +158,9 @@ export async function ensureSchedules(options: ShardcastClientOptions, config: C
   const out: EnsuredSchedule[] = [];
   const janitor = janitorScheduleDefinition(options, config);
   if (!janitor) await deleteScheduleIfAny(options, janitorScheduleId(options.workflowIdPrefix));
-  for (const definition of [...scheduleDefinitions(options, config), ...(janitor ? [janitor] : [])]) {
+  const retention = retentionScheduleDefinition(options, config);
+  if (!retention) await deleteScheduleIfAny(options, retentionScheduleId(options.workflowIdPrefix));
+  for (const definition of [...scheduleDefinitions(options, config), ...(janitor ? [janitor] : []), ...(retention ? [retention] : [])]) {
     const handle = options.client.schedule.getHandle(definition.scheduleId);
     let current;
     try {

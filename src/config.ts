@@ -243,6 +243,22 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    retention: z
+      .object({
+        /** Where the retention of restored tables archives expired rows: a backup directory per run and table (default <dataDir>/archive). */
+        archiveDir: z.string().min(1).optional(),
+        /** Schedule shardcast-retention runs daily at this UTC time; intervalHours > 0 runs it every so many hours instead. */
+        at: z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'a UTC time HH:MM').default('02:30'),
+        intervalHours: z.number().int().min(0).max(168).default(0),
+        /** false: no schedule (`shardcast retention` still runs it by hand). */
+        enabled: z.boolean().default(true),
+        /** The rebalance-threshold check of restored tables in the same run (may start one split per table). */
+        rebalanceCheck: z.boolean().default(true),
+        /** A shard under this many bytes is not split by the check, whatever its skew. */
+        minShardBytes: z.number().int().min(0).default(64 * 1024 * 1024),
+      })
+      .strict()
+      .prefault({}),
     planning: z
       .object({
         /** What the hourly forecast hands over to the rebalancer: carry out its plans ('on'), only store them ('dry-run'), or nothing ('off'). */
@@ -296,6 +312,11 @@ export function plannerSettings(config: Config): { targetUtilisation: number; bo
 }
 
 /** The movement settings of the configuration, as every movement the CLI or the rebalancer starts gets them. */
+/** The retention archive root: retention.archiveDir, else <dataDir>/archive (relative paths as the worker's directory resolves them). */
+export function retentionArchiveDir(config: Config): string {
+  return path.resolve(config.retention.archiveDir ?? path.join(config.dataDir, 'archive'));
+}
+
 export function movementSettings(config: Config): { approvalRequired: boolean; approvalOverBytes?: number; approvalHoursUtc?: [number, number]; graceSeconds: number; maxMovesPerNode: number; catchUpLagBytes: number; governor: Config['movement']['governor'] } {
   const m = config.movement;
   return {
@@ -370,6 +391,9 @@ export const ENV_OVERRIDES: Record<string, string> = {
   SHARDCAST_MOVEMENT_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS: 'movement.idleInTransactionTimeoutSeconds',
   SHARDCAST_MOVEMENT_KEEP_ALIVE_SECONDS: 'movement.keepAliveSeconds',
   SHARDCAST_JANITOR_INTERVAL_MINUTES: 'janitor.intervalMinutes',
+  SHARDCAST_RETENTION_ARCHIVE_DIR: 'retention.archiveDir',
+  SHARDCAST_RETENTION_AT: 'retention.at',
+  SHARDCAST_RETENTION_INTERVAL_HOURS: 'retention.intervalHours',
   SHARDCAST_MOVEMENT_GOVERNOR_ENABLED: 'movement.governor.enabled',
   SHARDCAST_MOVEMENT_GOVERNOR_LATENCY_RATIO: 'movement.governor.latencyRatio',
   SHARDCAST_MOVEMENT_GOVERNOR_PROBE_INTERVAL_MS: 'movement.governor.probeIntervalMs',
@@ -512,6 +536,8 @@ const NUMERIC_KEYS = new Set([
   'movement.idleInTransactionTimeoutSeconds',
   'movement.keepAliveSeconds',
   'janitor.intervalMinutes',
+  'retention.intervalHours',
+  'retention.minShardBytes',
   'movement.governor.latencyRatio',
   'movement.governor.probeIntervalMs',
   'movement.governor.maxLagBytes',

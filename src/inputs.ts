@@ -257,6 +257,18 @@ export const rebalanceInputSchema = z.object({
   ...rebalanceShared,
 });
 
+export const retentionInputSchema = z.object({
+  /** The archive root (retention.archiveDir): one backup directory per run and table under it. */
+  archiveDir: z.string({ error: 'expected a directory' }).min(1, { error: 'expected a directory' }),
+  table: identifierSchema.optional(),
+  dryRun: bool(),
+  /** Run the rebalance-threshold check (and start its split, unless dryRun). */
+  rebalanceCheck: bool(),
+  minShardBytes: intBetween(0, Number.MAX_SAFE_INTEGER),
+  movement: movementSettingsSchema,
+  workflowIdPrefix: rebalanceShared.workflowIdPrefix,
+});
+
 export const forecastRunInputSchema = z.object({
   ...batchesSchema,
   rebalance: z.object({ mode: z.enum(['off', 'dry-run', 'on'], { error: 'expected off, dry-run or on' }), movement: movementSettingsSchema, workflowIdPrefix: rebalanceShared.workflowIdPrefix, settings: rebalanceShared.settings }).optional(),

@@ -8,3 +8,4 @@ export { rebalance } from './rebalance.js';
 export { scaleOut } from './scale-out.js';
 export { dropDistributedTable } from './drop-table.js';
 export { restoreTable } from './restore.js';
+export { retention } from './retention.js';

@@ -84,13 +84,13 @@ export function plainTable(pool: pg.Pool, name: string): TableToExport {
   return { name: table, source: { kind: 'postgres', shards: 1, method: null, keyColumn: null }, parts: [{ label: name, pool, schema, table }] };
 }
 
-interface Ddl {
+export interface Ddl {
   columns: Array<ManifestColumn & { typname: string }>;
   primaryKey: string[];
   indexes: ManifestIndex[];
 }
 
-async function describeTable(db: pg.Pool, part: TablePart, name: string): Promise<Ddl> {
+export async function describeTable(db: pg.Pool, part: TablePart, name: string): Promise<Ddl> {
   const rel = qualified(part.schema, part.table);
   const exists = await db.query<{ oid: string | null }>('select to_regclass($1)::oid::text as oid', [rel]);
   if (!exists.rows[0]?.oid) throw new NotFoundError(`table ${part.schema ? `${part.schema}.` : ''}${part.table} does not exist (${part.label})`);

@@ -12,6 +12,14 @@ export const movementThrottledSeconds = new Counter({
   registers: [],
 });
 
+/** Rows the retention of restored tables archived and deleted, counted by the activities of this worker process. */
+export const retentionRowsArchived = new Counter({
+  name: 'shardcast_retention_rows_archived_total',
+  help: 'Rows past their table\'s data_retention_policy archived to Arrow and deleted (schedule shardcast-retention)',
+  labelNames: ['table'],
+  registers: [],
+});
+
 /**
  * The worker's Prometheus endpoint: process metrics plus the shard map as the catalog has it,
  * read at scrape time (deploy/prometheus-rules.yml alerts on these).
@@ -49,6 +57,7 @@ export function createMetricsRegistry(catalog: pg.Pool): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'shardcast_' });
   registry.registerMetric(movementThrottledSeconds);
+  registry.registerMetric(retentionRowsArchived);
   // prom-client collects the gauges concurrently: they share one read of the catalog per scrape.
   let pending: { at: number; snapshot: Promise<CatalogSnapshot> } | undefined;
   const snapshot = (): Promise<CatalogSnapshot> => {

@@ -174,7 +174,7 @@ describe('hourly forecasting', () => {
 describe('schedules', () => {
   it('are created as `up` creates them, updated when the configuration changes (staying paused), and can be triggered', async () => {
     // The janitor's schedule has its own test (doctor.test.ts).
-    const config = parseConfig({ forecast: { retrainAt: '04:30', catchupWindowMinutes: 90, batchSize: 4, parallelBatches: 2 }, janitor: { intervalMinutes: 0 } });
+    const config = parseConfig({ forecast: { retrainAt: '04:30', catchupWindowMinutes: 90, batchSize: 4, parallelBatches: 2 }, janitor: { intervalMinutes: 0 }, retention: { enabled: false } });
     expect(await ensureSchedules(worker.options, config)).toEqual([
       { scheduleId: scheduleId('retrain', worker.options.workflowIdPrefix), outcome: 'created' },
       { scheduleId: scheduleId('forecast', worker.options.workflowIdPrefix), outcome: 'created' },
@@ -190,7 +190,7 @@ describe('schedules', () => {
 
     expect((await ensureSchedules(worker.options, config)).map((s) => s.outcome)).toEqual(['unchanged', 'unchanged']);
     await retrain.pause('test');
-    const moved = parseConfig({ forecast: { ...config.forecast, retrainAt: '05:15' }, janitor: config.janitor });
+    const moved = parseConfig({ forecast: { ...config.forecast, retrainAt: '05:15' }, janitor: config.janitor, retention: config.retention });
     expect((await ensureSchedules(worker.options, moved)).map((s) => s.outcome)).toEqual(['updated', 'unchanged']);
     const after = await retrain.describe();
     expect(after.spec.calendars).toMatchObject([{ hour: [{ start: 5, end: 5 }], minute: [{ start: 15, end: 15 }] }]);

@@ -10,6 +10,7 @@ import {
   janitorInputSchema,
   moveShardInputSchema,
   rebalanceInputSchema,
+  retentionInputSchema,
   retrainInputSchema,
 } from '../../src/inputs.js';
 import { moveShardInput } from '../../workflows/describe.js';
@@ -103,6 +104,15 @@ describe('workflow input schemas', () => {
       'input.copies[0].schema: expected sc_s7_moved_s7_0a1b2c3d4e, the fenced copy of shard 7 by movement s7_0a1b2c3d4e',
     );
     expect(inputProblem(dropFencedCopyInputSchema, { movementId: ids.movementId, what: 'move', copies: [copy], dropAt: 'soon' })).toBe('input.dropAt: expected an ISO time');
+  });
+
+  it('the retention workflow: a table name, an archive directory, a size in bytes', () => {
+    const ok = { archiveDir: '/var/lib/shardcast/archive', dryRun: false, rebalanceCheck: true, minShardBytes: 0, movement: {} };
+    expect(inputProblem(retentionInputSchema, ok)).toBeUndefined();
+    expect(inputProblem(retentionInputSchema, { ...ok, table: 'events' })).toBeUndefined();
+    expect(inputProblem(retentionInputSchema, { ...ok, table: 'Events; drop' })).toMatch(/^input\.table: expected a lower-case identifier/);
+    expect(inputProblem(retentionInputSchema, { ...ok, archiveDir: '' })).toBe('input.archiveDir: expected a directory');
+    expect(inputProblem(retentionInputSchema, { ...ok, minShardBytes: -1 })).toMatch(/^input\.minShardBytes: /);
   });
 
   it('assertValidInput throws the same line as an InvalidInputError', () => {
