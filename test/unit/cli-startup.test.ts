@@ -46,6 +46,12 @@ describe('the CLI starts light', () => {
     expect([...reached.keys()].filter((p) => p.startsWith('@tensorflow/'))).toEqual([]);
   });
 
+  it('the configuration, which every command loads, reaches only zod: no pg (the governor\'s defaults and the TLS modes are import-free modules), no YAML parser unless the file is YAML', () => {
+    const reached = staticPackages('src/config.ts');
+    expect(Object.fromEntries([...reached].map(([name, chain]) => [name, chain.join(' > ')]))).toEqual({ zod: 'src/config.ts' });
+    for (const module of ['src/movement/governor-settings.ts', 'src/catalog/pg-tls-settings.ts']) expect([...staticPackages(module).keys()], module).toEqual([]);
+  });
+
   it('status loads no Temporal and no TensorFlow.js', () => {
     for (const module of ['src/planning/outlook.ts', 'src/profiling/collector.ts', 'src/catalog/tables.ts', 'src/catalog/nodes.ts', 'cli/program-config.ts']) {
       const reached = [...staticPackages(module).keys()];
