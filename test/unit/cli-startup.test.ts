@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -57,5 +58,18 @@ describe('the CLI starts light', () => {
       const reached = [...staticPackages(module).keys()];
       expect(reached.filter((p) => p.startsWith('@temporalio/') || p.startsWith('@tensorflow/')), module).toEqual([]);
     }
+  });
+
+  it('pg loads without Node\'s fetch (undici): its Cloudflare probe sees a navigator while it loads, and the global is as before afterwards', () => {
+    const script = `
+      const { withoutFetchProbe } = await import('./cli/program-config.ts');
+      const before = 'navigator' in globalThis;
+      let inside;
+      await withoutFetchProbe(async () => { inside = globalThis.navigator?.userAgent; await import('pg'); });
+      const failed = await withoutFetchProbe(async () => { throw new Error('boom'); }).catch((e) => e.message);
+      console.log(JSON.stringify({ undici: process.moduleLoadList.some((m) => m.includes('undici')), inside, same: ('navigator' in globalThis) === before, failed }));`;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ undici: false, inside: expect.stringMatching(/^Node\.js\/\d+/), same: true, failed: 'boom' });
   });
 });
