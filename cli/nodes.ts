@@ -28,11 +28,7 @@ export function registerNodeCommands(program: Command): void {
     .addOption(new Option('--state <state>', 'initial state').choices([...NODE_STATES]).default('active'))
     .option('--no-check', 'skip the capability checks, and register the node even if it does not answer now')
     .action(async (name: string, opts: { dsn: string; region?: string; zone?: string; capacity?: number; state: NodeState; check: boolean }) => {
-      const [{ addNode, checkNodeReachable }, { appLogin, provisionAppRole }, { NodePools }] = await Promise.all([
-        import('../src/catalog/nodes.js'),
-        import('../src/catalog/app-role.js'),
-        import('../src/catalog/node-pools.js'),
-      ]);
+      const [{ addNode, checkNodeReachable }, { appLogin, provisionAppRoleOnce }] = await Promise.all([import('../src/catalog/nodes.js'), import('../src/catalog/app-role.js')]);
       const cfg = await configOf(program);
       await withCatalog(cfg, async (pool) => {
         const spec = { name, dsn: opts.dsn, region: opts.region, zone: opts.zone, capacity: opts.capacity, state: opts.state };
@@ -41,14 +37,9 @@ export function registerNodeCommands(program: Command): void {
         console.log(`added node ${node.name} (#${node.id}, ${node.state})`);
         if (!cfg.app.provision) return;
         const login = appLogin(cfg);
-        const pools = new NodePools({ max: 1, applicationName: 'shardcast-cli' });
-        try {
-          const { failed } = await provisionAppRole(pool, pools, [node], login);
-          for (const f of failed) console.error(`warning: node "${name}": application role ${login.user} not created now (${f.error}): it is at the next start of \`up\` or \`worker\``);
-          if (failed.length === 0) console.log(`application role ${login.user} ready on ${node.name}`);
-        } finally {
-          await pools.end();
-        }
+        const { failed } = await provisionAppRoleOnce(pool, login, [node], { applicationName: 'shardcast-cli' });
+        for (const f of failed) console.error(`warning: node "${name}": application role ${login.user} not created now (${f.error}): it is at the next start of \`up\` or \`worker\``);
+        if (failed.length === 0) console.log(`application role ${login.user} ready on ${node.name}`);
       });
     });
   nodes

@@ -12,12 +12,28 @@ import { parseListenAddress } from '../src/listen-address.js';
 
 /** The configuration as the global options of `program` (and a command's own flags, as key paths) say. */
 export async function configOf(program: Command, overrides: Record<string, unknown> = {}): Promise<Config> {
-  const [{ loadConfig, pgTlsOf }, { setPgTlsDefaults }] = await Promise.all([import('../src/config.js'), import('../src/catalog/pg-tls.js')]);
+  const [{ loadConfig, pgTlsOf }, { setPgTlsDefaults }] = await Promise.all([import('../src/config.js'), withoutFetchProbe(() => import('../src/catalog/pg-tls.js'))]);
   const opts = program.opts<{ config?: string; catalogUrl?: string; temporalAddress?: string }>();
   const cfg = loadConfig({ file: opts.config, overrides: { 'catalog.url': opts.catalogUrl, 'temporal.address': opts.temporalAddress, ...overrides } });
   // Every PostgreSQL connection the command opens uses the configured TLS.
   setPgTlsDefaults(pgTlsOf(cfg));
   return cfg;
+}
+
+/**
+ * node-postgres asks, as it loads, whether it runs on Cloudflare Workers: where Node has no
+ * `navigator` (Node 20), by making a fetch Response, which loads Node's fetch (undici), some 40 ms
+ * of every command that connects. Node ≥ 21 has a navigator, whose user agent answers at once. So on
+ * Node 20 pg (loaded by `load`) sees the navigator Node ≥ 21 would have, removed once it has loaded.
+ */
+export async function withoutFetchProbe<T>(load: () => Promise<T>): Promise<T> {
+  if ('navigator' in globalThis) return load();
+  Object.defineProperty(globalThis, 'navigator', { value: { userAgent: `Node.js/${process.versions.node.split('.')[0]}` }, configurable: true, writable: true });
+  try {
+    return await load();
+  } finally {
+    delete (globalThis as { navigator?: unknown }).navigator;
+  }
 }
 
 /** `--metrics-listen host:port` as config overrides (metrics.host, metrics.port); none when not given. */

@@ -7,8 +7,8 @@ import { collectorWorkflowId, ensureCollector, ensureSchedules } from '../client
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import pg from 'pg';
 import { migrate } from '../src/catalog/migrate.js';
-import { appCatalogUrl, appLogin, provisionAppRole } from '../src/catalog/app-role.js';
-import { guardPool, NodePools } from '../src/catalog/node-pools.js';
+import { appCatalogUrl, appLogin, provisionAppRoleOnce } from '../src/catalog/app-role.js';
+import { guardPool } from '../src/catalog/node-pools.js';
 import { listNodes, type NewNode } from '../src/catalog/nodes.js';
 import { registerNodesUnlessLocked } from '../src/catalog/startup.js';
 import { localUrl, pgTlsOf, type Config } from '../src/config.js';
@@ -212,13 +212,12 @@ async function registerNodes(catalog: pg.Pool, nodes: NewNode[], log: (line: str
  */
 async function provisionApp(catalog: pg.Pool, config: Config, catalogUrl: string, log: (line: string) => void): Promise<void> {
   const login = appLogin(config);
-  const pools = new NodePools({ max: 1, applicationName: 'shardcast-up', limits: { statementTimeoutMs: MAP_LOCK_TIMEOUT_MS * 2 } });
   const client = await catalog.connect();
   try {
     // Like registerNodes: never wait long on the catalog's locks (a cut-short cutover's prepared transaction).
     await client.query(`set lock_timeout = ${MAP_LOCK_TIMEOUT_MS}`);
     const nodes = (await listNodes(client)).filter((n) => n.state !== 'retired');
-    const { failed } = await provisionAppRole(client, pools, nodes, login);
+    const { failed } = await provisionAppRoleOnce(client, login, nodes, { applicationName: 'shardcast-up', limits: { statementTimeoutMs: MAP_LOCK_TIMEOUT_MS * 2 } });
     for (const f of failed) log(`shardcast: warning: node ${f.node}: application role ${login.user} not provisioned now (${f.error}); tried again at the next start`);
     log(line('app', `${redact(appCatalogUrl(catalogUrl, login))}${login.passwordFile ? ` (password in ${login.passwordFile})` : ''}`));
   } catch (err) {
@@ -227,7 +226,6 @@ async function provisionApp(catalog: pg.Pool, config: Config, catalogUrl: string
   } finally {
     await client.query('reset lock_timeout').catch(() => undefined);
     client.release();
-    await pools.end();
   }
 }
 

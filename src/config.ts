@@ -1,10 +1,10 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
-import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from './errors.js';
-import { DEFAULT_GOVERNOR } from './movement/governor.js';
-import { SSL_MODES, type PgTlsSettings } from './catalog/pg-tls.js';
+import { DEFAULT_GOVERNOR } from './movement/governor-settings.js';
+import { SSL_MODES, type PgTlsSettings } from './catalog/pg-tls-settings.js';
 import { parseListenAddress } from './listen-address.js';
 import { embeddedPasswordFile, readEmbeddedPassword } from './fleet/embedded-password.js';
 
@@ -495,6 +495,8 @@ function readConfigFile(file: string): Record<string, unknown> {
       throw new ConfigError('(file)', `${file} is not valid JSON${jsonErrorPosition(text, (err as Error).message)}`, { cause: err });
     }
   } else {
+    // The YAML parser loads only for a YAML file: most commands read JSON or no file at all.
+    const { parse: parseYaml, YAMLParseError } = createRequire(import.meta.url)('yaml') as typeof import('yaml');
     try {
       parsed = parseYaml(text);
     } catch (err) {

@@ -284,6 +284,20 @@ export const dropTableInputSchema = z.object({
   approvalTimeoutAction: z.enum(['approve', 'reject'], { error: 'expected approve or reject' }).optional(),
 });
 
+// The request goes to the provisioner's command (environment, stdin) or webhook: no credential, plain values.
+export const scaleOutInputSchema = z.object({
+  request: z.object({
+    requestId: z.string({ error: 'expected a request id' }).regex(/^[A-Za-z0-9._-]{1,400}$/, { error: 'expected a request id (1–400 letters, digits, ".", "_" or "-")' }),
+    region: text(200).min(1, { error: 'expected a region name' }).optional(),
+    zone: text(200).min(1, { error: 'expected a zone name' }).optional(),
+    capacity: numberBetween(0, Number.MAX_SAFE_INTEGER, true).optional(),
+    reason: text(10_000),
+  }),
+  // planning.provisioner.timeoutSeconds (src/config.ts): 1 to 86400.
+  provisionTimeoutSeconds: intBetween(1, 86_400),
+  activationAttempts: intBetween(1, 100).optional(),
+});
+
 /** "input.shardId: expected a positive integer"; several problems joined with "; ". */
 export function describeInputIssues(error: z.ZodError, root = 'input'): string {
   return error.issues

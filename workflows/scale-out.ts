@@ -1,6 +1,8 @@
 import { ActivityFailure, ApplicationFailure, CancellationScope, isCancellation, proxyActivities, setCurrentDetails } from '@temporalio/workflow';
 import type { createPlanningActivities } from '../activities/planning.js';
+import { scaleOutInputSchema } from '../src/inputs.js';
 import type { ScaleOutInput, ScaleOutResult } from './messages.js';
+import { validInput } from './validate.js';
 
 type Activities = ReturnType<typeof createPlanningActivities>;
 
@@ -17,6 +19,7 @@ const { releaseProvisionedNode } = proxyActivities<Activities>({
  * to release what it made for this request. Returns the new node's name.
  */
 export async function scaleOut(input: ScaleOutInput): Promise<ScaleOutResult> {
+  validInput(scaleOutInputSchema, input);
   const { provisionNode } = proxyActivities<Activities>({
     startToCloseTimeout: `${input.provisionTimeoutSeconds + 60} seconds`,
     retry: { initialInterval: '2 seconds', maximumInterval: '30 seconds', maximumAttempts: 3 },

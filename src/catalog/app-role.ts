@@ -3,7 +3,7 @@ import type { Config } from '../config.js';
 import { InvalidInputError, errorMessage } from '../errors.js';
 import { appPasswordFile, ensureAppPassword } from '../fleet/embedded-password.js';
 import { quoteIdent, quoteLiteral } from '../sql/ident.js';
-import type { NodePools } from './node-pools.js';
+import { NodePools, type SessionLimits } from './node-pools.js';
 import type { NodeRecord, Queryable } from './nodes.js';
 
 /**
@@ -152,6 +152,25 @@ export async function provisionAppRole(catalog: Queryable, pools: NodePools, nod
 export function appLogin(config: Pick<Config, 'app' | 'dataDir'>): AppLogin & { passwordFile?: string } {
   if (config.app.password !== undefined) return { user: config.app.user, password: config.app.password };
   return { user: config.app.user, password: ensureAppPassword(config.dataDir).password, passwordFile: appPasswordFile(config.dataDir) };
+}
+
+/**
+ * The application role on the catalog and these nodes through one-connection node pools, closed
+ * afterwards: what `up`, `worker` and `nodes add` run (with appLogin's login). A role of that name
+ * with administrative rights throws (InvalidInputError); nodes not provisioned now are returned.
+ */
+export async function provisionAppRoleOnce(
+  catalog: Queryable,
+  login: AppLogin,
+  nodes: readonly NodeRecord[],
+  connection: { applicationName: string; limits?: SessionLimits },
+): Promise<ProvisionResult> {
+  const pools = new NodePools({ max: 1, ...connection });
+  try {
+    return await provisionAppRole(catalog, pools, nodes, login);
+  } finally {
+    await pools.end();
+  }
 }
 
 /** The catalog URL with the application role's user and password, for routers. */

@@ -127,9 +127,7 @@ export async function dropTableOnShardNode(pool: pg.Pool, pools: NodePools, tabl
   );
   const node = await getNode(pool, nodeId);
   const left: string[] = [];
-  const client = await pools.get(node.dsn).connect();
-  try {
-    await client.query('begin');
+  await inTransaction(pools.get(node.dsn), async (client) => {
     for (const { schema } of shards) {
       await client.query(`drop table if exists ${quoteIdent(schema)}.${quoteIdent(table.name)}`);
       if (!table.last) continue;
@@ -142,13 +140,7 @@ export async function dropTableOnShardNode(pool: pg.Pool, pools: NodePools, tabl
         left.push(schema);
       }
     }
-    await client.query('commit');
-  } catch (err) {
-    await client.query('rollback').catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+  });
   await failpoint('drop-table.after-node'); // tests: the reply lost after the work
   return { schemasLeft: left };
 }

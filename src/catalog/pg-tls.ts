@@ -3,6 +3,9 @@ import { isIP } from 'node:net';
 import type { ConnectionOptions } from 'node:tls';
 import pg from 'pg';
 import { ConfigError, InvalidInputError, ShardcastError, errorMessage } from '../errors.js';
+import { SSL_MODES, type PgTlsSettings, type SslMode } from './pg-tls-settings.js';
+
+export { SSL_MODES, type PgTlsSettings, type SslMode };
 
 /**
  * TLS of every PostgreSQL connection Shardcast opens (catalog, nodes, router, CLI) and of the
@@ -14,23 +17,6 @@ import { ConfigError, InvalidInputError, ShardcastError, errorMessage } from '..
  * URL's ssl parameters removed (pg lets the URL's override the option). Subscriptions are opened by
  * the target server's libpq: their conninfo carries `sslmode` and `sslrootcert` as parameters.
  */
-
-export const SSL_MODES = ['disable', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
-export type SslMode = (typeof SSL_MODES)[number];
-
-export interface PgTlsSettings {
-  sslmode?: SslMode;
-  /** PEM file of the CA(s) that signed the servers' certificates (verify-ca, verify-full). */
-  sslrootcert?: string;
-  /** PEM files of a client certificate and its key, for servers that ask for one. */
-  sslcert?: string;
-  sslkey?: string;
-  /**
-   * The CA file's path as the nodes' PostgreSQL servers see it, for the subscriptions they open to
-   * each other (default: sslrootcert, right when the worker and the nodes share the file system).
-   */
-  nodeSslrootcert?: string;
-}
 
 const SSL_PARAMS = ['sslmode', 'sslrootcert', 'sslcert', 'sslkey', 'ssl', 'sslcrl', 'sslnegotiation'] as const;
 

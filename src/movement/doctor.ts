@@ -4,6 +4,7 @@ import { listNodes, type NodeRecord } from '../catalog/nodes.js';
 import { errorMessage } from '../errors.js';
 import { quoteIdent, quoteLiteral } from '../sql/ident.js';
 import { commitCatalogSwitch, commitPreparedIfAny, onServer } from './cutover.js';
+import { movementLeaseRows, type MovementLeaseRow } from './lease.js';
 import { dropSubscription, movementLeftovers, WATERMARKS } from './replication.js';
 
 /**
@@ -69,21 +70,8 @@ export interface DoctorOptions {
   log?: (line: string) => void;
 }
 
-interface MovementRow {
-  id: string;
-  operation: 'move' | 'split' | 'merge';
-  shard_id: number;
-  source_node_id: number;
-  target_node_ids: number[];
-  other_shard_ids: number[];
-  other_source_node_ids: number[];
-  state: string;
-  workflow_id: string | null;
-  started_at: Date;
-}
-
 interface Scan {
-  movements: Map<string, MovementRow>;
+  movements: Map<string, MovementLeaseRow>;
   nodes: NodeRecord[];
   found: Leftover[];
   unreachable: Array<{ node: string; error: string }>;
@@ -127,11 +115,7 @@ export async function doctor(deps: DoctorDeps, options: DoctorOptions = {}): Pro
 
 async function scanAll(deps: DoctorDeps, stateOf: (workflowId: string) => Promise<Exclude<WorkflowState, 'unknown'>>): Promise<Scan> {
   const [movementRows, nodes, placements, shards, catalogPrepared] = await Promise.all([
-    deps.catalog.query<MovementRow>(
-      `select id, operation, shard_id::int, source_node_id::int, target_node_ids::int[], other_shard_ids::int[], other_source_node_ids::int[],
-              state, workflow_id, started_at
-         from shardcast.movements order by started_at`,
-    ),
+    movementLeaseRows(deps.catalog),
     listNodes(deps.catalog),
     deps.catalog.query<{ schema: string; node_id: number }>(
       'select s.schema_name as schema, p.node_id::int from shardcast.placements p join shardcast.shards s on s.id = p.shard_id',
@@ -139,7 +123,7 @@ async function scanAll(deps: DoctorDeps, stateOf: (workflowId: string) => Promis
     deps.catalog.query<{ schema: string }>('select schema_name as schema from shardcast.shards'),
     deps.catalog.query<{ gid: string }>(`select gid from pg_prepared_xacts where gid like 'sc\\_mv\\_%' and database = current_database() order by gid`),
   ]);
-  const movements = new Map(movementRows.rows.map((m) => [m.id, m]));
+  const movements = new Map(movementRows.map((m) => [m.id, m]));
   const placed = new Set(placements.rows.map((p) => `${p.node_id}/${p.schema}`));
   const knownShard = new Set(shards.rows.map((s) => s.schema));
   const raw: Array<Omit<Leftover, 'workflow' | 'workflowId'>> = [];
@@ -214,7 +198,7 @@ async function scanAll(deps: DoctorDeps, stateOf: (workflowId: string) => Promis
  * copy and the reverse stream (`…_r`) belong to the child that follows and then drops them during
  * the grace period (moveShard's dropFencedCopy), so they are leftovers only once that one is closed.
  */
-function ownerOf(m: MovementRow, item: Pick<Leftover, 'kind' | 'name'>): string | null {
+function ownerOf(m: MovementLeaseRow, item: Pick<Leftover, 'kind' | 'name'>): string | null {
   if (!m.workflow_id) return null;
   const graceObject = item.kind === 'fenced-schema' || ((item.kind === 'slot' || item.kind === 'publication') && item.name.endsWith('_r'));
   return graceObject && m.state !== 'running' ? `${m.workflow_id}-drop-fenced-${m.id}` : m.workflow_id;
@@ -234,7 +218,7 @@ export function movementOfName(movements: Map<string, unknown>, name: string): s
 }
 
 /** The movement's source shards on this node. */
-function sourceShardsOn(m: MovementRow, nodeId: number): number[] {
+function sourceShardsOn(m: MovementLeaseRow, nodeId: number): number[] {
   const shards = [m.shard_id, ...m.other_shard_ids];
   const nodes = [m.source_node_id, ...m.other_source_node_ids];
   return shards.filter((_, i) => nodes[i] === nodeId);
@@ -245,9 +229,9 @@ function sourceShardsOn(m: MovementRow, nodeId: number): number[] {
  * that shard into the node, or, for a shard the catalog does not know (a split's or merge's new
  * shard), the latest split or merge into the node. Null when none did.
  */
-function targetSchemaMovement(movements: Map<string, MovementRow>, node: NodeRecord, schema: string, shardKnown: boolean): string | null {
+function targetSchemaMovement(movements: Map<string, MovementLeaseRow>, node: NodeRecord, schema: string, shardKnown: boolean): string | null {
   const shardId = Number(schema.slice('sc_s'.length));
-  let found: MovementRow | undefined;
+  let found: MovementLeaseRow | undefined;
   for (const m of movements.values()) {
     if (!m.target_node_ids.includes(node.id)) continue;
     const matches = m.operation === 'move' ? m.shard_id === shardId : !shardKnown;
@@ -256,7 +240,7 @@ function targetSchemaMovement(movements: Map<string, MovementRow>, node: NodeRec
   return found?.id ?? null;
 }
 
-async function fixMovement(deps: DoctorDeps, scan: Scan, m: MovementRow, items: Leftover[], actions: DoctorAction[], log?: (line: string) => void): Promise<void> {
+async function fixMovement(deps: DoctorDeps, scan: Scan, m: MovementLeaseRow, items: Leftover[], actions: DoctorAction[], log?: (line: string) => void): Promise<void> {
   const nodeByName = new Map(scan.nodes.map((n) => [n.name, n]));
   const act = async (item: Leftover, action: string, work: () => Promise<unknown>): Promise<boolean> => {
     const entry: DoctorAction = { kind: item.kind, node: item.node, name: item.name, movementId: m.id, action, ok: true };
@@ -345,7 +329,7 @@ async function fixMovement(deps: DoctorDeps, scan: Scan, m: MovementRow, items: 
 }
 
 /** Where the catalog has the movement's shards: on the target(s) (switched), still on the source(s), or neither. */
-async function switchState(catalog: pg.Pool, m: MovementRow): Promise<'switched' | 'not-switched' | 'unknown'> {
+async function switchState(catalog: pg.Pool, m: MovementLeaseRow): Promise<'switched' | 'not-switched' | 'unknown'> {
   const sources = [m.shard_id, ...m.other_shard_ids];
   const sourceNodes = [m.source_node_id, ...m.other_source_node_ids];
   const { rows } = await catalog.query<{ shard_id: number; node_id: number }>(
@@ -368,7 +352,7 @@ async function switchState(catalog: pg.Pool, m: MovementRow): Promise<'switched'
  * switch in flight makes this fail rather than wait) and ending its lease in the same catalog
  * transaction: the switch cannot happen between the check and the rollback.
  */
-async function rollBackSources(deps: DoctorDeps, m: MovementRow, prepared: Array<{ dsn: string; gid: string }>): Promise<void> {
+async function rollBackSources(deps: DoctorDeps, m: MovementLeaseRow, prepared: Array<{ dsn: string; gid: string }>): Promise<void> {
   await onServer(deps.pools, deps.catalogUrl, async (c) => {
     await c.query('begin');
     try {

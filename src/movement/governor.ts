@@ -2,6 +2,9 @@ import pg from 'pg';
 import { InvalidInputError } from '../errors.js';
 import { resolveDsn } from '../catalog/dsn-password.js';
 import { newPgClient } from '../catalog/pg-tls.js';
+import { DEFAULT_GOVERNOR, type GovernorSettings } from './governor-settings.js';
+
+export { DEFAULT_GOVERNOR, type GovernorSettings };
 
 /**
  * The copy governor (foreground first): a movement's copy and apply are paced so that the nodes'
@@ -15,33 +18,6 @@ import { newPgClient } from '../catalog/pg-tls.js';
  * within the limit and is cut (at most once per probe window) when they are over it: short steady
  * pauses rather than long holds. The decision logic here is pure; `Governor` runs it.
  */
-
-export interface GovernorSettings {
-  /** Off: copy and apply at full speed (the probe does not run). */
-  enabled: boolean;
-  /** The copy slows down while the probe's recent p90 exceeds this many times its baseline. */
-  latencyRatio: number;
-  /** Milliseconds between two probes of a node. */
-  probeIntervalMs: number;
-  /** The apply is paced only while its lag is at most this (beyond, it runs at full speed). */
-  maxLagBytes: number;
-  /** Floor of the baseline in ms: below it, a probe's jitter would count as harm. */
-  minBaselineMs: number;
-  /** Longest pause between two chunks (also the longest hold of the apply at a time). */
-  maxPauseMs: number;
-  /** Rows per copy chunk (each chunk is one COPY out of the source and into the target). */
-  chunkRows: number;
-}
-
-export const DEFAULT_GOVERNOR: GovernorSettings = {
-  enabled: true,
-  latencyRatio: 1.5,
-  probeIntervalMs: 25,
-  maxLagBytes: 64 * 1024 * 1024,
-  minBaselineMs: 0.5,
-  maxPauseMs: 500,
-  chunkRows: 10_000,
-};
 
 /** Checks per-movement settings over the global ones; a bad value is refused with its name. */
 export function resolveGovernor(overrides: Partial<GovernorSettings> | undefined, base: GovernorSettings = DEFAULT_GOVERNOR): GovernorSettings {

@@ -19,6 +19,36 @@ export interface MovementLease {
   reverseOf?: string;
 }
 
+/** A movement's lease as the catalog keeps it (a row of shardcast.movements), ids as numbers. */
+export interface MovementLeaseRow {
+  id: string;
+  operation: MovementOperation;
+  shard_id: number;
+  source_node_id: number;
+  target_node_ids: number[];
+  other_shard_ids: number[];
+  other_source_node_ids: number[];
+  state: MovementState;
+  workflow_id: string | null;
+  reverse_of: string | null;
+  started_at: Date;
+}
+
+const LEASE_ROW_COLUMNS = `id, operation, shard_id::int, source_node_id::int, target_node_ids::int[], other_shard_ids::int[], other_source_node_ids::int[],
+       state, workflow_id, reverse_of, started_at`;
+
+/** Every movement's lease (running or ended), oldest first. */
+export async function movementLeaseRows(db: Pick<pg.Pool, 'query'>): Promise<MovementLeaseRow[]> {
+  const { rows } = await db.query<MovementLeaseRow>(`select ${LEASE_ROW_COLUMNS} from shardcast.movements order by started_at`);
+  return rows;
+}
+
+/** One movement's lease; undefined when the catalog has no such movement. */
+export async function movementLeaseRow(db: Pick<pg.Pool, 'query'>, id: string): Promise<MovementLeaseRow | undefined> {
+  const { rows } = await db.query<MovementLeaseRow>(`select ${LEASE_ROW_COLUMNS} from shardcast.movements where id = $1`, [id]);
+  return rows[0];
+}
+
 /** Another movement holds the shard: not retried, the operator is told which one. */
 export class MovementInProgressError extends ShardcastError {
   readonly movementId: string;

@@ -1,5 +1,6 @@
 import type { Queryable } from '../catalog/nodes.js';
 import { InvalidInputError } from '../errors.js';
+import { movementLeaseRow } from './lease.js';
 import type { MovementPlan } from './plan.js';
 import type { ShardRange } from './reshard-plan.js';
 
@@ -15,22 +16,7 @@ export async function checkResumedPlan(catalog: Queryable, plan: MovementPlan, r
   const refuse = (why: string): never => {
     throw new InvalidInputError(`resume.plan of movement ${plan.movementId} refused: ${why}`);
   };
-  const { rows: leases } = await catalog.query<{
-    operation: string;
-    shard_id: number;
-    source_node_id: number;
-    target_node_ids: number[];
-    other_shard_ids: number[];
-    other_source_node_ids: number[];
-    state: string;
-    workflow_id: string | null;
-    reverse_of: string | null;
-  }>(
-    `select operation, shard_id::int, source_node_id::int, target_node_ids::int[], other_shard_ids::int[], other_source_node_ids::int[], state, workflow_id, reverse_of
-       from shardcast.movements where id = $1`,
-    [plan.movementId],
-  );
-  const lease = leases[0];
+  const lease = await movementLeaseRow(catalog, plan.movementId);
   if (!lease) refuse('the catalog has no such movement (a resumed plan needs the lease its movement took)');
   const m = lease!;
   if (m.state !== 'running') refuse(`the movement is ${m.state}, not running`);

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDistributedTable, moveResult, startMove, startSplit } from '../../client/index.js';
-import { appCatalogUrl, provisionAppRole, type AppLogin } from '../../src/catalog/app-role.js';
+import { appCatalogUrl, provisionAppRole, provisionAppRoleOnce, type AppLogin } from '../../src/catalog/app-role.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
 import { createRouter, type Router } from '../../src/router/router.js';
 import { adminQuery, createTestCatalog, startTestWorker, uniqueName, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
@@ -88,8 +88,8 @@ afterAll(async () => {
 });
 
 describe('the application role', () => {
-  it('is provisioned again without error (a second up), and is an ordinary role', async () => {
-    expect((await provisionAppRole(catalog.pool, pools, catalog.nodes, login)).failed).toEqual([]);
+  it('is provisioned again without error (a second up, through the helper up and nodes add use), and is an ordinary role', async () => {
+    expect((await provisionAppRoleOnce(catalog.pool, login, catalog.nodes, { applicationName: 'shardcast-test' })).failed).toEqual([]);
     for (const url of [catalog.catalogUrl, ...catalog.nodes.map((n) => n.dsn)]) {
       const { rows } = await adminQuery(url, 'select rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls from pg_roles where rolname = $1', [login.user]);
       expect(rows).toEqual([{ rolsuper: false, rolcreatedb: false, rolcreaterole: false, rolreplication: false, rolbypassrls: false }]);

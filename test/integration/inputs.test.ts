@@ -68,6 +68,8 @@ describe('workflow inputs are checked at start', () => {
       ['rebalance', [{ dryRun: true, trigger: 'cron', movement: {} }], 'input.trigger: expected schedule, operator or drain'],
       ['retrainModels', [{ trainingDays: 0, budgetSeconds: 1, batchSize: 1, parallelBatches: 1 }], 'input.trainingDays: expected an integer from 1 to 365'],
       ['forecastLoad', [{ batchSize: 1e6, parallelBatches: 1 }], 'input.batchSize: expected an integer from 1 to 1000'],
+      ['scaleOut', [{ request: { requestId: 'r-bad', reason: 'test' }, provisionTimeoutSeconds: -1 }], 'input.provisionTimeoutSeconds: expected an integer from 1 to 86400'],
+      ['scaleOut', [{ request: { requestId: 'r bad', reason: 'test' }, provisionTimeoutSeconds: 60 }], 'input.request.requestId: expected a request id'],
       ['dropFencedCopy', [{ movementId: 'm1', what: 'x', copies: [], dropAt: '2026-01-01T00:00:00Z' }], 'input.copies: expected at least one fenced copy'],
     ];
     for (const [type, args, message] of cases) {

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -46,10 +47,29 @@ describe('the CLI starts light', () => {
     expect([...reached.keys()].filter((p) => p.startsWith('@tensorflow/'))).toEqual([]);
   });
 
+  it('the configuration, which every command loads, reaches only zod: no pg (the governor\'s defaults and the TLS modes are import-free modules), no YAML parser unless the file is YAML', () => {
+    const reached = staticPackages('src/config.ts');
+    expect(Object.fromEntries([...reached].map(([name, chain]) => [name, chain.join(' > ')]))).toEqual({ zod: 'src/config.ts' });
+    for (const module of ['src/movement/governor-settings.ts', 'src/catalog/pg-tls-settings.ts']) expect([...staticPackages(module).keys()], module).toEqual([]);
+  });
+
   it('status loads no Temporal and no TensorFlow.js', () => {
     for (const module of ['src/planning/outlook.ts', 'src/profiling/collector.ts', 'src/catalog/tables.ts', 'src/catalog/nodes.ts', 'cli/program-config.ts']) {
       const reached = [...staticPackages(module).keys()];
       expect(reached.filter((p) => p.startsWith('@temporalio/') || p.startsWith('@tensorflow/')), module).toEqual([]);
     }
+  });
+
+  it('pg loads without Node\'s fetch (undici): its Cloudflare probe sees a navigator while it loads, and the global is as before afterwards', () => {
+    const script = `
+      const { withoutFetchProbe } = await import('./cli/program-config.ts');
+      const before = 'navigator' in globalThis;
+      let inside;
+      await withoutFetchProbe(async () => { inside = globalThis.navigator?.userAgent; await import('pg'); });
+      const failed = await withoutFetchProbe(async () => { throw new Error('boom'); }).catch((e) => e.message);
+      console.log(JSON.stringify({ undici: process.moduleLoadList.some((m) => m.includes('undici')), inside, same: ('navigator' in globalThis) === before, failed }));`;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ undici: false, inside: expect.stringMatching(/^Node\.js\/\d+/), same: true, failed: 'boom' });
   });
 });

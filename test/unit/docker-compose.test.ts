@@ -384,16 +384,24 @@ describe('docker-compose.yml', () => {
       expect(variable, `node "${node.name}": the production DSN names no password variable`).toBeTruthy();
       expect(String(workerEnv[variable!]), `the worker does not set ${variable} to the nodes' password`).toBe(String((production.services[dsn.hostname]!.environment as Record<string, unknown>).POSTGRES_PASSWORD));
     }
+
+    // The application role's password (app.password) is a variable of its own, required, never the superuser's.
+    const appPassword = String(workerEnv.SHARDCAST_APP_PASSWORD ?? '');
+    expect(ENV_OVERRIDES.SHARDCAST_APP_PASSWORD).toBe('app.password');
+    expect(appPassword, 'production: the worker does not set SHARDCAST_APP_PASSWORD').toMatch(/^\$\{SHARDCAST_APP_PASSWORD:\?[^}]+\}$/);
+    expect(() => interpolate(appPassword)).toThrow(/requires a variable/);
+    const config = loadConfig({ cwd: root, env: { SHARDCAST_CONFIG: configFile, SHARDCAST_APP_PASSWORD: 'from-the-environment' } });
+    expect(config.app.password, 'the worker reads its SHARDCAST_APP_PASSWORD as app.password').toBe('from-the-environment');
   });
 
   it.skipIf(!hasDockerCompose)('production: `docker compose config` names the missing password variable', () => {
     const args = ['compose', '--project-directory', root, '-f', composeFile, '-f', productionFile, 'config', '-q'];
     const env = { ...process.env };
-    for (const v of ['SHARDCAST_POSTGRES_PASSWORD', 'TEMPORAL_POSTGRES_PASSWORD', 'GRAFANA_ADMIN_PASSWORD']) delete env[v];
+    for (const v of ['SHARDCAST_POSTGRES_PASSWORD', 'SHARDCAST_APP_PASSWORD', 'TEMPORAL_POSTGRES_PASSWORD', 'GRAFANA_ADMIN_PASSWORD']) delete env[v];
     const missing = spawnSync('docker', args, { cwd: root, env, encoding: 'utf8', timeout: 60_000 });
     expect(missing.status).not.toBe(0);
     expect(missing.stderr).toMatch(/PASSWORD/);
-    const set = spawnSync('docker', args, { cwd: root, env: { ...env, SHARDCAST_POSTGRES_PASSWORD: 'a', TEMPORAL_POSTGRES_PASSWORD: 'b', GRAFANA_ADMIN_PASSWORD: 'c' }, encoding: 'utf8', timeout: 60_000 });
+    const set = spawnSync('docker', args, { cwd: root, env: { ...env, SHARDCAST_POSTGRES_PASSWORD: 'a', SHARDCAST_APP_PASSWORD: 'd', TEMPORAL_POSTGRES_PASSWORD: 'b', GRAFANA_ADMIN_PASSWORD: 'c' }, encoding: 'utf8', timeout: 60_000 });
     expect(set.status, set.stderr).toBe(0);
   });
 

@@ -12,6 +12,7 @@ import {
   rebalanceInputSchema,
   retentionInputSchema,
   retrainInputSchema,
+  scaleOutInputSchema,
 } from '../../src/inputs.js';
 import { moveShardInput } from '../../workflows/describe.js';
 import { rangePredicate } from '../../src/movement/reshard-plan.js';
@@ -65,6 +66,18 @@ describe('workflow input schemas', () => {
     expect(inputProblem(rebalanceInputSchema, { dryRun: false, trigger: 'cron', movement: {} })).toBe('input.trigger: expected schedule, operator or drain');
     expect(inputProblem(retrainInputSchema, { trainingDays: 30, budgetSeconds: Infinity, batchSize: 10, parallelBatches: 4 })).toBe('input.budgetSeconds: expected a number above 0 and at most 600');
     expect(inputProblem(moveShardInputSchema, undefined)).toMatch(/^input: /);
+  });
+
+  it('scaleOut: accept what the rebalance asks, refuse a bad field by name', () => {
+    const scaleOut = { request: { requestId: 'scale-out-plan-3-a2', region: 'eu', capacity: 100, reason: 'fleet predicted above its capacity' }, provisionTimeoutSeconds: 600 };
+    expect(inputProblem(scaleOutInputSchema, scaleOut)).toBeUndefined();
+    expect(inputProblem(scaleOutInputSchema, { ...scaleOut, activationAttempts: 3 })).toBeUndefined();
+    expect(inputProblem(scaleOutInputSchema, { ...scaleOut, provisionTimeoutSeconds: 0 })).toBe('input.provisionTimeoutSeconds: expected an integer from 1 to 86400');
+    expect(inputProblem(scaleOutInputSchema, { ...scaleOut, provisionTimeoutSeconds: '600' })).toBe('input.provisionTimeoutSeconds: expected an integer from 1 to 86400');
+    expect(inputProblem(scaleOutInputSchema, { ...scaleOut, activationAttempts: 0 })).toBe('input.activationAttempts: expected an integer from 1 to 100');
+    expect(inputProblem(scaleOutInputSchema, { ...scaleOut, request: { ...scaleOut.request, requestId: 'r; rm -rf /' } })).toMatch(/^input\.request\.requestId: expected a request id/);
+    expect(inputProblem(scaleOutInputSchema, { ...scaleOut, request: { ...scaleOut.request, capacity: -1 } })).toMatch(/^input\.request\.capacity: expected a number above 0/);
+    expect(inputProblem(scaleOutInputSchema, { provisionTimeoutSeconds: 600 })).toMatch(/^input\.request: /);
   });
 
   it('refuse a resumed plan whose values are not what its ids make them', () => {
