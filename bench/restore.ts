@@ -10,7 +10,7 @@
  * Each restore figure is the whole workflow, start to published: the backup's check (sha256 of
  * every file), shard creation, import, primary keys and ANALYZE, the verify of every row against
  * the manifest's checksum. The raw COPY is the load and the primary key only (no verify). Peak RSS is
- * the largest resident set of a worker (or the bench process) during the restores, sampled every 200 ms.
+ * the largest resident set of a worker process (where a restore's import runs), sampled every 200 ms.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createReadStream, createWriteStream, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
@@ -26,6 +26,7 @@ import { resolveTemporalCli } from '../src/fleet/temporal-cli.js';
 import { freePort } from '../src/fleet/postgres-server.js';
 import { TemporalDevServer } from '../src/fleet/temporal-server.js';
 import { proposeLayout } from '../src/restore/proposal.js';
+import { restoreProgressQuery } from '../workflows/messages.js';
 import { parseWorkload } from '../src/restore/workload.js';
 import { round, startBenchFleet } from './fleet.js';
 
@@ -48,7 +49,9 @@ function rss(pid: number): number {
 }
 
 function startWorker(root: string, env: Record<string, string>): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [path.join(root, 'bin/shardcast.js'), 'worker'], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // BENCH_CPU_PROF=DIR: each worker writes a CPU profile there when it exits.
+  const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
+  const child = spawn(process.execPath, [...prof, path.join(root, 'bin/shardcast.js'), 'worker'], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   return new Promise((resolve, reject) => {
     const onData = (d: Buffer) => {
@@ -73,7 +76,7 @@ export async function run(args: string[]): Promise<void> {
   const workers: ChildProcess[] = [];
   let peak = 0;
   const sampler = setInterval(() => {
-    peak = Math.max(peak, process.memoryUsage().rss, ...workers.map((w) => (w.pid ? rss(w.pid) : 0)));
+    peak = Math.max(peak, ...workers.map((w) => (w.pid ? rss(w.pid) : 0)));
   }, 200);
   try {
     await temporal.start();
@@ -112,13 +115,13 @@ export async function run(args: string[]): Promise<void> {
     const proposal = proposeLayout(manifest.tables[0]!, { workload, nodes: fleet.nodes.map((n) => ({ name: n.name, capacity: 1 })), bytes });
     console.log(`proposal: ${proposal.method} on ${proposal.keyColumn}, ${proposal.shardCount} shards on ${[...new Set(proposal.shards.map((s) => s.node))].join(', ')}`);
 
-    peak = 0; // the restores' own: not the generation and export above
     const taskQueue = 'bench-restore';
     const env = { SHARDCAST_CATALOG_URL: fleet.catalogUrl, SHARDCAST_TEMPORAL_ADDRESS: temporal.address, SHARDCAST_TEMPORAL_TASK_QUEUE: taskQueue, SHARDCAST_METRICS_PORT: '0' };
     for (let i = 0; i < workerCount; i++) workers.push(await startWorker(root, env));
     const connection = await Connection.connect({ address: temporal.address });
     const client = new Client({ connection, namespace: 'default' });
 
+    const importSeconds = new Map<string, number>();
     const restore = async (table: string, parallelism: number): Promise<number> => {
       const input = {
         restoreId: newRestoreId(table),
@@ -132,8 +135,23 @@ export async function run(args: string[]): Promise<void> {
         batchesPerUnit: 2,
       };
       const started = performance.now();
-      const result = await restoreResult(await startRestore({ client, taskQueue }, input));
-      const s = (performance.now() - started) / 1000;
+      const handle = await startRestore({ client, taskQueue }, input);
+      // The time of each phase, from the progress query every 100 ms.
+      const phases: Array<[string, number]> = [];
+      const poll = setInterval(() => {
+        void handle.query(restoreProgressQuery).then(
+          (p) => {
+            if (phases.at(-1)?.[0] !== p.phase) phases.push([p.phase, performance.now()]);
+          },
+          () => undefined,
+        );
+      }, 100);
+      const result = await restoreResult(handle).finally(() => clearInterval(poll));
+      const end = performance.now();
+      const s = (end - started) / 1000;
+      console.log(`  phases: ${phases.map(([p, t], i) => `${p} ${(((phases[i + 1]?.[1] ?? end) - t) / 1000).toFixed(1)} s`).join(', ')}`);
+      const imp = phases.findIndex(([p]) => p === 'import');
+      importSeconds.set(table, imp >= 0 && phases[imp + 1] ? (phases[imp + 1]![1] - phases[imp]![1]) / 1000 : NaN);
       if (result.rows !== rows) throw new Error(`${table}: ${result.rows} rows restored, expected ${rows}`);
       console.log(`${table}: ${rows} rows in ${s.toFixed(1)} s with ${parallelism} unit(s) at once (${result.shards} shards; verified, published)`);
       return rows / s;
@@ -165,11 +183,20 @@ export async function run(args: string[]): Promise<void> {
         speedup: round(par / single, 2),
         copy_ratio: round(par / rawRate, 2),
         peak_rss_mb: Math.round(peak / 1e6),
+        // The import phase alone (no check, indexes or verify), for comparison with the raw COPY's load.
+        parallel_import_rows_s: Math.round(rows / importSeconds.get('events_parallel')!),
       }),
     );
   } finally {
     clearInterval(sampler);
-    for (const w of workers) w.kill('SIGTERM');
+    await Promise.all(
+      workers.map(async (w) => {
+        if (w.exitCode !== null) return;
+        const exited = new Promise((resolve) => w.once('exit', resolve));
+        w.kill('SIGTERM');
+        await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 15_000))]);
+      }),
+    );
     await temporal.stop().catch(() => undefined);
     await fleet.stop();
     rmSync(dir, { recursive: true, force: true });

@@ -5,11 +5,13 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import type { TableToExport } from '../src/backup/export.js';
-import type { Manifest } from '../src/backup/manifest.js';
+import type { Manifest, ManifestTable } from '../src/backup/manifest.js';
 import { InvalidInputError } from '../src/errors.js';
 import type { Proposal, ProposalNode } from '../src/restore/proposal.js';
+import type { Workload } from '../src/restore/workload.js';
+import type { RestoreProgress } from '../workflows/messages.js';
 import { wholeNumber } from './args.js';
-import { configOf, withCatalog } from './program-config.js';
+import { configOf, withCatalog, withTemporal } from './program-config.js';
 
 interface BackupOptions {
   to?: string;
@@ -35,6 +37,43 @@ interface RestoreOptions {
   table?: string;
   nodes?: string;
   json?: boolean;
+  as?: string;
+  yes?: boolean;
+  jobs?: number;
+  detach?: boolean;
+}
+
+const TIME_TYPES = /^(date|timestamp)/;
+
+/** The column retention goes by: the workload's, else the shard key when it is a date or time, else the table's only one. */
+function retentionColumn(table: ManifestTable, keyColumn: string, workload: Workload | null): string | null {
+  if (!workload?.retentionDays) return null;
+  const times = table.columns.filter((c) => TIME_TYPES.test(c.pgType));
+  if (workload.retentionColumn) {
+    if (!times.some((c) => c.name === workload.retentionColumn)) {
+      throw new InvalidInputError(`retention_column: "${workload.retentionColumn}" is not a date or timestamp column of ${table.name} (it has ${times.map((c) => c.name).join(', ') || 'none'})`);
+    }
+    return workload.retentionColumn;
+  }
+  if (times.some((c) => c.name === keyColumn)) return keyColumn;
+  if (times.length === 1) return times[0]!.name;
+  throw new InvalidInputError(
+    `data_retention_policy: ${table.name} has ${times.length ? `several date or timestamp columns (${times.map((c) => c.name).join(', ')})` : 'no date or timestamp column'}: name one with retention_column`,
+  );
+}
+
+/** A restore's progress: its phase, then a bar per shard (rows so far) during the import. */
+function restoreLines(p: RestoreProgress): string[] {
+  const pct = p.rowsExpected ? Math.min(100, Math.floor((100 * p.rowsImported) / p.rowsExpected)) : 0;
+  const lines = [`${p.phase.padEnd(13)} ${p.rowsImported}/${p.rowsExpected} rows (${pct}%), ${p.unitsDone}/${p.units} units`];
+  const shards = Object.keys(p.shardNodes).sort((a, b) => Number(a) - Number(b));
+  const each = p.rowsExpected / Math.max(1, shards.length);
+  for (const id of shards) {
+    const rows = p.perShard[id] ?? 0;
+    const filled = each > 0 ? Math.min(20, Math.round((20 * rows) / each)) : 0;
+    lines.push(`  shard ${id.padStart(5)} on ${p.shardNodes[id]!.padEnd(12)} [${'#'.repeat(filled).padEnd(20, '.')}] ${rows} rows`);
+  }
+  return lines;
 }
 
 async function readInput(file: string, what: string): Promise<string> {
@@ -54,16 +93,19 @@ function printProposal(p: Proposal): void {
 export function registerBackupCommands(program: Command): void {
   program
     .command('restore')
-    .description('propose the layout to restore a backup into (shard key, hash or range, shard count, placement), from the expected workload')
+    .description('restore a backup into a layout designed for its workload: proposes the shard key, method, shard count and placement, then (unless --dry-run) creates the shards, imports in parallel, verifies and publishes')
     .argument('<backup>', 'backup directory or http(s):// URL, or a pg_dump -Fd directory')
     .option('--dry-run', 'print the proposal and stop')
     .option('--workload <file>', 'workload description (JSON or YAML): predicted_peak_qps, predicted_data_volume, data_retention_policy, rebalance_threshold, growth_per_month')
     .option('--query-log <file>', 'pg_stat_statements export (CSV with a header, or JSON) with query and calls')
     .option('--table <name>', 'only this table of the backup')
     .option('--nodes <names>', 'nodes to place shards on, comma-separated (default: the catalog\'s active nodes)')
-    .option('--json', 'the proposals as JSON')
+    .option('--json', 'the proposals as JSON (with --dry-run), or the result')
+    .option('--as <name>', 'the table\'s name in the cluster (default: its name in the backup; one table only)')
+    .option('--yes', 'approve the printed proposal at once (default: restore.requireApproval waits for `shardcast approve ID`)')
+    .option('--jobs <n>', 'import units at once, 1 to 64 (default restore.parallelism)', wholeNumber(1, 64))
+    .option('--detach', 'start the restore and return, without following it')
     .action(async (location: string, opts: RestoreOptions) => {
-      if (!opts.dryRun) throw new InvalidInputError('only `shardcast restore --dry-run` exists yet: the restore workflow (shard creation, parallel import, verify) is not built');
       const [{ proposeLayout }, { analyzeQueries, readQueryLog }, { openRestoreSource }, { parseWorkload }, { listNodes }] = await Promise.all([
         import('../src/restore/proposal.js'),
         import('../src/restore/query-log.js'),
@@ -89,8 +131,73 @@ export function registerBackupCommands(program: Command): void {
         const analysis = log ? await analyzeQueries(log, t.name, t.columns.map((c) => c.name)) : null;
         proposals.push(proposeLayout(t, { analysis, workload, nodes, bytes: source.bytes(t.name) }));
       }
-      if (opts.json) console.log(JSON.stringify(proposals, null, 2));
-      else proposals.forEach(printProposal);
+      if (opts.dryRun) {
+        if (opts.json) console.log(JSON.stringify(proposals, null, 2));
+        else proposals.forEach(printProposal);
+        return;
+      }
+      if (opts.as !== undefined && tables.length !== 1) throw new InvalidInputError('--as names one table: give --table too');
+      if (!opts.json) proposals.forEach(printProposal);
+      const cfg = await configOf(program);
+      const [{ newRestoreId, restoreResult, startRestore }, { restoreProgressQuery }] = await Promise.all([import('../client/index.js'), import('../workflows/messages.js')]);
+      // A local backup is named by its absolute path: the workers read it (they must see the same path).
+      const backup = /^https?:\/\//i.test(location) ? location : (await import('node:path')).resolve(location);
+      await withTemporal(cfg, async (client) => {
+        for (const [i, t] of tables.entries()) {
+          const p = proposals[i]!;
+          const target = opts.as ?? t.name;
+          const input = {
+            restoreId: newRestoreId(target),
+            backup,
+            sourceKind: source.kind,
+            sourceTable: t.name,
+            targetTable: target,
+            layout: {
+              keyColumn: p.keyColumn,
+              method: p.method,
+              ...(p.method === 'hash' ? { shardCount: p.shardCount } : { rangeBounds: p.rangeBounds! }),
+              nodes: p.shards.map((s) => s.node),
+              reasons: p.reasons,
+            },
+            requireApproval: cfg.restore.requireApproval && !opts.yes,
+            parallelism: opts.jobs ?? cfg.restore.parallelism,
+            batchesPerUnit: cfg.restore.batchesPerUnit,
+            retentionDays: workload?.retentionDays ?? null,
+            retentionColumn: retentionColumn(t, p.keyColumn, workload),
+            rebalanceThreshold: workload?.rebalanceThreshold ?? null,
+          };
+          const handle = await startRestore({ client, taskQueue: cfg.temporal.taskQueue }, input);
+          if (!opts.json) console.log(`restore ${handle.workflowId} started${input.requireApproval ? `; it waits for approval: shardcast approve ${handle.workflowId} (or reject)` : ''}`);
+          if (opts.detach) continue;
+          const tty = process.stdout.isTTY && !opts.json;
+          let shown = 0;
+          let lastPrint = 0;
+          const timer = setInterval(() => {
+            void handle.query(restoreProgressQuery).then(
+              (progress) => {
+                if (opts.json) return;
+                const lines = restoreLines(progress);
+                if (tty) {
+                  if (shown) process.stdout.write(`\x1b[${shown}A\x1b[J`);
+                  process.stdout.write(`${lines.join('\n')}\n`);
+                  shown = lines.length;
+                } else if (Date.now() - lastPrint >= 5000) {
+                  lastPrint = Date.now();
+                  console.log(lines[0]);
+                }
+              },
+              () => undefined,
+            );
+          }, 1000);
+          try {
+            const result = await restoreResult(handle);
+            if (opts.json) console.log(JSON.stringify(result));
+            else console.log(`${result.table}: ${result.rows} rows restored into ${result.shards} shard(s) on ${result.nodes.join(', ')}, verified against the backup's checksum; published (map version ${result.mapVersion})`);
+          } finally {
+            clearInterval(timer);
+          }
+        }
+      });
     });
 
 

@@ -243,6 +243,17 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    restore: z
+      .object({
+        /** A restore waits for `shardcast approve` (or `--yes`) after printing its proposal, before it creates anything. */
+        requireApproval: z.boolean().default(true),
+        /** Import units running at once, spread over the workers. */
+        parallelism: z.number().int().min(1).max(64).default(4),
+        /** Record batches (up to 65,536 rows each) per import unit: what a retried unit repeats at most. */
+        batchesPerUnit: z.number().int().min(1).max(10_000).default(2),
+      })
+      .strict()
+      .prefault({}),
     retention: z
       .object({
         /** Where the retention of restored tables archives expired rows: a backup directory per run and table (default <dataDir>/archive). */

@@ -10,8 +10,10 @@ export interface Workload {
   predictedPeakQps: number;
   /** Bytes of the table, now (the backup's size when not given). */
   predictedDataVolume: number | null;
-  /** Rows older than this many days are dropped (null: kept forever). */
+  /** Rows older than this many days are dropped (null: kept forever) … */
   retentionDays: number | null;
+  /** … by this date or timestamp column (null: the table's only one, or the shard key when it is one). */
+  retentionColumn: string | null;
   /** Relative size or load skew between shards that starts a rebalance (0.2: 20 %). */
   rebalanceThreshold: number;
   /** Expected growth per month, of load and data (0.1: 10 %). */
@@ -20,7 +22,7 @@ export interface Workload {
   horizonMonths: number;
 }
 
-const FIELDS = ['predicted_peak_qps', 'predicted_data_volume', 'data_retention_policy', 'rebalance_threshold', 'growth_per_month', 'horizon_months'];
+const FIELDS = ['predicted_peak_qps', 'predicted_data_volume', 'data_retention_policy', 'retention_column', 'rebalance_threshold', 'growth_per_month', 'horizon_months'];
 const UNITS: Record<string, number> = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3, tib: 1024 ** 4 };
 const DAYS: Record<string, number> = { d: 1, day: 1, days: 1, w: 7, week: 7, weeks: 7, month: 30, months: 30, mo: 30, y: 365, year: 365, years: 365 };
 
@@ -64,6 +66,9 @@ export function parseWorkload(text: string, file: string): Workload {
     retentionDays = Number(m[1]) * DAYS[m[2]!.toLowerCase()]!;
   }
 
+  const column = w.retention_column ?? null;
+  if (column !== null && (typeof column !== 'string' || !/^[a-z_][a-z0-9_]{0,62}$/.test(column))) throw bad('retention_column', 'a column name');
+
   const threshold = w.rebalance_threshold === undefined ? 0.2 : fraction(w.rebalance_threshold);
   if (threshold === null || !(threshold > 0 && threshold <= 1)) throw bad('rebalance_threshold', 'a fraction in (0, 1] or a percentage like "20%"');
 
@@ -73,5 +78,5 @@ export function parseWorkload(text: string, file: string): Workload {
   const horizon = w.horizon_months ?? 12;
   if (typeof horizon !== 'number' || !Number.isInteger(horizon) || horizon < 1 || horizon > 120) throw bad('horizon_months', 'a whole number of months from 1 to 120');
 
-  return { predictedPeakQps: qps, predictedDataVolume: volume, retentionDays, rebalanceThreshold: threshold, growthPerMonth: growth, horizonMonths: horizon };
+  return { predictedPeakQps: qps, predictedDataVolume: volume, retentionDays, retentionColumn: column, rebalanceThreshold: threshold, growthPerMonth: growth, horizonMonths: horizon };
 }
