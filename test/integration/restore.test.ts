@@ -15,7 +15,7 @@ import { createRouter } from '../../src/router/router.js';
 import type { RestoreInput, RestoreProgress } from '../../workflows/messages.js';
 import { restoreProgressQuery } from '../../workflows/messages.js';
 import { pgDigest } from '../helpers/digest.js';
-import { createTestCatalog, startTestWorker, startWorkerProcess, until, uniqueName, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
+import { createTestCatalog, fleet, runCli, startTestWorker, startWorkerProcess, until, uniqueName, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 
 /**
  * The restore workflow against the real fleet: a plain PostgreSQL table exported to a backup, then
@@ -304,6 +304,33 @@ describe('restoreTable', () => {
     expect(await tableState('events_a')).toBeNull();
     expect((await restoreRow(input.restoreId))?.state).toBe('rejected');
   });
+
+  it('shardcast restore: prints the proposal, runs the workflow with --yes, and the table is there; a bad workload file changes nothing', async () => {
+    const env = { SHARDCAST_CATALOG_URL: catalog.catalogUrl, SHARDCAST_TEMPORAL_ADDRESS: fleet().temporalAddress, SHARDCAST_TEMPORAL_TASK_QUEUE: worker.taskQueue };
+    const workload = path.join(path.dirname(backupDir), 'workload.yaml');
+    writeFileSync(workload, 'predicted_peak_qps: 2500\ndata_retention_policy: 400d\nrebalance_threshold: 30%\n');
+    const dry = await runCli(['restore', backupDir, '--workload', workload, '--as', 'events_cli', '--dry-run'], env);
+    expect(dry.stderr).toBe('');
+    expect(dry.stdout).toMatch(/^events: hash on \w+, 3 shard\(s\)/m);
+    expect(await tableState('events_cli')).toBeNull();
+    const run = await runCli(['restore', backupDir, '--workload', workload, '--as', 'events_cli', '--yes'], env);
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(new RegExp(`events_cli: ${ROWS} rows restored into 3 shard\\(s\\) on .*verified against the backup's checksum; published`));
+    expect(await tableState('events_cli')).toBe('active');
+    const { rows } = await catalog.pool.query<{ retention_days: number; retention_column: string; rebalance_threshold: number; state: string }>(
+      `select retention_days, retention_column, rebalance_threshold, state from shardcast.restores where table_name = 'events_cli'`,
+    );
+    expect(rows).toEqual([{ retention_days: 400, retention_column: 'created_at', rebalance_threshold: 0.3, state: 'done' }]);
+    const got = await restoredDigest('events_cli');
+    expect(got.rows).toBe(ROWS);
+
+    writeFileSync(workload, 'predicted_peak_qps: -4\n');
+    const bad = await runCli(['restore', backupDir, '--workload', workload, '--as', 'events_cli2', '--yes'], env);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr.trim()).toBe(`shardcast: error: ${workload}: predicted_peak_qps: expected a positive number of queries per second, got -4`);
+    expect(await tableState('events_cli2')).toBeNull();
+  }, 120_000);
 
   it('refuses a backup URL with credentials before starting', async () => {
     const input = { ...layoutInput('events_c', hashLayout('id', 3)), backup: 'https://user:secret@example.com/b' };
