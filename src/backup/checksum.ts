@@ -65,9 +65,10 @@ export function addBatchDigest(into: { rows: number; sum: bigint }, batch: Recor
 export const ROW_TEXT_SQL = 'row(sc_row.*)::text';
 
 /** The digest query of a table, for a transaction under canonical settings. */
-export function rowDigestSql(schema: string | null, table: string): string {
+export function rowDigestSql(schema: string | null, table: string, extra?: string): string {
   const name = schema ? `${quoteIdent(schema)}.${quoteIdent(table)}` : quoteIdent(table);
-  return `select count(*)::bigint::text as n, coalesce(sum(hashtextextended(${ROW_TEXT_SQL}, 0)), 0)::text as s from ${name} sc_row`;
+  // `extra`: one more aggregate over the same scan (as x), its columns qualified with sc_row.
+  return `select count(*)::bigint::text as n, coalesce(sum(hashtextextended(${ROW_TEXT_SQL}, 0)), 0)::text as s${extra ? `, (${extra})::text as x` : ''} from ${name} sc_row`;
 }
 
 export function digestOf(acc: { rows: number; sum: bigint }): RowDigest {

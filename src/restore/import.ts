@@ -414,14 +414,14 @@ export async function checkRestoredShards(
       await client.query('begin isolation level repeatable read read only');
       try {
         for (const s of canonicalSettingsSql()) await client.query(s);
-        const digest = await client.query<{ n: string; s: string }>(rowDigestSql(shard.schema, input.table));
-        const key = quoteIdent(input.keyColumn);
+        const key = `sc_row.${quoteIdent(input.keyColumn)}`;
         const inRange =
           shard.hashMin !== undefined
             ? `${sqlHashFunction(input.keyType)}(${key}, 0) between ${quoteLiteral(shard.hashMin)}::bigint and ${quoteLiteral(shard.hashMax!)}::bigint`
             : `${key} >= ${quoteLiteral(shard.rangeMin!)} and ${key} < ${quoteLiteral(shard.rangeMax!)}`;
-        const misplaced = await client.query<{ n: string }>(`select count(*)::text as n from ${shardTable(shard.schema, input.table)} where not (${inRange})`);
-        out.push({ shardId: shard.shardId, rows: Number(digest.rows[0]!.n), sum: digest.rows[0]!.s, misplaced: Number(misplaced.rows[0]!.n) });
+        // One scan: the count, the digest and the rows outside the shard's range.
+        const digest = await client.query<{ n: string; s: string; x: string }>(rowDigestSql(shard.schema, input.table, `count(*) filter (where not (${inRange}))`));
+        out.push({ shardId: shard.shardId, rows: Number(digest.rows[0]!.n), sum: digest.rows[0]!.s, misplaced: Number(digest.rows[0]!.x) });
       } finally {
         await client.query('rollback').catch(() => undefined);
       }

@@ -10,7 +10,7 @@ import { quoteIdent } from '../../src/sql/ident.js';
 import { adminQuery, fleet, uniqueName, withDatabase } from '../helpers/fleet.js';
 
 const REPO_ROOT = path.resolve(import.meta.dirname, '../..');
-const SHARDCAST_TABLES = ['colocation_groups', 'distributed_tables', 'janitor_runs', 'map_version', 'movements', 'node_endpoints', 'nodes', 'placements', 'plan_actions', 'plans', 'rebalance_control', 'shards'];
+const SHARDCAST_TABLES = ['colocation_groups', 'distributed_tables', 'janitor_runs', 'map_version', 'movements', 'node_endpoints', 'nodes', 'placements', 'plan_actions', 'plans', 'rebalance_control', 'restores', 'retention_archives', 'retention_runs', 'shards'];
 /** What 0001_init alone creates (the tests that apply only it). */
 const TABLES_OF_0001 = ['colocation_groups', 'distributed_tables', 'map_version', 'nodes', 'placements', 'shards'];
 

@@ -9,7 +9,7 @@ import type { Manifest } from '../../src/backup/manifest.js';
 import { openBackup } from '../../src/backup/reader.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
 import { resetFailpoints } from '../../src/failpoints.js';
-import { LEDGER_SCHEMA, RowRouter, createRestoreShards, importUnit, planImportUnits, type RestoreShard } from '../../src/restore/import.js';
+import { LEDGER_SCHEMA, RowRouter, checkRestoredShards, compareWithManifest, createRestoreShards, importUnit, planImportUnits, type RestoreShard } from '../../src/restore/import.js';
 import { restoreColumnsDdl } from '../../src/restore/ddl.js';
 import { createRouter } from '../../src/router/router.js';
 import type { RestoreInput, RestoreProgress } from '../../workflows/messages.js';
@@ -255,6 +255,47 @@ describe('restoreTable', () => {
     const c = await attempt();
     expect(c.skipped.sort()).toEqual([900001, 900002]);
     await db.query(`drop schema sc_s900001 cascade; drop schema sc_s900002 cascade; delete from ${LEDGER_SCHEMA}.ledger where restore_id = 'twice'`);
+  });
+
+  it('verify finds a row that differs from the backup and a row outside its shard, naming them', async () => {
+    const table = 'events_verify';
+    const node = catalog.nodes[2]!;
+    const shards: RestoreShard[] = [
+      { shardId: 900011, schema: 'sc_s900011', nodeId: node.id, hashMin: '-9223372036854775808', hashMax: '-1' },
+      { shardId: 900012, schema: 'sc_s900012', nodeId: node.id, hashMin: '0', hashMax: '9223372036854775807' },
+    ];
+    const t = manifest.tables[0]!;
+    await createRestoreShards(node, { table, schemas: shards.map((s) => s.schema), columns: restoreColumnsDdl(t).bare, grant: async () => undefined });
+    const backup = await openBackup(backupDir);
+    const db = pools.get(node.dsn);
+    try {
+      for (const unit of planImportUnits(t, 'shardcast', 4)) {
+        await importUnit({
+          restoreId: 'verify',
+          table,
+          columns: t.columns,
+          keyColumn: 'id',
+          router: new RowRouter(table, 'hash', 'bigint', shards),
+          nodes: new Map([[node.id, node]]),
+          unit,
+          batches: () => backup.batches('events', { file: unit.file, from: unit.from, to: unit.to }),
+        });
+      }
+      const check = () => checkRestoredShards(node, { table, keyColumn: 'id', keyType: 'bigint', shards });
+      const expected = { rows: t.checksum.rows, sum: t.checksum.sum };
+      expect(compareWithManifest(table, expected, await check())).toEqual(expected);
+      await db.query(`update sc_s900011.${table} set note = 'changed' where id = (select min(id) from sc_s900011.${table})`);
+      expect(() => compareWithManifest(table, expected, [])).toThrow(/0 rows restored, the backup holds 30000/);
+      const changed = await check();
+      expect(() => compareWithManifest(table, expected, changed)).toThrow(/the restored rows' checksum is -?\d+, the backup's is -?\d+ \(same count, different content\)/);
+      // A row of shard 900012's range in shard 900011.
+      await db.query(`with moved as (delete from sc_s900012.${table} where id = (select min(id) from sc_s900012.${table}) returning *) insert into sc_s900011.${table} select * from moved`);
+      expect(() => compareWithManifest(table, expected, changed)).toThrow(/checksum/);
+      const misplaced = await check();
+      expect(() => compareWithManifest(table, expected, misplaced)).toThrow(/shard 900011 holds 1 row\(s\) outside its range/);
+    } finally {
+      await db.query(`drop schema sc_s900011 cascade; drop schema sc_s900012 cascade; delete from ${LEDGER_SCHEMA}.ledger where restore_id = 'verify'`);
+    }
   });
 
   it('a corrupted Arrow file: a clear error naming the file, and nothing created', async () => {

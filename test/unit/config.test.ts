@@ -62,6 +62,7 @@ describe('defaults', () => {
         governor: { enabled: true, latencyRatio: 1.5, probeIntervalMs: 25, maxLagBytes: 67108864, minBaselineMs: 0.5, maxPauseMs: 500, chunkRows: 10000 },
       },
       janitor: { intervalMinutes: 10, fix: true },
+      restore: { requireApproval: true, parallelism: 4, batchesPerUnit: 2 },
       retention: { at: '02:30', intervalHours: 0, enabled: true, rebalanceCheck: true, minShardBytes: 64 * 1024 * 1024 },
       planning: {
         mode: 'on',

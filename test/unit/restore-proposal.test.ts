@@ -65,7 +65,7 @@ describe('query pattern analyzer', () => {
 
 describe('workload description', () => {
   it('reads every field, units included', () => {
-    expect(workload).toEqual({ predictedPeakQps: 4000, predictedDataVolume: 200e9, retentionDays: 365, rebalanceThreshold: 0.2, growthPerMonth: 0.05, horizonMonths: 12 });
+    expect(workload).toEqual({ predictedPeakQps: 4000, predictedDataVolume: 200e9, retentionDays: 365, retentionColumn: null, rebalanceThreshold: 0.2, growthPerMonth: 0.05, horizonMonths: 12 });
   });
 
   it('names the file and field of a bad value', () => {
@@ -76,6 +76,7 @@ describe('workload description', () => {
     expect(() => parseWorkload('predicted_peak_qps: 10\nrebalance_threshold: 2', 'w.yaml')).toThrow(/w\.yaml: rebalance_threshold: expected a fraction in \(0, 1\]/);
     expect(() => parseWorkload('predicted_peak_qps: 10\ngrowth_per_month: -1%', 'w.yaml')).toThrow(/w\.yaml: growth_per_month: expected a fraction ≥ 0/);
     expect(() => parseWorkload('predicted_peak_qps: 10\npeak: 3', 'w.yaml')).toThrow('w.yaml: peak: unknown field');
+    expect(() => parseWorkload('predicted_peak_qps: 10\nretention_column: Bad Name', 'w.yaml')).toThrow('w.yaml: retention_column: expected a column name, got "Bad Name"');
     expect(() => parseWorkload('predicted_peak_qps: [', 'w.yaml')).toThrow(/w\.yaml: not valid JSON or YAML/);
   });
 });
