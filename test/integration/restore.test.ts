@@ -102,6 +102,32 @@ async function shardSchemas(): Promise<string[]> {
   return out.sort();
 }
 
+/**
+ * Two hash shards (ids `first`, `first + 1`) of `table` on `node`, created as a restore creates them,
+ * and an import of one unit into them under `restoreId`: for the tests that drive the import directly.
+ */
+async function directShards(table: string, node: (typeof catalog.nodes)[number], first: number, restoreId: string) {
+  const shards: RestoreShard[] = [
+    { shardId: first, schema: `sc_s${first}`, nodeId: node.id, hashMin: '-9223372036854775808', hashMax: '-1' },
+    { shardId: first + 1, schema: `sc_s${first + 1}`, nodeId: node.id, hashMin: '0', hashMax: '9223372036854775807' },
+  ];
+  const t = manifest.tables[0]!;
+  await createRestoreShards(node, { table, schemas: shards.map((s) => s.schema), columns: restoreColumnsDdl(t).bare, grant: async () => undefined });
+  const backup = await openBackup(backupDir);
+  const importOne = (unit: ReturnType<typeof planImportUnits>[number]) =>
+    importUnit({
+      restoreId,
+      table,
+      columns: t.columns,
+      keyColumn: 'id',
+      router: new RowRouter(table, 'hash', 'bigint', shards),
+      nodes: new Map([[node.id, node]]),
+      unit,
+      batches: () => backup.batches('events', { file: unit.file, from: unit.from, to: unit.to }),
+    });
+  return { shards, t, importOne };
+}
+
 beforeAll(async () => {
   catalog = await createTestCatalog('restore');
   worker = await startTestWorker(catalog.catalogUrl);
@@ -225,25 +251,9 @@ describe('restoreTable', () => {
   it('two attempts of one unit side by side: one commits each shard, the other waits on its ledger row and skips', async () => {
     const table = 'events_twice';
     const node = catalog.nodes[1]!;
-    const shards: RestoreShard[] = [
-      { shardId: 900001, schema: 'sc_s900001', nodeId: node.id, hashMin: '-9223372036854775808', hashMax: '-1' },
-      { shardId: 900002, schema: 'sc_s900002', nodeId: node.id, hashMin: '0', hashMax: '9223372036854775807' },
-    ];
-    const t = manifest.tables[0]!;
-    await createRestoreShards(node, { table, schemas: shards.map((s) => s.schema), columns: restoreColumnsDdl(t).bare, grant: async () => undefined });
-    const backup = await openBackup(backupDir);
+    const { shards, t, importOne } = await directShards(table, node, 900001, 'twice');
     const unit = planImportUnits(t, 'shardcast', 2)[0]!;
-    const attempt = () =>
-      importUnit({
-        restoreId: 'twice',
-        table,
-        columns: t.columns,
-        keyColumn: 'id',
-        router: new RowRouter(table, 'hash', 'bigint', shards),
-        nodes: new Map([[node.id, node]]),
-        unit,
-        batches: () => backup.batches('events', { file: unit.file, from: unit.from, to: unit.to }),
-      });
+    const attempt = () => importOne(unit);
     const [a, b] = await Promise.all([attempt(), attempt()]);
     expect(a.skipped.length + b.skipped.length).toBe(2);
     expect(a.rows).toEqual(b.rows);
@@ -260,27 +270,10 @@ describe('restoreTable', () => {
   it('verify finds a row that differs from the backup and a row outside its shard, naming them', async () => {
     const table = 'events_verify';
     const node = catalog.nodes[2]!;
-    const shards: RestoreShard[] = [
-      { shardId: 900011, schema: 'sc_s900011', nodeId: node.id, hashMin: '-9223372036854775808', hashMax: '-1' },
-      { shardId: 900012, schema: 'sc_s900012', nodeId: node.id, hashMin: '0', hashMax: '9223372036854775807' },
-    ];
-    const t = manifest.tables[0]!;
-    await createRestoreShards(node, { table, schemas: shards.map((s) => s.schema), columns: restoreColumnsDdl(t).bare, grant: async () => undefined });
-    const backup = await openBackup(backupDir);
+    const { shards, t, importOne } = await directShards(table, node, 900011, 'verify');
     const db = pools.get(node.dsn);
     try {
-      for (const unit of planImportUnits(t, 'shardcast', 4)) {
-        await importUnit({
-          restoreId: 'verify',
-          table,
-          columns: t.columns,
-          keyColumn: 'id',
-          router: new RowRouter(table, 'hash', 'bigint', shards),
-          nodes: new Map([[node.id, node]]),
-          unit,
-          batches: () => backup.batches('events', { file: unit.file, from: unit.from, to: unit.to }),
-        });
-      }
+      for (const unit of planImportUnits(t, 'shardcast', 4)) await importOne(unit);
       const check = () => checkRestoredShards(node, { table, keyColumn: 'id', keyType: 'bigint', shards });
       const expected = { rows: t.checksum.rows, sum: t.checksum.sum };
       expect(compareWithManifest(table, expected, await check())).toEqual(expected);
