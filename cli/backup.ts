@@ -41,6 +41,9 @@ interface RestoreOptions {
   yes?: boolean;
   jobs?: number;
   detach?: boolean;
+  key?: string;
+  method?: string;
+  shards?: number;
 }
 
 const TIME_TYPES = /^(date|timestamp)/;
@@ -105,6 +108,9 @@ export function registerBackupCommands(program: Command): void {
     .option('--yes', 'approve the printed proposal at once (default: restore.requireApproval waits for `shardcast approve ID`)')
     .option('--jobs <n>', 'import units at once, 1 to 64 (default restore.parallelism)', wholeNumber(1, 64))
     .option('--detach', 'start the restore and return, without following it')
+    .option('--key <column>', 'the shard key, instead of the proposal\'s')
+    .option('--method <method>', 'hash or range, instead of the proposal\'s')
+    .option('--shards <n>', 'the number of shards (range: of ranges, from the key\'s quantiles), 1 to 4096, instead of the proposal\'s', wholeNumber(1, 4096))
     .action(async (location: string, opts: RestoreOptions) => {
       const [{ proposeLayout }, { analyzeQueries, readQueryLog }, { openRestoreSource }, { parseWorkload }, { listNodes }] = await Promise.all([
         import('../src/restore/proposal.js'),
@@ -113,6 +119,7 @@ export function registerBackupCommands(program: Command): void {
         import('../src/restore/workload.js'),
         import('../src/catalog/nodes.js'),
       ]);
+      if (opts.method !== undefined && opts.method !== 'hash' && opts.method !== 'range') throw new InvalidInputError(`--method: expected hash or range, got ${JSON.stringify(opts.method)}`);
       const workload = opts.workload ? parseWorkload(await readInput(opts.workload, '--workload'), opts.workload) : null;
       const log = opts.queryLog ? readQueryLog(await readInput(opts.queryLog, '--query-log'), opts.queryLog) : null;
       const source = await openRestoreSource(location);
@@ -129,7 +136,7 @@ export function registerBackupCommands(program: Command): void {
       const proposals: Proposal[] = [];
       for (const t of tables) {
         const analysis = log ? await analyzeQueries(log, t.name, t.columns.map((c) => c.name)) : null;
-        proposals.push(proposeLayout(t, { analysis, workload, nodes, bytes: source.bytes(t.name) }));
+        proposals.push(proposeLayout(t, { analysis, workload, nodes, bytes: source.bytes(t.name), overrides: { keyColumn: opts.key, method: opts.method as 'hash' | 'range' | undefined, shardCount: opts.shards } }));
       }
       if (opts.dryRun) {
         if (opts.json) console.log(JSON.stringify(proposals, null, 2));

@@ -9,6 +9,7 @@ import type { ManifestTable } from '../backup/manifest.js';
 import type { ValueKind } from '../backup/values.js';
 import type { QueryAnalysis } from './query-log.js';
 import type { Workload } from './workload.js';
+import { InvalidInputError } from '../errors.js';
 
 export interface ProposalSettings {
   /** Peak queries per second one shard should serve. */
@@ -30,6 +31,12 @@ export interface ShardProposal {
   node: string;
   /** Range method: [min, max) of the key, as text; null bounds for hash. */
   range: [string, string] | null;
+}
+
+export interface ProposalOverrides {
+  keyColumn?: string;
+  method?: 'hash' | 'range';
+  shardCount?: number;
 }
 
 export interface Proposal {
@@ -110,7 +117,15 @@ function place(count: number, nodes: readonly ProposalNode[]): string[] {
 
 export function proposeLayout(
   table: ManifestTable,
-  inputs: { analysis?: QueryAnalysis | null; workload?: Workload | null; nodes: readonly ProposalNode[]; settings?: ProposalSettings; bytes?: number },
+  inputs: {
+    analysis?: QueryAnalysis | null;
+    workload?: Workload | null;
+    nodes: readonly ProposalNode[];
+    settings?: ProposalSettings;
+    bytes?: number;
+    /** The operator's choices (`--key`, `--method`, `--shards`), kept over the proposal's own; the rest still follows from them. */
+    overrides?: ProposalOverrides;
+  },
 ): Proposal {
   const settings = inputs.settings ?? DEFAULT_PROPOSAL_SETTINGS;
   const { analysis, workload, nodes } = inputs;
@@ -123,8 +138,18 @@ export function proposeLayout(
     .filter((c) => stats.has(c.name))
     .map((c) => ({ column: c.name, kind: c.arrow, stats: stats.get(c.name), equality: analysis?.columns[c.name]?.equality ?? 0, range: analysis?.columns[c.name]?.range ?? 0, join: analysis?.columns[c.name]?.join ?? 0 }));
   const score = (c: Candidate) => c.equality + (RANGE_KINDS.includes(c.kind) ? c.range : 0) + c.join / 2;
+  const overrides = inputs.overrides ?? {};
   let key = [...candidates].sort((a, b) => score(b) - score(a))[0];
-  if (!key || score(key) === 0) {
+  if (overrides.keyColumn !== undefined) {
+    const chosen = candidates.find((c) => c.column === overrides.keyColumn);
+    if (!chosen) {
+      throw new InvalidInputError(
+        `--key ${overrides.keyColumn}: ${table.columns.some((c) => c.name === overrides.keyColumn) ? 'its type cannot be a shard key' : `not a column of ${table.name}`} (candidates: ${candidates.map((c) => c.column).join(', ') || 'none'})`,
+      );
+    }
+    key = chosen;
+    reasons.push(`key ${key.column}: chosen by the operator (--key)`);
+  } else if (!key || score(key) === 0) {
     const pk = candidates.find((c) => c.column === table.primaryKey[0]) ?? candidates[0];
     if (!pk) throw new Error(`table ${table.name} has no column that can be a shard key`);
     key = pk;
@@ -133,9 +158,13 @@ export function proposeLayout(
     const share = analysis!.calls ? Math.round((score(key) / analysis!.calls) * 100) : 0;
     reasons.push(`key ${key.column}: filtered in ${share}% of the ${analysis!.calls} calls on ${table.name} (equality ${key.equality}, range ${key.range}, join ${key.join})`);
   }
-  const method: 'hash' | 'range' = RANGE_KINDS.includes(key.kind) && key.range > key.equality && key.stats !== undefined && key.stats.quantiles.length > 1 ? 'range' : 'hash';
+  const rangeable = RANGE_KINDS.includes(key.kind) && key.stats !== undefined && key.stats.quantiles.length > 1;
+  if (overrides.method === 'range' && !rangeable) throw new InvalidInputError(`--method range: ${key.column} is ${key.kind}; range sharding takes an integer, date or timestamp key with statistics`);
+  const method: 'hash' | 'range' = overrides.method ?? (rangeable && key.range > key.equality ? 'range' : 'hash');
   reasons.push(
-    method === 'range'
+    overrides.method !== undefined
+      ? `${method}: chosen by the operator (--method)`
+      : method === 'range'
       ? `range: range predicates on ${key.column} (${key.range} calls) outnumber equality (${key.equality}): a range query then reads the few shards that hold its range`
       : `hash: ${key.equality >= key.range ? `equality lookups on ${key.column} (${key.equality} calls) go to one shard each` : `${key.column} cannot be range-sharded`}, and hashing spreads the keys evenly`,
   );
@@ -147,10 +176,11 @@ export function proposeLayout(
   const volume = Math.max(workload?.predictedDataVolume ?? 0, inputs.bytes ?? 0);
   const byQps = workload ? Math.ceil((workload.predictedPeakQps * factor) / settings.shardQps) : 1;
   const byBytes = Math.ceil((volume * factor) / settings.shardBytes);
-  let count = Math.max(1, byQps, byBytes, nodes.length);
+  let count = overrides.shardCount ?? Math.max(1, byQps, byBytes, nodes.length);
   if (workload) reasons.push(`load: ${workload.predictedPeakQps} qps at peak × ${factor.toFixed(2)} growth over ${workload.horizonMonths} months = ${Math.round(workload.predictedPeakQps * factor)} qps, ${settings.shardQps} per shard → ${byQps} shard(s)`);
   reasons.push(`data: ${(volume / 1e9).toFixed(1)} GB × ${factor.toFixed(2)} = ${((volume * factor) / 1e9).toFixed(1)} GB, ${(settings.shardBytes / 1024 ** 3).toFixed(0)} GiB per shard → ${byBytes} shard(s)`);
-  if (method === 'hash' && count % nodes.length !== 0) count += nodes.length - (count % nodes.length);
+  if (overrides.shardCount !== undefined) reasons.push(`shards: ${overrides.shardCount}, chosen by the operator (--shards)`);
+  else if (method === 'hash' && count % nodes.length !== 0) count += nodes.length - (count % nodes.length);
   if (key.stats && key.stats.distinctEstimate > 0 && count > key.stats.distinctEstimate) {
     reasons.push(`note: ${key.column} has about ${key.stats.distinctEstimate} distinct values, fewer than ${count} shards: some shards stay empty`);
   }
@@ -162,7 +192,7 @@ export function proposeLayout(
     reasons.push(`range bounds from ${key.column}'s quantiles: about ${Math.round(table.rows / count)} rows per range; the last is open to ${bounds.at(-1)} for the growth`);
   }
   if (method === 'range' && TIME_KINDS.includes(key.kind)) reasons.push(`note: the catalog routes smallint, integer, bigint, text and uuid keys today; creating this layout needs ${key.kind} range keys there`);
-  reasons.push(`shards: ${count}${method === 'hash' ? `, a multiple of the ${nodes.length} node(s)` : ''}`);
+  if (overrides.shardCount === undefined) reasons.push(`shards: ${count}${method === 'hash' ? `, a multiple of the ${nodes.length} node(s)` : ''}`);
   const placement = place(count, nodes);
   return {
     table: table.name,

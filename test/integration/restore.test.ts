@@ -347,6 +347,10 @@ describe('restoreTable', () => {
     expect(dry.stderr).toBe('');
     expect(dry.stdout).toMatch(/^events: hash on \w+, 3 shard\(s\)/m);
     expect(await tableState('events_cli')).toBeNull();
+    const chosen = await runCli(['restore', backupDir, '--key', 'tenant_id', '--method', 'hash', '--shards', '2', '--dry-run'], env);
+    expect(chosen.stdout).toMatch(/^events: hash on tenant_id, 2 shard\(s\)\n {2}key tenant_id: chosen by the operator \(--key\)/m);
+    const weird = await runCli(['restore', backupDir, '--method', 'list', '--dry-run'], env);
+    expect(weird.stderr.trim()).toBe('shardcast: error: --method: expected hash or range, got "list"');
     const run = await runCli(['restore', backupDir, '--workload', workload, '--as', 'events_cli', '--yes'], env);
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);

@@ -126,6 +126,19 @@ describe('shard proposal', () => {
     expect(onBig).toBeGreaterThanOrEqual(2 * (big.shardCount - onBig) - 1);
   });
 
+  it('keeps the operator\'s key, method and shard count, and refuses ones that cannot be', async () => {
+    const analysis = await log([['select * from events where tenant_id = $1', 9000]]);
+    const p = proposeLayout(events, { analysis, workload, nodes, bytes: 1e9, overrides: { keyColumn: 'id', method: 'range', shardCount: 5 } });
+    expect(p).toMatchObject({ keyColumn: 'id', method: 'range', shardCount: 5 });
+    expect(p.rangeBounds).toHaveLength(6);
+    expect(p.reasons.slice(0, 2)).toEqual(['key id: chosen by the operator (--key)', 'range: chosen by the operator (--method)']);
+    expect(p.reasons).toContain('shards: 5, chosen by the operator (--shards)');
+    // Only the count given: the proposal's own key, and exactly that many hash shards (not rounded to the nodes).
+    expect(proposeLayout(events, { analysis, workload, nodes, bytes: 1e9, overrides: { shardCount: 4 } })).toMatchObject({ keyColumn: 'tenant_id', method: 'hash', shardCount: 4 });
+    expect(() => proposeLayout(events, { analysis, nodes, overrides: { keyColumn: 'nope' } })).toThrow('--key nope: not a column of events (candidates: id, tenant_id, created_at)');
+    expect(() => proposeLayout(events, { analysis, nodes, overrides: { keyColumn: 'body' } })).toThrow(/--key body: its type cannot be a shard key/);
+  });
+
   it('falls back to the primary key, hashed, without a query log', () => {
     const p = proposeLayout(events, { nodes, bytes: 1e9 });
     expect(p).toMatchObject({ keyColumn: 'id', method: 'hash', shardCount: 3 });
