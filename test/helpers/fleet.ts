@@ -233,3 +233,19 @@ export function runCli(args: string[], env: Record<string, string>): Promise<{ c
     child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
 }
+
+/**
+ * Waits until no workflow of `taskQueue` is running (a move's fenced-copy drop runs on after the move
+ * returns): for tests that stop their own servers, which must not pull them from under a running activity.
+ */
+export async function waitForIdleTaskQueue(client: Client, taskQueue: string, timeoutMs = 60_000): Promise<void> {
+  await until(
+    `no running workflow on ${taskQueue}`,
+    async () => {
+      for await (const _ of client.workflow.list({ query: `TaskQueue = '${taskQueue}' AND ExecutionStatus = 'Running'` })) return false;
+      return true;
+    },
+    timeoutMs,
+    250,
+  );
+}

@@ -14,7 +14,7 @@ import { newPgClient, newPgPool, PgTlsError, setPgTlsDefaults, type PgTlsSetting
 import { freePort, PostgresServer } from '../../src/fleet/postgres-server.js';
 import { movementNames, shardTables, startStreaming } from '../../src/movement/replication.js';
 import { createRouter, type Router } from '../../src/router/router.js';
-import { startTestWorker, type TestWorker } from '../helpers/fleet.js';
+import { startTestWorker, waitForIdleTaskQueue, type TestWorker } from '../helpers/fleet.js';
 
 /**
  * PostgreSQL TLS with verify-full: a catalog and two nodes of the test's own, which accept TLS
@@ -82,6 +82,8 @@ beforeAll(async () => {
 }, 180_000);
 
 afterAll(async () => {
+  // The moves' fenced-copy drops run on after each move returns: they finish before the servers stop.
+  if (worker) await waitForIdleTaskQueue(worker.client, worker.taskQueue).catch(() => undefined);
   await router?.close();
   await worker?.close();
   await pools.end();
