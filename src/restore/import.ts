@@ -121,8 +121,7 @@ function shardTable(schema: string, table: string): string {
 
 /**
  * Pre-restore shard creation on one node, in one transaction: the ledger, and each shard's schema with
- * the bare table (no index, no constraint but NOT NULL). Safe to repeat; refuses a shard schema that
- * holds a table of that name with rows (never ours to overwrite).
+ * the bare table (no index, no constraint but NOT NULL). Safe to repeat: what exists is left as it is.
  */
 export async function createRestoreShards(
   node: NodeTarget,
@@ -158,7 +157,10 @@ const NUMERIC_KEYS: readonly ValueKind[] = ['int16', 'int32', 'int64'];
 export class RowRouter {
   private readonly hashMins: bigint[] = [];
   private readonly order: number[];
-  private readonly ranges: Array<{ min: bigint | string; max: bigint | string }> = [];
+  /** range method: the ranges' lower and upper bounds, in the order of `order`. */
+  private readonly rangeMins: Array<bigint | string> = [];
+  private readonly rangeMaxes: Array<bigint | string> = [];
+  private readonly compare = (a: bigint | string, b: bigint | string): number => compareKeys(this.keyType, a, b);
 
   constructor(
     readonly table: string,
@@ -173,7 +175,10 @@ export class RowRouter {
     } else {
       const norm = (v: string) => normalizeKey(keyType, v);
       idx.sort((a, b) => compareKeys(keyType, norm(shards[a]!.rangeMin!), norm(shards[b]!.rangeMin!)));
-      for (const i of idx) this.ranges.push({ min: norm(shards[i]!.rangeMin!), max: norm(shards[i]!.rangeMax!) });
+      for (const i of idx) {
+        this.rangeMins.push(norm(shards[i]!.rangeMin!));
+        this.rangeMaxes.push(norm(shards[i]!.rangeMax!));
+      }
     }
     this.order = idx;
   }
@@ -198,13 +203,8 @@ export class RowRouter {
     }
     const text = canonicalText(kind, data, i)!;
     const key = NUMERIC_KEYS.includes(kind) ? BigInt(text) : normalizeKey(this.keyType, text);
-    const cmp = (a: bigint | string, b: bigint | string) => compareKeys(this.keyType, a, b);
-    const j = lastAtMost(
-      this.ranges.map((r) => r.min),
-      key,
-      cmp,
-    );
-    if (j < 0 || cmp(key, this.ranges[j]!.max) >= 0) throw new KeyOutOfRangeError(this.table, text);
+    const j = lastAtMost(this.rangeMins, key, this.compare);
+    if (j < 0 || this.compare(key, this.rangeMaxes[j]!) >= 0) throw new KeyOutOfRangeError(this.table, text);
     return this.order[j]!;
   }
 }
@@ -240,6 +240,8 @@ export interface UnitResult {
 
 interface ShardStream {
   shard: RestoreShard;
+  /** Its index in the router's shards (and in the unit's buffers). */
+  index: number;
   client: pg.Client;
   stream: import('node:stream').Writable;
   failed: Promise<never>;
@@ -303,7 +305,7 @@ export async function importUnit(input: {
           const stream = client.query(copyFrom(`copy ${shardTable(shard.schema, input.table)} from stdin`));
           const failed = new Promise<never>((_, reject) => stream.on('error', (err) => reject(asNodeError(node, err))));
           failed.catch(() => undefined);
-          open[i] = { shard, client, stream, failed, rows: 0 };
+          open[i] = { shard, index: i, client, stream, failed, rows: 0 };
         } catch (err) {
           await client.end().catch(() => undefined);
           throw asNodeError(node, err);
@@ -328,7 +330,7 @@ export async function importUnit(input: {
         }
         await Promise.all(
           active.map(async (st) => {
-            const i = router.shards.indexOf(st.shard);
+            const i = st.index;
             if (counts[i] === 0) return;
             st.rows += counts[i]!;
             counts[i] = 0;
