@@ -86,7 +86,7 @@ export function createMovementActivities(deps: MovementDeps) {
       return runOn(nodesOf(plan), () =>
         plan.operation === 'move'
           ? startStreaming(deps.nodePools, endpoints(plan), plan.shard, plan.names, { copy: 'own' })
-          : startChangeCapture(deps.nodePools, plan),
+          : startChangeCapture(deps.nodePools, plan, slotWaitReporter(plan.movementId)),
       );
     },
 
@@ -101,7 +101,12 @@ export function createMovementActivities(deps: MovementDeps) {
       // Progress is reported from stream callbacks, outside the activity's async context: keep the context at hand.
       const context = Context.current();
       const signal = context.cancellationSignal;
-      const beat = (p: CopyProgress) => context.heartbeat(p);
+      let warned = '';
+      const beat = (p: CopyProgress) => {
+        // A copy that cannot begin (its slot waits for someone's open transaction) says so, once per change.
+        if (p.waitingFor && p.waitingFor !== warned) context.log.warn(`movement ${plan.movementId}: ${(warned = p.waitingFor)}`);
+        context.heartbeat(p);
+      };
       const cancelled = () => signal.aborted;
       const counted = (ms: number) => movementThrottledSeconds.inc({ operation: plan.operation, phase: 'copy' }, ms / 1000);
       try {
@@ -314,7 +319,7 @@ export function createMovementActivities(deps: MovementDeps) {
       plan = await hydratePlan(deps.catalog, plan); // the DSNs, from the catalog: the workflow carries none
       return runOn(nodesOf(plan), async () => {
         if (plan.operation !== 'move' || plan.reverse || plan.reverseFallback !== undefined) return false;
-        await startReverseCapture(deps.nodePools, plan.target, plan.shard, plan.movementId);
+        await startReverseCapture(deps.nodePools, plan.target, plan.shard, plan.movementId, slotWaitReporter(plan.movementId));
         return true;
       });
     },
@@ -419,4 +424,13 @@ async function whileHeartbeating<T>(what: string, work: () => Promise<T>, everyM
   } finally {
     clearInterval(timer);
   }
+}
+
+/** A slot's creation that waits for someone's open transaction: logged once per change, and heartbeated. */
+function slotWaitReporter(movementId: string): (waitingFor: string) => void {
+  let said = '';
+  return (waitingFor) => {
+    if (waitingFor !== said) log.warn(`movement ${movementId}: ${(said = waitingFor)}`);
+    heartbeat(waitingFor);
+  };
 }

@@ -1,3 +1,4 @@
+import { reportingSlotWait } from './slot-wait.js';
 import { ownReads, type OwnReadCount } from './own-reads.js';
 import { dropSchemaGuarded } from './drop-guard.js';
 import { Transform } from 'node:stream';
@@ -24,7 +25,7 @@ import { rangePredicate, targetIndexFor, type ReshardPlan, type ReshardSource } 
  */
 
 /** Step 2 for a split or merge: publication, then the slot, on every source. Idempotent. */
-export async function startChangeCapture(pools: NodePools, plan: ReshardPlan): Promise<void> {
+export async function startChangeCapture(pools: NodePools, plan: ReshardPlan, report: (waitingFor: string) => void = () => undefined): Promise<void> {
   for (const s of plan.sources) {
     const db = pools.get(s.node.dsn);
     const pub = await db.query('select 1 from pg_publication where pubname = $1', [s.publication]);
@@ -33,7 +34,7 @@ export async function startChangeCapture(pools: NodePools, plan: ReshardPlan): P
       await db.query(`create publication ${quoteIdent(s.publication)} for table ${tables}`);
     }
     const slot = await db.query('select 1 from pg_replication_slots where slot_name = $1', [s.slot]);
-    if (!slot.rowCount) await db.query(`select pg_create_logical_replication_slot($1, 'pgoutput')`, [s.slot]);
+    if (!slot.rowCount) await reportingSlotWait(db.query(`select pg_create_logical_replication_slot($1, 'pgoutput')`, [s.slot]), db, (w) => report(`${s.node.name}: ${w}`));
   }
 }
 
@@ -44,6 +45,8 @@ export interface CopyProgress {
   throttledMs?: number;
   /** The governor's idle baseline per probed node, in ms (passed on to the apply's governor). */
   baselinesMs?: number[];
+  /** While the slot's creation waits: the transactions it waits for (see slotBlockers). */
+  waitingFor?: string;
 }
 
 /** Quoted primary-key columns of a table, in key order (none: the table is copied in one chunk). */

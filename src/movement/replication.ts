@@ -1,3 +1,4 @@
+import { reportingSlotWait } from './slot-wait.js';
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { grantShardSchemas } from '../catalog/app-role.js';
@@ -281,7 +282,11 @@ export async function copyMove(
     repl.on('error', () => undefined);
     await repl.connect();
     try {
-      const created = await repl.query<{ snapshot_name: string }>(`CREATE_REPLICATION_SLOT ${quoteIdent(names.slot)} LOGICAL pgoutput (SNAPSHOT 'export')`);
+      const created = await reportingSlotWait(
+        repl.query<{ snapshot_name: string }>(`CREATE_REPLICATION_SLOT ${quoteIdent(names.slot)} LOGICAL pgoutput (SNAPSHOT 'export')`),
+        source,
+        (waitingFor) => hooks.beat?.({ rows: 0, bytes: 0, throttledMs: throttledBefore, waitingFor }),
+      );
       startedAt = new Date();
       await out.query('begin isolation level repeatable read read only');
       open = true;

@@ -1,3 +1,4 @@
+import { reportingSlotWait } from './slot-wait.js';
 import type pg from 'pg';
 import type { NodePools } from '../catalog/node-pools.js';
 import type { NodeRecord } from '../catalog/nodes.js';
@@ -48,7 +49,7 @@ export interface ReverseStream {
 }
 
 /** Before the cutover (a slot's creation waits for running transactions; the cutover holds prepared ones): publication, then slot. Idempotent. */
-export async function startReverseCapture(pools: NodePools, target: NodeRecord, shard: ShardTables, movementId: string): Promise<void> {
+export async function startReverseCapture(pools: NodePools, target: NodeRecord, shard: ShardTables, movementId: string, report: (waitingFor: string) => void = () => undefined): Promise<void> {
   const names = reverseNames(movementId);
   const db = pools.get(target.dsn);
   const pub = await db.query('select 1 from pg_publication where pubname = $1', [names.publication]);
@@ -57,7 +58,7 @@ export async function startReverseCapture(pools: NodePools, target: NodeRecord, 
     await db.query(`create publication ${quoteIdent(names.publication)} for table ${tables}`);
   }
   const slot = await db.query('select 1 from pg_replication_slots where slot_name = $1', [names.slot]);
-  if (!slot.rowCount) await db.query(`select pg_create_logical_replication_slot($1, 'pgoutput')`, [names.slot]);
+  if (!slot.rowCount) await reportingSlotWait(db.query(`select pg_create_logical_replication_slot($1, 'pgoutput')`, [names.slot]), db, (w) => report(`${target.name}: ${w}`));
 }
 
 /** The stream's slot and publication go (an applier still reading is ended first). Idempotent; true when anything was there. */

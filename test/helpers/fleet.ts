@@ -17,8 +17,14 @@ import { movementLeftovers } from '../../src/movement/replication.js';
 import { quoteIdent } from '../../src/sql/ident.js';
 import { startControlWorker, type RunningWorker } from '../../workers/control.js';
 import type { ShardcastClientOptions } from '../../client/index.js';
+import type { TestFleet } from './global-setup.js';
 
-export const fleet = () => inject('fleet');
+/** This test worker's own fleet (global-setup starts one per worker). */
+export function fleet(): TestFleet {
+  const fleets = inject('fleets');
+  const id = Number(process.env.VITEST_POOL_ID ?? '1');
+  return fleets[(Number.isInteger(id) && id >= 1 ? id - 1 : 0) % fleets.length]!;
+}
 
 export function uniqueName(prefix: string): string {
   return `${prefix}_${randomBytes(4).toString('hex')}`;

@@ -20,21 +20,34 @@ export interface TestFleet {
 
 declare module 'vitest' {
   export interface ProvidedContext {
-    fleet: TestFleet;
+    /** One fleet per test worker (VITEST_POOL_ID 1..maxWorkers): see setup. */
+    fleets: TestFleet[];
     workflowBundleCode: string;
   }
 }
 
-/** Starts, once per run, the PostgreSQL fleet (a catalog server and three nodes) and a Temporal dev server. */
+/**
+ * Starts, once per run, a PostgreSQL fleet (a catalog server and three nodes) for each test worker,
+ * and one Temporal dev server. Files that run side by side never share a PostgreSQL server: a
+ * transaction one file holds open (a prepared transaction left for recovery or `doctor` to find, a
+ * cutover killed mid-way) makes the creation of every logical replication slot on that server wait,
+ * in any database, so a shared node let one file's deliberate leftovers stall another file's moves.
+ */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   // Own directory per run, so that runs side by side never share data directories.
   const TEST_BASE_DIR = mkdtempSync(path.join(tmpdir(), 'shardcast-test-'));
   chmodSync(TEST_BASE_DIR, 0o755); // the postgres OS user must reach its data directories
   const password = 'shardcast-test';
-  const servers: PostgresServer[] = [];
-  for (const name of ['catalog', 'node-1', 'node-2', 'node-3']) {
-    servers.push(new PostgresServer({ name, dataDir: path.join(TEST_BASE_DIR, name), port: await freePort(), user: 'postgres', password }));
+  const workers = Math.max(1, Number(project.config.maxWorkers) || 1);
+  const fleets: PostgresServer[][] = [];
+  for (let w = 1; w <= workers; w++) {
+    const servers: PostgresServer[] = [];
+    for (const name of ['catalog', 'node-1', 'node-2', 'node-3']) {
+      servers.push(new PostgresServer({ name, dataDir: path.join(TEST_BASE_DIR, `${name}-w${w}`), port: await freePort(), user: 'postgres', password }));
+    }
+    fleets.push(servers);
   }
+  const servers = fleets.flat();
   const cli = await resolveTemporalCli({ log: (l) => console.log(l) });
   const temporal = new TemporalDevServer({
     cliPath: cli.path,
@@ -48,14 +61,17 @@ export default async function setup(project: TestProject): Promise<() => Promise
     temporal.start(),
     bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: quietLogger }),
   ]);
-  project.provide('fleet', {
-    baseDir: TEST_BASE_DIR,
-    password,
-    catalogAdminUrl: servers[0]!.url(),
-    nodes: servers.slice(1).map((s) => ({ name: s.name, port: s.port, adminUrl: s.url() })),
-    temporalAddress: temporal.address,
-    temporalCliPath: cli.path,
-  });
+  project.provide(
+    'fleets',
+    fleets.map((f) => ({
+      baseDir: TEST_BASE_DIR,
+      password,
+      catalogAdminUrl: f[0]!.url(),
+      nodes: f.slice(1).map((s) => ({ name: s.name, port: s.port, adminUrl: s.url() })),
+      temporalAddress: temporal.address,
+      temporalCliPath: cli.path,
+    })),
+  );
   project.provide('workflowBundleCode', bundle.code);
   return async () => {
     await temporal.stop();
