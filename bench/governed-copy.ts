@@ -1,7 +1,7 @@
 import { createInterface } from 'node:readline';
 import type { NodeRecord } from '../src/catalog/nodes.js';
 import { NodePools } from '../src/catalog/node-pools.js';
-import { DEFAULT_GOVERNOR, Governor } from '../src/movement/governor.js';
+import { DEFAULT_GOVERNOR, Governor, resolveGovernor } from '../src/movement/governor.js';
 import { copyMove, paceSubscription, prepareTarget, startStreaming, streamProgress, type MovementNames, type ShardTables } from '../src/movement/replication.js';
 
 /**
@@ -35,13 +35,15 @@ async function main(): Promise<void> {
     const t0 = Date.now();
     await prepareTarget(pools, m.target, m.shard);
     await startStreaming(pools, m, m.shard, m.names, { copy: 'own' });
-    const governor = new Governor(DEFAULT_GOVERNOR, [m.source.dsn, m.target.dsn]);
+    // BENCH_GOVERNOR (JSON): settings over the defaults, for tuning them.
+    const settings = resolveGovernor(process.env.BENCH_GOVERNOR ? (JSON.parse(process.env.BENCH_GOVERNOR) as Partial<typeof DEFAULT_GOVERNOR>) : {}, DEFAULT_GOVERNOR);
+    const governor = new Governor(settings, [m.source.dsn, m.target.dsn]);
     const trace = setInterval(() => console.log(`governed copy: duty ${governor.dutyCycle().toFixed(2)}, verdict ${JSON.stringify(governor.verdict())}`), 2000);
     const copied = await copyMove(pools, m, m.shard, m.names, { governor }).finally(() => clearInterval(trace));
     const copySeconds = (Date.now() - t0) / 1000;
     console.log('copied');
     // The catch-up as the workflow runs it: the subscription's apply paced by the governor (against the copy's baselines).
-    const applying = new Governor(DEFAULT_GOVERNOR, [m.source.dsn, m.target.dsn]);
+    const applying = new Governor(settings, [m.source.dsn, m.target.dsn]);
     await applying.start(governor.baselines());
     let applyThrottledMs = 0;
     try {

@@ -28,8 +28,11 @@ export async function run(args: string[]): Promise<void> {
       rows: { type: 'string', default: '2000000' },
       cutovers: { type: 'string', default: '100' },
       writers: { type: 'string', default: '4' },
+      // 'governed': only the governed move (with its raw COPY for the ratio), for tuning the governor.
+      only: { type: 'string' },
     },
   });
+  if (values.only !== undefined && values.only !== 'governed') throw new Error(`--only takes 'governed', not ${JSON.stringify(values.only)}`);
   const rows = Number(values.rows);
   const cutovers = Number(values.cutovers);
   const writerCount = Number(values.writers);
@@ -55,6 +58,19 @@ export async function run(args: string[]): Promise<void> {
 
     router = await createRouter({ catalogUrl: fleet.catalogUrl, poolSize: writerCount + 2 });
     const load2 = new ForegroundLoad(router, rows, writerCount);
+
+    if (values.only === 'governed') {
+      load2.start('raw');
+      const rawSeconds = await rawCopy(node1, node2, bigShard.schema, big);
+      await load2.stop();
+      await pools.get(node2.dsn).query('drop schema bench_raw cascade; checkpoint');
+      console.log(`raw COPY: ${rawSeconds.toFixed(1)} s`);
+      const governed = await governedMove(fleet, pools, load2, { source: node1, target: node2, shard: bigShard });
+      const check = await load2.account(pools.get(node2.dsn), bigShard.schema, 'big');
+      const summary = { bench: 'move', only: 'governed', rows, raw_copy_s: round(rawSeconds, 1), ...governedSummary(governed, bytes, bytes / 1048576 / rawSeconds), lost_writes: check.lost, duplicate_writes: check.duplicated };
+      console.log(JSON.stringify(summary));
+      return;
+    }
 
     // Foreground latency before any movement.
     load2.start('before');

@@ -461,6 +461,12 @@ export async function moveShard(input: MoveShardInput): Promise<MoveShardResult>
     }
   };
 
+  // A forward run continued as new says at once what it is doing (the UI and `movements` show it while the plan is checked).
+  if (input.resume?.plan && input.resume.forward) {
+    const n = planNodes(input.resume.plan);
+    const f = input.resume.forward;
+    setCurrentDetails(`switched to ${n.targets}; finishing the cutover on ${n.sources} failed (${f.failures}×: ${f.lastError}); retrying until it answers`);
+  }
   // A plan from continue-as-new is input too: checked against the catalog (the lease held by this
   // workflow, nodes, placement, tables) before anything uses it; a refusal undoes nothing with it.
   if (input.resume?.plan && patched('recheck-resumed-plan')) {

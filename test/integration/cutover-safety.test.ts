@@ -183,8 +183,13 @@ describe('cutover: forward only once the catalog switch has committed', () => {
       await new Promise((r) => setTimeout(r, 8000));
       const described = await handle.describe();
       expect(described.status.name).toBe('RUNNING');
-      const details = await handle.query<{ currentDetails: string }>('__temporal_workflow_metadata');
-      expect(details.currentDetails).toMatch(/switched to node-1.*node-x/);
+      // Asked until a run answers: one continued as new a moment ago may not have had its first task yet.
+      let details = '';
+      await until('the details to say the switch is being finished', async () => {
+        details = (await handle.query<{ currentDetails: string }>('__temporal_workflow_metadata').catch(() => ({ currentDetails: '' }))).currentDetails;
+        return details !== '';
+      }, 15_000, 200);
+      expect(details).toMatch(/switched to node-1.*node-x/);
       // The source stays down until the rounds of retries have continued the workflow as new.
       await until('the forward rounds to continue as new', async () => (await handle.describe()).runId !== switchedRun, 90_000, 500);
       expect((await handle.query(movementProgressQuery)).phase).toBe('cutover');
