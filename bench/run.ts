@@ -11,6 +11,7 @@ const benches: Record<string, () => Promise<{ run(args: string[]): Promise<void>
   rebalance: () => import('./rebalance.js'),
   cli: () => import('./cli.js'),
   restore: () => import('./restore.js'),
+  interference: () => import('./interference.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);
