@@ -44,6 +44,7 @@ interface RestoreOptions {
   key?: string;
   method?: string;
   shards?: number;
+  history?: string[];
 }
 
 const TIME_TYPES = /^(date|timestamp)/;
@@ -90,7 +91,11 @@ async function readInput(file: string, what: string): Promise<string> {
 function printProposal(p: Proposal): void {
   console.log(`${p.table}: ${p.method} on ${p.keyColumn}, ${p.shardCount} shard(s)`);
   for (const r of p.reasons) console.log(`  ${r}`);
-  for (const s of p.shards) console.log(`  shard ${s.index + 1} on ${s.node}${s.range ? `  [${s.range[0]}, ${s.range[1]})` : ''}`);
+  p.shards.forEach((s, i) => {
+    const r = p.ranges?.[i];
+    const predicted = r ? `  ${r.rowsNow} rows now, ${r.rowsAtHorizon} in ${p.growth.horizonMonths} months, ${(r.loadShare * 100).toFixed(1)}% of the load` : '';
+    console.log(`  shard ${s.index + 1} on ${s.node}${s.range ? `  [${s.range[0]}, ${s.range[1]})` : ''}${predicted}`);
+  });
 }
 
 export function registerBackupCommands(program: Command): void {
@@ -111,6 +116,7 @@ export function registerBackupCommands(program: Command): void {
     .option('--key <column>', 'the shard key, instead of the proposal\'s')
     .option('--method <method>', 'hash or range, instead of the proposal\'s')
     .option('--shards <n>', 'the number of shards (range: of ranges, from the key\'s quantiles), 1 to 4096, instead of the proposal\'s', wholeNumber(1, 4096))
+    .option('--history <backup>', 'an earlier backup (directory or URL) of the same table: its growth is measured from them (repeatable)', (v: string, acc: string[] = []) => [...acc, v])
     .action(async (location: string, opts: RestoreOptions) => {
       const [{ proposeLayout }, { analyzeQueries, readQueryLog }, { openRestoreSource }, { parseWorkload }, { listNodes }] = await Promise.all([
         import('../src/restore/proposal.js'),
@@ -133,10 +139,30 @@ export function registerBackupCommands(program: Command): void {
         );
       }
       if (nodes.length === 0) throw new InvalidInputError('no node to place shards on: give --nodes or add nodes to the catalog');
+      // Earlier backups of the same tables: their manifests only (the data is not read).
+      const history: Array<{ at: string; tables: ManifestTable[] }> = [];
+      if ((opts.history?.length ?? 0) > 0 && !source.exportedAt) throw new InvalidInputError(`--history: ${location} is a pg_dump directory, which does not say when it was made; growth cannot be measured against it`);
+      for (const h of opts.history ?? []) {
+        const past = await openRestoreSource(h);
+        if (!past.exportedAt) throw new InvalidInputError(`--history ${h}: not a Shardcast backup (a pg_dump directory does not say when it was made)`);
+        history.push({ at: past.exportedAt, tables: past.tables });
+      }
       const proposals: Proposal[] = [];
       for (const t of tables) {
         const analysis = log ? await analyzeQueries(log, t.name, t.columns.map((c) => c.name)) : null;
-        proposals.push(proposeLayout(t, { analysis, workload, nodes, bytes: source.bytes(t.name), overrides: { keyColumn: opts.key, method: opts.method as 'hash' | 'range' | undefined, shardCount: opts.shards } }));
+        const past = history.flatMap((h) => h.tables.filter((pt) => pt.name === t.name).map((pt) => ({ at: h.at, rows: pt.rows, keyStats: pt.keyStats })));
+        if ((opts.history?.length ?? 0) > 0 && past.length === 0) throw new InvalidInputError(`--history: no earlier backup holds table ${t.name}`);
+        proposals.push(
+          proposeLayout(t, {
+            analysis,
+            workload,
+            nodes,
+            bytes: source.bytes(t.name),
+            overrides: { keyColumn: opts.key, method: opts.method as 'hash' | 'range' | undefined, shardCount: opts.shards },
+            ...(source.exportedAt ? { exportedAt: source.exportedAt } : {}),
+            history: past,
+          }),
+        );
       }
       if (opts.dryRun) {
         if (opts.json) console.log(JSON.stringify(proposals, null, 2));

@@ -10,6 +10,7 @@ import type { ValueKind } from '../backup/values.js';
 import type { QueryAnalysis } from './query-log.js';
 import type { Workload } from './workload.js';
 import { InvalidInputError } from '../errors.js';
+import { loadEvenBounds, predictGrowth, rangeForecasts, type GrowthForecast, type RangeForecast, type TableSnapshot } from './growth.js';
 
 export interface ProposalSettings {
   /** Peak queries per second one shard should serve. */
@@ -47,6 +48,10 @@ export interface Proposal {
   /** Range method: b0 < b1 < … < bn. */
   rangeBounds: string[] | null;
   shards: ShardProposal[];
+  /** The data growth predicted for the table over the horizon. */
+  growth: GrowthForecast;
+  /** Range method: per range, rows now and at the horizon and its share of the predicted load. */
+  ranges: RangeForecast[] | null;
   reasons: string[];
 }
 
@@ -82,26 +87,6 @@ function upperBound(kind: ValueKind, stats: KeyStats, factor: number): string {
   return (hi + (room > 0n ? room : 1n)).toString();
 }
 
-function compareText(kind: ValueKind, a: string, b: string): number {
-  if (TIME_KINDS.includes(kind)) return a < b ? -1 : a > b ? 1 : 0;
-  const x = BigInt(a);
-  const y = BigInt(b);
-  return x < y ? -1 : x > y ? 1 : 0;
-}
-
-/** n ranges of (about) equal rows from the 101 quantiles; the last open to the horizon's growth. */
-function rangeBounds(kind: ValueKind, stats: KeyStats, n: number, factor: number): string[] {
-  const q = stats.quantiles;
-  // The exact minimum, not the sample's: no row may fall below the first range.
-  const bounds = [stats.min!];
-  for (let i = 1; i < n; i++) {
-    const b = q[Math.round((i * (q.length - 1)) / n)]!;
-    if (compareText(kind, b, bounds.at(-1)!) > 0) bounds.push(b);
-  }
-  bounds.push(upperBound(kind, stats, factor));
-  return bounds;
-}
-
 /** Shards to nodes: each to the node with the least shards per unit of capacity (ties: the order given). */
 function place(count: number, nodes: readonly ProposalNode[]): string[] {
   const held = new Map(nodes.map((n) => [n.name, 0]));
@@ -125,6 +110,10 @@ export function proposeLayout(
     bytes?: number;
     /** The operator's choices (`--key`, `--method`, `--shards`), kept over the proposal's own; the rest still follows from them. */
     overrides?: ProposalOverrides;
+    /** When the backup was made (its manifest's createdAt): needed to use `history`. */
+    exportedAt?: string;
+    /** The table's earlier manifests (`--history`): its growth is measured from them. */
+    history?: ReadonlyArray<{ at: string; rows: number; keyStats: readonly KeyStats[] }>;
   },
 ): Proposal {
   const settings = inputs.settings ?? DEFAULT_PROPOSAL_SETTINGS;
@@ -171,13 +160,25 @@ export function proposeLayout(
   const top = key.stats?.heavyHitters[0];
   if (method === 'hash' && top && top.frequency > 0.2) reasons.push(`note: ${key.column} = ${top.value} holds ${Math.round(top.frequency * 100)}% of the rows; its shard will be that much larger`);
 
+  // Growth of the data: measured from past manifests, else as stated; where on the key it lands.
+  const horizonMonths = workload?.horizonMonths ?? 12;
+  const growth = predictGrowth(
+    { at: inputs.exportedAt ?? '', rows: table.rows, keyMax: key.stats?.max ?? null },
+    { kind: key.kind, stats: key.stats },
+    inputs.exportedAt ? (inputs.history ?? []).map((h): TableSnapshot => ({ at: h.at, rows: h.rows, keyMax: h.keyStats.find((k) => k.column === key.column)?.max ?? null })) : [],
+    { statedPerMonth: workload?.growthPerMonth ?? null, horizonMonths },
+  );
+  reasons.push(...growth.reasons);
+
   // How many shards: the peak load and the data at the end of the horizon, each shard within its share.
-  const factor = workload ? (1 + workload.growthPerMonth) ** workload.horizonMonths : 1;
+  // Load grows as stated; the data as measured from past manifests when there are any, else as stated.
+  const loadFactor = workload ? (1 + workload.growthPerMonth) ** workload.horizonMonths : 1;
+  const factor = growth.source === 'history' ? growth.rowsAtHorizon / Math.max(1, table.rows) : loadFactor;
   const volume = Math.max(workload?.predictedDataVolume ?? 0, inputs.bytes ?? 0);
-  const byQps = workload ? Math.ceil((workload.predictedPeakQps * factor) / settings.shardQps) : 1;
+  const byQps = workload ? Math.ceil((workload.predictedPeakQps * loadFactor) / settings.shardQps) : 1;
   const byBytes = Math.ceil((volume * factor) / settings.shardBytes);
   let count = overrides.shardCount ?? Math.max(1, byQps, byBytes, nodes.length);
-  if (workload) reasons.push(`load: ${workload.predictedPeakQps} qps at peak × ${factor.toFixed(2)} growth over ${workload.horizonMonths} months = ${Math.round(workload.predictedPeakQps * factor)} qps, ${settings.shardQps} per shard → ${byQps} shard(s)`);
+  if (workload) reasons.push(`load: ${workload.predictedPeakQps} qps at peak × ${loadFactor.toFixed(2)} growth over ${workload.horizonMonths} months = ${Math.round(workload.predictedPeakQps * loadFactor)} qps, ${settings.shardQps} per shard → ${byQps} shard(s)`);
   reasons.push(`data: ${(volume / 1e9).toFixed(1)} GB × ${factor.toFixed(2)} = ${((volume * factor) / 1e9).toFixed(1)} GB, ${(settings.shardBytes / 1024 ** 3).toFixed(0)} GiB per shard → ${byBytes} shard(s)`);
   if (overrides.shardCount !== undefined) reasons.push(`shards: ${overrides.shardCount}, chosen by the operator (--shards)`);
   else if (method === 'hash' && count % nodes.length !== 0) count += nodes.length - (count % nodes.length);
@@ -185,11 +186,20 @@ export function proposeLayout(
     reasons.push(`note: ${key.column} has about ${key.stats.distinctEstimate} distinct values, fewer than ${count} shards: some shards stay empty`);
   }
   let bounds: string[] | null = null;
+  let ranges: RangeForecast[] | null = null;
   if (method === 'range') {
-    bounds = rangeBounds(key.kind, key.stats!, count, factor);
+    const writeShare = analysis && analysis.calls > 0 ? analysis.writes / analysis.calls : 0.5;
+    bounds = loadEvenBounds(key.kind, key.stats!, table.rows, count, growth, upperBound(key.kind, key.stats!, factor), writeShare);
     if (bounds.length - 1 < count) reasons.push(`range bounds: the key's quantiles give only ${bounds.length - 1} distinct ranges`);
     count = bounds.length - 1;
-    reasons.push(`range bounds from ${key.column}'s quantiles: about ${Math.round(table.rows / count)} rows per range; the last is open to ${bounds.at(-1)} for the growth`);
+    ranges = rangeForecasts(key.kind, key.stats!, table.rows, bounds, growth, writeShare);
+    const rowsNow = ranges.map((r) => r.rowsNow);
+    const shares = ranges.map((r) => r.loadShare * 100);
+    reasons.push(
+      `range bounds from ${key.column}'s quantiles, even in predicted load (${Math.round(writeShare * 100)}% writes${analysis ? '' : ', assumed'}; ` +
+        `${growth.pattern === 'append' && growth.rowsPerMonth > 0 ? 'inserts at the top of the key' : 'inserts spread over the key'}): ` +
+        `${Math.min(...shares).toFixed(1)}–${Math.max(...shares).toFixed(1)}% of the load per range, ${Math.min(...rowsNow)}–${Math.max(...rowsNow)} rows per range now; the last is open to ${bounds.at(-1)} for the growth`,
+    );
   }
   if (method === 'range' && TIME_KINDS.includes(key.kind)) reasons.push(`note: the catalog routes smallint, integer, bigint, text and uuid keys today; creating this layout needs ${key.kind} range keys there`);
   if (overrides.shardCount === undefined) reasons.push(`shards: ${count}${method === 'hash' ? `, a multiple of the ${nodes.length} node(s)` : ''}`);
@@ -201,6 +211,8 @@ export function proposeLayout(
     shardCount: count,
     rangeBounds: bounds,
     shards: placement.map((node, i) => ({ index: i, node, range: bounds ? [bounds[i]!, bounds[i + 1]!] : null })),
+    growth,
+    ranges,
     reasons,
   };
 }

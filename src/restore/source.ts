@@ -14,6 +14,8 @@ export interface RestoreSource {
   tables: ManifestTable[];
   /** Bytes of each table's data (the Arrow files; for a pg_dump, unknown: 0). */
   bytes(table: string): number;
+  /** When the backup was made (a Shardcast backup's manifest createdAt; unknown for a pg_dump). */
+  exportedAt?: string;
 }
 
 async function isPgDump(location: string): Promise<boolean> {
@@ -27,7 +29,7 @@ async function isPgDump(location: string): Promise<boolean> {
 export async function openRestoreSource(location: string, options: { pgRestore?: string } = {}): Promise<RestoreSource> {
   if (!(await isPgDump(location))) {
     const backup = await openBackup(location);
-    return { kind: 'shardcast', tables: backup.manifest.tables, bytes: (t) => backup.table(t).files.reduce((a, f) => a + f.bytes, 0) };
+    return { kind: 'shardcast', tables: backup.manifest.tables, bytes: (t) => backup.table(t).files.reduce((a, f) => a + f.bytes, 0), exportedAt: backup.manifest.createdAt };
   }
   const dump = await PgDumpBackup.open(location, options);
   const tables: ManifestTable[] = [];

@@ -349,6 +349,27 @@ describe('restoreTable', () => {
     expect(await tableState('events_cli')).toBeNull();
     const chosen = await runCli(['restore', backupDir, '--key', 'tenant_id', '--method', 'hash', '--shards', '2', '--dry-run'], env);
     expect(chosen.stdout).toMatch(/^events: hash on tenant_id, 2 shard\(s\)\n {2}key tenant_id: chosen by the operator \(--key\)/m);
+    // An earlier backup of the same table (its manifest made 60 days before, with half the rows): the growth is measured from it.
+    const earlier = tempDir('earlier');
+    cpSync(backupDir, earlier, { recursive: true });
+    const m = JSON.parse(readFileSync(path.join(earlier, 'manifest.json'), 'utf8')) as Manifest;
+    const half = Math.floor(ROWS / 2);
+    m.createdAt = new Date(Date.parse(m.createdAt) - 60 * 86_400_000).toISOString();
+    const t = m.tables[0]!;
+    t.rows = half;
+    t.checksum.rows = half;
+    t.files.forEach((f, i) => (f.rows = i === 0 ? half : 0));
+    writeFileSync(path.join(earlier, 'manifest.json'), JSON.stringify(m));
+    const grown = await runCli(['restore', backupDir, '--history', earlier, '--nodes', 'node-1,node-2', '--dry-run', '--json'], env);
+    expect(grown.stderr).toBe('');
+    const [proposal] = JSON.parse(grown.stdout) as Array<{ growth: { source: string; rowsPerMonth: number }; reasons: string[] }>;
+    expect(proposal!.growth.source).toBe('history');
+    // (ROWS - half) rows in 60 days = two 30-day months.
+    expect(proposal!.growth.rowsPerMonth).toBeCloseTo((ROWS - half) / 2, -1);
+    expect(proposal!.reasons.join('\n')).toMatch(/growth: \d+ rows\/month from 2 manifests/);
+    const noSuch = await runCli(['restore', backupDir, '--history', path.join(earlier, 'missing'), '--nodes', 'node-1', '--dry-run'], env);
+    expect(noSuch.code).toBe(1);
+    expect(noSuch.stderr).toMatch(/missing/);
     const weird = await runCli(['restore', backupDir, '--method', 'list', '--dry-run'], env);
     expect(weird.stderr.trim()).toBe('shardcast: error: --method: expected hash or range, got "list"');
     const run = await runCli(['restore', backupDir, '--workload', workload, '--as', 'events_cli', '--yes'], env);

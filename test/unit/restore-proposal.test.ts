@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { ManifestTable } from '../../src/backup/manifest.js';
 import type { KeyStats } from '../../src/backup/stats.js';
+import { loadEvenBounds, predictGrowth, rangeForecasts } from '../../src/restore/growth.js';
 import { proposeLayout } from '../../src/restore/proposal.js';
 import { analyzeQueries, readQueryLog } from '../../src/restore/query-log.js';
 import { parseWorkload } from '../../src/restore/workload.js';
@@ -96,11 +97,23 @@ describe('shard proposal', () => {
     // The first bound is the exact minimum even when the sample missed it.
     const sampled = { ...events, keyStats: events.keyStats.map((s) => (s.column === 'created_at' ? { ...s, min: '2023-12-31 23:59:59+00' } : s)) };
     expect(proposeLayout(sampled, { analysis, workload, nodes, bytes: 100e9 }).rangeBounds![0]).toBe('2023-12-31 23:59:59+00');
-    // Even in rows: each range spans about the same number of quantiles (days here).
+    // Even in predicted load: 5%/month for 12 months lands at the top of the time key, so the year
+    // the backup holds gets fewer ranges than shards, each as wide as the others (rows are even
+    // over it), and the rest cover the time still to come, pre-created.
+    const ranges = p.ranges!;
+    expect(ranges).toHaveLength(p.shardCount);
+    for (const r of ranges) expect(Math.abs(r.loadShare - 1 / p.shardCount)).toBeLessThan(0.01);
+    expect(ranges.reduce((a, r) => a + r.rowsNow, 0)).toBeCloseTo(events.rows, -2);
     const spans = p.rangeBounds!.slice(0, -1).map((b, i) => (Date.parse(p.rangeBounds![i + 1]!.replace(' ', 'T').replace('+00', 'Z')) - Date.parse(b.replace(' ', 'T').replace('+00', 'Z'))) / 86_400_000);
-    const inner = spans.slice(0, -1);
-    expect(Math.max(...inner) - Math.min(...inner)).toBeLessThanOrEqual(8);
-    expect(p.rangeBounds!.at(-1)! > '2024-12-31').toBe(true);
+    const held = spans.filter((_, i) => p.rangeBounds![i + 1]! <= '2024-12-31');
+    expect(held.length).toBeGreaterThan(1);
+    expect(held.length).toBeLessThan(p.shardCount);
+    expect(Math.max(...held) - Math.min(...held)).toBeLessThanOrEqual(8);
+    expect(ranges.at(-1)!.rowsNow).toBe(0);
+    expect(ranges.at(-1)!.rowsAtHorizon).toBeGreaterThan(0);
+    expect(p.rangeBounds!.at(-1)! > '2025-06-01').toBe(true);
+    expect(p.growth).toMatchObject({ source: 'stated', pattern: 'append' });
+    expect(p.reasons.join('\n')).toMatch(/even in predicted load \(0% writes; inserts at the top of the key\)/);
     expect(p.reasons.join('\n')).toMatch(/range: range predicates on created_at \(9000 calls\) outnumber equality \(0\)/);
   });
 
@@ -143,5 +156,76 @@ describe('shard proposal', () => {
     const p = proposeLayout(events, { nodes, bytes: 1e9 });
     expect(p).toMatchObject({ keyColumn: 'id', method: 'hash', shardCount: 3 });
     expect(p.reasons[0]).toBe('key id: no query log, so the primary key');
+  });
+});
+
+describe('data growth predictor', () => {
+  const ids = stats('id', Array.from({ length: 101 }, (_, i) => String(1 + i * 10_000)), 1_000_000);
+
+  it('measures rows per month from past manifests by least squares', () => {
+    const g = predictGrowth(
+      { at: '2024-07-01T00:00:00Z', rows: 1_000_000 },
+      { kind: 'int64', stats: ids },
+      [
+        { at: '2024-01-02T00:00:00Z', rows: 400_000 },
+        { at: '2024-04-01T00:00:00Z', rows: 700_000 },
+        { at: '2024-09-01T00:00:00Z', rows: 5 }, // after the current backup: ignored
+      ],
+      { statedPerMonth: 0.5, horizonMonths: 6 },
+    );
+    expect(g.source).toBe('history');
+    // 300k rows per 3 months (90 and 91 days; 30-day months): about 100k per month.
+    expect(g.rowsPerMonth).toBeGreaterThan(95_000);
+    expect(g.rowsPerMonth).toBeLessThan(103_000);
+    expect(g.rowsAtHorizon).toBeCloseTo(1_000_000 + 6 * g.rowsPerMonth, 0);
+    expect(g.reasons[0]).toMatch(/^growth: \d+ rows\/month from 3 manifests \(2024-01-02 to 2024-07-01\)/);
+  });
+
+  it('takes the stated growth, compounded, without history; none without either', () => {
+    const stated = predictGrowth({ at: '', rows: 1000 }, { kind: 'int64', stats: ids }, [], { statedPerMonth: 0.1, horizonMonths: 12 });
+    expect(stated.source).toBe('stated');
+    expect(stated.rowsAtHorizon).toBeCloseTo(1000 * 1.1 ** 12, 6);
+    expect(predictGrowth({ at: '', rows: 1000 }, { kind: 'int64' }, [], { horizonMonths: 12 })).toMatchObject({ source: 'none', rowsPerMonth: 0, rowsAtHorizon: 1000 });
+  });
+
+  it('sees an ever-increasing key (its old maximum is exceeded by the new rows) and a key whose rows spread', () => {
+    const past = (max: string) => [{ at: '2024-01-01T00:00:00Z', rows: 600_000, keyMax: max }];
+    // 40% of the rows were added since, and 40% of the quantiles lie above the old maximum (600,001).
+    const rising = predictGrowth({ at: '2024-03-01T00:00:00Z', rows: 1_000_000 }, { kind: 'int64', stats: ids }, past('600001'), { horizonMonths: 6 });
+    expect(rising.pattern).toBe('append');
+    expect(rising.reasons.join('\n')).toMatch(/new rows land at the top of id: 40% of the rows lie above its maximum of 2024-01-01 \(600001\)/);
+    // The old maximum was already near the top: the new rows went in between.
+    expect(predictGrowth({ at: '2024-03-01T00:00:00Z', rows: 1_000_000 }, { kind: 'int64', stats: ids }, past('990001'), { horizonMonths: 6 }).pattern).toBe('spread');
+  });
+
+  it('cuts bounds even in predicted load: rows-even without growth; narrower at the top under append-heavy writes', () => {
+    const none = predictGrowth({ at: '', rows: 1_000_000 }, { kind: 'int64', stats: ids }, [], { horizonMonths: 12 });
+    const even = loadEvenBounds('int64', ids, 1_000_000, 4, none, '1250001', 0.5);
+    expect(even).toEqual(['1', '250001', '500001', '750001', '1250001']);
+    const growing = predictGrowth({ at: '', rows: 1_000_000 }, { kind: 'int64', stats: ids }, [], { statedPerMonth: 0.05, horizonMonths: 12 });
+    const appended = { ...growing, pattern: 'append' as const };
+    const heavy = loadEvenBounds('int64', ids, 1_000_000, 4, appended, '2000001', 0.9);
+    const f = rangeForecasts('int64', ids, 1_000_000, heavy, appended, 0.9);
+    for (const r of f) expect(Math.abs(r.loadShare - 0.25)).toBeLessThan(0.005);
+    expect(f.reduce((a, r) => a + r.loadShare, 0)).toBeCloseTo(1, 9);
+    expect(f.reduce((a, r) => a + r.rowsNow, 0)).toBeCloseTo(1_000_000, -1);
+    // The inserts all go to the top: the existing rows need fewer ranges, and the last range holds none of them yet.
+    expect(Number(heavy[3])).toBeGreaterThan(1_000_001);
+    expect(f[3]!.rowsNow).toBe(0);
+    expect(f[3]!.rowsPerMonth).toBeGreaterThan(0);
+    expect(f[0]!.rowsPerMonth).toBe(0);
+  });
+
+  it('a proposal uses the past manifests: the growth they show sizes the layout', () => {
+    const history = [{ at: '2023-07-01T00:00:00Z', rows: 100_000, keyStats: events.keyStats }];
+    const p = proposeLayout(events, { nodes, bytes: 100e9, exportedAt: '2024-01-01T00:00:00Z', history, workload: { ...workload, growthPerMonth: 0 } });
+    expect(p.growth.source).toBe('history');
+    // 900k rows in 6 months (184 days): about 147k a month, 12 months ahead: about 2.76× the rows now.
+    expect(p.growth.rowsAtHorizon / events.rows).toBeGreaterThan(2.7);
+    expect(p.growth.rowsAtHorizon / events.rows).toBeLessThan(2.85);
+    expect(p.reasons.join('\n')).toMatch(/data: 200\.0 GB × 2\.7\d = 55\d\.\d GB/);
+    expect(p.reasons.join('\n')).toMatch(/load: 4000 qps at peak × 1\.00 growth/);
+    // Without exportedAt the history cannot be placed in time: the stated growth (none here) is used.
+    expect(proposeLayout(events, { nodes, bytes: 100e9, history, workload: { ...workload, growthPerMonth: 0 } }).growth.source).toBe('none');
   });
 });
