@@ -7,7 +7,8 @@ import type { NodeRecord } from './nodes.js';
 import { shardTableDdl } from './tables.js';
 
 /** SQLSTATE classes that mean the node could not be reached or went away (retryable). */
-function isConnectionError(err: unknown): boolean {
+/** A lost, refused or timed-out connection, or a server going down: the node, not the statement. */
+export function isConnectionError(err: unknown): boolean {
   const code = (err as { code?: string }).code ?? '';
   return (
     ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENOTFOUND', 'EPIPE'].includes(code) ||

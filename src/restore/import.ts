@@ -23,6 +23,7 @@ import { resolveDsn } from '../catalog/dsn-password.js';
 import { compareKeys, normalizeKey, sqlHashFunction, type KeyType } from '../catalog/keys.js';
 import { sessionSettings, type SessionLimits } from '../catalog/node-pools.js';
 import { newPgClient } from '../catalog/pg-tls.js';
+import { isConnectionError } from '../catalog/shard-ddl.js';
 import { InvalidInputError, KeyOutOfRangeError, NodeUnavailableError, ShardcastError, errorMessage } from '../errors.js';
 import { failpoint } from '../failpoints.js';
 import { hashInt4Extended, hashInt8Extended, hashSafeIntegerAsInt8, hashTextExtended, hashUuidExtended } from '../hashing.js';
@@ -105,11 +106,7 @@ async function onNode<T>(node: NodeTarget, limits: SessionLimits, work: (client:
 
 function asNodeError(node: NodeTarget, err: unknown): unknown {
   if (err instanceof ShardcastError) return err;
-  const code = (err as { code?: string }).code ?? '';
-  if (/^(08|57P)/.test(code) || ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT'].includes(code) || /Connection terminated/i.test(errorMessage(err))) {
-    return new NodeUnavailableError(node.name, errorMessage(err), { cause: err });
-  }
-  return err;
+  return isConnectionError(err) ? new NodeUnavailableError(node.name, errorMessage(err), { cause: err }) : err;
 }
 
 /** `schema.table` of a shard's table. */
