@@ -11,8 +11,8 @@ import { validInput } from './validate.js';
 type Activities = ReturnType<typeof createRetentionActivities>;
 
 const CATALOG = { startToCloseTimeout: '5 minutes', retry: { initialInterval: '2 seconds', maximumInterval: '1 minute', maximumAttempts: 5 } } as const;
-// A shard's archive streams its expired rows: heartbeats per batch; a lost worker is noticed within a minute and the shard retried (its ledger makes that safe).
-const SHARD = { startToCloseTimeout: '6 hours', heartbeatTimeout: '1 minute', retry: { initialInterval: '2 seconds', maximumInterval: '1 minute', maximumAttempts: 10 } } as const;
+// A shard's archive streams its expired rows: heartbeats per batch and at least every 10 s; a lost worker is noticed within 30 s and the shard retried (its ledger makes that safe).
+const SHARD = { startToCloseTimeout: '6 hours', heartbeatTimeout: '30 seconds', retry: { initialInterval: '2 seconds', maximumInterval: '1 minute', maximumAttempts: 10 } } as const;
 
 const { listRetentionTargets, countExpiredRows, beginRetentionRun, finishRetentionRun, checkTableBalance } = proxyActivities<Activities>(CATALOG);
 const { archiveExpiredRows } = proxyActivities<Activities>(SHARD);
