@@ -86,38 +86,44 @@ export function cardinalityWorkload(schema: string, perTemplate = 60, seed = 7):
 export interface CardinalityResult {
   trained: number;
   heldOut: number;
-  /** Per held-out statement. */
+  /** Per held-out statement (every third of each template), the model trained on the other statements of every template. */
   rows: Array<{ template: string; actual: number; model: number; postgres: number; modelQ: number; postgresQ: number }>;
-  model: CardinalityModel;
+  /** The same held-out statements, each predicted by a model that never saw its template (trained on every other template's statements). */
+  unseenTemplate: Array<{ template: string; actual: number; model: number; modelQ: number }>;
 }
 
 /**
- * Trains the model on two thirds of the statements (their actual rows: count(*) of the same query) and
- * evaluates it and PostgreSQL's EXPLAIN on the held-out third (every third statement of each template).
+ * Runs every statement (its actual rows: count(*) of the same query) and EXPLAINs it; trains the
+ * model on two thirds of each template's statements and evaluates it and PostgreSQL's estimate on the
+ * held-out third; then, per template, a model trained on the other templates only, on the same third.
  */
 export async function runCardinalityExperiment(db: Queryable, schema: string, statements: readonly GeneratedStatement[]): Promise<CardinalityResult> {
   await loadQueryParser();
-  const model = new CardinalityModel({ events: await cardinalityStatistics(db, schema, 'events') });
+  const statistics = { events: await cardinalityStatistics(db, schema, 'events') };
   const perTemplate = new Map<string, number>();
-  const heldOut: Array<{ s: GeneratedStatement; tpl: ReturnType<typeof templateOf>; actual: number }> = [];
-  let trained = 0;
+  const runs: Array<{ template: string; tpl: ReturnType<typeof templateOf>; actual: number; postgres: number; heldOut: boolean }> = [];
   for (const s of statements) {
-    const tpl = templateOf(s.sql);
     const { rows } = await db.query<{ n: number }>(`select count(*)::float8 as n from (${s.sql}) q`);
-    const actual = rows[0]!.n;
     const i = perTemplate.get(s.template) ?? 0;
     perTemplate.set(s.template, i + 1);
-    if (i % 3 === 2) heldOut.push({ s, tpl, actual });
-    else {
-      model.observe(tpl, actual);
-      trained++;
+    runs.push({ template: s.template, tpl: templateOf(s.sql), actual: rows[0]!.n, postgres: await postgresEstimate(db, s.sql), heldOut: i % 3 === 2 });
+  }
+  const model = new CardinalityModel(statistics);
+  for (const r of runs) if (!r.heldOut) model.observe(r.tpl, r.actual);
+  const heldOut = runs.filter((r) => r.heldOut);
+  const rows = heldOut.map((h) => {
+    const est = model.predict(h.tpl);
+    return { template: h.template, actual: h.actual, model: est, postgres: h.postgres, modelQ: qError(est, h.actual), postgresQ: qError(h.postgres, h.actual) };
+  });
+  const unseenTemplate: CardinalityResult['unseenTemplate'] = [];
+  for (const template of perTemplate.keys()) {
+    const m = new CardinalityModel(statistics);
+    for (const r of runs) if (r.template !== template) m.observe(r.tpl, r.actual);
+    for (const h of heldOut) {
+      if (h.template !== template) continue;
+      const est = m.predict(h.tpl);
+      unseenTemplate.push({ template, actual: h.actual, model: est, modelQ: qError(est, h.actual) });
     }
   }
-  const out: CardinalityResult['rows'] = [];
-  for (const h of heldOut) {
-    const est = model.predict(h.tpl);
-    const pgEst = await postgresEstimate(db, h.s.sql);
-    out.push({ template: h.s.template, actual: h.actual, model: est, postgres: pgEst, modelQ: qError(est, h.actual), postgresQ: qError(pgEst, h.actual) });
-  }
-  return { trained, heldOut: out.length, rows: out, model };
+  return { trained: runs.length - heldOut.length, heldOut: heldOut.length, rows, unseenTemplate };
 }
