@@ -1,3 +1,4 @@
+import type pg from 'pg';
 import type { Queryable } from '../../src/catalog/nodes.js';
 import { CardinalityModel, cardinalityStatistics, postgresEstimate, qError } from '../../src/profiling/cardinality.js';
 import { loadQueryParser, templateOf } from '../../src/profiling/templates.js';
@@ -16,18 +17,19 @@ import { rng } from './random.js';
  */
 export const CARDINALITY_ROWS = 100_000;
 
-export async function createCardinalityTable(db: Queryable, schema: string, rows = CARDINALITY_ROWS): Promise<void> {
+/** `db` is one session (not a pool): the seed must hold for the insert. */
+export async function createCardinalityTable(db: Pick<pg.ClientBase, 'query'>, schema: string, rows = CARDINALITY_ROWS): Promise<void> {
   const t = `${quoteIdent(schema)}.events`;
   await db.query(`create schema if not exists ${quoteIdent(schema)}`);
   await db.query(`drop table if exists ${t}`);
   await db.query(`create table ${t} (id bigint primary key, tenant_id int not null, created_at timestamptz not null, status text not null, city int not null, country int not null)`);
-  // setseed and the insert in one statement's session: the same rows every run.
+  // The seed set in the insert's session: the same rows every run (ANALYZE's sample stays random).
+  await db.query(`select setseed(0.42)`);
   await db.query(
     `insert into ${t}
      select g, floor(power(1000, z))::int, timestamptz '2026-01-01 00:00:00+00' + r * interval '365 days',
             case when s < 0.7 then 'active' when s < 0.9 then 'pending' when s < 0.99 then 'closed' else 'failed' end, c, c / 10
-       from (select setseed(0.42)) seed,
-            lateral (select g, random() as z, random() as r, random() as s, floor(random() * 200)::int as c from generate_series(1, $1::int) g) x`,
+       from (select g, random() as z, random() as r, random() as s, floor(random() * 200)::int as c from generate_series(1, $1::int) g) x`,
     [rows],
   );
   await db.query(`create index on ${t} (tenant_id)`);
