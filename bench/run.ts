@@ -12,6 +12,7 @@ const benches: Record<string, () => Promise<{ run(args: string[]): Promise<void>
   cli: () => import('./cli.js'),
   restore: () => import('./restore.js'),
   interference: () => import('./interference.js'),
+  profile: () => import('./profile.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);
