@@ -52,7 +52,7 @@ export interface HotReport {
 /** The report for the window since `sinceMs` ago; `table` must be a distributed table. */
 export async function hotReport(catalog: Queryable, options: { table?: string; sinceMs: number; top: number }): Promise<HotReport> {
   if (options.table !== undefined) {
-    const { rowCount } = await catalog.query('select 1 from shardcast.distributed_tables where table_name = $1', [options.table]);
+    const { rowCount } = await catalog.query('select 1 from shardcast.distributed_tables where name = $1', [options.table]);
     if (!rowCount) throw new UnknownTableError(options.table);
   }
   const { rows: since } = await catalog.query<{ at: Date }>("select now() - make_interval(secs => $1::float8 / 1000) as at", [options.sinceMs]);
