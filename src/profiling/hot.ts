@@ -123,3 +123,23 @@ export async function hotReport(catalog: Queryable, options: { table?: string; s
 function share(n: number, total: number): number {
   return total > 0 ? Math.round((n / total) * 10_000) / 10_000 : 0;
 }
+
+/**
+ * Drops the workload profile older than `keepDays`: per-minute rows, flush ids, and templates not
+ * seen since (the collector's partition upkeep calls it, as for the samples).
+ */
+export async function pruneWorkloadProfile(catalog: Queryable, keepDays: number): Promise<number> {
+  let n = 0;
+  for (const [table, column] of [
+    ['template_calls', 'bucket'],
+    ['shard_accesses', 'bucket'],
+    ['key_accesses', 'bucket'],
+    ['hot_keys', 'bucket'],
+    ['query_templates', 'last_seen'],
+    ['profile_flushes', 'flushed_at'],
+  ] as const) {
+    const { rowCount } = await catalog.query(`delete from shardcast_stats.${table} where ${column} < now() - make_interval(days => $1)`, [keepDays]);
+    n += rowCount ?? 0;
+  }
+  return n;
+}

@@ -5,6 +5,7 @@ import { createDistributedTable } from '../../client/index.js';
 import { migrate } from '../../src/catalog/migrate.js';
 import { ensureNodes } from '../../src/catalog/nodes.js';
 import { resetFailpoints } from '../../src/failpoints.js';
+import { pruneWorkloadProfile } from '../../src/profiling/hot.js';
 import { freePort, PostgresServer } from '../../src/fleet/postgres-server.js';
 import { createRouter, type Router } from '../../src/router/router.js';
 import { createTestCatalog, fleet, runCli, startTestWorker, uniqueName, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
@@ -223,5 +224,14 @@ describe('workload profile', () => {
       await pool.end();
       await server.stop();
     }
+  });
+
+  it('the profile is pruned after the retention days, recent rows kept', async () => {
+    await catalog.pool.query(`insert into shardcast_stats.key_accesses values ('items', now() - interval '40 days', 5), ('items', now(), 3)`);
+    await catalog.pool.query(`insert into shardcast_stats.hot_keys values ('items', now() - interval '40 days', 'old', 5, 5)`);
+    expect(await pruneWorkloadProfile(catalog.pool, 30)).toBeGreaterThanOrEqual(2);
+    expect(await sum(catalog.pool, "select count(*)::text as n from shardcast_stats.hot_keys where key = 'old'")).toBe(0);
+    expect(await sum(catalog.pool, "select count(*)::text as n from shardcast_stats.key_accesses where bucket < now() - interval '30 days'")).toBe(0);
+    expect(await sum(catalog.pool, "select count(*)::text as n from shardcast_stats.key_accesses where bucket >= now() - interval '1 day'")).toBeGreaterThan(0);
   });
 });
