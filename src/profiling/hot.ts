@@ -143,3 +143,65 @@ export async function pruneWorkloadProfile(catalog: Queryable, keepDays: number)
   }
   return n;
 }
+
+export interface HeatMap {
+  table: string;
+  /** Minute buckets, oldest first (ISO). */
+  buckets: string[];
+  /** Shard ids, most accessed first. */
+  shards: number[];
+  /** counts[shard index][bucket index]. */
+  counts: number[][];
+}
+
+/** Accesses per shard and minute of one table since `sinceMs` ago (at most `maxShards` shards, the most accessed). */
+export async function heatMap(catalog: Queryable, table: string, sinceMs: number, maxShards = 64): Promise<HeatMap> {
+  const { rows } = await catalog.query<{ shard_id: string; bucket: Date; n: string }>(
+    `select shard_id::text, bucket, accesses::text as n from shardcast_stats.shard_accesses
+      where table_name = $1 and bucket >= date_trunc('minute', now() - make_interval(secs => $2::float8 / 1000)) order by bucket`,
+    [table, sinceMs],
+  );
+  const totals = new Map<number, number>();
+  for (const r of rows) totals.set(Number(r.shard_id), (totals.get(Number(r.shard_id)) ?? 0) + Number(r.n));
+  const shards = [...totals].sort((a, b) => b[1] - a[1] || a[0] - b[0]).slice(0, maxShards).map(([s]) => s);
+  const buckets = [...new Set(rows.map((r) => r.bucket.toISOString()))].sort();
+  const counts = shards.map(() => buckets.map(() => 0));
+  for (const r of rows) {
+    const s = shards.indexOf(Number(r.shard_id));
+    if (s >= 0) counts[s]![buckets.indexOf(r.bucket.toISOString())] = Number(r.n);
+  }
+  return { table, buckets, shards, counts };
+}
+
+/** The heat map as SVG: a row per shard, a column per minute, darker for more accesses. */
+export function heatMapSvg(map: HeatMap): string {
+  const cell = 14;
+  const left = 90;
+  const top = 40;
+  const columns = Math.max(map.buckets.length, 1);
+  const width = left + columns * cell + 20;
+  const height = top + Math.max(map.shards.length, 1) * cell + 40;
+  const max = Math.max(1, ...map.counts.flat());
+  const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+  const cells: string[] = [];
+  map.shards.forEach((shard, i) => {
+    cells.push(`<text x="${left - 6}" y="${top + i * cell + cell - 3}" font-size="10" text-anchor="end">shard ${shard}</text>`);
+    map.counts[i]!.forEach((n, j) => {
+      const heat = n / max;
+      // From pale yellow (cold) to dark red (hot).
+      const color = `rgb(${Math.round(255 - 100 * heat)},${Math.round(240 - 220 * heat)},${Math.round(200 - 180 * heat)})`;
+      cells.push(`<rect x="${left + j * cell}" y="${top + i * cell}" width="${cell - 1}" height="${cell - 1}" fill="${color}"><title>${n}</title></rect>`);
+    });
+  });
+  const first = map.buckets[0] ?? '';
+  const last = map.buckets.at(-1) ?? '';
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif">`,
+    `<rect width="100%" height="100%" fill="white"/>`,
+    `<text x="10" y="20" font-size="13">${esc(map.table)}: accesses per shard and minute (max ${max})</text>`,
+    ...cells,
+    `<text x="${left}" y="${height - 12}" font-size="10">${esc(first.slice(0, 16))}</text>`,
+    `<text x="${width - 20}" y="${height - 12}" font-size="10" text-anchor="end">${esc(last.slice(0, 16))}</text>`,
+    '</svg>',
+  ].join('\n');
+}

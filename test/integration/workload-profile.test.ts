@@ -1,3 +1,5 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -132,7 +134,19 @@ describe('workload profile', () => {
     expect(text.stdout).toContain(`items: ${keyed + 12 * SHARDS} shard accesses, ${keyed} by key`);
     expect(text.stdout).toMatch(/\n77 +\d+/);
 
+    const dir = mkdtempSync(path.join(tmpdir(), 'hot-'));
+    try {
+      const png = path.join(dir, 'heat.png');
+      const drawn = await runCli(['hot', '--table', 'items', '--png', png], env);
+      expect(drawn.code).toBe(0);
+      expect(drawn.stdout).toMatch(new RegExp(`wrote ${png} \\(${SHARDS} shard\\(s\\) × 1 minute\\(s\\)\\)`));
+      expect(readFileSync(png).subarray(1, 4).toString()).toBe('PNG');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+
     for (const [args, message] of [
+      [['hot', '--png', 'x.png'], 'shardcast: error: --png draws one table: give --table'],
       [['hot', '--table', 'nope'], 'shardcast: error: unknown distributed table "nope"'],
       [['hot', '--since', '5x'], "shardcast: error: option '--since <duration>' argument '5x' is invalid. expected a duration such as 30s, 15m, 2h or 7d (up to 366d) (see --help)"],
       [['hot', '--since', '0s'], "shardcast: error: option '--since <duration>' argument '0s' is invalid. expected a duration such as 30s, 15m, 2h or 7d (up to 366d) (see --help)"],
