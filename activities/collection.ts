@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { pruneWorkloadProfile } from '../src/profiling/hot.js';
 import { pruneRegionAccesses } from '../src/profiling/region-accesses.js';
 import type { NodePools } from '../src/catalog/node-pools.js';
 import { listNodes } from '../src/catalog/nodes.js';
@@ -37,6 +38,8 @@ export function createCollectionActivities(deps: CollectionDeps) {
         const dropped = await dropExpiredPartitions(deps.catalog, now, retentionDays);
         // The routers' region counts are kept as long (migration 0014: a worker ahead of its catalog goes without).
         await pruneRegionAccesses(deps.catalog, retentionDays).catch(() => 0);
+        // And the routers' workload profile (migration 0019).
+        await pruneWorkloadProfile(deps.catalog, retentionDays).catch(() => 0);
         return { created, dropped };
       });
     },

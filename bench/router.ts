@@ -20,6 +20,20 @@ const ORDERS = [
   ['routed', 'prepared', 'direct'],
 ] as const;
 
+/**
+ * With --profile, a fourth path: the same lookup through a second router with the workload profile
+ * on (src/profiling/workload.ts). The four take turns in rotating order, each sometimes first.
+ */
+function orderOf(i: number, profile: boolean): readonly Path[] {
+  if (!profile) return ORDERS[i % ORDERS.length]!;
+  const paths: Path[] = ['direct', 'prepared', 'routed', 'profiled'];
+  const shift = i % 4;
+  const rotated = [...paths.slice(shift), ...paths.slice(0, shift)];
+  return Math.floor(i / 4) % 2 ? rotated.reverse() : rotated;
+}
+
+type Path = 'direct' | 'prepared' | 'routed' | 'profiled';
+
 export async function run(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
@@ -31,6 +45,8 @@ export async function run(args: string[]): Promise<void> {
       pool: { type: 'string', default: '10' },
       // --set-path measures the SET search_path path the rewrite replaced, for comparison.
       'set-path': { type: 'boolean', default: false },
+      // --profile also measures a router with the workload profile on: interception_overhead_p50.
+      profile: { type: 'boolean', default: false },
     },
   });
   const rows = Number(values.rows);
@@ -39,6 +55,7 @@ export async function run(args: string[]): Promise<void> {
   const shardCount = Number(values.shards);
   const poolSize = Number(values.pool);
   const qualifyNames = !values['set-path'];
+  const profile = values.profile;
   // Load on the machine (other work shares its cores): reported beside the figures.
   const loadBefore = os.loadavg().map((l) => round(l, 2));
 
@@ -68,11 +85,15 @@ export async function run(args: string[]): Promise<void> {
     const direct = new pg.Pool({ connectionString: nodeUrl, max: poolSize });
     const prepared = new pg.Pool({ connectionString: nodeUrl, max: poolSize });
     const router = await createRouter({ catalogUrl: fleet.catalogUrl, poolSize, qualifyNames });
+    // Flushed once a minute, as by default: a flush or two lands inside the measurement.
+    const profiled = profile ? await createRouter({ catalogUrl: fleet.catalogUrl, poolSize, qualifyNames, profile: { flushIntervalMs: 60_000 } }) : undefined;
     const directTimes: number[] = [];
     const preparedTimes: number[] = [];
     const routedTimes: number[] = [];
+    const profiledTimes: number[] = [];
+    const times: Record<Path, number[]> = { direct: directTimes, prepared: preparedTimes, routed: routedTimes, profiled: profiledTimes };
     // This process's CPU time per path: the client side's own cost, which load on the machine barely moves.
-    const cpuUs = { direct: 0, prepared: 0, routed: 0 };
+    const cpuUs = { direct: 0, prepared: 0, routed: 0, profiled: 0 };
     const sql = 'select id, owner, balance from accounts where id = $1';
     let seed = 12345;
     const nextKey = (): number => {
@@ -82,7 +103,7 @@ export async function run(args: string[]): Promise<void> {
     for (let i = 0; i < warmup + queries; i++) {
       const key = nextKey();
       // Alternate which goes first so neither always follows the other.
-      const order = ORDERS[i % ORDERS.length]!;
+      const order = orderOf(i, profile);
       for (const which of order) {
         const cpu0 = process.cpuUsage();
         const t0 = process.hrtime.bigint();
@@ -91,18 +112,19 @@ export async function run(args: string[]): Promise<void> {
             ? await direct.query('select id, owner, balance from public.accounts where id = $1', [key])
             : which === 'prepared'
               ? await prepared.query({ name: 'lookup', text: 'select id, owner, balance from public.accounts where id = $1', values: [key] })
-              : await router.forKey('accounts', key).query(sql, [key]);
+              : await (which === 'profiled' ? profiled! : router).forKey('accounts', key).query(sql, [key]);
         const us = Number(process.hrtime.bigint() - t0) / 1000;
         const cpu = process.cpuUsage(cpu0);
         if (i >= warmup) cpuUs[which] += cpu.user + cpu.system;
         if (result.rows[0]?.owner !== `owner-${key}`) throw new Error(`${which} lookup of ${key} returned ${JSON.stringify(result.rows)}`);
-        if (i >= warmup) (which === 'direct' ? directTimes : which === 'prepared' ? preparedTimes : routedTimes).push(us);
+        if (i >= warmup) times[which].push(us);
       }
     }
     await router.close();
+    await profiled?.close();
     await direct.end();
     await prepared.end();
-    for (const times of [directTimes, preparedTimes, routedTimes]) times.sort((a, b) => a - b);
+    for (const t of Object.values(times)) t.sort((a, b) => a - b);
     const p = (times: number[], q: number): number => percentile(times, q);
     const summary = {
       bench: 'router',
@@ -119,7 +141,18 @@ export async function run(args: string[]): Promise<void> {
         direct: round(cpuUs.direct / queries),
         prepared: round(cpuUs.prepared / queries),
         routed: round(cpuUs.routed / queries),
+        ...(profile ? { profiled: round(cpuUs.profiled / queries) } : {}),
       },
+      ...(profile
+        ? {
+            profiled_p50_us: round(p(profiledTimes, 50)),
+            profiled_p99_us: round(p(profiledTimes, 99)),
+            // The goal (issue 13): at most 1.05, interception adding at most 5% to the routed p50.
+            interception_overhead_p50: round(p(profiledTimes, 50) / p(routedTimes, 50), 3),
+            interception_overhead_p99: round(p(profiledTimes, 99) / p(routedTimes, 99), 3),
+            interception_cpu_us: round((cpuUs.profiled - cpuUs.routed) / queries),
+          }
+        : {}),
       statements_qualified: router.statements.qualified,
       statements_set_path: router.statements.setPath,
       qualify_names: qualifyNames,
@@ -128,8 +161,8 @@ export async function run(args: string[]): Promise<void> {
     };
     console.log(`rows ${rows}, ${shardCount} shards on 1 node, pools of ${poolSize} each, ${queries} lookups each way (after ${warmup} warm-up), interleaved`);
     console.log('            p50 µs   p90 µs   p99 µs');
-    for (const [label, times] of [['direct', directTimes], ['prepared', preparedTimes], ['routed', routedTimes]] as const) {
-      console.log(`${label.padEnd(10)} ${[50, 90, 99].map((p) => round(percentile(times, p)).toString().padStart(8)).join(' ')}`);
+    for (const label of ['direct', 'prepared', 'routed', ...(profile ? (['profiled'] as const) : [])] as const) {
+      console.log(`${label.padEnd(10)} ${[50, 90, 99].map((q) => round(percentile(times[label], q)).toString().padStart(8)).join(' ')}`);
     }
     console.log(JSON.stringify(summary));
   } finally {

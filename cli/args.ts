@@ -63,3 +63,13 @@ export function listenAddress(value: string): string {
 export function list(value: string): string[] {
   return value.split(',').map((v) => v.trim()).filter((v) => v.length > 0);
 }
+
+const DURATION_UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** A duration such as 30s, 15m, 2h or 7d, in milliseconds (1 second to 366 days). */
+export function duration(value: string): number {
+  const m = /^(\d{1,6})([smhd])$/.exec(value);
+  const ms = m ? Number(m[1]) * DURATION_UNITS[m[2]!]! : NaN;
+  if (!(ms >= 1000 && ms <= 366 * 86_400_000)) throw new InvalidArgumentError('expected a duration such as 30s, 15m, 2h or 7d (up to 366d)');
+  return ms;
+}

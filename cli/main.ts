@@ -9,6 +9,7 @@ import { registerAdviseCommands } from './advise.js';
 import { registerBackupCommands } from './backup.js';
 import { registerDoctorCommands } from './doctor.js';
 import { registerForecastCommands } from './forecast.js';
+import { registerHotCommands } from './hot.js';
 import { registerMovementCommands } from './movements.js';
 import { registerNodeCommands } from './nodes.js';
 import { registerPlanCommands } from './plan.js';
@@ -48,6 +49,7 @@ registerSecurityCommands(program);
 registerSimulateCommands(program);
 registerBackupCommands(program);
 registerAdviseCommands(program);
+registerHotCommands(program);
 registerRetentionCommands(program);
 
 async function main(argv: string[]): Promise<number> {

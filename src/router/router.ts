@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import pg from 'pg';
 import { guardPool, NodePools } from '../catalog/node-pools.js';
 import { addRegionAccesses } from '../profiling/region-accesses.js';
+import type { ProfileOptions, WorkloadProfile } from '../profiling/workload.js';
 import { newPgClient, pgConnection, pgTlsDefaults, type PgTlsSettings } from '../catalog/pg-tls.js';
 import { errorMessage, InvalidInputError, SHARD_FENCED_SQLSTATE, ShardcastError, UNDEFINED_SCHEMA_SQLSTATE, UNDEFINED_TABLE_SQLSTATE, UnknownTableError, sqlState } from '../errors.js';
 import { loadSqlParser, StatementQualifier } from './qualify.js';
@@ -69,6 +70,14 @@ export interface RouterOptions {
   region?: string;
   /** How often the region counts are written to the catalog (default 60000 ms). */
   regionFlushIntervalMs?: number;
+  /**
+   * The workload profile (src/profiling/workload.ts), off by default: every statement is reduced to
+   * its template (parsed once per SQL text) and counted per template, shard and shard-key value, in
+   * bounded memory, and written to the catalog every `flushIntervalMs` (shardcast_stats.query_templates,
+   * template_calls, shard_accesses, key_accesses, hot_keys; read by `shardcast hot`). No parameter value
+   * is stored but the shard keys given to forKey. `true` takes the defaults.
+   */
+  profile?: boolean | ProfileOptions;
 }
 
 export interface RoutedQueryable {
@@ -151,6 +160,9 @@ export class Router extends EventEmitter {
   private regionTimer?: NodeJS.Timeout;
   private flushing?: Promise<void>;
   private readonly nodeCredentials: NodeCredentials;
+  /** @internal The workload profile (with `profile`): undefined when off, so the routing path only tests it. */
+  profile?: WorkloadProfile;
+  private profileTimer?: NodeJS.Timeout;
 
   private constructor(private readonly options: RouterOptions) {
     super();
@@ -192,6 +204,11 @@ export class Router extends EventEmitter {
     if (!URL.canParse(options.catalogUrl)) throw new InvalidInputError('createRouter: catalogUrl is not a valid URL');
     const router = new Router(options);
     try {
+      if (options.profile) {
+        const { WorkloadProfile } = await import('../profiling/workload.js');
+        await WorkloadProfile.load();
+        router.profile = new WorkloadProfile(options.profile === true ? {} : options.profile);
+      }
       if (router.qualifier) await loadSqlParser();
       await router.refresh();
       if (options.listen !== false) await router.listen();
@@ -208,6 +225,10 @@ export class Router extends EventEmitter {
     if (options.region !== undefined) {
       router.regionTimer = setInterval(() => void router.flushRegionAccesses().catch(() => undefined), options.regionFlushIntervalMs ?? 60_000);
       router.regionTimer.unref();
+    }
+    if (router.profile) {
+      router.profileTimer = setInterval(() => void router.flushProfile().catch(() => undefined), router.profile.options.flushIntervalMs);
+      router.profileTimer.unref();
     }
     return router;
   }
@@ -261,7 +282,13 @@ export class Router extends EventEmitter {
       if (!table) throw new InvalidInputError('all: the SQL names no distributed table; pass { table } to say which shards to run on');
     }
     await this.confirmIfStale(sql);
-    return this.scatter<R>(table, sql, params);
+    const profile = this.profile;
+    if (profile === undefined) return this.scatter<R>(table, sql, params);
+    const started = performance.now();
+    const result = await this.scatter<R>(table, sql, params);
+    profile.statement(sql, result.rowCount, performance.now() - started, true);
+    profile.shardAccesses(table, this.map.shardsOf(table).map((r) => r.shardId));
+    return result;
   }
 
   /**
@@ -399,9 +426,26 @@ export class Router extends EventEmitter {
     await this.flushing;
   }
 
+  /**
+   * Writes the workload profile's counts gathered since the last flush (every profile.flushIntervalMs,
+   * and at close). When the catalog cannot take them they are kept for the next flush, which writes
+   * them first and exactly once; a failure is emitted as 'catalogError'.
+   */
+  async flushProfile(): Promise<void> {
+    if (!this.profile) return;
+    try {
+      await this.profile.flush(this.catalog);
+    } catch (err) {
+      if (!this.closed) this.emit('catalogError', new CatalogUnavailableError('recording the workload profile', err));
+      throw err;
+    }
+  }
+
   async close(): Promise<void> {
     if (this.regionTimer) clearInterval(this.regionTimer);
+    if (this.profileTimer) clearInterval(this.profileTimer);
     await this.flushRegionAccesses().catch(() => undefined);
+    await this.flushProfile().catch(() => undefined);
     this.closed = true;
     if (this.versionTimer) clearInterval(this.versionTimer);
     const listener = this.listener;
@@ -551,11 +595,13 @@ export class Router extends EventEmitter {
           query: async <R extends pg.QueryResultRow>(sql: string, params?: unknown[]) => {
             const statement = this.placed(route.schema, sql);
             const qualified = statement.qualified;
+            const started = this.profile === undefined ? 0 : performance.now();
             const result = await queryInSchema<R>(client, route.schema, statement, params, {
               switchPath: !qualified && !onSchema,
               statementCacheSize: this.options.statementCacheSize ?? 100,
             });
             if (!qualified) onSchema = true;
+            this.profile?.statement(sql, result.rowCount ?? 0, performance.now() - started, false);
             return result;
           },
         };
@@ -638,14 +684,23 @@ class KeyHandle implements ShardHandle {
   async query<R extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, params?: unknown[]): Promise<pg.QueryResult<R>> {
     const stale = this.router.confirmIfStale(sql);
     if (stale) await stale;
-    return this.router.withPlacementRetry(this.current(), () => this.resolve(), (route) => this.router.runOnShard<R>(route, sql, params));
+    const profile = this.router.profile;
+    if (profile === undefined) return this.router.withPlacementRetry(this.current(), () => this.resolve(), (route) => this.router.runOnShard<R>(route, sql, params));
+    const started = performance.now();
+    const result = await this.router.withPlacementRetry(this.current(), () => this.resolve(), (route) => this.router.runOnShard<R>(route, sql, params));
+    profile.statement(sql, result.rowCount ?? 0, performance.now() - started, false);
+    profile.keyAccess(this.table, this.key, this.route().shardId);
+    return result;
   }
 
   async transaction<T>(fn: (tx: RoutedQueryable) => Promise<T>): Promise<T> {
     // What the transaction will do is not known beforehand: it counts as a write.
     const stale = this.router.confirmIfStale(undefined);
     if (stale) await stale;
-    return this.router.withPlacementRetry(this.current(), () => this.resolve(), (route) => this.router.transactionOnShard(route, fn));
+    const result = await this.router.withPlacementRetry(this.current(), () => this.resolve(), (route) => this.router.transactionOnShard(route, fn));
+    // A transaction is one access to its key (its statements are counted one by one, by template).
+    this.router.profile?.keyAccess(this.table, this.key, this.route().shardId);
+    return result;
   }
 
   /** The route when the table is in the current map, without waiting. */

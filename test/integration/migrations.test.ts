@@ -11,6 +11,7 @@ import { adminQuery, fleet, uniqueName, withDatabase } from '../helpers/fleet.js
 
 const REPO_ROOT = path.resolve(import.meta.dirname, '../..');
 const SHARDCAST_TABLES = ['colocation_groups', 'distributed_tables', 'janitor_runs', 'map_version', 'movements', 'node_endpoints', 'nodes', 'placements', 'plan_actions', 'plans', 'rebalance_control', 'restores', 'retention_archives', 'retention_runs', 'shards'];
+const PROFILE_TABLES = ['hot_keys', 'key_accesses', 'profile_flushes', 'query_templates', 'shard_accesses', 'template_calls'];
 /** What 0001_init alone creates (the tests that apply only it). */
 const TABLES_OF_0001 = ['colocation_groups', 'distributed_tables', 'map_version', 'nodes', 'placements', 'shards'];
 
@@ -147,6 +148,8 @@ describe('catalog migrations', () => {
 
     expect(await tablesIn(url, 'shardcast')).toEqual(SHARDCAST_TABLES);
     expect(await tablesIn(url, 'shardcast_meta')).toEqual(['migrations']);
+    // The workload profile's (0019), beside the collector's partitioned samples.
+    expect(await tablesIn(url, 'shardcast_stats')).toEqual(expect.arrayContaining(PROFILE_TABLES));
     const { rows: mv } = await adminQuery(url, 'select singleton, version::int as version from shardcast.map_version');
     expect(mv).toEqual([{ singleton: true, version: 1 }]);
     expect(await advisoryLocks(url)).toBe(0);
