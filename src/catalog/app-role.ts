@@ -28,6 +28,13 @@ const DML_ROLE_SQL = `case when octet_length(current_database()) <= 49 then 'sha
 export const CATALOG_MAP_RELATIONS = ['map_version', 'distributed_tables', 'colocation_groups', 'shards', 'placements', 'node_endpoints'] as const;
 
 /**
+ * What a router writes to the catalog when asked to (its region counts, its workload profile): the
+ * application role may add to these shardcast_stats tables, and read them (an upsert reads the row it
+ * adds to), and nothing else there.
+ */
+export const CATALOG_ROUTER_STATS_RELATIONS = ['shard_region_accesses', 'query_templates', 'template_calls', 'shard_accesses', 'key_accesses', 'hot_keys', 'profile_flushes'] as const;
+
+/**
  * Grants the database's DML group the use of these shard schemas: usage, select/insert/update/delete
  * on their tables, usage of their sequences. Nothing when the group does not exist (no application
  * role was provisioned). Run by the DDL that creates shard tables, in its transaction.
@@ -115,6 +122,8 @@ export async function ensureCatalogAppRole(db: Queryable, login: AppLogin): Prom
   const role = quoteIdent(login.user);
   await db.query(`grant usage on schema shardcast to ${role}`);
   await db.query(`grant select on ${CATALOG_MAP_RELATIONS.map((t) => `shardcast.${quoteIdent(t)}`).join(', ')} to ${role}`);
+  await db.query(`grant usage on schema shardcast_stats to ${role}`);
+  await db.query(`grant select, insert, update on ${CATALOG_ROUTER_STATS_RELATIONS.map((t) => `shardcast_stats.${quoteIdent(t)}`).join(', ')} to ${role}`);
 }
 
 /** Every shard schema name the catalog knows (placed, or being created by a movement). */

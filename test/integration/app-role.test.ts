@@ -114,6 +114,26 @@ describe('the application role', () => {
     await router.forKey('accounts', 60).query('delete from accounts where id = $1', [60]);
   });
 
+  it("writes its region counts and workload profile to the catalog, and reads no other statistics", async () => {
+    const profiled = await createRouter({ catalogUrl: appCatalogUrl(catalog.catalogUrl, login), region: 'eu', profile: { flushIntervalMs: 3_600_000 } });
+    const errors: unknown[] = [];
+    profiled.on('catalogError', (err) => errors.push(err));
+    try {
+      for (let id = 1; id <= 20; id++) await profiled.forKey('accounts', id).query('select balance from accounts where id = $1', [id]);
+      await profiled.flushProfile();
+      await profiled.flushRegionAccesses();
+    } finally {
+      await profiled.close();
+    }
+    expect(errors).toEqual([]);
+    const { rows } = await catalog.pool.query<{ calls: number }>("select coalesce(sum(calls), 0)::int as calls from shardcast_stats.template_calls");
+    expect(rows[0]!.calls).toBeGreaterThanOrEqual(20);
+    const { rows: regions } = await catalog.pool.query<{ n: number }>("select coalesce(sum(accesses), 0)::int as n from shardcast_stats.shard_region_accesses where region = 'eu'");
+    expect(regions[0]!.n).toBeGreaterThanOrEqual(20);
+    expect(await refusal(catalog.catalogUrl, 'select * from shardcast_stats.node_samples')).toBe('42501');
+    expect(await refusal(catalog.catalogUrl, 'delete from shardcast_stats.query_templates')).toBe('42501');
+  });
+
   it('cannot create, drop or alter tables, nor create schemas, on the nodes', async () => {
     const [shard] = await placements('accounts');
     const node = catalog.nodeUrl(shard!.node);
