@@ -234,9 +234,16 @@ describe('verify without a long write block', () => {
     } finally {
       delete process.env.SHARDCAST_FAILPOINTS;
     }
+    // This catalog's database only: pg_replication_slots lists the whole server's.
+    let remaining: string[] = [];
     await until('nothing is left', async () => {
-      const left = await Promise.all(catalog.nodes.map((n) => adminQuery(n.dsn, "select count(*)::int as n from pg_replication_slots where slot_name like 'sc\\_mv\\_%'")));
-      return left.every((r) => r.rows[0].n === 0);
+      const left = await Promise.all(
+        catalog.nodes.map((n) => adminQuery(n.dsn, "select coalesce(array_agg(slot_name::text), '{}') as s from pg_replication_slots where slot_name like 'sc\\_mv\\_%' and database = current_database()")),
+      );
+      remaining = left.flatMap((r) => r.rows[0].s as string[]);
+      return remaining.length === 0;
+    }).catch((err: Error) => {
+      throw new Error(`${err.message}: slots ${remaining.join(', ')}`);
     });
     await expectNoMovementLeftovers(pools, catalog.nodes);
   });
