@@ -101,12 +101,9 @@ export function createMovementActivities(deps: MovementDeps) {
       // Progress is reported from stream callbacks, outside the activity's async context: keep the context at hand.
       const context = Context.current();
       const signal = context.cancellationSignal;
-      let warned = '';
-      const beat = (p: CopyProgress) => {
-        // A copy that cannot begin (its slot waits for someone's open transaction) says so, once per change.
-        if (p.waitingFor && p.waitingFor !== warned) context.log.warn(`movement ${plan.movementId}: ${(warned = p.waitingFor)}`);
-        context.heartbeat(p);
-      };
+      const beat = (p: CopyProgress) => context.heartbeat(p);
+      // A copy that cannot begin (its slot waits for someone's open transaction) says so.
+      const waiting = slotWaitReporter(plan.movementId, context);
       const cancelled = () => signal.aborted;
       const counted = (ms: number) => movementThrottledSeconds.inc({ operation: plan.operation, phase: 'copy' }, ms / 1000);
       try {
@@ -115,7 +112,7 @@ export function createMovementActivities(deps: MovementDeps) {
             const g = new Governor(settings, [plan.source.dsn, plan.target.dsn], counted);
             // The copy's reads of the source are no workload: told as the copy ends (tablesyncReads is for a table sync's copy only).
             const onOwnReads = (read: OwnReadCount[]) => recordMovementReads(deps.catalog, read, plan.movementId);
-            return copyMove(deps.nodePools, endpoints(plan), plan.shard, plan.names, { governor: g, beat, cancelled, onOwnReads });
+            return copyMove(deps.nodePools, endpoints(plan), plan.shard, plan.names, { governor: g, beat, waiting, cancelled, onOwnReads });
           }
           const g = new Governor(settings, [...plan.sources.map((s) => s.node.dsn), ...plan.targets.map((t) => t.node.dsn)], counted);
           await g.start();
@@ -426,11 +423,14 @@ async function whileHeartbeating<T>(what: string, work: () => Promise<T>, everyM
   }
 }
 
-/** A slot's creation that waits for someone's open transaction: logged once per change, and heartbeated. */
-function slotWaitReporter(movementId: string): (waitingFor: string) => void {
+/**
+ * A slot's creation that waits for someone's open transaction: logged once per change, and
+ * heartbeated. Reports come from a timer: the activity's context is taken where it is created.
+ */
+function slotWaitReporter(movementId: string, context: Context = Context.current()): (waitingFor: string) => void {
   let said = '';
   return (waitingFor) => {
-    if (waitingFor !== said) log.warn(`movement ${movementId}: ${(said = waitingFor)}`);
-    heartbeat(waitingFor);
+    if (waitingFor !== said) context.log.warn(`movement ${movementId}: ${(said = waitingFor)}`);
+    context.heartbeat(waitingFor);
   };
 }

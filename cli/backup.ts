@@ -116,7 +116,7 @@ export function registerBackupCommands(program: Command): void {
     .option('--key <column>', 'the shard key, instead of the proposal\'s')
     .option('--method <method>', 'hash or range, instead of the proposal\'s')
     .option('--shards <n>', 'the number of shards (range: of ranges, from the key\'s quantiles), 1 to 4096, instead of the proposal\'s', wholeNumber(1, 4096))
-    .option('--history <backup>', 'an earlier backup (directory or URL) of the same table: its growth is measured from them (repeatable)', (v: string, acc: string[] = []) => [...acc, v])
+    .option('--history <backup>', 'an earlier Shardcast backup (directory or URL) of the same table: its growth is measured from them (repeatable; only their manifests are read)', (v: string, acc: string[] = []) => [...acc, v])
     .action(async (location: string, opts: RestoreOptions) => {
       const [{ proposeLayout }, { analyzeQueries, readQueryLog }, { openRestoreSource }, { parseWorkload }, { listNodes }] = await Promise.all([
         import('../src/restore/proposal.js'),
@@ -143,9 +143,9 @@ export function registerBackupCommands(program: Command): void {
       const history: Array<{ at: string; tables: ManifestTable[] }> = [];
       if ((opts.history?.length ?? 0) > 0 && !source.exportedAt) throw new InvalidInputError(`--history: ${location} is a pg_dump directory, which does not say when it was made; growth cannot be measured against it`);
       for (const h of opts.history ?? []) {
-        const past = await openRestoreSource(h);
-        if (!past.exportedAt) throw new InvalidInputError(`--history ${h}: not a Shardcast backup (a pg_dump directory does not say when it was made)`);
-        history.push({ at: past.exportedAt, tables: past.tables });
+        // Its manifest only (a pg_dump directory has none, and does not say when it was made: refused as no Shardcast backup).
+        const { manifest } = await (await import('../src/backup/reader.js')).openBackup(h);
+        history.push({ at: manifest.createdAt, tables: manifest.tables });
       }
       const proposals: Proposal[] = [];
       for (const t of tables) {

@@ -6,8 +6,7 @@ import type { NodePools } from './node-pools.js';
 import type { NodeRecord } from './nodes.js';
 import { shardTableDdl } from './tables.js';
 
-/** SQLSTATE classes that mean the node could not be reached or went away (retryable). */
-/** A lost, refused or timed-out connection, or a server going down: the node, not the statement. */
+/** A lost, refused or timed-out connection, or a server going down (retryable): the node, not the statement. */
 export function isConnectionError(err: unknown): boolean {
   const code = (err as { code?: string }).code ?? '';
   return (

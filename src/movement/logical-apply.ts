@@ -45,8 +45,6 @@ export interface CopyProgress {
   throttledMs?: number;
   /** The governor's idle baseline per probed node, in ms (passed on to the apply's governor). */
   baselinesMs?: number[];
-  /** While the slot's creation waits: the transactions it waits for (see slotBlockers). */
-  waitingFor?: string;
 }
 
 /** Quoted primary-key columns of a table, in key order (none: the table is copied in one chunk). */

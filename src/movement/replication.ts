@@ -232,6 +232,8 @@ export interface MoveCopyHooks {
   /** Called about once a second with the progress so far (heartbeat). */
   beat?: (p: CopyProgress) => void;
   cancelled?: () => boolean;
+  /** While the slot's creation waits, every few seconds: what it waits for (see slotBlockers). */
+  waiting?: (waitingFor: string) => void;
   /** Told, once the copy is done, what its source session read from the shard's tables (not workload: see ownReads). */
   onOwnReads?: (reads: OwnReadCount[]) => Promise<void>;
 }
@@ -285,7 +287,7 @@ export async function copyMove(
       const created = await reportingSlotWait(
         repl.query<{ snapshot_name: string }>(`CREATE_REPLICATION_SLOT ${quoteIdent(names.slot)} LOGICAL pgoutput (SNAPSHOT 'export')`),
         source,
-        (waitingFor) => hooks.beat?.({ rows: 0, bytes: 0, throttledMs: throttledBefore, waitingFor }),
+        (waitingFor) => hooks.waiting?.(waitingFor),
       );
       startedAt = new Date();
       await out.query('begin isolation level repeatable read read only');

@@ -51,12 +51,18 @@ export interface RangeForecast {
   loadShare: number;
 }
 
-const TIME_KINDS: readonly ValueKind[] = ['date', 'timestamp', 'timestamptz'];
+export const TIME_KINDS: readonly ValueKind[] = ['date', 'timestamp', 'timestamptz'];
 const MONTH_MS = 30 * 86_400_000;
 
 /** Milliseconds of a manifest or key time text ('2024-01-01', '2024-01-01 00:00:00+00', ISO). */
-function timeMs(s: string): number {
+export function timeMs(s: string): number {
   return Date.parse(s.includes('T') ? s : s.length === 10 ? `${s}T00:00:00Z` : s.replace(' ', 'T').replace(/\+00$/, 'Z'));
+}
+
+/** A time in the text form of `like` (a date, a timestamp, or a timestamptz in UTC). */
+export function timeText(ms: number, like: string): string {
+  const iso = new Date(Math.round(ms)).toISOString().replace('T', ' ').replace(/\.\d+Z$/, '');
+  return like.endsWith('+00') ? `${iso}+00` : like.length === 10 ? iso.slice(0, 10) : iso;
 }
 
 /** A key value as a number on a line (time kinds: ms; integers: their value, precise enough to cut ranges). */
@@ -64,11 +70,17 @@ function position(kind: ValueKind, v: string): number {
   return TIME_KINDS.includes(kind) ? timeMs(v) : Number(v);
 }
 
+/** Exact order of two key values (integers compared as bigints, not as their rounded positions). */
+function compareKeys(kind: ValueKind, a: string, b: string): number {
+  if (TIME_KINDS.includes(kind)) return Math.sign(timeMs(a) - timeMs(b));
+  const x = BigInt(a);
+  const y = BigInt(b);
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
 /** The key value at a position, in the key's own text form (`like` gives the format of a time value). */
 function valueAt(kind: ValueKind, x: number, like: string): string {
-  if (!TIME_KINDS.includes(kind)) return BigInt(Math.round(x)).toString();
-  const iso = new Date(Math.round(x)).toISOString().replace('T', ' ').replace(/\.\d+Z$/, '');
-  return like.endsWith('+00') ? `${iso}+00` : like.length === 10 ? iso.slice(0, 10) : iso;
+  return TIME_KINDS.includes(kind) ? timeText(x, like) : BigInt(Math.round(x)).toString();
 }
 
 /**
@@ -184,7 +196,7 @@ export function loadEvenBounds(kind: ValueKind, stats: KeyStats, rows: number, n
       const s = segs[i]!;
       const f = loads[i]! > 0 ? Math.min(1, Math.max(0, (goal - before) / loads[i]!)) : 0;
       const b = valueAt(kind, s.lo + (s.hi - s.lo) * f, stats.min!);
-      if (position(kind, b) > position(kind, bounds.at(-1)!) && position(kind, b) < position(kind, top)) bounds.push(b);
+      if (compareKeys(kind, b, bounds.at(-1)!) > 0 && compareKeys(kind, b, top) < 0) bounds.push(b);
     }
   }
   bounds.push(top);

@@ -10,7 +10,7 @@ import type { ValueKind } from '../backup/values.js';
 import type { QueryAnalysis } from './query-log.js';
 import type { Workload } from './workload.js';
 import { InvalidInputError } from '../errors.js';
-import { loadEvenBounds, predictGrowth, rangeForecasts, type GrowthForecast, type RangeForecast, type TableSnapshot } from './growth.js';
+import { loadEvenBounds, predictGrowth, rangeForecasts, TIME_KINDS, timeMs, timeText, type GrowthForecast, type RangeForecast, type TableSnapshot } from './growth.js';
 
 export interface ProposalSettings {
   /** Peak queries per second one shard should serve. */
@@ -56,7 +56,6 @@ export interface Proposal {
 }
 
 const RANGE_KINDS: readonly ValueKind[] = ['int16', 'int32', 'int64', 'date', 'timestamp', 'timestamptz'];
-const TIME_KINDS: readonly ValueKind[] = ['date', 'timestamp', 'timestamptz'];
 
 interface Candidate {
   column: string;
@@ -69,13 +68,10 @@ interface Candidate {
 
 /** Months of growth a range needs room for past the backup's last key, as a time span of the data itself. */
 function extendTime(max: string, min: string, factor: number): string {
-  const t = (s: string) => Date.parse(s.replace(' ', 'T').replace(/\+00$/, 'Z'));
-  const hi = t(max);
-  const lo = t(min);
+  const hi = timeMs(max);
+  const lo = timeMs(min);
   if (!Number.isFinite(hi) || !Number.isFinite(lo)) return max;
-  const end = new Date(hi + Math.max(86_400_000, (hi - lo) * Math.max(factor - 1, 0.25)));
-  const iso = end.toISOString().replace('T', ' ').replace(/\.\d+Z$/, '');
-  return max.endsWith('+00') ? `${iso}+00` : max.length === 10 ? iso.slice(0, 10) : iso;
+  return timeText(hi + Math.max(86_400_000, (hi - lo) * Math.max(factor - 1, 0.25)), max);
 }
 
 /** The exclusive upper bound above the key's maximum, with room for the horizon's growth. */
