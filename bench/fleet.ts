@@ -1,5 +1,5 @@
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { migrate } from '../src/catalog/migrate.js';
@@ -59,6 +59,30 @@ export async function startBenchFleet(nodeCount: number): Promise<BenchFleet> {
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Busy CPU cores on the whole machine since the meter was made (from /proc/stat: all but idle and
+ * iowait), to say how much of the machine a phase used. Linux only; NaN elsewhere.
+ */
+export class CpuMeter {
+  private readonly start = CpuMeter.sample();
+
+  private static sample(): { busy: number; total: number } | undefined {
+    try {
+      const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+      const total = fields.reduce((a, b) => a + b, 0);
+      return { busy: total - fields[3]! - fields[4]!, total };
+    } catch {
+      return undefined;
+    }
+  }
+
+  cores(): number {
+    const end = CpuMeter.sample();
+    if (!this.start || !end || end.total === this.start.total) return Number.NaN;
+    return ((end.busy - this.start.busy) / (end.total - this.start.total)) * availableParallelism();
+  }
 }
 
 export function percentile(sorted: number[], p: number): number {

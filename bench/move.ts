@@ -13,7 +13,7 @@ import { dropVerifySlots, refreshVerification, verifyChunks, type VerifyProgress
 import type { GovernedCopyInput, GovernedCopyResult } from './governed-copy.js';
 import { createRouter, type Router } from '../src/router/router.js';
 import { quoteIdent } from '../src/sql/ident.js';
-import { percentile, round, startBenchFleet, type BenchFleet } from './fleet.js';
+import { CpuMeter, percentile, round, startBenchFleet, type BenchFleet } from './fleet.js';
 
 /**
  * An online move of a large shard while the application writes through the router (verified as the
@@ -61,13 +61,15 @@ export async function run(args: string[]): Promise<void> {
 
     if (values.only === 'governed') {
       load2.start('raw');
+      const rawCpu = new CpuMeter();
       const rawSeconds = await rawCopy(node1, node2, bigShard.schema, big);
+      const rawCores = rawCpu.cores();
       await load2.stop();
       await pools.get(node2.dsn).query('drop schema bench_raw cascade; checkpoint');
       console.log(`raw COPY: ${rawSeconds.toFixed(1)} s`);
       const governed = await governedMove(fleet, pools, load2, { source: node1, target: node2, shard: bigShard });
       const check = await load2.account(pools.get(node2.dsn), bigShard.schema, 'big');
-      const summary = { bench: 'move', only: 'governed', rows, raw_copy_s: round(rawSeconds, 1), ...governedSummary(governed, bytes, bytes / 1048576 / rawSeconds), lost_writes: check.lost, duplicate_writes: check.duplicated };
+      const summary = { bench: 'move', only: 'governed', rows, raw_copy_s: round(rawSeconds, 1), raw_copy_busy_cores: round(rawCores, 2), ...governedSummary(governed, bytes, bytes / 1048576 / rawSeconds), lost_writes: check.lost, duplicate_writes: check.duplicated };
       console.log(JSON.stringify(summary));
       return;
     }
@@ -202,6 +204,27 @@ interface GovernedRun {
   throttledMs: number;
   before: number[];
   during: number[];
+  /** The source's full-page images per foreground write, and its checkpoints, in each window. */
+  wal: { before: WalWindow; during: WalWindow };
+  /** Busy cores on the machine (the foreground's included) in each window. */
+  cores: { before: number; during: number };
+}
+
+interface WalWindow {
+  fpi: number;
+  checkpoints: number;
+}
+
+/** The node's full-page images written and checkpoints done so far. */
+async function walState(db: pg.Pool): Promise<WalWindow> {
+  const { rows } = await db.query<{ fpi: string; checkpoints: string }>(
+    'select (select wal_fpi from pg_stat_wal)::text as fpi, (select num_done from pg_stat_checkpointer)::text as checkpoints',
+  );
+  return { fpi: Number(rows[0]!.fpi), checkpoints: Number(rows[0]!.checkpoints) };
+}
+
+function walDelta(a: WalWindow, b: WalWindow): WalWindow {
+  return { fpi: b.fpi - a.fpi, checkpoints: b.checkpoints - a.checkpoints };
 }
 
 /**
@@ -214,11 +237,26 @@ interface GovernedRun {
 async function governedMove(fleet: BenchFleet, pools: NodePools, load: ForegroundLoad, move: { source: NodeRecord; target: NodeRecord; shard: ShardTables }): Promise<GovernedRun> {
   const names = movementNames(`bench_gov_${Date.now().toString(36)}`);
   const m = { ...move, names };
+  const source = pools.get(move.source.dsn);
+  const wal0 = await walState(source);
   load.start('governed-before');
+  const idleCpu = new CpuMeter();
   await sleep(5000);
+  const idleCores = idleCpu.cores();
   await load.stop();
-  const done = await runGovernedCopy({ source: move.source, target: move.target, shard: move.shard, names }, () => load.start('governed'), () => load.relabel('governed-apply'));
+  const wal1 = await walState(source);
+  let governedCpu: CpuMeter | undefined;
+  const done = await runGovernedCopy(
+    { source: move.source, target: move.target, shard: move.shard, names },
+    () => {
+      load.start('governed');
+      governedCpu = new CpuMeter();
+    },
+    () => load.relabel('governed-apply'),
+  );
+  const governedCores = governedCpu!.cores();
   await load.stop();
+  const wal2 = await walState(source);
   const [copying, applying] = [load.latencies('governed'), load.latencies('governed-apply')];
   console.log(`governed move: foreground p99 ${round(percentile(copying, 99), 2)} ms while copying, ${round(percentile(applying, 99), 2)} ms while catching up`);
   await leaseFor(fleet, m);
@@ -240,7 +278,14 @@ async function governedMove(fleet: BenchFleet, pools: NodePools, load: Foregroun
       `(apply held ${(done.applyThrottledMs / 1000).toFixed(1)} s), cutover blocked writes ${switched.blockedMs} ms`,
   );
   const during = [...copying, ...applying].sort((a, b) => a - b);
-  return { copySeconds: done.copySeconds, throttledMs: done.throttledMs + done.applyThrottledMs, before: load.latencies('governed-before'), during };
+  return {
+    copySeconds: done.copySeconds,
+    throttledMs: done.throttledMs + done.applyThrottledMs,
+    before: load.latencies('governed-before'),
+    during,
+    wal: { before: walDelta(wal0, wal1), during: walDelta(wal1, wal2) },
+    cores: { before: idleCores, during: governedCores },
+  };
 }
 
 /**
@@ -277,6 +322,11 @@ function governedSummary(g: GovernedRun, bytes: number, rawMbS: number): Record<
     governed_fg_p99_ms_before: round(percentile(g.before, 99), 2),
     governed_fg_p99_ms_during: round(percentile(g.during, 99), 2),
     governed_fg_p99_ratio: round(percentile(g.during, 99) / percentile(g.before, 99), 3),
+    governed_source_fpi_per_write_before: round(g.wal.before.fpi / Math.max(1, g.before.length), 3),
+    governed_source_fpi_per_write_during: round(g.wal.during.fpi / Math.max(1, g.during.length), 3),
+    governed_source_checkpoints_during: g.wal.during.checkpoints,
+    governed_busy_cores_before: round(g.cores.before, 2),
+    governed_busy_cores_during: round(g.cores.during, 2),
   };
 }
 
