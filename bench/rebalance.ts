@@ -3,6 +3,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { printTable } from '../cli/format.js';
 import { parseConfig } from '../src/config.js';
+import { DEFAULT_SETTINGS } from '../src/planning/settings.js';
 import { initBackend } from '../src/forecasting/tf-backend.js';
 import { defaultOptions, loadTrace, POLICIES, simulate, type Policy, type SimulationResult, type Trace } from '../src/simulation/index.js';
 import { round } from './fleet.js';
@@ -40,6 +41,8 @@ export async function run(args: string[]): Promise<void> {
       seed: { type: 'string', default: '1' },
       policies: { type: 'string', default: POLICIES.join(',') },
       'forecast-every': { type: 'string', default: '12' },
+      // The planner's horizon in 5-minute steps (planning.horizonSteps): 12 to 24.
+      horizon: { type: 'string', default: String(DEFAULT_SETTINGS.horizonSteps) },
     },
   });
   const config = parseConfig({});
@@ -47,6 +50,8 @@ export async function run(args: string[]): Promise<void> {
   const warmupDays = wholeNumber(values['warmup-days'], '--warmup-days', 2);
   const seed = wholeNumber(values.seed, '--seed', 0);
   const forecastEverySteps = wholeNumber(values['forecast-every'], '--forecast-every', 1);
+  const horizonSteps = wholeNumber(values.horizon, '--horizon', 12);
+  if (horizonSteps > 24) throw new Error(`--horizon must be 12 to 24 steps (the forecast's two hours), got ${horizonSteps}`);
   const policies = values.policies.split(',') as Policy[];
   for (const p of policies) if (!POLICIES.includes(p)) throw new Error(`--policies: unknown policy ${p}`);
   const files = (await readdir(values.traces)).filter((f) => f.endsWith('.csv')).sort();
@@ -62,7 +67,8 @@ export async function run(args: string[]): Promise<void> {
   const forecaster = { trainingDays: config.forecast.trainingDays, budgetSeconds: config.forecast.budgetSeconds, searchSeconds: config.forecast.searchSeconds };
   console.log(
     `${days} simulated days after ${warmupDays} days of history; training budget ${forecaster.budgetSeconds} s per model, search ${forecaster.searchSeconds} s; seed ${seed}` +
-      (forecastEverySteps !== 12 ? `; forecasts every ${forecastEverySteps * 5} minutes (production: hourly)` : ''),
+      (forecastEverySteps !== 12 ? `; forecasts every ${forecastEverySteps * 5} minutes (production: hourly)` : '') +
+      `; the planner's horizon ${horizonSteps} steps`,
   );
 
   const results = new Map<string, Map<Policy, SimulationResult>>();
@@ -75,6 +81,9 @@ export async function run(args: string[]): Promise<void> {
     for (const policy of policies) {
       const t0 = performance.now();
       const options = { ...defaultOptions(policy, forecaster), days, warmupDays, forecastEverySteps };
+      options.planner = { ...options.planner, horizonSteps };
+      // BENCH_PLANNER (JSON): planner settings over the simulation's, for trying other defaults.
+      if (process.env.BENCH_PLANNER) options.planner = { ...options.planner, ...(JSON.parse(process.env.BENCH_PLANNER) as typeof options.planner) };
       options.group = { ...options.group, seed };
       const r = await simulate(traces, options);
       byPolicy.set(policy, r);

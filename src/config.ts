@@ -285,6 +285,11 @@ export const configSchema = z
         /** Least predicted benefit (overload point·steps removed) per GiB moved. */
         minBenefitPerGiB: z.number().min(0).default(0.5),
         /**
+         * 5-minute steps of the forecast planned on: 12 (the next hour) to 24 (the forecast's two hours).
+         * Longer sees a peak past the hour in time to move before it, and drains fewer nodes.
+         */
+        horizonSteps: z.number().int().min(12).max(24).default(12),
+        /**
          * Where scale-out's new nodes come from (src/planning/provisioner.ts): "standby" activates nodes
          * registered beforehand; { command } or { webhook } asks real infrastructure for one.
          */
@@ -317,9 +322,17 @@ export const configSchema = z
 export type Config = z.infer<typeof configSchema>;
 
 /** The planner settings the configuration gives (the rest are the planner's defaults, src/planning/settings.ts). */
-export function plannerSettings(config: Config): { targetUtilisation: number; bound: 'point' | 'upper80' | 'upper95'; hysteresisSeconds: number; maxConcurrentMovesPerNode: number; minBenefitPerGiB: number; weights: Config['planning']['weights'] } {
-  const { targetUtilisation, bound, hysteresisSeconds, maxConcurrentMovesPerNode, minBenefitPerGiB, weights } = config.planning;
-  return { targetUtilisation, bound, hysteresisSeconds, maxConcurrentMovesPerNode, minBenefitPerGiB, weights };
+export function plannerSettings(config: Config): {
+  targetUtilisation: number;
+  bound: 'point' | 'upper80' | 'upper95';
+  hysteresisSeconds: number;
+  maxConcurrentMovesPerNode: number;
+  minBenefitPerGiB: number;
+  horizonSteps: number;
+  weights: Config['planning']['weights'];
+} {
+  const { targetUtilisation, bound, hysteresisSeconds, maxConcurrentMovesPerNode, minBenefitPerGiB, horizonSteps, weights } = config.planning;
+  return { targetUtilisation, bound, hysteresisSeconds, maxConcurrentMovesPerNode, minBenefitPerGiB, horizonSteps, weights };
 }
 
 /** The movement settings of the configuration, as every movement the CLI or the rebalancer starts gets them. */
@@ -415,6 +428,7 @@ export const ENV_OVERRIDES: Record<string, string> = {
   SHARDCAST_PLANNING_BOUND: 'planning.bound',
   SHARDCAST_PLANNING_HYSTERESIS_SECONDS: 'planning.hysteresisSeconds',
   SHARDCAST_PLANNING_MAX_CONCURRENT_MOVES_PER_NODE: 'planning.maxConcurrentMovesPerNode',
+  SHARDCAST_PLANNING_HORIZON_STEPS: 'planning.horizonSteps',
   SHARDCAST_TABLE_CREATION_MAXIMUM_ATTEMPTS: 'tableCreation.maximumAttempts',
   SHARDCAST_TABLE_CREATION_INITIAL_RETRY_INTERVAL_MS: 'tableCreation.initialRetryIntervalMs',
 };
@@ -558,6 +572,7 @@ const NUMERIC_KEYS = new Set([
   'planning.targetUtilisation',
   'planning.hysteresisSeconds',
   'planning.maxConcurrentMovesPerNode',
+  'planning.horizonSteps',
   'tableCreation.maximumAttempts',
   'tableCreation.initialRetryIntervalMs',
 ]);

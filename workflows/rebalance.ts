@@ -143,8 +143,60 @@ async function act(input: RebalanceInput, a: RebalanceAction, planId: number, pr
     return { id: a.id, state: 'done', outcome: await setNodeLifecycle({ node: a.node!, to }) };
   }
   const real = (name: string | undefined) => (name === undefined ? undefined : (provisioned.get(name) ?? name));
-  const op = movementOf({ ...a, node: real(a.node), ...(a.pieceNodes ? { pieceNodes: a.pieceNodes.map((n) => real(n)!) } : {}) });
+  const pieces = a.pieceNodes?.map((n) => real(n)!);
+  if (a.kind === 'split' && pieces && pieces.length > 2) return splitInPieces(input, a, planId, pieces);
+  const op = movementOf({ ...a, node: real(a.node), ...(pieces ? { pieceNodes: pieces } : {}) });
   if (typeof op === 'string') return { id: a.id, state: 'skipped', outcome: op };
+  const run = await runMovement(input, a, planId, op);
+  return { id: a.id, state: run.state, outcome: run.outcome, ...(run.workflowId ? { workflowId: run.workflowId } : {}) };
+}
+
+/**
+ * A split into more pieces than two (a power of two, in key order): successive halvings, as the
+ * movement engine splits in two. The shard is halved onto the nodes of the first piece of each half,
+ * then each half (a shard of its own) is halved again, the halves side by side, until every piece is
+ * on its node. A halving that fails stops its side; the outcome says how far each side got.
+ */
+async function splitInPieces(input: RebalanceInput, a: RebalanceAction, planId: number, pieces: string[]): Promise<RebalanceActionOutcome> {
+  const shardId = a.shardIds[0];
+  if (shardId === undefined) return { id: a.id, state: 'skipped', outcome: 'no shard in the action' };
+  if ((pieces.length & (pieces.length - 1)) !== 0) return { id: a.id, state: 'skipped', outcome: `a split into ${pieces.length} pieces: only powers of two are halvings` };
+  const done: string[] = [];
+  const failed: string[] = [];
+  const workflowIds: string[] = [];
+  const halve = async (id: number, nodes: string[]): Promise<void> => {
+    if (nodes.length < 2) return;
+    const half = nodes.length / 2;
+    const op: MovementOperationInput = { operation: 'split', shardId: id, splitTargets: [nodes[0]!, nodes[half]!] };
+    const run = await runMovement(input, a, planId, op);
+    if (run.workflowId) workflowIds.push(run.workflowId);
+    if (run.state !== 'done' || !run.shards || run.shards.length !== 2) {
+      failed.push(run.outcome);
+      return;
+    }
+    done.push(run.outcome);
+    await Promise.all([halve(run.shards[0]!, nodes.slice(0, half)), halve(run.shards[1]!, nodes.slice(half))]);
+  };
+  await halve(shardId, pieces);
+  const summary = `split shard ${shardId} into ${pieces.length} by halvings`;
+  return {
+    id: a.id,
+    state: failed.length === 0 ? 'done' : 'failed',
+    outcome: failed.length === 0 ? `${summary}: ${done.join('; ')}` : `${summary}: ${done.length} halving(s) done, then ${failed.join('; ')}`,
+    ...(workflowIds.length > 0 ? { workflowId: workflowIds.join(',') } : {}),
+  };
+}
+
+interface MovementRun {
+  state: RebalanceActionOutcome['state'];
+  outcome: string;
+  workflowId?: string;
+  /** The shards in place of the old ones, once done. */
+  shards?: number[];
+}
+
+/** One movement workflow started as a child (it outlives this run) and awaited. */
+async function runMovement(input: RebalanceInput, a: RebalanceAction, planId: number, op: MovementOperationInput): Promise<MovementRun> {
   const workflowId = moveWorkflowId(op.shardId, input.workflowIdPrefix);
   const movementId = `s${op.shardId}_${uuid4().replace(/-/g, '').slice(0, 10)}`;
   const targets = op.operation === 'split' ? op.splitTargets!.join(',') : op.targetNode;
@@ -164,16 +216,16 @@ async function act(input: RebalanceInput, a: RebalanceAction, planId: number, pr
     });
   } catch (err) {
     if (err instanceof WorkflowExecutionAlreadyStartedError) {
-      return { id: a.id, state: 'skipped', outcome: `shard ${op.shardId} is already being moved, split or merged (workflow ${workflowId})`, workflowId };
+      return { state: 'skipped', outcome: `shard ${op.shardId} is already being moved, split or merged (workflow ${workflowId})`, workflowId };
     }
     throw err;
   }
   try {
     const r = (await child.result()) as MoveShardResult;
-    return { id: a.id, state: 'done', outcome: `${describeMovement(op)}: done, writes blocked ${r.cutoverBlockedMs} ms`, workflowId };
+    return { state: 'done', outcome: `${describeMovement(op)}: done, writes blocked ${r.cutoverBlockedMs} ms`, workflowId, shards: r.shards };
   } catch (err) {
     if (isCancellation(err)) throw err;
-    return { id: a.id, state: 'failed', outcome: `${describeMovement(op)}: ${failureMessage(err)}`, workflowId };
+    return { state: 'failed', outcome: `${describeMovement(op)}: ${failureMessage(err)}`, workflowId };
   }
 }
 
@@ -184,7 +236,7 @@ function movementOf(a: RebalanceAction): MovementOperationInput | string {
   if (a.kind === 'move') return { operation: 'move', shardId, targetNode: a.node! };
   if (a.kind === 'split') {
     const pieces = a.pieceNodes ?? [];
-    if (pieces.length !== 2) return `a split into ${pieces.length} pieces is successive halvings: the next plan splits the halves further`;
+    if (pieces.length !== 2) return `a split into ${pieces.length} pieces is successive halvings`;
     return { operation: 'split', shardId, splitTargets: [pieces[0]!, pieces[1]!] };
   }
   const into = a.intoShardIds?.[0];

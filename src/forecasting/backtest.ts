@@ -56,8 +56,13 @@ const HOUR = 3600;
 const DAY = 86_400;
 
 export interface BacktestOptions {
-  /** Steps ahead; default one hour of steps (at least 1). */
+  /** Steps ahead that are scored; default one hour of steps (at least 1). */
   horizon?: number;
+  /**
+   * Steps ahead that are forecast and calibrated (default and at least `horizon`): the forecasts past
+   * the scored horizon get intervals from their own residuals, but do not count in the scores or weights.
+   */
+  reach?: number;
   /** Models besides the seasonal naive baseline; default DEFAULT_MODELS. */
   models?: readonly ModelFactory[];
   /** Fitting budget of each model over the whole back-test, in seconds, shared among its daily fits (default 30). */
@@ -234,6 +239,7 @@ const schemeTrack = (scheme: WeightScheme) => `${ENSEMBLE}/${scheme}`;
 export async function backtest(series: CleanSeries, options: BacktestOptions = {}): Promise<BacktestReport> {
   const { values, observed, stepSeconds, dailyPeriod } = series;
   const { horizon, origins, evaluationStart, day } = backtestPlan(series, options);
+  const reach = Math.max(horizon, Math.round(options.reach ?? horizon));
   const scheme = options.scheme ?? DEFAULT_SCHEME;
   const fitCount = Math.ceil((origins[origins.length - 1]! - origins[0]! + 1) / day);
   const budgetMs = ((options.budgetSeconds ?? 30) * 1000) / fitCount;
@@ -250,7 +256,7 @@ export async function backtest(series: CleanSeries, options: BacktestOptions = {
   }));
   const memberNames = members.map((m) => m.name);
   const tracks = new Map<string, Track>(
-    [...memberNames, ...WEIGHT_SCHEMES.map(schemeTrack)].map((key) => [key, { calibrator: new ConformalCalibrator(horizon, options.calibration ?? DEFAULT_CALIBRATION), accuracy: new Accuracy() }]),
+    [...memberNames, ...WEIGHT_SCHEMES.map(schemeTrack)].map((key) => [key, { calibrator: new ConformalCalibrator(reach, options.calibration ?? DEFAULT_CALIBRATION), accuracy: new Accuracy() }]),
   );
   const errors = new BacktestErrors();
   const recentErrors = new BacktestErrors({ halfLife: RECENT_HALF_LIFE });
@@ -262,23 +268,24 @@ export async function backtest(series: CleanSeries, options: BacktestOptions = {
   /** Hands the residuals of earlier origins whose targets `origin` has seen to the calibrators, and complete forecasts to the weights. */
   function absorb(origin: number): void {
     for (const p of pending) {
-      const known = Math.min(horizon, origin - p.origin);
+      const known = Math.min(reach, origin - p.origin);
       for (let h = p.calibrated + 1; h <= known; h++) {
         const t = p.origin + h - 1;
         if (observed[t]) for (const [key, f] of p.forecasts) tracks.get(key)!.calibrator.add(h, values[t]! - f[h - 1]!);
       }
+      const scoredNow = p.calibrated < horizon && known >= horizon;
       p.calibrated = known;
-      if (known === horizon) {
+      if (scoredNow) {
         const mask = (_: number, i: number) => observed[p.origin + i]!;
         const actual = values.slice(p.origin, p.origin + horizon).filter(mask);
         for (const name of memberNames) {
-          const forecast = p.forecasts.get(name)!.filter(mask);
+          const forecast = p.forecasts.get(name)!.slice(0, horizon).filter(mask);
           errors.add(name, actual, forecast, p.scale);
           recentErrors.add(name, actual, forecast, p.scale);
         }
       }
     }
-    while (pending.length > 0 && pending[0]!.calibrated === horizon) pending.shift();
+    while (pending.length > 0 && pending[0]!.calibrated === reach) pending.shift();
   }
 
   /** Scores one origin's forecast of the observed targets, with intervals from earlier residuals. */
@@ -309,11 +316,11 @@ export async function backtest(series: CleanSeries, options: BacktestOptions = {
 
     const forecasts = new Map<string, number[]>();
     for (const member of members) {
-      let f = safeForecast(member.fitted!, horizon);
+      let f = safeForecast(member.fitted!, reach);
       if (!f) {
         // The baseline comes first; the last value stands in for it (only a throwing custom baseline gets here).
         member.fallbacks.push(`${when}: no finite forecast; seasonal naive used`);
-        f = forecasts.get(BASELINE) ?? new Array<number>(horizon).fill(train[train.length - 1] ?? 0);
+        f = forecasts.get(BASELINE) ?? new Array<number>(reach).fill(train[train.length - 1] ?? 0);
       }
       forecasts.set(member.name, f);
     }
@@ -336,7 +343,7 @@ export async function backtest(series: CleanSeries, options: BacktestOptions = {
     const scale = maseScale(train, dailyPeriod);
     if (scoring) {
       evaluated++;
-      for (const [key, f] of forecasts) score(tracks.get(key)!, f, origin, scale, sigma);
+      for (const [key, f] of forecasts) score(tracks.get(key)!, f.slice(0, horizon), origin, scale, sigma);
     }
     pending.push({ origin, scale, forecasts, calibrated: 0 });
   }

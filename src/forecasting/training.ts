@@ -34,8 +34,15 @@ import { cleanSeries, seasonLengths, type CleanSeries } from './series.js';
 import { latestUsableModel, type Calibration, type ForecastRow, type StoredMember, type StoredModel } from './store.js';
 import type { FittedModel, Hyperparameters, InitialParams, ModelFactory } from './types.js';
 
-/** Steps of the hourly forecast: one hour of 5-minute buckets. */
+/** Steps the back-tests score: one hour of 5-minute buckets. */
 export const HORIZON = 12;
+/**
+ * Steps of the hourly forecast: two hours of 5-minute buckets, each step with intervals calibrated on
+ * its own back-test residuals. An hourly forecast of one hour would leave a plan made late in the hour
+ * blind to a peak just past it (the planner needs its horizon to reach past the next forecast by the
+ * length of a move); the scores stay those of the first hour.
+ */
+export const FORECAST_STEPS = 24;
 /** Less history than this is forecast by the seasonal naive fallback. */
 export const MIN_HISTORY_DAYS = 2;
 const DAY_MS = 86_400_000;
@@ -85,8 +92,8 @@ function restoreMember(json: Record<string, unknown>): FittedModel {
 /** Random-walk half-widths z·σ·√h for every level: the fallback's intervals (intervals.ts). */
 function randomWalkCalibration(values: readonly number[]): Calibration {
   const sigma = randomWalkSigma(values);
-  const halfWidths = Object.fromEntries(LEVELS.map((level) => [String(level), Array.from({ length: HORIZON }, (_, i) => normalQuantile(0.5 + level / 2) * sigma * Math.sqrt(i + 1))]));
-  return { horizon: HORIZON, halfWidths };
+  const halfWidths = Object.fromEntries(LEVELS.map((level) => [String(level), Array.from({ length: FORECAST_STEPS }, (_, i) => normalQuantile(0.5 + level / 2) * sigma * Math.sqrt(i + 1))]));
+  return { horizon: FORECAST_STEPS, halfWidths };
 }
 
 /** Trains one series (see the module comment). Throws only when the series cannot be forecast at all. */
@@ -129,6 +136,7 @@ export async function trainCleanSeries(id: string, series: CleanSeries, options:
   const models = options.models ?? DEFAULT_MODELS;
   const report = await backtest(series, {
     horizon: HORIZON,
+    reach: FORECAST_STEPS,
     models,
     budgetSeconds: budgetSeconds / 2,
     trainingDays,
@@ -149,7 +157,7 @@ export async function trainCleanSeries(id: string, series: CleanSeries, options:
     try {
       const params = report.models[factory.model]?.tuning?.params;
       const fitted = await factory.fit(series.values, { ...ctx, budgetMs: (budgetSeconds / 2) * 1000, ...(params ? { params } : {}) });
-      if (!fitted.forecast(HORIZON).every(Number.isFinite)) throw new Error('forecasts a non-finite value');
+      if (!fitted.forecast(FORECAST_STEPS).every(Number.isFinite)) throw new Error('forecasts a non-finite value');
       members.push({ model: factory.model, weight, json: fitted.toJSON() });
     } catch (err) {
       notes.push(`${factory.model}: final fit failed, left out: ${errorMessage(err)}`);
@@ -166,7 +174,7 @@ export async function trainCleanSeries(id: string, series: CleanSeries, options:
     ...base,
     status: 'trained',
     members,
-    calibration: { horizon: HORIZON, halfWidths },
+    calibration: { horizon: FORECAST_STEPS, halfWidths },
     scores: {
       points: report.points,
       origins: report.origins,
@@ -201,7 +209,8 @@ export function forecastCleanSeries(id: string, stored: StoredModel, series: Cle
   const forecasts = new Map<string, number[]>();
   const weights = new Map<string, number>();
   for (const m of stored.members) {
-    forecasts.set(m.model, restoreMember(m.json).update(series.values).forecast(HORIZON));
+    // As many steps as the model's intervals were calibrated for (models stored before two-hour forecasts: one hour).
+    forecasts.set(m.model, restoreMember(m.json).update(series.values).forecast(stored.calibration.horizon));
     weights.set(m.model, m.weight);
   }
   const point = combine(forecasts, weights);

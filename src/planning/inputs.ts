@@ -145,7 +145,7 @@ export async function gatherPlanInput(catalog: pg.Pool, pools: NodePools, option
         throw err;
       }),
       recentMoves: await recentMoves(catalog, asOf, settings.hysteresisSeconds),
-      utilisationHistory: (await utilisationHistory(catalog, settings.scaleIn.sustainedRounds)).filter((h) => nodes.some((n) => n.id === h.nodeId)),
+      utilisationHistory: (await utilisationHistory(catalog, settings.scaleIn.sustainedRounds, settings.scaleIn.lookaheadSteps)).filter((h) => nodes.some((n) => n.id === h.nodeId)),
       moveDuration: learnMoveDuration(await pastMovements(catalog)),
       ...(options.settings ? { settings: options.settings } : {}),
     },
@@ -239,13 +239,14 @@ async function recentMoves(catalog: Queryable, asOf: Date, windowSeconds: number
 }
 
 /** Each node's predicted peak utilisation with the plan, over the last `rounds` stored plans, oldest first. */
-async function utilisationHistory(catalog: Queryable, rounds: number): Promise<UtilisationHistory[]> {
+/** Each node's predicted peak over the first `lookahead` steps of each of the last plans (what scale-in asks of them). */
+async function utilisationHistory(catalog: Queryable, rounds: number, lookahead: number): Promise<UtilisationHistory[]> {
   const { rows } = await catalog.query<{ nodes: Array<{ nodeId: number; with: number[] }> }>(
     `select plan -> 'nodes' as nodes from (select plan, created_at from shardcast.plans where trigger <> 'drain' order by created_at desc limit $1) p order by created_at`,
     [rounds],
   );
   const out = new Map<number, number[]>();
-  for (const r of rows) for (const n of r.nodes ?? []) out.set(n.nodeId, [...(out.get(n.nodeId) ?? []), Math.max(0, ...n.with)]);
+  for (const r of rows) for (const n of r.nodes ?? []) out.set(n.nodeId, [...(out.get(n.nodeId) ?? []), Math.max(0, ...n.with.slice(0, lookahead))]);
   return [...out].map(([nodeId, values]) => ({ nodeId, values }));
 }
 

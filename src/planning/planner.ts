@@ -1,6 +1,6 @@
 import { localityCost, peakStacking, targetCost } from './cost.js';
 import { moveSeconds } from './duration.js';
-import { Fleet, type Transfer, type TransferTrial, type Unit } from './fleet.js';
+import { Fleet, type FleetNode, type Transfer, type TransferTrial, type Unit } from './fleet.js';
 import { resolveSettings } from './settings.js';
 import type { Benefit, IntervalBound, NodeOutlook, Plan, PlanAction, PlanInput, PlannerSettings, StepForecast, TableOutlook } from './types.js';
 import { validatePlanInput } from './validate.js';
@@ -181,11 +181,8 @@ class Planner {
     const total = this.totalLoad();
     const peak = Math.max(...total);
     const peakStep = total.indexOf(peak);
-    const usable = [...this.fleet.nodes.values()]
-      .filter((n) => n.node.reachable && (n.state === 'active' || n.state === 'standby'))
-      .sort((a, b) => b.node.capacity - a.node.capacity || a.node.id - b.node.id);
-    let required = 0;
-    for (let sum = 0; required < usable.length && sum < peak - EPS; required++) sum += t * usable[required]!.node.capacity;
+    const usable = this.usableNodes();
+    const required = this.nodesFor(peak);
     if (usable.reduce((sum, n) => sum + t * n.node.capacity, 0) < peak - EPS) {
       this.notes.push(`the predicted peak ${fmt(peak)} at ${this.hhmm(peakStep * this.s.stepSeconds)} exceeds what every usable node takes at ${pct(t)}: the fleet needs more nodes than it has`);
     }
@@ -198,25 +195,45 @@ class Planner {
       if (n.state !== 'standby') continue;
       const short = total.findIndex((v, i) => i >= reachable && v > active + EPS);
       const reason = `fleet predicted at ${fmt(peak)} load units at ${this.hhmm(peakStep * this.s.stepSeconds)}, ${this.boundLabel()}, above the ${fmt(active)} its active nodes take at ${pct(t)}; activating ${n.node.name} (capacity ${fmt(n.node.capacity)})`;
-      this.activate(n.node.id, reason, Math.max(0, short) * this.s.stepSeconds);
+      this.activate(n.node.id, reason, Math.max(0, short) * this.s.stepSeconds, true);
       active += t * n.node.capacity;
     }
     return Math.max(required, 1);
   }
 
-  private activate(nodeId: number, reason: string, neededBy: number): void {
+  /** Active and standby nodes that answer, largest first. */
+  private usableNodes(): FleetNode[] {
+    return [...this.fleet.nodes.values()]
+      .filter((n) => n.node.reachable && (n.state === 'active' || n.state === 'standby'))
+      .sort((a, b) => b.node.capacity - a.node.capacity || a.node.id - b.node.id);
+  }
+
+  /** How many of the usable nodes, largest first, a fleet-wide load needs at target. */
+  private nodesFor(load: number): number {
+    const usable = this.usableNodes();
+    let required = 0;
+    for (let sum = 0; required < usable.length && sum < load - EPS; required++) sum += this.s.targetUtilisation * usable[required]!.node.capacity;
+    return required;
+  }
+
+  /**
+   * Activates a standby node in the plan: at once, or (`deferred`) `activationLeadSeconds` before it
+   * is needed plus its activation, whichever is later.
+   */
+  private activate(nodeId: number, reason: string, neededBy: number, deferred = false): void {
     const n = this.fleet.node(nodeId);
+    const start = deferred ? Math.max(0, neededBy - this.s.activationSeconds - this.s.activationLeadSeconds) : 0;
     n.state = 'active';
-    n.targetFrom = this.s.activationSeconds;
+    n.targetFrom = start + this.s.activationSeconds;
     const id = this.nextId();
     this.activation.set(nodeId, id);
     this.actions.push({
       kind: 'activate',
       nodeId,
       id,
-      startAt: this.iso(0),
-      startBy: this.iso(Math.max(0, neededBy - this.s.activationSeconds)),
-      finishAt: this.iso(this.s.activationSeconds),
+      startAt: this.iso(start),
+      startBy: this.iso(Math.max(start, neededBy - this.s.activationSeconds)),
+      finishAt: this.iso(start + this.s.activationSeconds),
       etaSeconds: this.s.activationSeconds,
       after: [],
       reason,
@@ -322,10 +339,20 @@ class Planner {
         const [step, util] = this.peakOf(nodeId);
         // Activated only when a move to it then relieves the node: otherwise it adds cost, not room.
         const saved = this.save();
-        this.activate(standby.node.id, `${n.name} predicted at ${pct(util)} of capacity at ${this.hhmm(step * this.s.stepSeconds)}, ${this.basis(nodeId)}, and no active node can take enough of its load; activating ${standby.node.name}`, (this.fleet.firstOverloadStep(nodeId) ?? 0) * this.s.stepSeconds);
-        if (this.relieve(nodeId)) continue;
-        this.restore(saved);
-        this.activation.delete(standby.node.id);
+        const why = `${n.name} predicted at ${pct(util)} of capacity at ${this.hhmm(step * this.s.stepSeconds)}, ${this.basis(nodeId)}, and no active node can take enough of its load; activating ${standby.node.name}`;
+        const neededBy = (this.fleet.firstOverloadStep(nodeId) ?? 0) * this.s.stepSeconds;
+        // Activated as late as leaves the moves onto it time, else at once.
+        let relieved = false;
+        for (const deferred of [true, false]) {
+          this.activate(standby.node.id, why, neededBy, deferred);
+          if (this.relieve(nodeId)) {
+            relieved = true;
+            break;
+          }
+          this.restore(saved);
+          this.activation.delete(standby.node.id);
+        }
+        if (relieved) continue;
       }
       stuck.add(nodeId);
       const first = this.fleet.firstOverloadStep(nodeId)!;
@@ -547,7 +574,7 @@ class Planner {
   }
 
   private scaleIn(requiredNodes: number): void {
-    const { lowUtilisation, sustainedRounds, minActiveNodes } = this.s.scaleIn;
+    const { lowUtilisation, sustainedRounds, minActiveNodes, lookaheadSteps } = this.s.scaleIn;
     const history = new Map((this.input.utilisationHistory ?? []).map((h) => [h.nodeId, h.values]));
     const active = this.fleet.targets();
     if (active.length - 1 < Math.max(minActiveNodes, requiredNodes)) return;
@@ -555,7 +582,8 @@ class Planner {
     const candidates = active
       .filter((n) => {
         const values = history.get(n.node.id) ?? [];
-        return values.length >= sustainedRounds && values.slice(-sustainedRounds).every((v) => v < lowUtilisation) && Math.max(...this.fleet.util(n.node.id)) < lowUtilisation;
+        const ahead = this.fleet.util(n.node.id).slice(0, lookaheadSteps);
+        return values.length >= sustainedRounds && values.slice(-sustainedRounds).every((v) => v < lowUtilisation) && Math.max(...ahead) < lowUtilisation;
       })
       .sort((a, b) => bytesOn(a.node.id) - bytesOn(b.node.id) || a.node.id - b.node.id);
     for (const n of candidates) {
@@ -571,7 +599,7 @@ class Planner {
         finishAt: this.iso(0),
         etaSeconds: 0,
         after: [],
-        reason: `${n.node.name} predicted under ${pct(lowUtilisation)} of capacity for the last ${sustainedRounds} rounds and the whole horizon (peak ${pct(Math.max(...this.fleet.util(n.node.id)))}); the other nodes take its load under ${pct(this.s.targetUtilisation)} at every step: draining it, then retiring it`,
+        reason: `${n.node.name} predicted under ${pct(lowUtilisation)} of capacity for the last ${sustainedRounds} rounds and the next ${this.hhmm(0)}–${this.hhmm(Math.min(lookaheadSteps, this.s.horizonSteps) * this.s.stepSeconds)} (peak ${pct(Math.max(...this.fleet.util(n.node.id).slice(0, lookaheadSteps)))}); the other nodes take its load under ${pct(this.s.targetUtilisation)} at every step of the horizon: draining it, then retiring it`,
         benefit: { overloadPointSteps: 0, frees: n.node.name, summary: `frees ${n.node.name} (capacity ${fmt(n.node.capacity)})` },
       };
       this.actions.push(drain);

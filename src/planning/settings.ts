@@ -13,8 +13,9 @@ export const DEFAULT_SETTINGS: PlannerSettings = {
   copyLoadFactor: 0.3,
   bulkCopyShare: 0.03,
   sourceCeiling: 0.9,
-  scaleIn: { lowUtilisation: 0.3, sustainedRounds: 6, minActiveNodes: 1 },
+  scaleIn: { lowUtilisation: 0.3, sustainedRounds: 6, minActiveNodes: 1, lookaheadSteps: 12 },
   activationSeconds: 120,
+  activationLeadSeconds: 7200,
   coldShare: 0.1,
   splitFill: 0.6,
 };
@@ -34,6 +35,7 @@ export function resolveSettings(given: PlanInput['settings'] = {}): PlannerSetti
   check('horizonSteps', s.horizonSteps, (v) => Number.isInteger(v) && v > 0, 'a positive integer');
   check('targetUtilisation', s.targetUtilisation, (v) => v > 0 && v <= 1, 'in (0, 1]');
   for (const [k, v] of Object.entries(s.weights)) check(`weights.${k}`, v, (x) => x >= 0, 'a number ≥ 0');
+  check('activationLeadSeconds', s.activationLeadSeconds, (v) => v >= 0, 'a number of seconds ≥ 0');
   check('hysteresisSeconds', s.hysteresisSeconds, (v) => v >= 0, 'a number of seconds ≥ 0');
   check('maxConcurrentMovesPerNode', s.maxConcurrentMovesPerNode, (v) => Number.isInteger(v) && v >= 1, 'an integer ≥ 1');
   check('minBenefitPerGiB', s.minBenefitPerGiB, (v) => v >= 0, 'a number ≥ 0');
@@ -43,6 +45,7 @@ export function resolveSettings(given: PlanInput['settings'] = {}): PlannerSetti
   check('scaleIn.lowUtilisation', s.scaleIn.lowUtilisation, (v) => v >= 0 && v < s.targetUtilisation, 'in [0, targetUtilisation)');
   check('scaleIn.sustainedRounds', s.scaleIn.sustainedRounds, (v) => Number.isInteger(v) && v >= 1, 'an integer ≥ 1');
   check('scaleIn.minActiveNodes', s.scaleIn.minActiveNodes, (v) => Number.isInteger(v) && v >= 1, 'an integer ≥ 1');
+  check('scaleIn.lookaheadSteps', s.scaleIn.lookaheadSteps, (v) => Number.isInteger(v) && v >= 1, 'an integer ≥ 1');
   check('activationSeconds', s.activationSeconds, (v) => v >= 0, 'a number of seconds ≥ 0');
   check('coldShare', s.coldShare, (v) => v >= 0 && v < 1, 'in [0, 1)');
   check('splitFill', s.splitFill, (v) => v > 0 && v <= 1, 'in (0, 1]');

@@ -145,9 +145,22 @@ export interface PlannerSettings {
   /** A move's copy load may take its source over target while it runs (it is shedding load), never over this utilisation. */
   sourceCeiling: number;
   /** Scale-in: a node whose predicted peak utilisation stayed under `lowUtilisation` for the last `sustainedRounds` rounds is drained. */
-  scaleIn: { lowUtilisation: number; sustainedRounds: number; minActiveNodes: number };
+  /**
+   * A node is drained once its predicted peak has stayed under `lowUtilisation` for `sustainedRounds`
+   * plans and over the next `lookaheadSteps` steps (the rest of the horizon need only fit on the
+   * other nodes under target), never below `minActiveNodes` active nodes.
+   */
+  scaleIn: { lowUtilisation: number; sustainedRounds: number; minActiveNodes: number; lookaheadSteps: number };
   /** Seconds from activating a standby node to it taking shards. */
   activationSeconds: number;
+  /**
+   * A node is activated this long before it is first needed plus its activation (room for the moves
+   * onto it), not as soon as the forecast shows the need; when the moves would not finish in time
+   * from a node activated that late, it is activated at once. The default, two hours, activates at
+   * once whatever the horizon: a shorter lead saved the oracle node-hours in the simulation but
+   * not (in one run) the predictive policy, whose forecast of when the need comes can be late.
+   */
+  activationLeadSeconds: number;
   /** A shard is "cold" (merge candidate) when its peak load is under this share of its node's target load. */
   coldShare: number;
   /** Split pieces aim at this share of the largest node's target load, leaving room to place them. */

@@ -1,6 +1,6 @@
 import { cleanSeries, type CleanSeries, type Observation } from '../forecasting/series.js';
 import type { ForecastRow, StoredModel } from '../forecasting/store.js';
-import { forecastCleanSeries, HORIZON, previousParams, trainCleanSeries } from '../forecasting/training.js';
+import { forecastCleanSeries, previousParams, trainCleanSeries } from '../forecasting/training.js';
 import type { StepForecast } from '../planning/types.js';
 import { SIM_STEP_SECONDS } from './trace.js';
 
@@ -66,7 +66,7 @@ export class ShardForecaster {
     this.trainSeconds += (performance.now() - started) / 1000;
   }
 
-  /** The hourly forecast at `now`: twelve steps from the bucket starting at `now`. */
+  /** The hourly forecast at `now`: FORECAST_STEPS (two hours) from the bucket starting at `now`. */
   forecast(now: number): void {
     const nowBucket = Math.floor(now / SIM_STEP_SECONDS);
     for (const [shardId, model] of this.models) {
@@ -85,12 +85,12 @@ export class ShardForecaster {
     }
   }
 
-  /** The latest forecast's steps from `now` on (fewer than twelve later in the hour), or undefined before any. */
+  /** The latest forecast's steps from `now` on (fewer later in the hour), or undefined before any. */
   outlook(shardId: number, now: number): ShardOutlook | undefined {
     const f = this.latest.get(shardId);
     if (!f) return undefined;
     const skip = Math.round((now - f.issued) / SIM_STEP_SECONDS);
-    if (skip >= HORIZON) return undefined;
+    if (skip >= f.outlook.steps.length) return undefined;
     return { ...f.outlook, steps: f.outlook.steps.slice(skip) };
   }
 }

@@ -4,6 +4,7 @@ import { planRebalance } from '../planning/planner.js';
 import { DEFAULT_SETTINGS } from '../planning/settings.js';
 import type { DailyProfile, Plan, PlanInput, PlanNode, Placement, RecentMove, ShardForecast, UtilisationHistory } from '../planning/types.js';
 import { uniforms } from '../forecasting/random.js';
+import { FORECAST_STEPS } from '../forecasting/training.js';
 import { EPOCH_MS, ShardForecaster, type ForecasterOptions } from './forecaster.js';
 import { SimFleet, type SimMetrics, type SimNode } from './fleet.js';
 import { DEFAULT_REACTIVE, reactiveMemory, reactiveRound, type ReactiveSettings } from './reactive.js';
@@ -100,7 +101,11 @@ export async function simulate(traces: readonly Trace[], o: SimulationOptions): 
   if (!(Number.isInteger(o.warmupDays) && o.warmupDays >= 2)) throw new InvalidInputError(`warm-up days must be a whole number ≥ 2 (the models need two days of history), got ${o.warmupDays}`);
   const start = o.warmupDays * DAY_STEPS + START_HOUR * HOUR_STEPS;
   const end = start + o.days * DAY_STEPS;
-  const shards = shardGroups(traces, end + HOUR_STEPS, o.group);
+  const planSteps = o.planner.horizonSteps ?? DEFAULT_SETTINGS.horizonSteps;
+  if (!(Number.isInteger(planSteps) && planSteps >= HOUR_STEPS && planSteps <= FORECAST_STEPS)) {
+    throw new InvalidInputError(`the planner's horizon must be ${HOUR_STEPS} to ${FORECAST_STEPS} steps (the forecast's), got ${planSteps}`);
+  }
+  const shards = shardGroups(traces, end + FORECAST_STEPS, o.group);
   const settings = { ...DEFAULT_SETTINGS, ...o.planner, weights: { ...DEFAULT_SETTINGS.weights, ...o.planner.weights }, scaleIn: { ...DEFAULT_SETTINGS.scaleIn, ...o.planner.scaleIn } };
   const target = settings.targetUtilisation;
   const peak = (s: SimShard, from: number, to: number) => Math.max(...s.load.slice(from, to));
@@ -151,7 +156,8 @@ export async function simulate(traces: readonly Trace[], o: SimulationOptions): 
         }
       }
     } else if (o.policy === 'predictive' || o.policy === 'oracle') {
-      const horizon = HOUR_STEPS - (k % o.forecastEverySteps);
+      // The planner's horizon, shortened by what has passed of the latest forecast's first hour.
+      const horizon = planSteps - (k % o.forecastEverySteps);
       const forecasts: ShardForecast[] = shards.map((s) => {
         const series = `shard:${s.shardId}:load`;
         const observedLoad = s.load[k - 1]!;
@@ -164,7 +170,7 @@ export async function simulate(traces: readonly Trace[], o: SimulationOptions): 
       });
       const plan = planRebalance(planInput(now, fleet, forecasts, profiles, utilHistory, { ...o.planner, stepSeconds: SIM_STEP_SECONDS, horizonSteps: horizon }));
       for (const n of plan.nodes) {
-        const values = [...(utilHistory.get(n.nodeId) ?? []), Math.max(...n.with)].slice(-24);
+        const values = [...(utilHistory.get(n.nodeId) ?? []), Math.max(...n.with.slice(0, settings.scaleIn.lookaheadSteps))].slice(-24);
         utilHistory.set(n.nodeId, values);
       }
       skippedSplits += execute(plan, now, fleet, settings.activationSeconds, trueSeconds);

@@ -36,6 +36,15 @@ export function withDatabase(url: string, database: string): string {
   return u.toString();
 }
 
+/** Every shard of the catalog with its schema and the node it is placed on, by id. */
+export async function shardPlacements(db: Pick<pg.Pool, 'query'>): Promise<Array<{ id: number; schema: string; node: string }>> {
+  const { rows } = await db.query<{ id: number; schema: string; node: string }>(
+    `select s.id::int as id, s.schema_name as schema, n.name as node from shardcast.shards s join shardcast.placements p on p.shard_id = s.id
+       join shardcast.nodes n on n.id = p.node_id order by s.id`,
+  );
+  return rows;
+}
+
 export async function adminQuery(url: string, sql: string, params: unknown[] = []): Promise<pg.QueryResult> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();

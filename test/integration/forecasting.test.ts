@@ -18,6 +18,7 @@ import { forecastableSeries, type Calibration, type SeriesListing, type StoredMe
 import { TrainingThreads } from '../../src/forecasting/thread-pool.js';
 import { ensurePartitions } from '../../src/profiling/partitions.js';
 import { listSeries } from '../../src/profiling/series.js';
+import { FORECAST_STEPS } from '../../src/forecasting/training.js';
 import { createTestCatalog, fleet, recordHistory, startTestWorker, startWorkerProcess, uniqueName, until, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 
 let catalog: TestCatalog;
@@ -135,7 +136,9 @@ describe('daily retraining', () => {
     expect(orders.status).toBe('trained');
     expect(orders.members.reduce((s, m) => s + m.weight, 0)).toBeCloseTo(1, 6);
     for (const m of orders.members) expect(m.json).toMatchObject({ model: m.model, version: 1 });
-    expect(orders.calibration!.halfWidths['0.8']).toHaveLength(12);
+    // Two hours of intervals (FORECAST_STEPS), each step calibrated on its own residuals; scored on the first hour.
+    expect(orders.calibration!.halfWidths['0.8']).toHaveLength(FORECAST_STEPS);
+    expect(orders.calibration!.horizon).toBe(FORECAST_STEPS);
     expect(orders.calibration!.halfWidths['0.95']!.every((w, i) => w >= orders.calibration!.halfWidths['0.8']![i]!)).toBe(true);
     expect(Object.keys(orders.scores!.models as object).sort()).toEqual(['arima', 'ets', 'lstm', 'seasonal_naive']);
     const perWorker = [...new Set(ran)].map((id) => `${id}: ${ran.filter((r) => r === id).length}`).join(', ');
@@ -145,7 +148,7 @@ describe('daily retraining', () => {
 });
 
 describe('hourly forecasting', () => {
-  it('forecasts the next hour of every series with a model, with nested intervals, once per issue', async () => {
+  it('forecasts the next two hours of every series with a model, with nested intervals, once per issue', async () => {
     const workflowId = uniqueName('forecast');
     const summary: ForecastingSummary = await worker.client.workflow.execute('forecastLoad', { taskQueue: worker.taskQueue, workflowId, args: [{ batchSize: 4, parallelBatches: 2 }] });
     await recordHistory(worker.client, workflowId, 'forecast-load');
@@ -154,10 +157,11 @@ describe('hourly forecasting', () => {
       'select * from shardcast_forecast.forecasts where issued_at = $1 order by series, step',
       [summary.asOf],
     );
-    expect(rows).toHaveLength(12 * 12);
+    // Fallback models (seasonal naive on a young series) are stored with two hours of random-walk intervals too.
+    expect(rows).toHaveLength(12 * FORECAST_STEPS);
     for (const r of rows) expect(r.lo95 <= r.lo80 && r.lo80 <= r.yhat && r.yhat <= r.hi80 && r.hi80 <= r.hi95).toBe(true);
     const inserts = rows.filter((r) => r.series === 'table:orders:inserts');
-    expect(inserts.map((r) => r.step)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    expect(inserts.map((r) => r.step)).toEqual(Array.from({ length: FORECAST_STEPS }, (_, i) => i + 1));
     inserts.forEach((r, i) => i > 0 && expect(r.ts.getTime() - inserts[i - 1]!.ts.getTime()).toBe(STEP));
     // The first step follows the last complete bucket: the bucket in progress when the run was issued
     // (or the one before, when the seeded samples end just before a bucket boundary).

@@ -5,9 +5,10 @@ import { createDistributedTable, rebalanceWorkflowId } from '../../client/index.
 import { setNodeCapacity } from '../../src/catalog/nodes.js';
 import { createMetricsRegistry } from '../../src/metrics/metrics.js';
 import { storeModel, storeForecasts } from '../../src/forecasting/store.js';
+import { FORECAST_STEPS } from '../../src/forecasting/training.js';
 import { rebalancePaused, setRebalancePaused, storedPlans } from '../../src/planning/store.js';
 import { pauseSignal, rebalanceProgressQuery, resumeSignal, type ForecastingSummary, type RebalanceInput, type RebalanceResult } from '../../workflows/messages.js';
-import { adminQuery, createTestCatalog, fleet, startTestWorker, until, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
+import { adminQuery, createTestCatalog, shardPlacements, fleet, startTestWorker, until, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 
 /**
  * The rebalancer end to end, against real PostgreSQL and Temporal: forecasts that put one node over
@@ -39,13 +40,7 @@ afterAll(async () => {
   await catalog?.close();
 });
 
-async function shards(): Promise<Array<{ id: number; schema: string; node: string }>> {
-  const { rows } = await catalog.pool.query<{ id: number; schema: string; node: string }>(
-    `select s.id::int as id, s.schema_name as schema, n.name as node from shardcast.shards s join shardcast.placements p on p.shard_id = s.id
-       join shardcast.nodes n on n.id = p.node_id order by s.id`,
-  );
-  return rows;
-}
+const shards = () => shardPlacements(catalog.pool);
 
 async function rowCount(): Promise<number> {
   let total = 0;
@@ -76,8 +71,9 @@ async function writeForecasts(): Promise<void> {
     });
     await storeForecasts(
       catalog.pool,
-      Array.from({ length: 12 }, (_, i) => {
-        const y = k === 3 ? 10 : 150 + (150 * i) / 11;
+      // The first hour rises; the second holds its last value.
+      Array.from({ length: FORECAST_STEPS }, (_, i) => {
+        const y = k === 3 ? 10 : 150 + (150 * Math.min(i, 11)) / 11;
         return { series, issuedAt, step: i + 1, ts: new Date(issuedAt.getTime() + (i + 1) * 300_000), yhat: y, lo80: y * 0.95, hi80: y * 1.03, lo95: y * 0.9, hi95: y * 1.05, model: 'ets' };
       }),
     );

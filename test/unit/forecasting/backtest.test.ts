@@ -86,6 +86,31 @@ describe('backtest', () => {
     expect(report.ensemble.coverage95).toBeGreaterThan(0.85);
   });
 
+  it('forecasts and calibrates past the scored horizon (reach) without changing what is scored', async () => {
+    const z = normals(5);
+    let level = 100;
+    const rows = rowsOf(Array.from({ length: 14 * 24 }, () => (level += z())));
+    // The last value as the forecast: deterministic, so the two runs must score exactly alike; on a random walk its error grows with the step.
+    const last: ModelFactory = { model: 'last', fit: async (y) => lastValueModel(y) };
+    const scored = await run(rows, { horizon: 3, models: [last] });
+    const reaching = await run(rows, { horizon: 3, reach: 6, models: [last] });
+    expect(reaching.horizon).toBe(3);
+    expect(reaching.ensemble).toEqual(scored.ensemble);
+    expect(reaching.models).toEqual(scored.models);
+    expect(reaching.scored).toBe(scored.scored);
+    for (const model of ['last', 'ensemble']) {
+      const [short, long] = [scored.next[model]!, reaching.next[model]!];
+      expect(short.point).toHaveLength(3);
+      expect(long.point).toHaveLength(6);
+      expect(long.point.slice(0, 3)).toEqual(short.point);
+      // Steps past the scored horizon get intervals from their own residuals: for a random walk they keep widening.
+      const w = widths95(reaching, model);
+      expect(w.slice(0, 3)).toEqual(widths95(scored, model));
+      expect(w.every(Number.isFinite)).toBe(true);
+      expect(w[5]!, model).toBeGreaterThan(w[2]! * 1.15);
+    }
+  });
+
   it('covers i.i.d. noise at close to the nominal levels', async () => {
     const z = normals(11);
     const report = await run(rowsOf(Array.from({ length: 14 * 24 }, () => 50 + z())), { models: [] });
@@ -218,6 +243,10 @@ describe('backtest', () => {
     expect(Object.keys(summary.train_seconds as object)).toEqual(['seasonal_naive', 'ets', 'arima']);
   });
 });
+
+function lastValueModel(y: readonly number[]): FittedModel {
+  return { ...constantModel('last', y, y[y.length - 1]!), update: (longer) => lastValueModel(longer) };
+}
 
 function constantModel(name: string, y: readonly number[], value: number): FittedModel {
   return {

@@ -72,6 +72,8 @@ export function planInput(nodes: PlanNode[], shards: ShardSpec[], extra: Partial
     shardForecasts: built.map((s) => s.forecast),
     moveDuration: TEN_MB,
     ...extra,
+    // The cases' forecasts are H steps: the planner's horizon, whatever its default.
+    settings: { horizonSteps: H, ...extra.settings },
   };
 }
 

@@ -114,6 +114,48 @@ describe('planRebalance', () => {
     expectUnderTargetEverywhere(plan);
   });
 
+  it('activates a standby node for a peak in the second hour activationLeadSeconds before it is needed, when asked to', () => {
+    // Two hours: six shards flat at 150, then from 15:00 rising by 10 a step; the two active nodes are
+    // short (over 1400 at 70%) from step 20 (15:40), each node over target from then on too.
+    const rise = Array.from({ length: 24 }, (_, i) => (i < 12 ? 150 : 150 + 10 * (i - 11)));
+    const shards: ShardSpec[] = Array.from({ length: 6 }, (_, i) => ({ id: i + 1, node: 1 + (i % 2), load: rise }));
+    const nodes = [node(1), node(2), node(3, { state: 'standby' })];
+    const plan = planRebalance(planInput(nodes, shards, { settings: { horizonSteps: 24, activationLeadSeconds: 1800 } }));
+    const activate = plan.actions.find((a) => a.kind === 'activate')!;
+    expect(activate).toMatchObject({ kind: 'activate', nodeId: 3 });
+    // 30 minutes of lead plus 2 minutes of activation before 15:40.
+    expect(offset(activate.startAt)).toBe(20 * STEP_MS - (1800 + 120) * 1000);
+    expect(offset(activate.finishAt)).toBe(20 * STEP_MS - 1800 * 1000);
+    const onto = moves(plan).filter((m) => m.toNodeId === 3);
+    expect(onto.length).toBeGreaterThan(0);
+    for (const m of onto) expect(offset(m.startAt)).toBeGreaterThanOrEqual(offset(activate.finishAt));
+    expectUnderTargetEverywhere(plan);
+    expectNoStartInPeak(plan);
+
+    // By default (a lead of two hours, the forecast's reach), the node is activated at once.
+    const eager = planRebalance(planInput(nodes, shards, { settings: { horizonSteps: 24 } }));
+    expect(offset(eager.actions.find((a) => a.kind === 'activate')!.startAt)).toBe(0);
+  });
+
+  it('scales in on the next hour of the forecast (scaleIn.lookaheadSteps) when the other nodes take the second hour too', () => {
+    // node-3 at 15% for an hour, then 35%: low over the look-ahead, not over the whole horizon; its
+    // shard fits on the others under target at every step of both hours.
+    const later = Array.from({ length: 24 }, (_, i) => (i < 12 ? 150 : 350));
+    const shards: ShardSpec[] = [
+      { id: 1, node: 1, load: new Array<number>(24).fill(150) },
+      { id: 2, node: 2, load: new Array<number>(24).fill(150) },
+      { id: 3, node: 3, load: later },
+    ];
+    const low = { nodeId: 3, values: [0.2, 0.18, 0.17, 0.2, 0.19, 0.17] };
+    const input = (lookaheadSteps: number) => planInput([node(1), node(2), node(3)], shards, { utilisationHistory: [low], settings: { horizonSteps: 24, scaleIn: { lookaheadSteps } } });
+    const plan = planRebalance(input(12));
+    expect(plan.actions.find((a) => a.kind === 'drain')).toMatchObject({ nodeId: 3 });
+    expect(plan.actions.find((a) => a.kind === 'drain')!.reason).toMatch(/next 14:00–15:00 \(peak 15%\)/);
+    expectUnderTargetEverywhere(plan);
+    // Asked to be low for both hours, it is kept.
+    expect(planRebalance(input(24)).actions.find((a) => a.kind === 'drain')).toBeUndefined();
+  });
+
   it('does not activate a standby node for an overload no new node could relieve in time', () => {
     // Over target in the first step only: gone before any activated node could take a shard.
     const input = planInput([node(1), node(2, { state: 'standby' })], [{ id: 1, node: 1, load: [750, ...flat(500).slice(1)] }]);
@@ -369,6 +411,8 @@ describe('planRebalance input checks', () => {
     ['a horizon length mismatch', (i: PlanInput) => void (i.shardForecasts[1]!.steps = steps(new Array<number>(11).fill(100))), /forecast "shard:2:load" has 11 steps, the horizon is 12/],
     ['a shard without forecast', (i: PlanInput) => void i.shardForecasts.pop(), /shard 2 has a placement but no forecast/],
     ['a bad setting', (i: PlanInput) => void (i.settings = { targetUtilisation: 1.5 }), /planner settings: targetUtilisation must be in \(0, 1\], got 1.5/],
+    ['a negative activation lead', (i: PlanInput) => void (i.settings = { activationLeadSeconds: -1 }), /planner settings: activationLeadSeconds must be a number of seconds ≥ 0, got -1/],
+    ['a fractional scale-in look-ahead', (i: PlanInput) => void (i.settings = { scaleIn: { lookaheadSteps: 1.5 } }), /planner settings: scaleIn.lookaheadSteps must be an integer ≥ 1, got 1.5/],
   ])('rejects %s with a clear error', (_name, spoil, message) => {
     const input = good();
     spoil(input);
