@@ -37,10 +37,11 @@ const PROVISION_TIMEOUT_SECONDS = 10;
 const AFTER_KILL_MS = 30_000;
 /**
  * From a worker's stall to the scale-out's end: the stalled worker's attempt and the two retries its
- * open polls take are each lost after the heartbeat timeout (3 × 10 s, with 2 s and 4 s back-offs),
- * then a new round of attempts goes to the live worker; and room for a loaded machine.
+ * open polls take are each lost after the heartbeat timeout (3 × 10 s, with 2 s and 4 s back-offs);
+ * the workflow tasks its open polls take next are lost after Temporal's workflow task timeout (10 s
+ * each; 3 seen); then the live worker runs a new round of attempts. Seen: 67–68 s.
  */
-const STALLED_MS = 70_000;
+const STALLED_MS = 90_000;
 
 /**
  * A provisioner idempotent by request id, as src/planning/provisioner.ts asks: the first call of a
