@@ -5,6 +5,7 @@ import { getNode, type NodeRecord } from '../src/catalog/nodes.js';
 import type { NodePools } from '../src/catalog/node-pools.js';
 import { cutover, fencedSchemaName, settleMove, VerificationError, type CutoverResult } from '../src/movement/cutover.js';
 import { dropVerifySlots, furthest, refreshVerification, verifyChunks, type VerifyProgress } from '../src/movement/verify.js';
+import { whileHeartbeating } from './heartbeat.js';
 import { failpoint } from '../src/failpoints.js';
 import { tablesyncReads, type OwnReadCount } from '../src/movement/own-reads.js';
 import { recordMovementReads } from '../src/profiling/series.js';
@@ -408,19 +409,6 @@ export function createMovementActivities(deps: MovementDeps) {
       return run(() => finishMovement(deps.catalog, movementId, state));
     },
   };
-}
-
-/**
- * Heartbeats every `everyMs` while `work` runs, including while one long query (a lock wait, a
- * checksum) keeps it from heartbeating by itself: a live attempt is never taken for a lost one.
- */
-async function whileHeartbeating<T>(what: string, work: () => Promise<T>, everyMs = 2000): Promise<T> {
-  const timer = setInterval(() => heartbeat(what), everyMs);
-  try {
-    return await work();
-  } finally {
-    clearInterval(timer);
-  }
 }
 
 /**

@@ -10,6 +10,7 @@ import type { RebalanceAction, RebalanceInput, RebalancePlanned } from '../workf
 import type { ActivityDeps } from './index.js';
 import { failpoint } from '../src/failpoints.js';
 import { run } from './failures.js';
+import { whileHeartbeating } from './heartbeat.js';
 
 /**
  * A planned action with node names for ids (the movement workflows take names), nothing else of the
@@ -93,7 +94,7 @@ export function createPlanningActivities(deps: ActivityDeps) {
      * that does not stays standby (nothing half done). Retiring needs the node empty.
      */
     async setNodeLifecycle(input: { node: string; to: NodeState }): Promise<string> {
-      return run(async () => {
+      return run(() => whileHeartbeating(`making ${input.node} ${input.to}`, async () => {
         const node = await getNodeByName(deps.catalog, input.node);
         if (input.to === 'active') {
           await checkNodeReachable(node);
@@ -111,16 +112,17 @@ export function createPlanningActivities(deps: ActivityDeps) {
           return `${node.name} is retired`;
         }
         throw new InvalidInputError(`a node cannot be made ${input.to} by the rebalancer`);
-      });
+      }));
     },
 
     /**
      * Scale-out's first step: asks the provisioner (planning.provisioner) for a node and registers it,
      * standby. Returns its name only: its DSN goes to the catalog, never into the workflow's history.
-     * A retry that finds the node it registered (same name, same DSN) goes on with it.
+     * A retry that finds the node it registered (same name, same DSN) goes on with it. Heartbeats
+     * while it waits for the provisioner: a dead worker's attempt is retried within seconds.
      */
     async provisionNode(request: NodeRequest): Promise<{ node: string }> {
-      return run(async () => {
+      return run(() => whileHeartbeating('waiting for the provisioner', async () => {
         const made = await provisionNode(deps.provisioner ?? 'standby', request);
         const spec = { name: made.name, dsn: made.dsn, region: made.region ?? request.region, zone: made.zone ?? request.zone, capacity: made.capacity, state: 'standby' as const };
         try {
@@ -136,7 +138,7 @@ export function createPlanningActivities(deps: ActivityDeps) {
         }
         await failpoint('provisionNode.registered'); // tests: the reply lost after the registration committed
         return { node: made.name };
-      });
+      }));
     },
 
     /**
@@ -145,7 +147,7 @@ export function createPlanningActivities(deps: ActivityDeps) {
      * and said so), then the provisioner is told to release what it made for the request.
      */
     async releaseProvisionedNode(input: { request: NodeRequest; node?: string }): Promise<string> {
-      return run(async () => {
+      return run(() => whileHeartbeating('releasing the node', async () => {
         const said: string[] = [];
         if (input.node) {
           const node = await getNodeByName(deps.catalog, input.node).catch((err: unknown) => {
@@ -160,7 +162,7 @@ export function createPlanningActivities(deps: ActivityDeps) {
           said.push(`the provisioner was told to release request ${input.request.requestId}`);
         }
         return said.join('; ');
-      });
+      }));
     },
 
     /** How many shards a node holds now (a drain is done at 0). */

@@ -12,7 +12,10 @@
  * instead of holding one. It goes to the catalog and nowhere else: neither the workflow's history
  * nor an error message holds it. Requests carry a `requestId`, the same on every retry of one
  * scale-out: a provisioner that may be asked twice makes one node per id, and `release` of an id it
- * created nothing for does nothing.
+ * created nothing for does nothing. The second call may come while the first still runs: a worker
+ * killed in the middle of a call leaves its command running (the command has a process group of its
+ * own, and the worker's time limit died with it), and the scale-out asks again once the dead
+ * attempt's heartbeat is 10 s late.
  */
 import { spawn } from 'node:child_process';
 import { validateNewNode } from '../catalog/nodes.js';
