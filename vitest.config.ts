@@ -32,10 +32,14 @@ class SlowFirstSequencer extends BaseSequencer {
   }
 }
 
+/** Files of the long suite (`npm run test:long`, vitest.long.config.ts): kept out of `npm test`, which must stay under 15 minutes. */
+export const LONG_TESTS = 'test/**/*.long.test.ts';
+
 export default defineConfig({
   test: {
     globalSetup: ['test/helpers/global-setup.ts'],
     include: ['test/**/*.test.ts'],
+    exclude: ['**/node_modules/**', LONG_TESTS],
     pool: 'forks',
     maxWorkers: 2,
     testTimeout: 90_000,

@@ -38,6 +38,7 @@ export interface TableToExport {
   name: string;
   parts: TablePart[];
   source: ManifestTable['source'];
+  rowHistory?: ManifestTable['rowHistory'];
 }
 
 export interface ExportOptions {
@@ -68,11 +69,36 @@ export async function shardcastTables(catalog: pg.Pool, pools: NodePools, name: 
       where s.group_id = $1 order by s.id`,
     [rows[0]!.group_id],
   );
-  return rows.map((t) => ({
-    name: t.name,
-    source: { kind: 'shardcast', shards: shards.rows.length, method: t.method, keyColumn: t.key_column },
-    parts: shards.rows.map((s) => ({ label: `${s.schema} on ${s.node}`, pool: pools.get(s.dsn), schema: s.schema, table: t.name })),
-  }));
+  const schemas = shards.rows.map((s) => s.schema);
+  return Promise.all(
+    rows.map(async (t) => {
+      const rowHistory = await collectedRows(catalog, t.name, schemas);
+      return {
+        name: t.name,
+        source: { kind: 'shardcast' as const, shards: shards.rows.length, method: t.method, keyColumn: t.key_column },
+        parts: shards.rows.map((s) => ({ label: `${s.schema} on ${s.node}`, pool: pools.get(s.dsn), schema: s.schema, table: t.name })),
+        ...(rowHistory.length > 0 ? { rowHistory } : {}),
+      };
+    }),
+  );
+}
+
+/**
+ * The table's live rows per hour over the last 30 days, from the collector's samples: per shard
+ * schema the largest count sampled that hour (a shard being moved is counted once), summed over the
+ * shards; only hours in which every one of today's shards was sampled.
+ */
+async function collectedRows(catalog: pg.Pool, table: string, schemas: readonly string[]): Promise<Array<{ at: string; rows: number }>> {
+  const { rows } = await catalog.query<{ at: string; rows: number }>(
+    `select to_char(h at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') as at, sum(n)::float8 as rows
+       from (select date_trunc('hour', ts) as h, schema_name, max(n_live_tup) as n
+               from shardcast_stats.table_samples
+              where table_name = $1 and schema_name = any($2::text[]) and ts >= now() - interval '30 days'
+              group by 1, 2) per_shard
+      group by h having count(*) = $3 order by h`,
+    [table, schemas, schemas.length],
+  );
+  return rows;
 }
 
 /** A plain PostgreSQL table (`name` or `schema.name`) reached through `pool`. */
@@ -261,6 +287,7 @@ export async function exportBackup(tables: TableToExport[], dir: string, options
           rows: total.rows,
           checksum: { algorithm: DIGEST_ALGORITHM, rows: total.rows, sum: total.sum.toString() },
           keyStats: [...stats.values()].map((s) => s.result()),
+          ...(t.rowHistory ? { rowHistory: t.rowHistory } : {}),
         };
       });
     }

@@ -64,6 +64,12 @@ const tableSchema = z.object({
   rows: z.number().int().nonnegative(),
   checksum: z.object({ algorithm: z.string(), rows: z.number().int().nonnegative(), sum: z.string().regex(/^-?\d+$/) }),
   keyStats: z.array(keyStatsSchema),
+  /**
+   * The table's live rows over time as the source cluster's collector sampled them (hourly, the
+   * last 30 days, hours in which every shard was sampled): a growth source for the restore. Only a
+   * backup of a Shardcast table that has been collected has it.
+   */
+  rowHistory: z.array(z.object({ at: z.string(), rows: z.number().nonnegative() })).optional(),
 });
 
 export const manifestSchema = z.object({

@@ -4,7 +4,9 @@
  *
  * Growth: rows per month from the table's past manifests (a least-squares line through their row
  * counts over their export times, the current one included) when there are any, else from the
- * workload's stated `growth_per_month`, else none. Where new rows land on the key: at its top
+ * source cluster's collected row counts the manifest carries (`rowHistory`: the same line through
+ * its hourly counts, when they span a day), else from the workload's stated `growth_per_month`,
+ * else none. Where new rows land on the key: at its top
  * ("append") for a date/time key, or when the past manifests show the key's maximum rising with most
  * of the new rows above the old maximum (an ever-increasing id); elsewhere spread like the rows
  * already there ("spread").
@@ -31,8 +33,8 @@ export interface GrowthForecast {
   rowsPerMonth: number;
   /** Where new rows land on the key. */
   pattern: 'append' | 'spread';
-  /** What the rate comes from. */
-  source: 'history' | 'stated' | 'none';
+  /** What the rate comes from: past manifests, the source cluster's collected row counts, the workload file, nothing. */
+  source: 'history' | 'metrics' | 'stated' | 'none';
   /** Rows at the end of the horizon. */
   rowsAtHorizon: number;
   horizonMonths: number;
@@ -70,6 +72,15 @@ function position(kind: ValueKind, v: string): number {
   return TIME_KINDS.includes(kind) ? timeMs(v) : Number(v);
 }
 
+/** The least-squares slope of y over x (0 when x does not vary). */
+function slope(points: ReadonlyArray<{ x: number; y: number }>): number {
+  const mx = points.reduce((a, p) => a + p.x, 0) / points.length;
+  const my = points.reduce((a, p) => a + p.y, 0) / points.length;
+  const sxx = points.reduce((a, p) => a + (p.x - mx) ** 2, 0);
+  const sxy = points.reduce((a, p) => a + (p.x - mx) * (p.y - my), 0);
+  return sxx > 0 ? sxy / sxx : 0;
+}
+
 /** Exact order of two key values (integers compared as bigints, not as their rounded positions). */
 function compareKeys(kind: ValueKind, a: string, b: string): number {
   if (TIME_KINDS.includes(kind)) return Math.sign(timeMs(a) - timeMs(b));
@@ -91,23 +102,27 @@ export function predictGrowth(
   current: TableSnapshot,
   key: { kind: ValueKind; stats?: KeyStats },
   history: readonly TableSnapshot[],
-  options: { statedPerMonth?: number | null; horizonMonths: number },
+  options: { statedPerMonth?: number | null; horizonMonths: number; metrics?: ReadonlyArray<{ at: string; rows: number }> },
 ): GrowthForecast {
   const reasons: string[] = [];
   const now = timeMs(current.at);
   const past = history.filter((h) => Number.isFinite(timeMs(h.at)) && timeMs(h.at) < now).sort((a, b) => timeMs(a.at) - timeMs(b.at));
   let rowsPerMonth = 0;
   let source: GrowthForecast['source'] = 'none';
+  const collected = (options.metrics ?? []).filter((m) => Number.isFinite(timeMs(m.at)) && timeMs(m.at) <= now && Number.isFinite(m.rows)).sort((a, b) => timeMs(a.at) - timeMs(b.at));
+  const collectedSpan = collected.length > 1 ? timeMs(collected.at(-1)!.at) - timeMs(collected[0]!.at) : 0;
   if (past.length > 0) {
     // Least squares through (months, rows), the current manifest included.
-    const points = [...past, current].map((s) => ({ x: (timeMs(s.at) - now) / MONTH_MS, y: s.rows }));
-    const mx = points.reduce((a, p) => a + p.x, 0) / points.length;
-    const my = points.reduce((a, p) => a + p.y, 0) / points.length;
-    const sxx = points.reduce((a, p) => a + (p.x - mx) ** 2, 0);
-    const sxy = points.reduce((a, p) => a + (p.x - mx) * (p.y - my), 0);
-    rowsPerMonth = Math.max(0, sxx > 0 ? sxy / sxx : 0);
+    rowsPerMonth = Math.max(0, slope([...past, current].map((s) => ({ x: (timeMs(s.at) - now) / MONTH_MS, y: s.rows }))));
     source = 'history';
     reasons.push(`growth: ${Math.round(rowsPerMonth)} rows/month from ${past.length + 1} manifests (${past[0]!.at.slice(0, 10)} to ${current.at.slice(0, 10)})`);
+  } else if (collectedSpan >= 86_400_000) {
+    // The source cluster's own hourly counts: the same line, through them.
+    rowsPerMonth = Math.max(0, slope(collected.map((m) => ({ x: (timeMs(m.at) - now) / MONTH_MS, y: m.rows }))));
+    source = 'metrics';
+    reasons.push(
+      `growth: ${Math.round(rowsPerMonth)} rows/month from the source cluster's collected row counts (${collected.length} hours, ${collected[0]!.at.slice(0, 10)} to ${collected.at(-1)!.at.slice(0, 10)})`,
+    );
   } else if (options.statedPerMonth) {
     // Compounded over the horizon, as the shard count's growth factor is; the average rate over it.
     const h = Math.max(options.horizonMonths, 1e-9);
@@ -115,7 +130,7 @@ export function predictGrowth(
     source = 'stated';
     reasons.push(`growth: ${Math.round(options.statedPerMonth * 100)}%/month as stated, compounded over ${options.horizonMonths} months: ${Math.round(rowsPerMonth)} rows/month on average`);
   } else {
-    reasons.push('growth: none known (no past manifest, no growth_per_month)');
+    reasons.push(`growth: none known (no past manifest${collected.length > 0 ? ', collected row counts span less than a day' : ', no collected row counts'}, no growth_per_month)`);
   }
 
   let pattern: GrowthForecast['pattern'] = 'spread';

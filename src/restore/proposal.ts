@@ -156,20 +156,20 @@ export function proposeLayout(
   const top = key.stats?.heavyHitters[0];
   if (method === 'hash' && top && top.frequency > 0.2) reasons.push(`note: ${key.column} = ${top.value} holds ${Math.round(top.frequency * 100)}% of the rows; its shard will be that much larger`);
 
-  // Growth of the data: measured from past manifests, else as stated; where on the key it lands.
+  // Growth of the data: measured from past manifests or the source cluster's row counts, else as stated; where on the key it lands.
   const horizonMonths = workload?.horizonMonths ?? 12;
   const growth = predictGrowth(
     { at: inputs.exportedAt ?? '', rows: table.rows, keyMax: key.stats?.max ?? null },
     { kind: key.kind, stats: key.stats },
     inputs.exportedAt ? (inputs.history ?? []).map((h): TableSnapshot => ({ at: h.at, rows: h.rows, keyMax: h.keyStats.find((k) => k.column === key.column)?.max ?? null })) : [],
-    { statedPerMonth: workload?.growthPerMonth ?? null, horizonMonths },
+    { statedPerMonth: workload?.growthPerMonth ?? null, horizonMonths, ...(table.rowHistory ? { metrics: table.rowHistory } : {}) },
   );
   reasons.push(...growth.reasons);
 
   // How many shards: the peak load and the data at the end of the horizon, each shard within its share.
   // Load grows as stated; the data as measured from past manifests when there are any, else as stated.
   const loadFactor = workload ? (1 + workload.growthPerMonth) ** workload.horizonMonths : 1;
-  const factor = growth.source === 'history' ? growth.rowsAtHorizon / Math.max(1, table.rows) : loadFactor;
+  const factor = growth.source === 'history' || growth.source === 'metrics' ? growth.rowsAtHorizon / Math.max(1, table.rows) : loadFactor;
   const volume = Math.max(workload?.predictedDataVolume ?? 0, inputs.bytes ?? 0);
   const byQps = workload ? Math.ceil((workload.predictedPeakQps * loadFactor) / settings.shardQps) : 1;
   const byBytes = Math.ceil((volume * factor) / settings.shardBytes);

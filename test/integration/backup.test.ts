@@ -11,6 +11,8 @@ import { addBatchDigest } from '../../src/backup/checksum.js';
 import { exportBackup, plainTable, shardcastTables } from '../../src/backup/export.js';
 import { manifestSchema, type Manifest } from '../../src/backup/manifest.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
+import { ensurePartitions } from '../../src/profiling/partitions.js';
+import { proposeLayout } from '../../src/restore/proposal.js';
 import { pgDigest } from '../helpers/digest.js';
 import { createTestCatalog, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 
@@ -162,6 +164,33 @@ describe('shardcast backup', () => {
       expect(await fileDigest(dir, manifest, 'orders')).toMatchObject({ rows: expected.rows, sum: expected.sum });
       expect(manifest.tables[1]!.rows).toBe(1200);
       expect(manifest.tables[1]!.primaryKey).toEqual(['order_id', 'n']);
+      // No collected row counts yet: no history in the manifest.
+      expect(orders.rowHistory).toBeUndefined();
+
+      // The collector's samples of the four shards, hourly over the last 36 hours, 1,000 rows an hour
+      // in all (one shard missing in one hour: that hour is left out): the manifest carries the table's
+      // row counts, and the restore's growth predictor measures the growth from them.
+      const now = Date.now();
+      await ensurePartitions(catalog.pool, new Date(now - 2 * 86_400_000), 2);
+      for (let h = 36; h >= 1; h--) {
+        for (const [i, sh] of shards.rows.entries()) {
+          if (h === 20 && i === 3) continue;
+          await catalog.pool.query(
+            `insert into shardcast_stats.table_samples (ts, node_id, schema_name, table_name, n_tup_ins, n_tup_upd, n_tup_del, seq_scan, seq_tup_read, idx_scan, idx_tup_fetch, n_live_tup, stats_epoch)
+             values ($1, 1, $2, 'orders', 0, 0, 0, 0, 0, 0, 0, $3, now())`,
+            [new Date(now - h * 3_600_000), sh.schema, 100_000 + (36 - h) * 250],
+          );
+        }
+      }
+      const collected = await exportBackup(await shardcastTables(catalog.pool, pools, 'orders'), tempDir());
+      const history = collected.tables[0]!.rowHistory!;
+      expect(history).toHaveLength(35);
+      expect(history[0]!.rows).toBe(400_000);
+      expect(history.at(-1)!.rows).toBe(400_000 + 35 * 1000);
+      const proposal = proposeLayout(collected.tables[0]!, { nodes: [{ name: 'node-1', capacity: 1 }], exportedAt: collected.createdAt });
+      expect(proposal.growth.source).toBe('metrics');
+      expect(proposal.growth.rowsPerMonth).toBeCloseTo(720_000, -3);
+
       // The table alone, by its name.
       const one = await exportBackup(await shardcastTables(catalog.pool, pools, 'lines'), tempDir());
       expect(one.tables.map((t) => t.name)).toEqual(['lines']);

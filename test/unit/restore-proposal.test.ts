@@ -181,6 +181,24 @@ describe('data growth predictor', () => {
     expect(g.reasons[0]).toMatch(/^growth: \d+ rows\/month from 3 manifests \(2024-01-02 to 2024-07-01\)/);
   });
 
+  it('measures rows per month from the source cluster\'s collected row counts when there is no past manifest', () => {
+    // Hourly counts over three days, 1,000 rows an hour (720,000 per 30-day month), with noise; one from the future is ignored.
+    const hours = Array.from({ length: 72 }, (_, h) => ({ at: new Date(Date.UTC(2024, 6, 1) - (72 - h) * 3_600_000).toISOString(), rows: 900_000 + h * 1000 + (h % 2 ? 300 : -300) }));
+    const metrics = [...hours, { at: '2024-07-05T00:00:00.000Z', rows: 1 }];
+    const g = predictGrowth({ at: '2024-07-01T00:00:00Z', rows: 972_000 }, { kind: 'int64', stats: ids }, [], { statedPerMonth: 0.5, horizonMonths: 6, metrics });
+    expect(g.source).toBe('metrics');
+    expect(g.rowsPerMonth).toBeGreaterThan(715_000);
+    expect(g.rowsPerMonth).toBeLessThan(725_000);
+    expect(g.reasons[0]).toMatch(/^growth: \d+ rows\/month from the source cluster's collected row counts \(72 hours, 2024-06-28 to 2024-06-30\)/);
+    // Past manifests come first; counts spanning less than a day give way to the stated growth.
+    expect(predictGrowth({ at: '2024-07-01T00:00:00Z', rows: 972_000 }, { kind: 'int64' }, [{ at: '2024-06-01T00:00:00Z', rows: 500_000 }], { horizonMonths: 6, metrics }).source).toBe('history');
+    const brief = predictGrowth({ at: '2024-07-01T00:00:00Z', rows: 972_000 }, { kind: 'int64' }, [], { statedPerMonth: 0.1, horizonMonths: 6, metrics: hours.slice(-12) });
+    expect(brief.source).toBe('stated');
+    expect(predictGrowth({ at: '2024-07-01T00:00:00Z', rows: 972_000 }, { kind: 'int64' }, [], { horizonMonths: 6, metrics: hours.slice(-12) }).reasons[0]).toMatch(
+      /collected row counts span less than a day/,
+    );
+  });
+
   it('takes the stated growth, compounded, without history; none without either', () => {
     const stated = predictGrowth({ at: '', rows: 1000 }, { kind: 'int64', stats: ids }, [], { statedPerMonth: 0.1, horizonMonths: 12 });
     expect(stated.source).toBe('stated');
