@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDistributedTable } from '../../client/index.js';
 import type { ForecastingSummary } from '../../src/forecasting/runs.js';
+import { resetFailpoints } from '../../src/failpoints.js';
 import { createRouter } from '../../src/router/router.js';
 import { computeTemperature, latestTemperature, refreshTemperatures, type TemperatureReport } from '../../src/profiling/temperature.js';
 import { createTestCatalog, runCli, startTestWorker, uniqueName, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
@@ -138,6 +139,19 @@ describe('hot, warm and cold shards', () => {
     expect(await count()).toBe(12);
     await refreshTemperatures(catalog.pool, { asOf: new Date(second.asOf) });
     expect(await count()).toBe(12);
+  });
+
+  it('a classification that keeps failing does not fail the forecast run: the summary says so, the key map stays as it was', { timeout: 120_000 }, async () => {
+    const before = await latestTemperature(catalog.pool, 'events');
+    process.env.SHARDCAST_FAILPOINTS = 'activity.refreshTemperatures=throw';
+    resetFailpoints();
+    try {
+      const summary = (await worker.client.workflow.execute('forecastLoad', { taskQueue: worker.taskQueue, workflowId: uniqueName('forecast'), args: [{ batchSize: 4, parallelBatches: 1 }] })) as ForecastingSummary;
+      expect(summary.temperature).toBe('failed: failpoint activity.refreshTemperatures: injected failure');
+    } finally {
+      delete process.env.SHARDCAST_FAILPOINTS;
+    }
+    expect(await latestTemperature(catalog.pool, 'events')).toEqual(before);
   });
 
   it('CLI: the table per shard and the key map, JSON, --store; bad input is one line, exit 1, nothing printed or stored', { timeout: 120_000 }, async () => {
