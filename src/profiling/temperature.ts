@@ -74,36 +74,58 @@ export interface TemperatureReport {
 /** One shard's accesses per minute: minute start (ms) → accesses. */
 export type MinuteCounts = ReadonlyMap<number, number>;
 
-/**
- * The access features of one shard from its per-minute counts, observed from `startMs` (a minute
- * boundary) to `asOfMs`; `forecastPeak` is added by the caller.
- */
-export function accessFeatures(counts: MinuteCounts, startMs: number, asOfMs: number): Omit<TemperatureFeatures, 'forecastPeak'> {
-  const spanS = Math.max(60, (asOfMs - startMs) / 1000);
-  const recentFrom = Math.max(startMs, Math.floor((asOfMs - RECENT_MS) / MINUTE_MS) * MINUTE_MS);
-  const recentS = Math.max(60, (asOfMs - recentFrom) / 1000);
-  // The minutes begun by asOf (a row's minute is when its flush interval began).
-  const minutes = Math.max(1, Math.ceil((asOfMs - startMs) / MINUTE_MS));
-  let total = 0;
-  let recent = 0;
-  let peak = 0;
-  let sxy = 0;
+/** What the features are made of: a shard's sums over its per-minute counts (computed by the catalog for a table). */
+export interface AccessSums {
+  total: number;
+  /** Of the minutes from `recentFrom`. */
+  recent: number;
+  /** The busiest minute's count. */
+  peak: number;
+  /** Σ minute index (from the start) × accesses per second: the cross term of the trend's slope. */
+  sxy: number;
+}
+
+/** Where the recent rate's hour begins: an hour before `asOfMs`, on a minute boundary, not before the start. */
+export function recentFrom(startMs: number, asOfMs: number): number {
+  return Math.max(startMs, Math.floor((asOfMs - RECENT_MS) / MINUTE_MS) * MINUTE_MS);
+}
+
+/** The sums of one shard's per-minute counts (minute start in ms → accesses) observed from `startMs`. */
+export function accessSums(counts: MinuteCounts, startMs: number, asOfMs: number): AccessSums {
+  const from = recentFrom(startMs, asOfMs);
+  const sums = { total: 0, recent: 0, peak: 0, sxy: 0 };
   for (const [at, n] of counts) {
     if (!(n > 0)) continue;
-    total += n;
-    if (at >= recentFrom) recent += n;
-    peak = Math.max(peak, n);
-    sxy += ((at - startMs) / MINUTE_MS) * (n / 60);
+    sums.total += n;
+    if (at >= from) sums.recent += n;
+    sums.peak = Math.max(sums.peak, n);
+    sums.sxy += ((at - startMs) / MINUTE_MS) * (n / 60);
   }
+  return sums;
+}
+
+/**
+ * The access features of one shard from its sums, observed from `startMs` (a minute boundary) to
+ * `asOfMs`; `forecastPeak` is added by the caller.
+ */
+export function featuresFromSums(sums: AccessSums, startMs: number, asOfMs: number): Omit<TemperatureFeatures, 'forecastPeak'> {
+  const spanS = Math.max(60, (asOfMs - startMs) / 1000);
+  const recentS = Math.max(60, (asOfMs - recentFrom(startMs, asOfMs)) / 1000);
+  // The minutes begun by asOf (a row's minute is when its flush interval began).
+  const minutes = Math.max(1, Math.ceil((asOfMs - startMs) / MINUTE_MS));
   // Slope over every minute of the span, the minutes without a row counting as 0.
   let trend = 0;
   if (minutes >= 2) {
     const sx = (minutes * (minutes - 1)) / 2;
     const sxx = ((minutes - 1) * minutes * (2 * minutes - 1)) / 6;
-    const sy = total / 60;
-    trend = ((minutes * sxy - sx * sy) / (minutes * sxx - sx * sx)) * 60;
+    trend = ((minutes * sums.sxy - sx * (sums.total / 60)) / (minutes * sxx - sx * sx)) * 60;
   }
-  return { recentRate: recent / recentS, meanRate: total / spanS, peakRate: peak / 60, trend: finite(trend) };
+  return { recentRate: sums.recent / recentS, meanRate: sums.total / spanS, peakRate: sums.peak / 60, trend: finite(trend) };
+}
+
+/** The access features of one shard from its per-minute counts (minute start in ms → accesses). */
+export function accessFeatures(counts: MinuteCounts, startMs: number, asOfMs: number): Omit<TemperatureFeatures, 'forecastPeak'> {
+  return featuresFromSums(accessSums(counts, startMs, asOfMs), startMs, asOfMs);
 }
 
 const finite = (x: number): number => (Number.isFinite(x) ? x : 0);
@@ -218,30 +240,33 @@ export async function computeTemperature(catalog: Queryable, options: { table: s
   const { method, shards } = await tableShards(catalog, options.table);
   const asOf = options.asOf ?? (await catalog.query<{ now: Date }>('select now()')).rows[0]!.now;
   const windowStart = Math.floor((asOf.getTime() - (options.sinceMs ?? TEMPERATURE_WINDOW_MS)) / MINUTE_MS) * MINUTE_MS;
-  const { rows } = await catalog.query<{ shard_id: number; at: number; n: number }>(
-    `select shard_id::int as shard_id, (extract(epoch from bucket) * 1000)::float8 as at, accesses::float8 as n
-       from shardcast_stats.shard_accesses
-      where table_name = $1 and bucket >= $2 and bucket <= $3`,
-    [options.table, new Date(windowStart), asOf],
+  const ids = shards.map((s) => s.shardId);
+  // The table's first recorded minute in the window (of its current shards: a retired one's rows are left out).
+  const { rows: firstRow } = await catalog.query<{ first: Date | null }>(
+    'select min(bucket) as first from shardcast_stats.shard_accesses where table_name = $1 and shard_id = any($2::bigint[]) and bucket >= $3 and bucket <= $4',
+    [options.table, ids, new Date(windowStart), asOf],
   );
-  const counts = new Map<number, Map<number, number>>(shards.map((s) => [s.shardId, new Map()]));
-  let first = Infinity;
-  for (const r of rows) {
-    const c = counts.get(r.shard_id);
-    if (!c) continue; // a shard retired by a split or merge since
-    c.set(r.at, (c.get(r.at) ?? 0) + r.n);
-    first = Math.min(first, r.at);
-  }
-  const start = Number.isFinite(first) ? first : windowStart;
-  const forecasts = await forecastPeaks(catalog, shards.map((s) => s.shardId), new Date(windowStart), asOf);
+  const start = firstRow[0]?.first ? firstRow[0].first.getTime() : windowStart;
+  // Summed by the catalog: a day of minutes per shard stays there.
+  const { rows } = await catalog.query<{ shard_id: number; total: number; recent: number; peak: number; sxy: number }>(
+    `select shard_id::int as shard_id, sum(accesses)::float8 as total, coalesce(sum(accesses) filter (where bucket >= $5), 0)::float8 as recent,
+            max(accesses)::float8 as peak, sum(extract(epoch from bucket - $3::timestamptz) / 60 * accesses / 60)::float8 as sxy
+       from shardcast_stats.shard_accesses
+      where table_name = $1 and shard_id = any($2::bigint[]) and bucket >= $3 and bucket <= $4 and accesses > 0
+      group by shard_id`,
+    [options.table, ids, new Date(start), asOf, new Date(recentFrom(start, asOf.getTime()))],
+  );
+  const sums = new Map<number, AccessSums>(rows.map((r) => [r.shard_id, { total: r.total, recent: r.recent, peak: r.peak, sxy: r.sxy }]));
+  const none: AccessSums = { total: 0, recent: 0, peak: 0, sxy: 0 };
+  const forecasts = await forecastPeaks(catalog, ids, new Date(windowStart), asOf);
   const missing = shards.filter((s) => !forecasts.has(s.shardId)).map((s) => s.shardId);
   const used = shards.length > 0 && missing.length === 0;
-  const features = shards.map((s) => ({ ...accessFeatures(counts.get(s.shardId)!, start, asOf.getTime()), forecastPeak: forecasts.get(s.shardId)?.peak ?? null }));
+  const features = shards.map((s) => ({ ...featuresFromSums(sums.get(s.shardId) ?? none, start, asOf.getTime()), forecastPeak: forecasts.get(s.shardId)?.peak ?? null }));
   const { classes, clusters } = classifyShards(features, { useForecast: used });
   const out = shards.map((s, i) => ({
     ...s,
     class: classes[i]!,
-    accesses: [...counts.get(s.shardId)!.values()].reduce((a, b) => a + b, 0),
+    accesses: (sums.get(s.shardId) ?? none).total,
     features: features[i]!,
   }));
   const keyMap = Object.fromEntries(TEMPERATURE_CLASSES.map((c) => [c, out.filter((s) => s.class === c).map((s) => ({ shardId: s.shardId, range: s.range }))])) as Record<TemperatureClass, KeyRange[]>;

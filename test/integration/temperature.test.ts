@@ -3,7 +3,8 @@ import { createDistributedTable } from '../../client/index.js';
 import type { ForecastingSummary } from '../../src/forecasting/runs.js';
 import { resetFailpoints } from '../../src/failpoints.js';
 import { createRouter } from '../../src/router/router.js';
-import { computeTemperature, latestTemperature, refreshTemperatures, type TemperatureReport } from '../../src/profiling/temperature.js';
+import { pruneWorkloadProfile } from '../../src/profiling/hot.js';
+import { accessFeatures, computeTemperature, latestTemperature, refreshTemperatures, type TemperatureReport } from '../../src/profiling/temperature.js';
 import { createTestCatalog, runCli, startTestWorker, uniqueName, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 
 /**
@@ -68,6 +69,16 @@ describe('hot, warm and cold shards', () => {
     expect(hot.features.forecastPeak).toBeNull();
     expect(['node-1', 'node-2']).toContain(hot.node);
     expect(report.accesses).toBe(report.shards.reduce((a, s) => a + s.accesses, 0));
+    // The catalog's sums give the features the per-minute counts give (accessFeatures, unit-tested).
+    const { rows: first } = await catalog.pool.query<{ at: Date }>("select min(bucket) as at from shardcast_stats.shard_accesses where table_name = 'events'");
+    for (const i of [0, 1, 2]) {
+      const { rows: minutes } = await catalog.pool.query<{ at: number; n: number }>(
+        "select (extract(epoch from bucket) * 1000)::float8 as at, accesses::float8 as n from shardcast_stats.shard_accesses where table_name = 'events' and shard_id = $1",
+        [shards[i]!.id],
+      );
+      const counted = accessFeatures(new Map(minutes.map((r) => [r.at, r.n])), first[0]!.at.getTime(), Date.parse(report.computedAt));
+      for (const [name, value] of Object.entries(counted)) expect(report.shards[i]!.features[name as keyof typeof counted], name).toBeCloseTo(value, 9);
+    }
 
     // A forecast for some shards only: not used, and the note says which lack one.
     const forecast = async (ids: number[]): Promise<void> => {
@@ -187,5 +198,20 @@ describe('hot, warm and cold shards', () => {
       expect(bad.stdout).toBe('');
     }
     expect(Number((await catalog.pool.query<{ n: string }>('select count(*)::text as n from shardcast_stats.temperature')).rows[0]!.n)).toBe(storedBefore);
+  });
+
+  it('computations are pruned with the workload profile, recent ones kept', async () => {
+    await catalog.pool.query(
+      `insert into shardcast_stats.temperature (table_name, computed_at, shard_id, class, key_range, node, features)
+       values ('events', now() - interval '40 days', $1, 'cold', 'hash [0, 1]', 'node-1', '{}')`,
+      [shards[0]!.id],
+    );
+    await pruneWorkloadProfile(catalog.pool, 30);
+    const { rows } = await catalog.pool.query<{ old: number; recent: number }>(
+      `select count(*) filter (where computed_at < now() - interval '30 days')::int as old, count(*) filter (where computed_at >= now() - interval '1 day')::int as recent
+         from shardcast_stats.temperature`,
+    );
+    expect(rows[0]).toMatchObject({ old: 0 });
+    expect(rows[0]!.recent).toBeGreaterThan(0);
   });
 });
