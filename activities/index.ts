@@ -19,6 +19,7 @@ import { createTableDropActivities } from './drop-table.js';
 import { createRestoreActivities } from './restore.js';
 import type { SessionLimits } from '../src/catalog/node-pools.js';
 import { createRetentionActivities } from './retention.js';
+import { createTemperatureActivities } from './temperature.js';
 
 export interface ActivityDeps {
   /** The catalog database. */
@@ -53,6 +54,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createTableDropActivities(deps),
     ...createRestoreActivities(deps),
     ...createRetentionActivities(deps),
+    ...createTemperatureActivities(deps),
     async registerTable(spec: TableSpec): Promise<RegisteredTable> {
       // Also here, for a workflow started without the client library: the same parser check before any row is written.
       return run(async () => {

@@ -19,6 +19,7 @@ import { registerServerCommands } from './server.js';
 import { registerSimulateCommands } from './simulate.js';
 import { registerStatusCommands } from './status.js';
 import { registerTableCommands } from './tables.js';
+import { registerTemperatureCommands } from './temperature.js';
 
 const program = new Command('shardcast')
   .description('Keeps a sharded PostgreSQL fleet balanced before load arrives.')
@@ -50,6 +51,7 @@ registerSimulateCommands(program);
 registerBackupCommands(program);
 registerAdviseCommands(program);
 registerHotCommands(program);
+registerTemperatureCommands(program);
 registerRetentionCommands(program);
 
 async function main(argv: string[]): Promise<number> {

@@ -24,6 +24,8 @@ export interface ForecastingSummary {
   failures: Array<{ series: string; error: string }>;
   /** Forecasting only: what the hand-over to the rebalancer did (started its run, found one running, or none). */
   rebalance?: string;
+  /** Forecasting only: the hot, warm and cold shards classified after the forecasts, per table, or why not. */
+  temperature?: string;
 }
 
 /** Splits the series into batches of at most `size`. */

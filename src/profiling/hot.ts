@@ -125,8 +125,9 @@ function share(n: number, total: number): number {
 }
 
 /**
- * Drops the workload profile older than `keepDays`: per-minute rows, flush ids, and templates not
- * seen since (the collector's partition upkeep calls it, as for the samples).
+ * Drops the workload profile older than `keepDays`: per-minute rows, flush ids, templates not seen
+ * since, and the temperature computations made from them (the collector's partition upkeep calls it,
+ * as for the samples).
  */
 export async function pruneWorkloadProfile(catalog: Queryable, keepDays: number): Promise<number> {
   let n = 0;
@@ -137,6 +138,8 @@ export async function pruneWorkloadProfile(catalog: Queryable, keepDays: number)
     ['hot_keys', 'bucket'],
     ['query_templates', 'last_seen'],
     ['profile_flushes', 'flushed_at'],
+    // Last: a worker ahead of its catalog (no migration 0020) has pruned the rest when this fails.
+    ['temperature', 'computed_at'],
   ] as const) {
     const { rowCount } = await catalog.query(`delete from shardcast_stats.${table} where ${column} < now() - make_interval(days => $1)`, [keepDays]);
     n += rowCount ?? 0;
