@@ -25,7 +25,7 @@ const { listForecastSeries, forecastBatch, refreshTemperatures } = proxyActiviti
 
 /**
  * Hourly forecasting (DESIGN §4), started by the schedule `shardcast-forecast-hourly`: the next
- * hour of every series with a model, in twelve 5-minute steps with 80% and 95% intervals, stored
+ * two hours of every series with a model, in 24 5-minute steps with 80% and 95% intervals, stored
  * with the run's time as `issued_at`; then the shards' temperature (hot, warm, cold) is classified
  * again from the workload profile and the new forecasts. Then it hands over to the rebalancer (workflow `rebalance`,
  * per planning.mode: carry out the plan, or only store it), which plans on these forecasts; a
