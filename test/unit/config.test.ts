@@ -71,6 +71,7 @@ describe('defaults', () => {
         hysteresisSeconds: 7200,
         maxConcurrentMovesPerNode: 2,
         minBenefitPerGiB: 0.5,
+        horizonSteps: 12,
         provisioner: 'standby',
         weights: { load: 1, bytes: 0.05, locality: 0.5, alignment: 0.5 },
       },
@@ -253,6 +254,13 @@ describe('lists and listen addresses', () => {
     expect(cfg.codecServer.corsOrigins).toEqual(['http://127.0.0.1:8233', 'https://ui.example.com']);
     const err = configError(() => loadConfig({ cwd: emptyDir, env: { SHARDCAST_CODEC_SERVER_CORS_ORIGINS: 'http://ui/path' } }));
     expect(err.key).toBe('codecServer.corsOrigins.0');
+  });
+
+  it('reads the planner\'s horizon from the environment, 12 to 24 steps (the forecast\'s two hours)', () => {
+    expect(loadConfig({ cwd: emptyDir, env: { SHARDCAST_PLANNING_HORIZON_STEPS: '24' } }).planning.horizonSteps).toBe(24);
+    for (const bad of ['30', '6', '12.5']) {
+      expect(configError(() => loadConfig({ cwd: emptyDir, env: { SHARDCAST_PLANNING_HORIZON_STEPS: bad } })).key, bad).toBe('planning.horizonSteps');
+    }
   });
 
   it('parses host:port, IPv6 in brackets, and refuses the rest', () => {
