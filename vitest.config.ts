@@ -7,7 +7,7 @@ import { BaseSequencer, type TestSpecification } from 'vitest/node';
  * A fresh clone has no timing cache, and these are small files that would otherwise start last.
  */
 const SLOW_FIRST = [
-  'test/integration/up.test.ts',
+  'test/integration/up.long.test.ts',
   'test/integration/worker-kill.test.ts',
   'test/integration/restore.test.ts',
   'test/integration/reverse.test.ts',
