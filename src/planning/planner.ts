@@ -1,6 +1,6 @@
 import { localityCost, peakStacking, targetCost } from './cost.js';
 import { moveSeconds } from './duration.js';
-import { Fleet, type FleetNode, type Transfer, type TransferTrial, type Unit } from './fleet.js';
+import { Fleet, type Transfer, type TransferTrial, type Unit } from './fleet.js';
 import { resolveSettings } from './settings.js';
 import type { Benefit, IntervalBound, NodeOutlook, Plan, PlanAction, PlanInput, PlannerSettings, StepForecast, TableOutlook } from './types.js';
 import { validatePlanInput } from './validate.js';
@@ -181,8 +181,11 @@ class Planner {
     const total = this.totalLoad();
     const peak = Math.max(...total);
     const peakStep = total.indexOf(peak);
-    const usable = this.usableNodes();
-    const required = this.nodesFor(peak);
+    const usable = [...this.fleet.nodes.values()]
+      .filter((n) => n.node.reachable && (n.state === 'active' || n.state === 'standby'))
+      .sort((a, b) => b.node.capacity - a.node.capacity || a.node.id - b.node.id);
+    let required = 0;
+    for (let sum = 0; required < usable.length && sum < peak - EPS; required++) sum += t * usable[required]!.node.capacity;
     if (usable.reduce((sum, n) => sum + t * n.node.capacity, 0) < peak - EPS) {
       this.notes.push(`the predicted peak ${fmt(peak)} at ${this.hhmm(peakStep * this.s.stepSeconds)} exceeds what every usable node takes at ${pct(t)}: the fleet needs more nodes than it has`);
     }
@@ -201,28 +204,13 @@ class Planner {
     return Math.max(required, 1);
   }
 
-  /** Active and standby nodes that answer, largest first. */
-  private usableNodes(): FleetNode[] {
-    return [...this.fleet.nodes.values()]
-      .filter((n) => n.node.reachable && (n.state === 'active' || n.state === 'standby'))
-      .sort((a, b) => b.node.capacity - a.node.capacity || a.node.id - b.node.id);
-  }
-
-  /** How many of the usable nodes, largest first, a fleet-wide load needs at target. */
-  private nodesFor(load: number): number {
-    const usable = this.usableNodes();
-    let required = 0;
-    for (let sum = 0; required < usable.length && sum < load - EPS; required++) sum += this.s.targetUtilisation * usable[required]!.node.capacity;
-    return required;
-  }
-
   /**
    * Activates a standby node in the plan: at once, or (`deferred`) `activationLeadSeconds` before it
    * is needed plus its activation, whichever is later.
    */
   private activate(nodeId: number, reason: string, neededBy: number, deferred = false): void {
     const n = this.fleet.node(nodeId);
-    const start = deferred ? Math.max(0, neededBy - this.s.activationSeconds - this.s.activationLeadSeconds) : 0;
+    const start = deferred ? this.deferredStart(neededBy) : 0;
     n.state = 'active';
     n.targetFrom = start + this.s.activationSeconds;
     const id = this.nextId();
@@ -239,6 +227,11 @@ class Planner {
       reason,
       benefit: { overloadPointSteps: 0, adds: n.node.name, summary: `adds ${fmt(n.node.capacity * this.s.targetUtilisation)} load units of room at target` },
     });
+  }
+
+  /** When a node needed at `neededBy` is activated, deferred: `activationLeadSeconds` before it is needed plus its activation, or now. */
+  private deferredStart(neededBy: number): number {
+    return Math.max(0, neededBy - this.s.activationSeconds - this.s.activationLeadSeconds);
   }
 
   // --- splits ------------------------------------------------------------------------------------
@@ -341,9 +334,9 @@ class Planner {
         const saved = this.save();
         const why = `${n.name} predicted at ${pct(util)} of capacity at ${this.hhmm(step * this.s.stepSeconds)}, ${this.basis(nodeId)}, and no active node can take enough of its load; activating ${standby.node.name}`;
         const neededBy = (this.fleet.firstOverloadStep(nodeId) ?? 0) * this.s.stepSeconds;
-        // Activated as late as leaves the moves onto it time, else at once.
+        // Activated as late as leaves the moves onto it time, else at once (tried once when the two are the same).
         let relieved = false;
-        for (const deferred of [true, false]) {
+        for (const deferred of this.deferredStart(neededBy) > 0 ? [true, false] : [false]) {
           this.activate(standby.node.id, why, neededBy, deferred);
           if (this.relieve(nodeId)) {
             relieved = true;
