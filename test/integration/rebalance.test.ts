@@ -4,10 +4,9 @@ import path from 'node:path';
 import { createDistributedTable, rebalanceWorkflowId } from '../../client/index.js';
 import { setNodeCapacity } from '../../src/catalog/nodes.js';
 import { createMetricsRegistry } from '../../src/metrics/metrics.js';
-import { storeModel, storeForecasts } from '../../src/forecasting/store.js';
-import { FORECAST_STEPS } from '../../src/forecasting/training.js';
 import { rebalancePaused, setRebalancePaused, storedPlans } from '../../src/planning/store.js';
 import { pauseSignal, rebalanceProgressQuery, resumeSignal, type ForecastingSummary, type RebalanceInput, type RebalanceResult } from '../../workflows/messages.js';
+import { writeShardForecasts } from '../helpers/forecasts.js';
 import { adminQuery, createTestCatalog, shardPlacements, fleet, startTestWorker, until, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 
 /**
@@ -59,25 +58,7 @@ async function rowCount(): Promise<number> {
  * first has taken its load off the source.)
  */
 async function writeForecasts(): Promise<void> {
-  const issuedAt = new Date(Math.floor(Date.now() / 1000) * 1000);
-  for (const [k, s] of (await shards()).entries()) {
-    const series = `shard:${s.id}:load`;
-    await storeModel(catalog.pool, {
-      series,
-      trainedAt: new Date(issuedAt.getTime() - 3_600_000),
-      status: 'trained',
-      members: [{ model: 'ets', weight: 1, json: {} }],
-      scores: { ensemble: { mase: 0.6 }, models: { seasonal_naive: { mase: 1 } } },
-    });
-    await storeForecasts(
-      catalog.pool,
-      // The first hour rises; the second holds its last value.
-      Array.from({ length: FORECAST_STEPS }, (_, i) => {
-        const y = k === 3 ? 10 : 150 + (150 * Math.min(i, 11)) / 11;
-        return { series, issuedAt, step: i + 1, ts: new Date(issuedAt.getTime() + (i + 1) * 300_000), yhat: y, lo80: y * 0.95, hi80: y * 1.03, lo95: y * 0.9, hi95: y * 1.05, model: 'ets' };
-      }),
-    );
-  }
+  await writeShardForecasts(catalog.pool, (await shards()).map((s) => s.id), (k, i) => (k === 3 ? 10 : 150 + (150 * i) / 11));
 }
 
 function input(over: Partial<RebalanceInput> = {}): RebalanceInput {
