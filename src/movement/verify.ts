@@ -62,6 +62,8 @@ export interface VerifyProgress {
   snapshots: number;
   blockedMs: number;
   blockedTotalMs: number;
+  /** Snapshot moments given up because the targets had not caught up within the block budget (each retried). */
+  snapshotsGivenUp?: number;
   etaSeconds: number | null;
   done: boolean;
 }
@@ -75,6 +77,8 @@ export interface VerifyOptions {
   sliceMs?: number;
   chunkRows?: number;
   lockTimeoutMs?: number;
+  /** Longest a snapshot moment may hold writes before it is given up and retried (default 60 ms, so that the moment with its release stays within 100 ms; the lock's wait counts). */
+  maxBlockMs?: number;
   catchUpTimeoutMs?: number;
   onProgress?: (p: VerifyProgress) => void;
   onWait?: () => void;
@@ -186,49 +190,77 @@ export async function beginReadSnapshot(client: Pick<pg.ClientBase, 'query'>): P
   await client.query('select 1'); // the snapshot is taken by the first statement
 }
 
+/** How long one snapshot moment may hold writes before it is given up and tried again (ms). */
+export const DEFAULT_MAX_BLOCK_MS = 60;
+/** Snapshot moments given up for the block budget before one waits as long as the target needs. */
+const BUDGETED_ATTEMPTS = 10;
+
 /**
  * The snapshot moment: sources locked against writes, every side's REPEATABLE READ transaction
- * opened so that all show the same logical state, locks released. Returns how long writes waited.
+ * opened so that all show the same logical state, locks released. When the targets have not caught
+ * up within the block budget, the moment is given up (locks released, snapshots rolled back) and
+ * taken again after another catch-up without the lock. Returns the longest and total time writes waited.
  */
 async function takeSnapshots(
   pools: NodePools,
   subject: VerifySubject,
   snapshots: Map<string, Snapshot>,
   options: VerifyOptions,
-): Promise<number> {
+): Promise<{ longestMs: number; totalMs: number; givenUp: number }> {
   const sources = sourceSlots(subject).sort((a, b) => a.node.id - b.node.id);
+  const budget = Math.max(10, options.maxBlockMs ?? DEFAULT_MAX_BLOCK_MS);
   const lockClients: pg.PoolClient[] = [];
   let broken: Error | undefined;
-  let lockedAt = 0;
+  let longestMs = 0;
+  let totalMs = 0;
+  let givenUp = 0;
   try {
     for (const s of sources) lockClients.push(await pools.get(s.node.dsn).connect());
-    // Catch up first without the lock, so that under it the target has only the last moments to apply.
-    if (!isReshard(subject)) await waitForWatermark(pools, subject, await bumpWatermark(pools, subject.source, subject.names), options);
-    else await applyChanges(pools, subject, { deadline: Date.now() + (options.catchUpTimeoutMs ?? 10_000), onBatch: () => options.onWait?.() });
-    const tables = isReshard(subject) ? subject.tables.map((t) => t.name) : subject.shard.tables.map((t) => t.name);
-    lockedAt = await lockForCutover(
-      sources.map((s, i) => ({ client: lockClients[i]!, tables: tables.map((t) => `${quoteIdent(s.schema)}.${quoteIdent(t)}`) })),
-      options.lockTimeoutMs,
-    );
-    // Writers are locked out: a snapshot of each source taken now is final until the locks go.
-    // A node holding a target as well gets its one snapshot once the target has caught up (its sources are locked till then).
-    const targetDsns = new Set(isReshard(subject) ? subject.targets.map((t) => t.node.dsn) : [subject.target.dsn]);
-    for (const dsn of new Set(sources.map((s) => s.node.dsn))) if (!targetDsns.has(dsn)) await beginSnapshot(snapshots.get(dsn)!);
-    if (isReshard(subject)) {
-      const drained = await applyChanges(pools, subject, { onBatch: () => options.onWait?.() });
-      if (!drained.drained) throw new ShardcastError('CUTOVER_CATCHUP_TIMEOUT', 'the new shards did not catch up with the locked sources');
-      for (const dsn of targetDsns) await beginSnapshot(snapshots.get(dsn)!);
-    } else {
-      await targetSnapshotAtWatermark(pools, subject, snapshots.get(subject.target.dsn)!, options);
+    for (let attempt = 1; ; attempt++) {
+      const bounded = attempt <= BUDGETED_ATTEMPTS;
+      // Catch up first without the lock, so that under it the target has only the last moments to apply.
+      if (!isReshard(subject)) await waitForWatermark(pools, subject, await bumpWatermark(pools, subject.source, subject.names), options);
+      else await applyChanges(pools, subject, { deadline: Date.now() + (options.catchUpTimeoutMs ?? 10_000), onBatch: () => options.onWait?.() });
+      const tables = isReshard(subject) ? subject.tables.map((t) => t.name) : subject.shard.tables.map((t) => t.name);
+      // Writers queue behind a lock request too: its wait is part of the budget.
+      const lockedAt = await lockForCutover(
+        sources.map((s, i) => ({ client: lockClients[i]!, tables: tables.map((t) => `${quoteIdent(s.schema)}.${quoteIdent(t)}`) })),
+        options.lockTimeoutMs,
+        bounded ? Math.floor(budget / 2) : 100,
+      );
+      const budgetAt = bounded ? lockedAt + budget : Infinity;
+      let taken = false;
+      try {
+        // Writers are locked out: a snapshot of each source taken now is final until the locks go.
+        // A node holding a target as well gets its one snapshot once the target has caught up (its sources are locked till then).
+        const targetDsns = new Set(isReshard(subject) ? subject.targets.map((t) => t.node.dsn) : [subject.target.dsn]);
+        for (const dsn of new Set(sources.map((s) => s.node.dsn))) if (!targetDsns.has(dsn)) await beginSnapshot(snapshots.get(dsn)!);
+        if (isReshard(subject)) {
+          const drained = await applyChanges(pools, subject, { deadline: Math.min(budgetAt, Date.now() + (options.catchUpTimeoutMs ?? 10_000)), onBatch: () => options.onWait?.() });
+          if (drained.drained) {
+            for (const dsn of targetDsns) await beginSnapshot(snapshots.get(dsn)!);
+            taken = true;
+          } else if (!bounded) throw new ShardcastError('CUTOVER_CATCHUP_TIMEOUT', 'the new shards did not catch up with the locked sources');
+        } else {
+          taken = await targetSnapshotAtWatermark(pools, subject, snapshots.get(subject.target.dsn)!, options, budgetAt);
+        }
+        if (!taken) for (const s of snapshots.values()) await s.client.query('rollback');
+      } finally {
+        for (const c of lockClients) await c.query('rollback').catch(() => undefined);
+      }
+      const blocked = Date.now() - lockedAt;
+      longestMs = Math.max(longestMs, blocked);
+      totalMs += blocked;
+      if (taken) return { longestMs, totalMs, givenUp };
+      givenUp++;
+      options.onWait?.();
     }
   } catch (err) {
     broken = err as Error;
     throw err;
   } finally {
-    for (const c of lockClients) await c.query('rollback').catch(() => undefined);
     for (const c of lockClients) c.release(broken);
   }
-  return Date.now() - lockedAt;
 }
 
 async function waitForWatermark(pools: NodePools, move: CutoverTarget, mark: number, options: VerifyOptions): Promise<void> {
@@ -240,8 +272,11 @@ async function waitForWatermark(pools: NodePools, move: CutoverTarget, mark: num
   }
 }
 
-/** A watermark committed now follows every write to the shard: the target's snapshot is taken once it shows it. */
-async function targetSnapshotAtWatermark(pools: NodePools, move: CutoverTarget, snap: Snapshot, options: VerifyOptions): Promise<void> {
+/**
+ * A watermark committed now follows every write to the shard: the target's snapshot is taken once it
+ * shows it. False (nothing open) when the target has not shown it by `budgetAt`.
+ */
+async function targetSnapshotAtWatermark(pools: NodePools, move: CutoverTarget, snap: Snapshot, options: VerifyOptions, budgetAt = Infinity): Promise<boolean> {
   const mark = await bumpWatermark(pools, move.source, move.names);
   const deadline = Date.now() + (options.catchUpTimeoutMs ?? 10_000);
   for (;;) {
@@ -250,8 +285,9 @@ async function targetSnapshotAtWatermark(pools: NodePools, move: CutoverTarget, 
       move.names.slot,
       mark,
     ]);
-    if (rows[0]?.ok) return;
+    if (rows[0]?.ok) return true;
     await snap.client.query('rollback');
+    if (Date.now() >= budgetAt) return false;
     if (Date.now() > deadline) {
       throw new ShardcastError('CUTOVER_CATCHUP_TIMEOUT', `target ${move.target.name} did not catch up (watermark ${mark}) within the catch-up timeout`);
     }
@@ -413,8 +449,9 @@ export async function verifyChunks(pools: NodePools, subject: VerifySubject, opt
     for (const [key, side] of sides) snapshots.set(key, await openSnapshot(pools, side.node));
     const blocked = await takeSnapshots(pools, subject, snapshots, options);
     progress.snapshots += 1;
-    progress.blockedMs = Math.max(progress.blockedMs, blocked);
-    progress.blockedTotalMs += blocked;
+    progress.blockedMs = Math.max(progress.blockedMs, blocked.longestMs);
+    progress.blockedTotalMs += blocked.totalMs;
+    progress.snapshotsGivenUp = (progress.snapshotsGivenUp ?? 0) + blocked.givenUp;
     if (progress.rowsTotal === 0) progress.rowsTotal = await estimateRows(snapshots, all);
     options.onProgress?.(progress);
 
@@ -674,7 +711,7 @@ export async function refreshVerification(pools: NodePools, subject: VerifySubje
   try {
     for (const [key, side] of sides) snapshots.set(key, await openSnapshot(pools, side.node));
     // Taken after `upto`: every change up to it is in these snapshots.
-    const blockedMs = await takeSnapshots(pools, subject, snapshots, options);
+    const { longestMs: blockedMs } = await takeSnapshots(pools, subject, snapshots, options);
     const { keys } = await compareChanged(pools, subject, upto, (side) => snapshots.get(snapKey(side))!.client);
     for (const s of slots) await pools.get(s.node.dsn).query('select pg_replication_slot_advance($1, $2::pg_lsn)', [s.verifySlot, upto.get(s.slot)]);
     return { keys, blockedMs };

@@ -5,7 +5,7 @@ import { NodePools } from '../../src/catalog/node-pools.js';
 import { getNodeByName } from '../../src/catalog/nodes.js';
 import { cutover, VerificationError, type CutoverTarget } from '../../src/movement/cutover.js';
 import { acquireMovementLease, finishMovement } from '../../src/movement/lease.js';
-import { movementNames, prepareTarget, shardTables, startStreaming, stopStreaming, streamProgress } from '../../src/movement/replication.js';
+import { movementNames, prepareTarget, shardTables, startStreaming, stopStreaming, streamProgress, WATERMARKS } from '../../src/movement/replication.js';
 import { dropVerifySlots, refreshVerification, verifyChunks, type VerifyProgress } from '../../src/movement/verify.js';
 import { quoteIdent } from '../../src/sql/ident.js';
 import { movementProgressQuery } from '../../workflows/messages.js';
@@ -23,7 +23,7 @@ const pools = new NodePools();
 beforeAll(async () => {
   catalog = await createTestCatalog('ver');
   worker = await startTestWorker(catalog.catalogUrl);
-  await createDistributedTable(worker.options, { name: 'items', columns: 'id bigint primary key, payload text not null, n bigint not null default 0', shardKey: 'id', shardCount: 4 });
+  await createDistributedTable(worker.options, { name: 'items', columns: 'id bigint primary key, payload text not null, n bigint not null default 0', shardKey: 'id', shardCount: 5 });
   await createDistributedTable(worker.options, { name: 'parts', columns: 'id bigint primary key, n bigint not null default 0', shardKey: 'id', shardCount: 1 });
 });
 
@@ -132,7 +132,7 @@ describe('verify without a long write block', () => {
       expect(done.chunks).toBe(21); // 20 full chunks and the empty tail, none twice
       expect(done.rowsTotal).toBeGreaterThan(150_000);
       expect(done.snapshots).toBe(2);
-      console.log(`verify of 200k rows: writes blocked at most ${done.blockedMs} ms per snapshot (${done.snapshots} snapshots)`);
+      console.log(`verify of 200k rows: writes blocked at most ${done.blockedMs} ms per snapshot (${done.snapshots} snapshots, ${done.snapshotsGivenUp ?? 0} moment(s) given up for the budget)`);
       expect(done.blockedMs).toBeLessThanOrEqual(100);
 
       // The cutover: changes since verify compared without the lock, then the last ones under it.
@@ -145,6 +145,31 @@ describe('verify without a long write block', () => {
       expect(await placement(move.shard.shardId)).toBe(move.target.name);
     } finally {
       await load.stop();
+      await endMove(move);
+    }
+  });
+
+  it('a target that cannot catch up under the lock within the block budget: the snapshot moment is given up, retried, and writes never wait past the budget', async () => {
+    const move = await streamingMove('items', 4, 20_000);
+    const target = pools.get(move.target.dsn);
+    // The target's apply of the next 5 watermarks takes 150 ms each (a replica trigger, as a slow disk would): two moments overrun their 60 ms budget.
+    await target.query(`create sequence sc_movement.slow_marks;
+      create function sc_movement.slow_mark() returns trigger language plpgsql as $$ begin if nextval('sc_movement.slow_marks') <= 5 then perform pg_sleep(0.15); end if; return new; end $$;
+      create trigger slow_mark before update on ${WATERMARKS} for each row execute function sc_movement.slow_mark();
+      alter table ${WATERMARKS} enable replica trigger slow_mark;`);
+    const load = writers(move, 20_000, 1);
+    try {
+      const done = await verifyChunks(pools, move);
+      console.log(`verify with a slow target: ${done.snapshotsGivenUp} snapshot moment(s) given up, writes blocked at most ${done.blockedMs} ms (total ${done.blockedTotalMs} ms)`);
+      expect(done.done).toBe(true);
+      expect(done.rowsVerified).toBe(20_000);
+      expect(done.snapshotsGivenUp).toBe(2);
+      expect(done.blockedMs).toBeLessThanOrEqual(100);
+      const { maxMs } = await load.stop();
+      expect(maxMs).toBeLessThan(250);
+    } finally {
+      await load.stop();
+      await target.query(`drop trigger slow_mark on ${WATERMARKS}; drop function sc_movement.slow_mark(); drop sequence sc_movement.slow_marks`);
       await endMove(move);
     }
   });
