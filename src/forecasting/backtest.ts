@@ -36,12 +36,13 @@ import { ConformalCalibrator, randomWalkSigma, type CalibrationOptions, type Int
 import { lstmFactory } from './lstm.js';
 import { Accuracy, maseScale } from './metrics.js';
 import { mstlFactory } from './mstl.js';
+import { thetaFactory } from './theta.js';
 import { seasonalNaiveFactory } from './naive.js';
 import { seasonLengths, type CleanSeries } from './series.js';
 import type { FitContext, FittedModel, Hyperparameters, InitialParams, ModelFactory, Tuning } from './types.js';
 
 /** Models besides the seasonal naive baseline, which is always there; MSTL only where the history holds two weeks. */
-export const DEFAULT_MODELS: readonly ModelFactory[] = [etsFactory, arimaFactory, lstmFactory, mstlFactory];
+export const DEFAULT_MODELS: readonly ModelFactory[] = [etsFactory, arimaFactory, lstmFactory, mstlFactory, thetaFactory];
 
 export const BASELINE = 'seasonal_naive';
 /**

@@ -29,6 +29,7 @@ import { restoreEts } from './ets.js';
 import { LEVELS, normalQuantile, randomWalkSigma } from './intervals.js';
 import { restoreLstm } from './lstm.js';
 import { restoreMstl } from './mstl.js';
+import { restoreTheta } from './theta.js';
 import { seasonalNaiveFactory, SeasonalNaiveModel } from './naive.js';
 import { cleanSeries, seasonLengths, type CleanSeries } from './series.js';
 import { latestUsableModel, type Calibration, type ForecastRow, type StoredMember, type StoredModel } from './store.js';
@@ -82,6 +83,8 @@ function restoreMember(json: Record<string, unknown>): FittedModel {
       return restoreLstm(json);
     case 'mstl':
       return restoreMstl(json);
+    case 'theta':
+      return restoreTheta(json);
     case 'seasonal_naive':
       return new SeasonalNaiveModel(json.last as number[], json.period as number, (json.label as string | null) ?? undefined);
     default:
