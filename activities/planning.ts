@@ -66,6 +66,8 @@ export function createPlanningActivities(deps: ActivityDeps) {
         }
         const plan = planRebalance(gathered.input);
         plan.notes.push(...gathered.notes);
+        // A replanning round with nothing to do leaves no plan behind (one every few minutes would bury the ones that act).
+        if (input.trigger === 'replan' && plan.actions.length === 0) return { skipped: 'nothing to do this round', paused: false, feasible: plan.feasible, actions: [], notes: plan.notes };
         const info = activityInfo();
         const planId = await storePlan(deps.catalog, plan, { dryRun, trigger: input.trigger, workflowId: info.workflowExecution?.workflowId ?? null });
         const nodes = new Map(gathered.input.nodes.map((n) => [n.id, n]));

@@ -97,7 +97,7 @@ export async function run(args: string[]): Promise<void> {
   const total = new Map<Policy, SimulationResult>();
   for (const policy of policies) {
     const all = [...results.values()].map((m) => m.get(policy)!);
-    total.set(policy, { ...all[0]!, metrics: sum(all.map((r) => r.metrics)) });
+    total.set(policy, { ...all[0]!, metrics: sum(all.map((r) => r.metrics)), idealNodeHours: all.reduce((a, r) => a + r.idealNodeHours, 0) });
   }
   if (results.size > 1) {
     console.log('\nboth fleets:');
@@ -145,6 +145,9 @@ function ratios(byPolicy: ReadonlyMap<Policy, SimulationResult>) {
   return {
     predictive_over_reactive_overload: ratio(m('predictive')?.overloadMinutes, m('reactive')?.overloadMinutes),
     predictive_node_hours_over_static: ratio(m('predictive')?.nodeHours, m('static')?.nodeHours),
+    // The floor under any policy (SimulationResult.idealNodeHours) over static's: what the node-hours goal can reach at best.
+    ideal_node_hours_over_static: ratio(byPolicy.values().next().value?.idealNodeHours, m('static')?.nodeHours),
+    oracle_node_hours_over_static: ratio(m('oracle')?.nodeHours, m('static')?.nodeHours),
     predictive_over_oracle_overload: ratio(m('predictive')?.overloadMinutes, m('oracle')?.overloadMinutes),
     oscillations: m('predictive')?.oscillations ?? null,
     moves_started_in_peak: m('predictive')?.movesStartedInPeak ?? null,

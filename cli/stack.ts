@@ -169,7 +169,8 @@ export async function startStack(config: Config, options: StackOptions): Promise
       : config.retention.intervalHours > 0
         ? `, retention every ${config.retention.intervalHours} h`
         : `, retention daily at ${config.retention.at} UTC`;
-    log(line('schedules', `retrain daily at ${config.forecast.retrainAt} UTC, forecast hourly${janitor}${retention} (${schedules.map((s) => s.scheduleId).join(', ')})`));
+    const replan = config.planning.mode === 'on' && config.planning.replanMinutes > 0 ? `, replan every ${config.planning.replanMinutes} min` : '';
+    log(line('schedules', `retrain daily at ${config.forecast.retrainAt} UTC, forecast hourly${janitor}${retention}${replan} (${schedules.map((s) => s.scheduleId).join(', ')})`));
 
     if (config.metrics.port > 0) {
       const server: Server = await startMetricsServer(createMetricsRegistry(catalog), config.metrics.port, config.metrics.host);

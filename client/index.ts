@@ -351,4 +351,4 @@ export async function ensureCollector(options: ShardcastClientOptions, input: Co
   return handle;
 }
 
-export { ensureSchedules, janitorScheduleId, retentionScheduleId, runForecastingNow, runRetentionNow, scheduleId, type EnsuredSchedule, type ForecastingRun } from './schedules.js';
+export { ensureSchedules, janitorScheduleId, replanScheduleId, retentionScheduleId, runForecastingNow, runRetentionNow, scheduleId, type EnsuredSchedule, type ForecastingRun } from './schedules.js';

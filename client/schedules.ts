@@ -4,9 +4,9 @@ import { SA_OPERATION } from '../src/search-attributes.js';
 import { CONTROL_TASK_QUEUE } from '../src/task-queues.js';
 import type { JanitorInput } from '../workflows/janitor.js';
 import type { RetentionInput, RetentionResult } from '../workflows/retention.js';
-import type { ForecastRunInput, RetrainInput } from '../workflows/messages.js';
+import type { ForecastRunInput, RebalanceInput, RetrainInput } from '../workflows/messages.js';
 import type { ShardcastClientOptions } from './index.js';
-import { assertValidInput, forecastRunInputSchema, janitorInputSchema, retentionInputSchema, retrainInputSchema } from '../src/inputs.js';
+import { assertValidInput, forecastRunInputSchema, janitorInputSchema, rebalanceInputSchema, retentionInputSchema, retrainInputSchema } from '../src/inputs.js';
 
 export type ForecastingRun = 'retrain' | 'forecast';
 
@@ -27,10 +27,12 @@ function runAction(options: ShardcastClientOptions, config: Config, run: Forecas
     return { ...common, workflowType: 'retrainModels', args: [assertValidInput(retrainInputSchema, input)], staticSummary: `retrain every series on ${trainingDays} days` };
   }
   const prefix = options.workflowIdPrefix;
+  // With replanning on, the replanning schedule is the one planner: the forecast does not hand over too.
+  const mode = replanning(config) ? 'off' : config.planning.mode;
   const input: ForecastRunInput = {
     batchSize,
     parallelBatches,
-    rebalance: { mode: config.planning.mode, movement: movementSettings(config), settings: plannerSettings(config), ...(prefix ? { workflowIdPrefix: prefix } : {}) },
+    rebalance: { mode, movement: movementSettings(config), settings: plannerSettings(config), ...(prefix ? { workflowIdPrefix: prefix } : {}) },
   };
   return { ...common, workflowType: 'forecastLoad', args: [assertValidInput(forecastRunInputSchema, input)], staticSummary: 'forecast the next hour of every series' };
 }
@@ -56,6 +58,53 @@ export function scheduleDefinitions(options: ShardcastClientOptions, config: Con
       action: { type: 'startWorkflow' as const, workflowId: `${prefix}shardcast-${run}`, ...action, memo: { shardcastDefinition: definition } },
     };
   });
+}
+
+/** Whether the rebalancer plans on its own schedule (planning.mode 'on' and planning.replanMinutes > 0). */
+function replanning(config: Config): boolean {
+  return config.planning.mode === 'on' && config.planning.replanMinutes > 0;
+}
+
+/** The replanning schedule's id (with the options' prefix). */
+export function replanScheduleId(prefix = ''): string {
+  return `${prefix}shardcast-replan`;
+}
+
+/**
+ * The rebalancer's receding horizon: every planning.replanMinutes, workflow `rebalance` plans on the
+ * latest forecast from now and starts only what is due before the next round (the rest is planned
+ * again then, on what has happened since). A round still carrying out its movements makes the next
+ * ones skip. Absent unless planning.mode is 'on' and planning.replanMinutes > 0 (then the hourly
+ * forecast hands over instead, as before).
+ */
+export function replanScheduleDefinition(options: ShardcastClientOptions, config: Config): ScheduleOptions | undefined {
+  if (!replanning(config)) return undefined;
+  const prefix = options.workflowIdPrefix ?? '';
+  const minutes = config.planning.replanMinutes;
+  const spec = { intervals: [{ every: `${minutes} minutes` }] };
+  const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 minute' } as const;
+  const input: RebalanceInput = {
+    dryRun: false,
+    trigger: 'replan',
+    startWithinSeconds: minutes * 60,
+    movement: movementSettings(config),
+    settings: plannerSettings(config),
+    ...(prefix ? { workflowIdPrefix: prefix } : {}),
+  };
+  const action = {
+    taskQueue: options.taskQueue ?? CONTROL_TASK_QUEUE,
+    workflowType: 'rebalance',
+    args: [assertValidInput(rebalanceInputSchema, input)],
+    typedSearchAttributes: [{ key: SA_OPERATION, value: 'rebalance' }],
+    staticSummary: `plan on the latest forecast (every ${minutes} minutes) and start what is due before the next round`,
+  };
+  const definition = JSON.stringify({ spec, policies, action });
+  return {
+    scheduleId: replanScheduleId(prefix),
+    spec,
+    policies,
+    action: { type: 'startWorkflow' as const, workflowId: `${prefix}shardcast-replan`, ...action, memo: { shardcastDefinition: definition } },
+  };
 }
 
 /** The janitor's schedule id (with the options' prefix). */
@@ -160,7 +209,9 @@ export async function ensureSchedules(options: ShardcastClientOptions, config: C
   if (!janitor) await deleteScheduleIfAny(options, janitorScheduleId(options.workflowIdPrefix));
   const retention = retentionScheduleDefinition(options, config);
   if (!retention) await deleteScheduleIfAny(options, retentionScheduleId(options.workflowIdPrefix));
-  for (const definition of [...scheduleDefinitions(options, config), ...(janitor ? [janitor] : []), ...(retention ? [retention] : [])]) {
+  const replan = replanScheduleDefinition(options, config);
+  if (!replan) await deleteScheduleIfAny(options, replanScheduleId(options.workflowIdPrefix));
+  for (const definition of [...scheduleDefinitions(options, config), ...(janitor ? [janitor] : []), ...(retention ? [retention] : []), ...(replan ? [replan] : [])]) {
     const handle = options.client.schedule.getHandle(definition.scheduleId);
     let current;
     try {

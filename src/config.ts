@@ -290,6 +290,12 @@ export const configSchema = z
          */
         horizonSteps: z.number().int().min(12).max(24).default(12),
         /**
+         * With mode 'on': plan again every this many minutes on the latest forecast, starting only
+         * what is due before the next round (a receding horizon, as the simulation plans). 0: plan
+         * once an hour, after the forecast, and carry the whole plan out.
+         */
+        replanMinutes: z.number().int().min(0).max(60).default(5),
+        /**
          * Where scale-out's new nodes come from (src/planning/provisioner.ts): "standby" activates nodes
          * registered beforehand; { command } or { webhook } asks real infrastructure for one.
          */
@@ -429,6 +435,7 @@ export const ENV_OVERRIDES: Record<string, string> = {
   SHARDCAST_PLANNING_HYSTERESIS_SECONDS: 'planning.hysteresisSeconds',
   SHARDCAST_PLANNING_MAX_CONCURRENT_MOVES_PER_NODE: 'planning.maxConcurrentMovesPerNode',
   SHARDCAST_PLANNING_HORIZON_STEPS: 'planning.horizonSteps',
+  SHARDCAST_PLANNING_REPLAN_MINUTES: 'planning.replanMinutes',
   SHARDCAST_TABLE_CREATION_MAXIMUM_ATTEMPTS: 'tableCreation.maximumAttempts',
   SHARDCAST_TABLE_CREATION_INITIAL_RETRY_INTERVAL_MS: 'tableCreation.initialRetryIntervalMs',
 };
@@ -573,6 +580,7 @@ const NUMERIC_KEYS = new Set([
   'planning.hysteresisSeconds',
   'planning.maxConcurrentMovesPerNode',
   'planning.horizonSteps',
+  'planning.replanMinutes',
   'tableCreation.maximumAttempts',
   'tableCreation.initialRetryIntervalMs',
 ]);

@@ -236,8 +236,14 @@ export type { ForecastingSummary } from '../src/forecasting/runs.js';
 export interface RebalanceInput {
   /** Plan and store, start nothing. */
   dryRun: boolean;
-  /** What started it: after the hourly forecast ('schedule', which obeys planning.mode), an operator, or `nodes drain`. */
-  trigger: 'schedule' | 'operator' | 'drain';
+  /** What started it: after the hourly forecast ('schedule', which obeys planning.mode), the replanning schedule ('replan'), an operator, or `nodes drain`. */
+  trigger: 'schedule' | 'operator' | 'drain' | 'replan';
+  /**
+   * Carry out only the actions due to start within this many seconds of planning (a receding
+   * horizon: the replanning schedule plans again by then, on what has happened since); the others
+   * are recorded skipped. Without it every action is carried out at its time.
+   */
+  startWithinSeconds?: number;
   /** `nodes drain`: the node to empty (set draining first; its shards are moved off). */
   drainNode?: string;
   /** Movement settings of the movements it starts (the configuration's `movement` section: its approval policy applies). */

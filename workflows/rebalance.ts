@@ -72,6 +72,8 @@ export async function rebalance(input: RebalanceInput): Promise<RebalanceResult>
   setCurrentDetails(`plan ${planId}: ${planned.actions.length} action(s)`);
 
   const byId = new Map(planned.actions.map((a) => [a.id, a]));
+  // A receding horizon: what starts after this round is planned again by the next one.
+  const roundEnd = input.startWithinSeconds !== undefined ? Date.now() + input.startWithinSeconds * 1000 : Infinity;
   /** The planned name of a node a provisioner made → its real name. */
   const provisioned = new Map<string, string>();
   const results = new Map<string, Promise<RebalanceActionOutcome>>();
@@ -93,6 +95,9 @@ export async function rebalance(input: RebalanceInput): Promise<RebalanceResult>
             const before = byId.get(dep);
             const r = before ? await carryOut(before) : { id: dep, state: 'failed' as const, outcome: 'not in the plan' };
             if (r.state !== 'done') return await finish(a, { id: a.id, state: 'skipped', outcome: `${dep} did not complete (${r.state})` });
+          }
+          if (Date.parse(a.startAt) > roundEnd) {
+            return await finish(a, { id: a.id, state: 'skipped', outcome: `starts at ${a.startAt}, after this round: the next round plans it again` });
           }
           const wait = Date.parse(a.startAt) - Date.now();
           if (wait > 0) {

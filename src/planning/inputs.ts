@@ -40,7 +40,11 @@ export class CapacityUnknownError extends ShardcastError {
 }
 
 export interface GatherOptions {
-  /** The horizon's start; default: the newest shard forecast's issue time when recent, else now. */
+  /**
+   * The horizon's start; default: now, at the start of its 5-minute step. The horizon slides with
+   * it over the latest forecast (two hours issued hourly), so a plan made late in the hour still
+   * sees `horizonSteps` ahead.
+   */
   asOf?: Date;
   now?: Date;
   settings?: PlanInput['settings'];
@@ -82,8 +86,7 @@ export async function gatherPlanInput(catalog: pg.Pool, pools: NodePools, option
   const listings = new Map((await listSeriesWithModels(catalog, [])).map((l) => [l.series, l]));
   const issued = await Promise.all(shardIds.map((id) => latestForecast(catalog, `shard:${id}:load`)));
   const maxAge = (options.maxForecastAgeSeconds ?? 7200) * 1000;
-  const newest = Math.max(0, ...issued.filter((f) => f.length > 0).map((f) => f[0]!.issuedAt.getTime()));
-  const asOf = options.asOf ?? (newest > 0 && now.getTime() - newest <= maxAge ? new Date(newest) : new Date(Math.floor(now.getTime() / STEP_MS) * STEP_MS));
+  const asOf = options.asOf ?? new Date(Math.floor(now.getTime() / STEP_MS) * STEP_MS);
 
   const capacities = await capacitiesOf(catalog, allNodes, asOf, options.calibrationDays ?? 7, settings.targetUtilisation);
   const known = capacities.filter((c) => c.capacity !== null).map((c) => c.capacity!);
@@ -118,8 +121,9 @@ export async function gatherPlanInput(catalog: pg.Pool, pools: NodePools, option
     const recent = await loadSeries(catalog, series, new Date(asOf.getTime() - 3 * STEP_MS), asOf, STEP_MS);
     const seen = recent.map((p) => p.value).filter((v): v is number => v !== null);
     const observedLoad = seen.length ? seen.reduce((a, b) => a + b, 0) / seen.length : 0;
-    const rows = issued[i]!;
-    const why = untrusted(listings.get(series), rows, asOf, maxAge, horizon);
+    // The forecast's steps from the one in progress at asOf on (each row's ts is the start of its step).
+    const rows = issued[i]!.filter((r) => r.ts.getTime() + STEP_MS > asOf.getTime());
+    const why = untrusted(listings.get(series), issued[i]!.length, rows, asOf, maxAge, horizon);
     const steps: StepForecast[] = why
       ? Array.from({ length: horizon }, () => ({ point: observedLoad, lo80: observedLoad, hi80: observedLoad, lo95: observedLoad, hi95: observedLoad }))
       : rows.slice(0, horizon).map((r) => ({ point: r.yhat, lo80: r.lo80, hi80: r.hi80, lo95: r.lo95, hi95: r.hi95 }));
@@ -155,13 +159,14 @@ export async function gatherPlanInput(catalog: pg.Pool, pools: NodePools, option
 }
 
 /** Why a shard's forecast is not trusted, or undefined when it is. */
-function untrusted(listing: SeriesListing | undefined, rows: ReadonlyArray<{ issuedAt: Date }>, asOf: Date, maxAgeMs: number, horizon: number): string | undefined {
+function untrusted(listing: SeriesListing | undefined, issuedSteps: number, rows: ReadonlyArray<{ issuedAt: Date }>, asOf: Date, maxAgeMs: number, horizon: number): string | undefined {
   if (!listing || listing.status === null) return 'no model trained yet';
   if (listing.status === 'failed') return `its last training failed${listing.error ? `: ${listing.error}` : ''}`;
   if (listing.status === 'fallback') return 'too little history for a trained model (seasonal naive only)';
   if (listing.mase === null || listing.baselineMase === null) return 'no back-test score';
   if (!(listing.mase < listing.baselineMase)) return `its back-test (MASE ${listing.mase.toFixed(3)}) is no better than seasonal naive (${listing.baselineMase.toFixed(3)})`;
-  if (rows.length < horizon) return rows.length === 0 ? 'no forecast issued yet' : `its forecast has ${rows.length} of ${horizon} steps`;
+  if (issuedSteps === 0) return 'no forecast issued yet';
+  if (rows.length < horizon) return rows.length === 0 ? 'its latest forecast ends before the plan' : `its latest forecast has ${rows.length} of ${horizon} steps left`;
   const age = asOf.getTime() - rows[0]!.issuedAt.getTime();
   if (age > maxAgeMs) return `its latest forecast was issued ${Math.round(age / 60_000)} minutes before the plan`;
   return undefined;

@@ -1,6 +1,6 @@
 import { localityCost, peakStacking, targetCost } from './cost.js';
 import { moveSeconds } from './duration.js';
-import { Fleet, type Transfer, type TransferTrial, type Unit } from './fleet.js';
+import { Fleet, type FleetNode, type Transfer, type TransferTrial, type Unit } from './fleet.js';
 import { resolveSettings } from './settings.js';
 import type { Benefit, IntervalBound, NodeOutlook, Plan, PlanAction, PlanInput, PlannerSettings, StepForecast, TableOutlook } from './types.js';
 import { validatePlanInput } from './validate.js';
@@ -567,17 +567,27 @@ class Planner {
   }
 
   private scaleIn(requiredNodes: number): void {
-    const { lowUtilisation, sustainedRounds, minActiveNodes, lookaheadSteps } = this.s.scaleIn;
+    const { lowUtilisation, sustainedRounds, minActiveNodes, lookaheadSteps, consolidateFill } = this.s.scaleIn;
     const history = new Map((this.input.utilisationHistory ?? []).map((h) => [h.nodeId, h.values]));
     const active = this.fleet.targets();
     if (active.length - 1 < Math.max(minActiveNodes, requiredNodes)) return;
     const bytesOn = (id: number) => this.fleet.unitsOn(id).reduce((sum, u) => sum + u.bytes, 0);
+    // Consolidation: the fleet's load, added up, has stayed (and is predicted to stay) under what the others could carry without a node.
+    const capacity = active.reduce((sum, n) => sum + n.node.capacity, 0);
+    const fleetLoad = (round: number) => active.reduce((sum, n) => sum + (history.get(n.node.id)?.at(round) ?? Infinity) * n.node.capacity, 0);
+    const aheadLoad = Array.from({ length: Math.min(lookaheadSteps, this.s.horizonSteps) }, (_, i) => active.reduce((sum, n) => sum + this.fleet.util(n.node.id)[i]! * n.node.capacity, 0));
+    const spare = (n: FleetNode) => {
+      if (!(consolidateFill > 0)) return false;
+      const room = consolidateFill * this.s.targetUtilisation * (capacity - n.node.capacity);
+      return Array.from({ length: sustainedRounds }, (_, k) => fleetLoad(-1 - k)).every((v) => v < room) && Math.max(...aheadLoad) < room;
+    };
+    const isLow = (n: FleetNode) => {
+      const values = history.get(n.node.id) ?? [];
+      const ahead = this.fleet.util(n.node.id).slice(0, lookaheadSteps);
+      return values.length >= sustainedRounds && values.slice(-sustainedRounds).every((v) => v < lowUtilisation) && Math.max(...ahead) < lowUtilisation;
+    };
     const candidates = active
-      .filter((n) => {
-        const values = history.get(n.node.id) ?? [];
-        const ahead = this.fleet.util(n.node.id).slice(0, lookaheadSteps);
-        return values.length >= sustainedRounds && values.slice(-sustainedRounds).every((v) => v < lowUtilisation) && Math.max(...ahead) < lowUtilisation;
-      })
+      .filter((n) => isLow(n) || spare(n))
       .sort((a, b) => bytesOn(a.node.id) - bytesOn(b.node.id) || a.node.id - b.node.id);
     for (const n of candidates) {
       const saved = this.save();
@@ -592,7 +602,7 @@ class Planner {
         finishAt: this.iso(0),
         etaSeconds: 0,
         after: [],
-        reason: `${n.node.name} predicted under ${pct(lowUtilisation)} of capacity for the last ${sustainedRounds} rounds and the next ${this.hhmm(0)}–${this.hhmm(Math.min(lookaheadSteps, this.s.horizonSteps) * this.s.stepSeconds)} (peak ${pct(Math.max(...this.fleet.util(n.node.id).slice(0, lookaheadSteps)))}); the other nodes take its load under ${pct(this.s.targetUtilisation)} at every step of the horizon: draining it, then retiring it`,
+        reason: `${isLow(n) ? `${n.node.name} predicted under ${pct(lowUtilisation)} of capacity` : `the fleet's load predicted under ${pct(consolidateFill)} of what the nodes other than ${n.node.name} carry at ${pct(this.s.targetUtilisation)}`} for the last ${sustainedRounds} rounds and the next ${this.hhmm(0)}–${this.hhmm(Math.min(lookaheadSteps, this.s.horizonSteps) * this.s.stepSeconds)} (${n.node.name}'s peak ${pct(Math.max(...this.fleet.util(n.node.id).slice(0, lookaheadSteps)))}); the other nodes take its load under ${pct(this.s.targetUtilisation)} at every step of the horizon: draining it, then retiring it`,
         benefit: { overloadPointSteps: 0, frees: n.node.name, summary: `frees ${n.node.name} (capacity ${fmt(n.node.capacity)})` },
       };
       this.actions.push(drain);

@@ -13,7 +13,7 @@ export const DEFAULT_SETTINGS: PlannerSettings = {
   copyLoadFactor: 0.3,
   bulkCopyShare: 0.03,
   sourceCeiling: 0.9,
-  scaleIn: { lowUtilisation: 0.3, sustainedRounds: 6, minActiveNodes: 1, lookaheadSteps: 12 },
+  scaleIn: { lowUtilisation: 0.3, sustainedRounds: 6, minActiveNodes: 1, lookaheadSteps: 12, consolidateFill: 0.9 },
   activationSeconds: 120,
   activationLeadSeconds: 7200,
   coldShare: 0.1,
@@ -45,6 +45,7 @@ export function resolveSettings(given: PlanInput['settings'] = {}): PlannerSetti
   check('scaleIn.lowUtilisation', s.scaleIn.lowUtilisation, (v) => v >= 0 && v < s.targetUtilisation, 'in [0, targetUtilisation)');
   check('scaleIn.sustainedRounds', s.scaleIn.sustainedRounds, (v) => Number.isInteger(v) && v >= 1, 'an integer ≥ 1');
   check('scaleIn.minActiveNodes', s.scaleIn.minActiveNodes, (v) => Number.isInteger(v) && v >= 1, 'an integer ≥ 1');
+  check('scaleIn.consolidateFill', s.scaleIn.consolidateFill, (v) => v >= 0 && v <= 1, 'in [0, 1] (0: no consolidation)');
   check('scaleIn.lookaheadSteps', s.scaleIn.lookaheadSteps, (v) => Number.isInteger(v) && v >= 1, 'an integer ≥ 1');
   check('activationSeconds', s.activationSeconds, (v) => v >= 0, 'a number of seconds ≥ 0');
   check('coldShare', s.coldShare, (v) => v >= 0 && v < 1, 'in [0, 1)');

@@ -7,7 +7,7 @@ import type { Queryable } from '../catalog/nodes.js';
 import { InvalidInputError, NotFoundError } from '../errors.js';
 import type { Plan, PlanAction } from './types.js';
 
-export type PlanTrigger = 'schedule' | 'operator' | 'drain';
+export type PlanTrigger = 'schedule' | 'operator' | 'drain' | 'replan';
 export const ACTION_STATES = ['planned', 'dry-run', 'waiting', 'started', 'done', 'failed', 'skipped', 'cancelled'] as const;
 export type ActionState = (typeof ACTION_STATES)[number];
 

@@ -150,7 +150,19 @@ export interface PlannerSettings {
    * plans and over the next `lookaheadSteps` steps (the rest of the horizon need only fit on the
    * other nodes under target), never below `minActiveNodes` active nodes.
    */
-  scaleIn: { lowUtilisation: number; sustainedRounds: number; minActiveNodes: number; lookaheadSteps: number };
+  scaleIn: {
+    lowUtilisation: number;
+    sustainedRounds: number;
+    minActiveNodes: number;
+    lookaheadSteps: number;
+    /**
+     * Consolidation: a node is also drained, whatever its own load, when for the last
+     * `sustainedRounds` plans and the next `lookaheadSteps` steps the active nodes' predicted load
+     * added up stayed under this share of what the others can carry at target (0: only low nodes
+     * are drained). Its shards must still fit on the others under target at every step.
+     */
+    consolidateFill: number;
+  };
   /** Seconds from activating a standby node to it taking shards. */
   activationSeconds: number;
   /**

@@ -84,6 +84,11 @@ export interface SimulationResult {
   policy: Policy;
   metrics: SimMetrics;
   shards: number;
+  /**
+   * The node-hours no policy can go below: at every step, the shards' true load added up, divided
+   * into nodes at the target utilisation as if it could be cut anywhere and moved at no cost.
+   */
+  idealNodeHours: number;
   /** Nodes in the fleet (active or standby) and nodes the static policy provisions. */
   fleetNodes: number;
   staticNodes: number;
@@ -156,8 +161,9 @@ export async function simulate(traces: readonly Trace[], o: SimulationOptions): 
         }
       }
     } else if (o.policy === 'predictive' || o.policy === 'oracle') {
-      // The planner's horizon, shortened by what has passed of the latest forecast's first hour.
-      const horizon = planSteps - (k % o.forecastEverySteps);
+      // The planner's horizon slides with the round: it starts now and reaches as far as the latest
+      // forecast does (24 steps issued hourly: at least 13 left), as production's plan does.
+      const horizon = Math.min(planSteps, FORECAST_STEPS - (k % o.forecastEverySteps));
       const forecasts: ShardForecast[] = shards.map((s) => {
         const series = `shard:${s.shardId}:load`;
         const observedLoad = s.load[k - 1]!;
@@ -179,9 +185,12 @@ export async function simulate(traces: readonly Trace[], o: SimulationOptions): 
     fleet.account(now, now + SIM_STEP_SECONDS, loadAt);
   }
   o.onProgress?.(`${o.policy}: done: ${describe(fleet.metrics)}`);
+  let idealNodeHours = 0;
+  for (let k = start; k < end; k++) idealNodeHours += (Math.ceil(shards.reduce((sum, s) => sum + s.load[k]!, 0) / (target * o.nodeCapacity) - 1e-9) * SIM_STEP_SECONDS) / 3600;
   return {
     policy: o.policy,
     metrics: fleet.metrics,
+    idealNodeHours,
     shards: shards.length,
     fleetNodes,
     staticNodes,
@@ -311,6 +320,7 @@ export function resultLine(r: SimulationResult): Record<string, string | number>
     bytes_moved: m.bytesMoved,
     moves_started_in_peak: m.movesStartedInPeak,
     oscillations: m.oscillations,
+    ideal_node_hours: Math.round(r.idealNodeHours * 100) / 100,
   };
 }
 

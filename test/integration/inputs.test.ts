@@ -65,7 +65,7 @@ describe('workflow inputs are checked at start', () => {
       ['createDistributedTable', [{ spec: { name: 'evil"name', columns: 'id int', shardKey: 'id' }, nodeRetry: { maximumAttempts: 2, initialIntervalMs: 100 } }], 'input.spec.name: expected a lower-case identifier'],
       ['collectStats', [{ intervalSeconds: 0, retentionDays: 3 }], 'input.intervalSeconds: expected an integer from 1 to 3600'],
       ['janitor', [{ fix: 'yes' }], 'input.fix: expected true or false'],
-      ['rebalance', [{ dryRun: true, trigger: 'cron', movement: {} }], 'input.trigger: expected schedule, operator or drain'],
+      ['rebalance', [{ dryRun: true, trigger: 'cron', movement: {} }], 'input.trigger: expected schedule, operator, drain or replan'],
       ['retrainModels', [{ trainingDays: 0, budgetSeconds: 1, batchSize: 1, parallelBatches: 1 }], 'input.trainingDays: expected an integer from 1 to 365'],
       ['forecastLoad', [{ batchSize: 1e6, parallelBatches: 1 }], 'input.batchSize: expected an integer from 1 to 1000'],
       ['scaleOut', [{ request: { requestId: 'r-bad', reason: 'test' }, provisionTimeoutSeconds: -1 }], 'input.provisionTimeoutSeconds: expected an integer from 1 to 86400'],

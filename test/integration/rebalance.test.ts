@@ -137,6 +137,11 @@ describe('rebalance workflow', () => {
     expect(again.actions).toEqual([]);
     for (const n of again.nodes) expect(Math.max(...n.without), n.name).toBeLessThanOrEqual(0.7);
     const [stored] = await storedPlans(catalog.pool);
+    // A replanning round (the schedule's, every planning.replanMinutes) with nothing to do leaves no plan behind.
+    const idle = await run({ trigger: 'replan', startWithinSeconds: 300 }, `${worker.taskQueue}-replan-idle`);
+    expect(idle.planId).toBeNull();
+    expect(idle.actions).toEqual([]);
+    expect((await storedPlans(catalog.pool))[0]!.id).toBe(stored!.id);
     expect(stored!.dryRun).toBe(false);
     expect(stored!.actions.map((a) => a.state)).toEqual(result.actions.map(() => 'done'));
     expect(stored!.actions.every((a) => a.workflowId?.startsWith(`${worker.taskQueue}-move-shard-`))).toBe(true);

@@ -1,6 +1,6 @@
 import { Client, Connection } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureSchedules, janitorScheduleId, retentionScheduleId, scheduleId } from '../../client/index.js';
+import { ensureSchedules, janitorScheduleId, replanScheduleId, retentionScheduleId, scheduleId } from '../../client/index.js';
 import { parseConfig } from '../../src/config.js';
 import { fleet, uniqueName } from '../helpers/fleet.js';
 
@@ -21,7 +21,7 @@ describe('ensureSchedules', () => {
     const taskQueue = uniqueName('sched-tq');
     const options = { client, taskQueue, workflowIdPrefix: `${taskQueue}-` };
     const config = parseConfig({ janitor: { intervalMinutes: 10 } });
-    const ids = [scheduleId('retrain', options.workflowIdPrefix), scheduleId('forecast', options.workflowIdPrefix), janitorScheduleId(options.workflowIdPrefix), retentionScheduleId(options.workflowIdPrefix)];
+    const ids = [scheduleId('retrain', options.workflowIdPrefix), scheduleId('forecast', options.workflowIdPrefix), janitorScheduleId(options.workflowIdPrefix), retentionScheduleId(options.workflowIdPrefix), replanScheduleId(options.workflowIdPrefix)];
     try {
       const [a, b] = await Promise.all([ensureSchedules(options, config), ensureSchedules(options, config)]);
       for (const [i, id] of ids.entries()) {

@@ -122,7 +122,7 @@ describe('shardcast up (npm start)', () => {
     expect(text).toMatch(new RegExp(`^temporal-ui\\s+http://127\\.0\\.0\\.1:${ports.ui}$`, 'm'));
     expect(text).toMatch(/^worker\s+task queue shardcast-control$/m);
     expect(text).toMatch(/^collector\s+every 1 s, kept 35 days \(workflow shardcast-collect-stats\)$/m);
-    expect(text).toMatch(/^schedules\s+retrain daily at 03:00 UTC, forecast hourly, janitor every 10 min, retention daily at 02:30 UTC \(shardcast-retrain-daily, shardcast-forecast-hourly, shardcast-janitor, shardcast-retention\)$/m);
+    expect(text).toMatch(/^schedules\s+retrain daily at 03:00 UTC, forecast hourly, janitor every 10 min, retention daily at 02:30 UTC, replan every 5 min \(shardcast-retrain-daily, shardcast-forecast-hourly, shardcast-janitor, shardcast-retention, shardcast-replan\)$/m);
     expect(text).toMatch(new RegExp(`^metrics\\s+http://127\\.0\\.0\\.1:${ports.metrics}/metrics$`, 'm'));
     expect(up.lines.at(-1)).toBe('shardcast: ready');
     // Nothing but one line per component (and the migrations it applied) before it.

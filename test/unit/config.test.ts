@@ -72,6 +72,7 @@ describe('defaults', () => {
         maxConcurrentMovesPerNode: 2,
         minBenefitPerGiB: 0.5,
         horizonSteps: 12,
+        replanMinutes: 5,
         provisioner: 'standby',
         weights: { load: 1, bytes: 0.05, locality: 0.5, alignment: 0.5 },
       },
@@ -254,6 +255,14 @@ describe('lists and listen addresses', () => {
     expect(cfg.codecServer.corsOrigins).toEqual(['http://127.0.0.1:8233', 'https://ui.example.com']);
     const err = configError(() => loadConfig({ cwd: emptyDir, env: { SHARDCAST_CODEC_SERVER_CORS_ORIGINS: 'http://ui/path' } }));
     expect(err.key).toBe('codecServer.corsOrigins.0');
+  });
+
+  it('reads the replanning interval from the environment, 0 (hourly, after the forecast) to 60 minutes', () => {
+    expect(loadConfig({ cwd: emptyDir, env: { SHARDCAST_PLANNING_REPLAN_MINUTES: '0' } }).planning.replanMinutes).toBe(0);
+    expect(loadConfig({ cwd: emptyDir, env: { SHARDCAST_PLANNING_REPLAN_MINUTES: '15' } }).planning.replanMinutes).toBe(15);
+    for (const bad of ['61', '-1', '2.5']) {
+      expect(configError(() => loadConfig({ cwd: emptyDir, env: { SHARDCAST_PLANNING_REPLAN_MINUTES: bad } })).key, bad).toBe('planning.replanMinutes');
+    }
   });
 
   it('reads the planner\'s horizon from the environment, 12 to 24 steps (the forecast\'s two hours)', () => {

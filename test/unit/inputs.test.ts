@@ -63,7 +63,8 @@ describe('workflow input schemas', () => {
     expect(inputProblem(createTableInputSchema, { spec: { name: 'ab', columns: 'id int', shardKey: 'id' }, nodeRetry: { maximumAttempts: 0, initialIntervalMs: 1 } })).toBe('input.nodeRetry.maximumAttempts: expected an integer from 1 to 1000');
     expect(inputProblem(collectStatsInputSchema, { intervalSeconds: 0, retentionDays: 35 })).toBe('input.intervalSeconds: expected an integer from 1 to 3600');
     expect(inputProblem(janitorInputSchema, { fix: 'yes' })).toBe('input.fix: expected true or false');
-    expect(inputProblem(rebalanceInputSchema, { dryRun: false, trigger: 'cron', movement: {} })).toBe('input.trigger: expected schedule, operator or drain');
+    expect(inputProblem(rebalanceInputSchema, { dryRun: false, trigger: 'cron', movement: {} })).toBe('input.trigger: expected schedule, operator, drain or replan');
+    expect(inputProblem(rebalanceInputSchema, { dryRun: false, trigger: 'replan', startWithinSeconds: 30, movement: {} })).toBe('input.startWithinSeconds: expected at least 60 seconds');
     expect(inputProblem(retrainInputSchema, { trainingDays: 30, budgetSeconds: Infinity, batchSize: 10, parallelBatches: 4 })).toBe('input.budgetSeconds: expected a number above 0 and at most 600');
     expect(inputProblem(moveShardInputSchema, undefined)).toMatch(/^input: /);
   });

@@ -150,10 +150,30 @@ describe('planRebalance', () => {
     const input = (lookaheadSteps: number) => planInput([node(1), node(2), node(3)], shards, { utilisationHistory: [low], settings: { horizonSteps: 24, scaleIn: { lookaheadSteps } } });
     const plan = planRebalance(input(12));
     expect(plan.actions.find((a) => a.kind === 'drain')).toMatchObject({ nodeId: 3 });
-    expect(plan.actions.find((a) => a.kind === 'drain')!.reason).toMatch(/next 14:00–15:00 \(peak 15%\)/);
+    expect(plan.actions.find((a) => a.kind === 'drain')!.reason).toMatch(/next 14:00–15:00 \(node-\d+'s peak 15%\)/);
     expectUnderTargetEverywhere(plan);
     // Asked to be low for both hours, it is kept.
     expect(planRebalance(input(24)).actions.find((a) => a.kind === 'drain')).toBeUndefined();
+  });
+
+  it('consolidates (scaleIn.consolidateFill): drains a node that is not low itself when the others carry the whole fleet under target', () => {
+    // Three nodes at 40%, none low; 1200 units would fit on two at 60%, under 90% of their room at 70% (1260).
+    const even = new Array<number>(H).fill(200);
+    const shards: ShardSpec[] = Array.from({ length: 6 }, (_, i) => ({ id: i + 1, node: 1 + (i % 3), load: even }));
+    const steady = [1, 2, 3].map((nodeId) => ({ nodeId, values: [0.4, 0.4, 0.4, 0.4, 0.4, 0.4] }));
+    const input = (consolidateFill: number, history = steady) => planInput([node(1), node(2), node(3)], shards, { utilisationHistory: history, settings: { scaleIn: { consolidateFill } } });
+    const plan = planRebalance(input(0.9));
+    const drain = plan.actions.find((a) => a.kind === 'drain')!;
+    expect(drain).toBeDefined();
+    expect(drain.reason).toMatch(/the fleet's load predicted under 90% of what the nodes other than node-\d carry at 70%/);
+    expect(plan.actions.filter((a) => a.kind === 'retire')).toHaveLength(1);
+    expectUnderTargetEverywhere(plan);
+    // Not without consolidation (no node is low), not at a fill the load does not fit (2000 × 70% × 80% = 1120 < 1200),
+    // and not when the fleet was busier in one of the last rounds.
+    expect(planRebalance(input(0)).actions.find((a) => a.kind === 'drain')).toBeUndefined();
+    expect(planRebalance(input(0.8)).actions.find((a) => a.kind === 'drain')).toBeUndefined();
+    const busier = steady.map((h) => (h.nodeId === 1 ? { ...h, values: [0.4, 0.4, 0.65, 0.4, 0.4, 0.4] } : h));
+    expect(planRebalance(input(0.9, busier)).actions.find((a) => a.kind === 'drain')).toBeUndefined();
   });
 
   it('does not activate a standby node for an overload no new node could relieve in time', () => {

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 /** `shardcast simulate` end to end on a short synthetic trace, through bin/shardcast.js. */
 
 const root = path.resolve(import.meta.dirname, '../../..');
-const KEYS = ['policy', 'overload_minutes', 'node_hours', 'moves', 'bytes_moved', 'moves_started_in_peak', 'oscillations'];
+const KEYS = ['policy', 'overload_minutes', 'node_hours', 'moves', 'bytes_moved', 'moves_started_in_peak', 'oscillations', 'ideal_node_hours'];
 const outcomes = new Map<string, { exit: number; out: string; err: string }>();
 let dir: string;
 
@@ -67,6 +67,9 @@ describe('shardcast simulate', () => {
     expect(j).toMatchObject({ policy: 'static', moves: 0, bytes_moved: 0, overload_minutes: 0, oscillations: 0 });
     expect((j.node_hours as number) % 24).toBe(0);
     expect(j.node_hours).toBeGreaterThan(0);
+    // The floor under any policy: positive, and under what static provisions for the peaks.
+    expect(j.ideal_node_hours).toBeGreaterThan(0);
+    expect(j.ideal_node_hours).toBeLessThan(j.node_hours as number);
   });
 
   it('runs the reactive policy on two traces, with a readable report before the JSON', () => {
