@@ -37,6 +37,12 @@ function runAction(options: ShardcastClientOptions, config: Config, run: Forecas
   return { ...common, workflowType: 'forecastLoad', args: [assertValidInput(forecastRunInputSchema, input)], staticSummary: 'forecast the next hour of every series' };
 }
 
+/** A schedule that starts a workflow, with what it was made from in its memo (compared on the next start to see whether it changed). */
+function startWorkflowSchedule(scheduleId: string, workflowId: string, spec: ScheduleOptions['spec'], policies: ScheduleOptions['policies'], action: Record<string, unknown> & { workflowType: string; taskQueue: string }): ScheduleOptions {
+  const definition = JSON.stringify({ spec, policies, action });
+  return { scheduleId, spec, policies, action: { type: 'startWorkflow' as const, workflowId, ...action, memo: { shardcastDefinition: definition } } } as ScheduleOptions;
+}
+
 /**
  * The two schedules: retraining daily at forecast.retrainAt (UTC), forecasting every hour on the
  * hour. A run still going when the next is due makes that one skip; a run missed while Temporal
@@ -48,15 +54,7 @@ export function scheduleDefinitions(options: ShardcastClientOptions, config: Con
   const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: `${config.forecast.catchupWindowMinutes} minutes` } as const;
   return (['retrain', 'forecast'] as const).map((run) => {
     const spec = run === 'retrain' ? { calendars: [{ hour, minute, comment: `daily at ${config.forecast.retrainAt} UTC` }] } : { intervals: [{ every: '1 hour' }] };
-    const action = runAction(options, config, run);
-    // What the schedule was made from: compared on the next start to see whether it changed.
-    const definition = JSON.stringify({ spec, policies, action });
-    return {
-      scheduleId: scheduleId(run, prefix),
-      spec,
-      policies,
-      action: { type: 'startWorkflow' as const, workflowId: `${prefix}shardcast-${run}`, ...action, memo: { shardcastDefinition: definition } },
-    };
+    return startWorkflowSchedule(scheduleId(run, prefix), `${prefix}shardcast-${run}`, spec, policies, runAction(options, config, run));
   });
 }
 
@@ -98,13 +96,7 @@ export function replanScheduleDefinition(options: ShardcastClientOptions, config
     typedSearchAttributes: [{ key: SA_OPERATION, value: 'rebalance' }],
     staticSummary: `plan on the latest forecast (every ${minutes} minutes) and start what is due before the next round`,
   };
-  const definition = JSON.stringify({ spec, policies, action });
-  return {
-    scheduleId: replanScheduleId(prefix),
-    spec,
-    policies,
-    action: { type: 'startWorkflow' as const, workflowId: `${prefix}shardcast-replan`, ...action, memo: { shardcastDefinition: definition } },
-  };
+  return startWorkflowSchedule(replanScheduleId(prefix), `${prefix}shardcast-replan`, spec, policies, action);
 }
 
 /** The janitor's schedule id (with the options' prefix). */
@@ -128,13 +120,7 @@ export function janitorScheduleDefinition(options: ShardcastClientOptions, confi
     args: [assertValidInput(janitorInputSchema, input)],
     staticSummary: input.fix ? 'clean what closed movements left behind' : 'count what closed movements left behind',
   };
-  const definition = JSON.stringify({ spec, policies, action });
-  return {
-    scheduleId: janitorScheduleId(prefix),
-    spec,
-    policies,
-    action: { type: 'startWorkflow' as const, workflowId: `${prefix}shardcast-janitor`, ...action, memo: { shardcastDefinition: definition } },
-  };
+  return startWorkflowSchedule(janitorScheduleId(prefix), `${prefix}shardcast-janitor`, spec, policies, action);
 }
 
 /** The retention schedule's id (with the options' prefix). */
@@ -176,13 +162,7 @@ export function retentionScheduleDefinition(options: ShardcastClientOptions, con
     args: [retentionInput(options, config)],
     staticSummary: 'archive and drop the rows of restored tables past their retention; check their balance',
   };
-  const definition = JSON.stringify({ spec, policies, action });
-  return {
-    scheduleId: retentionScheduleId(prefix),
-    spec,
-    policies,
-    action: { type: 'startWorkflow' as const, workflowId: `${prefix}shardcast-retention`, ...action, memo: { shardcastDefinition: definition } },
-  };
+  return startWorkflowSchedule(retentionScheduleId(prefix), `${prefix}shardcast-retention`, spec, policies, action);
 }
 
 /** Runs retention now (workflow `retention`, an id of its own; the schedule's runs are not touched) and waits for its result. */
