@@ -145,8 +145,11 @@ export const mstlFactory: ModelFactory = {
     const period = { daily: Math.round(ctx.dailyPeriod), weekly: Math.round(ctx.weeklyPeriod) };
     const deadline = performance.now() + (ctx.budgetMs ?? 5000);
     const [first, ...others] = DECOMPOSITIONS.map((d) => ({ periods: d.seasons.map((s) => period[s]), rates: d.rates }));
-    // Half the budget for the trend model of the first, whose parameters then score the others by filtering alone.
-    let best = fitMstl(y, first!.periods, first!.rates, { budgetMs: (ctx.budgetMs ?? 5000) / 2 });
+    // A quarter of the budget for the trend model of the first, whose parameters then score the others by filtering
+    // alone, and at most as much for the chosen one's refit: with half, the back-tests scored the same (taxi 0.2135,
+    // ASG 2.239) and a fit took 1.2 s instead of 0.75 on the ASG trace (the retrain's ten minutes hold five members).
+    const share = (ctx.budgetMs ?? 5000) / 4;
+    let best = fitMstl(y, first!.periods, first!.rates, { budgetMs: share });
     let bestSse = best.trend.sse;
     let chosen = first!;
     for (const candidate of others) {
@@ -154,7 +157,7 @@ export const mstlFactory: ModelFactory = {
       const sse = etsFromSpec(Array.from(adjusted), best.trend.spec).sse;
       if (sse < bestSse) [bestSse, chosen] = [sse, candidate];
     }
-    if (chosen !== first) best = fitMstl(y, chosen.periods, chosen.rates, { budgetMs: Math.max(1, deadline - performance.now()) });
+    if (chosen !== first) best = fitMstl(y, chosen.periods, chosen.rates, { budgetMs: Math.max(1, Math.min(share, deadline - performance.now())) });
     return best;
   },
 };

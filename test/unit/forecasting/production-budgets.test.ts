@@ -16,11 +16,11 @@ describe('back-tests at production budgets', () => {
   afterEach(() => vi.restoreAllMocks());
 
   it('the bench and the CLI default to forecast.budgetSeconds and forecast.searchSeconds, and take overrides', () => {
-    expect(production).toMatchObject({ budgetSeconds: 1.2, searchSeconds: 1.5 });
-    expect(benchOptions([])).toMatchObject({ budgetSeconds: 1.2, searchSeconds: 1.5, atProduction: true });
+    expect(production).toMatchObject({ budgetSeconds: 1.2, searchSeconds: 0.8 });
+    expect(benchOptions([])).toMatchObject({ budgetSeconds: 1.2, searchSeconds: 0.8, atProduction: true });
     expect(benchOptions(['--budget', '30', '--search', '0'])).toMatchObject({ budgetSeconds: 30, searchSeconds: 0, atProduction: false });
     expect(() => benchOptions(['--budget', '0'])).toThrow(/--budget must be positive/);
-    expect(backtestBudgets({}, parseConfig({}))).toEqual({ budgetSeconds: 1.2, searchSeconds: 1.5 });
+    expect(backtestBudgets({}, parseConfig({}))).toEqual({ budgetSeconds: 1.2, searchSeconds: 0.8 });
     expect(backtestBudgets({}, parseConfig({ forecast: { budgetSeconds: 4, searchSeconds: 0 } }))).toEqual({ budgetSeconds: 4, searchSeconds: 0 });
     expect(backtestBudgets({ budget: 30, search: 10 }, parseConfig({}))).toEqual({ budgetSeconds: 30, searchSeconds: 10 });
   });
