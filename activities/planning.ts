@@ -66,8 +66,12 @@ export function createPlanningActivities(deps: ActivityDeps) {
         }
         const plan = planRebalance(gathered.input);
         plan.notes.push(...gathered.notes);
-        // A replanning round with nothing to do leaves no plan behind (one every few minutes would bury the ones that act).
-        if (input.trigger === 'replan' && plan.actions.length === 0) return { skipped: 'nothing to do this round', paused: false, feasible: plan.feasible, actions: [], notes: plan.notes };
+        // A replanning round with nothing to do leaves no plan behind (one every few minutes would bury the ones that act),
+        // unless the last one stored is an hour old: the metrics and ShardcastNotPlanning read the latest plan.
+        if (input.trigger === 'replan' && plan.actions.length === 0) {
+          const { rows } = await deps.catalog.query("select 1 from shardcast.plans where created_at > now() - interval '1 hour' limit 1");
+          if (rows.length > 0) return { skipped: 'nothing to do this round', paused: false, feasible: plan.feasible, actions: [], notes: plan.notes };
+        }
         const info = activityInfo();
         const planId = await storePlan(deps.catalog, plan, { dryRun, trigger: input.trigger, workflowId: info.workflowExecution?.workflowId ?? null });
         const nodes = new Map(gathered.input.nodes.map((n) => [n.id, n]));

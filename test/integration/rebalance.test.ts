@@ -148,6 +148,12 @@ describe('rebalance workflow', () => {
     expect(await createMetricsRegistry(catalog.pool).metrics()).toMatch(/^shardcast_movements_last_day\{operation="move",state="done"\} [1-9]/m);
     const status = cli('rebalance', 'status');
     expect(status.stdout).toMatch(new RegExp(`plan ${stored!.id} \\(operator\\)`));
+    // … but once the latest plan is an hour old, an idle round stores one (the plan metrics and ShardcastNotPlanning read it).
+    await catalog.pool.query("update shardcast.plans set created_at = created_at - interval '2 hours'");
+    const hourly = await run({ trigger: 'replan', startWithinSeconds: 300 }, `${worker.taskQueue}-replan-hourly`);
+    expect(hourly.planId).not.toBeNull();
+    const [latest] = await storedPlans(catalog.pool);
+    expect(latest).toMatchObject({ id: hourly.planId, trigger: 'replan', actions: [] });
   });
 
   it('drains a node: its shards go elsewhere and it is retired; `nodes remove` refuses a node with shards', { timeout: 240_000 }, async () => {
@@ -196,6 +202,27 @@ describe('rebalance workflow', () => {
     expect(stored!.id).toBeGreaterThan(before);
     expect(stored!.trigger).toBe('schedule');
     expect(stored!.dryRun).toBe(true);
+  });
+
+  it('a replanning round starts only what is due before the next round: a move planned for the trough later is left to a later round', { timeout: 120_000 }, async () => {
+    // node-1's shards: 150 now, 60 from 15 to 35 minutes ahead (the trough), 300 from 45 minutes (over target there).
+    const placed = await shards();
+    const onNode1 = new Set(placed.filter((s) => s.node === 'node-1').map((s) => s.id));
+    expect(onNode1.size).toBeGreaterThanOrEqual(2);
+    await writeShardForecasts(catalog.pool, placed.map((s) => s.id), (k, i) => (!onNode1.has(placed[k]!.id) ? 100 : i >= 9 ? 300 : i >= 3 && i <= 6 ? 60 : 150));
+    const planned = JSON.parse(cli('plan', '--json').stdout) as { actions: Array<{ kind: string; startAt: string }> };
+    const move = planned.actions.find((a) => a.kind === 'move');
+    expect(move).toBeDefined();
+    // Planned in the trough, not now.
+    expect(Date.parse(move!.startAt) - Date.now()).toBeGreaterThan(5 * 60_000);
+    const result = await run({ trigger: 'replan', startWithinSeconds: 60 }, `${worker.taskQueue}-replan-later`);
+    expect(result.planId).not.toBeNull();
+    const later = result.actions.filter((a) => a.state === 'skipped');
+    expect(later.length).toBeGreaterThan(0);
+    for (const a of later) expect(a.outcome).toMatch(/^starts at \S+, after this round: the next round plans it again$/);
+    expect(result.actions.some((a) => a.state === 'done')).toBe(false);
+    expect(await shards()).toEqual(placed);
+    await writeForecasts();
   });
 
   it('refuses bad input with a clear message and changes nothing, before any workflow starts', { timeout: 120_000 }, async () => {
