@@ -77,7 +77,7 @@ export interface VerifyOptions {
   sliceMs?: number;
   chunkRows?: number;
   lockTimeoutMs?: number;
-  /** Longest a snapshot moment may hold writes before it is given up and retried (default 60 ms, so that the moment with its release stays within 100 ms; the lock's wait counts). */
+  /** A move's: longest a snapshot moment may hold writes before it is given up and retried (default 60 ms, so that the moment with its release stays within 100 ms; the lock's wait counts). */
   maxBlockMs?: number;
   catchUpTimeoutMs?: number;
   onProgress?: (p: VerifyProgress) => void;
@@ -197,9 +197,10 @@ const BUDGETED_ATTEMPTS = 10;
 
 /**
  * The snapshot moment: sources locked against writes, every side's REPEATABLE READ transaction
- * opened so that all show the same logical state, locks released. When the targets have not caught
- * up within the block budget, the moment is given up (locks released, snapshots rolled back) and
- * taken again after another catch-up without the lock. Returns the longest and total time writes waited.
+ * opened so that all show the same logical state, locks released. For a move, when the target has
+ * not caught up within the block budget, the moment is given up (locks released, snapshots rolled
+ * back) and taken again after another catch-up without the lock. Returns the longest and total time
+ * writes waited.
  */
 async function takeSnapshots(
   pools: NodePools,
@@ -217,7 +218,9 @@ async function takeSnapshots(
   try {
     for (const s of sources) lockClients.push(await pools.get(s.node.dsn).connect());
     for (let attempt = 1; ; attempt++) {
-      const bounded = attempt <= BUDGETED_ATTEMPTS;
+      // A split's or merge's targets are caught up by Shardcast itself (a peek and an apply per round, two rounds at
+      // least under the lock): its moment is not budgeted, as a move's (a subscription's apply, a watermark) is.
+      const bounded = !isReshard(subject) && attempt <= BUDGETED_ATTEMPTS;
       // Catch up first without the lock, so that under it the target has only the last moments to apply.
       if (!isReshard(subject)) await waitForWatermark(pools, subject, await bumpWatermark(pools, subject.source, subject.names), options);
       else await applyChanges(pools, subject, { deadline: Date.now() + (options.catchUpTimeoutMs ?? 10_000), onBatch: () => options.onWait?.() });
@@ -236,11 +239,10 @@ async function takeSnapshots(
         const targetDsns = new Set(isReshard(subject) ? subject.targets.map((t) => t.node.dsn) : [subject.target.dsn]);
         for (const dsn of new Set(sources.map((s) => s.node.dsn))) if (!targetDsns.has(dsn)) await beginSnapshot(snapshots.get(dsn)!);
         if (isReshard(subject)) {
-          const drained = await applyChanges(pools, subject, { deadline: Math.min(budgetAt, Date.now() + (options.catchUpTimeoutMs ?? 10_000)), onBatch: () => options.onWait?.() });
-          if (drained.drained) {
-            for (const dsn of targetDsns) await beginSnapshot(snapshots.get(dsn)!);
-            taken = true;
-          } else if (!bounded) throw new ShardcastError('CUTOVER_CATCHUP_TIMEOUT', 'the new shards did not catch up with the locked sources');
+          const drained = await applyChanges(pools, subject, { onBatch: () => options.onWait?.() });
+          if (!drained.drained) throw new ShardcastError('CUTOVER_CATCHUP_TIMEOUT', 'the new shards did not catch up with the locked sources');
+          for (const dsn of targetDsns) await beginSnapshot(snapshots.get(dsn)!);
+          taken = true;
         } else {
           taken = await targetSnapshotAtWatermark(pools, subject, snapshots.get(subject.target.dsn)!, options, budgetAt);
         }

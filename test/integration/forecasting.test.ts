@@ -8,7 +8,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createForecastingActivities } from '../../activities/forecasting.js';
-import { collectorWorkflowId, ensureSchedules, runForecastingNow, scheduleId } from '../../client/index.js';
+import { collectorWorkflowId, ensureSchedules, replanScheduleId, runForecastingNow, scheduleId } from '../../client/index.js';
 import { migrate } from '../../src/catalog/migrate.js';
 import { ensureNodes } from '../../src/catalog/nodes.js';
 import { parseConfig } from '../../src/config.js';
@@ -140,7 +140,7 @@ describe('daily retraining', () => {
     expect(orders.calibration!.halfWidths['0.8']).toHaveLength(FORECAST_STEPS);
     expect(orders.calibration!.horizon).toBe(FORECAST_STEPS);
     expect(orders.calibration!.halfWidths['0.95']!.every((w, i) => w >= orders.calibration!.halfWidths['0.8']![i]!)).toBe(true);
-    expect(Object.keys(orders.scores!.models as object).sort()).toEqual(['arima', 'ets', 'lstm', 'seasonal_naive']);
+    expect(Object.keys(orders.scores!.models as object).sort()).toEqual(['arima', 'ets', 'lstm', 'seasonal_naive', 'theta']);
     const perWorker = [...new Set(ran)].map((id) => `${id}: ${ran.filter((r) => r === id).length}`).join(', ');
     console.log(`retrain: event loop delay max ${maxDelayMs.toFixed(0)} ms (p99 ${(delay.percentile(99) / 1e6).toFixed(0)} ms); batches ${perWorker}`);
     console.log(`retrain: ${JSON.stringify(summary)}; table:orders:inserts members ${orders.members.map((m) => `${m.model} ${m.weight.toFixed(2)}`).join(', ')}`);
@@ -182,6 +182,7 @@ describe('schedules', () => {
     expect(await ensureSchedules(worker.options, config)).toEqual([
       { scheduleId: scheduleId('retrain', worker.options.workflowIdPrefix), outcome: 'created' },
       { scheduleId: scheduleId('forecast', worker.options.workflowIdPrefix), outcome: 'created' },
+      { scheduleId: replanScheduleId(worker.options.workflowIdPrefix), outcome: 'created' },
     ]);
     const retrain = worker.client.schedule.getHandle(scheduleId('retrain', worker.options.workflowIdPrefix));
     const hourly = worker.client.schedule.getHandle(scheduleId('forecast', worker.options.workflowIdPrefix));
@@ -191,11 +192,16 @@ describe('schedules', () => {
     expect(described.action).toMatchObject({ type: 'startWorkflow', workflowType: 'retrainModels', taskQueue: worker.taskQueue });
     const hourlySpec = (await hourly.describe()).spec;
     expect(hourlySpec.intervals).toMatchObject([{ every: 3_600_000 }]);
+    // The rebalancer's rounds (planning.replanMinutes): every 5 minutes, at most 5 minutes of actions each; the forecast then hands over nothing.
+    const replan = await worker.client.schedule.getHandle(replanScheduleId(worker.options.workflowIdPrefix)).describe();
+    expect(replan.spec.intervals).toMatchObject([{ every: 5 * 60_000 }]);
+    expect(replan.action).toMatchObject({ type: 'startWorkflow', workflowType: 'rebalance', args: [expect.objectContaining({ trigger: 'replan', startWithinSeconds: 300 })] });
+    expect((await hourly.describe()).action).toMatchObject({ args: [expect.objectContaining({ rebalance: expect.objectContaining({ mode: 'off' }) })] });
 
-    expect((await ensureSchedules(worker.options, config)).map((s) => s.outcome)).toEqual(['unchanged', 'unchanged']);
+    expect((await ensureSchedules(worker.options, config)).map((s) => s.outcome)).toEqual(['unchanged', 'unchanged', 'unchanged']);
     await retrain.pause('test');
     const moved = parseConfig({ forecast: { ...config.forecast, retrainAt: '05:15' }, janitor: config.janitor, retention: config.retention });
-    expect((await ensureSchedules(worker.options, moved)).map((s) => s.outcome)).toEqual(['updated', 'unchanged']);
+    expect((await ensureSchedules(worker.options, moved)).map((s) => s.outcome)).toEqual(['updated', 'unchanged', 'unchanged']);
     const after = await retrain.describe();
     expect(after.spec.calendars).toMatchObject([{ hour: [{ start: 5, end: 5 }], minute: [{ start: 15, end: 15 }] }]);
     expect(after.state.paused).toBe(true);
