@@ -4,7 +4,7 @@ import { AlreadyExistsError, InvalidInputError, NotFoundError } from '../src/err
 import { isExternal, PROVISIONED_NODE_ID, provisionNode, releaseNode, type NodeRequest, type ProvisionerConfig } from '../src/planning/provisioner.js';
 import { CapacityUnknownError, gatherPlanInput } from '../src/planning/inputs.js';
 import { planRebalance } from '../src/planning/planner.js';
-import { markAction, rebalancePaused, storePlan, type ActionState } from '../src/planning/store.js';
+import { markAction, planStoredWithin, rebalancePaused, storePlan, type ActionState } from '../src/planning/store.js';
 import type { PlanAction } from '../src/planning/types.js';
 import type { RebalanceAction, RebalanceInput, RebalancePlanned } from '../workflows/messages.js';
 import type { ActivityDeps } from './index.js';
@@ -68,9 +68,8 @@ export function createPlanningActivities(deps: ActivityDeps) {
         plan.notes.push(...gathered.notes);
         // A replanning round with nothing to do leaves no plan behind (one every few minutes would bury the ones that act),
         // unless the last one stored is an hour old: the metrics and ShardcastNotPlanning read the latest plan.
-        if (input.trigger === 'replan' && plan.actions.length === 0) {
-          const { rows } = await deps.catalog.query("select 1 from shardcast.plans where created_at > now() - interval '1 hour' limit 1");
-          if (rows.length > 0) return { skipped: 'nothing to do this round', paused: false, feasible: plan.feasible, actions: [], notes: plan.notes };
+        if (input.trigger === 'replan' && plan.actions.length === 0 && (await planStoredWithin(deps.catalog, 3600))) {
+          return { skipped: 'nothing to do this round', paused: false, feasible: plan.feasible, actions: [], notes: plan.notes };
         }
         const info = activityInfo();
         const planId = await storePlan(deps.catalog, plan, { dryRun, trigger: input.trigger, workflowId: info.workflowExecution?.workflowId ?? null });

@@ -95,14 +95,23 @@ export function classicalIndices(y: readonly number[], m: number, kind: 'multipl
   return kind === 'multiplicative' ? raw.map((v) => (mean > 0 ? v / mean : 1)) : raw.map((v) => v - mean);
 }
 
+/**
+ * The season's indices of this kind, or undefined where they cannot be used: a multiplicative
+ * season needs every value positive, and an index near 0 would blow the forecast up when it is put back.
+ */
+function usableIndices(y: readonly number[], m: number, kind: 'multiplicative' | 'additive'): number[] | undefined {
+  if (kind === 'additive') return classicalIndices(y, m, kind);
+  if (!y.every((v) => v > 0)) return undefined;
+  const indices = classicalIndices(y, m, kind);
+  return indices.some((v) => !(v > 1e-3)) ? undefined : indices;
+}
+
+/** The daily season taken off where it is significant: multiplicatively where it can be, else additively. */
 export function deseasonalisation(y: readonly number[], period: number): Deseasonalisation {
   const m = Math.round(period);
   if (!seasonalityTest(y, m)) return { kind: 'none', period: 1, indices: [] };
-  const kind = y.every((v) => v > 0) ? 'multiplicative' : 'additive';
-  const indices = classicalIndices(y, m, kind);
-  // A multiplicative index near 0 would blow the forecast up when it is put back.
-  if (kind === 'multiplicative' && indices.some((v) => !(v > 1e-3))) return { kind: 'additive', period: m, indices: classicalIndices(y, m, 'additive') };
-  return { kind, period: m, indices };
+  const multiplicative = usableIndices(y, m, 'multiplicative');
+  return multiplicative ? { kind: 'multiplicative', period: m, indices: multiplicative } : { kind: 'additive', period: m, indices: classicalIndices(y, m, 'additive') };
 }
 
 function adjust(y: readonly number[], d: Deseasonalisation): Float64Array {
@@ -231,20 +240,15 @@ export class ThetaModel implements FittedModel {
 
   /** The same parameters on a longer series; the seasonal indices are recomputed on it (O(n)), as MSTL's are. */
   update(y: readonly number[]): ThetaModel {
-    const season = this.season.kind === 'none' ? this.season : { ...this.season, indices: y.length >= 2 * this.season.period ? reindex(y, this.season) : this.season.indices };
+    const { kind, period, indices } = this.season;
+    // The same kind of season; its old indices where the new ones cannot be used.
+    const season = kind === 'none' || y.length < 2 * period ? this.season : { kind, period, indices: usableIndices(y, period, kind) ?? indices };
     return ThetaModel.over(y, this.variant, this.params, season);
   }
 
   toJSON(): Record<string, unknown> {
     return { model: this.model, version: 1, variant: this.variant, params: { ...this.params }, season: { ...this.season, indices: [...this.season.indices] }, state: { ...this.state } };
   }
-}
-
-function reindex(y: readonly number[], d: Deseasonalisation): number[] {
-  if (d.kind === 'none') return d.indices;
-  if (d.kind === 'multiplicative' && !y.every((v) => v > 0)) return d.indices;
-  const indices = classicalIndices(y, d.period, d.kind);
-  return d.kind === 'multiplicative' && indices.some((v) => !(v > 1e-3)) ? d.indices : indices;
 }
 
 /** Estimates ℓ(0), α and (for OTM and DOTM) θ of one variant on the deseasonalised series x. */
@@ -257,7 +261,7 @@ export function fitThetaVariant(x: ArrayLike<number>, variant: ThetaVariant, dea
   return params(best.x);
 }
 
-/** Fits every variant (within the budget) on the series less its daily season, and keeps the one with the smallest one-step errors. */
+/** Fits every variant (within the budget) on the series less its daily season, and keeps the one whose forecasts 1 to 12 steps ahead over the last week erred least. */
 export function fitTheta(y: readonly number[], ctx: Pick<FitContext, 'dailyPeriod' | 'budgetMs'>, variants: readonly ThetaVariant[] = THETA_VARIANTS): ThetaModel {
   if (y.length < 4) throw new InvalidInputError(`theta: needs at least 4 points, got ${y.length}`);
   const started = performance.now();

@@ -217,6 +217,9 @@ async function takeSnapshots(
   let givenUp = 0;
   try {
     for (const s of sources) lockClients.push(await pools.get(s.node.dsn).connect());
+    const tables = isReshard(subject) ? subject.tables.map((t) => t.name) : subject.shard.tables.map((t) => t.name);
+    const locks = sources.map((s, i) => ({ client: lockClients[i]!, tables: tables.map((t) => `${quoteIdent(s.schema)}.${quoteIdent(t)}`) }));
+    const targetDsns = new Set(isReshard(subject) ? subject.targets.map((t) => t.node.dsn) : [subject.target.dsn]);
     for (let attempt = 1; ; attempt++) {
       // A split's or merge's targets are caught up by Shardcast itself (a peek and an apply per round, two rounds at
       // least under the lock): its moment is not budgeted, as a move's (a subscription's apply, a watermark) is.
@@ -224,19 +227,13 @@ async function takeSnapshots(
       // Catch up first without the lock, so that under it the target has only the last moments to apply.
       if (!isReshard(subject)) await waitForWatermark(pools, subject, await bumpWatermark(pools, subject.source, subject.names), options);
       else await applyChanges(pools, subject, { deadline: Date.now() + (options.catchUpTimeoutMs ?? 10_000), onBatch: () => options.onWait?.() });
-      const tables = isReshard(subject) ? subject.tables.map((t) => t.name) : subject.shard.tables.map((t) => t.name);
       // Writers queue behind a lock request too: its wait is part of the budget.
-      const lockedAt = await lockForCutover(
-        sources.map((s, i) => ({ client: lockClients[i]!, tables: tables.map((t) => `${quoteIdent(s.schema)}.${quoteIdent(t)}`) })),
-        options.lockTimeoutMs,
-        bounded ? Math.floor(budget / 2) : 100,
-      );
+      const lockedAt = await lockForCutover(locks, options.lockTimeoutMs, bounded ? Math.floor(budget / 2) : 100);
       const budgetAt = bounded ? lockedAt + budget : Infinity;
       let taken = false;
       try {
         // Writers are locked out: a snapshot of each source taken now is final until the locks go.
         // A node holding a target as well gets its one snapshot once the target has caught up (its sources are locked till then).
-        const targetDsns = new Set(isReshard(subject) ? subject.targets.map((t) => t.node.dsn) : [subject.target.dsn]);
         for (const dsn of new Set(sources.map((s) => s.node.dsn))) if (!targetDsns.has(dsn)) await beginSnapshot(snapshots.get(dsn)!);
         if (isReshard(subject)) {
           const drained = await applyChanges(pools, subject, { onBatch: () => options.onWait?.() });

@@ -573,14 +573,14 @@ class Planner {
     if (active.length - 1 < Math.max(minActiveNodes, requiredNodes)) return;
     const bytesOn = (id: number) => this.fleet.unitsOn(id).reduce((sum, u) => sum + u.bytes, 0);
     // Consolidation: the fleet's load, added up, has stayed (and is predicted to stay) under what the others could carry without a node.
+    // The fleet's highest load over the last rounds and the look-ahead, once: each node is then weighed against it.
     const capacity = active.reduce((sum, n) => sum + n.node.capacity, 0);
-    const fleetLoad = (round: number) => active.reduce((sum, n) => sum + (history.get(n.node.id)?.at(round) ?? Infinity) * n.node.capacity, 0);
-    const aheadLoad = Array.from({ length: Math.min(lookaheadSteps, this.s.horizonSteps) }, (_, i) => active.reduce((sum, n) => sum + this.fleet.util(n.node.id)[i]! * n.node.capacity, 0));
-    const spare = (n: FleetNode) => {
-      if (!(consolidateFill > 0)) return false;
-      const room = consolidateFill * this.s.targetUtilisation * (capacity - n.node.capacity);
-      return Array.from({ length: sustainedRounds }, (_, k) => fleetLoad(-1 - k)).every((v) => v < room) && Math.max(...aheadLoad) < room;
-    };
+    const fleetLoad = (util: (nodeId: number) => number | undefined) => active.reduce((sum, n) => sum + (util(n.node.id) ?? Infinity) * n.node.capacity, 0);
+    const fleetPeak = Math.max(
+      ...Array.from({ length: sustainedRounds }, (_, k) => fleetLoad((id) => history.get(id)?.at(-1 - k))),
+      ...Array.from({ length: Math.min(lookaheadSteps, this.s.horizonSteps) }, (_, i) => fleetLoad((id) => this.fleet.util(id)[i])),
+    );
+    const spare = (n: FleetNode) => consolidateFill > 0 && fleetPeak < consolidateFill * this.s.targetUtilisation * (capacity - n.node.capacity);
     const isLow = (n: FleetNode) => {
       const values = history.get(n.node.id) ?? [];
       const ahead = this.fleet.util(n.node.id).slice(0, lookaheadSteps);

@@ -93,6 +93,12 @@ export async function storedPlans(db: Queryable, options: { id?: number; limit?:
   }));
 }
 
+/** Whether a plan was stored within the last `seconds`. */
+export async function planStoredWithin(db: Queryable, seconds: number): Promise<boolean> {
+  const { rows } = await db.query("select 1 from shardcast.plans where created_at > now() - make_interval(secs => $1) limit 1", [seconds]);
+  return rows.length > 0;
+}
+
 export async function rebalancePaused(db: Queryable): Promise<boolean> {
   const { rows } = await db.query<{ paused: boolean }>('select paused from shardcast.rebalance_control');
   return rows[0]?.paused ?? false;

@@ -93,20 +93,7 @@ afterAll(async () => {
 
 describe('shardcast up (npm start)', () => {
   it('brings up the fleet, Temporal with its UI, the worker and metrics, and prints where they are', async () => {
-    dataDir = path.join(fleet().baseDir, uniqueName('up'));
-    ports = { catalog: await freePort(), node1: await freePortPair(), temporal: await freePort(), ui: await freePort(), metrics: await freePort() };
-    env = {
-      ...process.env,
-      SHARDCAST_DATA_DIR: dataDir,
-      SHARDCAST_CATALOG_PORT: String(ports.catalog),
-      SHARDCAST_NODES_COUNT: '2',
-      SHARDCAST_NODES_BASE_PORT: String(ports.node1),
-      SHARDCAST_TEMPORAL_PORT: String(ports.temporal),
-      SHARDCAST_TEMPORAL_UI_PORT: String(ports.ui),
-      SHARDCAST_METRICS_PORT: String(ports.metrics),
-      SHARDCAST_COLLECTION_INTERVAL_SECONDS: '1',
-      TEMPORAL_CLI_PATH: fleet().temporalCliPath,
-    };
+    await freshUpEnv('up', { SHARDCAST_NODES_COUNT: '2', SHARDCAST_COLLECTION_INTERVAL_SECONDS: '1' });
     const up = startUp();
     await waitForLine(up, 'shardcast: ready');
     const text = up.lines.join('\n');
@@ -359,8 +346,8 @@ async function withTemporalClient<T>(fn: (client: Client) => Promise<T>): Promis
   }
 }
 
-/** An environment for a fresh `up` of its own: new data directory, new ports. */
-async function freshUpEnv(prefix: string): Promise<{ dir: string; catalogPort: number }> {
+/** An environment for a fresh `up` of its own: new data directory, new ports; one node unless `extra` says otherwise. */
+async function freshUpEnv(prefix: string, extra: Record<string, string> = {}): Promise<{ dir: string; catalogPort: number }> {
   dataDir = path.join(fleet().baseDir, uniqueName(prefix));
   ports = { catalog: await freePort(), node1: await freePortPair(), temporal: await freePort(), ui: await freePort(), metrics: await freePort() };
   env = {
@@ -373,6 +360,7 @@ async function freshUpEnv(prefix: string): Promise<{ dir: string; catalogPort: n
     SHARDCAST_TEMPORAL_UI_PORT: String(ports.ui),
     SHARDCAST_METRICS_PORT: String(ports.metrics),
     TEMPORAL_CLI_PATH: fleet().temporalCliPath,
+    ...extra,
   };
   return { dir: dataDir, catalogPort: ports.catalog };
 }
