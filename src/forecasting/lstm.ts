@@ -511,6 +511,9 @@ export const lstmFactory = {
     const deadline = performance.now() + (ctx.budgetMs ?? DEFAULT_BUDGET_MS);
     const prepared = prepare(y, ctx, hp);
     if ('short' in prepared) return fallbackModel(y, prepared.layout.dailyPeriod, prepared.short);
+    // A constant series has nothing to learn, and its naive forecast is exact: a network trained
+    // for a budget only comes near it.
+    if (y.every((v) => v === y[0])) return fallbackModel(y, prepared.layout.dailyPeriod, 'constant series');
     const { layout, scaling, scaled } = prepared;
     const trained = await train(await backendTf(), scaled, layout, { seed: ctx.seed ?? 0, deadline, learningRate: hp.learningRate, loss: hp.loss });
     if ('failure' in trained) return fallbackModel(y, layout.dailyPeriod, trained.failure);

@@ -159,7 +159,10 @@ export async function loadSeries(catalog: Queryable, id: string, from: Date, to:
 /** The load figure of a table sample (see READ_WEIGHT). */
 const LOAD = `(n_tup_ins + n_tup_upd + n_tup_del + ${READ_WEIGHT} * (seq_tup_read + idx_tup_fetch))::float8`;
 
-interface OwnReadRow {
+/** A sample of one stream, as placeOwnReads reads it. */
+export type SampleRow = Row;
+
+export interface OwnReadRow {
   node_id: string;
   key: string;
   e: number;
@@ -176,26 +179,53 @@ async function ownReads(catalog: Queryable, range: string[], own: OwnReads): Pro
   return rows.map((r) => ({ node_id: r.node_id, key: r.key, e: Number(r.e), amount: Number(r.tuples) * own.weight }));
 }
 
+/** How far before its record's time a movement's reads may have been counted (clocks of worker and node apart). */
+const OWN_READ_EARLY_MS = 2_000;
+/** How long after its record's time they may reach the counters (the session's statistics flush when its transaction ends). */
+const OWN_READ_LATE_MS = 30_000;
+
 /**
  * Each record of a movement's reads is subtracted over the sample interval of its table's stream in
- * which the counters took it in (the session's statistics are flushed when the record is made, see
- * src/movement/own-reads.ts). Reads no sample counted (the stream ended first, e.g. the source's schema
- * was fenced away right after its verify) are not subtracted.
+ * which the counters took it in: the first interval, from about the record's time on, whose counter
+ * grew by at least the record's amount (beyond what earlier records already took of it). The record
+ * is made just before its transaction ends and its counts are flushed (src/movement/own-reads.ts), so
+ * a sample can fall between the two: placing by time alone would subtract, in that interval, reads
+ * it did not count — and when it is the stream's last (the source's schema retired by the split's
+ * cutover), the reads are never counted at all and the series went to zero. Reads no interval
+ * counted are not subtracted.
  */
-function placeOwnReads(reads: OwnReadRow[], streams: Map<string, Row[]>): RateInterval[] {
+export function placeOwnReads(reads: OwnReadRow[], streams: Map<string, Row[]>): RateInterval[] {
   const out: RateInterval[] = [];
-  for (const r of reads) {
+  const taken = new Map<Row[], Float64Array>();
+  for (const r of [...reads].sort((a, b) => a.e - b.e)) {
     for (const [k, samples] of streams) {
       if (!k.startsWith(`${r.node_id}/${r.key}/`)) continue;
-      const i = samples.findIndex((x) => x.t >= r.e);
-      if (i <= 0) continue;
+      let used = taken.get(samples);
+      if (!used) taken.set(samples, (used = new Float64Array(samples.length)));
+      const i = countedIn(samples, used, r);
+      if (i === undefined) continue;
+      used[i]! += r.amount;
       const a = samples[i - 1]!;
       const b = samples[i]!;
-      if (b.t > a.t) out.push({ start: a.t, end: b.t, rate: (r.amount * 1000) / (b.t - a.t) });
+      out.push({ start: a.t, end: b.t, rate: (r.amount * 1000) / (b.t - a.t) });
       break;
     }
   }
   return out;
+}
+
+/** The index of the sample ending the interval that counted `r` (see placeOwnReads), if any. */
+function countedIn(samples: Row[], used: Float64Array, r: OwnReadRow): number | undefined {
+  for (let i = 1; i < samples.length; i++) {
+    const a = samples[i - 1]!;
+    const b = samples[i]!;
+    if (b.t < r.e - OWN_READ_EARLY_MS) continue;
+    if (a.t > r.e + OWN_READ_LATE_MS) return undefined;
+    if (!(b.t > a.t) || b.epoch !== a.epoch) continue;
+    // A small tolerance: the amount is rounded to whole tuples before its weight.
+    if (b.value - a.value - used[i]! >= r.amount - 1e-6 * Math.max(1, r.amount)) return i;
+  }
+  return undefined;
 }
 
 /**
