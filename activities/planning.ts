@@ -4,7 +4,7 @@ import { AlreadyExistsError, InvalidInputError, NotFoundError } from '../src/err
 import { isExternal, PROVISIONED_NODE_ID, provisionNode, releaseNode, type NodeRequest, type ProvisionerConfig } from '../src/planning/provisioner.js';
 import { CapacityUnknownError, gatherPlanInput } from '../src/planning/inputs.js';
 import { planRebalance } from '../src/planning/planner.js';
-import { markAction, planStoredWithin, rebalancePaused, storePlan, type ActionState } from '../src/planning/store.js';
+import { markAction, planStoredWithin, rebalancePaused, settleStartedActions, storePlan, type ActionState } from '../src/planning/store.js';
 import type { PlanAction } from '../src/planning/types.js';
 import type { RebalanceAction, RebalanceInput, RebalancePlanned } from '../workflows/messages.js';
 import type { ActivityDeps } from './index.js';
@@ -53,6 +53,8 @@ export function createPlanningActivities(deps: ActivityDeps) {
             throw new InvalidInputError(`node "${node.name}" is ${node.state}: there is nothing to drain`);
           }
         }
+        // Movements an earlier round left running: their actions' outcomes, now that they are known.
+        if (!dryRun) await settleStartedActions(deps.catalog);
         let gathered;
         try {
           gathered = await gatherPlanInput(deps.catalog, deps.nodePools, { settings: input.settings, provisioner: deps.provisioner });

@@ -283,7 +283,8 @@ export interface RebalancePlanned {
 
 export interface RebalanceActionOutcome {
   id: string;
-  state: 'done' | 'failed' | 'skipped' | 'cancelled' | 'dry-run';
+  /** 'started': a movement still running when its replanning round ended (it goes on; a later round records its outcome). */
+  state: 'done' | 'failed' | 'skipped' | 'cancelled' | 'dry-run' | 'started';
   outcome: string;
   workflowId?: string;
 }

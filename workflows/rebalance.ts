@@ -6,6 +6,7 @@ import {
   executeChild,
   isCancellation,
   ParentClosePolicy,
+  patched,
   proxyActivities,
   setCurrentDetails,
   setHandler,
@@ -94,6 +95,7 @@ export async function rebalance(input: RebalanceInput): Promise<RebalanceResult>
           for (const dep of a.after) {
             const before = byId.get(dep);
             const r = before ? await carryOut(before) : { id: dep, state: 'failed' as const, outcome: 'not in the plan' };
+            if (r.state === 'started') return await finish(a, { id: a.id, state: 'skipped', outcome: `${dep} was still running when this round ended: the next round plans it again` });
             if (r.state !== 'done') return await finish(a, { id: a.id, state: 'skipped', outcome: `${dep} did not complete (${r.state})` });
           }
           if (Date.parse(a.startAt) > roundEnd) {
@@ -107,7 +109,7 @@ export async function rebalance(input: RebalanceInput): Promise<RebalanceResult>
           }
           await condition(() => !paused);
           const late = Date.now() - Date.parse(a.startBy);
-          const r = await act(input, a, planId, provisioned);
+          const r = await act(input, a, planId, provisioned, roundEnd);
           if (late > 1000 && r.state === 'done') r.outcome += ` (started ${Math.round(late / 1000)} s after its start-by)`;
           return await finish(a, r);
         } catch (err) {
@@ -128,7 +130,7 @@ export async function rebalance(input: RebalanceInput): Promise<RebalanceResult>
 }
 
 /** One action: a movement workflow started and awaited, or a node step (a scale-out through the provisioner: a child workflow). */
-async function act(input: RebalanceInput, a: RebalanceAction, planId: number, provisioned: Map<string, string>): Promise<RebalanceActionOutcome> {
+async function act(input: RebalanceInput, a: RebalanceAction, planId: number, provisioned: Map<string, string>, roundEnd: number): Promise<RebalanceActionOutcome> {
   if (a.kind === 'activate' && a.provision) {
     const { timeoutSeconds, ...want } = a.provision;
     const workflowId = `${input.workflowIdPrefix ?? ''}scale-out-plan-${planId}-${a.id}`;
@@ -152,7 +154,7 @@ async function act(input: RebalanceInput, a: RebalanceAction, planId: number, pr
   if (a.kind === 'split' && pieces && pieces.length > 2) return splitInPieces(input, a, planId, pieces);
   const op = movementOf({ ...a, node: real(a.node), ...(pieces ? { pieceNodes: pieces } : {}) });
   if (typeof op === 'string') return { id: a.id, state: 'skipped', outcome: op };
-  const run = await runMovement(input, a, planId, op);
+  const run = await runMovement(input, a, planId, op, roundEnd);
   return { id: a.id, state: run.state, outcome: run.outcome, ...(run.workflowId ? { workflowId: run.workflowId } : {}) };
 }
 
@@ -200,8 +202,15 @@ interface MovementRun {
   shards?: number[];
 }
 
-/** One movement workflow started as a child (it outlives this run) and awaited. */
-async function runMovement(input: RebalanceInput, a: RebalanceAction, planId: number, op: MovementOperationInput): Promise<MovementRun> {
+/**
+ * One movement workflow started as a child (it outlives this run) and awaited — in a replanning
+ * round, only until the round ends (`roundEnd`): a movement still running then (waiting for an
+ * operator's approval, or a long copy) is left running, the action recorded as started, and the
+ * round ends, so that the next rounds are not held up by it. They plan the shard where it is going
+ * and leave it alone (src/planning/inputs.ts), and record the action's outcome once the movement
+ * has finished (settleStartedActions in src/planning/store.ts).
+ */
+async function runMovement(input: RebalanceInput, a: RebalanceAction, planId: number, op: MovementOperationInput, roundEnd = Infinity): Promise<MovementRun> {
   const workflowId = moveWorkflowId(op.shardId, input.workflowIdPrefix);
   const movementId = `s${op.shardId}_${uuid4().replace(/-/g, '').slice(0, 10)}`;
   const targets = op.operation === 'split' ? op.splitTargets!.join(',') : op.targetNode;
@@ -224,6 +233,22 @@ async function runMovement(input: RebalanceInput, a: RebalanceAction, planId: nu
       return { state: 'skipped', outcome: `shard ${op.shardId} is already being moved, split or merged (workflow ${workflowId})`, workflowId };
     }
     throw err;
+  }
+  // Histories of earlier code awaited every movement to its end.
+  if (Number.isFinite(roundEnd) && patched('replan-round-ends-with-running-movements')) {
+    await markPlanAction({ planId, actionId: a.id, state: 'started', workflowId });
+    const result = child.result();
+    result.catch(() => undefined);
+    const scope = new CancellationScope();
+    const ended = scope.run(() => sleep(Math.max(0, roundEnd - Date.now()))).then(
+      () => true,
+      () => false,
+    );
+    const over = await Promise.race([result.then(() => false, () => false), ended]);
+    scope.cancel();
+    if (over) {
+      return { state: 'started', outcome: `${describeMovement(op)}: still running when this round ended (workflow ${workflowId}); its outcome is recorded once it finishes`, workflowId };
+    }
   }
   try {
     const r = (await child.result()) as MoveShardResult;

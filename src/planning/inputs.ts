@@ -112,6 +112,7 @@ export async function gatherPlanInput(catalog: pg.Pool, pools: NodePools, option
 
   const bytes = await shardBytes(pools, allNodes, shardRows, health, notes);
   const placements: Placement[] = shardRows.map((r) => ({ ...r, bytes: bytes.get(r.shardId) ?? 0 }));
+  const inFlight = await movementsInFlight(catalog, placements, allNodes, asOf, notes);
 
   const horizon = settings.horizonSteps;
   const shardForecasts: ShardForecast[] = [];
@@ -148,7 +149,7 @@ export async function gatherPlanInput(catalog: pg.Pool, pools: NodePools, option
         if (sqlState(err) === UNDEFINED_TABLE_SQLSTATE) return []; // a catalog before migration 0014
         throw err;
       }),
-      recentMoves: await recentMoves(catalog, asOf, settings.hysteresisSeconds),
+      recentMoves: [...(await recentMoves(catalog, asOf, settings.hysteresisSeconds)), ...inFlight],
       utilisationHistory: (await utilisationHistory(catalog, settings.scaleIn.sustainedRounds, settings.scaleIn.lookaheadSteps)).filter((h) => nodes.some((n) => n.id === h.nodeId)),
       moveDuration: learnMoveDuration(await pastMovements(catalog)),
       ...(options.settings ? { settings: options.settings } : {}),
@@ -230,6 +231,35 @@ async function capacitiesOf(catalog: pg.Pool, nodes: readonly NodeRecord[], asOf
     const samples = load.flatMap((p, i) => (p.value !== null && cpu[i]?.value != null ? [{ load: p.value, cpuPercent: cpu[i]!.value! }] : []));
     const estimate = calibrateCapacity(samples, { targetUtilisation: target });
     out.push({ node: n.name, capacity: estimate.status === 'insufficient' ? null : estimate.capacity, estimate, basis: estimate.status === 'insufficient' ? 'unknown' : 'calibrated' });
+  }
+  return out;
+}
+
+/**
+ * Movements running now (e.g. one a replanning round left waiting for approval): a moving shard is
+ * planned on its target, where its load is going, and every shard under a movement is left alone
+ * (a recent move as of now: hysteresis keeps relief off it, and off its source). Placements are
+ * changed in place.
+ */
+async function movementsInFlight(catalog: Queryable, placements: Placement[], nodes: readonly NodeRecord[], asOf: Date, notes: string[]): Promise<RecentMove[]> {
+  const { rows } = await catalog.query<{ id: string; operation: string; shards: number[]; source: number; target: number }>(
+    `select id, operation, array(select unnest(shard_id || coalesce(other_shard_ids, '{}')))::int[] as shards, source_node_id::int as source, target_node_ids[1]::int as target
+       from shardcast.movements where state = 'running' order by started_at`,
+  );
+  const name = (id: number) => nodes.find((n) => n.id === id)?.name ?? `node ${id}`;
+  const out: RecentMove[] = [];
+  for (const m of rows) {
+    const moving = m.operation === 'move' && nodes.some((n) => n.id === m.target && n.state !== 'retired');
+    for (const p of placements.filter((x) => m.shards.includes(x.shardId))) {
+      const from = p.nodeId;
+      if (moving) p.nodeId = m.target;
+      out.push({ shardId: p.shardId, fromNodeId: from, toNodeId: p.nodeId, finishedAt: asOf.toISOString() });
+    }
+    notes.push(
+      moving
+        ? `shard ${m.shards[0]} is being moved to ${name(m.target)} (movement ${m.id}): planned there, and left alone`
+        : `shard${m.shards.length > 1 ? 's' : ''} ${m.shards.join(', ')} ${m.shards.length > 1 ? 'are' : 'is'} being ${m.operation === 'split' ? 'split' : 'merged'} (movement ${m.id}): left alone`,
+    );
   }
   return out;
 }

@@ -93,6 +93,28 @@ export async function storedPlans(db: Queryable, options: { id?: number; limit?:
   }));
 }
 
+/**
+ * Actions a replanning round left started (a movement still running when the round ended) whose
+ * movement has finished since: recorded as done, failed or cancelled with the movement's state.
+ * The movement is the first one of the action's workflow id started after the plan was stored (a
+ * shard's movement workflow id is reused, one run at a time). Returns how many were settled.
+ */
+export async function settleStartedActions(db: Queryable): Promise<number> {
+  const { rowCount } = await db.query(
+    `update shardcast.plan_actions a
+        set state = m.state, updated_at = now(),
+            outcome = coalesce(a.outcome || '; ', '') || 'then ' || m.state || ' at ' || to_char(m.finished_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+       from (select s.plan_id, s.action_id, m.state, m.finished_at
+               from shardcast.plan_actions s
+               join shardcast.plans p on p.id = s.plan_id
+               cross join lateral (select m.state, m.finished_at from shardcast.movements m
+                                    where m.workflow_id = s.workflow_id and m.started_at >= p.created_at order by m.started_at limit 1) m
+              where s.state = 'started' and s.workflow_id is not null and m.state <> 'running') m
+      where a.plan_id = m.plan_id and a.action_id = m.action_id`,
+  );
+  return rowCount ?? 0;
+}
+
 /** Whether a plan was stored within the last `seconds`. */
 export async function planStoredWithin(db: Queryable, seconds: number): Promise<boolean> {
   const { rows } = await db.query("select 1 from shardcast.plans where created_at > now() - make_interval(secs => $1) limit 1", [seconds]);

@@ -5,7 +5,7 @@ import { createDistributedTable, rebalanceWorkflowId } from '../../client/index.
 import { setNodeCapacity } from '../../src/catalog/nodes.js';
 import { createMetricsRegistry } from '../../src/metrics/metrics.js';
 import { rebalancePaused, setRebalancePaused, storedPlans } from '../../src/planning/store.js';
-import { pauseSignal, rebalanceProgressQuery, resumeSignal, type ForecastingSummary, type RebalanceInput, type RebalanceResult } from '../../workflows/messages.js';
+import { approveSignal, pauseSignal, rebalanceProgressQuery, resumeSignal, type ForecastingSummary, type RebalanceInput, type RebalanceResult } from '../../workflows/messages.js';
 import { writeShardForecasts } from '../helpers/forecasts.js';
 import { adminQuery, createTestCatalog, shardPlacements, fleet, startTestWorker, until, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 
@@ -223,6 +223,46 @@ describe('rebalance workflow', () => {
     expect(result.actions.some((a) => a.state === 'done')).toBe(false);
     expect(await shards()).toEqual(placed);
     await writeForecasts();
+  });
+
+  it('a replanning round ends while its movement waits for approval: the next rounds plan around the movement, and record its outcome once it is done', { timeout: 240_000 }, async () => {
+    const rows = await rowCount();
+    const placed = await shards();
+    const onNode1 = new Set(placed.filter((s) => s.node === 'node-1').map((s) => s.id));
+    expect(onNode1.size).toBeGreaterThanOrEqual(2);
+    // node-1's shards rising from 200 to 300 within the hour (node-1 over its target of 700 from the
+    // middle of the hour): one move off it, at once (the trough is now).
+    await writeShardForecasts(catalog.pool, placed.map((s) => s.id), (k, i) => (onNode1.has(placed[k]!.id) ? 200 + (100 * i) / 11 : 50));
+    const started = Date.now();
+    const round = await run({ trigger: 'replan', startWithinSeconds: 60, movement: { graceSeconds: 0, pollSeconds: 0.3, maxMovesPerNode: 4, approvalRequired: true } }, `${worker.taskQueue}-replan-approval`);
+    // The round ended about when it was due to (60 s), not when the movement will.
+    expect(Date.now() - started).toBeLessThan(100_000);
+    const waiting = round.actions.filter((a) => a.state === 'started');
+    expect(waiting, JSON.stringify(round)).toHaveLength(1);
+    expect(waiting[0]!.outcome).toMatch(/still running when this round ended \(workflow \S+\); its outcome is recorded once it finishes$/);
+    const { rows: running } = await catalog.pool.query<{ shard_id: number; target: number }>("select shard_id::int, target_node_ids[1]::int as target from shardcast.movements where state = 'running'");
+    expect(running).toHaveLength(1);
+    const movingShard = running[0]!.shard_id;
+    const [stored] = await storedPlans(catalog.pool);
+    expect(stored!.actions.find((a) => a.actionId === waiting[0]!.id)).toMatchObject({ state: 'started', workflowId: waiting[0]!.workflowId });
+
+    // The next round plans the moving shard on its target and leaves it alone: nothing more to move.
+    const planned = JSON.parse(cli('plan', '--json').stdout) as { actions: Array<{ kind: string; shardIds: number[] }>; notes: string[] };
+    expect(planned.notes.join('\n')).toMatch(new RegExp(`shard ${movingShard} is being moved to node-\\d+ \\(movement \\S+\\): planned there, and left alone`));
+    expect(planned.actions.filter((a) => a.kind === 'move')).toEqual([]);
+
+    // Approved, the movement finishes; a later round records the action's outcome.
+    const move = worker.client.workflow.getHandle(waiting[0]!.workflowId!);
+    await move.signal(approveSignal);
+    await move.result();
+    await writeForecasts();
+    const later = await run({ trigger: 'replan', startWithinSeconds: 60 }, `${worker.taskQueue}-replan-settle`);
+    expect(later.actions.filter((a) => a.state === 'started')).toEqual([]);
+    const settled = (await storedPlans(catalog.pool, { id: stored!.id }))[0]!.actions.find((a) => a.actionId === waiting[0]!.id)!;
+    expect(settled.state).toBe('done');
+    expect(settled.outcome).toMatch(/still running when this round ended .*; then done at \d{4}-\d\d-\d\dT/);
+    expect((await shards()).find((s) => s.id === movingShard)!.node).not.toBe('node-1');
+    expect(await rowCount()).toBe(rows);
   });
 
   it('refuses bad input with a clear message and changes nothing, before any workflow starts', { timeout: 120_000 }, async () => {
