@@ -68,6 +68,10 @@ export class PostgresServer {
     return this.options.port;
   }
 
+  get dataDir(): string {
+    return this.options.dataDir;
+  }
+
   get logFile(): string {
     return `${this.options.dataDir}.log`;
   }
