@@ -6,6 +6,7 @@ import { CapacityUnknownError, gatherPlanInput } from '../src/planning/inputs.js
 import { planRebalance } from '../src/planning/planner.js';
 import { markAction, planStoredWithin, rebalancePaused, settleStartedActions, storePlan, type ActionState } from '../src/planning/store.js';
 import type { PlanAction } from '../src/planning/types.js';
+import { planIsolation, type IsolationPlan } from '../src/profiling/tenants.js';
 import type { RebalanceAction, RebalanceInput, RebalancePlanned } from '../workflows/messages.js';
 import type { ActivityDeps } from './index.js';
 import { failpoint } from '../src/failpoints.js';
@@ -85,6 +86,11 @@ export function createPlanningActivities(deps: ActivityDeps) {
           ...(dryRun ? { skipped: 'dry run: planned and stored, nothing started' } : {}),
         };
       });
+    },
+
+    /** The splits that isolate a key (src/profiling/tenants.ts), checked against the catalog; bad input is non-retryable. */
+    async planKeyIsolation(input: { table: string; key: string; targetNode?: string }): Promise<IsolationPlan> {
+      return run(() => planIsolation(deps.catalog, input));
     },
 
     async markPlanAction(input: { planId: number; actionId: string; state: ActionState; workflowId?: string; outcome?: string }): Promise<void> {

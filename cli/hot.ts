@@ -6,9 +6,10 @@ import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { InvalidInputError } from '../src/errors.js';
 import type { HotReport } from '../src/profiling/hot.js';
-import { duration, wholeNumber } from './args.js';
+import type { IsolateKeyInput, IsolateKeyResult } from '../workflows/messages.js';
+import { decimalNumber, duration, wholeNumber } from './args.js';
 import { printTable } from './format.js';
-import { configOf, withCatalog } from './program-config.js';
+import { configOf, withCatalog, withTemporal } from './program-config.js';
 
 interface HotOptions {
   table?: string;
@@ -44,7 +45,94 @@ function printReport(report: HotReport, table: string | undefined): void {
   );
 }
 
+interface TenantOptions {
+  table?: string;
+  since: number;
+  minShare: number;
+  minAccesses: number;
+  json?: boolean;
+}
+
+interface IsolateOptions {
+  to?: string;
+  dryRun?: boolean;
+  wait: boolean;
+}
+
+function registerTenantCommands(program: Command): void {
+  program
+    .command('tenants')
+    .description('hot tenants: shard-key values that take most of their shard\'s accesses (candidates for `shardcast isolate`), from the routers\' workload profile')
+    .option('--table <table>', 'only this distributed table')
+    .option('--since <duration>', 'the window: 30s, 15m, 2h, 7d', duration, 3_600_000)
+    .option('--min-share <fraction>', 'share of its shard\'s accesses from which a key is listed', decimalNumber(1, 'the share'), 0.5)
+    .option('--min-accesses <n>', 'fewest accesses in the window', wholeNumber(1, Number.MAX_SAFE_INTEGER, 'accesses'), 100)
+    .option('--json', 'the list as JSON')
+    .action(async (opts: TenantOptions) => {
+      const { hotTenants } = await import('../src/profiling/tenants.js');
+      const tenants = await withCatalog(await configOf(program), (catalog) => hotTenants(catalog, { table: opts.table, sinceMs: opts.since, minShare: opts.minShare, minAccesses: opts.minAccesses }));
+      if (opts.json) {
+        console.log(JSON.stringify(tenants, null, 2));
+        return;
+      }
+      if (tenants.length === 0) console.log(`no key takes ${percent(opts.minShare)}% or more of its shard's accesses${opts.table ? ` in ${opts.table}` : ''}`);
+      else {
+        printTable(
+          'hot tenants',
+          tenants.map((t) => ({ table: t.table, key: t.key, shard: t.shardId, node: t.node, accesses: t.accesses, 'of-shard': t.shardAccesses, 'share%': percent(t.share) })),
+          ['table', 'key', 'shard', 'node', 'accesses', 'of-shard', 'share%'],
+        );
+      }
+    });
+
+  program
+    .command('isolate')
+    .description('split a shard-key value (a hot tenant) off into a shard of its own, on another node, online (one or two splits)')
+    .argument('<table>', 'the distributed table')
+    .argument('<key>', 'the shard-key value')
+    .option('--to <node>', 'the node of its shard (default: the least-loaded other active node)')
+    .option('--dry-run', 'print the splits and change nothing')
+    .option('--no-wait', 'start it and return (nothing is followed)')
+    .action(async (table: string, key: string, opts: IsolateOptions) => {
+      const cfg = await configOf(program);
+      const { planIsolation } = await import('../src/profiling/tenants.js');
+      // Checked against the catalog before anything starts: bad input is one line and no failed run.
+      const plan = await withCatalog(cfg, (catalog) => planIsolation(catalog, { table, key, ...(opts.to ? { targetNode: opts.to } : {}) }));
+      console.log(`key ${plan.key} of ${plan.table}: ${plan.piece} out of shard ${plan.shardId} on ${plan.sourceNode}, onto ${plan.targetNode}`);
+      plan.steps.forEach((st, i) => console.log(`  split ${i + 1}: ${st.shard === 'upper' ? 'its upper half' : `shard ${st.shard}`} at ${st.at}, halves to ${st.targets.join(' and ')}`));
+      if (opts.dryRun) return;
+      const [{ WorkflowExecutionAlreadyStartedError }, { clientOptionsFromConfig, toShardcastError }, { movementSettings }, { AlreadyExistsError }, { CONTROL_TASK_QUEUE }, { assertValidInput, isolateKeyInputSchema }, { isolateWorkflowId }] = await Promise.all([
+        import('@temporalio/client'),
+        import('../client/index.js'),
+        import('../src/config.js'),
+        import('../src/errors.js'),
+        import('../src/task-queues.js'),
+        import('../src/inputs.js'),
+        import('../workflows/describe.js'),
+      ]);
+      await withTemporal(cfg, async (client) => {
+        const options = clientOptionsFromConfig(client, cfg);
+        const input: IsolateKeyInput = { table, key: plan.key, targetNode: plan.targetNode, movement: movementSettings(cfg), ...(options.workflowIdPrefix ? { workflowIdPrefix: options.workflowIdPrefix } : {}) };
+        assertValidInput(isolateKeyInputSchema, input);
+        const workflowId = isolateWorkflowId(table, plan.key, options.workflowIdPrefix);
+        let handle;
+        try {
+          handle = await options.client.workflow.start('isolateKey', { taskQueue: options.taskQueue ?? CONTROL_TASK_QUEUE, workflowId, args: [input], staticSummary: `isolate key ${plan.key} of ${table} onto ${plan.targetNode}` });
+        } catch (err) {
+          if (err instanceof WorkflowExecutionAlreadyStartedError) throw new AlreadyExistsError(`${workflowId} is already running`);
+          throw err;
+        }
+        console.log(`started ${workflowId}`);
+        if (!opts.wait) return;
+        const r = (await handle.result().catch((err: unknown) => Promise.reject(toShardcastError(err)))) as IsolateKeyResult;
+        for (const line of r.splits) console.log(`  ${line}`);
+        console.log(`key ${r.key} of ${r.table} is alone in shard ${r.shardId} on ${r.node} (${r.piece})`);
+      });
+    });
+}
+
 export function registerHotCommands(program: Command): void {
+  registerTenantCommands(program);
   program
     .command('hot')
     .description('the hottest shards, shard-key values (with their share of the table\'s accesses) and query templates, from the routers\' workload profile')

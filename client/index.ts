@@ -345,6 +345,9 @@ export async function ensureCollector(options: ShardcastClientOptions, input: Co
     workflowId: collectorWorkflowId(options.workflowIdPrefix),
     args: [input],
     workflowIdConflictPolicy: 'USE_EXISTING',
+    // Its workflow tasks are small (the history ends in continue-as-new): one a stopping worker took
+    // and never finished is handed to another after 3 s, not the default 10 s of missed samples.
+    workflowTaskTimeout: '3 seconds',
     typedSearchAttributes: [{ key: SA_OPERATION, value: 'collect-stats' }],
     staticSummary: `collect workload statistics every ${input.intervalSeconds} s`,
   });

@@ -259,6 +259,14 @@ export const rebalanceInputSchema = z.object({
   ...rebalanceShared,
 });
 
+export const isolateKeyInputSchema = z.object({
+  table: identifierSchema,
+  key: text(1000).refine((k) => k.trim() !== '', { error: 'expected a shard-key value' }),
+  targetNode: nodeNameSchema.optional(),
+  movement: movementSettingsSchema,
+  workflowIdPrefix: rebalanceShared.workflowIdPrefix,
+});
+
 export const retentionInputSchema = z.object({
   /** The archive root (retention.archiveDir): one backup directory per run and table under it. */
   archiveDir: z.string({ error: 'expected a directory' }).min(1, { error: 'expected a directory' }),

@@ -5,6 +5,12 @@ export function moveWorkflowId(shardId: number, prefix = ''): string {
   return `${prefix}move-shard-${shardId}`;
 }
 
+/** A key isolation's workflow id: one per table and key at a time (the key as hex, so that any value makes a valid id). */
+export function isolateWorkflowId(table: string, key: string, prefix = ''): string {
+  const hex = Array.from(new TextEncoder().encode(key), (b) => b.toString(16).padStart(2, '0')).join('').slice(0, 200);
+  return `${prefix}isolate-${table}-${hex}`;
+}
+
 /** The rebalancer's workflow id: one run at a time. */
 export function rebalanceWorkflowId(prefix = ''): string {
   return `${prefix}shardcast-rebalance`;

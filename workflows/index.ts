@@ -5,6 +5,7 @@ export { retrainModels } from './retrain.js';
 export { forecastLoad } from './forecast.js';
 export { janitor } from './janitor.js';
 export { rebalance } from './rebalance.js';
+export { isolateKey } from './isolate.js';
 export { scaleOut } from './scale-out.js';
 export { dropDistributedTable } from './drop-table.js';
 export { restoreTable } from './restore.js';

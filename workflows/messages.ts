@@ -232,6 +232,29 @@ export interface ForecastRunInput {
 
 export type { ForecastingSummary } from '../src/forecasting/runs.js';
 
+/** Input of the isolateKey workflow: a hot tenant's key split off into a shard of its own (src/profiling/tenants.ts). */
+export interface IsolateKeyInput {
+  table: string;
+  key: string;
+  /** Node of the key's piece; default: the least-loaded other active node. */
+  targetNode?: string;
+  /** Movement settings of its splits (the configuration's `movement` section: its approval policy applies). */
+  movement: MovementSettings;
+  workflowIdPrefix?: string;
+}
+
+export interface IsolateKeyResult {
+  table: string;
+  key: string;
+  /** The shard that now holds the key alone, and its node. */
+  shardId: number;
+  node: string;
+  /** What it covers: "hash [h, h]" or "range [k, k + 1)". */
+  piece: string;
+  /** Each split's outcome, in order. */
+  splits: string[];
+}
+
 /** Input of the rebalance workflow (DESIGN §5): plan now, then carry the plan out at its actions' start times. */
 export interface RebalanceInput {
   /** Plan and store, start nothing. */

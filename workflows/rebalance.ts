@@ -1,7 +1,5 @@
 import {
-  ApplicationFailure,
   CancellationScope,
-  ChildWorkflowFailure,
   condition,
   executeChild,
   isCancellation,
@@ -11,13 +9,11 @@ import {
   setCurrentDetails,
   setHandler,
   sleep,
-  startChild,
-  uuid4,
 } from '@temporalio/workflow';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { createPlanningActivities } from '../activities/planning.js';
-import { SA_OPERATION, SA_PHASE, SA_SHARD, SA_TARGET_NODE } from '../src/search-attributes.js';
-import { describeMovement, moveShardInput, moveWorkflowId, type MovementOperationInput } from './describe.js';
+import { SA_OPERATION } from '../src/search-attributes.js';
+import { describeMovement, moveWorkflowId, type MovementOperationInput } from './describe.js';
 import {
   pauseSignal,
   rebalanceProgressQuery,
@@ -30,6 +26,7 @@ import {
   type RebalanceResult,
   type ScaleOutResult,
 } from './messages.js';
+import { failureMessage, startMovementChild } from './movement-child.js';
 import { validInput } from './validate.js';
 import { rebalanceInputSchema } from '../src/inputs.js';
 
@@ -212,22 +209,9 @@ interface MovementRun {
  */
 async function runMovement(input: RebalanceInput, a: RebalanceAction, planId: number, op: MovementOperationInput, roundEnd = Infinity): Promise<MovementRun> {
   const workflowId = moveWorkflowId(op.shardId, input.workflowIdPrefix);
-  const movementId = `s${op.shardId}_${uuid4().replace(/-/g, '').slice(0, 10)}`;
-  const targets = op.operation === 'split' ? op.splitTargets!.join(',') : op.targetNode;
   let child;
   try {
-    child = await startChild('moveShard', {
-      workflowId,
-      args: [moveShardInput(op, { movementId, workflowId }, input.movement)],
-      parentClosePolicy: ParentClosePolicy.ABANDON,
-      typedSearchAttributes: [
-        { key: SA_SHARD, value: op.shardId },
-        { key: SA_OPERATION, value: op.operation! },
-        { key: SA_PHASE, value: 'prepare' },
-        ...(targets ? [{ key: SA_TARGET_NODE, value: targets }] : []),
-      ],
-      staticSummary: `${describeMovement(op)} (plan ${planId}, ${a.id})`,
-    });
+    ({ child } = await startMovementChild(op, input.movement, input.workflowIdPrefix, `plan ${planId}, ${a.id}`));
   } catch (err) {
     if (err instanceof WorkflowExecutionAlreadyStartedError) {
       return { state: 'skipped', outcome: `shard ${op.shardId} is already being moved, split or merged (workflow ${workflowId})`, workflowId };
@@ -274,9 +258,3 @@ function movementOf(a: RebalanceAction): MovementOperationInput | string {
   return { operation: 'merge', shardId: Math.min(shardId, into), mergeWith: Math.max(shardId, into), targetNode: a.node };
 }
 
-/** The innermost cause's message (a child's failure wraps the movement's own error). */
-function failureMessage(err: unknown): string {
-  let e: unknown = err;
-  while ((e instanceof ChildWorkflowFailure || e instanceof ApplicationFailure) && e.cause) e = e.cause;
-  return e instanceof Error ? e.message : String(e);
-}

@@ -98,7 +98,10 @@ export function hashKey(type: KeyType, key: unknown): bigint {
 /** Order of range-sharded keys: numeric for integers, UTF-8 byte (code point) order for text and UUIDs. */
 export function compareKeys(type: KeyType, a: bigint | string, b: bigint | string): number {
   if (type === 'text' || type === 'uuid') return Buffer.compare(Buffer.from(a as string, 'utf8'), Buffer.from(b as string, 'utf8'));
-  return a < b ? -1 : a > b ? 1 : 0;
+  // Integer keys as the catalog keeps them (text) compare as numbers: '500' < '1000'.
+  const x = typeof a === 'string' ? BigInt(a) : a;
+  const y = typeof b === 'string' ? BigInt(b) : b;
+  return x < y ? -1 : x > y ? 1 : 0;
 }
 
 export function keyToText(key: bigint | string): string {

@@ -143,6 +143,13 @@ describe('compareKeys', () => {
     expect(compareKeys('bigint', MIN64, MAX64)).toBe(-1);
   });
 
+  it('integers as the catalog keeps them (text) compare numerically too: a range split at 500 of [0, 1000) lies inside', () => {
+    expect(compareKeys('bigint', '500', '1000')).toBe(-1);
+    expect(compareKeys('integer', '0', '500')).toBe(-1);
+    expect(compareKeys('bigint', '-20', '-3')).toBe(-1);
+    expect(compareKeys('bigint', '9', 10n)).toBe(-1);
+  });
+
   it('text compares by UTF-8 bytes', () => {
     expect(compareKeys('text', 'Z', 'a')).toBeLessThan(0);
     expect(compareKeys('text', 'a', 'Z')).toBeGreaterThan(0);

@@ -1,0 +1,239 @@
+/**
+ * Tenant isolation (issue 13): a single shard-key value (a tenant) that takes most of its shard's
+ * accesses is split off into a shard of its own, by the movement workflow's splits, and placed on
+ * another node, so that the rest of its old shard no longer shares a node with it and the planner
+ * can place it on its own.
+ *
+ * Detection reads the routers' workload profile (src/profiling/workload.ts): a key's accesses are
+ * its heavy-hitter lower bound (never an overestimate) over the window, its shard's the shard
+ * accesses over the same window. A key is a hot tenant when it takes at least `minShare` of its
+ * shard's accesses, with at least `minAccesses` of them, and the shard holds more than that key.
+ *
+ * Isolation is one or two splits (isolationSteps): for a hash-sharded table the key's hash h is cut
+ * out of its shard's range [min, max] as [h, h] (split at h − 1, then at h); for an integer range
+ * key k, [k, k + 1). The first split leaves both halves on the shard's node (a local copy); the
+ * second puts the key's piece on the target node. Keys hashing to the same value as the tenant's
+ * share its piece (rare: 64-bit hashes).
+ */
+import type { Queryable } from '../catalog/nodes.js';
+import { compareKeys, hashKey, keyToText, normalizeKey, type KeyType } from '../catalog/keys.js';
+import { InvalidInputError, NotFoundError } from '../errors.js';
+import { loadSeries } from './series.js';
+
+export interface TenantShard {
+  shardId: number;
+  node: string;
+  hashMin: string | null;
+  hashMax: string | null;
+  rangeMin: string | null;
+  rangeMax: string | null;
+}
+
+export interface TenantTable {
+  table: string;
+  method: 'hash' | 'range';
+  keyType: KeyType;
+  shards: TenantShard[];
+}
+
+/** One split of an isolation: the shard it splits (a placeholder for the previous split's upper half), where, and onto which nodes. */
+export interface IsolationStep {
+  /** The shard to split: a number, or 'upper' for the upper half the previous step made. */
+  shard: number | 'upper';
+  at: string;
+  /** Nodes of the lower and the upper half. */
+  targets: [string, string];
+}
+
+export interface IsolationPlan {
+  table: string;
+  key: string;
+  shardId: number;
+  sourceNode: string;
+  targetNode: string;
+  /** What the key's piece covers: [h, h] (hash) or [k, k + 1) (range). */
+  piece: string;
+  steps: IsolationStep[];
+  /** Which half of the last step holds the key (0: lower, 1: upper). */
+  keyHalf: 0 | 1;
+}
+
+/** The table's sharding and shards with their nodes; a clear error for a table that is not an active distributed table. */
+export async function tenantTable(catalog: Queryable, table: string): Promise<TenantTable> {
+  const { rows } = await catalog.query<{ method: 'hash' | 'range'; key_type: KeyType; state: string; id: string | null; node: string | null; hash_min: string | null; hash_max: string | null; range_min: string | null; range_max: string | null }>(
+    `select g.method, g.key_type, t.state, s.id::text, n.name as node, s.hash_min::text, s.hash_max::text, s.range_min, s.range_max
+       from shardcast.distributed_tables t
+       join shardcast.colocation_groups g on g.id = t.group_id
+       left join shardcast.shards s on s.group_id = g.id
+       left join shardcast.placements p on p.shard_id = s.id
+       left join shardcast.nodes n on n.id = p.node_id
+      where t.name = $1 order by s.id`,
+    [table],
+  );
+  if (rows.length === 0) throw new NotFoundError(`there is no distributed table "${table}"`);
+  if (rows[0]!.state !== 'active') throw new InvalidInputError(`table "${table}" is ${rows[0]!.state}, not active`);
+  return {
+    table,
+    method: rows[0]!.method,
+    keyType: rows[0]!.key_type,
+    shards: rows.filter((r) => r.id !== null).map((r) => ({ shardId: Number(r.id), node: r.node ?? '', hashMin: r.hash_min, hashMax: r.hash_max, rangeMin: r.range_min, rangeMax: r.range_max })),
+  };
+}
+
+/** The shard holding `key`, the key normalised (a clear error for a key the column's type cannot take). */
+export function shardOfKey(t: TenantTable, key: string): { shard: TenantShard; normalized: string; hash?: bigint } {
+  let normalized: string;
+  try {
+    normalized = keyToText(normalizeKey(t.keyType, key));
+  } catch (err) {
+    throw new InvalidInputError(`key ${JSON.stringify(key)} of table "${t.table}": ${(err as Error).message}`);
+  }
+  if (t.method === 'hash') {
+    const hash = hashKey(t.keyType, normalizeKey(t.keyType, key));
+    const shard = t.shards.find((s) => BigInt(s.hashMin!) <= hash && hash <= BigInt(s.hashMax!));
+    if (!shard) throw new InvalidInputError(`key ${normalized} of table "${t.table}" is in no shard`);
+    return { shard, normalized, hash };
+  }
+  const shard = t.shards.find((s) => compareKeys(t.keyType, s.rangeMin!, normalized) <= 0 && compareKeys(t.keyType, normalized, s.rangeMax!) < 0);
+  if (!shard) throw new InvalidInputError(`key ${normalized} of table "${t.table}" is in no shard's range`);
+  return { shard, normalized };
+}
+
+/**
+ * The splits that cut `key` out of its shard into a piece of its own on `targetNode` (see the
+ * module comment); the rest of the shard stays on its node. Throws when the key already has a
+ * shard of its own, or when its type has no successor to end a range piece at.
+ */
+export function isolationSteps(t: TenantTable, key: string, targetNode: string): IsolationPlan {
+  const { shard, normalized, hash } = shardOfKey(t, key);
+  let lo: string | undefined;
+  let hi: string | undefined;
+  let piece: string;
+  if (t.method === 'hash') {
+    const min = BigInt(shard.hashMin!);
+    const max = BigInt(shard.hashMax!);
+    const h = hash!;
+    if (min === max) throw new InvalidInputError(`key ${normalized} of table "${t.table}" already has shard ${shard.shardId} to itself (hash ${h})`);
+    if (min < h) lo = (h - 1n).toString();
+    if (h < max) hi = h.toString();
+    piece = `hash [${h}, ${h}]`;
+  } else {
+    if (t.keyType !== 'smallint' && t.keyType !== 'integer' && t.keyType !== 'bigint') {
+      throw new InvalidInputError(`table "${t.table}" is range-sharded by a ${t.keyType} key: a single key's range has no end to split at (only integer keys)`);
+    }
+    const k = BigInt(normalized);
+    const next = (k + 1n).toString();
+    const inside = (v: string) => compareKeys(t.keyType, shard.rangeMin!, v) < 0 && compareKeys(t.keyType, v, shard.rangeMax!) < 0;
+    if (!inside(normalized) && !inside(next)) throw new InvalidInputError(`key ${normalized} of table "${t.table}" already has shard ${shard.shardId} to itself`);
+    if (inside(normalized)) lo = normalized;
+    if (inside(next)) hi = next;
+    piece = `range [${normalized}, ${next})`;
+  }
+  const source = shard.node;
+  const steps: IsolationStep[] = [];
+  let keyHalf: 0 | 1 = 0;
+  if (lo !== undefined && hi !== undefined) {
+    steps.push({ shard: shard.shardId, at: lo, targets: [source, source] });
+    steps.push({ shard: 'upper', at: hi, targets: [targetNode, source] });
+  } else if (lo !== undefined) {
+    steps.push({ shard: shard.shardId, at: lo, targets: [source, targetNode] });
+    keyHalf = 1;
+  } else {
+    steps.push({ shard: shard.shardId, at: hi!, targets: [targetNode, source] });
+  }
+  return { table: t.table, key: normalized, shardId: shard.shardId, sourceNode: source, targetNode, piece, steps, keyHalf };
+}
+
+export interface HotTenant {
+  table: string;
+  key: string;
+  shardId: number;
+  node: string;
+  /** The key's accesses in the window (its heavy-hitter lower bound). */
+  accesses: number;
+  /** Its shard's accesses in the window. */
+  shardAccesses: number;
+  share: number;
+}
+
+export interface HotTenantOptions {
+  table?: string;
+  sinceMs: number;
+  /** Share of its shard's accesses from which a key is a hot tenant (default 0.5). */
+  minShare?: number;
+  /** Fewest accesses in the window (default 100): a handful of lookups is no tenant. */
+  minAccesses?: number;
+  now?: Date;
+}
+
+/** Keys that take at least `minShare` of their shard's accesses over the window, hottest first (see the module comment). */
+export async function hotTenants(catalog: Queryable, options: HotTenantOptions): Promise<HotTenant[]> {
+  const minShare = options.minShare ?? 0.5;
+  const minAccesses = options.minAccesses ?? 100;
+  if (!(minShare > 0 && minShare <= 1)) throw new InvalidInputError(`the smallest share must be above 0 and at most 1, got ${minShare}`);
+  const since = new Date((options.now ?? new Date()).getTime() - options.sinceMs);
+  const { rows: keys } = await catalog.query<{ table_name: string; key: string; accesses: string }>(
+    `select table_name, key, sum(lower_bound)::text as accesses from shardcast_stats.hot_keys
+      where bucket >= date_trunc('minute', $1::timestamptz) and ($2::text is null or table_name = $2)
+      group by 1, 2 having sum(lower_bound) >= $3 order by 3 desc`,
+    [since, options.table ?? null, minAccesses],
+  );
+  const { rows: shardRows } = await catalog.query<{ table_name: string; shard_id: string; accesses: string }>(
+    `select table_name, shard_id::text, sum(accesses)::text as accesses from shardcast_stats.shard_accesses
+      where bucket >= date_trunc('minute', $1::timestamptz) and ($2::text is null or table_name = $2) group by 1, 2`,
+    [since, options.table ?? null],
+  );
+  const shardAccesses = new Map(shardRows.map((r) => [`${r.table_name}/${r.shard_id}`, Number(r.accesses)]));
+  const tables = new Map<string, TenantTable | null>();
+  const out: HotTenant[] = [];
+  for (const k of keys) {
+    if (!tables.has(k.table_name)) tables.set(k.table_name, await tenantTable(catalog, k.table_name).catch(() => null));
+    const t = tables.get(k.table_name);
+    if (!t) continue; // dropped since
+    let placed;
+    try {
+      placed = shardOfKey(t, k.key);
+    } catch {
+      continue;
+    }
+    const { shard } = placed;
+    const alone = t.method === 'hash' ? shard.hashMin === shard.hashMax : false;
+    const total = shardAccesses.get(`${t.table}/${shard.shardId}`) ?? 0;
+    const accesses = Number(k.accesses);
+    if (alone || total === 0) continue;
+    const share = Math.min(1, accesses / total);
+    if (share < minShare) continue;
+    out.push({ table: t.table, key: placed.normalized, shardId: shard.shardId, node: shard.node, accesses, shardAccesses: total, share });
+  }
+  return out.sort((a, b) => b.accesses - a.accesses);
+}
+
+/**
+ * The isolation of `key` of `table` onto `targetNode`, or, without one, onto the active node other
+ * than the key's own with the least observed load for its capacity over the last 15 minutes (the
+ * node load series; a node without samples counts as idle). The rebalancer may move the piece later
+ * with its full target cost, once the piece has a forecast of its own.
+ */
+export async function planIsolation(catalog: Queryable, request: { table: string; key: string; targetNode?: string }): Promise<IsolationPlan> {
+  const t = await tenantTable(catalog, request.table);
+  const { shard } = shardOfKey(t, request.key);
+  const { rows: nodes } = await catalog.query<{ name: string; state: string; capacity: number | null }>('select name, state, capacity from shardcast.nodes order by name');
+  let target = request.targetNode;
+  if (target !== undefined) {
+    const node = nodes.find((n) => n.name === target);
+    if (!node) throw new NotFoundError(`there is no node "${target}"`);
+    if (node.state !== 'active') throw new InvalidInputError(`node ${target} is ${node.state}, not active: it cannot take shards`);
+  } else {
+    const candidates = nodes.filter((n) => n.state === 'active' && n.name !== shard.node);
+    if (candidates.length === 0) throw new InvalidInputError(`no active node other than ${shard.node} to isolate key ${request.key} of table "${t.table}" on: give --to`);
+    const now = Date.now();
+    const utilisation = await Promise.all(
+      candidates.map(async (n) => {
+        const [p] = await loadSeries(catalog, `node:${n.name}:load`, new Date(now - 15 * 60_000), new Date(now), now);
+        return (p?.value ?? 0) / (n.capacity && n.capacity > 0 ? n.capacity : 1);
+      }),
+    );
+    target = candidates[utilisation.indexOf(Math.min(...utilisation))]!.name;
+  }
+  return isolationSteps(t, request.key, target);
+}

@@ -1,0 +1,135 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDistributedTable } from '../../client/index.js';
+import { hashKey } from '../../src/catalog/keys.js';
+import { hotTenants } from '../../src/profiling/tenants.js';
+import { createRouter, type Router } from '../../src/router/router.js';
+import { adminQuery, createTestCatalog, fleet, runCli, shardPlacements, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
+
+/**
+ * Tenant isolation end to end, against real PostgreSQL and Temporal: a planted hot tenant (one key
+ * taking most of its shard's accesses through a profiling router) is found by `shardcast tenants`,
+ * then `shardcast isolate` splits it off into a shard of its own on another node by the movement
+ * workflow's splits; every row is still there once, the router finds the key on its new shard, and
+ * the node that held it carries less of the table's load.
+ */
+
+let catalog: TestCatalog;
+let worker: TestWorker;
+let router: Router;
+const ROWS = 2000;
+const HOT = 42;
+
+beforeAll(async () => {
+  catalog = await createTestCatalog('tenant');
+  worker = await startTestWorker(catalog.catalogUrl);
+  await createDistributedTable(worker.options, { name: 'accounts', columns: 'id bigint primary key, balance bigint not null', shardKey: 'id', shardCount: 2, nodes: ['node-1'] });
+  router = await createRouter({ catalogUrl: catalog.catalogUrl, profile: { flushIntervalMs: 3_600_000 } });
+  for (let k = 1; k <= ROWS; k++) await router.forKey('accounts', k).query('insert into accounts values ($1, 0)', [k]);
+}, 180_000);
+
+afterAll(async () => {
+  await router?.close();
+  await worker?.close();
+  await catalog?.close();
+});
+
+function cli(...args: string[]) {
+  return runCli(args, { SHARDCAST_CATALOG_URL: catalog.catalogUrl, SHARDCAST_TEMPORAL_ADDRESS: fleet().temporalAddress, SHARDCAST_TEMPORAL_TASK_QUEUE: worker.taskQueue });
+}
+
+async function rowCount(): Promise<number> {
+  let n = 0;
+  for (const s of await shardPlacements(catalog.pool)) n += (await adminQuery(catalog.nodeUrl(s.node), `select count(*)::int as n from ${s.schema}.accounts`)).rows[0].n as number;
+  return n;
+}
+
+/** The table's accesses per node over the last minutes, from the profile's shard accesses and the placements now. */
+async function accessesByNode(): Promise<Map<string, number>> {
+  const placed = new Map((await shardPlacements(catalog.pool)).map((s) => [s.id, s.node]));
+  const { rows } = await catalog.pool.query<{ shard_id: string; n: string }>(
+    "select shard_id::text, sum(accesses)::text as n from shardcast_stats.shard_accesses where table_name = 'accounts' and bucket > now() - interval '10 minutes' group by 1",
+  );
+  const out = new Map<string, number>();
+  for (const r of rows) {
+    const node = placed.get(Number(r.shard_id));
+    if (node) out.set(node, (out.get(node) ?? 0) + Number(r.n));
+  }
+  return out;
+}
+
+describe('tenant isolation', () => {
+  it('a planted hot tenant is found, split off onto another node, and every row is still there once', { timeout: 240_000 }, async () => {
+    // 3,000 updates: 70% to the hot tenant, the rest spread over the other keys.
+    let seed = 7;
+    for (let i = 0; i < 3000; i++) {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      const key = i % 10 < 7 ? HOT : 1 + (seed % ROWS);
+      await router.forKey('accounts', key).query('update accounts set balance = balance + 1 where id = $1', [key]);
+    }
+    await router.flushProfile();
+
+    const found = await hotTenants(catalog.pool, { table: 'accounts', sinceMs: 600_000 });
+    expect(found.map((t) => t.key)).toEqual([String(HOT)]);
+    expect(found[0]!.share).toBeGreaterThan(0.5);
+    expect(found[0]!.node).toBe('node-1');
+    const listed = await cli('tenants', '--table', 'accounts', '--json');
+    expect(listed.stderr).toBe('');
+    expect((JSON.parse(listed.stdout) as Array<{ key: string; shardId: number }>).map((t) => [t.key, t.shardId])).toEqual([[String(HOT), found[0]!.shardId]]);
+
+    const rows = await rowCount();
+    const before = await shardPlacements(catalog.pool);
+    const dry = await cli('isolate', 'accounts', String(HOT), '--to', 'node-2', '--dry-run');
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stdout).toMatch(new RegExp(`key ${HOT} of accounts: hash \\[(-?\\d+), \\1\\] out of shard ${found[0]!.shardId} on node-1, onto node-2`));
+    expect(await shardPlacements(catalog.pool)).toEqual(before);
+
+    const isolated = await cli('isolate', 'accounts', String(HOT), '--to', 'node-2');
+    expect(isolated.code, isolated.stderr).toBe(0);
+    const h = hashKey('bigint', BigInt(HOT)).toString();
+    const { rows: alone } = await catalog.pool.query<{ id: string; node: string }>(
+      `select s.id::text, n.name as node from shardcast.shards s join shardcast.placements p on p.shard_id = s.id join shardcast.nodes n on n.id = p.node_id
+        where s.hash_min = $1::bigint and s.hash_max = $1::bigint`,
+      [h],
+    );
+    expect(alone).toHaveLength(1);
+    expect(alone[0]!.node).toBe('node-2');
+    expect(isolated.stdout).toContain(`key ${HOT} of accounts is alone in shard ${alone[0]!.id} on node-2 (hash [${h}, ${h}])`);
+    // Everything else stayed on node-1; the hot tenant's rows are the only ones on node-2.
+    const after = await shardPlacements(catalog.pool);
+    expect(after.filter((s) => s.node === 'node-2').map((s) => s.id)).toEqual([Number(alone[0]!.id)]);
+    expect(await rowCount()).toBe(rows);
+    const onTarget = await adminQuery(catalog.nodeUrl('node-2'), `select id, balance from sc_s${alone[0]!.id}.accounts`);
+    expect(onTarget.rows).toEqual([{ id: String(HOT), balance: '2100' }]);
+
+    // The router finds it there; the next accesses split between the nodes, node-1 no longer takes the tenant's.
+    const read = await router.forKey('accounts', HOT).query<{ balance: string }>('select balance from accounts where id = $1', [HOT]);
+    expect(read.rows).toEqual([{ balance: '2100' }]);
+    await catalog.pool.query("delete from shardcast_stats.shard_accesses where table_name = 'accounts'");
+    for (let i = 0; i < 1000; i++) {
+      const key = i % 10 < 7 ? HOT : 1 + ((i * 7919) % ROWS);
+      await router.forKey('accounts', key).query('update accounts set balance = balance + 1 where id = $1', [key]);
+    }
+    await router.flushProfile();
+    const byNode = await accessesByNode();
+    expect(byNode.get('node-2')).toBeGreaterThanOrEqual(700);
+    expect(byNode.get('node-1')).toBeLessThanOrEqual(300);
+  });
+
+  it('refuses bad input with one line naming the problem, and changes nothing', { timeout: 120_000 }, async () => {
+    const before = await shardPlacements(catalog.pool);
+    const cases: Array<[string[], RegExp]> = [
+      [['isolate', 'accounts', 'abc'], /key "abc" of table "accounts"/],
+      [['isolate', 'nosuch', '1'], /there is no distributed table "nosuch"/],
+      [['isolate', 'accounts', '7', '--to', 'node-9'], /there is no node "node-9"/],
+      [['isolate', 'accounts', String(HOT)], new RegExp(`key ${HOT} of table "accounts" already has shard \\d+ to itself`)],
+      [['tenants', '--min-share', '2'], /--min-share/],
+    ];
+    for (const [args, message] of cases) {
+      const r = await cli(...args);
+      expect(r.code, args.join(' ')).not.toBe(0);
+      expect(r.stderr.trim().split('\n'), args.join(' ')).toHaveLength(1);
+      expect(r.stderr, args.join(' ')).toMatch(message);
+    }
+    expect(await shardPlacements(catalog.pool)).toEqual(before);
+  });
+});
