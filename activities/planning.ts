@@ -6,7 +6,7 @@ import { CapacityUnknownError, gatherPlanInput } from '../src/planning/inputs.js
 import { planRebalance } from '../src/planning/planner.js';
 import { markAction, planStoredWithin, rebalancePaused, settleStartedActions, storePlan, type ActionState } from '../src/planning/store.js';
 import type { PlanAction } from '../src/planning/types.js';
-import { planIsolation, type IsolationPlan } from '../src/profiling/tenants.js';
+import { planIsolation, tenantsToIsolate, type IsolationPlan } from '../src/profiling/tenants.js';
 import type { RebalanceAction, RebalanceInput, RebalancePlanned } from '../workflows/messages.js';
 import type { ActivityDeps } from './index.js';
 import { failpoint } from '../src/failpoints.js';
@@ -69,9 +69,10 @@ export function createPlanningActivities(deps: ActivityDeps) {
         }
         const plan = planRebalance(gathered.input);
         plan.notes.push(...gathered.notes);
+        const isolations = !dryRun && !input.drainNode && (input.isolateTenantShare ?? 0) > 0 ? await tenantsToIsolate(deps.catalog, plan, input.isolateTenantShare!) : [];
         // A replanning round with nothing to do leaves no plan behind (one every few minutes would bury the ones that act),
         // unless the last one stored is an hour old: the metrics and ShardcastNotPlanning read the latest plan.
-        if (input.trigger === 'replan' && plan.actions.length === 0 && (await planStoredWithin(deps.catalog, 3600))) {
+        if (input.trigger === 'replan' && plan.actions.length === 0 && isolations.length === 0 && (await planStoredWithin(deps.catalog, 3600))) {
           return { skipped: 'nothing to do this round', paused: false, feasible: plan.feasible, actions: [], notes: plan.notes };
         }
         const info = activityInfo();
@@ -83,6 +84,7 @@ export function createPlanningActivities(deps: ActivityDeps) {
           feasible: plan.feasible,
           actions: plan.actions.map((a) => toWorkflowAction(a, nodes, deps.provisioner)),
           notes: plan.notes,
+          ...(isolations.length > 0 ? { isolations } : {}),
           ...(dryRun ? { skipped: 'dry run: planned and stored, nothing started' } : {}),
         };
       });

@@ -102,7 +102,8 @@ export async function startRebalance(cfg: Config, idOf: (prefix: string) => stri
   ]);
   await withClient(cfg, async (options) => {
     const workflowId = idOf(options.workflowIdPrefix ?? '');
-    const full: RebalanceInput = { ...input, movement: movementSettings(cfg), settings: plannerSettings(cfg), ...(options.workflowIdPrefix ? { workflowIdPrefix: options.workflowIdPrefix } : {}) };
+    const isolate = !input.drainNode && cfg.planning.isolateTenantShare > 0 ? { isolateTenantShare: cfg.planning.isolateTenantShare } : {};
+    const full: RebalanceInput = { ...input, ...isolate, movement: movementSettings(cfg), settings: plannerSettings(cfg), ...(options.workflowIdPrefix ? { workflowIdPrefix: options.workflowIdPrefix } : {}) };
     assertValidInput(rebalanceInputSchema, full);
     let handle: WorkflowHandle;
     try {

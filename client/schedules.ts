@@ -85,6 +85,7 @@ export function replanScheduleDefinition(options: ShardcastClientOptions, config
     dryRun: false,
     trigger: 'replan',
     startWithinSeconds: minutes * 60,
+    ...(config.planning.isolateTenantShare > 0 ? { isolateTenantShare: config.planning.isolateTenantShare } : {}),
     movement: movementSettings(config),
     settings: plannerSettings(config),
     ...(prefix ? { workflowIdPrefix: prefix } : {}),

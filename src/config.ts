@@ -300,6 +300,12 @@ export const configSchema = z
          */
         replanMinutes: z.number().int().min(0).max(60).default(5),
         /**
+         * Tenant isolation by the rebalancer (src/profiling/tenants.ts): a shard-key value taking at
+         * least this share of its shard's accesses over the last 15 minutes, on a node predicted over
+         * target, is split off into a shard of its own before the shard is planned again. 0: never.
+         */
+        isolateTenantShare: z.number().min(0).max(1).default(0.5),
+        /**
          * Where scale-out's new nodes come from (src/planning/provisioner.ts): "standby" activates nodes
          * registered beforehand; { command } or { webhook } asks real infrastructure for one.
          */
@@ -440,6 +446,7 @@ export const ENV_OVERRIDES: Record<string, string> = {
   SHARDCAST_PLANNING_MAX_CONCURRENT_MOVES_PER_NODE: 'planning.maxConcurrentMovesPerNode',
   SHARDCAST_PLANNING_HORIZON_STEPS: 'planning.horizonSteps',
   SHARDCAST_PLANNING_REPLAN_MINUTES: 'planning.replanMinutes',
+  SHARDCAST_PLANNING_ISOLATE_TENANT_SHARE: 'planning.isolateTenantShare',
   SHARDCAST_TABLE_CREATION_MAXIMUM_ATTEMPTS: 'tableCreation.maximumAttempts',
   SHARDCAST_TABLE_CREATION_INITIAL_RETRY_INTERVAL_MS: 'tableCreation.initialRetryIntervalMs',
 };
@@ -585,6 +592,7 @@ const NUMERIC_KEYS = new Set([
   'planning.maxConcurrentMovesPerNode',
   'planning.horizonSteps',
   'planning.replanMinutes',
+  'planning.isolateTenantShare',
   'tableCreation.maximumAttempts',
   'tableCreation.initialRetryIntervalMs',
 ]);

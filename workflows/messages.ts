@@ -267,6 +267,12 @@ export interface RebalanceInput {
    * are recorded skipped. Without it every action is carried out at its time.
    */
   startWithinSeconds?: number;
+  /**
+   * Tenant isolation (planning.isolateTenantShare): a key taking at least this share of its shard's
+   * accesses, on a node predicted over target, is split off by an isolateKey workflow before its
+   * shard is planned again. Absent or 0: none.
+   */
+  isolateTenantShare?: number;
   /** `nodes drain`: the node to empty (set draining first; its shards are moved off). */
   drainNode?: string;
   /** Movement settings of the movements it starts (the configuration's `movement` section: its approval policy applies). */
@@ -302,6 +308,8 @@ export interface RebalancePlanned {
   feasible: boolean;
   actions: RebalanceAction[];
   notes: string[];
+  /** Hot tenants to isolate this round (their shards are left out of the plan's actions). */
+  isolations?: Array<{ table: string; key: string; shardId: number; node: string; share: number }>;
 }
 
 export interface RebalanceActionOutcome {

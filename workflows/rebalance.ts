@@ -9,11 +9,12 @@ import {
   setCurrentDetails,
   setHandler,
   sleep,
+  startChild,
 } from '@temporalio/workflow';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { createPlanningActivities } from '../activities/planning.js';
 import { SA_OPERATION } from '../src/search-attributes.js';
-import { describeMovement, moveWorkflowId, type MovementOperationInput } from './describe.js';
+import { describeMovement, isolateWorkflowId, moveWorkflowId, type MovementOperationInput } from './describe.js';
 import {
   pauseSignal,
   rebalanceProgressQuery,
@@ -22,6 +23,7 @@ import {
   type RebalanceAction,
   type RebalanceActionOutcome,
   type RebalanceInput,
+  type RebalancePlanned,
   type RebalanceProgress,
   type RebalanceResult,
   type ScaleOutResult,
@@ -118,12 +120,41 @@ export async function rebalance(input: RebalanceInput): Promise<RebalanceResult>
     }
     return pending;
   };
+  // Hot tenants split off into shards of their own (their shards are not in this round's actions);
+  // the isolations outlive the round, like its movements. Histories of earlier code had none.
+  const isolating = planned.isolations ?? [];
+  const isolated =
+    isolating.length > 0 && patched('rebalance-isolates-tenants')
+      ? (async () => {
+          await condition(() => !paused);
+          for (const t of isolating) notes.push(await startIsolation(input, planId, t));
+        })()
+      : Promise.resolve();
   const outcomes = await Promise.all(planned.actions.map((a) => carryOut(a)));
+  await isolated;
   if (input.drainNode) {
     const left = await shardsOnNode(input.drainNode);
     notes.push(left === 0 ? `${input.drainNode} is drained: it holds no shard and takes none` : `${input.drainNode} still holds ${left} shard(s): see the plan's notes`);
   }
   return { planId, dryRun: false, actions: outcomes, notes };
+}
+
+/** Starts the isolation of a hot tenant as a child workflow that outlives the round; says what happened. */
+async function startIsolation(input: RebalanceInput, planId: number, t: NonNullable<RebalancePlanned['isolations']>[number]): Promise<string> {
+  const workflowId = isolateWorkflowId(t.table, t.key, input.workflowIdPrefix);
+  const what = `isolating key ${t.key} of ${t.table} (${Math.round(t.share * 100)}% of shard ${t.shardId}'s accesses on ${t.node})`;
+  try {
+    await startChild('isolateKey', {
+      workflowId,
+      args: [{ table: t.table, key: t.key, movement: input.movement, ...(input.workflowIdPrefix ? { workflowIdPrefix: input.workflowIdPrefix } : {}) }],
+      parentClosePolicy: ParentClosePolicy.ABANDON,
+      staticSummary: `isolate key ${t.key} of ${t.table} (plan ${planId})`,
+    });
+    return `${what}: started ${workflowId}`;
+  } catch (err) {
+    if (err instanceof WorkflowExecutionAlreadyStartedError) return `${what}: ${workflowId} is already running`;
+    return `${what}: could not start: ${failureMessage(err)}`;
+  }
 }
 
 /** One action: a movement workflow started and awaited, or a node step (a scale-out through the provisioner: a child workflow). */

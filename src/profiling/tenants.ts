@@ -18,6 +18,7 @@
 import type { Queryable } from '../catalog/nodes.js';
 import { compareKeys, hashKey, keyToText, normalizeKey, type KeyType } from '../catalog/keys.js';
 import { InvalidInputError, NotFoundError } from '../errors.js';
+import type { Plan } from '../planning/types.js';
 import { loadSeries } from './series.js';
 
 export interface TenantShard {
@@ -236,4 +237,47 @@ export async function planIsolation(catalog: Queryable, request: { table: string
     target = candidates[utilisation.indexOf(Math.min(...utilisation))]!.name;
   }
   return isolationSteps(t, request.key, target);
+}
+
+/** The window hot tenants are judged on by the rebalancer, and the fewest accesses in it. */
+export const REBALANCE_TENANT_WINDOW_MS = 15 * 60_000;
+export const REBALANCE_TENANT_MIN_ACCESSES = 1000;
+
+/**
+ * The rebalancer's tenant isolation (planning.isolateTenantShare): the hot tenants (at least
+ * `minShare` of their shard's accesses over the last 15 minutes, 1,000 accesses at least) whose node
+ * the plan predicts over target without it. Their shards are taken out of the plan (with the actions
+ * that come after theirs): the isolation changes the shard's layout, and the next round plans the
+ * pieces. One tenant per shard, the hottest. The plan's notes say what was done.
+ */
+export async function tenantsToIsolate(
+  catalog: Queryable,
+  plan: Plan,
+  minShare: number,
+  now = new Date(),
+): Promise<Array<{ table: string; key: string; shardId: number; node: string; share: number }>> {
+  const tenants = await hotTenants(catalog, { sinceMs: REBALANCE_TENANT_WINDOW_MS, minShare, minAccesses: REBALANCE_TENANT_MIN_ACCESSES, now });
+  const over = new Set(plan.nodes.filter((n) => Math.max(0, ...n.without) > plan.targetUtilisation).map((n) => n.name));
+  const chosen: HotTenant[] = [];
+  for (const t of tenants) if (over.has(t.node) && !chosen.some((c) => c.shardId === t.shardId)) chosen.push(t);
+  if (chosen.length === 0) return [];
+  const shards = new Set(chosen.map((t) => t.shardId));
+  const dropped = new Set(plan.actions.filter((a) => 'shardIds' in a && a.shardIds.some((id) => shards.has(id))).map((a) => a.id));
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const a of plan.actions) {
+      if (!dropped.has(a.id) && a.after.some((d) => dropped.has(d))) {
+        dropped.add(a.id);
+        grew = true;
+      }
+    }
+  }
+  if (dropped.size > 0) plan.actions = plan.actions.filter((a) => !dropped.has(a.id));
+  for (const t of chosen) {
+    plan.notes.push(
+      `key ${t.key} of ${t.table} takes ${Math.round(t.share * 100)}% of shard ${t.shardId}'s accesses on ${t.node}, predicted over target: isolating it into a shard of its own first (workflow isolateKey); the next round plans the pieces`,
+    );
+  }
+  if (dropped.size > 0) plan.notes.push(`left out of this round for the isolation: ${[...dropped].join(', ')}`);
+  return chosen.map((t) => ({ table: t.table, key: t.key, shardId: t.shardId, node: t.node, share: t.share }));
 }

@@ -195,7 +195,7 @@ describe('schedules', () => {
     // The rebalancer's rounds (planning.replanMinutes): every 5 minutes, at most 5 minutes of actions each; the forecast then hands over nothing.
     const replan = await worker.client.schedule.getHandle(replanScheduleId(worker.options.workflowIdPrefix)).describe();
     expect(replan.spec.intervals).toMatchObject([{ every: 5 * 60_000 }]);
-    expect(replan.action).toMatchObject({ type: 'startWorkflow', workflowType: 'rebalance', args: [expect.objectContaining({ trigger: 'replan', startWithinSeconds: 300 })] });
+    expect(replan.action).toMatchObject({ type: 'startWorkflow', workflowType: 'rebalance', args: [expect.objectContaining({ trigger: 'replan', startWithinSeconds: 300, isolateTenantShare: 0.5 })] });
     expect((await hourly.describe()).action).toMatchObject({ args: [expect.objectContaining({ rebalance: expect.objectContaining({ mode: 'off' }) })] });
 
     expect((await ensureSchedules(worker.options, config)).map((s) => s.outcome)).toEqual(['unchanged', 'unchanged', 'unchanged']);

@@ -1,5 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDistributedTable } from '../../client/index.js';
+import { createDistributedTable, rebalanceWorkflowId } from '../../client/index.js';
+import { setNodeCapacity } from '../../src/catalog/nodes.js';
+import { storedPlans } from '../../src/planning/store.js';
+import { isolateWorkflowId } from '../../workflows/describe.js';
+import type { IsolateKeyResult, RebalanceInput, RebalanceResult } from '../../workflows/messages.js';
+import { writeShardForecasts } from '../helpers/forecasts.js';
 import { hashKey } from '../../src/catalog/keys.js';
 import { hotTenants } from '../../src/profiling/tenants.js';
 import { createRouter, type Router } from '../../src/router/router.js';
@@ -113,6 +118,47 @@ describe('tenant isolation', () => {
     const byNode = await accessesByNode();
     expect(byNode.get('node-2')).toBeGreaterThanOrEqual(700);
     expect(byNode.get('node-1')).toBeLessThanOrEqual(300);
+  });
+
+  it('the rebalancer isolates a hot tenant on a node predicted over target before planning its shard again', { timeout: 240_000 }, async () => {
+    await createDistributedTable(worker.options, { name: 'orders', columns: 'id bigint primary key, n bigint not null', shardKey: 'id', shardCount: 1, nodes: ['node-1'] });
+    for (let k = 1; k <= 500; k++) await router.forKey('orders', k).query('insert into orders values ($1, 0)', [k]);
+    const TENANT = 9;
+    for (let i = 0; i < 2000; i++) {
+      const key = i % 10 < 8 ? TENANT : 1 + ((i * 7919) % 500);
+      await router.forKey('orders', key).query('update orders set n = n + 1 where id = $1', [key]);
+    }
+    await router.flushProfile();
+    for (const n of catalog.nodes) await setNodeCapacity(catalog.pool, n.name, 1000);
+    const placed = await shardPlacements(catalog.pool);
+    const ordersShard = (await catalog.pool.query<{ id: number }>("select s.id::int from shardcast.shards s join shardcast.distributed_tables t on t.group_id = s.group_id where t.name = 'orders'")).rows[0]!.id;
+    // The orders shard alone puts node-1 over its target (700 of 1000); everything else is idle.
+    await writeShardForecasts(catalog.pool, placed.map((p) => p.id), (k) => (placed[k]!.id === ordersShard ? 900 : 10));
+    const prefix = `${worker.taskQueue}-`;
+    const input: RebalanceInput = { dryRun: false, trigger: 'operator', isolateTenantShare: 0.5, movement: { graceSeconds: 0, pollSeconds: 0.3, maxMovesPerNode: 4 }, workflowIdPrefix: prefix };
+    const result = (await worker.client.workflow.execute('rebalance', { taskQueue: worker.taskQueue, workflowId: rebalanceWorkflowId(prefix), args: [input] })) as RebalanceResult;
+    const id = isolateWorkflowId('orders', String(TENANT), prefix);
+    // 1,600 of the shard's 2,500 accesses (its 500 inserts counted): 64%.
+    expect(result.notes).toContain(`isolating key ${TENANT} of orders (64% of shard ${ordersShard}'s accesses on node-1): started ${id}`);
+    const [stored] = await storedPlans(catalog.pool);
+    expect(stored!.plan.actions.filter((a) => 'shardIds' in a && a.shardIds.includes(ordersShard))).toEqual([]);
+    expect(stored!.plan.notes.join('\n')).toMatch(new RegExp(`key ${TENANT} of orders takes 64% of shard ${ordersShard}'s accesses on node-1, predicted over target: isolating it`));
+    const done = (await worker.client.workflow.getHandle(id).result()) as IsolateKeyResult;
+    expect(done.node).not.toBe('node-1');
+    const h = hashKey('bigint', BigInt(TENANT)).toString();
+    const { rows: alone } = await catalog.pool.query<{ id: number; node: string }>(
+      `select s.id::int, n.name as node from shardcast.shards s join shardcast.placements p on p.shard_id = s.id join shardcast.nodes n on n.id = p.node_id
+        where s.hash_min = $1::bigint and s.hash_max = $1::bigint and s.group_id = (select group_id from shardcast.distributed_tables where name = 'orders')`,
+      [h],
+    );
+    expect(alone).toEqual([{ id: done.shardId, node: done.node }]);
+    let total = 0;
+    const ordersShards = await catalog.pool.query<{ schema: string; node: string }>(
+      `select s.schema_name as schema, n.name as node from shardcast.shards s join shardcast.placements p on p.shard_id = s.id join shardcast.nodes n on n.id = p.node_id
+        where s.group_id = (select group_id from shardcast.distributed_tables where name = 'orders')`,
+    );
+    for (const s of ordersShards.rows) total += (await adminQuery(catalog.nodeUrl(s.node), `select count(*)::int as n from ${s.schema}.orders`)).rows[0].n as number;
+    expect(total).toBe(500);
   });
 
   it('refuses bad input with one line naming the problem, and changes nothing', { timeout: 120_000 }, async () => {

@@ -73,6 +73,7 @@ describe('defaults', () => {
         minBenefitPerGiB: 0.5,
         horizonSteps: 12,
         replanMinutes: 5,
+        isolateTenantShare: 0.5,
         provisioner: 'standby',
         weights: { load: 1, bytes: 0.05, locality: 0.5, alignment: 0.5 },
       },
@@ -260,6 +261,8 @@ describe('lists and listen addresses', () => {
   it('reads the replanning interval from the environment, 0 (hourly, after the forecast) to 60 minutes', () => {
     expect(loadConfig({ cwd: emptyDir, env: { SHARDCAST_PLANNING_REPLAN_MINUTES: '0' } }).planning.replanMinutes).toBe(0);
     expect(loadConfig({ cwd: emptyDir, env: { SHARDCAST_PLANNING_REPLAN_MINUTES: '15' } }).planning.replanMinutes).toBe(15);
+    expect(loadConfig({ cwd: emptyDir, env: { SHARDCAST_PLANNING_ISOLATE_TENANT_SHARE: '0' } }).planning.isolateTenantShare).toBe(0);
+    expect(configError(() => loadConfig({ cwd: emptyDir, env: { SHARDCAST_PLANNING_ISOLATE_TENANT_SHARE: '1.2' } })).key).toBe('planning.isolateTenantShare');
     for (const bad of ['61', '-1', '2.5']) {
       expect(configError(() => loadConfig({ cwd: emptyDir, env: { SHARDCAST_PLANNING_REPLAN_MINUTES: bad } })).key, bad).toBe('planning.replanMinutes');
     }
