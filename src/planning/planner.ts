@@ -31,7 +31,9 @@ import { validatePlanInput } from './validate.js';
  * stay under target with it, and its source (which is shedding load) may go over target by the copy
  * but never over `sourceCeiling` (90%). The one exception is a source over target already in the
  * first step (no forecast saw it coming, or a fallback series' observed load): when nothing else
- * relieves it, it is relieved at once and the action says `startsInPeak`.
+ * relieves it, it is relieved at once and the action says `startsInPeak`; the copy may then take a
+ * move's source up to its capacity, and a split's source (a shard over target on its own: nothing
+ * else can relieve it) past it, for as long as the copy runs.
  *
  * Timing. An action that prevents an overload must finish before the start of the first overloaded
  * step: its start-by is that time minus its duration (duration.ts, margin included). Among the start
@@ -307,7 +309,9 @@ class Planner {
     }
     const parts = [...new Set(pieceNodes)].map((to) => ({ to, fraction: pieceNodes.filter((x) => x === to).length / pieces }));
     const first = this.fleet.firstOverloadStep(unit.nodeId) ?? this.s.horizonSteps;
-    const option = this.bestWindow(unit, unit.nodeId, parts, first * this.s.stepSeconds, first === 0);
+    // A shard over target on its own node now has no other relief: its split may take the source past
+    // capacity while it copies (the source stays overloaded until the split is done either way).
+    const option = this.bestWindow(unit, unit.nodeId, parts, first * this.s.stepSeconds, first === 0, Infinity);
     return option ? [option, pieceNodes] : undefined;
   }
 
@@ -401,7 +405,7 @@ class Planner {
   }
 
   /** The best start for a transfer, or undefined when none is allowed. */
-  private bestWindow(unit: Unit, from: number, parts: Transfer['parts'], deadline: number, urgent: boolean): Option | undefined {
+  private bestWindow(unit: Unit, from: number, parts: Transfer['parts'], deadline: number, urgent: boolean, urgentCeiling = 1): Option | undefined {
     const { stepSeconds: step, horizonSteps: h, targetUtilisation: t } = this.s;
     const seconds = moveSeconds(this.input.moveDuration, unit.bytes);
     const starts = new Set<number>();
@@ -414,7 +418,7 @@ class Planner {
     let best: (Option & { key: number[] }) | undefined;
     for (const start of [...starts].sort((a, b) => a - b)) {
       const transfer: Transfer = { unit, from, parts, start, seconds };
-      const trial = this.fleet.tryTransfer(transfer, urgent ? 1 : this.s.sourceCeiling);
+      const trial = this.fleet.tryTransfer(transfer, urgent ? urgentCeiling : this.s.sourceCeiling);
       if (!trial) continue;
       const end = start + seconds;
       const cls = !trial.inPeak ? (end <= deadline + EPS ? 0 : 1) : urgent ? 2 : -1;

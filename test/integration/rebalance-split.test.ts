@@ -36,8 +36,8 @@ describe('rebalance: a split into more than two pieces', () => {
   it('is carried out as successive halvings onto the planned nodes, every row still there once', { timeout: 300_000 }, async () => {
     const [only] = await shards();
     // 1000 load units (1050 at the 95% bound) on one shard: more than the 700 any node takes at 70%,
-    // and more than two pieces of 42% of a node each: four pieces of about 262. (A hotter shard could
-    // not be split here at all: while it is copied, each target carries 30% of its load as copy load.)
+    // and more than two pieces of 42% of a node each: four pieces of about 262. (While it is copied,
+    // each target carries 30% of its load as copy load: a much hotter shard has no room here.)
     await writeShardForecasts(catalog.pool, [only!.id], () => 1000);
     const input: RebalanceInput = { dryRun: false, trigger: 'operator', movement: { graceSeconds: 0, pollSeconds: 0.3, maxMovesPerNode: 4 }, workflowIdPrefix: `${worker.taskQueue}-` };
     const result = (await worker.client.workflow.execute('rebalance', { taskQueue: worker.taskQueue, workflowId: rebalanceWorkflowId(`${worker.taskQueue}-`), args: [input] })) as RebalanceResult;

@@ -89,6 +89,22 @@ describe('planRebalance', () => {
     expectUnderTargetEverywhere(plan);
   });
 
+  it('splits a shard already far over its node now, though the copy takes its source past capacity while it runs', () => {
+    // 945 load units on node-1 from now on: 135% of the 700 a node takes at target. The split's copy
+    // adds 30% of the shard's load to its source (already at 95%): nothing else can relieve it.
+    const input = planInput([node(1), node(2), node(3)], [{ id: 1, node: 1, load: flat(945), bytes: 1e9 }]);
+    const plan = planRebalance(input);
+    const split = plan.actions.find((a) => a.kind === 'split');
+    expect(split, plan.notes.join('\n')).toBeDefined();
+    if (split?.kind !== 'split') throw new Error('not a split');
+    expect(split.startsInPeak).toBe(true);
+    expect(offset(split.startAt)).toBe(0);
+    expect(945 / split.pieceNodeIds.length).toBeLessThanOrEqual(TARGET * 1000);
+    // Once done, every node is under target; while it runs, only the source goes past it.
+    for (const n of plan.nodes) n.with.slice(1).forEach((u, i) => expect(u, `${n.name} at step ${i + 2}`).toBeLessThanOrEqual(TARGET + 1e-9));
+    for (const n of plan.nodes.filter((x) => x.nodeId !== 1)) n.with.forEach((u, i) => expect(u + n.copy[i]!, `${n.name} with copy load at step ${i + 1}`).toBeLessThanOrEqual(TARGET + 1e-9));
+  });
+
   it('does not split a shard that fits on a node: it moves it', () => {
     const input = planInput([node(1), node(2)], [{ id: 1, node: 1, load: ramp(400, 25) }, { id: 2, node: 1, load: flat(200), bytes: 50e9 }]);
     const plan = planRebalance(input);
