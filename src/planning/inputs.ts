@@ -243,7 +243,7 @@ async function capacitiesOf(catalog: pg.Pool, nodes: readonly NodeRecord[], asOf
  */
 async function movementsInFlight(catalog: Queryable, placements: Placement[], nodes: readonly NodeRecord[], asOf: Date, notes: string[]): Promise<RecentMove[]> {
   const { rows } = await catalog.query<{ id: string; operation: string; shards: number[]; source: number; target: number }>(
-    `select id, operation, array(select unnest(shard_id || coalesce(other_shard_ids, '{}')))::int[] as shards, source_node_id::int as source, target_node_ids[1]::int as target
+    `select id, operation, (shard_id || other_shard_ids)::int[] as shards, source_node_id::int as source, target_node_ids[1]::int as target
        from shardcast.movements where state = 'running' order by started_at`,
   );
   const name = (id: number) => nodes.find((n) => n.id === id)?.name ?? `node ${id}`;

@@ -101,35 +101,39 @@ export function shardOfKey(t: TenantTable, key: string): { shard: TenantShard; n
 }
 
 /**
+ * Where `key`'s piece is cut out of its shard (`lo`, `hi`: the split points, each absent at an end of
+ * the shard), or why it cannot be: the key already has the shard to itself, or its range type has
+ * no successor to end a piece at. One rule for `isolate` and for the list of hot tenants.
+ */
+function cutOf(t: TenantTable, placed: ReturnType<typeof shardOfKey>): { lo?: string; hi?: string; piece: string } | { cannot: string } {
+  const { shard, normalized, hash } = placed;
+  if (t.method === 'hash') {
+    const min = BigInt(shard.hashMin!);
+    const max = BigInt(shard.hashMax!);
+    const h = hash!;
+    if (min === max) return { cannot: `key ${normalized} of table "${t.table}" already has shard ${shard.shardId} to itself (hash ${h})` };
+    return { ...(min < h ? { lo: (h - 1n).toString() } : {}), ...(h < max ? { hi: h.toString() } : {}), piece: `hash [${h}, ${h}]` };
+  }
+  if (t.keyType !== 'smallint' && t.keyType !== 'integer' && t.keyType !== 'bigint') {
+    return { cannot: `table "${t.table}" is range-sharded by a ${t.keyType} key: a single key's range has no end to split at (only integer keys)` };
+  }
+  const next = (BigInt(normalized) + 1n).toString();
+  const inside = (v: string) => compareKeys(t.keyType, shard.rangeMin!, v) < 0 && compareKeys(t.keyType, v, shard.rangeMax!) < 0;
+  if (!inside(normalized) && !inside(next)) return { cannot: `key ${normalized} of table "${t.table}" already has shard ${shard.shardId} to itself` };
+  return { ...(inside(normalized) ? { lo: normalized } : {}), ...(inside(next) ? { hi: next } : {}), piece: `range [${normalized}, ${next})` };
+}
+
+/**
  * The splits that cut `key` out of its shard into a piece of its own on `targetNode` (see the
  * module comment); the rest of the shard stays on its node. Throws when the key already has a
  * shard of its own, or when its type has no successor to end a range piece at.
  */
 export function isolationSteps(t: TenantTable, key: string, targetNode: string): IsolationPlan {
-  const { shard, normalized, hash } = shardOfKey(t, key);
-  let lo: string | undefined;
-  let hi: string | undefined;
-  let piece: string;
-  if (t.method === 'hash') {
-    const min = BigInt(shard.hashMin!);
-    const max = BigInt(shard.hashMax!);
-    const h = hash!;
-    if (min === max) throw new InvalidInputError(`key ${normalized} of table "${t.table}" already has shard ${shard.shardId} to itself (hash ${h})`);
-    if (min < h) lo = (h - 1n).toString();
-    if (h < max) hi = h.toString();
-    piece = `hash [${h}, ${h}]`;
-  } else {
-    if (t.keyType !== 'smallint' && t.keyType !== 'integer' && t.keyType !== 'bigint') {
-      throw new InvalidInputError(`table "${t.table}" is range-sharded by a ${t.keyType} key: a single key's range has no end to split at (only integer keys)`);
-    }
-    const k = BigInt(normalized);
-    const next = (k + 1n).toString();
-    const inside = (v: string) => compareKeys(t.keyType, shard.rangeMin!, v) < 0 && compareKeys(t.keyType, v, shard.rangeMax!) < 0;
-    if (!inside(normalized) && !inside(next)) throw new InvalidInputError(`key ${normalized} of table "${t.table}" already has shard ${shard.shardId} to itself`);
-    if (inside(normalized)) lo = normalized;
-    if (inside(next)) hi = next;
-    piece = `range [${normalized}, ${next})`;
-  }
+  const placed = shardOfKey(t, key);
+  const { shard, normalized } = placed;
+  const cut = cutOf(t, placed);
+  if ('cannot' in cut) throw new InvalidInputError(cut.cannot);
+  const { lo, hi, piece } = cut;
   const source = shard.node;
   const steps: IsolationStep[] = [];
   let keyHalf: 0 | 1 = 0;
@@ -198,10 +202,10 @@ export async function hotTenants(catalog: Queryable, options: HotTenantOptions):
       continue;
     }
     const { shard } = placed;
-    const alone = t.method === 'hash' ? shard.hashMin === shard.hashMax : false;
     const total = shardAccesses.get(`${t.table}/${shard.shardId}`) ?? 0;
     const accesses = Number(k.accesses);
-    if (alone || total === 0) continue;
+    // A key already alone, or one isolation cannot cut out (a text or uuid range key), is no candidate.
+    if ('cannot' in cutOf(t, placed) || total === 0) continue;
     const share = Math.min(1, accesses / total);
     if (share < minShare) continue;
     out.push({ table: t.table, key: placed.normalized, shardId: shard.shardId, node: shard.node, accesses, shardAccesses: total, share });

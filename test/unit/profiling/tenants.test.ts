@@ -44,6 +44,8 @@ describe('isolationSteps', () => {
     ]);
     expect(isolationSteps(t, '0', 'n2').steps).toEqual([{ shard: 5, at: '1', targets: ['n2', 'n1'] }]);
     expect(isolationSteps(t, '999', 'n2').steps).toEqual([{ shard: 5, at: '999', targets: ['n1', 'n2'] }]);
+    const alone: TenantTable = { ...t, shards: [{ ...t.shards[0]!, rangeMin: '500', rangeMax: '501' }] };
+    expect(() => isolationSteps(alone, '500', 'n2')).toThrow(/key 500 of table "events" already has shard 5 to itself/);
     const text: TenantTable = { ...t, keyType: 'text', shards: [{ ...t.shards[0]!, rangeMin: 'a', rangeMax: 'z' }] };
     expect(() => isolationSteps(text, 'm', 'n2')).toThrow(/range-sharded by a text key: a single key's range has no end to split at/);
   });
