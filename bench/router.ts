@@ -1,7 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { quoteIdent } from '../src/sql/ident.js';
@@ -53,12 +51,12 @@ type Path = 'direct' | 'prepared' | 'routed' | 'profiled';
  * client moved that path's p50 by up to ±40% for a whole run (measured here: per-run ratios from 0.65
  * to 1.9 on this 2-core machine). Needs `taskset` (util-linux) and two CPUs; otherwise says why not.
  */
-function pinApart(dataDir: string): string {
+function pinApart(postmasterPid: number | undefined): string {
   const cpus = os.availableParallelism();
   if (cpus < 2) return 'not pinned (one CPU)';
-  const pid = readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]!.trim();
+  if (postmasterPid === undefined) return 'not pinned (no postmaster.pid)';
   const server = `1-${cpus - 1}`;
-  for (const [cpuList, target] of [['0', String(process.pid)], [server, pid]] as const) {
+  for (const [cpuList, target] of [['0', String(process.pid)], [server, String(postmasterPid)]] as const) {
     const r = spawnSync('taskset', ['-a', '-p', '-c', cpuList, target], { encoding: 'utf8' });
     if (r.error || r.status !== 0) return `not pinned (taskset: ${r.error?.message ?? r.stderr.trim()})`;
   }
@@ -115,7 +113,7 @@ export async function run(args: string[]): Promise<void> {
     await node.query(`insert into public.accounts select g, 'owner-' || g, g * 10 from generate_series(1, $1::bigint) g`, [rows]);
     await node.query('vacuum analyze');
     await node.end();
-    const pinned = values.pin ? pinApart(fleet.nodes[0]!.dataDir) : 'not pinned (--no-pin)';
+    const pinned = values.pin ? pinApart(fleet.nodes[0]!.postmasterPid) : 'not pinned (--no-pin)';
 
     const directTimes: number[] = [];
     const preparedTimes: number[] = [];

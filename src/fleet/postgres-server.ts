@@ -68,8 +68,9 @@ export class PostgresServer {
     return this.options.port;
   }
 
-  get dataDir(): string {
-    return this.options.dataDir;
+  /** The running postmaster's pid (its postmaster.pid), if it runs. */
+  get postmasterPid(): number | undefined {
+    return readPostmasterPid(this.options.dataDir);
   }
 
   get logFile(): string {
