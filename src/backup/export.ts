@@ -10,6 +10,8 @@
 import { mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type pg from 'pg';
+import { abandonIfRunning } from '../catalog/abandon.js';
+import { failpoint } from '../failpoints.js';
 import { to as copyTo } from 'pg-copy-streams';
 import type { NodePools } from '../catalog/node-pools.js';
 import { InvalidInputError, NotFoundError, ShardcastError, errorMessage } from '../errors.js';
@@ -195,6 +197,7 @@ async function exportPart(
     throw new BackupError(`table ${table}, ${part.label}: cannot connect: ${errorMessage(err)}`, { cause: err });
   }
   let broken: Error | undefined;
+  let stream: unknown;
   try {
     await client.query('begin isolation level repeatable read read only');
     for (const s of canonicalSettingsSql()) await client.query(s);
@@ -205,12 +208,14 @@ async function exportPart(
       const batch = assembler.take();
       addBatchDigest(digest, batch, kinds);
       collectStats(stats, batch);
+      await failpoint('backup.batch'); // tests: the file cannot be written in the middle of the COPY
       await sink.write(batch);
       onProgress?.({ table, part: part.label, rows: digest.rows, done: false });
     };
     const columns = ddl.columns.map((c) => quoteIdent(c.name)).join(', ');
-    const stream = client.query(copyTo(`copy ${qualified(part.schema, part.table)} (${columns}) to stdout`));
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
+    const copy = client.query(copyTo(`copy ${qualified(part.schema, part.table)} (${columns}) to stdout`));
+    stream = copy;
+    for await (const chunk of copy as AsyncIterable<Buffer>) {
       for (const row of parser.push(chunk)) {
         try {
           if (assembler.add(row)) await emit();
@@ -233,6 +238,7 @@ async function exportPart(
     onProgress?.({ table, part: part.label, rows: digest.rows, done: true });
   } catch (err) {
     broken = err as Error;
+    abandonIfRunning(client, stream); // left mid-COPY (the file could not be written), the rollback would wait forever
     await client.query('rollback').catch(() => undefined);
     if (err instanceof ShardcastError) throw err;
     throw new BackupError(`table ${table}, ${part.label}: ${errorMessage(err)}`, { cause: err });

@@ -98,6 +98,11 @@ export function paceApply(overloaded: boolean, lagBytes: number | null, settings
   return overloaded && lagBytes !== null && lagBytes <= settings.maxLagBytes;
 }
 
+/** The baseline is the p90 of at least this many probes of each node … */
+export const BASELINE_SAMPLES = 20;
+/** … unless that takes longer than this. */
+export const BASELINE_MAX_MS = 3000;
+
 /** Probe samples older than this are not "recent". */
 export const RECENT_MS = 500;
 
@@ -209,7 +214,11 @@ export class Governor {
     if (baselinesMs && baselinesMs.length === this.probes.length) {
       this.probes.forEach((p, i) => (p.baselineMs = Math.max(baselinesMs[i]!, this.settings.minBaselineMs)));
     } else {
-      for (const until = performance.now() + 500; performance.now() < until; ) {
+      // Half a second of probes and at least BASELINE_SAMPLES of each (within BASELINE_MAX_MS): with only a few
+      // samples, the p90 is their maximum, and one slow commit on a busy machine would set a baseline that
+      // hides a node in trouble for seconds.
+      const t0 = performance.now();
+      while (performance.now() - t0 < BASELINE_MAX_MS && (performance.now() - t0 < 500 || this.probes.some((p) => p.all().length < BASELINE_SAMPLES))) {
         await Promise.all(this.probes.map((p) => p.sample()));
         await sleep(this.settings.probeIntervalMs);
       }

@@ -9,6 +9,7 @@ import type { NodePools } from '../catalog/node-pools.js';
 import { NotFoundError, ShardcastError } from '../errors.js';
 import { quoteIdent, quoteLiteral } from '../sql/ident.js';
 import { inTransaction } from '../sql/transaction.js';
+import { abandonIfRunning } from '../catalog/abandon.js';
 import { AS_REPLICA } from './fence.js';
 import type { Governor } from './governor.js';
 import { decodeMessage, UNCHANGED, type Relation, type TupleValue } from './pgoutput.js';
@@ -152,8 +153,10 @@ export async function copyChunked(c: ChunkedCopy): Promise<CopyProgress> {
     // Every chunk but the last commits without waiting for its WAL flush: the last one's (synchronous)
     // flushes them all, WAL being flushed in order, before the copy counts as done.
     await c.into.query(`begin; ${AS_REPLICA}${upper ? '; set local synchronous_commit = off' : ''}`);
+    let sent: unknown;
     try {
       const reader = c.out.query(copyTo(`copy (select * from ${c.from}${conditions.length ? ` where ${conditions.join(' and ')}` : ''}) to stdout (format binary)`));
+      sent = reader;
       const writer = c.into.query(copyFrom(`copy ${c.to} from stdin (format binary)`));
       reader.on('data', (data: Buffer) => {
         chunk.bytes += data.length;
@@ -166,6 +169,11 @@ export async function copyChunked(c: ChunkedCopy): Promise<CopyProgress> {
       // Its inserts reach the statistics as it commits (one round trip with the commit), counted before the new shard is placed.
       await c.into.query('select pg_stat_force_next_flush(); commit');
     } catch (err) {
+      // The target failed (it went down, a statement was cancelled) while the source was still sending:
+      // the COPY's stream was destroyed with the source's connection in the middle of it, paused, so any
+      // later statement there (the caller's rollback) would wait forever, and the activity with it.
+      // (An error from the source itself has ended its COPY: that connection is fine.)
+      abandonIfRunning(c.out, sent);
       await c.into.query('rollback').catch(() => undefined);
       throw err;
     }

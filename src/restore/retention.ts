@@ -21,6 +21,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type pg from 'pg';
+import { abandonIfRunning } from '../catalog/abandon.js';
 import { to as copyTo } from 'pg-copy-streams';
 import { addBatchDigest, DIGEST_ALGORITHM, ROW_TEXT_SQL } from '../backup/checksum.js';
 import { describeTable } from '../backup/export.js';
@@ -334,6 +335,7 @@ async function archiveOnNode(
   let sink: ArrowFileSink | undefined;
   let file: string | undefined;
   let committed = false;
+  let stream: unknown;
   try {
     await client.query('begin isolation level repeatable read');
     for (const s of canonicalSettingsSql()) await client.query(s);
@@ -368,14 +370,16 @@ async function archiveOnNode(
     const emit = async () => {
       const batch = assembler.take();
       addBatchDigest(digest, batch, kinds);
+      await failpoint('retention.batch'); // tests: the archive cannot be written in the middle of the COPY
       await sink!.write(batch);
       hooks.heartbeat?.(digest.rows);
     };
     const columns = ddl.columns.map((c) => quoteIdent(c.name)).join(', ');
     // The cutoff is a timestamptz literal checked by the caller's schema (ISO text); it goes in as a literal since COPY takes no parameters.
     const cutoffLiteral = `'${new Date(input.cutoff).toISOString()}'::timestamptz`;
-    const stream = client.query(copyTo(`copy (delete from ${rel} where ${col} < ${cutoffLiteral} returning ${columns}) to stdout`));
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
+    const copy = client.query(copyTo(`copy (delete from ${rel} where ${col} < ${cutoffLiteral} returning ${columns}) to stdout`));
+    stream = copy;
+    for await (const chunk of copy as AsyncIterable<Buffer>) {
       for (const row of parser.push(chunk)) if (assembler.add(row)) await emit();
     }
     parser.end();
@@ -415,6 +419,8 @@ async function archiveOnNode(
   } catch (err) {
     if (!committed) {
       broken = err as Error;
+      // Left mid-COPY (the archive could not be written): closing the session rolls the delete back; a rollback would wait forever.
+      abandonIfRunning(client, stream);
       await client.query('rollback').catch(() => undefined);
       await sink?.abort();
       // Not committed: the file is no archive of anything (a committed one is never removed here).

@@ -7,7 +7,7 @@ import { DEFAULT_GOVERNOR, Governor } from '../../src/movement/governor.js';
 import { copyMove, dropTargetShard, movementNames, paceSubscription, prepareTarget, shardTables, startStreaming, stopStreaming } from '../../src/movement/replication.js';
 import { movementThrottledSeconds } from '../../src/metrics/metrics.js';
 import { createRouter, type Router } from '../../src/router/router.js';
-import { movementProgressQuery } from '../../workflows/messages.js';
+import { type MovementProgress, movementProgressQuery } from '../../workflows/messages.js';
 import { adminQuery, createTestCatalog, expectNoMovementLeftovers, startTestWorker, type TestCatalog, type TestWorker, until } from '../helpers/fleet.js';
 
 let catalog: TestCatalog;
@@ -65,18 +65,22 @@ describe('the copy governor', () => {
       return r[0].n;
     };
     await until('the copy to start', async () => (await copiedRows()) > 0);
-    // Latency injected for real: the probe's table on the source is locked for 2 s, so every probe there waits.
+    // Latency injected for real: the probe's table on the source is locked for 3 s, so every probe there waits.
+    // Once a probe has waited past its limit (1.5 × its baseline, at least four probe intervals), the copy is
+    // held: at most a chunk per maxPauseMs (0.5 s) goes through. Counted from 1 s into the lock (the baseline
+    // is a p90 of at least 20 probes: well under the 0.67 s that would delay the hold past that) to its end.
     const locker = new pg.Client({ connectionString: catalog.nodeUrl('node-1') });
     await locker.connect();
+    let heldRows: number;
+    let during: MovementProgress;
     try {
       await locker.query('begin');
       await locker.query('lock table sc_movement.governor_probe in access exclusive mode');
+      await new Promise((r) => setTimeout(r, 1000));
       const before = await copiedRows();
       await new Promise((r) => setTimeout(r, 2000));
-      const during = await handle.query(movementProgressQuery);
-      // Held: a probe that does not answer lets at most a chunk per maxPauseMs (0.5 s) through.
-      expect(during.throttledMs ?? 0).toBeGreaterThan(0);
-      expect((await copiedRows()) - before).toBeLessThan(rows / 4);
+      heldRows = (await copiedRows()) - before;
+      during = await handle.query(movementProgressQuery);
       await locker.query('commit');
     } finally {
       await locker.end();
@@ -85,6 +89,9 @@ describe('the copy governor', () => {
     const result = await moveResult(handle);
     stop = true;
     await writer;
+    // Asserted once the move is over, so that a failure here does not leave it running into the next test.
+    expect(during.throttledMs ?? 0).toBeGreaterThan(0);
+    expect(heldRows, `rows copied during 2 s of the hold (${JSON.stringify(during)})`).toBeLessThanOrEqual(6 * 500);
     expect(result.target).toBe('node-2');
     const progress = await handle.query(movementProgressQuery);
     expect(progress.throttledMs).toBeGreaterThan(1000);

@@ -284,6 +284,45 @@ describe('retention of restored tables', () => {
     expect(await archiveShard(catalog.pool, pools, input(second!.shardId))).toMatchObject({ state: 'skipped', reason: `run ${runId} has ended` });
   });
 
+  it('an archive that cannot be written in the middle of its COPY fails at once: the delete rolled back, no session left holding it', { timeout: 120_000 }, async () => {
+    await createDistributedTable(worker.options, { name: 'taps', columns: 'id bigint primary key, at timestamptz not null, note text', shardKey: 'id', shardCount: 1 });
+    const groupId = await groupOf('taps');
+    const [only] = await shardsOfGroup(catalog.pool, groupId);
+    const db = pools.get(only!.dsn);
+    // 20,000 expired rows of 2 kB: the first record batch (16 MB) is cut long before the COPY has sent them all.
+    await db.query(`insert into ${only!.schema}.taps select g, now() - interval '3 days', repeat(md5(g::text), 64) from generate_series(1, 20000) g`);
+    const runId = `test-${randomBytes(3).toString('hex')}`;
+    const dir = path.join(root, 'taps', runId);
+    const cutoff = ago(DAY);
+    await beginRetentionRun(catalog.pool, { runId, table: 'taps', dir, cutoff });
+    const input = { runId, table: 'taps', groupId, shardId: only!.shardId, column: 'at', cutoff, dir };
+    process.env.SHARDCAST_FAILPOINTS = 'retention.batch=throw*1';
+    resetFailpoints();
+    try {
+      const outcome = await Promise.race([
+        archiveShard(catalog.pool, pools, input).then(
+          () => 'archived',
+          (err: Error) => err.message,
+        ),
+        new Promise<string>((r) => setTimeout(() => r('hung'), 20_000)),
+      ]);
+      expect(outcome).toMatch(/^taps, shard \d+ on node-\d: failpoint retention.batch: injected failure$/);
+    } finally {
+      delete process.env.SHARDCAST_FAILPOINTS;
+    }
+    // Its session is gone (closing it rolled the delete back): nothing deleted, no ledger row, no file.
+    await until('no session left deleting', async () => {
+      const { rows } = await db.query<{ n: number }>("select count(*)::int as n from pg_stat_activity where pid <> pg_backend_pid() and query like '%delete from%taps%' and state <> 'idle'");
+      return rows[0]!.n === 0;
+    });
+    expect(Number((await db.query<{ n: string }>(`select count(*)::text as n from ${only!.schema}.taps`)).rows[0]!.n)).toBe(20_000);
+    expect(readdirSync(dir)).toEqual([]);
+    // And the retry archives them all.
+    const again = await archiveShard(catalog.pool, pools, input);
+    expect(again).toMatchObject({ state: 'archived', rows: 20_000 });
+    expect(Number((await db.query<{ n: string }>(`select count(*)::text as n from ${only!.schema}.taps`)).rows[0]!.n)).toBe(0);
+  });
+
   it('a date column, and a shard under a running movement is skipped until the next run', { timeout: 120_000 }, async () => {
     await createDistributedTable(worker.options, { name: 'daily', columns: 'id bigint primary key, at date not null, note text', shardKey: 'id', shardCount: 2 });
     const days = (n: number) => new Date(Date.now() - n * DAY).toISOString().slice(0, 10);
