@@ -178,6 +178,16 @@ export class Fleet {
         if (utilOf(id, i) > target + 1e-9) return undefined;
       }
     }
+    // A transfer that ends past the horizon puts its load on the targets at no step the checks above
+    // see: without this, any move timed to end there "fitted" anywhere (and a drain planned that way
+    // was planned again, as late, in every round). Its targets must take their share at the last step.
+    if (end >= h * step) {
+      for (const p of t.parts) {
+        if (p.to === t.from) continue;
+        const n = this.node(p.to);
+        if ((after.get(p.to)!.load[h - 1]! + p.fraction * t.unit.load[h - 1]!) / n.node.capacity > target + 1e-9) return undefined;
+      }
+    }
     let windowPeak = 0;
     for (let i = firstRunning; i < h && i * step < end; i++) {
       for (const id of involved) windowPeak = Math.max(windowPeak, utilOf(id, i));

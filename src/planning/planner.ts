@@ -404,8 +404,14 @@ class Planner {
     return true;
   }
 
-  /** The best start for a transfer, or undefined when none is allowed. */
-  private bestWindow(unit: Unit, from: number, parts: Transfer['parts'], deadline: number, urgent: boolean, urgentCeiling = 1): Option | undefined {
+  /**
+   * The best start for a transfer, or undefined when none is allowed. `soonest`: a transfer with no
+   * overload to prevent but a benefit from the moment it is done (a drain frees its node) starts at
+   * the earliest allowed time rather than in the trough: its "deadline" is only the horizon's end,
+   * which moves on with every round, so a start put off to a later trough would be put off again in
+   * the next round's plan, and the node would never be emptied.
+   */
+  private bestWindow(unit: Unit, from: number, parts: Transfer['parts'], deadline: number, urgent: boolean, urgentCeiling = 1, soonest = false): Option | undefined {
     const { stepSeconds: step, horizonSteps: h, targetUtilisation: t } = this.s;
     const seconds = moveSeconds(this.input.moveDuration, unit.bytes);
     const starts = new Set<number>();
@@ -424,7 +430,7 @@ class Planner {
       const cls = !trial.inPeak ? (end <= deadline + EPS ? 0 : 1) : urgent ? 2 : -1;
       if (cls < 0) continue;
       // class 0: the trough (lowest peak while running), then the earliest; otherwise the earliest.
-      const key = [cls, cls === 0 ? Math.round(trial.windowPeak * 1e6) : 0, start];
+      const key = [cls, cls === 0 && !soonest ? Math.round(trial.windowPeak * 1e6) : 0, start];
       if (best && !lexLess(key, best.key)) continue;
       const src = trial.after.get(from)!;
       const cap = this.fleet.node(from).node.capacity;
@@ -508,8 +514,14 @@ class Planner {
 
   // --- draining, merging, scale-in, retiring ----------------------------------------------------
 
-  /** Moves (or merges) every unit off a node; false, having planned what fitted, when some did not fit. */
-  private evacuate(nodeId: number, after: string[]): boolean {
+  /**
+   * Moves (or merges) every unit off a node; false, having planned what fitted, when some did not fit.
+   * `wholeHorizon` (scale-in, which the planner chooses itself): a unit goes only to a node that takes
+   * its load under target at every step of the horizon, as if it were there now, not merely after a
+   * move timed to end where that node's load has fallen: such a move is planned as late again in every
+   * round, and the node it was to free is kept draining, neither serving nor retired.
+   */
+  private evacuate(nodeId: number, after: string[], wholeHorizon = false): boolean {
     const horizonEnd = this.lastStepStart();
     const node = this.fleet.node(nodeId).node;
     const units = this.fleet.unitsOn(nodeId).sort((a, b) => Math.max(...b.load) - Math.max(...a.load) || a.key.localeCompare(b.key));
@@ -519,7 +531,8 @@ class Planner {
       const options: Option[] = [];
       for (const target of this.fleet.targets()) {
         if (target.node.id === nodeId || unit.avoid.includes(target.node.id)) continue;
-        const option = this.bestWindow(unit, nodeId, [{ to: target.node.id, fraction: 1 }], horizonEnd, false);
+        if (wholeHorizon && unit.load.some((v, i) => (target.load[i]! + v) / target.node.capacity > this.s.targetUtilisation + EPS)) continue;
+        const option = this.bestWindow(unit, nodeId, [{ to: target.node.id, fraction: 1 }], horizonEnd, false, 1, true);
         if (option && option.cls <= 1) options.push(option);
       }
       if (options.length === 0) {
@@ -544,7 +557,7 @@ class Planner {
       .sort((a, b) => a.rangeIndex - b.rangeIndex);
     for (const into of neighbours) {
       if (unit.avoid.includes(into.nodeId)) continue;
-      const option = this.bestWindow(unit, unit.nodeId, [{ to: into.nodeId, fraction: 1 }], horizonEnd, false);
+      const option = this.bestWindow(unit, unit.nodeId, [{ to: into.nodeId, fraction: 1 }], horizonEnd, false, 1, true);
       if (!option || option.cls > 1) continue;
       this.fleet.apply(option.transfer, option.trial);
       this.fleet.units.delete(unit.key);
@@ -610,7 +623,7 @@ class Planner {
         benefit: { overloadPointSteps: 0, frees: n.node.name, summary: `frees ${n.node.name} (capacity ${fmt(n.node.capacity)})` },
       };
       this.actions.push(drain);
-      if (this.evacuate(n.node.id, [id]) && this.overloadedNodes().length === 0) return;
+      if (this.evacuate(n.node.id, [id], true) && this.overloadedNodes().length === 0) return;
       this.restore(saved);
       this.notes.push(`${n.node.name} has been predicted low for ${sustainedRounds} rounds, but its shards do not fit elsewhere under target: not drained`);
     }

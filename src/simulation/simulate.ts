@@ -62,6 +62,8 @@ export interface SimulationOptions {
   /** Where the predictive policy's forecasts come from; default a ShardForecaster on the shards' loads (tests and tuning replace it). */
   forecastSource?: (loads: ReadonlyMap<number, readonly number[]>) => ForecastSource;
   onProgress?: (line: string) => void;
+  /** Every plan the predictive or oracle policy made, with its round's time (diagnostics). */
+  onPlan?: (now: number, plan: Plan, fleet: SimFleet) => void;
 }
 
 /**
@@ -180,6 +182,7 @@ export async function simulate(traces: readonly Trace[], o: SimulationOptions): 
         const values = [...(utilHistory.get(n.nodeId) ?? []), Math.max(...n.with.slice(0, settings.scaleIn.lookaheadSteps))].slice(-24);
         utilHistory.set(n.nodeId, values);
       }
+      o.onPlan?.(now, plan, fleet);
       skippedSplits += execute(plan, now, fleet, settings.activationSeconds, trueSeconds);
     }
     fleet.account(now, now + SIM_STEP_SECONDS, loadAt);

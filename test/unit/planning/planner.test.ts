@@ -251,6 +251,38 @@ describe('planRebalance', () => {
     expect(brief.actions).toEqual([]);
   });
 
+  it('starts a drain\'s moves at once, not in a later trough: the horizon\'s end moves on with every round, so a trough there would be put off for ever', () => {
+    // node-3 low; the nodes that can take its shard are busiest now and quietest at the horizon's end.
+    const falling = Array.from({ length: H }, (_, i) => 450 - 20 * i);
+    const shards: ShardSpec[] = [
+      { id: 1, node: 1, load: falling },
+      { id: 2, node: 2, load: falling },
+      { id: 3, node: 3, load: flat(150) },
+    ];
+    const low = { nodeId: 3, values: [0.15, 0.15, 0.15, 0.15, 0.15, 0.15] };
+    const plan = planRebalance(planInput([node(1), node(2), node(3)], shards, { utilisationHistory: [low] }));
+    expect(plan.actions.find((a) => a.kind === 'drain')).toMatchObject({ nodeId: 3 });
+    const off = moves(plan).filter((m) => m.fromNodeId === 3);
+    expect(off).toHaveLength(1);
+    expect(offset(off[0]!.startAt)).toBe(0);
+    expectUnderTargetEverywhere(plan);
+  });
+
+  it('does not scale in onto nodes that take the drained load only at the horizon\'s end (a move timed to end there would be put off in every round)', () => {
+    // node-3 low (25%); node-1 and node-2 fall from 55% to 33%: the shard fits on them only late in the horizon
+    // (the fleet's peak, 1,350, needs two nodes at 70%, so scale-in is considered).
+    const falling = Array.from({ length: H }, (_, i) => 550 - 20 * i);
+    const shards: ShardSpec[] = [
+      { id: 1, node: 1, load: falling },
+      { id: 2, node: 2, load: falling },
+      { id: 3, node: 3, load: flat(250) },
+    ];
+    const low = { nodeId: 3, values: [0.25, 0.25, 0.25, 0.25, 0.25, 0.25] };
+    const plan = planRebalance(planInput([node(1), node(2), node(3)], shards, { utilisationHistory: [low], settings: { scaleIn: { consolidateFill: 0 } } }));
+    expect(plan.actions.filter((a) => a.kind === 'drain' || a.kind === 'move')).toEqual([]);
+    expect(plan.notes.join('\n')).toMatch(/node-3 has been predicted low for 6 rounds, but its shards do not fit elsewhere under target: not drained/);
+  });
+
   it('does not ping-pong a shard over repeated planning rounds (hysteresis)', () => {
     const round1 = planInput(
       [node(1), node(2)],
