@@ -532,6 +532,8 @@ class Planner {
       for (const target of this.fleet.targets()) {
         if (target.node.id === nodeId || unit.avoid.includes(target.node.id)) continue;
         if (wholeHorizon && unit.load.some((v, i) => (target.load[i]! + v) / target.node.capacity > this.s.targetUtilisation + EPS)) continue;
+        // Scale-in fills nodes on a prediction; a node holding a shard planned on its observed load has no prediction to fill it on.
+        if (wholeHorizon && this.fleet.unitsOn(target.node.id).some((u) => u.fallback)) continue;
         const option = this.bestWindow(unit, nodeId, [{ to: target.node.id, fraction: 1 }], horizonEnd, false, 1, true);
         if (option && option.cls <= 1) options.push(option);
       }
@@ -603,8 +605,11 @@ class Planner {
       const ahead = this.fleet.util(n.node.id).slice(0, lookaheadSteps);
       return values.length >= sustainedRounds && values.slice(-sustainedRounds).every((v) => v < lowUtilisation) && Math.max(...ahead) < lowUtilisation;
     };
+    // Scale-in is the one action taken on a prediction that load stays low: a node with a shard that has no
+    // trustworthy forecast (planned on its observed load, reactively) is neither drained nor filled by it.
+    const unforecast = (n: FleetNode) => this.fleet.unitsOn(n.node.id).some((u) => u.fallback);
     const candidates = active
-      .filter((n) => isLow(n) || spare(n))
+      .filter((n) => (isLow(n) || spare(n)) && !unforecast(n))
       .sort((a, b) => bytesOn(a.node.id) - bytesOn(b.node.id) || a.node.id - b.node.id);
     for (const n of candidates) {
       const saved = this.save();

@@ -283,6 +283,25 @@ describe('planRebalance', () => {
     expect(plan.notes.join('\n')).toMatch(/node-3 has been predicted low for 6 rounds, but its shards do not fit elsewhere under target: not drained/);
   });
 
+  it('does not scale in on a shard without a trustworthy forecast: neither drains its node nor fills that node with a drained one', () => {
+    const shards = (untrusted: number | null): ShardSpec[] => [
+      { id: 1, node: 1, load: flat(150), trustworthy: untrusted !== 1 },
+      { id: 2, node: 2, load: flat(150), trustworthy: untrusted !== 2 },
+      { id: 3, node: 3, load: flat(150), trustworthy: untrusted !== 3 },
+    ];
+    const low = [1, 2, 3].map((nodeId) => ({ nodeId, values: [0.15, 0.15, 0.15, 0.15, 0.15, 0.15] }));
+    const drained = (untrusted: number | null) => {
+      const plan = planRebalance(planInput([node(1), node(2), node(3)], shards(untrusted), { utilisationHistory: low }));
+      return plan.actions.filter((a) => a.kind === 'drain').map((a) => a.nodeId);
+    };
+    // Every forecast trustworthy: a low node is drained (the one first by bytes, then id).
+    expect(drained(null)).toEqual([1]);
+    // node-1's shard planned on its observed load: node-1 is neither drained nor a target; node-2 goes to node-3.
+    expect(drained(1)).toEqual([2]);
+    const plan = planRebalance(planInput([node(1), node(2), node(3)], shards(1), { utilisationHistory: low }));
+    expect(moves(plan).map((m) => m.toNodeId)).toEqual([3]);
+  });
+
   it('does not ping-pong a shard over repeated planning rounds (hysteresis)', () => {
     const round1 = planInput(
       [node(1), node(2)],
