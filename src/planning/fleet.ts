@@ -158,7 +158,9 @@ export class Fleet {
       if (running) {
         for (const id of involved) {
           const a = after.get(id)!;
-          a.copy[i]! += copyLoadFactor * unitLoad + bulkCopyShare * this.node(id).node.capacity;
+          // The source reads the whole unit; a target writes only its pieces' share of it (a split's).
+          const share = id === t.from ? 1 : t.parts.filter((p) => p.to === id).reduce((sum, p) => sum + p.fraction, 0);
+          a.copy[i]! += copyLoadFactor * share * unitLoad + bulkCopyShare * this.node(id).node.capacity;
         }
       }
       for (const p of t.parts) {
