@@ -9,6 +9,7 @@ const benches: Record<string, () => Promise<{ run(args: string[]): Promise<void>
   forecast: () => import('./forecast.js'),
   retrain: () => import('./retrain.js'),
   rebalance: () => import('./rebalance.js'),
+  'rebalance-trace': () => import('./rebalance-trace.js'),
   cli: () => import('./cli.js'),
   restore: () => import('./restore.js'),
   interference: () => import('./interference.js'),
