@@ -3,6 +3,7 @@ import {
   condition,
   executeChild,
   isCancellation,
+  log,
   ParentClosePolicy,
   patched,
   proxyActivities,
@@ -35,7 +36,7 @@ import { rebalanceInputSchema } from '../src/inputs.js';
 type Activities = ReturnType<typeof createPlanningActivities>;
 
 const { makeRebalancePlan } = proxyActivities<Activities>({ startToCloseTimeout: '5 minutes', retry: { initialInterval: '2 seconds', maximumAttempts: 5 } });
-const { markPlanAction, setNodeLifecycle, shardsOnNode } = proxyActivities<Activities>({
+const { markPlanAction, setNodeLifecycle, shardsOnNode, splitPointByLoad } = proxyActivities<Activities>({
   startToCloseTimeout: '1 minute',
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 10 },
 });
@@ -182,8 +183,24 @@ async function act(input: RebalanceInput, a: RebalanceAction, planId: number, pr
   if (a.kind === 'split' && pieces && pieces.length > 2) return splitInPieces(input, a, planId, pieces);
   const op = movementOf({ ...a, node: real(a.node), ...(pieces ? { pieceNodes: pieces } : {}) });
   if (typeof op === 'string') return { id: a.id, state: 'skipped', outcome: op };
+  // A split in two is made where its halves carry even load by the routers' profile (its heavy keys), not at
+  // the middle of its hash range; without a profile, or when it cannot be read, at the middle. (Histories of
+  // earlier code split at the middle.)
+  let at = '';
+  if (op.operation === 'split' && op.splitAt === undefined && patched('rebalance-split-at-even-load')) {
+    try {
+      const point = await splitPointByLoad({ shardId: op.shardId });
+      if (point) {
+        op.splitAt = point.at;
+        at = `; split at hash ${point.at}, where its halves carry ${Math.round(point.lowerShare * 100)}% and ${Math.round((1 - point.lowerShare) * 100)}% of its accesses (its heavy keys take ${Math.round(point.heavyShare * 100)}%)`;
+      }
+    } catch (err) {
+      if (isCancellation(err)) throw err;
+      log.warn('split point by load not read: splitting at the middle', { shardId: op.shardId, error: failureMessage(err) });
+    }
+  }
   const run = await runMovement(input, a, planId, op, roundEnd);
-  return { id: a.id, state: run.state, outcome: run.outcome, ...(run.workflowId ? { workflowId: run.workflowId } : {}) };
+  return { id: a.id, state: run.state, outcome: `${run.outcome}${at}`, ...(run.workflowId ? { workflowId: run.workflowId } : {}) };
 }
 
 /**

@@ -243,6 +243,108 @@ export async function planIsolation(catalog: Queryable, request: { table: string
   return isolationSteps(t, request.key, target);
 }
 
+/** A key's accesses over a window (its heavy-hitter lower bound). */
+export interface KeyLoad {
+  key: string;
+  accesses: number;
+}
+
+export interface LoadSplit {
+  /** The split point: the lower half is [hashMin, at], the upper (at, hashMax]. */
+  at: string;
+  /** The share of the shard's accesses the lower half carries. */
+  lowerShare: number;
+  /** The heavy keys' share of the shard's accesses (the rest is taken as spread evenly over its range). */
+  heavyShare: number;
+}
+
+/**
+ * Where to split a hash shard so that its halves carry even *load*, not even hash ranges: its heavy
+ * keys (the routers' heavy hitters, each at its hash) plus the rest of its accesses taken as spread
+ * evenly over its range. The point is the first at which the lower half reaches half the accesses;
+ * a heavy key that straddles it goes to whichever half leaves the two closer. Undefined for a range
+ * table, a shard without accesses, one of a single hash value, or when no heavy key is in the shard
+ * (the midpoint, the split's default, is then as good).
+ */
+export function loadSplitPoint(t: TenantTable, shard: TenantShard, keys: readonly KeyLoad[], shardAccesses: number): LoadSplit | undefined {
+  if (t.method !== 'hash' || shard.hashMin === null || shard.hashMax === null || !(shardAccesses > 0)) return undefined;
+  const min = BigInt(shard.hashMin);
+  const max = BigInt(shard.hashMax);
+  if (min >= max) return undefined;
+  const heavy = new Map<bigint, number>();
+  for (const k of keys) {
+    let placed;
+    try {
+      placed = shardOfKey(t, k.key);
+    } catch {
+      continue;
+    }
+    if (placed.shard.shardId !== shard.shardId || !(k.accesses > 0)) continue;
+    heavy.set(placed.hash!, (heavy.get(placed.hash!) ?? 0) + k.accesses);
+  }
+  if (heavy.size === 0) return undefined;
+  const heavySum = [...heavy.values()].reduce((a, b) => a + b, 0);
+  const total = Math.max(shardAccesses, heavySum);
+  const rest = total - heavySum;
+  const width = Number(max - min + 1n);
+  /** Accesses of [min, x]. */
+  const lowerLoad = (x: bigint): number => {
+    let sum = (rest * Number(x - min + 1n)) / width;
+    for (const [h, a] of heavy) if (h <= x) sum += a;
+    return sum;
+  };
+  const half = total / 2;
+  // Candidates: the even-spread point of each stretch between heavy keys, and each side of every heavy key.
+  const candidates = new Set<bigint>();
+  let cum = 0;
+  let from = min;
+  for (const [h, a] of [...heavy].sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0))) {
+    const stretch = (rest * Number(h - from)) / width;
+    if (rest > 0 && cum < half && cum + stretch >= half) candidates.add(from + BigInt(Math.floor(((half - cum) / rest) * width)) - 1n);
+    cum += stretch + a;
+    candidates.add(h - 1n);
+    candidates.add(h);
+    from = h + 1n;
+  }
+  if (rest > 0 && cum < half) candidates.add(from + BigInt(Math.floor(((half - cum) / rest) * width)) - 1n);
+  let best: { at: bigint; gap: number } | undefined;
+  for (const c of candidates) {
+    const at = c < min ? min : c >= max ? max - 1n : c;
+    const gap = Math.abs(lowerLoad(at) - half);
+    if (!best || gap < best.gap - 1e-9 || (Math.abs(gap - best.gap) <= 1e-9 && at < best.at)) best = { at, gap };
+  }
+  return { at: best!.at.toString(), lowerShare: lowerLoad(best!.at) / total, heavyShare: heavySum / total };
+}
+
+/**
+ * The load-even split point of a shard (loadSplitPoint) from the routers' profile over the last
+ * `sinceMs`: the heavy hitters and shard accesses of every table of its colocation group (they share
+ * its key and its hash ranges). Undefined (the midpoint) when the profile has no heavy key in it.
+ */
+export async function loadSplitFor(catalog: Queryable, shardId: number, sinceMs: number, now = new Date()): Promise<LoadSplit | undefined> {
+  const { rows: tables } = await catalog.query<{ name: string }>(
+    `select t.name from shardcast.shards s join shardcast.distributed_tables t on t.group_id = s.group_id where s.id = $1 and t.state = 'active' order by t.id`,
+    [shardId],
+  );
+  if (tables.length === 0) return undefined;
+  const names = tables.map((r) => r.name);
+  const since = new Date(now.getTime() - sinceMs);
+  const t = await tenantTable(catalog, names[0]!);
+  const shard = t.shards.find((x) => x.shardId === shardId);
+  if (!shard) return undefined;
+  const { rows: keys } = await catalog.query<{ key: string; accesses: string }>(
+    `select key, sum(lower_bound)::text as accesses from shardcast_stats.hot_keys
+      where bucket >= date_trunc('minute', $1::timestamptz) and table_name = any($2::text[]) group by key`,
+    [since, names],
+  );
+  const { rows: total } = await catalog.query<{ accesses: string | null }>(
+    `select sum(accesses)::text as accesses from shardcast_stats.shard_accesses
+      where bucket >= date_trunc('minute', $1::timestamptz) and table_name = any($2::text[]) and shard_id = $3`,
+    [since, names, shardId],
+  );
+  return loadSplitPoint(t, shard, keys.map((k) => ({ key: k.key, accesses: Number(k.accesses) })), Number(total[0]?.accesses ?? 0));
+}
+
 /** The window hot tenants are judged on by the rebalancer, and the fewest accesses in it. */
 export const REBALANCE_TENANT_WINDOW_MS = 15 * 60_000;
 export const REBALANCE_TENANT_MIN_ACCESSES = 1000;

@@ -6,7 +6,7 @@ import { isolateWorkflowId } from '../../workflows/describe.js';
 import type { IsolateKeyResult, RebalanceInput, RebalanceResult } from '../../workflows/messages.js';
 import { writeShardForecasts } from '../helpers/forecasts.js';
 import { hashKey } from '../../src/catalog/keys.js';
-import { hotTenants } from '../../src/profiling/tenants.js';
+import { hotTenants, loadSplitFor } from '../../src/profiling/tenants.js';
 import { createRouter, type Router } from '../../src/router/router.js';
 import { adminQuery, createTestCatalog, fleet, runCli, shardPlacements, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 
@@ -158,6 +158,49 @@ describe('tenant isolation', () => {
         where s.group_id = (select group_id from shardcast.distributed_tables where name = 'orders')`,
     );
     for (const s of ordersShards.rows) total += (await adminQuery(catalog.nodeUrl(s.node), `select count(*)::int as n from ${s.schema}.orders`)).rows[0].n as number;
+    expect(total).toBe(500);
+  });
+
+  it('the rebalancer splits a skewed shard where its halves carry even load by the profile, not at the middle of its hash range', { timeout: 240_000 }, async () => {
+    await createDistributedTable(worker.options, { name: 'carts', columns: 'id bigint primary key, n bigint not null', shardKey: 'id', shardCount: 1, nodes: ['node-1'] });
+    for (let k = 1; k <= 500; k++) await router.forKey('carts', k).query('insert into carts values ($1, 0)', [k]);
+    // One key takes 40% of the updates (32% of all accesses): heavy, but under isolateTenantShare (0.5): the shard is split, not the key cut out.
+    const SKEWED = 77;
+    for (let i = 0; i < 2000; i++) {
+      const key = i % 10 < 6 ? 1 + ((i * 7919) % 500) : SKEWED;
+      await router.forKey('carts', key).query('update carts set n = n + 1 where id = $1', [key]);
+    }
+    await router.flushProfile();
+    const cartsShard = (await catalog.pool.query<{ id: number }>("select s.id::int from shardcast.shards s join shardcast.distributed_tables t on t.group_id = s.group_id where t.name = 'carts'")).rows[0]!.id;
+    const expected = (await loadSplitFor(catalog.pool, cartsShard, 15 * 60_000))!;
+    expect(expected).toBeDefined();
+    expect(BigInt(expected.at)).not.toBe(-1n); // not the middle of [-2^63, 2^63 - 1]
+    // The key's 801 of the 2,500 accesses (the 500 inserts counted), and a few the top-k list holds besides.
+    expect(expected.heavyShare).toBeGreaterThanOrEqual(801 / 2500);
+    expect(expected.heavyShare).toBeLessThan(0.4);
+    expect(Math.abs(expected.lowerShare - 0.5)).toBeLessThan(0.2);
+    const placed = await shardPlacements(catalog.pool);
+    // The carts shard alone puts any node over its target (800 against 700 of 1000); two pieces of 400 fit.
+    await writeShardForecasts(catalog.pool, placed.map((p) => p.id), (k) => (placed[k]!.id === cartsShard ? 800 : 10));
+    const prefix = `${worker.taskQueue}-split-`;
+    const input: RebalanceInput = { dryRun: false, trigger: 'operator', isolateTenantShare: 0.5, movement: { graceSeconds: 0, pollSeconds: 0.3, maxMovesPerNode: 4 }, workflowIdPrefix: prefix };
+    const result = (await worker.client.workflow.execute('rebalance', { taskQueue: worker.taskQueue, workflowId: rebalanceWorkflowId(prefix), args: [input] })) as RebalanceResult;
+    const split = result.actions.find((o) => o.outcome.startsWith(`split shard ${cartsShard}`));
+    expect(split, JSON.stringify(result.actions)).toBeDefined();
+    expect(split!.state).toBe('done');
+    expect(split!.outcome).toContain(`; split at hash ${expected.at}, where its halves carry ${Math.round(expected.lowerShare * 100)}%`);
+    // The lower half ends at that point; every row is still there once.
+    const { rows: halves } = await catalog.pool.query<{ hash_min: string; hash_max: string; schema: string; node: string }>(
+      `select s.hash_min::text, s.hash_max::text, s.schema_name as schema, n.name as node from shardcast.shards s
+         join shardcast.placements p on p.shard_id = s.id join shardcast.nodes n on n.id = p.node_id
+        where s.group_id = (select group_id from shardcast.distributed_tables where name = 'carts') order by s.hash_min`,
+    );
+    expect(halves.map((h) => [h.hash_min, h.hash_max])).toEqual([
+      [(-(2n ** 63n)).toString(), expected.at],
+      [(BigInt(expected.at) + 1n).toString(), (2n ** 63n - 1n).toString()],
+    ]);
+    let total = 0;
+    for (const h of halves) total += (await adminQuery(catalog.nodeUrl(h.node), `select count(*)::int as n from ${h.schema}.carts`)).rows[0].n as number;
     expect(total).toBe(500);
   });
 

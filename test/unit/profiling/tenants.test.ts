@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { hashKey } from '../../../src/catalog/keys.js';
 import { InvalidInputError } from '../../../src/errors.js';
-import { isolationSteps, shardOfKey, type TenantTable } from '../../../src/profiling/tenants.js';
+import { isolationSteps, loadSplitPoint, shardOfKey, type TenantTable } from '../../../src/profiling/tenants.js';
 
 const MIN = -(2n ** 63n);
 const MAX = 2n ** 63n - 1n;
@@ -56,5 +56,46 @@ describe('isolationSteps', () => {
     expect(() => shardOfKey(t, 'abc')).toThrow(/key "abc" of table "orders"/);
     const r: TenantTable = { table: 'events', method: 'range', keyType: 'bigint', shards: [{ shardId: 5, node: 'n1', hashMin: null, hashMax: null, rangeMin: '0', rangeMax: '1000' }] };
     expect(() => shardOfKey(r, '5000')).toThrow(/key 5000 of table "events" is in no shard's range/);
+  });
+});
+
+describe('loadSplitPoint', () => {
+  const t = hashTable([[MIN, MAX, 'node-1']]);
+  const shard = t.shards[0]!;
+  // Keys 1..200 and their hashes, in hash order.
+  const keys = Array.from({ length: 200 }, (_, i) => ({ key: String(i + 1), hash: hashKey('bigint', BigInt(i + 1)) })).sort((a, b) => (a.hash < b.hash ? -1 : 1));
+
+  it('is the midpoint of the hash range when the heavy keys are light against the even rest', () => {
+    const s = loadSplitPoint(t, shard, [{ key: keys[0]!.key, accesses: 1 }], 1_000_000)!;
+    expect(s.lowerShare).toBeCloseTo(0.5, 4);
+    // Within a millionth of the range of its middle (-1).
+    expect(Number(BigInt(s.at) - -1n) / 2 ** 64).toBeLessThan(1e-6);
+  });
+
+  it('moves the point towards the heavy keys so that each half carries about half the accesses', () => {
+    // Two heavy keys low in the hash range take 60% of the accesses: the lower half would take them all at the midpoint.
+    const low = keys.slice(0, 2).map((k) => ({ key: k.key, accesses: 300 }));
+    const s = loadSplitPoint(t, shard, low, 1000)!;
+    expect(s.heavyShare).toBeCloseTo(0.6);
+    expect(Math.abs(s.lowerShare - 0.5)).toBeLessThanOrEqual(0.15 + 1e-9);
+    // The split is just around them: one in each half, or both below with almost nothing else.
+    expect(BigInt(s.at)).toBeLessThan(keys[2]!.hash);
+    // Even the better side of a key that straddles the middle: one key with 70% goes to one half, alone but for the rest's share.
+    const h = keys[100]!.hash;
+    const one = loadSplitPoint(t, shard, [{ key: keys[100]!.key, accesses: 700 }], 1000)!;
+    expect([h - 1n, h]).toContain(BigInt(one.at));
+    const below = (0.3 * Number(h - MIN)) / 2 ** 64; // the rest's share under the key
+    expect(Math.abs(one.lowerShare - 0.5)).toBeCloseTo(Math.min(Math.abs(below - 0.5), Math.abs(below + 0.7 - 0.5)), 6);
+  });
+
+  it('is undefined without heavy keys in the shard, for a range table, or for a shard without accesses', () => {
+    expect(loadSplitPoint(t, shard, [], 1000)).toBeUndefined();
+    expect(loadSplitPoint(t, shard, [{ key: '5', accesses: 10 }], 0)).toBeUndefined();
+    const range: TenantTable = { table: 'r', method: 'range', keyType: 'bigint', shards: [{ shardId: 1, node: 'a', hashMin: null, hashMax: null, rangeMin: '0', rangeMax: '100' }] };
+    expect(loadSplitPoint(range, range.shards[0]!, [{ key: '5', accesses: 10 }], 100)).toBeUndefined();
+    // A key of another shard does not count.
+    const two = hashTable([[MIN, -1n, 'a'], [0n, MAX, 'b']]);
+    const elsewhere = keys.find((k) => k.hash >= 0n)!;
+    expect(loadSplitPoint(two, two.shards[0]!, [{ key: elsewhere.key, accesses: 500 }], 1000)).toBeUndefined();
   });
 });
