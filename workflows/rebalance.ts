@@ -36,7 +36,7 @@ import { rebalanceInputSchema } from '../src/inputs.js';
 type Activities = ReturnType<typeof createPlanningActivities>;
 
 const { makeRebalancePlan } = proxyActivities<Activities>({ startToCloseTimeout: '5 minutes', retry: { initialInterval: '2 seconds', maximumAttempts: 5 } });
-const { markPlanAction, setNodeLifecycle, shardsOnNode, splitPointByLoad } = proxyActivities<Activities>({
+const { markPlanAction, setNodeLifecycle, shardsOnNode, splitPointByLoad, splitPointsByLoad } = proxyActivities<Activities>({
   startToCloseTimeout: '1 minute',
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 10 },
 });
@@ -216,10 +216,27 @@ async function splitInPieces(input: RebalanceInput, a: RebalanceAction, planId: 
   const done: string[] = [];
   const failed: string[] = [];
   const workflowIds: string[] = [];
-  const halve = async (id: number, nodes: string[]): Promise<void> => {
+  // Cut where each piece carries even load by the routers' profile (as a split in two is), read once for
+  // the whole shard: the halves made on the way have no profile of their own yet. (Histories of earlier
+  // code cut every range at its middle.)
+  let points: string[] | undefined;
+  let evenly = '';
+  if (patched('rebalance-split-pieces-at-even-load')) {
+    try {
+      const cut = await splitPointsByLoad({ shardId, pieces: pieces.length });
+      if (cut) {
+        points = cut.points;
+        evenly = `; cut where its pieces carry ${cut.shares.map((x) => `${Math.round(x * 100)}%`).join(', ')} of its accesses (its heavy keys take ${Math.round(cut.heavyShare * 100)}%)`;
+      }
+    } catch (err) {
+      if (isCancellation(err)) throw err;
+      log.warn('split points by load not read: cutting at the middles', { shardId, error: failureMessage(err) });
+    }
+  }
+  const halve = async (id: number, nodes: string[], first = 0): Promise<void> => {
     if (nodes.length < 2) return;
     const half = nodes.length / 2;
-    const op: MovementOperationInput = { operation: 'split', shardId: id, splitTargets: [nodes[0]!, nodes[half]!] };
+    const op: MovementOperationInput = { operation: 'split', shardId: id, splitTargets: [nodes[0]!, nodes[half]!], ...(points ? { splitAt: points[first + half - 1]! } : {}) };
     const run = await runMovement(input, a, planId, op);
     if (run.workflowId) workflowIds.push(run.workflowId);
     if (run.state !== 'done' || !run.shards || run.shards.length !== 2) {
@@ -227,10 +244,10 @@ async function splitInPieces(input: RebalanceInput, a: RebalanceAction, planId: 
       return;
     }
     done.push(run.outcome);
-    await Promise.all([halve(run.shards[0]!, nodes.slice(0, half)), halve(run.shards[1]!, nodes.slice(half))]);
+    await Promise.all([halve(run.shards[0]!, nodes.slice(0, half), first), halve(run.shards[1]!, nodes.slice(half), first + half)]);
   };
   await halve(shardId, pieces);
-  const summary = `split shard ${shardId} into ${pieces.length} by halvings`;
+  const summary = `split shard ${shardId} into ${pieces.length} by halvings${evenly}`;
   return {
     id: a.id,
     state: failed.length === 0 ? 'done' : 'failed',

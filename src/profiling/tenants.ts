@@ -267,6 +267,35 @@ export interface LoadSplit {
  * (the midpoint, the split's default, is then as good).
  */
 export function loadSplitPoint(t: TenantTable, shard: TenantShard, keys: readonly KeyLoad[], shardAccesses: number): LoadSplit | undefined {
+  const profile = loadProfile(t, shard, keys, shardAccesses);
+  if (!profile) return undefined;
+  const at = profile.pointAt(0.5);
+  return { at: at.toString(), lowerShare: profile.lowerLoad(at) / profile.total, heavyShare: profile.heavyShare };
+}
+
+/**
+ * The `pieces − 1` split points that cut a hash shard into pieces of even load (each about 1/pieces of
+ * its accesses, by the same profile as loadSplitPoint), in increasing order, with each piece's share.
+ * Undefined when loadSplitPoint would be, or when the pieces cannot all be non-empty.
+ */
+export function loadSplitPoints(t: TenantTable, shard: TenantShard, keys: readonly KeyLoad[], shardAccesses: number, pieces: number): { points: string[]; shares: number[]; heavyShare: number } | undefined {
+  if (!(Number.isInteger(pieces) && pieces >= 2)) return undefined;
+  const profile = loadProfile(t, shard, keys, shardAccesses);
+  if (!profile) return undefined;
+  const points: bigint[] = [];
+  for (let j = 1; j < pieces; j++) {
+    let at = profile.pointAt(j / pieces);
+    if (points.length > 0 && at <= points.at(-1)!) at = points.at(-1)! + 1n;
+    if (at >= profile.max) return undefined;
+    points.push(at);
+  }
+  const cumulative = points.map((p) => profile.lowerLoad(p) / profile.total);
+  const shares = [...cumulative, 1].map((c, i) => c - (i === 0 ? 0 : cumulative[i - 1]!));
+  return { points: points.map(String), shares, heavyShare: profile.heavyShare };
+}
+
+/** A hash shard's accesses over its range: its heavy keys at their hashes, the rest spread evenly. */
+function loadProfile(t: TenantTable, shard: TenantShard, keys: readonly KeyLoad[], shardAccesses: number) {
   if (t.method !== 'hash' || shard.hashMin === null || shard.hashMax === null || !(shardAccesses > 0)) return undefined;
   const min = BigInt(shard.hashMin);
   const max = BigInt(shard.hashMax);
@@ -283,37 +312,42 @@ export function loadSplitPoint(t: TenantTable, shard: TenantShard, keys: readonl
     heavy.set(placed.hash!, (heavy.get(placed.hash!) ?? 0) + k.accesses);
   }
   if (heavy.size === 0) return undefined;
-  const heavySum = [...heavy.values()].reduce((a, b) => a + b, 0);
+  const sorted = [...heavy].sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0));
+  const heavySum = sorted.reduce((a, [, v]) => a + v, 0);
   const total = Math.max(shardAccesses, heavySum);
   const rest = total - heavySum;
   const width = Number(max - min + 1n);
   /** Accesses of [min, x]. */
   const lowerLoad = (x: bigint): number => {
     let sum = (rest * Number(x - min + 1n)) / width;
-    for (const [h, a] of heavy) if (h <= x) sum += a;
+    for (const [h, a] of sorted) if (h <= x) sum += a;
     return sum;
   };
-  const half = total / 2;
-  // Candidates: the even-spread point of each stretch between heavy keys, and each side of every heavy key.
-  const candidates = new Set<bigint>();
-  let cum = 0;
-  let from = min;
-  for (const [h, a] of [...heavy].sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0))) {
-    const stretch = (rest * Number(h - from)) / width;
-    if (rest > 0 && cum < half && cum + stretch >= half) candidates.add(from + BigInt(Math.floor(((half - cum) / rest) * width)) - 1n);
-    cum += stretch + a;
-    candidates.add(h - 1n);
-    candidates.add(h);
-    from = h + 1n;
-  }
-  if (rest > 0 && cum < half) candidates.add(from + BigInt(Math.floor(((half - cum) / rest) * width)) - 1n);
-  let best: { at: bigint; gap: number } | undefined;
-  for (const c of candidates) {
-    const at = c < min ? min : c >= max ? max - 1n : c;
-    const gap = Math.abs(lowerLoad(at) - half);
-    if (!best || gap < best.gap - 1e-9 || (Math.abs(gap - best.gap) <= 1e-9 && at < best.at)) best = { at, gap };
-  }
-  return { at: best!.at.toString(), lowerShare: lowerLoad(best!.at) / total, heavyShare: heavySum / total };
+  /** The point whose lower part [min, at] carries nearest `fraction` of the accesses (min ≤ at < max). */
+  const pointAt = (fraction: number): bigint => {
+    const goal = total * fraction;
+    // Candidates: the even-spread point of each stretch between heavy keys, and each side of every heavy key.
+    const candidates = new Set<bigint>();
+    let cum = 0;
+    let from = min;
+    for (const [h, a] of sorted) {
+      const stretch = (rest * Number(h - from)) / width;
+      if (rest > 0 && cum < goal && cum + stretch >= goal) candidates.add(from + BigInt(Math.floor(((goal - cum) / rest) * width)) - 1n);
+      cum += stretch + a;
+      candidates.add(h - 1n);
+      candidates.add(h);
+      from = h + 1n;
+    }
+    if (rest > 0 && cum < goal) candidates.add(from + BigInt(Math.floor(((goal - cum) / rest) * width)) - 1n);
+    let best: { at: bigint; gap: number } | undefined;
+    for (const c of candidates) {
+      const at = c < min ? min : c >= max ? max - 1n : c;
+      const gap = Math.abs(lowerLoad(at) - goal);
+      if (!best || gap < best.gap - 1e-9 || (Math.abs(gap - best.gap) <= 1e-9 && at < best.at)) best = { at, gap };
+    }
+    return best!.at;
+  };
+  return { min, max, total, heavyShare: heavySum / total, lowerLoad, pointAt };
 }
 
 /**
@@ -322,6 +356,17 @@ export function loadSplitPoint(t: TenantTable, shard: TenantShard, keys: readonl
  * its key and its hash ranges). Undefined (the midpoint) when the profile has no heavy key in it.
  */
 export async function loadSplitFor(catalog: Queryable, shardId: number, sinceMs: number, now = new Date()): Promise<LoadSplit | undefined> {
+  const profile = await shardProfile(catalog, shardId, sinceMs, now);
+  return profile && loadSplitPoint(profile.t, profile.shard, profile.keys, profile.accesses);
+}
+
+/** The `pieces − 1` load-even split points of a shard (loadSplitPoints) from the routers' profile over the last `sinceMs`. */
+export async function loadSplitsFor(catalog: Queryable, shardId: number, pieces: number, sinceMs: number, now = new Date()): Promise<{ points: string[]; shares: number[]; heavyShare: number } | undefined> {
+  const profile = await shardProfile(catalog, shardId, sinceMs, now);
+  return profile && loadSplitPoints(profile.t, profile.shard, profile.keys, profile.accesses, pieces);
+}
+
+async function shardProfile(catalog: Queryable, shardId: number, sinceMs: number, now: Date): Promise<{ t: TenantTable; shard: TenantShard; keys: KeyLoad[]; accesses: number } | undefined> {
   const { rows: tables } = await catalog.query<{ name: string }>(
     `select t.name from shardcast.shards s join shardcast.distributed_tables t on t.group_id = s.group_id where s.id = $1 and t.state = 'active' order by t.id`,
     [shardId],
@@ -342,7 +387,7 @@ export async function loadSplitFor(catalog: Queryable, shardId: number, sinceMs:
       where bucket >= date_trunc('minute', $1::timestamptz) and table_name = any($2::text[]) and shard_id = $3`,
     [since, names, shardId],
   );
-  return loadSplitPoint(t, shard, keys.map((k) => ({ key: k.key, accesses: Number(k.accesses) })), Number(total[0]?.accesses ?? 0));
+  return { t, shard, keys: keys.map((k) => ({ key: k.key, accesses: Number(k.accesses) })), accesses: Number(total[0]?.accesses ?? 0) };
 }
 
 /** The window hot tenants are judged on by the rebalancer, and the fewest accesses in it. */

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { hashKey } from '../../../src/catalog/keys.js';
 import { InvalidInputError } from '../../../src/errors.js';
-import { isolationSteps, loadSplitPoint, shardOfKey, type TenantTable } from '../../../src/profiling/tenants.js';
+import { isolationSteps, loadSplitPoint, loadSplitPoints, shardOfKey, type TenantTable } from '../../../src/profiling/tenants.js';
 
 const MIN = -(2n ** 63n);
 const MAX = 2n ** 63n - 1n;
@@ -99,3 +99,36 @@ describe('loadSplitPoint', () => {
     expect(loadSplitPoint(two, two.shards[0]!, [{ key: elsewhere.key, accesses: 500 }], 1000)).toBeUndefined();
   });
 });
+
+describe('loadSplitPoints', () => {
+  const t = hashTable([[MIN, MAX, 'node-1']]);
+  const shard = t.shards[0]!;
+  const keys = Array.from({ length: 200 }, (_, i) => ({ key: String(i + 1), hash: hashKey('bigint', BigInt(i + 1)) })).sort((a, b) => (a.hash < b.hash ? -1 : 1));
+
+  it('cuts into pieces of about even load, in increasing order: the quarter points of the range without skew', () => {
+    const even = loadSplitPoints(t, shard, [{ key: keys[0]!.key, accesses: 1 }], 1_000_000, 4)!;
+    expect(even.points).toHaveLength(3);
+    expect(even.shares.reduce((a, b) => a + b, 0)).toBeCloseTo(1);
+    for (const share of even.shares) expect(share).toBeCloseTo(0.25, 3);
+    const points = even.points.map(BigInt);
+    expect(points[0]! < points[1]! && points[1]! < points[2]!).toBe(true);
+    expect(Math.abs(Number(points[1]! - -1n)) / 2 ** 64).toBeLessThan(1e-6);
+  });
+
+  it('crowds the cuts where the heavy keys are', () => {
+    // Four heavy keys together high in the range take 80%: three cuts among them, not at the quarter points.
+    const hot = keys.slice(190, 194).map((k) => ({ key: k.key, accesses: 200 }));
+    const s = loadSplitPoints(t, shard, hot, 1000, 4)!;
+    // Keys are not cut: a piece is off by at most one key's share (20%).
+    for (const share of s.shares) expect(Math.abs(share - 0.25)).toBeLessThanOrEqual(0.2);
+    expect(s.points.every((p) => BigInt(p) >= keys[189]!.hash)).toBe(true);
+    // The same through loadSplitPoint for two pieces: its one point is the middle of the four.
+    expect(loadSplitPoint(t, shard, hot, 1000)!.at).toBe(loadSplitPoints(t, shard, hot, 1000, 2)!.points[0]);
+  });
+
+  it('is undefined for fewer than two pieces or without heavy keys', () => {
+    expect(loadSplitPoints(t, shard, [{ key: '1', accesses: 5 }], 100, 1)).toBeUndefined();
+    expect(loadSplitPoints(t, shard, [], 100, 4)).toBeUndefined();
+  });
+});
+
