@@ -32,7 +32,16 @@ function runAction(options: ShardcastClientOptions, config: Config, run: Forecas
   const input: ForecastRunInput = {
     batchSize,
     parallelBatches,
-    rebalance: { mode, movement: movementSettings(config), settings: plannerSettings(config), ...(prefix ? { workflowIdPrefix: prefix } : {}) },
+    rebalance: {
+      mode,
+      // An hour's receding horizon: the run starts what is due before the next forecast's hand-over, which plans
+      // the rest again, and leaves a movement still running then (one waiting for approval) to finish on its own,
+      // so that it does not keep the next hour's hand-over from planning.
+      ...(mode === 'on' ? { startWithinSeconds: 3600 } : {}),
+      movement: movementSettings(config),
+      settings: plannerSettings(config),
+      ...(prefix ? { workflowIdPrefix: prefix } : {}),
+    },
   };
   return { ...common, workflowType: 'forecastLoad', args: [assertValidInput(forecastRunInputSchema, input)], staticSummary: 'forecast the next hour of every series' };
 }

@@ -211,6 +211,11 @@ describe('schedules', () => {
     expect(via).toBe('schedule');
     expect(handle.workflowId).toMatch(new RegExp(`^${worker.options.workflowIdPrefix}shardcast-forecast`));
     expect(await handle.result()).toMatchObject({ kind: 'forecast', forecast: 12, failed: 0 });
+
+    // Without replanning rounds (planning.replanMinutes 0), the hourly forecast hands over with an hour's receding horizon.
+    const handingOver = parseConfig({ forecast: moved.forecast, janitor: moved.janitor, retention: moved.retention, planning: { mode: 'on', replanMinutes: 0 } });
+    await ensureSchedules(worker.options, handingOver);
+    expect((await hourly.describe()).action).toMatchObject({ args: [expect.objectContaining({ rebalance: expect.objectContaining({ mode: 'on', startWithinSeconds: 3600 }) })] });
   });
 });
 
