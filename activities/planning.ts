@@ -6,7 +6,7 @@ import { CapacityUnknownError, gatherPlanInput } from '../src/planning/inputs.js
 import { planRebalance } from '../src/planning/planner.js';
 import { markAction, planStoredWithin, rebalancePaused, settleStartedActions, storePlan, type ActionState } from '../src/planning/store.js';
 import type { PlanAction } from '../src/planning/types.js';
-import { loadSplitFor, loadSplitsFor, planIsolation, REBALANCE_TENANT_WINDOW_MS, tenantsToIsolate, type IsolationPlan, type LoadSplit } from '../src/profiling/tenants.js';
+import { loadSplitsFor, planIsolation, REBALANCE_TENANT_WINDOW_MS, tenantsToIsolate, type IsolationPlan, type LoadSplits } from '../src/profiling/tenants.js';
 import type { RebalanceAction, RebalanceInput, RebalancePlanned } from '../workflows/messages.js';
 import type { ActivityDeps } from './index.js';
 import { failpoint } from '../src/failpoints.js';
@@ -95,13 +95,8 @@ export function createPlanningActivities(deps: ActivityDeps) {
       return run(() => planIsolation(deps.catalog, input));
     },
 
-    /** Where a shard's split in two leaves even load in its halves (the routers' profile over the last 15 minutes); null: the middle. */
-    async splitPointByLoad(input: { shardId: number }): Promise<LoadSplit | null> {
-      return run(async () => (await loadSplitFor(deps.catalog, input.shardId, REBALANCE_TENANT_WINDOW_MS)) ?? null);
-    },
-
-    /** Where a shard's split into `pieces` (successive halvings) leaves even load in each piece; null: the middles. */
-    async splitPointsByLoad(input: { shardId: number; pieces: number }): Promise<{ points: string[]; shares: number[]; heavyShare: number } | null> {
+    /** Where a shard's split into `pieces` (2, or successive halvings) leaves even load in each piece (the routers' profile over the last 15 minutes); null: the middles. */
+    async splitPointsByLoad(input: { shardId: number; pieces: number }): Promise<LoadSplits | null> {
       return run(async () => (await loadSplitsFor(deps.catalog, input.shardId, input.pieces, REBALANCE_TENANT_WINDOW_MS)) ?? null);
     },
 

@@ -14,6 +14,7 @@ import {
 } from '@temporalio/workflow';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { createPlanningActivities } from '../activities/planning.js';
+import type { LoadSplits } from '../src/profiling/tenants.js';
 import { SA_OPERATION } from '../src/search-attributes.js';
 import { describeMovement, isolateWorkflowId, moveWorkflowId, type MovementOperationInput } from './describe.js';
 import {
@@ -36,7 +37,7 @@ import { rebalanceInputSchema } from '../src/inputs.js';
 type Activities = ReturnType<typeof createPlanningActivities>;
 
 const { makeRebalancePlan } = proxyActivities<Activities>({ startToCloseTimeout: '5 minutes', retry: { initialInterval: '2 seconds', maximumAttempts: 5 } });
-const { markPlanAction, setNodeLifecycle, shardsOnNode, splitPointByLoad, splitPointsByLoad } = proxyActivities<Activities>({
+const { markPlanAction, setNodeLifecycle, shardsOnNode, splitPointsByLoad } = proxyActivities<Activities>({
   startToCloseTimeout: '1 minute',
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 10 },
 });
@@ -188,15 +189,10 @@ async function act(input: RebalanceInput, a: RebalanceAction, planId: number, pr
   // earlier code split at the middle.)
   let at = '';
   if (op.operation === 'split' && op.splitAt === undefined && patched('rebalance-split-at-even-load')) {
-    try {
-      const point = await splitPointByLoad({ shardId: op.shardId });
-      if (point) {
-        op.splitAt = point.at;
-        at = `; split at hash ${point.at}, where its halves carry ${Math.round(point.lowerShare * 100)}% and ${Math.round((1 - point.lowerShare) * 100)}% of its accesses (its heavy keys take ${Math.round(point.heavyShare * 100)}%)`;
-      }
-    } catch (err) {
-      if (isCancellation(err)) throw err;
-      log.warn('split point by load not read: splitting at the middle', { shardId: op.shardId, error: failureMessage(err) });
+    const cut = await evenLoadCut(op.shardId, 2);
+    if (cut) {
+      op.splitAt = cut.points[0]!;
+      at = `; split at hash ${cut.points[0]}, where its halves carry ${percents(cut.shares).join(' and ')} of its accesses (its heavy keys take ${percent(cut.heavyShare)})`;
     }
   }
   const run = await runMovement(input, a, planId, op, roundEnd);
@@ -219,20 +215,9 @@ async function splitInPieces(input: RebalanceInput, a: RebalanceAction, planId: 
   // Cut where each piece carries even load by the routers' profile (as a split in two is), read once for
   // the whole shard: the halves made on the way have no profile of their own yet. (Histories of earlier
   // code cut every range at its middle.)
-  let points: string[] | undefined;
-  let evenly = '';
-  if (patched('rebalance-split-pieces-at-even-load')) {
-    try {
-      const cut = await splitPointsByLoad({ shardId, pieces: pieces.length });
-      if (cut) {
-        points = cut.points;
-        evenly = `; cut where its pieces carry ${cut.shares.map((x) => `${Math.round(x * 100)}%`).join(', ')} of its accesses (its heavy keys take ${Math.round(cut.heavyShare * 100)}%)`;
-      }
-    } catch (err) {
-      if (isCancellation(err)) throw err;
-      log.warn('split points by load not read: cutting at the middles', { shardId, error: failureMessage(err) });
-    }
-  }
+  const cut = patched('rebalance-split-pieces-at-even-load') ? await evenLoadCut(shardId, pieces.length) : undefined;
+  const points = cut?.points;
+  const evenly = cut ? `; cut where its pieces carry ${percents(cut.shares).join(', ')} of its accesses (its heavy keys take ${percent(cut.heavyShare)})` : '';
   const halve = async (id: number, nodes: string[], first = 0): Promise<void> => {
     if (nodes.length < 2) return;
     const half = nodes.length / 2;
@@ -255,6 +240,23 @@ async function splitInPieces(input: RebalanceInput, a: RebalanceAction, planId: 
     ...(workflowIds.length > 0 ? { workflowId: workflowIds.join(',') } : {}),
   };
 }
+
+/**
+ * Where a shard's split into `pieces` leaves even load in each piece, by the routers' profile; undefined
+ * (the middles) without a profile, or when it cannot be read: a split is not held up by its profile.
+ */
+async function evenLoadCut(shardId: number, pieces: number): Promise<LoadSplits | undefined> {
+  try {
+    return (await splitPointsByLoad({ shardId, pieces })) ?? undefined;
+  } catch (err) {
+    if (isCancellation(err)) throw err;
+    log.warn('split points by load not read: cutting at the middles', { shardId, pieces, error: failureMessage(err) });
+    return undefined;
+  }
+}
+
+const percent = (share: number): string => `${Math.round(share * 100)}%`;
+const percents = (shares: readonly number[]): string[] => shares.map(percent);
 
 interface MovementRun {
   state: RebalanceActionOutcome['state'];

@@ -249,36 +249,25 @@ export interface KeyLoad {
   accesses: number;
 }
 
-export interface LoadSplit {
-  /** The split point: the lower half is [hashMin, at], the upper (at, hashMax]. */
-  at: string;
-  /** The share of the shard's accesses the lower half carries. */
-  lowerShare: number;
+/** Where a shard is cut into pieces of even load, and what each piece then carries. */
+export interface LoadSplits {
+  /** The split points in increasing order: piece i is (points[i − 1], points[i]] within [hashMin, hashMax]. */
+  points: string[];
+  /** Each piece's share of the shard's accesses. */
+  shares: number[];
   /** The heavy keys' share of the shard's accesses (the rest is taken as spread evenly over its range). */
   heavyShare: number;
 }
 
 /**
- * Where to split a hash shard so that its halves carry even *load*, not even hash ranges: its heavy
- * keys (the routers' heavy hitters, each at its hash) plus the rest of its accesses taken as spread
- * evenly over its range. The point is the first at which the lower half reaches half the accesses;
- * a heavy key that straddles it goes to whichever half leaves the two closer. Undefined for a range
- * table, a shard without accesses, one of a single hash value, or when no heavy key is in the shard
- * (the midpoint, the split's default, is then as good).
+ * The `pieces − 1` points that cut a hash shard into pieces of even *load*, not even hash ranges: its
+ * heavy keys (the routers' heavy hitters, each at its hash) plus the rest of its accesses taken as
+ * spread evenly over its range. Each point is where the lower part comes nearest its share of the
+ * accesses, so a heavy key that straddles it goes to whichever side leaves the two closer. Undefined
+ * for a range table, a shard without accesses, one of a single hash value, when no heavy key is in the
+ * shard (the middles, the split's default, are then as good), or when the pieces cannot all be non-empty.
  */
-export function loadSplitPoint(t: TenantTable, shard: TenantShard, keys: readonly KeyLoad[], shardAccesses: number): LoadSplit | undefined {
-  const profile = loadProfile(t, shard, keys, shardAccesses);
-  if (!profile) return undefined;
-  const at = profile.pointAt(0.5);
-  return { at: at.toString(), lowerShare: profile.lowerLoad(at) / profile.total, heavyShare: profile.heavyShare };
-}
-
-/**
- * The `pieces − 1` split points that cut a hash shard into pieces of even load (each about 1/pieces of
- * its accesses, by the same profile as loadSplitPoint), in increasing order, with each piece's share.
- * Undefined when loadSplitPoint would be, or when the pieces cannot all be non-empty.
- */
-export function loadSplitPoints(t: TenantTable, shard: TenantShard, keys: readonly KeyLoad[], shardAccesses: number, pieces: number): { points: string[]; shares: number[]; heavyShare: number } | undefined {
+export function loadSplitPoints(t: TenantTable, shard: TenantShard, keys: readonly KeyLoad[], shardAccesses: number, pieces: number): LoadSplits | undefined {
   if (!(Number.isInteger(pieces) && pieces >= 2)) return undefined;
   const profile = loadProfile(t, shard, keys, shardAccesses);
   if (!profile) return undefined;
@@ -351,17 +340,11 @@ function loadProfile(t: TenantTable, shard: TenantShard, keys: readonly KeyLoad[
 }
 
 /**
- * The load-even split point of a shard (loadSplitPoint) from the routers' profile over the last
- * `sinceMs`: the heavy hitters and shard accesses of every table of its colocation group (they share
- * its key and its hash ranges). Undefined (the midpoint) when the profile has no heavy key in it.
+ * The `pieces − 1` load-even split points of a shard (loadSplitPoints) from the routers' profile over
+ * the last `sinceMs`: the heavy hitters and shard accesses of every table of its colocation group (they
+ * share its key and its hash ranges). Undefined (the middles) when the profile has no heavy key in it.
  */
-export async function loadSplitFor(catalog: Queryable, shardId: number, sinceMs: number, now = new Date()): Promise<LoadSplit | undefined> {
-  const profile = await shardProfile(catalog, shardId, sinceMs, now);
-  return profile && loadSplitPoint(profile.t, profile.shard, profile.keys, profile.accesses);
-}
-
-/** The `pieces − 1` load-even split points of a shard (loadSplitPoints) from the routers' profile over the last `sinceMs`. */
-export async function loadSplitsFor(catalog: Queryable, shardId: number, pieces: number, sinceMs: number, now = new Date()): Promise<{ points: string[]; shares: number[]; heavyShare: number } | undefined> {
+export async function loadSplitsFor(catalog: Queryable, shardId: number, pieces: number, sinceMs: number, now = new Date()): Promise<LoadSplits | undefined> {
   const profile = await shardProfile(catalog, shardId, sinceMs, now);
   return profile && loadSplitPoints(profile.t, profile.shard, profile.keys, profile.accesses, pieces);
 }

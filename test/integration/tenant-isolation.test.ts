@@ -6,7 +6,7 @@ import { isolateWorkflowId } from '../../workflows/describe.js';
 import type { IsolateKeyResult, RebalanceInput, RebalanceResult } from '../../workflows/messages.js';
 import { writeShardForecasts } from '../helpers/forecasts.js';
 import { hashKey } from '../../src/catalog/keys.js';
-import { hotTenants, loadSplitFor } from '../../src/profiling/tenants.js';
+import { hotTenants, loadSplitsFor } from '../../src/profiling/tenants.js';
 import { createRouter, type Router } from '../../src/router/router.js';
 import { adminQuery, createTestCatalog, fleet, runCli, shardPlacements, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 
@@ -172,7 +172,8 @@ describe('tenant isolation', () => {
     }
     await router.flushProfile();
     const cartsShard = (await catalog.pool.query<{ id: number }>("select s.id::int from shardcast.shards s join shardcast.distributed_tables t on t.group_id = s.group_id where t.name = 'carts'")).rows[0]!.id;
-    const expected = (await loadSplitFor(catalog.pool, cartsShard, 15 * 60_000))!;
+    const cut = (await loadSplitsFor(catalog.pool, cartsShard, 2, 15 * 60_000))!;
+    const expected = { at: cut.points[0]!, lowerShare: cut.shares[0]!, heavyShare: cut.heavyShare };
     expect(expected).toBeDefined();
     expect(BigInt(expected.at)).not.toBe(-1n); // not the middle of [-2^63, 2^63 - 1]
     // The key's 801 of the 2,500 accesses (the 500 inserts counted), and a few the top-k list holds besides.

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { hashKey } from '../../../src/catalog/keys.js';
 import { InvalidInputError } from '../../../src/errors.js';
-import { isolationSteps, loadSplitPoint, loadSplitPoints, shardOfKey, type TenantTable } from '../../../src/profiling/tenants.js';
+import { isolationSteps, loadSplitPoints, shardOfKey, type TenantTable } from '../../../src/profiling/tenants.js';
 
 const MIN = -(2n ** 63n);
 const MAX = 2n ** 63n - 1n;
@@ -59,7 +59,12 @@ describe('isolationSteps', () => {
   });
 });
 
-describe('loadSplitPoint', () => {
+describe('loadSplitPoints into two', () => {
+  /** The one point of a split in two, with the lower half's share. */
+  const loadSplitPoint = (...args: [TenantTable, TenantTable['shards'][number], Array<{ key: string; accesses: number }>, number]) => {
+    const cut = loadSplitPoints(...args, 2);
+    return cut && { at: cut.points[0]!, lowerShare: cut.shares[0]!, heavyShare: cut.heavyShare };
+  };
   const t = hashTable([[MIN, MAX, 'node-1']]);
   const shard = t.shards[0]!;
   // Keys 1..200 and their hashes, in hash order.
@@ -122,8 +127,8 @@ describe('loadSplitPoints', () => {
     // Keys are not cut: a piece is off by at most one key's share (20%).
     for (const share of s.shares) expect(Math.abs(share - 0.25)).toBeLessThanOrEqual(0.2);
     expect(s.points.every((p) => BigInt(p) >= keys[189]!.hash)).toBe(true);
-    // The same through loadSplitPoint for two pieces: its one point is the middle of the four.
-    expect(loadSplitPoint(t, shard, hot, 1000)!.at).toBe(loadSplitPoints(t, shard, hot, 1000, 2)!.points[0]);
+    // A split in two cuts at the middle one of the four's points.
+    expect(loadSplitPoints(t, shard, hot, 1000, 2)!.points[0]).toBe(s.points[1]);
   });
 
   it('is undefined for fewer than two pieces or without heavy keys', () => {
