@@ -1,3 +1,5 @@
+import { dropConnection } from './catalog/abandon.js';
+
 /**
  * Fault injection for tests that cut a step short at an exact point: SHARDCAST_FAILPOINTS holds
  * `name=action` pairs separated by commas. Actions: `sleep:MS` pauses that long; `throw` fails the
@@ -22,9 +24,7 @@ export async function failpoint(name: string, options: { signal?: AbortSignal; o
     if (sleep) await pause(Number(sleep[1]), options);
     if (action === 'throw') throw new Error(`failpoint ${name}: injected failure`);
     if (action === 'drop-connection') {
-      const client = options.connection as { on?(event: 'error', listener: () => void): void; connection?: { stream?: { destroy(): void } } } | undefined;
-      client?.on?.('error', () => undefined); // the client reports its lost socket: expected here
-      client?.connection?.stream?.destroy();
+      if (options.connection) dropConnection(options.connection as Parameters<typeof dropConnection>[0]);
       throw new Error(`failpoint ${name}: connection dropped`);
     }
   }

@@ -14,14 +14,20 @@ import type pg from 'pg';
  */
 export function abandonIfRunning(client: pg.ClientBase, statement: unknown): boolean {
   if (statement === undefined || statement === null) return false;
-  const c = client as unknown as { _activeQuery?: unknown; connection?: { stream?: { destroy(): void } } };
-  if (c._activeQuery !== statement) return false;
+  if ((client as unknown as { _activeQuery?: unknown })._activeQuery !== statement) return false;
   // The statement is told "Connection terminated" too; its stream, already given up by its reader, must not
   // raise that as an unhandled 'error' event (which would end the process).
-  // The client reports its lost socket as an 'error' event too: expected here (a checked-out pool client has no listener).
-  const emitter = statement as { on?: (event: string, listener: () => void) => void };
-  emitter.on?.('error', () => undefined);
-  client.on('error', () => undefined);
-  c.connection?.stream?.destroy();
+  (statement as { on?: (event: string, listener: () => void) => void }).on?.('error', () => undefined);
+  dropConnection(client);
   return true;
+}
+
+/**
+ * Closes a client's socket at once: the server sees the client vanish (ending its session and
+ * transaction), and the client fails what it runs or has queued. The client's own report of its lost
+ * socket (an 'error' event, which a checked-out pool client has no listener for) is expected here.
+ */
+export function dropConnection(client: { on?(event: 'error', listener: () => void): unknown }): void {
+  client.on?.('error', () => undefined);
+  (client as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
 }
