@@ -533,7 +533,7 @@ class Planner {
         if (target.node.id === nodeId || unit.avoid.includes(target.node.id)) continue;
         if (wholeHorizon && unit.load.some((v, i) => (target.load[i]! + v) / target.node.capacity > this.s.targetUtilisation + EPS)) continue;
         // Scale-in fills nodes on a prediction; a node holding a shard planned on its observed load has no prediction to fill it on.
-        if (wholeHorizon && this.fleet.unitsOn(target.node.id).some((u) => u.fallback)) continue;
+        if (wholeHorizon && this.holdsUnforecast(target.node.id)) continue;
         const option = this.bestWindow(unit, nodeId, [{ to: target.node.id, fraction: 1 }], horizonEnd, false, 1, true);
         if (option && option.cls <= 1) options.push(option);
       }
@@ -607,9 +607,8 @@ class Planner {
     };
     // Scale-in is the one action taken on a prediction that load stays low: a node with a shard that has no
     // trustworthy forecast (planned on its observed load, reactively) is neither drained nor filled by it.
-    const unforecast = (n: FleetNode) => this.fleet.unitsOn(n.node.id).some((u) => u.fallback);
     const candidates = active
-      .filter((n) => (isLow(n) || spare(n)) && !unforecast(n))
+      .filter((n) => (isLow(n) || spare(n)) && !this.holdsUnforecast(n.node.id))
       .sort((a, b) => bytesOn(a.node.id) - bytesOn(b.node.id) || a.node.id - b.node.id);
     for (const n of candidates) {
       const saved = this.save();
@@ -632,6 +631,11 @@ class Planner {
       this.restore(saved);
       this.notes.push(`${n.node.name} has been predicted low for ${sustainedRounds} rounds, but its shards do not fit elsewhere under target: not drained`);
     }
+  }
+
+  /** Whether a node holds a shard with no trustworthy forecast (planned on its observed load). */
+  private holdsUnforecast(nodeId: number): boolean {
+    return this.fleet.unitsOn(nodeId).some((u) => u.fallback);
   }
 
   private retireEmptied(): void {
