@@ -1,10 +1,10 @@
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseConfig } from '../src/config.js';
 import { initBackend } from '../src/forecasting/tf-backend.js';
 import { EPOCH_MS } from '../src/simulation/forecaster.js';
 import { defaultOptions, loadTrace, POLICIES, simulate, type Policy, type Trace } from '../src/simulation/index.js';
-import { TUNING_TRACES } from './rebalance.js';
+import { productionForecaster, TRACES, TUNING_TRACES, withBenchPlanner } from './rebalance.js';
 
 /**
  * `npm run bench -- rebalance-trace`: one simulated fleet under one policy, printed plan by plan
@@ -13,8 +13,6 @@ import { TUNING_TRACES } from './rebalance.js';
  * move that starts this round inside a peak with its reason; with `--moves`, every planned move and
  * its start. The last line is the run's metrics as JSON.
  */
-const TRACES = resolve(import.meta.dirname, '../../shared/data/traces');
-
 export async function run(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
@@ -34,9 +32,8 @@ export async function run(args: string[]): Promise<void> {
   if (policy === 'predictive') await initBackend(config.forecast.backend);
   const traces: Trace[] = [];
   for (const f of values.only.split(',')) traces.push(await loadTrace(join(values.traces, f)));
-  const forecaster = { trainingDays: config.forecast.trainingDays, budgetSeconds: config.forecast.budgetSeconds, searchSeconds: config.forecast.searchSeconds };
-  const options = { ...defaultOptions(policy, forecaster), days, warmupDays: 4 };
-  if (process.env.BENCH_PLANNER) options.planner = { ...options.planner, ...(JSON.parse(process.env.BENCH_PLANNER) as typeof options.planner) };
+  const options = { ...defaultOptions(policy, productionForecaster(config)), days, warmupDays: 4 };
+  options.planner = withBenchPlanner(options.planner);
   const r = await simulate(traces, {
     ...options,
     onPlan: (now, plan, fleet) => {

@@ -2,10 +2,11 @@ import { readdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { printTable } from '../cli/format.js';
-import { parseConfig } from '../src/config.js';
+import { parseConfig, type Config } from '../src/config.js';
 import { DEFAULT_SETTINGS } from '../src/planning/settings.js';
 import { initBackend } from '../src/forecasting/tf-backend.js';
-import { defaultOptions, loadTrace, POLICIES, simulate, type Policy, type SimulationResult, type Trace } from '../src/simulation/index.js';
+import { defaultOptions, loadTrace, POLICIES, simulate, type Policy, type SimulationOptions, type SimulationResult, type Trace } from '../src/simulation/index.js';
+import type { ForecasterOptions } from '../src/simulation/forecaster.js';
 import { round } from './fleet.js';
 
 /**
@@ -27,7 +28,7 @@ import { round } from './fleet.js';
  */
 export const TUNING_TRACES = ['nab_rds_cpu_utilization_e47b3b.csv', 'nab_elb_request_count_8c0756.csv', 'nab_nyc_taxi.csv'];
 
-const TRACES = resolve(import.meta.dirname, '../../shared/data/traces');
+export const TRACES = resolve(import.meta.dirname, '../../shared/data/traces');
 
 export async function run(args: string[]): Promise<void> {
   const { values } = parseArgs({
@@ -64,7 +65,7 @@ export async function run(args: string[]): Promise<void> {
     { name: 'held-out', files: chosen.filter((f) => !tuning.includes(f)) },
   ].filter((f) => f.files.length > 0);
   if (policies.includes('predictive')) await initBackend(config.forecast.backend);
-  const forecaster = { trainingDays: config.forecast.trainingDays, budgetSeconds: config.forecast.budgetSeconds, searchSeconds: config.forecast.searchSeconds };
+  const forecaster = productionForecaster(config);
   console.log(
     `${days} simulated days after ${warmupDays} days of history; training budget ${forecaster.budgetSeconds} s per model, search ${forecaster.searchSeconds} s; seed ${seed}` +
       (forecastEverySteps !== 12 ? `; forecasts every ${forecastEverySteps * 5} minutes (production: hourly)` : '') +
@@ -82,8 +83,7 @@ export async function run(args: string[]): Promise<void> {
       const t0 = performance.now();
       const options = { ...defaultOptions(policy, forecaster), days, warmupDays, forecastEverySteps };
       options.planner = { ...options.planner, horizonSteps };
-      // BENCH_PLANNER (JSON): planner settings over the simulation's, for trying other defaults.
-      if (process.env.BENCH_PLANNER) options.planner = { ...options.planner, ...(JSON.parse(process.env.BENCH_PLANNER) as typeof options.planner) };
+      options.planner = withBenchPlanner(options.planner);
       options.group = { ...options.group, seed };
       const r = await simulate(traces, options);
       byPolicy.set(policy, r);
@@ -105,6 +105,16 @@ export async function run(args: string[]): Promise<void> {
   }
   console.log(`\n${round((performance.now() - started) / 1000, 0)} s in all`);
   console.log(JSON.stringify({ bench: 'rebalance', ...ratios(total) }));
+}
+
+/** The forecaster at the production budgets (forecast.trainingDays, budgetSeconds, searchSeconds). */
+export function productionForecaster(config: Config): ForecasterOptions {
+  return { trainingDays: config.forecast.trainingDays, budgetSeconds: config.forecast.budgetSeconds, searchSeconds: config.forecast.searchSeconds };
+}
+
+/** BENCH_PLANNER (JSON): planner settings over the simulation's, for trying other defaults. */
+export function withBenchPlanner(planner: SimulationOptions['planner']): SimulationOptions['planner'] {
+  return process.env.BENCH_PLANNER ? { ...planner, ...(JSON.parse(process.env.BENCH_PLANNER) as SimulationOptions['planner']) } : planner;
 }
 
 const COLUMNS = ['policy', 'overload_minutes', 'node_hours', 'moves', 'gib_moved', 'moves_started_in_peak', 'oscillations'];
