@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDistributedTable, moveResult, startMerge, startSplit } from '../../client/index.js';
 import { createRouter, type Router } from '../../src/router/router.js';
+import { movementProgressQuery } from '../../workflows/messages.js';
 import { createTestCatalog, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 
 let catalog: TestCatalog;
@@ -88,7 +89,21 @@ describe('scatter writes across a split or merge', () => {
       const before = await counts();
       const shards = await shardNodes();
       const merge = await startMerge(worker.options, { shardIds: [shards[0]!.id, shards[1]!.id], graceSeconds: 0, pollSeconds: 0.2 });
-      await moveResult(merge);
+      // It takes about a second; once (CI 30) it did not end within the test's 90 s. Past 60 s, fail with where it stands.
+      let timer: NodeJS.Timeout | undefined;
+      const stuck = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          merge
+            .query(movementProgressQuery)
+            .then((p) => JSON.stringify(p), (err: Error) => `progress not readable: ${err.message}`)
+            .then((where) => reject(new Error(`the merge did not end within 60 s: ${where}`)), reject);
+        }, 60_000);
+      });
+      try {
+        await Promise.race([moveResult(merge), stuck]);
+      } finally {
+        clearTimeout(timer);
+      }
       const r = await stale.all('update counters set n = n + 1');
       expect(r.rowCount).toBe(KEYS.length);
       const after = await counts();
