@@ -138,13 +138,19 @@ function runCommand(command: string, action: string, body: string, timeoutMs: nu
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     child.stdin.on('error', () => undefined); // a command that does not read its input
     child.stdin.end(body);
+    // The time limit is checked one turn of the event loop late (setImmediate runs after the loop has read
+    // what is ready): a worker stopped (SIGSTOP, a suspended VM) past the limit while its command finished
+    // wakes with the timer due and the command's exit and output waiting; the command's answer wins.
     const timer = setTimeout(() => {
-      try {
-        process.kill(-child.pid!, 'SIGKILL');
-      } catch {
-        child.kill('SIGKILL');
-      }
-      reject(new ProvisionerError(`${action}: the command did not finish within ${timeoutMs / 1000} s`));
+      setImmediate(() => {
+        if (child.exitCode !== null || child.signalCode !== null) return; // it ended: 'close' settles
+        try {
+          process.kill(-child.pid!, 'SIGKILL');
+        } catch {
+          child.kill('SIGKILL');
+        }
+        reject(new ProvisionerError(`${action}: the command did not finish within ${timeoutMs / 1000} s`));
+      });
     }, timeoutMs);
     child.once('error', (e) => {
       clearTimeout(timer);
