@@ -1,4 +1,5 @@
 import { activityInfo } from '@temporalio/activity';
+import { clockSeconds } from '../src/clock.js';
 import { addNode, checkNodeReachable, getNodeByName, removeUnusedNode, setNodeState, shardsOnNode, type NodeRecord, type NodeState } from '../src/catalog/nodes.js';
 import { AlreadyExistsError, InvalidInputError, NotFoundError } from '../src/errors.js';
 import { isExternal, PROVISIONED_NODE_ID, provisionNode, releaseNode, type NodeRequest, type ProvisionerConfig } from '../src/planning/provisioner.js';
@@ -72,7 +73,7 @@ export function createPlanningActivities(deps: ActivityDeps) {
         const isolations = !dryRun && !input.drainNode && (input.isolateTenantShare ?? 0) > 0 ? await tenantsToIsolate(deps.catalog, plan, input.isolateTenantShare!) : [];
         // A replanning round with nothing to do leaves no plan behind (one every few minutes would bury the ones that act),
         // unless the last one stored is an hour old: the metrics and ShardcastNotPlanning read the latest plan.
-        if (input.trigger === 'replan' && plan.actions.length === 0 && isolations.length === 0 && (await planStoredWithin(deps.catalog, 3600))) {
+        if (input.trigger === 'replan' && plan.actions.length === 0 && isolations.length === 0 && (await planStoredWithin(deps.catalog, clockSeconds(3600)))) {
           return { skipped: 'nothing to do this round', paused: false, feasible: plan.feasible, actions: [], notes: plan.notes };
         }
         const info = activityInfo();

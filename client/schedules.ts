@@ -37,7 +37,7 @@ function runAction(options: ShardcastClientOptions, config: Config, run: Forecas
       // An hour's receding horizon: the run starts what is due before the next forecast's hand-over, which plans
       // the rest again, and leaves a movement still running then (one waiting for approval) to finish on its own,
       // so that it does not keep the next hour's hand-over from planning.
-      ...(mode === 'on' ? { startWithinSeconds: 3600 } : {}),
+      ...(mode === 'on' ? { startWithinSeconds: 3600 / config.clock.compression } : {}),
       movement: movementSettings(config),
       settings: plannerSettings(config),
       ...(prefix ? { workflowIdPrefix: prefix } : {}),
@@ -55,14 +55,22 @@ function startWorkflowSchedule(scheduleId: string, workflowId: string, spec: Sch
 /**
  * The two schedules: retraining daily at forecast.retrainAt (UTC), forecasting every hour on the
  * hour. A run still going when the next is due makes that one skip; a run missed while Temporal
- * or the workers were down starts late if within forecast.catchupWindowMinutes.
+ * or the workers were down starts late if within forecast.catchupWindowMinutes. On a compressed load
+ * clock (clock.compression N > 1) the day and the hour are N times shorter: the retraining runs every
+ * 86400/N s (at retrainAt's offset into that day), the forecast every 3600/N s.
  */
 export function scheduleDefinitions(options: ShardcastClientOptions, config: Config): ScheduleOptions[] {
   const prefix = options.workflowIdPrefix ?? '';
   const [hour, minute] = config.forecast.retrainAt.split(':').map(Number) as [number, number];
   const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: `${config.forecast.catchupWindowMinutes} minutes` } as const;
+  const n = config.clock.compression;
+  const daily =
+    n === 1
+      ? { calendars: [{ hour, minute, comment: `daily at ${config.forecast.retrainAt} UTC` }] }
+      : { intervals: [{ every: `${86_400 / n} seconds`, offset: `${(hour * 3600 + minute * 60) / n} seconds` }] };
+  const hourly = { intervals: [{ every: n === 1 ? '1 hour' : `${3600 / n} seconds` }] };
   return (['retrain', 'forecast'] as const).map((run) => {
-    const spec = run === 'retrain' ? { calendars: [{ hour, minute, comment: `daily at ${config.forecast.retrainAt} UTC` }] } : { intervals: [{ every: '1 hour' }] };
+    const spec = run === 'retrain' ? daily : hourly;
     return startWorkflowSchedule(scheduleId(run, prefix), `${prefix}shardcast-${run}`, spec, policies, runAction(options, config, run));
   });
 }
@@ -88,12 +96,13 @@ export function replanScheduleDefinition(options: ShardcastClientOptions, config
   if (!replanning(config)) return undefined;
   const prefix = options.workflowIdPrefix ?? '';
   const minutes = config.planning.replanMinutes;
-  const spec = { intervals: [{ every: `${minutes} minutes` }] };
+  const seconds = Math.max(1, Math.round((minutes * 60) / config.clock.compression)); // a load-clock period (src/clock.ts)
+  const spec = { intervals: [{ every: config.clock.compression === 1 ? `${minutes} minutes` : `${seconds} seconds` }] };
   const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 minute' } as const;
   const input: RebalanceInput = {
     dryRun: false,
     trigger: 'replan',
-    startWithinSeconds: minutes * 60,
+    startWithinSeconds: seconds,
     ...(config.planning.isolateTenantShare > 0 ? { isolateTenantShare: config.planning.isolateTenantShare } : {}),
     movement: movementSettings(config),
     settings: plannerSettings(config),

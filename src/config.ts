@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { z } from 'zod';
+import { COMPRESSIONS, setClockCompression } from './clock.js';
 import { ConfigError } from './errors.js';
 import { DEFAULT_GOVERNOR } from './movement/governor-settings.js';
 import { SSL_MODES, type PgTlsSettings } from './catalog/pg-tls-settings.js';
@@ -161,6 +162,21 @@ export const configSchema = z
         port: z.number().int().min(0).max(65535).default(9464),
         /** The address it listens on: loopback unless opened (0.0.0.0, or one interface's address) for a Prometheus elsewhere. */
         host: z.string().regex(/^(\[?[0-9A-Fa-f:.]+\]?|[A-Za-z0-9.-]+)$/, 'a host name or IP address').default('127.0.0.1'),
+      })
+      .strict()
+      .prefault({}),
+    clock: z
+      .object({
+        /**
+         * Runs the load clock N times faster (src/clock.ts): 5-minute steps of 300/N s, an hour of
+         * 3600/N s, a day of 86400/N s, and the schedules and planning windows with them. 1 in production;
+         * 60 plays a day in 24 minutes. A divisor of 300.
+         */
+        compression: z
+          .number()
+          .int()
+          .refine((n) => (COMPRESSIONS as readonly number[]).includes(n), `one of ${COMPRESSIONS.join(', ')} (a divisor of 300)`)
+          .default(1),
       })
       .strict()
       .prefault({}),
@@ -420,6 +436,7 @@ export const ENV_OVERRIDES: Record<string, string> = {
   SHARDCAST_FORECAST_THREADS: 'forecast.threads',
   SHARDCAST_FORECAST_BATCH_SIZE: 'forecast.batchSize',
   SHARDCAST_FORECAST_PARALLEL_BATCHES: 'forecast.parallelBatches',
+  SHARDCAST_CLOCK_COMPRESSION: 'clock.compression',
   SHARDCAST_COLLECTION_INTERVAL_SECONDS: 'collection.intervalSeconds',
   SHARDCAST_COLLECTION_RETENTION_DAYS: 'collection.retentionDays',
   SHARDCAST_MOVEMENT_APPROVAL_OVER_BYTES: 'movement.approvalOverBytes',
@@ -475,7 +492,9 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
   for (const [key, value] of Object.entries(options.overrides ?? {})) {
     if (value !== undefined) setPath(raw, key, value);
   }
-  return parseConfig(raw);
+  const config = parseConfig(raw);
+  setClockCompression(config.clock.compression); // the process's load clock (src/clock.ts)
+  return config;
 }
 
 export function parseConfig(raw: unknown): Config {
@@ -564,6 +583,7 @@ const NUMERIC_KEYS = new Set([
   'temporal.port',
   'temporal.uiPort',
   'metrics.port',
+  'clock.compression',
   'collection.intervalSeconds',
   'collection.retentionDays',
   'forecast.catchupWindowMinutes',

@@ -255,7 +255,7 @@ export const rebalanceInputSchema = z.object({
   dryRun: bool(),
   trigger: z.enum(['schedule', 'operator', 'drain', 'replan'], { error: 'expected schedule, operator, drain or replan' }),
   /** Carry out only the actions due to start within this many seconds of planning; the next round plans the rest again. */
-  startWithinSeconds: z.number({ error: 'expected a number of seconds' }).int({ error: 'expected whole seconds' }).min(60, { error: 'expected at least 60 seconds' }).max(86_400, { error: 'expected at most 86400 seconds' }).optional(),
+  startWithinSeconds: z.number({ error: 'expected a number of seconds' }).int({ error: 'expected whole seconds' }).min(1, { error: 'expected at least 1 second' }).max(86_400, { error: 'expected at most 86400 seconds' }).optional(),
   /** Tenant isolation from this share of a shard's accesses (planning.isolateTenantShare); absent or 0: none. */
   isolateTenantShare: numberBetween(0, 1).optional(),
   ...rebalanceShared,

@@ -17,6 +17,7 @@
  *
  * Every rule that changed something leaves a line in `notes`.
  */
+import { clockSeconds, dayMs, hourMs } from '../clock.js';
 import { createReadStream } from 'node:fs';
 import { basename } from 'node:path';
 import { InvalidInputError, errorMessage } from '../errors.js';
@@ -45,10 +46,11 @@ export interface CleanSeries {
   notes: string[];
 }
 
-export const MIN_STEP_SECONDS = 60;
-export const MAX_STEP_SECONDS = 3600;
-/** Gaps up to this long are interpolated linearly; longer ones are filled seasonally. */
-export const SHORT_GAP_SECONDS = 3600;
+/** Steps from 1 minute to 1 hour of the load clock (÷ clock.compression, src/clock.ts). */
+const MIN_STEP_SECONDS = 60;
+const MAX_STEP_SECONDS = 3600;
+/** Gaps up to an hour of the load clock are interpolated linearly; longer ones are filled seasonally. */
+const shortGapSeconds = (): number => hourMs() / 1000;
 /** The grid is refused beyond this many points (a stray timestamp years away, say). */
 export const MAX_POINTS = 2_000_000;
 
@@ -252,22 +254,23 @@ export function inferStepSeconds(times: readonly number[]): number {
   const mid = gaps.length >> 1;
   const median = gaps.length % 2 === 1 ? gaps[mid]! : (gaps[mid - 1]! + gaps[mid]!) / 2;
   const step = Math.round(median / 1000);
-  if (step < MIN_STEP_SECONDS || step > MAX_STEP_SECONDS) {
-    throw new InvalidInputError(`the median spacing of the timestamps is ${median / 1000} s; supported steps are ${MIN_STEP_SECONDS} s to ${MAX_STEP_SECONDS} s`);
+  const [min, max] = [Math.max(1, clockSeconds(MIN_STEP_SECONDS)), clockSeconds(MAX_STEP_SECONDS)];
+  if (step < min || step > max) {
+    throw new InvalidInputError(`the median spacing of the timestamps is ${median / 1000} s; supported steps are ${min} s to ${max} s`);
   }
   return step;
 }
 
 /** Daily and weekly season lengths in steps; weekly only when n covers two weeks. */
 export function seasonLengths(stepSeconds: number, n: number): { dailyPeriod: number; weeklyPeriod?: number } {
-  const dailyPeriod = Math.round(86_400 / stepSeconds);
+  const dailyPeriod = Math.round(dayMs() / 1000 / stepSeconds);
   const weekly = 7 * dailyPeriod;
   return n >= 2 * weekly ? { dailyPeriod, weeklyPeriod: weekly } : { dailyPeriod };
 }
 
 /** Fills NaN runs of `grid` in place (see the module comment); returns how many runs were long. */
 function fillGaps(grid: Float64Array, stepSeconds: number, dailyPeriod: number): { short: number; long: number } {
-  const shortLimit = Math.max(1, Math.floor(SHORT_GAP_SECONDS / stepSeconds));
+  const shortLimit = Math.max(1, Math.floor(shortGapSeconds() / stepSeconds));
   let short = 0;
   let long = 0;
   for (let t = 0; t < grid.length; t++) {
@@ -316,7 +319,7 @@ export function cleanSeries(rows: readonly Observation[], name = 'series'): Clea
   const observed = Array.from(grid, (v) => !Number.isNaN(v));
   const { dailyPeriod, weeklyPeriod } = seasonLengths(stepSeconds, length);
   const gaps = fillGaps(grid, stepSeconds, dailyPeriod);
-  if (gaps.short > 0) notes.push(`${gaps.short} gap(s) of up to ${SHORT_GAP_SECONDS / 60} minutes filled by linear interpolation`);
+  if (gaps.short > 0) notes.push(`${gaps.short} gap(s) of up to ${shortGapSeconds() / 60} minutes filled by linear interpolation`);
   if (gaps.long > 0) notes.push(`${gaps.long} longer gap(s) filled with the values of the day before`);
   return { name, start, stepSeconds, values: Array.from(grid), observed, dailyPeriod, ...(weeklyPeriod ? { weeklyPeriod } : {}), notes };
 }

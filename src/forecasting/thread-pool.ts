@@ -14,6 +14,7 @@ import { Worker } from 'node:worker_threads';
 import type { Queryable } from '../catalog/nodes.js';
 import { ShardcastError, errorMessage } from '../errors.js';
 import type { StoredModel } from './store.js';
+import { clockCompression } from '../clock.js';
 import type { BackendChoice } from './tf-backend.js';
 import type { TrainingOptions } from './training.js';
 
@@ -22,6 +23,8 @@ export type ThreadTrainingOptions = Omit<TrainingOptions, 'models'>;
 
 export interface ThreadData {
   backend: BackendChoice;
+  /** The process's clock.compression (src/clock.ts): a thread has module state of its own. */
+  compression: number;
 }
 
 /** Messages to a thread. */
@@ -161,7 +164,7 @@ export class TrainingThreads {
   }
 
   private spawn(): Thread {
-    const worker = startThread({ backend: this.backend });
+    const worker = startThread({ backend: this.backend, compression: clockCompression() });
     const thread: Thread = { worker, ready: false };
     worker.on('message', (msg: FromThread) => this.onMessage(thread, msg));
     worker.on('error', (err) => {

@@ -6,6 +6,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import type { Queryable } from '../catalog/nodes.js';
+import { setClockCompression } from '../clock.js';
 import { initBackend } from './tf-backend.js';
 import type { FromThread, ThreadData, ToThread } from './thread-pool.js';
 import { trainSeries } from './training.js';
@@ -24,6 +25,7 @@ const catalog = {
     }),
 } as unknown as Queryable;
 
+setClockCompression((workerData as ThreadData).compression);
 // Before the first message is read: a backend that fails to initialise stops the thread before it is ready.
 const backend = await initBackend((workerData as ThreadData).backend);
 

@@ -21,7 +21,7 @@
 import type { Queryable } from '../catalog/nodes.js';
 import { InvalidInputError, errorMessage } from '../errors.js';
 import { loadSeries, seriesDomain } from '../profiling/series.js';
-import { BUCKET_MS } from '../profiling/rates.js';
+import { dayMs, stepMs } from '../clock.js';
 import { restoreArima } from './arima.js';
 import { backtest, BASELINE, DEFAULT_MODELS, ENSEMBLE } from './backtest.js';
 import { combine } from './ensemble.js';
@@ -46,7 +46,6 @@ export const HORIZON = 12;
 export const FORECAST_STEPS = 24;
 /** Less history than this is forecast by the seasonal naive fallback. */
 export const MIN_HISTORY_DAYS = 2;
-const DAY_MS = 86_400_000;
 
 export interface TrainingOptions {
   /** The run's time: training uses the complete buckets before it, and it keys the stored row. */
@@ -64,7 +63,7 @@ export interface TrainingOptions {
   initialParams?: InitialParams;
 }
 
-const bucketStart = (t: Date) => new Date(Math.floor(t.getTime() / BUCKET_MS) * BUCKET_MS);
+const bucketStart = (t: Date) => new Date(Math.floor(t.getTime() / stepMs()) * stepMs());
 
 /** The series between `from` and the start of the bucket in progress at `asOf`, cleaned; throws InvalidInputError without two observed buckets. */
 async function loadClean(catalog: Queryable, id: string, from: Date, asOf: Date): Promise<CleanSeries> {
@@ -102,7 +101,7 @@ function randomWalkCalibration(values: readonly number[]): Calibration {
 /** Trains one series (see the module comment). Throws only when the series cannot be forecast at all. */
 export async function trainSeries(catalog: Queryable, id: string, options: TrainingOptions): Promise<StoredModel> {
   const trainingDays = options.trainingDays ?? 30;
-  const series = await loadClean(catalog, id, new Date(options.asOf.getTime() - trainingDays * DAY_MS), options.asOf);
+  const series = await loadClean(catalog, id, new Date(options.asOf.getTime() - trainingDays * dayMs()), options.asOf);
   const initialParams = options.initialParams ?? (options.searchSeconds ? previousParams(await latestUsableModel(catalog, id)) : undefined);
   return trainCleanSeries(id, series, { ...options, initialParams });
 }
@@ -125,7 +124,7 @@ export async function trainCleanSeries(id: string, series: CleanSeries, options:
   const base = { series: id, trainedAt: options.asOf, seriesStart: new Date(series.start), stepSeconds: series.stepSeconds };
   const ctx = { ...seasonLengths(series.stepSeconds, series.values.length), seed: 1 };
 
-  if (series.values.length * series.stepSeconds < MIN_HISTORY_DAYS * 86_400) {
+  if (series.values.length * series.stepSeconds * 1000 < MIN_HISTORY_DAYS * dayMs()) {
     const naive = seasonalNaiveFactory.fit(series.values, ctx) as FittedModel;
     return {
       ...base,

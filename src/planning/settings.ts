@@ -1,3 +1,4 @@
+import { clockCompression, clockSeconds, stepMs } from '../clock.js';
 import { InvalidInputError } from '../errors.js';
 import type { PlanInput, PlannerSettings } from './types.js';
 
@@ -19,6 +20,22 @@ export const DEFAULT_SETTINGS: PlannerSettings = {
   coldShare: 0.1,
   splitFill: 0.6,
 };
+
+/**
+ * The settings on a compressed load clock (clock.compression N > 1, src/clock.ts): the planner's step
+ * and the windows the configuration gives in load-clock seconds (hysteresis, the activation lead)
+ * become real seconds, N times shorter; unchanged at N = 1. Move durations and a node's activation
+ * time are real time either way.
+ */
+export function onLoadClock(given: PlanInput['settings'] = {}): PlanInput['settings'] {
+  if (clockCompression() === 1) return given;
+  return {
+    ...given,
+    stepSeconds: stepMs() / 1000,
+    hysteresisSeconds: clockSeconds(given.hysteresisSeconds ?? DEFAULT_SETTINGS.hysteresisSeconds),
+    activationLeadSeconds: clockSeconds(given.activationLeadSeconds ?? DEFAULT_SETTINGS.activationLeadSeconds),
+  };
+}
 
 /** The defaults overlaid with the input's settings, each checked: a bad value names its key. */
 export function resolveSettings(given: PlanInput['settings'] = {}): PlannerSettings {

@@ -1,7 +1,9 @@
 /**
- * Counters to rates, and rates to 5-minute buckets. Pure functions over samples of one counter of
+ * Counters to rates, and rates to buckets of the load clock's step (5 minutes; src/clock.ts). Pure functions over samples of one counter of
  * one object on one node, ordered by time.
  */
+
+import { stepMs } from '../clock.js';
 
 export interface CounterSample {
   /** Milliseconds since the epoch (fractional: the database keeps microseconds). */
@@ -39,13 +41,12 @@ export function counterRates(samples: readonly CounterSample[]): RateInterval[] 
   return out;
 }
 
-export const BUCKET_MS = 300_000;
 
 /**
  * Time-weighted average rate per bucket [from + k·bucket, from + (k+1)·bucket). A bucket with no
  * interval overlapping it is null (missing), not zero.
  */
-export function resample(intervals: readonly RateInterval[], from: number, to: number, bucketMs = BUCKET_MS): Array<number | null> {
+export function resample(intervals: readonly RateInterval[], from: number, to: number, bucketMs = stepMs()): Array<number | null> {
   const n = Math.max(0, Math.ceil((to - from) / bucketMs));
   const weight = new Float64Array(n);
   const sum = new Float64Array(n);
@@ -88,7 +89,7 @@ export function combineStreams(
   streams: ReadonlyArray<readonly RateInterval[]>,
   from: number,
   to: number,
-  bucketMs = BUCKET_MS,
+  bucketMs = stepMs(),
   minus: readonly RateInterval[] = [],
 ): Array<number | null> {
   const n = Math.max(0, Math.ceil((to - from) / bucketMs));

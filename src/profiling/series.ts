@@ -1,6 +1,7 @@
 import type { Queryable } from '../catalog/nodes.js';
 import { InvalidInputError } from '../errors.js';
-import { BUCKET_MS, combineStreams, counterRates, type CounterSample, type RateInterval } from './rates.js';
+import { stepMs } from '../clock.js';
+import { combineStreams, counterRates, type CounterSample, type RateInterval } from './rates.js';
 
 /**
  * The series forecasting works on, derived from the samples and resampled to 5-minute buckets:
@@ -68,7 +69,7 @@ interface OwnReads {
 }
 
 /** One series, bucketed over [from, to) (5-minute buckets unless `bucketMs` says otherwise). */
-export async function loadSeries(catalog: Queryable, id: string, from: Date, to: Date, bucketMs = BUCKET_MS): Promise<SeriesPoint[]> {
+export async function loadSeries(catalog: Queryable, id: string, from: Date, to: Date, bucketMs = stepMs()): Promise<SeriesPoint[]> {
   const range = [from.toISOString(), to.toISOString()];
   const [kind, subject, metric, ...rest] = id.split(':');
   if (!kind || !subject || !metric || rest.length > 0) throw new InvalidInputError(`series ${JSON.stringify(id)} is not kind:subject:metric (e.g. table:orders:inserts)`);

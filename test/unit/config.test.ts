@@ -49,6 +49,7 @@ describe('defaults', () => {
       temporal: { namespace: 'default', port: 7233, uiPort: 8233, taskQueue: 'shardcast-control', tls: { enabled: false }, encryption: {} },
       codecServer: { listen: '127.0.0.1:8888', corsOrigins: [] },
       metrics: { port: 9464, host: '127.0.0.1' },
+      clock: { compression: 1 },
       collection: { intervalSeconds: 15, retentionDays: 35 },
       forecast: { backend: 'auto', retrainAt: '03:00', catchupWindowMinutes: 60, trainingDays: 30, budgetSeconds: 1.2, searchSeconds: 0.8, threads: 1, batchSize: 10, parallelBatches: 4 },
       movement: {

@@ -64,7 +64,7 @@ describe('workflow input schemas', () => {
     expect(inputProblem(collectStatsInputSchema, { intervalSeconds: 0, retentionDays: 35 })).toBe('input.intervalSeconds: expected an integer from 1 to 3600');
     expect(inputProblem(janitorInputSchema, { fix: 'yes' })).toBe('input.fix: expected true or false');
     expect(inputProblem(rebalanceInputSchema, { dryRun: false, trigger: 'cron', movement: {} })).toBe('input.trigger: expected schedule, operator, drain or replan');
-    expect(inputProblem(rebalanceInputSchema, { dryRun: false, trigger: 'replan', startWithinSeconds: 30, movement: {} })).toBe('input.startWithinSeconds: expected at least 60 seconds');
+    expect(inputProblem(rebalanceInputSchema, { dryRun: false, trigger: 'replan', startWithinSeconds: 0, movement: {} })).toBe('input.startWithinSeconds: expected at least 1 second');
     expect(inputProblem(rebalanceInputSchema, { dryRun: false, trigger: 'replan', isolateTenantShare: 1.5, movement: {} })).toBe('input.isolateTenantShare: expected a number from 0 to 1');
     expect(inputProblem(retrainInputSchema, { trainingDays: 30, budgetSeconds: Infinity, batchSize: 10, parallelBatches: 4 })).toBe('input.budgetSeconds: expected a number above 0 and at most 600');
     expect(inputProblem(moveShardInputSchema, undefined)).toMatch(/^input: /);
