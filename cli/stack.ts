@@ -169,8 +169,13 @@ export async function startStack(config: Config, options: StackOptions): Promise
       : config.retention.intervalHours > 0
         ? `, retention every ${config.retention.intervalHours} h`
         : `, retention daily at ${config.retention.at} UTC`;
-    const replan = config.planning.mode === 'on' && config.planning.replanMinutes > 0 ? `, replan every ${config.planning.replanMinutes} min` : '';
-    log(line('schedules', `retrain daily at ${config.forecast.retrainAt} UTC, forecast hourly${janitor}${retention}${replan} (${schedules.map((s) => s.scheduleId).join(', ')})`));
+    const n = config.clock.compression;
+    const replan =
+      config.planning.mode === 'on' && config.planning.replanMinutes > 0
+        ? `, replan every ${n === 1 ? `${config.planning.replanMinutes} min` : `${Math.max(1, Math.round((config.planning.replanMinutes * 60) / n))} s`}`
+        : '';
+    const forecasting = n === 1 ? `retrain daily at ${config.forecast.retrainAt} UTC, forecast hourly` : `retrain every ${86_400 / n} s, forecast every ${3600 / n} s (load clock ×${n})`;
+    log(line('schedules', `${forecasting}${janitor}${retention}${replan} (${schedules.map((s) => s.scheduleId).join(', ')})`));
 
     if (config.metrics.port > 0) {
       const server: Server = await startMetricsServer(createMetricsRegistry(catalog), config.metrics.port, config.metrics.host);

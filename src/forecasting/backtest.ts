@@ -28,6 +28,7 @@
  * - After the last origin every model is extended to the end of the series: `next` holds the
  *   forecasts from there, with intervals calibrated on every residual of the run.
  */
+import { dayMs, hourMs } from '../clock.js';
 import { InvalidInputError, errorMessage } from '../errors.js';
 import { arimaFactory } from './arima.js';
 import { BacktestErrors, DEFAULT_SCHEME, RECENT_HALF_LIFE, WEIGHT_SCHEMES, combine, ensembleWeights, type WeightScheme } from './ensemble.js';
@@ -53,8 +54,9 @@ export const BASELINE = 'seasonal_naive';
  */
 export const DEFAULT_CALIBRATION: CalibrationOptions = { adaptRate: 0.02 };
 export const ENSEMBLE = 'ensemble';
-const HOUR = 3600;
-const DAY = 86_400;
+/** An hour and a day of the load clock, in seconds (src/clock.ts). */
+const HOUR = (): number => hourMs() / 1000;
+const DAY = (): number => dayMs() / 1000;
 
 export interface BacktestOptions {
   /** Steps ahead that are scored; default one hour of steps (at least 1). */
@@ -137,9 +139,9 @@ export function backtestPlan(
 ): { horizon: number; origins: number[]; evaluationStart: number; stride: number; day: number; trainingSteps: number } {
   const n = series.values.length;
   const step = series.stepSeconds;
-  const horizon = Math.max(1, Math.round(options.horizon ?? HOUR / step));
-  const stride = Math.max(1, Math.round(HOUR / step));
-  const day = Math.max(1, Math.round(DAY / step));
+  const horizon = Math.max(1, Math.round(options.horizon ?? HOUR() / step));
+  const stride = Math.max(1, Math.round(HOUR() / step));
+  const day = Math.max(1, Math.round(DAY() / step));
   const evaluationDays = options.evaluationDays ?? 7;
   const week = evaluationDays * day;
   const evaluationSteps = n >= 2 * week ? week : Math.floor(0.2 * n);

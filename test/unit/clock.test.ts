@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { replanScheduleDefinition, scheduleDefinitions } from '../../client/schedules.js';
 import { clockCompression, dayMs, hourMs, setClockCompression, stepMs } from '../../src/clock.js';
 import { loadConfig, parseConfig } from '../../src/config.js';
+import { backtestPlan } from '../../src/forecasting/backtest.js';
 import { cleanSeries } from '../../src/forecasting/series.js';
 import { onLoadClock } from '../../src/planning/settings.js';
 import { resample } from '../../src/profiling/rates.js';
@@ -36,6 +37,10 @@ describe('clock.compression', () => {
     expect(series.dailyPeriod).toBe(288);
     // Two 5-second buckets from one interval at 4 rows/s.
     expect(resample([{ start: 0, end: 10_000, rate: 4 }], 0, 10_000)).toEqual([4, 4]);
+    // The back-test scores an hour ahead (12 steps) from hourly origins, over the last days.
+    const plan = backtestPlan(series, { evaluationDays: 2 });
+    expect([plan.horizon, plan.stride, plan.day]).toEqual([12, 12, 288]);
+    expect(plan.origins.length).toBeGreaterThan(10);
     setClockCompression(1);
     expect(() => cleanSeries(day)).toThrow('supported steps are 60 s to 3600 s');
   });
