@@ -5,11 +5,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDistributedTable } from '../../client/index.js';
 import { exportBackup, shardcastTables } from '../../src/backup/export.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
-import { addNode } from '../../src/catalog/nodes.js';
+import { addNode, setNodeCapacity } from '../../src/catalog/nodes.js';
 import { freePort, PostgresServer } from '../../src/fleet/postgres-server.js';
 import type { Advice, CandidateReport } from '../../src/profiling/advisor.js';
+import type { LayoutProjection } from '../../src/profiling/projection.js';
 import { quoteIdent } from '../../src/sql/ident.js';
 import { createTestCatalog, fleet, runCli, startTestWorker, uniqueName, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
+import { writeShardForecasts } from '../helpers/forecasts.js';
 import { joinWorkload } from '../helpers/workloads.js';
 
 /**
@@ -115,6 +117,50 @@ describe('shardcast advise', () => {
     expect(advice.candidates[0]).toMatchObject({ key: ['customer_id'], method: 'hash' });
     expect(Math.abs(advice.candidates[0]!.cardinality! - CUSTOMERS) / CUSTOMERS).toBeLessThan(0.05); // HyperLogLog
     expect(find(advice, 'id', 'hash').current).toBe(true);
+  });
+
+  it('--compare: the current layout on its own forecasts beside the best candidates, projected over the horizon', { timeout: 120_000 }, async () => {
+    const { rows: shards } = await catalog.pool.query<{ id: number; table: string; node: string }>(
+      `select s.id::int, t.name as table, n.name as node from shardcast.shards s join shardcast.placements p on p.shard_id = s.id
+         join shardcast.nodes n on n.id = p.node_id join shardcast.distributed_tables t on t.group_id = s.group_id
+        where t.name in ('orders', 'customers') order by t.name desc, s.id`,
+    );
+    const nodes = [...new Set(shards.map((s) => s.node))];
+    for (const n of nodes) await setNodeCapacity(catalog.pool, n, 1000);
+    // orders' shards rise 100 → 210 over the hour; customers' stay at 20 (the other load on the nodes).
+    const isOrders = shards.map((s) => s.table === 'orders');
+    await writeShardForecasts(catalog.pool, shards.map((s) => s.id), (k, step) => (isOrders[k] ? 100 + 10 * step : 20));
+    const run = await cli(['advise', 'orders', '--query-log', logFile, '--analyze', '--compare', '--json']);
+    expect(run.stderr).toBe('');
+    const advice = JSON.parse(run.stdout) as Advice & { projections: LayoutProjection[]; bound: string };
+    expect(advice.bound).toBe('upper95');
+    const [current, ...candidates] = advice.projections;
+    expect(current).toMatchObject({ key: ['id'], method: 'hash', current: true, shardCount: 4 });
+    // The current layout: each node carries its shards' forecasts at the 95% bound (writeShardForecasts: 1.05 × the point).
+    for (const n of nodes) {
+      const expected = Array.from({ length: 12 }, (_, step) => 1.05 * shards.filter((s) => s.node === n).reduce((a, s) => a + (s.table === 'orders' ? 100 + 10 * step : 20), 0));
+      current!.nodeLoad[n]!.forEach((v, t) => expect(v).toBeCloseTo(expected[t]!, 6));
+    }
+    const busiest = Math.max(...nodes.map((n) => current!.nodeLoad[n]![11]!));
+    expect(current!.maxUtilisation).toBeCloseTo(busiest / 1000, 6);
+    expect(current!.peak.step).toBe(12);
+    // The best candidates, the key the workload is built around first: fewer calls cross shards than under id.
+    expect(candidates.length).toBe(3);
+    expect(candidates[0]).toMatchObject({ key: ['customer_id'], method: 'hash', current: false, shardCount: 4 });
+    expect(candidates[0]!.crossShardPercent).toBeLessThan(current!.crossShardPercent);
+    // Every projection carries the same total: orders' load redistributed, customers' kept.
+    const total = (p: LayoutProjection) => Object.values(p.nodeLoad).reduce((a, loads) => a + loads[11]!, 0);
+    for (const c of candidates) expect(total(c)).toBeCloseTo(total(current!), 6);
+
+    const text = await cli(['advise', 'orders', '--query-log', logFile, '--analyze', '--compare', '--top', '2']);
+    expect(text.code).toBe(0);
+    console.log(text.stdout.slice(text.stdout.indexOf('\nprojected')));
+    expect(text.stdout).toMatch(/projected over the next 60 min from \S+ \(the forecasts' upper95 bound; other tables' load kept where it is\)/);
+    expect(text.stdout).toMatch(/^hash on id \(current\)\s+4\s+/m);
+    expect(text.stdout).toMatch(/^hash on customer_id\s+4\s+/m);
+    const refused = await cli(['advise', 'orders', '--query-log', logFile, '--compare', '--backup', path.join(dir, 'backup')]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr.trim()).toBe("shardcast: error: --compare projects the live table's forecasts, not a backup: leave out --backup");
   });
 
   it('a node that is down: one line naming it, exit 1', { timeout: 180_000 }, async () => {
