@@ -117,7 +117,7 @@ export function withBenchPlanner(planner: SimulationOptions['planner']): Simulat
   return process.env.BENCH_PLANNER ? { ...planner, ...(JSON.parse(process.env.BENCH_PLANNER) as SimulationOptions['planner']) } : planner;
 }
 
-const COLUMNS = ['policy', 'overload_minutes', 'node_hours', 'moves', 'gib_moved', 'moves_started_in_peak', 'oscillations'];
+const COLUMNS = ['policy', 'overload_minutes', 'node_hours', 'moves', 'gib_moved', 'moves_started_in_peak', 'of_them_reactive', 'oscillations'];
 
 function rows(byPolicy: ReadonlyMap<Policy, SimulationResult>): Array<Record<string, unknown>> {
   return [...byPolicy].map(([policy, r]) => ({
@@ -127,6 +127,7 @@ function rows(byPolicy: ReadonlyMap<Policy, SimulationResult>): Array<Record<str
     moves: r.metrics.moves,
     gib_moved: round(r.metrics.bytesMoved / 2 ** 30, 1),
     moves_started_in_peak: r.metrics.movesStartedInPeak,
+    of_them_reactive: r.metrics.movesStartedInPeakReactive,
     oscillations: r.metrics.oscillations,
   }));
 }
@@ -139,6 +140,7 @@ function sum(ms: SimulationResult['metrics'][]): SimulationResult['metrics'] {
     moves: total((m) => m.moves),
     bytesMoved: total((m) => m.bytesMoved),
     movesStartedInPeak: total((m) => m.movesStartedInPeak),
+    movesStartedInPeakReactive: total((m) => m.movesStartedInPeakReactive),
     oscillations: total((m) => m.oscillations),
   };
 }
@@ -161,6 +163,10 @@ function ratios(byPolicy: ReadonlyMap<Policy, SimulationResult>) {
     predictive_over_oracle_overload: ratio(m('predictive')?.overloadMinutes, m('oracle')?.overloadMinutes),
     oscillations: m('predictive')?.oscillations ?? null,
     moves_started_in_peak: m('predictive')?.movesStartedInPeak ?? null,
+    // Of those, the ones whose overload no forecast predicted: seen in the observed load of a shard with no trustworthy
+    // model, which the planner plans on reactively. The rest started inside a peak a forecast predicted.
+    moves_started_in_peak_reactive: m('predictive')?.movesStartedInPeakReactive ?? null,
+    moves_started_in_predicted_peak: m('predictive') ? m('predictive')!.movesStartedInPeak - m('predictive')!.movesStartedInPeakReactive : null,
   };
 }
 

@@ -275,7 +275,7 @@ class Planner {
         fromNodeId: unit.nodeId,
         pieceNodeIds: pieceNodes,
         bytes: unit.bytes,
-        ...this.timing(option),
+        ...this.timing(option, unit.fallback),
         after: this.afterActivations(pieceNodes),
         reason:
           `${this.label(unit)} predicted at ${fmt(peak)} load units at ${this.hhmm(peakStep * this.s.stepSeconds)}, ${this.basis(unit.nodeId)}: ${pct(peak / src.capacity)} of ${src.name} alone, more than the ${fmt(t * maxCap)} the largest node takes at ${pct(t)}; ` +
@@ -483,7 +483,7 @@ class Planner {
     const src = this.fleet.node(tr.from).node;
     const dst = this.fleet.node(to).node;
     const [peakStep, peakUtil] = this.peakOf(tr.from);
-    const timing = this.timing(option);
+    const timing = this.timing(option, this.holdsUnforecast(tr.from));
     this.fleet.apply(tr, option.trial);
     unit.nodeId = to;
     unit.frozen = true;
@@ -575,7 +575,7 @@ class Planner {
         fromNodeId: src.id,
         toNodeId: dst.id,
         bytes: unit.bytes,
-        ...this.timing(option),
+        ...this.timing(option, unit.fallback),
         after: [...after, ...this.afterActivations([dst.id])],
         reason: `${src.name} is draining and ${this.label(unit)} is cold (peak ${fmt(Math.max(...unit.load))} load units); merging it into its neighbouring range (shard ${into.shardIds[0]}) on ${dst.name}, ${size(unit.bytes)}, ETA ${eta(option.transfer.seconds)}, start by ${this.hhmm(this.startBy(option))}`,
         benefit: { ...this.benefit(option, src.id), frees: src.name },
@@ -747,7 +747,8 @@ class Planner {
     return option.cls === 0 ? Math.max(start, option.deadline - seconds) : start;
   }
 
-  private timing(option: Option): { startAt: string; startBy: string; finishAt: string; etaSeconds: number; startsInPeak: boolean; late: boolean } {
+  /** `reactive`: the overload relieved was planned on observed load (see MoveAction.reactive); said only with startsInPeak. */
+  private timing(option: Option, reactive: boolean): { startAt: string; startBy: string; finishAt: string; etaSeconds: number; startsInPeak: boolean; reactive?: boolean; late: boolean } {
     const { start, seconds } = option.transfer;
     return {
       startAt: this.iso(start),
@@ -755,6 +756,7 @@ class Planner {
       finishAt: this.iso(start + seconds),
       etaSeconds: Math.round(seconds),
       startsInPeak: option.cls === 2,
+      ...(option.cls === 2 ? { reactive } : {}),
       late: option.cls === 1,
     };
   }

@@ -237,6 +237,11 @@ export interface MoveAction extends ActionBase {
   bytes: number;
   /** True when it could only start inside a peak: a present overload relieved reactively. */
   startsInPeak: boolean;
+  /**
+   * With startsInPeak: the overload it relieves was not predicted but seen, in the load of a shard with
+   * no trustworthy forecast (planned on its observed load, reactively); false when a forecast saw it.
+   */
+  reactive?: boolean;
   /** True when it cannot finish before the overload it prevents. */
   late: boolean;
 }
@@ -249,6 +254,11 @@ export interface SplitAction extends ActionBase {
   pieceNodeIds: number[];
   bytes: number;
   startsInPeak: boolean;
+  /**
+   * With startsInPeak: the overload it relieves was not predicted but seen, in the load of a shard with
+   * no trustworthy forecast (planned on its observed load, reactively); false when a forecast saw it.
+   */
+  reactive?: boolean;
   late: boolean;
 }
 
@@ -261,6 +271,11 @@ export interface MergeAction extends ActionBase {
   toNodeId: number;
   bytes: number;
   startsInPeak: boolean;
+  /**
+   * With startsInPeak: the overload it relieves was not predicted but seen, in the load of a shard with
+   * no trustworthy forecast (planned on its observed load, reactively); false when a forecast saw it.
+   */
+  reactive?: boolean;
   late: boolean;
 }
 

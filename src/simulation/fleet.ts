@@ -40,6 +40,8 @@ export interface SimMetrics {
   moves: number;
   bytesMoved: number;
   movesStartedInPeak: number;
+  /** Of those, moves whose overload was seen in the observed load of a shard with no trustworthy forecast, not predicted. */
+  movesStartedInPeakReactive: number;
   oscillations: number;
 }
 
@@ -53,7 +55,7 @@ export class SimFleet {
   readonly placement = new Map<number, number>();
   readonly running: SimMove[] = [];
   readonly finished: SimMove[] = [];
-  readonly metrics: SimMetrics = { overloadMinutes: 0, nodeHours: 0, moves: 0, bytesMoved: 0, movesStartedInPeak: 0, oscillations: 0 };
+  readonly metrics: SimMetrics = { overloadMinutes: 0, nodeHours: 0, moves: 0, bytesMoved: 0, movesStartedInPeak: 0, movesStartedInPeakReactive: 0, oscillations: 0 };
   private readonly bytes = new Map<number, number>();
 
   constructor(
@@ -110,7 +112,7 @@ export class SimFleet {
   }
 
   /** Starts a movement; false (nothing done) when the shard is moving already or is on `to`. */
-  startMove(shardId: number, to: number, start: number, seconds: number, startedInPeak: boolean): boolean {
+  startMove(shardId: number, to: number, start: number, seconds: number, startedInPeak: boolean, reactive = false): boolean {
     const from = this.placement.get(shardId);
     if (from === undefined || from === to || this.moving(shardId)) return false;
     this.node(to);
@@ -120,6 +122,7 @@ export class SimFleet {
     this.metrics.moves++;
     this.metrics.bytesMoved += bytes;
     if (startedInPeak) this.metrics.movesStartedInPeak++;
+    if (startedInPeak && reactive) this.metrics.movesStartedInPeakReactive++;
     return true;
   }
 

@@ -299,7 +299,7 @@ function execute(plan: Plan, now: number, fleet: SimFleet, activationSeconds: nu
       case 'merge':
         for (const shardId of a.shardIds) {
           const start = Math.max(startAt, fleet.node(a.toNodeId).readyAt);
-          if (start < roundEnd) fleet.startMove(shardId, a.toNodeId, start, trueSeconds(fleet.bytesOf(shardId)), a.startsInPeak);
+          if (start < roundEnd) fleet.startMove(shardId, a.toNodeId, start, trueSeconds(fleet.bytesOf(shardId)), a.startsInPeak, a.reactive === true);
         }
         break;
     }
@@ -309,7 +309,7 @@ function execute(plan: Plan, now: number, fleet: SimFleet, activationSeconds: nu
 }
 
 export function describe(m: SimMetrics): string {
-  return `${m.overloadMinutes} overload minutes, ${m.nodeHours.toFixed(1)} node-hours, ${m.moves} moves (${(m.bytesMoved / 2 ** 30).toFixed(1)} GiB), ${m.movesStartedInPeak} started in a peak, ${m.oscillations} oscillations`;
+  return `${m.overloadMinutes} overload minutes, ${m.nodeHours.toFixed(1)} node-hours, ${m.moves} moves (${(m.bytesMoved / 2 ** 30).toFixed(1)} GiB), ${m.movesStartedInPeak} started in a peak (${m.movesStartedInPeakReactive} of them on observed load), ${m.oscillations} oscillations`;
 }
 
 /** The last line of `shardcast simulate`. */
@@ -322,6 +322,7 @@ export function resultLine(r: SimulationResult): Record<string, string | number>
     moves: m.moves,
     bytes_moved: m.bytesMoved,
     moves_started_in_peak: m.movesStartedInPeak,
+    moves_started_in_peak_reactive: m.movesStartedInPeakReactive,
     oscillations: m.oscillations,
     ideal_node_hours: Math.round(r.idealNodeHours * 100) / 100,
   };

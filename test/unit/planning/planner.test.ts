@@ -98,6 +98,7 @@ describe('planRebalance', () => {
     expect(split, plan.notes.join('\n')).toBeDefined();
     if (split?.kind !== 'split') throw new Error('not a split');
     expect(split.startsInPeak).toBe(true);
+    expect(split.reactive).toBe(false); // the forecast saw it: not a reactive move
     expect(offset(split.startAt)).toBe(0);
     expect(945 / split.pieceNodeIds.length).toBeLessThanOrEqual(TARGET * 1000);
     // Once done, every node is under target; while it runs, only the source goes past it.
@@ -355,7 +356,7 @@ describe('planRebalance', () => {
     expect(plan.notes.filter((n) => /no trustworthy model; planned on its observed load/.test(n))).toHaveLength(3);
     expect(outlook(plan, 1).without[0]).toBeCloseTo(0.8);
     const [move] = moves(plan);
-    expect(move).toMatchObject({ fromNodeId: 1, toNodeId: 2, startsInPeak: true });
+    expect(move).toMatchObject({ fromNodeId: 1, toNodeId: 2, startsInPeak: true, reactive: true });
     expect(move!.startAt).toBe(AS_OF);
     expect(move!.reason).toMatch(/observed load for .*no trustworthy forecast: reactive/);
     const settled = Math.ceil(offset(move!.finishAt) / STEP_MS);

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 /** `shardcast simulate` end to end on a short synthetic trace, through bin/shardcast.js. */
 
 const root = path.resolve(import.meta.dirname, '../../..');
-const KEYS = ['policy', 'overload_minutes', 'node_hours', 'moves', 'bytes_moved', 'moves_started_in_peak', 'oscillations', 'ideal_node_hours'];
+const KEYS = ['policy', 'overload_minutes', 'node_hours', 'moves', 'bytes_moved', 'moves_started_in_peak', 'moves_started_in_peak_reactive', 'oscillations', 'ideal_node_hours'];
 const outcomes = new Map<string, { exit: number; out: string; err: string }>();
 let dir: string;
 
