@@ -166,16 +166,24 @@ function runCommand(command: string, action: string, body: string, timeoutMs: nu
 }
 
 async function postWebhook(url: string, body: string, timeoutMs: number): Promise<string> {
+  const origin = new URL(url).origin;
+  // The time limit as runCommand's: checked one turn of the event loop late, so that an answer that came
+  // while the worker was stopped past the limit is read before the limit is enforced.
+  const controller = new AbortController();
+  const timer = setTimeout(() => setImmediate(() => controller.abort(new DOMException(`no answer within ${timeoutMs / 1000} s`, 'TimeoutError'))), timeoutMs);
   let res: Response;
+  let text: string;
   try {
-    res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(timeoutMs) });
+    res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: controller.signal });
+    text = await res.text();
   } catch (err) {
     const e = err as Error;
     const why = e.name === 'TimeoutError' ? `no answer within ${timeoutMs / 1000} s` : errorMessage(e.cause ?? e);
-    throw new ProvisionerError(`webhook ${new URL(url).origin}: ${why}`, { cause: err });
+    throw new ProvisionerError(`webhook ${origin}: ${why}`, { cause: err });
+  } finally {
+    clearTimeout(timer);
   }
-  const text = await res.text();
-  if (!res.ok) throw new ProvisionerError(`webhook ${new URL(url).origin}: HTTP ${res.status}${text.trim() ? `: ${lastLine(text).slice(0, 200)}` : ''}`);
+  if (!res.ok) throw new ProvisionerError(`webhook ${origin}: HTTP ${res.status}${text.trim() ? `: ${lastLine(text).slice(0, 200)}` : ''}`);
   return text.trim();
 }
 
