@@ -43,6 +43,8 @@ export interface WorkloadTemplate {
   shape: string;
   text: string;
   calls: number;
+  /** Rows retrieved or affected over its calls, when the log said (pg_stat_statements' `rows`). */
+  rows?: number;
   features: QueryFeatures;
 }
 
@@ -124,8 +126,10 @@ export async function profileQueryLog(queries: readonly LoggedQuery[], table: st
     if (!t.features.tables.includes(table)) continue;
     calls += q.calls;
     const seen = byPrint.get(t.shape);
-    if (seen) seen.calls += q.calls;
-    else byPrint.set(t.shape, { fingerprint: t.fingerprint, shape: t.shape, text: t.text, calls: q.calls, features: t.features });
+    if (seen) {
+      seen.calls += q.calls;
+      if (q.rows !== undefined) seen.rows = (seen.rows ?? 0) + q.rows;
+    } else byPrint.set(t.shape, { fingerprint: t.fingerprint, shape: t.shape, text: t.text, calls: q.calls, ...(q.rows !== undefined ? { rows: q.rows } : {}), features: t.features });
   }
   return { table, calls, unparsed, templates: [...byPrint.values()].sort((a, b) => b.calls - a.calls) };
 }
@@ -203,7 +207,7 @@ function spreadDistinct(perShard: readonly number[], rows: number): number {
   return (lo + hi) / 2;
 }
 
-type Route = 'single' | 'multi' | 'scatter';
+export type Route = 'single' | 'multi' | 'scatter';
 
 /** What a template's conjunctive predicates say of one column of the table (through join equalities). */
 interface Restriction {
@@ -249,7 +253,8 @@ function restrictionOf(f: QueryFeatures, table: string, column: string, classes:
   return r;
 }
 
-function routeOf(f: QueryFeatures, table: string, key: readonly string[], method: KeyMethod, shardCount: number): Route {
+/** How a statement with these features would route under the key: one shard, some, or every one. */
+export function routeOf(f: QueryFeatures, table: string, key: readonly string[], method: KeyMethod, shardCount: number): Route {
   if (f.kind === 'insert') {
     const cols = key.map((c) => f.inserted.find((i) => i.table === table && i.column === c));
     if (cols.some((c) => !c)) return 'scatter';

@@ -7,8 +7,9 @@
  * - **The current configuration** is projected on its own forecasts: each shard's `shard:<id>:load`
  *   at the planning bound, on the node that holds it.
  * - **A candidate** spreads the table's predicted load (the sum of its shards' forecasts, step by
- *   step) over its shards by how the workload's calls would route under it (the advisor's
- *   distribution): a single-shard call loads the shard of its key value, in proportion to the rows
+ *   step) over its shards by how each template of the workload would route under it, weighed by its
+ *   cost (a unit per call, plus one per row it returned or changed when the log gives pg_stat_statements'
+ *   `rows`): a single-shard call loads the shard of its key value, in proportion to the rows
  *   each shard would hold; an insert likewise, except on a range key that inserts take from the clock or
  *   a sequence, where every insert lands in the last range; a multi-shard or scatter-gather call loads
  *   every shard evenly. The rows a shard would hold: an even share of the values, plus each most
@@ -22,7 +23,7 @@
 import { evenHashRanges } from '../catalog/keys.js';
 import { InvalidInputError } from '../errors.js';
 import { hashTextExtended } from '../hashing.js';
-import type { CandidateReport, ColumnStatistics, Distribution, KeyMethod, WorkloadProfile } from './advisor.js';
+import { routeOf, type CandidateReport, type ColumnStatistics, type Distribution, type KeyMethod, type WorkloadProfile } from './advisor.js';
 
 export interface ProjectionNode {
   name: string;
@@ -107,19 +108,27 @@ export function projectCandidate(
   for (let i = 0; i < S; i++) rows[i]! += Math.max(0, 1 - placed) / S;
   if (common.length && report.method === 'range') notes.push('most common values placed as hashed (their position among the range bounds is not known)');
 
-  // Calls by how they would route, and the inserts among the single-shard ones.
-  const calls = routed(report.reads);
-  const writes = routed(report.writes);
-  const single = calls.single + writes.single;
-  const spread = calls.multi + calls.scatter + writes.multi + writes.scatter;
-  const inserts = Math.min(writes.single, sum(profile.templates.filter((t) => t.features.kind === 'insert').map((t) => t.calls)));
-  const all = single + spread;
+  // The workload by how each template would route, weighed by its cost: one unit per call, plus one per row it
+  // returned or changed when the log says (pg_stat_statements' rows). Inserts apart: they land where their key does.
+  const withRows = profile.templates.some((t) => t.rows !== undefined);
+  let single = 0;
+  let inserts = 0;
+  let spread = 0;
+  for (const t of profile.templates) {
+    const weight = t.calls + (t.rows ?? 0);
+    const route = routeOf(t.features, profile.table, report.key, report.method, S);
+    if (route !== 'single') spread += weight;
+    else if (t.features.kind === 'insert') inserts += weight;
+    else single += weight;
+  }
+  if (withRows) notes.push('calls weighed by the rows they return or change (the log\'s rows)');
+  const all = single + inserts + spread;
   const lastRange = report.method === 'range' && report.monotonicity.type === 'monotonic';
   if (lastRange && inserts > 0) notes.push('every insert lands in the last range (a monotonic key)');
   const shares = rows.map((r, i) => {
     if (all <= 0) return 1 / S;
     const insertShare = lastRange ? (i === S - 1 ? 1 : 0) : r;
-    return ((single - inserts) * r + inserts * insertShare + spread / S) / all;
+    return (single * r + inserts * insertShare + spread / S) / all;
   });
 
   // Placement: the largest share first, each on the node with the lowest utilisation at the peak step.

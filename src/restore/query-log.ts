@@ -28,6 +28,8 @@ export interface QueryAnalysis {
 export interface LoggedQuery {
   query: string;
   calls: number;
+  /** Rows retrieved or affected over all its calls (pg_stat_statements' `rows`), when the export has them. */
+  rows?: number;
 }
 
 /** RFC 4180 CSV: quoted fields, doubled quotes, newlines inside quotes. */
@@ -63,11 +65,12 @@ function parseCsv(text: string): string[][] {
 
 /** The queries of an export; a malformed file is one error naming it and the line or entry. */
 export function readQueryLog(text: string, file: string): LoggedQuery[] {
-  const calls = (v: unknown, where: string): number => {
+  const count = (v: unknown, where: string, what: string): number => {
     const n = typeof v === 'string' ? Number(v) : v;
-    if (typeof n !== 'number' || !Number.isFinite(n) || n < 0) throw new InvalidInputError(`${file}: ${where}: calls: expected a number ≥ 0, got ${JSON.stringify(v)}`);
+    if (typeof n !== 'number' || !Number.isFinite(n) || n < 0) throw new InvalidInputError(`${file}: ${where}: ${what}: expected a number ≥ 0, got ${JSON.stringify(v)}`);
     return n;
   };
+  const calls = (v: unknown, where: string): number => count(v, where, 'calls');
   if (/^\s*[[{]/.test(text)) {
     let doc: unknown;
     try {
@@ -79,7 +82,8 @@ export function readQueryLog(text: string, file: string): LoggedQuery[] {
     return doc.map((e: unknown, i) => {
       const q = (e as { query?: unknown } | null)?.query;
       if (typeof q !== 'string') throw new InvalidInputError(`${file}: [${i}]: query: expected the statement's text`);
-      return { query: q, calls: calls((e as { calls?: unknown }).calls, `[${i}]`) };
+      const r = (e as { rows?: unknown }).rows;
+      return { query: q, calls: calls((e as { calls?: unknown }).calls, `[${i}]`), ...(r !== undefined && r !== null ? { rows: count(r, `[${i}]`, 'rows') } : {}) };
     });
   }
   const rows = parseCsv(text);
@@ -87,7 +91,12 @@ export function readQueryLog(text: string, file: string): LoggedQuery[] {
   const qi = header.indexOf('query');
   const ci = header.indexOf('calls');
   if (qi < 0 || ci < 0) throw new InvalidInputError(`${file}: a pg_stat_statements export needs a header with the columns query and calls`);
-  return rows.slice(1).map((r, i) => ({ query: r[qi] ?? '', calls: calls(r[ci], `line ${i + 2}`) }));
+  const ri = header.indexOf('rows');
+  return rows.slice(1).map((r, i) => ({
+    query: r[qi] ?? '',
+    calls: calls(r[ci], `line ${i + 2}`),
+    ...(ri >= 0 && (r[ri] ?? '') !== '' ? { rows: count(r[ri], `line ${i + 2}`, 'rows') } : {}),
+  }));
 }
 
 type Node = Record<string, unknown>;

@@ -61,6 +61,19 @@ describe('query pattern analyzer', () => {
   it('refuses a log without query and calls, naming the file', () => {
     expect(() => readQueryLog('a,b\n1,2\n', 'log.csv')).toThrow('log.csv: a pg_stat_statements export needs a header with the columns query and calls');
     expect(() => readQueryLog('[{"query": "select 1", "calls": "many"}]', 'log.json')).toThrow('log.json: [0]: calls: expected a number ≥ 0, got "many"');
+    expect(() => readQueryLog('query,calls,rows\n"select 1",3,-1\n', 'log.csv')).toThrow('log.csv: line 2: rows: expected a number ≥ 0, got "-1"');
+  });
+
+  it('reads pg_stat_statements\' rows when the export has them (CSV or JSON), and leaves them out when it has not', () => {
+    expect(readQueryLog('query,calls,rows\n"select 1",3,30\n"select 2",1,\n', 'log.csv')).toEqual([
+      { query: 'select 1', calls: 3, rows: 30 },
+      { query: 'select 2', calls: 1 },
+    ]);
+    expect(readQueryLog('[{"query": "select 1", "calls": 3, "rows": 30}, {"query": "select 2", "calls": 1}]', 'log.json')).toEqual([
+      { query: 'select 1', calls: 3, rows: 30 },
+      { query: 'select 2', calls: 1 },
+    ]);
+    expect(readQueryLog('query,calls\n"select 1",3\n', 'log.csv')).toEqual([{ query: 'select 1', calls: 3 }]);
   });
 });
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { evenHashRanges } from '../../../src/catalog/keys.js';
 import { hashTextExtended } from '../../../src/hashing.js';
-import type { CandidateReport, ColumnStatistics, WorkloadProfile } from '../../../src/profiling/advisor.js';
+import { adviseShardKey, profileQueryLog, type AdvisorColumn, type CandidateReport, type ColumnStatistics, type WorkloadProfile } from '../../../src/profiling/advisor.js';
 import { projectCandidate, projectCurrent, type ProjectionContext } from '../../../src/profiling/projection.js';
 
 /** A candidate as the advisor reports it: `reads` and `writes` as [calls, single%, multi%, scatter%]. */
@@ -24,12 +24,7 @@ function report(key: string, method: 'hash' | 'range', reads: [number, number, n
   };
 }
 
-const profile = (inserts: number): WorkloadProfile => ({
-  table: 't',
-  calls: 100 + inserts,
-  unparsed: 0,
-  templates: inserts > 0 ? [{ fingerprint: 'i', shape: 'insert', text: 'insert into t values ($1)', calls: inserts, features: { kind: 'insert' } as never }] : [],
-});
+const noWorkload: WorkloadProfile = { table: 't', calls: 0, unparsed: 0, templates: [] };
 
 /** Four shards of 25 load units (at every step but the last, 50) over two nodes of capacity 200. */
 function context(over: Partial<ProjectionContext> = {}): ProjectionContext {
@@ -63,11 +58,31 @@ describe('projection of the current configuration', () => {
   });
 });
 
+/** The workload: lookups by tenant, inserts stamped with the clock, and time-range reads; `rows` as pg_stat_statements gives them. */
+async function workload(rows?: { lookups: number; ranges: number }) {
+  const queries = [
+    { query: 'select * from t where tenant = 7', calls: 100, ...(rows ? { rows: rows.lookups } : {}) },
+    { query: "insert into t (id, tenant, created_at, v) values (1, 7, now(), 'x')", calls: 100, ...(rows ? { rows: 100 } : {}) },
+    { query: "select * from t where created_at > '2026-01-01'", calls: 50, ...(rows ? { rows: rows.ranges } : {}) },
+  ];
+  const profile = await profileQueryLog(queries, 't', columns.map((c) => c.name));
+  return { profile, candidate: (statistics: ColumnStatistics[], key: string, method: 'hash' | 'range') => adviseShardKey(profile, columns, statistics, { shardCount: 4 }).candidates.find((c) => c.key.join() === key && c.method === method)! };
+}
+
+const columns: AdvisorColumn[] = [
+  { name: 'id', type: 'integer' },
+  { name: 'tenant', type: 'integer' },
+  { name: 'created_at', type: 'time' },
+  { name: 'v', type: 'text' },
+];
+const tenantStats = (top: number): ColumnStatistics[] => [{ column: 'tenant', distinct: 100, nullFraction: 0, mostCommon: top > 0 ? [{ value: '42', frequency: top }] : [], correlation: 0 }];
+
 describe('projection of a candidate', () => {
-  it('an even key: equal shares, placed by utilisation (the node carrying other load gets fewer), cross-shard calls counted', () => {
-    // 100 reads, half scatter-gather; 100 writes, all single-shard: 25% of the calls need more than one shard.
-    const p = projectCandidate(report('id', 'hash', [100, 50, 0, 50], [100, 100, 0, 0]), profile(0), [], 4, context());
-    expect(p.crossShardPercent).toBe(25);
+  it('an even key: equal shares, placed by utilisation (the node carrying other load gets fewer), cross-shard calls counted', async () => {
+    const { profile, candidate } = await workload();
+    // Hash on tenant: lookups and inserts single-shard, the 50 range reads scatter-gather: 20% of 250 calls.
+    const p = projectCandidate(candidate(tenantStats(0), 'tenant', 'hash'), profile, tenantStats(0), 4, context());
+    expect(p.crossShardPercent).toBe(20);
     expect(p.shards.map((s) => s.share)).toEqual([0.25, 0.25, 0.25, 0.25]);
     const total = [80, 80, 155];
     expect(p.nodeLoad.n1!.map((v, t) => v + p.nodeLoad.n2![t]!)).toEqual(total.map((v) => v + 10));
@@ -75,29 +90,50 @@ describe('projection of a candidate', () => {
     expect(p.maxUtilisation).toBeCloseTo((10 + 155 / 2) / 200);
   });
 
-  it('a key with a value holding half the rows: its shard carries it whole, is placed alone, and the max utilisation rises', () => {
-    const stats: ColumnStatistics[] = [{ column: 'tenant', distinct: 100, nullFraction: 0, mostCommon: [{ value: '42', frequency: 0.5 }], correlation: 0 }];
-    const hot = projectCandidate(report('tenant', 'hash', [100, 100, 0, 0], [0, 0, 0, 0]), profile(0), stats, 4, context());
+  it('a key with a value holding half the rows: its shard carries it whole, is placed alone, and the max utilisation rises', async () => {
+    const { profile, candidate } = await workload();
+    const stats = tenantStats(0.5);
+    // Four empty nodes: each shard gets one.
+    const four = context({ nodes: ['n1', 'n2', 'n3', 'n4'].map((name) => ({ name, capacity: 200, otherLoad: [0, 0, 0], takesShards: true })) });
+    const hot = projectCandidate(candidate(stats, 'tenant', 'hash'), profile, stats, 4, four);
     const h = hashTextExtended('42');
     const at = evenHashRanges(4).findIndex((r) => h >= r.min && h <= r.max);
-    expect(hot.shards[at]!.share).toBeCloseTo(0.5 + 0.5 / 4);
+    // Lookups and inserts (200 of 250) by rows: 0.5 + 0.5/4 on its shard; the range reads evenly.
+    expect(hot.shards[at]!.share).toBeCloseTo((200 * 0.625 + 50 / 4) / 250);
     expect(hot.shards.filter((s) => s.node === hot.shards[at]!.node)).toHaveLength(1);
-    const even = projectCandidate(report('id', 'hash', [100, 100, 0, 0], [0, 0, 0, 0]), profile(0), [], 4, context());
-    expect(hot.maxUtilisation!).toBeGreaterThan(even.maxUtilisation!);
-    expect(hot.peak.load).toBeCloseTo(0.625 * 155, 5);
+    const even = projectCandidate(candidate(tenantStats(0), 'tenant', 'hash'), profile, tenantStats(0), 4, four);
+    expect(even.maxUtilisation!).toBeCloseTo((0.25 * 155) / 200);
+    expect(hot.maxUtilisation!).toBeCloseTo((hot.shards[at]!.share * 155) / 200);
+    expect(hot.peak.load).toBeCloseTo(hot.shards[at]!.share * 155, 5);
   });
 
-  it('a range on a monotonic key: every insert lands in the last range', () => {
-    const monotonic = { monotonicity: { type: 'monotonic' as const, correlation: 1, source: 'pg_stats correlation' } };
-    const p = projectCandidate(report('created_at', 'range', [0, 0, 0, 0], [100, 100, 0, 0], monotonic), profile(100), [], 4, context());
-    expect(p.shards.map((s) => s.share)).toEqual([0, 0, 0, 1]);
-    expect(p.notes).toContain('every insert lands in the last range (a monotonic key)');
-    const hashed = projectCandidate(report('created_at', 'hash', [0, 0, 0, 0], [100, 100, 0, 0], monotonic), profile(100), [], 4, context());
+  it('a range on a key inserts take from the clock: every insert lands in the last range; hashed, they spread', async () => {
+    const { profile, candidate } = await workload();
+    const range = projectCandidate(candidate([], 'created_at', 'range'), profile, [], 4, context());
+    // The lookups by tenant scatter (100), the range reads reach some shards (50): evenly; the 100 inserts: the last.
+    expect(range.shards.map((s) => s.share)).toEqual([150 / 4 / 250, 150 / 4 / 250, 150 / 4 / 250, (100 + 150 / 4) / 250]);
+    expect(range.notes).toContain('every insert lands in the last range (a monotonic key)');
+    const hashed = projectCandidate(candidate([], 'created_at', 'hash'), profile, [], 4, context());
     expect(hashed.shards.map((s) => s.share)).toEqual([0.25, 0.25, 0.25, 0.25]);
+  });
+
+  it('weighs each template by the rows it returns when the log gives them: scans that read much count for more', async () => {
+    const stats = tenantStats(0.5);
+    const byCalls = await workload();
+    const byRows = await workload({ lookups: 1_000, ranges: 50_000 });
+    expect(byRows.profile.templates.map((t) => t.rows)).toEqual([1_000, 100, 50_000]);
+    const a = projectCandidate(byCalls.candidate(stats, 'tenant', 'hash'), byCalls.profile, stats, 4, context());
+    const b = projectCandidate(byRows.candidate(stats, 'tenant', 'hash'), byRows.profile, stats, 4, context());
+    // By rows the scatter-gather range reads are most of the work, spread evenly: the hot tenant's shard matters less.
+    const weights = { single: 100 + 1_000 + 100 + 100, spread: 50 + 50_000 };
+    expect(Math.max(...b.shards.map((s) => s.share))).toBeCloseTo((weights.single * 0.625 + weights.spread / 4) / (weights.single + weights.spread));
+    expect(Math.max(...b.shards.map((s) => s.share))).toBeLessThan(Math.max(...a.shards.map((s) => s.share)));
+    expect(b.notes).toContain("calls weighed by the rows they return or change (the log's rows)");
+    expect(a.notes).not.toContain("calls weighed by the rows they return or change (the log's rows)");
   });
 
   it('no node that can take shards: an error naming why', () => {
     const ctx = context({ nodes: context().nodes.map((n) => ({ ...n, takesShards: false })) });
-    expect(() => projectCandidate(report('id', 'hash', [1, 100, 0, 0], [0, 0, 0, 0]), profile(0), [], 4, ctx)).toThrow('no active, reachable node');
+    expect(() => projectCandidate(report('id', 'hash', [1, 100, 0, 0], [0, 0, 0, 0]), noWorkload, [], 4, ctx)).toThrow('no active, reachable node');
   });
 });
