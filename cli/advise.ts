@@ -76,7 +76,7 @@ interface Comparison {
 }
 
 /** The current configuration and the best candidates projected over the forecast horizon, from the planner's inputs. */
-async function compare(program: Command, table: string, advice: Advice, profile: WorkloadProfile, statistics: readonly ColumnStatistics[]): Promise<Comparison> {
+async function compare(program: Command, table: string, advice: Advice, profile: WorkloadProfile, statistics: readonly ColumnStatistics[], rows: number | null): Promise<Comparison> {
   const [{ NodePools }, { liveTable }, { gatherPlanInput }, { atBound }, { resolveSettings }, { PROVISIONED_NODE_ID }, { plannerSettings }, projection] = await Promise.all([
     import('../src/catalog/node-pools.js'),
     import('../src/profiling/key-statistics.js'),
@@ -111,10 +111,11 @@ async function compare(program: Command, table: string, advice: Advice, profile:
         stepSeconds: resolveSettings(input.settings ?? settings).stepSeconds,
       };
       const current = advice.candidates.find((c) => c.current);
+      const cost = projection.rowsPerCall(profile, statistics, rows);
       const best = advice.candidates.filter((c) => !c.current).slice(0, COMPARED);
       const projections = [
         ...(current ? [projection.projectCurrent(current, context)] : []),
-        ...best.map((c) => projection.projectCandidate(c, profile, statistics, advice.shardCount, context)),
+        ...best.map((c) => projection.projectCandidate(c, profile, statistics, advice.shardCount, context, cost)),
       ];
       const own = input.shardForecasts.filter((f) => mine.has(f.shardId) && !f.trustworthy).map((f) => `${f.series}: no trustworthy forecast (${f.untrustedBecause}); its observed load is projected flat`);
       return { context, bound: settings.bound, notes: [...own, ...notes.filter((n) => !n.includes('shard:'))], projections };
@@ -222,7 +223,7 @@ export function registerAdviseCommands(program: Command): void {
         otherKeys: inputs.otherKeys,
         current: inputs.current,
       });
-      const comparison = opts.compare ? await compare(program, table, advice, profile, inputs.statistics) : undefined;
+      const comparison = opts.compare ? await compare(program, table, advice, profile, inputs.statistics, inputs.rows) : undefined;
       if (opts.json) {
         const projected = comparison ? { projections: comparison.projections, projectionNotes: comparison.notes, projectedFrom: comparison.context.startsAt, bound: comparison.bound } : {};
         console.log(JSON.stringify({ ...advice, statisticsSource: inputs.source, current: inputs.current, ...projected }, null, 2));

@@ -23,7 +23,8 @@
 import { evenHashRanges } from '../catalog/keys.js';
 import { InvalidInputError } from '../errors.js';
 import { hashTextExtended } from '../hashing.js';
-import { routeOf, type CandidateReport, type ColumnStatistics, type Distribution, type KeyMethod, type WorkloadProfile } from './advisor.js';
+import { routeOf, type CandidateReport, type ColumnStatistics, type Distribution, type KeyMethod, type WorkloadProfile, type WorkloadTemplate } from './advisor.js';
+import { CardinalityModel } from './cardinality.js';
 
 export interface ProjectionNode {
   name: string;
@@ -91,6 +92,8 @@ export function projectCandidate(
   statistics: readonly ColumnStatistics[],
   shardCount: number,
   ctx: ProjectionContext,
+  /** Rows one call of a template returns or changes (e.g. rowsPerCall below); without it, the log's rows when it has them. */
+  rowsPerCall?: (t: WorkloadTemplate) => number,
 ): LayoutProjection {
   const S = Math.max(1, shardCount);
   const notes: string[] = [];
@@ -115,13 +118,14 @@ export function projectCandidate(
   let inserts = 0;
   let spread = 0;
   for (const t of profile.templates) {
-    const weight = t.calls + (t.rows ?? 0);
+    const weight = t.calls * (1 + (rowsPerCall ? rowsPerCall(t) : t.calls > 0 ? (t.rows ?? 0) / t.calls : 0));
     const route = routeOf(t.features, profile.table, report.key, report.method, S);
     if (route !== 'single') spread += weight;
     else if (t.features.kind === 'insert') inserts += weight;
     else single += weight;
   }
-  if (withRows) notes.push('calls weighed by the rows they return or change (the log\'s rows)');
+  if (rowsPerCall) notes.push(`calls weighed by the rows they return or change (${withRows ? 'the log\'s rows; ' : ''}the cardinality model's estimate where the log has none)`);
+  else if (withRows) notes.push('calls weighed by the rows they return or change (the log\'s rows)');
   const all = single + inserts + spread;
   const lastRange = report.method === 'range' && report.monotonicity.type === 'monotonic';
   if (lastRange && inserts > 0) notes.push('every insert lands in the last range (a monotonic key)');
@@ -199,5 +203,23 @@ function finish(report: CandidateReport, shardCount: number, shards: LayoutProje
     maxUtilisation,
     peak,
     notes,
+  };
+}
+
+/**
+ * Rows per call of each template, for weighing it: the log's own (pg_stat_statements' rows ÷ calls)
+ * where it has them; elsewhere the cardinality model's prediction (src/profiling/cardinality.ts) from
+ * the table's key statistics, trained on the templates that have them. An insert changes the rows it
+ * lists (its VALUES rows, at least one).
+ */
+export function rowsPerCall(profile: WorkloadProfile, statistics: readonly ColumnStatistics[], tableRows: number | null): (t: WorkloadTemplate) => number {
+  const columns = Object.fromEntries(statistics.map((s) => [s.column, { nullFraction: s.nullFraction, distinct: s.distinct, mostCommon: s.mostCommon, histogram: [] }]));
+  // Unknown rows: the table is left out, and the model takes PostgreSQL's default (1,000 rows).
+  const model = new CardinalityModel(tableRows !== null && tableRows > 0 ? { [profile.table]: { rows: tableRows, columns } } : {});
+  for (const t of profile.templates) if (t.rows !== undefined && t.calls > 0) model.observe({ features: t.features, fingerprint: t.fingerprint }, t.rows / t.calls);
+  return (t) => {
+    if (t.rows !== undefined && t.calls > 0) return t.rows / t.calls;
+    if (t.features.kind === 'insert') return Math.max(1, t.features.insertedRows);
+    return Math.max(0, model.predict({ features: t.features, fingerprint: t.fingerprint }));
   };
 }

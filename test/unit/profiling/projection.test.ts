@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { evenHashRanges } from '../../../src/catalog/keys.js';
 import { hashTextExtended } from '../../../src/hashing.js';
 import { adviseShardKey, profileQueryLog, type AdvisorColumn, type CandidateReport, type ColumnStatistics, type WorkloadProfile } from '../../../src/profiling/advisor.js';
-import { projectCandidate, projectCurrent, type ProjectionContext } from '../../../src/profiling/projection.js';
+import { projectCandidate, projectCurrent, rowsPerCall, type ProjectionContext } from '../../../src/profiling/projection.js';
 
 /** A candidate as the advisor reports it: `reads` and `writes` as [calls, single%, multi%, scatter%]. */
 function report(key: string, method: 'hash' | 'range', reads: [number, number, number, number], writes: [number, number, number, number], over: Partial<CandidateReport> = {}): CandidateReport {
@@ -135,5 +135,31 @@ describe('projection of a candidate', () => {
   it('no node that can take shards: an error naming why', () => {
     const ctx = context({ nodes: context().nodes.map((n) => ({ ...n, takesShards: false })) });
     expect(() => projectCandidate(report('id', 'hash', [1, 100, 0, 0], [0, 0, 0, 0]), noWorkload, [], 4, ctx)).toThrow('no active, reachable node');
+  });
+});
+
+describe('rows per call, for weighing templates', () => {
+  it('the log\'s rows where it has them; the cardinality model from the key statistics elsewhere; an insert its VALUES rows', async () => {
+    const queries = [
+      { query: 'select * from t where tenant = 7', calls: 10 },
+      { query: 'select * from t where v = $1', calls: 10 },
+      { query: "insert into t (id, tenant, created_at, v) values (1, 7, now(), 'x'), (2, 7, now(), 'y')", calls: 5 },
+    ];
+    const profile = await profileQueryLog(queries, 't', columns.map((c) => c.name));
+    // 100,000 rows; 100 tenants (1,000 rows each); v unknown: PostgreSQL's default equality selectivity (0.5%).
+    const stats: ColumnStatistics[] = [{ column: 'tenant', distinct: 100, nullFraction: 0, mostCommon: [], correlation: null }];
+    const cost = rowsPerCall(profile, stats, 100_000);
+    const [byTenant, byV, insert] = ['tenant', 'v', 'insert'].map((k) => profile.templates.find((t) => t.text.includes(k === 'insert' ? 'insert' : `${k} =`))!);
+    expect(cost(byTenant!)).toBeCloseTo(1_000, -1);
+    expect(cost(byV!)).toBeCloseTo(500, -1);
+    expect(cost(insert!)).toBe(2);
+    // With the log's rows: those, and the model learns from them for the template.
+    const logged = await profileQueryLog([{ ...queries[0]!, rows: 30 }, queries[1]!], 't', columns.map((c) => c.name));
+    const learned = rowsPerCall(logged, stats, 100_000);
+    expect(learned(logged.templates.find((t) => t.rows !== undefined)!)).toBe(3);
+    // A weighed projection says so.
+    const { candidate } = await workload();
+    const p = projectCandidate(candidate(stats, 'tenant', 'hash'), profile, stats, 4, context(), cost);
+    expect(p.notes).toContain("calls weighed by the rows they return or change (the cardinality model's estimate where the log has none)");
   });
 });
