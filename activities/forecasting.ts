@@ -7,7 +7,7 @@ import { forecastableSeries, storeForecasts, storeModel } from '../src/forecasti
 import { TrainingThreadError, TrainingThreads } from '../src/forecasting/thread-pool.js';
 import { forecastSeries } from '../src/forecasting/training.js';
 import { listSeries } from '../src/profiling/series.js';
-import { dayMs, stepMs } from '../src/clock.js';
+import { dayMs, stepMs, stepStart } from '../src/clock.js';
 import { run } from './failures.js';
 
 export interface ForecastingDeps {
@@ -76,7 +76,7 @@ export function createForecastingActivities(deps: ForecastingDeps) {
       // Only series sampled before the last complete bucket: a series seen for the first time in the
       // last few minutes has no two complete buckets to train on yet, and is not a failure.
       const asOf = Date.parse(input.asOf);
-      const until = new Date(Math.floor(asOf / stepMs()) * stepMs() - stepMs());
+      const until = new Date(stepStart(asOf) - stepMs());
       return run(() => listSeries(deps.catalog, new Date(asOf - input.trainingDays * dayMs()), until));
     },
 

@@ -73,14 +73,14 @@ export function registerForecastCommands(program: Command): void {
       if (opts.svg) await assertDirectoryOf(opts.svg, '--svg');
       if (opts.png) await assertDirectoryOf(opts.png, '--png');
       const cfg = await configOf(program);
-      const [{ hasModel, latestForecast }, { dayMs, hourMs, stepMs }, { assertKnownSeries, loadSeries }] = await Promise.all([
+      const [{ hasModel, latestForecast }, { dayMs, hourMs, stepStart }, { assertKnownSeries, loadSeries }] = await Promise.all([
         import('../src/forecasting/store.js'),
         import('../src/clock.js'),
         import('../src/profiling/series.js'),
       ]);
       const data = await withCatalog(cfg, async (pool) => {
         await assertKnownSeries(pool, series, new Date(Date.now() - cfg.forecast.trainingDays * dayMs()), (id) => hasModel(pool, id));
-        const to = new Date(Math.floor(Date.now() / stepMs()) * stepMs());
+        const to = new Date(stepStart(Date.now()));
         const history = await loadSeries(pool, series, new Date(to.getTime() - opts.hours * hourMs()), to);
         const rows = await latestForecast(pool, series);
         const issued = rows[0] ? `forecast issued ${rows[0].issuedAt.toISOString()} by ${rows[0].model}` : 'no forecast yet';

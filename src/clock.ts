@@ -34,5 +34,7 @@ export const stepMs = (): number => STEP_MS / compression;
 export const hourMs = (): number => HOUR_MS / compression;
 /** One day of the load clock. */
 export const dayMs = (): number => DAY_MS / compression;
+/** The start of the step `ms` falls in (epoch milliseconds). */
+export const stepStart = (ms: number): number => Math.floor(ms / stepMs()) * stepMs();
 /** A period given in load-clock seconds (a planning window), in real seconds. */
 export const clockSeconds = (seconds: number): number => seconds / compression;

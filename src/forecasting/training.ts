@@ -21,7 +21,7 @@
 import type { Queryable } from '../catalog/nodes.js';
 import { InvalidInputError, errorMessage } from '../errors.js';
 import { loadSeries, seriesDomain } from '../profiling/series.js';
-import { dayMs, stepMs } from '../clock.js';
+import { dayMs, stepStart } from '../clock.js';
 import { restoreArima } from './arima.js';
 import { backtest, BASELINE, DEFAULT_MODELS, ENSEMBLE } from './backtest.js';
 import { combine } from './ensemble.js';
@@ -63,7 +63,7 @@ export interface TrainingOptions {
   initialParams?: InitialParams;
 }
 
-const bucketStart = (t: Date) => new Date(Math.floor(t.getTime() / stepMs()) * stepMs());
+const bucketStart = (t: Date) => new Date(stepStart(t.getTime()));
 
 /** The series between `from` and the start of the bucket in progress at `asOf`, cleaned; throws InvalidInputError without two observed buckets. */
 async function loadClean(catalog: Queryable, id: string, from: Date, asOf: Date): Promise<CleanSeries> {

@@ -18,7 +18,7 @@
  * - Daily profiles (the last 24 hours, hourly), recent moves (hysteresis), the predicted peaks of the
  *   last plans (scale-in), and the move-duration model learned from finished movements.
  */
-import { clockSeconds, dayMs, hourMs, stepMs } from '../clock.js';
+import { clockSeconds, dayMs, hourMs, stepMs, stepStart } from '../clock.js';
 import type pg from 'pg';
 import type { NodePools } from '../catalog/node-pools.js';
 import { listNodes, type NodeRecord, type Queryable } from '../catalog/nodes.js';
@@ -72,9 +72,6 @@ export interface GatheredInput {
   notes: string[];
 }
 
-const STEP_MS = (): number => stepMs();
-const HOUR_MS = (): number => hourMs();
-
 export async function gatherPlanInput(catalog: pg.Pool, pools: NodePools, options: GatherOptions = {}): Promise<GatheredInput> {
   const now = options.now ?? new Date();
   const given = onLoadClock(options.settings);
@@ -88,7 +85,7 @@ export async function gatherPlanInput(catalog: pg.Pool, pools: NodePools, option
   const listings = new Map((await listSeriesWithModels(catalog, [])).map((l) => [l.series, l]));
   const issued = await Promise.all(shardIds.map((id) => latestForecast(catalog, `shard:${id}:load`)));
   const maxAge = clockSeconds(options.maxForecastAgeSeconds ?? 7200) * 1000;
-  const asOf = options.asOf ?? new Date(Math.floor(now.getTime() / STEP_MS()) * STEP_MS());
+  const asOf = options.asOf ?? new Date(stepStart(now.getTime()));
 
   const capacities = await capacitiesOf(catalog, allNodes, asOf, options.calibrationDays ?? 7, settings.targetUtilisation);
   const known = capacities.filter((c) => c.capacity !== null).map((c) => c.capacity!);
@@ -121,17 +118,17 @@ export async function gatherPlanInput(catalog: pg.Pool, pools: NodePools, option
   const dailyProfiles: DailyProfile[] = [];
   for (const [i, id] of shardIds.entries()) {
     const series = `shard:${id}:load`;
-    const recent = await loadSeries(catalog, series, new Date(asOf.getTime() - 3 * STEP_MS()), asOf, STEP_MS());
+    const recent = await loadSeries(catalog, series, new Date(asOf.getTime() - 3 * stepMs()), asOf, stepMs());
     const seen = recent.map((p) => p.value).filter((v): v is number => v !== null);
     const observedLoad = seen.length ? seen.reduce((a, b) => a + b, 0) / seen.length : 0;
     // The forecast's steps from the one in progress at asOf on (each row's ts is the start of its step).
-    const rows = issued[i]!.filter((r) => r.ts.getTime() + STEP_MS() > asOf.getTime());
+    const rows = issued[i]!.filter((r) => r.ts.getTime() + stepMs() > asOf.getTime());
     const why = untrusted(listings.get(series), issued[i]!.length, rows, asOf, maxAge, horizon);
     const steps: StepForecast[] = why
       ? Array.from({ length: horizon }, () => ({ point: observedLoad, lo80: observedLoad, hi80: observedLoad, lo95: observedLoad, hi95: observedLoad }))
       : rows.slice(0, horizon).map((r) => ({ point: r.yhat, lo80: r.lo80, hi80: r.hi80, lo95: r.lo95, hi95: r.hi95 }));
     shardForecasts.push({ shardId: id, series, steps, trustworthy: !why, observedLoad, ...(why ? { untrustedBecause: why } : {}) });
-    const day = await loadSeries(catalog, series, new Date(asOf.getTime() - dayMs()), asOf, HOUR_MS());
+    const day = await loadSeries(catalog, series, new Date(asOf.getTime() - dayMs()), asOf, hourMs());
     const values = day.map((p) => p.value);
     const present = values.filter((v): v is number => v !== null);
     if (present.length >= 12) {
@@ -229,7 +226,7 @@ async function capacitiesOf(catalog: pg.Pool, nodes: readonly NodeRecord[], asOf
       out.push({ node: n.name, capacity: n.capacity, estimate: calibrateCapacity([], { override: n.capacity, targetUtilisation: target }), basis: 'override' });
       continue;
     }
-    const [load, cpu] = await Promise.all([loadSeries(catalog, `node:${n.name}:load`, from, asOf, STEP_MS()), loadSeries(catalog, `node:${n.name}:cpu`, from, asOf, STEP_MS())]);
+    const [load, cpu] = await Promise.all([loadSeries(catalog, `node:${n.name}:load`, from, asOf, stepMs()), loadSeries(catalog, `node:${n.name}:cpu`, from, asOf, stepMs())]);
     const samples = load.flatMap((p, i) => (p.value !== null && cpu[i]?.value != null ? [{ load: p.value, cpuPercent: cpu[i]!.value! }] : []));
     const estimate = calibrateCapacity(samples, { targetUtilisation: target });
     out.push({ node: n.name, capacity: estimate.status === 'insufficient' ? null : estimate.capacity, estimate, basis: estimate.status === 'insufficient' ? 'unknown' : 'calibrated' });

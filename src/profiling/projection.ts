@@ -158,8 +158,9 @@ export function projectCandidate(
   return finish(report, S, shards, nodeLoad, ctx, notes);
 }
 
-function routed(d: Distribution): { single: number; multi: number; scatter: number } {
-  return { single: (d.calls * d.singleShard) / 100, multi: (d.calls * d.multiShard) / 100, scatter: (d.calls * d.scatterGather) / 100 };
+/** The calls of a distribution that need more than one shard. */
+function crossShardCalls(d: Distribution): number {
+  return (d.calls * (d.multiShard + d.scatterGather)) / 100;
 }
 
 function baseLoad(ctx: ProjectionContext): Record<string, number[]> {
@@ -191,7 +192,7 @@ function finish(report: CandidateReport, shardCount: number, shards: LayoutProje
       }
     }
   }
-  const cross = report.reads.calls + report.writes.calls > 0 ? routed(report.reads).multi + routed(report.reads).scatter + routed(report.writes).multi + routed(report.writes).scatter : 0;
+  const cross = crossShardCalls(report.reads) + crossShardCalls(report.writes);
   return {
     key: report.key,
     method: report.method,
