@@ -147,6 +147,7 @@ export function createRestoreActivities(deps: { catalog: pg.Pool; sessionLimits?
       tableId: number;
       unit: ImportUnit;
       columns: ManifestTable['columns'];
+      oneStream?: boolean;
     }): Promise<UnitResult> {
       return run(async () => {
         const t = await tableShards(deps.catalog, input.tableId);
@@ -175,6 +176,7 @@ export function createRestoreActivities(deps: { catalog: pg.Pool; sessionLimits?
               batches,
               limits,
               signal: cancellationSignal(),
+              oneStream: input.oneStream === true,
               onProgress: (p) => {
                 offset.batches = p.batches;
                 offset.rows = p.rows;
@@ -199,17 +201,19 @@ export function createRestoreActivities(deps: { catalog: pg.Pool; sessionLimits?
     },
 
     /** Row counts and checksums of every shard against the backup's; throws RestoreVerificationError on a difference. */
-    async verifyRestore(input: { tableId: number; expected: RowDigest }): Promise<RowDigest & { perShard: Record<string, number> }> {
+    async verifyRestore(input: { tableId: number; expected: RowDigest; oneStream?: boolean }): Promise<RowDigest & { perShard: Record<string, number> }> {
       return run(async () => {
         const t = await tableShards(deps.catalog, input.tableId);
+        const checkNode = (node: (typeof t.nodes)[number]) =>
+          checkRestoredShards(node, { table: t.name, keyColumn: t.keyColumn, keyType: t.keyType, shards: t.shards.filter((s) => s.nodeId === node.id) }, limits);
         const checks = await beating(
           () => 'verifying',
-          async () =>
-            (
-              await Promise.all(
-                t.nodes.map((node) => checkRestoredShards(node, { table: t.name, keyColumn: t.keyColumn, keyType: t.keyType, shards: t.shards.filter((s) => s.nodeId === node.id) }, limits)),
-              )
-            ).flat(),
+          async () => {
+            if (!input.oneStream) return (await Promise.all(t.nodes.map(checkNode))).flat();
+            const out: Awaited<ReturnType<typeof checkNode>> = [];
+            for (const node of t.nodes) out.push(...(await checkNode(node)));
+            return out;
+          },
         );
         const digest = compareWithManifest(t.name, input.expected, checks);
         return { ...digest, perShard: Object.fromEntries(checks.map((c) => [String(c.shardId), c.rows])) };

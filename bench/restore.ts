@@ -5,7 +5,9 @@
  *  - parallel: the restore workflow into the proposed shards (the proposal engine's layout for the
  *    bench's workload), `--parallel` import units at once (default 4) over `--workers` worker processes
  *    (default 2);
- *  - single: the same workflow into the same layout with one unit at a time (parallelism 1);
+ *  - single: the same workflow into the same layout with one stream (parallelism 1): one COPY at a
+ *    time, shard after shard, and the indexes and the verify one node after the other, as
+ *    `pg_restore` without `-j` restores;
  *  - raw: `COPY FROM` of the same rows as CSV into one table on one node, then its primary key.
  * Each restore figure is the whole workflow, start to published: the backup's check (sha256 of
  * every file), shard creation, import, primary keys and ANALYZE, the verify of every row against
@@ -28,7 +30,7 @@ import { TemporalDevServer } from '../src/fleet/temporal-server.js';
 import { proposeLayout } from '../src/restore/proposal.js';
 import { restoreProgressQuery } from '../workflows/messages.js';
 import { parseWorkload } from '../src/restore/workload.js';
-import { round, startBenchFleet } from './fleet.js';
+import { CpuMeter, round, startBenchFleet } from './fleet.js';
 
 function option(args: string[], name: string, fallback: number): number {
   const i = args.indexOf(name);
@@ -36,6 +38,16 @@ function option(args: string[], name: string, fallback: number): number {
   const v = Number(args[i + 1]);
   if (!Number.isInteger(v) || v < 1) throw new Error(`${name}: expected a positive whole number, got ${args[i + 1]}`);
   return v;
+}
+
+/** CPU seconds of a process and of its exited children (Linux /proc: utime, stime, cutime, cstime), 0 when it is gone. */
+function cpuSeconds(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return fields.slice(11, 15).reduce((a, f) => a + Number(f), 0) / 100;
+  } catch {
+    return 0;
+  }
 }
 
 /** Resident set of a process in bytes (Linux /proc), 0 when it is gone. */
@@ -134,6 +146,9 @@ export async function run(args: string[]): Promise<void> {
         parallelism,
         batchesPerUnit: 2,
       };
+      const cpu = () => ({ workers: workers.reduce((a, w) => a + cpuSeconds(w.pid!), 0), postgres: fleet.nodes.reduce((a, n) => a + cpuSeconds(n.postmasterPid ?? 0), 0) });
+      const cpuBefore = cpu();
+      const meter = new CpuMeter();
       const started = performance.now();
       const handle = await startRestore({ client, taskQueue }, input);
       // The time of each phase, from the progress query every 100 ms.
@@ -149,11 +164,13 @@ export async function run(args: string[]): Promise<void> {
       const result = await restoreResult(handle).finally(() => clearInterval(poll));
       const end = performance.now();
       const s = (end - started) / 1000;
+      const cpuAfter = cpu();
+      console.log(`  cpu: workers ${(cpuAfter.workers - cpuBefore.workers).toFixed(1)} s, postgres nodes ${(cpuAfter.postgres - cpuBefore.postgres).toFixed(1)} s, machine ${meter.cores().toFixed(2)} busy cores`);
       console.log(`  phases: ${phases.map(([p, t], i) => `${p} ${(((phases[i + 1]?.[1] ?? end) - t) / 1000).toFixed(1)} s`).join(', ')}`);
       const imp = phases.findIndex(([p]) => p === 'import');
       importSeconds.set(table, imp >= 0 && phases[imp + 1] ? (phases[imp + 1]![1] - phases[imp]![1]) / 1000 : NaN);
       if (result.rows !== rows) throw new Error(`${table}: ${result.rows} rows restored, expected ${rows}`);
-      console.log(`${table}: ${rows} rows in ${s.toFixed(1)} s with ${parallelism} unit(s) at once (${result.shards} shards; verified, published)`);
+      console.log(`${table}: ${rows} rows in ${s.toFixed(1)} s ${parallelism === 1 ? 'through one stream' : `with ${parallelism} units at once`} (${result.shards} shards; verified, published)`);
       return rows / s;
     };
 

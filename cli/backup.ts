@@ -111,7 +111,7 @@ export function registerBackupCommands(program: Command): void {
     .option('--json', 'the proposals as JSON (with --dry-run), or the result')
     .option('--as <name>', 'the table\'s name in the cluster (default: its name in the backup; one table only)')
     .option('--yes', 'approve the printed proposal at once (default: restore.requireApproval waits for `shardcast approve ID`)')
-    .option('--jobs <n>', 'import units at once, 1 to 64 (default restore.parallelism)', wholeNumber(1, 64))
+    .option('--jobs <n>', 'import units at once, 1 to 64 (default restore.parallelism); 1: one COPY stream at a time, like pg_restore without -j', wholeNumber(1, 64))
     .option('--detach', 'start the restore and return, without following it')
     .option('--key <column>', 'the shard key, instead of the proposal\'s')
     .option('--method <method>', 'hash or range, instead of the proposal\'s')

@@ -4,6 +4,7 @@ import {
   CancellationScope,
   condition,
   isCancellation,
+  patched,
   proxyActivities,
   setCurrentDetails,
   setHandler,
@@ -55,7 +56,8 @@ const undo = proxyActivities<Activities>(UNDO);
  * src/restore/*): checks the whole backup, stores the proposal and, by policy, waits for `approve`
  * (or `reject`: nothing is created); registers the table invisible to routers; creates the empty
  * shards on their nodes; imports the backup in parallel units (at most `parallelism` at once), each
- * exactly once by its ledger; builds the primary key and indexes, then ANALYZE; verifies row counts
+ * exactly once by its ledger (parallelism 1: one COPY at a time, and the indexes and the verify one
+ * node after the other); builds the primary key and indexes, then ANALYZE; verifies row counts
  * and checksums against the backup; only then publishes the table in the shard map. A failure or a
  * cancel before the publish drops the shards and the catalog rows: nothing half-restored stays.
  */
@@ -159,7 +161,9 @@ export async function restoreTable(input: RestoreInput): Promise<RestoreResult> 
       ),
     );
 
-    enter('import', `importing ${checked.rows} rows in ${checked.units.length} unit(s), ${input.parallelism} at once`);
+    // parallelism 1: one COPY stream at a time, in the import and after it (pg_restore without -j).
+    const oneStream = input.parallelism === 1 && patched('restore-one-stream');
+    enter('import', `importing ${checked.rows} rows in ${checked.units.length} unit(s), ${oneStream ? 'through one stream' : `${input.parallelism} at once`}`);
     await catalog.finishRestore({ restoreId: input.restoreId, state: 'importing' });
     let next = 0;
     let failure: unknown = null;
@@ -169,7 +173,7 @@ export async function restoreTable(input: RestoreInput): Promise<RestoreResult> 
         try {
           const r = await long.importRestoreUnit.executeWithOptions(
             { ...LONG_RUN, summary: `import unit ${unit.index + 1}/${checked.units.length}${unit.file >= 0 ? ` (file ${unit.file}, batches ${unit.from}–${unit.to - 1})` : ''}` },
-            [{ restoreId: input.restoreId, backup: input.backup, sourceKind: input.sourceKind, sourceTable: input.sourceTable, tableId: table.tableId, unit, columns: checked.table.columns }],
+            [{ restoreId: input.restoreId, backup: input.backup, sourceKind: input.sourceKind, sourceTable: input.sourceTable, tableId: table.tableId, unit, columns: checked.table.columns, ...(oneStream ? { oneStream } : {}) }],
           );
           for (const [shard, rows] of Object.entries(r.rows)) {
             progress.perShard[shard] = (progress.perShard[shard] ?? 0) + rows;
@@ -187,17 +191,16 @@ export async function restoreTable(input: RestoreInput): Promise<RestoreResult> 
     if (failure !== null) throw failure;
 
     enter('index', `building the primary key and ${checked.table.indexes.length} index(es), then ANALYZE`);
-    await Promise.all(
-      table.nodeIds.map((nodeId) =>
-        long.buildRestoreIndexesOnNode.executeWithOptions({ ...LONG_RUN, summary: `indexes on ${nodeName(nodeId)}` }, [
-          { tableId: table.tableId, nodeId, primaryKey: checked.table.primaryKey, indexes: checked.table.indexes },
-        ]),
-      ),
-    );
+    const buildIndexes = (nodeId: number) =>
+      long.buildRestoreIndexesOnNode.executeWithOptions({ ...LONG_RUN, summary: `indexes on ${nodeName(nodeId)}` }, [
+        { tableId: table.tableId, nodeId, primaryKey: checked.table.primaryKey, indexes: checked.table.indexes },
+      ]);
+    if (oneStream) for (const nodeId of table.nodeIds) await buildIndexes(nodeId);
+    else await Promise.all(table.nodeIds.map(buildIndexes));
 
     enter('verify', `checking ${checked.rows} rows against the backup's checksum`);
     await catalog.finishRestore({ restoreId: input.restoreId, state: 'verifying', rows: progress.rowsImported });
-    const verified = await long.verifyRestore.executeWithOptions({ ...LONG_RUN, summary: 'verify rows and checksums' }, [{ tableId: table.tableId, expected: checked.expected }]);
+    const verified = await long.verifyRestore.executeWithOptions({ ...LONG_RUN, summary: 'verify rows and checksums' }, [{ tableId: table.tableId, expected: checked.expected, ...(oneStream ? { oneStream } : {}) }]);
     progress.perShard = verified.perShard;
 
     enter('publish', 'publishing the table in the shard map');

@@ -245,6 +245,29 @@ interface ShardStream {
   rows: number;
 }
 
+/** The key column's index and Arrow kind, and every column's kind; a clear error when the key is not a column. */
+function unitColumns(input: { table: string; columns: readonly ManifestColumn[]; keyColumn: string }): { keyIndex: number; keyKind: ValueKind; kinds: ValueKind[] } {
+  const keyIndex = input.columns.findIndex((c) => c.name === input.keyColumn);
+  if (keyIndex < 0) throw new InvalidInputError(`table ${input.table}: the shard key ${input.keyColumn} is not a column of the backup`);
+  return { keyIndex, keyKind: input.columns[keyIndex]!.arrow, kinds: input.columns.map((c) => c.arrow) };
+}
+
+/**
+ * Opens a shard's transaction under the canonical settings and takes the unit's ledger row there
+ * (waiting for a concurrent attempt's). Null when it is ours (the transaction stays open for the
+ * COPY); otherwise an earlier attempt committed the unit on this shard: the transaction is rolled
+ * back and the rows it committed are returned.
+ */
+async function claimLedgerRow(client: pg.Client, restoreId: string, unit: number, shardId: number): Promise<number | null> {
+  await client.query('begin');
+  for (const s of canonicalSettingsSql()) await client.query(s);
+  const mine = await client.query(`insert into ${LEDGER} (restore_id, unit, shard_id) values ($1, $2, $3) on conflict do nothing returning 1`, [restoreId, unit, shardId]);
+  if (mine.rowCount !== 0) return null;
+  const done = await client.query<{ rows: string }>(`select rows::text as rows from ${LEDGER} where restore_id = $1 and unit = $2 and shard_id = $3`, [restoreId, unit, shardId]);
+  await client.query('rollback');
+  return Number(done.rows[0]?.rows ?? 0);
+}
+
 /**
  * Imports one unit: its batches, routed row by row, streamed to every shard that has not committed
  * this unit yet, each shard's COPY in a transaction with its ledger row. Returns the rows per shard.
@@ -261,13 +284,13 @@ export async function importUnit(input: {
   limits?: SessionLimits;
   onProgress?: (p: UnitProgress) => void;
   signal?: AbortSignal;
+  /** One COPY at a time: the unit's shards one after the other (see importUnitOneStream). */
+  oneStream?: boolean;
 }): Promise<UnitResult> {
+  if (input.oneStream) return importUnitOneStream(input);
   const { router, unit } = input;
   const limits = input.limits ?? {};
-  const keyIndex = input.columns.findIndex((c) => c.name === input.keyColumn);
-  if (keyIndex < 0) throw new InvalidInputError(`table ${input.table}: the shard key ${input.keyColumn} is not a column of the backup`);
-  const keyKind = input.columns[keyIndex]!.arrow;
-  const kinds = input.columns.map((c) => c.arrow);
+  const { keyIndex, keyKind, kinds } = unitColumns(input);
   const result: UnitResult = { rows: {}, skipped: [] };
   const open: Array<ShardStream | null> = [];
   try {
@@ -279,23 +302,11 @@ export async function importUnit(input: {
         const node = input.nodes.get(shard.nodeId)!;
         const client = await connect(node, limits);
         try {
-          await client.query('begin');
-          for (const s of canonicalSettingsSql()) await client.query(s);
-          const mine = await client.query(`insert into ${LEDGER} (restore_id, unit, shard_id) values ($1, $2, $3) on conflict do nothing returning 1`, [
-            input.restoreId,
-            unit.index,
-            shard.shardId,
-          ]);
-          if (mine.rowCount === 0) {
-            const done = await client.query<{ rows: string }>(`select rows::text as rows from ${LEDGER} where restore_id = $1 and unit = $2 and shard_id = $3`, [
-              input.restoreId,
-              unit.index,
-              shard.shardId,
-            ]);
-            await client.query('rollback');
+          const done = await claimLedgerRow(client, input.restoreId, unit.index, shard.shardId);
+          if (done !== null) {
             await client.end().catch(() => undefined);
             result.skipped.push(shard.shardId);
-            result.rows[shard.shardId] = Number(done.rows[0]?.rows ?? 0);
+            result.rows[shard.shardId] = done;
             open[i] = null;
             return;
           }
@@ -362,6 +373,99 @@ export async function importUnit(input: {
   } finally {
     await Promise.all(open.map((st) => st?.client.end().catch(() => undefined)));
   }
+}
+
+/** What importUnitOneStream keeps of a unit's batches between its passes, at most. */
+const ONE_STREAM_CACHE_BYTES = 64 * 1024 * 1024;
+
+/**
+ * The import of one unit through one connection at a time, as `pg_restore` without `-j` loads: for
+ * each shard in shard id order, its own transaction (the ledger row first, as importUnit's) with
+ * one COPY of the unit's rows that belong there, committed before the next shard's starts. The
+ * unit's batches are read on the first pass and kept for the next shards' passes when they fit in
+ * ONE_STREAM_CACHE_BYTES (a unit of a few batches does; a bigger one, or a pg_dump's whole table,
+ * is read again for each shard), and the route of every row is computed on the first pass and kept
+ * (two bytes or four a row), so a pass after the first only encodes. A crash
+ * between two shards' commits leaves the first committed with its ledger row: the retry skips it and
+ * imports the rest.
+ */
+async function importUnitOneStream(input: Parameters<typeof importUnit>[0]): Promise<UnitResult> {
+  const { router, unit } = input;
+  const limits = input.limits ?? {};
+  const { keyIndex, keyKind, kinds } = unitColumns(input);
+  const result: UnitResult = { rows: {}, skipped: [] };
+  const progress: UnitProgress = { batches: 0, rows: 0 };
+  const routes: Array<Uint16Array | Int32Array> = [];
+  // The unit's batches as read on the first pass, kept for the next shards' when they fit (else read again).
+  let cache: RecordBatch[] | null = [];
+  let cacheBytes = 0;
+  let cached: RecordBatch[] | null = null;
+  const byId = router.shards.map((shard, i) => ({ shard, i })).sort((a, b) => a.shard.shardId - b.shard.shardId);
+  for (const { shard, i } of byId) {
+    const node = input.nodes.get(shard.nodeId)!;
+    const client = await connect(node, limits);
+    try {
+      const done = await claimLedgerRow(client, input.restoreId, unit.index, shard.shardId);
+      if (done !== null) {
+        result.skipped.push(shard.shardId);
+        result.rows[shard.shardId] = done;
+        continue;
+      }
+      const stream = client.query(copyFrom(`copy ${shardTable(shard.schema, input.table)} from stdin`));
+      const failed = new Promise<never>((_, reject) => stream.on('error', (err) => reject(asNodeError(node, err))));
+      failed.catch(() => undefined);
+      const out = new CopyBuffer();
+      let rows = 0;
+      let b = 0;
+      for await (const batch of cached ?? input.batches()) {
+        if (input.signal?.aborted) throw input.signal.reason instanceof Error ? input.signal.reason : new Error('import cancelled');
+        const columns = kinds.map((_, c) => batch.data.children[c]!);
+        let route = routes[b];
+        if (route === undefined) {
+          route = router.shards.length <= 65_536 ? new Uint16Array(batch.numRows) : new Int32Array(batch.numRows);
+          const keyData = columns[keyIndex]!;
+          for (let r = 0; r < batch.numRows; r++) route[r] = router.route(keyKind, keyData, r);
+          routes[b] = route;
+          if (cache !== null) {
+            cacheBytes += batch.data.byteLength;
+            if (cacheBytes <= ONE_STREAM_CACHE_BYTES) cache.push(batch);
+            else cache = null;
+          }
+        }
+        b++;
+        const writers = kinds.map((k, c) => columnWriter(k, columns[c]!));
+        let n = 0;
+        for (let r = 0; r < batch.numRows; r++) {
+          if (route[r] !== i) continue;
+          writeRow(out, writers, r);
+          n++;
+        }
+        if (n > 0) {
+          rows += n;
+          if (!stream.write(out.take())) await Promise.race([once(stream, 'drain'), failed]);
+        }
+        progress.batches++;
+        progress.rows += n;
+        input.onProgress?.(progress);
+        await failpoint('restore.import.after-batch', { signal: input.signal });
+      }
+      if (cache !== null && cached === null) cached = cache;
+      stream.end();
+      await Promise.race([once(stream, 'finish'), failed]);
+      await client.query(`update ${LEDGER} set rows = $4 where restore_id = $1 and unit = $2 and shard_id = $3`, [input.restoreId, unit.index, shard.shardId, rows]);
+      await failpoint('restore.import.before-commit', { signal: input.signal });
+      await client.query('commit');
+      result.rows[shard.shardId] = rows;
+      // Committed; a failure here is a lost reply: the retry finds this shard's ledger row.
+      await failpoint('restore.import.shard-committed', { signal: input.signal });
+    } catch (err) {
+      throw asNodeError(node, err);
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+  await failpoint('restore.import.after-commit', { signal: input.signal });
+  return result;
 }
 
 // ---------------------------------------------------------------------------- indexes, verify

@@ -8,7 +8,7 @@ import { exportBackup, plainTable } from '../../src/backup/export.js';
 import type { Manifest } from '../../src/backup/manifest.js';
 import { openBackup } from '../../src/backup/reader.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
-import { resetFailpoints } from '../../src/failpoints.js';
+import { failpointHits, resetFailpoints } from '../../src/failpoints.js';
 import { LEDGER_SCHEMA, RowRouter, checkRestoredShards, compareWithManifest, createRestoreShards, importUnit, planImportUnits, type RestoreShard } from '../../src/restore/import.js';
 import { restoreColumnsDdl } from '../../src/restore/ddl.js';
 import { createRouter } from '../../src/router/router.js';
@@ -106,7 +106,7 @@ async function shardSchemas(): Promise<string[]> {
  * Two hash shards (ids `first`, `first + 1`) of `table` on `node`, created as a restore creates them,
  * and an import of one unit into them under `restoreId`: for the tests that drive the import directly.
  */
-async function directShards(table: string, node: (typeof catalog.nodes)[number], first: number, restoreId: string) {
+async function directShards(table: string, node: (typeof catalog.nodes)[number], first: number, restoreId: string, oneStream = false) {
   const shards: RestoreShard[] = [
     { shardId: first, schema: `sc_s${first}`, nodeId: node.id, hashMin: '-9223372036854775808', hashMax: '-1' },
     { shardId: first + 1, schema: `sc_s${first + 1}`, nodeId: node.id, hashMin: '0', hashMax: '9223372036854775807' },
@@ -124,6 +124,7 @@ async function directShards(table: string, node: (typeof catalog.nodes)[number],
       nodes: new Map([[node.id, node]]),
       unit,
       batches: () => backup.batches('events', { file: unit.file, from: unit.from, to: unit.to }),
+      oneStream,
     });
   return { shards, t, importOne };
 }
@@ -265,6 +266,72 @@ describe('restoreTable', () => {
     const c = await attempt();
     expect(c.skipped.sort()).toEqual([900001, 900002]);
     await db.query(`drop schema sc_s900001 cascade; drop schema sc_s900002 cascade; delete from ${LEDGER_SCHEMA}.ledger where restore_id = 'twice'`);
+  });
+
+  it('one stream: a lost reply (or a crash) between two shards\' commits, a crash before a commit, and two attempts side by side: every row once', async () => {
+    const table = 'events_one';
+    const node = catalog.nodes[1]!;
+    const { shards, t, importOne } = await directShards(table, node, 900021, 'one', true);
+    const db = pools.get(node.dsn);
+    const counts = async () => Promise.all(shards.map(async (s) => Number((await db.query<{ n: string }>(`select count(*)::text as n from ${s.schema}.${table}`)).rows[0]!.n)));
+    const ledger = async (unit: number) => (await db.query<{ shard_id: string }>(`select shard_id::text from ${LEDGER_SCHEMA}.ledger where restore_id = 'one' and unit = $1 order by 1`, [unit])).rows.map((r) => Number(r.shard_id));
+    const units = planImportUnits(t, 'shardcast', 2);
+    try {
+      // Unit 0: the first shard commits, then the attempt fails (its reply lost, or the worker gone before the second shard).
+      process.env.SHARDCAST_FAILPOINTS = 'restore.import.shard-committed=throw*1';
+      resetFailpoints();
+      await expect(importOne(units[0]!)).rejects.toThrow(/restore.import.shard-committed/);
+      expect(await ledger(0)).toEqual([900021]);
+      const firstOnly = await counts();
+      expect(firstOnly[0]).toBeGreaterThan(0);
+      expect(firstOnly[1]).toBe(0);
+      const retry = await importOne(units[0]!);
+      expect(retry.skipped).toEqual([900021]);
+      expect(retry.rows[900021]).toBe(firstOnly[0]);
+      expect(await ledger(0)).toEqual([900021, 900022]);
+      expect((await counts()).reduce((a, b) => a + b, 0)).toBe(5000);
+      // Unit 1: a failure before the first shard's commit rolls its rows back; the retry lands both.
+      process.env.SHARDCAST_FAILPOINTS = 'restore.import.before-commit=throw*1';
+      resetFailpoints();
+      await expect(importOne(units[1]!)).rejects.toThrow(/restore.import.before-commit/);
+      expect(await ledger(1)).toEqual([]);
+      expect((await counts()).reduce((a, b) => a + b, 0)).toBe(5000);
+      delete process.env.SHARDCAST_FAILPOINTS;
+      await importOne(units[1]!);
+      expect((await counts()).reduce((a, b) => a + b, 0)).toBe(10_000);
+      // Unit 2, twice at once: each shard committed by one attempt, skipped by the other.
+      const [a, b] = await Promise.all([importOne(units[2]!), importOne(units[2]!)]);
+      expect(a.skipped.length + b.skipped.length).toBe(2);
+      expect(a.rows).toEqual(b.rows);
+      expect((await counts()).reduce((x, y) => x + y, 0)).toBe(15_000);
+      // The rest one by one; then the whole table against the backup's checksum: no row lost, none twice.
+      for (const unit of units.slice(3)) await importOne(unit);
+      const got = await checkRestoredShards(node, { table, keyColumn: 'id', keyType: 'bigint', shards });
+      expect(compareWithManifest(table, { rows: t.checksum.rows, sum: t.checksum.sum }, got)).toEqual({ rows: ROWS, sum: t.checksum.sum });
+    } finally {
+      delete process.env.SHARDCAST_FAILPOINTS;
+      await db.query(`drop schema sc_s900021 cascade; drop schema sc_s900022 cascade; delete from ${LEDGER_SCHEMA}.ledger where restore_id = 'one'`);
+    }
+  });
+
+  it('one stream through the workflow (parallelism 1), with lost replies between shards: identical rows', async () => {
+    // Two lost replies; the second entry counts every other commit.
+    process.env.SHARDCAST_FAILPOINTS = 'restore.import.shard-committed=throw*2,restore.import.shard-committed=sleep:0';
+    resetFailpoints();
+    try {
+      const hits = failpointHits.get('restore.import.shard-committed') ?? 0;
+      const input = layoutInput('events_1s', hashLayout('tenant_id', 4), { parallelism: 1, batchesPerUnit: 3 });
+      const result = await restoreResult(await startRestore(worker.options, input));
+      expect(result.rows).toBe(ROWS);
+      // Each shard of each unit committed once, one at a time (the two lost replies among them: their retries skipped those shards).
+      expect((failpointHits.get('restore.import.shard-committed') ?? 0) - hits).toBe(4 * planImportUnits(manifest.tables[0]!, 'shardcast', 3).length);
+    } finally {
+      delete process.env.SHARDCAST_FAILPOINTS;
+    }
+    const expected = await pgDigest(source, null, 'events');
+    const got = await restoredDigest('events_1s');
+    expect({ rows: got.rows, sum: got.sum }).toEqual(expected);
+    expect(got.perShard.every((n) => n > 0)).toBe(true);
   });
 
   it('verify finds a row that differs from the backup and a row outside its shard, naming them', async () => {
