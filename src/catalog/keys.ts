@@ -1,14 +1,26 @@
 import { hashInt4Extended, hashInt8Extended, hashSafeIntegerAsInt8, hashTextExtended, hashUuidExtended } from '../hashing.js';
+import { formatDate, formatTimestamp, parseDate, parseTimestamp } from '../sql/datetime.js';
 
-export const KEY_TYPES = ['smallint', 'integer', 'bigint', 'text', 'uuid'] as const;
+export const KEY_TYPES = ['smallint', 'integer', 'bigint', 'text', 'uuid', 'date', 'timestamp', 'timestamptz'] as const;
 export type KeyType = (typeof KEY_TYPES)[number];
+export type TimeKeyType = 'date' | 'timestamp' | 'timestamptz';
+
+export function isTimeKey(type: KeyType): type is TimeKeyType {
+  return type === 'date' || type === 'timestamp' || type === 'timestamptz';
+}
+
+/** The key types, as the error for another type names them. */
+export const SUPPORTED_KEY_TYPES = 'smallint, integer, bigint, text, varchar, uuid, date, timestamp, timestamptz';
 
 /** PostgreSQL's format_type() names of the columns that can be shard keys, to our key types. */
 export function keyTypeOf(formatType: string): KeyType | undefined {
-  if (formatType === 'smallint' || formatType === 'integer' || formatType === 'bigint' || formatType === 'text' || formatType === 'uuid') {
+  if (formatType === 'smallint' || formatType === 'integer' || formatType === 'bigint' || formatType === 'text' || formatType === 'uuid' || formatType === 'date') {
     return formatType;
   }
   if (formatType === 'character varying' || formatType.startsWith('character varying(')) return 'text';
+  // Full precision only: a timestamp(p) column rounds what it stores, and a key rounded over a range bound would land in the wrong shard.
+  if (formatType === 'timestamp with time zone') return 'timestamptz';
+  if (formatType === 'timestamp without time zone') return 'timestamp';
   return undefined;
 }
 
@@ -25,6 +37,69 @@ export function sqlHashFunction(type: KeyType): string {
       return 'hashtextextended';
     case 'uuid':
       return 'uuid_hash_extended';
+    case 'date':
+      return 'hashdateextended';
+    case 'timestamp':
+      return 'timestamp_hash_extended';
+    case 'timestamptz':
+      return 'timestamptz_hash_extended';
+  }
+}
+
+/** 2000-01-01, PostgreSQL's epoch for dates and timestamps, in days and microseconds since 1970-01-01. */
+const PG_EPOCH_DAYS = 10_957;
+const PG_EPOCH_MICROS = 946_684_800_000_000n;
+
+const TIME_KEY = /^(\d{4})-(\d\d)-(\d\d)(?:[ T](\d\d):(\d\d)(?::(\d\d)(?:\.(\d{1,6}))?)?)?\s*(Z|[+-]\d\d(?::?\d\d)?)?$/i;
+
+/**
+ * A time key as a number: days (date) or microseconds (timestamp, timestamptz) since 1970-01-01.
+ * Takes a JavaScript Date (a timestamp key takes its UTC wall-clock time, a date its UTC day) or ISO
+ * text: `YYYY-MM-DD`, for timestamps optionally followed by ` HH:MM[:SS[.ffffff]]` (or `T…`) and, for
+ * timestamptz only, an offset (`Z`, `+02`, `-05:30`; none is UTC). Years 1 to 9999; no infinities.
+ */
+export function timeKeyValue(type: TimeKeyType, key: unknown): bigint {
+  let micros: bigint;
+  if (key instanceof Date) {
+    const ms = key.getTime();
+    if (!Number.isFinite(ms)) throw new TypeError(`expected a valid date for a ${type} shard key, got an invalid Date`);
+    micros = BigInt(ms) * 1000n;
+  } else if (typeof key === 'string') {
+    const m = TIME_KEY.exec(key.trim());
+    if (!m || (type === 'date' && m[4] !== undefined)) {
+      throw new TypeError(`expected ${type === 'date' ? 'a date YYYY-MM-DD' : `a ${type} YYYY-MM-DD[ HH:MM[:SS[.ffffff]]]${type === 'timestamptz' ? '[+HH[:MM]]' : ''}`} key, got ${describe(key)}`);
+    }
+    if (m[8] !== undefined && type !== 'timestamptz') throw new TypeError(`a ${type} shard key takes no UTC offset, got ${describe(key)}`);
+    const days = parseDate(`${m[1]}-${m[2]}-${m[3]}`);
+    const [h, min, sec] = [Number(m[4] ?? 0), Number(m[5] ?? 0), Number(m[6] ?? 0)];
+    if (formatDate(days) !== `${m[1]}-${m[2]}-${m[3]}` || m[1] === '0000' || h > 23 || min > 59 || sec > 59) throw new TypeError(`no such ${type}: ${describe(key)}`);
+    let offset = 0;
+    if (m[8] !== undefined && m[8].toUpperCase() !== 'Z') {
+      const o = /^([+-])(\d\d):?(\d\d)?$/.exec(m[8])!;
+      offset = (o[1] === '-' ? -1 : 1) * (Number(o[2]) * 60 + Number(o[3] ?? 0)) * 60;
+    }
+    micros = BigInt(days) * 86_400_000_000n + BigInt(((h * 60 + min) * 60 + sec - offset) * 1_000_000 + Number((m[7] ?? '').padEnd(6, '0')));
+  } else {
+    throw new TypeError(`expected a ${type} key (a Date or ISO text), got ${describe(key)}`);
+  }
+  const value = type === 'date' ? BigInt(Math.floor(Number(micros / 1000n) / 86_400_000)) : micros;
+  // Years 1 to 9999, as the canonical text writes them with four digits.
+  const [lo, hi] = type === 'date' ? [-719_162n, 2_932_896n] : [-62_135_596_800_000_000n, 253_402_300_799_999_999n];
+  if (value < lo || value > hi) throw new TypeError(`${type} key ${describe(key)} is outside the years 1 to 9999`);
+  return value;
+}
+
+/** The canonical text of a time key (PostgreSQL's output under UTC, ISO): what the catalog keeps and SQL reads. */
+function timeKeyText(type: TimeKeyType, value: bigint): string {
+  return type === 'date' ? formatDate(Number(value)) : formatTimestamp(value, type === 'timestamptz');
+}
+
+/** A canonical time key's number (timeKeyValue of catalog text, fast for the canonical form). */
+function canonicalTimeValue(type: TimeKeyType, text: string): bigint {
+  try {
+    return type === 'date' ? BigInt(parseDate(text)) : parseTimestamp(text, type === 'timestamptz');
+  } catch {
+    return timeKeyValue(type, text);
   }
 }
 
@@ -69,6 +144,10 @@ export function normalizeKey(type: KeyType, key: unknown): bigint | string {
       if (!UUID.test(dashed)) throw new TypeError(`expected a UUID key, got ${describe(key)}`);
       return dashed;
     }
+    case 'date':
+    case 'timestamp':
+    case 'timestamptz':
+      return timeKeyText(type, timeKeyValue(type, key));
   }
 }
 
@@ -92,12 +171,27 @@ export function hashKey(type: KeyType, key: unknown): bigint {
       return hashTextExtended(value as string);
     case 'uuid':
       return hashUuidExtended(value as string);
+    case 'date':
+      return hashInt4Extended(Number(canonicalTimeValue(type, value as string)) - PG_EPOCH_DAYS);
+    case 'timestamp':
+    case 'timestamptz':
+      return hashInt8Extended(canonicalTimeValue(type, value as string) - PG_EPOCH_MICROS);
   }
 }
 
-/** Order of range-sharded keys: numeric for integers, UTF-8 byte (code point) order for text and UUIDs. */
+/** PostgreSQL's hash of a time key from its number (timeKeyValue), without text: the restore's rows. */
+export function hashTimeValue(type: TimeKeyType, value: bigint | number): bigint {
+  return type === 'date' ? hashInt4Extended(Number(value) - PG_EPOCH_DAYS) : hashInt8Extended(BigInt(value) - PG_EPOCH_MICROS);
+}
+
+/** Order of range-sharded keys: numeric for integers, UTF-8 byte (code point) order for text and UUIDs, time order for times. */
 export function compareKeys(type: KeyType, a: bigint | string, b: bigint | string): number {
   if (type === 'text' || type === 'uuid') return Buffer.compare(Buffer.from(a as string, 'utf8'), Buffer.from(b as string, 'utf8'));
+  if (isTimeKey(type)) {
+    const x = canonicalTimeValue(type, a as string);
+    const y = canonicalTimeValue(type, b as string);
+    return x < y ? -1 : x > y ? 1 : 0;
+  }
   // Integer keys as the catalog keeps them (text) compare as numbers: '500' < '1000'.
   const x = typeof a === 'string' ? BigInt(a) : a;
   const y = typeof b === 'string' ? BigInt(b) : b;

@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { AlreadyExistsError, InvalidInputError, NotFoundError, errorMessage } from '../errors.js';
 import { quoteIdent, singleStatement, validateIdentifier } from '../sql/ident.js';
 import { inTransaction } from '../sql/transaction.js';
-import { compareKeys, evenHashRanges, keyToText, keyTypeOf, normalizeKey, type KeyType } from './keys.js';
+import { compareKeys, evenHashRanges, keyToText, keyTypeOf, normalizeKey, SUPPORTED_KEY_TYPES, type KeyType } from './keys.js';
 import { MAX_SHARDS_PER_TABLE } from './limits.js';
 import type { Queryable } from './nodes.js';
 
@@ -107,7 +107,7 @@ export async function inspectColumns(client: pg.ClientBase, spec: TableSpec): Pr
     const keyType = keyTypeOf(rows[0].type);
     if (!keyType) {
       throw new InvalidInputError(
-        `table "${spec.name}": shard key column "${spec.shardKey}" has type ${rows[0].type}; supported are smallint, integer, bigint, text, varchar, uuid`,
+        `table "${spec.name}": shard key column "${spec.shardKey}" has type ${rows[0].type}; supported are ${SUPPORTED_KEY_TYPES} (timestamps of full precision)`,
       );
     }
     return keyType;

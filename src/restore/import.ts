@@ -20,7 +20,7 @@ import type { ManifestColumn, ManifestTable } from '../backup/manifest.js';
 import { canonicalSettingsSql, canonicalText, formatUuid, type ValueKind } from '../backup/values.js';
 import { CopyBuffer, columnWriter, writeRow } from './copy-encoder.js';
 import { resolveDsn } from '../catalog/dsn-password.js';
-import { compareKeys, normalizeKey, sqlHashFunction, type KeyType } from '../catalog/keys.js';
+import { compareKeys, hashTimeValue, isTimeKey, normalizeKey, sqlHashFunction, timeKeyValue, type KeyType } from '../catalog/keys.js';
 import { sessionSettings, type SessionLimits } from '../catalog/node-pools.js';
 import { newPgClient } from '../catalog/pg-tls.js';
 import { isConnectionError } from '../catalog/shard-ddl.js';
@@ -157,7 +157,7 @@ export class RowRouter {
   /** range method: the ranges' lower and upper bounds, in the order of `order`. */
   private readonly rangeMins: Array<bigint | string> = [];
   private readonly rangeMaxes: Array<bigint | string> = [];
-  private readonly compare = (a: bigint | string, b: bigint | string): number => compareKeys(this.keyType, a, b);
+  private compare = (a: bigint | string, b: bigint | string): number => compareKeys(this.keyType, a, b);
 
   constructor(
     readonly table: string,
@@ -169,6 +169,15 @@ export class RowRouter {
     if (method === 'hash') {
       idx.sort((a, b) => (BigInt(shards[a]!.hashMin!) < BigInt(shards[b]!.hashMin!) ? -1 : 1));
       for (const i of idx) this.hashMins.push(BigInt(shards[i]!.hashMin!));
+    } else if (isTimeKey(keyType)) {
+      // Time keys compared as Arrow holds them: days or microseconds since 1970.
+      const value = (v: string) => timeKeyValue(keyType, v);
+      idx.sort((a, b) => (value(shards[a]!.rangeMin!) < value(shards[b]!.rangeMin!) ? -1 : 1));
+      for (const i of idx) {
+        this.rangeMins.push(value(shards[i]!.rangeMin!));
+        this.rangeMaxes.push(value(shards[i]!.rangeMax!));
+      }
+      this.compare = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
     } else {
       const norm = (v: string) => normalizeKey(keyType, v);
       idx.sort((a, b) => compareKeys(keyType, norm(shards[a]!.rangeMin!), norm(shards[b]!.rangeMin!)));
@@ -195,13 +204,20 @@ export class RowRouter {
         h = v >= -9007199254740991n && v <= 9007199254740991n ? hashSafeIntegerAsInt8(Number(v)) : hashInt8Extended(v);
       }
       else if (kind === 'uuid') h = hashUuidExtended(formatUuid(values, at * 16));
+      else if (kind === 'date' && this.keyType === 'date') h = hashTimeValue('date', values[at] as number);
+      else if ((kind === 'timestamp' || kind === 'timestamptz') && (this.keyType === 'timestamp' || this.keyType === 'timestamptz')) h = hashTimeValue(this.keyType, (data.values as BigInt64Array)[at]!);
       else h = hashTextExtended(canonicalText(kind, data, i)!);
       return this.order[lastAtMost(this.hashMins, h, (a, b) => (a < b ? -1 : a > b ? 1 : 0))]!;
     }
-    const text = canonicalText(kind, data, i)!;
-    const key = NUMERIC_KEYS.includes(kind) ? BigInt(text) : normalizeKey(this.keyType, text);
+    let key: bigint | string;
+    if (kind === 'date' && isTimeKey(this.keyType)) key = BigInt((data.values as Int32Array)[at]!);
+    else if ((kind === 'timestamp' || kind === 'timestamptz') && isTimeKey(this.keyType)) key = (data.values as BigInt64Array)[at]!;
+    else {
+      const text = canonicalText(kind, data, i)!;
+      key = NUMERIC_KEYS.includes(kind) ? BigInt(text) : isTimeKey(this.keyType) ? timeKeyValue(this.keyType, text) : normalizeKey(this.keyType, text);
+    }
     const j = lastAtMost(this.rangeMins, key, this.compare);
-    if (j < 0 || this.compare(key, this.rangeMaxes[j]!) >= 0) throw new KeyOutOfRangeError(this.table, text);
+    if (j < 0 || this.compare(key, this.rangeMaxes[j]!) >= 0) throw new KeyOutOfRangeError(this.table, canonicalText(kind, data, i)!);
     return this.order[j]!;
   }
 }

@@ -197,7 +197,6 @@ export function proposeLayout(
         `${Math.min(...shares).toFixed(1)}–${Math.max(...shares).toFixed(1)}% of the load per range, ${Math.min(...rowsNow)}–${Math.max(...rowsNow)} rows per range now; the last is open to ${bounds.at(-1)} for the growth`,
     );
   }
-  if (method === 'range' && TIME_KINDS.includes(key.kind)) reasons.push(`note: the catalog routes smallint, integer, bigint, text and uuid keys today; creating this layout needs ${key.kind} range keys there`);
   if (overrides.shardCount === undefined) reasons.push(`shards: ${count}${method === 'hash' ? `, a multiple of the ${nodes.length} node(s)` : ''}`);
   const placement = place(count, nodes);
   return {

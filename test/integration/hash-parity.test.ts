@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hashKey, sqlHashFunction, type KeyType } from '../../src/catalog/keys.js';
+import { hashKey, normalizeKey, sqlHashFunction, type KeyType } from '../../src/catalog/keys.js';
+import { formatTimestamp } from '../../src/sql/datetime.js';
 import { hashBytesExtended, hashInt4Extended, hashInt8Extended, hashTextExtended, hashUuidExtended } from '../../src/hashing.js';
 import { fleet } from '../helpers/fleet.js';
 
@@ -335,5 +336,28 @@ describe('hash parity with PostgreSQL (seed 0)', () => {
       const { rows } = await client.query<{ h: string }>(`select ${sqlHashFunction(type)}($1::${type}, 0)::text as h`, [literal]);
       expect(hashKey(type, key), `${type} ${literal}`).toBe(BigInt(rows[0]!.h));
     }
+  });
+  it('date, timestamp, timestamptz: hashdateextended, timestamp_hash_extended, timestamptz_hash_extended = hashKey(…) of their canonical text', async () => {
+    const r = randomTools(0x5348_0071n);
+    // Years 1 to 9999: days −719,162 … 2,932,896 since 1970; microseconds likewise.
+    const days: number[] = [-719_162, 2_932_896, -1, 0, 1, 10_956, 10_957, 10_958];
+    for (let i = 0; i < 10_000; i++) days.push(-719_162 + r.below(2_932_896 + 719_162 + 1));
+    const dates = days.map((d) => normalizeKey('date', new Date(d * 86_400_000).toISOString().slice(0, 10)) as string);
+    expectParity('hashKey(date, …)', dates, await dbHashes('hashdateextended(v, 0)', 'date[]', dates), (v) => hashKey('date', v), showText);
+
+    const lo = -62_135_596_800_000_000n;
+    const span = 253_402_300_799_999_999n - lo + 1n;
+    const micros: bigint[] = [lo, lo + span - 1n, 0n, -1n, 1n, 946_684_800_000_000n, 946_684_799_999_999n];
+    for (let i = 0; i < 10_000; i++) micros.push(lo + (r.next() % span));
+    // Canonical text through timeKeyValue's own parse: every sub-second digit kept.
+    const text = (us: bigint, zone: boolean): string => formatTimestamp(us, zone);
+    const plain = micros.map((us) => text(us, false));
+    const zoned = micros.map((us) => text(us, true));
+    expectParity('hashKey(timestamp, …)', plain, await dbHashes('timestamp_hash_extended(v, 0)', 'timestamp[]', plain), (v) => hashKey('timestamp', v), showText);
+    expectParity('hashKey(timestamptz, …)', zoned, await dbHashes('timestamptz_hash_extended(v, 0)', 'timestamptz[]', zoned), (v) => hashKey('timestamptz', v), showText);
+    // The same instants written with another offset hash the same.
+    const shifted = micros.slice(0, 2_000).filter((us) => us > lo + 36_000_000_000n).map((us) => `${text(us - 5n * 3_600_000_000n, false).replace(' ', 'T')}-05:00`);
+    expectParity('hashKey(timestamptz, -05:00)', shifted, await dbHashes('timestamptz_hash_extended(v, 0)', 'timestamptz[]', shifted), (v) => hashKey('timestamptz', v), showText);
+    expect(sqlHashFunction('timestamptz')).toBe('timestamptz_hash_extended');
   });
 });

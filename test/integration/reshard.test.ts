@@ -24,6 +24,7 @@ beforeAll(async () => {
   await createDistributedTable(worker.options, { name: 'lines', columns: 'order_id bigint, line int, sku text, primary key (order_id, line)', shardKey: 'order_id', colocateWith: 'orders' });
   await createDistributedTable(worker.options, { name: 'ranged', columns: 'k text primary key, v int', shardKey: 'k', method: 'range', rangeBounds: ['a', 'n', '~'] });
   await createDistributedTable(worker.options, { name: 'nopk', columns: 'id bigint, v int', shardKey: 'id', shardCount: 2 });
+  await createDistributedTable(worker.options, { name: 'timed', columns: 'at timestamptz primary key, v int', shardKey: 'at', method: 'range', rangeBounds: ['2026-01-01', '2026-02-01T00:00:00Z', '2026-03-01 01:00+01'] });
   router = await createRouter({ catalogUrl: catalog.catalogUrl });
 });
 
@@ -205,6 +206,37 @@ describe('split and merge', () => {
     expect(low.rows.map((r) => r.k)).toEqual(['apple', 'banana']);
     const high = await router.forKey('ranged', 'kiwi').query('select k from ranged order by k');
     expect(high.rows.map((r) => r.k)).toEqual(['kiwi', 'lemon', 'melon']);
+    await expectSchemasMatchCatalog();
+    await expectNothingLeft();
+  });
+
+  it('a timestamptz range table: routed by Date or ISO text with any offset, split at a time onto another node, every row where its time says', async () => {
+    const [jan, feb] = await shardsOf('timed');
+    const { rows: bounds } = await catalog.pool.query<{ range_min: string; range_max: string }>('select s.range_min, s.range_max from shardcast.shards s where s.id = $1', [jan!.id]);
+    expect(bounds[0]).toEqual({ range_min: '2026-01-01 00:00:00+00', range_max: '2026-02-01 00:00:00+00' });
+    const times = ['2026-01-01T00:00:00Z', '2026-01-10T08:00:00Z', '2026-01-15T10:00:00Z', '2026-01-15T10:00:00.000001Z', '2026-01-31T23:59:59.999Z', '2026-02-01T00:00:00Z', '2026-02-20T12:00:00Z'];
+    for (const [i, t] of times.entries()) await router.forKey('timed', new Date(t)).query('insert into timed values ($1, $2)', [t, i]);
+    // A key is the same instant whatever its offset: 12:00+02 is 10:00 UTC.
+    expect(router.forKey('timed', '2026-01-15 12:00:00+02').route().shardId).toBe(jan!.id);
+    expect(router.forKey('timed', '2026-02-01 00:59+01').route().shardId).toBe(jan!.id);
+    expect(router.forKey('timed', '2026-02-01 01:00+01').route().shardId).toBe(feb!.id);
+    expect(router.forKey('timed', '2026-02-01 00:00:00.000001+00').route().shardId).toBe(feb!.id);
+    expect(() => router.forKey('timed', '2026-03-01T00:00:00Z').route()).toThrow(/2026-03-01/);
+    const other = catalog.nodes.map((n) => n.name).find((n) => n !== jan!.node)!;
+    const handle = await startSplit(worker.options, { shardId: jan!.id, targetNodes: [jan!.node, other], at: '2026-01-15 12:00:00+02', graceSeconds: 0, pollSeconds: 0.2 });
+    const result = await moveResult(handle);
+    const at = (t: string) => router.forKey('timed', new Date(t)).route().shardId;
+    expect(at('2026-01-15T09:59:59.999Z')).toBe(result.shards[0]);
+    expect(at('2026-01-15T10:00:00Z')).toBe(result.shards[1]);
+    const read = async (t: string) => (await router.forKey('timed', new Date(t)).query<{ v: number }>('select v from timed order by at')).rows.map((r) => r.v);
+    expect(await read('2026-01-01T00:00:00Z')).toEqual([0, 1]);
+    expect(await read('2026-01-20T00:00:00Z')).toEqual([2, 3, 4]);
+    expect(await read('2026-02-10T00:00:00Z')).toEqual([5, 6]);
+    const { rows: split } = await catalog.pool.query<{ range_min: string; range_max: string }>('select range_min, range_max from shardcast.shards where id = any($1::bigint[]) order by range_min', [result.shards]);
+    expect(split).toEqual([
+      { range_min: '2026-01-01 00:00:00+00', range_max: '2026-01-15 10:00:00+00' },
+      { range_min: '2026-01-15 10:00:00+00', range_max: '2026-02-01 00:00:00+00' },
+    ]);
     await expectSchemasMatchCatalog();
     await expectNothingLeft();
   });

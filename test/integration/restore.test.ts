@@ -209,6 +209,25 @@ describe('restoreTable', () => {
     expect(got).toEqual({ rows: expected.rows, sum: expected.sum, perShard: [7499, 7500, 7500, 7501] });
   });
 
+  it('restores into a range layout on a timestamptz column: identical rows, each shard holding its weeks, routed by time', async () => {
+    const expected = await pgDigest(source, null, 'events');
+    // created_at is 2026-01-01 plus id minutes: 10,080 minutes a week.
+    const bounds = ['2026-01-01 00:00:00+00', '2026-01-08 00:00:00+00', '2026-01-15 01:00:00+01', '2026-02-01'];
+    const input = layoutInput('events_t', { keyColumn: 'created_at', method: 'range', rangeBounds: bounds, nodes: [names()[0]!, names()[1]!, names()[2]!], reasons: ['test'] });
+    const result = await restoreResult(await startRestore(worker.options, input));
+    expect(result.shards).toBe(3);
+    const got = await restoredDigest('events_t');
+    expect(got).toEqual({ rows: expected.rows, sum: expected.sum, perShard: [10_079, 10_080, ROWS - 20_159] });
+    const router = await createRouter({ catalogUrl: catalog.catalogUrl });
+    try {
+      const at = new Date(Date.UTC(2026, 0, 1) + 12_345 * 60_000);
+      const r = await router.forKey('events_t', at).query<{ id: string }>('select id::text from events_t where created_at = $1', [at]);
+      expect(r.rows).toEqual([{ id: '12345' }]);
+    } finally {
+      await router.close();
+    }
+  });
+
   it('a killed worker process mid-import: the import resumes on another worker and every row lands exactly once', async () => {
     const queue = uniqueName('tq-restore-kill');
     // Each batch is held a moment: the kill lands inside a unit, with rows sent and not committed.

@@ -26,10 +26,13 @@ describe('keyTypeOf', () => {
     expect(keyTypeOf('uuid')).toBe('uuid');
     expect(keyTypeOf('character varying')).toBe('text');
     expect(keyTypeOf('character varying(255)')).toBe('text');
+    expect(keyTypeOf('date')).toBe('date');
+    expect(keyTypeOf('timestamp with time zone')).toBe('timestamptz');
+    expect(keyTypeOf('timestamp without time zone')).toBe('timestamp');
   });
 
   it('refuses everything else', () => {
-    for (const t of ['json', 'jsonb', 'numeric', 'character(10)', 'character', 'timestamp with time zone', 'bytea', 'int', 'int8', 'Integer', 'real', '']) {
+    for (const t of ['json', 'jsonb', 'numeric', 'character(10)', 'character', 'timestamp(3) with time zone', 'timestamp(0) without time zone', 'time without time zone', 'interval', 'bytea', 'int', 'int8', 'Integer', 'real', '']) {
       expect(keyTypeOf(t)).toBeUndefined();
     }
   });
@@ -37,7 +40,60 @@ describe('keyTypeOf', () => {
 
 describe('sqlHashFunction', () => {
   it('names the PostgreSQL extended hash of each type', () => {
-    expect(KEY_TYPES.map(sqlHashFunction)).toEqual(['hashint2extended', 'hashint4extended', 'hashint8extended', 'hashtextextended', 'uuid_hash_extended']);
+    expect(KEY_TYPES.map(sqlHashFunction)).toEqual([
+      'hashint2extended',
+      'hashint4extended',
+      'hashint8extended',
+      'hashtextextended',
+      'uuid_hash_extended',
+      'hashdateextended',
+      'timestamp_hash_extended',
+      'timestamptz_hash_extended',
+    ]);
+  });
+});
+
+describe('time keys', () => {
+  it('normalize ISO text, offsets and Dates to PostgreSQL\'s canonical text under UTC', () => {
+    expect(normalizeKey('timestamptz', '2026-03-01 10:00:00+00')).toBe('2026-03-01 10:00:00+00');
+    expect(normalizeKey('timestamptz', '2026-03-01T12:30:00.250+02:30')).toBe('2026-03-01 10:00:00.25+00');
+    expect(normalizeKey('timestamptz', '2026-03-01 05:00-05')).toBe('2026-03-01 10:00:00+00');
+    expect(normalizeKey('timestamptz', '2026-03-01T10:00:00Z')).toBe('2026-03-01 10:00:00+00');
+    expect(normalizeKey('timestamptz', '2026-03-01 10:00')).toBe('2026-03-01 10:00:00+00'); // no offset: UTC
+    expect(normalizeKey('timestamptz', '2026-03-01')).toBe('2026-03-01 00:00:00+00');
+    expect(normalizeKey('timestamptz', new Date('2026-03-01T10:00:00.123Z'))).toBe('2026-03-01 10:00:00.123+00');
+    expect(normalizeKey('timestamp', '2026-03-01 10:00:00.000001')).toBe('2026-03-01 10:00:00.000001');
+    expect(normalizeKey('timestamp', new Date('2026-03-01T10:00:00Z'))).toBe('2026-03-01 10:00:00');
+    expect(normalizeKey('date', '2026-03-01')).toBe('2026-03-01');
+    expect(normalizeKey('date', new Date('2026-03-01T23:59:59Z'))).toBe('2026-03-01');
+    expect(normalizeKey('date', '0001-01-01')).toBe('0001-01-01');
+    expect(normalizeKey('timestamptz', '9999-12-31 23:59:59.999999+00')).toBe('9999-12-31 23:59:59.999999+00');
+  });
+
+  it('refuse what is not such a time, naming it', () => {
+    expect(typeError(() => normalizeKey('timestamp', '2026-03-01 10:00+02')).message).toMatch(/a timestamp shard key takes no UTC offset/);
+    expect(typeError(() => normalizeKey('date', '2026-03-01 10:00')).message).toMatch(/expected a date YYYY-MM-DD key/);
+    expect(typeError(() => normalizeKey('date', '2026-02-30')).message).toMatch(/no such date/);
+    expect(typeError(() => normalizeKey('timestamptz', '2026-03-01 24:00')).message).toMatch(/no such timestamptz/);
+    expect(typeError(() => normalizeKey('timestamptz', 'infinity')).message).toMatch(/expected a timestamptz/);
+    expect(typeError(() => normalizeKey('timestamptz', '0000-12-31')).message).toMatch(/no such timestamptz/);
+    expect(typeError(() => normalizeKey('timestamptz', '9999-12-31 23:59:59-01')).message).toMatch(/outside the years 1 to 9999/);
+    expect(typeError(() => normalizeKey('timestamptz', 1767225600000)).message).toMatch(/expected a timestamptz key \(a Date or ISO text\), got the number/);
+    expect(typeError(() => normalizeKey('date', new Date(Number.NaN))).message).toMatch(/invalid Date/);
+  });
+
+  it('compare in time order, whatever the text', () => {
+    const sorted = ['2025-12-31 23:59:59.999999+00', '2026-01-01 00:00:00+00', '2026-01-01 00:00:00.5+00', '2026-01-01 00:00:00.55+00', '2026-01-02 00:00:00+00'];
+    const shuffled = [sorted[3]!, sorted[0]!, sorted[4]!, sorted[2]!, sorted[1]!];
+    expect(shuffled.sort((a, b) => compareKeys('timestamptz', a, b))).toEqual(sorted);
+    expect(compareKeys('date', '2026-01-10', '2026-01-09')).toBe(1);
+    expect(compareKeys('timestamp', '2026-01-01 00:00:00', '2026-01-01 00:00:00')).toBe(0);
+  });
+
+  it('hash as PostgreSQL does (values from PostgreSQL 18: timestamp_hash_extended, timestamptz_hash_extended, hashdateextended, seed 0)', () => {
+    expect(hashKey('timestamp', '2026-01-01 10:00:00.5')).toBe(1538548720792071232n);
+    expect(hashKey('timestamptz', '2026-01-01 12:00:00.5+02')).toBe(1538548720792071232n);
+    expect(hashKey('date', '2026-01-01')).toBe(1578779592015251209n);
   });
 });
 

@@ -25,7 +25,7 @@ describe('the package', () => {
         ['MapTooStaleError', true],
         ['CatalogUnavailableError', true],
       ],
-      keyTypes: ['smallint', 'integer', 'bigint', 'text', 'uuid'],
+      keyTypes: ['smallint', 'integer', 'bigint', 'text', 'uuid', 'date', 'timestamp', 'timestamptz'],
     });
   }, 120_000);
 });
