@@ -11,6 +11,7 @@ import { loadSplitsFor, planIsolation, REBALANCE_TENANT_WINDOW_MS, tenantsToIsol
 import type { RebalanceAction, RebalanceInput, RebalancePlanned } from '../workflows/messages.js';
 import type { ActivityDeps } from './index.js';
 import { failpoint } from '../src/failpoints.js';
+import { rangeSplitsFor } from '../src/movement/range-splits.js';
 import { run } from './failures.js';
 import { whileHeartbeating } from './heartbeat.js';
 
@@ -96,9 +97,18 @@ export function createPlanningActivities(deps: ActivityDeps) {
       return run(() => planIsolation(deps.catalog, input));
     },
 
-    /** Where a shard's split into `pieces` (2, or successive halvings) leaves even load in each piece (the routers' profile over the last 15 minutes); null: the middles. */
+    /**
+     * Where a shard's split into `pieces` (2, or successive halvings) is made: a hash shard where each
+     * piece carries even load (the routers' profile over the last 15 minutes; null: the middles); a
+     * range shard at its rows' quantiles moved to logical boundaries (movement/range-splits.ts; null
+     * when it has too few distinct keys to cut).
+     */
     async splitPointsByLoad(input: { shardId: number; pieces: number }): Promise<LoadSplits | null> {
-      return run(async () => (await loadSplitsFor(deps.catalog, input.shardId, input.pieces, REBALANCE_TENANT_WINDOW_MS)) ?? null);
+      return run(async () => {
+        const range = await rangeSplitsFor(deps.catalog, deps.nodePools, input.shardId, input.pieces);
+        if (range !== null) return range ? { points: range.points, shares: range.shares, heavyShare: 0, basis: 'rows' as const, boundaries: range.boundaries } : null;
+        return (await loadSplitsFor(deps.catalog, input.shardId, input.pieces, REBALANCE_TENANT_WINDOW_MS)) ?? null;
+      });
     },
 
     async markPlanAction(input: { planId: number; actionId: string; state: ActionState; workflowId?: string; outcome?: string }): Promise<void> {

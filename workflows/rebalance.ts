@@ -184,15 +184,19 @@ async function act(input: RebalanceInput, a: RebalanceAction, planId: number, pr
   if (a.kind === 'split' && pieces && pieces.length > 2) return splitInPieces(input, a, planId, pieces);
   const op = movementOf({ ...a, node: real(a.node), ...(pieces ? { pieceNodes: pieces } : {}) });
   if (typeof op === 'string') return { id: a.id, state: 'skipped', outcome: op };
-  // A split in two is made where its halves carry even load by the routers' profile (its heavy keys), not at
-  // the middle of its hash range; without a profile, or when it cannot be read, at the middle. (Histories of
-  // earlier code split at the middle.)
+  // A split in two of a hash shard is made where its halves carry even load by the routers' profile (its heavy
+  // keys), not at the middle of its hash range; without a profile, or when it cannot be read, at the middle.
+  // A range shard (it has no middle) at its rows' median, moved to a logical boundary (movement/range-splits.ts).
+  // (Histories of earlier code split at the middle.)
   let at = '';
   if (op.operation === 'split' && op.splitAt === undefined && patched('rebalance-split-at-even-load')) {
     const cut = await evenLoadCut(op.shardId, 2);
     if (cut) {
       op.splitAt = cut.points[0]!;
-      at = `; split at hash ${cut.points[0]}, where its halves carry ${percents(cut.shares).join(' and ')} of its accesses (its heavy keys take ${percent(cut.heavyShare)})`;
+      at =
+        cut.basis === 'rows'
+          ? `; split at key ${cut.points[0]}${boundaryText(cut.boundaries?.[0])}, where its halves hold ${percents(cut.shares).join(' and ')} of its rows`
+          : `; split at hash ${cut.points[0]}, where its halves carry ${percents(cut.shares).join(' and ')} of its accesses (its heavy keys take ${percent(cut.heavyShare)})`;
     }
   }
   const run = await runMovement(input, a, planId, op, roundEnd);
@@ -217,7 +221,11 @@ async function splitInPieces(input: RebalanceInput, a: RebalanceAction, planId: 
   // code cut every range at its middle.)
   const cut = patched('rebalance-split-pieces-at-even-load') ? await evenLoadCut(shardId, pieces.length) : undefined;
   const points = cut?.points;
-  const evenly = cut ? `; cut where its pieces carry ${percents(cut.shares).join(', ')} of its accesses (its heavy keys take ${percent(cut.heavyShare)})` : '';
+  const evenly = !cut
+    ? ''
+    : cut.basis === 'rows'
+      ? `; cut at keys ${cut.points.map((p, i) => `${p}${boundaryText(cut.boundaries?.[i])}`).join(', ')}, where its pieces hold ${percents(cut.shares).join(', ')} of its rows`
+      : `; cut where its pieces carry ${percents(cut.shares).join(', ')} of its accesses (its heavy keys take ${percent(cut.heavyShare)})`;
   const halve = async (id: number, nodes: string[], first = 0): Promise<void> => {
     if (nodes.length < 2) return;
     const half = nodes.length / 2;
@@ -257,6 +265,7 @@ async function evenLoadCut(shardId: number, pieces: number): Promise<LoadSplits 
 
 const percent = (share: number): string => `${Math.round(share * 100)}%`;
 const percents = (shares: readonly number[]): string[] => shares.map(percent);
+const boundaryText = (b: 'day' | 'hour' | 'key' | undefined): string => (b === 'day' ? ' (the start of its day)' : b === 'hour' ? ' (the start of its hour)' : '');
 
 interface MovementRun {
   state: RebalanceActionOutcome['state'];

@@ -90,7 +90,7 @@ export function timeKeyValue(type: TimeKeyType, key: unknown): bigint {
 }
 
 /** The canonical text of a time key (PostgreSQL's output under UTC, ISO): what the catalog keeps and SQL reads. */
-function timeKeyText(type: TimeKeyType, value: bigint): string {
+export function timeKeyText(type: TimeKeyType, value: bigint): string {
   return type === 'date' ? formatDate(Number(value)) : formatTimestamp(value, type === 'timestamptz');
 }
 

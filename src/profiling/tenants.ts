@@ -257,6 +257,12 @@ export interface LoadSplits {
   shares: number[];
   /** The heavy keys' share of the shard's accesses (the rest is taken as spread evenly over its range). */
   heavyShare: number;
+  /**
+   * 'rows': a range shard, cut by its rows at logical boundaries (movement/range-splits.ts); points
+   * are keys, shares are of rows, and `boundaries` says per point where it was moved to.
+   */
+  basis?: 'rows';
+  boundaries?: Array<'day' | 'hour' | 'key'>;
 }
 
 /**

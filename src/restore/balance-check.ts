@@ -9,6 +9,7 @@
  */
 import type pg from 'pg';
 import type { NodePools } from '../catalog/node-pools.js';
+import { rangeSplitsFor } from '../movement/range-splits.js';
 import type { Queryable } from '../catalog/nodes.js';
 import { ShardcastError, errorMessage } from '../errors.js';
 import { quoteIdent } from '../sql/ident.js';
@@ -110,15 +111,10 @@ export async function checkBalance(
   const lightest = [...held.entries()].sort((a, b) => a[1] - b[1])[0]?.[0] ?? chosen.node;
   let at: string | undefined;
   if (t.method === 'range') {
-    const s = shards.find((x) => x.shardId === chosen.shardId)!;
-    const key = quoteIdent(t.keyColumn);
-    const { rows } = await pools
-      .get(s.dsn)
-      .query<{ median: string | null; low: string | null }>(
-        `select (percentile_disc(0.5) within group (order by ${key}))::text as median, min(${key})::text as low from ${quoteIdent(s.schema)}.${quoteIdent(t.table)}`,
-      );
-    if (!rows[0]?.median || rows[0].median === rows[0].low) return none(`shard ${chosen.shardId} is over the threshold, but half its rows share its lowest key: no split point`);
-    at = rows[0].median;
+    // At its rows' median, moved to a logical boundary (the start of a day for a time key).
+    const cut = await rangeSplitsFor(catalog, pools, chosen.shardId, 2, t.table);
+    if (!cut) return none(`shard ${chosen.shardId} is over the threshold, but half its rows share its lowest key: no split point`);
+    at = cut.points[0]!;
   }
   const by = bySize ? 'size' : 'load';
   const skew = bySize ? size.skew : load!.skew;
