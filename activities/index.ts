@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type { NodePools } from '../src/catalog/node-pools.js';
 import type { TrainingThreads } from '../src/forecasting/thread-pool.js';
 import type { GovernorSettings } from '../src/movement/governor.js';
+import type { PlannerWeights } from '../src/planning/types.js';
 import type { ProvisionerConfig } from '../src/planning/provisioner.js';
 import { getNode } from '../src/catalog/nodes.js';
 import { createTableOnNode, dropTableOnNode } from '../src/catalog/shard-ddl.js';
@@ -34,6 +35,8 @@ export interface ActivityDeps {
   trainingThreads?: TrainingThreads;
   /** Where scale-out's new nodes come from (planning.provisioner; default standby: none are created). */
   provisioner?: ProvisionerConfig;
+  /** The planner's weights and target utilisation (planning.*) for an isolated key's node; default the planner's defaults. */
+  planner?: { weights: PlannerWeights; targetUtilisation: number };
   /** Session limits of the restore's own node connections (idle-in-transaction timeout, keepalives). */
   sessionLimits?: SessionLimits;
 }

@@ -94,7 +94,7 @@ export function createPlanningActivities(deps: ActivityDeps) {
 
     /** The splits that isolate a key (src/profiling/tenants.ts), checked against the catalog; bad input is non-retryable. */
     async planKeyIsolation(input: { table: string; key: string; targetNode?: string }): Promise<IsolationPlan> {
-      return run(() => planIsolation(deps.catalog, input));
+      return run(() => planIsolation(deps.catalog, input, deps.planner));
     },
 
     /**

@@ -90,15 +90,17 @@ function registerTenantCommands(program: Command): void {
     .description('split a shard-key value (a hot tenant) off into a shard of its own, on another node, online (one or two splits)')
     .argument('<table>', 'the distributed table')
     .argument('<key>', 'the shard-key value')
-    .option('--to <node>', 'the node of its shard (default: the least-loaded other active node)')
+    .option('--to <node>', "the node of its shard (default: the other active node of lowest target cost for the key: load, the key's regions, its daily peak)")
     .option('--dry-run', 'print the splits and change nothing')
     .option('--no-wait', 'start it and return (nothing is followed)')
     .action(async (table: string, key: string, opts: IsolateOptions) => {
       const cfg = await configOf(program);
       const { planIsolation } = await import('../src/profiling/tenants.js');
       // Checked against the catalog before anything starts: bad input is one line and no failed run.
-      const plan = await withCatalog(cfg, (catalog) => planIsolation(catalog, { table, key, ...(opts.to ? { targetNode: opts.to } : {}) }));
+      const planner = { weights: cfg.planning.weights, targetUtilisation: cfg.planning.targetUtilisation };
+      const plan = await withCatalog(cfg, (catalog) => planIsolation(catalog, { table, key, ...(opts.to ? { targetNode: opts.to } : {}) }, planner));
       console.log(`key ${plan.key} of ${plan.table}: ${plan.piece} out of shard ${plan.shardId} on ${plan.sourceNode}, onto ${plan.targetNode}`);
+      if (plan.reason) console.log(`  target ${plan.reason}`);
       plan.steps.forEach((st, i) => console.log(`  split ${i + 1}: ${st.shard === 'upper' ? 'its upper half' : `shard ${st.shard}`} at ${st.at}, halves to ${st.targets.join(' and ')}`));
       if (opts.dryRun) return;
       const [{ WorkflowExecutionAlreadyStartedError }, { clientOptionsFromConfig, toShardcastError }, { movementSettings }, { AlreadyExistsError }, { CONTROL_TASK_QUEUE }, { assertValidInput, isolateKeyInputSchema }, { isolateWorkflowId }] = await Promise.all([

@@ -145,6 +145,7 @@ export async function startStack(config: Config, options: StackOptions): Promise
       catalogUrl,
       dataConverter,
       provisioner: config.planning.provisioner,
+      planner: { weights: config.planning.weights, targetUtilisation: config.planning.targetUtilisation },
       training: { threads: config.forecast.threads, backend: config.forecast.backend },
       governor: config.movement.governor,
       sessionLimits: {

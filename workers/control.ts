@@ -12,6 +12,7 @@ import { CONTROL_TASK_QUEUE } from '../src/task-queues.js';
 import { TrainingThreads } from '../src/forecasting/thread-pool.js';
 import type { BackendChoice } from '../src/forecasting/tf-backend.js';
 import type { ProvisionerConfig } from '../src/planning/provisioner.js';
+import type { PlannerWeights } from '../src/planning/types.js';
 
 export { CONTROL_TASK_QUEUE };
 
@@ -38,6 +39,8 @@ export interface ControlWorkerOptions {
   dataConverter?: WorkerOptions['dataConverter'];
   /** Where scale-out's new nodes come from (planning.provisioner). */
   provisioner?: ProvisionerConfig;
+  /** The planner's weights and target utilisation (planning.*), for choices made outside a plan (an isolated key's node). */
+  planner?: { weights: PlannerWeights; targetUtilisation: number };
   /** Where business errors are logged, one line each (default: the Temporal runtime's logger, at WARN). */
   logBusinessError?: (line: string) => void;
 }
@@ -106,7 +109,7 @@ export async function startControlWorker(options: ControlWorkerOptions): Promise
       connection: options.connection,
       namespace: options.namespace,
       taskQueue: options.taskQueue ?? CONTROL_TASK_QUEUE,
-      activities: createActivities({ catalog, catalogUrl: options.catalogUrl, nodePools, cutoverPools, trainingThreads, governor: options.governor, provisioner: options.provisioner, sessionLimits: limits }),
+      activities: createActivities({ catalog, catalogUrl: options.catalogUrl, nodePools, cutoverPools, trainingThreads, governor: options.governor, provisioner: options.provisioner, ...(options.planner ? { planner: options.planner } : {}), sessionLimits: limits }),
       ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
       shutdownGraceTime: '10 seconds',
       ...(options.dataConverter ? { dataConverter: options.dataConverter } : {}),

@@ -144,10 +144,13 @@ export async function gatherPlanInput(catalog: pg.Pool, pools: NodePools, option
       placements,
       shardForecasts,
       dailyProfiles,
-      regionShares: await regionShares(catalog, asOf).catch((err: unknown) => {
-        if (sqlState(err) === UNDEFINED_TABLE_SQLSTATE) return []; // a catalog before migration 0014
-        throw err;
-      }),
+      // Only of shards placed now: a shard split or merged away keeps its counts for a day.
+      regionShares: (
+        await regionShares(catalog, asOf).catch((err: unknown) => {
+          if (sqlState(err) === UNDEFINED_TABLE_SQLSTATE) return []; // a catalog before migration 0014
+          throw err;
+        })
+      ).filter((r) => placements.some((p) => p.shardId === r.shardId)),
       recentMoves: [...(await recentMoves(catalog, asOf, settings.hysteresisSeconds)), ...inFlight],
       utilisationHistory: (await utilisationHistory(catalog, settings.scaleIn.sustainedRounds, settings.scaleIn.lookaheadSteps)).filter((h) => nodes.some((n) => n.id === h.nodeId)),
       moveDuration: learnMoveDuration(await pastMovements(catalog)),

@@ -18,7 +18,9 @@
 import type { Queryable } from '../catalog/nodes.js';
 import { compareKeys, hashKey, keyToText, normalizeKey, type KeyType } from '../catalog/keys.js';
 import { InvalidInputError, NotFoundError } from '../errors.js';
-import type { Plan } from '../planning/types.js';
+import { localityCost, peakStacking, targetCost, type CostTerms } from '../planning/cost.js';
+import { DEFAULT_SETTINGS } from '../planning/settings.js';
+import type { Plan, PlannerWeights } from '../planning/types.js';
 import { loadSeries } from './series.js';
 
 export interface TenantShard {
@@ -57,6 +59,8 @@ export interface IsolationPlan {
   steps: IsolationStep[];
   /** Which half of the last step holds the key (0: lower, 1: upper). */
   keyHalf: 0 | 1;
+  /** Why the target, when Shardcast chose it (chooseIsolationTarget). */
+  reason?: string;
 }
 
 /** The table's sharding and shards with their nodes; a clear error for a table that is not an active distributed table. */
@@ -213,34 +217,132 @@ export async function hotTenants(catalog: Queryable, options: HotTenantOptions):
   return out.sort((a, b) => b.accesses - a.accesses);
 }
 
+/** What the routers' profile says of one entity (a shard-key value): where and when it is accessed. */
+export interface EntityProfile {
+  /** Share of its accesses per client region over the last day (routers with a `region`); empty: unknown. */
+  regionShares: Record<string, number>;
+  /** Its accesses per UTC hour of the day over the last week (24 values); all zero: unknown. */
+  hourly: number[];
+}
+
+export interface TargetCandidate {
+  name: string;
+  region: string | null;
+  /** Observed load over capacity, over the last 15 minutes. */
+  utilisation: number;
+  /** The node's load per UTC hour of the day over the last week (24 values; all zero: unknown). */
+  hourly: number[];
+}
+
+export interface TargetChoice {
+  name: string;
+  cost: number;
+  terms: CostTerms;
+  reason: string;
+}
+
+/**
+ * The node an isolated entity goes to: the lowest target cost of the planner (planning/cost.ts, its
+ * weights) with the entity's own profile — load: the node's observed utilisation over the target
+ * utilisation; locality: the share of the entity's accesses from other regions than the node's;
+ * alignment: how far the entity's daily peak stacks on the node's (peakStacking of the two hour-of-day
+ * profiles), so that entities with opposite peaks share a node. Bytes are the same for every target
+ * and left out. A node already over the target takes the entity only when every node is (load first).
+ * Ties: the less utilised, then the name. Pure.
+ */
+export function chooseIsolationTarget(entity: EntityProfile, candidates: readonly TargetCandidate[], weights: PlannerWeights, targetUtilisation: number): TargetChoice {
+  if (candidates.length === 0) throw new InvalidInputError('no candidate node');
+  const under = candidates.filter((c) => c.utilisation <= targetUtilisation);
+  const pool = under.length > 0 ? under : candidates;
+  const scored = pool.map((c) => {
+    const terms: CostTerms = {
+      load: c.utilisation / targetUtilisation,
+      bytes: 0,
+      locality: localityCost(entity.regionShares, c.region),
+      alignment: peakStacking(entity.hourly, c.hourly),
+    };
+    return { c, terms, cost: targetCost(terms, weights) };
+  });
+  scored.sort((a, b) => a.cost - b.cost || a.c.utilisation - b.c.utilisation || (a.c.name < b.c.name ? -1 : a.c.name > b.c.name ? 1 : 0));
+  const best = scored[0]!;
+  const pct = (x: number) => `${Math.round(x * 100)}%`;
+  const regions = Object.entries(entity.regionShares).sort((a, b) => b[1] - a[1]);
+  const parts = [`${pct(best.c.utilisation)} utilised`];
+  if (regions.length > 0) parts.push(`${pct(1 - best.terms.locality)} of the key's accesses from ${best.c.region ?? 'no region'}${regions[0]![0] === best.c.region ? '' : ` (most from ${regions[0]![0]})`}`);
+  if (entity.hourly.some((v) => v > 0) && best.c.hourly.some((v) => v > 0)) {
+    const peak = (h: readonly number[]) => h.indexOf(Math.max(...h));
+    parts.push(`its daily peak at ${peak(entity.hourly)}:00 UTC on the node's peaking at ${peak(best.c.hourly)}:00 stacks ${pct(best.terms.alignment)}`);
+  }
+  return { name: best.c.name, cost: best.cost, terms: best.terms, reason: `${best.c.name}: ${parts.join('; ')} (target cost ${best.cost.toFixed(2)}${scored.length > 1 ? `, next ${scored[1]!.c.name} ${scored[1]!.cost.toFixed(2)}` : ''})` };
+}
+
+/** The entity's profile from the routers' hot keys of its table's colocation group. */
+export async function entityProfile(catalog: Queryable, tables: readonly string[], key: string, now: Date): Promise<EntityProfile> {
+  const { rows: regions } = await catalog.query<{ region: string; n: string }>(
+    `select region, sum(lower_bound)::text as n from shardcast_stats.hot_keys
+      where table_name = any($1::text[]) and key = $2 and region <> '' and bucket >= $3::timestamptz - interval '1 day' group by region`,
+    [tables, key, now],
+  );
+  const total = regions.reduce((a, r) => a + Number(r.n), 0);
+  const { rows: hours } = await catalog.query<{ h: number; n: string }>(
+    `select extract(hour from bucket at time zone 'UTC')::int as h, sum(lower_bound)::text as n from shardcast_stats.hot_keys
+      where table_name = any($1::text[]) and key = $2 and bucket >= $3::timestamptz - interval '7 days' group by 1`,
+    [tables, key, now],
+  );
+  const hourly = new Array<number>(24).fill(0);
+  for (const r of hours) hourly[r.h] = Number(r.n);
+  return { regionShares: total > 0 ? Object.fromEntries(regions.map((r) => [r.region, Number(r.n) / total])) : {}, hourly };
+}
+
+/** A node's load per UTC hour of the day over the week before `now` (its load series, hourly). */
+async function nodeHourly(catalog: Queryable, node: string, now: Date): Promise<number[]> {
+  const hourly = new Array<number>(24).fill(0);
+  const points = await loadSeries(catalog, `node:${node}:load`, new Date(now.getTime() - 7 * 86_400_000), now, 3_600_000);
+  for (const p of points) if (p.value !== null) hourly[p.ts.getUTCHours()]! += p.value;
+  return hourly;
+}
+
 /**
  * The isolation of `key` of `table` onto `targetNode`, or, without one, onto the active node other
- * than the key's own with the least observed load for its capacity over the last 15 minutes (the
- * node load series; a node without samples counts as idle). The rebalancer may move the piece later
- * with its full target cost, once the piece has a forecast of its own.
+ * than the key's own chosen by chooseIsolationTarget with the key's profile (its region shares and
+ * daily profile from the routers' hot keys) and each node's (observed utilisation over the last 15
+ * minutes, region, daily load profile). The rebalancer may move the piece later with its full target
+ * cost, once the piece has a forecast of its own.
  */
-export async function planIsolation(catalog: Queryable, request: { table: string; key: string; targetNode?: string }): Promise<IsolationPlan> {
+export async function planIsolation(
+  catalog: Queryable,
+  request: { table: string; key: string; targetNode?: string },
+  planner: { weights: PlannerWeights; targetUtilisation: number } = DEFAULT_SETTINGS,
+  now = new Date(),
+): Promise<IsolationPlan> {
   const t = await tenantTable(catalog, request.table);
-  const { shard } = shardOfKey(t, request.key);
-  const { rows: nodes } = await catalog.query<{ name: string; state: string; capacity: number | null }>('select name, state, capacity from shardcast.nodes order by name');
+  const { shard, normalized } = shardOfKey(t, request.key);
+  const { rows: nodes } = await catalog.query<{ name: string; state: string; capacity: number | null; region: string | null }>('select name, state, capacity, region from shardcast.nodes order by name');
   let target = request.targetNode;
+  let reason: string | undefined;
   if (target !== undefined) {
     const node = nodes.find((n) => n.name === target);
     if (!node) throw new NotFoundError(`there is no node "${target}"`);
     if (node.state !== 'active') throw new InvalidInputError(`node ${target} is ${node.state}, not active: it cannot take shards`);
   } else {
-    const candidates = nodes.filter((n) => n.state === 'active' && n.name !== shard.node);
-    if (candidates.length === 0) throw new InvalidInputError(`no active node other than ${shard.node} to isolate key ${request.key} of table "${t.table}" on: give --to`);
-    const now = Date.now();
-    const utilisation = await Promise.all(
-      candidates.map(async (n) => {
-        const [p] = await loadSeries(catalog, `node:${n.name}:load`, new Date(now - 15 * 60_000), new Date(now), now);
-        return (p?.value ?? 0) / (n.capacity && n.capacity > 0 ? n.capacity : 1);
+    const active = nodes.filter((n) => n.state === 'active' && n.name !== shard.node);
+    if (active.length === 0) throw new InvalidInputError(`no active node other than ${shard.node} to isolate key ${request.key} of table "${t.table}" on: give --to`);
+    const candidates: TargetCandidate[] = await Promise.all(
+      active.map(async (n) => {
+        const [p] = await loadSeries(catalog, `node:${n.name}:load`, new Date(now.getTime() - 15 * 60_000), now, now.getTime());
+        return { name: n.name, region: n.region, utilisation: (p?.value ?? 0) / (n.capacity && n.capacity > 0 ? n.capacity : 1), hourly: await nodeHourly(catalog, n.name, now) };
       }),
     );
-    target = candidates[utilisation.indexOf(Math.min(...utilisation))]!.name;
+    const { rows: group } = await catalog.query<{ name: string }>(
+      `select t2.name from shardcast.distributed_tables t join shardcast.distributed_tables t2 on t2.group_id = t.group_id where t.name = $1`,
+      [t.table],
+    );
+    const entity = await entityProfile(catalog, group.map((r) => r.name), normalized, now);
+    const choice = chooseIsolationTarget(entity, candidates, planner.weights, planner.targetUtilisation);
+    target = choice.name;
+    reason = choice.reason;
   }
-  return isolationSteps(t, request.key, target);
+  return { ...isolationSteps(t, request.key, target), ...(reason ? { reason } : {}) };
 }
 
 /** A key's accesses over a window (its heavy-hitter lower bound). */

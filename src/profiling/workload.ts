@@ -123,7 +123,11 @@ export class WorkloadProfile {
   private pending?: ProfileBatch;
   private flushing?: Promise<void>;
 
-  constructor(options: ProfileOptions = {}) {
+  /** The router's client region ('' without one): hot keys are counted per region. */
+  readonly region: string;
+
+  constructor(options: ProfileOptions = {}, region?: string) {
+    this.region = region ?? '';
     const o = { ...DEFAULTS, ...options, sketch: { ...SKETCH, ...options.sketch } };
     for (const k of ['flushIntervalMs', 'maxStatements', 'maxTemplates', 'topKeys'] as const) {
       if (!Number.isSafeInteger(o[k]) || o[k] < 1) throw new RangeError(`profile.${k}: expected a whole number ≥ 1, got ${String(o[k])}`);
@@ -201,13 +205,13 @@ export class WorkloadProfile {
     while (this.flushing) await this.flushing.catch(() => undefined);
     const run = async () => {
       if (this.pending) {
-        await writeBatch(catalog, this.pending, this.options.topKeys);
+        await writeBatch(catalog, this.pending, this.options.topKeys, this.region);
         this.pending = undefined;
       }
       if (this.batch.empty) return;
       this.pending = this.batch;
       this.batch = this.newBatch();
-      await writeBatch(catalog, this.pending, this.options.topKeys);
+      await writeBatch(catalog, this.pending, this.options.topKeys, this.region);
       this.pending = undefined;
     };
     this.flushing = run().finally(() => (this.flushing = undefined));
@@ -225,14 +229,14 @@ function keyText(key: unknown): string {
 const bucketOf = (ms: number): Date => new Date(Math.floor(ms / BUCKET_MS) * BUCKET_MS);
 
 /** One batch in one transaction; nothing when its id was already committed (a retry after a lost reply). */
-async function writeBatch(pool: pg.Pool, batch: ProfileBatch, topKeys: number): Promise<void> {
+async function writeBatch(pool: pg.Pool, batch: ProfileBatch, topKeys: number, region: string): Promise<void> {
   const db = await pool.connect();
   let failed: unknown;
   try {
     await db.query('begin');
     try {
       const { rowCount } = await db.query('insert into shardcast_stats.profile_flushes (id) values ($1) on conflict do nothing', [batch.id]);
-      if (rowCount === 1) await writeCounts(db, batch, topKeys);
+      if (rowCount === 1) await writeCounts(db, batch, topKeys, region);
       await db.query('commit');
     } catch (err) {
       await db.query('rollback').catch(() => undefined);
@@ -247,7 +251,7 @@ async function writeBatch(pool: pg.Pool, batch: ProfileBatch, topKeys: number): 
   }
 }
 
-async function writeCounts(db: Queryable, batch: ProfileBatch, topKeys: number): Promise<void> {
+async function writeCounts(db: Queryable, batch: ProfileBatch, topKeys: number, region: string): Promise<void> {
   const bucket = bucketOf(batch.startedAt);
   const templates = [...batch.templates.values()].map((t) => ({
     id: t.info.id,
@@ -315,10 +319,10 @@ async function writeCounts(db: Queryable, batch: ProfileBatch, topKeys: number):
   }
   if (hot.length) {
     await db.query(
-      `insert into shardcast_stats.hot_keys as h (table_name, bucket, key, count, lower_bound)
-       select t, $2, k, n, lb from jsonb_to_recordset($1::jsonb) as x(t text, k text, n bigint, lb bigint)
-       on conflict (table_name, bucket, key) do update set count = h.count + excluded.count, lower_bound = h.lower_bound + excluded.lower_bound`,
-      [JSON.stringify(hot), bucket],
+      `insert into shardcast_stats.hot_keys as h (table_name, bucket, key, region, count, lower_bound)
+       select t, $2, k, $3, n, lb from jsonb_to_recordset($1::jsonb) as x(t text, k text, n bigint, lb bigint)
+       on conflict (table_name, bucket, key, region) do update set count = h.count + excluded.count, lower_bound = h.lower_bound + excluded.lower_bound`,
+      [JSON.stringify(hot), bucket, region],
     );
   }
 }

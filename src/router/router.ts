@@ -207,7 +207,7 @@ export class Router extends EventEmitter {
       if (options.profile) {
         const { WorkloadProfile } = await import('../profiling/workload.js');
         await WorkloadProfile.load();
-        router.profile = new WorkloadProfile(options.profile === true ? {} : options.profile);
+        router.profile = new WorkloadProfile(options.profile === true ? {} : options.profile, options.region);
       }
       if (router.qualifier) await loadSqlParser();
       await router.refresh();

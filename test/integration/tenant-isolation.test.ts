@@ -120,6 +120,38 @@ describe('tenant isolation', () => {
     expect(byNode.get('node-1')).toBeLessThanOrEqual(300);
   });
 
+  it('a tenant accessed from one region is isolated onto the node in that region (the routers count hot keys per region)', { timeout: 240_000 }, async () => {
+    const KEY = 1234;
+    await catalog.pool.query("update shardcast.nodes set region = case name when 'node-3' then 'eu' else 'us' end");
+    const eu = await createRouter({ catalogUrl: catalog.catalogUrl, profile: { flushIntervalMs: 3_600_000 }, region: 'eu' });
+    try {
+      for (let i = 0; i < 300; i++) await eu.forKey('accounts', KEY).query('update accounts set balance = balance + 1 where id = $1', [KEY]);
+      await eu.flushProfile();
+      const { rows: counted } = await catalog.pool.query("select region, sum(count)::int as n from shardcast_stats.hot_keys where table_name = 'accounts' and key = $1 group by region", [String(KEY)]);
+      expect(counted).toEqual([{ region: 'eu', n: 300 }]);
+      // node-2 (us) and node-3 (eu) are as idle as each other: the key's region decides.
+      const dry = await cli('isolate', 'accounts', String(KEY), '--dry-run');
+      expect(dry.code, dry.stderr).toBe(0);
+      expect(dry.stdout).toContain(`out of shard`);
+      expect(dry.stdout).toMatch(/, onto node-3\n/);
+      expect(dry.stdout).toMatch(/target node-3: 0% utilised; 100% of the key's accesses from eu \(target cost 0\.00, next node-2 0\.50\)/);
+      const rows = await rowCount();
+      const isolated = await cli('isolate', 'accounts', String(KEY));
+      expect(isolated.code, isolated.stderr).toBe(0);
+      const h = hashKey('bigint', BigInt(KEY)).toString();
+      const { rows: alone } = await catalog.pool.query<{ node: string }>(
+        `select n.name as node from shardcast.shards s join shardcast.placements p on p.shard_id = s.id join shardcast.nodes n on n.id = p.node_id
+          where s.hash_min = $1::bigint and s.hash_max = $1::bigint`,
+        [h],
+      );
+      expect(alone).toEqual([{ node: 'node-3' }]);
+      expect(await rowCount()).toBe(rows);
+    } finally {
+      await eu.close();
+      await catalog.pool.query('update shardcast.nodes set region = null');
+    }
+  });
+
   it('the rebalancer isolates a hot tenant on a node predicted over target before planning its shard again', { timeout: 240_000 }, async () => {
     await createDistributedTable(worker.options, { name: 'orders', columns: 'id bigint primary key, n bigint not null', shardKey: 'id', shardCount: 1, nodes: ['node-1'] });
     for (let k = 1; k <= 500; k++) await router.forKey('orders', k).query('insert into orders values ($1, 0)', [k]);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { hashKey } from '../../../src/catalog/keys.js';
 import { InvalidInputError } from '../../../src/errors.js';
-import { isolationSteps, loadSplitPoints, shardOfKey, type TenantTable } from '../../../src/profiling/tenants.js';
+import { chooseIsolationTarget, isolationSteps, loadSplitPoints, shardOfKey, type TenantTable } from '../../../src/profiling/tenants.js';
 
 const MIN = -(2n ** 63n);
 const MAX = 2n ** 63n - 1n;
@@ -137,3 +137,34 @@ describe('loadSplitPoints', () => {
   });
 });
 
+
+describe('chooseIsolationTarget', () => {
+  const weights = { load: 1, bytes: 0.05, locality: 0.5, alignment: 0.5 };
+  const flat = new Array<number>(24).fill(0);
+  /** A daily profile peaking at `hour` (a triangle wave over the day). */
+  const peakAt = (hour: number) => Array.from({ length: 24 }, (_, h) => 12 - Math.min(Math.abs(h - hour), 24 - Math.abs(h - hour)));
+  const node = (name: string, region: string | null, utilisation: number, hourly = flat) => ({ name, region, utilisation, hourly });
+
+  it('an entity accessed mostly from one region goes to a node there, when load allows', () => {
+    const entity = { regionShares: { eu: 0.9, us: 0.1 }, hourly: flat };
+    const inEu = chooseIsolationTarget(entity, [node('node-2', 'us', 0.2), node('node-3', 'eu', 0.3)], weights, 0.7);
+    expect(inEu.name).toBe('node-3');
+    expect(inEu.terms.locality).toBeCloseTo(0.1);
+    expect(inEu.reason).toMatch(/^node-3: 30% utilised; 90% of the key's accesses from eu \(target cost 0\.48, next node-2 0\.74\)$/);
+    // The node in the region is over the target: load first.
+    expect(chooseIsolationTarget(entity, [node('node-2', 'us', 0.2), node('node-3', 'eu', 0.75)], weights, 0.7).name).toBe('node-2');
+    // Every node over the target: the lowest cost among them all.
+    expect(chooseIsolationTarget(entity, [node('node-2', 'us', 0.8), node('node-3', 'eu', 0.85)], weights, 0.7).name).toBe('node-3');
+  });
+
+  it('entities with opposite daily peaks share a node in preference to ones with the same peak', () => {
+    const entity = { regionShares: {}, hourly: peakAt(3) };
+    const choice = chooseIsolationTarget(entity, [node('node-2', null, 0.3, peakAt(3)), node('node-3', null, 0.3, peakAt(15))], weights, 0.7);
+    expect(choice.name).toBe('node-3');
+    expect(choice.terms.alignment).toBe(0);
+    expect(choice.reason).toContain('its daily peak at 3:00 UTC on the node\'s peaking at 15:00 stacks 0%');
+    // Without profiles: no preference but load, then the name.
+    expect(chooseIsolationTarget({ regionShares: {}, hourly: flat }, [node('node-3', null, 0.3), node('node-2', null, 0.3)], weights, 0.7).name).toBe('node-2');
+    expect(chooseIsolationTarget({ regionShares: {}, hourly: flat }, [node('node-3', null, 0.1), node('node-2', null, 0.3)], weights, 0.7).name).toBe('node-3');
+  });
+});
