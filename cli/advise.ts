@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { InvalidInputError } from '../src/errors.js';
-import type { Advice, AdvisorColumn, CandidateReport, ColumnStatistics, KeyMethod, WorkloadProfile } from '../src/profiling/advisor.js';
+import type { Advice, AdvisorColumn, CandidateReport, ColumnStatistics, KeyMethod, WorkloadProfile, WorkloadTemplate } from '../src/profiling/advisor.js';
 import type { LayoutProjection, ProjectionContext } from '../src/profiling/projection.js';
 import { wholeNumber } from './args.js';
 import { printTable } from './format.js';
@@ -76,7 +76,7 @@ interface Comparison {
 }
 
 /** The current configuration and the best candidates projected over the forecast horizon, from the planner's inputs. */
-async function compare(program: Command, table: string, advice: Advice, profile: WorkloadProfile, statistics: readonly ColumnStatistics[], rows: number | null): Promise<Comparison> {
+async function compare(program: Command, table: string, advice: Advice, profile: WorkloadProfile, statistics: readonly ColumnStatistics[], cost: (t: WorkloadTemplate) => number): Promise<Comparison> {
   const [{ NodePools }, { liveTable }, { gatherPlanInput }, { atBound }, { resolveSettings }, { PROVISIONED_NODE_ID }, { plannerSettings }, projection] = await Promise.all([
     import('../src/catalog/node-pools.js'),
     import('../src/profiling/key-statistics.js'),
@@ -111,7 +111,6 @@ async function compare(program: Command, table: string, advice: Advice, profile:
         stepSeconds: resolveSettings(input.settings ?? settings).stepSeconds,
       };
       const current = advice.candidates.find((c) => c.current);
-      const cost = projection.rowsPerCall(profile, statistics, rows);
       const best = advice.candidates.filter((c) => !c.current).slice(0, COMPARED);
       const projections = [
         ...(current ? [projection.projectCurrent(current, context)] : []),
@@ -217,13 +216,16 @@ export function registerAdviseCommands(program: Command): void {
       const inputs = opts.backup ? await fromBackup(opts.backup, table) : await fromCatalog(program, table, opts.analyze ?? false);
       const profile = await profileQueryLog(log, table, inputs.columns.map((c) => c.name));
       if (profile.calls === 0) throw new InvalidInputError(`${opts.queryLog}: no statement of the log touches "${table}"${profile.unparsed ? ` (${profile.unparsed} calls did not parse)` : ''}`);
+      const projection = await import('../src/profiling/projection.js');
+      const rowsPerCall = projection.rowsPerCall(profile, inputs.statistics, inputs.rows);
       const advice = adviseShardKey(profile, inputs.columns, inputs.statistics, {
         shardCount: opts.shards ?? inputs.shardCount,
         rows: inputs.rows,
         otherKeys: inputs.otherKeys,
         current: inputs.current,
+        rowsPerCall,
       });
-      const comparison = opts.compare ? await compare(program, table, advice, profile, inputs.statistics, inputs.rows) : undefined;
+      const comparison = opts.compare ? await compare(program, table, advice, profile, inputs.statistics, rowsPerCall) : undefined;
       if (opts.json) {
         const projected = comparison ? { projections: comparison.projections, projectionNotes: comparison.notes, projectedFrom: comparison.context.startsAt, bound: comparison.bound } : {};
         console.log(JSON.stringify({ ...advice, statisticsSource: inputs.source, current: inputs.current, ...projected }, null, 2));

@@ -100,6 +100,12 @@ export interface AdviseOptions {
   otherKeys?: Record<string, string>;
   /** The table's key and method today. */
   current?: { key: string; method: KeyMethod } | null;
+  /**
+   * Rows one call of a template returns or changes (projection.rowsPerCall: the log's rows, else the
+   * cardinality model's estimate). With it, half the score's gain is by calls and half by work, each
+   * call weighed by 1 + its rows, so a key that keeps the heavy queries on one shard ranks up.
+   */
+  rowsPerCall?: (t: WorkloadTemplate) => number;
 }
 
 /** |correlation| from this up is a monotonic key (analyzeShardKey's threshold). */
@@ -340,6 +346,8 @@ export function adviseShardKey(profile: WorkloadProfile, columns: readonly Advis
     const reads: Tally = { single: 0, multi: 0, scatter: 0 };
     const writes: Tally = { single: 0, multi: 0, scatter: 0 };
     let withoutKey = 0;
+    // The same tallies weighed by work (calls × (1 + rows per call)), with rowsPerCall.
+    const work: Tally = { single: 0, multi: 0, scatter: 0 };
     let updateCalls = 0;
     let changing = 0;
     let joinCalls = 0;
@@ -352,6 +360,7 @@ export function adviseShardKey(profile: WorkloadProfile, columns: readonly Advis
       if (route === 'scatter') scattered.push(tpl);
       const tally = f.kind === 'select' || f.kind === 'other' ? reads : writes;
       tally[route] += tpl.calls;
+      if (options.rowsPerCall) work[route] += tpl.calls * (1 + options.rowsPerCall(tpl));
       if (tally === writes && route === 'scatter') withoutKey += tpl.calls;
       if (f.kind === 'update') {
         updateCalls += tpl.calls;
@@ -395,11 +404,14 @@ export function adviseShardKey(profile: WorkloadProfile, columns: readonly Advis
 
     // The score: what the workload gains, less the risks, each a reason.
     const reasons: string[] = [];
-    const served = total > 0 ? (reads.single + writes.single + MULTI_SHARD_WORTH * (reads.multi + writes.multi)) / total : 0;
-    let score = served;
+    const byCalls = total > 0 ? (reads.single + writes.single + MULTI_SHARD_WORTH * (reads.multi + writes.multi)) / total : 0;
+    const workTotal = work.single + work.multi + work.scatter;
+    const byWork = workTotal > 0 ? (work.single + MULTI_SHARD_WORTH * work.multi) / workTotal : null;
+    let score = byWork === null ? byCalls : (byCalls + byWork) / 2;
     reasons.push(
       `reads ${r.singleShard}% single-shard, ${r.multiShard}% multi-shard, ${r.scatterGather}% scatter-gather; writes ${w.singleShard}% / ${w.multiShard}% / ${w.scatterGather}% (of ${total} calls)`,
     );
+    if (byWork !== null) reasons.push(`by rows (each call weighed by the rows it returns or changes, the log's or the cardinality model's estimate): ${percent(work.single, workTotal)}% single-shard, ${percent(work.scatter, workTotal)}% scatter-gather`);
     // The templates (most called first) that would ask every shard: what the key leaves behind.
     for (const tpl of scattered.slice(0, 2)) reasons.push(`scatter-gather: ${tpl.text.length > 100 ? `${tpl.text.slice(0, 99)}…` : tpl.text} (${tpl.calls} calls)`);
     if (joinCalls > 0) {

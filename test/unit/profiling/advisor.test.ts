@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { adviseShardKey, profileQueryLog, statisticsFromKeyStats, statisticsFromPgStats, type AdvisorColumn } from '../../../src/profiling/advisor.js';
+import { rowsPerCall } from '../../../src/profiling/projection.js';
 import { WORKLOADS } from '../../helpers/workloads.js';
 
 const columns: AdvisorColumn[] = [
@@ -109,6 +110,23 @@ describe('shard-key advisor', () => {
     expect(
       statisticsFromKeyStats({ column: 'c', rows: 10, nullFraction: 0, distinctEstimate: 4, min: '1', max: '4', quantiles: [], sampleSize: 10, heavyHitters: [{ value: '1', count: 5, frequency: 0.5 }], maxError: 0 }),
     ).toEqual({ column: 'c', distinct: 4, nullFraction: 0, mostCommon: [{ value: '1', frequency: 0.5 }], correlation: null });
+  });
+
+  it('with rows per call (the log\'s, or the cardinality model\'s estimate), a key that keeps the heavy queries on one shard ranks up', async () => {
+    // Many one-row lookups by id; a few tenant scans of 5,000 rows each.
+    const log = [
+      { query: 'select note from t where id = 1', calls: 1000, rows: 1000 },
+      { query: 'select note from t where tenant_id = 5', calls: 100, rows: 500_000 },
+    ];
+    const profile = await profileQueryLog(log, 't', columns.map((c) => c.name));
+    const top = (options: Parameters<typeof adviseShardKey>[3]) => adviseShardKey(profile, columns, [], options).candidates[0]!;
+    // By calls alone, id: 91% of the calls single-shard.
+    expect(top({ shardCount: 4 }).key).toEqual(['id']);
+    const weighed = top({ shardCount: 4, rowsPerCall: rowsPerCall(profile, [], null) });
+    expect(weighed.key).toEqual(['tenant_id']);
+    expect(weighed.reasons).toContain('by rows (each call weighed by the rows it returns or changes, the log\'s or the cardinality model\'s estimate): 99.6% single-shard, 0.4% scatter-gather');
+    // Half by calls (9% single-shard), half by work (99.6%).
+    expect(weighed.score).toBeCloseTo(100 * (100 / 1100 + (100 * 5001) / (100 * 5001 + 1000 * 2)) / 2, 0);
   });
 
   it('marks the current key, and lists it even when no query uses it', async () => {
