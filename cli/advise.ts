@@ -39,11 +39,13 @@ function printAdvice(advice: Advice, inputs: TableInputs, top: number): void {
   console.log(
     `${advice.table}: ${advice.calls} calls in ${advice.templates} template(s)${advice.unparsed ? `, ${advice.unparsed} calls unparsed` : ''}; judged for ${advice.shardCount} shards; key statistics from ${inputs.source}`,
   );
-  const shown = advice.candidates.slice(0, top);
+  // The best `top`, and the current key wherever it ranks: what the advice is measured against.
+  const ranked = advice.candidates.map((c, i) => ({ c, rank: i + 1 }));
+  const shown = ranked.filter(({ c, rank }) => rank <= top || c.current);
   printTable(
     'candidate keys (no query of the log filters or joins on a key column)',
-    shown.map((c, i) => ({
-      rank: i + 1,
+    shown.map(({ c, rank }) => ({
+      rank,
       key: c.key.join(',') + (c.current ? ' (current)' : ''),
       method: c.method,
       score: c.score,
@@ -58,8 +60,8 @@ function printAdvice(advice: Advice, inputs: TableInputs, top: number): void {
     ['rank', 'key', 'method', 'score', 'reads%', 'writes%', 'key-updates%', 'joins-colocated%', 'cardinality', 'top-value%', 'monotonic'],
   );
   if (shown.length) console.log('reads% and writes%: single-shard/multi-shard/scatter-gather');
-  for (const [i, c] of shown.entries()) {
-    console.log(`\n${i + 1}. ${c.method} on ${c.key.join(', ')} (score ${c.score})`);
+  for (const { c, rank } of shown) {
+    console.log(`\n${rank}. ${c.method} on ${c.key.join(', ')}${c.current ? ' (current)' : ''} (score ${c.score})`);
     for (const r of c.reasons) console.log(`   ${r}`);
   }
 }
@@ -201,7 +203,7 @@ export function registerAdviseCommands(program: Command): void {
     .option('--backup <dir>', 'key statistics from this backup\'s manifest instead of the live table\'s pg_stats')
     .option('--shards <n>', 'judge the keys for this many shards (default: the table\'s today)', wholeNumber(1, 4096, 'shards'))
     .option('--analyze', 'ANALYZE every shard of the table first (pg_stats are empty until the table is analyzed)')
-    .option('--top <n>', 'candidates shown', wholeNumber(1, 1000, 'candidates'), 10)
+    .option('--top <n>', 'candidates shown (and the current key wherever it ranks)', wholeNumber(1, 1000, 'candidates'), 10)
     .option('--compare', 'also project the current configuration and the best candidates over the forecast horizon: per-node load, cross-shard calls, max utilisation')
     .option('--json', 'the whole advice as JSON')
     .action(async (table: string, opts: AdviseOptions) => {

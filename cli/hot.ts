@@ -50,6 +50,7 @@ interface TenantOptions {
   since: number;
   minShare: number;
   minAccesses: number;
+  ranges?: boolean;
   json?: boolean;
 }
 
@@ -67,20 +68,63 @@ function registerTenantCommands(program: Command): void {
     .option('--since <duration>', 'the window: 30s, 15m, 2h, 7d', duration, 3_600_000)
     .option('--min-share <fraction>', 'share of its shard\'s accesses from which a key is listed', decimalNumber(1, 'the share'), 0.5)
     .option('--min-accesses <n>', 'fewest accesses in the window', wholeNumber(1, Number.MAX_SAFE_INTEGER, 'accesses'), 100)
+    .option('--ranges', 'with --table: its key ranges (shards) by shardability instead of its hot keys')
     .option('--json', 'the list as JSON')
     .action(async (opts: TenantOptions) => {
-      const { hotTenants } = await import('../src/profiling/tenants.js');
-      const tenants = await withCatalog(await configOf(program), (catalog) => hotTenants(catalog, { table: opts.table, sinceMs: opts.since, minShare: opts.minShare, minAccesses: opts.minAccesses }));
+      if (opts.ranges && !opts.table) throw new InvalidInputError('--ranges lists the key ranges of one table: give --table');
+      const [{ hotTenants }, { scoreEntities }, { NodePools }, { plannerSettings }] = await Promise.all([
+        import('../src/profiling/tenants.js'),
+        import('../src/profiling/shardability.js'),
+        import('../src/catalog/node-pools.js'),
+        import('../src/config.js'),
+      ]);
+      const cfg = await configOf(program);
+      const { tenants, scores } = await withCatalog(cfg, async (catalog) => {
+        const tenants = await hotTenants(catalog, { table: opts.table, sinceMs: opts.since, minShare: opts.minShare, minAccesses: opts.minAccesses });
+        const pools = new NodePools({ max: 2, applicationName: 'shardcast-tenants' });
+        try {
+          // Shardability of each tenant, and of the key ranges (shards) of --table.
+          const scores = await scoreEntities(catalog, pools, opts.ranges ? [] : tenants, plannerSettings(cfg), { tables: opts.ranges ? [opts.table!] : [] }).catch((err: unknown) => {
+            // The listing stands without them (e.g. a node's capacity not yet known); --ranges needs them.
+            if (opts.ranges) throw err;
+            console.error(`shardability not computed: ${err instanceof Error ? err.message : String(err)}`);
+            return { keys: [], ranges: [] };
+          });
+          return { tenants, scores };
+        } finally {
+          await pools.end();
+        }
+      });
+      const scoreOf = (t: (typeof tenants)[number]) => scores.keys.find((k) => k.table === t.table && k.key === t.key && k.shardId === t.shardId);
+      if (opts.ranges) {
+        if (opts.json) console.log(JSON.stringify(scores.ranges, null, 2));
+        else if (scores.ranges.length === 0) console.log(`${opts.table} has no shard`);
+        else {
+          printTable(
+            `key ranges of ${opts.table}`,
+            scores.ranges.map((r) => ({ shard: r.shardId, node: r.node, shardability: r.shardability.score, 'predicted-load': r.predictedLoad, bytes: r.bytes, 'node-util%': percent(r.nodeUtilisation) })),
+            ['shard', 'node', 'shardability', 'predicted-load', 'bytes', 'node-util%'],
+          );
+        }
+        return;
+      }
       if (opts.json) {
-        console.log(JSON.stringify(tenants, null, 2));
+        const withScores = tenants.map((t) => {
+          const s = scoreOf(t);
+          return { ...t, ...(s ? { shardability: s.shardability, predictedLoad: s.predictedLoad, bytes: s.bytes, nodeUtilisation: s.nodeUtilisation } : {}) };
+        });
+        console.log(JSON.stringify(withScores, null, 2));
         return;
       }
       if (tenants.length === 0) console.log(`no key takes ${percent(opts.minShare)}% or more of its shard's accesses${opts.table ? ` in ${opts.table}` : ''}`);
       else {
         printTable(
           'hot tenants',
-          tenants.map((t) => ({ table: t.table, key: t.key, shard: t.shardId, node: t.node, accesses: t.accesses, 'of-shard': t.shardAccesses, 'share%': percent(t.share) })),
-          ['table', 'key', 'shard', 'node', 'accesses', 'of-shard', 'share%'],
+          tenants.map((t) => {
+            const s = scoreOf(t);
+            return { table: t.table, key: t.key, shard: t.shardId, node: t.node, accesses: t.accesses, 'of-shard': t.shardAccesses, 'share%': percent(t.share), shardability: s?.shardability.score ?? '', 'predicted-load': s?.predictedLoad ?? '', bytes: s?.bytes ?? '', 'node-util%': s ? percent(s.nodeUtilisation) : '' };
+          }),
+          ['table', 'key', 'shard', 'node', 'accesses', 'of-shard', 'share%', 'shardability', 'predicted-load', 'bytes', 'node-util%'],
         );
       }
     });

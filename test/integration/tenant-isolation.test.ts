@@ -78,7 +78,8 @@ describe('tenant isolation', () => {
     expect(found[0]!.share).toBeGreaterThan(0.5);
     expect(found[0]!.node).toBe('node-1');
     const listed = await cli('tenants', '--table', 'accounts', '--json');
-    expect(listed.stderr).toBe('');
+    // No node's capacity is known yet: the listing stands, without shardability (test/integration/shardability.test.ts).
+    expect(listed.stderr.trim()).toMatch(/^shardability not computed: no node's capacity/);
     expect((JSON.parse(listed.stdout) as Array<{ key: string; shardId: number }>).map((t) => [t.key, t.shardId])).toEqual([[String(HOT), found[0]!.shardId]]);
 
     const rows = await rowCount();
