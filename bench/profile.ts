@@ -2,6 +2,7 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { adviseShardKey, profileQueryLog } from '../src/profiling/advisor.js';
+import { rowsPerCall } from '../src/profiling/projection.js';
 import { KeyCounter } from '../src/profiling/sketch.js';
 import { cardinalityWorkload, createCardinalityTable, percentile, runCardinalityExperiment, type CardinalityResult } from '../test/helpers/cardinality-workload.js';
 import { WORKLOADS } from '../test/helpers/workloads.js';
@@ -68,7 +69,8 @@ export async function run(args: string[]): Promise<void> {
   for (const make of WORKLOADS) {
     const w = make();
     const profile = await profileQueryLog(w.queries, w.table, w.columns.map((c) => c.name));
-    const advice = adviseShardKey(profile, w.columns, w.statistics, { shardCount: 8, otherKeys: { customers: 'id' } });
+    // As `shardcast advise` ranks: calls, and work from the cardinality model's rows per call.
+    const advice = adviseShardKey(profile, w.columns, w.statistics, { shardCount: 8, otherKeys: { customers: 'id' }, rowsPerCall: rowsPerCall(profile, w.statistics, null) });
     const best = advice.candidates[0]!;
     const ok = best.method === w.expected.method && best.key.join() === w.expected.key.join();
     if (ok) correct++;

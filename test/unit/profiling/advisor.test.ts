@@ -22,11 +22,14 @@ describe('shard-key advisor', () => {
       const profile = await profileQueryLog(w.queries, w.table, w.columns.map((c) => c.name));
       expect(profile.unparsed).toBe(0);
       expect(profile.templates.length).toBeLessThan(10); // the constants are stripped: one template per shape
-      const advice = adviseShardKey(profile, w.columns, w.statistics, { shardCount: 8, otherKeys: { customers: 'id' } });
-      const best = advice.candidates[0]!;
-      expect({ key: best.key, method: best.method }).toEqual(w.expected);
-      expect(best.score).toBeGreaterThan(advice.candidates[1]!.score);
-      expect(best.reasons.length).toBeGreaterThan(1);
+      // By calls alone, and as the command ranks (weighed by the cardinality model's rows as well).
+      for (const rows of [undefined, rowsPerCall(profile, w.statistics, null)]) {
+        const advice = adviseShardKey(profile, w.columns, w.statistics, { shardCount: 8, otherKeys: { customers: 'id' }, ...(rows ? { rowsPerCall: rows } : {}) });
+        const best = advice.candidates[0]!;
+        expect({ key: best.key, method: best.method }).toEqual(w.expected);
+        expect(best.score).toBeGreaterThan(advice.candidates[1]!.score);
+        expect(best.reasons.length).toBeGreaterThan(1);
+      }
     });
   }
 
