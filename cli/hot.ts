@@ -141,8 +141,8 @@ function registerTenantCommands(program: Command): void {
       const cfg = await configOf(program);
       const { planIsolation } = await import('../src/profiling/tenants.js');
       // Checked against the catalog before anything starts: bad input is one line and no failed run.
-      const planner = { weights: cfg.planning.weights, targetUtilisation: cfg.planning.targetUtilisation };
-      const plan = await withCatalog(cfg, (catalog) => planIsolation(catalog, { table, key, ...(opts.to ? { targetNode: opts.to } : {}) }, planner));
+      const { plannerSettings } = await import('../src/config.js');
+      const plan = await withCatalog(cfg, (catalog) => planIsolation(catalog, { table, key, ...(opts.to ? { targetNode: opts.to } : {}) }, plannerSettings(cfg)));
       console.log(`key ${plan.key} of ${plan.table}: ${plan.piece} out of shard ${plan.shardId} on ${plan.sourceNode}, onto ${plan.targetNode}`);
       if (plan.reason) console.log(`  target ${plan.reason}`);
       plan.steps.forEach((st, i) => console.log(`  split ${i + 1}: ${st.shard === 'upper' ? 'its upper half' : `shard ${st.shard}`} at ${st.at}, halves to ${st.targets.join(' and ')}`));

@@ -11,7 +11,7 @@ import { appCatalogUrl, appLogin, provisionAppRoleOnce } from '../src/catalog/ap
 import { guardPool } from '../src/catalog/node-pools.js';
 import { listNodes, type NewNode } from '../src/catalog/nodes.js';
 import { registerNodesUnlessLocked } from '../src/catalog/startup.js';
-import { localUrl, pgTlsOf, type Config } from '../src/config.js';
+import { localUrl, pgTlsOf, plannerSettings, type Config } from '../src/config.js';
 import { newPgPool, setPgTlsDefaults } from '../src/catalog/pg-tls.js';
 import { InvalidInputError, ShardcastError, errorMessage } from '../src/errors.js';
 import { lockDataDir } from '../src/fleet/data-dir-lock.js';
@@ -145,7 +145,7 @@ export async function startStack(config: Config, options: StackOptions): Promise
       catalogUrl,
       dataConverter,
       provisioner: config.planning.provisioner,
-      planner: { weights: config.planning.weights, targetUtilisation: config.planning.targetUtilisation },
+      planner: plannerSettings(config),
       training: { threads: config.forecast.threads, backend: config.forecast.backend },
       governor: config.movement.governor,
       sessionLimits: {

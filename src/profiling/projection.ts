@@ -218,9 +218,16 @@ export function rowsPerCall(profile: WorkloadProfile, statistics: readonly Colum
   // Unknown rows: the table is left out, and the model takes PostgreSQL's default (1,000 rows).
   const model = new CardinalityModel(tableRows !== null && tableRows > 0 ? { [profile.table]: { rows: tableRows, columns } } : {});
   for (const t of profile.templates) if (t.rows !== undefined && t.calls > 0) model.observe({ features: t.features, fingerprint: t.fingerprint }, t.rows / t.calls);
+  // Each template's figure once: the advisor and the projections ask for it per candidate key.
+  const known = new Map<WorkloadTemplate, number>();
   return (t) => {
-    if (t.rows !== undefined && t.calls > 0) return t.rows / t.calls;
-    if (t.features.kind === 'insert') return Math.max(1, t.features.insertedRows);
-    return Math.max(0, model.predict({ features: t.features, fingerprint: t.fingerprint }));
+    let rows = known.get(t);
+    if (rows === undefined) {
+      if (t.rows !== undefined && t.calls > 0) rows = t.rows / t.calls;
+      else if (t.features.kind === 'insert') rows = Math.max(1, t.features.insertedRows);
+      else rows = Math.max(0, model.predict({ features: t.features, fingerprint: t.fingerprint }));
+      known.set(t, rows);
+    }
+    return rows;
   };
 }

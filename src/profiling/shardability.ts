@@ -118,9 +118,11 @@ export async function scoreEntities(
   settings: PlannerSettingsInput,
   ranges: { tables: readonly string[] },
 ): Promise<{ keys: ScoredEntity[]; ranges: ScoredEntity[] }> {
+  // Nothing to score: no plan input gathered (it reads every node's shard sizes).
+  if (tenants.length === 0 && ranges.tables.length === 0) return { keys: [], ranges: [] };
   const resolved = resolveSettings(settings);
   const { input } = await gatherPlanInput(catalog, pools, { settings });
-  const facts = shardFacts({ ...input, shardForecasts: input.shardForecasts }, resolved.bound, resolved.horizonSteps);
+  const facts = shardFacts(input, resolved.bound, resolved.horizonSteps);
   const target = resolved.targetUtilisation;
   const score = (table: string, key: string | null, f: ShardFacts, load: number, bytes: number): ScoredEntity => ({
     table,

@@ -21,6 +21,7 @@ import { InvalidInputError, NotFoundError } from '../errors.js';
 import { localityCost, peakStacking, targetCost, type CostTerms } from '../planning/cost.js';
 import { DEFAULT_SETTINGS } from '../planning/settings.js';
 import type { Plan, PlannerWeights } from '../planning/types.js';
+import { dayMs, hourMs } from '../clock.js';
 import { loadSeries } from './series.js';
 
 export interface TenantShard {
@@ -221,7 +222,7 @@ export async function hotTenants(catalog: Queryable, options: HotTenantOptions):
 export interface EntityProfile {
   /** Share of its accesses per client region over the last day (routers with a `region`); empty: unknown. */
   regionShares: Record<string, number>;
-  /** Its accesses per UTC hour of the day over the last week (24 values); all zero: unknown. */
+  /** Its accesses per hour of the day over the last week (24 values; UTC hours, or the load clock's under compression); all zero: unknown. */
   hourly: number[];
 }
 
@@ -280,25 +281,28 @@ export function chooseIsolationTarget(entity: EntityProfile, candidates: readonl
 export async function entityProfile(catalog: Queryable, tables: readonly string[], key: string, now: Date): Promise<EntityProfile> {
   const { rows: regions } = await catalog.query<{ region: string; n: string }>(
     `select region, sum(lower_bound)::text as n from shardcast_stats.hot_keys
-      where table_name = any($1::text[]) and key = $2 and region <> '' and bucket >= $3::timestamptz - interval '1 day' group by region`,
-    [tables, key, now],
+      where table_name = any($1::text[]) and key = $2 and region <> '' and bucket >= $3::timestamptz - make_interval(secs => $4) group by region`,
+    [tables, key, now, dayMs() / 1000],
   );
   const total = regions.reduce((a, r) => a + Number(r.n), 0);
-  const { rows: hours } = await catalog.query<{ h: number; n: string }>(
-    `select extract(hour from bucket at time zone 'UTC')::int as h, sum(lower_bound)::text as n from shardcast_stats.hot_keys
-      where table_name = any($1::text[]) and key = $2 and bucket >= $3::timestamptz - interval '7 days' group by 1`,
-    [tables, key, now],
+  const { rows: buckets } = await catalog.query<{ ms: string; n: string }>(
+    `select (extract(epoch from bucket) * 1000)::bigint::text as ms, sum(lower_bound)::text as n from shardcast_stats.hot_keys
+      where table_name = any($1::text[]) and key = $2 and bucket >= $3::timestamptz - make_interval(secs => $4) group by 1`,
+    [tables, key, now, (7 * dayMs()) / 1000],
   );
   const hourly = new Array<number>(24).fill(0);
-  for (const r of hours) hourly[r.h] = Number(r.n);
+  for (const b of buckets) hourly[hourOfDay(Number(b.ms))]! += Number(b.n);
   return { regionShares: total > 0 ? Object.fromEntries(regions.map((r) => [r.region, Number(r.n) / total])) : {}, hourly };
 }
 
-/** A node's load per UTC hour of the day over the week before `now` (its load series, hourly). */
+/** The hour of the load clock's day (src/clock.ts; the UTC hour without compression) of a time. */
+const hourOfDay = (ms: number): number => Math.floor(ms / hourMs()) % 24;
+
+/** A node's load per hour of the day over the week before `now` (its load series, hourly, on the load clock). */
 async function nodeHourly(catalog: Queryable, node: string, now: Date): Promise<number[]> {
   const hourly = new Array<number>(24).fill(0);
-  const points = await loadSeries(catalog, `node:${node}:load`, new Date(now.getTime() - 7 * 86_400_000), now, 3_600_000);
-  for (const p of points) if (p.value !== null) hourly[p.ts.getUTCHours()]! += p.value;
+  const points = await loadSeries(catalog, `node:${node}:load`, new Date(now.getTime() - 7 * dayMs()), now, hourMs());
+  for (const p of points) if (p.value !== null) hourly[hourOfDay(p.ts.getTime())]! += p.value;
   return hourly;
 }
 
@@ -333,11 +337,7 @@ export async function planIsolation(
         return { name: n.name, region: n.region, utilisation: (p?.value ?? 0) / (n.capacity && n.capacity > 0 ? n.capacity : 1), hourly: await nodeHourly(catalog, n.name, now) };
       }),
     );
-    const { rows: group } = await catalog.query<{ name: string }>(
-      `select t2.name from shardcast.distributed_tables t join shardcast.distributed_tables t2 on t2.group_id = t.group_id where t.name = $1`,
-      [t.table],
-    );
-    const entity = await entityProfile(catalog, group.map((r) => r.name), normalized, now);
+    const entity = await entityProfile(catalog, await groupTables(catalog, shard.shardId), normalized, now);
     const choice = chooseIsolationTarget(entity, candidates, planner.weights, planner.targetUtilisation);
     target = choice.name;
     reason = choice.reason;
@@ -457,13 +457,18 @@ export async function loadSplitsFor(catalog: Queryable, shardId: number, pieces:
   return profile && loadSplitPoints(profile.t, profile.shard, profile.keys, profile.accesses, pieces);
 }
 
-async function shardProfile(catalog: Queryable, shardId: number, sinceMs: number, now: Date): Promise<{ t: TenantTable; shard: TenantShard; keys: KeyLoad[]; accesses: number } | undefined> {
-  const { rows: tables } = await catalog.query<{ name: string }>(
+/** The active tables of a shard's colocation group, oldest first (they share its key and its ranges). */
+async function groupTables(catalog: Queryable, shardId: number): Promise<string[]> {
+  const { rows } = await catalog.query<{ name: string }>(
     `select t.name from shardcast.shards s join shardcast.distributed_tables t on t.group_id = s.group_id where s.id = $1 and t.state = 'active' order by t.id`,
     [shardId],
   );
-  if (tables.length === 0) return undefined;
-  const names = tables.map((r) => r.name);
+  return rows.map((r) => r.name);
+}
+
+async function shardProfile(catalog: Queryable, shardId: number, sinceMs: number, now: Date): Promise<{ t: TenantTable; shard: TenantShard; keys: KeyLoad[]; accesses: number } | undefined> {
+  const names = await groupTables(catalog, shardId);
+  if (names.length === 0) return undefined;
   const since = new Date(now.getTime() - sinceMs);
   const t = await tenantTable(catalog, names[0]!);
   const shard = t.shards.find((x) => x.shardId === shardId);

@@ -284,6 +284,21 @@ async function claimLedgerRow(client: pg.Client, restoreId: string, unit: number
   return Number(done.rows[0]?.rows ?? 0);
 }
 
+/** A COPY into a shard's table in the client's open transaction, and a promise that rejects with the node's error when it fails. */
+function openCopy(client: pg.Client, node: NodeTarget, table: string): { stream: import('node:stream').Writable; failed: Promise<never> } {
+  const stream = client.query(copyFrom(`copy ${table} from stdin`));
+  const failed = new Promise<never>((_, reject) => stream.on('error', (err) => reject(asNodeError(node, err))));
+  failed.catch(() => undefined);
+  return { stream, failed };
+}
+
+/** Ends a shard's COPY and records its rows in the unit's ledger row; the transaction stays open for the commit. */
+async function endCopy(copy: { client: pg.Client; stream: import('node:stream').Writable; failed: Promise<never> }, ledger: { restoreId: string; unit: number; shardId: number; rows: number }): Promise<void> {
+  copy.stream.end();
+  await Promise.race([once(copy.stream, 'finish'), copy.failed]);
+  await copy.client.query(`update ${LEDGER} set rows = $4 where restore_id = $1 and unit = $2 and shard_id = $3`, [ledger.restoreId, ledger.unit, ledger.shardId, ledger.rows]);
+}
+
 /**
  * Imports one unit: its batches, routed row by row, streamed to every shard that has not committed
  * this unit yet, each shard's COPY in a transaction with its ledger row. Returns the rows per shard.
@@ -326,10 +341,7 @@ export async function importUnit(input: {
             open[i] = null;
             return;
           }
-          const stream = client.query(copyFrom(`copy ${shardTable(shard.schema, input.table)} from stdin`));
-          const failed = new Promise<never>((_, reject) => stream.on('error', (err) => reject(asNodeError(node, err))));
-          failed.catch(() => undefined);
-          open[i] = { shard, index: i, client, stream, failed, rows: 0 };
+          open[i] = { shard, index: i, client, ...openCopy(client, node, shardTable(shard.schema, input.table)), rows: 0 };
         } catch (err) {
           await client.end().catch(() => undefined);
           throw asNodeError(node, err);
@@ -372,10 +384,8 @@ export async function importUnit(input: {
     await Promise.all(
       active.map(async (st) => {
         const node = input.nodes.get(st.shard.nodeId)!;
-        st.stream.end();
-        await Promise.race([once(st.stream, 'finish'), st.failed]);
         try {
-          await st.client.query(`update ${LEDGER} set rows = $4 where restore_id = $1 and unit = $2 and shard_id = $3`, [input.restoreId, unit.index, st.shard.shardId, st.rows]);
+          await endCopy(st, { restoreId: input.restoreId, unit: unit.index, shardId: st.shard.shardId, rows: st.rows });
           await st.client.query('commit');
         } catch (err) {
           throw asNodeError(node, err);
@@ -427,9 +437,7 @@ async function importUnitOneStream(input: Parameters<typeof importUnit>[0]): Pro
         result.rows[shard.shardId] = done;
         continue;
       }
-      const stream = client.query(copyFrom(`copy ${shardTable(shard.schema, input.table)} from stdin`));
-      const failed = new Promise<never>((_, reject) => stream.on('error', (err) => reject(asNodeError(node, err))));
-      failed.catch(() => undefined);
+      const { stream, failed } = openCopy(client, node, shardTable(shard.schema, input.table));
       const out = new CopyBuffer();
       let rows = 0;
       let b = 0;
@@ -466,9 +474,7 @@ async function importUnitOneStream(input: Parameters<typeof importUnit>[0]): Pro
         await failpoint('restore.import.after-batch', { signal: input.signal });
       }
       if (cache !== null && cached === null) cached = cache;
-      stream.end();
-      await Promise.race([once(stream, 'finish'), failed]);
-      await client.query(`update ${LEDGER} set rows = $4 where restore_id = $1 and unit = $2 and shard_id = $3`, [input.restoreId, unit.index, shard.shardId, rows]);
+      await endCopy({ client, stream, failed }, { restoreId: input.restoreId, unit: unit.index, shardId: shard.shardId, rows });
       await failpoint('restore.import.before-commit', { signal: input.signal });
       await client.query('commit');
       result.rows[shard.shardId] = rows;
