@@ -19,9 +19,11 @@ export interface Unit {
   rangeIndex: number;
   nodeId: number;
   bytes: number;
-  /** Predicted load per step at the bound, or the observed load when `fallback`. */
+  /** Predicted load per step at the bound; for `fallback` shards their observed peak of the last day, else their recent load. */
   load: number[];
   fallback: boolean;
+  /** A fallback shard of the unit has no observed peak (only its recent load): scale-in leaves its node alone. */
+  peakUnknown: boolean;
   /** Accesses per client region, summed over the unit's shards. */
   shares: Record<string, number>;
   /** Summed daily profile, when every shard of the unit has one. */

@@ -11,8 +11,9 @@
  *   (its schema's relations on its node, read live).
  * - Forecasts: each shard's latest `shard:<id>:load` forecast (twelve 5-minute steps, 80/95% bounds).
  *   It is trusted when its model is a trained ensemble whose back-test beats seasonal naive, and it
- *   was issued within `maxForecastAgeSeconds`; otherwise the shard is planned on its observed load
- *   (the mean of the last 15 minutes), reactively, and the plan names the series and why.
+ *   was issued within `maxForecastAgeSeconds`; otherwise the shard is planned on its observed load,
+ *   reactively: its highest over the last day when it was seen for most of it, else the mean of the
+ *   last 15 minutes; the plan names the series and why.
  * - Region shares: each shard's accesses per client region over the last day, as routers created with
  *   a `region` recorded them (profiling/region-accesses.ts): the locality term of the target cost.
  * - Daily profiles (the last 24 hours, hourly), recent moves (hysteresis), the predicted peaks of the
@@ -32,6 +33,17 @@ import { learnMoveDuration } from './duration.js';
 import { provisionedSlot, type ProvisionerConfig } from './provisioner.js';
 import { onLoadClock, resolveSettings } from './settings.js';
 import type { DailyProfile, PlanInput, PlanNode, Placement, RecentMove, ShardForecast, StepForecast, UtilisationHistory } from './types.js';
+
+/**
+ * A series' highest 5-minute load over the last day, when at least 80% of the day's steps were seen
+ * (a shard split off a few hours ago has not shown its day yet): what a shard with no trustworthy
+ * forecast is planned on.
+ */
+async function peakOfLastDay(catalog: Queryable, series: string, asOf: Date): Promise<number | undefined> {
+  const day = await loadSeries(catalog, series, new Date(asOf.getTime() - dayMs()), asOf, stepMs());
+  const seen = day.map((p) => p.value).filter((v): v is number => v !== null);
+  return seen.length >= 0.8 * (dayMs() / stepMs()) ? Math.max(...seen) : undefined;
+}
 
 /** No node's capacity is known (none set, none calibrated): there is nothing to plan against. */
 export class CapacityUnknownError extends ShardcastError {
@@ -127,7 +139,8 @@ export async function gatherPlanInput(catalog: pg.Pool, pools: NodePools, option
     const steps: StepForecast[] = why
       ? Array.from({ length: horizon }, () => ({ point: observedLoad, lo80: observedLoad, hi80: observedLoad, lo95: observedLoad, hi95: observedLoad }))
       : rows.slice(0, horizon).map((r) => ({ point: r.yhat, lo80: r.lo80, hi80: r.hi80, lo95: r.lo95, hi95: r.hi95 }));
-    shardForecasts.push({ shardId: id, series, steps, trustworthy: !why, observedLoad, ...(why ? { untrustedBecause: why } : {}) });
+    const observedPeak = why ? await peakOfLastDay(catalog, series, asOf) : undefined;
+    shardForecasts.push({ shardId: id, series, steps, trustworthy: !why, observedLoad, ...(observedPeak !== undefined ? { observedPeak } : {}), ...(why ? { untrustedBecause: why } : {}) });
     const day = await loadSeries(catalog, series, new Date(asOf.getTime() - dayMs()), asOf, hourMs());
     const values = day.map((p) => p.value);
     const present = values.filter((v): v is number => v !== null);

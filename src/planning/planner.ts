@@ -2,7 +2,7 @@ import { localityCost, peakStacking, targetCost } from './cost.js';
 import { moveSeconds } from './duration.js';
 import { Fleet, type FleetNode, type Transfer, type TransferTrial, type Unit } from './fleet.js';
 import { resolveSettings } from './settings.js';
-import type { Benefit, IntervalBound, NodeOutlook, Plan, PlanAction, PlanInput, PlannerSettings, StepForecast, TableOutlook } from './types.js';
+import type { Benefit, IntervalBound, NodeOutlook, Plan, PlanAction, PlanInput, PlannerSettings, ShardForecast, StepForecast, TableOutlook } from './types.js';
 import { validatePlanInput } from './validate.js';
 
 /**
@@ -94,7 +94,10 @@ class Planner {
       }
     }
     this.relieveAll();
-    if (this.activation.size === 0 && this.overloadedNodes().length === 0) this.scaleIn(requiredNodes);
+    // Scale-in also beside a node relief could not bring under target (relieveAll leaves only such
+    // nodes over target), as long as no node is being activated: a drain may not add to any node's
+    // overload (scaleIn checks), so such a node does not keep an idle fleet around it.
+    if (this.activation.size === 0) this.scaleIn(requiredNodes);
     this.retireEmptied();
     const t = this.s.targetUtilisation;
     const nodes: NodeOutlook[] = [...this.fleet.nodes.values()].map((n) => ({
@@ -139,7 +142,7 @@ class Planner {
       const key = `${p.colocationGroup}#${p.rangeIndex}`;
       const unit =
         units.get(key) ??
-        ({ key, shardIds: [], tables: [], group: p.colocationGroup, rangeIndex: p.rangeIndex, nodeId: p.nodeId, bytes: 0, load: new Array<number>(h).fill(0), fallback: false, shares: {}, profile: [], frozen: false, avoid: [] } as Unit);
+        ({ key, shardIds: [], tables: [], group: p.colocationGroup, rangeIndex: p.rangeIndex, nodeId: p.nodeId, bytes: 0, load: new Array<number>(h).fill(0), fallback: false, peakUnknown: false, shares: {}, profile: [], frozen: false, avoid: [] } as Unit);
       units.set(key, unit);
       unit.shardIds.push(p.shardId);
       if (!unit.tables.includes(p.table)) unit.tables.push(p.table);
@@ -148,10 +151,14 @@ class Planner {
       if (f.trustworthy) {
         f.steps.forEach((st, i) => (unit.load[i]! += atBound(st, this.s.bound)));
       } else {
+        // Planned on the most it was seen to carry over the last day, so that at whatever hour its
+        // load comes back the node has room for it; its recent load alone when that is all there is.
         unit.fallback = true;
-        for (let i = 0; i < h; i++) unit.load[i]! += f.observedLoad;
+        for (let i = 0; i < h; i++) unit.load[i]! += fallbackLoad(f);
+        if (f.observedPeak === undefined) unit.peakUnknown = true;
         this.fallbackSeries.push(f.series);
-        this.notes.push(`${f.series}: no trustworthy model${f.untrustedBecause ? ` (${f.untrustedBecause})` : ''}; planned on its observed load ${fmt(f.observedLoad)}, reactively`);
+        const seen = f.observedPeak === undefined ? `its observed load ${fmt(f.observedLoad)}` : `its observed load, at its peak of the last day ${fmt(f.observedPeak)} (now ${fmt(f.observedLoad)})`;
+        this.notes.push(`${f.series}: no trustworthy model${f.untrustedBecause ? ` (${f.untrustedBecause})` : ''}; planned on ${seen}, reactively`);
       }
       for (const [region, share] of Object.entries(shares.get(p.shardId) ?? {})) unit.shares[region] = (unit.shares[region] ?? 0) + share;
       const profile = profiles.get(p.shardId);
@@ -483,7 +490,7 @@ class Planner {
     const src = this.fleet.node(tr.from).node;
     const dst = this.fleet.node(to).node;
     const [peakStep, peakUtil] = this.peakOf(tr.from);
-    const timing = this.timing(option, this.holdsUnforecast(tr.from));
+    const timing = this.timing(option, this.fleet.unitsOn(tr.from).some((u) => u.fallback));
     this.fleet.apply(tr, option.trial);
     unit.nodeId = to;
     unit.frozen = true;
@@ -521,7 +528,7 @@ class Planner {
    * move timed to end where that node's load has fallen: such a move is planned as late again in every
    * round, and the node it was to free is kept draining, neither serving nor retired.
    */
-  private evacuate(nodeId: number, after: string[], wholeHorizon = false): boolean {
+  private evacuate(nodeId: number, after: string[], wholeHorizon = false, tightest = false): boolean {
     const horizonEnd = this.lastStepStart();
     const node = this.fleet.node(nodeId).node;
     const units = this.fleet.unitsOn(nodeId).sort((a, b) => Math.max(...b.load) - Math.max(...a.load) || a.key.localeCompare(b.key));
@@ -532,7 +539,7 @@ class Planner {
       for (const target of this.fleet.targets()) {
         if (target.node.id === nodeId || unit.avoid.includes(target.node.id)) continue;
         if (wholeHorizon && unit.load.some((v, i) => (target.load[i]! + v) / target.node.capacity > this.s.targetUtilisation + EPS)) continue;
-        // Scale-in fills nodes on a prediction; a node holding a shard planned on its observed load has no prediction to fill it on.
+        // Scale-in fills nodes on a prediction, or on an observed peak: a node holding a shard with neither is not filled.
         if (wholeHorizon && this.holdsUnforecast(target.node.id)) continue;
         const option = this.bestWindow(unit, nodeId, [{ to: target.node.id, fraction: 1 }], horizonEnd, false, 1, true);
         if (option && option.cls <= 1) options.push(option);
@@ -542,11 +549,24 @@ class Planner {
         this.notes.push(`${this.label(unit)} on ${node.name} (draining) fits on no other node within the horizon`);
         continue;
       }
-      const id = this.applyMove(cheapest(options.filter((o) => o.cls === Math.min(...options.map((x) => x.cls)))), 'drain');
+      const best = options.filter((o) => o.cls === Math.min(...options.map((x) => x.cls)));
+      const id = this.applyMove(tightest ? this.tightestFit(unit, best) : cheapest(best), 'drain');
       const action = this.actions.find((a) => a.id === id)!;
       action.after.push(...after);
     }
     return ok;
+  }
+
+  /**
+   * Best fit: the option whose target is left with the least room at its peak, so the room left on the
+   * others takes the units after it (first-fit-decreasing packing, where the cost's choice spreads load).
+   */
+  private tightestFit(unit: Unit, options: Option[]): Option {
+    const room = (o: Option) => {
+      const target = this.fleet.node(o.transfer.parts[0]!.to);
+      return target.node.capacity * this.s.targetUtilisation - Math.max(...unit.load.map((v, i) => target.load[i]! + v));
+    };
+    return options.reduce((a, b) => (room(b) < room(a) - EPS || (Math.abs(room(b) - room(a)) <= EPS && b.cost < a.cost - EPS) ? b : a));
   }
 
   /** A cold unit merged into a neighbouring key range of its group on another node, when it fits. */
@@ -566,6 +586,8 @@ class Planner {
       into.shardIds.push(...unit.shardIds);
       into.bytes += unit.bytes;
       into.load = into.load.map((v, i) => v + unit.load[i]!);
+      into.fallback ||= unit.fallback;
+      into.peakUnknown ||= unit.peakUnknown;
       into.frozen = true;
       const dst = this.fleet.node(into.nodeId).node;
       this.record({
@@ -605,14 +627,17 @@ class Planner {
       const ahead = this.fleet.util(n.node.id).slice(0, lookaheadSteps);
       return values.length >= sustainedRounds && values.slice(-sustainedRounds).every((v) => v < lowUtilisation) && Math.max(...ahead) < lowUtilisation;
     };
-    // Scale-in is the one action taken on a prediction that load stays low: a node with a shard that has no
-    // trustworthy forecast (planned on its observed load, reactively) is neither drained nor filled by it.
+    // Scale-in is the one action taken on a prediction that load stays low. A shard with no trustworthy
+    // forecast is planned on its observed peak of the last day; a node with such a shard and no observed
+    // peak for it (only its recent load) is neither drained nor filled.
     const candidates = active
       .filter((n) => (isLow(n) || spare(n)) && !this.holdsUnforecast(n.node.id))
       .sort((a, b) => bytesOn(a.node.id) - bytesOn(b.node.id) || a.node.id - b.node.id);
+    // What relief left over target (it could not help those nodes): a drain may leave it as it is, not add to it.
+    const stuck = new Map(this.overloadedNodes().map((id) => [id, this.fleet.overload(id)]));
+    const noWorse = () => this.overloadedNodes().every((id) => stuck.has(id) && this.fleet.overload(id) <= stuck.get(id)! + EPS);
     for (const n of candidates) {
       const saved = this.save();
-      n.state = 'draining';
       const id = this.nextId();
       const drain: PlanAction = {
         kind: 'drain',
@@ -626,17 +651,24 @@ class Planner {
         reason: `${isLow(n) ? `${n.node.name} predicted under ${pct(lowUtilisation)} of capacity` : `the fleet's load predicted under ${pct(consolidateFill)} of what the nodes other than ${n.node.name} carry at ${pct(this.s.targetUtilisation)}`} for the last ${sustainedRounds} rounds and the next ${this.hhmm(0)}–${this.hhmm(Math.min(lookaheadSteps, this.s.horizonSteps) * this.s.stepSeconds)} (${n.node.name}'s peak ${pct(Math.max(...this.fleet.util(n.node.id).slice(0, lookaheadSteps)))}); the other nodes take its load under ${pct(this.s.targetUtilisation)} at every step of the horizon: draining it, then retiring it`,
         benefit: { overloadPointSteps: 0, frees: n.node.name, summary: `frees ${n.node.name} (capacity ${fmt(n.node.capacity)})` },
       };
-      this.actions.push(drain);
-      if (this.evacuate(n.node.id, [id], true) && this.overloadedNodes().length === 0) return;
-      this.restore(saved);
+      // Its units placed by cost (spread out), else packed tightly when spread out they do not all fit.
+      for (const tightest of [false, true]) {
+        // The fleet's own node: a restore below replaces the objects `active` was taken from.
+        this.fleet.node(n.node.id).state = 'draining';
+        this.actions.push(drain);
+        if (this.evacuate(n.node.id, [id], true, tightest) && noWorse()) return;
+        this.restore(saved);
+      }
       this.notes.push(`${n.node.name} has been predicted low for ${sustainedRounds} rounds, but its shards do not fit elsewhere under target: not drained`);
     }
   }
 
-  /** Whether a node holds a shard with no trustworthy forecast (planned on its observed load). */
+  /** Whether a node holds a shard with no trustworthy forecast (planned on its observed load) and no observed peak. */
   private holdsUnforecast(nodeId: number): boolean {
-    return this.fleet.unitsOn(nodeId).some((u) => u.fallback);
+    return this.fleet.unitsOn(nodeId).some((u) => u.peakUnknown);
   }
+
+
 
   private retireEmptied(): void {
     for (const n of this.fleet.nodes.values()) {
@@ -701,7 +733,7 @@ class Planner {
     const byId = new Map(this.input.shardForecasts.map((f) => [f.shardId, f]));
     for (const p of this.input.placements) {
       const f = byId.get(p.shardId)!;
-      shardLoad.set(p.shardId, f.trustworthy ? f.steps.map((st) => atBound(st, this.s.bound)) : new Array<number>(this.s.horizonSteps).fill(f.observedLoad));
+      shardLoad.set(p.shardId, f.trustworthy ? f.steps.map((st) => atBound(st, this.s.bound)) : new Array<number>(this.s.horizonSteps).fill(fallbackLoad(f)));
     }
     const names = [...new Set(this.input.placements.map((p) => p.table))].sort();
     return names.map((table) => {
@@ -805,6 +837,11 @@ class Planner {
 }
 
 type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
+
+/** What a shard with no trustworthy forecast is planned on: its observed peak of the last day, else its recent load. */
+function fallbackLoad(f: ShardForecast): number {
+  return Math.max(f.observedPeak ?? 0, f.observedLoad);
+}
 
 function cheapest(options: Option[]): Option {
   return options.reduce((a, b) => (b.cost < a.cost - EPS ? b : a));

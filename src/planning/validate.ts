@@ -79,6 +79,7 @@ const FIELDS: readonly (keyof StepForecast)[] = ['point', 'lo80', 'hi80', 'lo95'
 function validateSeries(f: SeriesForecast, horizon: number, fail: (m: string) => never): void {
   const label = `forecast ${JSON.stringify(f.series)}`;
   if (!(Number.isFinite(f.observedLoad) && f.observedLoad >= 0)) fail(`${label}: observedLoad must be a finite number ≥ 0, got ${f.observedLoad}`);
+  if (f.observedPeak !== undefined && !(Number.isFinite(f.observedPeak) && f.observedPeak >= 0)) fail(`${label}: observedPeak must be a finite number ≥ 0, got ${f.observedPeak}`);
   if (!f.trustworthy) return;
   if (f.steps.length !== horizon) fail(`${label} has ${f.steps.length} steps, the horizon is ${horizon}`);
   f.steps.forEach((s, i) => {

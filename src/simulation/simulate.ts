@@ -169,13 +169,15 @@ export async function simulate(traces: readonly Trace[], o: SimulationOptions): 
       const forecasts: ShardForecast[] = shards.map((s) => {
         const series = `shard:${s.shardId}:load`;
         const observedLoad = s.load[k - 1]!;
+        // The highest load seen over the last day: what scale-in counts a shard with no trustworthy forecast at.
+        const observedPeak = k >= DAY_STEPS ? peak(s, k - DAY_STEPS, k) : undefined;
         if (o.policy === 'oracle') {
           return { shardId: s.shardId, series, steps: s.load.slice(k, k + horizon).map((v) => ({ point: v, lo80: v, hi80: v, lo95: v, hi95: v })), trustworthy: true, observedLoad };
         }
         const outlook = forecaster!.outlook(s.shardId, now);
-        if (!outlook || outlook.steps.length < horizon) return { shardId: s.shardId, series, steps: [], trustworthy: false, observedLoad, untrustedBecause: 'no forecast' };
+        if (!outlook || outlook.steps.length < horizon) return { shardId: s.shardId, series, steps: [], trustworthy: false, observedLoad, ...(observedPeak !== undefined ? { observedPeak } : {}), untrustedBecause: 'no forecast' };
         // The forecast reaches two hours; the planner plans on the first `horizon` steps of what is left of it.
-        return { shardId: s.shardId, series, steps: outlook.steps.slice(0, horizon), trustworthy: outlook.trustworthy, observedLoad, ...(outlook.untrustedBecause ? { untrustedBecause: outlook.untrustedBecause } : {}) };
+        return { shardId: s.shardId, series, steps: outlook.steps.slice(0, horizon), trustworthy: outlook.trustworthy, observedLoad, ...(observedPeak !== undefined ? { observedPeak } : {}), ...(outlook.untrustedBecause ? { untrustedBecause: outlook.untrustedBecause } : {}) };
       });
       const plan = planRebalance(planInput(now, fleet, forecasts, profiles, utilHistory, { ...o.planner, stepSeconds: SIM_STEP_SECONDS, horizonSteps: horizon }));
       for (const n of plan.nodes) {

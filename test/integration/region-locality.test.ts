@@ -7,6 +7,7 @@ import { listNodes, setNodeCapacity } from '../../src/catalog/nodes.js';
 import { gatherPlanInput } from '../../src/planning/inputs.js';
 import { planRebalance } from '../../src/planning/planner.js';
 import type { MoveAction } from '../../src/planning/types.js';
+import { ensurePartitions } from '../../src/profiling/partitions.js';
 import { regionShares } from '../../src/profiling/region-accesses.js';
 import { createRouter } from '../../src/router/router.js';
 import { writeShardForecasts } from '../helpers/forecasts.js';
@@ -133,6 +134,46 @@ describe('region locality', () => {
       const blind = planRebalance({ ...gathered.input, regionShares: [] });
       const blindTarget = blind.actions.find((a): a is MoveAction => a.kind === 'move')!;
       expect(names.get(blindTarget.toNodeId)).toBe('node-2');
+    } finally {
+      await pools.end();
+    }
+  });
+
+  it('a shard with no trustworthy forecast is planned on its observed peak of the last day, once it has been seen for most of a day', { timeout: 60_000 }, async () => {
+    const shardId = (await catalog.pool.query<{ id: number }>(`select max(id)::int as id from shardcast.shards`)).rows[0]!.id;
+    const schema = (await catalog.pool.query<{ schema_name: string }>('select schema_name from shardcast.shards where id = $1', [shardId])).rows[0]!.schema_name;
+    const series = `shard:${shardId}:load`;
+    for (const n of await listNodes(catalog.pool)) await setNodeCapacity(catalog.pool, n.name, 1000);
+    await catalog.pool.query('delete from shardcast_forecast.models where series = $1', [series]);
+    // The collector's samples of the shard every 5 minutes over the last 25 hours: 1 write a second,
+    // 10 a second for the hour that ended 6 hours ago.
+    const now = Math.floor(Date.now() / 300_000) * 300_000;
+    await ensurePartitions(catalog.pool, new Date(now - 2 * 86_400_000), 3);
+    const epoch = new Date(now - 30 * 3_600_000);
+    let writes = 0;
+    for (let t = now - 25 * 3_600_000; t <= now; t += 300_000) {
+      const hoursAgo = (now - t) / 3_600_000;
+      writes += (hoursAgo > 6 && hoursAgo <= 7 ? 10 : 1) * 300;
+      await catalog.pool.query(
+        `insert into shardcast_stats.table_samples (ts, node_id, schema_name, table_name, n_tup_ins, n_tup_upd, n_tup_del, seq_scan, seq_tup_read, idx_scan, idx_tup_fetch, n_live_tup, stats_epoch)
+         values ($1, 1, $2, 'items', $3, 0, 0, 0, 0, 0, 0, 0, $4)`,
+        [new Date(t), schema, writes, epoch],
+      );
+    }
+    const pools = new NodePools({ max: 1 });
+    try {
+      const forecast = async () => (await gatherPlanInput(catalog.pool, pools)).input.shardForecasts.find((f) => f.shardId === shardId)!;
+      const seen = await forecast();
+      expect(seen.trustworthy).toBe(false);
+      expect(seen.observedLoad).toBeCloseTo(1, 1);
+      expect(seen.observedPeak).toBeCloseTo(10, 1);
+      const plan = planRebalance((await gatherPlanInput(catalog.pool, pools)).input);
+      expect(plan.notes.join('\n')).toContain(`${series}: no trustworthy model (no model trained yet); planned on its observed load, at its peak of the last day 10 (now 1), reactively`);
+      // Seen for the last 3 hours only (a shard split off lately): no peak yet, its recent load alone.
+      await catalog.pool.query(`delete from shardcast_stats.table_samples where schema_name = $1 and ts < $2`, [schema, new Date(now - 3 * 3_600_000)]);
+      const lately = await forecast();
+      expect(lately.observedPeak).toBeUndefined();
+      expect(lately.observedLoad).toBeCloseTo(1, 1);
     } finally {
       await pools.end();
     }

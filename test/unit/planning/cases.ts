@@ -36,6 +36,8 @@ export interface ShardSpec {
   table?: string;
   trustworthy?: boolean;
   observed?: number;
+  /** The observed peak of the last day (only with `trustworthy: false` does the planner use it). */
+  observedPeak?: number;
 }
 
 export interface Shard {
@@ -59,6 +61,7 @@ export function shard(spec: ShardSpec): Shard {
       steps: steps(spec.load),
       trustworthy: spec.trustworthy ?? true,
       observedLoad: spec.observed ?? spec.load[0]!,
+      ...(spec.observedPeak !== undefined ? { observedPeak: spec.observedPeak } : {}),
     },
   };
 }

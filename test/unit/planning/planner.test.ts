@@ -284,6 +284,26 @@ describe('planRebalance', () => {
     expect(plan.notes.join('\n')).toMatch(/node-3 has been predicted low for 6 rounds, but its shards do not fit elsewhere under target: not drained/);
   });
 
+  it('scales in beside a node that relief cannot bring under target, and never adds to its overload', () => {
+    // node-1 at 75%: both its shards moved in within the hysteresis window, so relief may not move
+    // them. node-2 and node-3 are low (15%): node-3's shard goes to node-2, node-1 stays as it was.
+    const justMoved = new Date(Date.parse(AS_OF) - 10 * 60_000).toISOString();
+    const shards: ShardSpec[] = [
+      { id: 1, node: 1, load: flat(400) },
+      { id: 2, node: 1, load: flat(350) },
+      { id: 3, node: 2, load: flat(150), bytes: 200e6 },
+      { id: 4, node: 3, load: flat(150) },
+    ];
+    const recentMoves = [1, 2].map((shardId) => ({ shardId, fromNodeId: 3, toNodeId: 1, finishedAt: justMoved }));
+    const low = [2, 3].map((nodeId) => ({ nodeId, values: [0.15, 0.15, 0.15, 0.15, 0.15, 0.15] }));
+    const plan = planRebalance(planInput([node(1), node(2), node(3)], shards, { recentMoves, utilisationHistory: low }));
+    expect(plan.notes.join('\n')).toMatch(/node-1 stays over target/);
+    expect(plan.actions.filter((a) => a.kind === 'drain').map((a) => a.kind === 'drain' && a.nodeId)).toEqual([3]);
+    expect(moves(plan).map((m) => [m.shardIds, m.toNodeId])).toEqual([[[4], 2]]);
+    expect(outlook(plan, 1).with).toEqual(outlook(plan, 1).without);
+    expect(Math.max(...outlook(plan, 2).with)).toBeCloseTo(0.3);
+  });
+
   it('does not scale in on a shard without a trustworthy forecast: neither drains its node nor fills that node with a drained one', () => {
     const shards = (untrusted: number | null): ShardSpec[] => [
       { id: 1, node: 1, load: flat(150), trustworthy: untrusted !== 1 },
@@ -301,6 +321,57 @@ describe('planRebalance', () => {
     expect(drained(1)).toEqual([2]);
     const plan = planRebalance(planInput([node(1), node(2), node(3)], shards(1), { utilisationHistory: low }));
     expect(moves(plan).map((m) => m.toNodeId)).toEqual([3]);
+  });
+
+  it('packs a drained node\'s shards tightly when spread out by cost they do not all fit', () => {
+    // node-3 (68%, low at scaleIn.lowUtilisation 69%) holds 300, 200 and 180; node-1 has room for 400,
+    // node-2 for 300. Largest first onto the emptiest node leaves 100 and 100: 180 fits nowhere.
+    // Largest first onto the fullest node that takes it: 300 → node-2, 200 and 180 → node-1.
+    const shards: ShardSpec[] = [
+      { id: 1, node: 1, load: flat(300) },
+      { id: 2, node: 2, load: flat(400) },
+      { id: 3, node: 3, load: flat(300) },
+      { id: 4, node: 3, load: flat(200) },
+      { id: 5, node: 3, load: flat(180) },
+    ];
+    const history = [{ nodeId: 3, values: [0.68, 0.68, 0.68, 0.68, 0.68, 0.68] }];
+    const plan = planRebalance(planInput([node(1), node(2), node(3)], shards, { utilisationHistory: history, settings: { scaleIn: { lowUtilisation: 0.69 } } }));
+    expect(plan.actions.flatMap((a) => (a.kind === 'drain' || a.kind === 'retire' ? [[a.kind, a.nodeId]] : []))).toEqual([['drain', 3], ['retire', 3]]);
+    expect(moves(plan).map((m) => [m.shardIds[0], m.toNodeId]).sort()).toEqual([[3, 2], [4, 1], [5, 1]]);
+    expectUnderTargetEverywhere(plan);
+  });
+
+  it('plans a shard without a trustworthy forecast on its observed peak of the last day, and scales in around it at that peak', () => {
+    const shards = (peak: number): ShardSpec[] => [
+      { id: 1, node: 1, load: flat(150), trustworthy: false, observed: 150, observedPeak: peak },
+      { id: 2, node: 2, load: flat(150) },
+      { id: 3, node: 3, load: flat(150) },
+    ];
+    const low = [1, 2, 3].map((nodeId) => ({ nodeId, values: [0.15, 0.15, 0.15, 0.15, 0.15, 0.15] }));
+    const plan = (peak: number) => planRebalance(planInput([node(1), node(2), node(3)], shards(peak), { utilisationHistory: low }));
+    // Peak 300: node-1 is planned at 30%, not low; the fleet (600) fits on two nodes, so it is consolidated
+    // all the same, and node-1 is drained first (fewest bytes, then id): shard 1 goes where 300 fits.
+    const p300 = plan(300);
+    expect(p300.notes).toContain('shard:1:load: no trustworthy model; planned on its observed load, at its peak of the last day 300 (now 150), reactively');
+    expect(outlook(p300, 1).without.every((u) => Math.abs(u - 0.3) < 1e-9)).toBe(true);
+    expect(p300.actions.flatMap((a) => (a.kind === 'drain' ? [a.nodeId] : []))).toEqual([1]);
+    expect(moves(p300)).toHaveLength(1);
+    expect(moves(p300)[0]).toMatchObject({ shardIds: [1], fromNodeId: 1 });
+    expectUnderTargetEverywhere(p300);
+    // Peak 600: it fits on no other node at its peak (600 + 150 > 700), so node-1 stays; node-2's shard
+    // goes to node-3, never onto node-1, which has room only for the recent 150.
+    const p600 = plan(600);
+    // (node-1 was tried first and given up: node-2's drain is planned on the fleet as it was restored, and retires it.)
+    expect(p600.actions.flatMap((a) => (a.kind === 'drain' || a.kind === 'retire' ? [[a.kind, a.nodeId]] : []))).toEqual([['drain', 2], ['retire', 2]]);
+    expect(outlook(p600, 2).state).toBe('retired');
+    expect(moves(p600).map((m) => [m.shardIds, m.toNodeId])).toEqual([[[2], 3]]);
+    expectUnderTargetEverywhere(p600);
+    // A peak over target alone on its node: relief moves the other shard off, not by the recent load.
+    const hot = planRebalance(planInput([node(1), node(2)], [
+      { id: 1, node: 1, load: flat(150), trustworthy: false, observed: 150, observedPeak: 450 },
+      { id: 2, node: 1, load: flat(300) },
+    ]));
+    expect(moves(hot).map((m) => [m.shardIds, m.toNodeId])).toEqual([[[2], 2]]);
   });
 
   it('does not ping-pong a shard over repeated planning rounds (hysteresis)', () => {
