@@ -19,9 +19,14 @@ export interface Unit {
   rangeIndex: number;
   nodeId: number;
   bytes: number;
-  /** Predicted load per step at the bound; for `fallback` shards their observed peak of the last day, else their recent load. */
+  /** Predicted load per step at the bound, or the observed load when `fallback`. */
   load: number[];
   fallback: boolean;
+  /**
+   * How far its fallback shards' observed peaks of the last day lie above the observed load it is
+   * planned on (0 without fallback shards): room kept free for it on its node (see `reserve`).
+   */
+  peakExtra: number;
   /** A fallback shard of the unit has no observed peak (only its recent load): scale-in leaves its node alone. */
   peakUnknown: boolean;
   /** Accesses per client region, summed over the unit's shards. */
@@ -124,6 +129,14 @@ export class Fleet {
     return i < 0 ? undefined : i;
   }
 
+  /**
+   * Room kept free on a node for the observed peaks of its shards with no trustworthy forecast: a
+   * transfer may not fill it. Overloads are still found on the observed load (reactively).
+   */
+  reserve(nodeId: number): number {
+    return this.unitsOn(nodeId).reduce((sum, u) => sum + u.peakExtra, 0);
+  }
+
   /** Nodes that may receive shards at all (active or being activated, reachable). */
   targets(): FleetNode[] {
     return [...this.nodes.values()].filter((n) => n.targetFrom !== undefined && n.state === 'active');
@@ -175,11 +188,14 @@ export class Fleet {
       const a = after.get(id)!;
       return (a.load[i]! + a.copy[i]!) / this.node(id).node.capacity;
     };
+    // What a target keeps free for observed peaks (its own shards' and the incoming unit's share).
+    const reserveOn = (id: number) => this.reserve(id) + t.parts.filter((p) => p.to === id).reduce((sum, p) => sum + p.fraction, 0) * t.unit.peakExtra;
     // A target is never pushed over target at a step the transfer changes.
     for (const id of involved) {
       if (id === t.from) continue;
+      const reserved = reserveOn(id) / this.node(id).node.capacity;
       for (let i = Math.min(firstRunning, h); i < h; i++) {
-        if (utilOf(id, i) > target + 1e-9) return undefined;
+        if (utilOf(id, i) + reserved > target + 1e-9) return undefined;
       }
     }
     // A transfer that ends past the horizon puts its load on the targets at no step the checks above
@@ -189,7 +205,7 @@ export class Fleet {
       for (const p of t.parts) {
         if (p.to === t.from) continue;
         const n = this.node(p.to);
-        if ((after.get(p.to)!.load[h - 1]! + p.fraction * t.unit.load[h - 1]!) / n.node.capacity > target + 1e-9) return undefined;
+        if ((after.get(p.to)!.load[h - 1]! + p.fraction * t.unit.load[h - 1]! + reserveOn(p.to)) / n.node.capacity > target + 1e-9) return undefined;
       }
     }
     let windowPeak = 0;

@@ -2,7 +2,7 @@ import { localityCost, peakStacking, targetCost } from './cost.js';
 import { moveSeconds } from './duration.js';
 import { Fleet, type FleetNode, type Transfer, type TransferTrial, type Unit } from './fleet.js';
 import { resolveSettings } from './settings.js';
-import type { Benefit, IntervalBound, NodeOutlook, Plan, PlanAction, PlanInput, PlannerSettings, ShardForecast, StepForecast, TableOutlook } from './types.js';
+import type { Benefit, IntervalBound, NodeOutlook, Plan, PlanAction, PlanInput, PlannerSettings, StepForecast, TableOutlook } from './types.js';
 import { validatePlanInput } from './validate.js';
 
 /**
@@ -142,7 +142,7 @@ class Planner {
       const key = `${p.colocationGroup}#${p.rangeIndex}`;
       const unit =
         units.get(key) ??
-        ({ key, shardIds: [], tables: [], group: p.colocationGroup, rangeIndex: p.rangeIndex, nodeId: p.nodeId, bytes: 0, load: new Array<number>(h).fill(0), fallback: false, peakUnknown: false, shares: {}, profile: [], frozen: false, avoid: [] } as Unit);
+        ({ key, shardIds: [], tables: [], group: p.colocationGroup, rangeIndex: p.rangeIndex, nodeId: p.nodeId, bytes: 0, load: new Array<number>(h).fill(0), fallback: false, peakExtra: 0, peakUnknown: false, shares: {}, profile: [], frozen: false, avoid: [] } as Unit);
       units.set(key, unit);
       unit.shardIds.push(p.shardId);
       if (!unit.tables.includes(p.table)) unit.tables.push(p.table);
@@ -151,13 +151,14 @@ class Planner {
       if (f.trustworthy) {
         f.steps.forEach((st, i) => (unit.load[i]! += atBound(st, this.s.bound)));
       } else {
-        // Planned on the most it was seen to carry over the last day, so that at whatever hour its
-        // load comes back the node has room for it; its recent load alone when that is all there is.
+        // Planned on its observed load (reactively), with room kept on its node for the most it was seen
+        // to carry over the last day, so that at whatever hour its load comes back the node can take it.
         unit.fallback = true;
-        for (let i = 0; i < h; i++) unit.load[i]! += fallbackLoad(f);
+        for (let i = 0; i < h; i++) unit.load[i]! += f.observedLoad;
         if (f.observedPeak === undefined) unit.peakUnknown = true;
+        else unit.peakExtra += Math.max(0, f.observedPeak - f.observedLoad);
         this.fallbackSeries.push(f.series);
-        const seen = f.observedPeak === undefined ? `its observed load ${fmt(f.observedLoad)}` : `its observed load, at its peak of the last day ${fmt(f.observedPeak)} (now ${fmt(f.observedLoad)})`;
+        const seen = f.observedPeak === undefined ? `its observed load ${fmt(f.observedLoad)}` : `its observed load ${fmt(f.observedLoad)}, with room kept for its peak of the last day, ${fmt(f.observedPeak)}`;
         this.notes.push(`${f.series}: no trustworthy model${f.untrustedBecause ? ` (${f.untrustedBecause})` : ''}; planned on ${seen}, reactively`);
       }
       for (const [region, share] of Object.entries(shares.get(p.shardId) ?? {})) unit.shares[region] = (unit.shares[region] ?? 0) + share;
@@ -270,7 +271,7 @@ class Planner {
       this.fleet.apply(option.transfer, option.trial);
       this.fleet.units.delete(unit.key);
       pieceNodes.forEach((nodeId, j) => {
-        const piece: Unit = { ...unit, key: `${unit.key}/${j + 1}of${pieces}`, nodeId, bytes: unit.bytes / pieces, load: unit.load.map((v) => v / pieces), profile: unit.profile?.map((v) => v / pieces), frozen: true };
+        const piece: Unit = { ...unit, key: `${unit.key}/${j + 1}of${pieces}`, nodeId, bytes: unit.bytes / pieces, load: unit.load.map((v) => v / pieces), peakExtra: unit.peakExtra / pieces, profile: unit.profile?.map((v) => v / pieces), frozen: true };
         this.fleet.units.set(piece.key, piece);
       });
       const src = this.fleet.node(unit.nodeId).node;
@@ -538,7 +539,9 @@ class Planner {
       const options: Option[] = [];
       for (const target of this.fleet.targets()) {
         if (target.node.id === nodeId || unit.avoid.includes(target.node.id)) continue;
-        if (wholeHorizon && unit.load.some((v, i) => (target.load[i]! + v) / target.node.capacity > this.s.targetUtilisation + EPS)) continue;
+        // With the room kept for observed peaks, the target's own and the unit's.
+        const reserved = this.fleet.reserve(target.node.id) + unit.peakExtra;
+        if (wholeHorizon && unit.load.some((v, i) => (target.load[i]! + v + reserved) / target.node.capacity > this.s.targetUtilisation + EPS)) continue;
         // Scale-in fills nodes on a prediction, or on an observed peak: a node holding a shard with neither is not filled.
         if (wholeHorizon && this.holdsUnforecast(target.node.id)) continue;
         const option = this.bestWindow(unit, nodeId, [{ to: target.node.id, fraction: 1 }], horizonEnd, false, 1, true);
@@ -572,7 +575,7 @@ class Planner {
   /** A cold unit merged into a neighbouring key range of its group on another node, when it fits. */
   private merge(unit: Unit, after: string[]): boolean {
     const src = this.fleet.node(unit.nodeId).node;
-    if (Math.max(...unit.load) >= this.s.coldShare * this.s.targetUtilisation * src.capacity) return false;
+    if (Math.max(...unit.load) + unit.peakExtra >= this.s.coldShare * this.s.targetUtilisation * src.capacity) return false;
     const horizonEnd = this.lastStepStart();
     const neighbours = [...this.fleet.units.values()]
       .filter((u) => u.group === unit.group && Math.abs(u.rangeIndex - unit.rangeIndex) === 1 && u.nodeId !== unit.nodeId && this.fleet.node(u.nodeId).state === 'active')
@@ -586,6 +589,7 @@ class Planner {
       into.shardIds.push(...unit.shardIds);
       into.bytes += unit.bytes;
       into.load = into.load.map((v, i) => v + unit.load[i]!);
+      into.peakExtra += unit.peakExtra;
       into.fallback ||= unit.fallback;
       into.peakUnknown ||= unit.peakUnknown;
       into.frozen = true;
@@ -619,17 +623,18 @@ class Planner {
     const fleetLoad = (util: (nodeId: number) => number | undefined) => active.reduce((sum, n) => sum + (util(n.node.id) ?? Infinity) * n.node.capacity, 0);
     const fleetPeak = Math.max(
       ...Array.from({ length: sustainedRounds }, (_, k) => fleetLoad((id) => history.get(id)?.at(-1 - k))),
-      ...Array.from({ length: Math.min(lookaheadSteps, this.s.horizonSteps) }, (_, i) => fleetLoad((id) => this.fleet.util(id)[i])),
+      ...Array.from({ length: Math.min(lookaheadSteps, this.s.horizonSteps) }, (_, i) => fleetLoad((id) => this.fleet.util(id)[i]! + this.fleet.reserve(id) / this.fleet.node(id).node.capacity)),
     );
     const spare = (n: FleetNode) => consolidateFill > 0 && fleetPeak < consolidateFill * this.s.targetUtilisation * (capacity - n.node.capacity);
     const isLow = (n: FleetNode) => {
       const values = history.get(n.node.id) ?? [];
       const ahead = this.fleet.util(n.node.id).slice(0, lookaheadSteps);
-      return values.length >= sustainedRounds && values.slice(-sustainedRounds).every((v) => v < lowUtilisation) && Math.max(...ahead) < lowUtilisation;
+      const reserved = this.fleet.reserve(n.node.id) / n.node.capacity;
+      return values.length >= sustainedRounds && values.slice(-sustainedRounds).every((v) => v < lowUtilisation) && Math.max(...ahead) + reserved < lowUtilisation;
     };
     // Scale-in is the one action taken on a prediction that load stays low. A shard with no trustworthy
-    // forecast is planned on its observed peak of the last day; a node with such a shard and no observed
-    // peak for it (only its recent load) is neither drained nor filled.
+    // forecast counts with the room kept for its observed peak of the last day; a node with such a shard
+    // and no observed peak for it (only its recent load) is neither drained nor filled.
     const candidates = active
       .filter((n) => (isLow(n) || spare(n)) && !this.holdsUnforecast(n.node.id))
       .sort((a, b) => bytesOn(a.node.id) - bytesOn(b.node.id) || a.node.id - b.node.id);
@@ -733,7 +738,7 @@ class Planner {
     const byId = new Map(this.input.shardForecasts.map((f) => [f.shardId, f]));
     for (const p of this.input.placements) {
       const f = byId.get(p.shardId)!;
-      shardLoad.set(p.shardId, f.trustworthy ? f.steps.map((st) => atBound(st, this.s.bound)) : new Array<number>(this.s.horizonSteps).fill(fallbackLoad(f)));
+      shardLoad.set(p.shardId, f.trustworthy ? f.steps.map((st) => atBound(st, this.s.bound)) : new Array<number>(this.s.horizonSteps).fill(f.observedLoad));
     }
     const names = [...new Set(this.input.placements.map((p) => p.table))].sort();
     return names.map((table) => {
@@ -837,11 +842,6 @@ class Planner {
 }
 
 type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
-
-/** What a shard with no trustworthy forecast is planned on: its observed peak of the last day, else its recent load. */
-function fallbackLoad(f: ShardForecast): number {
-  return Math.max(f.observedPeak ?? 0, f.observedLoad);
-}
 
 function cheapest(options: Option[]): Option {
   return options.reduce((a, b) => (b.cost < a.cost - EPS ? b : a));

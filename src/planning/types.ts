@@ -27,16 +27,16 @@ export interface SeriesForecast {
   steps: StepForecast[];
   /**
    * The series' model has enough history and back-tests better than seasonal naive. When false the
-   * planner ignores `steps` and plans on the observed load, reactively: `observedPeak` when given, else
-   * `observedLoad`.
+   * planner ignores `steps` and plans on `observedLoad`, reactively, keeping room for `observedPeak`.
    */
   trustworthy: boolean;
   /** Recent observed load (e.g. the mean of the last few buckets): the fallback. */
   observedLoad: number;
   /**
-   * The highest observed load over the last day (a load-clock day): what a series with no trustworthy
-   * forecast is planned on, so that whatever the hour its node has room for it. Absent: it is planned on
-   * `observedLoad`, and scale-in neither drains nor fills its node.
+   * The highest observed load over the last day (a load-clock day). For a series with no trustworthy
+   * forecast, the planner keeps room for it on the shard's node: no move fills that room, and a move of
+   * the shard needs it on its target, so that at whatever hour its load comes back its node can take
+   * it. Absent: no room is kept, and scale-in neither drains nor fills its node.
    */
   observedPeak?: number;
   /** Why the model is not trustworthy, for the plan's notes, e.g. "2 days of history". */

@@ -139,7 +139,7 @@ describe('region locality', () => {
     }
   });
 
-  it('a shard with no trustworthy forecast is planned on its observed peak of the last day, once it has been seen for most of a day', { timeout: 60_000 }, async () => {
+  it('a shard with no trustworthy forecast gets room kept for its observed peak of the last day, once it has been seen for most of a day', { timeout: 60_000 }, async () => {
     const shardId = (await catalog.pool.query<{ id: number }>(`select max(id)::int as id from shardcast.shards`)).rows[0]!.id;
     const schema = (await catalog.pool.query<{ schema_name: string }>('select schema_name from shardcast.shards where id = $1', [shardId])).rows[0]!.schema_name;
     const series = `shard:${shardId}:load`;
@@ -168,7 +168,7 @@ describe('region locality', () => {
       expect(seen.observedLoad).toBeCloseTo(1, 1);
       expect(seen.observedPeak).toBeCloseTo(10, 1);
       const plan = planRebalance((await gatherPlanInput(catalog.pool, pools)).input);
-      expect(plan.notes.join('\n')).toContain(`${series}: no trustworthy model (no model trained yet); planned on its observed load, at its peak of the last day 10 (now 1), reactively`);
+      expect(plan.notes.join('\n')).toContain(`${series}: no trustworthy model (no model trained yet); planned on its observed load 1, with room kept for its peak of the last day, 10, reactively`);
       // Seen for the last 3 hours only (a shard split off lately): no peak yet, its recent load alone.
       await catalog.pool.query(`delete from shardcast_stats.table_samples where schema_name = $1 and ts < $2`, [schema, new Date(now - 3 * 3_600_000)]);
       const lately = await forecast();

@@ -4,7 +4,7 @@ import { resolveSettings } from '../../../src/planning/settings.js';
 import { H, node } from './cases.js';
 
 function unit(load: number): Unit {
-  return { key: 'u1', shardIds: [1], tables: ['t'], group: 'g', rangeIndex: 0, nodeId: 1, bytes: 1e9, load: new Array<number>(H).fill(load), fallback: false, peakUnknown: false, shares: {}, frozen: false, avoid: [] };
+  return { key: 'u1', shardIds: [1], tables: ['t'], group: 'g', rangeIndex: 0, nodeId: 1, bytes: 1e9, load: new Array<number>(H).fill(load), fallback: false, peakExtra: 0, peakUnknown: false, shares: {}, frozen: false, avoid: [] };
 }
 
 describe('Fleet.tryTransfer', () => {

@@ -341,7 +341,7 @@ describe('planRebalance', () => {
     expectUnderTargetEverywhere(plan);
   });
 
-  it('plans a shard without a trustworthy forecast on its observed peak of the last day, and scales in around it at that peak', () => {
+  it('keeps room on a node for the observed peak of its shard without a trustworthy forecast, and scales in around it with that room', () => {
     const shards = (peak: number): ShardSpec[] => [
       { id: 1, node: 1, load: flat(150), trustworthy: false, observed: 150, observedPeak: peak },
       { id: 2, node: 2, load: flat(150) },
@@ -349,29 +349,42 @@ describe('planRebalance', () => {
     ];
     const low = [1, 2, 3].map((nodeId) => ({ nodeId, values: [0.15, 0.15, 0.15, 0.15, 0.15, 0.15] }));
     const plan = (peak: number) => planRebalance(planInput([node(1), node(2), node(3)], shards(peak), { utilisationHistory: low }));
-    // Peak 300: node-1 is planned at 30%, not low; the fleet (600) fits on two nodes, so it is consolidated
-    // all the same, and node-1 is drained first (fewest bytes, then id): shard 1 goes where 300 fits.
+    // Peak 300: node-1 is planned at 15% with 15% kept free, so not low; the fleet (450, and 150 kept)
+    // fits on two nodes, so it is consolidated all the same, and node-1 goes first (fewest bytes, then
+    // id): shard 1 goes where its 300 fits.
     const p300 = plan(300);
-    expect(p300.notes).toContain('shard:1:load: no trustworthy model; planned on its observed load, at its peak of the last day 300 (now 150), reactively');
-    expect(outlook(p300, 1).without.every((u) => Math.abs(u - 0.3) < 1e-9)).toBe(true);
+    expect(p300.notes).toContain('shard:1:load: no trustworthy model; planned on its observed load 150, with room kept for its peak of the last day, 300, reactively');
+    expect(outlook(p300, 1).without.every((u) => Math.abs(u - 0.15) < 1e-9)).toBe(true);
     expect(p300.actions.flatMap((a) => (a.kind === 'drain' ? [a.nodeId] : []))).toEqual([1]);
     expect(moves(p300)).toHaveLength(1);
     expect(moves(p300)[0]).toMatchObject({ shardIds: [1], fromNodeId: 1 });
     expectUnderTargetEverywhere(p300);
     // Peak 600: it fits on no other node at its peak (600 + 150 > 700), so node-1 stays; node-2's shard
     // goes to node-3, never onto node-1, which has room only for the recent 150.
-    const p600 = plan(600);
     // (node-1 was tried first and given up: node-2's drain is planned on the fleet as it was restored, and retires it.)
+    const p600 = plan(600);
     expect(p600.actions.flatMap((a) => (a.kind === 'drain' || a.kind === 'retire' ? [[a.kind, a.nodeId]] : []))).toEqual([['drain', 2], ['retire', 2]]);
     expect(outlook(p600, 2).state).toBe('retired');
     expect(moves(p600).map((m) => [m.shardIds, m.toNodeId])).toEqual([[[2], 3]]);
     expectUnderTargetEverywhere(p600);
-    // A peak over target alone on its node: relief moves the other shard off, not by the recent load.
-    const hot = planRebalance(planInput([node(1), node(2)], [
-      { id: 1, node: 1, load: flat(150), trustworthy: false, observed: 150, observedPeak: 450 },
+    // Relief does not fill the room either: node-2, rising over target, sheds its 300 to node-3 (300),
+    // not to node-1, which would take it at 150 + 300 but not with its shard's 450 peak. Without the
+    // peak it goes to node-1, the emptier.
+    const relief = (peak?: number) =>
+      planRebalance(planInput([node(1), node(2), node(3)], [
+        { id: 1, node: 1, load: flat(150), trustworthy: false, observed: 150, ...(peak ? { observedPeak: peak } : {}) },
+        { id: 2, node: 2, load: flat(300) },
+        { id: 3, node: 2, load: ramp(200, 40) },
+        { id: 4, node: 3, load: flat(300) },
+      ]));
+    expect(moves(relief(450)).map((m) => m.toNodeId)).toEqual([3]);
+    expect(moves(relief()).map((m) => m.toNodeId)).toEqual([1]);
+    // Nor does it act on the peak: a node whose observed load is under target is not relieved.
+    const quiet = planRebalance(planInput([node(1), node(2)], [
+      { id: 1, node: 1, load: flat(150), trustworthy: false, observed: 150, observedPeak: 650 },
       { id: 2, node: 1, load: flat(300) },
     ]));
-    expect(moves(hot).map((m) => [m.shardIds, m.toNodeId])).toEqual([[[2], 2]]);
+    expect(moves(quiet)).toEqual([]);
   });
 
   it('does not ping-pong a shard over repeated planning rounds (hysteresis)', () => {
