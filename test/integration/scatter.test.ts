@@ -1,3 +1,4 @@
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDistributedTable, moveResult, startMerge, startSplit } from '../../client/index.js';
 import { createRouter, type Router } from '../../src/router/router.js';
@@ -31,6 +32,30 @@ async function counts(): Promise<Map<number, number>> {
 /** A router that never hears of map changes until a query meets a moved shard. */
 function staleRouter(): Promise<Router> {
   return createRouter({ catalogUrl: catalog.catalogUrl, listen: false, versionCheckIntervalMs: 0 });
+}
+
+/**
+ * For a failure's diagnosis (CI 44: a merge stayed in catch-up with its lag not falling): each node's
+ * slots, subscriptions, prepared transactions, and sessions that hold a transaction id or wait on a lock.
+ */
+async function replicationState(): Promise<string> {
+  const lines: string[] = [];
+  for (const n of catalog.nodes) {
+    const client = new pg.Client({ connectionString: catalog.nodeUrl(n.name) });
+    try {
+      await client.connect();
+      const q = async (label: string, sql: string) => lines.push(`${n.name} ${label}: ${JSON.stringify((await client.query(sql)).rows)}`);
+      await q('slots', `select slot_name, database, active, restart_lsn::text, confirmed_flush_lsn::text, pg_current_wal_lsn()::text as now from pg_replication_slots`);
+      await q('subscriptions', `select subname, pid, received_lsn::text, latest_end_lsn::text, last_msg_receipt_time from pg_stat_subscription`);
+      await q('prepared', `select gid, database, prepared from pg_prepared_xacts`);
+      await q('sessions', `select pid, datname, backend_type, state, wait_event_type, wait_event, backend_xid::text, left(query, 120) as query from pg_stat_activity where backend_xid is not null or wait_event_type = 'Lock' or backend_type like 'logical replication%'`);
+    } catch (err) {
+      lines.push(`${n.name}: ${(err as Error).message}`);
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+  return lines.join('\n');
 }
 
 async function shardNodes(): Promise<Array<{ id: number; node: string }>> {
@@ -93,10 +118,10 @@ describe('scatter writes across a split or merge', () => {
       let timer: NodeJS.Timeout | undefined;
       const stuck = new Promise<never>((_, reject) => {
         timer = setTimeout(() => {
-          merge
-            .query(movementProgressQuery)
-            .then((p) => JSON.stringify(p), (err: Error) => `progress not readable: ${err.message}`)
-            .then((where) => reject(new Error(`the merge did not end within 60 s: ${where}`)), reject);
+          Promise.all([
+            merge.query(movementProgressQuery).then((p) => JSON.stringify(p), (err: Error) => `progress not readable: ${err.message}`),
+            replicationState(),
+          ]).then(([where, replication]) => reject(new Error(`the merge did not end within 60 s: ${where}\n${replication}`)), reject);
         }, 60_000);
       });
       try {
