@@ -11,9 +11,9 @@
  *   (its schema's relations on its node, read live).
  * - Forecasts: each shard's latest `shard:<id>:load` forecast (twelve 5-minute steps, 80/95% bounds).
  *   It is trusted when its model is a trained ensemble whose back-test beats seasonal naive, and it
- *   was issued within `maxForecastAgeSeconds`; otherwise the shard is planned on its observed load,
- *   reactively: its highest over the last day when it was seen for most of it, else the mean of the
- *   last 15 minutes; the plan names the series and why.
+ *   was issued within `maxForecastAgeSeconds`; otherwise the shard is planned on its observed load
+ *   (the mean of the last 15 minutes), reactively, with room kept on its node for its highest load of
+ *   the last day when it was seen for most of it; the plan names the series and why.
  * - Region shares: each shard's accesses per client region over the last day, as routers created with
  *   a `region` recorded them (profiling/region-accesses.ts): the locality term of the target cost.
  * - Daily profiles (the last 24 hours, hourly), recent moves (hysteresis), the predicted peaks of the
@@ -36,8 +36,8 @@ import type { DailyProfile, PlanInput, PlanNode, Placement, RecentMove, ShardFor
 
 /**
  * A series' highest 5-minute load over the last day, when at least 80% of the day's steps were seen
- * (a shard split off a few hours ago has not shown its day yet): what a shard with no trustworthy
- * forecast is planned on.
+ * (a shard split off a few hours ago has not shown its day yet): the room kept on its node for a shard
+ * with no trustworthy forecast.
  */
 async function peakOfLastDay(catalog: Queryable, series: string, asOf: Date): Promise<number | undefined> {
   const day = await loadSeries(catalog, series, new Date(asOf.getTime() - dayMs()), asOf, stepMs());

@@ -539,11 +539,13 @@ class Planner {
       const options: Option[] = [];
       for (const target of this.fleet.targets()) {
         if (target.node.id === nodeId || unit.avoid.includes(target.node.id)) continue;
-        // With the room kept for observed peaks, the target's own and the unit's.
-        const reserved = this.fleet.reserve(target.node.id) + unit.peakExtra;
-        if (wholeHorizon && unit.load.some((v, i) => (target.load[i]! + v + reserved) / target.node.capacity > this.s.targetUtilisation + EPS)) continue;
-        // Scale-in fills nodes on a prediction, or on an observed peak: a node holding a shard with neither is not filled.
-        if (wholeHorizon && this.holdsUnforecast(target.node.id)) continue;
+        if (wholeHorizon) {
+          // With the room kept for observed peaks, the target's own and the unit's.
+          const reserved = this.fleet.reserve(target.node.id) + unit.peakExtra;
+          if (unit.load.some((v, i) => (target.load[i]! + v + reserved) / target.node.capacity > this.s.targetUtilisation + EPS)) continue;
+          // Scale-in fills nodes on a prediction, or on an observed peak: a node holding a shard with neither is not filled.
+          if (this.holdsUnforecast(target.node.id)) continue;
+        }
         const option = this.bestWindow(unit, nodeId, [{ to: target.node.id, fraction: 1 }], horizonEnd, false, 1, true);
         if (option && option.cls <= 1) options.push(option);
       }
@@ -672,8 +674,6 @@ class Planner {
   private holdsUnforecast(nodeId: number): boolean {
     return this.fleet.unitsOn(nodeId).some((u) => u.peakUnknown);
   }
-
-
 
   private retireEmptied(): void {
     for (const n of this.fleet.nodes.values()) {

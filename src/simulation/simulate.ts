@@ -169,7 +169,7 @@ export async function simulate(traces: readonly Trace[], o: SimulationOptions): 
       const forecasts: ShardForecast[] = shards.map((s) => {
         const series = `shard:${s.shardId}:load`;
         const observedLoad = s.load[k - 1]!;
-        // The highest load seen over the last day: what scale-in counts a shard with no trustworthy forecast at.
+        // The highest load seen over the last day: the room the planner keeps for a shard with no trustworthy forecast.
         const observedPeak = k >= DAY_STEPS ? peak(s, k - DAY_STEPS, k) : undefined;
         if (o.policy === 'oracle') {
           return { shardId: s.shardId, series, steps: s.load.slice(k, k + horizon).map((v) => ({ point: v, lo80: v, hi80: v, lo95: v, hi95: v })), trustworthy: true, observedLoad };
