@@ -21,7 +21,7 @@ interface QueryInternals {
 
 type Callback = (err: Error | null, result: pg.QueryResult) => void;
 
-const BaseQuery = pg.Query as unknown as new (config: pg.QueryConfig & { callback: Callback }) => QueryInternals;
+const BaseQuery = pg.Query as unknown as new (config: { text: string; name?: string; queryMode?: 'extended' }, values: unknown[] | undefined, callback: Callback) => QueryInternals;
 
 /** Prepared statements one connection holds for the router, oldest first (an LRU). */
 interface StatementRegistry {
@@ -81,7 +81,10 @@ class SchemaScopedQuery extends BaseQuery {
   constructor(schema: string, statement: ScopedStatement, values: unknown[] | undefined, options: ScopedQueryOptions, callback: Callback) {
     const { text } = statement;
     const name = options.statementCacheSize > 0 ? (statement.name ?? statementName(schema, text)) : undefined;
-    super({ text, values, name, queryMode: 'extended', callback } as pg.QueryConfig & { callback: Callback });
+    // pg copies the config object property by property (cloneQueryConfig) on every query: it holds
+    // only what it must, values and callback going as arguments. A named statement is always sent
+    // with the extended protocol; an unnamed one must be told (the SET goes in the same pipeline).
+    super(name !== undefined ? { text, name } : { text, queryMode: 'extended' }, values, callback);
     this.schema = schema;
     this.options = options;
   }
@@ -175,9 +178,20 @@ export function queryInSchema<R extends pg.QueryResultRow = pg.QueryResultRow>(
   options: ScopedQueryOptions,
 ): Promise<pg.QueryResult<R>> {
   return new Promise((resolve, reject) => {
-    const query = new SchemaScopedQuery(schema, statement, values, options, (err, result) => (err ? reject(err) : resolve(result as pg.QueryResult<R>)));
-    client.query(query as unknown as pg.Submittable);
+    submitInSchema(client, schema, statement, values, options, (err, result) => (err ? reject(err) : resolve(result as pg.QueryResult<R>)));
   });
+}
+
+/** queryInSchema with a callback: for a caller that makes one promise of a whole checkout (see Router.runOnShard). */
+export function submitInSchema(
+  client: pg.ClientBase,
+  schema: string,
+  statement: ScopedStatement,
+  values: unknown[] | undefined,
+  options: ScopedQueryOptions,
+  callback: (err: Error | null, result: pg.QueryResult) => void,
+): void {
+  client.query(new SchemaScopedQuery(schema, statement, values, options, callback) as unknown as pg.Submittable);
 }
 
 /** "cached plan must not change result type": a prepared statement outlived a change of its table. */
