@@ -174,8 +174,38 @@ export async function run(args: string[]): Promise<void> {
       return rows / s;
     };
 
+    /**
+     * Before each measured run, the same quiet start: every node vacuumed (the previous run's rows,
+     * which autovacuum would otherwise visit during the next run, on the same two cores) and
+     * checkpointed (its WAL written out), and no autovacuum worker left running. Without it the
+     * parallel run shared the machine with the vacuum of the one-stream run's 5M rows, and the raw
+     * COPY with that of the parallel run's: the raw baseline read anywhere from 10 to 17 s.
+     */
+    const settle = async (): Promise<void> => {
+      const t0 = performance.now();
+      for (const n of fleet.nodes) {
+        const c = new pg.Client({ connectionString: n.url('shardcast') });
+        await c.connect();
+        try {
+          await c.query('vacuum');
+          await c.query('checkpoint');
+          for (let i = 0; i < 600; i++) {
+            const { rows: busy } = await c.query(`select count(*)::int as n from pg_stat_activity where backend_type = 'autovacuum worker'`);
+            if (busy[0].n === 0) break;
+            await new Promise((r) => setTimeout(r, 100));
+          }
+        } finally {
+          await c.end();
+        }
+      }
+      console.log(`  (settled: vacuum and checkpoint on every node, ${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+    };
+
+    await settle();
     const single = await restore('events_single', 1);
+    await settle();
     const par = await restore('events_parallel', parallel);
+    await settle();
 
     // The raw baseline: one COPY FROM of the CSV into one table on one node, then its primary key.
     const raw = new pg.Client({ connectionString: fleet.nodes[1]!.url('shardcast') });

