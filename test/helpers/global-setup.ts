@@ -39,15 +39,12 @@ export default async function setup(project: TestProject): Promise<() => Promise
   chmodSync(TEST_BASE_DIR, 0o755); // the postgres OS user must reach its data directories
   const password = 'shardcast-test';
   const workers = Math.max(1, Number(project.config.maxWorkers) || 1);
-  const fleets: PostgresServer[][] = [];
+  const makers: Array<Array<(port: number) => PostgresServer>> = [];
   for (let w = 1; w <= workers; w++) {
-    const servers: PostgresServer[] = [];
-    for (const name of ['catalog', 'node-1', 'node-2', 'node-3']) {
-      servers.push(new PostgresServer({ name, dataDir: path.join(TEST_BASE_DIR, `${name}-w${w}`), port: await freePort(), user: 'postgres', password }));
-    }
-    fleets.push(servers);
+    makers.push(
+      ['catalog', 'node-1', 'node-2', 'node-3'].map((name) => (port: number) => new PostgresServer({ name, dataDir: path.join(TEST_BASE_DIR, `${name}-w${w}`), port, user: 'postgres', password })),
+    );
   }
-  const servers = fleets.flat();
   const cli = await resolveTemporalCli({ log: (l) => console.log(l) });
   const temporal = new TemporalDevServer({
     cliPath: cli.path,
@@ -56,8 +53,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
     namespace: 'default',
     stateDir: path.join(TEST_BASE_DIR, 'temporal'),
   });
-  const [, , bundle] = await Promise.all([
-    Promise.all(servers.map((s) => s.start())),
+  const [fleets, , bundle] = await Promise.all([
+    Promise.all(makers.map((fleet) => Promise.all(fleet.map(startOnFreePort)))),
     temporal.start(),
     bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: quietLogger }),
   ]);
@@ -73,11 +70,29 @@ export default async function setup(project: TestProject): Promise<() => Promise
     })),
   );
   project.provide('workflowBundleCode', bundle.code);
+  const servers = fleets.flat();
   return async () => {
     await temporal.stop();
     await Promise.all(servers.map((s) => s.stop()));
     rmSync(TEST_BASE_DIR, { recursive: true, force: true });
   };
+}
+
+/**
+ * Starts a server on a free port, and on another one when the port was taken between its choice and
+ * the start: the Temporal dev server, starting beside the fleet, binds ports of its own, and once took
+ * a node's (PORT_IN_USE, the whole run lost before any test).
+ */
+async function startOnFreePort(make: (port: number) => PostgresServer): Promise<PostgresServer> {
+  for (let attempt = 1; ; attempt++) {
+    const server = make(await freePort());
+    try {
+      await server.start();
+      return server;
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'PORT_IN_USE' || attempt >= 5) throw err;
+    }
+  }
 }
 
 const quietLogger = {
