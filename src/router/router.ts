@@ -706,8 +706,15 @@ class KeyHandle implements ShardHandle {
   }
 
   query<R extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, params?: unknown[]): Promise<pg.QueryResult<R>> {
-    const stale = this.router.confirmIfStale(sql);
-    const known = stale === undefined && this.router.profile === undefined ? this.current() : undefined;
+    let stale: Promise<void> | undefined;
+    let known: ShardRoute | undefined;
+    try {
+      stale = this.router.confirmIfStale(sql);
+      known = stale === undefined && this.router.profile === undefined ? this.current() : undefined;
+    } catch (err) {
+      // A bad key under a new map, or SQL that is not text: a rejection, as from any query.
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
     if (known === undefined) return this.queryAfterChecks(stale, sql, params);
     // The common case, without an async frame: the route is known and the map fresh enough.
     return this.router.runOnShard<R>(known, sql, params).catch((err: unknown) =>
