@@ -17,12 +17,12 @@ export interface HashParts {
   lo: number;
 }
 
-/** lookup3 final(): mixes a, b, c and returns the 64-bit result (b << 32 | c) as signed bigint. */
-function finalMix(a: number, b: number, c: number): bigint {
-  const { hi, lo } = finalMixParts(a, b, c);
+/** A hash's two halves as the signed 64-bit value PostgreSQL returns. */
+function asInt64({ hi, lo }: HashParts): bigint {
   return BigInt.asIntN(64, (BigInt(hi >>> 0) << 32n) | BigInt(lo));
 }
 
+/** lookup3 final(): mixes a, b, c; the 64-bit result (b << 32 | c) as its halves, written into `out`. */
 function finalMixParts(a: number, b: number, c: number, out: HashParts = { hi: 0, lo: 0 }): HashParts {
   c ^= b; c = (c - rot(b, 14)) | 0;
   a ^= c; a = (a - rot(c, 11)) | 0;
@@ -38,8 +38,13 @@ function finalMixParts(a: number, b: number, c: number, out: HashParts = { hi: 0
 
 /** hash_bytes_uint32_extended(k, 0). */
 function hashUint32Extended(k: number): bigint {
+  return asInt64(hashUint32ExtendedInto(k, { hi: 0, lo: 0 }));
+}
+
+/** hash_bytes_uint32_extended(k, 0) as its two halves, written into `out`. */
+function hashUint32ExtendedInto(k: number, out: HashParts): HashParts {
   const init = (GOLDEN + 4 + 3923095) | 0;
-  return finalMix((init + k) | 0, init, init);
+  return finalMixParts((init + k) | 0, init, init, out);
 }
 
 function readWord(bytes: Uint8Array, at: number): number {
@@ -48,8 +53,7 @@ function readWord(bytes: Uint8Array, at: number): number {
 
 /** hash_bytes_extended(bytes, len, 0). */
 export function hashBytesExtended(bytes: Uint8Array): bigint {
-  const { hi, lo } = hashBytesExtendedParts(bytes);
-  return BigInt.asIntN(64, (BigInt(hi >>> 0) << 32n) | BigInt(lo));
+  return asInt64(hashBytesExtendedParts(bytes));
 }
 
 /** hash_bytes_extended(bytes[0, length), 0) as its two halves: no bigint, for sums over many rows. */
@@ -120,15 +124,12 @@ export function hashSafeIntegerAsInt8(value: number): bigint {
  * for the restore's row-by-row routing (an int64 column read through an Int32Array view).
  */
 export function hashInt8HalvesInto(hi: number, lo: number, out: HashParts): HashParts {
-  const init = (GOLDEN + 4 + 3923095) | 0;
-  const k = (lo | 0) ^ ((hi | 0) >= 0 ? hi | 0 : ~hi);
-  return finalMixParts((init + k) | 0, init, init, out);
+  return hashUint32ExtendedInto((lo | 0) ^ ((hi | 0) >= 0 ? hi | 0 : ~hi), out);
 }
 
 /** hashint4extended(value, 0) of a 32-bit integer, as its two halves, written into `out`. */
 export function hashInt4Into(value: number, out: HashParts): HashParts {
-  const init = (GOLDEN + 4 + 3923095) | 0;
-  return finalMixParts((init + (value | 0)) | 0, init, init, out);
+  return hashUint32ExtendedInto(value | 0, out);
 }
 
 /** hashint4extended(value, 0); also hashint2extended, which widens to int4 first. */

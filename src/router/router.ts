@@ -646,40 +646,41 @@ export class Router extends EventEmitter {
    * turns out to have left that node (a fence error, or its schema gone after a map change),
    * refreshes the map and retries once.
    */
-  async withPlacementRetry<T>(
-    known: ShardRoute | undefined,
-    resolve: () => Promise<ShardRoute>,
-    work: (route: ShardRoute) => Promise<T>,
-    /** The error of a first attempt on `known` already made: only the retry is left to do. */
-    failed?: unknown,
-  ): Promise<T> {
+  async withPlacementRetry<T>(known: ShardRoute | undefined, resolve: () => Promise<ShardRoute>, work: (route: ShardRoute) => Promise<T>): Promise<T> {
     const route = known ?? (await resolve());
     try {
-      if (failed !== undefined) throw failed;
       return await work(route);
     } catch (err) {
-      const code = sqlState(err);
-      const fenced = code === SHARD_FENCED_SQLSTATE;
-      if (!fenced && code !== UNDEFINED_TABLE_SQLSTATE && code !== UNDEFINED_SCHEMA_SQLSTATE) throw err;
-      const versionAtFailure = this.map.version;
-      try {
-        await this.refresh();
-      } catch (refreshErr) {
-        throw new CatalogUnavailableError(
-          `shard ${route.shardId} is no longer at ${route.nodeName} (${route.schema}, SQLSTATE ${code}) and where it went cannot be learned`,
-          refreshErr instanceof CatalogUnavailableError ? refreshErr.cause : refreshErr,
-        );
-      }
-      let next = await resolve();
-      if (samePlacement(next, route) && fenced) {
-        // The fence can commit a moment before the catalog switch: wait for the map to change.
-        await this.waitForVersion(versionAtFailure + 1, this.options.fenceWaitMs ?? 2000).catch(() => undefined);
-        next = await resolve();
-      }
-      if (samePlacement(next, route)) throw err;
-      this.emit('retried', { from: route, to: next, code });
-      return work(next);
+      return this.retryElsewhere(route, err, resolve, work);
     }
+  }
+
+  /**
+   * @internal After `work` failed on `route` with `err`: when the shard has left that placement, the
+   * map is refreshed and `work` runs once on the new one; otherwise `err` is thrown again.
+   */
+  async retryElsewhere<T>(route: ShardRoute, err: unknown, resolve: () => Promise<ShardRoute>, work: (route: ShardRoute) => Promise<T>): Promise<T> {
+    const code = sqlState(err);
+    const fenced = code === SHARD_FENCED_SQLSTATE;
+    if (!fenced && code !== UNDEFINED_TABLE_SQLSTATE && code !== UNDEFINED_SCHEMA_SQLSTATE) throw err;
+    const versionAtFailure = this.map.version;
+    try {
+      await this.refresh();
+    } catch (refreshErr) {
+      throw new CatalogUnavailableError(
+        `shard ${route.shardId} is no longer at ${route.nodeName} (${route.schema}, SQLSTATE ${code}) and where it went cannot be learned`,
+        refreshErr instanceof CatalogUnavailableError ? refreshErr.cause : refreshErr,
+      );
+    }
+    let next = await resolve();
+    if (samePlacement(next, route) && fenced) {
+      // The fence can commit a moment before the catalog switch: wait for the map to change.
+      await this.waitForVersion(versionAtFailure + 1, this.options.fenceWaitMs ?? 2000).catch(() => undefined);
+      next = await resolve();
+    }
+    if (samePlacement(next, route)) throw err;
+    this.emit('retried', { from: route, to: next, code });
+    return work(next);
   }
 }
 
@@ -717,9 +718,8 @@ class KeyHandle implements ShardHandle {
     }
     if (known === undefined) return this.queryAfterChecks(stale, sql, params);
     // The common case, without an async frame: the route is known and the map fresh enough.
-    return this.router.runOnShard<R>(known, sql, params).catch((err: unknown) =>
-      this.router.withPlacementRetry(known, () => this.resolve(), (route) => this.router.runOnShard<R>(route, sql, params), err),
-    );
+    const work = (route: ShardRoute) => this.router.runOnShard<R>(route, sql, params);
+    return work(known).catch((err: unknown) => this.router.retryElsewhere(known, err, () => this.resolve(), work));
   }
 
   private async queryAfterChecks<R extends pg.QueryResultRow>(stale: Promise<void> | undefined, sql: string, params?: unknown[]): Promise<pg.QueryResult<R>> {
