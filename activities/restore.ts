@@ -1,7 +1,7 @@
 import { activityInfo, cancellationSignal, heartbeat } from '@temporalio/activity';
 import type pg from 'pg';
 import type { RecordBatch } from 'apache-arrow';
-import type { RowDigest } from '../src/backup/checksum.js';
+import { RECORD_DIGEST_ALGORITHM, type RowDigest } from '../src/backup/checksum.js';
 import type { ManifestTable } from '../src/backup/manifest.js';
 import { PgDumpBackup } from '../src/backup/pg-dump.js';
 import { openBackup } from '../src/backup/reader.js';
@@ -115,7 +115,8 @@ export function createRestoreActivities(deps: { catalog: pg.Pool; sessionLimits?
               check = {
                 sourceKind: 'shardcast',
                 rows: t.rows,
-                expected: { rows: t.checksum.rows, sum: t.checksum.sum },
+                // The record digest when the backup has one of this algorithm: the verify then scans with it.
+                expected: { rows: t.checksum.rows, sum: t.checksum.sum, ...(t.checksum.record?.algorithm === RECORD_DIGEST_ALGORITHM ? { record: t.checksum.record.sum } : {}) },
                 units: planImportUnits(t, 'shardcast', input.batchesPerUnit),
                 table: { name: t.name, columns: t.columns, primaryKey: t.primaryKey, indexes: t.indexes },
               };
@@ -201,11 +202,18 @@ export function createRestoreActivities(deps: { catalog: pg.Pool; sessionLimits?
     },
 
     /** Row counts and checksums of every shard against the backup's; throws RestoreVerificationError on a difference. */
-    async verifyRestore(input: { tableId: number; expected: RowDigest; oneStream?: boolean }): Promise<RowDigest & { perShard: Record<string, number> }> {
+    async verifyRestore(input: {
+      tableId: number;
+      expected: RowDigest;
+      oneStream?: boolean;
+      /** The backup's columns (name and type): the record digest's row, when `expected.record` is there. */
+      columns?: ReadonlyArray<{ name: string; pgType: string }>;
+    }): Promise<RowDigest & { perShard: Record<string, number> }> {
       return run(async () => {
         const t = await tableShards(deps.catalog, input.tableId);
+        const record = input.expected.record !== undefined && input.columns ? input.columns : undefined;
         const checkNode = (node: (typeof t.nodes)[number]) =>
-          checkRestoredShards(node, { table: t.name, keyColumn: t.keyColumn, keyType: t.keyType, shards: t.shards.filter((s) => s.nodeId === node.id) }, limits);
+          checkRestoredShards(node, { table: t.name, keyColumn: t.keyColumn, keyType: t.keyType, shards: t.shards.filter((s) => s.nodeId === node.id), ...(record ? { record } : {}) }, limits);
         const checks = await beating(
           () => 'verifying',
           async () => {

@@ -200,7 +200,9 @@ export async function restoreTable(input: RestoreInput): Promise<RestoreResult> 
 
     enter('verify', `checking ${checked.rows} rows against the backup's checksum`);
     await catalog.finishRestore({ restoreId: input.restoreId, state: 'verifying', rows: progress.rowsImported });
-    const verified = await long.verifyRestore.executeWithOptions({ ...LONG_RUN, summary: 'verify rows and checksums' }, [{ tableId: table.tableId, expected: checked.expected, ...(oneStream ? { oneStream } : {}) }]);
+    const verified = await long.verifyRestore.executeWithOptions({ ...LONG_RUN, summary: 'verify rows and checksums' }, [
+      { tableId: table.tableId, expected: checked.expected, ...(oneStream ? { oneStream } : {}), columns: checked.table.columns.map((c) => ({ name: c.name, pgType: c.pgType })) },
+    ]);
     progress.perShard = verified.perShard;
 
     enter('publish', 'publishing the table in the shard map');

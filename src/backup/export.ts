@@ -16,7 +16,7 @@ import { to as copyTo } from 'pg-copy-streams';
 import type { NodePools } from '../catalog/node-pools.js';
 import { InvalidInputError, NotFoundError, ShardcastError, errorMessage } from '../errors.js';
 import { quoteIdent } from '../sql/ident.js';
-import { addBatchDigest, DIGEST_ALGORITHM, rowDigestSql } from './checksum.js';
+import { addBatchDigest, DIGEST_ALGORITHM, digestsSql, RECORD_DIGEST_ALGORITHM, RECORD_DIGEST_MIN_VERSION, rowDigestSql } from './checksum.js';
 import { FORMAT, FORMAT_VERSION, MANIFEST_FILE, type Manifest, type ManifestColumn, type ManifestIndex, type ManifestTable } from './manifest.js';
 import { collectStats, KEY_CANDIDATE_KINDS, KeyStatsCollector, TEXT_KEY_TYPES } from './stats.js';
 import { canonicalSettingsSql, CANONICAL_SETTINGS, kindOf } from './values.js';
@@ -178,6 +178,17 @@ async function runLimited(tasks: Array<() => Promise<void>>, jobs: number): Prom
   if (failure !== undefined) throw failure;
 }
 
+/**
+ * PostgreSQL's digests of a part in the export's snapshot, in one scan: the text digest (checked
+ * against the batches written) and, when `record` and the server has hash_record_extended
+ * (PostgreSQL 14+), the record digest a restore verifies with (r; absent otherwise).
+ */
+async function snapshotDigests(client: pg.PoolClient, part: TablePart, ddl: Ddl, record: boolean): Promise<Array<{ n: string; s: string; r?: string }>> {
+  const version = record ? Number((await client.query<{ v: string }>(`select current_setting('server_version_num') as v`)).rows[0]!.v) : 0;
+  const sql = record && version >= RECORD_DIGEST_MIN_VERSION ? digestsSql(part.schema, part.table, { record: ddl.columns }) : rowDigestSql(part.schema, part.table);
+  return (await client.query<{ n: string; s: string; r?: string }>(sql)).rows;
+}
+
 /** Streams one part into the table's file; checks its digest against PostgreSQL's in the same snapshot. */
 async function exportPart(
   table: string,
@@ -186,7 +197,7 @@ async function exportPart(
   sink: ArrowFileSink,
   assemblerOf: () => BatchAssembler,
   stats: Map<number, KeyStatsCollector>,
-  total: { rows: number; sum: bigint },
+  total: { rows: number; sum: bigint; record: bigint | null },
   onProgress: ExportOptions['onProgress'],
 ): Promise<void> {
   const kinds = ddl.columns.map((c) => c.arrow);
@@ -226,7 +237,7 @@ async function exportPart(
     }
     parser.end();
     if (assembler.rows > 0) await emit();
-    const { rows } = await client.query<{ n: string; s: string }>(rowDigestSql(part.schema, part.table));
+    const rows = await snapshotDigests(client, part, ddl, total.record !== null);
     if (Number(rows[0]!.n) !== digest.rows || BigInt(rows[0]!.s) !== digest.sum) {
       throw new BackupError(
         `table ${table}, ${part.label}: the exported rows do not match PostgreSQL's (${digest.rows} rows written, ${rows[0]!.n} in the snapshot${Number(rows[0]!.n) === digest.rows ? ', same count, different content' : ''})`,
@@ -235,6 +246,8 @@ async function exportPart(
     await client.query('commit');
     total.rows += digest.rows;
     total.sum += digest.sum;
+    // A part without a record digest (a type with no extended hash) leaves the table without one.
+    total.record = total.record !== null && rows[0]!.r !== undefined ? total.record + BigInt(rows[0]!.r) : null;
     onProgress?.({ table, part: part.label, rows: digest.rows, done: true });
   } catch (err) {
     broken = err as Error;
@@ -279,7 +292,7 @@ export async function exportBackup(tables: TableToExport[], dir: string, options
       ddl.columns.forEach((c, index) => {
         if (KEY_CANDIDATE_KINDS.includes(c.arrow) && (c.arrow !== 'text' || TEXT_KEY_TYPES.includes(c.typname))) stats.set(index, new KeyStatsCollector(c.name, c.arrow));
       });
-      const total = { rows: 0, sum: 0n };
+      const total: { rows: number; sum: bigint; record: bigint | null } = { rows: 0, sum: 0n, record: 0n };
       for (const part of t.parts) work.push(() => exportPart(t.name, part, ddl, sink, () => new BatchAssembler(schema, kinds, options.batchRows), stats, total, options.onProgress));
       finishers.push(async () => {
         const f = await sink.close();
@@ -291,7 +304,12 @@ export async function exportBackup(tables: TableToExport[], dir: string, options
           source: t.source,
           files: [{ path: file, ...f }],
           rows: total.rows,
-          checksum: { algorithm: DIGEST_ALGORITHM, rows: total.rows, sum: total.sum.toString() },
+          checksum: {
+            algorithm: DIGEST_ALGORITHM,
+            rows: total.rows,
+            sum: total.sum.toString(),
+            ...(total.record !== null ? { record: { algorithm: RECORD_DIGEST_ALGORITHM, sum: total.record.toString() } } : {}),
+          },
           keyStats: [...stats.values()].map((s) => s.result()),
           ...(t.rowHistory ? { rowHistory: t.rowHistory } : {}),
         };

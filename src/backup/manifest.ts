@@ -62,7 +62,13 @@ const tableSchema = z.object({
   }),
   files: z.array(fileSchema).min(1),
   rows: z.number().int().nonnegative(),
-  checksum: z.object({ algorithm: z.string(), rows: z.number().int().nonnegative(), sum: z.string().regex(/^-?\d+$/) }),
+  checksum: z.object({
+    algorithm: z.string(),
+    rows: z.number().int().nonnegative(),
+    sum: z.string().regex(/^-?\d+$/),
+    /** The record digest of the same rows (checksum.ts RECORD_DIGEST_ALGORITHM); a restore verifies with it when it is here. */
+    record: z.object({ algorithm: z.string(), sum: z.string().regex(/^-?\d+$/) }).optional(),
+  }),
   keyStats: z.array(keyStatsSchema),
   /**
    * The table's live rows over time as the source cluster's collector sampled them (hourly, the

@@ -22,14 +22,29 @@ export function int64Words(values: BigInt64Array): Int32Array {
   return new Int32Array(values.buffer, values.byteOffset, values.length * 2);
 }
 
-/** A growing byte buffer of COPY text. */
+const EMPTY = Buffer.alloc(0);
+/** Buffers a finished COPY let go of, for the next unit's (at most SPARE_MAX). */
+const spares: Buffer[] = [];
+const SPARE_MAX = 16;
+/** A bigger buffer (a batch of wide rows) is not kept. */
+const SPARE_BYTES = 8 << 20;
+
+/**
+ * A growing byte buffer of COPY data. A restore writes a batch's rows into it and lends the bytes to
+ * the COPY stream (lend); once the stream and its socket have let go of them, the same memory is
+ * written again (reclaim), and when the COPY is done it goes back to the spares for the next
+ * unit's (release). A new buffer per batch instead (a few MB each, a dozen a second) cost the
+ * worker's garbage collector more CPU than the encoding itself.
+ */
 export class CopyBuffer {
-  buf = Buffer.allocUnsafe(1 << 16);
+  buf = spares.pop() ?? Buffer.allocUnsafe(1 << 16);
   length = 0;
+  /** The buffer lent by lend(), until reclaim. */
+  private lent: Buffer | null = null;
 
   ensure(n: number): void {
     if (this.length + n <= this.buf.length) return;
-    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.length + n));
+    const next = Buffer.allocUnsafe(Math.max(1 << 16, this.buf.length * 2, this.length + n));
     this.buf.copy(next, 0, 0, this.length);
     this.buf = next;
   }
@@ -90,12 +105,40 @@ export class CopyBuffer {
     this.length = n;
   }
 
-  /** The bytes so far, handed over; the buffer starts again empty. */
+  /** The bytes so far, handed over for good; the buffer starts again empty. */
   take(): Buffer {
     const out = this.buf.subarray(0, this.length);
     this.buf = Buffer.allocUnsafe(Math.max(1 << 16, this.length));
     this.length = 0;
     return out;
+  }
+
+  /**
+   * The bytes so far, lent to a writer that may hold them after this returns. Nothing is written
+   * into that memory again until reclaim(true) says the writer has let go of it; until then (or
+   * without reclaim) a write goes to a new buffer.
+   */
+  lend(): Buffer {
+    const out = this.buf.subarray(0, this.length);
+    this.lent = this.buf;
+    this.buf = EMPTY;
+    this.length = 0;
+    return out;
+  }
+
+  /** Takes the lent buffer back to write again when `released` (the writer holds none of it), else leaves it to the writer. */
+  reclaim(released: boolean): void {
+    if (this.lent === null) return;
+    if (released && this.length === 0) this.buf = this.lent;
+    this.lent = null;
+  }
+
+  /** When the writer has let go of everything (its COPY finished): the memory goes to the next CopyBuffer made. */
+  release(): void {
+    this.reclaim(true);
+    if (this.buf.length > 0 && this.buf.length <= SPARE_BYTES && spares.length < SPARE_MAX) spares.push(this.buf);
+    this.buf = EMPTY;
+    this.length = 0;
   }
 }
 

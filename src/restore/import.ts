@@ -15,7 +15,7 @@ import { once } from 'node:events';
 import type { Data, RecordBatch } from 'apache-arrow';
 import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { rowDigestSql, type RowDigest } from '../backup/checksum.js';
+import { digestsSql, rowDigestSql, type RowDigest } from '../backup/checksum.js';
 import type { ManifestColumn, ManifestTable } from '../backup/manifest.js';
 import { canonicalSettingsSql, canonicalText, formatUuid, type ValueKind } from '../backup/values.js';
 import { CopyBuffer, columnWriter, int64Words, writeRow } from './copy-encoder.js';
@@ -334,6 +334,15 @@ function openCopy(client: pg.Client, node: NodeTarget, table: string, binary: bo
 }
 
 /**
+ * Whether a COPY stream and the socket under it hold none of the bytes written to them: both have
+ * handed everything on (the socket to the kernel), so a lent CopyBuffer may be written again.
+ */
+function letGo(copy: { stream: import('node:stream').Writable; client: pg.Client }): boolean {
+  const socket = (copy.client as unknown as { connection?: { stream?: { writableLength?: number } } }).connection?.stream;
+  return copy.stream.writableLength === 0 && socket?.writableLength === 0;
+}
+
+/**
  * How a unit's rows are written: COPY's binary format when every column has one (copy-binary.ts),
  * else text. `writers` makes a batch's column writers, `write` appends one row.
  */
@@ -406,14 +415,15 @@ export async function importUnit(input: {
     }
     const active = open.filter((s): s is ShardStream => s !== null);
     const progress: UnitProgress = { batches: 0, rows: 0 };
+    const out: CopyBuffer[] = active.length > 0 ? router.shards.map(() => new CopyBuffer()) : [];
     if (active.length > 0) {
-      const out = router.shards.map(() => new CopyBuffer());
       const counts = new Array<number>(router.shards.length).fill(0);
       for await (const batch of input.batches()) {
         if (input.signal?.aborted) throw input.signal.reason instanceof Error ? input.signal.reason : new Error('import cancelled');
         const columns = kinds.map((_, c) => batch.data.children[c]!);
         const writers = encoding.writers(columns);
         const keyData = columns[keyIndex]!;
+        for (const st of active) out[st.index]!.reclaim(letGo(st));
         for (let r = 0; r < batch.numRows; r++) {
           const s = router.route(keyKind, keyData, r);
           if (open[s] === null) continue; // committed by an earlier attempt
@@ -426,7 +436,7 @@ export async function importUnit(input: {
             if (counts[i] === 0) return;
             st.rows += counts[i]!;
             counts[i] = 0;
-            if (!st.stream.write(out[i]!.take())) await Promise.race([once(st.stream, 'drain'), st.failed]);
+            if (!st.stream.write(out[i]!.lend())) await Promise.race([once(st.stream, 'drain'), st.failed]);
           }),
         );
         progress.batches++;
@@ -449,6 +459,8 @@ export async function importUnit(input: {
         result.rows[st.shard.shardId] = st.rows;
       }),
     );
+    // Every COPY finished: the server has read all the bytes, the buffers are free for the next unit.
+    for (const o of out) o.release();
     // Committed everywhere; a failure here is a lost reply: the retry finds every ledger row.
     await failpoint('restore.import.after-commit', { signal: input.signal });
     return result;
@@ -515,6 +527,7 @@ async function importUnitOneStream(input: Parameters<typeof importUnit>[0]): Pro
         }
         b++;
         const writers = encoding.writers(columns);
+        out.reclaim(letGo({ stream, client }));
         let n = 0;
         for (let r = 0; r < batch.numRows; r++) {
           if (route[r] !== i) continue;
@@ -523,7 +536,7 @@ async function importUnitOneStream(input: Parameters<typeof importUnit>[0]): Pro
         }
         if (n > 0) {
           rows += n;
-          if (!stream.write(out.take())) await Promise.race([once(stream, 'drain'), failed]);
+          if (!stream.write(out.lend())) await Promise.race([once(stream, 'drain'), failed]);
         }
         progress.batches++;
         progress.rows += n;
@@ -534,6 +547,7 @@ async function importUnitOneStream(input: Parameters<typeof importUnit>[0]): Pro
       await endCopy({ client, stream, failed }, { restoreId: input.restoreId, unit: unit.index, shardId: shard.shardId, rows }, encoding.binary);
       await failpoint('restore.import.before-commit', { signal: input.signal });
       await client.query('commit');
+      out.release();
       result.rows[shard.shardId] = rows;
       // Committed; a failure here is a lost reply: the retry finds this shard's ledger row.
       await failpoint('restore.import.shard-committed', { signal: input.signal });
@@ -582,12 +596,14 @@ export interface ShardCheck {
   sum: string;
   /** Rows whose key is not in the shard's own range (never expected: the routing would be wrong). */
   misplaced: number;
+  /** `sum` is the record digest (RECORD_DIGEST_ALGORITHM), not the text digest. */
+  record?: boolean;
 }
 
 /** Row count, row digest (as the manifest's) and misplaced rows of each of the node's shards. */
 export async function checkRestoredShards(
   node: NodeTarget,
-  input: { table: string; keyColumn: string; keyType: KeyType; shards: readonly RestoreShard[] },
+  input: { table: string; keyColumn: string; keyType: KeyType; shards: readonly RestoreShard[]; record?: ReadonlyArray<{ name: string; pgType: string }> },
   limits: SessionLimits = {},
 ): Promise<ShardCheck[]> {
   return onNode(node, limits, async (client) => {
@@ -602,8 +618,12 @@ export async function checkRestoredShards(
             ? `${sqlHashFunction(input.keyType)}(${key}, 0) between ${quoteLiteral(shard.hashMin)}::bigint and ${quoteLiteral(shard.hashMax!)}::bigint`
             : `${key} >= ${quoteLiteral(shard.rangeMin!)} and ${key} < ${quoteLiteral(shard.rangeMax!)}`;
         // One scan: the count, the digest and the rows outside the shard's range.
-        const digest = await client.query<{ n: string; s: string; x: string }>(rowDigestSql(shard.schema, input.table, `count(*) filter (where not (${inRange}))`));
-        out.push({ shardId: shard.shardId, rows: Number(digest.rows[0]!.n), sum: digest.rows[0]!.s, misplaced: Number(digest.rows[0]!.x) });
+        // With `record`, the record digest alone (the backup's cheaper one), else the text digest.
+        const misplaced = `count(*) filter (where not (${inRange}))`;
+        const sql = input.record ? digestsSql(shard.schema, input.table, { text: false, record: input.record, extra: misplaced }) : rowDigestSql(shard.schema, input.table, misplaced);
+        const digest = await client.query<{ n: string; s?: string; r?: string; x: string }>(sql);
+        const row = digest.rows[0]!;
+        out.push({ shardId: shard.shardId, rows: Number(row.n), sum: (input.record ? row.r : row.s)!, misplaced: Number(row.x), ...(input.record ? { record: true } : {}) });
       } finally {
         await client.query('rollback').catch(() => undefined);
       }
@@ -620,10 +640,16 @@ export function compareWithManifest(table: string, expected: RowDigest, checks: 
   }
   const rows = checks.reduce((a, c) => a + c.rows, 0);
   const sum = checks.reduce((a, c) => a + BigInt(c.sum), 0n);
-  // The manifest's sum is of signed 64-bit hashes, exact: compared as integers.
+  const record = checks.length > 0 && checks.every((c) => c.record);
+  if (checks.some((c) => !c.record !== !record)) throw new RestoreVerificationError(`table ${table}: the shards were checked with different digests`);
+  const want = record ? expected.record : expected.sum;
+  if (want === undefined) throw new RestoreVerificationError(`table ${table}: the shards were checked with the record digest, and the backup has none`);
+  // The manifest's sums are of signed 64-bit hashes, exact: compared as integers.
   if (rows !== expected.rows) throw new RestoreVerificationError(`table ${table}: ${rows} rows restored, the backup holds ${expected.rows}`);
-  if (sum.toString() !== expected.sum) throw new RestoreVerificationError(`table ${table}: the restored rows' checksum is ${sum}, the backup's is ${expected.sum} (same count, different content)`);
-  return { rows, sum: sum.toString() };
+  if (sum.toString() !== want) {
+    throw new RestoreVerificationError(`table ${table}: the restored rows' ${record ? 'record ' : ''}checksum is ${sum}, the backup's is ${want} (same count, different content)`);
+  }
+  return record ? { rows, sum: expected.sum, record: sum.toString() } : { rows, sum: sum.toString() };
 }
 
 /** Removes a restore's ledger rows from a node (after it is published, or undone). */

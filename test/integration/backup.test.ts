@@ -7,7 +7,8 @@ import { RecordBatchReader } from 'apache-arrow';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDistributedTable } from '../../client/index.js';
-import { addBatchDigest } from '../../src/backup/checksum.js';
+import { addBatchDigest, DIGEST_ALGORITHM, RECORD_DIGEST_ALGORITHM } from '../../src/backup/checksum.js';
+import { canonicalSettingsSql } from '../../src/backup/values.js';
 import { exportBackup, plainTable, shardcastTables } from '../../src/backup/export.js';
 import { manifestSchema, type Manifest } from '../../src/backup/manifest.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
@@ -87,6 +88,18 @@ describe('shardcast backup', () => {
     const expected = await pgDigest(plain, null, 'kinds');
     expect(t!.rows).toBe(expected.rows);
     expect(t!.checksum).toMatchObject({ rows: expected.rows, sum: expected.sum.toString() });
+    // The record digest: each column by its type's hash, but floats, numeric, char(n), interval and arrays by their text, text under "C".
+    const c = await plain.connect();
+    try {
+      await c.query('begin');
+      for (const set of canonicalSettingsSql()) await c.query(set);
+      const record = await c.query<{ r: string }>(`select sum(hash_record_extended(row(id, s, b, r::text, d::text, n::text, t collate "C", v collate "C", c::text, ok, ts, tz, day, u, raw,
+        doc, span::text, tags::text, note collate "C"), 0))::text as r from kinds`);
+      expect(t!.checksum.record).toEqual({ algorithm: RECORD_DIGEST_ALGORITHM, sum: record.rows[0]!.r });
+    } finally {
+      await c.query('rollback');
+      c.release();
+    }
     expect(t!.files[0]).toMatchObject({ path: 'kinds.arrow', rows: expected.rows, sha256: sha256(path.join(dir, 'kinds.arrow')) });
     expect(t!.files[0]!.bytes).toBe(readFileSync(path.join(dir, 'kinds.arrow')).length);
     expect(Object.fromEntries(t!.columns.map((c) => [c.name, `${c.arrow} ${c.pgType}`]))).toEqual({
@@ -107,6 +120,17 @@ describe('shardcast backup', () => {
     expect(back.batches).toBe(t!.files[0]!.batches);
     // Shard-key candidates: integers, text, uuid, dates and times; not floats, numeric, json or bytea.
     expect(t!.keyStats.map((s) => s.column)).toEqual(['id', 's', 'b', 't', 'v', 'c', 'ts', 'tz', 'day', 'u', 'note']);
+  });
+
+  it('takes the record digest of columns with no hash of their own (json, point, an enum) over their text', async () => {
+    await plain.query(`create type mood as enum ('low', 'high')`);
+    await plain.query('create table docs (id int primary key, doc json, at point, m mood)');
+    await plain.query(`insert into docs select g, json_build_object('g', g), point(g, g), (array['low','high']::mood[])[1 + g % 2] from generate_series(1, 500) g`);
+    const dir = tempDir();
+    const manifest = await exportBackup([plainTable(plain, 'docs')], dir);
+    const expected = await pgDigest(plain, null, 'docs');
+    const { rows } = await plain.query<{ r: string }>(`select sum(hash_record_extended(row(id, doc::text, at::text, m::text), 0))::text as r from docs`);
+    expect(manifest.tables[0]!.checksum).toEqual({ algorithm: DIGEST_ALGORITHM, rows: 500, sum: expected.sum.toString(), record: { algorithm: RECORD_DIGEST_ALGORITHM, sum: rows[0]!.r } });
   });
 
   it('gives key statistics: quantiles, distinct estimate and heavy hitters', async () => {

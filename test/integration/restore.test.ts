@@ -9,6 +9,7 @@ import type { Manifest } from '../../src/backup/manifest.js';
 import { openBackup } from '../../src/backup/reader.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
 import { failpointHits, resetFailpoints } from '../../src/failpoints.js';
+import { RECORD_DIGEST_ALGORITHM } from '../../src/backup/checksum.js';
 import { LEDGER_SCHEMA, RowRouter, checkRestoredShards, compareWithManifest, createRestoreShards, importUnit, planImportUnits, type RestoreShard } from '../../src/restore/import.js';
 import { restoreColumnsDdl } from '../../src/restore/ddl.js';
 import { createRouter } from '../../src/router/router.js';
@@ -363,10 +364,26 @@ describe('restoreTable', () => {
       const check = () => checkRestoredShards(node, { table, keyColumn: 'id', keyType: 'bigint', shards });
       const expected = { rows: t.checksum.rows, sum: t.checksum.sum };
       expect(compareWithManifest(table, expected, await check())).toEqual(expected);
+      // The same with the backup's record digest (what a restore of this backup verifies with).
+      expect(t.checksum.record?.algorithm).toBe(RECORD_DIGEST_ALGORITHM);
+      const withRecord = { ...expected, record: t.checksum.record!.sum };
+      const recordCheck = () => checkRestoredShards(node, { table, keyColumn: 'id', keyType: 'bigint', shards, record: t.columns });
+      expect(compareWithManifest(table, withRecord, await recordCheck())).toEqual(withRecord);
+      expect(() => compareWithManifest(table, expected, [{ shardId: 1, rows: 30_000, sum: '0', misplaced: 0, record: true }])).toThrow(/checked with the record digest, and the backup has none/);
+      // A value only its text tells apart: an amount of another scale, equal as a numeric (1.50 = 1.5).
+      await db.query(`alter table sc_s900012.${table} alter column amount type numeric`);
+      await db.query(`update sc_s900012.${table} set amount = amount::numeric(14, 4) where id = (select min(id) from sc_s900012.${table} where amount is not null)`);
+      const rescaled = await recordCheck();
+      expect(() => compareWithManifest(table, withRecord, rescaled)).toThrow(/record checksum/);
+      await db.query(`alter table sc_s900012.${table} alter column amount type numeric(12, 2)`);
+      expect(compareWithManifest(table, withRecord, await recordCheck())).toEqual(withRecord);
       await db.query(`update sc_s900011.${table} set note = 'changed' where id = (select min(id) from sc_s900011.${table})`);
       expect(() => compareWithManifest(table, expected, [])).toThrow(/0 rows restored, the backup holds 30000/);
       const changed = await check();
       expect(() => compareWithManifest(table, expected, changed)).toThrow(/the restored rows' checksum is -?\d+, the backup's is -?\d+ \(same count, different content\)/);
+      expect(() => compareWithManifest(table, withRecord, changed)).toThrow(/the restored rows' checksum is/);
+      const changedByRecord = await recordCheck();
+      expect(() => compareWithManifest(table, withRecord, changedByRecord)).toThrow(/the restored rows' record checksum is -?\d+, the backup's is -?\d+ \(same count, different content\)/);
       // A row of shard 900012's range in shard 900011.
       await db.query(`with moved as (delete from sc_s900012.${table} where id = (select min(id) from sc_s900012.${table}) returning *) insert into sc_s900011.${table} select * from moved`);
       expect(() => compareWithManifest(table, expected, changed)).toThrow(/checksum/);

@@ -170,3 +170,47 @@ describe('numeric in COPY binary (numeric_send form)', () => {
     }
   });
 });
+
+describe('CopyBuffer lent to a writer', () => {
+  const fill = (out: CopyBuffer, text: string) => {
+    out.ensure(text.length);
+    out.ascii(text);
+  };
+
+  it('never writes into lent bytes before reclaim(true), and writes into the same memory after it', () => {
+    const out = new CopyBuffer();
+    fill(out, 'first batch');
+    const lent = out.lend();
+    expect(lent.toString()).toBe('first batch');
+    // Not reclaimed (the writer may hold it): the next bytes go to other memory.
+    fill(out, 'SECOND');
+    expect(lent.toString()).toBe('first batch');
+    const second = out.lend();
+    expect(second.buffer).not.toBe(lent.buffer);
+    // Reclaimed while the writer still holds it: left to the writer, the next bytes go elsewhere again.
+    out.reclaim(false);
+    fill(out, 'third');
+    expect(second.toString()).toBe('SECOND');
+    const third = out.lend();
+    // Released: the same memory is written again.
+    out.reclaim(true);
+    fill(out, 'fourth');
+    expect(out.buf.buffer).toBe(third.buffer);
+    expect(out.lend().toString()).toBe('fourth');
+  });
+
+  it('gives a released buffer to the next CopyBuffer made, and keeps no buffer of a batch of wide rows', () => {
+    const a = new CopyBuffer();
+    fill(a, 'x'.repeat(100_000));
+    const memory = a.buf.buffer;
+    a.lend();
+    a.release();
+    expect(a.buf.length).toBe(0);
+    const b = new CopyBuffer();
+    expect(b.buf.buffer).toBe(memory);
+    b.ensure(9 << 20); // grows past what is kept
+    const big = b.buf.buffer;
+    b.release();
+    expect(new CopyBuffer().buf.buffer).not.toBe(big);
+  });
+});
