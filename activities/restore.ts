@@ -160,7 +160,9 @@ export function createRestoreActivities(deps: { catalog: pg.Pool; sessionLimits?
         } else {
           const backup = await openBackup(input.backup);
           const { unit } = input;
-          batches = () => backup.batches(input.sourceTable, { file: unit.file, from: unit.from, to: unit.to });
+          // In place (each batch in the last one's memory): importUnit is done with a batch before it reads the next;
+          // one stream keeps a unit's batches for its next shards' passes.
+          batches = () => backup.batches(input.sourceTable, { file: unit.file, from: unit.from, to: unit.to }, { inPlace: input.oneStream !== true });
         }
         const offset = { unit: input.unit.index, batches: 0, rows: 0 };
         return beating(

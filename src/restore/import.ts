@@ -375,6 +375,7 @@ export async function importUnit(input: {
   router: RowRouter;
   nodes: ReadonlyMap<number, NodeTarget>;
   unit: ImportUnit;
+  /** The unit's batches; a batch may be read into the memory of the one before (done with before the next is asked for). */
   batches: () => AsyncIterable<RecordBatch>;
   limits?: SessionLimits;
   onProgress?: (p: UnitProgress) => void;

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { addBatchDigest } from '../../src/backup/checksum.js';
 import { exportBackup, plainTable } from '../../src/backup/export.js';
 import type { Manifest } from '../../src/backup/manifest.js';
 import { BackupInvalidError, openBackup } from '../../src/backup/reader.js';
@@ -100,6 +101,44 @@ describe('backup readers', () => {
     for await (const b of backup.batches('items', { file: 0, from: 1, to: 2 })) rows += b.numRows;
     expect(rows).toBeGreaterThan(0);
     expect(rows).toBeLessThan(150000);
+  });
+
+  it('reads batches in place: the same rows, each batch in the memory of the one before, locally and over HTTP', async () => {
+    const t = manifest.tables[0]!;
+    const kinds = t.columns.map((c) => c.arrow);
+    for (const location of [pristine, `${baseUrl}/pristine/`]) {
+      const backup = await openBackup(location);
+      const acc = { rows: 0, sum: 0n };
+      const memory = new Set<ArrayBufferLike>();
+      let batches = 0;
+      // Each batch used up before the next is asked for, as the import does.
+      for await (const b of backup.batches('items', { file: 0, from: 0, to: Infinity }, { inPlace: true })) {
+        addBatchDigest(acc, b, kinds);
+        memory.add(b.data.children[0]!.values.buffer);
+        batches++;
+      }
+      expect(batches).toBe(t.files[0]!.batches);
+      expect(acc).toEqual({ rows: 150000, sum: BigInt(t.checksum.sum) });
+      // One buffer, grown when a later batch is bigger than those before (at most once or twice).
+      expect(memory.size).toBeLessThanOrEqual(2);
+      expect(batches).toBeGreaterThan(2);
+      // A range: what one import unit reads, the same rows as the ordinary reader's.
+      const ids = async (inPlace: boolean) => {
+        const out: bigint[] = [];
+        for await (const b of backup.batches('items', { file: 0, from: 1, to: 3 }, { inPlace })) out.push(b.getChildAt(0)!.get(0) as bigint, b.getChildAt(0)!.get(b.numRows - 1) as bigint);
+        return out;
+      };
+      expect(await ids(true)).toEqual(await ids(false));
+    }
+    // A batch whose bytes are garbage: an error naming the file and the batch.
+    const broken = copy();
+    const data = readFileSync(path.join(broken, 'items.arrow'));
+    data.fill(0xee, 8, 8 + 64); // the first batch's message header
+    writeFileSync(path.join(broken, 'items.arrow'), data);
+    const read = async () => {
+      for await (const _ of (await openBackup(broken)).batches('items', { file: 0, from: 0, to: 1 }, { inPlace: true })) void _;
+    };
+    await expect(read()).rejects.toThrow(new RegExp(`${broken}/items\\.arrow: record batch 0 cannot be read`));
   });
 
   it('reads the same backup over HTTP, batches by Range requests', async () => {
