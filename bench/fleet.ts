@@ -68,11 +68,11 @@ export async function startBenchFleet(nodeCount: number): Promise<BenchFleet> {
 export class CpuMeter {
   private readonly start = CpuMeter.sample();
 
-  private static sample(): { busy: number; total: number } | undefined {
+  private static sample(): { busy: number; total: number; steal: number } | undefined {
     try {
       const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
       const total = fields.reduce((a, b) => a + b, 0);
-      return { busy: total - fields[3]! - fields[4]!, total };
+      return { busy: total - fields[3]! - fields[4]!, total, steal: fields[7] ?? 0 };
     } catch {
       return undefined;
     }
@@ -82,6 +82,13 @@ export class CpuMeter {
     const end = CpuMeter.sample();
     if (!this.start || !end || end.total === this.start.total) return Number.NaN;
     return ((end.busy - this.start.busy) / (end.total - this.start.total)) * availableParallelism();
+  }
+
+  /** Of the machine's cores, how many the hypervisor took for other guests (steal time) since the meter started. */
+  stolen(): number {
+    const end = CpuMeter.sample();
+    if (!this.start || !end || end.total === this.start.total) return Number.NaN;
+    return ((end.steal - this.start.steal) / (end.total - this.start.total)) * availableParallelism();
   }
 }
 

@@ -1,7 +1,7 @@
 /**
- * `npm run bench -- restore [--rows N] [--parallel N] [--workers N]`: a backup of N rows (default
- * 5,000,000) restored three ways in one run, on one embedded fleet (a catalog and two nodes) and a
- * Temporal dev server, with `shardcast worker` processes taking the activities:
+ * `npm run bench -- restore [--rows N] [--parallel N] [--workers N] [--rounds N]`: a backup of N rows
+ * (default 5,000,000) restored three ways in one run, on one embedded fleet (a catalog and two nodes)
+ * and a Temporal dev server, with `shardcast worker` processes taking the activities:
  *  - parallel: the restore workflow into the proposed shards (the proposal engine's layout for the
  *    bench's workload), `--parallel` import units at once (default 4) over `--workers` worker processes
  *    (default 2);
@@ -13,6 +13,8 @@
  * every file), shard creation, import, primary keys and ANALYZE, the verify of every row against
  * the manifest's checksum. The raw COPY is the load and the primary key only (no verify). Peak RSS is
  * the largest resident set of a worker process (where a restore's import runs), sampled every 200 ms.
+ * The three are measured in `--rounds` rounds (default 3), each in another order; a ratio is taken
+ * within a round, and the figures are the medians over the rounds (each round's are printed too).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createReadStream, createWriteStream, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
@@ -80,6 +82,7 @@ export async function run(args: string[]): Promise<void> {
   const rows = option(args, '--rows', 5_000_000);
   const parallel = option(args, '--parallel', 4);
   const workerCount = option(args, '--workers', 2);
+  const rounds = option(args, '--rounds', 3);
   const root = path.resolve(import.meta.dirname, '..');
   const dir = mkdtempSync(path.join(tmpdir(), 'shardcast-bench-restore-'));
   const fleet = await startBenchFleet(2);
@@ -105,7 +108,7 @@ export async function run(args: string[]): Promise<void> {
     await source.query('vacuum analyze events');
 
     const backupDir = path.join(dir, 'backup');
-    let t = performance.now();
+    const t = performance.now();
     const manifest = await exportBackup([plainTable(source, 'events')], backupDir);
     const bytes = manifest.tables[0]!.files.reduce((a, f) => a + f.bytes, 0);
     console.log(`backup: ${(bytes / 1e6).toFixed(0)} MB of Arrow in ${((performance.now() - t) / 1000).toFixed(1)} s`);
@@ -165,7 +168,9 @@ export async function run(args: string[]): Promise<void> {
       const end = performance.now();
       const s = (end - started) / 1000;
       const cpuAfter = cpu();
-      console.log(`  cpu: workers ${(cpuAfter.workers - cpuBefore.workers).toFixed(1)} s, postgres nodes ${(cpuAfter.postgres - cpuBefore.postgres).toFixed(1)} s, machine ${meter.cores().toFixed(2)} busy cores`);
+      console.log(
+        `  cpu: workers ${(cpuAfter.workers - cpuBefore.workers).toFixed(1)} s, postgres nodes ${(cpuAfter.postgres - cpuBefore.postgres).toFixed(1)} s, machine ${meter.cores().toFixed(2)} busy cores, ${meter.stolen().toFixed(2)} stolen`,
+      );
       console.log(`  phases: ${phases.map(([p, t], i) => `${p} ${(((phases[i + 1]?.[1] ?? end) - t) / 1000).toFixed(1)} s`).join(', ')}`);
       const imp = phases.findIndex(([p]) => p === 'import');
       importSeconds.set(table, imp >= 0 && phases[imp + 1] ? (phases[imp + 1]![1] - phases[imp]![1]) / 1000 : NaN);
@@ -201,37 +206,62 @@ export async function run(args: string[]): Promise<void> {
       console.log(`  (settled: vacuum and checkpoint on every node, ${((performance.now() - t0) / 1000).toFixed(1)} s)`);
     };
 
-    await settle();
-    const single = await restore('events_single', 1);
-    await settle();
-    const par = await restore('events_parallel', parallel);
-    await settle();
-
     // The raw baseline: one COPY FROM of the CSV into one table on one node, then its primary key.
-    const raw = new pg.Client({ connectionString: fleet.nodes[1]!.url('shardcast') });
-    await raw.connect();
-    await raw.query('create table events_raw (id bigint not null, tenant_id int not null, created_at timestamptz not null, amount numeric(12,2), kind text not null, note text)');
-    t = performance.now();
-    await pipeline(createReadStream(csv), raw.query(copyFrom('copy events_raw from stdin (format csv)')));
-    await raw.query('alter table events_raw add primary key (id)');
-    const rawS = (performance.now() - t) / 1000;
-    await raw.end();
-    const rawRate = rows / rawS;
-    console.log(`raw COPY FROM csv + primary key: ${rawS.toFixed(1)} s`);
+    const rawCopy = async (table: string): Promise<number> => {
+      const raw = new pg.Client({ connectionString: fleet.nodes[1]!.url('shardcast') });
+      await raw.connect();
+      try {
+        await raw.query(`create table ${table} (id bigint not null, tenant_id int not null, created_at timestamptz not null, amount numeric(12,2), kind text not null, note text)`);
+        const meter = new CpuMeter();
+        const t0 = performance.now();
+        await pipeline(createReadStream(csv), raw.query(copyFrom(`copy ${table} from stdin (format csv)`)));
+        await raw.query(`alter table ${table} add primary key (id)`);
+        const s = (performance.now() - t0) / 1000;
+        console.log(`${table}: raw COPY FROM csv + primary key: ${s.toFixed(1)} s (machine ${meter.cores().toFixed(2)} busy cores, ${meter.stolen().toFixed(2)} stolen)`);
+        return rows / s;
+      } finally {
+        await raw.end();
+      }
+    };
+
+    // Rounds of the three, each in another order, every measurement from the same quiet start: the
+    // machine's speed drifts (the hypervisor takes up to half the cores for seconds at a time), so a
+    // ratio is taken within a round and the figures are the medians over the rounds.
+    const perRound: Array<{ single: number; parallel: number; raw: number; importRate: number }> = [];
+    const orders: Array<Array<'single' | 'parallel' | 'raw'>> = [['single', 'parallel', 'raw'], ['raw', 'parallel', 'single'], ['parallel', 'single', 'raw']];
+    for (let r = 1; r <= rounds; r++) {
+      console.log(`round ${r} of ${rounds}`);
+      const got: Partial<Record<'single' | 'parallel' | 'raw', number>> = {};
+      for (const which of orders[(r - 1) % orders.length]!) {
+        await settle();
+        if (which === 'raw') got.raw = await rawCopy(`events_raw_${r}`);
+        else got[which] = await restore(`events_${which}_${r}`, which === 'single' ? 1 : parallel);
+      }
+      perRound.push({ single: got.single!, parallel: got.parallel!, raw: got.raw!, importRate: rows / importSeconds.get(`events_parallel_${r}`)! });
+      console.log(`  round ${r}: speedup ${round(got.parallel! / got.single!, 2)}, copy_ratio ${round(got.parallel! / got.raw!, 2)}`);
+    }
     await connection.close();
+    const median = (xs: number[]) => {
+      const v = [...xs].sort((a, b) => a - b);
+      return v.length % 2 ? v[(v.length - 1) / 2]! : (v[v.length / 2 - 1]! + v[v.length / 2]!) / 2;
+    };
 
     console.log(
       JSON.stringify({
         bench: 'restore',
         rows,
-        parallel_rows_s: Math.round(par),
-        single_rows_s: Math.round(single),
-        raw_copy_rows_s: Math.round(rawRate),
-        speedup: round(par / single, 2),
-        copy_ratio: round(par / rawRate, 2),
+        rounds,
+        parallel_rows_s: Math.round(median(perRound.map((x) => x.parallel))),
+        single_rows_s: Math.round(median(perRound.map((x) => x.single))),
+        raw_copy_rows_s: Math.round(median(perRound.map((x) => x.raw))),
+        // Medians of each round's ratio (a round's three measurements are minutes apart at most).
+        speedup: round(median(perRound.map((x) => x.parallel / x.single)), 2),
+        copy_ratio: round(median(perRound.map((x) => x.parallel / x.raw)), 2),
         peak_rss_mb: Math.round(peak / 1e6),
         // The import phase alone (no check, indexes or verify), for comparison with the raw COPY's load.
-        parallel_import_rows_s: Math.round(rows / importSeconds.get('events_parallel')!),
+        parallel_import_rows_s: Math.round(median(perRound.map((x) => x.importRate))),
+        round_speedups: perRound.map((x) => round(x.parallel / x.single, 2)),
+        round_copy_ratios: perRound.map((x) => round(x.parallel / x.raw, 2)),
       }),
     );
   } finally {
