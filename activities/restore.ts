@@ -18,6 +18,7 @@ import {
   createRestoreShards,
   importUnit,
   planImportUnits,
+  readsBatchesInPlace,
   type ImportUnit,
   type RestoreShard,
   type UnitResult,
@@ -154,15 +155,18 @@ export function createRestoreActivities(deps: { catalog: pg.Pool; sessionLimits?
         const t = await tableShards(deps.catalog, input.tableId);
         const router = new RowRouter(t.name, t.method, t.keyType, t.shards);
         let batches: () => AsyncIterable<RecordBatch>;
+        let unitBytes: number | undefined;
         if (input.sourceKind === 'pg_dump') {
           const dump = await PgDumpBackup.open(input.backup);
           batches = () => dump.batches(input.sourceTable);
         } else {
           const backup = await openBackup(input.backup);
           const { unit } = input;
-          // In place (each batch in the last one's memory): importUnit is done with a batch before it reads the next;
-          // one stream keeps a unit's batches for its next shards' passes.
-          batches = () => backup.batches(input.sourceTable, { file: unit.file, from: unit.from, to: unit.to }, { inPlace: input.oneStream !== true });
+          const file = backup.table(input.sourceTable).files[unit.file];
+          if (file) unitBytes = Math.ceil(file.bytes / Math.max(1, file.batches)) * (unit.to - unit.from);
+          // In place (each batch in the last one's memory) unless one stream keeps the unit's batches for its next shards' passes.
+          const inPlace = readsBatchesInPlace(input.oneStream === true, unitBytes);
+          batches = () => backup.batches(input.sourceTable, { file: unit.file, from: unit.from, to: unit.to }, { inPlace });
         }
         const offset = { unit: input.unit.index, batches: 0, rows: 0 };
         return beating(
@@ -180,6 +184,7 @@ export function createRestoreActivities(deps: { catalog: pg.Pool; sessionLimits?
               limits,
               signal: cancellationSignal(),
               oneStream: input.oneStream === true,
+              ...(unitBytes !== undefined ? { unitBytes } : {}),
               onProgress: (p) => {
                 offset.batches = p.batches;
                 offset.rows = p.rows;

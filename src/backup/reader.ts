@@ -7,7 +7,6 @@
  * batch at a time, in bounded memory.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { open, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { AsyncRecordBatchFileReader, MessageHeader, MessageReader, RecordBatchReader, Table, tableToIPC, type RecordBatch } from 'apache-arrow';
@@ -44,8 +43,29 @@ interface Location {
   readSmall(file: string): Promise<Buffer | null>;
   /** Its size in bytes, or null when it does not exist. */
   size(file: string): Promise<number | null>;
+  /** The file's bytes in order; a chunk is valid only until the next is asked for (a local file's are read into one buffer). */
   stream(file: string): AsyncIterable<Uint8Array>;
   randomAccess(file: string, size: number): Promise<RandomAccess>;
+}
+
+/**
+ * A local file's bytes, 4 MB at a time into one buffer (valid until the next chunk): the check of a
+ * backup hashes every byte, and a read stream's 64 KB chunks, each new memory, took it three
+ * times as long (1 s for the restore bench's 377 MB, against 0.35 s).
+ */
+async function* readChunks(file: string): AsyncGenerator<Uint8Array> {
+  const handle = await open(file);
+  try {
+    const buf = Buffer.allocUnsafe(4 << 20);
+    for (let position = 0; ; ) {
+      const { bytesRead } = await handle.read(buf, 0, buf.length, position);
+      if (bytesRead === 0) return;
+      position += bytesRead;
+      yield buf.subarray(0, bytesRead);
+    }
+  } finally {
+    await handle.close();
+  }
 }
 
 function localLocation(dir: string): Location {
@@ -58,7 +78,7 @@ function localLocation(dir: string): Location {
     describe: at,
     readSmall: (file) => readFile(at(file)).catch(missing),
     size: (file) => stat(at(file)).then((s) => s.size, missing),
-    stream: (file) => createReadStream(at(file)),
+    stream: (file) => readChunks(at(file)),
     randomAccess: async (file) => (await open(at(file))) as unknown as RandomAccess,
   };
 }

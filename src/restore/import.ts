@@ -382,6 +382,8 @@ export async function importUnit(input: {
   signal?: AbortSignal;
   /** One COPY at a time: the unit's shards one after the other (see importUnitOneStream). */
   oneStream?: boolean;
+  /** The unit's size in the backup (bytes of its batches), when known: one stream encodes a unit up to ONE_STREAM_CACHE_BYTES once. */
+  unitBytes?: number;
 }): Promise<UnitResult> {
   if (input.oneStream) return importUnitOneStream(input);
   const { router, unit } = input;
@@ -470,85 +472,53 @@ export async function importUnit(input: {
   }
 }
 
-/** What importUnitOneStream keeps of a unit's batches between its passes, at most. */
+/** What one stream keeps of a unit between its shards' COPYs, at most: its batches, or its rows encoded. */
 const ONE_STREAM_CACHE_BYTES = 64 * 1024 * 1024;
 
+/** Whether one stream encodes a unit of `unitBytes` once (importUnitOneStreamEncoded) rather than in a pass per shard. */
+function encodesOnce(unitBytes: number | undefined): boolean {
+  return unitBytes !== undefined && unitBytes <= ONE_STREAM_CACHE_BYTES;
+}
+
 /**
- * The import of one unit through one connection at a time, as `pg_restore` without `-j` loads: for
- * each shard in shard id order, its own transaction (the ledger row first, as importUnit's) with
- * one COPY of the unit's rows that belong there, committed before the next shard's starts. The
- * unit's batches are read on the first pass and kept for the next shards' passes when they fit in
- * ONE_STREAM_CACHE_BYTES (a unit of a few batches does; a bigger one, or a pg_dump's whole table,
- * is read again for each shard), and the route of every row is computed on the first pass and kept
- * (two bytes or four a row), so a pass after the first only encodes. A crash
- * between two shards' commits leaves the first committed with its ledger row: the retry skips it and
- * imports the rest.
+ * Whether a unit's batches may be read in place (each into the memory of the one before): yes for
+ * every import that is done with a batch before it reads the next, that is all but one stream's
+ * passes, which keep the unit's batches for the next shards.
  */
-async function importUnitOneStream(input: Parameters<typeof importUnit>[0]): Promise<UnitResult> {
-  const { router, unit } = input;
-  const limits = input.limits ?? {};
-  const { keyIndex, keyKind, kinds } = unitColumns(input);
-  const encoding = rowEncoding(input.columns);
-  const result: UnitResult = { rows: {}, skipped: [] };
-  const progress: UnitProgress = { batches: 0, rows: 0 };
-  const routes: Array<Uint16Array | Int32Array> = [];
-  // The unit's batches as read on the first pass, kept for the next shards' when they fit (else read again).
-  let cache: RecordBatch[] | null = [];
-  let cacheBytes = 0;
-  let cached: RecordBatch[] | null = null;
-  const byId = router.shards.map((shard, i) => ({ shard, i })).sort((a, b) => a.shard.shardId - b.shard.shardId);
+export function readsBatchesInPlace(oneStream: boolean, unitBytes: number | undefined): boolean {
+  return !oneStream || encodesOnce(unitBytes);
+}
+
+/**
+ * One stream's shards, one after the other in shard id order: for each, its own connection and
+ * transaction, the ledger row first (as importUnit's: a shard an earlier attempt committed is
+ * skipped), one COPY whose rows `send` writes, the rows in the ledger row, and the commit before the
+ * next shard's starts. A crash between two shards' commits leaves the first committed with its
+ * ledger row: the retry skips it and imports the rest.
+ */
+async function shardsInTurn(
+  input: Parameters<typeof importUnit>[0],
+  binary: boolean,
+  result: UnitResult,
+  send: (index: number, copy: { client: pg.Client; stream: import('node:stream').Writable; failed: Promise<never> }) => Promise<{ rows: number; committed: () => void }>,
+): Promise<void> {
+  const byId = input.router.shards.map((shard, i) => ({ shard, i })).sort((a, b) => a.shard.shardId - b.shard.shardId);
   for (const { shard, i } of byId) {
     const node = input.nodes.get(shard.nodeId)!;
-    const client = await connect(node, limits);
+    const client = await connect(node, input.limits ?? {});
     try {
-      const done = await claimLedgerRow(client, input.restoreId, unit.index, shard.shardId);
+      const done = await claimLedgerRow(client, input.restoreId, input.unit.index, shard.shardId);
       if (done !== null) {
         result.skipped.push(shard.shardId);
         result.rows[shard.shardId] = done;
         continue;
       }
-      const { stream, failed } = openCopy(client, node, shardTable(shard.schema, input.table), encoding.binary);
-      const out = new CopyBuffer();
-      let rows = 0;
-      let b = 0;
-      for await (const batch of cached ?? input.batches()) {
-        if (input.signal?.aborted) throw input.signal.reason instanceof Error ? input.signal.reason : new Error('import cancelled');
-        const columns = kinds.map((_, c) => batch.data.children[c]!);
-        let route = routes[b];
-        if (route === undefined) {
-          route = router.shards.length <= 65_536 ? new Uint16Array(batch.numRows) : new Int32Array(batch.numRows);
-          const keyData = columns[keyIndex]!;
-          for (let r = 0; r < batch.numRows; r++) route[r] = router.route(keyKind, keyData, r);
-          routes[b] = route;
-          if (cache !== null) {
-            cacheBytes += batch.data.byteLength;
-            if (cacheBytes <= ONE_STREAM_CACHE_BYTES) cache.push(batch);
-            else cache = null;
-          }
-        }
-        b++;
-        const writers = encoding.writers(columns);
-        out.reclaim(letGo({ stream, client }));
-        let n = 0;
-        for (let r = 0; r < batch.numRows; r++) {
-          if (route[r] !== i) continue;
-          encoding.write(out, writers, r);
-          n++;
-        }
-        if (n > 0) {
-          rows += n;
-          if (!stream.write(out.lend())) await Promise.race([once(stream, 'drain'), failed]);
-        }
-        progress.batches++;
-        progress.rows += n;
-        input.onProgress?.(progress);
-        await failpoint('restore.import.after-batch', { signal: input.signal });
-      }
-      if (cache !== null && cached === null) cached = cache;
-      await endCopy({ client, stream, failed }, { restoreId: input.restoreId, unit: unit.index, shardId: shard.shardId, rows }, encoding.binary);
+      const copy = { client, ...openCopy(client, node, shardTable(shard.schema, input.table), binary) };
+      const { rows, committed } = await send(i, copy);
+      await endCopy(copy, { restoreId: input.restoreId, unit: input.unit.index, shardId: shard.shardId, rows }, binary);
       await failpoint('restore.import.before-commit', { signal: input.signal });
       await client.query('commit');
-      out.release();
+      committed();
       result.rows[shard.shardId] = rows;
       // Committed; a failure here is a lost reply: the retry finds this shard's ledger row.
       await failpoint('restore.import.shard-committed', { signal: input.signal });
@@ -558,6 +528,109 @@ async function importUnitOneStream(input: Parameters<typeof importUnit>[0]): Pro
       await client.end().catch(() => undefined);
     }
   }
+}
+
+/**
+ * One stream, the unit encoded once: its batches read once (in place), each row encoded into its
+ * shard's buffer; then the shards in turn (shardsInTurn), each with one COPY of its buffer. The
+ * unit's rows are held as COPY data until their shard's turn: only for a unit of at most
+ * ONE_STREAM_CACHE_BYTES (a few batches); a bigger one goes through importUnitOneStream's passes.
+ * Encoded in a pass per shard instead, with the batches kept between passes, a unit took twice the
+ * worker CPU of the parallel import's (12-14 s against 6-7 s for the bench's 5M rows): the one-stream
+ * baseline of the restore bench would have been slower than it need be.
+ */
+async function importUnitOneStreamEncoded(input: Parameters<typeof importUnit>[0]): Promise<UnitResult> {
+  const { router } = input;
+  const { keyIndex, keyKind, kinds } = unitColumns(input);
+  const encoding = rowEncoding(input.columns);
+  const result: UnitResult = { rows: {}, skipped: [] };
+  const progress: UnitProgress = { batches: 0, rows: 0 };
+  const out = router.shards.map(() => new CopyBuffer());
+  const counts = new Array<number>(router.shards.length).fill(0);
+  for await (const batch of input.batches()) {
+    if (input.signal?.aborted) throw input.signal.reason instanceof Error ? input.signal.reason : new Error('import cancelled');
+    const columns = kinds.map((_, c) => batch.data.children[c]!);
+    const writers = encoding.writers(columns);
+    const keyData = columns[keyIndex]!;
+    for (let r = 0; r < batch.numRows; r++) {
+      const s = router.route(keyKind, keyData, r);
+      encoding.write(out[s]!, writers, r);
+      counts[s]!++;
+    }
+    progress.batches++;
+    progress.rows += batch.numRows;
+    input.onProgress?.(progress);
+    await failpoint('restore.import.after-batch', { signal: input.signal });
+  }
+  await shardsInTurn(input, encoding.binary, result, async (i, copy) => {
+    if (counts[i]! > 0 && !copy.stream.write(out[i]!.lend())) await Promise.race([once(copy.stream, 'drain'), copy.failed]);
+    return { rows: counts[i]!, committed: () => out[i]!.release() };
+  });
+  await failpoint('restore.import.after-commit', { signal: input.signal });
+  return result;
+}
+
+/**
+ * The import of one unit through one connection at a time, as `pg_restore` without `-j` loads: the
+ * shards in turn (shardsInTurn), each with one COPY of the unit's rows that belong there. A unit of
+ * known size up to ONE_STREAM_CACHE_BYTES is encoded once (importUnitOneStreamEncoded); otherwise
+ * in a pass per shard: the unit's batches are read on the first pass and kept for the next shards'
+ * passes when they fit in ONE_STREAM_CACHE_BYTES (else, as for a pg_dump's whole table, read again
+ * for each shard), and the route of every row is computed on the first pass and kept (two bytes or
+ * four a row), so a pass after the first only encodes.
+ */
+async function importUnitOneStream(input: Parameters<typeof importUnit>[0]): Promise<UnitResult> {
+  if (encodesOnce(input.unitBytes)) return importUnitOneStreamEncoded(input);
+  const { router } = input;
+  const { keyIndex, keyKind, kinds } = unitColumns(input);
+  const encoding = rowEncoding(input.columns);
+  const result: UnitResult = { rows: {}, skipped: [] };
+  const progress: UnitProgress = { batches: 0, rows: 0 };
+  const routes: Array<Uint16Array | Int32Array> = [];
+  // The unit's batches as read on the first pass, kept for the next shards' when they fit (else read again).
+  let cache: RecordBatch[] | null = [];
+  let cacheBytes = 0;
+  let cached: RecordBatch[] | null = null;
+  await shardsInTurn(input, encoding.binary, result, async (i, copy) => {
+    const out = new CopyBuffer();
+    let rows = 0;
+    let b = 0;
+    for await (const batch of cached ?? input.batches()) {
+      if (input.signal?.aborted) throw input.signal.reason instanceof Error ? input.signal.reason : new Error('import cancelled');
+      const columns = kinds.map((_, c) => batch.data.children[c]!);
+      let route = routes[b];
+      if (route === undefined) {
+        route = router.shards.length <= 65_536 ? new Uint16Array(batch.numRows) : new Int32Array(batch.numRows);
+        const keyData = columns[keyIndex]!;
+        for (let r = 0; r < batch.numRows; r++) route[r] = router.route(keyKind, keyData, r);
+        routes[b] = route;
+        if (cache !== null) {
+          cacheBytes += batch.data.byteLength;
+          if (cacheBytes <= ONE_STREAM_CACHE_BYTES) cache.push(batch);
+          else cache = null;
+        }
+      }
+      b++;
+      const writers = encoding.writers(columns);
+      out.reclaim(letGo(copy));
+      let n = 0;
+      for (let r = 0; r < batch.numRows; r++) {
+        if (route[r] !== i) continue;
+        encoding.write(out, writers, r);
+        n++;
+      }
+      if (n > 0) {
+        rows += n;
+        if (!copy.stream.write(out.lend())) await Promise.race([once(copy.stream, 'drain'), copy.failed]);
+      }
+      progress.batches++;
+      progress.rows += n;
+      input.onProgress?.(progress);
+      await failpoint('restore.import.after-batch', { signal: input.signal });
+    }
+    if (cache !== null && cached === null) cached = cache;
+    return { rows, committed: () => out.release() };
+  });
   await failpoint('restore.import.after-commit', { signal: input.signal });
   return result;
 }

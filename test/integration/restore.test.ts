@@ -10,7 +10,7 @@ import { openBackup } from '../../src/backup/reader.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
 import { failpointHits, resetFailpoints } from '../../src/failpoints.js';
 import { RECORD_DIGEST_ALGORITHM } from '../../src/backup/checksum.js';
-import { LEDGER_SCHEMA, RowRouter, checkRestoredShards, compareWithManifest, createRestoreShards, importUnit, planImportUnits, type RestoreShard } from '../../src/restore/import.js';
+import { LEDGER_SCHEMA, RowRouter, checkRestoredShards, compareWithManifest, createRestoreShards, importUnit, planImportUnits, readsBatchesInPlace, type RestoreShard } from '../../src/restore/import.js';
 import { restoreColumnsDdl } from '../../src/restore/ddl.js';
 import { createRouter } from '../../src/router/router.js';
 import type { RestoreInput, RestoreProgress } from '../../workflows/messages.js';
@@ -107,7 +107,7 @@ async function shardSchemas(): Promise<string[]> {
  * Two hash shards (ids `first`, `first + 1`) of `table` on `node`, created as a restore creates them,
  * and an import of one unit into them under `restoreId`: for the tests that drive the import directly.
  */
-async function directShards(table: string, node: (typeof catalog.nodes)[number], first: number, restoreId: string, oneStream = false) {
+async function directShards(table: string, node: (typeof catalog.nodes)[number], first: number, restoreId: string, oneStream = false, unitBytes?: number) {
   const shards: RestoreShard[] = [
     { shardId: first, schema: `sc_s${first}`, nodeId: node.id, hashMin: '-9223372036854775808', hashMax: '-1' },
     { shardId: first + 1, schema: `sc_s${first + 1}`, nodeId: node.id, hashMin: '0', hashMax: '9223372036854775807' },
@@ -124,8 +124,9 @@ async function directShards(table: string, node: (typeof catalog.nodes)[number],
       router: new RowRouter(table, 'hash', 'bigint', shards),
       nodes: new Map([[node.id, node]]),
       unit,
-      batches: () => backup.batches('events', { file: unit.file, from: unit.from, to: unit.to }),
+      batches: () => backup.batches('events', { file: unit.file, from: unit.from, to: unit.to }, { inPlace: readsBatchesInPlace(oneStream, unitBytes) }),
       oneStream,
+      ...(unitBytes !== undefined ? { unitBytes } : {}),
     });
   return { shards, t, importOne };
 }
@@ -288,27 +289,32 @@ describe('restoreTable', () => {
     await db.query(`drop schema sc_s900001 cascade; drop schema sc_s900002 cascade; delete from ${LEDGER_SCHEMA}.ledger where restore_id = 'twice'`);
   });
 
-  it('one stream: a lost reply (or a crash) between two shards\' commits, a crash before a commit, and two attempts side by side: every row once', async () => {
-    const table = 'events_one';
+  // A unit of a few batches is encoded once and held until each shard's turn; a bigger one (size unknown here) is read again for each shard.
+  it.each([
+    ['in a pass per shard', undefined, 900021],
+    ['encoded once', 1, 900031],
+  ] as const)('one stream (%s): a lost reply (or a crash) between two shards\' commits, a crash before a commit, and two attempts side by side: every row once', async (_how, unitBytes, first) => {
+    const table = `events_one_${first}`;
     const node = catalog.nodes[1]!;
-    const { shards, t, importOne } = await directShards(table, node, 900021, 'one', true);
+    const restoreId = `one-${first}`;
+    const { shards, t, importOne } = await directShards(table, node, first, restoreId, true, unitBytes);
     const db = pools.get(node.dsn);
     const counts = async () => Promise.all(shards.map(async (s) => Number((await db.query<{ n: string }>(`select count(*)::text as n from ${s.schema}.${table}`)).rows[0]!.n)));
-    const ledger = async (unit: number) => (await db.query<{ shard_id: string }>(`select shard_id::text from ${LEDGER_SCHEMA}.ledger where restore_id = 'one' and unit = $1 order by 1`, [unit])).rows.map((r) => Number(r.shard_id));
+    const ledger = async (unit: number) => (await db.query<{ shard_id: string }>(`select shard_id::text from ${LEDGER_SCHEMA}.ledger where restore_id = $2 and unit = $1 order by 1`, [unit, restoreId])).rows.map((r) => Number(r.shard_id));
     const units = planImportUnits(t, 'shardcast', 2);
     try {
       // Unit 0: the first shard commits, then the attempt fails (its reply lost, or the worker gone before the second shard).
       process.env.SHARDCAST_FAILPOINTS = 'restore.import.shard-committed=throw*1';
       resetFailpoints();
       await expect(importOne(units[0]!)).rejects.toThrow(/restore.import.shard-committed/);
-      expect(await ledger(0)).toEqual([900021]);
+      expect(await ledger(0)).toEqual([first]);
       const firstOnly = await counts();
       expect(firstOnly[0]).toBeGreaterThan(0);
       expect(firstOnly[1]).toBe(0);
       const retry = await importOne(units[0]!);
-      expect(retry.skipped).toEqual([900021]);
-      expect(retry.rows[900021]).toBe(firstOnly[0]);
-      expect(await ledger(0)).toEqual([900021, 900022]);
+      expect(retry.skipped).toEqual([first]);
+      expect(retry.rows[first]).toBe(firstOnly[0]);
+      expect(await ledger(0)).toEqual([first, first + 1]);
       expect((await counts()).reduce((a, b) => a + b, 0)).toBe(5000);
       // Unit 1: a failure before the first shard's commit rolls its rows back; the retry lands both.
       process.env.SHARDCAST_FAILPOINTS = 'restore.import.before-commit=throw*1';
@@ -330,7 +336,8 @@ describe('restoreTable', () => {
       expect(compareWithManifest(table, { rows: t.checksum.rows, sum: t.checksum.sum }, got)).toEqual({ rows: ROWS, sum: t.checksum.sum });
     } finally {
       delete process.env.SHARDCAST_FAILPOINTS;
-      await db.query(`drop schema sc_s900021 cascade; drop schema sc_s900022 cascade; delete from ${LEDGER_SCHEMA}.ledger where restore_id = 'one'`);
+      await db.query(`drop schema sc_s${first} cascade; drop schema sc_s${first + 1} cascade`);
+      await db.query(`delete from ${LEDGER_SCHEMA}.ledger where restore_id = $1`, [restoreId]);
     }
   });
 
