@@ -33,8 +33,8 @@ interface RandomAccess {
 const EMPTY_BUFFER = Buffer.alloc(0);
 /** Buffers that in-place readers finished with, for the next ones (at most IN_PLACE_MAX, of at most IN_PLACE_BYTES). */
 const inPlaceBuffers: Buffer[] = [];
-const IN_PLACE_MAX = 8;
-const IN_PLACE_BYTES = 64 << 20;
+const IN_PLACE_MAX = 4;
+const IN_PLACE_BYTES = 32 << 20;
 
 /** Where a backup's files are read from. */
 interface Location {

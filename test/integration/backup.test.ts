@@ -185,6 +185,13 @@ describe('shardcast backup', () => {
       const orders = manifest.tables[0]!;
       expect(orders.source).toEqual({ kind: 'shardcast', shards: 4, method: 'hash', keyColumn: 'id' });
       expect(orders.checksum).toMatchObject({ rows: expected.rows, sum: expected.sum.toString() });
+      // The record digest is the shards' summed as well.
+      let record = 0n;
+      for (const s of shards.rows) {
+        const { rows } = await pools.get(s.dsn).query<{ r: string }>(`select coalesce(sum(hash_record_extended(row(id, customer collate "C", total::text, placed), 0)), 0)::text as r from ${s.schema}.orders`);
+        record += BigInt(rows[0]!.r);
+      }
+      expect(orders.checksum.record).toEqual({ algorithm: RECORD_DIGEST_ALGORITHM, sum: record.toString() });
       expect(await fileDigest(dir, manifest, 'orders')).toMatchObject({ rows: expected.rows, sum: expected.sum });
       expect(manifest.tables[1]!.rows).toBe(1200);
       expect(manifest.tables[1]!.primaryKey).toEqual(['order_id', 'n']);
