@@ -18,7 +18,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createReadStream, createWriteStream, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Client, Connection } from '@temporalio/client';
@@ -62,6 +62,70 @@ function rss(pid: number): number {
   }
 }
 
+/** The machine's busy and total CPU time so far (/proc/stat's first line; busy: all but idle and iowait). */
+function procStat(): { busy: number; total: number } | undefined {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+    const total = f.reduce((a, b) => a + b, 0);
+    return { busy: total - f[3]! - f[4]!, total };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * What the nodes' servers did during a measurement besides the restore's own statements:
+ * checkpoints, WAL written (and how much of it full-page images), and autovacuum workers seen
+ * (sampled every 500 ms). Printed with each measurement, to tell a slow run's cause.
+ */
+class PgMeter {
+  private samples = 0;
+  private vacuuming = 0;
+  private readonly what = new Set<string>();
+  private timer?: NodeJS.Timeout;
+  private constructor(
+    private readonly clients: pg.Client[],
+    private readonly before: Array<{ ckpt: number; wal: number; fpi: number }>,
+  ) {}
+
+  static async start(urls: string[]): Promise<PgMeter> {
+    const clients = await Promise.all(
+      urls.map(async (u) => {
+        const c = new pg.Client({ connectionString: u });
+        await c.connect();
+        return c;
+      }),
+    );
+    const m = new PgMeter(clients, await Promise.all(clients.map((c) => PgMeter.counters(c))));
+    m.timer = setInterval(() => {
+      void Promise.all(m.clients.map((c) => c.query<{ q: string }>(`select query as q from pg_stat_activity where backend_type = 'autovacuum worker'`))).then(
+        (rs) => {
+          m.samples++;
+          if (rs.some((r) => r.rowCount)) m.vacuuming++;
+          for (const r of rs) for (const { q } of r.rows) if (q) m.what.add(q.replace(/^autovacuum: /, ''));
+        },
+        () => undefined,
+      );
+    }, 500);
+    return m;
+  }
+
+  private static async counters(c: pg.Client): Promise<{ ckpt: number; wal: number; fpi: number }> {
+    const { rows } = await c.query(
+      `select (select num_timed + num_requested from pg_stat_checkpointer)::float8 as ckpt, wal_bytes::float8 as wal, wal_fpi::float8 as fpi from pg_stat_wal`,
+    );
+    return rows[0];
+  }
+
+  async stop(): Promise<string> {
+    clearInterval(this.timer);
+    const after = await Promise.all(this.clients.map((c) => PgMeter.counters(c)));
+    await Promise.all(this.clients.map((c) => c.end()));
+    const d = (k: 'ckpt' | 'wal' | 'fpi') => after.reduce((a, x, i) => a + x[k] - this.before[i]![k], 0);
+    return `${d('ckpt')} checkpoints, WAL ${(d('wal') / 1e6).toFixed(0)} MB (${d('fpi')} full-page images), autovacuum running in ${this.samples ? Math.round((100 * this.vacuuming) / this.samples) : 0}% of samples${this.what.size ? ` (${[...this.what].join('; ')})` : ''}`;
+  }
+}
+
 function startWorker(root: string, env: Record<string, string>): Promise<ChildProcess> {
   // BENCH_CPU_PROF=DIR: each worker writes a CPU profile there when it exits.
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
@@ -98,6 +162,10 @@ export async function run(args: string[]): Promise<void> {
     const node1 = fleet.nodes[0]!;
     const source = new pg.Pool({ connectionString: node1.url('shardcast'), max: 2 });
     source.on('error', () => undefined);
+    {
+      const { rows: st } = await source.query(`select current_setting('data_checksums') as c, current_setting('max_wal_size') as w, current_setting('shared_buffers') as b`);
+      console.log(`nodes: data_checksums ${st[0].c}, max_wal_size ${st[0].w}, shared_buffers ${st[0].b}`);
+    }
     console.log(`generating ${rows} rows …`);
     await source.query(`create table events (id bigint primary key, tenant_id int not null, created_at timestamptz not null, amount numeric(12,2), kind text not null, note text)`);
     await source.query(
@@ -149,31 +217,43 @@ export async function run(args: string[]): Promise<void> {
         parallelism,
         batchesPerUnit: 2,
       };
-      const cpu = () => ({ workers: workers.reduce((a, w) => a + cpuSeconds(w.pid!), 0), postgres: fleet.nodes.reduce((a, n) => a + cpuSeconds(n.postmasterPid ?? 0), 0) });
+      const temporalPid = Number(readFileSync(path.join(dir, 'temporal', 'temporal.pid'), 'utf8'));
+      const cpu = () => ({
+        workers: workers.reduce((a, w) => a + cpuSeconds(w.pid!), 0),
+        postgres: fleet.nodes.reduce((a, n) => a + cpuSeconds(n.postmasterPid ?? 0), 0),
+        temporal: cpuSeconds(temporalPid),
+        bench: (process.cpuUsage().user + process.cpuUsage().system) / 1e6,
+      });
       const cpuBefore = cpu();
+      const pgMeter = await PgMeter.start(fleet.nodes.map((n) => n.url('shardcast')));
       const meter = new CpuMeter();
       const started = performance.now();
       const handle = await startRestore({ client, taskQueue }, input);
-      // The time of each phase, from the progress query every 100 ms.
-      const phases: Array<[string, number]> = [];
-      const poll = setInterval(() => {
-        void handle.query(restoreProgressQuery).then(
-          (p) => {
-            if (phases.at(-1)?.[0] !== p.phase) phases.push([p.phase, performance.now()]);
-          },
-          () => undefined,
-        );
+      // The machine's CPU counters every 100 ms (a local file read: nothing asked of Temporal or the
+      // nodes, which would burden the run measured), for the busy cores of each phase afterwards.
+      const stat: Array<{ at: number; busy: number; total: number }> = [];
+      const sampler = setInterval(() => {
+        const x = procStat();
+        if (x) stat.push({ at: Date.now(), ...x });
       }, 100);
-      const result = await restoreResult(handle).finally(() => clearInterval(poll));
+      const result = await restoreResult(handle).finally(() => clearInterval(sampler));
       const end = performance.now();
       const s = (end - started) / 1000;
       const cpuAfter = cpu();
       console.log(
-        `  cpu: workers ${(cpuAfter.workers - cpuBefore.workers).toFixed(1)} s, postgres nodes ${(cpuAfter.postgres - cpuBefore.postgres).toFixed(1)} s, machine ${meter.cores().toFixed(2)} busy cores, ${meter.stolen().toFixed(2)} stolen`,
+        `  cpu: workers ${(cpuAfter.workers - cpuBefore.workers).toFixed(1)} s, postgres nodes ${(cpuAfter.postgres - cpuBefore.postgres).toFixed(1)} s, Temporal server ${(cpuAfter.temporal - cpuBefore.temporal).toFixed(1)} s, this process ${(cpuAfter.bench - cpuBefore.bench).toFixed(1)} s; machine ${meter.cores().toFixed(2)} busy cores, ${meter.stolen().toFixed(2)} stolen`,
       );
-      console.log(`  phases: ${phases.map(([p, t], i) => `${p} ${(((phases[i + 1]?.[1] ?? end) - t) / 1000).toFixed(1)} s`).join(', ')}`);
-      const imp = phases.findIndex(([p]) => p === 'import');
-      importSeconds.set(table, imp >= 0 && phases[imp + 1] ? (phases[imp + 1]![1] - phases[imp]![1]) / 1000 : NaN);
+      console.log(`  postgres: ${await pgMeter.stop()}`);
+      // Each phase's time (the workflow's own clock, from its result) and the machine's busy cores during it.
+      const { phaseStarts = [] } = await handle.query(restoreProgressQuery);
+      const busyBetween = (from: number, to: number): number => {
+        const a = stat.find((x) => x.at >= from);
+        const b = stat.findLast((x) => x.at <= to);
+        return a && b && b.total > a.total ? ((b.busy - a.busy) / (b.total - a.total)) * availableParallelism() : Number.NaN;
+      };
+      const phases = phaseStarts.slice(0, -1).map((p, i) => ({ phase: p.phase, seconds: (phaseStarts[i + 1]!.at - p.at) / 1000, cores: busyBetween(p.at, phaseStarts[i + 1]!.at) }));
+      console.log(`  phases: ${phases.map((p) => `${p.phase} ${p.seconds.toFixed(1)} s (${p.cores.toFixed(1)} cores)`).join(', ')}`);
+      importSeconds.set(table, phases.find((p) => p.phase === 'import')?.seconds ?? Number.NaN);
       if (result.rows !== rows) throw new Error(`${table}: ${result.rows} rows restored, expected ${rows}`);
       console.log(`${table}: ${rows} rows in ${s.toFixed(1)} s ${parallelism === 1 ? 'through one stream' : `with ${parallelism} units at once`} (${result.shards} shards; verified, published)`);
       return rows / s;
@@ -192,7 +272,7 @@ export async function run(args: string[]): Promise<void> {
         const c = new pg.Client({ connectionString: n.url('shardcast') });
         await c.connect();
         try {
-          await c.query('vacuum');
+          await c.query('vacuum analyze');
           await c.query('checkpoint');
           for (let i = 0; i < 600; i++) {
             const { rows: busy } = await c.query(`select count(*)::int as n from pg_stat_activity where backend_type = 'autovacuum worker'`);
@@ -212,11 +292,13 @@ export async function run(args: string[]): Promise<void> {
       await raw.connect();
       try {
         await raw.query(`create table ${table} (id bigint not null, tenant_id int not null, created_at timestamptz not null, amount numeric(12,2), kind text not null, note text)`);
+        const pgMeter = await PgMeter.start([fleet.nodes[1]!.url('shardcast')]);
         const meter = new CpuMeter();
         const t0 = performance.now();
         await pipeline(createReadStream(csv), raw.query(copyFrom(`copy ${table} from stdin (format csv)`)));
         await raw.query(`alter table ${table} add primary key (id)`);
         const s = (performance.now() - t0) / 1000;
+        console.log(`  postgres: ${await pgMeter.stop()}`);
         console.log(`${table}: raw COPY FROM csv + primary key: ${s.toFixed(1)} s (machine ${meter.cores().toFixed(2)} busy cores, ${meter.stolen().toFixed(2)} stolen)`);
         return rows / s;
       } finally {

@@ -225,7 +225,10 @@ export function registerBackupCommands(program: Command): void {
           try {
             const result = await restoreResult(handle);
             if (opts.json) console.log(JSON.stringify(result));
-            else console.log(`${result.table}: ${result.rows} rows restored into ${result.shards} shard(s) on ${result.nodes.join(', ')}, verified against the backup's checksum; published (map version ${result.mapVersion})`);
+            else {
+              console.log(`${result.table}: ${result.rows} rows restored into ${result.shards} shard(s) on ${result.nodes.join(', ')}, verified against the backup's checksum; published (map version ${result.mapVersion})`);
+              if (result.phases) console.log(`  ${result.phases.map((p) => `${p.phase} ${p.seconds.toFixed(1)} s`).join(', ')}`);
+            }
           } finally {
             clearInterval(timer);
           }

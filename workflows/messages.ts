@@ -406,6 +406,8 @@ export interface RestoreProgress {
   /** Shard id → node name, once the shards exist. */
   shardNodes: Record<string, string>;
   error: string | null;
+  /** When each phase began (workflow clock, epoch ms), in order. */
+  phaseStarts?: Array<{ phase: RestorePhase; at: number }>;
 }
 
 export interface RestoreResult {
@@ -417,6 +419,8 @@ export interface RestoreResult {
   perShard: Record<string, number>;
   checksum: string;
   mapVersion: number;
+  /** How long each phase took, in order (workflow clock; `approval` is the wait for an approve). */
+  phases?: Array<{ phase: RestorePhase; seconds: number }>;
 }
 
 export const restoreProgressQuery = defineQuery<RestoreProgress>('progress');

@@ -81,6 +81,7 @@ export async function restoreTable(input: RestoreInput): Promise<RestoreResult> 
     perShard: {},
     shardNodes: {},
     error: null,
+    phaseStarts: [{ phase: 'check', at: Date.now() }],
   };
   let rejected = false;
   setHandler(restoreProgressQuery, () => progress);
@@ -88,6 +89,7 @@ export async function restoreTable(input: RestoreInput): Promise<RestoreResult> 
   setHandler(rejectSignal, () => void (rejected = true));
   const what = `restore of ${input.targetTable}`;
   const enter = (phase: RestorePhase, details: string): void => {
+    if (phase !== progress.phase) progress.phaseStarts!.push({ phase, at: Date.now() });
     progress.phase = phase;
     upsertSearchAttributes([{ key: SA_PHASE, value: phase }]);
     setCurrentDetails(`${what}: ${details}`);
@@ -212,7 +214,9 @@ export async function restoreTable(input: RestoreInput): Promise<RestoreResult> 
     await catalog.clearRestoreLedger({ restoreId: input.restoreId, tableId: table.tableId }).catch(() => undefined);
     const nodes = [...new Set(table.shards.map((s) => s.nodeName))].sort();
     enter('done', `${verified.rows} rows in ${table.shards.length} shard(s) on ${nodes.join(', ')}, map version ${mapVersion}`);
-    return { table: input.targetTable, tableId: table.tableId, rows: verified.rows, shards: table.shards.length, nodes, perShard: verified.perShard, checksum: verified.sum, mapVersion };
+    const starts = progress.phaseStarts!;
+    const phases = starts.slice(0, -1).map((p, i) => ({ phase: p.phase, seconds: (starts[i + 1]!.at - p.at) / 1000 }));
+    return { table: input.targetTable, tableId: table.tableId, rows: verified.rows, shards: table.shards.length, nodes, perShard: verified.perShard, checksum: verified.sum, mapVersion, phases };
   } catch (err) {
     const failedIn = progress.phase;
     const cause = causeMessage(err);

@@ -118,8 +118,17 @@ function shardTable(schema: string, table: string): string {
 // ------------------------------------------------------------------------------ shard creation
 
 /**
+ * A shard is created with autovacuum off, and handed back to it once verified (resumeAutovacuum):
+ * autovacuum would otherwise visit every freshly loaded shard (its insert threshold) while the import,
+ * the index builds and the verify still run, on the same cores, and at a random time (once a naptime).
+ * Nothing reads the shard before it is published, so nothing needs it vacuumed sooner.
+ */
+const AUTOVACUUM_OFF = 'autovacuum_enabled = false, toast.autovacuum_enabled = false';
+
+/**
  * Pre-restore shard creation on one node, in one transaction: the ledger, and each shard's schema with
- * the bare table (no index, no constraint but NOT NULL). Safe to repeat: what exists is left as it is.
+ * the bare table (no index, no constraint but NOT NULL; autovacuum off until resumeAutovacuum). Safe to
+ * repeat: what exists is left as it is.
  */
 export async function createRestoreShards(
   node: NodeTarget,
@@ -136,7 +145,7 @@ export async function createRestoreShards(
       );
       for (const schema of input.schemas) {
         await client.query(`create schema if not exists ${quoteIdent(schema)}`);
-        await client.query(singleStatement(`create table if not exists ${shardTable(schema, input.table)} (${input.columns})`));
+        await client.query(singleStatement(`create table if not exists ${shardTable(schema, input.table)} (${input.columns}) with (${AUTOVACUUM_OFF})`));
       }
       await input.grant(client, input.schemas);
       await client.query('commit');
@@ -363,6 +372,40 @@ async function endCopy(copy: { client: pg.Client; stream: import('node:stream').
   await copy.client.query(`update ${LEDGER} set rows = $4 where restore_id = $1 and unit = $2 and shard_id = $3`, [ledger.restoreId, ledger.unit, ledger.shardId, ledger.rows]);
 }
 
+/** Throws the abort's reason (the activity's cancellation) once `signal` is aborted. */
+function throwIfCancelled(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new Error('import cancelled');
+}
+
+/** How a unit turns a batch's rows into its shards' COPY data. */
+interface UnitEncoder {
+  kinds: ValueKind[];
+  keyIndex: number;
+  keyKind: ValueKind;
+  router: RowRouter;
+  encoding: ReturnType<typeof rowEncoding>;
+}
+
+function unitEncoder(input: { table: string; columns: readonly ManifestColumn[]; keyColumn: string; router: RowRouter }): UnitEncoder {
+  return { ...unitColumns(input), router: input.router, encoding: rowEncoding(input.columns) };
+}
+
+/**
+ * Routes each row of `batch` and appends it to its shard's buffer in `out`, counting the rows per
+ * shard in `counts`; a shard whose `skip` is true gets nothing (an earlier attempt committed it).
+ */
+function encodeBatch(enc: UnitEncoder, batch: RecordBatch, out: readonly CopyBuffer[], counts: number[], skip?: readonly boolean[]): void {
+  const columns = enc.kinds.map((_, c) => batch.data.children[c]!);
+  const writers = enc.encoding.writers(columns);
+  const keyData = columns[enc.keyIndex]!;
+  for (let r = 0; r < batch.numRows; r++) {
+    const s = enc.router.route(enc.keyKind, keyData, r);
+    if (skip?.[s]) continue;
+    enc.encoding.write(out[s]!, writers, r);
+    counts[s]!++;
+  }
+}
+
 /**
  * Imports one unit: its batches, routed row by row, streamed to every shard that has not committed
  * this unit yet, each shard's COPY in a transaction with its ledger row. Returns the rows per shard.
@@ -388,8 +431,8 @@ export async function importUnit(input: {
   if (input.oneStream) return importUnitOneStream(input);
   const { router, unit } = input;
   const limits = input.limits ?? {};
-  const { keyIndex, keyKind, kinds } = unitColumns(input);
-  const encoding = rowEncoding(input.columns);
+  const enc = unitEncoder(input);
+  const { encoding } = enc;
   const result: UnitResult = { rows: {}, skipped: [] };
   const open: Array<ShardStream | null> = [];
   try {
@@ -421,18 +464,11 @@ export async function importUnit(input: {
     const out: CopyBuffer[] = active.length > 0 ? router.shards.map(() => new CopyBuffer()) : [];
     if (active.length > 0) {
       const counts = new Array<number>(router.shards.length).fill(0);
+      const skip = open.map((st) => st === null);
       for await (const batch of input.batches()) {
-        if (input.signal?.aborted) throw input.signal.reason instanceof Error ? input.signal.reason : new Error('import cancelled');
-        const columns = kinds.map((_, c) => batch.data.children[c]!);
-        const writers = encoding.writers(columns);
-        const keyData = columns[keyIndex]!;
+        throwIfCancelled(input.signal);
         for (const st of active) out[st.index]!.reclaim(letGo(st));
-        for (let r = 0; r < batch.numRows; r++) {
-          const s = router.route(keyKind, keyData, r);
-          if (open[s] === null) continue; // committed by an earlier attempt
-          encoding.write(out[s]!, writers, r);
-          counts[s]!++;
-        }
+        encodeBatch(enc, batch, out, counts, skip);
         await Promise.all(
           active.map(async (st) => {
             const i = st.index;
@@ -541,22 +577,15 @@ async function shardsInTurn(
  */
 async function importUnitOneStreamEncoded(input: Parameters<typeof importUnit>[0]): Promise<UnitResult> {
   const { router } = input;
-  const { keyIndex, keyKind, kinds } = unitColumns(input);
-  const encoding = rowEncoding(input.columns);
+  const enc = unitEncoder(input);
+  const { encoding } = enc;
   const result: UnitResult = { rows: {}, skipped: [] };
   const progress: UnitProgress = { batches: 0, rows: 0 };
   const out = router.shards.map(() => new CopyBuffer());
   const counts = new Array<number>(router.shards.length).fill(0);
   for await (const batch of input.batches()) {
-    if (input.signal?.aborted) throw input.signal.reason instanceof Error ? input.signal.reason : new Error('import cancelled');
-    const columns = kinds.map((_, c) => batch.data.children[c]!);
-    const writers = encoding.writers(columns);
-    const keyData = columns[keyIndex]!;
-    for (let r = 0; r < batch.numRows; r++) {
-      const s = router.route(keyKind, keyData, r);
-      encoding.write(out[s]!, writers, r);
-      counts[s]!++;
-    }
+    throwIfCancelled(input.signal);
+    encodeBatch(enc, batch, out, counts);
     progress.batches++;
     progress.rows += batch.numRows;
     input.onProgress?.(progress);
@@ -596,7 +625,7 @@ async function importUnitOneStream(input: Parameters<typeof importUnit>[0]): Pro
     let rows = 0;
     let b = 0;
     for await (const batch of cached ?? input.batches()) {
-      if (input.signal?.aborted) throw input.signal.reason instanceof Error ? input.signal.reason : new Error('import cancelled');
+      throwIfCancelled(input.signal);
       const columns = kinds.map((_, c) => batch.data.children[c]!);
       let route = routes[b];
       if (route === undefined) {
@@ -703,6 +732,13 @@ export async function checkRestoredShards(
       }
     }
     return out;
+  });
+}
+
+/** Gives the node's verified shards back to autovacuum (the table's own settings). Safe to repeat. */
+export async function resumeAutovacuum(node: NodeTarget, input: { table: string; schemas: readonly string[] }, limits: SessionLimits = {}): Promise<void> {
+  await onNode(node, limits, async (client) => {
+    for (const schema of input.schemas) await client.query(`alter table ${shardTable(schema, input.table)} reset (autovacuum_enabled, toast.autovacuum_enabled)`);
   });
 }
 

@@ -103,6 +103,21 @@ async function shardSchemas(): Promise<string[]> {
   return out.sort();
 }
 
+/** Each shard table's storage options and its TOAST table's (pg_class.reloptions), over every node: `-` when it has none. */
+async function shardReloptions(table: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const n of catalog.nodes) {
+    const { rows } = await pools.get(n.dsn).query<{ o: string | null }>(
+      `select concat_ws(' toast:', array_to_string(c.reloptions, ','), array_to_string(t.reloptions, ',')) as o
+         from pg_class c join pg_namespace s on s.oid = c.relnamespace left join pg_class t on t.oid = c.reltoastrelid
+        where c.relname = $1 and s.nspname ~ '^sc_s[0-9]+$' and c.relkind = 'r'`,
+      [table],
+    );
+    out.push(...rows.map((r) => r.o || '-'));
+  }
+  return out;
+}
+
 /**
  * Two hash shards (ids `first`, `first + 1`) of `table` on `node`, created as a restore creates them,
  * and an import of one unit into them under `restoreId`: for the tests that drive the import directly.
@@ -175,6 +190,10 @@ describe('restoreTable', () => {
     const result = await restoreResult(handle);
     expect(result.rows).toBe(ROWS);
     expect(result.shards).toBe(5);
+    // Each phase's time, in order (no approval asked for).
+    expect(result.phases!.map((p) => p.phase)).toEqual(['check', 'create-shards', 'import', 'index', 'verify', 'publish']);
+    expect(result.phases!.every((p) => p.seconds >= 0)).toBe(true);
+    expect(result.phases!.find((p) => p.phase === 'import')!.seconds).toBeGreaterThan(0);
     const got = await restoredDigest('events_h');
     expect(got.rows).toBe(expected.rows);
     expect(got.sum).toBe(expected.sum);
@@ -242,6 +261,8 @@ describe('restoreTable', () => {
       return (progress?.unitsDone ?? 0) >= 1;
     }, 120_000, 100);
     expect(progress!.unitsDone).toBeLessThan(progress!.units);
+    // Loading: autovacuum is kept off the shards (it would scan them while they load).
+    expect(await shardReloptions('events_k')).toEqual(Array(3).fill('autovacuum_enabled=false toast:autovacuum_enabled=false'));
     first.child.kill('SIGKILL');
     const second = await startWorkerProcess(catalog.catalogUrl, queue);
     try {
@@ -253,6 +274,8 @@ describe('restoreTable', () => {
     const expected = await pgDigest(source, null, 'events');
     const got = await restoredDigest('events_k');
     expect({ rows: got.rows, sum: got.sum }).toEqual(expected);
+    // Verified and published: the shards are autovacuum's again.
+    expect(await shardReloptions('events_k')).toEqual(Array(3).fill('-'));
   }, 240_000);
 
   it('a lost reply after the commit: the retried unit finds its ledger rows and adds nothing', async () => {
@@ -486,6 +509,7 @@ describe('restoreTable', () => {
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
     expect(run.stdout).toMatch(new RegExp(`events_cli: ${ROWS} rows restored into 3 shard\\(s\\) on .*verified against the backup's checksum; published`));
+    expect(run.stdout).toMatch(/^ {2}check \d+\.\d s, (approval \d+\.\d s, )?create-shards \d+\.\d s, import \d+\.\d s, index \d+\.\d s, verify \d+\.\d s, publish \d+\.\d s$/m);
     expect(await tableState('events_cli')).toBe('active');
     const { rows } = await catalog.pool.query<{ retention_days: number; retention_column: string; rebalance_threshold: number; state: string }>(
       `select retention_days, retention_column, rebalance_threshold, state from shardcast.restores where table_name = 'events_cli'`,
