@@ -196,7 +196,14 @@ export function createRestoreActivities(deps: { catalog: pg.Pool; sessionLimits?
     },
 
     /** After the load, on one node: primary keys, indexes, ANALYZE. */
-    async buildRestoreIndexesOnNode(input: { tableId: number; nodeId: number; primaryKey: string[]; indexes: ManifestTable['indexes'] }): Promise<void> {
+    async buildRestoreIndexesOnNode(input: {
+      tableId: number;
+      nodeId: number;
+      primaryKey: string[];
+      indexes: ManifestTable['indexes'];
+      /** The node's shards on up to this many sessions at once (default 1). */
+      sessions?: number;
+    }): Promise<void> {
       return run(async () => {
         const t = await tableShards(deps.catalog, input.tableId);
         const node = t.nodes.find((n) => n.id === input.nodeId) ?? (await getNode(deps.catalog, input.nodeId));
@@ -204,7 +211,7 @@ export function createRestoreActivities(deps: { catalog: pg.Pool; sessionLimits?
         const done: string[] = [];
         await beating(
           () => ({ shardsDone: done.length, of: schemas.length }),
-          () => buildRestoreIndexes(node, { table: t.name, schemas, primaryKey: input.primaryKey, indexes: input.indexes }, limits, (s) => done.push(s)),
+          () => buildRestoreIndexes(node, { table: t.name, schemas, primaryKey: input.primaryKey, indexes: input.indexes }, limits, (s) => done.push(s), input.sessions),
         );
       });
     },
@@ -216,12 +223,14 @@ export function createRestoreActivities(deps: { catalog: pg.Pool; sessionLimits?
       oneStream?: boolean;
       /** The backup's columns (name and type): the record digest's row, when `expected.record` is there. */
       columns?: ReadonlyArray<{ name: string; pgType: string }>;
+      /** Each node's shards on up to this many sessions at once (default 1). */
+      sessions?: number;
     }): Promise<RowDigest & { perShard: Record<string, number> }> {
       return run(async () => {
         const t = await tableShards(deps.catalog, input.tableId);
         const record = input.expected.record !== undefined && input.columns ? input.columns : undefined;
         const checkNode = (node: (typeof t.nodes)[number]) =>
-          checkRestoredShards(node, { table: t.name, keyColumn: t.keyColumn, keyType: t.keyType, shards: t.shards.filter((s) => s.nodeId === node.id), ...(record ? { record } : {}) }, limits);
+          checkRestoredShards(node, { table: t.name, keyColumn: t.keyColumn, keyType: t.keyType, shards: t.shards.filter((s) => s.nodeId === node.id), ...(record ? { record } : {}) }, limits, input.sessions);
         const checks = await beating(
           () => 'verifying',
           async () => {

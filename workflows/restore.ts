@@ -58,7 +58,8 @@ const undo = proxyActivities<Activities>(UNDO);
  * shards on their nodes; imports the backup in parallel units (at most `parallelism` at once), each
  * exactly once by its ledger (parallelism 1: one COPY at a time, and the indexes and the verify one
  * node after the other); builds the primary key and indexes, then ANALYZE; verifies row counts
- * and checksums against the backup; only then publishes the table in the shard map. A failure or a
+ * and checksums against the backup (in parallel, each node takes `parallelism / nodes` of its shards
+ * at once in both, with PostgreSQL's parallel workers off in those sessions); only then publishes the table in the shard map. A failure or a
  * cancel before the publish drops the shards and the catalog rows: nothing half-restored stays.
  */
 export async function restoreTable(input: RestoreInput): Promise<RestoreResult> {
@@ -193,9 +194,11 @@ export async function restoreTable(input: RestoreInput): Promise<RestoreResult> 
     if (failure !== null) throw failure;
 
     enter('index', `building the primary key and ${checked.table.indexes.length} index(es), then ANALYZE`);
+    // In parallel, each node's share of the parallelism: that many of its shards at once, in the index build and the verify.
+    const sessions = oneStream ? {} : { sessions: Math.max(1, Math.ceil(input.parallelism / table.nodeIds.length)) };
     const buildIndexes = (nodeId: number) =>
       long.buildRestoreIndexesOnNode.executeWithOptions({ ...LONG_RUN, summary: `indexes on ${nodeName(nodeId)}` }, [
-        { tableId: table.tableId, nodeId, primaryKey: checked.table.primaryKey, indexes: checked.table.indexes },
+        { tableId: table.tableId, nodeId, primaryKey: checked.table.primaryKey, indexes: checked.table.indexes, ...sessions },
       ]);
     if (oneStream) for (const nodeId of table.nodeIds) await buildIndexes(nodeId);
     else await Promise.all(table.nodeIds.map(buildIndexes));
@@ -203,7 +206,7 @@ export async function restoreTable(input: RestoreInput): Promise<RestoreResult> 
     enter('verify', `checking ${checked.rows} rows against the backup's checksum`);
     await catalog.finishRestore({ restoreId: input.restoreId, state: 'verifying', rows: progress.rowsImported });
     const verified = await long.verifyRestore.executeWithOptions({ ...LONG_RUN, summary: 'verify rows and checksums' }, [
-      { tableId: table.tableId, expected: checked.expected, ...(oneStream ? { oneStream } : {}), columns: checked.table.columns.map((c) => ({ name: c.name, pgType: c.pgType })) },
+      { tableId: table.tableId, expected: checked.expected, ...(oneStream ? { oneStream } : {}), ...sessions, columns: checked.table.columns.map((c) => ({ name: c.name, pgType: c.pgType })) },
     ]);
     progress.perShard = verified.perShard;
 

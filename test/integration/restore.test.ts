@@ -10,7 +10,7 @@ import { openBackup } from '../../src/backup/reader.js';
 import { NodePools } from '../../src/catalog/node-pools.js';
 import { failpointHits, resetFailpoints } from '../../src/failpoints.js';
 import { RECORD_DIGEST_ALGORITHM } from '../../src/backup/checksum.js';
-import { LEDGER_SCHEMA, RowRouter, checkRestoredShards, compareWithManifest, createRestoreShards, importUnit, planImportUnits, readsBatchesInPlace, type RestoreShard } from '../../src/restore/import.js';
+import { LEDGER_SCHEMA, RowRouter, buildRestoreIndexes, checkRestoredShards, compareWithManifest, createRestoreShards, importUnit, planImportUnits, readsBatchesInPlace, type RestoreShard } from '../../src/restore/import.js';
 import { restoreColumnsDdl } from '../../src/restore/ddl.js';
 import { createRouter } from '../../src/router/router.js';
 import type { RestoreInput, RestoreProgress } from '../../workflows/messages.js';
@@ -384,6 +384,30 @@ describe('restoreTable', () => {
     expect(got.perShard.every((n) => n > 0)).toBe(true);
   });
 
+  it('the index build on two sessions at once: every shard gets its key; a duplicate in one shard fails it once both sessions ended', async () => {
+    const table = 'events_ix2';
+    const node = catalog.nodes[1]!;
+    const { shards, t, importOne } = await directShards(table, node, 900041, 'ix2');
+    const db = pools.get(node.dsn);
+    const keys = async () =>
+      (await db.query<{ s: string }>(`select n.nspname as s from pg_constraint c join pg_class r on r.oid = c.conrelid join pg_namespace n on n.oid = r.relnamespace where r.relname = $1 and c.contype = 'p' order by 1`, [table])).rows.map((r) => r.s);
+    try {
+      for (const unit of planImportUnits(t, 'shardcast', 4)) await importOne(unit);
+      // A duplicate of a row in the first shard: its key cannot be built; the second shard's session goes on and ends first.
+      await db.query(`insert into sc_s900041.${table} select * from sc_s900041.${table} where id = (select min(id) from sc_s900041.${table})`);
+      const spec = { table, schemas: shards.map((s) => s.schema), primaryKey: ['id'], indexes: [] };
+      await expect(buildRestoreIndexes(node, spec, {}, undefined, 2)).rejects.toThrow(/could not create unique index/);
+      expect(await keys()).toEqual(['sc_s900042']);
+      await db.query(`delete from sc_s900041.${table} a using sc_s900041.${table} b where a.id = b.id and a.ctid > b.ctid`);
+      const done: string[] = [];
+      await buildRestoreIndexes(node, spec, {}, (s) => done.push(s), 2);
+      expect(done.sort()).toEqual(['sc_s900041', 'sc_s900042']);
+      expect(await keys()).toEqual(['sc_s900041', 'sc_s900042']);
+    } finally {
+      await db.query(`drop schema if exists sc_s900041 cascade; drop schema if exists sc_s900042 cascade; delete from ${LEDGER_SCHEMA}.ledger where restore_id = 'ix2'`);
+    }
+  });
+
   it('verify finds a row that differs from the backup and a row outside its shard, naming them', async () => {
     const table = 'events_verify';
     const node = catalog.nodes[2]!;
@@ -394,6 +418,8 @@ describe('restoreTable', () => {
       const check = () => checkRestoredShards(node, { table, keyColumn: 'id', keyType: 'bigint', shards });
       const expected = { rows: t.checksum.rows, sum: t.checksum.sum };
       expect(compareWithManifest(table, expected, await check())).toEqual(expected);
+      // The same checks on two sessions at once (a parallel restore's verify).
+      expect(await checkRestoredShards(node, { table, keyColumn: 'id', keyType: 'bigint', shards }, {}, 2)).toEqual(await check());
       // The same with the backup's record digest (what a restore of this backup verifies with).
       expect(t.checksum.record?.algorithm).toBe(RECORD_DIGEST_ALGORITHM);
       const withRecord = { ...expected, record: t.checksum.record!.sum };
