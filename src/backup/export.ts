@@ -178,13 +178,25 @@ async function runLimited(tasks: Array<() => Promise<void>>, jobs: number): Prom
   if (failure !== undefined) throw failure;
 }
 
+/** server_version_num of each connection, asked once (a pool hands the same client out again for the next part). */
+const serverVersions = new WeakMap<object, number>();
+
+async function serverVersion(client: pg.PoolClient): Promise<number> {
+  let v = serverVersions.get(client);
+  if (v === undefined) {
+    v = Number((await client.query<{ v: string }>(`select current_setting('server_version_num') as v`)).rows[0]!.v);
+    serverVersions.set(client, v);
+  }
+  return v;
+}
+
 /**
  * PostgreSQL's digests of a part in the export's snapshot, in one scan: the text digest (checked
  * against the batches written) and, when `record` and the server has hash_record_extended
  * (PostgreSQL 14+), the record digest a restore verifies with (r; absent otherwise).
  */
 async function snapshotDigests(client: pg.PoolClient, part: TablePart, ddl: Ddl, record: boolean): Promise<Array<{ n: string; s: string; r?: string }>> {
-  const version = record ? Number((await client.query<{ v: string }>(`select current_setting('server_version_num') as v`)).rows[0]!.v) : 0;
+  const version = record ? await serverVersion(client) : 0;
   const sql = record && version >= RECORD_DIGEST_MIN_VERSION ? digestsSql(part.schema, part.table, { record: ddl.columns }) : rowDigestSql(part.schema, part.table);
   return (await client.query<{ n: string; s: string; r?: string }>(sql)).rows;
 }

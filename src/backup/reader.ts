@@ -36,6 +36,17 @@ const inPlaceBuffers: Buffer[] = [];
 const IN_PLACE_MAX = 4;
 const IN_PLACE_BYTES = 32 << 20;
 
+type Footer = NonNullable<AsyncRecordBatchFileReader['footer']>;
+
+/**
+ * The footer of each file an in-place reader opened, with its schema as a stream's first message,
+ * by location and sha256 (the manifest's): a restore's units of one file read them once, not once a
+ * unit. Null for a file read the ordinary way (dictionaries). At most LAYOUTS_MAX files, the oldest
+ * forgotten first.
+ */
+const layouts = new Map<string, { footer: Footer; schema: Uint8Array } | null>();
+const LAYOUTS_MAX = 64;
+
 /** Where a backup's files are read from. */
 interface Location {
   describe(file: string): string;
@@ -322,18 +333,27 @@ export class Backup {
    */
   private async *fileBatchesInPlace(table: ManifestTable, file: ManifestFile, from: number, to: number): AsyncGenerator<RecordBatch> {
     const where = this.files.describe(file.path);
-    const reader = await this.reader(table, file);
-    const footer = reader.footer;
-    if (!footer || footer.numDictionaries > 0) {
+    const key = `${where}\n${file.sha256}`;
+    let layout = layouts.get(key);
+    if (layout === undefined) {
+      const reader = await this.reader(table, file);
+      const footer = reader.footer;
       // Not written by Shardcast (dictionaries): read the ordinary way.
+      if (!footer || footer.numDictionaries > 0) layout = null;
+      else {
+        // The schema as a stream's first message (tableToIPC's bytes without the end-of-stream marker).
+        const ipc = tableToIPC(new Table(reader.schema), 'stream');
+        layout = { footer, schema: ipc.subarray(0, ipc.length - 8) };
+      }
       await reader.cancel().catch(() => undefined);
+      if (layouts.size >= LAYOUTS_MAX) layouts.delete(layouts.keys().next().value!);
+      layouts.set(key, layout);
+    }
+    if (layout === null) {
       yield* this.fileBatches(table, file, from, to);
       return;
     }
-    // The schema as a stream's first message (tableToIPC's bytes without the end-of-stream marker).
-    const ipc = tableToIPC(new Table(reader.schema), 'stream');
-    const schema = ipc.subarray(0, ipc.length - 8);
-    await reader.cancel().catch(() => undefined);
+    const { footer, schema } = layout;
     const handle = await this.files.randomAccess(file.path, file.bytes);
     let buf = inPlaceBuffers.pop() ?? EMPTY_BUFFER;
     try {
