@@ -252,7 +252,7 @@ export async function run(args: string[]): Promise<void> {
         return a && b && b.total > a.total ? ((b.busy - a.busy) / (b.total - a.total)) * availableParallelism() : Number.NaN;
       };
       const phases = phaseStarts.slice(0, -1).map((p, i) => ({ phase: p.phase, seconds: (phaseStarts[i + 1]!.at - p.at) / 1000, cores: busyBetween(p.at, phaseStarts[i + 1]!.at) }));
-      console.log(`  phases: ${phases.map((p) => `${p.phase} ${p.seconds.toFixed(1)} s (${p.cores.toFixed(1)} cores)`).join(', ')}`);
+      console.log(`  phases: ${phases.map((p) => `${p.phase} ${p.seconds.toFixed(1)} s${Number.isFinite(p.cores) ? ` (${p.cores.toFixed(1)} cores)` : ''}`).join(', ')}`);
       importSeconds.set(table, phases.find((p) => p.phase === 'import')?.seconds ?? Number.NaN);
       if (result.rows !== rows) throw new Error(`${table}: ${result.rows} rows restored, expected ${rows}`);
       console.log(`${table}: ${rows} rows in ${s.toFixed(1)} s ${parallelism === 1 ? 'through one stream' : `with ${parallelism} units at once`} (${result.shards} shards; verified, published)`);
