@@ -519,10 +519,10 @@ function encodesOnce(unitBytes: number | undefined): boolean {
 /**
  * Whether a unit's batches may be read in place (each into the memory of the one before): yes for
  * every import that is done with a batch before it reads the next, that is all but one stream's
- * passes, which keep the unit's batches for the next shards.
+ * passes over a unit of unknown size, which keep the unit's batches for the next shards when they fit.
  */
 export function readsBatchesInPlace(oneStream: boolean, unitBytes: number | undefined): boolean {
-  return !oneStream || encodesOnce(unitBytes);
+  return !oneStream || unitBytes !== undefined;
 }
 
 /**
@@ -617,7 +617,8 @@ async function importUnitOneStream(input: Parameters<typeof importUnit>[0]): Pro
   const progress: UnitProgress = { batches: 0, rows: 0 };
   const routes: Array<Uint16Array | Int32Array> = [];
   // The unit's batches as read on the first pass, kept for the next shards' when they fit (else read again).
-  let cache: RecordBatch[] | null = [];
+  // Here a unit of known size is bigger than that (else it is encoded once): it is not kept at all.
+  let cache: RecordBatch[] | null = input.unitBytes === undefined ? [] : null;
   let cacheBytes = 0;
   let cached: RecordBatch[] | null = null;
   await shardsInTurn(input, encoding.binary, result, async (i, copy) => {

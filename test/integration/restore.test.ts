@@ -312,10 +312,12 @@ describe('restoreTable', () => {
     await db.query(`drop schema sc_s900001 cascade; drop schema sc_s900002 cascade; delete from ${LEDGER_SCHEMA}.ledger where restore_id = 'twice'`);
   });
 
-  // A unit of a few batches is encoded once and held until each shard's turn; a bigger one (size unknown here) is read again for each shard.
+  // A unit of a few batches is encoded once and held until each shard's turn; a bigger one is read again for each shard
+  // (its batches kept between passes when its size is unknown and they fit; read in place when it is known to be bigger).
   it.each([
     ['in a pass per shard', undefined, 900021],
     ['encoded once', 1, 900031],
+    ['in a pass per shard, read in place', 64 * 1024 * 1024 + 1, 900051],
   ] as const)('one stream (%s): a lost reply (or a crash) between two shards\' commits, a crash before a commit, and two attempts side by side: every row once', async (_how, unitBytes, first) => {
     const table = `events_one_${first}`;
     const node = catalog.nodes[1]!;
