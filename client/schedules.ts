@@ -1,4 +1,4 @@
-import { ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, type ScheduleOptions, type WorkflowHandle } from '@temporalio/client';
+import { isGrpcServiceError, ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, ServiceError, type ScheduleOptions, type WorkflowHandle } from '@temporalio/client';
 import { movementSettings, plannerSettings, retentionArchiveDir, type Config } from '../src/config.js';
 import { SA_OPERATION } from '../src/search-attributes.js';
 import { CONTROL_TASK_QUEUE } from '../src/task-queues.js';
@@ -201,6 +201,36 @@ export interface EnsuredSchedule {
   outcome: 'created' | 'updated' | 'unchanged';
 }
 
+/**
+ * gRPC status codes (the protocol's numbers) a server that has just (re)started answers with while it
+ * loads a schedule's workflow: UNKNOWN 2, DEADLINE_EXCEEDED 4, RESOURCE_EXHAUSTED 8,
+ * FAILED_PRECONDITION 9, ABORTED 10, INTERNAL 13, UNAVAILABLE 14.
+ */
+const TRANSIENT_GRPC_CODES = new Set([2, 4, 8, 9, 10, 13, 14]);
+
+function transientGrpc(err: unknown): boolean {
+  const cause = err instanceof ServiceError ? err.cause : err;
+  return isGrpcServiceError(cause) && TRANSIENT_GRPC_CODES.has(cause.code);
+}
+
+/**
+ * Runs a schedule call, again while the server answers with a transient error, for at most
+ * `withinMs`. Describing a schedule queries its workflow: just after the Temporal server restarts
+ * (`shardcast up` after a crash) that query waits for the workflow to load, and on a loaded machine
+ * times out. Any other error, and a transient one past the time, is thrown as it came.
+ */
+export async function retryTransient<T>(call: () => Promise<T>, withinMs = 60_000): Promise<T> {
+  const deadline = Date.now() + withinMs;
+  for (let delay = 250; ; delay = Math.min(delay * 2, 5_000)) {
+    try {
+      return await call();
+    } catch (err) {
+      if (!transientGrpc(err) || Date.now() + delay > deadline) throw err;
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
+
 /** Creates the retraining and forecasting schedules where missing and updates those whose definition changed, keeping their paused state. */
 export async function ensureSchedules(options: ShardcastClientOptions, config: Config): Promise<EnsuredSchedule[]> {
   const out: EnsuredSchedule[] = [];
@@ -214,7 +244,7 @@ export async function ensureSchedules(options: ShardcastClientOptions, config: C
     const handle = options.client.schedule.getHandle(definition.scheduleId);
     let current;
     try {
-      current = await handle.describe();
+      current = await retryTransient(() => handle.describe());
     } catch (err) {
       if (!(err instanceof ScheduleNotFoundError)) throw err;
       // Two workers starting at once both find it missing: the second one's create finds it there.
@@ -229,14 +259,14 @@ export async function ensureSchedules(options: ShardcastClientOptions, config: C
         out.push({ scheduleId: definition.scheduleId, outcome: 'created' });
         continue;
       }
-      current = await handle.describe();
+      current = await retryTransient(() => handle.describe());
     }
     const wanted = definition.action.memo?.shardcastDefinition;
     if (current.action.type === 'startWorkflow' && current.action.memo?.shardcastDefinition === wanted) {
       out.push({ scheduleId: definition.scheduleId, outcome: 'unchanged' });
       continue;
     }
-    await handle.update((previous) => ({ spec: definition.spec, action: definition.action, policies: definition.policies, state: previous.state }));
+    await retryTransient(() => handle.update((previous) => ({ spec: definition.spec, action: definition.action, policies: definition.policies, state: previous.state })));
     out.push({ scheduleId: definition.scheduleId, outcome: 'updated' });
   }
   return out;
@@ -259,7 +289,7 @@ export async function runForecastingNow(options: ShardcastClientOptions, config:
   const schedule = options.client.schedule.getHandle(scheduleId(run, options.workflowIdPrefix));
   let before;
   try {
-    before = await schedule.describe();
+    before = await retryTransient(() => schedule.describe());
   } catch (err) {
     if (!(err instanceof ScheduleNotFoundError)) throw err;
     const action = runAction(options, config, run);

@@ -120,6 +120,12 @@ export function sqlState(err: unknown): string | undefined {
   return undefined;
 }
 
+/**
+ * An error's message. The Temporal client's ServiceError says only what it was doing ("Failed to
+ * describe schedule"); the gRPC error it wraps says what went wrong, so that is added.
+ */
 export function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+  if (!(err instanceof Error)) return String(err);
+  if (err.name === 'ServiceError' && err.cause instanceof Error && !err.message.includes(err.cause.message)) return `${err.message}: ${err.cause.message}`;
+  return err.message;
 }

@@ -305,6 +305,33 @@ async function sourceLag(pools: NodePools, source: ReshardSource): Promise<numbe
   return rows[0].lag !== null ? Number(rows[0].lag) : null;
 }
 
+/** The node's flushed WAL position, read just before a peek (for `confirmRound`). */
+export async function flushedLsn(db: Pick<pg.ClientBase, 'query'>): Promise<string> {
+  const { rows } = await db.query<{ lsn: string }>('select pg_current_wal_flush_lsn()::text as lsn');
+  return rows[0]!.lsn;
+}
+
+/**
+ * Confirms a slot once a peek's changes are applied. A peek that hit its limit stopped after its
+ * last row: the slot advances to that row. A peek under its limit decoded every WAL record that
+ * began before the flushed position read just before it (`flushedBefore`: the peek reads to the
+ * flush position at its own start, and waits for a record that straddles it), so every
+ * transaction that committed before that position was in it; the slot advances there. Without
+ * that, a quiet shard's slot would never move past the WAL of the node's other tables and
+ * databases: its lag would only grow, and a catch-up waiting for it would never end. Never moves a
+ * slot back (a retry beside a stale attempt may have advanced it further).
+ */
+export async function confirmRound(db: Pick<pg.ClientBase, 'query'>, slot: string, rows: ReadonlyArray<{ lsn: string }>, limit: number, flushedBefore: string): Promise<void> {
+  const last = rows.length ? rows[rows.length - 1]!.lsn : null;
+  const through = rows.length < limit ? flushedBefore : last;
+  if (through === null) return;
+  await db.query(
+    `select pg_replication_slot_advance(slot_name, greatest($2::pg_lsn, $3::pg_lsn, confirmed_flush_lsn))
+       from pg_replication_slots where slot_name = $1 and greatest($2::pg_lsn, $3::pg_lsn) > confirmed_flush_lsn`,
+    [slot, through, last],
+  );
+}
+
 export type Op = { kind: 'row'; values: TupleValue[] } | { kind: 'delete'; key: TupleValue[] };
 
 export interface TableShape {
@@ -331,11 +358,15 @@ class Applier {
   /** One peek–apply–advance round on one source; returns how many messages it read. */
   async round(source: ReshardSource): Promise<number> {
     const db = this.pools.get(source.node.dsn);
+    const flushed = await flushedLsn(db);
     const { rows } = await db.query<{ lsn: string; data: Buffer }>(
       `select lsn::text, data from pg_logical_slot_peek_binary_changes($1, null, $2, 'proto_version', '1', 'publication_names', $3)`,
       [source.slot, PEEK_CHANGES, source.publication],
     );
-    if (rows.length === 0) return 0;
+    if (rows.length === 0) {
+      await confirmRound(db, source.slot, rows, PEEK_CHANGES, flushed);
+      return 0;
+    }
     let shapes = this.shapesBySource.get(source.slot);
     if (!shapes) this.shapesBySource.set(source.slot, (shapes = new Map()));
     const pending: Pending = this.plan.targets.map(() => new Map());
@@ -367,7 +398,7 @@ class Applier {
       }
     }
     await this.flush(pending);
-    await db.query('select pg_replication_slot_advance($1, $2::pg_lsn)', [source.slot, rows[rows.length - 1]!.lsn]);
+    await confirmRound(db, source.slot, rows, PEEK_CHANGES, flushed);
     return rows.length;
   }
 

@@ -7,7 +7,7 @@ import { dropSchemaGuarded } from './drop-guard.js';
 import { quoteIdent } from '../sql/ident.js';
 import { inTransaction } from '../sql/transaction.js';
 import { AS_REPLICA } from './fence.js';
-import { dropSlotEndingReader, pkText, writeOps, type Op, type TableShape } from './logical-apply.js';
+import { confirmRound, dropSlotEndingReader, flushedLsn, pkText, writeOps, type Op, type TableShape } from './logical-apply.js';
 import { decodeMessage, UNCHANGED, type Relation, type TupleValue } from './pgoutput.js';
 import { cutover, lockForCutover, VerificationError, type CutoverDeps, type CutoverOptions, type CutoverResult, type CutoverTarget } from './cutover.js';
 import type { ShardTables } from './replication.js';
@@ -169,11 +169,15 @@ class ReverseApplier {
   /** One peek–apply–advance round; returns how many messages it read. */
   async round(placement: pg.ClientBase): Promise<number> {
     const names = reverseNames(this.stream.movementId);
+    const flushed = await flushedLsn(placement);
     const { rows } = await placement.query<{ lsn: string; data: Buffer }>(
       `select lsn::text, data from pg_logical_slot_peek_binary_changes($1, null, $2, 'proto_version', '1', 'publication_names', $3, 'origin', 'none')`,
       [names.slot, PEEK_CHANGES, names.publication],
     );
-    if (rows.length === 0) return 0;
+    if (rows.length === 0) {
+      await confirmRound(placement, names.slot, rows, PEEK_CHANGES, flushed);
+      return 0;
+    }
     let pending = new Map<TableShape, Map<string, Op>>();
     for (const row of rows) {
       const change = decodeMessage(row.data);
@@ -207,7 +211,7 @@ class ReverseApplier {
       }
     }
     await this.flush(pending);
-    await placement.query('select pg_replication_slot_advance($1, $2::pg_lsn)', [names.slot, rows[rows.length - 1]!.lsn]);
+    await confirmRound(placement, names.slot, rows, PEEK_CHANGES, flushed);
     return rows.length;
   }
 

@@ -4,7 +4,7 @@ import { NodePools } from '../../src/catalog/node-pools.js';
 import { InvalidInputError } from '../../src/errors.js';
 import { createRouter, type Router } from '../../src/router/router.js';
 import { SA_OPERATION, SA_PHASE } from '../../src/search-attributes.js';
-import { movementProgressQuery } from '../../workflows/messages.js';
+import { movementProgressQuery, pauseSignal, resumeSignal } from '../../workflows/messages.js';
 import { adminQuery, createTestCatalog, expectNoMovementLeftovers, recordHistory, startTestWorker, type TestCatalog, type TestWorker } from '../helpers/fleet.js';
 
 let catalog: TestCatalog;
@@ -259,6 +259,54 @@ describe('split and merge', () => {
     } finally {
       await stale.close();
     }
+  });
+
+  it("a merge of quiet shards catches up while the nodes write other tables' WAL (the slots advance past WAL of no interest)", { timeout: 120_000 }, async () => {
+    const ROWS = 200_000;
+    await createDistributedTable(worker.options, { name: 'quiet', columns: 'id bigint primary key, v int', shardKey: 'id', shardCount: 2 });
+    // Enough rows for a copy of a few seconds, so that the merge can be paused once its slots exist.
+    const byShard = new Map<number, number[]>();
+    for (let k = 1; k <= ROWS; k++) {
+      const shardId = router.forKey('quiet', k).route().shardId;
+      if (!byShard.has(shardId)) byShard.set(shardId, []);
+      byShard.get(shardId)!.push(k);
+    }
+    for (const keys of byShard.values()) await router.forKey('quiet', keys[0]!).query('insert into quiet (id, v) select k, k from unnest($1::bigint[]) k', [keys]);
+    const [lo, hi] = await shardsOf('quiet');
+    const merge = await startMerge(worker.options, { shardIds: [lo!.id, hi!.id], graceSeconds: 0, pollSeconds: 0.2 });
+    const sourceNodes = [...new Set([lo!.node, hi!.node])];
+    const slotsOf = async (node: string) =>
+      (await adminQuery(catalog.nodeUrl(node), "select slot_name::text as slot from pg_replication_slots where slot_name like 'sc\\_mv\\_%' and database = current_database() and confirmed_flush_lsn is not null")).rows;
+    const deadline = Date.now() + 60_000;
+    while ((await Promise.all(sourceNodes.map(slotsOf))).flat().length < 2) {
+      if (Date.now() > deadline) throw new Error('the merge did not create its slots within 60 s');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await merge.signal(pauseSignal);
+    while (!(await merge.query(movementProgressQuery)).paused) {
+      if (Date.now() > deadline) throw new Error(`the merge did not reach its change capture, paused, within 60 s: ${JSON.stringify(await merge.query(movementProgressQuery))} ${JSON.stringify(await Promise.all(sourceNodes.map(slotsOf)))}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    // About 16 MB of WAL on each source node (16 times the catch-up's lag bound), none of it the merged tables'.
+    for (const node of sourceNodes) {
+      await adminQuery(catalog.nodeUrl(node), "create table wal_of_no_interest as select g, repeat('x', 100) as pad from generate_series(1, 100000) g");
+      await adminQuery(catalog.nodeUrl(node), 'drop table wal_of_no_interest');
+    }
+    await merge.signal(resumeSignal);
+    let timer: NodeJS.Timeout | undefined;
+    const stuck = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => void merge.query(movementProgressQuery).then((p) => reject(new Error(`the merge did not end within 45 s: ${JSON.stringify(p)}`)), reject), 45_000);
+    });
+    try {
+      await Promise.race([moveResult(merge), stuck]);
+    } finally {
+      clearTimeout(timer);
+    }
+    const after = await shardsOf('quiet');
+    expect(after).toHaveLength(1);
+    const { rows } = await router.all<{ n: number; s: string }>('select count(*)::int as n, sum(v)::text as s from quiet');
+    expect(rows).toEqual([{ n: ROWS, s: String((ROWS * (ROWS + 1)) / 2) }]);
+    await expectNothingLeft();
   });
 
   it('refuses bad requests with a clear message and changes nothing', async () => {
