@@ -229,8 +229,9 @@ export function createRestoreActivities(deps: { catalog: pg.Pool; sessionLimits?
       return run(async () => {
         const t = await tableShards(deps.catalog, input.tableId);
         const record = input.expected.record !== undefined && input.columns ? input.columns : undefined;
+        const shardsOn = new Map(t.nodes.map((node) => [node.id, t.shards.filter((s) => s.nodeId === node.id)]));
         const checkNode = (node: (typeof t.nodes)[number]) =>
-          checkRestoredShards(node, { table: t.name, keyColumn: t.keyColumn, keyType: t.keyType, shards: t.shards.filter((s) => s.nodeId === node.id), ...(record ? { record } : {}) }, limits, input.sessions);
+          checkRestoredShards(node, { table: t.name, keyColumn: t.keyColumn, keyType: t.keyType, shards: shardsOn.get(node.id)!, ...(record ? { record } : {}) }, limits, input.sessions);
         const checks = await beating(
           () => 'verifying',
           async () => {
@@ -242,7 +243,7 @@ export function createRestoreActivities(deps: { catalog: pg.Pool; sessionLimits?
         );
         const digest = compareWithManifest(t.name, input.expected, checks);
         // Verified: autovacuum may have the shards now (they were loaded with it off).
-        await Promise.all(t.nodes.map((node) => resumeAutovacuum(node, { table: t.name, schemas: t.shards.filter((s) => s.nodeId === node.id).map((s) => s.schema) }, limits)));
+        await Promise.all(t.nodes.map((node) => resumeAutovacuum(node, { table: t.name, schemas: shardsOn.get(node.id)!.map((s) => s.schema) }, limits)));
         return { ...digest, perShard: Object.fromEntries(checks.map((c) => [String(c.shardId), c.rows])) };
       });
     },

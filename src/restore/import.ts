@@ -679,8 +679,9 @@ async function perShardSessions<T, R>(
   items: readonly T[],
   sessions: number,
   limits: SessionLimits,
-  setup: (client: pg.Client) => Promise<void>,
   work: (client: pg.Client, item: T) => Promise<R>,
+  /** Settings each session starts with, given how many sessions there are. */
+  settings: (sessions: number) => string[] = () => [],
 ): Promise<R[]> {
   const n = Math.max(1, Math.min(Math.floor(sessions), items.length));
   const out = new Array<R>(items.length);
@@ -690,7 +691,7 @@ async function perShardSessions<T, R>(
   const ended = await Promise.allSettled(
     Array.from({ length: n }, () =>
       onNode(node, limits, async (client) => {
-        await setup(client);
+        for (const setting of settings(n)) await client.query(setting);
         if (n > 1) await client.query('set max_parallel_workers_per_gather = 0; set max_parallel_maintenance_workers = 0');
         while (!failed && next < items.length) {
           const i = next++;
@@ -721,14 +722,11 @@ export async function buildRestoreIndexes(
   onShardDone?: (schema: string) => void,
   sessions = 1,
 ): Promise<void> {
-  const n = Math.max(1, Math.min(Math.floor(sessions), input.schemas.length));
-  const memoryMb = Math.max(64, Math.floor(256 / n));
   await perShardSessions(
     node,
     input.schemas,
-    n,
+    sessions,
     limits,
-    async (client) => void (await client.query(`set maintenance_work_mem = '${memoryMb}MB'`)),
     async (client, schema) => {
       const target = shardTable(schema, input.table);
       if (input.primaryKey.length > 0) {
@@ -741,6 +739,7 @@ export async function buildRestoreIndexes(
       await client.query(`analyze ${target}`);
       onShardDone?.(schema);
     },
+    (n) => [`set maintenance_work_mem = '${Math.max(64, Math.floor(256 / n))}MB'`],
   );
 }
 
@@ -769,7 +768,6 @@ export async function checkRestoredShards(
     input.shards,
     sessions,
     limits,
-    async () => undefined,
     async (client, shard): Promise<ShardCheck> => {
       await client.query('begin isolation level repeatable read read only');
       try {
