@@ -316,20 +316,23 @@ export async function flushedLsn(db: Pick<pg.ClientBase, 'query'>): Promise<stri
  * last row: the slot advances to that row. A peek under its limit decoded every WAL record that
  * began before the flushed position read just before it (`flushedBefore`: the peek reads to the
  * flush position at its own start, and waits for a record that straddles it), so every
- * transaction that committed before that position was in it; the slot advances there. Without
- * that, a quiet shard's slot would never move past the WAL of the node's other tables and
- * databases: its lag would only grow, and a catch-up waiting for it would never end. Never moves a
- * slot back (a retry beside a stale attempt may have advanced it further).
+ * transaction that committed before that position was in it; the slot advances there (or to its
+ * last row, if later). Without that, a quiet shard's slot would never move past the WAL of the
+ * node's other tables and databases: its lag would only grow, and a catch-up waiting for it would
+ * never end.
+ *
+ * With rows, a slot another apply has confirmed further (a retry beside a stale attempt) makes
+ * PostgreSQL refuse the advance, and this apply stops with that error, as it always did. A round
+ * that read nothing applied nothing: it only advances a slot that is behind its position.
  */
 export async function confirmRound(db: Pick<pg.ClientBase, 'query'>, slot: string, rows: ReadonlyArray<{ lsn: string }>, limit: number, flushedBefore: string): Promise<void> {
   const last = rows.length ? rows[rows.length - 1]!.lsn : null;
-  const through = rows.length < limit ? flushedBefore : last;
-  if (through === null) return;
-  await db.query(
-    `select pg_replication_slot_advance(slot_name, greatest($2::pg_lsn, $3::pg_lsn, confirmed_flush_lsn))
-       from pg_replication_slots where slot_name = $1 and greatest($2::pg_lsn, $3::pg_lsn) > confirmed_flush_lsn`,
-    [slot, through, last],
-  );
+  if (last !== null) {
+    const through = rows.length < limit ? flushedBefore : last;
+    await db.query('select pg_replication_slot_advance($1, greatest($2::pg_lsn, $3::pg_lsn))', [slot, through, last]);
+    return;
+  }
+  await db.query('select pg_replication_slot_advance(slot_name, $2::pg_lsn) from pg_replication_slots where slot_name = $1 and confirmed_flush_lsn < $2::pg_lsn', [slot, flushedBefore]);
 }
 
 export type Op = { kind: 'row'; values: TupleValue[] } | { kind: 'delete'; key: TupleValue[] };
