@@ -10,6 +10,7 @@ import { NotFoundError, ShardcastError } from '../errors.js';
 import { quoteIdent, quoteLiteral } from '../sql/ident.js';
 import { inTransaction } from '../sql/transaction.js';
 import { abandonIfRunning } from '../catalog/abandon.js';
+import { failpoint } from '../failpoints.js';
 import { AS_REPLICA } from './fence.js';
 import type { Governor } from './governor.js';
 import { decodeMessage, UNCHANGED, type Relation, type TupleValue } from './pgoutput.js';
@@ -326,13 +327,74 @@ export async function flushedLsn(db: Pick<pg.ClientBase, 'query'>): Promise<stri
  * that read nothing applied nothing: it only advances a slot that is behind its position.
  */
 export async function confirmRound(db: Pick<pg.ClientBase, 'query'>, slot: string, rows: ReadonlyArray<{ lsn: string }>, limit: number, flushedBefore: string): Promise<void> {
-  const last = rows.length ? rows[rows.length - 1]!.lsn : null;
-  if (last !== null) {
-    const through = rows.length < limit ? flushedBefore : last;
-    await db.query('select pg_replication_slot_advance($1, greatest($2::pg_lsn, $3::pg_lsn))', [slot, through, last]);
+  const position = roundPosition(rows, limit, flushedBefore);
+  if (position !== null) {
+    await db.query('select pg_replication_slot_advance($1, $2::pg_lsn)', [slot, position]);
     return;
   }
   await db.query('select pg_replication_slot_advance(slot_name, $2::pg_lsn) from pg_replication_slots where slot_name = $1 and confirmed_flush_lsn < $2::pg_lsn', [slot, flushedBefore]);
+}
+
+/**
+ * How far a round with rows has read its slot (see confirmRound): its last row when the peek hit
+ * its limit, else the later of that row and the flushed position read before the peek. A later
+ * round of any attempt reads at least as far. Null: the round read nothing.
+ */
+export function roundPosition(rows: ReadonlyArray<{ lsn: string }>, limit: number, flushedBefore: string): string | null {
+  if (rows.length === 0) return null;
+  const last = rows[rows.length - 1]!.lsn;
+  if (rows.length >= limit) return last;
+  return lsnValue(flushedBefore) > lsnValue(last) ? flushedBefore : last;
+}
+
+/** A pg_lsn's text (`16/B374D848`) as a number, for comparing. */
+export function lsnValue(text: string): bigint {
+  const m = /^([0-9A-F]{1,8})\/([0-9A-F]{1,8})$/i.exec(text);
+  if (!m) throw new ShardcastError('PGOUTPUT', `not a WAL position: ${JSON.stringify(text)}`);
+  return (BigInt(`0x${m[1]}`) << 32n) | BigInt(`0x${m[2]}`);
+}
+
+/** Per target schema and source slot: how far the slot's changes written there were read (applyFence). */
+const APPLY_POSITIONS = 'sc_movement.apply_positions';
+
+async function ensureApplyPositions(db: Pick<pg.Pool, 'query'>): Promise<void> {
+  const exists = await db.query(`select to_regclass('${APPLY_POSITIONS}') is not null as ok`);
+  if (exists.rows[0]?.ok) return;
+  try {
+    await db.query('create schema if not exists sc_movement');
+    await db.query(`create table if not exists ${APPLY_POSITIONS} (slot text, schema_name text, lsn pg_lsn not null, primary key (slot, schema_name))`);
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code !== '23505' && code !== '42P06' && code !== '42P07') throw err; // created meanwhile
+  }
+}
+
+/**
+ * In a target's write transaction, before the round's writes: records how far the round read its
+ * source's slot, and refuses the round when a write of the same slot's changes there read further.
+ * That is a stale attempt (a worker that stalled between its peek and its writes, beside the retry
+ * that has gone on): its older row versions would overwrite newer ones, and the slot, confirmed past
+ * them by the retry, would never send the newer ones again. The row lock orders two writers.
+ */
+async function applyFence(client: pg.ClientBase, slot: string, schema: string, position: string): Promise<void> {
+  const { rowCount } = await client.query(
+    `insert into ${APPLY_POSITIONS} as p (slot, schema_name, lsn) values ($1, $2, $3::pg_lsn)
+       on conflict (slot, schema_name) do update set lsn = excluded.lsn where p.lsn <= excluded.lsn`,
+    [slot, schema, position],
+  );
+  if (!rowCount) {
+    throw new ShardcastError('APPLY_SUPERSEDED', `changes of ${slot} up to ${position} not written into ${schema}: another apply has written it from further on (this attempt is stale)`);
+  }
+}
+
+/** The apply positions of a split's or merge's slots on its targets (cleanup and compensation). Safe to repeat. */
+async function forgetApplyPositions(pools: NodePools, plan: ReshardPlan): Promise<void> {
+  const slots = plan.sources.map((s) => s.slot);
+  for (const dsn of new Set(plan.targets.map((t) => t.node.dsn))) {
+    const db = pools.get(dsn);
+    const exists = await db.query(`select to_regclass('${APPLY_POSITIONS}') is not null as ok`);
+    if (exists.rows[0]?.ok) await db.query(`delete from ${APPLY_POSITIONS} where slot = any($1::text[])`, [slots]);
+  }
 }
 
 export type Op = { kind: 'row'; values: TupleValue[] } | { kind: 'delete'; key: TupleValue[] };
@@ -347,12 +409,19 @@ export interface TableShape {
 /** Per target, per table shape: the last operation per primary key (earlier ones are superseded). */
 type Pending = Array<Map<TableShape, Map<string, Op>>>;
 
+/** The slot a round read and how far (roundPosition), checked in every write it makes (applyFence). */
+interface Fence {
+  slot: string;
+  position: string;
+}
+
 class Applier {
   /**
    * Table shapes by source slot, then by relation id: ids are OIDs of the source's cluster, so two
    * sources on different nodes may use the same id for different tables.
    */
   private readonly shapesBySource = new Map<string, Map<number, TableShape>>();
+  private readonly fenced = new Set<string>();
   constructor(
     private readonly pools: NodePools,
     private readonly plan: ReshardPlan,
@@ -372,6 +441,7 @@ class Applier {
     }
     let shapes = this.shapesBySource.get(source.slot);
     if (!shapes) this.shapesBySource.set(source.slot, (shapes = new Map()));
+    const fence = { slot: source.slot, position: roundPosition(rows, PEEK_CHANGES, flushed)! };
     const pending: Pending = this.plan.targets.map(() => new Map());
     for (const row of rows) {
       const change = decodeMessage(row.data);
@@ -392,17 +462,25 @@ class Applier {
         }
         case 'truncate':
           // Earlier operations of this batch are written first, then the tables are emptied.
-          await this.flush(pending);
+          await this.flush(pending, fence);
           for (const m of pending) m.clear();
-          for (const id of change.relations) await this.truncate(shapeOf(shapes, id));
+          for (const id of change.relations) await this.truncate(shapeOf(shapes, id), fence);
           break;
         default:
           break;
       }
     }
-    await this.flush(pending);
+    await failpoint('reshard.apply.before-write');
+    await this.flush(pending, fence);
     await confirmRound(db, source.slot, rows, PEEK_CHANGES, flushed);
     return rows.length;
+  }
+
+  /** The apply positions' table on a target node, made once per applier. */
+  private async ensureFence(dsn: string): Promise<void> {
+    if (this.fenced.has(dsn)) return;
+    await ensureApplyPositions(this.pools.get(dsn));
+    this.fenced.add(dsn);
   }
 
   private learn(shapes: Map<number, TableShape>, relation: Relation): void {
@@ -444,12 +522,14 @@ class Applier {
     ops.set(pk, { kind: 'row', values });
   }
 
-  private async flush(pending: Pending): Promise<void> {
+  private async flush(pending: Pending, fence: Fence): Promise<void> {
     for (let i = 0; i < pending.length; i++) {
       const byTable = pending[i]!;
       if (byTable.size === 0) continue;
       const target = this.plan.targets[i]!;
+      await this.ensureFence(target.node.dsn);
       await inTransaction(this.pools.get(target.node.dsn), async (client) => {
+        await applyFence(client, fence.slot, target.schema, fence.position);
         await client.query(AS_REPLICA);
         // Each with the shape its tuples were described with (a relation described anew mid-batch gets its own entry).
         for (const [of, ops] of byTable) await writeOps(client, target.schema, of, [...ops.values()]);
@@ -457,9 +537,11 @@ class Applier {
     }
   }
 
-  private async truncate(shape: TableShape): Promise<void> {
+  private async truncate(shape: TableShape, fence: Fence): Promise<void> {
     for (const t of this.plan.targets) {
+      await this.ensureFence(t.node.dsn);
       await inTransaction(this.pools.get(t.node.dsn), async (client) => {
+        await applyFence(client, fence.slot, t.schema, fence.position);
         await client.query(AS_REPLICA);
         await client.query(`truncate ${quoteIdent(t.schema)}.${quoteIdent(shape.table.name)}`);
       });
@@ -556,6 +638,7 @@ export async function stopChangeCapture(pools: NodePools, plan: ReshardPlan): Pr
     await dropSlotEndingReader(db, s.slot, { bestEffort: true });
     await db.query(`drop publication if exists ${quoteIdent(s.publication)}`);
   }
+  await forgetApplyPositions(pools, plan);
 }
 
 /**
@@ -588,4 +671,5 @@ export async function dropNewShards(catalog: Pick<pg.Pool, 'query'>, pools: Node
   const placed = await catalog.query('select 1 from shardcast.shards where id = any($1::bigint[])', [ids]);
   if (placed.rowCount) throw new ShardcastError('SHARD_PLACED', `shards ${ids.join(', ')} are in the catalog: their schemas are not dropped`);
   for (const t of plan.targets) await dropSchemaGuarded(catalog, pools, t.node, t.schema, [t.shardId]);
+  await forgetApplyPositions(pools, plan);
 }

@@ -1,15 +1,20 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { confirmRound, flushedLsn } from '../../src/movement/logical-apply.js';
-import { createTestCatalog, type TestCatalog } from '../helpers/fleet.js';
+import { NodePools } from '../../src/catalog/node-pools.js';
+import { failpointHits, resetFailpoints } from '../../src/failpoints.js';
+import { applyChanges, confirmRound, flushedLsn, stopChangeCapture } from '../../src/movement/logical-apply.js';
+import type { ReshardPlan } from '../../src/movement/reshard-plan.js';
+import { adminQuery, createTestCatalog, type TestCatalog } from '../helpers/fleet.js';
 
 /**
  * How a split's or merge's apply confirms its slot (confirmRound), on a real node: past the WAL of
  * other tables when a round read every change, never backwards, and refused (as PostgreSQL refuses
- * it) when another apply has confirmed further than this round's rows.
+ * it) when another apply has confirmed further than this round's rows. And how its writes are
+ * fenced against a stale attempt of the same apply (applyFence).
  */
 let catalog: TestCatalog;
 let db: pg.Client;
+const pools = new NodePools();
 const SLOT = 'sc_test_confirm';
 const PUB = 'sc_test_confirm';
 
@@ -24,8 +29,10 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  delete process.env.SHARDCAST_FAILPOINTS;
   await db?.query(`select pg_drop_replication_slot('${SLOT}')`).catch(() => undefined);
   await db?.end();
+  await pools.end();
   await catalog?.close();
 });
 
@@ -81,5 +88,67 @@ describe('confirmRound', () => {
     await db.query('select pg_replication_slot_advance($1, $2::pg_lsn)', [SLOT, further]);
     await expect(confirmRound(db, SLOT, rows, 1000, flushed)).rejects.toThrow(/cannot advance replication slot/);
     expect(await confirmed()).toBe(further);
+  });
+});
+
+describe('a split or merge apply beside a stale attempt of it', () => {
+  it('the stale attempt, stalled between its read and its writes, is refused: the newer row stays, and nothing is left to apply', async () => {
+    const [source, target] = catalog.nodes;
+    await adminQuery(catalog.nodeUrl(source!.name), 'create schema fence_src; create table fence_src.t (id bigint primary key, v int not null)');
+    await adminQuery(catalog.nodeUrl(target!.name), 'create schema fence_dst; create table fence_dst.t (id bigint primary key, v int not null)');
+    const slot = 'sc_mv_fence_test_0';
+    const plan: ReshardPlan = {
+      operation: 'merge',
+      movementId: 'fence_test',
+      groupId: 0,
+      groupName: 'fence',
+      method: 'hash',
+      keyType: 'bigint',
+      tables: [{ name: 't', columns: 'id bigint primary key, v int not null', keyColumn: 'id' }],
+      sources: [{ shardId: 1, schema: 'fence_src', node: source!, range: { hashMin: '-9223372036854775808', hashMax: '9223372036854775807' }, slot, publication: slot, gid: slot }],
+      targets: [{ shardId: 2, schema: 'fence_dst', node: target!, range: { hashMin: '-9223372036854775808', hashMax: '9223372036854775807' } }],
+      catalogGid: slot,
+      bytes: 0,
+    };
+    const src = pools.get(source!.dsn);
+    await src.query(`create publication ${slot} for table fence_src.t`);
+    await src.query(`select pg_create_logical_replication_slot('${slot}', 'pgoutput')`);
+    try {
+      await src.query('insert into fence_src.t values (1, 1)');
+      // The first attempt reads v = 1, then stalls before writing it.
+      process.env.SHARDCAST_FAILPOINTS = 'reshard.apply.before-write=sleep:3000*1';
+      resetFailpoints();
+      const hitsBefore = failpointHits.get('reshard.apply.before-write') ?? 0;
+      const stale = applyChanges(pools, plan).then(
+        () => 'finished',
+        (err: Error) => err.message,
+      );
+      const deadline = Date.now() + 10_000;
+      while ((failpointHits.get('reshard.apply.before-write') ?? 0) === hitsBefore) {
+        if (Date.now() > deadline) throw new Error('the first attempt did not reach its writes');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      // The retry goes on: it reads v = 1 and v = 2, writes the newer, and confirms the slot past both.
+      await src.query('update fence_src.t set v = 2 where id = 1');
+      const retry = await applyChanges(pools, plan);
+      expect(retry.changes).toBeGreaterThan(0);
+      const dst = pools.get(target!.dsn);
+      expect((await dst.query('select v from fence_dst.t where id = 1')).rows).toEqual([{ v: 2 }]);
+      // The stale attempt wakes up with v = 1: refused, it writes nothing.
+      expect(await stale).toMatch(/another apply has written it from further on \(this attempt is stale\)/);
+      expect((await dst.query('select v from fence_dst.t where id = 1')).rows).toEqual([{ v: 2 }]);
+      // Nothing was lost: the slot has nothing more for the target.
+      expect((await applyChanges(pools, plan)).changes).toBe(0);
+      // The next change still arrives.
+      await src.query('update fence_src.t set v = 3 where id = 1');
+      await applyChanges(pools, plan);
+      expect((await dst.query('select v from fence_dst.t where id = 1')).rows).toEqual([{ v: 3 }]);
+    } finally {
+      delete process.env.SHARDCAST_FAILPOINTS;
+      await stopChangeCapture(pools, plan);
+    }
+    // Cleanup forgets the apply positions with the slot.
+    const { rows } = await adminQuery(catalog.nodeUrl(target!.name), "select count(*)::int as n from sc_movement.apply_positions where slot = 'sc_mv_fence_test_0'");
+    expect(rows).toEqual([{ n: 0 }]);
   });
 });
