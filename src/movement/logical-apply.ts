@@ -11,6 +11,7 @@ import { quoteIdent, quoteLiteral } from '../sql/ident.js';
 import { inTransaction } from '../sql/transaction.js';
 import { abandonIfRunning } from '../catalog/abandon.js';
 import { failpoint } from '../failpoints.js';
+import { ensureMovementTable } from './movement-tables.js';
 import { AS_REPLICA } from './fence.js';
 import type { Governor } from './governor.js';
 import { decodeMessage, UNCHANGED, type Relation, type TupleValue } from './pgoutput.js';
@@ -358,15 +359,7 @@ export function lsnValue(text: string): bigint {
 const APPLY_POSITIONS = 'sc_movement.apply_positions';
 
 async function ensureApplyPositions(db: Pick<pg.Pool, 'query'>): Promise<void> {
-  const exists = await db.query(`select to_regclass('${APPLY_POSITIONS}') is not null as ok`);
-  if (exists.rows[0]?.ok) return;
-  try {
-    await db.query('create schema if not exists sc_movement');
-    await db.query(`create table if not exists ${APPLY_POSITIONS} (slot text, schema_name text, lsn pg_lsn not null, primary key (slot, schema_name))`);
-  } catch (err) {
-    const code = (err as { code?: string }).code;
-    if (code !== '23505' && code !== '42P06' && code !== '42P07') throw err; // created meanwhile
-  }
+  await ensureMovementTable(db, APPLY_POSITIONS, [`create table if not exists ${APPLY_POSITIONS} (slot text, schema_name text, lsn pg_lsn not null, primary key (slot, schema_name))`]);
 }
 
 /**

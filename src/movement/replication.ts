@@ -5,6 +5,7 @@ import { grantShardSchemas } from '../catalog/app-role.js';
 import { resolveDsn } from '../catalog/dsn-password.js';
 import { libpqConninfo, newPgClient } from '../catalog/pg-tls.js';
 import { dropSchemaGuarded } from './drop-guard.js';
+import { ensureMovementTable } from './movement-tables.js';
 import type { NodePools } from '../catalog/node-pools.js';
 import type { NodeRecord, Queryable } from '../catalog/nodes.js';
 import { InvalidInputError, NotFoundError, ShardcastError, sqlState } from '../errors.js';
@@ -191,19 +192,11 @@ const COPIES = 'sc_movement.copies';
 const COPY_CONTROL = 'sc_movement.copy_control';
 
 async function ensureCopyTables(db: Pick<pg.Pool, 'query'>): Promise<void> {
-  const exists = await db.query("select to_regclass('sc_movement.copy_control') is not null as ok");
-  if (exists.rows[0]?.ok) return;
-  try {
-    await db.query('create schema if not exists sc_movement');
-    await db.query(`create table if not exists ${COPIES} (movement_id text, table_name text, rows bigint not null, bytes bigint not null, done boolean not null, primary key (movement_id, table_name))`);
-    await db.query(
-      `create table if not exists ${COPY_CONTROL} (movement_id text primary key, token text, paused boolean not null default false,
-         throttled_ms bigint not null default 0, done boolean not null default false)`,
-    );
-  } catch (err) {
-    const code = (err as { code?: string }).code;
-    if (code !== '23505' && code !== '42P06' && code !== '42P07') throw err; // created meanwhile
-  }
+  await ensureMovementTable(db, COPY_CONTROL, [
+    `create table if not exists ${COPIES} (movement_id text, table_name text, rows bigint not null, bytes bigint not null, done boolean not null, primary key (movement_id, table_name))`,
+    `create table if not exists ${COPY_CONTROL} (movement_id text primary key, token text, paused boolean not null default false,
+       throttled_ms bigint not null default 0, done boolean not null default false)`,
+  ]);
 }
 
 /** Drops a slot left by an earlier attempt, ending the connection that still holds it (a stale copy's). */
@@ -585,15 +578,7 @@ export async function streamProgress(
 export const WATERMARKS = 'sc_movement.watermarks';
 
 async function ensureWatermarkTable(db: Pick<pg.Pool, 'query'>): Promise<void> {
-  const exists = await db.query("select to_regclass('sc_movement.watermarks') is not null as ok");
-  if (exists.rows[0]?.ok) return;
-  try {
-    await db.query('create schema if not exists sc_movement');
-    await db.query(`create table if not exists ${WATERMARKS} (movement_id text primary key, n bigint not null)`);
-  } catch (err) {
-    const code = (err as { code?: string }).code;
-    if (code !== '23505' && code !== '42P06' && code !== '42P07') throw err; // created meanwhile
-  }
+  await ensureMovementTable(db, WATERMARKS, [`create table if not exists ${WATERMARKS} (movement_id text primary key, n bigint not null)`]);
 }
 
 /**
